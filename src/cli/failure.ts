@@ -1,0 +1,96 @@
+import {CredentialFileError} from '../orthanc/endpoint.js'
+import {
+  ChecksumMismatchError,
+  InvalidServerUrlError,
+  NotOrthancError,
+  OrthancAuthError,
+  OrthancConnectionError,
+  OrthancHttpError,
+  OrthancTimeoutError,
+  OrthancTlsError,
+  OrthancUnreachableError,
+} from '../orthanc/errors.js'
+import {ExitCode, type ExitCodeValue} from './exit-codes.js'
+import {UserFacingError} from '../errors.js'
+
+export interface Failure {
+  /** One line: what went wrong, naming the server, file or instance. */
+  message: string
+  /** One line: what to do about it. */
+  suggestion: string
+  exitCode: ExitCodeValue
+  /** A stable machine-readable name, for --json output. */
+  code: string
+}
+
+/**
+ * The one place where errors become what the user reads. Anything not recognised here is a
+ * bug in this tool: it gets exit code 1 and a request to report it, still without a stack
+ * trace unless DEBUG is set.
+ */
+export function describeFailure(error: unknown): Failure {
+  if (error instanceof UserFacingError) return {message: error.message, suggestion: error.suggestion, exitCode: error.exitCode, code: error.code}
+  if (error instanceof InvalidServerUrlError) {
+    return {message: `${error.message} (${error.input})`, suggestion: 'Give the server as http://host:port or https://host:port, for example http://localhost:8042.', exitCode: ExitCode.invalidUrl, code: 'invalid-url'}
+  }
+
+  if (error instanceof OrthancUnreachableError) {
+    const suggestion = error.code === 'ECONNREFUSED'
+      ? 'Check that Orthanc is running and that the host and port (HttpPort) in the URL are right.'
+      : 'Check the host name in the URL and that this machine can reach it.'
+    return {message: error.message, suggestion, exitCode: ExitCode.unreachable, code: 'unreachable'}
+  }
+
+  if (error instanceof OrthancAuthError) {
+    return {
+      message: `${error.server} refused the credentials (HTTP ${error.status})`,
+      suggestion: 'Give a user from the server\'s RegisteredUsers: in the URL (http://user:password@host:8042), with --password-file, or with the ORTHANC_USERNAME and ORTHANC_PASSWORD environment variables.',
+      exitCode: ExitCode.authentication,
+      code: 'authentication',
+    }
+  }
+
+  if (error instanceof NotOrthancError) {
+    return {message: error.message, suggestion: 'Point the URL at Orthanc\'s REST API (the address that answers /system), including any reverse-proxy prefix.', exitCode: ExitCode.notOrthanc, code: 'not-orthanc'}
+  }
+
+  if (error instanceof OrthancTimeoutError) {
+    return {message: error.message, suggestion: 'The server is overloaded or unreachable through a firewall; retry later, or raise --timeout.', exitCode: ExitCode.timeout, code: 'timeout'}
+  }
+
+  if (error instanceof OrthancTlsError) {
+    return {message: error.message, suggestion: 'Give the server\'s certificate authority with --ca-file, and a client certificate with --client-cert and --client-key if the server asks for one.', exitCode: ExitCode.tls, code: 'tls'}
+  }
+
+  if (error instanceof OrthancConnectionError) {
+    return {message: error.message, suggestion: 'The server went away during the transfer; run the same command again to finish the job.', exitCode: ExitCode.unreachable, code: 'connection-lost'}
+  }
+
+  if (error instanceof OrthancHttpError) {
+    return {message: error.message, suggestion: error.status >= 500 ? 'The server failed; see its log, then run the same command again.' : 'Check the request against the server\'s configuration and version.', exitCode: ExitCode.serverError, code: 'http-error'}
+  }
+
+  if (error instanceof ChecksumMismatchError) {
+    return {message: error.message, suggestion: 'The copy was damaged in transit or on the server; run the command again, and check the server\'s storage if it persists.', exitCode: ExitCode.partialFailure, code: 'checksum-mismatch'}
+  }
+
+  if (error instanceof CredentialFileError) {
+    return {message: error.message, suggestion: 'Check the path and that this user may read the file.', exitCode: ExitCode.usage, code: 'unreadable-file'}
+  }
+
+  const code = (error as NodeJS.ErrnoException | undefined)?.code
+  if (code === 'ENOSPC') {
+    return {message: `no space left on device: ${(error as Error).message}`, suggestion: 'Free space or choose another output folder, then run the same command again: it resumes.', exitCode: ExitCode.noSpace, code: 'no-space'}
+  }
+
+  if ((error as Error | undefined)?.name === 'AbortError') {
+    return {message: 'interrupted', suggestion: 'Run the same command again to resume.', exitCode: ExitCode.interrupted, code: 'interrupted'}
+  }
+
+  return {
+    message: `unexpected error: ${(error as Error | undefined)?.message ?? String(error)}`,
+    suggestion: 'This is a bug in orthanc-replicate; run again with DEBUG=orthanc-replicate for details and report it.',
+    exitCode: ExitCode.internal,
+    code: 'internal',
+  }
+}

@@ -1,0 +1,52 @@
+import {Flags} from '@oclif/core'
+
+import {type EndpointInput, resolveEndpoint, type ServerEndpoint} from '../orthanc/endpoint.js'
+
+/** Which server a set of flags describes: the only one, or one side of a transfer. */
+export type ServerRole = 'server' | 'source' | 'target'
+
+const ENV_PREFIXES: Record<ServerRole, string[]> = {
+  server: ['ORTHANC'],
+  source: ['ORTHANC_SOURCE', 'ORTHANC'],
+  target: ['ORTHANC_TARGET', 'ORTHANC'],
+}
+
+function flagPrefix(role: ServerRole): string {
+  return role === 'server' ? '' : `${role}-`
+}
+
+/**
+ * The flags that locate and authenticate one server. A password is never a flag value (it
+ * would show in `ps` and shell history): it comes from the URL, a file, or the environment.
+ */
+export function serverFlags(role: ServerRole, required = true) {
+  const prefix = flagPrefix(role)
+  const env = ENV_PREFIXES[role][0]
+  return {
+    [role]: Flags.string({
+      description: `Orthanc URL of the ${role}, e.g. http://localhost:8042 (credentials may be given as http://user:password@host:8042)`,
+      required,
+      env: `${env}_URL`,
+    }),
+    [`${prefix}username`]: Flags.string({description: `user name for the ${role} (or ${env}_USERNAME)`}),
+    [`${prefix}password-file`]: Flags.string({description: `file holding the ${role}'s password (or ${env}_PASSWORD / ${env}_PASSWORD_FILE)`}),
+    [`${prefix}ca-file`]: Flags.string({description: `PEM certificate authorities to trust for the ${role}'s HTTPS`}),
+    [`${prefix}client-cert`]: Flags.string({description: `PEM client certificate for the ${role}`, dependsOn: [`${prefix}client-key`]}),
+    [`${prefix}client-key`]: Flags.string({description: `PEM key of the client certificate for the ${role}`, dependsOn: [`${prefix}client-cert`]}),
+  }
+}
+
+export function endpointFromFlags(role: ServerRole, flags: Record<string, unknown>): ServerEndpoint {
+  const prefix = flagPrefix(role)
+  const value = (name: string) => flags[name] as string | undefined
+  const input: EndpointInput = {
+    url: value(role) ?? '',
+    username: value(`${prefix}username`),
+    passwordFile: value(`${prefix}password-file`),
+    caFile: value(`${prefix}ca-file`),
+    clientCertFile: value(`${prefix}client-cert`),
+    clientKeyFile: value(`${prefix}client-key`),
+    envPrefixes: ENV_PREFIXES[role],
+  }
+  return resolveEndpoint(input)
+}

@@ -1,0 +1,296 @@
+import type {Readable} from 'node:stream'
+
+import streamArray from 'stream-json/streamers/stream-array.js'
+
+import {readAll} from '../util/streams.js'
+import type {ServerEndpoint} from './endpoint.js'
+import {NotOrthancError, OrthancError, OrthancHttpError, UploadRejectedError} from './errors.js'
+import {type HttpOptions, OrthancHttp, type ReplayableBody} from './http.js'
+import type {
+  OrthancAttachmentInfo,
+  OrthancChange,
+  OrthancChangesPage,
+  OrthancResource,
+  OrthancStatistics,
+  OrthancSystem,
+  OrthancUploadAnswer,
+} from './types.js'
+import {versionAtLeast} from './version.js'
+
+export interface InstanceDownload {
+  body: Readable
+  /** MD5 of the DICOM file as the server announces it (ETag of attachments/dicom/data), if it does. */
+  announcedMd5?: string
+  size?: number
+}
+
+export interface StoredFileInfo {
+  size: number
+  md5: string
+  /** Whether this copy sits compressed in the server's storage area. */
+  compressed: boolean
+}
+
+export interface Features {
+  /** Labels on resources: Orthanc 1.12.0 and later. */
+  labels: boolean
+  /** GET .../attachments/{name}/info: Orthanc 1.10.0 and later. */
+  attachmentInfo: boolean
+  /** ETag with the MD5 on attachment downloads: Orthanc 1.9.3 and later. */
+  md5ETag: boolean
+}
+
+/** The first attachment type Orthanc leaves to users; lower numbers are Orthanc's own. */
+export const FIRST_USER_CONTENT_TYPE = 1024
+
+const CHANGES_PAGE = 1000
+
+/**
+ * Orthanc's REST API, as replication uses it. One instance per server; call close() when done.
+ */
+export class OrthancClient {
+  readonly http: OrthancHttp
+  private systemInfo?: OrthancSystem
+
+  constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
+    this.http = new OrthancHttp(endpoint, options)
+  }
+
+  get display(): string {
+    return this.http.endpoint.display
+  }
+
+  /**
+   * GET /system, checked to come from Orthanc. Anything else answering at that address (a web
+   * server, a proxy's error page) is reported as NotOrthancError rather than as a parse error.
+   */
+  async system(signal?: AbortSignal): Promise<OrthancSystem> {
+    if (this.systemInfo) return this.systemInfo
+    let answer: unknown
+    try {
+      answer = await this.http.json<unknown>('GET', '/system', {signal})
+    } catch (error) {
+      if (error instanceof OrthancHttpError && (error.status === 404 || error.detail === 'answer is not JSON')) {
+        throw new NotOrthancError(this.display, error.status === 404 ? 'GET /system answered 404' : 'GET /system did not answer JSON')
+      }
+
+      throw error
+    }
+
+    const system = answer as Partial<OrthancSystem>
+    if (typeof system !== 'object' || system === null || typeof system.Version !== 'string' || typeof system.ApiVersion !== 'number') {
+      throw new NotOrthancError(this.display, 'GET /system has no Version and ApiVersion')
+    }
+
+    this.systemInfo = system as OrthancSystem
+    return this.systemInfo
+  }
+
+  async features(signal?: AbortSignal): Promise<Features> {
+    const {Version} = await this.system(signal)
+    return {
+      labels: versionAtLeast(Version, '1.12.0'),
+      attachmentInfo: versionAtLeast(Version, '1.10.0'),
+      md5ETag: versionAtLeast(Version, '1.9.3'),
+    }
+  }
+
+  async statistics(signal?: AbortSignal): Promise<OrthancStatistics> {
+    return this.http.json<OrthancStatistics>('GET', '/statistics', {signal})
+  }
+
+  /**
+   * Every instance ID, streamed: the answer of GET /instances is parsed as it arrives, so
+   * millions of IDs never sit in memory at once. (Paging with since/limit is by offset and
+   * shifts while the server is written to, so one streamed answer is the consistent choice.)
+   */
+  async *listInstanceIds(signal?: AbortSignal): AsyncGenerator<string> {
+    yield* this.streamJsonArray<string>('/instances', signal)
+  }
+
+  async *listStudies(signal?: AbortSignal): AsyncGenerator<OrthancResource> {
+    yield* this.streamJsonArray<OrthancResource>('/studies?expand', signal)
+  }
+
+  async study(id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
+    return this.getOptional<OrthancResource>(`/studies/${id}`, signal)
+  }
+
+  /** The instances of one study, expanded (Orthanc always expands this route). */
+  async studyInstances(studyId: string, signal?: AbortSignal): Promise<OrthancResource[]> {
+    return this.http.json<OrthancResource[]>('GET', `/studies/${studyId}/instances`, {signal})
+  }
+
+  async seriesOfStudy(studyId: string, signal?: AbortSignal): Promise<OrthancResource[]> {
+    return this.http.json<OrthancResource[]>('GET', `/studies/${studyId}/series`, {signal})
+  }
+
+  async instance(id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
+    return this.getOptional<OrthancResource>(`/instances/${id}`, signal)
+  }
+
+  /** One page of the change log after `since`. */
+  async changes(since: number, limit = CHANGES_PAGE, signal?: AbortSignal): Promise<OrthancChangesPage> {
+    return this.http.json<OrthancChangesPage>('GET', `/changes?since=${since}&limit=${limit}`, {signal})
+  }
+
+  /** Every change after `since`, page by page; the generator returns the last sequence number. */
+  async *changesSince(since: number, signal?: AbortSignal): AsyncGenerator<OrthancChange, number> {
+    let cursor = since
+    for (;;) {
+      const page = await this.changes(cursor, CHANGES_PAGE, signal)
+      yield* page.Changes
+      cursor = Math.max(cursor, page.Last)
+      if (page.Done || page.Changes.length === 0) return cursor
+    }
+  }
+
+  /** The newest change sequence number: where an incremental run will start next time. */
+  async lastChange(signal?: AbortSignal): Promise<number> {
+    const page = await this.http.json<OrthancChangesPage>('GET', '/changes?last', {signal})
+    return page.Last
+  }
+
+  /**
+   * Size and MD5 of an instance's stored DICOM file, without downloading it. Uses
+   * attachments/dicom/info (1.10.0+) and falls back to the older per-field routes.
+   */
+  async storedFileInfo(id: string, signal?: AbortSignal): Promise<StoredFileInfo | undefined> {
+    const base = `/instances/${id}/attachments/dicom`
+    if ((await this.features(signal)).attachmentInfo) {
+      const info = await this.getOptional<OrthancAttachmentInfo>(`${base}/info`, signal)
+      if (!info) return undefined
+      return {size: info.UncompressedSize, md5: info.UncompressedMD5, compressed: info.CompressedSize !== info.UncompressedSize || info.CompressedMD5 !== info.UncompressedMD5}
+    }
+
+    const [md5, size, compressed] = await Promise.all([
+      this.getOptionalText(`${base}/md5`, signal),
+      this.getOptionalText(`${base}/size`, signal),
+      this.getOptionalText(`${base}/is-compressed`, signal),
+    ])
+    if (md5 === undefined || size === undefined) return undefined
+    return {size: Number(size), md5: md5.trim(), compressed: compressed?.trim() === '1'}
+  }
+
+  /**
+   * Streams the exact stored DICOM bytes. No Accept-Encoding is sent: Orthanc would otherwise
+   * gzip every file in memory on the fly.
+   */
+  async downloadInstance(id: string, signal?: AbortSignal): Promise<InstanceDownload> {
+    const response = await this.http.stream('GET', `/instances/${id}/attachments/dicom/data`, {signal})
+    const etag = response.headers.etag
+    const announcedMd5 = typeof etag === 'string' ? /"?\d+-([0-9a-f]{32})"?/i.exec(etag)?.[1]?.toLowerCase() : undefined
+    const length = response.headers['content-length']
+    return {body: response.body, announcedMd5, size: length === undefined ? undefined : Number(length)}
+  }
+
+  /**
+   * POST /instances. Storing the same file twice is harmless in Orthanc, so the upload is
+   * retried like an idempotent request, from a body that can be produced again.
+   */
+  async uploadInstance(body: ReplayableBody, signal?: AbortSignal): Promise<OrthancUploadAnswer> {
+    const answer = await this.http.json<OrthancUploadAnswer>('POST', '/instances', {
+      body,
+      headers: {'content-type': 'application/dicom'},
+      idempotent: true,
+      signal,
+    })
+    if (answer.Status !== 'Success' && answer.Status !== 'AlreadyStored') throw new UploadRejectedError(this.display, answer.Status)
+    return answer
+  }
+
+  async deleteInstance(id: string, signal?: AbortSignal): Promise<void> {
+    await this.http.send('DELETE', `/instances/${id}`, {signal})
+  }
+
+  /** All metadata of an instance, system and user, by name (unnamed user metadata by number). */
+  async instanceMetadata(id: string, signal?: AbortSignal): Promise<Record<string, string>> {
+    return this.http.json<Record<string, string>>('GET', `/instances/${id}/metadata?expand`, {signal})
+  }
+
+  async setInstanceMetadata(id: string, name: string, value: string, signal?: AbortSignal): Promise<void> {
+    await this.http.send('PUT', `/instances/${id}/metadata/${encodeURIComponent(name)}`, {body: value, signal})
+  }
+
+  /** Attachment names of an instance: 'dicom', Orthanc's own, and user ones (by name or number). */
+  async listAttachments(id: string, signal?: AbortSignal): Promise<string[]> {
+    return this.http.json<string[]>('GET', `/instances/${id}/attachments`, {signal})
+  }
+
+  /** Size, MD5 and content type number of one attachment (1.10.0+; undefined before, or when absent). */
+  async attachmentInfo(id: string, name: string, signal?: AbortSignal): Promise<OrthancAttachmentInfo | undefined> {
+    if (!(await this.features(signal)).attachmentInfo) return undefined
+    return this.getOptional<OrthancAttachmentInfo>(`/instances/${id}/attachments/${encodeURIComponent(name)}/info`, signal)
+  }
+
+  async attachmentData(id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
+    const response = await this.http.stream('GET', `/instances/${id}/attachments/${encodeURIComponent(name)}/data`, {signal})
+    return readAll(response.body)
+  }
+
+  async putAttachment(id: string, name: string, data: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.http.send('PUT', `/instances/${id}/attachments/${encodeURIComponent(name)}`, {
+      body: data,
+      headers: {'content-type': 'application/octet-stream'},
+      signal,
+    })
+  }
+
+  async instanceLabels(id: string, signal?: AbortSignal): Promise<string[]> {
+    if (!(await this.features(signal)).labels) return []
+    return this.http.json<string[]>('GET', `/instances/${id}/labels`, {signal})
+  }
+
+  async addInstanceLabel(id: string, label: string, signal?: AbortSignal): Promise<void> {
+    await this.http.send('PUT', `/instances/${id}/labels/${encodeURIComponent(label)}`, {body: '', signal})
+  }
+
+  /** Whether the server stores files compressed, read from the first instance (none: unknown). */
+  async storageCompression(signal?: AbortSignal): Promise<boolean | undefined> {
+    const stats = await this.statistics(signal)
+    if (stats.CountInstances === 0) return undefined
+    for await (const id of this.listInstanceIds(signal)) {
+      const info = await this.storedFileInfo(id, signal)
+      if (info) return info.compressed
+    }
+
+    return undefined
+  }
+
+  async close(): Promise<void> {
+    await this.http.close()
+  }
+
+  private async getOptional<T>(path: string, signal?: AbortSignal): Promise<T | undefined> {
+    try {
+      return await this.http.json<T>('GET', path, {signal})
+    } catch (error) {
+      if (error instanceof OrthancHttpError && error.status === 404) return undefined
+      throw error
+    }
+  }
+
+  private async getOptionalText(path: string, signal?: AbortSignal): Promise<string | undefined> {
+    try {
+      return await this.http.text('GET', path, {signal})
+    } catch (error) {
+      if (error instanceof OrthancHttpError && error.status === 404) return undefined
+      throw error
+    }
+  }
+
+  private async *streamJsonArray<T>(path: string, signal?: AbortSignal): AsyncGenerator<T> {
+    const response = await this.http.stream('GET', path, {signal})
+    const items = response.body.pipe(streamArray.withParserAsStream())
+    response.body.on('error', (error) => items.destroy(error))
+    try {
+      for await (const item of items as AsyncIterable<{value: T}>) yield item.value
+    } catch (error) {
+      if (error instanceof OrthancError) throw error
+      throw new OrthancHttpError(this.display, 'GET', path, response.statusCode, `listing broke off: ${(error as Error).message}`)
+    } finally {
+      response.body.destroy()
+      items.destroy()
+    }
+  }
+}

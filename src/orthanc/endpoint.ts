@@ -1,0 +1,133 @@
+import {readFileSync} from 'node:fs'
+
+import {Secret} from '../util/secret.js'
+import {InvalidServerUrlError} from './errors.js'
+
+/** Where a server is and how to authenticate to it. Safe to log: see `display`. */
+export interface ServerEndpoint {
+  /** scheme://host:port, without credentials. */
+  origin: string
+  /** Path prefix when Orthanc sits behind a reverse proxy ('' or '/orthanc'). */
+  basePath: string
+  /** What messages call the server: origin + prefix, never credentials. */
+  display: string
+  username?: string
+  password?: Secret
+  tls: TlsFiles
+}
+
+export interface TlsFiles {
+  /** PEM bundle of certificate authorities to trust instead of the system's. */
+  ca?: Buffer
+  /** PEM client certificate and key, for servers that require one. */
+  cert?: Buffer
+  key?: Buffer
+}
+
+/** What the user gave for one server: a URL plus optional credential sources. */
+export interface EndpointInput {
+  url: string
+  username?: string
+  passwordFile?: string
+  caFile?: string
+  clientCertFile?: string
+  clientKeyFile?: string
+  /**
+   * Environment variable prefixes, most specific first: for a sync target,
+   * ['ORTHANC_TARGET', 'ORTHANC'] reads ORTHANC_TARGET_USERNAME, then ORTHANC_USERNAME.
+   */
+  envPrefixes?: string[]
+  env?: NodeJS.ProcessEnv
+}
+
+/**
+ * Resolves a server URL and its credentials. Precedence, as a user expects it: credentials in
+ * the URL (`http://user:pass@host:8042`, the form Orthanc's Replicate.py takes), then the
+ * explicit flag or password file, then environment variables.
+ */
+export function resolveEndpoint(input: EndpointInput): ServerEndpoint {
+  const url = parseServerUrl(input.url)
+  const env = input.env ?? process.env
+  const prefixes = input.envPrefixes ?? ['ORTHANC']
+  const fromEnv = (name: string) => prefixes.map((prefix) => env[`${prefix}_${name}`]).find((value) => value !== undefined && value !== '')
+
+  const username = decodeURIComponent(url.username) || input.username || fromEnv('USERNAME')
+  let password: string | undefined = decodeURIComponent(url.password) || undefined
+  if (password === undefined && input.passwordFile) password = readPasswordFile(input.passwordFile)
+  if (password === undefined) {
+    const passwordFile = fromEnv('PASSWORD_FILE')
+    password = passwordFile ? readPasswordFile(passwordFile) : fromEnv('PASSWORD')
+  }
+
+  const basePath = url.pathname.replace(/\/+$/, '')
+  return {
+    origin: url.origin,
+    basePath,
+    display: url.origin + basePath,
+    username: username || undefined,
+    password: password === undefined ? undefined : new Secret(password),
+    tls: {
+      ca: readOptionalFile(input.caFile, 'CA file'),
+      cert: readOptionalFile(input.clientCertFile, 'client certificate'),
+      key: readOptionalFile(input.clientKeyFile, 'client key'),
+    },
+  }
+}
+
+function parseServerUrl(input: string): URL {
+  let url: URL
+  try {
+    url = new URL(input)
+  } catch {
+    throw new InvalidServerUrlError(stripCredentials(input), 'not a URL; expected something like http://localhost:8042')
+  }
+
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidServerUrlError(redactUrl(url), `unsupported scheme "${url.protocol.replace(':', '')}"; use http:// or https://`)
+  }
+
+  if (url.search || url.hash) {
+    throw new InvalidServerUrlError(redactUrl(url), 'a server URL takes no query string or fragment')
+  }
+
+  return url
+}
+
+/** The URL as it may be shown: any user:password@ part removed. */
+export function redactUrl(url: URL): string {
+  const copy = new URL(url.href)
+  copy.username = ''
+  copy.password = ''
+  return copy.href
+}
+
+/** Best effort for strings that do not even parse as URLs: drop anything up to an '@'. */
+function stripCredentials(input: string): string {
+  return input.replace(/\/\/[^/@]*@/, '//')
+}
+
+function readPasswordFile(path: string): string {
+  try {
+    // A trailing newline is what editors and `echo` leave; it is never part of the password.
+    return readFileSync(path, 'utf8').replace(/\r?\n$/, '')
+  } catch (error) {
+    throw new CredentialFileError(path, 'password file', error)
+  }
+}
+
+function readOptionalFile(path: string | undefined, what: string): Buffer | undefined {
+  if (!path) return undefined
+  try {
+    return readFileSync(path)
+  } catch (error) {
+    throw new CredentialFileError(path, what, error)
+  }
+}
+
+/** A credential or certificate file named by the user cannot be read. */
+export class CredentialFileError extends Error {
+  constructor(readonly path: string, readonly what: string, cause: unknown) {
+    super(`cannot read ${what} ${path}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}`, {cause})
+    this.name = 'CredentialFileError'
+  }
+}

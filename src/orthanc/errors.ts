@@ -1,0 +1,78 @@
+/**
+ * Errors the Orthanc client throws. Each carries what happened, never a credential: the
+ * server is named by its redacted origin. The CLI maps them to a message, a suggestion and an
+ * exit code in one place (src/cli/failure.ts).
+ */
+
+export class OrthancError extends Error {
+  constructor(message: string, readonly server: string, options?: {cause?: unknown}) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+/** The URL given for a server cannot be used (bad syntax, unsupported scheme). */
+export class InvalidServerUrlError extends OrthancError {
+  constructor(readonly input: string, readonly reason: string) {
+    super(`invalid server URL: ${reason}`, input)
+  }
+}
+
+/** No TCP connection could be made: refused, host unknown, network unreachable. */
+export class OrthancUnreachableError extends OrthancError {
+  constructor(server: string, readonly code: string, options?: {cause?: unknown}) {
+    super(`cannot connect to ${server} (${code})`, server, options)
+  }
+}
+
+/** The server did not answer (connect, headers or body) within the allowed time. */
+export class OrthancTimeoutError extends OrthancError {
+  constructor(server: string, readonly method: string, readonly path: string, readonly phase: string, options?: {cause?: unknown}) {
+    super(`${method} ${path} on ${server}: no answer (${phase} timeout)`, server, options)
+  }
+}
+
+/** The TLS handshake failed: unknown CA, wrong host name, rejected client certificate. */
+export class OrthancTlsError extends OrthancError {
+  constructor(server: string, readonly code: string, options?: {cause?: unknown}) {
+    super(`TLS handshake with ${server} failed (${code})`, server, options)
+  }
+}
+
+/** The server answered with an HTTP status that is not a success. */
+export class OrthancHttpError extends OrthancError {
+  constructor(server: string, readonly method: string, readonly path: string, readonly status: number, readonly detail: string) {
+    super(`${method} ${path} on ${server}: HTTP ${status}${detail ? ` (${detail})` : ''}`, server)
+  }
+}
+
+/** 401 or 403: the credentials were missing or refused. */
+export class OrthancAuthError extends OrthancHttpError {}
+
+/** Something answers HTTP at that address, but it is not Orthanc's REST API. */
+export class NotOrthancError extends OrthancError {
+  constructor(server: string, readonly reason: string) {
+    super(`${server} does not look like an Orthanc server: ${reason}`, server)
+  }
+}
+
+/** The connection broke while a body was being transferred. */
+export class OrthancConnectionError extends OrthancError {
+  constructor(server: string, readonly method: string, readonly path: string, readonly code: string, options?: {cause?: unknown}) {
+    super(`${method} ${path} on ${server}: connection lost (${code})`, server, options)
+  }
+}
+
+/** Bytes received do not match the checksum the server announced for them. */
+export class ChecksumMismatchError extends OrthancError {
+  constructor(server: string, readonly instanceId: string, readonly expected: string, readonly actual: string) {
+    super(`instance ${instanceId} from ${server}: MD5 ${actual} does not match the server's ${expected}`, server)
+  }
+}
+
+/** The server accepted the request but refused to store the instance (Status: Failure / FilteredOut). */
+export class UploadRejectedError extends OrthancError {
+  constructor(server: string, readonly status: string) {
+    super(`${server} did not store the instance (Status: ${status})`, server)
+  }
+}

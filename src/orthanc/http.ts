@@ -1,0 +1,269 @@
+import type {IncomingHttpHeaders} from 'node:http'
+import type {Readable} from 'node:stream'
+
+import {Pool, type Dispatcher} from 'undici'
+
+import {defaultRetryPolicy, parseRetryAfter, type RetryPolicy, waitBeforeRetry} from '../util/backoff.js'
+import type {ServerEndpoint} from './endpoint.js'
+import {
+  OrthancAuthError,
+  OrthancConnectionError,
+  OrthancError,
+  OrthancHttpError,
+  OrthancTimeoutError,
+  OrthancTlsError,
+  OrthancUnreachableError,
+} from './errors.js'
+
+export interface HttpOptions {
+  /** Parallel connections to this server. */
+  connections?: number
+  connectTimeoutMs?: number
+  /** Time allowed for the response headers (Orthanc answers big POSTs only after storing them). */
+  headersTimeoutMs?: number
+  /** Time allowed between two chunks of a response body. */
+  bodyTimeoutMs?: number
+  retry?: RetryPolicy
+  /** Replaces the pool, for tests that inject faults (undici MockAgent). */
+  dispatcher?: Dispatcher
+}
+
+/** A body that can be sent again on retry: bytes, or a factory that opens a fresh stream. */
+export type ReplayableBody = Buffer | string | (() => Readable)
+
+export interface RequestOptions {
+  headers?: Record<string, string>
+  body?: ReplayableBody
+  /** Whether sending this request twice is harmless. Only those are retried. */
+  idempotent?: boolean
+  signal?: AbortSignal
+}
+
+export interface StreamedResponse {
+  statusCode: number
+  headers: IncomingHttpHeaders
+  body: Readable
+}
+
+export interface TransportStats {
+  requests: number
+  retries: number
+  connectionsOpened: number
+}
+
+/**
+ * Orthanc answers `Keep-Alive: timeout=1`. undici subtracts keepAliveTimeoutThreshold from that
+ * hint and, when nothing is left, closes the socket after every response: with its defaults each
+ * request opens a new connection. 500 ms keeps the socket for half of Orthanc's idle window,
+ * which is enough for back-to-back requests and well clear of the server's own close.
+ */
+const KEEP_ALIVE_THRESHOLD_MS = 500
+
+const RETRYABLE_STATUS = new Set([429, 502, 503, 504])
+const RETRYABLE_NETWORK_CODES = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED',
+  'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
+])
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL'])
+const TIMEOUT_PHASES: Record<string, string> = {
+  UND_ERR_CONNECT_TIMEOUT: 'connect',
+  UND_ERR_HEADERS_TIMEOUT: 'response headers',
+  UND_ERR_BODY_TIMEOUT: 'response body',
+}
+
+/**
+ * One undici pool per Orthanc server, with authentication, timeouts, retries and error
+ * classification. Everything above it speaks in paths and typed errors.
+ */
+export class OrthancHttp {
+  readonly endpoint: ServerEndpoint
+  readonly stats: TransportStats = {requests: 0, retries: 0, connectionsOpened: 0}
+  private readonly dispatcher: Dispatcher
+  private readonly ownsDispatcher: boolean
+  private readonly authorization?: string
+  private readonly retry: RetryPolicy
+  private readonly headersTimeout: number
+  private readonly bodyTimeout: number
+  /** Set by the first answer: from then on a refused connection means a restart, worth waiting for. */
+  private reachedOnce = false
+
+  constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
+    this.endpoint = endpoint
+    this.retry = options.retry ?? defaultRetryPolicy
+    this.headersTimeout = options.headersTimeoutMs ?? 120_000
+    this.bodyTimeout = options.bodyTimeoutMs ?? 60_000
+    if (endpoint.username !== undefined || endpoint.password !== undefined) {
+      const pair = `${endpoint.username ?? ''}:${endpoint.password?.reveal() ?? ''}`
+      this.authorization = `Basic ${Buffer.from(pair, 'utf8').toString('base64')}`
+    }
+
+    if (options.dispatcher) {
+      this.dispatcher = options.dispatcher
+      this.ownsDispatcher = false
+    } else {
+      const pool = new Pool(endpoint.origin, {
+        connections: options.connections ?? 8,
+        keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS,
+        connect: {
+          timeout: options.connectTimeoutMs ?? 10_000,
+          ca: endpoint.tls.ca,
+          cert: endpoint.tls.cert,
+          key: endpoint.tls.key,
+        },
+      })
+      pool.on('connect', () => {
+        this.stats.connectionsOpened++
+      })
+      this.dispatcher = pool
+      this.ownsDispatcher = true
+    }
+  }
+
+  /** GET/PUT/POST/DELETE returning parsed JSON; the whole exchange is retried when allowed. */
+  async json<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    const text = await this.text(method, path, options)
+    try {
+      return JSON.parse(text) as T
+    } catch {
+      throw new OrthancHttpError(this.endpoint.display, method, path, 200, 'answer is not JSON')
+    }
+  }
+
+  /** The body as text; the body read is inside the retry loop, so a reset mid-body is retried. */
+  async text(method: string, path: string, options: RequestOptions = {}): Promise<string> {
+    return this.withRetries(method, path, options, async (response) => {
+      try {
+        return await response.body.text()
+      } catch (error) {
+        throw this.classifyNetworkError(error, method, path)
+      }
+    })
+  }
+
+  /** Sends a request and discards the answer body (after checking the status). */
+  async send(method: string, path: string, options: RequestOptions = {}): Promise<void> {
+    await this.withRetries(method, path, options, async (response) => {
+      await response.body.dump()
+    })
+  }
+
+  /**
+   * Opens a streamed response. Retries cover reaching the headers; a failure while the
+   * caller reads the body surfaces as an error on the stream, for the caller to retry whole.
+   */
+  async stream(method: string, path: string, options: RequestOptions = {}): Promise<StreamedResponse> {
+    return this.withRetries(method, path, options, async (response) => ({
+      statusCode: response.statusCode,
+      headers: response.headers,
+      body: response.body,
+    }))
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsDispatcher) await this.dispatcher.close()
+  }
+
+  private async withRetries<T>(method: string, path: string, options: RequestOptions, onSuccess: (response: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
+    const idempotent = options.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'PUT' || method === 'DELETE')
+    for (let attempt = 0; ; attempt++) {
+      const mayRetry = idempotent && attempt < this.retry.retries && !options.signal?.aborted
+      let retryAfterMs: number | undefined
+      try {
+        const response = await this.dispatchOnce(method, path, options)
+        this.reachedOnce = true
+        if (response.statusCode >= 200 && response.statusCode < 300) return await onSuccess(response)
+        const error = await this.statusError(method, path, response)
+        if (!(mayRetry && RETRYABLE_STATUS.has(response.statusCode))) throw error
+        retryAfterMs = parseRetryAfter(response.headers['retry-after'])
+      } catch (error) {
+        if (options.signal?.aborted) throw options.signal.reason ?? error
+        const classified = error instanceof OrthancError ? error : this.classifyNetworkError(error, method, path)
+        if (!(mayRetry && this.isRetryable(classified))) throw classified
+      }
+
+      this.stats.retries++
+      await waitBeforeRetry(this.retry, attempt, options.signal, retryAfterMs)
+    }
+  }
+
+  private async dispatchOnce(method: string, path: string, options: RequestOptions): Promise<Dispatcher.ResponseData> {
+    this.stats.requests++
+    const headers: Record<string, string> = {...options.headers}
+    if (this.authorization) headers.authorization = this.authorization
+    const body = typeof options.body === 'function' ? options.body() : options.body
+    return this.dispatcher.request({
+      origin: this.endpoint.origin,
+      path: this.endpoint.basePath + path,
+      method: method as Dispatcher.HttpMethod,
+      headers,
+      body,
+      signal: options.signal,
+      headersTimeout: this.headersTimeout,
+      bodyTimeout: this.bodyTimeout,
+    })
+  }
+
+  private async statusError(method: string, path: string, response: Dispatcher.ResponseData): Promise<OrthancHttpError> {
+    const detail = await readErrorDetail(response)
+    const ErrorClass = response.statusCode === 401 || response.statusCode === 403 ? OrthancAuthError : OrthancHttpError
+    return new ErrorClass(this.endpoint.display, method, path, response.statusCode, detail)
+  }
+
+  /**
+   * A wrong port should fail at once, but a server that answered before and now refuses is
+   * restarting: that is worth the backoff.
+   */
+  private isRetryable(error: OrthancError): boolean {
+    if (error instanceof OrthancHttpError) return RETRYABLE_STATUS.has(error.status)
+    if (error instanceof OrthancTimeoutError) return true
+    if (error instanceof OrthancUnreachableError) return this.reachedOnce && error.code === 'ECONNREFUSED'
+    if (error instanceof OrthancConnectionError) return RETRYABLE_NETWORK_CODES.has(error.code) || error.code === 'UNKNOWN'
+    return false
+  }
+
+  private classifyNetworkError(error: unknown, method: string, path: string): OrthancError {
+    if (error instanceof OrthancError) return error
+    const code = errorCode(error)
+    const server = this.endpoint.display
+    if (code in TIMEOUT_PHASES) return new OrthancTimeoutError(server, method, path, TIMEOUT_PHASES[code] ?? code, {cause: error})
+    if (UNREACHABLE_CODES.has(code)) return new OrthancUnreachableError(server, code, {cause: error})
+    if (isTlsCode(code)) return new OrthancTlsError(server, code, {cause: error})
+    return new OrthancConnectionError(server, method, path, code, {cause: error})
+  }
+}
+
+
+/** The most telling error code along the cause chain. */
+function errorCode(error: unknown): string {
+  const codes: string[] = []
+  let current = error
+  for (let depth = 0; current && depth < 5; depth++) {
+    const {code, cause} = current as {code?: unknown; cause?: unknown}
+    if (typeof code === 'string') codes.push(code)
+    current = cause
+  }
+
+  // undici reports a broken socket as UND_ERR_SOCKET with the errno (ECONNRESET...) as its cause.
+  return codes.find((code) => code !== 'UND_ERR_SOCKET') ?? codes[0] ?? 'UNKNOWN'
+}
+
+function isTlsCode(code: string): boolean {
+  return code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT') || code === 'EPROTO' || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'
+}
+
+/** Orthanc explains errors in a JSON body ({Message, Details}); keep it short and single-line. */
+async function readErrorDetail(response: Dispatcher.ResponseData): Promise<string> {
+  let text = ''
+  try {
+    text = await response.body.text()
+  } catch {
+    return ''
+  }
+
+  try {
+    const parsed = JSON.parse(text) as {Message?: string; Details?: string}
+    return [parsed.Message, parsed.Details].filter(Boolean).join(': ').slice(0, 300)
+  } catch {
+    return ''
+  }
+}
