@@ -1,3 +1,5 @@
+import {setMaxListeners} from 'node:events'
+
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import type {HttpOptions} from '../orthanc/http.js'
@@ -22,6 +24,7 @@ export abstract class BaseCommand extends Command {
 
   override async init(): Promise<void> {
     await super.init()
+    setMaxListeners(0, this.abort.signal)
     process.once('SIGINT', this.onSignal)
     process.once('SIGTERM', this.onSignal)
   }

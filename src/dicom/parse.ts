@@ -1,4 +1,4 @@
-import {constants, inflateRawSync} from 'node:zlib'
+import {inflateRawSync} from 'node:zlib'
 import {decodeText} from './charset.js'
 import {readElementHeader, skipElementValue} from './element-reader.js'
 import {readFileMeta} from './file-meta.js'
@@ -82,10 +82,11 @@ function scanTopLevel(dataSet: Buffer, encoding: DataSetEncoding): TopLevelScan 
 
 function inflateDataSet(compressed: Buffer): Buffer {
   try {
-    // A sync flush returns whatever a cut-off stream decodes to, so a truncated deflated
-    // file surfaces as a truncated data set rather than as a zlib error.
-    return inflateRawSync(compressed, {finishFlush: constants.Z_SYNC_FLUSH})
+    return inflateRawSync(compressed)
   } catch (error) {
-    throw new NotDicomError('malformed', `deflated data set does not inflate: ${(error as Error).message}`)
+    // zlib reports a stream that stops before its final block as a buffer error.
+    const code = (error as {code?: string}).code
+    const reason = code === 'Z_BUF_ERROR' ? 'truncated' : 'malformed'
+    throw new NotDicomError(reason, `deflated data set does not inflate: ${(error as Error).message}`)
   }
 }

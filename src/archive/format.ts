@@ -1,0 +1,136 @@
+/**
+ * The archive format, version 1. docs/archive-format.md is the description for people; this
+ * file is the one for code. Each volume is a tar (ustar, pax where needed) that is also a
+ * complete BagIt 1.0 bag whose root directory is named after the volume.
+ */
+
+export const ARCHIVE_FORMAT = 'orthanc-replicate-archive'
+export const ARCHIVE_FORMAT_VERSION = 1
+
+/** Tag files of the Orthanc manifest, relative to the bag root. */
+export const CONTENTS_FILE = 'orthanc/contents.json'
+export const MANIFEST_FILE = 'orthanc/manifest.json'
+export const BAGIT_FILE = 'bagit.txt'
+export const BAG_INFO_FILE = 'bag-info.txt'
+export const PAYLOAD_MANIFEST_FILE = 'manifest-sha256.txt'
+export const TAG_MANIFEST_FILE = 'tagmanifest-sha256.txt'
+
+/** Volumes stay below FAT32's 4 GiB file limit, with room for tar headers and tag files. */
+export const DEFAULT_MAX_VOLUME_BYTES = 4 * 1024 ** 3 - 64 * 1024 ** 2
+
+export function volumeName(prefix: string, index: number, count: number): string {
+  const width = Math.max(4, String(count).length)
+  return `${prefix}-${String(index).padStart(width, '0')}-of-${String(count).padStart(width, '0')}`
+}
+
+export const VOLUME_NAME_PATTERN = /^(?<prefix>.+)-(?<index>\d{4,})-of-(?<count>\d{4,})\.tar$/
+
+export function dicomPayloadPath(record: {studyId: string; id: string}): string {
+  return `data/dicom/${record.studyId}/${record.id}.dcm`
+}
+
+export function attachmentPayloadPath(instanceId: string, contentType: number): string {
+  return `data/attachments/${instanceId}/${contentType}.bin`
+}
+
+/** A user attachment of an instance (content type 1024 and above). */
+export interface AttachmentRecord {
+  /** The name the source lists it under: a declared UserContentType name, or its number. */
+  name: string
+  contentType: number
+  size: number
+  md5: string
+  /** Path of its payload file, relative to the bag root. */
+  path: string
+}
+
+/** One instance as an archive describes it. Nothing in it names or identifies the patient. */
+export interface InstanceRecord {
+  id: string
+  studyId: string
+  seriesId: string
+  studyInstanceUid: string
+  seriesInstanceUid: string
+  sopInstanceUid: string
+  /** Size and MD5 of the DICOM file as the source stores it. */
+  size: number
+  md5: string
+  /** Path of the .dcm payload file, relative to the bag root. */
+  path: string
+  /** Metadata a target can take back: index >= 1024 or names declared in UserMetadata. */
+  userMetadata: Record<string, string>
+  /** Orthanc's own metadata (ReceptionDate, RemoteAET, Origin...): recorded, not restorable. */
+  systemMetadata: Record<string, string>
+  attachments: AttachmentRecord[]
+  labels: string[]
+}
+
+/** An instance once written: the record plus the SHA-256 of the bytes in the volume. */
+export interface WrittenInstanceRecord extends InstanceRecord {
+  sha256: string
+  attachments: Array<AttachmentRecord & {sha256: string}>
+}
+
+export interface SourceIdentity {
+  server: string
+  name: string
+  version: string
+  databaseBackend: string
+  storageBackend: string
+}
+
+/** One earlier step the data went through, oldest first. */
+export interface Hop {
+  group: string
+  source: SourceIdentity
+  exportedAt: string
+}
+
+export interface StudyExpectation {
+  studyInstanceUid: string
+  /** Instances of this study the export selected, across all volumes. */
+  expectedInstances: number
+  /** Instances of this study on the source at planning time (more when filters left some out). */
+  instancesOnSource: number
+}
+
+export interface ExportFilters {
+  patientIds?: string[]
+  studyInstanceUids?: string[]
+  orthancIds?: string[]
+  studyDateFrom?: string
+  studyDateTo?: string
+  modalities?: string[]
+  labels?: string[]
+}
+
+/** What every volume's contents and manifest files start with. */
+export interface VolumeHeader {
+  format: typeof ARCHIVE_FORMAT
+  formatVersion: number
+  /** Bag-Group-Identifier: the same for all volumes of one export. */
+  group: string
+  volume: number
+  volumeCount: number
+  source: SourceIdentity
+  exportedAt: string
+  filters: ExportFilters
+  /** Source's /changes sequence number when planning began: where the next incremental export starts. */
+  changeCursor: number
+  /** Earlier exports this data went through before reaching the source. */
+  hops: Hop[]
+  /** Studies with instances in this volume, keyed by Orthanc study ID, with group-wide counts. */
+  studies: Record<string, StudyExpectation>
+}
+
+/** orthanc/contents.json: written first, before any payload, so a streaming reader can check entries as they come. */
+export interface VolumeContents extends VolumeHeader {
+  instances: InstanceRecord[]
+}
+
+/** orthanc/manifest.json: written after the payload, with what actually went in. */
+export interface VolumeManifest extends VolumeHeader {
+  instances: WrittenInstanceRecord[]
+  /** Planned instances that could not be exported, with the reason. */
+  failed: Array<{id: string; reason: string}>
+}

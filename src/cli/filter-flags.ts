@@ -1,0 +1,64 @@
+import {readFileSync} from 'node:fs'
+
+import {Flags} from '@oclif/core'
+
+import type {ExportFilters} from '../archive/format.js'
+import {UserFacingError} from '../errors.js'
+import {ExitCode} from './exit-codes.js'
+
+const listHelp = 'several: repeat the flag, separate with commas, or give @FILE with one per line'
+
+/** The instance filters shared by export and sync. */
+export const filterFlags = {
+  'patient-id': Flags.string({description: `only these PatientIDs (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  'study-uid': Flags.string({description: `only these StudyInstanceUIDs (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  'orthanc-id': Flags.string({description: `only these Orthanc IDs of patients, studies, series or instances (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  'study-date-from': Flags.string({description: 'only studies on or after this date (YYYYMMDD)', helpGroup: 'FILTER'}),
+  'study-date-to': Flags.string({description: 'only studies on or before this date (YYYYMMDD)', helpGroup: 'FILTER'}),
+  modality: Flags.string({description: `only series of these modalities, e.g. CT,MR (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  label: Flags.string({description: `only studies with one of these labels (Orthanc 1.12+; ${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+}
+
+export function filtersFromFlags(flags: Record<string, unknown>): ExportFilters {
+  const list = (name: string) => expandList(flags[name] as string[] | undefined, name)
+  const date = (name: string) => {
+    const value = flags[name] as string | undefined
+    if (value !== undefined && !/^\d{8}$/.test(value)) {
+      throw new UserFacingError(`--${name} "${value}" is not a date`, 'Write dates as DICOM does: YYYYMMDD, e.g. 20240131.', ExitCode.usage, 'bad-date')
+    }
+
+    return value
+  }
+
+  const filters: ExportFilters = {
+    patientIds: list('patient-id'),
+    studyInstanceUids: list('study-uid'),
+    orthancIds: list('orthanc-id'),
+    studyDateFrom: date('study-date-from'),
+    studyDateTo: date('study-date-to'),
+    modalities: list('modality')?.map((modality) => modality.toUpperCase()),
+    labels: list('label'),
+  }
+  return Object.fromEntries(Object.entries(filters).filter(([, value]) => value !== undefined)) as ExportFilters
+}
+
+function expandList(values: string[] | undefined, flag: string): string[] | undefined {
+  if (!values?.length) return undefined
+  const result: string[] = []
+  for (const value of values) {
+    if (value.startsWith('@')) {
+      let text: string
+      try {
+        text = readFileSync(value.slice(1), 'utf8')
+      } catch (error) {
+        throw new UserFacingError(`cannot read ${value.slice(1)} given to --${flag}: ${(error as NodeJS.ErrnoException).code}`, 'Check the path after the @.', ExitCode.usage, 'unreadable-file')
+      }
+
+      result.push(...text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line && !line.startsWith('#')))
+    } else {
+      result.push(...value.split(',').map((part) => part.trim()).filter(Boolean))
+    }
+  }
+
+  return result
+}

@@ -1,0 +1,19 @@
+import type {TransferStats} from '../transfer/stats.js'
+import {formatBytes, formatDuration} from '../util/format.js'
+
+const LISTED_FAILURES = 20
+
+/** The closing lines every transfer command prints for a person: counts, then what failed. */
+export function renderTransferSummary(stats: TransferStats, headline: string): string {
+  const lines = [
+    `${headline}: ${stats.transferred} transferred, ${stats.skipped} skipped, ${stats.failed} failed; ${formatBytes(stats.bytes)} in ${formatDuration(stats.durationMs)}.`,
+  ]
+  if (stats.failed > 0) {
+    lines.push('Failed:')
+    for (const failure of stats.failures.slice(0, LISTED_FAILURES)) lines.push(`  ${failure.item}: ${failure.reason}`)
+    if (stats.failed > LISTED_FAILURES) lines.push(`  ... and ${stats.failed - LISTED_FAILURES} more (see --json)`)
+    lines.push('Run the same command again to retry what failed; what succeeded is not redone.')
+  }
+
+  return `${lines.join('\n')}\n`
+}

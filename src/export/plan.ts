@@ -1,0 +1,182 @@
+import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
+import {mkdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {createInterface} from 'node:readline'
+
+import type {ExportFilters, Hop, InstanceRecord, SourceIdentity, StudyExpectation} from '../archive/format.js'
+import {tarEntryBytes} from '../archive/volume-writer.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import {describeInstance} from '../sources/orthanc-instance.js'
+import {selectInstances, type SelectedInstance, type SelectedStudy} from '../sources/orthanc-selection.js'
+import {runTransfer} from '../transfer/engine.js'
+import type {ProgressListener} from '../transfer/progress.js'
+import type {TransferStats} from '../transfer/stats.js'
+
+export interface PlannedVolume {
+  instances: number
+  /** Bytes this volume will take on disk, tar overhead and tag files included. */
+  bytes: number
+  payloadBytes: number
+  studyIds: string[]
+}
+
+/** Everything an export decided before downloading a byte; kept beside the volumes for resuming. */
+export interface ExportPlan {
+  version: 1
+  /** Same options, same fingerprint: a second run with it resumes instead of starting over. */
+  fingerprint: string
+  group: string
+  createdAt: string
+  source: SourceIdentity
+  changeCursor: number
+  filters: ExportFilters
+  hops: Hop[]
+  studies: Record<string, StudyExpectation>
+  volumes: PlannedVolume[]
+  /** Instances that could not be described while planning (deleted meanwhile, unreadable). */
+  planningFailures: TransferStats['failures']
+}
+
+export interface PlanOptions {
+  client: OrthancClient
+  filters: ExportFilters
+  maxVolumeBytes: number
+  maxVolumeInstances: number
+  concurrency: number
+  fingerprint: string
+  group: string
+  source: SourceIdentity
+  hops: Hop[]
+  /** Leaves out instances the target side already has (incremental export, receipts). */
+  exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
+  /** Called once per study selected, for the optional patient index. */
+  onStudy?: (study: SelectedStudy) => void
+  signal?: AbortSignal
+  onProgress?: ProgressListener
+}
+
+/** Room for bagit.txt, bag-info.txt, the tag manifest and the end-of-archive blocks. */
+const VOLUME_FIXED_BYTES = 16 * 1024
+
+const PLAN_FILE = 'plan.json'
+
+/**
+ * Plans an export into `stateDir`: selects instances, reads their details (sizes, MD5s,
+ * metadata, attachments), and packs them in order into volumes no bigger than the limits.
+ * Instance records go to one JSON-lines file per volume, so memory holds one volume at most.
+ */
+export async function planExport(stateDir: string, options: PlanOptions): Promise<ExportPlan> {
+  await rm(stateDir, {recursive: true, force: true})
+  await mkdir(stateDir, {recursive: true})
+  // The cursor is read before listing: anything stored while we list shows up in the next incremental run.
+  const changeCursor = await options.client.lastChange(options.signal)
+  const studies: Record<string, StudyExpectation> = {}
+  const volumes: PlannedVolume[] = []
+  let current: {volume: PlannedVolume; file: WriteStream} | undefined
+
+  const openVolume = () => {
+    const volume: PlannedVolume = {instances: 0, bytes: VOLUME_FIXED_BYTES, payloadBytes: 0, studyIds: []}
+    volumes.push(volume)
+    current = {volume, file: createWriteStream(planVolumePath(stateDir, volumes.length))}
+    return current
+  }
+
+  const closeVolume = async () => {
+    if (!current) return
+    const {file} = current
+    await new Promise<void>((resolve, reject) => file.end((error?: Error | null) => (error ? reject(error) : resolve())))
+    current = undefined
+  }
+
+  const append = async (record: InstanceRecord) => {
+    const footprint = recordFootprint(record)
+    let target = current ?? openVolume()
+    const full = target.volume.instances >= options.maxVolumeInstances || target.volume.bytes + footprint > options.maxVolumeBytes
+    if (full && target.volume.instances > 0) {
+      await closeVolume()
+      target = openVolume()
+    }
+
+    const {volume, file} = target
+    volume.instances++
+    volume.bytes += footprint
+    volume.payloadBytes += record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
+    if (volume.studyIds.at(-1) !== record.studyId) volume.studyIds.push(record.studyId)
+    if (!file.write(`${JSON.stringify(record)}\n`)) await new Promise<void>((resolve) => file.once('drain', () => resolve()))
+  }
+
+  const selected = selectedInstances(options, studies)
+  const stats = await runTransfer({
+    items: selected,
+    concurrency: options.concurrency,
+    signal: options.signal,
+    phase: 'planning',
+    onProgress: options.onProgress,
+    describe: (instance) => instance.id,
+    work: (instance, signal) => describeInstance(options.client, instance, signal),
+    async commit(_instance, record) {
+      await append(record)
+      return {kind: 'transferred', bytes: record.size}
+    },
+  })
+  await closeVolume()
+
+  const plan: ExportPlan = {
+    version: 1,
+    fingerprint: options.fingerprint,
+    group: options.group,
+    createdAt: new Date().toISOString(),
+    source: options.source,
+    changeCursor,
+    filters: options.filters,
+    hops: options.hops,
+    studies,
+    volumes,
+    planningFailures: stats.failures,
+  }
+  await writeJsonAtomically(join(stateDir, PLAN_FILE), plan)
+  return plan
+}
+
+async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>): AsyncGenerator<SelectedInstance> {
+  for await (const study of selectInstances(options.client, options.filters, options.signal)) {
+    const kept: SelectedInstance[] = []
+    for (const instance of study.instances) if (!(await options.exclude?.(instance))) kept.push(instance)
+    if (kept.length === 0) continue
+    studies[study.studyId] = {studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource}
+    options.onStudy?.({...study, instances: kept})
+    yield* kept
+  }
+}
+
+/** What one instance adds to a volume: its tar entries, and its lines in the tag files. */
+function recordFootprint(record: InstanceRecord): number {
+  const entries = tarEntryBytes(record.size, record.path.length + 80)
+    + record.attachments.reduce((sum, attachment) => sum + tarEntryBytes(attachment.size, attachment.path.length + 80), 0)
+  // The record appears in contents.json and manifest.json (with hashes), plus a manifest line per file.
+  const tagBytes = 2 * (JSON.stringify(record).length + 200) + 200 * (1 + record.attachments.length)
+  return entries + tagBytes
+}
+
+export async function loadPlan(stateDir: string): Promise<ExportPlan | undefined> {
+  try {
+    return JSON.parse(await readFile(join(stateDir, PLAN_FILE), 'utf8')) as ExportPlan
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
+  }
+}
+
+export function planVolumePath(stateDir: string, volume: number): string {
+  return join(stateDir, `volume-${String(volume).padStart(4, '0')}.jsonl`)
+}
+
+export async function* readPlannedVolume(stateDir: string, volume: number): AsyncGenerator<InstanceRecord> {
+  const lines = createInterface({input: createReadStream(planVolumePath(stateDir, volume)), crlfDelay: Number.POSITIVE_INFINITY})
+  for await (const line of lines) if (line) yield JSON.parse(line) as InstanceRecord
+}
+
+export async function writeJsonAtomically(path: string, value: unknown): Promise<void> {
+  await writeFile(`${path}.tmp`, `${JSON.stringify(value, null, 1)}\n`)
+  await rename(`${path}.tmp`, path)
+}

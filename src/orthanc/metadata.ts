@@ -1,0 +1,26 @@
+/**
+ * Metadata names Orthanc keeps for itself (ResourceType/MetadataType in Orthanc's sources,
+ * up to 1.12). They cannot be written through REST, so an archive records them apart from user
+ * metadata, which a target can take back.
+ */
+const SYSTEM_METADATA = new Set([
+  'IndexInSeries', 'ReceptionDate', 'RemoteAET', 'ModifiedFrom', 'AnonymizedFrom', 'LastUpdate',
+  'Origin', 'TransferSyntax', 'SopClassUid', 'RemoteIP', 'CalledAET', 'HttpUsername',
+  'PixelDataOffset', 'MainDicomTagsSignature', 'PixelDataVR', 'MainDicomSequences',
+  'ExpectedNumberOfInstances', 'Instance_IndexInSeries',
+])
+
+/** Metadata with a number below this are Orthanc's own even when unnamed. */
+const FIRST_USER_METADATA = 1024
+
+export function isUserMetadata(name: string): boolean {
+  if (/^\d+$/.test(name)) return Number(name) >= FIRST_USER_METADATA
+  return !SYSTEM_METADATA.has(name)
+}
+
+export function splitMetadata(all: Record<string, string>): {user: Record<string, string>; system: Record<string, string>} {
+  const user: Record<string, string> = {}
+  const system: Record<string, string> = {}
+  for (const [name, value] of Object.entries(all)) (isUserMetadata(name) ? user : system)[name] = value
+  return {user, system}
+}

@@ -1,0 +1,105 @@
+import {createHash} from 'node:crypto'
+
+import {type AttachmentRecord, attachmentPayloadPath, dicomPayloadPath, type InstanceRecord} from '../archive/format.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import {FIRST_USER_CONTENT_TYPE} from '../orthanc/client.js'
+import {ChecksumMismatchError, OrthancConnectionError, OrthancHttpError} from '../orthanc/errors.js'
+import {splitMetadata} from '../orthanc/metadata.js'
+import type {SelectedInstance} from './orthanc-selection.js'
+
+/** Attachments Orthanc manages itself; everything else on an instance belongs to users. */
+const ORTHANC_ATTACHMENTS = new Set(['dicom', 'dicom-until-pixel-data', 'dicom-as-json'])
+
+/**
+ * Everything about an instance except its bytes: stored size and MD5 (no download), user
+ * and system metadata, user attachments, labels.
+ */
+export async function describeInstance(client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<InstanceRecord> {
+  const [file, metadata, attachmentNames, labels] = await Promise.all([
+    client.storedFileInfo(instance.id, signal),
+    client.instanceMetadata(instance.id, signal),
+    client.listAttachments(instance.id, signal),
+    client.instanceLabels(instance.id, signal),
+  ])
+  if (!file) throw new InstanceVanishedError(instance.id)
+  const {user, system} = splitMetadata(metadata)
+  const attachments: AttachmentRecord[] = []
+  for (const name of attachmentNames) {
+    if (ORTHANC_ATTACHMENTS.has(name)) continue
+    const attachment = await describeAttachment(client, instance.id, name, signal)
+    if (attachment && attachment.contentType >= FIRST_USER_CONTENT_TYPE) attachments.push(attachment)
+  }
+
+  return {
+    ...instance,
+    size: file.size,
+    md5: file.md5,
+    path: dicomPayloadPath(instance),
+    userMetadata: user,
+    systemMetadata: system,
+    attachments,
+    labels,
+  }
+}
+
+async function describeAttachment(client: OrthancClient, instanceId: string, name: string, signal?: AbortSignal): Promise<AttachmentRecord | undefined> {
+  const info = await client.attachmentInfo(instanceId, name, signal)
+  if (info) {
+    const contentType = info.ContentType ?? Number(name)
+    return {name, contentType, size: info.UncompressedSize, md5: info.UncompressedMD5, path: attachmentPayloadPath(instanceId, contentType)}
+  }
+
+  // Before 1.10 there is no /info: numbered attachments carry their type in the name.
+  if (!/^\d+$/.test(name)) return undefined
+  const base = `/instances/${instanceId}/attachments/${name}`
+  const [md5, size] = await Promise.all([client.http.text('GET', `${base}/md5`, {signal}), client.http.text('GET', `${base}/size`, {signal})])
+  return {name, contentType: Number(name), size: Number(size), md5: md5.trim(), path: attachmentPayloadPath(instanceId, Number(name))}
+}
+
+/**
+ * Downloads an instance's DICOM file and checks it against the MD5 the server recorded when
+ * it stored the file, before anyone writes it anywhere.
+ */
+export async function fetchVerifiedInstance(client: OrthancClient, id: string, expectedMd5: string, signal?: AbortSignal): Promise<Buffer> {
+  let download
+  try {
+    download = await client.downloadInstance(id, signal)
+  } catch (error) {
+    if (error instanceof OrthancHttpError && error.status === 404) throw new InstanceVanishedError(id)
+    throw error
+  }
+
+  const bytes = await readBody(client, download.body, `/instances/${id}/attachments/dicom/data`)
+  const actual = createHash('md5').update(bytes).digest('hex')
+  if (actual !== expectedMd5 || (download.announcedMd5 && download.announcedMd5 !== expectedMd5)) {
+    throw new ChecksumMismatchError(client.display, id, expectedMd5, actual)
+  }
+
+  return bytes
+}
+
+export async function fetchVerifiedAttachment(client: OrthancClient, instanceId: string, attachment: AttachmentRecord, signal?: AbortSignal): Promise<Buffer> {
+  const bytes = await client.attachmentData(instanceId, attachment.name, signal)
+  const actual = createHash('md5').update(bytes).digest('hex')
+  if (actual !== attachment.md5) throw new ChecksumMismatchError(client.display, `${instanceId} attachment ${attachment.name}`, attachment.md5, actual)
+  return bytes
+}
+
+async function readBody(client: OrthancClient, body: AsyncIterable<Buffer>, path: string): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  try {
+    for await (const chunk of body) chunks.push(chunk)
+  } catch (error) {
+    throw new OrthancConnectionError(client.display, 'GET', path, (error as NodeJS.ErrnoException).code ?? 'UNKNOWN', {cause: error})
+  }
+
+  return Buffer.concat(chunks)
+}
+
+/** The instance was deleted on the source between planning and download. */
+export class InstanceVanishedError extends Error {
+  constructor(readonly instanceId: string) {
+    super(`instance ${instanceId} is no longer on the source`)
+    this.name = 'InstanceVanishedError'
+  }
+}

@@ -1,0 +1,154 @@
+import type {ExportFilters} from '../archive/format.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import {OrthancHttpError} from '../orthanc/errors.js'
+import type {OrthancResource} from '../orthanc/types.js'
+
+/** One study chosen for a job, with the instances the filters kept, in a stable order. */
+export interface SelectedStudy {
+  studyId: string
+  studyInstanceUid: string
+  /** All instances of the study on the source, whatever the filters kept. */
+  instancesOnSource: number
+  instances: SelectedInstance[]
+  /** Patient-identifying fields, kept only for the optional human-readable index. */
+  patient: {patientId: string; patientName: string; patientBirthDate: string; accessionNumber: string; studyDate: string; studyDescription: string}
+}
+
+export interface SelectedInstance {
+  id: string
+  studyId: string
+  seriesId: string
+  studyInstanceUid: string
+  seriesInstanceUid: string
+  sopInstanceUid: string
+  size: number
+}
+
+/**
+ * Studies and instances matching the filters, study by study in Orthanc-ID order, so that two
+ * runs over the same data plan the same volumes. Filters of different kinds narrow together;
+ * several values of one kind widen. Memory holds the matching study IDs, never all instances.
+ */
+export async function* selectInstances(client: OrthancClient, filters: ExportFilters, signal?: AbortSignal): AsyncGenerator<SelectedStudy> {
+  const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, signal) : undefined
+  const studyIds = explicit ? [...explicit.keys()] : await matchingStudyIds(client, filters, signal)
+  studyIds.sort()
+  for (const studyId of studyIds) {
+    const study = await client.study(studyId, signal)
+    if (!study || !studyMatches(study, filters)) continue
+    const selected = await selectInStudy(client, study, filters, explicit?.get(studyId), signal)
+    if (selected && selected.instances.length > 0) yield selected
+  }
+}
+
+async function matchingStudyIds(client: OrthancClient, filters: ExportFilters, signal?: AbortSignal): Promise<string[]> {
+  const ids: string[] = []
+  for await (const study of client.listStudies(signal)) if (studyMatches(study, filters)) ids.push(study.ID)
+  return ids
+}
+
+function studyMatches(study: OrthancResource, filters: ExportFilters): boolean {
+  const tags = study.MainDicomTags
+  const patientId = study.PatientMainDicomTags?.PatientID ?? ''
+  if (filters.patientIds?.length && !filters.patientIds.includes(patientId)) return false
+  if (filters.studyInstanceUids?.length && !filters.studyInstanceUids.includes(tags.StudyInstanceUID ?? '')) return false
+  const date = tags.StudyDate ?? ''
+  if (filters.studyDateFrom && !(date && date >= filters.studyDateFrom)) return false
+  if (filters.studyDateTo && !(date && date <= filters.studyDateTo)) return false
+  if (filters.labels?.length && !filters.labels.some((label) => study.Labels?.includes(label))) return false
+  return true
+}
+
+async function selectInStudy(
+  client: OrthancClient, study: OrthancResource, filters: ExportFilters, onlyInstances: Set<string> | 'all' | undefined, signal?: AbortSignal,
+): Promise<SelectedStudy | undefined> {
+  const [series, instances] = await Promise.all([client.seriesOfStudy(study.ID, signal), client.studyInstances(study.ID, signal)])
+  const modalities = filters.modalities?.map((modality) => modality.toUpperCase())
+  const seriesById = new Map(series.map((entry) => [entry.ID, entry]))
+  const keep = (instance: OrthancResource) => {
+    const parent = seriesById.get(instance.ParentSeries ?? '')
+    if (!parent) return false
+    if (modalities?.length && !modalities.includes((parent.MainDicomTags.Modality ?? '').toUpperCase())) return false
+    return onlyInstances === undefined || onlyInstances === 'all' || onlyInstances.has(instance.ID)
+  }
+
+  const selected = instances
+    .filter(keep)
+    .map((instance) => ({
+      id: instance.ID,
+      studyId: study.ID,
+      seriesId: instance.ParentSeries!,
+      studyInstanceUid: study.MainDicomTags.StudyInstanceUID ?? '',
+      seriesInstanceUid: seriesById.get(instance.ParentSeries!)?.MainDicomTags.SeriesInstanceUID ?? '',
+      sopInstanceUid: instance.MainDicomTags.SOPInstanceUID ?? '',
+      size: instance.FileSize ?? 0,
+      order: Number((instance as {IndexInSeries?: number}).IndexInSeries ?? 0),
+    }))
+    .sort((a, b) => a.seriesId.localeCompare(b.seriesId) || a.order - b.order || a.id.localeCompare(b.id))
+    .map(({order: _order, ...instance}) => instance)
+
+  const patient = study.PatientMainDicomTags ?? {}
+  return {
+    studyId: study.ID,
+    studyInstanceUid: study.MainDicomTags.StudyInstanceUID ?? '',
+    instancesOnSource: instances.length,
+    instances: selected,
+    patient: {
+      patientId: patient.PatientID ?? '',
+      patientName: patient.PatientName ?? '',
+      patientBirthDate: patient.PatientBirthDate ?? '',
+      accessionNumber: study.MainDicomTags.AccessionNumber ?? '',
+      studyDate: study.MainDicomTags.StudyDate ?? '',
+      studyDescription: study.MainDicomTags.StudyDescription ?? '',
+    },
+  }
+}
+
+/**
+ * Orthanc IDs of any level, mapped to the studies they fall in: a patient or study selects
+ * whole studies, a series or instance selects only its instances.
+ */
+async function resolveOrthancIds(client: OrthancClient, ids: string[], signal?: AbortSignal): Promise<Map<string, Set<string> | 'all'>> {
+  const result = new Map<string, Set<string> | 'all'>()
+  const addInstances = (studyId: string, instanceIds: string[]) => {
+    const current = result.get(studyId)
+    if (current === 'all') return
+    const set = current ?? new Set<string>()
+    for (const id of instanceIds) set.add(id)
+    result.set(studyId, set)
+  }
+
+  for (const id of ids) {
+    const found = await findResource(client, id, signal)
+    if (!found) throw new UnknownOrthancIdError(id)
+    const [level, resource] = found
+    if (level === 'patients') for (const studyId of resource.Studies ?? []) result.set(studyId, 'all')
+    else if (level === 'studies') result.set(resource.ID, 'all')
+    else if (level === 'series') addInstances(resource.ParentStudy!, resource.Instances ?? [])
+    else {
+      const series = await client.http.json<OrthancResource>('GET', `/series/${resource.ParentSeries}`, {signal})
+      addInstances(series.ParentStudy!, [resource.ID])
+    }
+  }
+
+  return result
+}
+
+async function findResource(client: OrthancClient, id: string, signal?: AbortSignal): Promise<[string, OrthancResource] | undefined> {
+  for (const level of ['instances', 'series', 'studies', 'patients']) {
+    try {
+      return [level, await client.http.json<OrthancResource>('GET', `/${level}/${id}`, {signal})]
+    } catch (error) {
+      if (!(error instanceof OrthancHttpError && (error.status === 404 || error.status === 400))) throw error
+    }
+  }
+
+  return undefined
+}
+
+export class UnknownOrthancIdError extends Error {
+  constructor(readonly id: string) {
+    super(`no patient, study, series or instance has the Orthanc ID ${id}`)
+    this.name = 'UnknownOrthancIdError'
+  }
+}

@@ -1,0 +1,177 @@
+import {setMaxListeners} from 'node:events'
+
+import {OrthancAuthError, OrthancConnectionError, OrthancTimeoutError, OrthancTlsError, OrthancUnreachableError} from '../orthanc/errors.js'
+import {UserFacingError} from '../errors.js'
+import type {ProgressListener} from './progress.js'
+import {emptyStats, recordFailure, type TransferStats} from './stats.js'
+
+export type Outcome = {kind: 'transferred'; bytes: number} | {kind: 'skipped'; bytes?: number}
+
+export interface TransferJob<Item, Payload> {
+  items: AsyncIterable<Item>
+  concurrency: number
+  signal?: AbortSignal
+  /** Names an item in failure reports: instance ID, file path or archive entry. */
+  describe(item: Item): string
+  /** The parallel step: download, check, upload. */
+  work(item: Item, signal: AbortSignal): Promise<Payload>
+  /**
+   * The serial step, run in the items' order: writing to an archive. When absent, the
+   * work step's result is the outcome and items complete in any order.
+   */
+  commit?(item: Item, payload: Payload): Promise<Outcome>
+  /** Attempts per item for failures that may pass (a reset mid-body), on top of the HTTP retries. */
+  attempts?: number
+  onProgress?: ProgressListener
+  phase?: string
+  total?: number
+  totalBytes?: number
+}
+
+/**
+ * Errors that no other item will escape either: the server is gone, the credentials are
+ * refused, the disk is full. They stop the whole job; everything else fails one item.
+ */
+export function isJobFatal(error: unknown): boolean {
+  return error instanceof OrthancUnreachableError
+    || error instanceof OrthancAuthError
+    || error instanceof OrthancTlsError
+    || error instanceof OrthancTimeoutError
+    || error instanceof OrthancConnectionError
+    || (error as NodeJS.ErrnoException | undefined)?.code === 'ENOSPC'
+    || (error as Error | undefined)?.name === 'AbortError'
+    || (error instanceof UserFacingError && error.fatal)
+}
+
+/** Worth another attempt of the same item: the connection broke while the body was moving. */
+function isTransient(error: unknown): boolean {
+  return error instanceof OrthancConnectionError || error instanceof OrthancTimeoutError
+}
+
+/**
+ * The transfer engine: moves items with bounded concurrency and per-item retries, counts
+ * outcomes, and stops everything on a fatal error. Memory stays bounded by `concurrency`
+ * items: with a commit step, at most that many payloads wait for their turn.
+ */
+export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>): Promise<TransferStats> {
+  const stats = emptyStats()
+  const started = Date.now()
+  const controller = new AbortController()
+  // Every in-flight request listens on this signal; with high concurrency that is many listeners by design.
+  setMaxListeners(0, controller.signal)
+  const stopOnOuterAbort = () => controller.abort(job.signal?.reason)
+  job.signal?.addEventListener('abort', stopOnOuterAbort)
+  let fatal: unknown
+  let done = 0
+
+  const report = () => job.onProgress?.({phase: job.phase ?? 'transfer', done, total: job.total, bytes: stats.bytes, totalBytes: job.totalBytes})
+  const count = (outcome: Outcome) => {
+    if (outcome.kind === 'transferred') stats.transferred++
+    else stats.skipped++
+    stats.bytes += outcome.bytes ?? 0
+    done++
+    report()
+  }
+
+  const fail = (item: Item, error: unknown) => {
+    if (isJobFatal(error)) {
+      fatal ??= error
+      controller.abort(error)
+      return
+    }
+
+    recordFailure(stats, job.describe(item), (error as Error).message ?? String(error))
+    done++
+    report()
+  }
+
+  const attempt = async (item: Item): Promise<Payload> => {
+    const attempts = job.attempts ?? 3
+    for (let index = 1; ; index++) {
+      try {
+        return await job.work(item, controller.signal)
+      } catch (error) {
+        if (controller.signal.aborted || index >= attempts || !isTransient(error)) throw error
+        stats.retries++
+      }
+    }
+  }
+
+  try {
+    if (job.commit) await runOrdered(job, attempt, count, fail, controller.signal)
+    else await runUnordered(job, attempt, count, fail, controller.signal)
+  } finally {
+    job.signal?.removeEventListener('abort', stopOnOuterAbort)
+  }
+
+  stats.durationMs = Date.now() - started
+  if (fatal) throw Object.assign(fatal as Error, {stats})
+  if (job.signal?.aborted) throw Object.assign(job.signal.reason as Error, {stats})
+  return stats
+}
+
+type Attempt<Item, Payload> = (item: Item) => Promise<Payload>
+
+async function runUnordered<Item, Payload>(
+  job: TransferJob<Item, Payload>, attempt: Attempt<Item, Payload>, count: (outcome: Outcome) => void,
+  fail: (item: Item, error: unknown) => void, signal: AbortSignal,
+): Promise<void> {
+  const iterator = job.items[Symbol.asyncIterator]()
+  let exhausted = false
+  const next = async (): Promise<IteratorResult<Item>> => {
+    if (exhausted || signal.aborted) return {done: true, value: undefined}
+    const result = await iterator.next()
+    if (result.done) exhausted = true
+    return result
+  }
+
+  const worker = async () => {
+    for (let result = await next(); !result.done; result = await next()) {
+      try {
+        count((await attempt(result.value)) as Outcome)
+      } catch (error) {
+        fail(result.value, error)
+      }
+    }
+  }
+
+  try {
+    await Promise.all(Array.from({length: Math.max(1, job.concurrency)}, worker))
+  } finally {
+    await iterator.return?.()
+  }
+}
+
+async function runOrdered<Item, Payload>(
+  job: TransferJob<Item, Payload>, attempt: Attempt<Item, Payload>, count: (outcome: Outcome) => void,
+  fail: (item: Item, error: unknown) => void, signal: AbortSignal,
+): Promise<void> {
+  const window: Array<{item: Item; result: Promise<{ok: true; payload: Payload} | {ok: false; error: unknown}>}> = []
+  const settle = (promise: Promise<Payload>) => promise.then((payload) => ({ok: true as const, payload}), (error: unknown) => ({ok: false as const, error}))
+
+  const commitHead = async () => {
+    const head = window.shift()!
+    const result = await head.result
+    if (signal.aborted) return
+    if (!result.ok) {
+      fail(head.item, result.error)
+      return
+    }
+
+    try {
+      count(await job.commit!(head.item, result.payload))
+    } catch (error) {
+      fail(head.item, error)
+    }
+  }
+
+  for await (const item of job.items) {
+    if (signal.aborted) break
+    window.push({item, result: settle(attempt(item))})
+    if (window.length >= Math.max(1, job.concurrency)) await commitHead()
+  }
+
+  while (window.length > 0 && !signal.aborted) await commitHead()
+  // Let abandoned downloads finish failing before returning, so nothing runs on after us.
+  await Promise.all(window.map((entry) => entry.result))
+}

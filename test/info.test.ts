@@ -1,0 +1,207 @@
+import {writeFile, mkdtemp, rm} from 'node:fs/promises'
+import {createServer as createHttpServer, type Server} from 'node:http'
+import {createServer as createTcpServer, type Server as TcpServer, type Socket} from 'node:net'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {parseJson, runCli} from './helpers/cli.js'
+import {startOrthanc, type OrthancServer} from './helpers/orthanc.js'
+import {startTlsProxy, type TlsProxy} from './helpers/tls-proxy.js'
+import {generateStudySet} from '../fixtures/generate.js'
+import {uploadFiles} from './helpers/orthanc.js'
+
+const PASSWORD = 'Tr0ub4dor&3-horse'
+const noCredentialsEnv = {ORTHANC_USERNAME: undefined, ORTHANC_PASSWORD: undefined, ORTHANC_PASSWORD_FILE: undefined, ORTHANC_URL: undefined}
+
+interface InfoJson {
+  name: string
+  version: string
+  databaseBackend: string
+  storageBackend: string
+  counts: {patients: number; studies: number; series: number; instances: number}
+  disk: {storedBytes: number; uncompressedBytes: number}
+  features: {labels: boolean; attachmentInfo: boolean; storageCompression: boolean | null}
+}
+
+function listen(server: Server | TcpServer): Promise<number> {
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      resolve(typeof address === 'object' && address ? address.port : 0)
+    })
+  })
+}
+
+describe('info', () => {
+  let plain: OrthancServer
+  let compressed: OrthancServer
+  let workDir: string
+
+  beforeAll(async () => {
+    workDir = await mkdtemp(join(tmpdir(), 'info-test-'))
+    const files = await generateStudySet(join(workDir, 'dicom'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 2, pixelBytes: 4096, seed: 'info'})
+    ;[plain, compressed] = await Promise.all([
+      startOrthanc({name: 'plain-server', users: {alice: PASSWORD}}),
+      startOrthanc({name: 'compressed-server', users: {alice: PASSWORD}, storageCompression: true}),
+    ])
+    await uploadFiles(plain, files.map((file) => file.path))
+    await uploadFiles(compressed, files.map((file) => file.path))
+  })
+  afterAll(async () => {
+    await Promise.all([plain?.dispose(), compressed?.dispose()])
+    await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('prints name, version, back-ends, counts, sizes and features as JSON', async () => {
+    const result = await runCli(['info', '--server', plain.authUrl, '--json'], {env: noCredentialsEnv})
+    expect(result.code).toBe(0)
+    const info = parseJson<InfoJson>(result)
+    expect(info.name).toBe('plain-server')
+    expect(info.version).toBe('1.10.1')
+    expect(info.databaseBackend).toBe('SQLite (built-in)')
+    expect(info.storageBackend).toBe('filesystem (built-in)')
+    expect(info.counts).toEqual({patients: 2, studies: 2, series: 4, instances: 8})
+    expect(info.disk.storedBytes).toBeGreaterThan(8 * 4096)
+    expect(info.features).toMatchObject({labels: false, attachmentInfo: true, storageCompression: false})
+    expect(result.stdout).not.toContain(PASSWORD)
+  })
+
+  it('detects storage compression from what is stored', async () => {
+    const result = await runCli(['info', '--server', compressed.authUrl, '--json'], {env: noCredentialsEnv})
+    const info = parseJson<InfoJson>(result)
+    expect(info.features.storageCompression).toBe(true)
+    expect(info.disk.storedBytes).toBeLessThan(info.disk.uncompressedBytes)
+  })
+
+  it('prints a readable report without --json', async () => {
+    const result = await runCli(['info', '--server', plain.authUrl], {env: noCredentialsEnv})
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/Version:\s+Orthanc 1\.10\.1/)
+    expect(result.stdout).toMatch(/2 patients, 2 studies, 4 series, 8 instances/)
+    expect(result.stdout).toMatch(/labels:\s+no/)
+    expect(result.stdout).not.toContain(PASSWORD)
+  })
+
+  it('takes credentials from environment variables', async () => {
+    const result = await runCli(['info', '--server', plain.url, '--json'], {env: {...noCredentialsEnv, ORTHANC_USERNAME: 'alice', ORTHANC_PASSWORD: PASSWORD}})
+    expect(result.code).toBe(0)
+    expect(parseJson<InfoJson>(result).name).toBe('plain-server')
+  })
+
+  it('takes the password from a file', async () => {
+    const passwordFile = join(workDir, 'password')
+    await writeFile(passwordFile, `${PASSWORD}\n`, {mode: 0o600})
+    const result = await runCli(['info', '--server', plain.url, '--username', 'alice', '--password-file', passwordFile, '--json'], {env: noCredentialsEnv})
+    expect(result.code).toBe(0)
+    expect(parseJson<InfoJson>(result).name).toBe('plain-server')
+  })
+
+  it('a wrong password: exit 5, one message, no password and no stack trace', async () => {
+    const wrong = 'not-the-Password-42'
+    const url = plain.authUrl.replace(encodeURIComponent(PASSWORD), wrong)
+    const result = await runCli(['info', '--server', url], {env: noCredentialsEnv})
+    expect(result.code).toBe(5)
+    expect(result.stderr).toMatch(/refused the credentials \(HTTP 401\)/)
+    expect(result.stderr).toMatch(/password-file/)
+    expect(result.stderr + result.stdout).not.toContain(wrong)
+    expect(result.stderr).not.toMatch(/\n\s+at /)
+    const asJson = await runCli(['info', '--server', url, '--json'], {env: noCredentialsEnv})
+    expect(asJson.code).toBe(5)
+    expect(parseJson<{error: {code: string}}>(asJson).error.code).toBe('authentication')
+    expect(asJson.stdout + asJson.stderr).not.toContain(wrong)
+  })
+
+  it('a URL that is not a URL: exit 3', async () => {
+    const result = await runCli(['info', '--server', 'localhost 8042'], {env: noCredentialsEnv})
+    expect(result.code).toBe(3)
+    expect(result.stderr).toMatch(/invalid server URL/)
+    expect(result.stderr).toMatch(/http:\/\/localhost:8042/)
+  })
+
+  it('a wrong scheme does not echo the password: exit 3', async () => {
+    const result = await runCli(['info', '--server', `ftp://alice:${PASSWORD}@127.0.0.1:21`], {env: noCredentialsEnv})
+    expect(result.code).toBe(3)
+    expect(result.stderr).not.toContain(PASSWORD)
+  })
+
+  it('a refused connection: exit 4, quickly', async () => {
+    const closed = await listen(createTcpServer())
+    const started = Date.now()
+    const result = await runCli(['info', '--server', `http://127.0.0.1:${closed}`], {env: noCredentialsEnv})
+    expect(result.code).toBe(4)
+    expect(result.stderr).toMatch(/ECONNREFUSED/)
+    expect(result.stderr).toMatch(/Check that Orthanc is running/)
+    expect(Date.now() - started).toBeLessThan(5000)
+  })
+
+  describe('servers that are not Orthanc, or do not answer', () => {
+    let web: Server
+    let silent: TcpServer
+    const sockets: Socket[] = []
+    let webPort = 0
+    let silentPort = 0
+    beforeAll(async () => {
+      web = createHttpServer((_request, response) => {
+        response.writeHead(200, {'content-type': 'text/html'})
+        response.end('<html><body>It works!</body></html>')
+      })
+      silent = createTcpServer((socket) => sockets.push(socket))
+      webPort = await listen(web)
+      silentPort = await listen(silent)
+    })
+    afterAll(() => {
+      for (const socket of sockets) socket.destroy()
+      web.close()
+      silent.close()
+    })
+
+    it('a web server that is not Orthanc: exit 6', async () => {
+      const result = await runCli(['info', '--server', `http://127.0.0.1:${webPort}`], {env: noCredentialsEnv})
+      expect(result.code).toBe(6)
+      expect(result.stderr).toMatch(/does not look like an Orthanc server/)
+    })
+
+    it('a server that never answers: exit 7', async () => {
+      const result = await runCli(['info', '--server', `http://127.0.0.1:${silentPort}`, '--timeout', '1', '--retries', '1'], {env: noCredentialsEnv})
+      expect(result.code).toBe(7)
+      expect(result.stderr).toMatch(/no answer/)
+      expect(result.stderr).toMatch(/--timeout/)
+    })
+  })
+
+  describe('HTTPS through a TLS-terminating nginx', () => {
+    let proxy: TlsProxy
+    let mutual: TlsProxy
+    beforeAll(async () => {
+      ;[proxy, mutual] = await Promise.all([startTlsProxy(plain.port), startTlsProxy(plain.port, {requireClientCert: true})])
+    })
+    afterAll(async () => Promise.all([proxy?.dispose(), mutual?.dispose()]))
+
+    const withAuth = (url: string) => url.replace('https://', `https://alice:${encodeURIComponent(PASSWORD)}@`)
+
+    it('trusts a custom CA given with --ca-file', async () => {
+      const result = await runCli(['info', '--server', withAuth(proxy.url), '--ca-file', proxy.caFile, '--json'], {env: noCredentialsEnv})
+      expect(result.code).toBe(0)
+      expect(parseJson<InfoJson>(result).name).toBe('plain-server')
+    })
+
+    it('refuses an unknown CA: exit 8 with a hint', async () => {
+      const result = await runCli(['info', '--server', withAuth(proxy.url)], {env: noCredentialsEnv})
+      expect(result.code).toBe(8)
+      expect(result.stderr).toMatch(/--ca-file/)
+    })
+
+    it('presents a client certificate when the server requires one', async () => {
+      const refused = await runCli(['info', '--server', withAuth(mutual.url), '--ca-file', mutual.caFile], {env: noCredentialsEnv})
+      expect(refused.code).not.toBe(0)
+      const result = await runCli([
+        'info', '--server', withAuth(mutual.url), '--ca-file', mutual.caFile,
+        '--client-cert', mutual.clientCertFile, '--client-key', mutual.clientKeyFile, '--json',
+      ], {env: noCredentialsEnv})
+      expect(result.code).toBe(0)
+      expect(parseJson<InfoJson>(result).name).toBe('plain-server')
+    })
+  })
+})
