@@ -8,6 +8,7 @@ import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {renderTransferSummary} from '../src/cli/summary.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {UserFacingError} from '../src/errors.js'
+import {buildExclusions} from '../src/export/exclusions.js'
 import {exportArchive, type ExportSummary} from '../src/export/export.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {parseSize} from '../src/util/size.js'
@@ -30,6 +31,8 @@ export default class Export extends BaseCommand {
     'name-prefix': Flags.string({description: 'volume file names start with this', default: 'orthanc-export'}),
     concurrency: Flags.integer({char: 'c', description: 'parallel downloads', default: 4, min: 1, max: 64}),
     'dry-run': Flags.boolean({description: 'report what would be exported (instances, bytes, volumes) and write nothing'}),
+    since: Flags.string({description: 'incremental: export only what is new since this earlier export (its folder or a volume)'}),
+    'exclude-receipt': Flags.string({description: 'leave out instances an import receipt from the far side shows as arrived (repeatable)', multiple: true}),
     'patient-index': Flags.boolean({description: 'also write index.csv beside the volumes, with patient names and IDs (off: a lost drive should not name patients)'}),
     ...filterFlags,
   }
@@ -46,7 +49,11 @@ export default class Export extends BaseCommand {
     // On stdout the archive is the output: progress and notes must stay on stderr, and only for a terminal.
     const progress = progressRenderer(this.interactive)
     try {
+      const exclusions = await buildExclusions(client, flags.since, flags['exclude-receipt'] ?? [], this.abort.signal)
       const summary = await exportArchive({
+        exclude: exclusions.exclude,
+        exclusions: exclusions.description,
+        incrementalBase: exclusions.incrementalBase,
         client,
         output: toStdout ? {kind: 'stream', stream: process.stdout} : {kind: 'directory', path: flags.output},
         filters: filtersFromFlags(flags),

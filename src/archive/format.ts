@@ -119,6 +119,8 @@ export interface VolumeHeader {
   changeCursor: number
   /** Earlier exports this data went through before reaching the source. */
   hops: Hop[]
+  /** For an incremental export: the export it adds to. */
+  incrementalBase?: {group: string; changeCursor: number}
   /** Studies with instances in this volume, keyed by Orthanc study ID, with group-wide counts. */
   studies: Record<string, StudyExpectation>
 }

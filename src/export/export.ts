@@ -36,6 +36,10 @@ export interface ExportOptions {
   exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
   /** Where this data came from, when it arrived by an earlier archive. */
   hops?: Hop[]
+  /** For an incremental export: the export it adds to, and what of it is gone from the source. */
+  incrementalBase?: {group: string; changeCursor: number}
+  /** Says what `exclude` leaves out (base group, receipts), so that a resumed run is the same run. */
+  exclusions?: string
   signal?: AbortSignal
   onProgress?: ProgressListener
 }
@@ -65,7 +69,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
   const maxVolumeBytes = toStream ? Number.POSITIVE_INFINITY : options.maxVolumeBytes
   const fingerprint = JSON.stringify({
     server: source.server, filters: options.filters, maxVolumeBytes: options.maxVolumeBytes, maxVolumeInstances: options.maxVolumeInstances,
-    prefix: options.namePrefix, hops: options.hops ?? [], patientIndex: options.patientIndex,
+    prefix: options.namePrefix, hops: options.hops ?? [], patientIndex: options.patientIndex, exclusions: options.exclusions ?? '',
   })
   const stateDir = options.output.kind === 'directory' && !options.dryRun
     ? join(options.output.path, STATE_DIR)
@@ -94,6 +98,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
         group: randomUUID(),
         source,
         hops: options.hops ?? [],
+        incrementalBase: options.incrementalBase,
         exclude: options.exclude,
         onStudy: index ? (study: SelectedStudy) => index.add(study) : undefined,
         signal: options.signal,
@@ -118,6 +123,13 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     for (const failure of plan.planningFailures) {
       summary.failed++
       summary.failures.push(failure)
+    }
+
+    if (planned === 0 && plan.planningFailures.length === 0 && !resumed && options.exclude) {
+      // An incremental export with nothing new is a success with nothing to write.
+      await rm(stateDir, {recursive: true, force: true})
+      summary.durationMs = Date.now() - started
+      return summary
     }
 
     if (planned === 0 && plan.planningFailures.length === 0 && !resumed) {
@@ -207,6 +219,7 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     filters: plan.filters,
     changeCursor: plan.changeCursor,
     hops: plan.hops,
+    incrementalBase: plan.incrementalBase,
     studies: Object.fromEntries(plan.volumes[number - 1]!.studyIds.map((id) => [id, plan.studies[id]!])),
   }
   const writer = new VolumeWriter(output, bagName, new Date(plan.createdAt))

@@ -31,6 +31,7 @@ export interface ExportPlan {
   changeCursor: number
   filters: ExportFilters
   hops: Hop[]
+  incrementalBase?: {group: string; changeCursor: number}
   studies: Record<string, StudyExpectation>
   volumes: PlannedVolume[]
   /** Instances that could not be described while planning (deleted meanwhile, unreadable). */
@@ -47,6 +48,7 @@ export interface PlanOptions {
   group: string
   source: SourceIdentity
   hops: Hop[]
+  incrementalBase?: {group: string; changeCursor: number}
   /** Leaves out instances the target side already has (incremental export, receipts). */
   exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
   /** Called once per study selected, for the optional patient index. */
@@ -90,6 +92,10 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
 
   const append = async (record: InstanceRecord) => {
     const footprint = recordFootprint(record)
+    if (footprint + VOLUME_FIXED_BYTES > options.maxVolumeBytes) {
+      throw new InstanceTooLargeError(record.id, footprint, options.maxVolumeBytes)
+    }
+
     let target = current ?? openVolume()
     const full = target.volume.instances >= options.maxVolumeInstances || target.volume.bytes + footprint > options.maxVolumeBytes
     if (full && target.volume.instances > 0) {
@@ -130,6 +136,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     changeCursor,
     filters: options.filters,
     hops: options.hops,
+    incrementalBase: options.incrementalBase,
     studies,
     volumes,
     planningFailures: stats.failures,
@@ -156,6 +163,14 @@ function recordFootprint(record: InstanceRecord): number {
   // The record appears in contents.json and manifest.json (with hashes), plus a manifest line per file.
   const tagBytes = 2 * (JSON.stringify(record).length + 200) + 200 * (1 + record.attachments.length)
   return entries + tagBytes
+}
+
+/** An instance that cannot fit in any volume; instances are never split. */
+export class InstanceTooLargeError extends Error {
+  constructor(readonly instanceId: string, readonly bytes: number, readonly limit: number) {
+    super(`instance ${instanceId} needs ${bytes} bytes, more than the volume limit of ${limit}: raise --max-volume-size`)
+    this.name = 'InstanceTooLargeError'
+  }
 }
 
 export async function loadPlan(stateDir: string): Promise<ExportPlan | undefined> {

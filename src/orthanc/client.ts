@@ -121,6 +121,12 @@ export class OrthancClient {
     return this.http.json<OrthancResource[]>('GET', `/studies/${studyId}/instances`, {signal})
   }
 
+  /** Instances of a study on this server; 0 when the study is not there. */
+  async studyInstanceCount(studyId: string, signal?: AbortSignal): Promise<number> {
+    const statistics = await this.getOptional<{CountInstances: number}>(`/studies/${studyId}/statistics`, signal)
+    return statistics?.CountInstances ?? 0
+  }
+
   async seriesOfStudy(studyId: string, signal?: AbortSignal): Promise<OrthancResource[]> {
     return this.http.json<OrthancResource[]>('GET', `/studies/${studyId}/series`, {signal})
   }

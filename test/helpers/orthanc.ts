@@ -82,6 +82,8 @@ export async function startOrthanc(options: OrthancOptions = {}): Promise<Orthan
     OverwriteInstances: options.overwriteInstances ?? false,
     HttpCompressionEnabled: true,
     LogExportedResources: false,
+    // No storage cache: tests that damage a stored file must see the damage on the next read.
+    MaximumStorageCacheSize: 0,
     ...options.extra,
   }
   const configPath = join(dir, 'orthanc.json')

@@ -1,0 +1,88 @@
+import {Args, Flags} from '@oclif/core'
+
+import {BaseCommand} from '../src/cli/base-command.js'
+import {ExitCode} from '../src/cli/exit-codes.js'
+import {progressRenderer} from '../src/cli/progress-renderer.js'
+import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
+import {renderTransferSummary} from '../src/cli/summary.js'
+import {importInstances, type ImportSummary} from '../src/import/import.js'
+import {type FolderMode, resolveImportInputs} from '../src/import/inputs.js'
+import {OrthancClient} from '../src/orthanc/client.js'
+
+export default class Import extends BaseCommand {
+  static override summary = 'Import archive volumes, DICOM folders or an Orthanc storage folder into a server, checking every instance.'
+  static override description = `Every archive entry is checked against the manifest (size, MD5, and SHA-256 for volume files) before it is uploaded; corrupt, truncated, missing or hostile entries are refused and reported by name while the rest is imported. After each upload the instance's user metadata, attachments and labels are restored and the target's MD5 is confirmed. Instances already on the target with the same MD5 are skipped, so running the command again finishes an interrupted import.`
+
+  static override examples = [
+    '<%= config.bin %> import --target http://localhost:8042 /media/usb/export-2024-06',
+    '<%= config.bin %> import --target http://localhost:8042 - < volume.tar',
+    '<%= config.bin %> import --target http://localhost:8042 --storage-folder /var/lib/orthanc/db-v6',
+    '<%= config.bin %> import --target http://localhost:8042 ~/incoming-dicom',
+  ]
+
+  static override strict = false
+  static override args = {
+    path: Args.string({description: 'archive volume(s), folder(s) of volumes, DICOM folder(s), an Orthanc storage folder, or - for an archive on stdin', required: true}),
+  }
+
+  static override flags = {
+    ...serverFlags('target'),
+    concurrency: Flags.integer({char: 'c', description: 'parallel uploads', default: 4, min: 1, max: 64}),
+    'dry-run': Flags.boolean({description: 'read and check everything, report what would be uploaded, change nothing'}),
+    receipt: Flags.string({description: 'write the import receipt here (default: import-receipt-<time>.jsonl in the current folder)'}),
+    'no-receipt': Flags.boolean({description: 'write no receipt'}),
+    'storage-folder': Flags.boolean({description: 'read PATH as an Orthanc StorageDirectory (stop that Orthanc first)', exclusive: ['dicom-folder']}),
+    'dicom-folder': Flags.boolean({description: 'read PATH as a folder of DICOM files, even if it looks like something else'}),
+  }
+
+  async run(): Promise<ImportSummary> {
+    const {flags, argv} = await this.parse(Import)
+    const mode: FolderMode = flags['storage-folder'] ? 'storage' : flags['dicom-folder'] ? 'dicom' : 'auto'
+    const inputs = await resolveImportInputs(argv as string[], process.stdin, mode)
+    const client = new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2))
+    const progress = progressRenderer(this.interactive)
+    const receiptPath = flags['no-receipt'] ? undefined : flags.receipt ?? `import-receipt-${new Date().toISOString().replace(/[:.]/g, '').slice(0, 15)}.jsonl`
+    try {
+      const summary = await importInstances({
+        client,
+        inputs,
+        concurrency: flags.concurrency,
+        dryRun: flags['dry-run'],
+        receiptPath,
+        signal: this.abort.signal,
+        onProgress: progress.listener,
+      })
+      progress.done()
+      if (summary.problems.length > 0) process.exitCode = ExitCode.badInput
+      else if (summary.failed > 0 || summary.studies.incomplete.length > 0) process.exitCode = ExitCode.partialFailure
+      if (!this.jsonEnabled()) process.stderr.write(renderImportSummary(summary))
+      return summary
+    } finally {
+      progress.done()
+      await client.close()
+    }
+  }
+}
+
+function renderImportSummary(summary: ImportSummary): string {
+  const lines: string[] = []
+  if (summary.problems.length > 0) {
+    lines.push(`Refused or missing (${summary.problems.length}):`)
+    for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${problem.label}: ${problem.reason}`)
+    if (summary.problems.length > 20) lines.push(`  ... and ${summary.problems.length - 20} more (see --json)`)
+  }
+
+  if (summary.volumes.read > 0) lines.push(`Volumes: ${summary.volumes.read} read, ${summary.volumes.complete} complete, ${summary.volumes.missing.length} missing.`)
+  if (summary.studies.complete + summary.studies.incomplete.length > 0) {
+    lines.push(`Studies: ${summary.studies.complete} complete, ${summary.studies.incomplete.length} incomplete on the target.`)
+    for (const study of summary.studies.incomplete.slice(0, 20)) lines.push(`  ${study.studyInstanceUid}: ${study.present} of ${study.expected} instances`)
+  }
+
+  if (summary.ignoredFiles > 0) lines.push(`Ignored ${summary.ignoredFiles} file(s) that are not whole DICOM instances.`)
+  const notes = summary.notRestored
+  if (notes.labels > 0) lines.push(`Labels not restored: ${notes.labels} (the target is older than Orthanc 1.12).`)
+  for (const [name, count] of Object.entries(notes.userMetadata)) lines.push(`Metadata "${name}" not restored on ${count} instance(s): declare it in the target's UserMetadata.`)
+  if (summary.receipt) lines.push(`Receipt: ${summary.receipt}`)
+  const headline = summary.dryRun ? 'Dry run, nothing changed' : 'Imported'
+  return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline)}`
+}

@@ -1,0 +1,81 @@
+import type {Readable} from 'node:stream'
+
+import tar from 'tar-stream'
+
+import {checkEntryHeader, type EntryLimits, type EntryLocation, EntryRefusedError} from './entry-rules.js'
+
+export interface ArchiveEntry extends EntryLocation {
+  /** The entry's full name in the tar. */
+  name: string
+  data: Buffer
+}
+
+/** The tar stream ended in the middle of an entry or a header. */
+export class TruncatedArchiveError extends Error {
+  constructor(readonly lastEntry: string | undefined) {
+    super(lastEntry ? `the archive ends in the middle of "${lastEntry}"` : 'the archive ends in the middle of a header')
+    this.name = 'TruncatedArchiveError'
+  }
+}
+
+/**
+ * Reads a tar stream entry by entry, refusing what the format never contains (links, devices,
+ * paths that leave the bag, duplicates, oversized entries) before reading the entry's data.
+ * A refused entry's data is drained unread and reported through `onRefused`; the rest of the
+ * archive is still read. Nothing is ever written to disk.
+ */
+export async function* readArchiveEntries(input: Readable, limits: EntryLimits, onRefused: (error: EntryRefusedError) => void): AsyncGenerator<ArchiveEntry> {
+  const extract = tar.extract()
+  input.on('error', (error) => extract.destroy(error))
+  input.pipe(extract)
+  const seen = new Set<string>()
+  let current: string | undefined
+  try {
+    for await (const entry of extract) {
+      const {header} = entry
+      current = header.name
+      let location: EntryLocation | undefined
+      try {
+        location = checkEntryHeader({name: header.name, type: header.type ?? 'file', size: header.size ?? 0, linkname: header.linkname}, limits)
+        if (location && seen.has(header.name)) throw new EntryRefusedError(header.name, 'a second entry with the same name')
+      } catch (error) {
+        if (!(error instanceof EntryRefusedError)) throw error
+        onRefused(error)
+        await drain(entry)
+        continue
+      }
+
+      if (!location) {
+        await drain(entry)
+        continue
+      }
+
+      seen.add(header.name)
+      const data = await collect(entry, header.size ?? 0)
+      yield {...location, name: header.name, data}
+    }
+  } catch (error) {
+    if (/unexpected end|Unexpected end/i.test((error as Error).message ?? '')) throw new TruncatedArchiveError(current)
+    throw error
+  } finally {
+    input.unpipe(extract)
+    extract.destroy()
+  }
+}
+
+async function drain(entry: AsyncIterable<unknown>): Promise<void> {
+  for await (const _chunk of entry) {
+    // discarded
+  }
+}
+
+async function collect(entry: AsyncIterable<unknown>, size: number): Promise<Buffer> {
+  const data = Buffer.allocUnsafe(size)
+  let offset = 0
+  for await (const chunk of entry as AsyncIterable<Buffer>) {
+    chunk.copy(data, offset)
+    offset += chunk.length
+  }
+
+  return offset === size ? data : data.subarray(0, offset)
+}

@@ -1,0 +1,61 @@
+/**
+ * What an archive entry may be, checked on the header before any byte of it is used. The
+ * rules follow Python's PEP 706 "data" filter: regular files only, relative paths that stay
+ * inside the bag, no links or devices, sizes within limits.
+ */
+
+export interface EntryHeader {
+  name: string
+  type: string
+  size: number
+  linkname?: string | null
+}
+
+export interface EntryLimits {
+  /** Largest payload entry accepted (an instance or attachment). */
+  maxEntryBytes: number
+  /** Largest tag file accepted (manifests of a volume). */
+  maxTagFileBytes: number
+}
+
+export const DEFAULT_ENTRY_LIMITS: EntryLimits = {
+  maxEntryBytes: 8 * 1024 ** 3,
+  maxTagFileBytes: 512 * 1024 ** 2,
+}
+
+export interface EntryLocation {
+  /** The bag's root directory: the volume's name. */
+  bag: string
+  /** The path inside the bag: bagit.txt, data/dicom/..., orthanc/manifest.json */
+  path: string
+}
+
+export class EntryRefusedError extends Error {
+  constructor(readonly entry: string, readonly reason: string) {
+    super(`archive entry "${printable(entry)}" refused: ${reason}`)
+    this.name = 'EntryRefusedError'
+  }
+}
+
+/** Throws EntryRefusedError for a header this format never contains; returns where the entry belongs otherwise. */
+export function checkEntryHeader(header: EntryHeader, limits: EntryLimits): EntryLocation | undefined {
+  const {name} = header
+  if (header.type === 'directory') return undefined
+  if (header.type === 'symlink' || header.type === 'link') throw new EntryRefusedError(name, `${header.type === 'link' ? 'hard' : 'symbolic'} link (to "${printable(header.linkname ?? '')}")`)
+  if (header.type !== 'file' && header.type !== 'contiguous-file') throw new EntryRefusedError(name, `${header.type} entries are not allowed`)
+  if (name.includes('\0') || name.includes('\\')) throw new EntryRefusedError(name, 'the path contains a NUL or a backslash')
+  if (name.startsWith('/') || /^[a-zA-Z]:/.test(name)) throw new EntryRefusedError(name, 'absolute path')
+  const parts = name.split('/')
+  if (parts.some((part) => part === '..')) throw new EntryRefusedError(name, 'the path climbs out with ".."')
+  if (parts.some((part) => part === '' || part === '.')) throw new EntryRefusedError(name, 'the path has empty or "." segments')
+  if (parts.length < 2) throw new EntryRefusedError(name, 'the entry is not inside a bag directory')
+  const path = parts.slice(1).join('/')
+  const limit = path.startsWith('data/') ? limits.maxEntryBytes : limits.maxTagFileBytes
+  if (!(header.size >= 0) || header.size > limit) throw new EntryRefusedError(name, `size ${header.size} is over the limit of ${limit} bytes`)
+  return {bag: parts[0]!, path}
+}
+
+/** Entry names come from the archive: show them without control characters that could rewrite the terminal. */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001F\u007F-\u009F]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`).slice(0, 300)
+}

@@ -1,0 +1,47 @@
+import {ExitCode} from '../cli/exit-codes.js'
+import {UserFacingError} from '../errors.js'
+import {readReceipt} from '../import/receipt.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import type {SelectedInstance} from '../sources/orthanc-selection.js'
+import {excludeExportedBefore, readExportBase} from './since.js'
+
+export interface Exclusions {
+  exclude?: (instance: SelectedInstance) => boolean
+  /** A stable description, part of the export's fingerprint. */
+  description: string
+  incrementalBase?: {group: string; changeCursor: number}
+}
+
+/**
+ * What the far side already has: an earlier export (--since) and import receipts carried back
+ * (--exclude-receipt). Both leave instances out of the plan.
+ */
+export async function buildExclusions(client: OrthancClient, since: string | undefined, receipts: string[], signal?: AbortSignal): Promise<Exclusions> {
+  const predicates: Array<(instance: SelectedInstance) => boolean> = []
+  const description: string[] = []
+  let incrementalBase: Exclusions['incrementalBase']
+  if (since) {
+    const base = await readExportBase(since)
+    predicates.push(await excludeExportedBefore(client, base, signal))
+    incrementalBase = {group: base.group, changeCursor: base.changeCursor}
+    description.push(`since:${base.group}`)
+  }
+
+  for (const path of receipts) {
+    let arrived: Map<string, string>
+    try {
+      ;({arrived} = await readReceipt(path))
+    } catch (error) {
+      throw new UserFacingError(`cannot use receipt ${path}: ${(error as Error).message}`, 'Give the import-receipt-*.jsonl file that import wrote on the far side.', ExitCode.badInput, 'bad-receipt')
+    }
+
+    predicates.push((instance) => arrived.has(instance.id))
+    description.push(`receipt:${path}:${arrived.size}`)
+  }
+
+  return {
+    exclude: predicates.length > 0 ? (instance) => predicates.some((predicate) => predicate(instance)) : undefined,
+    description: description.join(','),
+    incrementalBase,
+  }
+}

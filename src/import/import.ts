@@ -1,0 +1,118 @@
+import type {ArchiveReadReport} from '../sources/archive-source.js'
+import {archiveFile, archiveStream, readArchives} from '../sources/archive-source.js'
+import {readDicomFolder} from '../sources/dicom-folder.js'
+import type {ImportSourceEvents, ImportUnit, ProblemNotice} from '../sources/import-unit.js'
+import {readStorageFolder} from '../sources/storage-folder.js'
+import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import {runTransfer} from '../transfer/engine.js'
+import type {ProgressListener} from '../transfer/progress.js'
+import type {TransferStats} from '../transfer/stats.js'
+import type {ImportInput} from './inputs.js'
+import {ReceiptWriter} from './receipt.js'
+import {type StudyCompleteness, studyCompleteness} from './study-completeness.js'
+
+export interface ImportOptions {
+  client: OrthancClient
+  inputs: ImportInput[]
+  concurrency: number
+  dryRun: boolean
+  /** Where to write the receipt; none when undefined or in a dry run. */
+  receiptPath?: string
+  signal?: AbortSignal
+  onProgress?: ProgressListener
+}
+
+export interface ImportSummary extends TransferStats {
+  dryRun: boolean
+  target: string
+  /** Files that are not instances (not DICOM, header-only copies, index files): passed over and counted. */
+  ignoredFiles: number
+  ignoredSamples: Array<{file: string; reason: string}>
+  /** Bad input: corrupt, refused, truncated or missing entries and volumes. Any of them fails the run. */
+  problems: ProblemNotice[]
+  volumes: {read: number; complete: number; incomplete: string[]; missing: Array<{group: string; volume: number; volumeCount: number}>}
+  studies: StudyCompleteness
+  notRestored: NotRestored
+  receipt?: string
+}
+
+const SAMPLES = 20
+
+/** Imports archives, DICOM folders and storage folders into a target, checking everything on the way. */
+export async function importInstances(options: ImportOptions): Promise<ImportSummary> {
+  const {client} = options
+  const system = await client.system(options.signal)
+  const sink = new OrthancSink(client, {dryRun: options.dryRun})
+  const problems: ProblemNotice[] = []
+  const ignoredSamples: ImportSummary['ignoredSamples'] = []
+  let ignoredFiles = 0
+  const events: ImportSourceEvents = {
+    onSkip(notice) {
+      ignoredFiles++
+      if (ignoredSamples.length < SAMPLES) ignoredSamples.push({file: notice.label, reason: notice.reason})
+    },
+    onProblem(notice) {
+      problems.push(notice)
+    },
+  }
+  const archiveReport: ArchiveReadReport = {bags: [], missingVolumes: []}
+  const receipt = options.receiptPath && !options.dryRun
+    ? new ReceiptWriter(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
+    : undefined
+
+  const stats = await runTransfer<ImportUnit, Awaited<ReturnType<OrthancSink['store']>>>({
+    items: unitsFrom(options.inputs, events, archiveReport, options.signal),
+    concurrency: options.concurrency,
+    signal: options.signal,
+    phase: options.dryRun ? 'import (dry run)' : 'import',
+    onProgress: options.onProgress,
+    describe: (unit) => `${unit.label} (instance ${unit.instanceId})`,
+    async work(unit, signal) {
+      try {
+        const outcome = await sink.store(unit, signal)
+        await receipt?.write({id: unit.instanceId, status: outcome.kind, md5: outcome.targetMd5})
+        return outcome
+      } catch (error) {
+        await receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: (error as Error).message})
+        throw error
+      }
+    },
+  }).finally(async () => {
+    for (const bag of archiveReport.bags) if (bag.group) receipt?.addGroup(bag.group)
+    await receipt?.close()
+  })
+
+  const studies = await studyCompleteness(client, archiveReport.bags, options.signal)
+  return {
+    ...stats,
+    dryRun: options.dryRun,
+    target: client.display,
+    ignoredFiles,
+    ignoredSamples,
+    problems,
+    volumes: {
+      read: archiveReport.bags.length,
+      complete: archiveReport.bags.filter((bag) => bag.complete).length,
+      incomplete: archiveReport.bags.filter((bag) => !bag.complete).map((bag) => bag.bag),
+      missing: archiveReport.missingVolumes,
+    },
+    studies,
+    notRestored: sink.notRestored,
+    receipt: receipt?.path,
+  }
+}
+
+async function* unitsFrom(inputs: ImportInput[], events: ImportSourceEvents, report: ArchiveReadReport, signal?: AbortSignal): AsyncGenerator<ImportUnit> {
+  const archives = inputs.flatMap((input) => {
+    if (input.kind === 'archive-file') return [archiveFile(input.path)]
+    if (input.kind === 'archive-stream') return [archiveStream(input.label, input.stream)]
+    return []
+  })
+  // All archives go through one reader, so that volumes of a group are counted together.
+  if (archives.length > 0) yield* readArchives(archives, events, report)
+  for (const input of inputs) {
+    if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal})
+    else if (input.kind === 'storage-folder') yield* readStorageFolder(input.path, events, {signal})
+  }
+}

@@ -1,0 +1,114 @@
+import type {InstanceRecord} from '../archive/format.js'
+import type {Features, OrthancClient} from '../orthanc/client.js'
+import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
+import type {Outcome} from '../transfer/engine.js'
+import type {ImportUnit} from '../sources/import-unit.js'
+
+/** What could not be carried over to the target, counted by kind; reported, not failures. */
+export interface NotRestored {
+  /** Orthanc's own metadata (ReceptionDate, RemoteAET...): REST cannot write them. */
+  systemMetadata: number
+  /** Labels, on targets older than Orthanc 1.12. */
+  labels: number
+  /** User metadata names the target does not declare in its UserMetadata. */
+  userMetadata: Record<string, number>
+}
+
+export type StoreOutcome = Outcome & {targetMd5: string}
+
+/** The target stored something else under this instance's ID. */
+export class TargetMismatchError extends OrthancError {
+  constructor(server: string, readonly instanceId: string, readonly expected: string, readonly actual: string) {
+    super(`instance ${instanceId} on ${server} has MD5 ${actual}, expected ${expected}` +
+      ' (the target keeps an older file under this ID: set OverwriteInstances, or delete it there first)', server)
+  }
+}
+
+/**
+ * Stores instances on an Orthanc target: skips those it already has with the same MD5,
+ * uploads the others, writes back user metadata, attachments and labels (after the upload,
+ * since OverwriteInstances drops them), then confirms the target's MD5.
+ */
+export class OrthancSink {
+  readonly notRestored: NotRestored = {systemMetadata: 0, labels: 0, userMetadata: {}}
+  private features?: Features
+
+  constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean}) {}
+
+  async store(unit: ImportUnit, signal?: AbortSignal): Promise<StoreOutcome> {
+    this.features ??= await this.client.features(signal)
+    const existing = await this.client.storedFileInfo(unit.instanceId, signal)
+    if (existing && existing.md5 === unit.md5) {
+      if (unit.record && !this.options.dryRun) await this.restoreMissingSideData(unit, signal)
+      return {kind: 'skipped', targetMd5: existing.md5}
+    }
+
+    if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: ''}
+    const answer = await this.client.uploadInstance(unit.dicom, signal)
+    if (unit.record) await this.restoreSideData(answer.ID, unit, signal)
+    const stored = await this.client.storedFileInfo(answer.ID, signal)
+    const targetMd5 = stored?.md5 ?? 'missing'
+    if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
+    return {kind: 'transferred', bytes: unit.dicom.length, targetMd5}
+  }
+
+  /** For an instance already there: write back only what is absent, so a second run sends nothing. */
+  private async restoreMissingSideData(unit: ImportUnit, signal?: AbortSignal): Promise<void> {
+    const record = unit.record!
+    const hasUserData = Object.keys(record.userMetadata).length > 0 || record.attachments.length > 0 || record.labels.length > 0
+    if (!hasUserData) {
+      this.countSystemMetadata(record)
+      return
+    }
+
+    const [metadata, attachments, labels] = await Promise.all([
+      this.client.instanceMetadata(unit.instanceId, signal),
+      this.client.listAttachments(unit.instanceId, signal),
+      this.client.instanceLabels(unit.instanceId, signal),
+    ])
+    const present = new Set(attachments)
+    await this.restoreSideData(unit.instanceId, unit, signal, {
+      metadata: (name, value) => metadata[name] === value,
+      attachment: (name, contentType) => present.has(name) || present.has(String(contentType)),
+      label: (label) => labels.includes(label),
+    })
+  }
+
+  private async restoreSideData(
+    instanceId: string, unit: ImportUnit, signal?: AbortSignal,
+    already?: {metadata(name: string, value: string): boolean; attachment(name: string, contentType: number): boolean; label(label: string): boolean},
+  ): Promise<void> {
+    const record: InstanceRecord = unit.record!
+    this.countSystemMetadata(record)
+    for (const [name, value] of Object.entries(record.userMetadata)) {
+      if (already?.metadata(name, value)) continue
+      try {
+        await this.client.setInstanceMetadata(instanceId, name, value, signal)
+      } catch (error) {
+        // An unnamed target metadata type makes Orthanc answer 400 or 404: the target does not declare this name.
+        if (!(error instanceof OrthancHttpError && (error.status === 400 || error.status === 404))) throw error
+        this.notRestored.userMetadata[name] = (this.notRestored.userMetadata[name] ?? 0) + 1
+      }
+    }
+
+    for (const attachment of record.attachments) {
+      const data = unit.attachments?.get(attachment.contentType)
+      if (!data || already?.attachment(attachment.name, attachment.contentType)) continue
+      // By number: it works on any target, which shows it under its own name if it declares that type.
+      await this.client.putAttachment(instanceId, String(attachment.contentType), data, signal)
+    }
+
+    for (const label of record.labels) {
+      if (!this.features?.labels) {
+        this.notRestored.labels++
+        continue
+      }
+
+      if (!already?.label(label)) await this.client.addInstanceLabel(instanceId, label, signal)
+    }
+  }
+
+  private countSystemMetadata(record: InstanceRecord): void {
+    this.notRestored.systemMetadata += Object.keys(record.systemMetadata).length
+  }
+}

@@ -1,0 +1,427 @@
+import {execFile, spawn} from 'node:child_process'
+import {existsSync} from 'node:fs'
+import {mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+import {promisify} from 'node:util'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import type {FixtureRecord} from '../fixtures/generate.js'
+import {generateStudySet} from '../fixtures/generate.js'
+import type {VolumeManifest} from '../src/archive/format.js'
+import {parseJson, repoRoot, runCli} from './helpers/cli.js'
+import {extractWithTar, listFiles, makeCorpus, volumeFiles} from './helpers/corpus.js'
+import {startFaultProxy} from './helpers/fault-proxy.js'
+import {type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
+
+const run = promisify(execFile)
+const PASSWORD = 'export-Secret-77'
+
+interface ExportJson {
+  transferred: number
+  skipped: number
+  failed: number
+  bytes: number
+  volumes: number
+  volumesWritten: number
+  instancesPlanned: number
+  bytesPlanned: number
+  durationMs: number
+  failures: Array<{item: string; reason: string}>
+}
+
+async function manifestsOf(extracted: string): Promise<VolumeManifest[]> {
+  const files = (await listFiles(extracted)).filter((file) => file.endsWith('orthanc/manifest.json')).sort()
+  return Promise.all(files.map(async (file) => JSON.parse(await readFile(file, 'utf8')) as VolumeManifest))
+}
+
+describe('export', () => {
+  let source: OrthancServer
+  let work: string
+  let corpus: FixtureRecord[]
+  const annotated = {metadata: 'reviewed-by-dr-who', attachment: Buffer.from('%PDF-1.4 a small report\n')}
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'export-test-'))
+    corpus = await makeCorpus(join(work, 'fixtures'))
+    source = await startOrthanc({name: 'export-source', users: {alice: PASSWORD}, userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}})
+    await uploadFiles(source, corpus.map((record) => record.path))
+    const first = corpus[0]!.orthancId
+    await source.api(`/instances/${first}/metadata/Reviewed`, {method: 'PUT', body: annotated.metadata})
+    await source.api(`/instances/${first}/attachments/Report`, {method: 'PUT', body: annotated.attachment, headers: {'content-type': 'application/octet-stream'}})
+  })
+  afterAll(async () => {
+    await source?.dispose()
+    await rm(work, {recursive: true, force: true})
+  })
+
+  const exportTo = (output: string, ...extra: string[]) => runCli(['export', '--source', source.authUrl, '--output', output, '--json', ...extra])
+
+  describe('a full export in small volumes', () => {
+    let output: string
+    let extracted: string
+    let summary: ExportJson
+    const limit = 1_600_000
+
+    beforeAll(async () => {
+      output = join(work, 'full')
+      const result = await exportTo(output, '--max-volume-size', String(limit))
+      expect(result.code, result.stderr).toBe(0)
+      summary = parseJson<ExportJson>(result)
+      extracted = await extractWithTar(await volumeFiles(output))
+    })
+
+    it('reports integer counts, bytes, volumes and duration', () => {
+      expect(summary).toMatchObject({transferred: corpus.length, skipped: 0, failed: 0, volumes: expect.any(Number), durationMs: expect.any(Number)})
+      expect(summary.bytes).toBe(corpus.reduce((sum, record) => sum + record.size, 0))
+    })
+
+    it('holds every instance exactly once, byte-identical, awkward encodings included', async () => {
+      const dcmFiles = (await listFiles(extracted)).filter((file) => file.endsWith('.dcm'))
+      expect(dcmFiles).toHaveLength(corpus.length)
+      for (const record of corpus) {
+        const matches = dcmFiles.filter((file) => file.endsWith(`/${record.orthancId}.dcm`))
+        expect(matches, record.label).toHaveLength(1)
+        expect((await readFile(matches[0]!)).equals(await readFile(record.path)), record.label).toBe(true)
+      }
+    })
+
+    it('splits into volumes at the limit, named to sort and to show k of n', async () => {
+      const volumes = await volumeFiles(output)
+      expect(volumes.length).toBe(summary.volumes)
+      expect(volumes.length).toBeGreaterThanOrEqual(2)
+      for (const [index, volume] of volumes.entries()) {
+        expect(volume).toMatch(new RegExp(`orthanc-export-${String(index + 1).padStart(4, '0')}-of-${String(volumes.length).padStart(4, '0')}\\.tar$`))
+        expect((await stat(volume)).size).toBeLessThanOrEqual(limit)
+        expect((await stat(volume)).size).toBeGreaterThan(limit / 4)
+      }
+    })
+
+    it('is a valid BagIt bag per volume, checked by sha256sum and by its tag files', async () => {
+      const manifests = await manifestsOf(extracted)
+      for (const manifest of manifests) {
+        const bag = join(extracted, `orthanc-export-${String(manifest.volume).padStart(4, '0')}-of-${String(manifest.volumeCount).padStart(4, '0')}`)
+        await run('sha256sum', ['--strict', '-c', 'manifest-sha256.txt'], {cwd: bag})
+        await run('sha256sum', ['--strict', '-c', 'tagmanifest-sha256.txt'], {cwd: bag})
+        expect(await readFile(join(bag, 'bagit.txt'), 'utf8')).toBe('BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n')
+        const info = await readFile(join(bag, 'bag-info.txt'), 'utf8')
+        const payload = (await listFiles(join(bag, 'data')))
+        const payloadBytes = (await Promise.all(payload.map(async (file) => (await stat(file)).size))).reduce((a, b) => a + b, 0)
+        expect(info).toContain(`Payload-Oxum: ${payloadBytes}.${payload.length}\n`)
+        expect(info).toContain(`Bag-Count: ${manifest.volume} of ${manifests.length}\n`)
+        expect(info).toContain(`Bag-Group-Identifier: ${manifests[0]!.group}\n`)
+        // Every payload file is in the manifest, and nothing else is.
+        const listed = (await readFile(join(bag, 'manifest-sha256.txt'), 'utf8')).trim().split('\n').map((line) => line.split('  ')[1])
+        expect(listed.sort()).toEqual(payload.map((file) => file.slice(bag.length + 1)).sort())
+      }
+    })
+
+    it('writes the tag manifest last in every volume', async () => {
+      for (const volume of await volumeFiles(output)) {
+        const {stdout} = await run('tar', ['-tf', volume])
+        expect(stdout.trim().split('\n').at(-1)).toMatch(/\/tagmanifest-sha256\.txt$/)
+      }
+    })
+
+    it('records per instance the IDs, UIDs, size, SHA-256 and MD5, and per study the expected count', async () => {
+      const manifests = await manifestsOf(extracted)
+      const records = manifests.flatMap((manifest) => manifest.instances)
+      for (const fixture of corpus) {
+        const record = records.find((entry) => entry.id === fixture.orthancId)!
+        expect(record).toMatchObject({studyInstanceUid: fixture.studyInstanceUid, seriesInstanceUid: fixture.seriesInstanceUid, sopInstanceUid: fixture.sopInstanceUid, size: fixture.size, md5: fixture.md5})
+        expect(record.sha256).toMatch(/^[0-9a-f]{64}$/)
+      }
+
+      const expectedByStudy = new Map<string, number>()
+      for (const fixture of corpus) expectedByStudy.set(fixture.studyInstanceUid, (expectedByStudy.get(fixture.studyInstanceUid) ?? 0) + 1)
+      for (const manifest of manifests) {
+        expect(manifest.source).toMatchObject({name: 'export-source', version: '1.10.1', databaseBackend: 'SQLite (built-in)'})
+        expect(manifest.changeCursor).toBeGreaterThan(0)
+        for (const study of Object.values(manifest.studies)) expect(study.expectedInstances).toBe(expectedByStudy.get(study.studyInstanceUid))
+      }
+    })
+
+    it('records user metadata, user attachments (as payload) and system metadata', async () => {
+      const records = (await manifestsOf(extracted)).flatMap((manifest) => manifest.instances)
+      const record = records.find((entry) => entry.id === corpus[0]!.orthancId)!
+      expect(record.userMetadata).toEqual({Reviewed: annotated.metadata})
+      expect(record.systemMetadata).toHaveProperty('ReceptionDate')
+      expect(record.systemMetadata).toHaveProperty('Origin', 'RestApi')
+      expect(record.attachments).toEqual([expect.objectContaining({name: 'Report', contentType: 1030, size: annotated.attachment.length})])
+      const attachmentFile = (await listFiles(extracted)).find((file) => file.endsWith(`/data/attachments/${record.id}/1030.bin`))!
+      expect(await readFile(attachmentFile)).toEqual(annotated.attachment)
+      expect(record.labels).toEqual([])
+    })
+
+    it('names no patient in any plain file, unless asked for an index', async () => {
+      const patients = await source.json<Array<{MainDicomTags: Record<string, string>}>>('/patients?expand')
+      const studies = await source.json<Array<{MainDicomTags: Record<string, string>}>>('/studies?expand')
+      const secrets = [
+        ...patients.flatMap((patient) => [patient.MainDicomTags.PatientName, patient.MainDicomTags.PatientID, patient.MainDicomTags.PatientBirthDate]),
+        ...studies.map((study) => study.MainDicomTags.AccessionNumber),
+      ].filter((value): value is string => Boolean(value && value.length >= 4))
+      expect(secrets.length).toBeGreaterThan(10)
+      const plainFiles = [
+        ...(await listFiles(extracted)).filter((file) => !file.endsWith('.dcm') && !file.endsWith('.bin')),
+        ...(await listFiles(join(output, '.orthanc-replicate'))),
+      ]
+      expect(plainFiles.length).toBeGreaterThan(10)
+      for (const file of plainFiles) {
+        const text = await readFile(file, 'utf8')
+        for (const secret of secrets) expect(text.includes(secret), `${secret} in ${file}`).toBe(false)
+      }
+
+      const indexed = join(work, 'indexed')
+      const result = await exportTo(indexed, '--patient-index', '--patient-id', corpus[0]!.patientId)
+      expect(result.code, result.stderr).toBe(0)
+      const index = await readFile(join(indexed, 'index.csv'), 'utf8')
+      expect(index).toContain(corpus[0]!.patientId)
+      expect(index.split('\r\n')[0]).toBe('PatientID,PatientName,PatientBirthDate,AccessionNumber,StudyDate,StudyDescription,StudyInstanceUID,Instances,Volumes')
+    })
+
+    it('a second run into the same folder writes nothing again', async () => {
+      const before = await Promise.all((await volumeFiles(output)).map(async (file) => (await stat(file)).mtimeMs))
+      const result = await exportTo(output, '--max-volume-size', String(limit))
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<ExportJson>(result)).toMatchObject({transferred: 0, skipped: corpus.length, failed: 0, volumesWritten: 0})
+      const after = await Promise.all((await volumeFiles(output)).map(async (file) => (await stat(file)).mtimeMs))
+      expect(after).toEqual(before)
+    })
+  })
+
+  it('--dry-run reports instances, bytes and volumes and writes nothing', async () => {
+    const output = join(work, 'dry')
+    const result = await exportTo(output, '--dry-run', '--max-volume-size', '1600000')
+    expect(result.code, result.stderr).toBe(0)
+    const summary = parseJson<ExportJson>(result)
+    expect(summary.instancesPlanned).toBe(corpus.length)
+    expect(summary.bytesPlanned).toBe(corpus.reduce((sum, record) => sum + record.size, 0) + annotated.attachment.length)
+    expect(summary.volumes).toBeGreaterThanOrEqual(2)
+    expect(summary.transferred).toBe(0)
+    expect(existsSync(output)).toBe(false)
+  })
+
+  it('--output - writes one tar archive to stdout, and the summary to stderr', async () => {
+    const result = await new Promise<{code: number; stdout: Buffer; stderr: string}>((resolve) => {
+      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'export', '--source', source.authUrl, '--output', '-', '--json', '--modality', 'MR'])
+      const out: Buffer[] = []
+      let err = ''
+      child.stdout.on('data', (chunk: Buffer) => out.push(chunk))
+      child.stderr.on('data', (chunk: Buffer) => (err += chunk))
+      child.on('close', (code) => resolve({code: code ?? 1, stdout: Buffer.concat(out), stderr: err}))
+    })
+    expect(result.code, result.stderr).toBe(0)
+    const file = join(work, 'stdout.tar')
+    await writeFile(file, result.stdout)
+    const {stdout: listing} = await run('tar', ['-tf', file])
+    const dcm = listing.split('\n').filter((line) => line.endsWith('.dcm'))
+    expect(dcm).toHaveLength(corpus.filter((record) => record.modality === 'MR').length)
+    expect(JSON.parse(result.stderr)).toMatchObject({transferred: dcm.length, failed: 0, volumes: 1})
+  })
+
+  describe('filters', () => {
+    const planned = async (...filters: string[]) => {
+      const result = await exportTo(join(work, 'unused'), '--dry-run', ...filters)
+      expect(result.code, result.stderr).toBe(0)
+      return parseJson<ExportJson>(result).instancesPlanned
+    }
+
+    it('by patient ID, inline and from a file', async () => {
+      const patient = corpus[0]!.patientId
+      const expected = corpus.filter((record) => record.patientId === patient).length
+      expect(await planned('--patient-id', patient)).toBe(expected)
+      const file = join(work, 'patients.txt')
+      await writeFile(file, `# patients\n${patient}\n`)
+      expect(await planned('--patient-id', `@${file}`)).toBe(expected)
+    })
+
+    it('by study instance UID and by Orthanc ID of any level', async () => {
+      const [a, b] = [corpus[0]!, corpus.at(-1)!]
+      expect(await planned('--study-uid', `${a.studyInstanceUid},${b.studyInstanceUid}`)).toBe(corpus.filter((record) => record.studyInstanceUid === a.studyInstanceUid || record.studyInstanceUid === b.studyInstanceUid).length)
+      expect(await planned('--orthanc-id', a.orthancId)).toBe(1)
+      const instance = await source.json<{ParentSeries: string}>(`/instances/${a.orthancId}`)
+      expect(await planned('--orthanc-id', instance.ParentSeries)).toBe(corpus.filter((record) => record.seriesInstanceUid === a.seriesInstanceUid).length)
+    })
+
+    it('by study date range and by modality', async () => {
+      const dates = [...new Set(corpus.map((record) => record.studyDate))].sort()
+      const from = dates[1]!
+      const to = dates.at(-2)!
+      expect(await planned('--study-date-from', from, '--study-date-to', to)).toBe(corpus.filter((record) => record.studyDate >= from && record.studyDate <= to).length)
+      expect(await planned('--modality', 'ct')).toBe(corpus.filter((record) => record.modality === 'CT').length)
+    })
+
+    it('a filter that matches nothing: exit 12 and a clear message', async () => {
+      const result = await runCli(['export', '--source', source.authUrl, '--output', join(work, 'none'), '--patient-id', 'NOBODY'])
+      expect(result.code).toBe(12)
+      expect(result.stderr).toMatch(/no instance matches the filters/)
+      expect(existsSync(join(work, 'none', '.orthanc-replicate'))).toBe(false)
+    })
+  })
+
+  it('an unreachable source and a 401: documented exit codes, no password shown', async () => {
+    const refused = await runCli(['export', '--source', 'http://127.0.0.1:9', '--output', join(work, 'x')])
+    expect(refused.code).toBe(4)
+    const wrong = await runCli(['export', '--source', source.url.replace('//', '//alice:wrong-Pass@'), '--output', join(work, 'x')])
+    expect(wrong.code).toBe(5)
+    expect(wrong.stderr).not.toContain('wrong-Pass')
+  })
+
+  it('an incremental export after more instances arrive holds exactly the new ones', async () => {
+    const base = join(work, 'base')
+    expect((await exportTo(base)).code).toBe(0)
+    const more = await generateStudySet(join(work, 'more'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 3000, seed: 'incremental'})
+    await uploadFiles(source, more.map((record) => record.path))
+    try {
+      const next = join(work, 'next')
+      const result = await exportTo(next, '--since', base)
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<ExportJson>(result)).toMatchObject({transferred: 3, failed: 0, volumes: 1})
+      const ids = (await listFiles(await extractWithTar(await volumeFiles(next)))).filter((file) => file.endsWith('.dcm')).map((file) => file.split('/').at(-1)!.replace('.dcm', ''))
+      expect(ids.sort()).toEqual(more.map((record) => record.orthancId).sort())
+      const manifest = (await manifestsOf(await extractWithTar(await volumeFiles(next))))[0]!
+      expect(manifest.incrementalBase?.changeCursor).toBeGreaterThan(0)
+      // Nothing new since the incremental one: success, nothing written.
+      const again = await exportTo(join(work, 'next2'), '--since', next)
+      expect(again.code, again.stderr).toBe(0)
+    } finally {
+      for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
+    }
+  })
+})
+
+describe('export faults', () => {
+  let source: OrthancServer
+  let work: string
+  let records: FixtureRecord[]
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'export-faults-'))
+    records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 2, seriesPerStudy: 1, instancesPerSeries: 5, pixelBytes: 20_000, seed: 'faults'})
+    source = await startOrthanc({name: 'faulty-source'})
+    await uploadFiles(source, records.map((record) => record.path))
+  })
+  afterAll(async () => {
+    await source?.dispose()
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('resumes after kill -9: finished volumes are kept, nothing ends up twice', async () => {
+    const proxy = await startFaultProxy(source.port)
+    proxy.delayMs = 60
+    const output = join(work, 'killed')
+    const args = [join(repoRoot, 'bin/run.js'), 'export', '--source', proxy.url, '--output', output, '--max-volume-size', '90000', '--concurrency', '1', '--json']
+    try {
+      const child = spawn(process.execPath, args, {stdio: 'ignore'})
+      const deadline = Date.now() + 30_000
+      while ((await volumeFiles(output).catch(() => [])).length < 1 && Date.now() < deadline) await sleep(20)
+      child.kill('SIGKILL')
+      await new Promise((resolve) => child.once('close', resolve))
+      const kept = await volumeFiles(output)
+      expect(kept.length).toBeGreaterThanOrEqual(1)
+      const keptStats = await Promise.all(kept.map(async (file) => {
+        const info = await stat(file)
+        return {file, ino: info.ino, mtimeMs: info.mtimeMs}
+      }))
+
+      proxy.delayMs = 0
+      const result = await runCli(args.slice(1))
+      expect(result.code, result.stderr).toBe(0)
+      const summary = parseJson<ExportJson>(result)
+      expect(summary.transferred + summary.skipped).toBe(records.length)
+      expect(summary.skipped).toBeGreaterThan(0)
+      expect(summary.volumesWritten).toBe(summary.volumes - kept.length)
+      for (const before of keptStats) {
+        const info = await stat(before.file)
+        expect({ino: info.ino, mtimeMs: info.mtimeMs}).toEqual({ino: before.ino, mtimeMs: before.mtimeMs})
+      }
+
+      const dcm = (await listFiles(await extractWithTar(await volumeFiles(output)))).filter((file) => file.endsWith('.dcm'))
+      expect(dcm.map((file) => file.split('/').at(-1)).sort()).toEqual(records.map((record) => `${record.orthancId}.dcm`).sort())
+      expect((await listFiles(output)).some((file) => file.endsWith('.partial'))).toBe(false)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('a source file whose MD5 is wrong: that instance fails, the rest is exported, exit 10', async () => {
+    const victim = records[3]!
+    const info = await source.json<{Uuid: string}>(`/instances/${victim.orthancId}/attachments/dicom/info`)
+    const stored = join(source.storageDir, info.Uuid.slice(0, 2), info.Uuid.slice(2, 4), info.Uuid)
+    const original = await readFile(stored)
+    const damaged = Buffer.from(original)
+    damaged[damaged.length - 10] = damaged[damaged.length - 10]! ^ 0xff
+    await writeFile(stored, damaged)
+    try {
+      const output = join(work, 'md5')
+      const result = await runCli(['export', '--source', source.url, '--output', output, '--json'])
+      expect(result.code).toBe(10)
+      const summary = parseJson<ExportJson>(result)
+      expect(summary).toMatchObject({transferred: records.length - 1, failed: 1})
+      expect(summary.failures[0]!.item).toBe(victim.orthancId)
+      expect(summary.failures[0]!.reason).toMatch(/MD5/)
+      const manifest = (await manifestsOf(await extractWithTar(await volumeFiles(output))))[0]!
+      expect(manifest.failed).toEqual([expect.objectContaining({id: victim.orthancId})])
+      expect(manifest.instances.map((record) => record.id)).not.toContain(victim.orthancId)
+    } finally {
+      await writeFile(stored, original)
+    }
+  })
+
+  describe('on a small disk', () => {
+    let mountPoint: string
+    beforeAll(async () => {
+      mountPoint = await mkdtemp(join(tmpdir(), 'small-disk-'))
+      // A real full disk: a 600 KiB tmpfs. Mounting needs root, as CI runs.
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', mountPoint])
+    })
+    afterAll(async () => {
+      await run('umount', [mountPoint]).catch(() => {})
+      await rm(mountPoint, {recursive: true, force: true})
+    })
+
+    it('refuses to start when the free space is short: exit 13, nothing written', async () => {
+      await writeFile(join(mountPoint, 'filler'), Buffer.alloc(350 * 1024))
+      try {
+        const result = await runCli(['export', '--source', source.url, '--output', join(mountPoint, 'out')])
+        expect(result.code).toBe(13)
+        expect(result.stderr).toMatch(/not enough free space/)
+        expect(await volumeFiles(join(mountPoint, 'out'))).toEqual([])
+      } finally {
+        await rm(join(mountPoint, 'filler'), {force: true})
+        await rm(join(mountPoint, 'out'), {recursive: true, force: true})
+      }
+    })
+
+    it('a disk that fills up mid-way: exit 13, and no volume claims to be complete', async () => {
+      const proxy = await startFaultProxy(source.port)
+      proxy.delayMs = 40
+      const output = join(mountPoint, 'out')
+      try {
+        const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'export', '--source', proxy.url, '--output', output, '--max-volume-size', '120000', '--concurrency', '1'], {stdio: ['ignore', 'ignore', 'pipe']})
+        let stderr = ''
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk))
+        const closed = new Promise<number>((resolve) => child.once('close', (code) => resolve(code ?? 1)))
+        const deadline = Date.now() + 30_000
+        while (!(await listFiles(output).catch(() => [])).some((file) => file.endsWith('.partial')) && Date.now() < deadline) await sleep(10)
+        // Another program takes the rest of the disk while the export runs.
+        await writeFile(join(mountPoint, 'filler'), Buffer.alloc(600 * 1024)).catch(() => {})
+        const code = await closed
+        expect(code).toBe(13)
+        expect(stderr).toMatch(/no space left/)
+        expect(stderr).not.toMatch(/\n\s+at /)
+        // Whatever volume was being written keeps its .partial name; complete ones pass sha256sum.
+        for (const volume of await volumeFiles(output)) {
+          const extracted = await extractWithTar([volume])
+          const [bag] = (await listFiles(extracted)).filter((file) => file.endsWith('tagmanifest-sha256.txt'))
+          expect(bag).toBeDefined()
+          await run('sha256sum', ['-c', 'manifest-sha256.txt'], {cwd: bag!.replace('/tagmanifest-sha256.txt', '')})
+        }
+      } finally {
+        await proxy.close()
+      }
+    })
+  })
+})

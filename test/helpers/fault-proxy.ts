@@ -1,0 +1,72 @@
+import {createServer, request, type IncomingMessage, type Server, type ServerResponse} from 'node:http'
+import type {Socket} from 'node:net'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+export type Fault = 'reset-before-response' | 'reset-mid-body' | 'status-503'
+
+export interface FaultProxy {
+  url: string
+  /** Delay added before forwarding each request. */
+  delayMs: number
+  /** Faults to inject, consumed one per matching request. */
+  faults: Array<{match: RegExp; fault: Fault}>
+  /** Requests forwarded, by "METHOD path". */
+  log: string[]
+  close(): Promise<void>
+}
+
+/**
+ * A small HTTP proxy in front of a real Orthanc, for failures a real server cannot produce on
+ * demand: slow answers, 503 storms, connections reset before or in the middle of a body.
+ */
+export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy> {
+  const sockets = new Set<Socket>()
+  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], log: [], close: async () => {}}
+  const server: Server = createServer(async (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    const line = `${incoming.method} ${incoming.url}`
+    proxy.log.push(line)
+    if (proxy.delayMs > 0) await sleep(proxy.delayMs)
+    const index = proxy.faults.findIndex((entry) => entry.match.test(line))
+    const fault = index === -1 ? undefined : proxy.faults.splice(index, 1)[0]!.fault
+    if (fault === 'reset-before-response') {
+      incoming.resume()
+      incoming.socket.destroy()
+      return
+    }
+
+    if (fault === 'status-503') {
+      incoming.resume()
+      outgoing.writeHead(503, {'content-type': 'text/plain'})
+      outgoing.end('busy')
+      return
+    }
+
+    const upstream = request({host: '127.0.0.1', port: upstreamPort, method: incoming.method, path: incoming.url, headers: incoming.headers}, (answer) => {
+      outgoing.writeHead(answer.statusCode ?? 502, answer.headers)
+      if (fault === 'reset-mid-body') {
+        answer.once('data', (chunk: Buffer) => {
+          outgoing.write(chunk.subarray(0, Math.max(1, Math.floor(chunk.length / 2))), () => outgoing.socket?.destroy())
+          answer.destroy()
+        })
+        return
+      }
+
+      answer.pipe(outgoing)
+    })
+    upstream.on('error', () => outgoing.socket?.destroy())
+    incoming.pipe(upstream)
+  })
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  proxy.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`
+  proxy.close = async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+
+  return proxy
+}
