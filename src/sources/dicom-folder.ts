@@ -1,0 +1,231 @@
+import {constants as bufferConstants} from 'node:buffer'
+import {createHash} from 'node:crypto'
+import type {Dirent, Stats} from 'node:fs'
+import {lstat, open, opendir, stat} from 'node:fs/promises'
+import {basename, join} from 'node:path'
+
+import {readElementHeader, skipElementValue} from '../dicom/element-reader.js'
+import {NotDicomError} from '../dicom/not-dicom-error.js'
+import {orthancInstanceId} from '../dicom/orthanc-id.js'
+import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
+import {EXPLICIT_LITTLE_ENDIAN_ENCODING} from '../dicom/transfer-syntax.js'
+import {trimDicomPadding} from '../dicom/values.js'
+import type {ImportSourceEvents, ImportUnit} from './import-unit.js'
+
+export interface DicomFolderOptions {
+  /** Larger files are reported as problems without being read. Default 4 GiB. */
+  maxFileBytes?: number
+  signal?: AbortSignal
+}
+
+// A whole file goes into one Buffer, and no Buffer can be larger than this (4 GiB on 64-bit Node 20).
+const LARGEST_BUFFER = bufferConstants.MAX_LENGTH
+const DEFAULT_MAX_FILE_BYTES = Math.min(4 * 1024 ** 3, LARGEST_BUFFER)
+
+/**
+ * Reads a folder of DICOM files recursively, as Orthanc's ImportDicomFiles.py does, or a single
+ * file. Entries are visited in name order, one directory listing at a time, and only the file
+ * being yielded is held in memory. Symbolic links are never followed (a link to a folder could
+ * loop or leave the tree); they, special files and non-DICOM files are skipped with a reason.
+ */
+export async function* readDicomFolder(root: string, events: ImportSourceEvents, options: DicomFolderOptions = {}): AsyncGenerator<ImportUnit> {
+  const maxFileBytes = Math.min(options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES, LARGEST_BUFFER)
+  // The root itself was named by the user, so a link there is followed like any path argument.
+  let rootKind: EntryKind
+  try {
+    const info = await stat(root)
+    rootKind = info.isDirectory() ? 'directory' : info.isFile() ? 'file' : 'other'
+  } catch (error) {
+    if (!isFileSystemError(error)) throw error
+    events.onProblem({label: root, reason: error.message})
+    return
+  }
+
+  // Entries still to visit, next one last: a directory's sorted listing replaces it in place,
+  // which gives a depth-first walk in name order without holding more than the current path's listings.
+  const pending: FolderEntry[] = [{name: basename(root), path: root, kind: rootKind}]
+  while (pending.length > 0) {
+    options.signal?.throwIfAborted()
+    const entry = pending.pop()!
+    switch (entry.kind) {
+      case 'directory': {
+        const listing = await listDirectoryOrReport(entry.path, events)
+        for (let index = listing.length - 1; index >= 0; index--) pending.push(listing[index]!)
+        break
+      }
+      case 'file': {
+        const unit = await readDicomFile(entry.path, events, maxFileBytes)
+        if (unit) yield unit
+        break
+      }
+      case 'symlink':
+        events.onSkip({label: entry.path, reason: 'symbolic link (not followed)'})
+        break
+      case 'other':
+        events.onSkip({label: entry.path, reason: 'not a regular file (device, socket or pipe)'})
+        break
+    }
+  }
+}
+
+async function readDicomFile(path: string, events: ImportSourceEvents, maxFileBytes: number): Promise<ImportUnit | undefined> {
+  const bytes = await readWholeFileOrReport(path, maxFileBytes, events)
+  if (bytes === undefined) return undefined
+  const identifiers = identifyOrReport(path, bytes, events)
+  if (identifiers === undefined) return undefined
+  return {label: path, instanceId: instanceIdOf(identifiers), dicom: bytes, md5: md5Hex(bytes)}
+}
+
+export type EntryKind = 'file' | 'directory' | 'symlink' | 'other'
+
+export interface FolderEntry {
+  name: string
+  path: string
+  kind: EntryKind
+}
+
+/**
+ * One directory's entries, sorted by name (UTF-16 code units, so the order is the same in every
+ * locale). Only this directory is listed: callers descend themselves, one listing at a time.
+ * With `limit`, only that many entries are read, in whatever order the filesystem gives them.
+ */
+export async function listDirectory(dir: string, limit = Number.POSITIVE_INFINITY): Promise<FolderEntry[]> {
+  const entries: FolderEntry[] = []
+  for await (const dirent of await opendir(dir)) {
+    if (entries.length >= limit) break
+    const path = join(dir, dirent.name)
+    entries.push({name: dirent.name, path, kind: await kindOf(dirent, path)})
+  }
+
+  return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+}
+
+/** Lists a directory, or reports it as a problem (unreadable, vanished) and gives nothing. */
+export async function listDirectoryOrReport(dir: string, events: ImportSourceEvents): Promise<FolderEntry[]> {
+  try {
+    return await listDirectory(dir)
+  } catch (error) {
+    if (!isFileSystemError(error)) throw error
+    events.onProblem({label: dir, reason: `cannot list the folder: ${error.message}`})
+    return []
+  }
+}
+
+async function kindOf(dirent: Dirent, path: string): Promise<EntryKind> {
+  const known = entryKind(dirent)
+  if (known !== undefined) return known
+  // Some filesystems do not say what an entry is while listing; ask without following links.
+  // An entry that cannot even be examined is treated as a file, so reading it reports the real error.
+  try {
+    return entryKind(await lstat(path)) ?? 'other'
+  } catch (error) {
+    if (!isFileSystemError(error)) throw error
+    return 'file'
+  }
+}
+
+function entryKind(entry: Dirent | Stats): EntryKind | undefined {
+  if (entry.isSymbolicLink()) return 'symlink'
+  if (entry.isFile()) return 'file'
+  if (entry.isDirectory()) return 'directory'
+  if (entry.isFIFO() || entry.isSocket() || entry.isBlockDevice() || entry.isCharacterDevice()) return 'other'
+  return undefined
+}
+
+export class FileTooLargeError extends Error {
+  constructor(readonly size: number, readonly maxBytes: number) {
+    super(`${size} bytes, more than the ${maxBytes} bytes a file may have`)
+    this.name = 'FileTooLargeError'
+  }
+}
+
+// fs.readFile stops at 2 GiB, so larger files are read into one buffer piece by piece.
+const READ_CHUNK_BYTES = 64 * 1024 * 1024
+
+/** Reads a whole file into one buffer, refusing one over `maxBytes` before allocating anything. */
+export async function readWholeFile(path: string, maxBytes: number): Promise<Buffer> {
+  const handle = await open(path, 'r')
+  try {
+    const {size} = await handle.stat()
+    if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
+    const bytes = Buffer.allocUnsafe(size)
+    let filled = 0
+    while (filled < size) {
+      const {bytesRead} = await handle.read(bytes, filled, Math.min(size - filled, READ_CHUNK_BYTES), filled)
+      if (bytesRead === 0) break
+      filled += bytesRead
+    }
+
+    // A file that shrank while being read gives what it still had; the parser then calls it truncated.
+    return filled === size ? bytes : bytes.subarray(0, filled)
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Reads a whole file, or reports why it could not be read (too large, unreadable) and gives nothing. */
+export async function readWholeFileOrReport(path: string, maxBytes: number, events: ImportSourceEvents): Promise<Buffer | undefined> {
+  try {
+    return await readWholeFile(path, maxBytes)
+  } catch (error) {
+    if (error instanceof FileTooLargeError || isFileSystemError(error)) {
+      events.onProblem({label: path, reason: error.message})
+      return undefined
+    }
+    throw error
+  }
+}
+
+/**
+ * Reads the identifiers of a DICOM file, or reports why it is not an instance and gives nothing.
+ * Files that are not DICOM at all, or lack an instance's identifiers (a DICOMDIR), are skipped;
+ * files that say they are DICOM but are cut short or malformed are damaged input, a problem.
+ */
+export function identifyOrReport(label: string, bytes: Buffer, events: ImportSourceEvents): DicomIdentifiers | undefined {
+  try {
+    return readDicomIdentifiers(bytes)
+  } catch (error) {
+    if (!(error instanceof NotDicomError)) throw error
+    if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({label, reason: error.message})
+    else if (isDicomDir(label, bytes)) events.onSkip({label, reason: 'DICOMDIR'})
+    else events.onSkip({label, reason: error.message})
+    return undefined
+  }
+}
+
+const MEDIA_STORAGE_DIRECTORY_SOP_CLASS = '1.2.840.10008.1.3.10'
+const MEDIA_STORAGE_SOP_CLASS_UID = 0x0002_0002
+const FILE_META_START = 132
+
+// A DICOMDIR is Part 10 with a file meta group like any instance, but it indexes a medium and
+// has no Study, Series or SOP Instance UID of its own. Recognised by name or by its SOP class.
+function isDicomDir(label: string, bytes: Buffer): boolean {
+  if (basename(label).toUpperCase() === 'DICOMDIR') return true
+  try {
+    let position = FILE_META_START
+    while (position + 2 <= bytes.length && bytes.readUInt16LE(position) === 0x0002) {
+      const header = readElementHeader(bytes, position, EXPLICIT_LITTLE_ENDIAN_ENCODING)
+      const end = skipElementValue(bytes, header, EXPLICIT_LITTLE_ENDIAN_ENCODING)
+      if (header.tag === MEDIA_STORAGE_SOP_CLASS_UID) {
+        return trimDicomPadding(bytes.toString('latin1', header.valueOffset, end)) === MEDIA_STORAGE_DIRECTORY_SOP_CLASS
+      }
+      position = end
+    }
+  } catch {
+    // A meta group too damaged to read is not a recognisable DICOMDIR.
+  }
+  return false
+}
+
+export function instanceIdOf(identifiers: DicomIdentifiers): string {
+  return orthancInstanceId(identifiers.patientId, identifiers.studyInstanceUid, identifiers.seriesInstanceUid, identifiers.sopInstanceUid)
+}
+
+export function md5Hex(bytes: Buffer): string {
+  return createHash('md5').update(bytes).digest('hex')
+}
+
+/** An I/O failure (EACCES, EIO, ENOENT...) as opposed to a bug: it names one file, and the walk goes on. */
+export function isFileSystemError(error: unknown): error is NodeJS.ErrnoException {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string'
+}

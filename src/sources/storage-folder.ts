@@ -1,0 +1,342 @@
+import {constants as bufferConstants} from 'node:buffer'
+import {randomUUID} from 'node:crypto'
+import {createReadStream} from 'node:fs'
+import {type FileHandle, open, rm, stat} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {createInterface} from 'node:readline'
+import {inflateSync} from 'node:zlib'
+
+import type {DicomIdentifiers} from '../dicom/parse.js'
+import {
+  type FolderEntry,
+  identifyOrReport,
+  instanceIdOf,
+  isFileSystemError,
+  listDirectory,
+  listDirectoryOrReport,
+  md5Hex,
+  readWholeFileOrReport,
+} from './dicom-folder.js'
+import type {ImportSourceEvents, ImportUnit} from './import-unit.js'
+
+export interface StorageFolderOptions {
+  signal?: AbortSignal
+  /** Where the list of files without pixel data is kept during the walk. Default: the system temporary folder. */
+  deferredDir?: string
+}
+
+export const HEADER_ONLY_COPY_REASON = 'dicom-until-pixel-data copy of an instance imported whole'
+export const SMALLER_COPY_REASON = 'another file without pixel data of this instance, the largest one is read'
+export const IDENTICAL_COPY_REASON = 'identical copy of an instance already read'
+
+/**
+ * Reads the StorageDirectory of a stopped Orthanc: `aa/bb/<attachment uuid>` files, each plain
+ * or compressed (`StorageCompression`). Everything else (the SQLite index, stray files, user
+ * attachments) is skipped with a reason. Files are visited in name order, one listing at a time.
+ *
+ * Since 1.9.1 Orthanc also keeps a `dicom-until-pixel-data` attachment: the instance's header
+ * alone, which must not be imported in place of the whole file. Files with pixel data are yielded
+ * as they come; files without are set aside in a temporary file, and yielded after the walk only
+ * if no whole copy of their instance turned up (a structured report, say, has no pixel data). The
+ * largest such file wins when an instance has several.
+ *
+ * Memory: the current file, plus about 100 bytes per instance yielded with pixel data (its ID and
+ * MD5 in binary form), so some 100 MB per million instances; plus one entry per instance that has
+ * no pixel data and no whole copy, usually few.
+ *
+ * Two whole copies of one instance (a file the server failed to delete after an overwrite): a
+ * copy with the same MD5 as the first one is skipped; a different one is yielded too, and the
+ * target decides what to keep.
+ */
+export async function* readStorageFolder(root: string, events: ImportSourceEvents, options: StorageFolderOptions = {}): AsyncGenerator<ImportUnit> {
+  const deferred = new DeferredFiles(options.deferredDir ?? tmpdir())
+  // Compact instance ID -> compact MD5 of the first whole copy yielded.
+  const wholeCopies = new Map<string, string>()
+  try {
+    for await (const file of storageFiles(root, events, options.signal)) {
+      const decoded = await decodeStorageFile(file.path, events)
+      if (decoded === undefined) continue
+      if (!decoded.identifiers.hasPixelData) {
+        await deferred.add({instanceId: decoded.instanceId, size: decoded.dicom.length, relative: file.relative})
+        continue
+      }
+
+      const md5 = md5Hex(decoded.dicom)
+      const firstMd5 = wholeCopies.get(compactHex(decoded.instanceId))
+      if (firstMd5 === compactHex(md5)) {
+        events.onSkip({label: file.path, reason: IDENTICAL_COPY_REASON})
+        continue
+      }
+      if (firstMd5 === undefined) wholeCopies.set(compactHex(decoded.instanceId), compactHex(md5))
+      yield {label: file.path, instanceId: decoded.instanceId, dicom: decoded.dicom, md5}
+    }
+
+    yield* instancesWithoutPixelData(root, deferred, wholeCopies, events, options.signal)
+  } finally {
+    await deferred.dispose()
+  }
+}
+
+async function* instancesWithoutPixelData(
+  root: string, deferred: DeferredFiles, wholeCopies: Map<string, string>, events: ImportSourceEvents, signal?: AbortSignal,
+): AsyncGenerator<ImportUnit> {
+  const largest = new Map<string, DeferredFile>()
+  for await (const file of deferred.entries()) {
+    if (wholeCopies.has(compactHex(file.instanceId))) {
+      events.onSkip({label: join(root, file.relative), reason: HEADER_ONLY_COPY_REASON})
+      continue
+    }
+
+    const kept = largest.get(file.instanceId)
+    if (kept === undefined) {
+      largest.set(file.instanceId, file)
+      continue
+    }
+    // Ties keep the first file in walk order.
+    const [keep, drop] = file.size > kept.size ? [file, kept] : [kept, file]
+    largest.set(file.instanceId, keep)
+    events.onSkip({label: join(root, drop.relative), reason: SMALLER_COPY_REASON})
+  }
+
+  for (const file of largest.values()) {
+    signal?.throwIfAborted()
+    const path = join(root, file.relative)
+    const decoded = await decodeStorageFile(path, events)
+    if (decoded) yield {label: path, instanceId: decoded.instanceId, dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
+  }
+}
+
+interface StorageFile {
+  path: string
+  /** `aa/bb/<uuid>`: only hex digits, dashes and slashes, safe in a tab-separated line. */
+  relative: string
+}
+
+// Descends only into the two levels of hex-pair folders; anything else is reported and left alone.
+async function* storageFiles(root: string, events: ImportSourceEvents, signal?: AbortSignal): AsyncGenerator<StorageFile> {
+  for (const first of await listDirectoryOrReport(root, events)) {
+    signal?.throwIfAborted()
+    if (!isHexPairFolder(first)) {
+      skipOutsideLayout(first, events)
+      continue
+    }
+    for (const second of await listDirectoryOrReport(first.path, events)) {
+      if (!isHexPairFolder(second)) {
+        skipOutsideLayout(second, events)
+        continue
+      }
+      for (const file of await listDirectoryOrReport(second.path, events)) {
+        signal?.throwIfAborted()
+        if (file.kind === 'file' && isAttachmentName(file.name, first.name + second.name)) {
+          yield {path: file.path, relative: `${first.name}/${second.name}/${file.name}`}
+        } else {
+          skipOutsideLayout(file, events)
+        }
+      }
+    }
+  }
+}
+
+const HEX_PAIR = /^[0-9a-f]{2}$/i
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const INDEX_FILES = new Set(['index', 'index-wal', 'index-shm', 'index-journal'])
+
+function isHexPairFolder(entry: FolderEntry): boolean {
+  return entry.kind === 'directory' && HEX_PAIR.test(entry.name)
+}
+
+// Orthanc files an attachment under the first four hex digits of its UUID.
+function isAttachmentName(name: string, folderDigits: string): boolean {
+  return UUID.test(name) && name.slice(0, 4).toLowerCase() === folderDigits.toLowerCase()
+}
+
+function skipOutsideLayout(entry: FolderEntry, events: ImportSourceEvents): void {
+  const reason = entry.kind === 'symlink'
+    ? 'symbolic link (not followed)'
+    : entry.kind === 'directory'
+      ? 'folder outside the storage layout (aa/bb/uuid), not read'
+      : entry.kind === 'other'
+        ? 'not a regular file (device, socket or pipe)'
+        : INDEX_FILES.has(entry.name) ? 'Orthanc index database (SQLite)' : 'not a storage file (outside the aa/bb/uuid layout)'
+  events.onSkip({label: entry.path, reason})
+}
+
+interface DecodedInstance {
+  dicom: Buffer
+  identifiers: DicomIdentifiers
+  instanceId: string
+}
+
+// A stored file can be no larger than the buffer it is read into, compressed or not.
+const LARGEST_BUFFER = bufferConstants.MAX_LENGTH
+
+async function decodeStorageFile(path: string, events: ImportSourceEvents): Promise<DecodedInstance | undefined> {
+  const stored = await readWholeFileOrReport(path, LARGEST_BUFFER, events)
+  if (stored === undefined) return undefined
+  const content = unwrapStorageFile(stored)
+  if ('skip' in content) {
+    events.onSkip({label: path, reason: content.skip})
+    return undefined
+  }
+  if ('problem' in content) {
+    events.onProblem({label: path, reason: content.problem})
+    return undefined
+  }
+
+  const identifiers = identifyOrReport(path, content.dicom, events)
+  if (identifiers === undefined) return undefined
+  return {dicom: content.dicom, identifiers, instanceId: instanceIdOf(identifiers)}
+}
+
+type StorageContent = {dicom: Buffer} | {skip: string} | {problem: string}
+
+const COMPRESSED_DATA_OFFSET = 8
+// Far beyond any DICOM file; a larger "size" means the first 8 bytes are something else.
+const MAX_ANNOUNCED_BYTES = 8n * 1024n ** 3n
+
+/**
+ * Undoes `StorageCompression` when a file has it: an 8-byte little-endian uncompressed size, then
+ * a zlib stream. A file that looks compressed that way but does not inflate to the announced
+ * size is damaged, a problem; a file that is neither DICOM nor compressed is someone else's.
+ */
+function unwrapStorageFile(stored: Buffer): StorageContent {
+  if (hasDicmMagic(stored)) return {dicom: stored}
+  const announced = announcedUncompressedSize(stored)
+  if (announced === undefined) return {skip: 'not DICOM and not compressed: a user attachment or another kind of file'}
+  if (announced > LARGEST_BUFFER) return {problem: `announces ${announced} bytes once inflated, more than one buffer can hold`}
+
+  let inflated: Buffer
+  try {
+    inflated = inflateSync(stored.subarray(COMPRESSED_DATA_OFFSET), {maxOutputLength: Math.max(1, announced)})
+  } catch (error) {
+    return {problem: `compressed storage file does not inflate to its announced ${announced} bytes: ${(error as Error).message}`}
+  }
+  if (inflated.length !== announced) return {problem: `compressed storage file inflates to ${inflated.length} bytes, not the announced ${announced}`}
+  return hasDicmMagic(inflated) ? {dicom: inflated} : {skip: 'compressed, not DICOM: a user attachment or another kind of file'}
+}
+
+function hasDicmMagic(bytes: Buffer): boolean {
+  return bytes.length >= 132 && bytes.toString('latin1', 128, 132) === 'DICM'
+}
+
+function announcedUncompressedSize(stored: Buffer): number | undefined {
+  if (stored.length < COMPRESSED_DATA_OFFSET + 2) return undefined
+  const size = stored.readBigUInt64LE(0)
+  if (size > MAX_ANNOUNCED_BYTES) return undefined
+  // RFC 1950: compression method 8 (deflate), window of at most 32 KiB, header checksum a multiple of 31.
+  const cmf = stored[COMPRESSED_DATA_OFFSET]!
+  const flg = stored[COMPRESSED_DATA_OFFSET + 1]!
+  if ((cmf & 0x0f) !== 8 || cmf >> 4 > 7 || (cmf * 256 + flg) % 31 !== 0) return undefined
+  return Number(size)
+}
+
+// An ID or MD5 in hex as a one-byte string of its binary value: 20 characters instead of 44 for
+// an instance ID, which roughly halves what remembering a million of them costs.
+function compactHex(hex: string): string {
+  return Buffer.from(hex.replaceAll('-', ''), 'hex').toString('latin1')
+}
+
+interface DeferredFile {
+  instanceId: string
+  size: number
+  relative: string
+}
+
+// Lines are written in batches: one write per file would cost a system call each.
+const DEFERRED_BATCH_LINES = 1000
+
+/** Files without pixel data, set aside on disk (one `id\tsize\tpath` line each) until the walk ends. */
+class DeferredFiles {
+  private path: string | undefined
+  private handle: FileHandle | undefined
+  private batch: string[] = []
+
+  constructor(private readonly dir: string) {}
+
+  async add(file: DeferredFile): Promise<void> {
+    this.batch.push(`${file.instanceId}\t${file.size}\t${file.relative}\n`)
+    if (this.batch.length >= DEFERRED_BATCH_LINES) await this.flush()
+  }
+
+  async *entries(): AsyncGenerator<DeferredFile> {
+    await this.flush()
+    if (this.handle === undefined || this.path === undefined) return
+    await this.handle.close()
+    this.handle = undefined
+    const input = createReadStream(this.path)
+    try {
+      for await (const line of createInterface({input, crlfDelay: Number.POSITIVE_INFINITY})) {
+        const [instanceId, size, relative] = line.split('\t')
+        if (instanceId && size && relative) yield {instanceId, size: Number(size), relative}
+      }
+    } finally {
+      // Left early, the stream would keep the file open and, on Windows, undeletable.
+      input.destroy()
+    }
+  }
+
+  async dispose(): Promise<void> {
+    this.batch = []
+    await this.handle?.close()
+    this.handle = undefined
+    if (this.path !== undefined) await rm(this.path, {force: true})
+  }
+
+  // The file is created on the first line: most folders read without needing one at all.
+  private async flush(): Promise<void> {
+    if (this.batch.length === 0) return
+    if (this.handle === undefined) {
+      this.path = join(this.dir, `orthanc-replicate-deferred-${randomUUID()}.tsv`)
+      this.handle = await open(this.path, 'wx', 0o600)
+    }
+    await this.handle.appendFile(this.batch.join(''))
+    this.batch = []
+  }
+}
+
+// Entries read at each level when probing: a storage folder's top holds at most 256 hex-pair
+// folders and the index files; deeper, a few entries are enough to see the pattern.
+const PROBE_TOP_ENTRIES = 300
+const PROBE_ENTRIES = 20
+const PROBE_FOLDERS = 3
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1')
+
+/**
+ * Whether a folder is an Orthanc StorageDirectory: an `aa/bb/<uuid>` file among the first
+ * entries of the first few hex-pair folders, or an SQLite `index` next to hex-pair folders (the
+ * Debian default keeps both in one folder). Reads a few listings and at most 16 bytes.
+ */
+export async function looksLikeStorageFolder(path: string): Promise<boolean> {
+  try {
+    if (!(await stat(path)).isDirectory()) return false
+    const top = await listDirectory(path, PROBE_TOP_ENTRIES)
+    const firstLevel = top.filter(isHexPairFolder)
+    if (firstLevel.length === 0) return false
+
+    for (const first of firstLevel.slice(0, PROBE_FOLDERS)) {
+      const secondLevel = (await listDirectory(first.path, PROBE_ENTRIES)).filter(isHexPairFolder)
+      for (const second of secondLevel.slice(0, PROBE_FOLDERS)) {
+        const files = await listDirectory(second.path, PROBE_ENTRIES)
+        if (files.some((file) => file.kind === 'file' && isAttachmentName(file.name, first.name + second.name))) return true
+      }
+    }
+
+    const index = top.find((entry) => entry.kind === 'file' && entry.name === 'index')
+    return index !== undefined && (await startsWith(index.path, SQLITE_HEADER))
+  } catch (error) {
+    if (!isFileSystemError(error)) throw error
+    return false
+  }
+}
+
+async function startsWith(path: string, prefix: Buffer): Promise<boolean> {
+  const handle = await open(path, 'r')
+  try {
+    const head = Buffer.alloc(prefix.length)
+    const {bytesRead} = await handle.read(head, 0, prefix.length, 0)
+    return bytesRead === prefix.length && head.equals(prefix)
+  } finally {
+    await handle.close()
+  }
+}

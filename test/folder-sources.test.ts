@@ -1,0 +1,345 @@
+import {spawnSync} from 'node:child_process'
+import {createHash} from 'node:crypto'
+import {cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {basename, dirname, join, relative} from 'node:path'
+import {deflateSync, inflateSync} from 'node:zlib'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type FixtureRecord, generateAwkwardSet, generateStudySet, SAMPLE_OPTIONS} from '../fixtures/generate.js'
+import {text} from '../fixtures/writer/data-element.js'
+import {uidFromName} from '../fixtures/writer/deterministic.js'
+import {encodePart10} from '../fixtures/writer/part10.js'
+import {TAG} from '../fixtures/writer/tags.js'
+import {orthancInstanceId} from '../src/dicom/orthanc-id.js'
+import {readDicomIdentifiers} from '../src/dicom/parse.js'
+import {tagOf} from '../src/dicom/tags.js'
+import {EXPLICIT_VR_LITTLE_ENDIAN} from '../src/dicom/transfer-syntax.js'
+import {readDicomFolder} from '../src/sources/dicom-folder.js'
+import type {ImportSourceEvents, ImportUnit, ProblemNotice, SkipNotice} from '../src/sources/import-unit.js'
+import {
+  HEADER_ONLY_COPY_REASON,
+  IDENTICAL_COPY_REASON,
+  looksLikeStorageFolder,
+  readStorageFolder,
+  SMALLER_COPY_REASON,
+} from '../src/sources/storage-folder.js'
+import {type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
+
+const root = await mkdtemp(join(tmpdir(), 'folder-sources-test-'))
+const dicomDir = join(root, 'dicom')
+const sample = await generateStudySet(join(dicomDir, 'sample'), SAMPLE_OPTIONS)
+// A smaller "large" case than the default keeps the test quick; its size changes nothing here.
+const awkward = await generateAwkwardSet(join(dicomDir, 'awkward'), {largeBytes: 400_000})
+const fixtures = [...sample, ...awkward]
+
+afterAll(async () => {
+  await rm(root, {recursive: true, force: true})
+})
+
+interface Collected {
+  units: ImportUnit[]
+  skips: SkipNotice[]
+  problems: ProblemNotice[]
+  /** Every label in the order the source reported it, units and notices alike. */
+  order: string[]
+}
+
+async function collect(read: (events: ImportSourceEvents) => AsyncGenerator<ImportUnit>): Promise<Collected> {
+  const collected: Collected = {units: [], skips: [], problems: [], order: []}
+  const events: ImportSourceEvents = {
+    onSkip(notice) {
+      collected.skips.push(notice)
+      collected.order.push(notice.label)
+    },
+    onProblem(notice) {
+      collected.problems.push(notice)
+      collected.order.push(notice.label)
+    },
+  }
+  for await (const unit of read(events)) {
+    collected.units.push(unit)
+    collected.order.push(unit.label)
+  }
+  return collected
+}
+
+function md5Of(bytes: Buffer): string {
+  return createHash('md5').update(bytes).digest('hex')
+}
+
+function skipReasonOf(collected: Collected, label: string): string | undefined {
+  return collected.skips.find((skip) => skip.label === label)?.reason
+}
+
+// Path segments compared one by one in code-unit order: the order of a walk that sorts every listing.
+function bySegments(a: string, b: string): number {
+  const left = a.split('/')
+  const right = b.split('/')
+  for (let index = 0; index < Math.min(left.length, right.length); index++) {
+    if (left[index] !== right[index]) return left[index]! < right[index]! ? -1 : 1
+  }
+  return left.length - right.length
+}
+
+function dicomDirBytes(): Buffer {
+  return encodePart10({
+    sopClassUid: '1.2.840.10008.1.3.10',
+    sopInstanceUid: uidFromName('folder-sources', 'dicomdir'),
+    transferSyntaxUid: EXPLICIT_VR_LITTLE_ENDIAN,
+    dataSet: [text(tagOf(0x0004, 0x1130), 'CS', 'FIXTURESET')],
+  })
+}
+
+describe('DICOM folder', () => {
+  const junk = {
+    json: join(dicomDir, 'notes.json'),
+    readme: join(dicomDir, 'README.txt'),
+    empty: join(dicomDir, 'empty.dcm'),
+    nested: join(dicomDir, 'extra', 'deeper', 'random.bin'),
+    dicomDir: join(dicomDir, 'extra', 'DICOMDIR'),
+    renamedDicomDir: join(dicomDir, 'extra', 'media-index.bin'),
+    truncated: join(dicomDir, 'extra', 'truncated.dcm'),
+    fileLink: join(dicomDir, 'link-to-file.dcm'),
+    folderLink: join(dicomDir, 'link-to-folder'),
+    pipe: join(dicomDir, 'extra', 'pipe'),
+  }
+  let hasPipe = false
+  let first: Collected
+
+  beforeAll(async () => {
+    await mkdir(dirname(junk.nested), {recursive: true})
+    await writeFile(junk.json, JSON.stringify({note: 'not an instance'}))
+    await writeFile(junk.readme, 'Exported from somewhere.\n')
+    await writeFile(junk.empty, '')
+    await writeFile(junk.nested, createHash('sha512').update('random').digest())
+    await writeFile(junk.dicomDir, dicomDirBytes())
+    await writeFile(junk.renamedDicomDir, dicomDirBytes())
+    const whole = await readFile(sample[0]!.path)
+    await writeFile(junk.truncated, whole.subarray(0, Math.floor(whole.length / 2)))
+    await symlink(sample[0]!.path, junk.fileLink)
+    await symlink(join(dicomDir, 'awkward'), junk.folderLink)
+    // Reading a pipe would block forever: it proves special files are never opened.
+    hasPipe = spawnSync('mkfifo', [junk.pipe]).status === 0
+    first = await collect((events) => readDicomFolder(dicomDir, events))
+  })
+
+  it('yields every fixture exactly once, with its Orthanc ID, MD5 and bytes', async () => {
+    expect(first.units).toHaveLength(fixtures.length)
+    for (const fixture of fixtures) {
+      const units = first.units.filter((unit) => unit.label === fixture.path)
+      expect(units, fixture.path).toHaveLength(1)
+      const unit = units[0]!
+      expect(unit.instanceId).toBe(fixture.orthancId)
+      expect(unit.md5).toBe(fixture.md5)
+      expect(md5Of(unit.dicom)).toBe(fixture.md5)
+      expect(unit.dicom.equals(await readFile(fixture.path))).toBe(true)
+    }
+  })
+
+  it('skips junk, DICOMDIRs, symlinks and special files by path, and reports a truncated file as a problem', () => {
+    for (const path of [junk.json, junk.readme, junk.empty, junk.nested]) expect(skipReasonOf(first, path), path).toMatch(/not a DICOM file/)
+    expect(skipReasonOf(first, junk.dicomDir)).toBe('DICOMDIR')
+    expect(skipReasonOf(first, junk.renamedDicomDir)).toBe('DICOMDIR')
+    expect(skipReasonOf(first, junk.fileLink)).toMatch(/symbolic link/)
+    expect(skipReasonOf(first, junk.folderLink)).toMatch(/symbolic link/)
+    if (hasPipe) expect(skipReasonOf(first, junk.pipe)).toMatch(/not a regular file/)
+    expect(first.skips).toHaveLength(hasPipe ? 9 : 8)
+    expect(first.problems).toEqual([{label: junk.truncated, reason: expect.stringMatching(/truncated/)}])
+  })
+
+  it('walks in name order, the same on every run', async () => {
+    const relativeOrder = first.order.map((label) => relative(dicomDir, label))
+    expect(relativeOrder).toEqual([...relativeOrder].sort(bySegments))
+    const second = await collect((events) => readDicomFolder(dicomDir, events))
+    expect(second.order).toEqual(first.order)
+  })
+
+  it('reads a single file given as the root, and refuses one over the size limit', async () => {
+    const fixture = sample[1]!
+    const single = await collect((events) => readDicomFolder(fixture.path, events))
+    expect(single.units.map((unit) => [unit.label, unit.instanceId, unit.md5])).toEqual([[fixture.path, fixture.orthancId, fixture.md5]])
+
+    const limited = await collect((events) => readDicomFolder(fixture.path, events, {maxFileBytes: fixture.size - 1}))
+    expect(limited.units).toEqual([])
+    expect(limited.problems).toEqual([{label: fixture.path, reason: expect.stringMatching(/more than/)}])
+  })
+
+  it('stops when its signal is aborted', async () => {
+    await expect(collect((events) => readDicomFolder(dicomDir, events, {signal: AbortSignal.abort()}))).rejects.toThrow(/abort/i)
+  })
+})
+
+// A structured-report-like instance: DICOM without any pixel data, which must still be imported.
+const noPixelsPath = join(root, 'no-pixels', 'report.dcm')
+const noPixels = {
+  patientId: 'FX-NO-PIXELS',
+  study: uidFromName('folder-sources', 'no-pixels', 'study'),
+  series: uidFromName('folder-sources', 'no-pixels', 'series'),
+  sop: uidFromName('folder-sources', 'no-pixels', 'instance'),
+}
+const noPixelsBytes = encodePart10({
+  sopClassUid: '1.2.840.10008.5.1.4.1.1.88.11',
+  sopInstanceUid: noPixels.sop,
+  transferSyntaxUid: EXPLICIT_VR_LITTLE_ENDIAN,
+  dataSet: [
+    text(TAG.SOPClassUID, 'UI', '1.2.840.10008.5.1.4.1.1.88.11'),
+    text(TAG.SOPInstanceUID, 'UI', noPixels.sop),
+    text(TAG.Modality, 'CS', 'SR'),
+    text(TAG.PatientName, 'PN', 'NO^PIXELS'),
+    text(TAG.PatientID, 'LO', noPixels.patientId),
+    text(TAG.StudyInstanceUID, 'UI', noPixels.study),
+    text(TAG.SeriesInstanceUID, 'UI', noPixels.series),
+  ],
+})
+const noPixelsId = orthancInstanceId(noPixels.patientId, noPixels.study, noPixels.series, noPixels.sop)
+
+describe('storage folder of a stopped Orthanc', () => {
+  // The compressed server keeps its SQLite index inside the storage folder, as Debian's default configuration does.
+  let compressedDir: string
+  let compressed: OrthancServer
+  let plain: OrthancServer
+  const deferredDir = join(root, 'deferred')
+  const expected = new Map<string, {path: string; md5: string; hasPixelData: boolean}>()
+  const read = new Map<OrthancServer, Collected>()
+
+  beforeAll(async () => {
+    await mkdir(dirname(noPixelsPath), {recursive: true})
+    await mkdir(deferredDir)
+    await writeFile(noPixelsPath, noPixelsBytes)
+    for (const fixture of fixtures) expected.set(fixture.orthancId, {path: fixture.path, md5: fixture.md5, hasPixelData: true})
+    expected.set(noPixelsId, {path: noPixelsPath, md5: md5Of(noPixelsBytes), hasPixelData: false})
+
+    compressedDir = await mkdtemp(join(tmpdir(), 'orthanc-compressed-'))
+    ;[compressed, plain] = await Promise.all([
+      startOrthanc({dir: compressedDir, storageCompression: true, userContentType: {Notes: 1025}, extra: {IndexDirectory: join(compressedDir, 'storage')}}),
+      startOrthanc({}),
+    ])
+    const paths = [...fixtures.map((fixture) => fixture.path), noPixelsPath]
+    const [compressedIds] = await Promise.all([uploadFiles(compressed, paths), uploadFiles(plain, paths)])
+    // A user attachment is one more file in the folder that is not DICOM.
+    const notes = await compressed.api(`/instances/${compressedIds[0]}/attachments/Notes`, {method: 'PUT', body: 'a user attachment'})
+    expect(notes.ok).toBe(true)
+    await Promise.all([compressed.stop(), plain.stop()])
+
+    for (const server of [compressed, plain]) read.set(server, await collect((events) => readStorageFolder(server.storageDir, events, {deferredDir})))
+  })
+
+  afterAll(async () => {
+    await Promise.all([compressed?.dispose(), plain?.dispose()])
+    if (compressedDir) await rm(compressedDir, {recursive: true, force: true})
+  })
+
+  for (const kind of ['compressed', 'plain'] as const) {
+    it(`yields each stored instance once, byte-identical to what was uploaded (${kind})`, async () => {
+      const {units, problems} = read.get(kind === 'compressed' ? compressed : plain)!
+      expect(problems).toEqual([])
+      expect(units.map((unit) => unit.instanceId).sort()).toEqual([...expected.keys()].sort())
+      for (const unit of units) {
+        const original = expected.get(unit.instanceId)!
+        expect(unit.md5, unit.label).toBe(original.md5)
+        expect(md5Of(unit.dicom)).toBe(original.md5)
+        expect(unit.dicom.equals(await readFile(original.path))).toBe(true)
+        expect(readDicomIdentifiers(unit.dicom).hasPixelData).toBe(original.hasPixelData)
+      }
+    })
+  }
+
+  it('skips the dicom-until-pixel-data copies, the index and a user attachment', async () => {
+    const {skips} = read.get(compressed)!
+    const headerCopies = skips.filter((skip) => skip.reason === HEADER_ONLY_COPY_REASON)
+    // Orthanc 1.10.1 writes one for every instance whose pixel data it can locate while storing it.
+    expect(headerCopies.length).toBeGreaterThan(fixtures.length / 2)
+    const copiedInstances = new Set<string>()
+    for (const skip of headerCopies) {
+      const header = inflateSync((await readFile(skip.label)).subarray(8))
+      const identifiers = readDicomIdentifiers(header)
+      expect(identifiers.hasPixelData).toBe(false)
+      const id = orthancInstanceId(identifiers.patientId, identifiers.studyInstanceUid, identifiers.seriesInstanceUid, identifiers.sopInstanceUid)
+      expect(expected.get(id)?.hasPixelData, skip.label).toBe(true)
+      copiedInstances.add(id)
+    }
+    expect(copiedInstances.size).toBe(headerCopies.length)
+    expect(skipReasonOf(read.get(compressed)!, join(compressed.storageDir, 'index'))).toBe('Orthanc index database (SQLite)')
+    expect(skips.filter((skip) => /user attachment/.test(skip.reason))).toHaveLength(1)
+    expect(skips.length).toBe(headerCopies.length + skips.filter((skip) => basename(skip.label).startsWith('index')).length + 1)
+
+    // Without compression 1.10.1 keeps no header-only copies, and this server's index is elsewhere.
+    expect(read.get(plain)!.skips).toEqual([])
+  })
+
+  it('leaves no temporary file behind', async () => {
+    expect(await readdir(deferredDir)).toEqual([])
+  })
+
+  it('removes its temporary file when the consumer stops early', async () => {
+    const events: ImportSourceEvents = {onSkip() {}, onProblem() {}}
+    let filesWhileReading: string[] = []
+    // The instance without pixel data comes last, read back from the temporary list.
+    for await (const unit of readStorageFolder(compressed.storageDir, events, {deferredDir})) {
+      if (unit.instanceId === noPixelsId) {
+        filesWhileReading = await readdir(deferredDir)
+        break
+      }
+    }
+    expect(filesWhileReading).toHaveLength(1)
+    expect(await readdir(deferredDir)).toEqual([])
+  })
+
+  it('recognises storage folders and nothing else', async () => {
+    expect(await looksLikeStorageFolder(compressed.storageDir)).toBe(true)
+    expect(await looksLikeStorageFolder(plain.storageDir)).toBe(true)
+    expect(await looksLikeStorageFolder(dicomDir)).toBe(false)
+    expect(await looksLikeStorageFolder(sample[0]!.path)).toBe(false)
+    expect(await looksLikeStorageFolder(join(root, 'nowhere'))).toBe(false)
+  })
+
+  it('handles duplicates, altered copies, damage and stray files in a copied folder', async () => {
+    const copy = join(root, 'tampered')
+    await cp(compressed.storageDir, copy, {recursive: true})
+    const original = read.get(compressed)!
+    const unitOf = (fixture: FixtureRecord | string) => {
+      const id = typeof fixture === 'string' ? fixture : fixture.orthancId
+      const unit = original.units.find((candidate) => candidate.instanceId === id)!
+      return {unit, path: join(copy, relative(compressed.storageDir, unit.label))}
+    }
+    // Another attachment UUID in the same aa/bb folder.
+    const sibling = (path: string) => join(dirname(path), basename(path).slice(0, -1) + (basename(path).endsWith('0') ? '1' : '0'))
+    const compress = (bytes: Buffer) => {
+      const size = Buffer.alloc(8)
+      size.writeBigUInt64LE(BigInt(bytes.length))
+      return Buffer.concat([size, deflateSync(bytes)])
+    }
+
+    const duplicated = unitOf(sample[0]!)
+    await cp(duplicated.path, sibling(duplicated.path))
+    const altered = unitOf(sample[1]!)
+    const alteredBytes = Buffer.from(altered.unit.dicom)
+    alteredBytes.writeUInt8(alteredBytes.readUInt8(alteredBytes.length - 1) ^ 0xff, alteredBytes.length - 1)
+    await writeFile(sibling(altered.path), compress(alteredBytes))
+    // This case has no header-only copy, so damaging its file leaves nothing else to import it from.
+    const damaged = unitOf(awkward.find((fixture) => fixture.label === 'private-un-sequence')!)
+    const damagedBytes = await readFile(damaged.path)
+    await writeFile(damaged.path, damagedBytes.subarray(0, Math.floor(damagedBytes.length / 2)))
+    const report = unitOf(noPixelsId)
+    await cp(report.path, sibling(report.path))
+    await writeFile(join(dirname(duplicated.path), 'notes.txt'), 'stray')
+    await mkdir(join(copy, 'lost+found'))
+
+    const tampered = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
+    expect(tampered.problems).toEqual([{label: damaged.path, reason: expect.stringMatching(/does not inflate/)}])
+    expect(tampered.units.filter((unit) => unit.instanceId === duplicated.unit.instanceId)).toHaveLength(1)
+    expect(tampered.skips.filter((skip) => skip.reason === IDENTICAL_COPY_REASON)).toHaveLength(1)
+    const alteredUnits = tampered.units.filter((unit) => unit.instanceId === altered.unit.instanceId)
+    expect(alteredUnits.map((unit) => unit.md5).sort()).toEqual([altered.unit.md5, md5Of(alteredBytes)].sort())
+    expect(tampered.units.filter((unit) => unit.instanceId === noPixelsId)).toHaveLength(1)
+    expect(tampered.skips.filter((skip) => skip.reason === SMALLER_COPY_REASON)).toHaveLength(1)
+    expect(skipReasonOf(tampered, join(dirname(duplicated.path), 'notes.txt'))).toMatch(/not a storage file/)
+    expect(skipReasonOf(tampered, join(copy, 'lost+found'))).toMatch(/outside the storage layout/)
+    // Every instance but the damaged one, plus the altered copy of another.
+    expect(tampered.units).toHaveLength(expected.size)
+    expect(tampered.units.some((unit) => unit.instanceId === damaged.unit.instanceId)).toBe(false)
+    expect(await readdir(deferredDir)).toEqual([])
+  })
+})
