@@ -106,7 +106,6 @@ export class BagValidator {
     const expectedSize = expectation.attachment?.size ?? expectation.record.size
     const expectedMd5 = expectation.attachment?.md5 ?? expectation.record.md5
     const digest = sha256(data)
-    this.payloadSha256.set(path, digest)
     if (data.length !== expectedSize) return this.refuse(path, `size ${data.length} differs from the manifest's ${expectedSize}`)
     const md5 = createHash('md5').update(data).digest('hex')
     if (md5 !== expectedMd5) return this.refuse(path, `checksum mismatch: MD5 ${md5}, the manifest says ${expectedMd5}`)
@@ -116,6 +115,8 @@ export class BagValidator {
       if (known !== digest) return this.refuse(path, `checksum mismatch: SHA-256 ${digest}, ${PAYLOAD_MANIFEST_FILE} says ${known}`)
     }
 
+    // Only accepted entries are compared with the payload manifest later: a refused one is reported once.
+    this.payloadSha256.set(path, digest)
     this.accepted++
     return expectation.attachment
       ? {kind: 'attachment', record: expectation.record, attachment: expectation.attachment, data}

@@ -61,6 +61,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     ? new ReceiptWriter(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
     : undefined
 
+  // A dry run stores nothing: what it would transfer counts towards each study's completeness.
+  const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<ImportUnit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, options.signal),
     concurrency: options.concurrency,
@@ -71,6 +73,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     async work(unit, signal) {
       try {
         const outcome = await sink.store(unit, signal)
+        if (options.dryRun && outcome.kind === 'transferred' && unit.record) wouldTransfer.set(unit.record.studyId, (wouldTransfer.get(unit.record.studyId) ?? 0) + 1)
         await receipt?.write({id: unit.instanceId, status: outcome.kind, md5: outcome.targetMd5})
         return outcome
       } catch (error) {
@@ -83,7 +86,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     await receipt?.close()
   })
 
-  const studies = await studyCompleteness(client, archiveReport.bags, options.signal)
+  const studies = await studyCompleteness(client, archiveReport.bags, wouldTransfer, options.signal)
   return {
     ...stats,
     dryRun: options.dryRun,

@@ -11,7 +11,7 @@ export interface StudyCompleteness {
  * Per-study completeness against the counts the export recorded: a study is complete when
  * the target holds at least as many instances of it as the export selected.
  */
-export async function studyCompleteness(client: OrthancClient, bags: BagReport[], signal?: AbortSignal): Promise<StudyCompleteness> {
+export async function studyCompleteness(client: OrthancClient, bags: BagReport[], notYetStored: Map<string, number>, signal?: AbortSignal): Promise<StudyCompleteness> {
   const expected = new Map<string, {studyInstanceUid: string; expected: number}>()
   for (const bag of bags) {
     for (const [studyId, study] of Object.entries(bag.studies)) expected.set(studyId, {studyInstanceUid: study.studyInstanceUid, expected: study.expectedInstances})
@@ -19,7 +19,7 @@ export async function studyCompleteness(client: OrthancClient, bags: BagReport[]
 
   const result: StudyCompleteness = {complete: 0, incomplete: []}
   for (const [studyId, study] of expected) {
-    const present = await client.studyInstanceCount(studyId, signal)
+    const present = (await client.studyInstanceCount(studyId, signal)) + (notYetStored.get(studyId) ?? 0)
     if (present >= study.expected) result.complete++
     else result.incomplete.push({studyId, ...study, present})
   }

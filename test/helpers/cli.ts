@@ -7,6 +7,8 @@ const runScript = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
 export interface CliResult {
   code: number
   stdout: string
+  /** stdout as bytes, for binary output (an archive on stdout). */
+  stdoutBytes: Buffer
   stderr: string
 }
 
@@ -31,7 +33,7 @@ export async function runCli(args: string[], options: CliOptions = {}): Promise<
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
-      resolve({code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8')})
+      resolve({code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(stdout).toString('utf8'), stdoutBytes: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString('utf8')})
     })
     child.stdin.on('error', () => {})
     child.stdin.end(options.stdin ?? '')

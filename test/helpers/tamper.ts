@@ -35,7 +35,7 @@ export async function truncateAt(volume: string, length: number): Promise<void> 
 }
 
 /** Copies a volume, adding entries that no export ever writes. */
-export async function addHostileEntries(volume: string, output: string, extra: Array<tar.Header & {content?: string}>): Promise<void> {
+export async function addHostileEntries(volume: string, output: string, extra: Array<Partial<tar.Header> & {name: string; content?: string}>): Promise<void> {
   const extract = tar.extract()
   const pack = tar.pack()
   const chunks: Buffer[] = []

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Quickstart, step 1 of 2: installs what is missing (Orthanc and the test services from
+# Debian/Ubuntu packages, npm packages), builds, and runs the demo on throwaway local servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-system-deps.sh
+npm ci --no-audit --no-fund
+npm run build
+node --import tsx scripts/demo.ts

@@ -1,0 +1,327 @@
+import {spawn} from 'node:child_process'
+import {copyFile, mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import type {FixtureRecord} from '../fixtures/generate.js'
+import {generateStudySet} from '../fixtures/generate.js'
+import {parseJson, repoRoot, runCli} from './helpers/cli.js'
+import {makeCorpus, volumeFiles} from './helpers/corpus.js'
+import {startFaultProxy} from './helpers/fault-proxy.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
+import {addHostileEntries, flipByteInEntry, payloadEntries, truncateAt} from './helpers/tamper.js'
+
+interface ImportJson {
+  transferred: number
+  skipped: number
+  failed: number
+  bytes: number
+  problems: Array<{label: string; reason: string}>
+  volumes: {read: number; complete: number; incomplete: string[]; missing: Array<{volume: number; volumeCount: number}>}
+  studies: {complete: number; incomplete: Array<{studyInstanceUid: string; expected: number; present: number}>}
+  ignoredFiles: number
+  notRestored: {systemMetadata: number; labels: number; userMetadata: Record<string, number>}
+  receipt?: string
+}
+
+const targetConfig = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
+
+describe('import', () => {
+  let source: OrthancServer
+  let work: string
+  let corpus: FixtureRecord[]
+  let volumesDir: string
+  let sourceMd5s: Map<string, string>
+  const annotation = {metadata: 'second-read-ok', attachment: Buffer.from('report body\n')}
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'import-test-'))
+    corpus = await makeCorpus(join(work, 'fixtures'))
+    source = await startOrthanc({name: 'import-source', ...targetConfig})
+    await uploadFiles(source, corpus.map((record) => record.path))
+    const annotated = corpus[1]!.orthancId
+    await source.api(`/instances/${annotated}/metadata/Reviewed`, {method: 'PUT', body: annotation.metadata})
+    await source.api(`/instances/${annotated}/attachments/Report`, {method: 'PUT', body: annotation.attachment})
+    sourceMd5s = await instanceMd5s(source)
+    volumesDir = join(work, 'volumes')
+    const exported = await runCli(['export', '--source', source.url, '--output', volumesDir, '--max-volume-size', '1600000', '--json'])
+    expect(exported.code, exported.stderr).toBe(0)
+    expect((await volumeFiles(volumesDir)).length).toBeGreaterThanOrEqual(2)
+  })
+  afterAll(async () => {
+    await source?.dispose()
+    await rm(work, {recursive: true, force: true})
+  })
+
+  const importInto = (target: OrthancServer, ...args: string[]) => runCli(['import', '--target', target.url, '--json', '--no-receipt', ...args])
+
+  describe('a round trip into a fresh target', () => {
+    let target: OrthancServer
+    let first: ImportJson
+    let receipt: string
+    beforeAll(async () => {
+      target = await startOrthanc({name: 'import-target', ...targetConfig})
+      receipt = join(work, 'receipt.jsonl')
+      const result = await runCli(['import', '--target', target.url, '--json', '--receipt', receipt, volumesDir])
+      expect(result.code, result.stderr).toBe(0)
+      first = parseJson<ImportJson>(result)
+    })
+    afterAll(async () => target?.dispose())
+
+    it('lands every instance with the same ID and MD5, awkward encodings included', async () => {
+      expect(first).toMatchObject({transferred: corpus.length, skipped: 0, failed: 0, problems: []})
+      expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+    })
+
+    it('restores user metadata and attachments, and says what it could not restore', async () => {
+      const id = corpus[1]!.orthancId
+      expect(await (await target.api(`/instances/${id}/metadata/Reviewed`)).text()).toBe(annotation.metadata)
+      const attachment = await target.api(`/instances/${id}/attachments/Report/data`)
+      expect(Buffer.from(await attachment.arrayBuffer())).toEqual(annotation.attachment)
+      expect(first.notRestored.systemMetadata).toBeGreaterThan(0)
+    })
+
+    it('reports every study complete against the manifest', () => {
+      expect(first.volumes).toMatchObject({complete: first.volumes.read, incomplete: [], missing: []})
+      expect(first.studies.incomplete).toEqual([])
+      expect(first.studies.complete).toBe(new Set(corpus.map((record) => record.studyInstanceUid)).size)
+    })
+
+    it('a second run transfers nothing', async () => {
+      const result = await importInto(target, volumesDir)
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: 0, skipped: corpus.length, failed: 0})
+    })
+
+    it('writes a receipt that export --exclude-receipt uses to leave out what arrived', async () => {
+      const lines = (await readFile(receipt, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Record<string, string>)
+      expect(lines[0]).toMatchObject({format: 'orthanc-replicate-receipt', target: {name: 'import-target'}})
+      expect(lines.slice(1)).toHaveLength(corpus.length)
+      for (const line of lines.slice(1)) expect(line).toEqual({id: line.id, status: 'transferred', md5: sourceMd5s.get(line.id!)})
+      const receiptText = await readFile(receipt, 'utf8')
+      for (const record of corpus) expect(receiptText).not.toContain(record.patientId)
+
+      const more = await generateStudySet(join(work, 'after-receipt'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'after-receipt'})
+      await uploadFiles(source, more.map((record) => record.path))
+      try {
+        const result = await runCli(['export', '--source', source.url, '--output', join(work, 'unused'), '--dry-run', '--json', '--exclude-receipt', receipt])
+        expect(result.code, result.stderr).toBe(0)
+        expect(parseJson<{instancesPlanned: number}>(result).instancesPlanned).toBe(2)
+      } finally {
+        for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
+      }
+    })
+  })
+
+  it('--dry-run reads and checks everything, and changes nothing', async () => {
+    const target = await startOrthanc({name: 'dry-target'})
+    try {
+      const result = await importInto(target, '--dry-run', volumesDir)
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: corpus.length, failed: 0, problems: []})
+      expect(await target.json<string[]>('/instances')).toEqual([])
+    } finally {
+      await target.dispose()
+    }
+  })
+
+  it('reads an archive on stdin, as written by export --output -', async () => {
+    const target = await startOrthanc({name: 'stdin-target', ...targetConfig})
+    try {
+      const archive = join(work, 'stream.tar')
+      const exported = await runCli(['export', '--source', source.url, '--output', '-', '--max-volume-instances', '10'])
+      expect(exported.code, exported.stderr).toBe(0)
+      await writeFile(archive, exported.stdoutBytes)
+      const result = await runCli(['import', '--target', target.url, '--json', '--no-receipt', '-'], {stdin: await readFile(archive)})
+      expect(result.code, result.stderr).toBe(0)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary).toMatchObject({transferred: corpus.length, failed: 0, problems: []})
+      // Several bags in one stream, all complete.
+      expect(summary.volumes.read).toBeGreaterThan(1)
+      expect(summary.volumes.complete).toBe(summary.volumes.read)
+      expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+    } finally {
+      await target.dispose()
+    }
+  })
+
+  describe('bad archives', () => {
+    let target: OrthancServer
+    let bad: string
+    beforeAll(async () => {
+      target = await startOrthanc({name: 'bad-input-target'})
+    })
+    afterAll(async () => target?.dispose())
+
+    const freshCopy = async (name: string) => {
+      bad = join(work, name)
+      await rm(bad, {recursive: true, force: true})
+      await mkdir(bad)
+      for (const volume of await volumeFiles(volumesDir)) await copyFile(volume, join(bad, volume.split('/').at(-1)!))
+      for (const id of await target.json<string[]>('/instances')) await target.api(`/instances/${id}`, {method: 'DELETE'})
+      return bad
+    }
+
+    it('a corrupt entry is refused by name; the rest is imported; exit 11', async () => {
+      const dir = await freshCopy('corrupt')
+      const [volume] = await volumeFiles(dir)
+      const [victim] = await payloadEntries(volume!)
+      await flipByteInEntry(volume!, victim!.name)
+      const result = await importInto(target, dir)
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.problems).toEqual([expect.objectContaining({label: expect.stringContaining(victim!.name), reason: expect.stringMatching(/checksum mismatch/)})])
+      expect(summary.transferred).toBe(corpus.length - 1)
+      const victimId = victim!.name.split('/').at(-1)!.replace('.dcm', '')
+      expect((await target.api(`/instances/${victimId}`)).status).toBe(404)
+      const human = await runCli(['import', '--target', target.url, '--no-receipt', dir])
+      expect(human.stderr).toContain(victim!.name)
+      expect(human.stderr).not.toMatch(/\n\s+at /)
+    })
+
+    it('a volume truncated in the middle of an entry: imports what is whole, names what is missing', async () => {
+      const dir = await freshCopy('truncated-mid')
+      const [volume] = await volumeFiles(dir)
+      const entries = await payloadEntries(volume!)
+      const cut = entries[2]!
+      await truncateAt(volume!, cut.dataOffset + Math.floor(cut.size / 2))
+      const result = await importInto(target, dir)
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.problems.some((problem) => /truncated/.test(problem.reason))).toBe(true)
+      expect(summary.problems.some((problem) => problem.label.includes(entries.at(-1)!.name) && /not in the volume/.test(problem.reason))).toBe(true)
+      expect(summary.volumes.incomplete).toHaveLength(1)
+      expect(summary.studies.incomplete.length).toBeGreaterThan(0)
+      // The two entries before the cut are whole and checked: they are on the target.
+      for (const entry of entries.slice(0, 2)) expect((await target.api(`/instances/${entry.name.split('/').at(-1)!.replace('.dcm', '')}`)).status).toBe(200)
+    })
+
+    it('a volume truncated exactly between two entries is still caught', async () => {
+      const dir = await freshCopy('truncated-boundary')
+      const [volume] = await volumeFiles(dir)
+      const entries = await payloadEntries(volume!)
+      await truncateAt(volume!, entries[1]!.end)
+      const result = await importInto(target, dir)
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.volumes.incomplete).toHaveLength(1)
+      expect(summary.problems.some((problem) => problem.label.includes(entries[2]!.name))).toBe(true)
+      expect(summary.problems.some((problem) => /incomplete/.test(problem.reason))).toBe(true)
+    })
+
+    it('a missing volume is reported as k of n', async () => {
+      const dir = await freshCopy('missing')
+      const volumes = await volumeFiles(dir)
+      await rm(volumes.at(-1)!)
+      const result = await importInto(target, dir)
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.volumes.missing).toEqual([expect.objectContaining({volume: volumes.length, volumeCount: volumes.length})])
+      expect(summary.problems.some((problem) => problem.label === `volume ${volumes.length} of ${volumes.length}`)).toBe(true)
+    })
+
+    it('refuses traversal, absolute, link, device, duplicate and unlisted entries, and writes nothing outside', async () => {
+      const dir = await freshCopy('hostile')
+      const [volume] = await volumeFiles(dir)
+      const bagName = volume!.split('/').at(-1)!.replace('.tar', '')
+      const hostile = join(dir, 'hostile.tar')
+      const escape = join(work, 'escaped.txt')
+      await addHostileEntries(volume!, hostile, [
+        {name: `${bagName}/../../escaped.txt`, type: 'file', content: 'escape'},
+        {name: escape, type: 'file', content: 'absolute'},
+        {name: `${bagName}/data/dicom/link.dcm`, type: 'symlink', linkname: '/etc/passwd'},
+        {name: `${bagName}/data/dicom/hard.dcm`, type: 'link', linkname: `${bagName}/bagit.txt`},
+        {name: `${bagName}/data/dicom/dev.dcm`, type: 'character-device', devmajor: 1, devminor: 3},
+        {name: `${bagName}/bagit.txt`, type: 'file', content: 'BagIt-Version: 1.0\n'},
+        {name: `${bagName}/data/dicom/unlisted.dcm`, type: 'file', content: 'DICM'},
+      ])
+      await rm(volume!)
+      const result = await importInto(target, hostile)
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      const reasons = summary.problems.map((problem) => `${problem.label} => ${problem.reason}`).join('\n')
+      expect(reasons).toMatch(/escaped\.txt.*=> .*"\.\."/)
+      expect(reasons).toMatch(/absolute path/)
+      expect(reasons).toMatch(/link\.dcm.*symbolic link/)
+      expect(reasons).toMatch(/hard\.dcm.*hard link/)
+      expect(reasons).toMatch(/dev\.dcm.*character-device/)
+      expect(reasons).toMatch(/bagit\.txt.*same name/)
+      expect(reasons).toMatch(/unlisted\.dcm.*not in the manifest/)
+      await expect(readFile(escape)).rejects.toThrow()
+      // The genuine entries of the volume still went in, each checked.
+      expect(summary.transferred).toBeGreaterThan(0)
+    })
+  })
+
+  it('a DICOM folder: every file read recursively, junk skipped and counted', async () => {
+    const target = await startOrthanc({name: 'folder-target'})
+    try {
+      const folder = join(work, 'fixtures')
+      await writeFile(join(folder, 'notes.json'), '{"not": "dicom"}')
+      const result = await importInto(target, folder)
+      expect(result.code, result.stderr).toBe(0)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary).toMatchObject({transferred: corpus.length, failed: 0})
+      expect(summary.ignoredFiles).toBeGreaterThanOrEqual(1)
+      expect(await instanceMd5s(target)).toEqual(new Map(corpus.map((record) => [record.orthancId, record.md5])))
+    } finally {
+      await target.dispose()
+    }
+  })
+
+  it('the storage folder of a stopped server with StorageCompression lands whole', async () => {
+    const dead = await startOrthanc({name: 'dead-server', storageCompression: true})
+    const target = await startOrthanc({name: 'recovery-target'})
+    try {
+      await uploadFiles(dead, corpus.map((record) => record.path))
+      await dead.stop()
+      const result = await importInto(target, dead.storageDir)
+      expect(result.code, result.stderr).toBe(0)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary).toMatchObject({transferred: corpus.length, failed: 0})
+      expect(await instanceMd5s(target)).toEqual(new Map(corpus.map((record) => [record.orthancId, record.md5])))
+      // Every instance has its pixel data: no header-only copy was stored in its place.
+      for (const record of corpus.filter((entry) => entry.label !== 'tiny')) {
+        const tags = await target.json<Record<string, unknown>>(`/instances/${record.orthancId}/tags?short`)
+        expect(tags, record.label).toHaveProperty('7fe0,0010')
+      }
+    } finally {
+      await Promise.all([dead.dispose(), target.dispose()])
+    }
+  })
+
+  it('a target killed mid-import: a clear error, then a second run completes it, nothing duplicated', async () => {
+    const target = await startOrthanc({name: 'crashing-target'})
+    const proxy = await startFaultProxy(target.port)
+    proxy.delayMs = 30
+    try {
+      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'import', '--target', proxy.url, '--no-receipt', '--retries', '2', '--concurrency', '2', volumesDir], {stdio: ['ignore', 'ignore', 'pipe']})
+      let stderr = ''
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk))
+      const closed = new Promise<number>((resolve) => child.once('close', (code) => resolve(code ?? 1)))
+      const deadline = Date.now() + 30_000
+      while ((await target.json<string[]>('/instances')).length < 5 && Date.now() < deadline) await sleep(20)
+      await target.kill()
+      const code = await closed
+      expect(code).toBe(4)
+      expect(stderr).toMatch(/cannot connect|connection lost/)
+      expect(stderr).toMatch(/run the same command again|Check that Orthanc is running/)
+
+      await target.start()
+      proxy.delayMs = 0
+      const result = await runCli(['import', '--target', proxy.url, '--json', '--no-receipt', volumesDir])
+      expect(result.code, result.stderr).toBe(0)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.transferred + summary.skipped).toBe(corpus.length)
+      expect(summary.skipped).toBeGreaterThan(0)
+      expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  })
+})
+
