@@ -57,5 +57,11 @@ export function checkEntryHeader(header: EntryHeader, limits: EntryLimits): Entr
 
 /** Entry names come from the archive: show them without control characters that could rewrite the terminal. */
 export function printable(text: string): string {
-  return text.replace(/[\u0000-\u001F\u007F-\u009F]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`).slice(0, 300)
+  let shown = ''
+  for (const char of text.slice(0, 300)) {
+    const code = char.charCodeAt(0)
+    shown += code < 0x20 || (code >= 0x7f && code <= 0x9f) ? `\\x${code.toString(16).padStart(2, '0')}` : char
+  }
+
+  return shown
 }
