@@ -8,6 +8,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {parseJson, runCli} from './helpers/cli.js'
 import {startOrthanc, type OrthancServer} from './helpers/orthanc.js'
+import {freePort} from './helpers/ports.js'
 import {startTlsProxy, type TlsProxy} from './helpers/tls-proxy.js'
 import {generateStudySet} from '../fixtures/generate.js'
 import {uploadFiles} from './helpers/orthanc.js'
@@ -127,7 +128,7 @@ describe('info', () => {
   })
 
   it('a refused connection: exit 4, quickly', async () => {
-    const closed = await listen(createTcpServer())
+    const closed = await freePort()
     const started = Date.now()
     const result = await runCli(['info', '--server', `http://127.0.0.1:${closed}`], {env: noCredentialsEnv})
     expect(result.code).toBe(4)
