@@ -12,6 +12,7 @@ import {
 } from '../orthanc/errors.js'
 import {ExitCode, type ExitCodeValue} from './exit-codes.js'
 import {UserFacingError} from '../errors.js'
+import {UnknownOrthancIdError} from '../sources/orthanc-selection.js'
 
 export interface Failure {
   /** One line: what went wrong, naming the server, file or instance. */
@@ -76,6 +77,10 @@ export function describeFailure(error: unknown): Failure {
 
   if (error instanceof CredentialFileError) {
     return {message: error.message, suggestion: 'Check the path and that this user may read the file.', exitCode: ExitCode.usage, code: 'unreadable-file'}
+  }
+
+  if (error instanceof UnknownOrthancIdError) {
+    return {message: error.message, suggestion: 'Check the ID against the server (Orthanc IDs look like 8-8-8-8-8 hex digits).', exitCode: ExitCode.nothingMatched, code: 'unknown-orthanc-id'}
   }
 
   const code = (error as NodeJS.ErrnoException | undefined)?.code

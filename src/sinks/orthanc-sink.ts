@@ -35,9 +35,10 @@ export class OrthancSink {
 
   constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean}) {}
 
-  async store(unit: ImportUnit, signal?: AbortSignal): Promise<StoreOutcome> {
+  /** `knownAbsent`: the caller compared ID sets already and knows the target lacks it. */
+  async store(unit: ImportUnit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
     this.features ??= await this.client.features(signal)
-    const existing = await this.client.storedFileInfo(unit.instanceId, signal)
+    const existing = options.knownAbsent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
     if (existing && existing.md5 === unit.md5) {
       if (unit.record && !this.options.dryRun) await this.restoreMissingSideData(unit, signal)
       return {kind: 'skipped', targetMd5: existing.md5}

@@ -5,6 +5,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {FIRST_USER_CONTENT_TYPE} from '../orthanc/client.js'
 import {ChecksumMismatchError, OrthancConnectionError, OrthancHttpError} from '../orthanc/errors.js'
 import {splitMetadata} from '../orthanc/metadata.js'
+import type {ImportUnit} from './import-unit.js'
 import type {SelectedInstance} from './orthanc-selection.js'
 
 /** Attachments Orthanc manages itself; everything else on an instance belongs to users. */
@@ -102,4 +103,16 @@ export class InstanceVanishedError extends Error {
     super(`instance ${instanceId} is no longer on the source`)
     this.name = 'InstanceVanishedError'
   }
+}
+
+/**
+ * An instance read from a source server, ready for a sink: its record (metadata, attachments,
+ * labels) and its bytes, all checked against the source's MD5s.
+ */
+export async function readInstanceUnit(client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<ImportUnit> {
+  const record = await describeInstance(client, instance, signal)
+  const dicom = await fetchVerifiedInstance(client, record.id, record.md5, signal)
+  const attachments = new Map<number, Buffer>()
+  for (const attachment of record.attachments) attachments.set(attachment.contentType, await fetchVerifiedAttachment(client, record.id, attachment, signal))
+  return {label: record.id, instanceId: record.id, dicom, md5: record.md5, record, attachments}
 }

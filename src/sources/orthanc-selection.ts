@@ -29,8 +29,10 @@ export interface SelectedInstance {
  * runs over the same data plan the same volumes. Filters of different kinds narrow together;
  * several values of one kind widen. Memory holds the matching study IDs, never all instances.
  */
-export async function* selectInstances(client: OrthancClient, filters: ExportFilters, signal?: AbortSignal): AsyncGenerator<SelectedStudy> {
-  const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, signal) : undefined
+export async function* selectInstances(
+  client: OrthancClient, filters: ExportFilters, signal?: AbortSignal, options: {ignoreUnknownIds?: boolean} = {},
+): AsyncGenerator<SelectedStudy> {
+  const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, Boolean(options.ignoreUnknownIds), signal) : undefined
   const studyIds = explicit ? [...explicit.keys()] : await matchingStudyIds(client, filters, signal)
   studyIds.sort()
   for (const studyId of studyIds) {
@@ -108,7 +110,7 @@ async function selectInStudy(
  * Orthanc IDs of any level, mapped to the studies they fall in: a patient or study selects
  * whole studies, a series or instance selects only its instances.
  */
-async function resolveOrthancIds(client: OrthancClient, ids: string[], signal?: AbortSignal): Promise<Map<string, Set<string> | 'all'>> {
+async function resolveOrthancIds(client: OrthancClient, ids: string[], ignoreUnknown: boolean, signal?: AbortSignal): Promise<Map<string, Set<string> | 'all'>> {
   const result = new Map<string, Set<string> | 'all'>()
   const addInstances = (studyId: string, instanceIds: string[]) => {
     const current = result.get(studyId)
@@ -120,7 +122,11 @@ async function resolveOrthancIds(client: OrthancClient, ids: string[], signal?: 
 
   for (const id of ids) {
     const found = await findResource(client, id, signal)
-    if (!found) throw new UnknownOrthancIdError(id)
+    if (!found) {
+      if (ignoreUnknown) continue
+      throw new UnknownOrthancIdError(id)
+    }
+
     const [level, resource] = found
     if (level === 'patients') for (const studyId of resource.Studies ?? []) result.set(studyId, 'all')
     else if (level === 'studies') result.set(resource.ID, 'all')

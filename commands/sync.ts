@@ -1,0 +1,109 @@
+import {createHash} from 'node:crypto'
+
+import {Flags} from '@oclif/core'
+
+import {BaseCommand} from '../src/cli/base-command.js'
+import {ExitCode} from '../src/cli/exit-codes.js'
+import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
+import {progressRenderer} from '../src/cli/progress-renderer.js'
+import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
+import {renderTransferSummary} from '../src/cli/summary.js'
+import {UserFacingError} from '../src/errors.js'
+import {OrthancClient} from '../src/orthanc/client.js'
+import {deleteExtras, type DeletionPass} from '../src/sync/delete.js'
+import {type FollowSummary, followSource} from '../src/sync/follow.js'
+import {type SyncSummary, syncServers} from '../src/sync/sync.js'
+
+type SyncResult = (SyncSummary & {deletion?: DeletionPass}) | (FollowSummary & {following: true; stateFile: string})
+
+export default class Sync extends BaseCommand {
+  static override summary = 'Copy what the target lacks straight from the source, once or continuously (--follow).'
+  static override description = `Compares the instance IDs of both servers (and with --checksum their MD5s, on the servers, without downloading) and streams only what is missing, with no temporary files. Each instance is checked against the source's MD5, its user metadata, attachments and labels are restored, and the target's MD5 is confirmed. With --follow it keeps the target mirrored by following the source's change log; stop it with Ctrl-C or SIGTERM.`
+
+  static override examples = [
+    '<%= config.bin %> sync --source http://old:8042 --target http://new:8042',
+    '<%= config.bin %> sync --source http://old:8042 --target http://new:8042 --dry-run',
+    '<%= config.bin %> sync --source http://pacs:8042 --target http://mirror:8042 --follow --interval 30 --delete',
+  ]
+
+  static override flags = {
+    ...serverFlags('source'),
+    ...serverFlags('target'),
+    concurrency: Flags.integer({char: 'c', description: 'instances in flight at once', default: 4, min: 1, max: 64}),
+    checksum: Flags.boolean({description: 'also compare MD5s of instances on both sides, and send again those that differ'}),
+    'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
+    delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),
+    'max-delete-fraction': Flags.string({description: 'refuse a deletion pass that would remove more than this fraction of the target', default: '0.1'}),
+    follow: Flags.boolean({description: 'keep following the source\'s changes until stopped'}),
+    interval: Flags.integer({description: 'seconds between polls of the source with --follow', default: 10, min: 1}),
+    'full-every': Flags.integer({description: 'minutes between full comparisons with --follow (they also catch deletions)', default: 60, min: 1}),
+    state: Flags.string({description: 'file keeping the change cursor with --follow (default: .orthanc-replicate-follow-<hash>.json here)'}),
+    ...filterFlags,
+  }
+
+  async run(): Promise<SyncResult> {
+    const {flags} = await this.parse(Sync)
+    const maxDeleteFraction = Number(flags['max-delete-fraction'])
+    if (!(maxDeleteFraction >= 0 && maxDeleteFraction <= 1)) {
+      throw new UserFacingError(`--max-delete-fraction "${flags['max-delete-fraction']}" is not a number from 0 to 1`, 'For example 0.1 allows a pass to delete up to 10% of the target.', ExitCode.usage, 'bad-fraction')
+    }
+
+    const filters = filtersFromFlags(flags)
+    if (flags.delete && Object.keys(filters).length > 0) {
+      throw new UserFacingError('--delete cannot be combined with filters', 'What the target holds outside the filters is not the source\'s to judge: sync without filters to mirror deletions.', ExitCode.usage, 'delete-with-filters')
+    }
+
+    const http = this.httpOptions(flags, flags.concurrency + 2)
+    const source = new OrthancClient(endpointFromFlags('source', flags), http)
+    const target = new OrthancClient(endpointFromFlags('target', flags), http)
+    const progress = progressRenderer(this.interactive && !flags.follow)
+    try {
+      if (flags.follow) {
+        const stateFile = flags.state ?? `.orthanc-replicate-follow-${createHash('sha1').update(`${source.display} ${target.display}`).digest('hex').slice(0, 12)}.json`
+        const summary = await followSource({
+          source, target, filters, checksum: flags.checksum, concurrency: flags.concurrency, signal: this.abort.signal,
+          stateFile, intervalMs: flags.interval * 1000, fullEveryMs: flags['full-every'] * 60_000,
+          deleteExtras: flags.delete, maxDeleteFraction,
+          onEvent: (event) => {
+            if (this.jsonEnabled()) return
+            const time = new Date().toISOString()
+            if (event.type === 'outage') process.stderr.write(`${time} waiting out an outage: ${event.message}\n`)
+            else if (event.summary.transferred + event.summary.failed > 0 || event.deletion?.deleted || event.deletion?.refused) {
+              const deletion = event.deletion ? `, ${event.deletion.deleted} deleted${event.deletion.refused ? ` (deletion refused: ${event.deletion.refused})` : ''}` : ''
+              process.stderr.write(`${time} ${event.full ? 'full pass' : 'changes'} up to ${event.cursor}: ${event.summary.transferred} transferred, ${event.summary.failed} failed${deletion}\n`)
+            }
+          },
+        })
+        if (!this.jsonEnabled()) process.stderr.write(`Stopped. Cursor ${summary.cursor} saved in ${stateFile}; ${summary.transferred} transferred, ${summary.failed} failed over ${summary.passes} passes.\n`)
+        return {...summary, following: true, stateFile}
+      }
+
+      const summary: SyncSummary & {deletion?: DeletionPass} = await syncServers({
+        source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency: flags.concurrency,
+        signal: this.abort.signal, onProgress: progress.listener,
+      })
+      if (flags.delete) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: flags.concurrency, signal: this.abort.signal})
+      progress.done()
+      if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
+      if (!this.jsonEnabled()) process.stderr.write(renderSyncSummary(summary))
+      return summary
+    } finally {
+      progress.done()
+      await Promise.all([source.close(), target.close()])
+    }
+  }
+}
+
+function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): string {
+  const {plan} = summary
+  const lines = [
+    `Plan: ${plan.missing} missing on the target, ${plan.different} different, ${plan.present} already there; ${plan.bytesToTransfer} bytes to send.`,
+    `Studies: ${plan.studies.complete} complete, ${plan.studies.partial} partial, ${plan.studies.missing} missing on the target.`,
+  ]
+  if (plan.onlyOnTarget > 0) lines.push(`${plan.onlyOnTarget} instance(s) only on the target${summary.deletion ? '' : ' (--delete removes them)'}.`)
+  if (summary.deletion) {
+    lines.push(summary.deletion.refused ? `Deletion refused: ${summary.deletion.refused}.` : `${summary.dryRun ? 'Would delete' : 'Deleted'} ${summary.dryRun ? summary.deletion.candidates : summary.deletion.deleted} instance(s) from the target.`)
+  }
+
+  return `${lines.join('\n')}\n${renderTransferSummary(summary, summary.dryRun ? 'Dry run, nothing changed' : 'Synced')}`
+}

@@ -1,0 +1,64 @@
+import {Args, Flags} from '@oclif/core'
+
+import {BaseCommand} from '../src/cli/base-command.js'
+import {ExitCode} from '../src/cli/exit-codes.js'
+import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
+import {UserFacingError} from '../src/errors.js'
+import {resolveImportInputs} from '../src/import/inputs.js'
+import {OrthancClient} from '../src/orthanc/client.js'
+import {archiveFile, archiveStream} from '../src/sources/archive-source.js'
+import {verifyArchives, type VerifySummary} from '../src/verify/verify.js'
+
+export default class Verify extends BaseCommand {
+  static override summary = 'Check archive volumes offline: all volumes and entries present, every checksum matching; with --target, that every instance is on that server.'
+  static override description = 'Run it on the receiving side before the source data may be deleted: exit 0 means every archived instance is complete and valid (and, with --target, stored on the target with the same MD5).'
+  static override examples = [
+    '<%= config.bin %> verify /media/usb/export-2024-06',
+    '<%= config.bin %> verify /media/usb/export-2024-06 --target http://localhost:8042',
+  ]
+
+  static override strict = false
+  static override args = {path: Args.string({description: 'archive volume(s), folder(s) of volumes, or - for an archive on stdin', required: true})}
+  static override flags = {
+    ...serverFlags('target', false),
+    concurrency: Flags.integer({char: 'c', description: 'parallel checks against the target', default: 8, min: 1, max: 64}),
+  }
+
+  async run(): Promise<VerifySummary> {
+    const {flags, argv} = await this.parse(Verify)
+    const inputs = (await resolveImportInputs(argv as string[], process.stdin, 'auto')).map((input) => {
+      if (input.kind === 'archive-file') return archiveFile(input.path)
+      if (input.kind === 'archive-stream') return archiveStream(input.label, input.stream)
+      throw new UserFacingError(`${input.path} holds no archive volume`, 'Give .tar volumes written by export, or the folder holding them.', ExitCode.badInput, 'not-an-archive')
+    })
+    const targetUrl = (flags as Record<string, unknown>).target
+    const target = targetUrl ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
+    try {
+      const summary = await verifyArchives(inputs, {target, concurrency: flags.concurrency, signal: this.abort.signal})
+      if (!summary.complete || !summary.valid || summary.problems.length > 0) process.exitCode = ExitCode.badInput
+      else if (summary.target && (summary.target.missing.length > 0 || summary.target.different.length > 0)) process.exitCode = ExitCode.different
+      if (!this.jsonEnabled()) this.log(renderVerify(summary))
+      return summary
+    } finally {
+      await target?.close()
+    }
+  }
+}
+
+function renderVerify(summary: VerifySummary): string {
+  const lines = [
+    `Volumes: ${summary.volumes.read} read, ${summary.volumes.complete} complete${summary.volumes.missing.length > 0 ? `, missing: ${summary.volumes.missing.map((missing) => `${missing.volume} of ${missing.volumeCount}`).join(', ')}` : ''}.`,
+    `Instances: ${summary.instances} valid.`,
+  ]
+  for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${problem.label}: ${problem.reason}`)
+  if (summary.problems.length > 20) lines.push(`  ... and ${summary.problems.length - 20} more (see --json)`)
+  const incompleteStudies = summary.studies.filter((study) => study.valid < study.expected)
+  lines.push(`Studies: ${summary.studies.length - incompleteStudies.length} of ${summary.studies.length} complete and valid.`)
+  for (const study of incompleteStudies.slice(0, 20)) lines.push(`  ${study.studyInstanceUid}: ${study.valid} of ${study.expected} instances`)
+  if (summary.target) {
+    lines.push(`Target ${summary.target.server}: ${summary.target.confirmed} confirmed, ${summary.target.missing.length} missing, ${summary.target.different.length} with another MD5.`)
+  }
+
+  lines.push(summary.complete && summary.valid ? 'Archive complete and valid.' : 'Archive NOT complete and valid: see above.')
+  return lines.join('\n')
+}

@@ -1,0 +1,43 @@
+import type {OrthancClient} from '../orthanc/client.js'
+import {mapConcurrent} from '../util/concurrency.js'
+import {instanceIdSet} from './compare.js'
+
+export interface DeletionPass {
+  /** Instances on the target that the source no longer has. */
+  candidates: number
+  deleted: number
+  /** Why nothing was deleted although there were candidates. */
+  refused?: string
+}
+
+/**
+ * Removes from the target what the source no longer has, unless that looks like a mistake: a
+ * source that answers with no instances at all, or a pass that would remove more than
+ * `maxFraction` of the target (a half-empty source after a failed restore, say). A refused pass
+ * deletes nothing and says why.
+ */
+export async function deleteExtras(
+  source: OrthancClient, target: OrthancClient, options: {maxFraction: number; dryRun: boolean; concurrency: number; signal?: AbortSignal},
+): Promise<DeletionPass> {
+  const [onSource, onTarget] = await Promise.all([instanceIdSet(source, options.signal), instanceIdSet(target, options.signal)])
+  const extras = [...onTarget].filter((id) => !onSource.has(id))
+  const pass: DeletionPass = {candidates: extras.length, deleted: 0}
+  if (extras.length === 0) return pass
+  if (onSource.size === 0) {
+    pass.refused = 'the source answered with no instances at all; not deleting anything from the target'
+    return pass
+  }
+
+  const fraction = extras.length / onTarget.size
+  if (fraction > options.maxFraction) {
+    pass.refused = `deleting ${extras.length} of ${onTarget.size} target instances (${(fraction * 100).toFixed(1)}%) is over --max-delete-fraction ${options.maxFraction}`
+    return pass
+  }
+
+  if (options.dryRun) return pass
+  await mapConcurrent(extras, options.concurrency, async (id) => {
+    await target.deleteInstance(id, options.signal)
+    pass.deleted++
+  })
+  return pass
+}

@@ -1,0 +1,120 @@
+import type {ExportFilters} from '../archive/format.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
+import {readInstanceUnit} from '../sources/orthanc-instance.js'
+import {runTransfer} from '../transfer/engine.js'
+import type {ProgressListener} from '../transfer/progress.js'
+import type {TransferStats} from '../transfer/stats.js'
+import {type ComparedInstance, compareServers} from './compare.js'
+
+export interface SyncOptions {
+  source: OrthancClient
+  target: OrthancClient
+  filters: ExportFilters
+  /** Also compare MD5s of instances on both sides, and send again those that differ. */
+  checksum: boolean
+  dryRun: boolean
+  concurrency: number
+  /** Ask the target about each instance instead of listing it (few instances, huge target). */
+  lookupEachOnTarget?: boolean
+  /** Orthanc IDs that are gone from the source are passed over (changes of since-deleted instances). */
+  ignoreUnknownIds?: boolean
+  signal?: AbortSignal
+  onProgress?: ProgressListener
+}
+
+export interface SyncPlan {
+  /** Instances the target lacks. */
+  missing: number
+  /** Instances on both sides with different MD5s (only with --checksum). */
+  different: number
+  /** Instances already on the target. */
+  present: number
+  bytesToTransfer: number
+  /** Only on the target (an unfiltered comparison): what --delete would remove. */
+  onlyOnTarget: number
+  studies: {complete: number; partial: number; missing: number}
+}
+
+export interface SyncSummary extends TransferStats {
+  dryRun: boolean
+  source: string
+  target: string
+  plan: SyncPlan
+  notRestored: NotRestored
+}
+
+/**
+ * Copies what the target lacks straight from the source, with no temporary files: instances
+ * are downloaded, checked against the source's MD5, uploaded, their Orthanc-side data restored
+ * and the target's MD5 confirmed, `concurrency` at a time.
+ */
+export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
+  const started = Date.now()
+  const plan: SyncPlan = {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
+  const studies = new Map<string, {present: number; total: number}>()
+  const sink = new OrthancSink(options.target, {dryRun: options.dryRun})
+
+  const count = (item: ComparedInstance) => {
+    if (item.state === 'only-target') {
+      plan.onlyOnTarget++
+      return
+    }
+
+    const study = studies.get(item.studyId!) ?? {present: 0, total: 0}
+    study.total++
+    if (item.state === 'identical' || item.state === 'present') {
+      plan.present++
+      study.present++
+    } else {
+      if (item.state === 'different') plan.different++
+      else plan.missing++
+      plan.bytesToTransfer += item.size ?? 0
+    }
+
+    studies.set(item.studyId!, study)
+  }
+
+  async function* work(): AsyncGenerator<ComparedInstance> {
+    for await (const item of compareServers(options.source, options.target, options)) {
+      count(item)
+      if (item.state === 'only-source' || item.state === 'different') yield item
+    }
+  }
+
+  const stats = await runTransfer({
+    items: work(),
+    concurrency: options.concurrency,
+    signal: options.signal,
+    phase: options.dryRun ? 'sync (dry run)' : 'sync',
+    onProgress: options.onProgress,
+    describe: (item) => item.id,
+    async work(item, signal) {
+      if (options.dryRun) return {kind: 'transferred', bytes: item.size ?? 0}
+      const unit = await readInstanceUnit(options.source, item.source!, signal)
+      // A differing copy is replaced: without OverwriteInstances the target would keep its own.
+      if (item.state === 'different') await options.target.deleteInstance(item.id, signal)
+      return sink.store(unit, signal, {knownAbsent: true})
+    },
+  })
+
+  for (const {present, total} of studies.values()) {
+    if (present === total) plan.studies.complete++
+    else if (present === 0) plan.studies.missing++
+    else plan.studies.partial++
+  }
+
+  return {
+    ...stats,
+    // Dry runs count what they would transfer in `plan`, and transfer nothing.
+    transferred: options.dryRun ? 0 : stats.transferred,
+    bytes: options.dryRun ? 0 : stats.bytes,
+    skipped: plan.present,
+    durationMs: Date.now() - started,
+    dryRun: options.dryRun,
+    source: options.source.display,
+    target: options.target.display,
+    plan,
+    notRestored: sink.notRestored,
+  }
+}

@@ -1,0 +1,35 @@
+/** Maps items with at most `limit` calls in flight, keeping the input order in the result. */
+export async function mapConcurrent<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length)
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++
+      results[index] = await fn(items[index]!)
+    }
+  }
+
+  await Promise.all(Array.from({length: Math.min(limit, items.length)}, worker))
+  return results
+}
+
+/** Runs `fn` on each item of an async iterable, at most `limit` at a time, pulling items only as slots free up. */
+export async function forEachConcurrent<T>(items: AsyncIterable<T>, limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  const iterator = items[Symbol.asyncIterator]()
+  let failure: unknown
+  const worker = async () => {
+    for (;;) {
+      if (failure !== undefined) return
+      const next = await iterator.next()
+      if (next.done) return
+      try {
+        await fn(next.value)
+      } catch (error) {
+        failure ??= error
+      }
+    }
+  }
+
+  await Promise.all(Array.from({length: Math.max(1, limit)}, worker))
+  if (failure !== undefined) throw failure
+}
