@@ -1,0 +1,286 @@
+import {execFile, spawn} from 'node:child_process'
+import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+import {promisify} from 'node:util'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type FixtureRecord, generateStudySet} from '../fixtures/generate.js'
+import {parseJson, repoRoot, runCli} from './helpers/cli.js'
+import {makeCorpus, volumeFiles} from './helpers/corpus.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
+import {flipByteInEntry, payloadEntries} from './helpers/tamper.js'
+
+const run = promisify(execFile)
+const config = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
+
+interface SyncJson {
+  transferred: number
+  skipped: number
+  failed: number
+  bytes: number
+  plan: {missing: number; different: number; present: number; bytesToTransfer: number; onlyOnTarget: number; studies: {complete: number; partial: number; missing: number}}
+  deletion?: {candidates: number; deleted: number; refused?: string}
+}
+
+interface DiffJson {
+  onlySource: number
+  onlyTarget: number
+  different: number
+  identical: number
+  instances: {onlySource: string[]; onlyTarget: string[]; different: string[]}
+  studies?: Array<{studyInstanceUid: string; onlySource: number; different: number}>
+}
+
+async function emptyOf(server: OrthancServer): Promise<void> {
+  for (const id of await server.json<string[]>('/instances')) await server.api(`/instances/${id}`, {method: 'DELETE'})
+}
+
+/** A file with the same identifiers (so the same Orthanc ID) but other bytes. */
+async function alteredCopy(record: FixtureRecord): Promise<Buffer> {
+  const bytes = Buffer.from(await readFile(record.path))
+  bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0x55
+  return bytes
+}
+
+describe('sync, diff and verify', () => {
+  let source: OrthancServer
+  let target: OrthancServer
+  let work: string
+  let corpus: FixtureRecord[]
+  const sync = (...args: string[]) => runCli(['sync', '--source', source.url, '--target', target.url, '--json', ...args])
+  const diff = (...args: string[]) => runCli(['diff', '--source', source.url, '--target', target.url, '--json', ...args])
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'sync-test-'))
+    corpus = await makeCorpus(join(work, 'fixtures'))
+    ;[source, target] = await Promise.all([startOrthanc({name: 'sync-source', ...config}), startOrthanc({name: 'sync-target', ...config})])
+    await uploadFiles(source, corpus.map((record) => record.path))
+    await source.api(`/instances/${corpus[2]!.orthancId}/metadata/Reviewed`, {method: 'PUT', body: 'yes'})
+    await source.api(`/instances/${corpus[2]!.orthancId}/attachments/Report`, {method: 'PUT', body: 'findings'})
+  })
+  afterAll(async () => {
+    await Promise.all([source?.dispose(), target?.dispose()])
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('--dry-run prints the plan and changes nothing', async () => {
+    await emptyOf(target)
+    const result = await sync('--dry-run')
+    expect(result.code, result.stderr).toBe(0)
+    const summary = parseJson<SyncJson>(result)
+    expect(summary.plan).toMatchObject({missing: corpus.length, present: 0, different: 0})
+    expect(summary.plan.bytesToTransfer).toBe(corpus.reduce((sum, record) => sum + record.size, 0))
+    expect(summary.plan.studies.missing).toBe(new Set(corpus.map((record) => record.studyInstanceUid)).size)
+    expect(summary.transferred).toBe(0)
+    expect(await target.json<string[]>('/instances')).toEqual([])
+  })
+
+  it('copies the fixture set byte-identical, with metadata and attachments', async () => {
+    const result = await sync()
+    expect(result.code, result.stderr).toBe(0)
+    expect(parseJson<SyncJson>(result)).toMatchObject({transferred: corpus.length, skipped: 0, failed: 0})
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    expect(await (await target.api(`/instances/${corpus[2]!.orthancId}/metadata/Reviewed`)).text()).toBe('yes')
+    expect(await (await target.api(`/instances/${corpus[2]!.orthancId}/attachments/Report/data`)).text()).toBe('findings')
+    for (const record of corpus) {
+      const bytes = Buffer.from(await (await target.api(`/instances/${record.orthancId}/file`)).arrayBuffer())
+      expect(bytes.equals(await readFile(record.path)), record.label).toBe(true)
+    }
+  })
+
+  it('a second sync after new instances arrive transfers exactly the new ones', async () => {
+    const more = await generateStudySet(join(work, 'more'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 2000, seed: 'sync-more'})
+    await uploadFiles(source, more.map((record) => record.path))
+    try {
+      const result = await sync()
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 3, skipped: corpus.length, failed: 0})
+    } finally {
+      for (const record of more) {
+        await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
+        await target.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
+      }
+    }
+  })
+
+  it('diff finds a deleted instance and an altered one, per study, and exits 14', async () => {
+    const [deleted, altered] = [corpus[0]!, corpus[5]!]
+    await target.api(`/instances/${deleted.orthancId}`, {method: 'DELETE'})
+    await target.api(`/instances/${altered.orthancId}`, {method: 'DELETE'})
+    await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(altered))})
+    const result = await diff('--per-study')
+    expect(result.code).toBe(14)
+    const summary = parseJson<DiffJson>(result)
+    expect(summary).toMatchObject({onlySource: 1, onlyTarget: 0, different: 1, identical: corpus.length - 2})
+    expect(summary.instances.onlySource).toEqual([deleted.orthancId])
+    expect(summary.instances.different).toEqual([altered.orthancId])
+    expect(summary.studies!.find((study) => study.studyInstanceUid === deleted.studyInstanceUid)!.onlySource).toBe(1)
+
+    // A plain sync restores the deleted one; only --checksum notices and replaces the altered one.
+    expect(parseJson<SyncJson>(await sync())).toMatchObject({transferred: 1, failed: 0})
+    expect(parseJson<DiffJson>(await diff())).toMatchObject({onlySource: 0, different: 1})
+    const fixed = await sync('--checksum')
+    expect(parseJson<SyncJson>(fixed)).toMatchObject({transferred: 1, failed: 0, plan: {different: 1}})
+    const same = await diff()
+    expect(same.code).toBe(0)
+    expect(parseJson<DiffJson>(same)).toMatchObject({onlySource: 0, onlyTarget: 0, different: 0, identical: corpus.length})
+  })
+
+  it('--delete removes what the source no longer has, guarded against wiping the target', async () => {
+    const extra = await generateStudySet(join(work, 'extra'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 1000, seed: 'target-only'})
+    await uploadFiles(target, extra.map((record) => record.path))
+    const guarded = await sync('--delete', '--max-delete-fraction', '0.01')
+    expect(parseJson<SyncJson>(guarded).deletion).toMatchObject({candidates: 2, deleted: 0, refused: expect.stringMatching(/max-delete-fraction/)})
+    expect(parseJson<DiffJson>(await diff()).onlyTarget).toBe(2)
+
+    const deleted = await sync('--delete')
+    expect(deleted.code, deleted.stderr).toBe(0)
+    expect(parseJson<SyncJson>(deleted).deletion).toEqual({candidates: 2, deleted: 2})
+    expect((await diff()).code).toBe(0)
+
+    // A source that answers empty never empties the target.
+    const empty = await startOrthanc({name: 'empty-source'})
+    try {
+      const result = await runCli(['sync', '--source', empty.url, '--target', target.url, '--delete', '--max-delete-fraction', '1', '--json'])
+      expect(parseJson<SyncJson>(result).deletion).toMatchObject({deleted: 0, refused: expect.stringMatching(/no instances at all/)})
+      expect((await target.json<string[]>('/instances')).length).toBe(corpus.length)
+    } finally {
+      await empty.dispose()
+    }
+  })
+
+  it('export - | import - through a pipe, with no temporary files', async () => {
+    const piped = await startOrthanc({name: 'pipe-target', ...config})
+    try {
+      const cli = `${JSON.stringify(process.execPath)} ${JSON.stringify(join(repoRoot, 'bin/run.js'))}`
+      const {stdout, stderr} = await run('bash', ['-o', 'pipefail', '-c', `${cli} export --source ${source.url} --output - | ${cli} import --target ${piped.url} --no-receipt --json -`])
+      expect(stderr).toMatch(/^Exported \d+ instances/)
+      expect(stderr).not.toMatch(/Error/)
+      expect(JSON.parse(stdout)).toMatchObject({transferred: corpus.length, failed: 0, problems: []})
+      expect(await instanceMd5s(piped)).toEqual(await instanceMd5s(source))
+      expect(await (await piped.api(`/instances/${corpus[2]!.orthancId}/metadata/Reviewed`)).text()).toBe('yes')
+    } finally {
+      await piped.dispose()
+    }
+  })
+
+  describe('verify', () => {
+    let volumes: string
+    beforeAll(async () => {
+      volumes = join(work, 'volumes')
+      const result = await runCli(['export', '--source', source.url, '--output', volumes, '--max-volume-size', '1600000'])
+      expect(result.code, result.stderr).toBe(0)
+    })
+
+    it('passes complete, valid volumes, and confirms them on a target', async () => {
+      const offline = await runCli(['verify', volumes, '--json'])
+      expect(offline.code, offline.stderr).toBe(0)
+      expect(parseJson<{complete: boolean; valid: boolean; instances: number}>(offline)).toMatchObject({complete: true, valid: true, instances: corpus.length})
+      const online = await runCli(['verify', volumes, '--target', target.url, '--json'])
+      expect(online.code, online.stderr).toBe(0)
+      expect(parseJson<{target: {confirmed: number}}>(online).target.confirmed).toBe(corpus.length)
+    })
+
+    it('says when the target lacks an archived instance: exit 14', async () => {
+      const victim = corpus[7]!
+      const bytes = Buffer.from(await (await target.api(`/instances/${victim.orthancId}/file`)).arrayBuffer())
+      await target.api(`/instances/${victim.orthancId}`, {method: 'DELETE'})
+      try {
+        const result = await runCli(['verify', volumes, '--target', target.url, '--json'])
+        expect(result.code).toBe(14)
+        expect(parseJson<{target: {missing: string[]}}>(result).target.missing).toEqual([victim.orthancId])
+      } finally {
+        await target.api('/instances', {method: 'POST', body: new Uint8Array(bytes)})
+      }
+    })
+
+    it('catches a flipped byte and a missing volume', async () => {
+      const copy = join(work, 'damaged')
+      await run('cp', ['-r', volumes, copy])
+      const files = await volumeFiles(copy)
+      const [entry] = await payloadEntries(files[0]!)
+      await flipByteInEntry(files[0]!, entry!.name)
+      await rm(files.at(-1)!)
+      const result = await runCli(['verify', copy, '--json'])
+      expect(result.code).toBe(11)
+      const summary = parseJson<{complete: boolean; valid: boolean; volumes: {missing: Array<{volume: number}>}; problems: Array<{label: string; reason: string}>}>(result)
+      expect(summary.valid).toBe(false)
+      expect(summary.complete).toBe(false)
+      expect(summary.volumes.missing).toEqual([expect.objectContaining({volume: files.length})])
+      expect(summary.problems.some((problem) => problem.label.includes(entry!.name) && /checksum/.test(problem.reason))).toBe(true)
+      const human = await runCli(['verify', copy])
+      expect(human.stdout).toMatch(/NOT complete and valid/)
+    })
+  })
+
+  describe('--follow', () => {
+    it('mirrors new instances, survives a target restart, and keeps its cursor across its own restart', async () => {
+      const mirror = await startOrthanc({name: 'mirror', ...config})
+      const stateFile = join(work, 'follow-state.json')
+      const startFollowing = () => {
+        const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.url, '--target', mirror.url, '--follow', '--interval', '1', '--state', stateFile, '--json', '--retries', '1'], {stdio: ['ignore', 'pipe', 'pipe']})
+        let stdout = ''
+        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
+        const closed = new Promise<number>((resolve) => child.once('close', (code) => resolve(code ?? 1)))
+        return {child, closed, output: () => stdout}
+      }
+
+      const waitFor = async (what: () => Promise<boolean>, label: string) => {
+        const deadline = Date.now() + 30_000
+        while (!(await what().catch(() => false))) {
+          if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`)
+          await sleep(200)
+        }
+      }
+
+      const onMirror = async (ids: string[]) => {
+        const present = new Set(await mirror.json<string[]>('/instances'))
+        return ids.every((id) => present.has(id))
+      }
+
+      const batch = async (seed: string) => {
+        const records = await generateStudySet(join(work, seed), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 1500, seed})
+        await uploadFiles(source, records.map((record) => record.path))
+        return records.map((record) => record.orthancId)
+      }
+
+      const added: string[] = []
+      let follower = startFollowing()
+      try {
+        await waitFor(async () => onMirror(await source.json<string[]>('/instances')), 'the first full pass')
+        added.push(...(await batch('follow-1')))
+        await waitFor(() => onMirror(added), 'instances added while following')
+
+        await mirror.stop()
+        added.push(...(await batch('follow-2')))
+        await sleep(1500)
+        await mirror.start()
+        await waitFor(() => onMirror(added), 'catching up after the target came back')
+
+        follower.child.kill('SIGTERM')
+        expect(await follower.closed).toBe(0)
+        const saved = JSON.parse(await readFile(stateFile, 'utf8')) as {cursor: number}
+        expect(saved.cursor).toBeGreaterThan(0)
+        expect(JSON.parse(follower.output())).toMatchObject({following: true, failed: 0})
+
+        added.push(...(await batch('follow-3')))
+        follower = startFollowing()
+        await waitFor(() => onMirror(added), 'instances added while it was stopped')
+        follower.child.kill('SIGINT')
+        expect(await follower.closed).toBe(0)
+        // Restarted from its saved cursor: no full pass was needed.
+        expect(JSON.parse(follower.output())).toMatchObject({fullPasses: 0, failed: 0})
+        expect((JSON.parse(await readFile(stateFile, 'utf8')) as {cursor: number}).cursor).toBeGreaterThan(saved.cursor)
+        expect(await instanceMd5s(mirror)).toEqual(await instanceMd5s(source))
+      } finally {
+        follower.child.kill('SIGKILL')
+        for (const id of added) await source.api(`/instances/${id}`, {method: 'DELETE'})
+        await mirror.dispose()
+      }
+    }, 120_000)
+  })
+})
+
