@@ -1,0 +1,639 @@
+import {execFile} from 'node:child_process'
+import {createHash} from 'node:crypto'
+import {mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {Readable, Writable} from 'node:stream'
+import {promisify} from 'node:util'
+
+import tar from 'tar-stream'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type ArchiveEntry, readArchiveEntries, TruncatedArchiveError} from '../src/archive/archive-stream.js'
+import {BagValidator, type EntryVerdict} from '../src/archive/bag-validator.js'
+import {BagFormatError, parseBagInfo, parseChecksumManifest, renderBagInfo, renderChecksumManifest} from '../src/archive/bagit.js'
+import {checkEntryHeader, type EntryHeader, type EntryLimits, EntryRefusedError, printable} from '../src/archive/entry-rules.js'
+import {
+  ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, CONTENTS_FILE, dicomPayloadPath, type InstanceRecord, PAYLOAD_MANIFEST_FILE,
+  TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, volumeName, type WrittenInstanceRecord,
+} from '../src/archive/format.js'
+import {indexTarFile, type TarIndex} from '../src/archive/tar-index.js'
+import {TarOutput, VolumeWriter} from '../src/archive/volume-writer.js'
+
+const run = promisify(execFile)
+
+const limits: EntryLimits = {maxEntryBytes: 1000, maxTagFileBytes: 100}
+
+function refusal(header: EntryHeader, entryLimits = limits): EntryRefusedError {
+  try {
+    checkEntryHeader(header, entryLimits)
+  } catch (error) {
+    if (error instanceof EntryRefusedError) return error
+    throw error
+  }
+
+  throw new Error(`"${header.name}" was accepted`)
+}
+
+const file = (name: string, size = 10): EntryHeader => ({name, type: 'file', size})
+
+interface PackEntry {
+  header: tar.Headers
+  data?: Buffer
+}
+
+/** A whole tar as tar-stream writes it, with its end-of-archive blocks. */
+async function packTar(entries: PackEntry[]): Promise<Buffer> {
+  const pack = tar.pack()
+  for (const {header, data} of entries) pack.entry({mtime: new Date(0), ...header}, data)
+  pack.finalize()
+  const chunks: Buffer[] = []
+  for await (const chunk of pack) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
+/** Feeds a buffer in small chunks, so that entries and headers straddle chunk boundaries. */
+function chunked(bytes: Buffer, size = 700): Readable {
+  const chunks: Buffer[] = []
+  for (let offset = 0; offset < bytes.length; offset += size) chunks.push(bytes.subarray(offset, offset + size))
+  return Readable.from(chunks)
+}
+
+interface ReadResult {
+  entries: ArchiveEntry[]
+  refused: EntryRefusedError[]
+  error?: unknown
+}
+
+async function readAllEntries(bytes: Buffer, entryLimits: EntryLimits = limits): Promise<ReadResult> {
+  const result: ReadResult = {entries: [], refused: []}
+  try {
+    for await (const entry of readArchiveEntries(chunked(bytes), entryLimits, (error) => result.refused.push(error))) result.entries.push(entry)
+  } catch (error) {
+    result.error = error
+  }
+
+  return result
+}
+
+function pattern(length: number, seed: number): Buffer {
+  const bytes = Buffer.alloc(length)
+  for (let index = 0; index < length; index++) bytes[index] = (index * 31 + seed * 17) & 0xff
+  return bytes
+}
+
+/** A ustar header block with a valid checksum, for headers tar writers will not produce. */
+function ustarHeader(name: string, size: number | Buffer, typeflag: string): Buffer {
+  const block = Buffer.alloc(512)
+  block.write(name, 0, 100, 'utf8')
+  block.write('0000644\0', 100, 'latin1')
+  block.write('0000000\0', 108, 'latin1')
+  block.write('0000000\0', 116, 'latin1')
+  if (typeof size === 'number') block.write(`${size.toString(8).padStart(11, '0')}\0`, 124, 'latin1')
+  else size.copy(block, 124)
+  block.write('00000000000\0', 136, 'latin1')
+  block.write(typeflag, 156, 'latin1')
+  block.write('ustar\x0000', 257, 'latin1')
+  block.fill(0x20, 148, 156)
+  let sum = 0
+  for (const byte of block) sum += byte
+  block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1')
+  return block
+}
+
+const padded = (data: Buffer) => Buffer.concat([data, Buffer.alloc((512 - (data.length % 512)) % 512)])
+
+describe('checkEntryHeader', () => {
+  it('accepts payload and tag files, and says where they belong', () => {
+    expect(checkEntryHeader(file('bag/data/dicom/a/b.dcm'), limits)).toEqual({bag: 'bag', path: 'data/dicom/a/b.dcm'})
+    expect(checkEntryHeader(file('bag/bagit.txt'), limits)).toEqual({bag: 'bag', path: 'bagit.txt'})
+    expect(checkEntryHeader(file('bag/orthanc/contents.json'), limits)).toEqual({bag: 'bag', path: 'orthanc/contents.json'})
+    expect(checkEntryHeader({name: 'bag/data/x.dcm', type: 'contiguous-file', size: 1}, limits)).toEqual({bag: 'bag', path: 'data/x.dcm'})
+  })
+
+  it('returns undefined for directories', () => {
+    expect(checkEntryHeader({name: 'bag/data/', type: 'directory', size: 0}, limits)).toBeUndefined()
+    expect(checkEntryHeader({name: 'bag', type: 'directory', size: 0}, limits)).toBeUndefined()
+  })
+
+  it('refuses links and special files, naming what they are', () => {
+    const symlink = refusal({name: 'bag/data/x.dcm', type: 'symlink', size: 0, linkname: '/etc/passwd'})
+    expect(symlink.reason).toMatch(/symbolic link/)
+    expect(symlink.reason).toContain('/etc/passwd')
+    expect(refusal({name: 'bag/data/x.dcm', type: 'link', size: 0, linkname: 'bag/bagit.txt'}).reason).toMatch(/hard link/)
+    expect(refusal({name: 'bag/data/x', type: 'character-device', size: 0}).reason).toMatch(/character-device entries are not allowed/)
+    expect(refusal({name: 'bag/data/x', type: 'block-device', size: 0}).reason).toMatch(/block-device entries are not allowed/)
+    expect(refusal({name: 'bag/data/x', type: 'fifo', size: 0}).reason).toMatch(/fifo entries are not allowed/)
+  })
+
+  it('refuses paths that leave the bag or are not plain relative paths', () => {
+    expect(refusal(file('/etc/x')).reason).toMatch(/absolute/)
+    expect(refusal(file('C:/x')).reason).toMatch(/absolute/)
+    expect(refusal(file('bag/../../etc/x')).reason).toMatch(/\.\./)
+    expect(refusal(file('bag/data/../../x')).reason).toMatch(/\.\./)
+    expect(refusal(file('bag//data/x')).reason).toMatch(/empty or "\." segments/)
+    expect(refusal(file('bag/./data/x')).reason).toMatch(/empty or "\." segments/)
+    expect(refusal(file('bag/data/x/')).reason).toMatch(/empty or "\." segments/)
+    expect(refusal(file('bag\\data\\x')).reason).toMatch(/backslash/)
+    expect(refusal(file('bag/data/x\0.dcm')).reason).toMatch(/NUL/)
+    expect(refusal(file('bagit.txt')).reason).toMatch(/not inside a bag directory/)
+  })
+
+  it('applies the payload limit to data/ entries and the tag file limit to the others', () => {
+    expect(checkEntryHeader(file('bag/data/x.dcm', 1000), limits)).toBeDefined()
+    expect(refusal(file('bag/data/x.dcm', 1001)).reason).toMatch(/size 1001 is over the limit of 1000 bytes/)
+    expect(checkEntryHeader(file('bag/bagit.txt', 100), limits)).toBeDefined()
+    // Within the payload limit, but a tag file that large is refused.
+    expect(refusal(file('bag/bagit.txt', 500)).reason).toMatch(/size 500 is over the limit of 100 bytes/)
+    expect(refusal(file('bag/data/x.dcm', Number.NaN)).reason).toMatch(/over the limit/)
+    expect(refusal(file('bag/data/x.dcm', -1)).reason).toMatch(/over the limit/)
+  })
+
+  it('escapes control characters when showing names', () => {
+    expect(printable('a\x1b[2Jb\r\n')).toBe('a\\x1b[2Jb\\x0d\\x0a')
+    expect(printable('x\x7f\u0085y')).toBe('x\\x7f\\x85y')
+    expect(printable('données/é.dcm')).toBe('données/é.dcm')
+    expect(printable('a'.repeat(1000))).toHaveLength(300)
+    const error = refusal({name: 'bag/\x1b]0;owned\x07', type: 'fifo', size: 0})
+    expect(error.message).not.toMatch(/[\x00-\x1f]/)
+    expect(error.message).toContain('\\x1b]0;owned\\x07')
+  })
+})
+
+describe('readArchiveEntries', () => {
+  it('reads entries with their data, skipping directories', async () => {
+    const a = pattern(1000, 1)
+    const bytes = await packTar([
+      {header: {name: 'bag/', type: 'directory'}},
+      {header: {name: 'bag/bagit.txt'}, data: Buffer.from('BagIt-Version: 1.0\n')},
+      {header: {name: 'bag/data/a.dcm'}, data: a},
+      {header: {name: 'bag/data/empty.dcm'}, data: Buffer.alloc(0)},
+    ])
+    const {entries, refused, error} = await readAllEntries(bytes)
+    expect(error).toBeUndefined()
+    expect(refused).toEqual([])
+    expect(entries.map(({name, bag, path}) => ({name, bag, path}))).toEqual([
+      {name: 'bag/bagit.txt', bag: 'bag', path: 'bagit.txt'},
+      {name: 'bag/data/a.dcm', bag: 'bag', path: 'data/a.dcm'},
+      {name: 'bag/data/empty.dcm', bag: 'bag', path: 'data/empty.dcm'},
+    ])
+    expect(entries[1]!.data.equals(a)).toBe(true)
+    expect(entries[2]!.data.length).toBe(0)
+  })
+
+  it('refuses a second entry with the same name and keeps the first', async () => {
+    const bytes = await packTar([
+      {header: {name: 'bag/data/a.dcm'}, data: Buffer.from('first')},
+      {header: {name: 'bag/data/a.dcm'}, data: Buffer.from('second, swapped in')},
+      {header: {name: 'bag/data/b.dcm'}, data: Buffer.from('b')},
+    ])
+    const {entries, refused, error} = await readAllEntries(bytes)
+    expect(error).toBeUndefined()
+    expect(entries.map((entry) => [entry.name, entry.data.toString()])).toEqual([['bag/data/a.dcm', 'first'], ['bag/data/b.dcm', 'b']])
+    expect(refused).toHaveLength(1)
+    expect(refused[0]!.entry).toBe('bag/data/a.dcm')
+    expect(refused[0]!.reason).toMatch(/same name/)
+  })
+
+  it('refuses an oversized entry without keeping it, and still reads the next one whole', async () => {
+    const next = pattern(900, 2)
+    const bytes = await packTar([
+      {header: {name: 'bag/data/big.dcm'}, data: pattern(5000, 3)},
+      {header: {name: 'bag/data/next.dcm'}, data: next},
+    ])
+    const {entries, refused, error} = await readAllEntries(bytes)
+    expect(error).toBeUndefined()
+    expect(refused.map((refusedEntry) => refusedEntry.entry)).toEqual(['bag/data/big.dcm'])
+    expect(refused[0]!.reason).toMatch(/over the limit/)
+    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/next.dcm'])
+    expect(entries[0]!.data.equals(next)).toBe(true)
+  })
+
+  it('refuses links and devices in the stream and goes on', async () => {
+    const bytes = await packTar([
+      {header: {name: 'bag/data/link.dcm', type: 'symlink', linkname: '../../etc/shadow'}},
+      {header: {name: 'bag/data/dev', type: 'character-device', devmajor: 1, devminor: 3}},
+      {header: {name: 'bag/data/ok.dcm'}, data: Buffer.from('ok')},
+    ])
+    const {entries, refused, error} = await readAllEntries(bytes)
+    expect(error).toBeUndefined()
+    expect(refused.map((refusedEntry) => refusedEntry.entry)).toEqual(['bag/data/link.dcm', 'bag/data/dev'])
+    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/ok.dcm'])
+  })
+
+  it('throws TruncatedArchiveError when the stream ends in the middle of an entry', async () => {
+    const bytes = await packTar([
+      {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
+      {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
+    ])
+    // a: header 512 + data 1024; b's header ends at 2048; cut 300 bytes into b's data.
+    const {entries, error} = await readAllEntries(bytes.subarray(0, 2048 + 300))
+    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
+    expect(error).toBeInstanceOf(TruncatedArchiveError)
+    expect((error as TruncatedArchiveError).lastEntry).toBe('bag/data/b.dcm')
+    expect((error as Error).message).toContain('bag/data/b.dcm')
+  })
+
+  it('throws TruncatedArchiveError when the stream ends inside a header', async () => {
+    const bytes = await packTar([
+      {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
+      {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
+    ])
+    const {entries, error} = await readAllEntries(bytes.subarray(0, 1536 + 200))
+    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
+    expect(error).toBeInstanceOf(TruncatedArchiveError)
+  })
+
+  it('ends without error when the stream is cut exactly between two entries', async () => {
+    // Nothing in a tar stream tells this apart from a short archive: the bag validator's tag manifest does.
+    const bytes = await packTar([
+      {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
+      {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
+    ])
+    const {entries, error} = await readAllEntries(bytes.subarray(0, 1536))
+    expect(error).toBeUndefined()
+    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
+  })
+
+  it('takes the name from a pax header when the path is too long for ustar', async () => {
+    const longName = `bag/data/dicom/${'s'.repeat(70)}/${'i'.repeat(180)}.dcm`
+    const data = pattern(700, 6)
+    const bytes = await packTar([{header: {name: longName}, data}])
+    // The proof that a pax header was written: its type flag 'x' in the first block.
+    expect(String.fromCharCode(bytes[156]!)).toBe('x')
+    const {entries, refused, error} = await readAllEntries(bytes, {maxEntryBytes: 1000, maxTagFileBytes: 100})
+    expect(error).toBeUndefined()
+    expect(refused).toEqual([])
+    expect(entries).toHaveLength(1)
+    expect(entries[0]!.name).toBe(longName)
+    expect(entries[0]!.path).toBe(longName.slice('bag/'.length))
+    expect(entries[0]!.data.equals(data)).toBe(true)
+  })
+})
+
+describe('indexTarFile', () => {
+  let work: string
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'tar-index-test-'))
+  })
+  afterAll(async () => {
+    await rm(work, {recursive: true, force: true})
+  })
+
+  const longDir = `bag/data/dicom/${'d'.repeat(60)}`
+  const contents: Record<string, Buffer> = {
+    'bag/bagit.txt': Buffer.from('BagIt-Version: 1.0\n'),
+    'bag/data/dicom/a.dcm': pattern(1500, 7),
+    // Over 100 bytes: ustar prefix, pax or GNU long name depending on the writer.
+    [`${longDir}/${'f'.repeat(60)}.dcm`]: pattern(513, 8),
+    [`${longDir}/${'g'.repeat(120)}.dcm`]: pattern(0, 9),
+    'bag/tagmanifest-sha256.txt': Buffer.from('x'.repeat(64) + '  bagit.txt\n'),
+  }
+
+  async function writeWithTarStream(name: string): Promise<string> {
+    const path = join(work, name)
+    await writeFile(path, await packTar(Object.entries(contents).map(([entryName, data]) => ({header: {name: entryName}, data}))))
+    return path
+  }
+
+  async function expectContents(path: string, index: TarIndex): Promise<void> {
+    const bytes = await readFile(path)
+    const files = index.entries.filter((entry) => entry.type === 'file')
+    expect(files.map((entry) => entry.name).sort()).toEqual(Object.keys(contents).sort())
+    for (const entry of files) {
+      const expected = contents[entry.name]!
+      expect(entry.size, entry.name).toBe(expected.length)
+      expect(entry.truncated).toBe(false)
+      expect(bytes.subarray(entry.dataOffset, entry.dataOffset + entry.size).equals(expected), entry.name).toBe(true)
+    }
+  }
+
+  it('lists a tar-stream tar: names, sizes and data offsets', async () => {
+    const path = await writeWithTarStream('tar-stream.tar')
+    const index = await indexTarFile(path)
+    expect(index.damage).toBeUndefined()
+    expect(index.endMarker).toBe(true)
+    await expectContents(path, index)
+  })
+
+  it.each(['gnu', 'posix', 'ustar'])('lists a tar written by GNU tar (--format=%s)', async (format) => {
+    const folder = join(work, `tree-${format}`)
+    for (const [name, data] of Object.entries(contents)) {
+      // ustar cannot hold a 120-character file name in any field: leave that one out for it.
+      if (format === 'ustar' && name.endsWith(`${'g'.repeat(120)}.dcm`)) continue
+      await mkdir(join(folder, name, '..'), {recursive: true})
+      await writeFile(join(folder, name), data)
+    }
+
+    const path = join(work, `gnu-${format}.tar`)
+    await run('tar', [`--format=${format}`, '-cf', path, '-C', folder, 'bag'])
+    const index = await indexTarFile(path)
+    expect(index.damage).toBeUndefined()
+    expect(index.endMarker).toBe(true)
+    expect(index.entries.some((entry) => entry.type === 'directory' && entry.name.replace(/\/$/, '') === longDir)).toBe(true)
+    if (format === 'ustar') {
+        const bytes = await readFile(path)
+      const files = index.entries.filter((entry) => entry.type === 'file')
+      expect(files).toHaveLength(Object.keys(contents).length - 1)
+      for (const entry of files) expect(bytes.subarray(entry.dataOffset, entry.dataOffset + entry.size).equals(contents[entry.name]!)).toBe(true)
+    } else {
+      await expectContents(path, index)
+    }
+  })
+
+  it('marks the last entry truncated when the file ends inside its data', async () => {
+    const whole = await readFile(await writeWithTarStream('whole.tar'))
+    const complete = await indexTarFile(join(work, 'whole.tar'))
+    const a = complete.entries.find((entry) => entry.name === 'bag/data/dicom/a.dcm')!
+    const cut = join(work, 'cut.tar')
+    await writeFile(cut, whole.subarray(0, a.dataOffset + 700))
+    const index = await indexTarFile(cut)
+    expect(index.endMarker).toBe(false)
+    expect(index.damage).toBeUndefined()
+    expect(index.entries.map((entry) => entry.name)).toEqual(['bag/bagit.txt', 'bag/data/dicom/a.dcm'])
+    expect(index.entries[0]!.truncated).toBe(false)
+    expect(index.entries[1]!.truncated).toBe(true)
+    expect(index.entries[1]!.size).toBe(1500)
+  })
+
+  it('reports damage at a header whose checksum does not match, keeping the entries before it', async () => {
+    const whole = await readFile(await writeWithTarStream('to-damage.tar'))
+    const second = 1024
+    expect(whole.subarray(second, second + 20).toString('latin1')).toBe('bag/data/dicom/a.dcm')
+    whole[second + 10] ^= 0x01
+    const path = join(work, 'damaged.tar')
+    await writeFile(path, whole)
+    const index = await indexTarFile(path)
+    expect(index.damage).toBe(`damaged header at byte ${second}`)
+    expect(index.endMarker).toBe(false)
+    expect(index.entries.map((entry) => entry.name)).toEqual(['bag/bagit.txt'])
+  })
+
+  it('refuses an extended header over 1 MiB', async () => {
+    const paxSize = 2 * 1024 * 1024
+    const path = join(work, 'huge-pax.tar')
+    await writeFile(path, Buffer.concat([ustarHeader('PaxHeaders/x', paxSize, 'x'), Buffer.alloc(paxSize, 0x41), ustarHeader('bag/bagit.txt', 0, '0'), Buffer.alloc(1024)]))
+    const index = await indexTarFile(path)
+    expect(index.damage).toBe(`extended header of ${paxSize} bytes at byte 0`)
+    expect(index.entries).toEqual([])
+    expect(index.endMarker).toBe(false)
+  })
+
+  it('reads GNU base-256 sizes', async () => {
+    // Sizes of 8 GiB and more do not fit 11 octal digits; GNU tar then writes them in binary.
+    const size = Buffer.alloc(12)
+    size[0] = 0x80
+    size.writeUInt32BE(1300, 8)
+    const data = pattern(1300, 10)
+    const path = join(work, 'base256.tar')
+    await writeFile(path, Buffer.concat([ustarHeader('bag/data/big.dcm', size, '0'), padded(data), Buffer.alloc(1024)]))
+    const index = await indexTarFile(path)
+    expect(index.entries).toEqual([{name: 'bag/data/big.dcm', type: 'file', size: 1300, linkname: '', dataOffset: 512, truncated: false}])
+    expect(index.endMarker).toBe(true)
+  })
+})
+
+describe('BagValidator', () => {
+  const bag = volumeName('unit', 1, 1)
+  const mtime = new Date('2024-05-01T00:00:00Z')
+  const md5 = (data: Buffer) => createHash('md5').update(data).digest('hex')
+  const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
+
+  const dicomA = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), pattern(700, 11)])
+  const dicomB = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), pattern(1300, 12)])
+  const report = Buffer.from('%PDF-1.4 a small report\n')
+
+  function record(id: string, data: Buffer, attachments: InstanceRecord['attachments'] = []): InstanceRecord {
+    return {
+      id,
+      studyId: 'study-1',
+      seriesId: 'series-1',
+      studyInstanceUid: '1.2.3',
+      seriesInstanceUid: '1.2.3.4',
+      sopInstanceUid: `1.2.3.4.${id.length}`,
+      size: data.length,
+      md5: md5(data),
+      path: dicomPayloadPath({studyId: 'study-1', id}),
+      userMetadata: {},
+      systemMetadata: {},
+      attachments,
+      labels: [],
+    }
+  }
+
+  const recordA = record('instance-a', dicomA, [{name: 'Report', contentType: 1030, size: report.length, md5: md5(report), path: attachmentPayloadPath('instance-a', 1030)}])
+  const recordB = record('instance-b', dicomB)
+  const payloads: Array<[path: string, data: Buffer]> = [[recordA.path, dicomA], [recordA.attachments[0]!.path, report], [recordB.path, dicomB]]
+
+  const header: VolumeHeader = {
+    format: ARCHIVE_FORMAT,
+    formatVersion: ARCHIVE_FORMAT_VERSION,
+    group: 'group-1',
+    volume: 1,
+    volumeCount: 1,
+    source: {server: 'http://source.test', name: 'SOURCE', version: '1.12.4', databaseBackend: 'SQLite (built-in)', storageBackend: 'filesystem (built-in)'},
+    exportedAt: mtime.toISOString(),
+    filters: {},
+    changeCursor: 42,
+    hops: [],
+    studies: {'study-1': {studyInstanceUid: '1.2.3', expectedInstances: 2, instancesOnSource: 2}},
+  }
+
+  interface VolumeOptions {
+    contents?: Partial<VolumeContents>
+    extraPayload?: [path: string, data: Buffer]
+  }
+
+  /** One volume written the way export writes it, into memory. */
+  async function writeVolume(options: VolumeOptions = {}): Promise<Buffer> {
+    const chunks: Buffer[] = []
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        chunks.push(chunk)
+        callback()
+      },
+    })
+    const output = new TarOutput(sink)
+    const writer = new VolumeWriter(output, bag, mtime)
+    await writer.begin({...header, instances: [recordA, recordB], ...options.contents})
+    const digests = new Map<string, string>()
+    for (const [path, data] of [...payloads, ...(options.extraPayload ? [options.extraPayload] : [])]) digests.set(path, await writer.addPayload(path, data))
+    const written: WrittenInstanceRecord[] = [recordA, recordB].map((one) => ({
+      ...one,
+      sha256: digests.get(one.path)!,
+      attachments: one.attachments.map((attachment) => ({...attachment, sha256: digests.get(attachment.path)!})),
+    }))
+    await writer.finish({...header, instances: written, failed: []}, {group: header.group, volume: 1, volumeCount: 1, baggingDate: '2024-05-01', software: 'orthanc-replicate', description: 'unit test volume'})
+    await output.close()
+    return Buffer.concat(chunks)
+  }
+
+  interface Validation {
+    verdicts: Map<string, EntryVerdict>
+    validator: BagValidator
+    error?: unknown
+  }
+
+  async function validate(bytes: Buffer, knownSha256?: Map<string, string>): Promise<Validation> {
+    const validator = new BagValidator(bag, knownSha256)
+    const verdicts = new Map<string, EntryVerdict>()
+    const {entries, refused, error} = await readAllEntries(bytes, {maxEntryBytes: 1024 ** 2, maxTagFileBytes: 1024 ** 2})
+    expect(refused).toEqual([])
+    for (const entry of entries) {
+      expect(entry.bag).toBe(bag)
+      verdicts.set(entry.path, validator.accept(entry))
+    }
+
+    return {verdicts, validator, error}
+  }
+
+  /** Where the header of the entry at `path` starts in the tar (tar-stream puts the name at the header's first byte). */
+  function headerOffset(bytes: Buffer, path: string): number {
+    const offset = bytes.indexOf(`${bag}/${path}\0`)
+    expect(offset % 512).toBe(0)
+    return offset
+  }
+
+  it('accepts every entry of an intact volume and calls it complete', async () => {
+    const {verdicts, validator, error} = await validate(await writeVolume())
+    expect(error).toBeUndefined()
+    const kinds = Object.fromEntries([...verdicts].map(([path, verdict]) => [path, verdict.kind]))
+    expect(kinds).toEqual({
+      'bagit.txt': 'tag',
+      [CONTENTS_FILE]: 'tag',
+      [recordA.path]: 'dicom',
+      [recordA.attachments[0]!.path]: 'attachment',
+      [recordB.path]: 'dicom',
+      'bag-info.txt': 'tag',
+      'orthanc/manifest.json': 'tag',
+      [PAYLOAD_MANIFEST_FILE]: 'tag',
+      [TAG_MANIFEST_FILE]: 'tag',
+    })
+    const verdictB = verdicts.get(recordB.path)!
+    expect(verdictB.kind === 'dicom' && verdictB.data.equals(dicomB) && verdictB.record.id).toBe('instance-b')
+    const result = validator.finish()
+    expect(result.problems).toEqual([])
+    expect(result.missing).toEqual([])
+    expect(result.complete).toBe(true)
+    expect(result.entriesAccepted).toBe(3)
+    expect(result).toMatchObject({bag, group: 'group-1', volume: 1, volumeCount: 1, studies: header.studies})
+    expect(result.manifest?.changeCursor).toBe(42)
+  })
+
+  it('refuses a payload entry with a flipped byte: checksum mismatch', async () => {
+    const bytes = await writeVolume()
+    const at = headerOffset(bytes, recordB.path) + 512 + 600
+    bytes[at] ^= 0xff
+    const {verdicts, validator} = await validate(bytes)
+    const verdict = verdicts.get(recordB.path)!
+    expect(verdict.kind).toBe('refused')
+    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/^checksum mismatch: MD5 [0-9a-f]{32}, the manifest says /)
+    expect(verdicts.get(recordA.path)!.kind).toBe('dicom')
+    const result = validator.finish()
+    expect(result.entriesAccepted).toBe(2)
+    expect(result.problems).toEqual([{entry: `${bag}/${recordB.path}`, reason: expect.stringMatching(/checksum mismatch/)}])
+  })
+
+  it('checks the SHA-256 read ahead from the payload manifest', async () => {
+    const bytes = await writeVolume()
+    const known = new Map(payloads.map(([path, data]) => [path, sha256(data)]))
+    known.set(recordA.path, sha256(Buffer.from('something else')))
+    const {verdicts} = await validate(bytes, known)
+    const verdict = verdicts.get(recordA.path)!
+    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/checksum mismatch: SHA-256 [0-9a-f]{64}, manifest-sha256\.txt says/)
+    expect(verdicts.get(recordB.path)!.kind).toBe('dicom')
+
+    known.delete(recordB.path)
+    const second = await validate(bytes, known)
+    const unlisted = second.verdicts.get(recordB.path)!
+    expect(unlisted.kind === 'refused' && unlisted.reason).toMatch(/not listed in manifest-sha256\.txt/)
+  })
+
+  it('refuses a payload entry that the contents do not list', async () => {
+    const stray = 'data/dicom/study-1/stray.dcm'
+    const {verdicts, validator} = await validate(await writeVolume({extraPayload: [stray, Buffer.from('not announced')]}))
+    const verdict = verdicts.get(stray)!
+    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/not in the manifest/)
+    const result = validator.finish()
+    expect(result.entriesAccepted).toBe(3)
+    expect(result.problems.map((problem) => problem.entry)).toContain(`${bag}/${stray}`)
+  })
+
+  it('refuses a tag file this format does not have', async () => {
+    const validator = new BagValidator(bag)
+    const verdict = validator.accept({bag, path: 'orthanc/extra.json', name: `${bag}/orthanc/extra.json`, data: Buffer.from('{}')})
+    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/not part of this archive format/)
+  })
+
+  it('refuses the contents of a newer format version, and with them every payload', async () => {
+    const {verdicts, validator} = await validate(await writeVolume({contents: {formatVersion: ARCHIVE_FORMAT_VERSION + 1}}))
+    const contents = verdicts.get(CONTENTS_FILE)!
+    expect(contents.kind === 'refused' && contents.reason).toMatch(/version 2 is newer .*upgrade orthanc-replicate/)
+    for (const [path] of payloads) expect(verdicts.get(path)!.kind, path).toBe('refused')
+    const result = validator.finish()
+    expect(result.entriesAccepted).toBe(0)
+    expect(result.complete).toBe(false)
+    expect(result.problems.some((problem) => /upgrade/.test(problem.reason))).toBe(true)
+  })
+
+  it('calls a volume cut before its tag manifest incomplete', async () => {
+    const bytes = await writeVolume()
+    const {validator, error} = await validate(bytes.subarray(0, headerOffset(bytes, TAG_MANIFEST_FILE)))
+    expect(error).toBeUndefined()
+    const result = validator.finish()
+    expect(result.complete).toBe(false)
+    expect(result.entriesAccepted).toBe(3)
+    expect(result.problems).toEqual([{entry: `${bag}/${TAG_MANIFEST_FILE}`, reason: expect.stringMatching(/missing/)}])
+  })
+
+  it('lists the payload entries a volume cut short never delivered', async () => {
+    const bytes = await writeVolume()
+    const {validator, error} = await validate(bytes.subarray(0, headerOffset(bytes, recordB.path)))
+    expect(error).toBeUndefined()
+    const result = validator.finish()
+    expect(result.complete).toBe(false)
+    expect(result.entriesAccepted).toBe(2)
+    expect(result.missing).toEqual([`${bag}/${recordB.path}`])
+  })
+})
+
+describe('bagit tag files', () => {
+  const digest = (seed: string) => createHash('sha256').update(seed).digest('hex')
+
+  it('parses a rendered checksum manifest back to the same entries', () => {
+    const entries: Array<[string, string]> = [['data/dicom/s/a.dcm', digest('a')], ['data/attachments/a/1030.bin', digest('b')], ['data/odd 100%.dcm', digest('c')]]
+    const text = renderChecksumManifest(entries)
+    expect(text).toBe(entries.map(([path, sha]) => `${sha}  ${path}\n`).join(''))
+    expect([...parseChecksumManifest(text, 'manifest-sha256.txt')]).toEqual(entries)
+  })
+
+  it('reads what sha256sum writes in binary mode, with tabs, and percent-encoded paths', () => {
+    const text = `${digest('a')} *data/a.dcm\n${digest('b')}\tdata/b.dcm\n\n${digest('c')}  data/line%0Abreak%25.dcm\n`
+    expect(parseChecksumManifest(text, 'm')).toEqual(new Map([['data/a.dcm', digest('a')], ['data/b.dcm', digest('b')], ['data/line\nbreak%.dcm', digest('c')]]))
+  })
+
+  it('names the malformed line of a checksum manifest', () => {
+    const text = `${digest('a')}  data/a.dcm\n${digest('b').slice(0, 40)}  data/b.dcm\n`
+    expect(() => parseChecksumManifest(text, 'manifest-sha256.txt')).toThrow(BagFormatError)
+    expect(() => parseChecksumManifest(text, 'manifest-sha256.txt')).toThrow('manifest-sha256.txt line 2 is not')
+    expect(() => parseChecksumManifest(`\n\n${digest('a').toUpperCase()}  data/a.dcm\n`, 'tagmanifest-sha256.txt')).toThrow('tagmanifest-sha256.txt line 3')
+  })
+
+  it('parses rendered bag-info back, with long descriptions kept on one line', () => {
+    const text = renderBagInfo({
+      payloadBytes: 12345, payloadFiles: 3, group: 'group-1', volume: 2, volumeCount: 5, baggingDate: '2024-05-01', software: 'orthanc-replicate',
+      description: 'first line\n   second line',
+    })
+    const fields = parseBagInfo(text)
+    expect(Object.fromEntries(fields)).toEqual({
+      'Bag-Software-Agent': 'orthanc-replicate',
+      'Bagging-Date': '2024-05-01',
+      'Payload-Oxum': '12345.3',
+      'Bag-Group-Identifier': 'group-1',
+      'Bag-Count': '2 of 5',
+      'External-Description': 'first line second line',
+    })
+    // RFC 8493 allows values folded over indented continuation lines.
+    expect(parseBagInfo('External-Description: one\n  two\n\tthree\nBag-Count: 1 of 1\n').get('External-Description')).toBe('one two three')
+  })
+})
