@@ -10,6 +10,7 @@ import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {UserFacingError} from '../src/errors.js'
 import {buildExclusions} from '../src/export/exclusions.js'
 import {exportArchive, type ExportSummary} from '../src/export/export.js'
+import {readHops} from '../src/export/hops.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {parseSize} from '../src/util/size.js'
 
@@ -32,6 +33,7 @@ export default class Export extends BaseCommand {
     concurrency: Flags.integer({char: 'c', description: 'parallel downloads', default: 4, min: 1, max: 64}),
     'dry-run': Flags.boolean({description: 'report what would be exported (instances, bytes, volumes) and write nothing'}),
     since: Flags.string({description: 'incremental: export only what is new since this earlier export (its folder or a volume)'}),
+    'hops-from': Flags.string({description: 'this source got the data from an archive: record that archive\'s chain of hops (give its import receipt or the archive)'}),
     'exclude-receipt': Flags.string({description: 'leave out instances an import receipt from the far side shows as arrived (repeatable)', multiple: true}),
     'patient-index': Flags.boolean({description: 'also write index.csv beside the volumes, with patient names and IDs (off: a lost drive should not name patients)'}),
     ...filterFlags,
@@ -51,6 +53,7 @@ export default class Export extends BaseCommand {
     try {
       const exclusions = await buildExclusions(client, flags.since, flags['exclude-receipt'] ?? [], this.abort.signal)
       const summary = await exportArchive({
+        hops: flags['hops-from'] ? await readHops(flags['hops-from']) : [],
         exclude: exclusions.exclude,
         exclusions: exclusions.description,
         incrementalBase: exclusions.incrementalBase,

@@ -9,6 +9,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import type {FixtureRecord} from '../fixtures/generate.js'
 import {generateStudySet} from '../fixtures/generate.js'
 import {parseJson, repoRoot, runCli} from './helpers/cli.js'
+import {readVolumeManifest} from '../src/export/since.js'
 import {makeCorpus, volumeFiles} from './helpers/corpus.js'
 import {startFaultProxy} from './helpers/fault-proxy.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
@@ -114,6 +115,28 @@ describe('import', () => {
         for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
       }
     })
+  })
+
+  it('a second hop re-exports with the chain of earlier hops', async () => {
+    const middle = await startOrthanc({name: 'middle-hop', ...targetConfig})
+    try {
+      const receipt = join(work, 'middle-receipt.jsonl')
+      expect((await runCli(['import', '--target', middle.url, '--receipt', receipt, volumesDir])).code).toBe(0)
+      const onward = join(work, 'onward')
+      const result = await runCli(['export', '--source', middle.url, '--output', onward, '--hops-from', receipt, '--json'])
+      expect(result.code, result.stderr).toBe(0)
+      const [volume] = await volumeFiles(onward)
+      const manifest = await readVolumeManifest(volume!)
+      const original = await readVolumeManifest((await volumeFiles(volumesDir))[0]!)
+      expect(manifest.hops).toEqual([{group: original.group, source: expect.objectContaining({name: 'import-source'}), exportedAt: original.exportedAt}])
+      expect(manifest.source.name).toBe('middle-hop')
+      // The archive itself works as the origin too.
+      const direct = await runCli(['export', '--source', middle.url, '--output', join(work, 'onward2'), '--hops-from', volumesDir, '--json'])
+      expect(direct.code, direct.stderr).toBe(0)
+      expect((await readVolumeManifest((await volumeFiles(join(work, 'onward2')))[0]!)).hops).toEqual(manifest.hops)
+    } finally {
+      await middle.dispose()
+    }
   })
 
   it('--dry-run reads and checks everything, and changes nothing', async () => {

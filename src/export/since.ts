@@ -39,7 +39,7 @@ export async function readExportBase(path: string): Promise<ExportBase> {
   return {group, changeCursor, instances}
 }
 
-async function volumeFiles(path: string): Promise<string[]> {
+export async function volumeFiles(path: string): Promise<string[]> {
   const info = await stat(path).catch(() => undefined)
   if (!info) throw new UserFacingError(`${path}: no such file or folder`, 'Give --since the folder of an earlier export, or one of its .tar volumes.', ExitCode.usage, 'no-base')
   if (info.isFile()) return [path]

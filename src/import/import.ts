@@ -82,7 +82,10 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
       }
     },
   }).finally(async () => {
-    for (const bag of archiveReport.bags) if (bag.group) receipt?.addGroup(bag.group)
+    for (const bag of archiveReport.bags) {
+      const header = bag.manifest
+      if (bag.group) receipt?.addGroup(bag.group, header ? [...header.hops, {group: header.group, source: header.source, exportedAt: header.exportedAt}] : [])
+    }
     await receipt?.close()
   })
 

@@ -2,6 +2,8 @@ import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
 import {rm} from 'node:fs/promises'
 import {createInterface} from 'node:readline'
 
+import type {Hop} from '../archive/format.js'
+
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
 export interface ReceiptHeader {
@@ -11,6 +13,11 @@ export interface ReceiptHeader {
   createdAt: string
   /** Bag-Group-Identifiers of the archives imported, when the input was an archive. */
   groups: string[]
+  /**
+   * Where the imported data came from: each archive's own earlier hops, then the archive itself.
+   * An export from this target can carry it on (`export --hops-from RECEIPT`).
+   */
+  hops: Hop[]
 }
 
 export interface ReceiptLine {
@@ -29,13 +36,15 @@ export interface ReceiptLine {
 export class ReceiptWriter {
   private readonly stream: WriteStream
   private readonly groups = new Set<string>()
+  private readonly hops = new Map<string, Hop>()
 
-  constructor(readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups'>) {
+  constructor(readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups' | 'hops'>) {
     this.stream = createWriteStream(`${path}.partial`)
   }
 
-  addGroup(group: string): void {
+  addGroup(group: string, hops: Hop[]): void {
     this.groups.add(group)
+    for (const hop of hops) this.hops.set(hop.group, hop)
   }
 
   async write(line: ReceiptLine): Promise<void> {
@@ -45,7 +54,7 @@ export class ReceiptWriter {
   /** The header, which names the groups seen, goes first: the lines are written behind it at the end. */
   async close(): Promise<void> {
     await new Promise<void>((resolve, reject) => this.stream.end((error?: Error | null) => (error ? reject(error) : resolve())))
-    const header: ReceiptHeader = {...this.header, groups: [...this.groups]}
+    const header: ReceiptHeader = {...this.header, groups: [...this.groups], hops: [...this.hops.values()]}
     const output = createWriteStream(this.path)
     output.write(`${JSON.stringify(header)}\n`)
     for await (const chunk of createReadStream(`${this.path}.partial`)) {

@@ -1,0 +1,24 @@
+import type {Hop} from '../archive/format.js'
+import {ExitCode} from '../cli/exit-codes.js'
+import {UserFacingError} from '../errors.js'
+import {readReceipt} from '../import/receipt.js'
+import {readVolumeManifest, volumeFiles} from './since.js'
+
+/**
+ * The chain of earlier hops for data that reached this source through archives: read from the
+ * import receipt written when the data arrived, or from the archive itself (its own hops, then it).
+ */
+export async function readHops(path: string): Promise<Hop[]> {
+  if (path.endsWith('.jsonl')) {
+    try {
+      return (await readReceipt(path)).header.hops ?? []
+    } catch (error) {
+      throw new UserFacingError(`cannot read hops from ${path}: ${(error as Error).message}`, 'Give the import receipt (.jsonl) or the archive the data came from.', ExitCode.badInput, 'bad-hops')
+    }
+  }
+
+  const [first] = await volumeFiles(path)
+  if (!first) throw new UserFacingError(`${path} holds no export volume`, 'Give --hops-from the import receipt or the archive the data came from.', ExitCode.badInput, 'bad-hops')
+  const manifest = await readVolumeManifest(first)
+  return [...manifest.hops, {group: manifest.group, source: manifest.source, exportedAt: manifest.exportedAt}]
+}
