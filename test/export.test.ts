@@ -253,6 +253,24 @@ describe('export', () => {
       expect(await planned('--modality', 'ct')).toBe(corpus.filter((record) => record.modality === 'CT').length)
     })
 
+    it('--shard K/N: the shards together cover every instance exactly once', async () => {
+      const seen: string[] = []
+      for (let shard = 1; shard <= 3; shard++) {
+        const output = join(work, `shard-${shard}`)
+        const result = await exportTo(output, '--shard', `${shard}/3`)
+        expect(result.code, result.stderr).toBe(0)
+        const {stdout} = await run('tar', ['-tf', (await volumeFiles(output))[0]!])
+        const ids = stdout.split('\n').filter((line) => line.endsWith('.dcm')).map((line) => line.split('/').at(-1)!.replace('.dcm', ''))
+        expect(ids.length).toBeGreaterThan(0)
+        seen.push(...ids)
+      }
+
+      expect(seen.sort()).toEqual(corpus.map((record) => record.orthancId).sort())
+      const bad = await runCli(['export', '--source', source.authUrl, '--output', join(work, 'x'), '--shard', '4/3'])
+      expect(bad.code).toBe(2)
+      expect(bad.stderr).toMatch(/--shard "4\/3"/)
+    })
+
     it('a filter that matches nothing: exit 12 and a clear message', async () => {
       const result = await runCli(['export', '--source', source.authUrl, '--output', join(work, 'none'), '--patient-id', 'NOBODY'])
       expect(result.code).toBe(12)

@@ -102,6 +102,8 @@ export interface ExportFilters {
   studyDateTo?: string
   modalities?: string[]
   labels?: string[]
+  /** One deterministic part of the studies, for splitting a job across machines: part `index` of `count` (1-based). */
+  shard?: {index: number; count: number}
 }
 
 /** What every volume's contents and manifest files start with. */

@@ -16,6 +16,7 @@ export const filterFlags = {
   'study-date-from': Flags.string({description: 'only studies on or after this date (YYYYMMDD)', helpGroup: 'FILTER'}),
   'study-date-to': Flags.string({description: 'only studies on or before this date (YYYYMMDD)', helpGroup: 'FILTER'}),
   modality: Flags.string({description: `only series of these modalities, e.g. CT,MR (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  shard: Flags.string({description: 'only part K of N of the studies (K/N, e.g. 2/8): N machines with K=1..N together cover everything exactly once', helpGroup: 'FILTER'}),
   label: Flags.string({description: `only studies with one of these labels (Orthanc 1.12+; ${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
 }
 
@@ -38,8 +39,21 @@ export function filtersFromFlags(flags: Record<string, unknown>): ExportFilters 
     studyDateTo: date('study-date-to'),
     modalities: list('modality')?.map((modality) => modality.toUpperCase()),
     labels: list('label'),
+    shard: parseShard(flags.shard as string | undefined),
   }
   return Object.fromEntries(Object.entries(filters).filter(([, value]) => value !== undefined)) as ExportFilters
+}
+
+function parseShard(value: string | undefined): ExportFilters['shard'] {
+  if (value === undefined) return undefined
+  const match = /^(\d+)\/(\d+)$/.exec(value)
+  const index = Number(match?.[1])
+  const count = Number(match?.[2])
+  if (!match || count < 1 || index < 1 || index > count) {
+    throw new UserFacingError(`--shard "${value}" is not K/N with 1 <= K <= N`, 'For example --shard 3/8 is the third of eight parts.', ExitCode.usage, 'bad-shard')
+  }
+
+  return {index, count}
 }
 
 function expandList(values: string[] | undefined, flag: string): string[] | undefined {

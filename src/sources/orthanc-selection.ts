@@ -58,7 +58,16 @@ function studyMatches(study: OrthancResource, filters: ExportFilters): boolean {
   if (filters.studyDateFrom && !(date && date >= filters.studyDateFrom)) return false
   if (filters.studyDateTo && !(date && date <= filters.studyDateTo)) return false
   if (filters.labels?.length && !filters.labels.some((label) => study.Labels?.includes(label))) return false
+  if (filters.shard && shardOfStudy(study.ID, filters.shard.count) !== filters.shard.index) return false
   return true
+}
+
+/**
+ * Which of `count` shards a study belongs to (1-based). Orthanc study IDs are SHA-1 digests,
+ * so their first 32 bits spread studies evenly, and every machine computes the same answer.
+ */
+export function shardOfStudy(studyId: string, count: number): number {
+  return (Number.parseInt(studyId.replace(/-/g, '').slice(0, 8), 16) % count) + 1
 }
 
 async function selectInStudy(
