@@ -364,6 +364,23 @@ describe('export faults', () => {
     }
   })
 
+  it('shows progress (instances, bytes, rate, ETA) on a terminal, and none in a pipe', async () => {
+    const proxy = await startFaultProxy(source.port)
+    proxy.delayMs = 20
+    try {
+      const command = `${process.execPath} ${join(repoRoot, 'bin/run.js')} export --source ${proxy.url} --output ${join(work, 'progress-tty')} --concurrency 1`
+      // script(1) gives the command a real pseudo-terminal.
+      const {stdout: terminal} = await run('script', ['-qfec', command, '/dev/null'])
+      expect(terminal).toMatch(/export: \d+\/20 instances\s+[\d.]+ KiB\/[\d.]+ KiB\s+[\d.]+ (B|KiB|MiB)\/s\s+ETA/)
+      const piped = await runCli(['export', '--source', proxy.url, '--output', join(work, 'progress-pipe'), '--concurrency', '1'])
+      expect(piped.code).toBe(0)
+      expect(piped.stderr).not.toMatch(/\r|ETA/)
+      expect(piped.stderr).toMatch(/^Exported 20 instances/)
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('a source file whose MD5 is wrong: that instance fails, the rest is exported, exit 10', async () => {
     const victim = records[3]!
     const info = await source.json<{Uuid: string}>(`/instances/${victim.orthancId}/attachments/dicom/info`)
