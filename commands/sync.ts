@@ -10,6 +10,7 @@ import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderTransferSummary} from '../src/cli/summary.js'
 import {UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
+import {formatBytes} from '../src/util/format.js'
 import {deleteExtras, type DeletionPass} from '../src/sync/delete.js'
 import {type FollowSummary, followSource} from '../src/sync/follow.js'
 import {type SyncSummary, syncServers} from '../src/sync/sync.js'
@@ -97,7 +98,7 @@ export default class Sync extends BaseCommand {
 function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): string {
   const {plan} = summary
   const lines = [
-    `Plan: ${plan.missing} missing on the target, ${plan.different} different, ${plan.present} already there; ${plan.bytesToTransfer} bytes to send.`,
+    `Plan: ${plan.missing} missing on the target, ${plan.different} different, ${plan.present} already there; ${formatBytes(plan.bytesToTransfer)} to send.`,
     `Studies: ${plan.studies.complete} complete, ${plan.studies.partial} partial, ${plan.studies.missing} missing on the target.`,
   ]
   if (plan.onlyOnTarget > 0) lines.push(`${plan.onlyOnTarget} instance(s) only on the target${summary.deletion ? '' : ' (--delete removes them)'}.`)
