@@ -42,16 +42,19 @@ export async function* readArchiveEntries(input: Readable, limits: EntryLimits, 
         if (!(error instanceof EntryRefusedError)) throw error
         onRefused(error)
         await drain(entry)
+        current = undefined
         continue
       }
 
       if (!location) {
         await drain(entry)
+        current = undefined
         continue
       }
 
       seen.add(header.name)
       const data = await collect(entry, header.size ?? 0)
+      current = undefined
       yield {...location, name: header.name, data}
     }
   } catch (error) {

@@ -51,6 +51,8 @@ export class BagValidator {
   private readonly tagSha256 = new Map<string, string>()
   private readonly problems: BagReport['problems'] = []
   private complete = false
+  /** Why the contents file was refused (a newer format, say): every payload entry is refused for the same reason. */
+  private contentsRefusal?: string
   private accepted = 0
 
   /** `knownSha256`: manifest-sha256.txt read ahead from a volume file, so SHA-256 is checked before upload too. */
@@ -75,6 +77,7 @@ export class BagValidator {
       else if (path === PAYLOAD_MANIFEST_FILE) this.checkPayloadManifest(data)
       return {kind: 'tag'}
     } catch (error) {
+      if (path === CONTENTS_FILE) this.contentsRefusal = `${CONTENTS_FILE} refused: ${(error as Error).message}`
       return this.refuse(path, (error as Error).message)
     }
   }
@@ -99,6 +102,7 @@ export class BagValidator {
   }
 
   private acceptPayload(path: string, data: Buffer): EntryVerdict {
+    if (this.contentsRefusal) return this.refuse(path, this.contentsRefusal)
     if (!this.contents) return this.refuse(path, `payload before ${CONTENTS_FILE}: not an archive of this format`)
     const expectation = this.expected.get(path)
     if (!expectation) return this.refuse(path, 'not in the manifest')

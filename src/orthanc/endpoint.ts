@@ -101,9 +101,12 @@ export function redactUrl(url: URL): string {
   return copy.href
 }
 
-/** Best effort for strings that do not even parse as URLs: drop anything up to an '@'. */
+/**
+ * For strings that do not even parse as URLs: drop everything between '//' and the last '@',
+ * since a raw password may itself hold '/' or '@'.
+ */
 function stripCredentials(input: string): string {
-  return input.replace(/\/\/[^/@]*@/, '//')
+  return input.replace(/\/\/.*@/, '//')
 }
 
 function readPasswordFile(path: string): string {

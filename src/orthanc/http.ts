@@ -80,7 +80,8 @@ export class OrthancHttp {
   readonly stats: TransportStats = {requests: 0, retries: 0, connectionsOpened: 0}
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
-  private readonly authorization?: string
+  // An ES private field: util.inspect and console.log cannot show it (the header is the password in base64).
+  readonly #authorization?: string
   private readonly retry: RetryPolicy
   private readonly headersTimeout: number
   private readonly bodyTimeout: number
@@ -94,7 +95,7 @@ export class OrthancHttp {
     this.bodyTimeout = options.bodyTimeoutMs ?? 60_000
     if (endpoint.username !== undefined || endpoint.password !== undefined) {
       const pair = `${endpoint.username ?? ''}:${endpoint.password?.reveal() ?? ''}`
-      this.authorization = `Basic ${Buffer.from(pair, 'utf8').toString('base64')}`
+      this.#authorization = `Basic ${Buffer.from(pair, 'utf8').toString('base64')}`
     }
 
     if (options.dispatcher) {
@@ -189,7 +190,7 @@ export class OrthancHttp {
   private async dispatchOnce(method: string, path: string, options: RequestOptions): Promise<Dispatcher.ResponseData> {
     this.stats.requests++
     const headers: Record<string, string> = {...options.headers}
-    if (this.authorization) headers.authorization = this.authorization
+    if (this.#authorization) headers.authorization = this.#authorization
     const body = typeof options.body === 'function' ? options.body() : options.body
     return this.dispatcher.request({
       origin: this.endpoint.origin,

@@ -1,0 +1,436 @@
+import {createHash} from 'node:crypto'
+import {mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {Readable} from 'node:stream'
+import {inspect} from 'node:util'
+
+import {MockAgent} from 'undici'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {OrthancClient} from '../src/orthanc/client.js'
+import {type EndpointInput, resolveEndpoint} from '../src/orthanc/endpoint.js'
+import {InvalidServerUrlError, NotOrthancError, OrthancAuthError, UploadRejectedError} from '../src/orthanc/errors.js'
+import type {OrthancChange} from '../src/orthanc/types.js'
+import {backoffDelay, parseRetryAfter, type RetryPolicy} from '../src/util/backoff.js'
+import {parseSize} from '../src/util/size.js'
+import {readAll} from '../src/util/streams.js'
+
+const origin = 'http://orthanc.test'
+const retry: RetryPolicy = {retries: 2, minDelayMs: 1, maxDelayMs: 2}
+
+function mockServer() {
+  const agent = new MockAgent()
+  agent.disableNetConnect()
+  return {agent, pool: agent.get(origin)}
+}
+
+/** A client on a mocked server; `env` is always given so that the caller's environment cannot add credentials. */
+function clientFor(agent: MockAgent, input: Partial<EndpointInput> = {}): OrthancClient {
+  return new OrthancClient(resolveEndpoint({url: origin, env: {}, ...input}), {dispatcher: agent, retry})
+}
+
+const system = (Version: string) => ({Name: 'MOCK', Version, ApiVersion: 20, DatabaseVersion: 6})
+
+/** Intercepts GET /system and records the headers it was sent with. */
+function interceptSystem(pool: ReturnType<MockAgent['get']>, version = '1.12.4'): Array<Record<string, string>> {
+  const seen: Array<Record<string, string>> = []
+  pool.intercept({
+    path: '/system',
+    method: 'GET',
+    headers: (headers) => {
+      seen.push(headers)
+      return true
+    },
+  }).reply(200, system(version))
+  return seen
+}
+
+const basic = (pair: string) => `Basic ${Buffer.from(pair, 'utf8').toString('base64')}`
+
+describe('downloadInstance', () => {
+  it('asks for the stored bytes as they are and reads the MD5 from the ETag', async () => {
+    const {agent, pool} = mockServer()
+    const dicom = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), Buffer.alloc(64 * 1024, 7)])
+    const md5 = createHash('md5').update(dicom).digest('hex')
+    let sent: Record<string, string> | undefined
+    pool.intercept({
+      path: '/instances/abc/attachments/dicom/data',
+      method: 'GET',
+      headers: (headers) => {
+        sent = headers
+        return true
+      },
+    }).reply(200, dicom, {headers: {etag: `"3-${md5}"`, 'content-length': String(dicom.length), 'content-type': 'application/dicom'}})
+    const client = clientFor(agent)
+
+    const download = await client.downloadInstance('abc')
+    expect(sent).toBeDefined()
+    // Orthanc would gzip each file in memory on the fly, and the MD5 would no longer be of these bytes.
+    expect(Object.keys(sent!).map((name) => name.toLowerCase())).not.toContain('accept-encoding')
+    expect(download.announcedMd5).toBe(md5)
+    expect(download.size).toBe(dicom.length)
+    expect(download.body).toBeInstanceOf(Readable)
+    const received = await readAll(download.body)
+    expect(received.equals(dicom)).toBe(true)
+    agent.assertNoPendingInterceptors()
+  })
+
+  it('leaves the MD5 unknown without an ETag, and lower-cases one in capitals', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/instances/a/attachments/dicom/data', method: 'GET'}).reply(200, 'x')
+    pool.intercept({path: '/instances/b/attachments/dicom/data', method: 'GET'}).reply(200, 'x', {headers: {etag: `"0-${'ABCDEF0123456789'.repeat(2)}"`}})
+    const client = clientFor(agent)
+    const withoutEtag = await client.downloadInstance('a')
+    await readAll(withoutEtag.body)
+    expect(withoutEtag.announcedMd5).toBeUndefined()
+    const upper = await client.downloadInstance('b')
+    await readAll(upper.body)
+    expect(upper.announcedMd5).toBe('abcdef0123456789'.repeat(2))
+  })
+})
+
+describe('credentials', () => {
+  let work: string
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'client-credentials-test-'))
+  })
+  afterAll(async () => {
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('sends Basic auth from a URL, percent-decoding the password', async () => {
+    const {agent, pool} = mockServer()
+    const seen = interceptSystem(pool)
+    await clientFor(agent, {url: 'http://user:p%40ss@orthanc.test'}).system()
+    expect(seen[0]?.authorization).toBe(basic('user:p@ss'))
+  })
+
+  it('sends no Authorization header without credentials', async () => {
+    const {agent, pool} = mockServer()
+    const seen = interceptSystem(pool)
+    await clientFor(agent).system()
+    expect(seen[0]).toBeDefined()
+    expect(seen[0]!.authorization).toBeUndefined()
+  })
+
+  it('takes credentials from the most specific environment prefix first', async () => {
+    const env = {ORTHANC_TARGET_USERNAME: 'target-user', ORTHANC_TARGET_PASSWORD: 'target-pass', ORTHANC_USERNAME: 'any-user', ORTHANC_PASSWORD: 'any-pass'}
+    const {agent, pool} = mockServer()
+    const seen = interceptSystem(pool)
+    await clientFor(agent, {envPrefixes: ['ORTHANC_TARGET', 'ORTHANC'], env}).system()
+    expect(seen[0]?.authorization).toBe(basic('target-user:target-pass'))
+
+    // An empty variable counts as unset: the generic one applies.
+    const fallback = resolveEndpoint({url: origin, envPrefixes: ['ORTHANC_TARGET', 'ORTHANC'], env: {...env, ORTHANC_TARGET_PASSWORD: ''}})
+    expect(fallback.password?.reveal()).toBe('any-pass')
+    // Credentials in the URL win over the environment.
+    const fromUrl = resolveEndpoint({url: 'http://url-user:url-pass@orthanc.test', envPrefixes: ['ORTHANC_TARGET', 'ORTHANC'], env})
+    expect([fromUrl.username, fromUrl.password?.reveal()]).toEqual(['url-user', 'url-pass'])
+  })
+
+  it('reads a password file without its trailing newline', async () => {
+    const passwordFile = join(work, 'password')
+    await writeFile(passwordFile, 'file pass \n')
+    const {agent, pool} = mockServer()
+    const seen = interceptSystem(pool)
+    await clientFor(agent, {username: 'alice', passwordFile}).system()
+    // Only the newline goes: spaces can be part of a password.
+    expect(seen[0]?.authorization).toBe(basic('alice:file pass '))
+
+    await writeFile(passwordFile, 'crlf-pass\r\n')
+    expect(resolveEndpoint({url: origin, env: {}, passwordFile}).password?.reveal()).toBe('crlf-pass')
+    const viaEnv = resolveEndpoint({url: origin, envPrefixes: ['ORTHANC_TARGET', 'ORTHANC'], env: {ORTHANC_PASSWORD_FILE: passwordFile, ORTHANC_PASSWORD: 'ignored'}})
+    expect(viaEnv.password?.reveal()).toBe('crlf-pass')
+  })
+})
+
+describe('no password in what can be shown', () => {
+  it('keeps a password holding / or @ out of the error for a URL that does not parse', () => {
+    for (const url of ['http://admin:se/cret@orthanc:8042', 'http://u:p@ss@host:99999']) {
+      let error: InvalidServerUrlError | undefined
+      try {
+        resolveEndpoint({url, env: {}})
+      } catch (caught) {
+        error = caught as InvalidServerUrlError
+      }
+
+      expect(error).toBeInstanceOf(InvalidServerUrlError)
+      expect(error!.input).not.toMatch(/se\/cret|p@ss|ss@/)
+    }
+  })
+
+  it('keeps the Authorization header (the password in base64) out of util.inspect', () => {
+    const client = new OrthancClient(resolveEndpoint({url: 'http://admin:Tr0ub4dor@orthanc.test', env: {}}), {dispatcher: new MockAgent()})
+    const shown = inspect(client, {depth: 8, showHidden: true})
+    expect(shown).not.toContain(Buffer.from('admin:Tr0ub4dor').toString('base64'))
+    expect(shown).not.toContain('Tr0ub4dor')
+  })
+
+  const password = 'Tr0ub4dor-and-3'
+
+  it('keeps the endpoint printable', () => {
+    const endpoint = resolveEndpoint({url: `http://admin:${password}@orthanc.test:8042/orthanc/`, env: {}})
+    expect(endpoint.password?.reveal()).toBe(password)
+    expect(endpoint.display).toBe('http://orthanc.test:8042/orthanc')
+    for (const shown of [JSON.stringify(endpoint), inspect(endpoint, {depth: 10}), String(endpoint.password), `${endpoint.password}`]) {
+      expect(shown).not.toContain(password)
+    }
+  })
+
+  it('keeps the password out of an authentication error', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/system', method: 'GET'}).reply(401, {Message: 'Unauthorized'})
+    const error = await clientFor(agent, {url: `http://admin:${password}@orthanc.test`}).system().catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(OrthancAuthError)
+    expect((error as OrthancAuthError).status).toBe(401)
+    const encoded = Buffer.from(`admin:${password}`).toString('base64')
+    for (const shown of [(error as Error).message, inspect(error, {depth: 10}), JSON.stringify(error)]) {
+      expect(shown).not.toContain(password)
+      expect(shown).not.toContain(encoded)
+    }
+  })
+
+  it('keeps the password out of an invalid URL error', () => {
+    const error = (() => {
+      try {
+        resolveEndpoint({url: 'ftp://u:secret@host', env: {}})
+      } catch (caught) {
+        return caught
+      }
+
+      return undefined
+    })()
+    expect(error).toBeInstanceOf(InvalidServerUrlError)
+    const invalid = error as InvalidServerUrlError
+    expect(invalid.message).toMatch(/unsupported scheme "ftp"/)
+    for (const shown of [invalid.message, invalid.input, invalid.server, inspect(invalid), JSON.stringify(invalid)]) expect(shown).not.toContain('secret')
+  })
+
+  it('keeps the password out of the error for a URL that does not parse', () => {
+    expect(() => resolveEndpoint({url: 'http://u:secret@host:99999', env: {}})).toThrow(InvalidServerUrlError)
+    try {
+      resolveEndpoint({url: 'http://u:secret@host:99999', env: {}})
+    } catch (error) {
+      expect((error as InvalidServerUrlError).input).toBe('http://host:99999')
+    }
+  })
+})
+
+describe('system', () => {
+  it('is not fooled by a web page answering 200', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/system', method: 'GET'}).reply(200, '<!doctype html><html><body>It works!</body></html>', {headers: {'content-type': 'text/html'}})
+    const error = await clientFor(agent).system().catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(NotOrthancError)
+    expect((error as NotOrthancError).reason).toMatch(/did not answer JSON/)
+  })
+
+  it('reports a 404 as not Orthanc, without retrying', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/system', method: 'GET'}).reply(404, 'Not Found')
+    const client = clientFor(agent)
+    const error = await client.system().catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(NotOrthancError)
+    expect((error as NotOrthancError).reason).toMatch(/404/)
+    expect(client.http.stats.requests).toBe(1)
+  })
+
+  it('wants Version and ApiVersion in the JSON', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/system', method: 'GET'}).reply(200, {status: 'ok', Version: '1.12.4'})
+    const error = await clientFor(agent).system().catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(NotOrthancError)
+    expect((error as NotOrthancError).reason).toMatch(/no Version and ApiVersion/)
+  })
+
+  it('asks once and remembers the answer', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.12.4')
+    const client = clientFor(agent)
+    expect((await client.system()).Version).toBe('1.12.4')
+    expect((await client.features()).labels).toBe(true)
+    expect(client.http.stats.requests).toBe(1)
+  })
+})
+
+describe('changesSince', () => {
+  const change = (Seq: number): OrthancChange => ({ChangeType: 'NewInstance', ID: `id-${Seq}`, ResourceType: 'Instance', Seq, Date: '20240501T000000', Path: `/instances/id-${Seq}`})
+
+  it('pages through the change log and returns the last sequence number', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/changes?since=0&limit=1000', method: 'GET'}).reply(200, {Changes: [1, 2, 3].map(change), Done: false, Last: 3})
+    pool.intercept({path: '/changes?since=3&limit=1000', method: 'GET'}).reply(200, {Changes: [5, 8].map(change), Done: false, Last: 8})
+    pool.intercept({path: '/changes?since=8&limit=1000', method: 'GET'}).reply(200, {Changes: [9].map(change), Done: true, Last: 9})
+    const changes = clientFor(agent).changesSince(0)
+    const seen: number[] = []
+    let step = await changes.next()
+    while (!step.done) {
+      seen.push(step.value.Seq)
+      step = await changes.next()
+    }
+
+    expect(seen).toEqual([1, 2, 3, 5, 8, 9])
+    expect(step.value).toBe(9)
+    agent.assertNoPendingInterceptors()
+  })
+
+  it('returns the cursor it started from when nothing changed', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/changes?since=42&limit=1000', method: 'GET'}).reply(200, {Changes: [], Done: true, Last: 42})
+    const changes = clientFor(agent).changesSince(42)
+    const step = await changes.next()
+    expect(step).toEqual({done: true, value: 42})
+  })
+})
+
+describe('storedFileInfo', () => {
+  const md5 = '0123456789abcdef0123456789abcdef'
+
+  it('uses the per-field routes on Orthanc 1.9', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.9.7')
+    pool.intercept({path: '/instances/abc/attachments/dicom/md5', method: 'GET'}).reply(200, `${md5}\n`)
+    pool.intercept({path: '/instances/abc/attachments/dicom/size', method: 'GET'}).reply(200, '1234')
+    pool.intercept({path: '/instances/abc/attachments/dicom/is-compressed', method: 'GET'}).reply(200, '1')
+    const client = clientFor(agent)
+    expect(await client.storedFileInfo('abc')).toEqual({size: 1234, md5, compressed: true})
+    agent.assertNoPendingInterceptors()
+  })
+
+  it('says nothing for an instance a 1.9 server does not have', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.9.7')
+    for (const field of ['md5', 'size', 'is-compressed']) pool.intercept({path: `/instances/gone/attachments/dicom/${field}`, method: 'GET'}).reply(404, {Message: 'Unknown resource'})
+    expect(await clientFor(agent).storedFileInfo('gone')).toBeUndefined()
+  })
+
+  it('uses /info on Orthanc 1.10', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.10.1')
+    pool.intercept({path: '/instances/abc/attachments/dicom/info', method: 'GET'})
+      .reply(200, {Uuid: 'u', ContentType: 1, UncompressedSize: 1234, CompressedSize: 1234, UncompressedMD5: md5, CompressedMD5: md5})
+    pool.intercept({path: '/instances/zip/attachments/dicom/info', method: 'GET'})
+      .reply(200, {Uuid: 'v', ContentType: 1, UncompressedSize: 1234, CompressedSize: 321, UncompressedMD5: md5, CompressedMD5: 'f'.repeat(32)})
+    const client = clientFor(agent)
+    expect(await client.storedFileInfo('abc')).toEqual({size: 1234, md5, compressed: false})
+    expect(await client.storedFileInfo('zip')).toEqual({size: 1234, md5, compressed: true})
+    expect(client.http.stats.requests).toBe(3)
+    agent.assertNoPendingInterceptors()
+  })
+})
+
+describe('uploadInstance', () => {
+  const answer = (Status: string) => ({ID: 'abc', Path: '/instances/abc', ParentPatient: 'p', ParentStudy: 's', ParentSeries: 'r', Status})
+
+  it('throws UploadRejectedError when Orthanc filters the instance out', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/instances', method: 'POST'}).reply(200, answer('FilteredOut'))
+    const error = await clientFor(agent).uploadInstance(Buffer.from('DICM')).catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(UploadRejectedError)
+    expect((error as UploadRejectedError).status).toBe('FilteredOut')
+  })
+
+  it('accepts AlreadyStored', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/instances', method: 'POST'}).reply(200, answer('AlreadyStored'))
+    expect((await clientFor(agent).uploadInstance(Buffer.from('DICM'))).Status).toBe('AlreadyStored')
+  })
+
+  it('retries after a 429 with Retry-After: 0', async () => {
+    const {agent, pool} = mockServer()
+    const bodies: string[] = []
+    // The matcher is also asked about interceptors that do not end up answering: count the distinct bodies.
+    const recordBody = (body: string | Buffer) => {
+      bodies.push(String(body))
+      return true
+    }
+    pool.intercept({path: '/instances', method: 'POST', body: recordBody}).reply(429, 'slow down', {headers: {'retry-after': '0'}})
+    pool.intercept({path: '/instances', method: 'POST', body: recordBody}).reply(200, answer('Success'))
+    const client = clientFor(agent)
+    expect((await client.uploadInstance(Buffer.from('DICM-bytes'))).Status).toBe('Success')
+    expect(client.http.stats).toMatchObject({requests: 2, retries: 1})
+    expect(bodies.length).toBeGreaterThanOrEqual(2)
+    expect(new Set(bodies)).toEqual(new Set(['DICM-bytes']))
+  })
+})
+
+describe('instanceLabels', () => {
+  it('asks nothing of a server older than 1.12, which has no labels', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.10.1')
+    const client = clientFor(agent)
+    expect(await client.instanceLabels('abc')).toEqual([])
+    expect(client.http.stats.requests).toBe(1)
+  })
+
+  it('reads the labels on 1.12.0', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.12.0')
+    pool.intercept({path: '/instances/abc/labels', method: 'GET'}).reply(200, ['reviewed', 'teaching'])
+    const client = clientFor(agent)
+    expect(await client.instanceLabels('abc')).toEqual(['reviewed', 'teaching'])
+    agent.assertNoPendingInterceptors()
+  })
+})
+
+describe('backoffDelay', () => {
+  const policy: RetryPolicy = {retries: 10, minDelayMs: 100, maxDelayMs: 3000}
+
+  it('doubles the bound with each attempt and stays between half the bound and the bound', () => {
+    const bounds = [100, 200, 400, 800, 1600]
+    for (const [attempt, bound] of bounds.entries()) {
+      expect(backoffDelay(policy, attempt, () => 0)).toBe(bound / 2)
+      expect(backoffDelay(policy, attempt, () => 0.999999)).toBe(bound)
+      for (let sample = 0; sample < 50; sample++) {
+        const delay = backoffDelay(policy, attempt)
+        expect(delay).toBeGreaterThanOrEqual(bound / 2)
+        expect(delay).toBeLessThanOrEqual(bound)
+      }
+    }
+  })
+
+  it('caps at maxDelayMs', () => {
+    expect(backoffDelay(policy, 5, () => 0.999999)).toBe(3000)
+    expect(backoffDelay(policy, 40, () => 0.999999)).toBe(3000)
+    expect(backoffDelay(policy, 40, () => 0)).toBe(1500)
+  })
+})
+
+describe('parseRetryAfter', () => {
+  const now = Date.parse('2024-05-01T12:00:00Z')
+
+  it('reads seconds', () => {
+    expect(parseRetryAfter('0', now)).toBe(0)
+    expect(parseRetryAfter('120', now)).toBe(120_000)
+    expect(parseRetryAfter(['3', '9'], now)).toBe(3000)
+  })
+
+  it('reads HTTP dates, never giving a negative wait', () => {
+    expect(parseRetryAfter('Wed, 01 May 2024 12:00:30 GMT', now)).toBe(30_000)
+    expect(parseRetryAfter(new Date(now + 90_000).toUTCString(), now)).toBe(90_000)
+    expect(parseRetryAfter('Wed, 01 May 2024 11:00:00 GMT', now)).toBe(0)
+  })
+
+  it('ignores what it cannot read', () => {
+    expect(parseRetryAfter(undefined, now)).toBeUndefined()
+    expect(parseRetryAfter('', now)).toBeUndefined()
+    expect(parseRetryAfter('soon', now)).toBeUndefined()
+  })
+})
+
+describe('parseSize', () => {
+  it('reads binary and decimal units, with or without a space', () => {
+    expect(parseSize('4GiB')).toBe(4 * 1024 ** 3)
+    expect(parseSize('700MB')).toBe(700_000_000)
+    expect(parseSize('700M')).toBe(700_000_000)
+    expect(parseSize('1.5 GB')).toBe(1_500_000_000)
+    expect(parseSize('65536')).toBe(65_536)
+    expect(parseSize('2kib')).toBe(2048)
+    expect(parseSize(' 10 B ')).toBe(10)
+  })
+
+  it('refuses junk', () => {
+    for (const junk of ['', 'lots', 'GB', '4 XB', '4GiBs', '-1', '1e9', '1,5GB', '0x10', '4 G i B']) expect(parseSize(junk), junk).toBeUndefined()
+  })
+})
