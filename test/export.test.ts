@@ -191,6 +191,20 @@ describe('export', () => {
     })
   })
 
+  it('writes entries in the same order on every run, whatever finishes downloading first', async () => {
+    const listings: string[] = []
+    for (const concurrency of ['1', '8']) {
+      const output = join(work, `order-${concurrency}`)
+      expect((await exportTo(output, '--concurrency', concurrency, '--max-volume-size', '1600000')).code).toBe(0)
+      let listing = ''
+      for (const volume of await volumeFiles(output)) listing += (await run('tar', ['-tf', volume])).stdout
+      listings.push(listing)
+    }
+
+    expect(listings[0]).toBe(listings[1])
+    expect(listings[0]!.split('\n').filter((line) => line.endsWith('.dcm'))).toHaveLength(corpus.length)
+  })
+
   it('--dry-run reports instances, bytes and volumes and writes nothing', async () => {
     const output = join(work, 'dry')
     const result = await exportTo(output, '--dry-run', '--max-volume-size', '1600000')

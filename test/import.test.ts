@@ -139,6 +139,32 @@ describe('import', () => {
     }
   })
 
+  it('a target holding another file under an instance\'s ID: refused without OverwriteInstances, replaced with it', async () => {
+    const annotated = corpus[1]!
+    const altered = Buffer.from(await readFile(annotated.path))
+    altered[altered.length - 1] = altered[altered.length - 1]! ^ 0x0f
+    const keeps = await startOrthanc({name: 'keeps-old', ...targetConfig})
+    const overwrites = await startOrthanc({name: 'overwrites', ...targetConfig, overwriteInstances: true})
+    try {
+      for (const server of [keeps, overwrites]) await server.api('/instances', {method: 'POST', body: new Uint8Array(altered)})
+      const refused = await importInto(keeps, volumesDir)
+      expect(refused.code).toBe(10)
+      const summary = parseJson<ImportJson & {failures: Array<{item: string; reason: string}>}>(refused)
+      expect(summary.failed).toBe(1)
+      expect(summary.failures[0]!.item).toContain(annotated.orthancId)
+      expect(summary.failures[0]!.reason).toMatch(/OverwriteInstances/)
+
+      const replaced = await importInto(overwrites, volumesDir)
+      expect(replaced.code, replaced.stderr).toBe(0)
+      expect(await instanceMd5s(overwrites)).toEqual(sourceMd5s)
+      // Overwriting drops an instance's metadata and attachments: they are written after the upload.
+      expect(await (await overwrites.api(`/instances/${annotated.orthancId}/metadata/Reviewed`)).text()).toBe(annotation.metadata)
+      expect(await (await overwrites.api(`/instances/${annotated.orthancId}/attachments/Report/data`)).text()).toBe(annotation.attachment.toString())
+    } finally {
+      await Promise.all([keeps.dispose(), overwrites.dispose()])
+    }
+  })
+
   it('--dry-run reads and checks everything, and changes nothing', async () => {
     const target = await startOrthanc({name: 'dry-target'})
     try {

@@ -9,6 +9,7 @@ import {MockAgent} from 'undici'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {OrthancClient} from '../src/orthanc/client.js'
+import {OrthancSink} from '../src/sinks/orthanc-sink.js'
 import {type EndpointInput, resolveEndpoint} from '../src/orthanc/endpoint.js'
 import {InvalidServerUrlError, NotOrthancError, OrthancAuthError, UploadRejectedError} from '../src/orthanc/errors.js'
 import type {OrthancChange} from '../src/orthanc/types.js'
@@ -432,5 +433,39 @@ describe('parseSize', () => {
 
   it('refuses junk', () => {
     for (const junk of ['', 'lots', 'GB', '4 XB', '4GiBs', '-1', '1e9', '1,5GB', '0x10', '4 G i B']) expect(parseSize(junk), junk).toBeUndefined()
+  })
+})
+
+describe('restoring Orthanc-side data on a target without labels', () => {
+  it('reports labels as not restored on Orthanc before 1.12, and writes metadata and attachments after the upload', async () => {
+    const agent = new MockAgent()
+    agent.disableNetConnect()
+    const pool = agent.get('http://target.test')
+    const calls: string[] = []
+    pool.intercept({path: '/system', method: 'GET'}).reply(200, {Name: 't', Version: '1.10.1', ApiVersion: 16})
+    pool.intercept({path: '/instances', method: 'POST'}).reply(() => {
+      calls.push('POST /instances')
+      return {statusCode: 200, data: {ID: 'i1', Status: 'Success', Path: '', ParentPatient: '', ParentStudy: '', ParentSeries: ''}}
+    })
+    pool.intercept({path: '/instances/i1/metadata/Reviewed', method: 'PUT'}).reply(() => {
+      calls.push('PUT metadata')
+      return {statusCode: 200, data: ''}
+    })
+    pool.intercept({path: '/instances/i1/attachments/1030', method: 'PUT'}).reply(() => {
+      calls.push('PUT attachment')
+      return {statusCode: 200, data: ''}
+    })
+    pool.intercept({path: '/instances/i1/attachments/dicom/info', method: 'GET'}).reply(200, {UncompressedSize: 4, CompressedSize: 4, UncompressedMD5: 'md5-of-dicom', CompressedMD5: 'md5-of-dicom'})
+    const client = new OrthancClient(resolveEndpoint({url: 'http://target.test', env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
+    const sink = new OrthancSink(client, {dryRun: false})
+    const record = {
+      id: 'i1', studyId: 's', seriesId: 'se', studyInstanceUid: '1', seriesInstanceUid: '2', sopInstanceUid: '3', size: 4, md5: 'md5-of-dicom', path: 'data/dicom/s/i1.dcm',
+      userMetadata: {Reviewed: 'yes'}, systemMetadata: {ReceptionDate: '20240101T000000', RemoteAET: 'X'},
+      attachments: [{name: 'Report', contentType: 1030, size: 3, md5: 'x', path: 'data/attachments/i1/1030.bin'}], labels: ['teaching', 'urgent'],
+    }
+    const outcome = await sink.store({label: 'i1', instanceId: 'i1', dicom: Buffer.from('DICM'), md5: 'md5-of-dicom', record, attachments: new Map([[1030, Buffer.from('pdf')]])}, undefined, {knownAbsent: true})
+    expect(outcome).toMatchObject({kind: 'transferred', targetMd5: 'md5-of-dicom'})
+    expect(calls).toEqual(['POST /instances', 'PUT metadata', 'PUT attachment'])
+    expect(sink.notRestored).toEqual({systemMetadata: 2, labels: 2, userMetadata: {}})
   })
 })

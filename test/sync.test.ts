@@ -1,5 +1,5 @@
 import {execFile, spawn} from 'node:child_process'
-import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -260,11 +260,18 @@ describe('sync, diff and verify', () => {
         await mirror.start()
         await waitFor(() => onMirror(added), 'catching up after the target came back')
 
+        await source.stop()
+        await sleep(1500)
+        await source.start()
+        added.push(...(await batch('follow-2b')))
+        await waitFor(() => onMirror(added), 'catching up after the source came back')
+
         follower.child.kill('SIGTERM')
         expect(await follower.closed).toBe(0)
         const saved = JSON.parse(await readFile(stateFile, 'utf8')) as {cursor: number}
         expect(saved.cursor).toBeGreaterThan(0)
         expect(JSON.parse(follower.output())).toMatchObject({following: true, failed: 0})
+        expect(JSON.parse(follower.output()).outages).toBeGreaterThan(0)
 
         added.push(...(await batch('follow-3')))
         follower = startFollowing()
@@ -281,6 +288,29 @@ describe('sync, diff and verify', () => {
         await mirror.dispose()
       }
     }, 120_000)
+
+    it('falls back to a full comparison when its cursor is stale', async () => {
+      const mirror = await startOrthanc({name: 'stale-mirror', ...config})
+      const stateFile = join(work, 'stale-state.json')
+      try {
+        // A cursor far beyond the source's change log: the source was replaced since it was saved.
+        await writeFile(stateFile, JSON.stringify({version: 1, source: source.url, target: mirror.url, cursor: 1_000_000_000, lastFullPass: new Date().toISOString()}))
+        const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.url, '--target', mirror.url, '--follow', '--interval', '1', '--state', stateFile, '--json'], {stdio: ['ignore', 'pipe', 'ignore']})
+        let stdout = ''
+        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
+        const closed = new Promise<number>((resolve) => child.once('close', (code) => resolve(code ?? 1)))
+        const deadline = Date.now() + 30_000
+        while ((await mirror.json<string[]>('/instances')).length < corpus.length && Date.now() < deadline) await sleep(200)
+        child.kill('SIGTERM')
+        expect(await closed).toBe(0)
+        expect(JSON.parse(stdout)).toMatchObject({fullPasses: 1, transferred: corpus.length, failed: 0})
+        const {cursor} = JSON.parse(await readFile(stateFile, 'utf8')) as {cursor: number}
+        expect(cursor).toBeLessThan(1_000_000_000)
+        expect(await instanceMd5s(mirror)).toEqual(await instanceMd5s(source))
+      } finally {
+        await mirror.dispose()
+      }
+    })
   })
 })
 
