@@ -127,6 +127,16 @@ export class OrthancClient {
     return statistics?.CountInstances ?? 0
   }
 
+  /** IDs of a study's instances on this server; none when the study is not there. */
+  async studyInstanceIds(studyId: string, signal?: AbortSignal): Promise<string[]> {
+    try {
+      return (await this.studyInstances(studyId, signal)).map((instance) => instance.ID)
+    } catch (error) {
+      if (error instanceof OrthancHttpError && error.status === 404) return []
+      throw error
+    }
+  }
+
   async seriesOfStudy(studyId: string, signal?: AbortSignal): Promise<OrthancResource[]> {
     return this.http.json<OrthancResource[]>('GET', `/studies/${studyId}/series`, {signal})
   }

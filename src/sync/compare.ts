@@ -3,7 +3,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {selectInstances, type SelectedInstance} from '../sources/orthanc-selection.js'
 import {mapConcurrent} from '../util/concurrency.js'
 
-const MD5_CONCURRENCY = 8
+const LOOKUP_CONCURRENCY = 8
 
 /** Where an instance stands between two servers; 'present' is on both, MD5s not compared. */
 export type InstanceState = 'only-source' | 'only-target' | 'different' | 'identical' | 'present'
@@ -17,33 +17,36 @@ export interface ComparedInstance {
   source?: SelectedInstance
 }
 
-/** Every instance ID on a server, in a Set: about 100 bytes per instance. */
-export async function instanceIdSet(client: OrthancClient, signal?: AbortSignal): Promise<Set<string>> {
-  const ids = new Set<string>()
-  for await (const id of client.listInstanceIds(signal)) ids.add(id)
-  return ids
+export interface CompareOptions {
+  filters: ExportFilters
+  /** Compare the MD5s both servers recorded for instances on both sides. */
+  checksum: boolean
+  signal?: AbortSignal
+  /** Ask the target about each instance instead of each study (a handful of new instances). */
+  lookupEachOnTarget?: boolean
+  ignoreUnknownIds?: boolean
 }
 
 /**
- * Walks the source's selected instances and says where each one stands on the target, by
- * comparing ID sets (one listing each), then, for instances on both sides and only when asked,
- * the MD5s both servers recorded (no file is downloaded). Instances only on the target come
- * last, and only for an unfiltered comparison: with filters, the target's extra instances are
- * out of scope.
+ * Walks the source's selected instances study by study and says where each one stands on the
+ * target: present or not (one request per study on the target), and, when asked, whether the
+ * MD5s both servers recorded agree (no file is downloaded). Memory holds one study's instances
+ * and the list of study IDs, never every instance ID: a server with millions of instances is
+ * compared in the memory its studies take. Instances only on the target are reported for an
+ * unfiltered comparison; with filters, the rest of the target is out of scope.
  */
-export async function* compareServers(
-  source: OrthancClient, target: OrthancClient,
-  options: {filters: ExportFilters; checksum: boolean; signal?: AbortSignal; lookupEachOnTarget?: boolean; ignoreUnknownIds?: boolean},
-): AsyncGenerator<ComparedInstance> {
-  // For a handful of instances (new changes while following) asking the target about each beats listing it all.
-  const onTarget = options.lookupEachOnTarget ? undefined : await instanceIdSet(target, options.signal)
+export async function* compareServers(source: OrthancClient, target: OrthancClient, options: CompareOptions): AsyncGenerator<ComparedInstance> {
+  const unfiltered = Object.keys(options.filters).length === 0
+  const sourceStudies = new Set<string>()
   for await (const study of selectInstances(source, options.filters, options.signal, {ignoreUnknownIds: options.ignoreUnknownIds})) {
-    const present = onTarget
-      ? study.instances.map((instance) => onTarget.delete(instance.id))
-      : await mapConcurrent(study.instances, MD5_CONCURRENCY, async (instance) => (await target.instance(instance.id, options.signal)) !== undefined)
+    sourceStudies.add(study.studyId)
+    const onTarget = options.lookupEachOnTarget
+      ? await presentOneByOne(target, study.instances, options.signal)
+      : new Set((await target.studyInstanceIds(study.studyId, options.signal)))
+    const present = study.instances.map((instance) => onTarget.delete(instance.id))
     // MD5s of one study are compared in parallel: two metadata reads per instance, no download.
     const same = options.checksum
-      ? await mapConcurrent([...study.instances.keys()], MD5_CONCURRENCY, async (index) => !present[index] || sameMd5(source, target, study.instances[index]!.id, options.signal))
+      ? await mapConcurrent([...study.instances.keys()], LOOKUP_CONCURRENCY, async (index) => !present[index] || sameMd5(source, target, study.instances[index]!.id, options.signal))
       : undefined
     for (const [index, instance] of study.instances.entries()) {
       const base = {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, size: instance.size, source: instance}
@@ -51,10 +54,24 @@ export async function* compareServers(
       else if (!same) yield {...base, state: 'present'}
       else yield {...base, state: same[index] ? 'identical' : 'different'}
     }
+
+    if (unfiltered && !options.lookupEachOnTarget) {
+      for (const id of onTarget) yield {id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}
+    }
   }
 
-  const unfiltered = Object.keys(options.filters).length === 0
-  if (unfiltered && onTarget) for (const id of onTarget) yield {id, state: 'only-target'}
+  if (!unfiltered || options.lookupEachOnTarget) return
+  for await (const study of target.listStudies(options.signal)) {
+    if (sourceStudies.has(study.ID)) continue
+    for (const id of await target.studyInstanceIds(study.ID, options.signal)) {
+      yield {id, studyId: study.ID, studyInstanceUid: study.MainDicomTags.StudyInstanceUID, state: 'only-target'}
+    }
+  }
+}
+
+async function presentOneByOne(target: OrthancClient, instances: SelectedInstance[], signal?: AbortSignal): Promise<Set<string>> {
+  const found = await mapConcurrent(instances, LOOKUP_CONCURRENCY, async (instance) => ((await target.instance(instance.id, signal)) ? instance.id : undefined))
+  return new Set(found.filter((id): id is string => id !== undefined))
 }
 
 export async function sameMd5(source: OrthancClient, target: OrthancClient, id: string, signal?: AbortSignal): Promise<boolean> {

@@ -1,6 +1,6 @@
 import type {OrthancClient} from '../orthanc/client.js'
 import {mapConcurrent} from '../util/concurrency.js'
-import {instanceIdSet} from './compare.js'
+import {compareServers} from './compare.js'
 
 export interface DeletionPass {
   /** Instances on the target that the source no longer has. */
@@ -19,18 +19,22 @@ export interface DeletionPass {
 export async function deleteExtras(
   source: OrthancClient, target: OrthancClient, options: {maxFraction: number; dryRun: boolean; concurrency: number; signal?: AbortSignal},
 ): Promise<DeletionPass> {
-  const [onSource, onTarget] = await Promise.all([instanceIdSet(source, options.signal), instanceIdSet(target, options.signal)])
-  const extras = [...onTarget].filter((id) => !onSource.has(id))
+  const extras: string[] = []
+  for await (const item of compareServers(source, target, {filters: {}, checksum: false, signal: options.signal})) {
+    if (item.state === 'only-target') extras.push(item.id)
+  }
+
   const pass: DeletionPass = {candidates: extras.length, deleted: 0}
   if (extras.length === 0) return pass
-  if (onSource.size === 0) {
+  const [onSource, onTarget] = await Promise.all([source.statistics(options.signal), target.statistics(options.signal)])
+  if (onSource.CountInstances === 0) {
     pass.refused = 'the source answered with no instances at all; not deleting anything from the target'
     return pass
   }
 
-  const fraction = extras.length / onTarget.size
+  const fraction = extras.length / onTarget.CountInstances
   if (fraction > options.maxFraction) {
-    pass.refused = `deleting ${extras.length} of ${onTarget.size} target instances (${(fraction * 100).toFixed(1)}%) is over --max-delete-fraction ${options.maxFraction}`
+    pass.refused = `deleting ${extras.length} of ${onTarget.CountInstances} target instances (${(fraction * 100).toFixed(1)}%) is over --max-delete-fraction ${options.maxFraction}`
     return pass
   }
 
