@@ -39,6 +39,9 @@ export default class Export extends BaseCommand {
     ...filterFlags,
   }
 
+  /** With --output -, stdout carries the archive: the JSON summary goes to stderr instead. */
+  private summaryToStderr = false
+
   async run(): Promise<ExportSummary> {
     const {flags} = await this.parse(Export)
     const maxVolumeBytes = parseSize(flags['max-volume-size'])
@@ -47,6 +50,7 @@ export default class Export extends BaseCommand {
     }
 
     const toStdout = flags.output === '-'
+    this.summaryToStderr = toStdout
     const client = new OrthancClient(endpointFromFlags('source', flags), this.httpOptions(flags, flags.concurrency + 2))
     // On stdout the archive is the output: progress and notes must stay on stderr, and only for a terminal.
     const progress = progressRenderer(this.interactive)
@@ -79,9 +83,8 @@ export default class Export extends BaseCommand {
     }
   }
 
-  // With --output -, stdout carries the archive: the JSON summary goes to stderr instead.
   protected override logJson(json: unknown): void {
-    if (this.argv.includes('-') && (this.argv.includes('--output') || this.argv.includes('-o'))) process.stderr.write(`${JSON.stringify(json, null, 2)}\n`)
+    if (this.summaryToStderr) process.stderr.write(`${JSON.stringify(json, null, 2)}\n`)
     else super.logJson(json)
   }
 }
