@@ -44,14 +44,18 @@ export interface AttachmentRecord {
   path: string
 }
 
-/** One instance as an archive describes it. Nothing in it names or identifies the patient. */
-export interface InstanceRecord {
+/** Which instance: its Orthanc IDs and DICOM UIDs. */
+export interface InstanceIdentity {
   id: string
   studyId: string
   seriesId: string
   studyInstanceUid: string
   seriesInstanceUid: string
   sopInstanceUid: string
+}
+
+/** One instance as an archive describes it. Nothing in it names or identifies the patient. */
+export interface InstanceRecord extends InstanceIdentity {
   /** Size and MD5 of the DICOM file as the source stores it. */
   size: number
   md5: string
@@ -106,16 +110,11 @@ export interface ExportFilters {
   shard?: {index: number; count: number}
 }
 
-/** What every volume's contents and manifest files start with. */
-export interface VolumeHeader {
-  format: typeof ARCHIVE_FORMAT
-  formatVersion: number
+/** Where an export's data comes from and how it was chosen: shared by its plan and every volume. */
+export interface ExportProvenance {
   /** Bag-Group-Identifier: the same for all volumes of one export. */
   group: string
-  volume: number
-  volumeCount: number
   source: SourceIdentity
-  exportedAt: string
   filters: ExportFilters
   /** Source's /changes sequence number when planning began: where the next incremental export starts. */
   changeCursor: number
@@ -123,6 +122,15 @@ export interface VolumeHeader {
   hops: Hop[]
   /** For an incremental export: the export it adds to. */
   incrementalBase?: {group: string; changeCursor: number}
+}
+
+/** What every volume's contents and manifest files start with. */
+export interface VolumeHeader extends ExportProvenance {
+  format: typeof ARCHIVE_FORMAT
+  formatVersion: number
+  volume: number
+  volumeCount: number
+  exportedAt: string
   /** Studies with instances in this volume, keyed by Orthanc study ID, with group-wide counts. */
   studies: Record<string, StudyExpectation>
 }

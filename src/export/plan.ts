@@ -3,7 +3,7 @@ import {mkdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
-import type {ExportFilters, Hop, InstanceRecord, SourceIdentity, StudyExpectation} from '../archive/format.js'
+import type {ExportFilters, ExportProvenance, Hop, InstanceRecord, SourceIdentity, StudyExpectation} from '../archive/format.js'
 import {tarEntryBytes} from '../archive/volume-writer.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {describeInstance} from '../sources/orthanc-instance.js'
@@ -21,17 +21,11 @@ export interface PlannedVolume {
 }
 
 /** Everything an export decided before downloading a byte; kept beside the volumes for resuming. */
-export interface ExportPlan {
+export interface ExportPlan extends ExportProvenance {
   version: 1
   /** Same options, same fingerprint: a second run with it resumes instead of starting over. */
   fingerprint: string
-  group: string
   createdAt: string
-  source: SourceIdentity
-  changeCursor: number
-  filters: ExportFilters
-  hops: Hop[]
-  incrementalBase?: {group: string; changeCursor: number}
   studies: Record<string, StudyExpectation>
   volumes: PlannedVolume[]
   /** Instances that could not be described while planning (deleted meanwhile, unreadable). */

@@ -1,4 +1,4 @@
-import type {ExportFilters} from '../archive/format.js'
+import type {ExportFilters, InstanceIdentity} from '../archive/format.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
 import type {OrthancResource} from '../orthanc/types.js'
@@ -14,13 +14,7 @@ export interface SelectedStudy {
   patient: {patientId: string; patientName: string; patientBirthDate: string; accessionNumber: string; studyDate: string; studyDescription: string}
 }
 
-export interface SelectedInstance {
-  id: string
-  studyId: string
-  seriesId: string
-  studyInstanceUid: string
-  seriesInstanceUid: string
-  sopInstanceUid: string
+export interface SelectedInstance extends InstanceIdentity {
   size: number
 }
 
