@@ -152,6 +152,28 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('a source file whose bytes no longer match its MD5 is not copied, and the run fails', async () => {
+    const victim = corpus[4]!
+    const info = await source.json<{Uuid: string}>(`/instances/${victim.orthancId}/attachments/dicom/info`)
+    const stored = join(source.storageDir, info.Uuid.slice(0, 2), info.Uuid.slice(2, 4), info.Uuid)
+    const original = await readFile(stored)
+    const damaged = Buffer.from(original)
+    damaged[damaged.length - 3] = damaged[damaged.length - 3]! ^ 0x20
+    await writeFile(stored, damaged)
+    const fresh = await startOrthanc({name: 'fresh-target', ...config})
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', fresh.url, '--json'])
+      expect(result.code).toBe(10)
+      const summary = parseJson<SyncJson & {failures: Array<{item: string; reason: string}>}>(result)
+      expect(summary).toMatchObject({transferred: corpus.length - 1, failed: 1})
+      expect(summary.failures).toEqual([{item: victim.orthancId, reason: expect.stringMatching(/MD5/)}])
+      expect((await fresh.api(`/instances/${victim.orthancId}`)).status).toBe(404)
+    } finally {
+      await writeFile(stored, original)
+      await fresh.dispose()
+    }
+  })
+
   it('export - | import - through a pipe, with no temporary files', async () => {
     const piped = await startOrthanc({name: 'pipe-target', ...config})
     try {
