@@ -14,6 +14,8 @@ export interface NotRestored {
   userMetadata: Record<string, number>
 }
 
+const RECENT_STUDIES = 16
+
 export type StoreOutcome = Outcome & {targetMd5: string}
 
 /** The target stored something else under this instance's ID. */
@@ -32,13 +34,15 @@ export class TargetMismatchError extends OrthancError {
 export class OrthancSink {
   readonly notRestored: NotRestored = {systemMetadata: 0, labels: 0, userMetadata: {}}
   private features?: Features
+  private readonly recentStudies = new Map<string, Promise<Set<string>>>()
 
   constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean}) {}
 
   /** `knownAbsent`: the caller compared ID sets already and knows the target lacks it. */
   async store(unit: ImportUnit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
     this.features ??= await this.client.features(signal)
-    const existing = options.knownAbsent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
+    const absent = options.knownAbsent || (unit.studyId !== undefined && !(await this.studyHas(unit.studyId, unit.instanceId, signal)))
+    const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
     if (existing && existing.md5 === unit.md5) {
       if (unit.record && !this.options.dryRun) await this.restoreMissingSideData(unit, signal)
       return {kind: 'skipped', targetMd5: existing.md5}
@@ -51,6 +55,23 @@ export class OrthancSink {
     const targetMd5 = stored?.md5 ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
     return {kind: 'transferred', bytes: unit.dicom.length, targetMd5}
+  }
+
+  /**
+   * Whether the target has an instance, asked once per study rather than once per instance:
+   * each question costs a turn at the target's database, which uploads are waiting for. Instances
+   * of a study arrive together, so a few recent studies are enough to remember.
+   */
+  private studyHas(studyId: string, instanceId: string, signal?: AbortSignal): Promise<boolean> {
+    let listing = this.recentStudies.get(studyId)
+    if (!listing) {
+      listing = this.client.studyInstanceIds(studyId, signal).then((ids) => new Set(ids))
+      listing.catch(() => this.recentStudies.delete(studyId))
+      this.recentStudies.set(studyId, listing)
+      if (this.recentStudies.size > RECENT_STUDIES) this.recentStudies.delete(this.recentStudies.keys().next().value!)
+    }
+
+    return listing.then((ids) => ids.has(instanceId))
   }
 
   /** For an instance already there: write back only what is absent, so a second run sends nothing. */

@@ -73,7 +73,7 @@ async function* readOneInput(input: ArchiveInput, events: ImportSourceEvents, re
       const verdict = validator.accept(entry)
       if (verdict.kind === 'dicom') {
         if (pending) yield pending
-        pending = {label: `${input.label}: ${entry.name}`, instanceId: verdict.record.id, dicom: verdict.data, md5: verdict.record.md5, record: verdict.record, attachments: new Map()}
+        pending = {label: `${input.label}: ${entry.name}`, instanceId: verdict.record.id, studyId: verdict.record.studyId, dicom: verdict.data, md5: verdict.record.md5, record: verdict.record, attachments: new Map()}
       } else if (verdict.kind === 'attachment') {
         if (pending?.record?.id === verdict.record.id) pending.attachments!.set(verdict.attachment.contentType, verdict.data)
         else events.onProblem({label: `${input.label}: ${entry.name}`, reason: 'attachment without its instance before it'})

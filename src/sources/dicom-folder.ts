@@ -6,7 +6,7 @@ import {basename, join} from 'node:path'
 
 import {readElementHeader, skipElementValue} from '../dicom/element-reader.js'
 import {NotDicomError} from '../dicom/not-dicom-error.js'
-import {orthancInstanceId} from '../dicom/orthanc-id.js'
+import {orthancInstanceId, orthancStudyId} from '../dicom/orthanc-id.js'
 import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
 import {EXPLICIT_LITTLE_ENDIAN_ENCODING} from '../dicom/transfer-syntax.js'
 import {trimDicomPadding} from '../dicom/values.js'
@@ -73,7 +73,7 @@ async function readDicomFile(path: string, events: ImportSourceEvents, maxFileBy
   if (bytes === undefined) return undefined
   const identifiers = identifyOrReport(path, bytes, events)
   if (identifiers === undefined) return undefined
-  return {label: path, instanceId: instanceIdOf(identifiers), dicom: bytes, md5: md5Hex(bytes)}
+  return {label: path, instanceId: instanceIdOf(identifiers), studyId: studyIdOf(identifiers), dicom: bytes, md5: md5Hex(bytes)}
 }
 
 export type EntryKind = 'file' | 'directory' | 'symlink' | 'other'
@@ -219,6 +219,10 @@ function isDicomDir(label: string, bytes: Buffer): boolean {
 
 export function instanceIdOf(identifiers: DicomIdentifiers): string {
   return orthancInstanceId(identifiers.patientId, identifiers.studyInstanceUid, identifiers.seriesInstanceUid, identifiers.sopInstanceUid)
+}
+
+export function studyIdOf(identifiers: DicomIdentifiers): string {
+  return orthancStudyId(identifiers.patientId, identifiers.studyInstanceUid)
 }
 
 export function md5Hex(bytes: Buffer): string {

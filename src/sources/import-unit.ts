@@ -10,6 +10,8 @@ export interface ImportUnit {
   label: string
   /** The Orthanc ID the target will give it (deterministic from the DICOM identifiers). */
   instanceId: string
+  /** The Orthanc ID of its study, so a target can be asked about a whole study at once. */
+  studyId?: string
   dicom: Buffer
   /** MD5 of `dicom`: the manifest's for archives (already checked), computed for folders. */
   md5: string

@@ -12,6 +12,7 @@ import {
   type FolderEntry,
   identifyOrReport,
   instanceIdOf,
+  studyIdOf,
   isFileSystemError,
   listDirectory,
   listDirectoryOrReport,
@@ -69,7 +70,7 @@ export async function* readStorageFolder(root: string, events: ImportSourceEvent
         continue
       }
       if (firstMd5 === undefined) wholeCopies.set(compactHex(decoded.instanceId), compactHex(md5))
-      yield {label: file.path, instanceId: decoded.instanceId, dicom: decoded.dicom, md5}
+      yield {label: file.path, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5}
     }
 
     yield* instancesWithoutPixelData(root, deferred, wholeCopies, events, options.signal)
@@ -103,7 +104,7 @@ async function* instancesWithoutPixelData(
     signal?.throwIfAborted()
     const path = join(root, file.relative)
     const decoded = await decodeStorageFile(path, events)
-    if (decoded) yield {label: path, instanceId: decoded.instanceId, dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
+    if (decoded) yield {label: path, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
   }
 }
 
