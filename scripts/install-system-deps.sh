@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need from Debian/Ubuntu packages: Orthanc, its
-# PostgreSQL plugin and a PostgreSQL server (back-end migration tests), nginx (HTTPS tests)
-# and openssl (throwaway certificates). Skips apt-get when everything is already there.
+# PostgreSQL plugin and a PostgreSQL server (back-end migration tests), nginx (HTTPS tests),
+# openssl (throwaway certificates), bsdtar (a second tar reader for the archive tests) and
+# curl (the benchmark's ingest ceiling). Skips apt-get when everything is already there.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,8 @@ command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || need+=(orthanc
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "System packages: all present."

@@ -125,6 +125,22 @@ describe('export', () => {
       }
     })
 
+    it('is read the same by GNU tar and by bsdtar (libarchive)', async () => {
+      for (const volume of await volumeFiles(output)) {
+        const gnu = (await run('tar', ['-tvf', volume])).stdout.trim().split('\n').map((line) => line.split(/\s+/).slice(-1)[0])
+        const bsd = await run('bsdtar', ['-tf', volume]).catch(() => {
+          throw new Error('bsdtar is missing: install it with `sudo apt-get install -y libarchive-tools`')
+        })
+        expect(bsd.stdout.trim().split('\n')).toEqual(gnu)
+        // bsdtar also extracts it and the BagIt manifests check out.
+        const dir = await mkdtemp(join(tmpdir(), 'bsdtar-'))
+        await run('bsdtar', ['-xf', volume, '-C', dir])
+        const [bag] = (await listFiles(dir)).filter((file) => file.endsWith('/bagit.txt'))
+        await run('sha256sum', ['--strict', '-c', 'manifest-sha256.txt'], {cwd: bag!.replace('/bagit.txt', '')})
+        await rm(dir, {recursive: true, force: true})
+      }
+    })
+
     it('records per instance the IDs, UIDs, size, SHA-256 and MD5, and per study the expected count', async () => {
       const manifests = await manifestsOf(extracted)
       const records = manifests.flatMap((manifest) => manifest.instances)
