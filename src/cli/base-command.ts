@@ -45,7 +45,7 @@ export abstract class BaseCommand extends Command {
 
   override async catch(error: Error & {exitCode?: number}): Promise<void> {
     // oclif's own errors (bad flags, --help, exit()) keep oclif's handling and exit codes.
-    if (error instanceof Errors.CLIError || error instanceof Errors.ExitError || error.constructor?.name?.endsWith('FlagValidationError') || error.name === 'ExitError') {
+    if (error instanceof Errors.CLIError || error instanceof Errors.ExitError) {
       return super.catch(error)
     }
 
