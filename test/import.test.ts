@@ -342,6 +342,29 @@ describe('import', () => {
     }
   })
 
+  it('uploads cut off by connection resets and 503s are sent again and counted, none lost', async () => {
+    const target = await startOrthanc({name: 'flaky-target'})
+    const proxy = await startFaultProxy(target.port)
+    proxy.faults.push(
+      {match: /^POST \/instances$/, fault: 'reset-before-response'},
+      {match: /^POST \/instances$/, fault: 'status-503'},
+      {match: /^POST \/instances$/, fault: 'reset-before-response'},
+      {match: /^GET \/instances\/.*\/attachments\/dicom\/info$/, fault: 'reset-mid-body'},
+    )
+    try {
+      const result = await runCli(['import', '--target', proxy.url, '--json', '--no-receipt', volumesDir])
+      expect(result.code, result.stderr).toBe(0)
+      const summary = parseJson<ImportJson & {retries: number}>(result)
+      expect(summary).toMatchObject({transferred: corpus.length, failed: 0})
+      expect(summary.retries).toBeGreaterThanOrEqual(4)
+      expect(proxy.faults).toEqual([])
+      expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  })
+
   it('a target killed mid-import: a clear error, then a second run completes it, nothing duplicated', async () => {
     const target = await startOrthanc({name: 'crashing-target'})
     const proxy = await startFaultProxy(target.port)

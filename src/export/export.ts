@@ -146,6 +146,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     if (options.output.kind === 'directory') await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
     else await writeVolumeStream(options.output.stream, plan, stateDir, options, summary)
     summary.durationMs = Date.now() - started
+    summary.retries += options.client.http.stats.retries
     return summary
   } finally {
     if (options.output.kind !== 'directory' || options.dryRun) await rm(stateDir, {recursive: true, force: true})

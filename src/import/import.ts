@@ -92,6 +92,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const studies = await studyCompleteness(client, archiveReport.bags, wouldTransfer, options.signal)
   return {
     ...stats,
+    // Requests sent again after a reset or a 503 count too: each one is an upload that was not lost.
+    retries: stats.retries + client.http.stats.retries,
     dryRun: options.dryRun,
     target: client.display,
     ignoredFiles,

@@ -110,6 +110,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     transferred: options.dryRun ? 0 : stats.transferred,
     bytes: options.dryRun ? 0 : stats.bytes,
     skipped: plan.present,
+    retries: stats.retries + options.source.http.stats.retries + options.target.http.stats.retries,
     durationMs: Date.now() - started,
     dryRun: options.dryRun,
     source: options.source.display,
