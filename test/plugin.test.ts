@@ -54,6 +54,14 @@ export default class Hello extends Command {
     expect(stdout).toMatch(/info\s+Check a server URL/)
   })
 
+  it('bin/dev.js runs the commands straight from the TypeScript sources', async () => {
+    const {stdout, stderr} = await run(process.execPath, [join(repoRoot, 'bin/dev.js'), 'info', '--server', server.url, '--json'], {cwd: repoRoot, env: {...process.env, DEBUG: 'oclif:config:ts-path'}})
+    expect(JSON.parse(stdout)).toMatchObject({name: 'plugin-host-target'})
+    // oclif says where it found the commands: the commands/ folder of sources, not dist/.
+    expect(stderr).toMatch(/Found source directory for .*\/dist\/commands at .*\/commands\n/)
+    expect(stderr).not.toMatch(/Warning|Falling back to compiled source/)
+  })
+
   it('runs a plugin command through the host CLI against a real server', async () => {
     const {stdout} = await run(process.execPath, [join(hostDir, 'run.js'), 'info', '--server', server.url, '--json'], {cwd: hostDir})
     expect(JSON.parse(stdout)).toMatchObject({name: 'plugin-host-target', version: '1.10.1'})
