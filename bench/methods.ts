@@ -1,0 +1,170 @@
+import {mkdir} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import type {Cleanup} from './cleanup.js'
+import type {Corpus} from './corpus.js'
+import {curlIngest} from './curl-ceiling.js'
+import {naiveCopy} from './naive-copier.js'
+import {cpuOf, machineBusyMs} from './processes.js'
+import {rawDownload} from './raw-download.js'
+import type {Sample} from './samples.js'
+import {uploadSequentially} from './sequential-uploader.js'
+import {type BenchServer, expectInstances, startServer} from './servers.js'
+import {runPipe, runTool, type ToolRun} from './tool.js'
+import type {OrthancOptions} from '../test/helpers/orthanc.js'
+
+export interface MethodContext {
+  cleanup: Cleanup
+  corpus: Corpus
+  source: BenchServer
+}
+
+export interface Method {
+  key: string
+  label: string
+  run(context: MethodContext): Promise<Sample>
+}
+
+interface Timing {
+  ms: number
+  /** CPU of this process (the in-process baselines run here). */
+  benchCpuMs: number
+  orthancCpuMs: number
+  /** CPU the whole machine spent, all processes. */
+  busyMs: number
+}
+
+/** Times `body`, and counts the CPU the servers, this process and the whole machine spent meanwhile. */
+async function timed(servers: BenchServer[], body: () => Promise<void>): Promise<Timing> {
+  const pids = servers.map((server) => server.pid)
+  const orthancBefore = await cpuOf(pids)
+  const busyBefore = await machineBusyMs()
+  const cpuBefore = process.cpuUsage()
+  const started = performance.now()
+  await body()
+  const ms = performance.now() - started
+  const cpu = process.cpuUsage(cpuBefore)
+  const busyMs = (await machineBusyMs()) - busyBefore
+  return {ms, benchCpuMs: (cpu.user + cpu.system) / 1000, orthancCpuMs: (await cpuOf(pids)) - orthancBefore, busyMs}
+}
+
+/**
+ * A sample from a timing. Whatever CPU the machine spent beyond the client, the servers and this
+ * process is background: other programs (or PostgreSQL) competing for the two cores.
+ */
+function sampleOf(timing: Timing, client?: {cpuMs?: number; ms?: number}): Sample {
+  const clientCpuMs = client ? client.cpuMs : timing.benchCpuMs
+  const accounted = timing.benchCpuMs + timing.orthancCpuMs + (client ? client.cpuMs ?? 0 : 0)
+  return {ms: client?.ms ?? timing.ms, clientCpuMs, orthancCpuMs: timing.orthancCpuMs, backgroundCpuMs: Math.max(0, timing.busyMs - accounted)}
+}
+
+/** A run into a new, empty target: started before the clock, checked to hold the corpus after it, then disposed of. */
+export async function intoFreshTarget(
+  context: MethodContext, what: string, body: (target: BenchServer) => Promise<Sample>, prepareTarget?: () => Promise<OrthancOptions>,
+): Promise<Sample> {
+  const target = await startServer(context.cleanup, 'bench-target', (await prepareTarget?.()) ?? {})
+  try {
+    const sample = await body(target)
+    await expectInstances(target, context.corpus.count, `${what} into ${target.url}`)
+    return sample
+  } finally {
+    await context.cleanup.release(target.name)
+  }
+}
+
+/** A scratch folder for one run, deleted as soon as the run is over. */
+async function inScratch<T>(context: MethodContext, prefix: string, body: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await context.cleanup.tempDir(prefix)
+  try {
+    return await body(dir)
+  } finally {
+    await context.cleanup.release(dir)
+  }
+}
+
+/** A tool process: its own CPU and peak RSS come from the process accounting, not from this process. */
+async function toolSample(servers: BenchServer[], run: () => Promise<ToolRun>): Promise<Sample> {
+  let result: ToolRun | undefined
+  const timing = await timed(servers, async () => {
+    result = await run()
+  })
+  return {...sampleOf(timing, {cpuMs: result!.cpuMs, ms: result!.wallMs}), rssKb: result!.maxRssKb, reportedMs: result!.summary.durationMs}
+}
+
+export const naiveCopier: Method = {
+  key: 'naive',
+  label: 'naive copier (Replicate.py way: GET file, POST, new connection each, one at a time)',
+  run: (context) => intoFreshTarget(context, 'naive copier', async (target) => sampleOf(await timed([context.source, target], async () => {
+    await naiveCopy(context.source.url, target.url)
+  }))),
+}
+
+export const sequentialUploader: Method = {
+  key: 'sequential',
+  label: 'sequential uploader (ImportDicomFiles.py way: one file per request, new connection each)',
+  run: (context) => intoFreshTarget(context, 'sequential uploader', async (target) => sampleOf(await timed([target], async () => {
+    await uploadSequentially(context.corpus.files, target.url)
+  }))),
+}
+
+export const ingestCeiling: Method = {
+  key: 'ceiling',
+  label: 'ingest ceiling (4 curl streams, kept-alive connections)',
+  run: (context) => inScratch(context, 'curl', (scratch) => intoFreshTarget(context, 'curl ingest', async (target) => {
+    let cpuMs: number | undefined
+    const timing = await timed([target], async () => {
+      const run = await curlIngest(context.corpus.files, target.url, scratch)
+      if (run.connections > 4) throw new Error(`curl opened ${run.connections} connections: keep-alive did not hold`)
+      cpuMs = run.cpuMs
+    })
+    return sampleOf(timing, {cpuMs})
+  })),
+}
+
+export const rawDownloadMethod: Method = {
+  key: 'raw-download',
+  label: 'raw parallel download (4 kept-alive connections, files to disk)',
+  run: (context) => inScratch(context, 'download', async (dir) => sampleOf(await timed([context.source], async () => {
+    const {count, bytes} = await rawDownload(context.source.url, dir)
+    if (count !== context.corpus.count || bytes !== context.corpus.bytes) {
+      throw new Error(`raw download got ${count} files, ${bytes} bytes; expected ${context.corpus.count}, ${context.corpus.bytes}`)
+    }
+  }))),
+}
+
+/** `prepareTarget` gives each run's target its configuration: a new PostgreSQL database per run. */
+export function toolSync(concurrency?: number, prepareTarget?: () => Promise<OrthancOptions>): Method {
+  const flag = concurrency === undefined ? [] : ['--concurrency', String(concurrency)]
+  return {
+    key: concurrency === undefined ? 'sync' : `sync-c${concurrency}`,
+    label: `tool: sync${concurrency === undefined ? '' : ` --concurrency ${concurrency}`}`,
+    run: (context) => intoFreshTarget(context, 'sync', (target) => toolSample([context.source, target], () =>
+      runTool(['sync', '--source', context.source.url, '--target', target.url, ...flag], context.corpus.count, 'sync')), prepareTarget),
+  }
+}
+
+export const toolImport: Method = {
+  key: 'import',
+  label: 'tool: import of the corpus folder',
+  run: (context) => intoFreshTarget(context, 'import', (target) => toolSample([target], () =>
+    runTool(['import', '--target', target.url, '--no-receipt', context.corpus.dir], context.corpus.count, 'import'))),
+}
+
+export const toolExport: Method = {
+  key: 'export',
+  label: 'tool: export to a folder',
+  run: (context) => inScratch(context, 'export', async (dir) => {
+    const output = join(dir, 'volumes')
+    await mkdir(output)
+    return toolSample([context.source], () => runTool(['export', '--source', context.source.url, '--output', output], context.corpus.count, 'export'))
+  }),
+}
+
+export const toolPipe: Method = {
+  key: 'pipe',
+  label: 'tool: export --output - | import -',
+  run: (context) => inScratch(context, 'pipe', (scratch) => intoFreshTarget(context, 'export | import', (target) =>
+    toolSample([context.source, target], () => runPipe(context.source.url, target.url, scratch, context.corpus.count)))),
+}
+
+export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, rawDownloadMethod, toolSync(), toolImport, toolExport, toolPipe]

@@ -1,0 +1,72 @@
+import {parseArgs} from 'node:util'
+
+export interface BenchConfig {
+  /** Ordinary instances of the default corpus, and their approximate file size. */
+  instances: number
+  size: number
+  /** Large multi-frame instances added to the default corpus. */
+  large: number
+  largeBytes: number
+  smallInstances: number
+  smallSize: number
+  runs: number
+  /** Instances of the corpus whose peak RSS is compared with the default one's. */
+  rssScale: number
+  concurrencies: number[]
+  skipPostgres: boolean
+  quick: boolean
+  out?: string
+}
+
+const USAGE = `usage: npm run bench -- [--instances N] [--size BYTES] [--large N] [--small-instances N] [--small-size BYTES]
+                       [--runs N] [--skip-postgres] [--quick] [--out FILE]`
+
+const LARGE_BYTES = 8 * 1024 * 1024
+const RSS_SCALE = 5
+
+/** The command line, with the defaults the published figures use; --quick is a smoke-test configuration. */
+export function parseBenchArgs(argv: string[]): BenchConfig {
+  const {values} = parseArgs({
+    args: argv,
+    options: {
+      instances: {type: 'string'},
+      size: {type: 'string'},
+      large: {type: 'string'},
+      'small-instances': {type: 'string'},
+      'small-size': {type: 'string'},
+      runs: {type: 'string'},
+      'skip-postgres': {type: 'boolean', default: false},
+      quick: {type: 'boolean', default: false},
+      out: {type: 'string'},
+      help: {type: 'boolean', default: false},
+    },
+  })
+  if (values.help) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+
+  const quick = values.quick
+  // Explicit flags still win over --quick, so a quick run can be widened one knob at a time.
+  return {
+    instances: count(values.instances, quick ? 200 : 1000, '--instances'),
+    size: count(values.size, 130_000, '--size'),
+    large: count(values.large, quick ? 1 : 3, '--large', 0),
+    largeBytes: LARGE_BYTES,
+    smallInstances: count(values['small-instances'], quick ? 400 : 2000, '--small-instances'),
+    smallSize: count(values['small-size'], 4000, '--small-size'),
+    runs: count(values.runs, quick ? 1 : 3, '--runs'),
+    rssScale: RSS_SCALE,
+    concurrencies: [1, 2, 4, 8],
+    skipPostgres: values['skip-postgres'],
+    quick,
+    out: values.out,
+  }
+}
+
+function count(text: string | undefined, fallback: number, flag: string, min = 1): number {
+  if (text === undefined) return fallback
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < min) throw new Error(`${flag} expects an integer of at least ${min}, got "${text}"\n${USAGE}`)
+  return value
+}

@@ -1,0 +1,42 @@
+import {createWriteStream} from 'node:fs'
+import {join} from 'node:path'
+import {pipeline} from 'node:stream/promises'
+
+import {Pool} from 'undici'
+
+import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
+
+/**
+ * The yardstick for export: every instance's file downloaded over `connections` kept-alive
+ * connections and written to `dir`, with no checking, planning or archive format.
+ */
+export async function rawDownload(sourceUrl: string, dir: string, connections = 4): Promise<{count: number; bytes: number}> {
+  const pool = new Pool(sourceUrl, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  let bytes = 0
+  try {
+    const listing = await pool.request({path: '/instances', method: 'GET'})
+    if (listing.statusCode !== 200) throw new Error(`GET /instances: HTTP ${listing.statusCode}`)
+    const ids = (await listing.body.json()) as string[]
+    let next = 0
+    const worker = async () => {
+      while (next < ids.length) {
+        const id = ids[next++]!
+        const response = await pool.request({path: `/instances/${id}/file`, method: 'GET'})
+        if (response.statusCode !== 200) {
+          await response.body.dump()
+          throw new Error(`GET /instances/${id}/file: HTTP ${response.statusCode}`)
+        }
+
+        response.body.on('data', (chunk: Buffer) => {
+          bytes += chunk.length
+        })
+        await pipeline(response.body, createWriteStream(join(dir, `${id}.dcm`)))
+      }
+    }
+
+    await Promise.all(Array.from({length: connections}, worker))
+    return {count: ids.length, bytes}
+  } finally {
+    await pool.close()
+  }
+}

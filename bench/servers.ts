@@ -1,0 +1,68 @@
+import {readFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {Pool} from 'undici'
+
+import {type OrthancOptions, type OrthancServer, startOrthanc} from '../test/helpers/orthanc.js'
+import type {Cleanup} from './cleanup.js'
+import type {Corpus} from './corpus.js'
+import {pidByArgument} from './processes.js'
+
+export interface BenchServer {
+  server: OrthancServer
+  pid?: number
+  url: string
+}
+
+/** Orthanc's Keep-Alive hint is timeout=1; undici must keep its sockets for less than that to reuse them. */
+export const KEEP_ALIVE_THRESHOLD_MS = 500
+
+/** Starts a throwaway Orthanc that `cleanup` disposes of; `cleanup.release(name)` disposes of it early. */
+export async function startServer(cleanup: Cleanup, name: string, options: OrthancOptions = {}): Promise<BenchServer & {name: string}> {
+  const server = await startOrthanc({name, ...options})
+  const key = `orthanc ${server.dir}`
+  cleanup.defer(key, () => server.dispose())
+  return {server, pid: await pidByArgument(join(server.dir, 'orthanc.json')), url: server.url, name: key}
+}
+
+/**
+ * A source server holding the corpus, loaded with parallel keep-alive uploads (loading is not
+ * measured), and checked to hold every instance.
+ */
+export async function startSource(cleanup: Cleanup, corpus: Corpus): Promise<BenchServer> {
+  const source = await startServer(cleanup, `bench-source-${corpus.name}`)
+  const pool = new Pool(source.url, {connections: 4, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  try {
+    let next = 0
+    const worker = async () => {
+      while (next < corpus.files.length) {
+        const path = corpus.files[next++]!
+        const response = await pool.request({path: '/instances', method: 'POST', body: await readFile(path), headers: {'content-type': 'application/dicom'}})
+        const text = await response.body.text()
+        if (response.statusCode !== 200) throw new Error(`loading ${path} into the source: HTTP ${response.statusCode} ${text}`)
+      }
+    }
+
+    await Promise.all(Array.from({length: 4}, worker))
+  } finally {
+    await pool.close()
+  }
+
+  await expectInstances(source, corpus.count, `source for ${corpus.name}`)
+  return source
+}
+
+export async function instanceCount(server: BenchServer): Promise<number> {
+  const statistics = await server.server.json<{CountInstances: number}>('/statistics')
+  return statistics.CountInstances
+}
+
+/** A run whose target does not end up with the whole corpus is broken: the bench stops rather than print its time. */
+export async function expectInstances(server: BenchServer, expected: number, what: string): Promise<void> {
+  const actual = await instanceCount(server)
+  if (actual !== expected) throw new Error(`${what}: the server holds ${actual} instances, expected ${expected}`)
+}
+
+export async function orthancVersion(server: BenchServer): Promise<string> {
+  return (await server.server.json<{Version: string}>('/system')).Version
+}

@@ -1,0 +1,53 @@
+import type {Corpus} from './corpus.js'
+import {table} from './markdown.js'
+import type {Method} from './methods.js'
+import type {Samples} from './samples.js'
+import {perSecond, ratio, seconds} from './stats.js'
+
+export function runsList(samples: Samples, key: string): string {
+  return samples.get(key).map((sample) => seconds(sample.ms)).join(', ')
+}
+
+export function cpu(samples: Samples, key: string, field: 'clientCpuMs' | 'orthancCpuMs'): string {
+  return seconds(samples.median(key, field))
+}
+
+/** The worst run's background CPU: one disturbed run is enough to say so. */
+export function maxBackground(samples: Samples, key: string): string {
+  const values = samples.get(key).map((sample) => sample.backgroundCpuMs ?? 0)
+  return values.length > 0 ? seconds(Math.max(...values)) : '—'
+}
+
+export function throughput(corpus: Corpus, ms: number): string[] {
+  return [perSecond(corpus.count, ms), (corpus.bytes / 1e6 / (ms / 1000)).toFixed(1)]
+}
+
+function rss(samples: Samples, key: string): string {
+  const kb = samples.median(key, 'rssKb')
+  return Number.isFinite(kb) ? (kb / 1024).toFixed(0) : '—'
+}
+
+export function measurementTable(corpus: Corpus, samples: Samples, methods: Method[]): string {
+  const rows = methods.map((method) => {
+    const ms = samples.median(method.key)
+    const reported = samples.median(method.key, 'reportedMs')
+    return [method.label, seconds(ms), runsList(samples, method.key), ...throughput(corpus, ms), Number.isFinite(reported) ? seconds(reported) : '—',
+      cpu(samples, method.key, 'clientCpuMs'), cpu(samples, method.key, 'orthancCpuMs'), maxBackground(samples, method.key), rss(samples, method.key)]
+  })
+  return table(['measurement', 'median s', 'runs (s)', 'instances/s', 'MB/s', 'tool-reported s', 'client CPU s', 'Orthanc CPU s', 'other CPU s (max)', 'peak RSS MB'], rows)
+}
+
+export function ratioTable(samples: Samples): string {
+  const time = (key: string) => samples.median(key)
+  const rows: Array<[string, string, number, number | undefined]> = [
+    ['sync vs naive copier', 'naive / sync', time('naive') / time('sync'), 2.5],
+    ['ceiling vs sync', 'ceiling / sync', time('ceiling') / time('sync'), 0.8],
+    ['ceiling vs import', 'ceiling / import', time('ceiling') / time('import'), 0.85],
+    ['raw download vs export', 'raw download / export', time('raw-download') / time('export'), 0.7],
+    ['pipe vs sync', 'sync / pipe', time('sync') / time('pipe'), undefined],
+    ['import vs sequential uploader', 'sequential / import', time('sequential') / time('import'), undefined],
+  ]
+  return table(['ratio', 'definition (median times)', 'value', 'target', 'met'], rows.map(([name, definition, value, target]) => [
+    name, definition, ratio(value), target === undefined ? '—' : `≥ ${target}`, target === undefined ? '—' : value >= target ? 'yes' : '**no**',
+  ]))
+}
