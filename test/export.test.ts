@@ -14,6 +14,7 @@ import type {VolumeManifest} from '../src/archive/format.js'
 import {parseJson, repoRoot, runCli} from './helpers/cli.js'
 import {extractWithTar, listFiles, makeCorpus, volumeFiles} from './helpers/corpus.js'
 import {startFaultProxy} from './helpers/fault-proxy.js'
+import {damageStoredFile} from './helpers/tamper.js'
 import {type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
 
 const run = promisify(execFile)
@@ -413,12 +414,7 @@ describe('export faults', () => {
 
   it('a source file whose MD5 is wrong: that instance fails, the rest is exported, exit 10', async () => {
     const victim = records[3]!
-    const info = await source.json<{Uuid: string}>(`/instances/${victim.orthancId}/attachments/dicom/info`)
-    const stored = join(source.storageDir, info.Uuid.slice(0, 2), info.Uuid.slice(2, 4), info.Uuid)
-    const original = await readFile(stored)
-    const damaged = Buffer.from(original)
-    damaged[damaged.length - 10] = damaged[damaged.length - 10]! ^ 0xff
-    await writeFile(stored, damaged)
+    const restore = await damageStoredFile(source, victim.orthancId)
     try {
       const output = join(work, 'md5')
       const result = await runCli(['export', '--source', source.url, '--output', output, '--json'])
@@ -431,7 +427,7 @@ describe('export faults', () => {
       expect(manifest.failed).toEqual([expect.objectContaining({id: victim.orthancId})])
       expect(manifest.instances.map((record) => record.id)).not.toContain(victim.orthancId)
     } finally {
-      await writeFile(stored, original)
+      await restore()
     }
   })
 

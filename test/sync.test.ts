@@ -11,7 +11,7 @@ import {type FixtureRecord, generateStudySet} from '../fixtures/generate.js'
 import {parseJson, repoRoot, runCli} from './helpers/cli.js'
 import {makeCorpus, volumeFiles} from './helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
-import {flipByteInEntry, payloadEntries} from './helpers/tamper.js'
+import {damageStoredFile, flipByteInEntry, payloadEntries} from './helpers/tamper.js'
 
 const run = promisify(execFile)
 const config = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
@@ -154,12 +154,7 @@ describe('sync, diff and verify', () => {
 
   it('a source file whose bytes no longer match its MD5 is not copied, and the run fails', async () => {
     const victim = corpus[4]!
-    const info = await source.json<{Uuid: string}>(`/instances/${victim.orthancId}/attachments/dicom/info`)
-    const stored = join(source.storageDir, info.Uuid.slice(0, 2), info.Uuid.slice(2, 4), info.Uuid)
-    const original = await readFile(stored)
-    const damaged = Buffer.from(original)
-    damaged[damaged.length - 3] = damaged[damaged.length - 3]! ^ 0x20
-    await writeFile(stored, damaged)
+    const restore = await damageStoredFile(source, victim.orthancId)
     const fresh = await startOrthanc({name: 'fresh-target', ...config})
     try {
       const result = await runCli(['sync', '--source', source.url, '--target', fresh.url, '--json'])
@@ -169,7 +164,7 @@ describe('sync, diff and verify', () => {
       expect(summary.failures).toEqual([{item: victim.orthancId, reason: expect.stringMatching(/MD5/)}])
       expect((await fresh.api(`/instances/${victim.orthancId}`)).status).toBe(404)
     } finally {
-      await writeFile(stored, original)
+      await restore()
       await fresh.dispose()
     }
   })

@@ -1,5 +1,6 @@
 import {createReadStream} from 'node:fs'
 import {open, readFile, truncate, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
 
 import tar from 'tar-stream'
 
@@ -65,4 +66,18 @@ export async function addHostileEntries(volume: string, output: string, extra: A
 
 export async function readBytes(path: string): Promise<Buffer> {
   return readFile(path)
+}
+
+/**
+ * Flips a byte near the end of an instance's file in a (plain) storage folder, as a disk fault
+ * would, without Orthanc knowing: its recorded MD5 no longer matches. Returns the undo.
+ */
+export async function damageStoredFile(server: {storageDir: string; json<T>(path: string): Promise<T>}, instanceId: string): Promise<() => Promise<void>> {
+  const info = await server.json<{Uuid: string}>(`/instances/${instanceId}/attachments/dicom/info`)
+  const stored = join(server.storageDir, info.Uuid.slice(0, 2), info.Uuid.slice(2, 4), info.Uuid)
+  const original = await readFile(stored)
+  const damaged = Buffer.from(original)
+  damaged[damaged.length - 10] = damaged[damaged.length - 10]! ^ 0xff
+  await writeFile(stored, damaged)
+  return async () => writeFile(stored, original)
 }
