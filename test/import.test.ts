@@ -272,6 +272,22 @@ describe('import', () => {
       expect(summary.problems.some((problem) => problem.label === `volume ${volumes.length} of ${volumes.length}`)).toBe(true)
     })
 
+    it('refuses an oversized header without reading on: the volume is reported incomplete, not a crash', async () => {
+      const dir = await freshCopy('oversized-header')
+      const [volume] = await volumeFiles(dir)
+      const bagName = volume!.split('/').at(-1)!.replace('.tar', '')
+      const hostile = join(dir, 'oversized.tar')
+      await addHostileEntries(volume!, hostile, [{name: `${bagName}/data/dicom/huge-header.dcm`, type: 'file', content: 'x', pax: {comment: 'x'.repeat(5 * 1024 * 1024)}}])
+      await rm(volume!)
+      const result = await importInto(target, hostile)
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.problems.some((problem) => /refused: .*Header exceeds max size/.test(problem.reason))).toBe(true)
+      expect(result.stderr).not.toMatch(/unexpected error|\n\s+at /)
+      expect(summary.volumes.incomplete).toEqual([bagName])
+      expect(summary.failed).toBe(0)
+    })
+
     it('refuses traversal, absolute, link, device, duplicate and unlisted entries, and writes nothing outside', async () => {
       const dir = await freshCopy('hostile')
       const [volume] = await volumeFiles(dir)

@@ -18,6 +18,14 @@ export class TruncatedArchiveError extends Error {
   }
 }
 
+/** The tar stream cannot be read on: a damaged or oversized header (over 4 MiB of pax or long-name data). */
+export class DamagedArchiveError extends Error {
+  constructor(readonly lastEntry: string | undefined, readonly reason: string) {
+    super(`the archive cannot be read past ${lastEntry ? `"${lastEntry}"` : 'its start'}: ${reason}`)
+    this.name = 'DamagedArchiveError'
+  }
+}
+
 /**
  * Reads a tar stream entry by entry, refusing what the format never contains (links, devices,
  * paths that leave the bag, duplicates, oversized entries) before reading the entry's data.
@@ -58,7 +66,10 @@ export async function* readArchiveEntries(input: Readable, limits: EntryLimits, 
       yield {...location, name: header.name, data}
     }
   } catch (error) {
-    if (/unexpected end|Unexpected end/i.test((error as Error).message ?? '')) throw new TruncatedArchiveError(current)
+    const message = (error as Error).message ?? ''
+    if (/unexpected end/i.test(message)) throw new TruncatedArchiveError(current)
+    // tar-stream's own refusals: a header too large to hold, or one that is not a tar header at all.
+    if (/header|checksum|invalid tar|unknown format/i.test(message)) throw new DamagedArchiveError(current, message)
     throw error
   } finally {
     input.unpipe(extract)

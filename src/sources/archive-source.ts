@@ -1,7 +1,7 @@
 import {createReadStream} from 'node:fs'
 import type {Readable} from 'node:stream'
 
-import {readArchiveEntries, TruncatedArchiveError} from '../archive/archive-stream.js'
+import {DamagedArchiveError, readArchiveEntries, TruncatedArchiveError} from '../archive/archive-stream.js'
 import {parseChecksumManifest} from '../archive/bagit.js'
 import {type BagReport, BagValidator} from '../archive/bag-validator.js'
 import {DEFAULT_ENTRY_LIMITS, type EntryLimits, printable} from '../archive/entry-rules.js'
@@ -85,8 +85,9 @@ async function* readOneInput(input: ArchiveInput, events: ImportSourceEvents, re
       }
     }
   } catch (error) {
-    if (!(error instanceof TruncatedArchiveError)) throw error
-    events.onProblem({label: input.label, reason: `truncated: ${error.message}`})
+    if (error instanceof TruncatedArchiveError) events.onProblem({label: input.label, reason: `truncated: ${error.message}`})
+    else if (error instanceof DamagedArchiveError) events.onProblem({label: input.label, reason: `refused: ${error.message}`})
+    else throw error
   }
 
   // An instance whose attachments did not all arrive is still stored; the missing ones are reported by the bag.
