@@ -64,10 +64,6 @@ export async function addHostileEntries(volume: string, output: string, extra: A
   await writeFile(output, Buffer.concat(chunks))
 }
 
-export async function readBytes(path: string): Promise<Buffer> {
-  return readFile(path)
-}
-
 /**
  * Flips a byte near the end of an instance's file in a (plain) storage folder, as a disk fault
  * would, without Orthanc knowing: its recorded MD5 no longer matches. Returns the undo.
