@@ -188,6 +188,8 @@ describe('export', () => {
       for (const file of plainFiles) {
         const text = await readFile(file, 'utf8')
         for (const secret of secrets) expect(text.includes(secret), `${secret} in ${file}`).toBe(false)
+        // The export ran with the password in the source URL: no file written may hold it.
+        expect(text.includes(PASSWORD), `the password in ${file}`).toBe(false)
       }
 
       const indexed = join(work, 'indexed')
