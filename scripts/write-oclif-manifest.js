@@ -1,0 +1,14 @@
+// Writes oclif.manifest.json after a build. With it, oclif reads every command's flags and
+// description from one file instead of importing all command modules at each start: start-up
+// takes about half the time. The build writes it again every time, so it never goes stale.
+import {writeFile} from 'node:fs/promises'
+import {fileURLToPath, URL} from 'node:url'
+
+import {Config} from '@oclif/core'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+// Without ignoreManifest, oclif would read the previous build's manifest back.
+const config = await Config.load({root, ignoreManifest: true})
+const {manifest} = config.rootPlugin
+await writeFile(new URL('../oclif.manifest.json', import.meta.url), `${JSON.stringify(manifest, null, 1)}\n`)
+console.log(`oclif.manifest.json: ${Object.keys(manifest.commands).length} commands`)
