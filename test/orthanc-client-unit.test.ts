@@ -10,6 +10,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {OrthancClient} from '../src/orthanc/client.js'
 import {OrthancSink} from '../src/sinks/orthanc-sink.js'
+import {SideDataReader} from '../src/sources/side-data.js'
 import {type EndpointInput, resolveEndpoint} from '../src/orthanc/endpoint.js'
 import {InvalidServerUrlError, NotOrthancError, OrthancAuthError, UploadRejectedError} from '../src/orthanc/errors.js'
 import type {OrthancChange} from '../src/orthanc/types.js'
@@ -372,6 +373,55 @@ describe('instanceLabels', () => {
     const client = clientFor(agent)
     expect(await client.instanceLabels('abc')).toEqual(['reviewed', 'teaching'])
     agent.assertNoPendingInterceptors()
+  })
+})
+
+describe('SideDataReader', () => {
+  /** A 1.10.1 mock answering per-instance side-data requests for the given IDs, counting what is asked. */
+  function sideDataServer(ids: string[], bulk: 'answers' | 'missing') {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.10.1')
+    const asked: string[] = []
+    const metadataOf = (id: string) => ({ReceptionDate: '20240101T000000', Reviewed: `yes-${id}`})
+    pool.intercept({path: '/tools/bulk-content', method: 'POST'}).reply<object>((request) => {
+      asked.push('POST /tools/bulk-content')
+      const resources = (JSON.parse(String(request.body)) as {Resources: string[]}).Resources
+      return bulk === 'answers'
+        ? {statusCode: 200, data: resources.map((ID) => ({ID, Type: 'Instance', Metadata: metadataOf(ID)}))}
+        : {statusCode: 404, data: {HttpError: 'Not Found'}}
+    })
+    for (const id of ids) {
+      pool.intercept({path: `/instances/${id}/metadata?expand`, method: 'GET'}).reply(() => {
+        asked.push(`GET metadata ${id}`)
+        return {statusCode: 200, data: metadataOf(id)}
+      }).persist()
+      pool.intercept({path: `/instances/${id}/attachments`, method: 'GET'}).reply(200, ['dicom']).persist()
+    }
+
+    return {client: clientFor(agent), asked, metadataOf}
+  }
+
+  it('reads the metadata of a prefetched batch in one request and none per instance', async () => {
+    const ids = ['a', 'b', 'c']
+    const {client, asked} = sideDataServer(ids, 'answers')
+    const reader = new SideDataReader(client)
+    reader.prefetch(ids)
+    const read = await Promise.all(ids.map((id) => reader.read(id)))
+    expect(read.map((side) => side.userMetadata)).toEqual([{Reviewed: 'yes-a'}, {Reviewed: 'yes-b'}, {Reviewed: 'yes-c'}])
+    expect(read[0]!.systemMetadata).toEqual({ReceptionDate: '20240101T000000'})
+    expect(asked).toEqual(['POST /tools/bulk-content'])
+  })
+
+  it('asks per instance on a server without bulk metadata, and stops trying the bulk route', async () => {
+    const ids = ['a', 'b']
+    const {client, asked} = sideDataServer(ids, 'missing')
+    const reader = new SideDataReader(client)
+    reader.prefetch(ids)
+    expect((await Promise.all(ids.map((id) => reader.read(id)))).map((side) => side.userMetadata)).toEqual([{Reviewed: 'yes-a'}, {Reviewed: 'yes-b'}])
+    reader.prefetch(ids)
+    await Promise.all(ids.map((id) => reader.read(id)))
+    expect(asked.filter((call) => call.startsWith('POST'))).toHaveLength(1)
+    expect(asked.filter((call) => call.startsWith('GET metadata'))).toHaveLength(4)
   })
 })
 

@@ -11,6 +11,8 @@ import {type FixtureRecord, generateStudySet} from '../fixtures/generate.js'
 import {parseJson, repoRoot, runCli} from './helpers/cli.js'
 import {makeCorpus, volumeFiles} from './helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
+import {OrthancClient} from '../src/orthanc/client.js'
+import {resolveEndpoint} from '../src/orthanc/endpoint.js'
 import {damageStoredFile, flipByteInEntry, payloadEntries} from './helpers/tamper.js'
 
 const run = promisify(execFile)
@@ -88,6 +90,23 @@ describe('sync, diff and verify', () => {
     for (const record of corpus) {
       const bytes = Buffer.from(await (await target.api(`/instances/${record.orthancId}/file`)).arrayBuffer())
       expect(bytes.equals(await readFile(record.path)), record.label).toBe(true)
+    }
+  })
+
+  it('reads metadata in bulk exactly as one instance at a time, user metadata named and numbered', async () => {
+    const instanceId = corpus[2]!.orthancId
+    await source.api(`/instances/${instanceId}/metadata/4242`, {method: 'PUT', body: 'numbered'})
+    const client = new OrthancClient(resolveEndpoint({url: source.url, env: {}}))
+    try {
+      const ids = corpus.map((record) => record.orthancId)
+      const bulk = await client.instancesMetadata([...ids, 'no-such-instance'])
+      expect(bulk, 'Orthanc 1.10.1 reports metadata through /tools/bulk-content').toBeDefined()
+      expect([...bulk!.keys()].sort()).toEqual([...ids].sort())
+      for (const id of ids) expect(bulk!.get(id)).toEqual(await client.instanceMetadata(id))
+      expect(bulk!.get(instanceId)).toMatchObject({Reviewed: 'yes', 4242: 'numbered'})
+    } finally {
+      await client.close()
+      await source.api(`/instances/${instanceId}/metadata/4242`, {method: 'DELETE'})
     }
   })
 

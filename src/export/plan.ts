@@ -8,6 +8,7 @@ import {tarEntryBytes} from '../archive/volume-writer.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {describeInstance} from '../sources/orthanc-instance.js'
 import {selectInstances, type SelectedInstance, type SelectedStudy} from '../sources/orthanc-selection.js'
+import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
@@ -105,7 +106,8 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     if (!file.write(`${JSON.stringify(record)}\n`)) await new Promise<void>((resolve) => file.once('drain', () => resolve()))
   }
 
-  const selected = selectedInstances(options, studies)
+  const sideData = new SideDataReader(options.client)
+  const selected = prefetchingSideData(selectedInstances(options, studies), sideData, (instance) => instance, options.signal)
   const stats = await runTransfer({
     items: selected,
     concurrency: options.concurrency,
@@ -113,7 +115,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     phase: 'planning',
     onProgress: options.onProgress,
     describe: (instance) => instance.id,
-    work: (instance, signal) => describeInstance(options.client, instance, signal),
+    work: (instance, signal) => describeInstance(sideData, options.client, instance, signal),
     async commit(_instance, record) {
       await append(record)
       return {kind: 'transferred', bytes: record.size}

@@ -50,7 +50,9 @@ const CHANGES_PAGE = 1000
  */
 export class OrthancClient {
   readonly http: OrthancHttp
-  private systemInfo?: OrthancSystem
+  private systemAnswer?: Promise<OrthancSystem>
+  /** Set once POST /tools/bulk-content turned out not to report metadata. */
+  private noBulkMetadata = false
 
   constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
     this.http = new OrthancHttp(endpoint, options)
@@ -65,7 +67,15 @@ export class OrthancClient {
    * server, a proxy's error page) is reported as NotOrthancError rather than as a parse error.
    */
   async system(signal?: AbortSignal): Promise<OrthancSystem> {
-    if (this.systemInfo) return this.systemInfo
+    // Callers that start together share one request; a failure is not remembered.
+    this.systemAnswer ??= this.fetchSystem(signal).catch((error: unknown) => {
+      this.systemAnswer = undefined
+      throw error
+    })
+    return this.systemAnswer
+  }
+
+  private async fetchSystem(signal?: AbortSignal): Promise<OrthancSystem> {
     let answer: unknown
     try {
       answer = await this.http.json<unknown>('GET', '/system', {signal})
@@ -82,8 +92,7 @@ export class OrthancClient {
       throw new NotOrthancError(this.display, 'GET /system has no Version and ApiVersion')
     }
 
-    this.systemInfo = system as OrthancSystem
-    return this.systemInfo
+    return system as OrthancSystem
   }
 
   async features(signal?: AbortSignal): Promise<Features> {
@@ -222,6 +231,41 @@ export class OrthancClient {
   /** All metadata of an instance, system and user, by name (unnamed user metadata by number). */
   async instanceMetadata(id: string, signal?: AbortSignal): Promise<Record<string, string>> {
     return this.http.json<Record<string, string>>('GET', `/instances/${id}/metadata?expand`, {signal})
+  }
+
+  /**
+   * Metadata of many instances in one request: POST /tools/bulk-content only reads, so it is
+   * retried like a GET. IDs the server does not know are left out of the map. Undefined when
+   * the server cannot answer that way (no such route, or no metadata in its answer): ask per
+   * instance instead.
+   */
+  async instancesMetadata(ids: string[], signal?: AbortSignal): Promise<Map<string, Record<string, string>> | undefined> {
+    if (this.noBulkMetadata || ids.length === 0) return undefined
+    let answer: Array<{ID: string; Metadata?: Record<string, string>}>
+    try {
+      answer = await this.http.json('POST', '/tools/bulk-content', {
+        body: JSON.stringify({Resources: ids, Level: 'Instance', Metadata: true}),
+        headers: {'content-type': 'application/json'},
+        idempotent: true,
+        signal,
+      })
+    } catch (error) {
+      if (!(error instanceof OrthancHttpError && [400, 404, 405].includes(error.status))) throw error
+      this.noBulkMetadata = true
+      return undefined
+    }
+
+    const metadata = new Map<string, Record<string, string>>()
+    for (const entry of answer) {
+      if (!entry.Metadata) {
+        this.noBulkMetadata = true
+        return undefined
+      }
+
+      metadata.set(entry.ID, entry.Metadata)
+    }
+
+    return metadata
   }
 
   async setInstanceMetadata(id: string, name: string, value: string, signal?: AbortSignal): Promise<void> {

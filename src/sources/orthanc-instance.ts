@@ -1,58 +1,20 @@
 import {createHash} from 'node:crypto'
 
-import {type AttachmentRecord, attachmentPayloadPath, dicomPayloadPath, type InstanceRecord} from '../archive/format.js'
+import {type AttachmentRecord, dicomPayloadPath, type InstanceRecord} from '../archive/format.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {FIRST_USER_CONTENT_TYPE} from '../orthanc/client.js'
 import {ChecksumMismatchError, OrthancConnectionError, OrthancHttpError} from '../orthanc/errors.js'
-import {splitMetadata} from '../orthanc/metadata.js'
 import type {ImportUnit} from './import-unit.js'
 import type {SelectedInstance} from './orthanc-selection.js'
-
-/** Attachments Orthanc manages itself; everything else on an instance belongs to users. */
-const ORTHANC_ATTACHMENTS = new Set(['dicom', 'dicom-until-pixel-data', 'dicom-as-json'])
+import type {SideDataReader} from './side-data.js'
 
 /**
  * Everything about an instance except its bytes: stored size and MD5 (no download), user
  * and system metadata, user attachments, labels.
  */
-export async function describeInstance(client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<InstanceRecord> {
-  const [file, sideData] = await Promise.all([client.storedFileInfo(instance.id, signal), describeSideData(client, instance.id, signal)])
+export async function describeInstance(sideData: SideDataReader, client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<InstanceRecord> {
+  const [file, side] = await Promise.all([client.storedFileInfo(instance.id, signal), sideData.read(instance.id, signal)])
   if (!file) throw new InstanceVanishedError(instance.id)
-  return {...instance, size: file.size, md5: file.md5, path: dicomPayloadPath(instance), ...sideData}
-}
-
-type SideData = Pick<InstanceRecord, 'userMetadata' | 'systemMetadata' | 'attachments' | 'labels'>
-
-/** What Orthanc keeps about an instance beside its DICOM file. */
-async function describeSideData(client: OrthancClient, id: string, signal?: AbortSignal): Promise<SideData> {
-  const [metadata, attachmentNames, labels] = await Promise.all([
-    client.instanceMetadata(id, signal),
-    client.listAttachments(id, signal),
-    client.instanceLabels(id, signal),
-  ])
-  const {user, system} = splitMetadata(metadata)
-  const attachments: AttachmentRecord[] = []
-  for (const name of attachmentNames) {
-    if (ORTHANC_ATTACHMENTS.has(name)) continue
-    const attachment = await describeAttachment(client, id, name, signal)
-    if (attachment && attachment.contentType >= FIRST_USER_CONTENT_TYPE) attachments.push(attachment)
-  }
-
-  return {userMetadata: user, systemMetadata: system, attachments, labels}
-}
-
-async function describeAttachment(client: OrthancClient, instanceId: string, name: string, signal?: AbortSignal): Promise<AttachmentRecord | undefined> {
-  const info = await client.attachmentInfo(instanceId, name, signal)
-  if (info) {
-    const contentType = info.ContentType ?? Number(name)
-    return {name, contentType, size: info.UncompressedSize, md5: info.UncompressedMD5, path: attachmentPayloadPath(instanceId, contentType)}
-  }
-
-  // Before 1.10 there is no /info: numbered attachments carry their type in the name.
-  if (!/^\d+$/.test(name)) return undefined
-  const base = `/instances/${instanceId}/attachments/${name}`
-  const [md5, size] = await Promise.all([client.http.text('GET', `${base}/md5`, {signal}), client.http.text('GET', `${base}/size`, {signal})])
-  return {name, contentType: Number(name), size: Number(size), md5: md5.trim(), path: attachmentPayloadPath(instanceId, Number(name))}
+  return {...instance, size: file.size, md5: file.md5, path: dicomPayloadPath(instance), ...side}
 }
 
 /**
@@ -118,9 +80,9 @@ export class InstanceVanishedError extends Error {
  * An instance read from a source server, ready for a sink: its record (metadata, attachments,
  * labels) and its bytes, all checked against the source's MD5s.
  */
-export async function readInstanceUnit(client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<ImportUnit> {
-  const [{bytes: dicom, md5}, sideData] = await Promise.all([fetchInstance(client, instance.id, undefined, signal), describeSideData(client, instance.id, signal)])
-  const record: InstanceRecord = {...instance, size: dicom.length, md5, path: dicomPayloadPath(instance), ...sideData}
+export async function readInstanceUnit(sideData: SideDataReader, client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<ImportUnit> {
+  const [{bytes: dicom, md5}, side] = await Promise.all([fetchInstance(client, instance.id, undefined, signal), sideData.read(instance.id, signal)])
+  const record: InstanceRecord = {...instance, size: dicom.length, md5, path: dicomPayloadPath(instance), ...side}
   const attachments = new Map<number, Buffer>()
   for (const attachment of record.attachments) attachments.set(attachment.contentType, await fetchVerifiedAttachment(client, record.id, attachment, signal))
   return {label: record.id, instanceId: record.id, dicom, md5: record.md5, record, attachments}

@@ -2,6 +2,7 @@ import type {ExportFilters} from '../archive/format.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
+import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
@@ -75,15 +76,18 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     studies.set(item.studyId!, study)
   }
 
-  async function* work(): AsyncGenerator<ComparedInstance> {
+  async function* toTransfer(): AsyncGenerator<ComparedInstance> {
     for await (const item of compareServers(options.source, options.target, options)) {
       count(item)
       if (item.state === 'only-source' || item.state === 'different') yield item
     }
   }
 
+  const sideData = new SideDataReader(options.source)
+  const items = options.dryRun ? toTransfer() : prefetchingSideData(toTransfer(), sideData, (item) => item, options.signal)
+
   const stats = await runTransfer({
-    items: work(),
+    items,
     concurrency: options.concurrency,
     signal: options.signal,
     phase: options.dryRun ? 'sync (dry run)' : 'sync',
@@ -91,7 +95,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     describe: (item) => item.id,
     async work(item, signal) {
       if (options.dryRun) return {kind: 'transferred', bytes: item.size ?? 0}
-      const unit = await readInstanceUnit(options.source, item.source!, signal)
+      const unit = await readInstanceUnit(sideData, options.source, item.source!, signal)
       // A differing copy is replaced: without OverwriteInstances the target would keep its own.
       if (item.state === 'different') await options.target.deleteInstance(item.id, signal)
       return sink.store(unit, signal, {knownAbsent: true})
