@@ -27,7 +27,7 @@ export default class Import extends BaseCommand {
 
   static override flags = {
     ...serverFlags('target'),
-    concurrency: Flags.integer({char: 'c', description: 'parallel uploads', default: 4, min: 1, max: 64}),
+    concurrency: Flags.integer({char: 'c', description: 'parallel uploads (twice as many files are read ahead)', default: 4, min: 1, max: 64}),
     'dry-run': Flags.boolean({description: 'read and check everything, report what would be uploaded, change nothing'}),
     receipt: Flags.string({description: 'write the import receipt here (default: import-receipt-<time>.jsonl in the current folder)'}),
     'no-receipt': Flags.boolean({description: 'write no receipt'}),

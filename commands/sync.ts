@@ -30,7 +30,7 @@ export default class Sync extends BaseCommand {
   static override flags = {
     ...serverFlags('source'),
     ...serverFlags('target'),
-    concurrency: Flags.integer({char: 'c', description: 'instances in flight at once', default: 4, min: 1, max: 64}),
+    concurrency: Flags.integer({char: 'c', description: 'parallel uploads to the target (twice as many instances are fetched ahead)', default: 4, min: 1, max: 64}),
     checksum: Flags.boolean({description: 'also compare MD5s of instances on both sides, and send again those that differ'}),
     'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
     delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),

@@ -507,7 +507,7 @@ describe('restoring Orthanc-side data on a target without labels', () => {
     })
     pool.intercept({path: '/instances/i1/attachments/dicom/info', method: 'GET'}).reply(200, {UncompressedSize: 4, CompressedSize: 4, UncompressedMD5: 'md5-of-dicom', CompressedMD5: 'md5-of-dicom'})
     const client = new OrthancClient(resolveEndpoint({url: 'http://target.test', env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
-    const sink = new OrthancSink(client, {dryRun: false})
+    const sink = new OrthancSink(client, {dryRun: false, uploads: 1})
     const record = {
       id: 'i1', studyId: 's', seriesId: 'se', studyInstanceUid: '1', seriesInstanceUid: '2', sopInstanceUid: '3', size: 4, md5: 'md5-of-dicom', path: 'data/dicom/s/i1.dcm',
       userMetadata: {Reviewed: 'yes'}, systemMetadata: {ReceptionDate: '20240101T000000', RemoteAET: 'X'},

@@ -5,7 +5,7 @@ import type {ImportSourceEvents, ImportUnit, ProblemNotice} from '../sources/imp
 import {readStorageFolder} from '../sources/storage-folder.js'
 import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {runTransfer} from '../transfer/engine.js'
+import {inFlightFor, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
 import type {ImportInput} from './inputs.js'
@@ -43,7 +43,7 @@ const SAMPLES = 20
 export async function importInstances(options: ImportOptions): Promise<ImportSummary> {
   const {client} = options
   const system = await client.system(options.signal)
-  const sink = new OrthancSink(client, {dryRun: options.dryRun})
+  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: options.concurrency})
   const problems: ProblemNotice[] = []
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
   let ignoredFiles = 0
@@ -65,7 +65,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<ImportUnit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, options.signal),
-    concurrency: options.concurrency,
+    concurrency: inFlightFor(options.concurrency),
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
     onProgress: options.onProgress,

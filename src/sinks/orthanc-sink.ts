@@ -3,6 +3,7 @@ import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import type {Outcome} from '../transfer/engine.js'
 import type {ImportUnit} from '../sources/import-unit.js'
+import {Semaphore} from '../util/concurrency.js'
 
 /** What could not be carried over to the target, counted by kind; reported, not failures. */
 export interface NotRestored {
@@ -36,7 +37,16 @@ export class OrthancSink {
   private features?: Features
   private readonly recentStudies = new Map<string, Promise<Set<string>>>()
 
-  constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean}) {}
+  private readonly uploadSlots: Semaphore
+
+  /**
+   * `uploads`: POSTs in flight at once. Callers keep more instances than that in flight, so
+   * that the next upload is ready (downloaded, read, hashed) when one finishes, and the
+   * confirmation of the last one does not hold an upload's place.
+   */
+  constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean; uploads: number}) {
+    this.uploadSlots = new Semaphore(options.uploads)
+  }
 
   /** `knownAbsent`: the caller compared ID sets already and knows the target lacks it. */
   async store(unit: ImportUnit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
@@ -49,7 +59,7 @@ export class OrthancSink {
     }
 
     if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: ''}
-    const answer = await this.client.uploadInstance(unit.dicom, signal)
+    const answer = await this.uploadSlots.run(() => this.client.uploadInstance(unit.dicom, signal))
     if (unit.record) await this.restoreSideData(answer.ID, unit, signal)
     const stored = await this.client.storedFileInfo(answer.ID, signal)
     const targetMd5 = stored?.md5 ?? 'missing'

@@ -3,7 +3,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
-import {runTransfer} from '../transfer/engine.js'
+import {inFlightFor, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
 import {type ComparedInstance, compareServers} from './compare.js'
@@ -54,7 +54,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const started = Date.now()
   const plan: SyncPlan = {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
   const studies = new Map<string, {present: number; total: number}>()
-  const sink = new OrthancSink(options.target, {dryRun: options.dryRun})
+  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: options.concurrency})
 
   const count = (item: ComparedInstance) => {
     if (item.state === 'only-target') {
@@ -88,7 +88,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
 
   const stats = await runTransfer({
     items,
-    concurrency: options.concurrency,
+    concurrency: inFlightFor(options.concurrency),
     signal: options.signal,
     phase: options.dryRun ? 'sync (dry run)' : 'sync',
     onProgress: options.onProgress,

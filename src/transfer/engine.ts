@@ -29,6 +29,14 @@ export interface TransferJob<Item, Payload> {
 }
 
 /**
+ * Instances a job keeps in flight for `uploads` uploads at once: twice as many, so that while
+ * each upload runs, the next instance is being fetched and the previous one confirmed.
+ */
+export function inFlightFor(uploads: number): number {
+  return 2 * Math.max(1, uploads)
+}
+
+/**
  * Errors that no other item will escape either: the server is gone, the credentials are
  * refused, the disk is full. They stop the whole job; everything else fails one item.
  */

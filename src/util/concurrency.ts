@@ -33,3 +33,24 @@ export async function forEachConcurrent<T>(items: AsyncIterable<T>, limit: numbe
   await Promise.all(Array.from({length: Math.max(1, limit)}, worker))
   if (failure !== undefined) throw failure
 }
+
+/** Lets at most `limit` tasks run at a time; the others wait their turn in arrival order. */
+export class Semaphore {
+  private running = 0
+  private readonly waiting: Array<() => void> = []
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running < Math.max(1, this.limit)) this.running++
+    // A finishing task hands its place straight to the first waiter, so `running` stays counted.
+    else await new Promise<void>((resolve) => this.waiting.push(resolve))
+    try {
+      return await task()
+    } finally {
+      const next = this.waiting.shift()
+      if (next) next()
+      else this.running--
+    }
+  }
+}
