@@ -1,6 +1,6 @@
 import {constants as bufferConstants} from 'node:buffer'
 import {createHash} from 'node:crypto'
-import type {Dirent, Stats} from 'node:fs'
+import {closeSync, type Dirent, fstatSync, openSync, readSync, type Stats} from 'node:fs'
 import {lstat, open, opendir, stat} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 
@@ -142,8 +142,17 @@ export class FileTooLargeError extends Error {
 // fs.readFile stops at 2 GiB, so larger files are read into one buffer piece by piece.
 const READ_CHUNK_BYTES = 64 * 1024 * 1024
 
+/**
+ * Files up to this size are read with blocking calls. An asynchronous read costs four trips
+ * through the thread pool (open, stat, read, close); for a file of a few kilobytes those trips
+ * cost more CPU than the read itself, and CPU is what a folder import shares with the server.
+ */
+const BLOCKING_READ_MAX_BYTES = 256 * 1024
+
 /** Reads a whole file into one buffer, refusing one over `maxBytes` before allocating anything. */
 export async function readWholeFile(path: string, maxBytes: number): Promise<Buffer> {
+  const small = readSmallFile(path, maxBytes)
+  if (small) return small
   const handle = await open(path, 'r')
   try {
     const {size} = await handle.stat()
@@ -160,6 +169,27 @@ export async function readWholeFile(path: string, maxBytes: number): Promise<Buf
     return filled === size ? bytes : bytes.subarray(0, filled)
   } finally {
     await handle.close()
+  }
+}
+
+/** The whole file when it is small (see BLOCKING_READ_MAX_BYTES); undefined for a larger one. */
+function readSmallFile(path: string, maxBytes: number): Buffer | undefined {
+  const fd = openSync(path, 'r')
+  try {
+    const {size} = fstatSync(fd)
+    if (size > BLOCKING_READ_MAX_BYTES) return undefined
+    if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
+    const bytes = Buffer.allocUnsafe(size)
+    let filled = 0
+    while (filled < size) {
+      const read = readSync(fd, bytes, filled, size - filled, filled)
+      if (read === 0) break
+      filled += read
+    }
+
+    return filled === size ? bytes : bytes.subarray(0, filled)
+  } finally {
+    closeSync(fd)
   }
 }
 
