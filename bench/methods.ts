@@ -9,6 +9,7 @@ import {cpuOf, machineBusyMs} from './processes.js'
 import {rawDownload} from './raw-download.js'
 import type {Sample} from './samples.js'
 import {uploadSequentially} from './sequential-uploader.js'
+import {uploadZipBatches} from './zip-batches.js'
 import {type BenchServer, expectInstances, startServer} from './servers.js'
 import {runPipe, runTool, type ToolRun} from './tool.js'
 import type {OrthancOptions} from '../test/helpers/orthanc.js'
@@ -121,6 +122,14 @@ export const ingestCeiling: Method = {
   })),
 }
 
+export const zipBatches: Method = {
+  key: 'zip-batches',
+  label: 'ZIP batches (64 files per stored ZIP, 4 kept-alive connections, in-process)',
+  run: (context) => intoFreshTarget(context, 'ZIP batches', async (target) => sampleOf(await timed([target], async () => {
+    await uploadZipBatches(context.corpus.files, target.url)
+  }))),
+}
+
 export const rawDownloadMethod: Method = {
   key: 'raw-download',
   label: 'raw parallel download (4 kept-alive connections, files to disk)',
@@ -167,4 +176,4 @@ export const toolPipe: Method = {
     toolSample([context.source, target], () => runPipe(context.source.url, target.url, scratch, context.corpus.count)))),
 }
 
-export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, rawDownloadMethod, toolSync(), toolImport, toolExport, toolPipe]
+export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, toolSync(), toolImport, toolExport, toolPipe]

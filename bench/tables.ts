@@ -46,6 +46,7 @@ export function ratioTable(samples: Samples): string {
     ['raw download vs export', 'raw download / export', time('raw-download') / time('export'), 0.7],
     ['pipe vs sync', 'sync / pipe', time('sync') / time('pipe'), undefined],
     ['import vs sequential uploader', 'sequential / import', time('sequential') / time('import'), undefined],
+    ['ZIP batches vs ceiling', 'ceiling / ZIP batches', time('ceiling') / time('zip-batches'), undefined],
   ]
   return table(['ratio', 'definition (median times)', 'value', 'target', 'met'], rows.map(([name, definition, value, target]) => [
     name, definition, ratio(value), target === undefined ? '—' : `≥ ${target}`, target === undefined ? '—' : value >= target ? 'yes' : '**no**',
