@@ -6,7 +6,7 @@ import {measure, type PreparedCorpus, prepareCorpus} from './corpus-runs.js'
 import type {CorpusSpec} from './corpus.js'
 import {buildTool, describeMachine} from './machine.js'
 import {Report, table} from './markdown.js'
-import {memorySection} from './memory.js'
+import {scaleSection} from './scale.js'
 import {CORPUS_METHODS} from './methods.js'
 import {parseBenchArgs} from './options.js'
 import {preflight} from './preflight.js'
@@ -82,10 +82,10 @@ async function main(): Promise<void> {
 
     report.section('Scaling: sync --concurrency into fresh targets (default corpus)', await scaling(cleanup, defaultCorpus, config))
 
-    // The small corpus's source is no longer needed; the memory check loads a larger one.
+    // The small corpus's source is no longer needed; the scale section loads a larger one.
     await cleanup.release(`orthanc ${smallCorpus.source.server.dir}`)
-    const memory = await memorySection(cleanup, defaultCorpus, results.get('default')!, defaultSpec, config.rssScale, config.runs)
-    report.section(memory.title, ...memory.body)
+    const scaled = await scaleSection(cleanup, defaultCorpus, results.get('default')!, defaultSpec, config.rssScale, config.runs)
+    report.section(scaled.title, ...scaled.body)
 
     const minutes = (performance.now() - benchStarted) / 60_000
     log(`done in ${minutes.toFixed(1)} min`)
