@@ -115,7 +115,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     phase: 'planning',
     onProgress: options.onProgress,
     describe: (instance) => instance.id,
-    work: (instance, signal) => describeInstance(sideData, options.client, instance, signal),
+    work: (instance, signal) => describeInstance(options.client, instance, sideData, signal),
     async commit(_instance, record) {
       await append(record)
       return {kind: 'transferred', bytes: record.size}

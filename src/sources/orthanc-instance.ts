@@ -9,9 +9,9 @@ import type {SideDataReader} from './side-data.js'
 
 /**
  * Everything about an instance except its bytes: stored size and MD5 (no download), user
- * and system metadata, user attachments, labels.
+ * and system metadata, user attachments, labels (`sideData` reads those of `client`).
  */
-export async function describeInstance(sideData: SideDataReader, client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<InstanceRecord> {
+export async function describeInstance(client: OrthancClient, instance: SelectedInstance, sideData: SideDataReader, signal?: AbortSignal): Promise<InstanceRecord> {
   const [file, side] = await Promise.all([client.storedFileInfo(instance.id, signal), sideData.read(instance.id, signal)])
   if (!file) throw new InstanceVanishedError(instance.id)
   return {...instance, size: file.size, md5: file.md5, path: dicomPayloadPath(instance), ...side}
@@ -80,7 +80,7 @@ export class InstanceVanishedError extends Error {
  * An instance read from a source server, ready for a sink: its record (metadata, attachments,
  * labels) and its bytes, all checked against the source's MD5s.
  */
-export async function readInstanceUnit(sideData: SideDataReader, client: OrthancClient, instance: SelectedInstance, signal?: AbortSignal): Promise<ImportUnit> {
+export async function readInstanceUnit(client: OrthancClient, instance: SelectedInstance, sideData: SideDataReader, signal?: AbortSignal): Promise<ImportUnit> {
   const [{bytes: dicom, md5}, side] = await Promise.all([fetchInstance(client, instance.id, undefined, signal), sideData.read(instance.id, signal)])
   const record: InstanceRecord = {...instance, size: dicom.length, md5, path: dicomPayloadPath(instance), ...side}
   const attachments = new Map<number, Buffer>()

@@ -95,7 +95,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     describe: (item) => item.id,
     async work(item, signal) {
       if (options.dryRun) return {kind: 'transferred', bytes: item.size ?? 0}
-      const unit = await readInstanceUnit(sideData, options.source, item.source!, signal)
+      const unit = await readInstanceUnit(options.source, item.source!, sideData, signal)
       // A differing copy is replaced: without OverwriteInstances the target would keep its own.
       if (item.state === 'different') await options.target.deleteInstance(item.id, signal)
       return sink.store(unit, signal, {knownAbsent: true})
