@@ -235,6 +235,7 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     signal: options.signal,
     phase: 'export',
     describe: (record) => record.id,
+    sizeOf: (record) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0),
     async work(record, signal) {
       const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal)
       const attachments = await Promise.all(record.attachments.map((attachment) => fetchVerifiedAttachment(options.client, record.id, attachment, signal)))

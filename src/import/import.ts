@@ -70,6 +70,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     phase: options.dryRun ? 'import (dry run)' : 'import',
     onProgress: options.onProgress,
     describe: (unit) => `${unit.label} (instance ${unit.instanceId})`,
+    sizeOf: (unit) => unit.dicom.length + [...(unit.attachments?.values() ?? [])].reduce((sum, data) => sum + data.length, 0),
     async work(unit, signal) {
       try {
         const outcome = await sink.store(unit, signal)

@@ -93,6 +93,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     phase: options.dryRun ? 'sync (dry run)' : 'sync',
     onProgress: options.onProgress,
     describe: (item) => item.id,
+    sizeOf: (item) => item.size ?? 0,
     async work(item, signal) {
       if (options.dryRun) return {kind: 'transferred', bytes: item.size ?? 0}
       const unit = await readInstanceUnit(options.source, item.source!, sideData, signal)

@@ -3,6 +3,7 @@ import {setMaxListeners} from 'node:events'
 import {OrthancAuthError, OrthancConnectionError, OrthancTimeoutError, OrthancTlsError, OrthancUnreachableError} from '../orthanc/errors.js'
 import {UserFacingError} from '../errors.js'
 import type {ProgressListener} from './progress.js'
+import {ByteBudget, Semaphore} from '../util/concurrency.js'
 import {emptyStats, recordFailure, type TransferStats} from './stats.js'
 
 export type Outcome = {kind: 'transferred'; bytes: number} | {kind: 'skipped'; bytes?: number}
@@ -20,6 +21,14 @@ export interface TransferJob<Item, Payload> {
    * work step's result is the outcome and items complete in any order.
    */
   commit?(item: Item, payload: Payload): Promise<Outcome>
+  /**
+   * Bytes an item holds in memory while it is in flight (its file). With it, no new item is
+   * taken while the items in flight hold MAX_BYTES_IN_FLIGHT or more: a few very large
+   * instances cannot add up to more memory than the machine has.
+   */
+  sizeOf?(item: Item): number
+  /** Overrides MAX_BYTES_IN_FLIGHT. */
+  maxBytesInFlight?: number
   /** Attempts per item for failures that may pass (a reset mid-body), on top of the HTTP retries. */
   attempts?: number
   onProgress?: ProgressListener
@@ -27,6 +36,9 @@ export interface TransferJob<Item, Payload> {
   total?: number
   totalBytes?: number
 }
+
+/** What the files of the items in flight may add up to before the engine waits to take another. */
+export const MAX_BYTES_IN_FLIGHT = 128 * 1024 * 1024
 
 /**
  * Instances a job keeps in flight for `uploads` uploads at once: twice as many, so that while
@@ -125,13 +137,18 @@ async function runUnordered<Item, Payload>(
   fail: (item: Item, error: unknown) => void, signal: AbortSignal,
 ): Promise<void> {
   const iterator = job.items[Symbol.asyncIterator]()
+  const budget = new ByteBudget(job.maxBytesInFlight ?? MAX_BYTES_IN_FLIGHT)
+  // One worker at a time waits for room and takes the next item, so the budget is never overdrawn by more than one item.
+  const taking = new Semaphore(1)
   let exhausted = false
-  const next = async (): Promise<IteratorResult<Item>> => {
+  const next = () => taking.run(async (): Promise<IteratorResult<Item>> => {
+    await budget.room()
     if (exhausted || signal.aborted) return {done: true, value: undefined}
     const result = await iterator.next()
     if (result.done) exhausted = true
+    else budget.take(job.sizeOf?.(result.value) ?? 0)
     return result
-  }
+  })
 
   const worker = async () => {
     for (let result = await next(); !result.done; result = await next()) {
@@ -139,6 +156,8 @@ async function runUnordered<Item, Payload>(
         count((await attempt(result.value)) as Outcome)
       } catch (error) {
         fail(result.value, error)
+      } finally {
+        budget.release(job.sizeOf?.(result.value) ?? 0)
       }
     }
   }
@@ -157,26 +176,39 @@ async function runOrdered<Item, Payload>(
   const window: Array<{item: Item; result: Promise<{ok: true; payload: Payload} | {ok: false; error: unknown}>}> = []
   const settle = (promise: Promise<Payload>) => promise.then((payload) => ({ok: true as const, payload}), (error: unknown) => ({ok: false as const, error}))
 
+  const budget = new ByteBudget(job.maxBytesInFlight ?? MAX_BYTES_IN_FLIGHT)
   const commitHead = async () => {
     const head = window.shift()!
-    const result = await head.result
-    if (signal.aborted) return
-    if (!result.ok) {
-      fail(head.item, result.error)
-      return
-    }
-
     try {
+      const result = await head.result
+      if (signal.aborted) return
+      if (!result.ok) {
+        fail(head.item, result.error)
+        return
+      }
+
       count(await job.commit!(head.item, result.payload))
     } catch (error) {
       fail(head.item, error)
+    } finally {
+      budget.release(job.sizeOf?.(head.item) ?? 0)
     }
   }
 
-  for await (const item of job.items) {
-    if (signal.aborted) break
-    window.push({item, result: settle(attempt(item))})
-    if (window.length >= Math.max(1, job.concurrency)) await commitHead()
+  const iterator = job.items[Symbol.asyncIterator]()
+  try {
+    for (;;) {
+      // Payloads wait in the window until committed in order: they count until then.
+      while (window.length > 0 && !budget.hasRoom()) await commitHead()
+      if (signal.aborted) break
+      const next = await iterator.next()
+      if (next.done) break
+      budget.take(job.sizeOf?.(next.value) ?? 0)
+      window.push({item: next.value, result: settle(attempt(next.value))})
+      if (window.length >= Math.max(1, job.concurrency)) await commitHead()
+    }
+  } finally {
+    await iterator.return?.()
   }
 
   while (window.length > 0 && !signal.aborted) await commitHead()

@@ -54,3 +54,38 @@ export class Semaphore {
     }
   }
 }
+
+/**
+ * Counts the bytes that items in flight hold in memory, and makes whoever wants to take one
+ * more item wait while the count is at or over `limit`. The item taken last may push the count
+ * past the limit, so at most `limit` plus one item are held, and an item larger than the limit
+ * still runs.
+ */
+export class ByteBudget {
+  private held = 0
+  private holders = 0
+  private readonly waiting: Array<() => void> = []
+
+  constructor(private readonly limit: number) {}
+
+  /** Resolves once there is room for another item: the count is under the limit, or nothing is held. */
+  async room(): Promise<void> {
+    if (this.hasRoom()) return
+    await new Promise<void>((resolve) => this.waiting.push(resolve))
+  }
+
+  take(bytes: number): void {
+    this.held += bytes
+    this.holders++
+  }
+
+  release(bytes: number): void {
+    this.held -= bytes
+    this.holders--
+    while (this.waiting.length > 0 && this.hasRoom()) this.waiting.shift()!()
+  }
+
+  hasRoom(): boolean {
+    return this.holders === 0 || this.held < this.limit
+  }
+}
