@@ -43,7 +43,10 @@ export async function runPipe(sourceUrl: string, targetUrl: string, scratch: str
   const env = cleanEnv({NODE: process.execPath, RUN: runScript, SOURCE: sourceUrl, TARGET: targetUrl, EXPORT_JSON: exportJson})
   const run = await measureProcess('bash', ['-o', 'pipefail', '-c', script], {cwd: repoRoot, env, timeoutMs: TIMEOUT_MS})
   const exportText = await readFile(exportJson, 'utf8').catch(() => '')
-  if (run.code !== 0) throw new Error(`export | import exited with code ${run.code}: ${run.stderr.trim().slice(0, 500)} ${exportText.slice(0, 500)}`)
+  if (run.code !== 0) {
+    throw new Error(`export | import exited with code ${run.code}: ${run.stderr.trim().slice(0, 500)}\nexport: ${exportText.slice(0, 500)}\nimport: ${run.stdout.slice(0, 3000)}`)
+  }
+
   // With --output -, the export's summary goes to stderr, the import's to stdout.
   const exportSummary = checkSummary(parseSummary(exportText, 'export --output -'), expected, 'export --output -')
   const summary = checkSummary(parseSummary(run.stdout, 'import -'), expected, 'import -')

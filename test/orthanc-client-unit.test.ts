@@ -339,6 +339,23 @@ describe('uploadInstance', () => {
     expect((await clientFor(agent).uploadInstance(Buffer.from('DICM'))).Status).toBe('AlreadyStored')
   })
 
+  it('retries an upload that Orthanc 1.10 failed while creating a storage folder, and no other 500', async () => {
+    // Orthanc 1.10.1's answer when two uploads create the same storage subdirectory at once (seen in this project's bench).
+    const storageRace = {HttpError: 'Internal Server Error', HttpStatus: 500, Message: 'Unable to create a subdirectory or a file in the file storage', OrthancStatus: 2001}
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/instances', method: 'POST'}).reply(500, storageRace)
+    pool.intercept({path: '/instances', method: 'POST'}).reply(200, answer('Success'))
+    const client = clientFor(agent)
+    expect((await client.uploadInstance(Buffer.from('DICM-bytes'))).Status).toBe('Success')
+    expect(client.http.stats).toMatchObject({requests: 2, retries: 1})
+
+    const other = mockServer()
+    other.pool.intercept({path: '/instances', method: 'POST'}).reply(500, {HttpStatus: 500, Message: 'Internal error', OrthancStatus: -1})
+    const refused = clientFor(other.agent)
+    await expect(refused.uploadInstance(Buffer.from('DICM-bytes'))).rejects.toMatchObject({status: 500, orthancStatus: -1})
+    expect(refused.http.stats.retries).toBe(0)
+  })
+
   it('retries after a 429 with Retry-After: 0', async () => {
     const {agent, pool} = mockServer()
     const bodies: string[] = []

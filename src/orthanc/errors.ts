@@ -41,7 +41,8 @@ export class OrthancTlsError extends OrthancError {
 
 /** The server answered with an HTTP status that is not a success. */
 export class OrthancHttpError extends OrthancError {
-  constructor(server: string, readonly method: string, readonly path: string, readonly status: number, readonly detail: string) {
+  /** `orthancStatus`: the OrthancStatus of Orthanc's JSON error answer, when it sent one. */
+  constructor(server: string, readonly method: string, readonly path: string, readonly status: number, readonly detail: string, readonly orthancStatus?: number) {
     super(`${method} ${path} on ${server}: HTTP ${status}${detail ? ` (${detail})` : ''}`, server)
   }
 }

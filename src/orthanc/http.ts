@@ -64,6 +64,19 @@ const RETRYABLE_NETWORK_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED',
   'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
 ])
+/**
+ * Orthanc's "Unable to create a subdirectory or a file in the file storage". Orthanc 1.10 and
+ * older fail an upload this way when two threads create the same storage subdirectory at once,
+ * which concurrent uploads into a new storage area do now and then (seen here on 1.10.1; later
+ * versions retry inside Orthanc). The same code stands for a full disk: a few retries with
+ * backoff tell the two apart.
+ */
+const ORTHANC_FILE_STORAGE_CANNOT_WRITE = 2001
+
+function isStorageWriteRace(error: OrthancHttpError): boolean {
+  return error.status === 500 && error.orthancStatus === ORTHANC_FILE_STORAGE_CANNOT_WRITE
+}
+
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL'])
 const TIMEOUT_PHASES: Record<string, string> = {
   UND_ERR_CONNECT_TIMEOUT: 'connect',
@@ -174,7 +187,7 @@ export class OrthancHttp {
         this.reachedOnce = true
         if (response.statusCode >= 200 && response.statusCode < 300) return await onSuccess(response)
         const error = await this.statusError(method, path, response)
-        if (!(mayRetry && RETRYABLE_STATUS.has(response.statusCode))) throw error
+        if (!(mayRetry && this.isRetryable(error))) throw error
         retryAfterMs = parseRetryAfter(response.headers['retry-after'])
       } catch (error) {
         if (options.signal?.aborted) throw options.signal.reason ?? error
@@ -205,9 +218,9 @@ export class OrthancHttp {
   }
 
   private async statusError(method: string, path: string, response: Dispatcher.ResponseData): Promise<OrthancHttpError> {
-    const detail = await readErrorDetail(response)
+    const {detail, orthancStatus} = await readErrorDetail(response)
     const ErrorClass = response.statusCode === 401 || response.statusCode === 403 ? OrthancAuthError : OrthancHttpError
-    return new ErrorClass(this.endpoint.display, method, path, response.statusCode, detail)
+    return new ErrorClass(this.endpoint.display, method, path, response.statusCode, detail, orthancStatus)
   }
 
   /**
@@ -215,7 +228,7 @@ export class OrthancHttp {
    * restarting: that is worth the backoff.
    */
   private isRetryable(error: OrthancError): boolean {
-    if (error instanceof OrthancHttpError) return RETRYABLE_STATUS.has(error.status)
+    if (error instanceof OrthancHttpError) return RETRYABLE_STATUS.has(error.status) || isStorageWriteRace(error)
     if (error instanceof OrthancTimeoutError) return true
     if (error instanceof OrthancUnreachableError) return this.reachedOnce && error.code === 'ECONNREFUSED'
     if (error instanceof OrthancConnectionError) return RETRYABLE_NETWORK_CODES.has(error.code) || error.code === 'UNKNOWN'
@@ -253,18 +266,21 @@ function isTlsCode(code: string): boolean {
 }
 
 /** Orthanc explains errors in a JSON body ({Message, Details}); keep it short and single-line. */
-async function readErrorDetail(response: Dispatcher.ResponseData): Promise<string> {
+async function readErrorDetail(response: Dispatcher.ResponseData): Promise<{detail: string; orthancStatus?: number}> {
   let text = ''
   try {
     text = await response.body.text()
   } catch {
-    return ''
+    return {detail: ''}
   }
 
   try {
-    const parsed = JSON.parse(text) as {Message?: string; Details?: string}
-    return [parsed.Message, parsed.Details].filter(Boolean).join(': ').slice(0, 300)
+    const parsed = JSON.parse(text) as {Message?: string; Details?: string; OrthancStatus?: number}
+    return {
+      detail: [parsed.Message, parsed.Details].filter(Boolean).join(': ').slice(0, 300),
+      orthancStatus: typeof parsed.OrthancStatus === 'number' ? parsed.OrthancStatus : undefined,
+    }
   } catch {
-    return ''
+    return {detail: ''}
   }
 }
