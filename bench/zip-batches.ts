@@ -87,13 +87,16 @@ export async function uploadZipBatches(files: string[], targetUrl: string, strea
       for (let batch = queue.shift(); batch; batch = queue.shift()) {
         const contents = await Promise.all(batch.map((file) => readFile(file)))
         const single = contents.length === 1
-        const response = await pool.request({
-          path: '/instances',
-          method: 'POST',
-          body: single ? contents[0]! : storedZip(contents),
-          headers: {'content-type': single ? 'application/dicom' : 'application/zip'},
-        })
-        const text = await response.body.text()
+        const body = single ? contents[0]! : storedZip(contents)
+        let response
+        let text = ''
+        // Like the tool, send again what Orthanc 1.10 failed to store while creating a storage folder (OrthancStatus 2001).
+        for (let attempt = 1; ; attempt++) {
+          response = await pool.request({path: '/instances', method: 'POST', body, headers: {'content-type': single ? 'application/dicom' : 'application/zip'}})
+          text = await response.body.text()
+          if (response.statusCode !== 500 || !text.includes('"OrthancStatus" : 2001') || attempt >= 3) break
+        }
+
         if (response.statusCode !== 200) throw new Error(`ZIP upload: HTTP ${response.statusCode} ${text.slice(0, 300)}`)
         const answers = single ? [JSON.parse(text) as {Status: string}] : JSON.parse(text) as Array<{Status: string}>
         // Orthanc passes over what it cannot read in a ZIP without a word: count the answers.
