@@ -58,8 +58,8 @@ export class Semaphore {
 /**
  * Counts the bytes that items in flight hold in memory, and makes whoever wants to take one
  * more item wait while the count is at or over `limit`. The item taken last may push the count
- * past the limit, so at most `limit` plus one item are held, and an item larger than the limit
- * still runs.
+ * past the limit, so when items are taken one at a time at most `limit` plus one item are held,
+ * and an item larger than the limit still runs.
  */
 export class ByteBudget {
   private held = 0
