@@ -107,7 +107,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   }
 
   const sideData = new SideDataReader(options.client)
-  const selected = prefetchingSideData(selectedInstances(options, studies), sideData, (instance) => instance, options.signal)
+  const selected = prefetchingSideData(selectedInstances(options, studies), sideData, options.signal)
   const stats = await runTransfer({
     items: selected,
     concurrency: options.concurrency,

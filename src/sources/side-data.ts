@@ -10,7 +10,7 @@ export type SideData = Pick<InstanceRecord, 'userMetadata' | 'systemMetadata' | 
 const ORTHANC_ATTACHMENTS = new Set(['dicom', 'dicom-until-pixel-data', 'dicom-as-json'])
 
 /** Instances whose metadata one bulk request reads: about 600 bytes of answer each. */
-export const SIDE_DATA_BATCH = 100
+const SIDE_DATA_BATCH = 100
 
 /**
  * Reads what Orthanc keeps beside an instance's file: metadata, user attachments, labels. The
@@ -80,18 +80,18 @@ export class SideDataReader {
  * Hands `items` on in order, first announcing each batch (one study, at most SIDE_DATA_BATCH
  * instances) to `reader`. Pulls one item past a batch before handing it on, to see where it ends.
  */
-export async function* prefetchingSideData<Item>(
-  items: AsyncIterable<Item>, reader: SideDataReader, instanceOf: (item: Item) => {id: string; studyId?: string}, signal?: AbortSignal,
+export async function* prefetchingSideData<Item extends {id: string; studyId?: string}>(
+  items: AsyncIterable<Item>, reader: SideDataReader, signal?: AbortSignal,
 ): AsyncGenerator<Item> {
   let batch: Item[] = []
   const handOn = function* () {
-    reader.prefetch(batch.map((item) => instanceOf(item).id), signal)
+    reader.prefetch(batch.map((item) => item.id), signal)
     yield* batch
     batch = []
   }
 
   for await (const item of items) {
-    const full = batch.length >= SIDE_DATA_BATCH || (batch.length > 0 && instanceOf(batch[0]!).studyId !== instanceOf(item).studyId)
+    const full = batch.length >= SIDE_DATA_BATCH || (batch.length > 0 && batch[0]!.studyId !== item.studyId)
     if (full) yield* handOn()
     batch.push(item)
   }

@@ -84,7 +84,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   }
 
   const sideData = new SideDataReader(options.source)
-  const items = options.dryRun ? toTransfer() : prefetchingSideData(toTransfer(), sideData, (item) => item, options.signal)
+  const items = options.dryRun ? toTransfer() : prefetchingSideData(toTransfer(), sideData, options.signal)
 
   const stats = await runTransfer({
     items,
