@@ -11,6 +11,18 @@ const FILES_PER_ZIP = 64
 const ZIP_MAX_BYTES = 16 * 1024 * 1024
 
 /**
+ * The fields a local file header and a central directory entry share, in the same order from
+ * `at`: version needed (2.0), flags, method (0, stored), time, date, CRC-32, both sizes, name length.
+ */
+function writeEntryFields(header: Buffer, at: number, crc: number, size: number, nameLength: number): void {
+  header.writeUInt16LE(20, at)
+  header.writeUInt32LE(crc, at + 10)
+  header.writeUInt32LE(size, at + 14)
+  header.writeUInt32LE(size, at + 18)
+  header.writeUInt16LE(nameLength, at + 22)
+}
+
+/**
  * A stored (uncompressed) ZIP of `files`, as Orthanc 1.8.2+ accepts on POST /instances. Entry
  * names carry no meaning for Orthanc, so they are numbers.
  */
@@ -23,19 +35,11 @@ export function storedZip(files: Buffer[]): Buffer {
     const crc = crc32(data) >>> 0
     const local = Buffer.alloc(30)
     local.writeUInt32LE(0x04034b50, 0)
-    local.writeUInt16LE(20, 4)
-    local.writeUInt32LE(crc, 14)
-    local.writeUInt32LE(data.length, 18)
-    local.writeUInt32LE(data.length, 22)
-    local.writeUInt16LE(name.length, 26)
+    writeEntryFields(local, 4, crc, data.length, name.length)
     const central = Buffer.alloc(46)
     central.writeUInt32LE(0x02014b50, 0)
     central.writeUInt16LE(20, 4)
-    central.writeUInt16LE(20, 6)
-    central.writeUInt32LE(crc, 16)
-    central.writeUInt32LE(data.length, 20)
-    central.writeUInt32LE(data.length, 24)
-    central.writeUInt16LE(name.length, 28)
+    writeEntryFields(central, 6, crc, data.length, name.length)
     central.writeUInt32LE(offset, 42)
     parts.push(local, name, data)
     directory.push(central, name)
@@ -94,7 +98,7 @@ export async function uploadZipBatches(files: string[], targetUrl: string, strea
         for (let attempt = 1; ; attempt++) {
           response = await pool.request({path: '/instances', method: 'POST', body, headers: {'content-type': single ? 'application/dicom' : 'application/zip'}})
           text = await response.body.text()
-          if (response.statusCode !== 500 || !text.includes('"OrthancStatus" : 2001') || attempt >= 3) break
+          if (response.statusCode !== 500 || orthancStatusOf(text) !== 2001 || attempt >= 3) break
         }
 
         if (response.statusCode !== 200) throw new Error(`ZIP upload: HTTP ${response.statusCode} ${text.slice(0, 300)}`)
@@ -108,5 +112,13 @@ export async function uploadZipBatches(files: string[], targetUrl: string, strea
     await Promise.all(Array.from({length: streams}, worker))
   } finally {
     await pool.close()
+  }
+}
+
+function orthancStatusOf(answer: string): number | undefined {
+  try {
+    return (JSON.parse(answer) as {OrthancStatus?: number}).OrthancStatus
+  } catch {
+    return undefined
   }
 }
