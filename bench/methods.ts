@@ -92,21 +92,25 @@ async function toolSample(servers: BenchServer[], run: () => Promise<ToolRun>): 
   return {...sampleOf(timing, {cpuMs: result!.cpuMs, ms: result!.wallMs}), rssKb: result!.maxRssKb, reportedMs: result!.summary.durationMs}
 }
 
-export const naiveCopier: Method = {
-  key: 'naive',
-  label: 'naive copier (Replicate.py way: GET file, POST, new connection each, one at a time)',
-  run: (context) => intoFreshTarget(context, 'naive copier', async (target) => sampleOf(await timed([context.source, target], async () => {
-    await naiveCopy(context.source.url, target.url)
-  }))),
+/**
+ * A baseline that runs in this process and writes into a new, empty target. Its CPU is this
+ * process's; the Orthanc CPU counted is the target's, and the source's when it reads from it.
+ */
+function inProcessIntoTarget(key: string, label: string, what: string, readsSource: boolean, body: (context: MethodContext, target: BenchServer) => Promise<unknown>): Method {
+  return {
+    key,
+    label,
+    run: (context) => intoFreshTarget(context, what, async (target) => sampleOf(await timed(readsSource ? [context.source, target] : [target], async () => {
+      await body(context, target)
+    }))),
+  }
 }
 
-export const sequentialUploader: Method = {
-  key: 'sequential',
-  label: 'sequential uploader (ImportDicomFiles.py way: one file per request, new connection each)',
-  run: (context) => intoFreshTarget(context, 'sequential uploader', async (target) => sampleOf(await timed([target], async () => {
-    await uploadSequentially(context.corpus.files, target.url)
-  }))),
-}
+export const naiveCopier = inProcessIntoTarget('naive', 'naive copier (Replicate.py way: GET file, POST, new connection each, one at a time)', 'naive copier', true,
+  (context, target) => naiveCopy(context.source.url, target.url))
+
+export const sequentialUploader = inProcessIntoTarget('sequential', 'sequential uploader (ImportDicomFiles.py way: one file per request, new connection each)', 'sequential uploader', false,
+  (context, target) => uploadSequentially(context.corpus.files, target.url))
 
 export const ingestCeiling: Method = {
   key: 'ceiling',
@@ -122,13 +126,8 @@ export const ingestCeiling: Method = {
   })),
 }
 
-export const zipBatches: Method = {
-  key: 'zip-batches',
-  label: 'ZIP batches (64 files per stored ZIP, 4 kept-alive connections, in-process)',
-  run: (context) => intoFreshTarget(context, 'ZIP batches', async (target) => sampleOf(await timed([target], async () => {
-    await uploadZipBatches(context.corpus.files, target.url)
-  }))),
-}
+export const zipBatches = inProcessIntoTarget('zip-batches', 'ZIP batches (64 files per stored ZIP, 4 kept-alive connections, in-process)', 'ZIP batches', false,
+  (context, target) => uploadZipBatches(context.corpus.files, target.url))
 
 export const rawDownloadMethod: Method = {
   key: 'raw-download',
