@@ -1,8 +1,9 @@
 import {constants as bufferConstants} from 'node:buffer'
 import {createHash} from 'node:crypto'
-import {closeSync, type Dirent, fstatSync, openSync, readSync, type Stats} from 'node:fs'
-import {lstat, open, opendir, stat} from 'node:fs/promises'
+import {closeSync, type Dirent, fstatSync, openSync, read, readSync, type Stats} from 'node:fs'
+import {lstat, opendir, stat} from 'node:fs/promises'
 import {basename, join} from 'node:path'
+import {promisify} from 'node:util'
 
 import {readElementHeader, skipElementValue} from '../dicom/element-reader.js'
 import {NotDicomError} from '../dicom/not-dicom-error.js'
@@ -143,50 +144,32 @@ export class FileTooLargeError extends Error {
 const READ_CHUNK_BYTES = 64 * 1024 * 1024
 
 /**
- * Files up to this size are read with blocking calls. An asynchronous read costs four trips
- * through the thread pool (open, stat, read, close); for a file of a few kilobytes those trips
- * cost more CPU than the read itself, and CPU is what a folder import shares with the server.
+ * Files up to this size are read with blocking calls. Opening, examining and closing a file
+ * are always blocking calls: asynchronously each is a trip through the thread pool, and for a
+ * file of a few kilobytes those trips cost more CPU than the read itself, CPU that a folder
+ * import shares with the server. Larger files are read asynchronously, so a slow disk does not
+ * stall the uploads in flight.
  */
 const BLOCKING_READ_MAX_BYTES = 256 * 1024
 
+const readAsync = promisify(read)
+
 /** Reads a whole file into one buffer, refusing one over `maxBytes` before allocating anything. */
 export async function readWholeFile(path: string, maxBytes: number): Promise<Buffer> {
-  const small = readSmallFile(path, maxBytes)
-  if (small) return small
-  const handle = await open(path, 'r')
+  const fd = openSync(path, 'r')
   try {
-    const {size} = await handle.stat()
+    const {size} = fstatSync(fd)
     if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
     const bytes = Buffer.allocUnsafe(size)
     let filled = 0
     while (filled < size) {
-      const {bytesRead} = await handle.read(bytes, filled, Math.min(size - filled, READ_CHUNK_BYTES), filled)
+      const length = Math.min(size - filled, READ_CHUNK_BYTES)
+      const bytesRead = size <= BLOCKING_READ_MAX_BYTES ? readSync(fd, bytes, filled, length, filled) : (await readAsync(fd, bytes, filled, length, filled)).bytesRead
       if (bytesRead === 0) break
       filled += bytesRead
     }
 
     // A file that shrank while being read gives what it still had; the parser then calls it truncated.
-    return filled === size ? bytes : bytes.subarray(0, filled)
-  } finally {
-    await handle.close()
-  }
-}
-
-/** The whole file when it is small (see BLOCKING_READ_MAX_BYTES); undefined for a larger one. */
-function readSmallFile(path: string, maxBytes: number): Buffer | undefined {
-  const fd = openSync(path, 'r')
-  try {
-    const {size} = fstatSync(fd)
-    if (size > BLOCKING_READ_MAX_BYTES) return undefined
-    if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
-    const bytes = Buffer.allocUnsafe(size)
-    let filled = 0
-    while (filled < size) {
-      const read = readSync(fd, bytes, filled, size - filled, filled)
-      if (read === 0) break
-      filled += read
-    }
-
     return filled === size ? bytes : bytes.subarray(0, filled)
   } finally {
     closeSync(fd)
