@@ -381,6 +381,23 @@ describe('import', () => {
     }
   })
 
+  it('--concurrency N: never more than N uploads at once, though more instances are read ahead', async () => {
+    const target = await startOrthanc({name: 'paced-target'})
+    const proxy = await startFaultProxy(target.port)
+    // Slow answers keep requests open long enough to overlap.
+    proxy.delayMs = 20
+    try {
+      const result = await runCli(['import', '--target', proxy.url, '--json', '--no-receipt', '--concurrency', '2', join(work, 'fixtures')])
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: corpus.length, failed: 0})
+      expect(proxy.peakInFlight.get('POST /instances')).toBe(2)
+      expect(await instanceMd5s(target)).toEqual(new Map(corpus.map((record) => [record.orthancId, record.md5])))
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  })
+
   it('a target killed mid-import: a clear error, then a second run completes it, nothing duplicated', async () => {
     const target = await startOrthanc({name: 'crashing-target'})
     const proxy = await startFaultProxy(target.port)

@@ -12,6 +12,8 @@ export interface FaultProxy {
   faults: Array<{match: RegExp; fault: Fault}>
   /** Requests forwarded, by "METHOD path". */
   log: string[]
+  /** Most requests matching "METHOD path" that were open at the same time, by that line. */
+  peakInFlight: Map<string, number>
   close(): Promise<void>
 }
 
@@ -21,10 +23,14 @@ export interface FaultProxy {
  */
 export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy> {
   const sockets = new Set<Socket>()
-  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], log: [], close: async () => {}}
+  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], log: [], peakInFlight: new Map(), close: async () => {}}
+  const inFlight = new Map<string, number>()
   const server: Server = createServer(async (incoming: IncomingMessage, outgoing: ServerResponse) => {
     const line = `${incoming.method} ${incoming.url}`
     proxy.log.push(line)
+    inFlight.set(line, (inFlight.get(line) ?? 0) + 1)
+    proxy.peakInFlight.set(line, Math.max(proxy.peakInFlight.get(line) ?? 0, inFlight.get(line)!))
+    outgoing.once('close', () => inFlight.set(line, inFlight.get(line)! - 1))
     if (proxy.delayMs > 0) await sleep(proxy.delayMs)
     const index = proxy.faults.findIndex((entry) => entry.match.test(line))
     const fault = index === -1 ? undefined : proxy.faults.splice(index, 1)[0]!.fault
