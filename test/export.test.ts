@@ -1,4 +1,5 @@
 import {execFile, spawn} from 'node:child_process'
+import {createHash} from 'node:crypto'
 import {existsSync} from 'node:fs'
 import {mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
@@ -17,6 +18,7 @@ import {startFaultProxy} from './helpers/fault-proxy.js'
 import {damageStoredFile} from './helpers/tamper.js'
 import {type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
 
+const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('hex')
 const run = promisify(execFile)
 const PASSWORD = 'export-Secret-77'
 
@@ -392,6 +394,28 @@ describe('export faults', () => {
       const dcm = (await listFiles(await extractWithTar(await volumeFiles(output)))).filter((file) => file.endsWith('.dcm'))
       expect(dcm.map((file) => file.split('/').at(-1)).sort()).toEqual(records.map((record) => `${record.orthancId}.dcm`).sort())
       expect((await listFiles(output)).some((file) => file.endsWith('.partial'))).toBe(false)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('downloads cut off mid-body are fetched again and counted; the archive holds the exact bytes', async () => {
+    const proxy = await startFaultProxy(source.port)
+    proxy.faults.push(
+      {match: /^GET \/instances\/.*\/attachments\/dicom\/data$/, fault: 'reset-mid-body'},
+      {match: /^GET \/instances\/.*\/attachments\/dicom\/data$/, fault: 'reset-mid-body'},
+    )
+    const output = join(work, 'cut-off')
+    try {
+      const result = await runCli(['export', '--source', proxy.url, '--output', output, '--json'])
+      expect(result.code, result.stderr).toBe(0)
+      const summary = parseJson<ExportJson & {retries: number}>(result)
+      expect(summary).toMatchObject({transferred: records.length, failed: 0})
+      expect(summary.retries).toBeGreaterThanOrEqual(2)
+      expect(proxy.faults).toEqual([])
+      const dcm = (await listFiles(await extractWithTar(await volumeFiles(output)))).filter((file) => file.endsWith('.dcm'))
+      const archived = new Map(await Promise.all(dcm.map(async (file) => [file.split('/').at(-1)!.replace('.dcm', ''), md5(await readFile(file))] as const)))
+      expect(archived).toEqual(new Map(records.map((record) => [record.orthancId, record.md5])))
     } finally {
       await proxy.close()
     }

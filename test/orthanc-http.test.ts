@@ -111,6 +111,26 @@ describe('retries', () => {
     expect(client.http.stats.retries).toBe(1)
   })
 
+  it('stops waiting for an answer when its signal is aborted, and does not retry', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/statistics', method: 'GET'}).reply(200, {CountInstances: 1}).delay(10_000)
+    const http = new OrthancHttp(endpoint, {dispatcher: agent, retry: fastRetry})
+    const controller = new AbortController()
+    const started = performance.now()
+    setTimeout(() => controller.abort(new Error('stopped by the user')), 50)
+    await expect(http.json('GET', '/statistics', {signal: controller.signal})).rejects.toThrow('stopped by the user')
+    expect(performance.now() - started).toBeLessThan(5000)
+    expect(http.stats.requests).toBe(1)
+    expect(http.stats.retries).toBe(0)
+  })
+
+  it('sends nothing when its signal is already aborted', async () => {
+    const {agent} = mockServer()
+    const http = new OrthancHttp(endpoint, {dispatcher: agent, retry: fastRetry})
+    await expect(http.bytes('GET', '/statistics', {signal: AbortSignal.abort(new Error('too late'))})).rejects.toThrow('too late')
+    expect(http.stats.requests).toBe(0)
+  })
+
   it('reports a reset that persists as a connection error naming the request', async () => {
     const {agent, pool} = mockServer()
     pool.intercept({path: '/instances', method: 'GET'}).replyWithError(Object.assign(new Error('reset'), {code: 'ECONNRESET'})).times(4)

@@ -1,8 +1,5 @@
-import type {Readable} from 'node:stream'
-
 import streamArray from 'stream-json/streamers/stream-array.js'
 
-import {readAll} from '../util/streams.js'
 import type {ServerEndpoint} from './endpoint.js'
 import {NotOrthancError, OrthancError, OrthancHttpError, UploadRejectedError} from './errors.js'
 import {type HttpOptions, OrthancHttp, type ReplayableBody} from './http.js'
@@ -18,10 +15,9 @@ import type {
 import {versionAtLeast} from './version.js'
 
 export interface InstanceDownload {
-  body: Readable
+  bytes: Buffer
   /** MD5 of the DICOM file as the server announces it (ETag of attachments/dicom/data), if it does. */
   announcedMd5?: string
-  size?: number
 }
 
 export interface StoredFileInfo {
@@ -198,15 +194,14 @@ export class OrthancClient {
   }
 
   /**
-   * Streams the exact stored DICOM bytes. No Accept-Encoding is sent: Orthanc would otherwise
-   * gzip every file in memory on the fly.
+   * The exact stored DICOM bytes. No Accept-Encoding is sent: Orthanc would otherwise gzip
+   * every file in memory on the fly.
    */
   async downloadInstance(id: string, signal?: AbortSignal): Promise<InstanceDownload> {
-    const response = await this.http.stream('GET', `/instances/${id}/attachments/dicom/data`, {signal})
+    const response = await this.http.bytes('GET', `/instances/${id}/attachments/dicom/data`, {signal})
     const etag = response.headers.etag
     const announcedMd5 = typeof etag === 'string' ? /"?\d+-([0-9a-f]{32})"?/i.exec(etag)?.[1]?.toLowerCase() : undefined
-    const length = response.headers['content-length']
-    return {body: response.body, announcedMd5, size: length === undefined ? undefined : Number(length)}
+    return {bytes: response.body, announcedMd5}
   }
 
   /**
@@ -284,8 +279,7 @@ export class OrthancClient {
   }
 
   async attachmentData(id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
-    const response = await this.http.stream('GET', `/instances/${id}/attachments/${encodeURIComponent(name)}/data`, {signal})
-    return readAll(response.body)
+    return (await this.http.bytes('GET', `/instances/${id}/attachments/${encodeURIComponent(name)}/data`, {signal})).body
   }
 
   async putAttachment(id: string, name: string, data: Buffer, signal?: AbortSignal): Promise<void> {

@@ -2,7 +2,7 @@ import {createHash} from 'node:crypto'
 
 import {type AttachmentRecord, dicomPayloadPath, type InstanceRecord} from '../archive/format.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {ChecksumMismatchError, OrthancConnectionError, OrthancHttpError} from '../orthanc/errors.js'
+import {ChecksumMismatchError, OrthancHttpError} from '../orthanc/errors.js'
 import type {ImportUnit} from './import-unit.js'
 import type {SelectedInstance} from './orthanc-selection.js'
 import type {SideDataReader} from './side-data.js'
@@ -39,7 +39,7 @@ async function fetchInstance(client: OrthancClient, id: string, expectedMd5: str
     throw error
   }
 
-  const bytes = await readBody(client, download.body, `/instances/${id}/attachments/dicom/data`)
+  const {bytes} = download
   const expected = expectedMd5 ?? download.announcedMd5 ?? (await client.storedFileInfo(id, signal))?.md5
   if (expected === undefined) throw new InstanceVanishedError(id)
   const actual = createHash('md5').update(bytes).digest('hex')
@@ -55,17 +55,6 @@ export async function fetchVerifiedAttachment(client: OrthancClient, instanceId:
   const actual = createHash('md5').update(bytes).digest('hex')
   if (actual !== attachment.md5) throw new ChecksumMismatchError(client.display, `${instanceId} attachment ${attachment.name}`, attachment.md5, actual)
   return bytes
-}
-
-async function readBody(client: OrthancClient, body: AsyncIterable<Buffer>, path: string): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  try {
-    for await (const chunk of body) chunks.push(chunk)
-  } catch (error) {
-    throw new OrthancConnectionError(client.display, 'GET', path, (error as NodeJS.ErrnoException).code ?? 'UNKNOWN', {cause: error})
-  }
-
-  return Buffer.concat(chunks)
 }
 
 /** The instance was deleted on the source between planning and download. */
