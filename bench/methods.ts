@@ -6,6 +6,7 @@ import type {Corpus} from './corpus.js'
 import {curlIngest} from './curl-ceiling.js'
 import {naiveCopy} from './naive-copier.js'
 import {cpuOf, machineBusyMs} from './processes.js'
+import {log} from './progress.js'
 import {rawDownload} from './raw-download.js'
 import type {Sample} from './samples.js'
 import {uploadSequentially} from './sequential-uploader.js'
@@ -120,6 +121,7 @@ export const ingestCeiling: Method = {
     const timing = await timed([target], async () => {
       const run = await curlIngest(context.corpus.files, target.url, scratch)
       if (run.connections > 4) throw new Error(`curl opened ${run.connections} connections: keep-alive did not hold`)
+      if (run.resent > 0) log(`ingest ceiling: Orthanc answered HTTP 500 to ${run.resent} upload(s) (storage-folder race); curl sent them again`)
       cpuMs = run.cpuMs
     })
     return sampleOf(timing, {cpuMs})
