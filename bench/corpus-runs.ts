@@ -21,11 +21,14 @@ export async function prepareCorpus(cleanup: Cleanup, spec: CorpusSpec): Promise
   const source = await startSource(cleanup, corpus)
   const warm = await cleanup.tempDir('warm-up')
   await rawDownload(source.url, warm)
-  await cleanup.release(warm)
+  cleanup.retire(warm)
   return {corpus, source}
 }
 
-/** Runs each method `runs` times, round-robin (run 1 of all, then run 2 of all), so drift spreads over every method alike. */
+/**
+ * Runs each method `runs` times, round-robin (run 1 of all, then run 2 of all), so drift spreads
+ * over every method alike; the runs' folders are deleted after the last one.
+ */
 export async function measure(cleanup: Cleanup, prepared: PreparedCorpus, methods: Method[], runs: number, samples: Samples): Promise<void> {
   const context: MethodContext = {cleanup, ...prepared}
   for (let run = 1; run <= runs; run++) {
@@ -36,4 +39,6 @@ export async function measure(cleanup: Cleanup, prepared: PreparedCorpus, method
       log(`${prepared.corpus.name}, run ${run}/${runs}: ${method.label}: ${seconds(sample.ms)} s`)
     }
   }
+
+  await cleanup.sweep()
 }

@@ -60,7 +60,7 @@ function sampleOf(timing: Timing, client?: {cpuMs?: number; ms?: number}): Sampl
   return {ms: client?.ms ?? timing.ms, clientCpuMs, orthancCpuMs: timing.orthancCpuMs, backgroundCpuMs: Math.max(0, timing.busyMs - accounted)}
 }
 
-/** A run into a new, empty target: started before the clock, checked to hold the corpus after it, then disposed of. */
+/** A run into a new, empty target: started before the clock, checked to hold the corpus after it, then stopped (its folder retired). */
 export async function intoFreshTarget(
   context: MethodContext, what: string, body: (target: BenchServer) => Promise<Sample>, prepareTarget?: () => Promise<OrthancOptions>,
 ): Promise<Sample> {
@@ -71,16 +71,17 @@ export async function intoFreshTarget(
     return sample
   } finally {
     await context.cleanup.release(target.name)
+    context.cleanup.retire(target.server.dir)
   }
 }
 
-/** A scratch folder for one run, deleted as soon as the run is over. */
+/** A scratch folder for one run, retired when the run is over. */
 async function inScratch<T>(context: MethodContext, prefix: string, body: (dir: string) => Promise<T>): Promise<T> {
   const dir = await context.cleanup.tempDir(prefix)
   try {
     return await body(dir)
   } finally {
-    await context.cleanup.release(dir)
+    context.cleanup.retire(dir)
   }
 }
 

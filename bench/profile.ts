@@ -35,6 +35,7 @@ export async function profileRequests(context: MethodContext): Promise<string> {
     await expectInstances(target, corpus.count, 'sync (profiled)')
     profiles.push({command: 'sync', started, sides: [{server: 'source', proxy: sourceProxy}, {server: 'target', proxy: targetProxy}]})
     await cleanup.release(target.name)
+    cleanup.retire(target.server.dir)
   }
 
   {
@@ -45,6 +46,7 @@ export async function profileRequests(context: MethodContext): Promise<string> {
     await expectInstances(target, corpus.count, 'import (profiled)')
     profiles.push({command: 'import (folder)', started, sides: [{server: 'target', proxy: targetProxy}]})
     await cleanup.release(target.name)
+    cleanup.retire(target.server.dir)
   }
 
   {
@@ -54,7 +56,7 @@ export async function profileRequests(context: MethodContext): Promise<string> {
     const started = performance.now()
     await runTool(['export', '--source', sourceProxy.url, '--output', join(dir, 'volumes')], corpus.count, 'export (profiled)')
     profiles.push({command: 'export', started, sides: [{server: 'source', proxy: sourceProxy}]})
-    await cleanup.release(dir)
+    cleanup.retire(dir)
   }
 
   const perInstance = (count: number) => (count / corpus.count).toFixed(2)

@@ -96,6 +96,7 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   if (error instanceof InterruptedError) return
-  console.error(`bench failed: ${(error as Error).stack ?? String(error)}`)
+  // The message says what failed and what to do; the stack only with DEBUG set.
+  console.error(`bench failed: ${process.env.DEBUG ? (error as Error).stack : (error as Error).message ?? String(error)}`)
   process.exitCode = 1
 })

@@ -47,6 +47,8 @@ export async function scaling(cleanup: Cleanup, prepared: PreparedCorpus, config
     }
   }
 
+  await cleanup.sweep()
+
   const rows = backends.flatMap(({name}) => config.concurrencies.map((concurrency) => {
     const key = `${name} ${concurrency}`
     const ms = samples.median(key)

@@ -17,9 +17,13 @@ export interface BenchServer {
 /** Orthanc's Keep-Alive hint is timeout=1; undici must keep its sockets for less than that to reuse them. */
 export const KEEP_ALIVE_THRESHOLD_MS = 500
 
-/** Starts a throwaway Orthanc that `cleanup` disposes of; `cleanup.release(name)` disposes of it early. */
+/**
+ * Starts a throwaway Orthanc in a folder of its own that `cleanup` deletes; `cleanup.release(name)`
+ * stops the server early, and `cleanup.retire(server.dir)` then leaves the folder for later.
+ */
 export async function startServer(cleanup: Cleanup, name: string, options: OrthancOptions = {}): Promise<BenchServer & {name: string}> {
-  const server = await startOrthanc({name, ...options})
+  const dir = await cleanup.tempDir(name)
+  const server = await startOrthanc({name, dir, ...options})
   const key = `orthanc ${server.dir}`
   cleanup.defer(key, () => server.dispose())
   return {server, pid: await pidByArgument(join(server.dir, 'orthanc.json')), url: server.url, name: key}
