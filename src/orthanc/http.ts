@@ -152,6 +152,7 @@ export class OrthancHttp {
     }
   }
 
+  /** The body as text; see `bytes`. */
   async text(method: string, path: string, options: RequestOptions = {}): Promise<string> {
     return (await this.bytes(method, path, options)).body.toString('utf8')
   }
@@ -167,7 +168,7 @@ export class OrthancHttp {
    * calls, and instance files, which the tool holds whole anyway to check their MD5 first.
    */
   async bytes(method: string, path: string, options: RequestOptions = {}): Promise<BufferedResponse> {
-    return this.withRetries(method, path, options, () => this.exchangeOnce(method, path, options), (answer) => answer)
+    return this.withRetries(method, path, options, () => this.exchangeOnce(method, path, options))
   }
 
   /**
@@ -175,14 +176,15 @@ export class OrthancHttp {
    * caller reads the body surfaces as an error on the stream, for the caller to retry whole.
    */
   async stream(method: string, path: string, options: RequestOptions = {}): Promise<StreamedResponse> {
-    return this.withRetries(method, path, options, () => this.dispatchOnce(method, path, options), (response) => response)
+    return this.withRetries(method, path, options, () => this.dispatchOnce(method, path, options))
   }
 
   async close(): Promise<void> {
     if (this.ownsDispatcher) await this.dispatcher.close()
   }
 
-  private async withRetries<A extends Answer, T>(method: string, path: string, options: RequestOptions, once: () => Promise<A>, onSuccess: (answer: A) => T): Promise<T> {
+  /** Sends with `once` until a 2xx answer, retrying what may be retried; the answer's body is read by `once` or by the caller. */
+  private async withRetries<A extends Answer>(method: string, path: string, options: RequestOptions, once: () => Promise<A>): Promise<A> {
     const idempotent = options.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'PUT' || method === 'DELETE')
     for (let attempt = 0; ; attempt++) {
       const mayRetry = idempotent && attempt < this.retry.retries && !options.signal?.aborted
@@ -190,7 +192,7 @@ export class OrthancHttp {
       try {
         const answer = await once()
         this.reachedOnce = true
-        if (answer.statusCode >= 200 && answer.statusCode < 300) return onSuccess(answer)
+        if (answer.statusCode >= 200 && answer.statusCode < 300) return answer
         const error = await this.statusError(method, path, answer)
         if (!(mayRetry && this.isRetryable(error))) throw error
         retryAfterMs = parseRetryAfter(answer.headers['retry-after'])
