@@ -59,6 +59,13 @@ export interface ExportSummary extends TransferStats {
 const STATE_DIR = '.orthanc-replicate'
 
 /**
+ * How much a volume file's stream buffers before it asks the writer to wait. With the default
+ * 16 KiB, each instance waited for its own disk write to finish before the next could be added
+ * to the tar, and entries go in order: downloads waited on the disk one file at a time.
+ */
+const VOLUME_WRITE_BUFFER_BYTES = 8 * 1024 * 1024
+
+/**
  * Exports a server's instances into archive volumes: plans (or resumes a plan), checks free
  * space, then writes each missing volume. Finished volumes are never rewritten.
  */
@@ -170,7 +177,7 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
     const partial = `${file}.partial`
     await rm(partial, {force: true})
     const handle = await open(partial, 'w')
-    const output = new TarOutput(handle.createWriteStream())
+    const output = new TarOutput(handle.createWriteStream({highWaterMark: VOLUME_WRITE_BUFFER_BYTES}))
     try {
       await writeVolume(output, plan, stateDir, number, options, summary)
       await output.close()
