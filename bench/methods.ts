@@ -6,7 +6,7 @@ import type {Corpus} from './corpus.js'
 import {curlIngest} from './curl-ceiling.js'
 import {naiveCopy} from './naive-copier.js'
 import {cpuOf, machineBusyMs} from './processes.js'
-import {log} from './progress.js'
+import {log, quiet} from './progress.js'
 import {rawDownload} from './raw-download.js'
 import type {Sample} from './samples.js'
 import {uploadSequentially} from './sequential-uploader.js'
@@ -161,6 +161,36 @@ export const toolImport: Method = {
     runTool(['import', '--target', target.url, '--no-receipt', context.corpus.dir], context.corpus.count, 'import'))),
 }
 
+/** Each corpus exported once, untimed, for the archive import row. */
+const exportedVolumes = new WeakMap<Corpus, Promise<string>>()
+
+function volumesOf(context: MethodContext): Promise<string> {
+  let volumes = exportedVolumes.get(context.corpus)
+  if (!volumes) {
+    volumes = (async () => {
+      const output = join(await context.cleanup.tempDir('volumes'), 'volumes')
+      await mkdir(output)
+      await runTool(['export', '--source', context.source.url, '--output', output], context.corpus.count, 'export for the archive import')
+      await quiet()
+      return output
+    })()
+    exportedVolumes.set(context.corpus, volumes)
+  }
+
+  return volumes
+}
+
+/** The air-gapped side's job: the volumes an export wrote, read back and uploaded. */
+export const toolImportArchive: Method = {
+  key: 'import-archive',
+  label: 'tool: import of the exported volumes',
+  run: async (context) => {
+    const volumes = await volumesOf(context)
+    return intoFreshTarget(context, 'archive import', (target) => toolSample([target], () =>
+      runTool(['import', '--target', target.url, '--no-receipt', volumes], context.corpus.count, 'archive import')))
+  },
+}
+
 export const toolExport: Method = {
   key: 'export',
   label: 'tool: export to a folder',
@@ -178,4 +208,4 @@ export const toolPipe: Method = {
     toolSample([context.source, target], () => runPipe(context.source.url, target.url, scratch, context.corpus.count)))),
 }
 
-export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, toolSync(), toolImport, toolExport, toolPipe]
+export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]

@@ -46,6 +46,7 @@ export function ratioTable(samples: Samples): string {
     ['raw download vs export', 'raw download / export', time('raw-download') / time('export'), 0.7],
     ['pipe vs sync', 'sync / pipe', time('sync') / time('pipe'), undefined],
     ['import vs sequential uploader', 'sequential / import', time('sequential') / time('import'), undefined],
+    ['ceiling vs archive import', 'ceiling / archive import', time('ceiling') / time('import-archive'), undefined],
     ['ZIP batches vs ceiling', 'ceiling / ZIP batches', time('ceiling') / time('zip-batches'), undefined],
   ]
   // A section that did not measure a ratio's methods leaves that ratio out.
