@@ -161,6 +161,13 @@ export const toolImport: Method = {
     runTool(['import', '--target', target.url, '--no-receipt', context.corpus.dir], context.corpus.count, 'import'))),
 }
 
+/** The tool's export of the whole corpus into `dir`/volumes. */
+async function exportCorpus(context: MethodContext, dir: string, what: string): Promise<{output: string; run: () => Promise<ToolRun>}> {
+  const output = join(dir, 'volumes')
+  await mkdir(output)
+  return {output, run: () => runTool(['export', '--source', context.source.url, '--output', output], context.corpus.count, what)}
+}
+
 /** Each corpus exported once, untimed, for the archive import row. */
 const exportedVolumes = new WeakMap<Corpus, Promise<string>>()
 
@@ -168,9 +175,8 @@ function volumesOf(context: MethodContext): Promise<string> {
   let volumes = exportedVolumes.get(context.corpus)
   if (!volumes) {
     volumes = (async () => {
-      const output = join(await context.cleanup.tempDir('volumes'), 'volumes')
-      await mkdir(output)
-      await runTool(['export', '--source', context.source.url, '--output', output], context.corpus.count, 'export for the archive import')
+      const {output, run} = await exportCorpus(context, await context.cleanup.tempDir('volumes'), 'export for the archive import')
+      await run()
       await quiet()
       return output
     })()
@@ -194,11 +200,7 @@ export const toolImportArchive: Method = {
 export const toolExport: Method = {
   key: 'export',
   label: 'tool: export to a folder',
-  run: (context) => inScratch(context, 'export', async (dir) => {
-    const output = join(dir, 'volumes')
-    await mkdir(output)
-    return toolSample([context.source], () => runTool(['export', '--source', context.source.url, '--output', output], context.corpus.count, 'export'))
-  }),
+  run: (context) => inScratch(context, 'export', async (dir) => toolSample([context.source], (await exportCorpus(context, dir, 'export')).run)),
 }
 
 export const toolPipe: Method = {
