@@ -3,6 +3,7 @@ import {crc32} from 'node:zlib'
 
 import {Pool} from 'undici'
 
+import {postInstances} from './orthanc-upload.js'
 import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
 
 /** Files per ZIP: a few hundred kilobytes of small instances per request. */
@@ -92,16 +93,8 @@ export async function uploadZipBatches(files: string[], targetUrl: string, strea
         const contents = await Promise.all(batch.map((file) => readFile(file)))
         const single = contents.length === 1
         const body = single ? contents[0]! : storedZip(contents)
-        let response
-        let text = ''
-        // Like the tool, send again what Orthanc 1.10 failed to store while creating a storage folder (OrthancStatus 2001).
-        for (let attempt = 1; ; attempt++) {
-          response = await pool.request({path: '/instances', method: 'POST', body, headers: {'content-type': single ? 'application/dicom' : 'application/zip'}})
-          text = await response.body.text()
-          if (response.statusCode !== 500 || orthancStatusOf(text) !== 2001 || attempt >= 3) break
-        }
-
-        if (response.statusCode !== 200) throw new Error(`ZIP upload: HTTP ${response.statusCode} ${text.slice(0, 300)}`)
+        const {statusCode, text} = await postInstances(pool, body, single ? 'application/dicom' : 'application/zip')
+        if (statusCode !== 200) throw new Error(`ZIP upload: HTTP ${statusCode} ${text.slice(0, 300)}`)
         const answers = single ? [JSON.parse(text) as {Status: string}] : JSON.parse(text) as Array<{Status: string}>
         // Orthanc passes over what it cannot read in a ZIP without a word: count the answers.
         const stored = answers.filter((answer) => answer.Status === 'Success' || answer.Status === 'AlreadyStored').length
@@ -112,13 +105,5 @@ export async function uploadZipBatches(files: string[], targetUrl: string, strea
     await Promise.all(Array.from({length: streams}, worker))
   } finally {
     await pool.close()
-  }
-}
-
-function orthancStatusOf(answer: string): number | undefined {
-  try {
-    return (JSON.parse(answer) as {OrthancStatus?: number}).OrthancStatus
-  } catch {
-    return undefined
   }
 }

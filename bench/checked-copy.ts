@@ -1,0 +1,53 @@
+import {createHash} from 'node:crypto'
+
+import {Pool} from 'undici'
+
+import {postInstances} from './orthanc-upload.js'
+import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
+
+/**
+ * The least a checked copy can cost on this machine: every instance downloaded with the MD5
+ * the source announces (ETag), hashed and compared, uploaded, and its MD5 on the target read
+ * back and compared, over `connections` kept-alive connections per server, in this (already
+ * warmed-up) process. Nothing else the tool does: no study listing, metadata, attachments,
+ * labels, resume state, retries of resets or process start-up. It is a yardstick for sync,
+ * not a tool: it shows what the sync targets ask of a client that checks what it copies.
+ */
+export async function checkedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
+  const source = new Pool(sourceUrl, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  const target = new Pool(targetUrl, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  try {
+    const ids = (await getJson(source, '/instances')) as string[]
+    let next = 0
+    const worker = async () => {
+      while (next < ids.length) {
+        const id = ids[next++]!
+        const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
+        const bytes = Buffer.from(await download.body.arrayBuffer())
+        const md5 = createHash('md5').update(bytes).digest('hex')
+        // Orthanc's ETag is "<content type>-<MD5>".
+        const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
+        if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
+        const {statusCode, text} = await postInstances(target, bytes, 'application/dicom')
+        if (statusCode !== 200) throw new Error(`checked copy: upload of ${id}: HTTP ${statusCode} ${text.slice(0, 200)}`)
+        const stored = (await getJson(target, `/instances/${(JSON.parse(text) as {ID: string}).ID}/attachments/dicom/info`)) as {UncompressedMD5: string}
+        if (stored.UncompressedMD5 !== md5) throw new Error(`checked copy: ${id} stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
+      }
+    }
+
+    await Promise.all(Array.from({length: connections}, worker))
+    return ids.length
+  } finally {
+    await Promise.all([source.close(), target.close()])
+  }
+}
+
+async function getJson(pool: Pool, path: string): Promise<unknown> {
+  const response = await pool.request({path, method: 'GET'})
+  if (response.statusCode !== 200) {
+    await response.body.dump()
+    throw new Error(`GET ${path}: HTTP ${response.statusCode}`)
+  }
+
+  return response.body.json()
+}
