@@ -69,19 +69,18 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   const changeCursor = await options.client.lastChange(options.signal)
   const studies: Record<string, StudyExpectation> = {}
   const volumes: PlannedVolume[] = []
-  let current: {volume: PlannedVolume; file: WriteStream} | undefined
+  let current: {volume: PlannedVolume; file: LineBatcher} | undefined
 
   const openVolume = () => {
     const volume: PlannedVolume = {instances: 0, bytes: VOLUME_FIXED_BYTES, payloadBytes: 0, studyIds: []}
     volumes.push(volume)
-    current = {volume, file: createWriteStream(planVolumePath(stateDir, volumes.length))}
+    current = {volume, file: new LineBatcher(createWriteStream(planVolumePath(stateDir, volumes.length)))}
     return current
   }
 
   const closeVolume = async () => {
     if (!current) return
-    const {file} = current
-    await new Promise<void>((resolve, reject) => file.end((error?: Error | null) => (error ? reject(error) : resolve())))
+    await current.file.end()
     current = undefined
   }
 
@@ -103,7 +102,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     volume.bytes += footprint
     volume.payloadBytes += record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
     if (volume.studyIds.at(-1) !== record.studyId) volume.studyIds.push(record.studyId)
-    if (!file.write(`${JSON.stringify(record)}\n`)) await new Promise<void>((resolve) => file.once('drain', () => resolve()))
+    await file.write(`${JSON.stringify(record)}\n`)
   }
 
   const sideData = new SideDataReader(options.client)
@@ -149,6 +148,39 @@ async function* selectedInstances(options: PlanOptions, studies: Record<string, 
     studies[study.studyId] = {studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource}
     options.onStudy?.({...study, instances: kept})
     yield* kept
+  }
+}
+
+/** Lines gathered up to this size go to the plan file in one write. */
+const PLAN_WRITE_BATCH_CHARS = 1024 * 1024
+
+/**
+ * Writes a plan file in batches: one write per instance record cost a trip through Node's
+ * thread pool each, on the main thread that planning is bound by. Nothing is lost by holding a
+ * batch: an interrupted planning starts over, only a finished plan is resumed.
+ */
+class LineBatcher {
+  private batch: string[] = []
+  private chars = 0
+
+  constructor(private readonly file: WriteStream) {}
+
+  async write(line: string): Promise<void> {
+    this.batch.push(line)
+    this.chars += line.length
+    if (this.chars >= PLAN_WRITE_BATCH_CHARS) await this.flush()
+  }
+
+  async end(): Promise<void> {
+    await this.flush()
+    await new Promise<void>((resolve, reject) => this.file.end((error?: Error | null) => (error ? reject(error) : resolve())))
+  }
+
+  private async flush(): Promise<void> {
+    const text = this.batch.join('')
+    this.batch = []
+    this.chars = 0
+    if (text && !this.file.write(text)) await new Promise<void>((resolve) => this.file.once('drain', () => resolve()))
   }
 }
 
