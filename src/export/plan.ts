@@ -1,4 +1,4 @@
-import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
+import {createReadStream, createWriteStream} from 'node:fs'
 import {mkdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
@@ -12,6 +12,7 @@ import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
+import {BatchedLineWriter} from '../util/batched-line-writer.js'
 
 export interface PlannedVolume {
   instances: number
@@ -69,12 +70,13 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   const changeCursor = await options.client.lastChange(options.signal)
   const studies: Record<string, StudyExpectation> = {}
   const volumes: PlannedVolume[] = []
-  let current: {volume: PlannedVolume; file: LineBatcher} | undefined
+  let current: {volume: PlannedVolume; file: BatchedLineWriter} | undefined
 
   const openVolume = () => {
     const volume: PlannedVolume = {instances: 0, bytes: VOLUME_FIXED_BYTES, payloadBytes: 0, studyIds: []}
     volumes.push(volume)
-    current = {volume, file: new LineBatcher(createWriteStream(planVolumePath(stateDir, volumes.length)))}
+    // Batched writes lose nothing here: an interrupted planning starts over, only a finished plan is resumed.
+    current = {volume, file: new BatchedLineWriter(createWriteStream(planVolumePath(stateDir, volumes.length)))}
     return current
   }
 
@@ -148,39 +150,6 @@ async function* selectedInstances(options: PlanOptions, studies: Record<string, 
     studies[study.studyId] = {studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource}
     options.onStudy?.({...study, instances: kept})
     yield* kept
-  }
-}
-
-/** Lines gathered up to this size go to the plan file in one write. */
-const PLAN_WRITE_BATCH_CHARS = 1024 * 1024
-
-/**
- * Writes a plan file in batches: one write per instance record cost a trip through Node's
- * thread pool each, on the main thread that planning is bound by. Nothing is lost by holding a
- * batch: an interrupted planning starts over, only a finished plan is resumed.
- */
-class LineBatcher {
-  private batch: string[] = []
-  private chars = 0
-
-  constructor(private readonly file: WriteStream) {}
-
-  async write(line: string): Promise<void> {
-    this.batch.push(line)
-    this.chars += line.length
-    if (this.chars >= PLAN_WRITE_BATCH_CHARS) await this.flush()
-  }
-
-  async end(): Promise<void> {
-    await this.flush()
-    await new Promise<void>((resolve, reject) => this.file.end((error?: Error | null) => (error ? reject(error) : resolve())))
-  }
-
-  private async flush(): Promise<void> {
-    const text = this.batch.join('')
-    this.batch = []
-    this.chars = 0
-    if (text && !this.file.write(text)) await new Promise<void>((resolve) => this.file.once('drain', () => resolve()))
   }
 }
 

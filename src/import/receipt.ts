@@ -1,8 +1,9 @@
-import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
+import {createReadStream, createWriteStream} from 'node:fs'
 import {rm} from 'node:fs/promises'
 import {createInterface} from 'node:readline'
 
 import type {Hop} from '../archive/format.js'
+import {BatchedLineWriter} from '../util/batched-line-writer.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
@@ -34,12 +35,13 @@ export interface ReceiptLine {
  * leaves out what has arrived.
  */
 export class ReceiptWriter {
-  private readonly stream: WriteStream
+  private readonly lines: BatchedLineWriter
   private readonly groups = new Set<string>()
   private readonly hops = new Map<string, Hop>()
 
   constructor(readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups' | 'hops'>) {
-    this.stream = createWriteStream(`${path}.partial`)
+    // Batched writes lose nothing here: the receipt only exists once close() has written it whole.
+    this.lines = new BatchedLineWriter(createWriteStream(`${path}.partial`))
   }
 
   addGroup(group: string, hops: Hop[]): void {
@@ -48,12 +50,12 @@ export class ReceiptWriter {
   }
 
   async write(line: ReceiptLine): Promise<void> {
-    if (!this.stream.write(`${JSON.stringify(line)}\n`)) await new Promise<void>((resolve) => this.stream.once('drain', () => resolve()))
+    await this.lines.write(`${JSON.stringify(line)}\n`)
   }
 
   /** The header, which names the groups seen, goes first: the lines are written behind it at the end. */
   async close(): Promise<void> {
-    await new Promise<void>((resolve, reject) => this.stream.end((error?: Error | null) => (error ? reject(error) : resolve())))
+    await this.lines.end()
     const header: ReceiptHeader = {...this.header, groups: [...this.groups], hops: [...this.hops.values()]}
     const output = createWriteStream(this.path)
     output.write(`${JSON.stringify(header)}\n`)
