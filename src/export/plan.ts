@@ -87,7 +87,8 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   }
 
   const append = async (record: InstanceRecord) => {
-    const footprint = recordFootprint(record)
+    const line = `${JSON.stringify(record)}\n`
+    const footprint = recordFootprint(record, line.length)
     if (footprint + VOLUME_FIXED_BYTES > options.maxVolumeBytes) {
       throw new InstanceTooLargeError(record.id, footprint, options.maxVolumeBytes)
     }
@@ -104,7 +105,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     volume.bytes += footprint
     volume.payloadBytes += record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
     if (volume.studyIds.at(-1) !== record.studyId) volume.studyIds.push(record.studyId)
-    await file.write(`${JSON.stringify(record)}\n`)
+    await file.write(line)
   }
 
   const sideData = new SideDataReader(options.client)
@@ -154,11 +155,11 @@ async function* selectedInstances(options: PlanOptions, studies: Record<string, 
 }
 
 /** What one instance adds to a volume: its tar entries, and its lines in the tag files. */
-function recordFootprint(record: InstanceRecord): number {
+function recordFootprint(record: InstanceRecord, jsonLength: number): number {
   const entries = tarEntryBytes(record.size, record.path.length + 80)
     + record.attachments.reduce((sum, attachment) => sum + tarEntryBytes(attachment.size, attachment.path.length + 80), 0)
   // The record appears in contents.json and manifest.json (with hashes), plus a manifest line per file.
-  const tagBytes = 2 * (JSON.stringify(record).length + 200) + 200 * (1 + record.attachments.length)
+  const tagBytes = 2 * (jsonLength + 200) + 200 * (1 + record.attachments.length)
   return entries + tagBytes
 }
 

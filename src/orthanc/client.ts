@@ -47,6 +47,7 @@ const CHANGES_PAGE = 1000
 export class OrthancClient {
   readonly http: OrthancHttp
   private systemAnswer?: Promise<OrthancSystem>
+  private knownFeatures?: {of: OrthancSystem; features: Features}
   /** Set once POST /tools/bulk-content turned out not to report metadata. */
   private noBulkMetadata = false
 
@@ -91,13 +92,18 @@ export class OrthancClient {
     return system as OrthancSystem
   }
 
+  /** What the server's version offers; asked on every instance, so worked out once per answer of GET /system. */
   async features(signal?: AbortSignal): Promise<Features> {
-    const {Version} = await this.system(signal)
-    return {
-      labels: versionAtLeast(Version, '1.12.0'),
-      attachmentInfo: versionAtLeast(Version, '1.10.0'),
-      md5ETag: versionAtLeast(Version, '1.9.3'),
+    const system = await this.system(signal)
+    if (this.knownFeatures?.of !== system) {
+      const {Version} = system
+      this.knownFeatures = {
+        of: system,
+        features: {labels: versionAtLeast(Version, '1.12.0'), attachmentInfo: versionAtLeast(Version, '1.10.0'), md5ETag: versionAtLeast(Version, '1.9.3')},
+      }
     }
+
+    return this.knownFeatures.features
   }
 
   async statistics(signal?: AbortSignal): Promise<OrthancStatistics> {
