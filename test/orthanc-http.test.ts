@@ -1,4 +1,6 @@
+import {execFileSync} from 'node:child_process'
 import {Readable} from 'node:stream'
+import {fileURLToPath} from 'node:url'
 
 import {MockAgent, Pool} from 'undici'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -7,6 +9,7 @@ import {resolveEndpoint} from '../src/orthanc/endpoint.js'
 import {OrthancAuthError, OrthancConnectionError, OrthancHttpError} from '../src/orthanc/errors.js'
 import {OrthancHttp} from '../src/orthanc/http.js'
 import {OrthancClient} from '../src/orthanc/client.js'
+import {loadPool} from '../src/orthanc/undici-pool.js'
 import {startOrthanc, type OrthancServer} from './helpers/orthanc.js'
 
 const fastRetry = {retries: 3, minDelayMs: 1, maxDelayMs: 5}
@@ -43,6 +46,23 @@ describe('connection reuse against a real Orthanc', () => {
 
     await pool.close()
     expect(opened).toBeGreaterThanOrEqual(15)
+  })
+})
+
+describe('loading undici', () => {
+  it('takes its pool and request API alone, not fetch, WebSocket or the mocks', () => {
+    const {Pool: SlimPool, slim} = loadPool()
+    expect(slim).toBe(true)
+    expect(typeof SlimPool.prototype.request).toBe('function')
+    expect(typeof SlimPool.prototype.dispatch).toBe('function')
+    // In a fresh process, as the CLI starts: which of undici's files did loading the HTTP client pull in?
+    const built = fileURLToPath(new URL('../dist/src/orthanc/http.js', import.meta.url))
+    const loaded = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e',
+      `import(${JSON.stringify(built)}).then(async () => { const {createRequire} = await import('node:module'); console.log(JSON.stringify(Object.keys(createRequire(${JSON.stringify(built)}).cache))) })`,
+    ], {encoding: 'utf8'})) as string[]
+    const undiciFiles = loaded.filter((file) => file.includes('/node_modules/undici/'))
+    expect(undiciFiles.some((file) => file.endsWith('/lib/dispatcher/pool.js'))).toBe(true)
+    expect(undiciFiles.filter((file) => /\/lib\/(web|mock)\/|\/undici\/index\.js$/.test(file))).toEqual([])
   })
 })
 

@@ -1,7 +1,7 @@
 import type {IncomingHttpHeaders} from 'node:http'
 import type {Readable} from 'node:stream'
 
-import {Pool, type Dispatcher} from 'undici'
+import type {Dispatcher} from 'undici'
 
 import {defaultRetryPolicy, parseRetryAfter, type RetryPolicy, waitBeforeRetry} from '../util/backoff.js'
 import {readAll} from '../util/streams.js'
@@ -15,6 +15,9 @@ import {
   OrthancTlsError,
   OrthancUnreachableError,
 } from './errors.js'
+import {loadPool} from './undici-pool.js'
+
+const {Pool} = loadPool()
 
 export interface HttpOptions {
   /** Parallel connections to this server. */
