@@ -4,6 +4,7 @@ import {createInterface} from 'node:readline'
 
 import type {Hop} from '../archive/format.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
+import {endStream, writeWithBackpressure} from '../util/streams.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
@@ -60,10 +61,10 @@ export class ReceiptWriter {
     const output = createWriteStream(this.path)
     output.write(`${JSON.stringify(header)}\n`)
     for await (const chunk of createReadStream(`${this.path}.partial`)) {
-      if (!output.write(chunk)) await new Promise<void>((resolve) => output.once('drain', () => resolve()))
+      await writeWithBackpressure(output, chunk as Buffer)
     }
 
-    await new Promise<void>((resolve, reject) => output.end((error?: Error | null) => (error ? reject(error) : resolve())))
+    await endStream(output)
     await rm(`${this.path}.partial`, {force: true})
   }
 }

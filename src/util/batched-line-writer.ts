@@ -1,4 +1,6 @@
-import type {WriteStream} from 'node:fs'
+import type {Writable} from 'node:stream'
+
+import {endStream, writeWithBackpressure} from './streams.js'
 
 /** Lines gathered up to this size go to the file in one write. */
 const BATCH_CHARS = 1024 * 1024
@@ -13,7 +15,7 @@ export class BatchedLineWriter {
   private batch: string[] = []
   private chars = 0
 
-  constructor(private readonly file: WriteStream) {}
+  constructor(private readonly file: Writable) {}
 
   async write(line: string): Promise<void> {
     this.batch.push(line)
@@ -23,13 +25,13 @@ export class BatchedLineWriter {
 
   async end(): Promise<void> {
     await this.flush()
-    await new Promise<void>((resolve, reject) => this.file.end((error?: Error | null) => (error ? reject(error) : resolve())))
+    await endStream(this.file)
   }
 
   private async flush(): Promise<void> {
     const text = this.batch.join('')
     this.batch = []
     this.chars = 0
-    if (text && !this.file.write(text)) await new Promise<void>((resolve) => this.file.once('drain', () => resolve()))
+    if (text) await writeWithBackpressure(this.file, text)
   }
 }
