@@ -2,6 +2,7 @@ import {createHash} from 'node:crypto'
 
 import {Pool} from 'undici'
 
+import {mapConcurrent} from '../src/util/concurrency.js'
 import {postInstances} from './orthanc-upload.js'
 import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
 
@@ -18,24 +19,18 @@ export async function checkedCopy(sourceUrl: string, targetUrl: string, connecti
   const target = new Pool(targetUrl, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
   try {
     const ids = (await getJson(source, '/instances')) as string[]
-    let next = 0
-    const worker = async () => {
-      while (next < ids.length) {
-        const id = ids[next++]!
-        const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
-        const bytes = Buffer.from(await download.body.arrayBuffer())
-        const md5 = createHash('md5').update(bytes).digest('hex')
-        // Orthanc's ETag is "<content type>-<MD5>".
-        const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
-        if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
-        const {statusCode, text} = await postInstances(target, bytes, 'application/dicom')
-        if (statusCode !== 200) throw new Error(`checked copy: upload of ${id}: HTTP ${statusCode} ${text.slice(0, 200)}`)
-        const stored = (await getJson(target, `/instances/${(JSON.parse(text) as {ID: string}).ID}/attachments/dicom/info`)) as {UncompressedMD5: string}
-        if (stored.UncompressedMD5 !== md5) throw new Error(`checked copy: ${id} stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
-      }
-    }
-
-    await Promise.all(Array.from({length: connections}, worker))
+    await mapConcurrent(ids, connections, async (id) => {
+      const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
+      const bytes = Buffer.from(await download.body.arrayBuffer())
+      const md5 = createHash('md5').update(bytes).digest('hex')
+      // Orthanc's ETag is "<content type>-<MD5>".
+      const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
+      if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
+      const {statusCode, text} = await postInstances(target, bytes, 'application/dicom')
+      if (statusCode !== 200) throw new Error(`checked copy: upload of ${id}: HTTP ${statusCode} ${text.slice(0, 200)}`)
+      const stored = (await getJson(target, `/instances/${(JSON.parse(text) as {ID: string}).ID}/attachments/dicom/info`)) as {UncompressedMD5: string}
+      if (stored.UncompressedMD5 !== md5) throw new Error(`checked copy: ${id} stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
+    })
     return ids.length
   } finally {
     await Promise.all([source.close(), target.close()])

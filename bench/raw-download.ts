@@ -4,6 +4,7 @@ import {pipeline} from 'node:stream/promises'
 
 import {Pool} from 'undici'
 
+import {mapConcurrent} from '../src/util/concurrency.js'
 import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
 
 /**
@@ -17,24 +18,18 @@ export async function rawDownload(sourceUrl: string, dir: string, connections = 
     const listing = await pool.request({path: '/instances', method: 'GET'})
     if (listing.statusCode !== 200) throw new Error(`GET /instances: HTTP ${listing.statusCode}`)
     const ids = (await listing.body.json()) as string[]
-    let next = 0
-    const worker = async () => {
-      while (next < ids.length) {
-        const id = ids[next++]!
-        const response = await pool.request({path: `/instances/${id}/file`, method: 'GET'})
-        if (response.statusCode !== 200) {
-          await response.body.dump()
-          throw new Error(`GET /instances/${id}/file: HTTP ${response.statusCode}`)
-        }
-
-        response.body.on('data', (chunk: Buffer) => {
-          bytes += chunk.length
-        })
-        await pipeline(response.body, createWriteStream(join(dir, `${id}.dcm`)))
+    await mapConcurrent(ids, connections, async (id) => {
+      const response = await pool.request({path: `/instances/${id}/file`, method: 'GET'})
+      if (response.statusCode !== 200) {
+        await response.body.dump()
+        throw new Error(`GET /instances/${id}/file: HTTP ${response.statusCode}`)
       }
-    }
 
-    await Promise.all(Array.from({length: connections}, worker))
+      response.body.on('data', (chunk: Buffer) => {
+        bytes += chunk.length
+      })
+      await pipeline(response.body, createWriteStream(join(dir, `${id}.dcm`)))
+    })
     return {count: ids.length, bytes}
   } finally {
     await pool.close()

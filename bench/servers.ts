@@ -3,9 +3,11 @@ import {join} from 'node:path'
 
 import {Pool} from 'undici'
 
+import {mapConcurrent} from '../src/util/concurrency.js'
 import {type OrthancOptions, type OrthancServer, startOrthanc} from '../test/helpers/orthanc.js'
 import type {Cleanup} from './cleanup.js'
 import type {Corpus} from './corpus.js'
+import {postInstances} from './orthanc-upload.js'
 import {pidByArgument} from './processes.js'
 
 export interface BenchServer {
@@ -37,17 +39,10 @@ export async function startSource(cleanup: Cleanup, corpus: Corpus): Promise<Ben
   const source = await startServer(cleanup, `bench-source-${corpus.name}`)
   const pool = new Pool(source.url, {connections: 4, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
   try {
-    let next = 0
-    const worker = async () => {
-      while (next < corpus.files.length) {
-        const path = corpus.files[next++]!
-        const response = await pool.request({path: '/instances', method: 'POST', body: await readFile(path), headers: {'content-type': 'application/dicom'}})
-        const text = await response.body.text()
-        if (response.statusCode !== 200) throw new Error(`loading ${path} into the source: HTTP ${response.statusCode} ${text}`)
-      }
-    }
-
-    await Promise.all(Array.from({length: 4}, worker))
+    await mapConcurrent(corpus.files, 4, async (path) => {
+      const {statusCode, text} = await postInstances(pool, await readFile(path), 'application/dicom')
+      if (statusCode !== 200) throw new Error(`loading ${path} into the source: HTTP ${statusCode} ${text}`)
+    })
   } finally {
     await pool.close()
   }
