@@ -1,4 +1,5 @@
 import {createHash} from 'node:crypto'
+import {readFile} from 'node:fs/promises'
 
 import {Pool} from 'undici'
 
@@ -15,26 +16,58 @@ import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
  * not a tool: it shows what the sync targets ask of a client that checks what it copies.
  */
 export async function checkedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
-  const source = new Pool(sourceUrl, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
-  const target = new Pool(targetUrl, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  const source = keptAlivePool(sourceUrl, connections)
+  const target = keptAlivePool(targetUrl, connections)
   try {
     const ids = (await getJson(source, '/instances')) as string[]
     await mapConcurrent(ids, connections, async (id) => {
       const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
       const bytes = Buffer.from(await download.body.arrayBuffer())
-      const md5 = createHash('md5').update(bytes).digest('hex')
+      const md5 = md5Of(bytes)
       // Orthanc's ETag is "<content type>-<MD5>".
       const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
       if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
-      const {statusCode, text} = await postInstances(target, bytes, 'application/dicom')
-      if (statusCode !== 200) throw new Error(`checked copy: upload of ${id}: HTTP ${statusCode} ${text.slice(0, 200)}`)
-      const stored = (await getJson(target, `/instances/${(JSON.parse(text) as {ID: string}).ID}/attachments/dicom/info`)) as {UncompressedMD5: string}
-      if (stored.UncompressedMD5 !== md5) throw new Error(`checked copy: ${id} stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
+      await uploadAndConfirm(target, bytes, md5, id)
     })
     return ids.length
   } finally {
     await Promise.all([source.close(), target.close()])
   }
+}
+
+/**
+ * The same yardstick for import: every file of the folder read, hashed, uploaded, and its MD5
+ * on the target read back and compared, `connections` at a time over kept-alive connections,
+ * in this process. No folder walk, DICOM parsing, receipt, resume state or start-up: what the
+ * import target asks of a client that checks what it uploads.
+ */
+export async function checkedUpload(files: string[], targetUrl: string, connections = 4): Promise<number> {
+  const target = keptAlivePool(targetUrl, connections)
+  try {
+    await mapConcurrent(files, connections, async (file) => {
+      const bytes = await readFile(file)
+      await uploadAndConfirm(target, bytes, md5Of(bytes), file)
+    })
+    return files.length
+  } finally {
+    await target.close()
+  }
+}
+
+function keptAlivePool(url: string, connections: number): Pool {
+  return new Pool(url, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+}
+
+function md5Of(bytes: Buffer): string {
+  return createHash('md5').update(bytes).digest('hex')
+}
+
+/** POST /instances, then the MD5 Orthanc stored, read back and compared with the one sent. */
+async function uploadAndConfirm(target: Pool, bytes: Buffer, md5: string, what: string): Promise<void> {
+  const {statusCode, text} = await postInstances(target, bytes, 'application/dicom')
+  if (statusCode !== 200) throw new Error(`checked upload: ${what}: HTTP ${statusCode} ${text.slice(0, 200)}`)
+  const stored = (await getJson(target, `/instances/${(JSON.parse(text) as {ID: string}).ID}/attachments/dicom/info`)) as {UncompressedMD5: string}
+  if (stored.UncompressedMD5 !== md5) throw new Error(`checked upload: ${what} stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
 }
 
 async function getJson(pool: Pool, path: string): Promise<unknown> {

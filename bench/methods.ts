@@ -1,7 +1,7 @@
 import {mkdir} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {checkedCopy} from './checked-copy.js'
+import {checkedCopy, checkedUpload} from './checked-copy.js'
 import type {Cleanup} from './cleanup.js'
 import type {Corpus} from './corpus.js'
 import {curlIngest} from './curl-ceiling.js'
@@ -115,6 +115,9 @@ export const naiveCopier = inProcessIntoTarget('naive', 'naive copier (Replicate
 export const checkedCopyFloor = inProcessIntoTarget('checked-copy', 'checked-copy floor (GET with ETag, MD5, POST, MD5 read back; 4 kept-alive connections each side, in-process)', 'checked copy', true,
   (context, target) => checkedCopy(context.source.url, target.url))
 
+export const checkedUploadFloor = inProcessIntoTarget('checked-upload', 'checked-upload floor (read file, MD5, POST, MD5 read back; 4 kept-alive connections, in-process)', 'checked upload', false,
+  (context, target) => checkedUpload(context.corpus.files, target.url))
+
 export const sequentialUploader = inProcessIntoTarget('sequential', 'sequential uploader (ImportDicomFiles.py way: one file per request, new connection each)', 'sequential uploader', false,
   (context, target) => uploadSequentially(context.corpus.files, target.url))
 
@@ -214,4 +217,4 @@ export const toolPipe: Method = {
     toolSample([context.source, target], () => runPipe(context.source.url, target.url, scratch, context.corpus.count)))),
 }
 
-export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, checkedCopyFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]
+export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, checkedCopyFloor, checkedUploadFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]

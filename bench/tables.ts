@@ -47,6 +47,8 @@ export function ratioTable(samples: Samples): string {
     ['checked-copy floor vs naive copier', 'naive / checked-copy floor', time('naive') / time('checked-copy'), undefined],
     ['ceiling vs checked-copy floor', 'ceiling / checked-copy floor', time('ceiling') / time('checked-copy'), undefined],
     ['sync vs checked-copy floor', 'checked-copy floor / sync', time('checked-copy') / time('sync'), undefined],
+    ['ceiling vs checked-upload floor', 'ceiling / checked-upload floor', time('ceiling') / time('checked-upload'), undefined],
+    ['import vs checked-upload floor', 'checked-upload floor / import', time('checked-upload') / time('import'), undefined],
     ['pipe vs sync', 'sync / pipe', time('sync') / time('pipe'), undefined],
     ['import vs sequential uploader', 'sequential / import', time('sequential') / time('import'), undefined],
     ['ceiling vs archive import', 'ceiling / archive import', time('ceiling') / time('import-archive'), undefined],
