@@ -1,7 +1,7 @@
 import {mkdir} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {checkedCopy, checkedUpload} from './checked-copy.js'
+import {checkedCopy, checkedUpload} from './floors.js'
 import type {Cleanup} from './cleanup.js'
 import type {Corpus} from './corpus.js'
 import {curlIngest} from './curl-ceiling.js'

@@ -27,7 +27,7 @@ export async function checkedCopy(sourceUrl: string, targetUrl: string, connecti
       // Orthanc's ETag is "<content type>-<MD5>".
       const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
       if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
-      await uploadAndConfirm(target, bytes, md5, id)
+      await uploadAndConfirm(target, bytes, md5, `checked copy: ${id}`)
     })
     return ids.length
   } finally {
@@ -46,7 +46,7 @@ export async function checkedUpload(files: string[], targetUrl: string, connecti
   try {
     await mapConcurrent(files, connections, async (file) => {
       const bytes = await readFile(file)
-      await uploadAndConfirm(target, bytes, md5Of(bytes), file)
+      await uploadAndConfirm(target, bytes, md5Of(bytes), `checked upload: ${file}`)
     })
     return files.length
   } finally {
@@ -65,9 +65,9 @@ function md5Of(bytes: Buffer): string {
 /** POST /instances, then the MD5 Orthanc stored, read back and compared with the one sent. */
 async function uploadAndConfirm(target: Pool, bytes: Buffer, md5: string, what: string): Promise<void> {
   const {statusCode, text} = await postInstances(target, bytes, 'application/dicom')
-  if (statusCode !== 200) throw new Error(`checked upload: ${what}: HTTP ${statusCode} ${text.slice(0, 200)}`)
+  if (statusCode !== 200) throw new Error(`${what}: upload answered HTTP ${statusCode} ${text.slice(0, 200)}`)
   const stored = (await getJson(target, `/instances/${(JSON.parse(text) as {ID: string}).ID}/attachments/dicom/info`)) as {UncompressedMD5: string}
-  if (stored.UncompressedMD5 !== md5) throw new Error(`checked upload: ${what} stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
+  if (stored.UncompressedMD5 !== md5) throw new Error(`${what}: stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
 }
 
 async function getJson(pool: Pool, path: string): Promise<unknown> {
