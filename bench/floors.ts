@@ -1,11 +1,11 @@
 import {createHash} from 'node:crypto'
 import {readFile} from 'node:fs/promises'
 
-import {Pool} from 'undici'
+import type {Pool} from 'undici'
 
 import {mapConcurrent} from '../src/util/concurrency.js'
 import {postInstances} from './orthanc-upload.js'
-import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
+import {keptAlivePool} from './servers.js'
 
 /**
  * The least a checked copy can cost on this machine: every instance downloaded with the MD5
@@ -52,10 +52,6 @@ export async function checkedUpload(files: string[], targetUrl: string, connecti
   } finally {
     await target.close()
   }
-}
-
-function keptAlivePool(url: string, connections: number): Pool {
-  return new Pool(url, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
 }
 
 function md5Of(bytes: Buffer): string {

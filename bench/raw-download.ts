@@ -2,17 +2,15 @@ import {createWriteStream} from 'node:fs'
 import {join} from 'node:path'
 import {pipeline} from 'node:stream/promises'
 
-import {Pool} from 'undici'
-
 import {mapConcurrent} from '../src/util/concurrency.js'
-import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
+import {keptAlivePool} from './servers.js'
 
 /**
  * The yardstick for export: every instance's file downloaded over `connections` kept-alive
  * connections and written to `dir`, with no checking, planning or archive format.
  */
 export async function rawDownload(sourceUrl: string, dir: string, connections = 4): Promise<{count: number; bytes: number}> {
-  const pool = new Pool(sourceUrl, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  const pool = keptAlivePool(sourceUrl, connections)
   let bytes = 0
   try {
     const listing = await pool.request({path: '/instances', method: 'GET'})

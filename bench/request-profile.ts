@@ -2,9 +2,7 @@ import {createServer, type IncomingHttpHeaders} from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {pipeline} from 'node:stream/promises'
 
-import {Pool} from 'undici'
-
-import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
+import {keptAlivePool} from './servers.js'
 
 export interface CountingProxy {
   url: string
@@ -36,7 +34,7 @@ function endToEnd(headers: IncomingHttpHeaders | Record<string, string | string[
  * see the same keep-alive hint. Not used for timing.
  */
 export async function startCountingProxy(upstream: string): Promise<CountingProxy> {
-  const pool = new Pool(upstream, {connections: 32, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  const pool = keptAlivePool(upstream, 32)
   const requests = new Map<string, number>()
   const times = new Map<string, {first: number; last: number}>()
   const proxy: CountingProxy = {url: '', requests, times, connections: 0, close: async () => {}}

@@ -17,7 +17,12 @@ export interface BenchServer {
 }
 
 /** Orthanc's Keep-Alive hint is timeout=1; undici must keep its sockets for less than that to reuse them. */
-export const KEEP_ALIVE_THRESHOLD_MS = 500
+const KEEP_ALIVE_THRESHOLD_MS = 500
+
+/** A pool of `connections` kept-alive connections to an Orthanc, for the bench's in-process clients. */
+export function keptAlivePool(url: string, connections: number): Pool {
+  return new Pool(url, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+}
 
 /**
  * Starts a throwaway Orthanc in a folder of its own that `cleanup` deletes; `cleanup.release(name)`
@@ -37,7 +42,7 @@ export async function startServer(cleanup: Cleanup, name: string, options: Ortha
  */
 export async function startSource(cleanup: Cleanup, corpus: Corpus): Promise<BenchServer> {
   const source = await startServer(cleanup, `bench-source-${corpus.name}`)
-  const pool = new Pool(source.url, {connections: 4, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  const pool = keptAlivePool(source.url, 4)
   try {
     await mapConcurrent(corpus.files, 4, async (path) => {
       const {statusCode, text} = await postInstances(pool, await readFile(path), 'application/dicom')

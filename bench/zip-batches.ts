@@ -1,10 +1,8 @@
 import {readFile, stat} from 'node:fs/promises'
 import {crc32} from 'node:zlib'
 
-import {Pool} from 'undici'
-
 import {postInstances} from './orthanc-upload.js'
-import {KEEP_ALIVE_THRESHOLD_MS} from './servers.js'
+import {keptAlivePool} from './servers.js'
 
 /** Files per ZIP: a few hundred kilobytes of small instances per request. */
 const FILES_PER_ZIP = 64
@@ -85,7 +83,7 @@ function batches(files: string[], sizes: number[]): string[][] {
  */
 export async function uploadZipBatches(files: string[], targetUrl: string, streams = 4): Promise<void> {
   const sizes = await Promise.all(files.map(async (file) => (await stat(file)).size))
-  const pool = new Pool(targetUrl, {connections: streams, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
+  const pool = keptAlivePool(targetUrl, streams)
   const queue = batches(files, sizes)
   try {
     const worker = async () => {
