@@ -15,20 +15,42 @@ import {keptAlivePool} from './servers.js'
  * labels, resume state, retries of resets or process start-up. It is a yardstick for sync,
  * not a tool: it shows what the sync targets ask of a client that checks what it copies.
  */
-export async function checkedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
+export function checkedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
+  return copyEveryInstance(sourceUrl, targetUrl, connections, async (source, target, id) => {
+    const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
+    const bytes = Buffer.from(await download.body.arrayBuffer())
+    const md5 = md5Of(bytes)
+    // Orthanc's ETag is "<content type>-<MD5>".
+    const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
+    if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
+    await uploadAndConfirm(target, bytes, md5, `checked copy: ${id}`)
+  })
+}
+
+/**
+ * The least any copy can cost on this machine, checks or not: each instance downloaded and
+ * uploaded, nothing hashed and nothing read back, otherwise as the checked-copy floor. What is
+ * out of reach for it is out of reach for every copier on these servers and cores.
+ */
+export function uncheckedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
+  return copyEveryInstance(sourceUrl, targetUrl, connections, async (source, target, id) => {
+    const download = await source.request({path: `/instances/${id}/file`, method: 'GET'})
+    const bytes = Buffer.from(await download.body.arrayBuffer())
+    if (download.statusCode !== 200) throw new Error(`unchecked copy: ${id} downloaded with HTTP ${download.statusCode}`)
+    const {statusCode, text} = await postInstances(target, bytes, 'application/dicom')
+    if (statusCode !== 200) throw new Error(`unchecked copy: ${id}: upload answered HTTP ${statusCode} ${text.slice(0, 200)}`)
+  })
+}
+
+/** Lists the source's instances and copies them `connections` at a time over kept-alive pools. */
+async function copyEveryInstance(
+  sourceUrl: string, targetUrl: string, connections: number, copyOne: (source: Pool, target: Pool, id: string) => Promise<void>,
+): Promise<number> {
   const source = keptAlivePool(sourceUrl, connections)
   const target = keptAlivePool(targetUrl, connections)
   try {
     const ids = (await getJson(source, '/instances')) as string[]
-    await mapConcurrent(ids, connections, async (id) => {
-      const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
-      const bytes = Buffer.from(await download.body.arrayBuffer())
-      const md5 = md5Of(bytes)
-      // Orthanc's ETag is "<content type>-<MD5>".
-      const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
-      if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
-      await uploadAndConfirm(target, bytes, md5, `checked copy: ${id}`)
-    })
+    await mapConcurrent(ids, connections, (id) => copyOne(source, target, id))
     return ids.length
   } finally {
     await Promise.all([source.close(), target.close()])

@@ -1,7 +1,7 @@
 import {mkdir} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {checkedCopy, checkedUpload} from './floors.js'
+import {checkedCopy, checkedUpload, uncheckedCopy} from './floors.js'
 import type {Cleanup} from './cleanup.js'
 import type {Corpus} from './corpus.js'
 import {curlIngest} from './curl-ceiling.js'
@@ -112,6 +112,9 @@ function inProcessIntoTarget(key: string, label: string, what: string, readsSour
 export const naiveCopier = inProcessIntoTarget('naive', 'naive copier (Replicate.py way: GET file, POST, new connection each, one at a time)', 'naive copier', true,
   (context, target) => naiveCopy(context.source.url, target.url))
 
+export const uncheckedCopyFloor = inProcessIntoTarget('unchecked-copy', 'unchecked-copy floor (GET file, POST, nothing checked; 4 kept-alive connections each side, in-process)', 'unchecked copy', true,
+  (context, target) => uncheckedCopy(context.source.url, target.url))
+
 export const checkedCopyFloor = inProcessIntoTarget('checked-copy', 'checked-copy floor (GET with ETag, MD5, POST, MD5 read back; 4 kept-alive connections each side, in-process)', 'checked copy', true,
   (context, target) => checkedCopy(context.source.url, target.url))
 
@@ -217,4 +220,4 @@ export const toolPipe: Method = {
     toolSample([context.source, target], () => runPipe(context.source.url, target.url, scratch, context.corpus.count)))),
 }
 
-export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, checkedCopyFloor, checkedUploadFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]
+export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, uncheckedCopyFloor, checkedCopyFloor, checkedUploadFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]

@@ -2,7 +2,7 @@ import type {Cleanup} from './cleanup.js'
 import {measure, type PreparedCorpus, prepareCorpus} from './corpus-runs.js'
 import type {CorpusSpec} from './corpus.js'
 import {table} from './markdown.js'
-import {ingestCeiling, naiveCopier, rawDownloadMethod, toolExport, toolImport, toolSync} from './methods.js'
+import {ingestCeiling, naiveCopier, rawDownloadMethod, toolExport, toolImport, toolSync, uncheckedCopyFloor} from './methods.js'
 import {Samples} from './samples.js'
 import {perSecond, ratio, seconds} from './stats.js'
 import {ratioTable} from './tables.js'
@@ -11,8 +11,12 @@ import {ratioTable} from './tables.js'
 const RSS_LIMIT_KB = 200 * 1024
 const FLAT_GROWTH = 1.25
 
-/** What the scaled corpus is measured with: the tool's three transfers and the baselines of the ratios with targets. */
-const SCALE_METHODS = [naiveCopier, ingestCeiling, rawDownloadMethod, toolSync(), toolImport, toolExport]
+/**
+ * What the scaled corpus is measured with: the tool's three transfers, the baselines of the
+ * ratios with targets, and the unchecked-copy floor, which says whether sync's target is within
+ * any copier's reach at this size.
+ */
+const SCALE_METHODS = [naiveCopier, ingestCeiling, rawDownloadMethod, uncheckedCopyFloor, toolSync(), toolImport, toolExport]
 
 /**
  * The default corpus again at `scale` times as many ordinary instances (the same large ones):

@@ -44,6 +44,7 @@ export function ratioTable(samples: Samples): string {
     ['ceiling vs sync', 'ceiling / sync', time('ceiling') / time('sync'), 0.8],
     ['ceiling vs import', 'ceiling / import', time('ceiling') / time('import'), 0.85],
     ['raw download vs export', 'raw download / export', time('raw-download') / time('export'), 0.7],
+    ['unchecked-copy floor vs naive copier', 'naive / unchecked-copy floor', time('naive') / time('unchecked-copy'), undefined],
     ['checked-copy floor vs naive copier', 'naive / checked-copy floor', time('naive') / time('checked-copy'), undefined],
     ['ceiling vs checked-copy floor', 'ceiling / checked-copy floor', time('ceiling') / time('checked-copy'), undefined],
     ['sync vs checked-copy floor', 'checked-copy floor / sync', time('checked-copy') / time('sync'), undefined],
