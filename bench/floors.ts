@@ -30,7 +30,8 @@ export function checkedCopy(sourceUrl: string, targetUrl: string, connections = 
 /**
  * The least any copy can cost on this machine, checks or not: each instance downloaded and
  * uploaded, nothing hashed and nothing read back, otherwise as the checked-copy floor. What is
- * out of reach for it is out of reach for every copier on these servers and cores.
+ * out of its reach is out of reach for every copier that moves as many instances at once on these
+ * servers and cores.
  */
 export function uncheckedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
   return copyEveryInstance(sourceUrl, targetUrl, connections, async (source, target, id) => {

@@ -14,7 +14,7 @@ const FLAT_GROWTH = 1.25
 /**
  * What the scaled corpus is measured with: the tool's three transfers, the baselines of the
  * ratios with targets, and the unchecked-copy floor, which says whether sync's target is within
- * any copier's reach at this size.
+ * reach at this size of a copier that checks nothing.
  */
 const SCALE_METHODS = [naiveCopier, ingestCeiling, rawDownloadMethod, uncheckedCopyFloor, toolSync(), toolImport, toolExport]
 
