@@ -1,5 +1,5 @@
 import {createReadStream, createWriteStream} from 'node:fs'
-import {mkdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {mkdir, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
@@ -13,6 +13,7 @@ import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
+import {writeJsonAtomically} from '../util/json-file.js'
 
 export interface PlannedVolume {
   instances: number
@@ -187,9 +188,4 @@ export function planVolumePath(stateDir: string, volume: number): string {
 export async function* readPlannedVolume(stateDir: string, volume: number): AsyncGenerator<InstanceRecord> {
   const lines = createInterface({input: createReadStream(planVolumePath(stateDir, volume)), crlfDelay: Number.POSITIVE_INFINITY})
   for await (const line of lines) if (line) yield JSON.parse(line) as InstanceRecord
-}
-
-export async function writeJsonAtomically(path: string, value: unknown): Promise<void> {
-  await writeFile(`${path}.tmp`, `${JSON.stringify(value, null, 1)}\n`)
-  await rename(`${path}.tmp`, path)
 }

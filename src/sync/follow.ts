@@ -1,9 +1,9 @@
 import {readFile} from 'node:fs/promises'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {writeJsonAtomically} from '../export/plan.js'
 import {isJobFatal} from '../transfer/engine.js'
 import {OrthancAuthError} from '../orthanc/errors.js'
+import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
