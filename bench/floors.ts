@@ -5,7 +5,7 @@ import type {Pool} from 'undici'
 
 import {mapConcurrent} from '../src/util/concurrency.js'
 import {postInstances} from './orthanc-upload.js'
-import {keptAlivePool} from './servers.js'
+import {getJson, keptAlivePool} from './servers.js'
 
 /**
  * The least a checked copy can cost on this machine: every instance downloaded with the MD5
@@ -87,14 +87,4 @@ async function uploadAndConfirm(target: Pool, bytes: Buffer, md5: string, what: 
   if (statusCode !== 200) throw new Error(`${what}: upload answered HTTP ${statusCode} ${text.slice(0, 200)}`)
   const stored = (await getJson(target, `/instances/${(JSON.parse(text) as {ID: string}).ID}/attachments/dicom/info`)) as {UncompressedMD5: string}
   if (stored.UncompressedMD5 !== md5) throw new Error(`${what}: stored with MD5 ${stored.UncompressedMD5}, sent ${md5}`)
-}
-
-async function getJson(pool: Pool, path: string): Promise<unknown> {
-  const response = await pool.request({path, method: 'GET'})
-  if (response.statusCode !== 200) {
-    await response.body.dump()
-    throw new Error(`GET ${path}: HTTP ${response.statusCode}`)
-  }
-
-  return response.body.json()
 }

@@ -3,7 +3,7 @@ import {join} from 'node:path'
 import {pipeline} from 'node:stream/promises'
 
 import {mapConcurrent} from '../src/util/concurrency.js'
-import {keptAlivePool} from './servers.js'
+import {getJson, keptAlivePool} from './servers.js'
 
 /**
  * The yardstick for export: every instance's file downloaded over `connections` kept-alive
@@ -13,9 +13,7 @@ export async function rawDownload(sourceUrl: string, dir: string, connections = 
   const pool = keptAlivePool(sourceUrl, connections)
   let bytes = 0
   try {
-    const listing = await pool.request({path: '/instances', method: 'GET'})
-    if (listing.statusCode !== 200) throw new Error(`GET /instances: HTTP ${listing.statusCode}`)
-    const ids = (await listing.body.json()) as string[]
+    const ids = (await getJson(pool, '/instances')) as string[]
     await mapConcurrent(ids, connections, async (id) => {
       const response = await pool.request({path: `/instances/${id}/file`, method: 'GET'})
       if (response.statusCode !== 200) {

@@ -24,6 +24,17 @@ export function keptAlivePool(url: string, connections: number): Pool {
   return new Pool(url, {connections, keepAliveTimeoutThreshold: KEEP_ALIVE_THRESHOLD_MS})
 }
 
+/** GET `path` on such a pool, answered with HTTP 200 and JSON, or an error naming the request. */
+export async function getJson(pool: Pool, path: string): Promise<unknown> {
+  const response = await pool.request({path, method: 'GET'})
+  if (response.statusCode !== 200) {
+    await response.body.dump()
+    throw new Error(`GET ${path}: HTTP ${response.statusCode}`)
+  }
+
+  return response.body.json()
+}
+
 /**
  * Starts a throwaway Orthanc in a folder of its own that `cleanup` deletes; `cleanup.release(name)`
  * stops the server early, and `cleanup.retire(server.dir)` then leaves the folder for later.
