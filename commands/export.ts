@@ -49,7 +49,7 @@ export default class Export extends BaseCommand {
     const {flags} = await this.parse(Export)
     const maxVolumeBytes = parseSize(flags['max-volume-size'])
     if (!maxVolumeBytes || maxVolumeBytes < 64 * 1024) {
-      throw new UserFacingError(`--max-volume-size "${flags['max-volume-size']}" is not a size of at least 64 KiB`, 'Write it like 700MB, 4GiB or 1500000000.', ExitCode.usage, 'bad-size')
+      throw new UserFacingError(`--max-volume-size "${flags['max-volume-size']}" is not a size of at least 64 KiB`, 'Write it like 700MB, 4GiB or 1500000000.', 'usage', 'bad-size')
     }
 
     const toStdout = flags.output === '-'

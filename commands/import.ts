@@ -4,7 +4,7 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {renderTransferSummary} from '../src/cli/summary.js'
+import {renderProblem, renderTransferSummary} from '../src/cli/summary.js'
 import {importInstances, type ImportSummary} from '../src/import/import.js'
 import {type FolderMode, resolveImportInputs} from '../src/import/inputs.js'
 import {OrthancClient} from '../src/orthanc/client.js'
@@ -68,7 +68,7 @@ function renderImportSummary(summary: ImportSummary): string {
   const lines: string[] = []
   if (summary.problems.length > 0) {
     lines.push(`Refused or missing (${summary.problems.length}):`)
-    for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${problem.label}: ${problem.reason}`)
+    for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${renderProblem(problem)}`)
     if (summary.problems.length > 20) lines.push(`  ... and ${summary.problems.length - 20} more (see --json)`)
   }
 

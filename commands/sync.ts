@@ -46,12 +46,12 @@ export default class Sync extends BaseCommand {
     const {flags} = await this.parse(Sync)
     const maxDeleteFraction = Number(flags['max-delete-fraction'])
     if (!(maxDeleteFraction >= 0 && maxDeleteFraction <= 1)) {
-      throw new UserFacingError(`--max-delete-fraction "${flags['max-delete-fraction']}" is not a number from 0 to 1`, 'For example 0.1 allows a pass to delete up to 10% of the target.', ExitCode.usage, 'bad-fraction')
+      throw new UserFacingError(`--max-delete-fraction "${flags['max-delete-fraction']}" is not a number from 0 to 1`, 'For example 0.1 allows a pass to delete up to 10% of the target.', 'usage', 'bad-fraction')
     }
 
     const filters = filtersFromFlags(flags)
     if (flags.delete && Object.keys(filters).length > 0) {
-      throw new UserFacingError('--delete cannot be combined with filters', 'What the target holds outside the filters is not the source\'s to judge: sync without filters to mirror deletions.', ExitCode.usage, 'delete-with-filters')
+      throw new UserFacingError('--delete cannot be combined with filters', 'What the target holds outside the filters is not the source\'s to judge: sync without filters to mirror deletions.', 'usage', 'delete-with-filters')
     }
 
     const http = this.httpOptions(flags, flags.concurrency + 2)

@@ -3,6 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
+import {renderProblem} from '../src/cli/summary.js'
 import {UserFacingError} from '../src/errors.js'
 import {resolveImportInputs} from '../src/import/inputs.js'
 import {OrthancClient} from '../src/orthanc/client.js'
@@ -29,7 +30,7 @@ export default class Verify extends BaseCommand {
     const inputs = (await resolveImportInputs(argv as string[], process.stdin, 'auto')).map((input) => {
       if (input.kind === 'archive-file') return archiveFile(input.path)
       if (input.kind === 'archive-stream') return archiveStream(input.label, input.stream)
-      throw new UserFacingError(`${input.path} holds no archive volume`, 'Give .tar volumes written by export, or the folder holding them.', ExitCode.badInput, 'not-an-archive')
+      throw new UserFacingError(`${input.path} holds no archive volume`, 'Give .tar volumes written by export, or the folder holding them.', 'bad-input', 'not-an-archive')
     })
     const targetUrl = (flags as Record<string, unknown>).target
     const target = targetUrl ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
@@ -50,7 +51,7 @@ function renderVerify(summary: VerifySummary): string {
     `Volumes: ${summary.volumes.read} read, ${summary.volumes.complete} complete${summary.volumes.missing.length > 0 ? `, missing: ${summary.volumes.missing.map((missing) => `${missing.volume} of ${missing.volumeCount}`).join(', ')}` : ''}.`,
     `Instances: ${summary.instances} valid.`,
   ]
-  for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${problem.label}: ${problem.reason}`)
+  for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${renderProblem(problem)}`)
   if (summary.problems.length > 20) lines.push(`  ... and ${summary.problems.length - 20} more (see --json)`)
   const incompleteStudies = summary.studies.filter((study) => study.valid < study.expected)
   lines.push(`Studies: ${summary.studies.length - incompleteStudies.length} of ${summary.studies.length} complete and valid.`)

@@ -1,4 +1,18 @@
-import type {ExitCodeValue} from './cli/exit-codes.js'
+/**
+ * What kind of trouble a UserFacingError is, in the library's words. The CLI alone turns a
+ * category into an exit code (src/cli/failure.ts): library modules know nothing of exit codes.
+ */
+export type ErrorCategory =
+  /** A flag, argument or output path that cannot be used as given. */
+  | 'usage'
+  /** The input (archive, receipt, earlier export) is damaged, empty or not what it should be. */
+  | 'bad-input'
+  /** The filters selected nothing. */
+  | 'nothing-matched'
+  /** The disk is full, or would be. */
+  | 'no-space'
+  /** Some instances failed, the others were moved. */
+  | 'partial-failure'
 
 /**
  * An error the library raises with its explanation already written: a bad archive entry, a
@@ -8,7 +22,7 @@ export class UserFacingError extends Error {
   constructor(
     message: string,
     readonly suggestion: string,
-    readonly exitCode: ExitCodeValue,
+    readonly category: ErrorCategory,
     readonly code: string,
     /** Whether it stops the whole job (a bad output folder) rather than failing one item. */
     readonly fatal = true,

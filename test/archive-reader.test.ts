@@ -13,10 +13,8 @@ import {type ArchiveEntry, readArchiveEntries, TruncatedArchiveError} from '../s
 import {BagValidator, type EntryVerdict} from '../src/archive/bag-validator.js'
 import {BagFormatError, parseBagInfo, parseChecksumManifest, renderBagInfo, renderChecksumManifest} from '../src/archive/bagit.js'
 import {checkEntryHeader, type EntryHeader, type EntryLimits, EntryRefusedError, printable} from '../src/archive/entry-rules.js'
-import {
-  ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, CONTENTS_FILE, dicomPayloadPath, type InstanceRecord, PAYLOAD_MANIFEST_FILE,
-  TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, volumeName, type WrittenInstanceRecord,
-} from '../src/archive/format.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, CONTENTS_FILE, dicomPayloadPath, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, volumeName, type WrittenInstanceRecord} from '../src/archive/format.js'
+import type {InstanceRecord} from '../src/model.js'
 import {indexTarFile, type TarIndex} from '../src/archive/tar-index.js'
 import {TarOutput, VolumeWriter} from '../src/archive/volume-writer.js'
 
@@ -538,7 +536,7 @@ describe('BagValidator', () => {
     expect(verdicts.get(recordA.path)!.kind).toBe('dicom')
     const result = validator.finish()
     expect(result.entriesAccepted).toBe(2)
-    expect(result.problems).toEqual([{entry: `${bag}/${recordB.path}`, reason: expect.stringMatching(/checksum mismatch/)}])
+    expect(result.problems).toEqual([{id: `${bag}/${recordB.path}`, kind: 'checksum', reason: expect.stringMatching(/checksum mismatch/)}])
   })
 
   it('checks the SHA-256 read ahead from the payload manifest', async () => {
@@ -563,7 +561,7 @@ describe('BagValidator', () => {
     expect(verdict.kind === 'refused' && verdict.reason).toMatch(/not in the manifest/)
     const result = validator.finish()
     expect(result.entriesAccepted).toBe(3)
-    expect(result.problems.map((problem) => problem.entry)).toContain(`${bag}/${stray}`)
+    expect(result.problems.map((problem) => problem.id)).toContain(`${bag}/${stray}`)
   })
 
   it('refuses a tag file this format does not have', async () => {
@@ -590,7 +588,7 @@ describe('BagValidator', () => {
     const result = validator.finish()
     expect(result.complete).toBe(false)
     expect(result.entriesAccepted).toBe(3)
-    expect(result.problems).toEqual([{entry: `${bag}/${TAG_MANIFEST_FILE}`, reason: expect.stringMatching(/missing/)}])
+    expect(result.problems).toEqual([{id: `${bag}/${TAG_MANIFEST_FILE}`, kind: 'missing', reason: expect.stringMatching(/missing/)}])
   })
 
   it('lists the payload entries a volume cut short never delivered', async () => {

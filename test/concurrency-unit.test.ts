@@ -65,7 +65,7 @@ describe('runTransfer memory bound', () => {
       concurrency: 8,
       maxBytesInFlight: 100,
       sizeOf: (item) => item.size,
-      describe: (item) => String(item.index),
+      describe: (item) => ({id: String(item.index)}),
       async work(item) {
         await sleep(1 + (item.index % 3))
         if (!ordered) done(item)

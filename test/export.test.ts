@@ -32,7 +32,7 @@ interface ExportJson {
   instancesPlanned: number
   bytesPlanned: number
   durationMs: number
-  failures: Array<{item: string; reason: string}>
+  failures: Array<{id: string; kind: string; reason: string}>
 }
 
 async function manifestsOf(extracted: string): Promise<VolumeManifest[]> {
@@ -447,7 +447,8 @@ describe('export faults', () => {
       expect(result.code).toBe(10)
       const summary = parseJson<ExportJson>(result)
       expect(summary).toMatchObject({transferred: records.length - 1, failed: 1})
-      expect(summary.failures[0]!.item).toBe(victim.orthancId)
+      expect(summary.failures[0]!.id).toBe(victim.orthancId)
+      expect(summary.failures[0]!.kind).toBe('checksum')
       expect(summary.failures[0]!.reason).toMatch(/MD5/)
       const manifest = (await manifestsOf(await extractWithTar(await volumeFiles(output))))[0]!
       expect(manifest.failed).toEqual([expect.objectContaining({id: victim.orthancId})])

@@ -17,7 +17,9 @@ import {readDicomIdentifiers} from '../src/dicom/parse.js'
 import {tagOf} from '../src/dicom/tags.js'
 import {EXPLICIT_VR_LITTLE_ENDIAN} from '../src/dicom/transfer-syntax.js'
 import {readDicomFolder} from '../src/sources/dicom-folder.js'
-import type {ImportSourceEvents, ImportUnit, ProblemNotice, SkipNotice} from '../src/sources/import-unit.js'
+import type {InstanceInTransit} from '../src/model.js'
+import type {SourceEvents} from '../src/sources/source-events.js'
+import type {Problem} from '../src/problems.js'
 import {
   HEADER_ONLY_COPY_REASON,
   IDENTICAL_COPY_REASON,
@@ -39,23 +41,23 @@ afterAll(async () => {
 })
 
 interface Collected {
-  units: ImportUnit[]
-  skips: SkipNotice[]
-  problems: ProblemNotice[]
+  units: InstanceInTransit[]
+  skips: Problem[]
+  problems: Problem[]
   /** Every label in the order the source reported it, units and notices alike. */
   order: string[]
 }
 
-async function collect(read: (events: ImportSourceEvents) => AsyncGenerator<ImportUnit>): Promise<Collected> {
+async function collect(read: (events: SourceEvents) => AsyncGenerator<InstanceInTransit>): Promise<Collected> {
   const collected: Collected = {units: [], skips: [], problems: [], order: []}
-  const events: ImportSourceEvents = {
+  const events: SourceEvents = {
     onSkip(notice) {
       collected.skips.push(notice)
-      collected.order.push(notice.label)
+      collected.order.push(notice.id)
     },
     onProblem(notice) {
       collected.problems.push(notice)
-      collected.order.push(notice.label)
+      collected.order.push(notice.id)
     },
   }
   for await (const unit of read(events)) {
@@ -70,7 +72,7 @@ function md5Of(bytes: Buffer): string {
 }
 
 function skipReasonOf(collected: Collected, label: string): string | undefined {
-  return collected.skips.find((skip) => skip.label === label)?.reason
+  return collected.skips.find((skip) => skip.id === label)?.reason
 }
 
 // Path segments compared one by one in code-unit order: the order of a walk that sorts every listing.
@@ -146,7 +148,7 @@ describe('DICOM folder', () => {
     expect(skipReasonOf(first, junk.folderLink)).toMatch(/symbolic link/)
     if (hasPipe) expect(skipReasonOf(first, junk.pipe)).toMatch(/not a regular file/)
     expect(first.skips).toHaveLength(hasPipe ? 9 : 8)
-    expect(first.problems).toEqual([{label: junk.truncated, reason: expect.stringMatching(/truncated/)}])
+    expect(first.problems).toEqual([{id: junk.truncated, kind: 'truncated', reason: expect.stringMatching(/truncated/)}])
   })
 
   it('walks in name order, the same on every run', async () => {
@@ -163,7 +165,7 @@ describe('DICOM folder', () => {
 
     const limited = await collect((events) => readDicomFolder(fixture.path, events, {maxFileBytes: fixture.size - 1}))
     expect(limited.units).toEqual([])
-    expect(limited.problems).toEqual([{label: fixture.path, reason: expect.stringMatching(/more than/)}])
+    expect(limited.problems).toEqual([{id: fixture.path, kind: 'too-large', reason: expect.stringMatching(/more than/)}])
   })
 
   it('stops when its signal is aborted', async () => {
@@ -253,17 +255,17 @@ describe('storage folder of a stopped Orthanc', () => {
     expect(headerCopies.length).toBeGreaterThan(fixtures.length / 2)
     const copiedInstances = new Set<string>()
     for (const skip of headerCopies) {
-      const header = inflateSync((await readFile(skip.label)).subarray(8))
+      const header = inflateSync((await readFile(skip.id)).subarray(8))
       const identifiers = readDicomIdentifiers(header)
       expect(identifiers.hasPixelData).toBe(false)
       const id = orthancInstanceId(identifiers.patientId, identifiers.studyInstanceUid, identifiers.seriesInstanceUid, identifiers.sopInstanceUid)
-      expect(expected.get(id)?.hasPixelData, skip.label).toBe(true)
+      expect(expected.get(id)?.hasPixelData, skip.id).toBe(true)
       copiedInstances.add(id)
     }
     expect(copiedInstances.size).toBe(headerCopies.length)
     expect(skipReasonOf(read.get(compressed)!, join(compressed.storageDir, 'index'))).toBe('Orthanc index database (SQLite)')
     expect(skips.filter((skip) => /user attachment/.test(skip.reason))).toHaveLength(1)
-    expect(skips.length).toBe(headerCopies.length + skips.filter((skip) => basename(skip.label).startsWith('index')).length + 1)
+    expect(skips.length).toBe(headerCopies.length + skips.filter((skip) => basename(skip.id).startsWith('index')).length + 1)
 
     // Without compression 1.10.1 keeps no header-only copies, and this server's index is elsewhere.
     expect(read.get(plain)!.skips).toEqual([])
@@ -274,7 +276,7 @@ describe('storage folder of a stopped Orthanc', () => {
   })
 
   it('removes its temporary file when the consumer stops early', async () => {
-    const events: ImportSourceEvents = {onSkip() {}, onProblem() {}}
+    const events: SourceEvents = {onSkip() {}, onProblem() {}}
     let filesWhileReading: string[] = []
     // The instance without pixel data comes last, read back from the temporary list.
     for await (const unit of readStorageFolder(compressed.storageDir, events, {deferredDir})) {
@@ -328,7 +330,7 @@ describe('storage folder of a stopped Orthanc', () => {
     await mkdir(join(copy, 'lost+found'))
 
     const tampered = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
-    expect(tampered.problems).toEqual([{label: damaged.path, reason: expect.stringMatching(/does not inflate/)}])
+    expect(tampered.problems).toEqual([{id: damaged.path, kind: 'damaged', reason: expect.stringMatching(/does not inflate/)}])
     expect(tampered.units.filter((unit) => unit.instanceId === duplicated.unit.instanceId)).toHaveLength(1)
     expect(tampered.skips.filter((skip) => skip.reason === IDENTICAL_COPY_REASON)).toHaveLength(1)
     const alteredUnits = tampered.units.filter((unit) => unit.instanceId === altered.unit.instanceId)

@@ -20,7 +20,7 @@ interface ImportJson {
   skipped: number
   failed: number
   bytes: number
-  problems: Array<{label: string; reason: string}>
+  problems: Array<{id: string; path?: string; kind: string; reason: string}>
   volumes: {read: number; complete: number; incomplete: string[]; missing: Array<{volume: number; volumeCount: number}>}
   studies: {complete: number; incomplete: Array<{studyInstanceUid: string; expected: number; present: number}>}
   ignoredFiles: number
@@ -149,9 +149,9 @@ describe('import', () => {
       for (const server of [keeps, overwrites]) await server.api('/instances', {method: 'POST', body: new Uint8Array(altered)})
       const refused = await importInto(keeps, volumesDir)
       expect(refused.code).toBe(10)
-      const summary = parseJson<ImportJson & {failures: Array<{item: string; reason: string}>}>(refused)
+      const summary = parseJson<ImportJson & {failures: Array<{id: string; kind: string; reason: string}>}>(refused)
       expect(summary.failed).toBe(1)
-      expect(summary.failures[0]!.item).toContain(annotated.orthancId)
+      expect(summary.failures[0]!.id).toContain(annotated.orthancId)
       expect(summary.failures[0]!.reason).toMatch(/OverwriteInstances/)
 
       const replaced = await importInto(overwrites, volumesDir)
@@ -222,7 +222,7 @@ describe('import', () => {
       const result = await importInto(target, dir)
       expect(result.code).toBe(11)
       const summary = parseJson<ImportJson>(result)
-      expect(summary.problems).toEqual([expect.objectContaining({label: expect.stringContaining(victim!.name), reason: expect.stringMatching(/checksum mismatch/)})])
+      expect(summary.problems).toEqual([expect.objectContaining({id: expect.stringContaining(victim!.name), kind: 'checksum', reason: expect.stringMatching(/checksum mismatch/)})])
       expect(summary.transferred).toBe(corpus.length - 1)
       const victimId = victim!.name.split('/').at(-1)!.replace('.dcm', '')
       expect((await target.api(`/instances/${victimId}`)).status).toBe(404)
@@ -241,7 +241,7 @@ describe('import', () => {
       expect(result.code).toBe(11)
       const summary = parseJson<ImportJson>(result)
       expect(summary.problems.some((problem) => /truncated/.test(problem.reason))).toBe(true)
-      expect(summary.problems.some((problem) => problem.label.includes(entries.at(-1)!.name) && /not in the volume/.test(problem.reason))).toBe(true)
+      expect(summary.problems.some((problem) => problem.id.includes(entries.at(-1)!.name) && /not in the volume/.test(problem.reason))).toBe(true)
       expect(summary.volumes.incomplete).toHaveLength(1)
       expect(summary.studies.incomplete.length).toBeGreaterThan(0)
       // The two entries before the cut are whole and checked: they are on the target.
@@ -257,7 +257,7 @@ describe('import', () => {
       expect(result.code).toBe(11)
       const summary = parseJson<ImportJson>(result)
       expect(summary.volumes.incomplete).toHaveLength(1)
-      expect(summary.problems.some((problem) => problem.label.includes(entries[2]!.name))).toBe(true)
+      expect(summary.problems.some((problem) => problem.id.includes(entries[2]!.name))).toBe(true)
       expect(summary.problems.some((problem) => /incomplete/.test(problem.reason))).toBe(true)
     })
 
@@ -269,7 +269,7 @@ describe('import', () => {
       expect(result.code).toBe(11)
       const summary = parseJson<ImportJson>(result)
       expect(summary.volumes.missing).toEqual([expect.objectContaining({volume: volumes.length, volumeCount: volumes.length})])
-      expect(summary.problems.some((problem) => problem.label === `volume ${volumes.length} of ${volumes.length}`)).toBe(true)
+      expect(summary.problems.some((problem) => problem.id === `volume ${volumes.length} of ${volumes.length}` && problem.kind === 'missing')).toBe(true)
     })
 
     it('refuses an oversized header without reading on: the volume is reported incomplete, not a crash', async () => {
@@ -307,7 +307,7 @@ describe('import', () => {
       const result = await importInto(target, hostile)
       expect(result.code).toBe(11)
       const summary = parseJson<ImportJson>(result)
-      const reasons = summary.problems.map((problem) => `${problem.label} => ${problem.reason}`).join('\n')
+      const reasons = summary.problems.map((problem) => `${problem.path}: ${problem.id} => ${problem.reason}`).join('\n')
       expect(reasons).toMatch(/escaped\.txt.*=> .*"\.\."/)
       expect(reasons).toMatch(/absolute path/)
       expect(reasons).toMatch(/link\.dcm.*symbolic link/)

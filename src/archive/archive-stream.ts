@@ -45,7 +45,7 @@ export async function* readArchiveEntries(input: Readable, limits: EntryLimits, 
       let location: EntryLocation | undefined
       try {
         location = checkEntryHeader({name: header.name, type: header.type ?? 'file', size: header.size ?? 0, linkname: header.linkname}, limits)
-        if (location && seen.has(header.name)) throw new EntryRefusedError(header.name, 'a second entry with the same name')
+        if (location && seen.has(header.name)) throw new EntryRefusedError(header.name, 'a second entry with the same name', 'duplicate')
       } catch (error) {
         if (!(error instanceof EntryRefusedError)) throw error
         onRefused(error)

@@ -2,9 +2,11 @@ import {createHash} from 'node:crypto'
 
 import type {ArchiveEntry} from './archive-stream.js'
 import {parseBagInfo, parseChecksumManifest} from './bagit.js'
+import type {AttachmentRecord, InstanceRecord, StudyExpectation} from '../model.js'
+import type {Problem, ProblemKind} from '../problems.js'
 import {
-  ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type AttachmentRecord, BAG_INFO_FILE, BAGIT_FILE, CONTENTS_FILE, type InstanceRecord, MANIFEST_FILE,
-  PAYLOAD_MANIFEST_FILE, type StudyExpectation, TAG_MANIFEST_FILE, type VolumeContents, type VolumeManifest,
+  ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, BAG_INFO_FILE, BAGIT_FILE, CONTENTS_FILE, MANIFEST_FILE,
+  PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeManifest,
 } from './format.js'
 
 export type EntryVerdict =
@@ -24,7 +26,8 @@ export interface BagReport {
   entriesAccepted: number
   /** Payload entries the bag's contents list but that never arrived (truncation). */
   missing: string[]
-  problems: Array<{entry: string; reason: string}>
+  /** Ids are entry names (bag/path); the caller adds where the bag was read from. */
+  problems: Problem[]
   studies: Record<string, StudyExpectation>
   /** The whole manifest, when it arrived: the chain of hops, the source, the filters. */
   manifest?: VolumeManifest
@@ -61,9 +64,9 @@ export class BagValidator {
   accept(entry: ArchiveEntry): EntryVerdict {
     const {path, data} = entry
     if (path.startsWith('data/')) return this.acceptPayload(path, data)
-    if (this.tagSha256.has(path)) return this.refuse(path, 'a tag file appears twice')
+    if (this.tagSha256.has(path)) return this.refuse(path, 'duplicate', 'a tag file appears twice')
     const isTag = [BAGIT_FILE, CONTENTS_FILE, MANIFEST_FILE, BAG_INFO_FILE, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE].includes(path)
-    if (!isTag) return this.refuse(path, 'not part of this archive format (not in the manifest)')
+    if (!isTag) return this.refuse(path, 'unlisted', 'not part of this archive format (not in the manifest)')
     try {
       if (path === TAG_MANIFEST_FILE) {
         this.checkTagManifest(data)
@@ -78,12 +81,12 @@ export class BagValidator {
       return {kind: 'tag'}
     } catch (error) {
       if (path === CONTENTS_FILE) this.contentsRefusal = `${CONTENTS_FILE} refused: ${(error as Error).message}`
-      return this.refuse(path, (error as Error).message)
+      return this.refuse(path, /newer than this program/.test((error as Error).message) ? 'unsupported' : 'damaged', (error as Error).message)
     }
   }
 
   finish(): BagReport {
-    if (!this.complete) this.problems.push({entry: `${this.bag}/${TAG_MANIFEST_FILE}`, reason: 'missing: the volume is incomplete (cut short, or still being written)'})
+    if (!this.complete) this.problems.push({id: `${this.bag}/${TAG_MANIFEST_FILE}`, kind: 'missing', reason: 'missing: the volume is incomplete (cut short, or still being written)'})
     const missing = [...this.expected.keys()].filter((path) => !this.arrived.has(path)).map((path) => `${this.bag}/${path}`)
     const header = this.contents ?? this.manifest
     const count = /^(\d+) of (\d+)$/.exec(this.bagInfo?.get('Bag-Count') ?? '')
@@ -102,21 +105,21 @@ export class BagValidator {
   }
 
   private acceptPayload(path: string, data: Buffer): EntryVerdict {
-    if (this.contentsRefusal) return this.refuse(path, this.contentsRefusal)
-    if (!this.contents) return this.refuse(path, `payload before ${CONTENTS_FILE}: not an archive of this format`)
+    if (this.contentsRefusal) return this.refuse(path, 'damaged', this.contentsRefusal)
+    if (!this.contents) return this.refuse(path, 'unlisted', `payload before ${CONTENTS_FILE}: not an archive of this format`)
     const expectation = this.expected.get(path)
-    if (!expectation) return this.refuse(path, 'not in the manifest')
+    if (!expectation) return this.refuse(path, 'unlisted', 'not in the manifest')
     this.arrived.add(path)
     const expectedSize = expectation.attachment?.size ?? expectation.record.size
     const expectedMd5 = expectation.attachment?.md5 ?? expectation.record.md5
     const digest = sha256(data)
-    if (data.length !== expectedSize) return this.refuse(path, `size ${data.length} differs from the manifest's ${expectedSize}`)
+    if (data.length !== expectedSize) return this.refuse(path, 'checksum', `size ${data.length} differs from the manifest's ${expectedSize}`)
     const md5 = createHash('md5').update(data).digest('hex')
-    if (md5 !== expectedMd5) return this.refuse(path, `checksum mismatch: MD5 ${md5}, the manifest says ${expectedMd5}`)
+    if (md5 !== expectedMd5) return this.refuse(path, 'checksum', `checksum mismatch: MD5 ${md5}, the manifest says ${expectedMd5}`)
     if (this.knownSha256) {
       const known = this.knownSha256.get(path)
-      if (known === undefined) return this.refuse(path, `not listed in ${PAYLOAD_MANIFEST_FILE}`)
-      if (known !== digest) return this.refuse(path, `checksum mismatch: SHA-256 ${digest}, ${PAYLOAD_MANIFEST_FILE} says ${known}`)
+      if (known === undefined) return this.refuse(path, 'unlisted', `not listed in ${PAYLOAD_MANIFEST_FILE}`)
+      if (known !== digest) return this.refuse(path, 'checksum', `checksum mismatch: SHA-256 ${digest}, ${PAYLOAD_MANIFEST_FILE} says ${known}`)
     }
 
     // Only accepted entries are compared with the payload manifest later: a refused one is reported once.
@@ -146,8 +149,8 @@ export class BagValidator {
     const listed = parseChecksumManifest(data.toString('utf8'), PAYLOAD_MANIFEST_FILE)
     for (const [path, digest] of this.payloadSha256) {
       const expected = listed.get(path)
-      if (expected === undefined) this.problems.push({entry: `${this.bag}/${path}`, reason: `not listed in ${PAYLOAD_MANIFEST_FILE}`})
-      else if (expected !== digest) this.problems.push({entry: `${this.bag}/${path}`, reason: `SHA-256 ${digest} differs from ${PAYLOAD_MANIFEST_FILE}`})
+      if (expected === undefined) this.problems.push({id: `${this.bag}/${path}`, kind: 'unlisted', reason: `not listed in ${PAYLOAD_MANIFEST_FILE}`})
+      else if (expected !== digest) this.problems.push({id: `${this.bag}/${path}`, kind: 'checksum', reason: `SHA-256 ${digest} differs from ${PAYLOAD_MANIFEST_FILE}`})
     }
 
     // An instance that failed on the source is in the contents but not in the payload manifest: not missing, just never there.
@@ -160,10 +163,10 @@ export class BagValidator {
     for (const [path, digest] of listed) {
       const actual = this.tagSha256.get(path)
       if (actual === undefined) {
-        this.problems.push({entry: `${this.bag}/${path}`, reason: 'listed in the tag manifest but missing'})
+        this.problems.push({id: `${this.bag}/${path}`, kind: 'missing', reason: 'listed in the tag manifest but missing'})
         allGood = false
       } else if (actual !== digest) {
-        this.problems.push({entry: `${this.bag}/${path}`, reason: `SHA-256 differs from ${TAG_MANIFEST_FILE}`})
+        this.problems.push({id: `${this.bag}/${path}`, kind: 'checksum', reason: `SHA-256 differs from ${TAG_MANIFEST_FILE}`})
         allGood = false
       }
     }
@@ -171,8 +174,8 @@ export class BagValidator {
     this.complete = allGood && this.contents !== undefined
   }
 
-  private refuse(path: string, reason: string): EntryVerdict {
-    this.problems.push({entry: `${this.bag}/${path}`, reason})
+  private refuse(path: string, kind: ProblemKind, reason: string): EntryVerdict {
+    this.problems.push({id: `${this.bag}/${path}`, kind, reason})
     return {kind: 'refused', reason}
   }
 }

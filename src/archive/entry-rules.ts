@@ -31,7 +31,7 @@ export interface EntryLocation {
 }
 
 export class EntryRefusedError extends Error {
-  constructor(readonly entry: string, readonly reason: string) {
+  constructor(readonly entry: string, readonly reason: string, readonly kind: 'hostile' | 'duplicate' = 'hostile') {
     super(`archive entry "${printable(entry)}" refused: ${reason}`)
     this.name = 'EntryRefusedError'
   }

@@ -4,6 +4,9 @@
  * complete BagIt 1.0 bag whose root directory is named after the volume.
  */
 
+import type {AttachmentRecord, Hop, InstanceFilters, InstanceRecord, SourceIdentity, StudyExpectation} from '../model.js'
+
+
 export const ARCHIVE_FORMAT = 'orthanc-replicate-archive'
 export const ARCHIVE_FORMAT_VERSION = 1
 
@@ -33,81 +36,10 @@ export function attachmentPayloadPath(instanceId: string, contentType: number): 
   return `data/attachments/${instanceId}/${contentType}.bin`
 }
 
-/** A user attachment of an instance (content type 1024 and above). */
-export interface AttachmentRecord {
-  /** The name the source lists it under: a declared UserContentType name, or its number. */
-  name: string
-  contentType: number
-  size: number
-  md5: string
-  /** Path of its payload file, relative to the bag root. */
-  path: string
-}
-
-/** Which instance: its Orthanc IDs and DICOM UIDs. */
-export interface InstanceIdentity {
-  id: string
-  studyId: string
-  seriesId: string
-  studyInstanceUid: string
-  seriesInstanceUid: string
-  sopInstanceUid: string
-}
-
-/** One instance as an archive describes it. Nothing in it names or identifies the patient. */
-export interface InstanceRecord extends InstanceIdentity {
-  /** Size and MD5 of the DICOM file as the source stores it. */
-  size: number
-  md5: string
-  /** Path of the .dcm payload file, relative to the bag root. */
-  path: string
-  /** Metadata a target can take back: index >= 1024 or names declared in UserMetadata. */
-  userMetadata: Record<string, string>
-  /** Orthanc's own metadata (ReceptionDate, RemoteAET, Origin...): recorded, not restorable. */
-  systemMetadata: Record<string, string>
-  attachments: AttachmentRecord[]
-  labels: string[]
-}
-
 /** An instance once written: the record plus the SHA-256 of the bytes in the volume. */
 export interface WrittenInstanceRecord extends InstanceRecord {
   sha256: string
   attachments: Array<AttachmentRecord & {sha256: string}>
-}
-
-export interface SourceIdentity {
-  server: string
-  name: string
-  version: string
-  databaseBackend: string
-  storageBackend: string
-}
-
-/** One earlier step the data went through, oldest first. */
-export interface Hop {
-  group: string
-  source: SourceIdentity
-  exportedAt: string
-}
-
-export interface StudyExpectation {
-  studyInstanceUid: string
-  /** Instances of this study the export selected, across all volumes. */
-  expectedInstances: number
-  /** Instances of this study on the source at planning time (more when filters left some out). */
-  instancesOnSource: number
-}
-
-export interface ExportFilters {
-  patientIds?: string[]
-  studyInstanceUids?: string[]
-  orthancIds?: string[]
-  studyDateFrom?: string
-  studyDateTo?: string
-  modalities?: string[]
-  labels?: string[]
-  /** One deterministic part of the studies, for splitting a job across machines: part `index` of `count` (1-based). */
-  shard?: {index: number; count: number}
 }
 
 /** Where an export's data comes from and how it was chosen: shared by its plan and every volume. */
@@ -115,7 +47,7 @@ export interface ExportProvenance {
   /** Bag-Group-Identifier: the same for all volumes of one export. */
   group: string
   source: SourceIdentity
-  filters: ExportFilters
+  filters: InstanceFilters
   /** Source's /changes sequence number when planning began: where the next incremental export starts. */
   changeCursor: number
   /** Earlier exports this data went through before reaching the source. */

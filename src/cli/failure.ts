@@ -11,8 +11,16 @@ import {
   OrthancUnreachableError,
 } from '../orthanc/errors.js'
 import {ExitCode, type ExitCodeValue} from './exit-codes.js'
-import {UserFacingError} from '../errors.js'
+import {type ErrorCategory, UserFacingError} from '../errors.js'
 import {UnknownOrthancIdError} from '../sources/orthanc-selection.js'
+
+const EXIT_CODE_OF_CATEGORY: Record<ErrorCategory, ExitCodeValue> = {
+  'usage': ExitCode.usage,
+  'bad-input': ExitCode.badInput,
+  'nothing-matched': ExitCode.nothingMatched,
+  'no-space': ExitCode.noSpace,
+  'partial-failure': ExitCode.partialFailure,
+}
 
 export interface Failure {
   /** One line: what went wrong, naming the server, file or instance. */
@@ -30,7 +38,7 @@ export interface Failure {
  * trace unless DEBUG is set.
  */
 export function describeFailure(error: unknown): Failure {
-  if (error instanceof UserFacingError) return {message: error.message, suggestion: error.suggestion, exitCode: error.exitCode, code: error.code}
+  if (error instanceof UserFacingError) return {message: error.message, suggestion: error.suggestion, exitCode: EXIT_CODE_OF_CATEGORY[error.category], code: error.code}
   if (error instanceof InvalidServerUrlError) {
     return {message: `${error.message} (${error.input})`, suggestion: 'Give the server as http://host:port or https://host:port, for example http://localhost:8042.', exitCode: ExitCode.invalidUrl, code: 'invalid-url'}
   }

@@ -2,9 +2,8 @@ import {readFileSync} from 'node:fs'
 
 import {Flags} from '@oclif/core'
 
-import type {ExportFilters} from '../archive/format.js'
+import type {InstanceFilters} from '../model.js'
 import {UserFacingError} from '../errors.js'
-import {ExitCode} from './exit-codes.js'
 
 const listHelp = 'several: repeat the flag, separate with commas, or give @FILE with one per line'
 
@@ -20,18 +19,18 @@ export const filterFlags = {
   label: Flags.string({description: `only studies with one of these labels (Orthanc 1.12+; ${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
 }
 
-export function filtersFromFlags(flags: Record<string, unknown>): ExportFilters {
+export function filtersFromFlags(flags: Record<string, unknown>): InstanceFilters {
   const list = (name: string) => expandList(flags[name] as string[] | undefined, name)
   const date = (name: string) => {
     const value = flags[name] as string | undefined
     if (value !== undefined && !/^\d{8}$/.test(value)) {
-      throw new UserFacingError(`--${name} "${value}" is not a date`, 'Write dates as DICOM does: YYYYMMDD, e.g. 20240131.', ExitCode.usage, 'bad-date')
+      throw new UserFacingError(`--${name} "${value}" is not a date`, 'Write dates as DICOM does: YYYYMMDD, e.g. 20240131.', 'usage', 'bad-date')
     }
 
     return value
   }
 
-  const filters: ExportFilters = {
+  const filters: InstanceFilters = {
     patientIds: list('patient-id'),
     studyInstanceUids: list('study-uid'),
     orthancIds: list('orthanc-id'),
@@ -41,16 +40,16 @@ export function filtersFromFlags(flags: Record<string, unknown>): ExportFilters 
     labels: list('label'),
     shard: parseShard(flags.shard as string | undefined),
   }
-  return Object.fromEntries(Object.entries(filters).filter(([, value]) => value !== undefined)) as ExportFilters
+  return Object.fromEntries(Object.entries(filters).filter(([, value]) => value !== undefined)) as InstanceFilters
 }
 
-function parseShard(value: string | undefined): ExportFilters['shard'] {
+function parseShard(value: string | undefined): InstanceFilters['shard'] {
   if (value === undefined) return undefined
   const match = /^(\d+)\/(\d+)$/.exec(value)
   const index = Number(match?.[1])
   const count = Number(match?.[2])
   if (!match || count < 1 || index < 1 || index > count) {
-    throw new UserFacingError(`--shard "${value}" is not K/N with 1 <= K <= N`, 'For example --shard 3/8 is the third of eight parts.', ExitCode.usage, 'bad-shard')
+    throw new UserFacingError(`--shard "${value}" is not K/N with 1 <= K <= N`, 'For example --shard 3/8 is the third of eight parts.', 'usage', 'bad-shard')
   }
 
   return {index, count}
@@ -65,7 +64,7 @@ function expandList(values: string[] | undefined, flag: string): string[] | unde
       try {
         text = readFileSync(value.slice(1), 'utf8')
       } catch (error) {
-        throw new UserFacingError(`cannot read ${value.slice(1)} given to --${flag}: ${(error as NodeJS.ErrnoException).code}`, 'Check the path after the @.', ExitCode.usage, 'unreadable-file')
+        throw new UserFacingError(`cannot read ${value.slice(1)} given to --${flag}: ${(error as NodeJS.ErrnoException).code}`, 'Check the path after the @.', 'usage', 'unreadable-file')
       }
 
       result.push(...text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line && !line.startsWith('#')))

@@ -1,3 +1,4 @@
+import type {Problem} from '../problems.js'
 import type {TransferStats} from '../transfer/stats.js'
 import {formatBytes, formatDuration} from '../util/format.js'
 
@@ -10,10 +11,15 @@ export function renderTransferSummary(stats: TransferStats, headline: string): s
   ]
   if (stats.failed > 0) {
     lines.push('Failed:')
-    for (const failure of stats.failures.slice(0, LISTED_FAILURES)) lines.push(`  ${failure.item}: ${failure.reason}`)
+    for (const failure of stats.failures.slice(0, LISTED_FAILURES)) lines.push(`  ${renderProblem(failure)}`)
     if (stats.failed > LISTED_FAILURES) lines.push(`  ... and ${stats.failed - LISTED_FAILURES} more (see --json)`)
     lines.push('Run the same command again to retry what failed; what succeeded is not redone.')
   }
 
   return `${lines.join('\n')}\n`
+}
+
+/** One problem on one line: what, where, why. */
+export function renderProblem(problem: Problem): string {
+  return `${problem.path ? `${problem.path}: ` : ''}${problem.id}: ${problem.reason}`
 }

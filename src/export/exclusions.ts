@@ -1,4 +1,3 @@
-import {ExitCode} from '../cli/exit-codes.js'
 import {UserFacingError} from '../errors.js'
 import {readReceipt} from '../import/receipt.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -32,7 +31,7 @@ export async function buildExclusions(client: OrthancClient, since: string | und
     try {
       ;({arrived} = await readReceipt(path))
     } catch (error) {
-      throw new UserFacingError(`cannot use receipt ${path}: ${(error as Error).message}`, 'Give the import-receipt-*.jsonl file that import wrote on the far side.', ExitCode.badInput, 'bad-receipt')
+      throw new UserFacingError(`cannot use receipt ${path}: ${(error as Error).message}`, 'Give the import-receipt-*.jsonl file that import wrote on the far side.', 'bad-input', 'bad-receipt')
     }
 
     predicates.push((instance) => arrived.has(instance.id))

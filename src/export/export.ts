@@ -4,9 +4,9 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import type {Writable} from 'node:stream'
 
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type ExportFilters, type Hop, type InstanceRecord, type SourceIdentity, type VolumeHeader, volumeName, type WrittenInstanceRecord} from '../archive/format.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type VolumeHeader, volumeName, type WrittenInstanceRecord} from '../archive/format.js'
+import type {Hop, InstanceFilters, InstanceRecord, SourceIdentity} from '../model.js'
 import {TarOutput, VolumeWriter} from '../archive/volume-writer.js'
-import {ExitCode} from '../cli/exit-codes.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc-instance.js'
@@ -23,7 +23,7 @@ export type ExportOutput = {kind: 'directory'; path: string} | {kind: 'stream'; 
 export interface ExportOptions {
   client: OrthancClient
   output: ExportOutput
-  filters: ExportFilters
+  filters: InstanceFilters
   maxVolumeBytes: number
   maxVolumeInstances: number
   concurrency: number
@@ -89,7 +89,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       throw new UserFacingError(
         `${options.output.kind === 'directory' ? options.output.path : 'the output'} holds another export (other source, filters or volume limits)`,
         'Export into an empty folder, or repeat the original command to resume that export.',
-        ExitCode.usage, 'other-export-in-folder')
+        'usage', 'other-export-in-folder')
     }
 
     const resumed = plan !== undefined
@@ -142,7 +142,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     if (planned === 0 && plan.planningFailures.length === 0 && !resumed) {
       // Nothing to resume either: leave the folder as it was found.
       await rm(stateDir, {recursive: true, force: true})
-      throw new UserFacingError('no instance matches the filters', 'Check the filter values (IDs, dates as YYYYMMDD, modality codes) against `info` and the server.', ExitCode.nothingMatched, 'nothing-matched')
+      throw new UserFacingError('no instance matches the filters', 'Check the filter values (IDs, dates as YYYYMMDD, modality codes) against `info` and the server.', 'nothing-matched', 'nothing-matched')
     }
 
     if (options.dryRun) {
@@ -241,7 +241,7 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     concurrency: options.concurrency,
     signal: options.signal,
     phase: 'export',
-    describe: (record) => record.id,
+    describe: (record) => ({id: record.id}),
     sizeOf: (record) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0),
     async work(record, signal) {
       const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal)
@@ -267,7 +267,7 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     })),
   })
 
-  await writer.finish({...header, instances: written, failed: stats.failures.map(({item, reason}) => ({id: item, reason}))}, {
+  await writer.finish({...header, instances: written, failed: stats.failures.map(({id, reason}) => ({id, reason}))}, {
     group: plan.group,
     volume: number,
     volumeCount: count,
@@ -301,7 +301,7 @@ async function checkFreeSpace(dir: string, needed: number): Promise<void> {
     throw new UserFacingError(
       `not enough free space in ${dir}: the export needs ${formatBytes(needed)}, ${formatBytes(available)} are free`,
       'Free some space or choose another output folder; running the same command again resumes where it stopped.',
-      ExitCode.noSpace, 'no-space')
+      'no-space', 'no-space')
   }
 }
 

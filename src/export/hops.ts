@@ -1,5 +1,4 @@
-import type {Hop} from '../archive/format.js'
-import {ExitCode} from '../cli/exit-codes.js'
+import type {Hop} from '../model.js'
 import {UserFacingError} from '../errors.js'
 import {readReceipt} from '../import/receipt.js'
 import {readVolumeManifest, volumeFiles} from './since.js'
@@ -13,12 +12,12 @@ export async function readHops(path: string): Promise<Hop[]> {
     try {
       return (await readReceipt(path)).header.hops ?? []
     } catch (error) {
-      throw new UserFacingError(`cannot read hops from ${path}: ${(error as Error).message}`, 'Give the import receipt (.jsonl) or the archive the data came from.', ExitCode.badInput, 'bad-hops')
+      throw new UserFacingError(`cannot read hops from ${path}: ${(error as Error).message}`, 'Give the import receipt (.jsonl) or the archive the data came from.', 'bad-input', 'bad-hops')
     }
   }
 
   const [first] = await volumeFiles(path)
-  if (!first) throw new UserFacingError(`${path} holds no export volume`, 'Give --hops-from the import receipt or the archive the data came from.', ExitCode.badInput, 'bad-hops')
+  if (!first) throw new UserFacingError(`${path} holds no export volume`, 'Give --hops-from the import receipt or the archive the data came from.', 'bad-input', 'bad-hops')
   const manifest = await readVolumeManifest(first)
   return [...manifest.hops, {group: manifest.group, source: manifest.source, exportedAt: manifest.exportedAt}]
 }

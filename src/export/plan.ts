@@ -3,7 +3,8 @@ import {mkdir, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
-import type {ExportFilters, ExportProvenance, Hop, InstanceRecord, SourceIdentity, StudyExpectation} from '../archive/format.js'
+import type {ExportProvenance} from '../archive/format.js'
+import type {Hop, InstanceFilters, InstanceRecord, SourceIdentity, StudyExpectation} from '../model.js'
 import {tarEntryBytes} from '../archive/volume-writer.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {describeInstance} from '../sources/orthanc-instance.js'
@@ -37,7 +38,7 @@ export interface ExportPlan extends ExportProvenance {
 
 export interface PlanOptions {
   client: OrthancClient
-  filters: ExportFilters
+  filters: InstanceFilters
   maxVolumeBytes: number
   maxVolumeInstances: number
   concurrency: number
@@ -117,7 +118,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     signal: options.signal,
     phase: 'planning',
     onProgress: options.onProgress,
-    describe: (instance) => instance.id,
+    describe: (instance) => ({id: instance.id}),
     work: (instance, signal) => describeInstance(options.client, instance, sideData, signal),
     async commit(_instance, record) {
       await append(record)

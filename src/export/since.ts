@@ -3,7 +3,6 @@ import {join} from 'node:path'
 
 import {CONTENTS_FILE, MANIFEST_FILE, VOLUME_NAME_PATTERN, type VolumeContents, type VolumeManifest} from '../archive/format.js'
 import {indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
-import {ExitCode} from '../cli/exit-codes.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
@@ -33,7 +32,7 @@ export async function readExportBase(path: string): Promise<ExportBase> {
   }
 
   if (group === undefined || changeCursor === undefined) {
-    throw new UserFacingError(`${path} holds no export volume`, 'Give --since the folder of an earlier export, or one of its .tar volumes.', ExitCode.badInput, 'no-base')
+    throw new UserFacingError(`${path} holds no export volume`, 'Give --since the folder of an earlier export, or one of its .tar volumes.', 'bad-input', 'no-base')
   }
 
   return {group, changeCursor, instances}
@@ -41,7 +40,7 @@ export async function readExportBase(path: string): Promise<ExportBase> {
 
 export async function volumeFiles(path: string): Promise<string[]> {
   const info = await stat(path).catch(() => undefined)
-  if (!info) throw new UserFacingError(`${path}: no such file or folder`, 'Give --since the folder of an earlier export, or one of its .tar volumes.', ExitCode.usage, 'no-base')
+  if (!info) throw new UserFacingError(`${path}: no such file or folder`, 'Give --since the folder of an earlier export, or one of its .tar volumes.', 'usage', 'no-base')
   if (info.isFile()) return [path]
   return (await readdir(path)).filter((name) => VOLUME_NAME_PATTERN.test(name)).sort().map((name) => join(path, name))
 }
@@ -51,7 +50,7 @@ export async function readVolumeManifest(file: string): Promise<VolumeManifest |
   const index = await indexTarFile(file)
   const find = (name: string) => index.entries.find((entry) => entry.name.endsWith(`/${name}`) && !entry.truncated)
   const entry = find(MANIFEST_FILE) ?? find(CONTENTS_FILE)
-  if (!entry) throw new UserFacingError(`${file} has no readable ${MANIFEST_FILE}`, 'Check that it is a volume written by orthanc-replicate export.', ExitCode.badInput, 'not-a-volume')
+  if (!entry) throw new UserFacingError(`${file} has no readable ${MANIFEST_FILE}`, 'Check that it is a volume written by orthanc-replicate export.', 'bad-input', 'not-a-volume')
   return JSON.parse((await readIndexedEntry(file, entry)).toString('utf8')) as VolumeManifest
 }
 

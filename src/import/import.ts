@@ -1,7 +1,9 @@
 import type {ArchiveReadReport} from '../sources/archive-source.js'
 import {archiveFile, archiveStream, readArchives} from '../sources/archive-source.js'
 import {readDicomFolder} from '../sources/dicom-folder.js'
-import type {ImportSourceEvents, ImportUnit, ProblemNotice} from '../sources/import-unit.js'
+import type {InstanceInTransit} from '../model.js'
+import type {SourceEvents} from '../sources/source-events.js'
+import type {Problem} from '../problems.js'
 import {readStorageFolder} from '../sources/storage-folder.js'
 import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -28,9 +30,9 @@ export interface ImportSummary extends TransferStats {
   target: string
   /** Files that are not instances (not DICOM, header-only copies, index files): passed over and counted. */
   ignoredFiles: number
-  ignoredSamples: Array<{file: string; reason: string}>
+  ignoredSamples: Problem[]
   /** Bad input: corrupt, refused, truncated or missing entries and volumes. Any of them fails the run. */
-  problems: ProblemNotice[]
+  problems: Problem[]
   volumes: {read: number; complete: number; incomplete: string[]; missing: Array<{group: string; volume: number; volumeCount: number}>}
   studies: StudyCompleteness
   notRestored: NotRestored
@@ -44,13 +46,13 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const {client} = options
   const system = await client.system(options.signal)
   const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: options.concurrency})
-  const problems: ProblemNotice[] = []
+  const problems: Problem[] = []
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
   let ignoredFiles = 0
-  const events: ImportSourceEvents = {
+  const events: SourceEvents = {
     onSkip(notice) {
       ignoredFiles++
-      if (ignoredSamples.length < SAMPLES) ignoredSamples.push({file: notice.label, reason: notice.reason})
+      if (ignoredSamples.length < SAMPLES) ignoredSamples.push(notice)
     },
     onProblem(notice) {
       problems.push(notice)
@@ -63,13 +65,13 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
 
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
-  const stats = await runTransfer<ImportUnit, Awaited<ReturnType<OrthancSink['store']>>>({
+  const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, options.signal),
     concurrency: inFlightFor(options.concurrency),
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
     onProgress: options.onProgress,
-    describe: (unit) => `${unit.label} (instance ${unit.instanceId})`,
+    describe: (unit) => ({id: unit.instanceId, path: unit.label}),
     sizeOf: (unit) => unit.dicom.length + [...(unit.attachments?.values() ?? [])].reduce((sum, data) => sum + data.length, 0),
     async work(unit, signal) {
       try {
@@ -112,7 +114,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   }
 }
 
-async function* unitsFrom(inputs: ImportInput[], events: ImportSourceEvents, report: ArchiveReadReport, signal?: AbortSignal): AsyncGenerator<ImportUnit> {
+async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, signal?: AbortSignal): AsyncGenerator<InstanceInTransit> {
   const archives = inputs.flatMap((input) => {
     if (input.kind === 'archive-file') return [archiveFile(input.path)]
     if (input.kind === 'archive-stream') return [archiveStream(input.label, input.stream)]

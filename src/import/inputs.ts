@@ -3,7 +3,6 @@ import {join} from 'node:path'
 import type {Readable} from 'node:stream'
 
 import {VOLUME_NAME_PATTERN} from '../archive/format.js'
-import {ExitCode} from '../cli/exit-codes.js'
 import {UserFacingError} from '../errors.js'
 import {looksLikeStorageFolder} from '../sources/storage-folder.js'
 
@@ -32,7 +31,7 @@ export async function resolveImportInputs(paths: string[], stdin: Readable, mode
     try {
       info = await stat(path)
     } catch {
-      throw new UserFacingError(`${path}: no such file or folder`, 'Give archive volumes, a folder of them, a DICOM folder, an Orthanc storage folder, or - for stdin.', ExitCode.usage, 'no-such-input')
+      throw new UserFacingError(`${path}: no such file or folder`, 'Give archive volumes, a folder of them, a DICOM folder, an Orthanc storage folder, or - for stdin.', 'usage', 'no-such-input')
     }
 
     if (info.isFile()) {

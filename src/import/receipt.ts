@@ -2,7 +2,7 @@ import {createReadStream, createWriteStream} from 'node:fs'
 import {rm} from 'node:fs/promises'
 import {createInterface} from 'node:readline'
 
-import type {Hop} from '../archive/format.js'
+import type {Hop} from '../model.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {endStream, writeWithBackpressure} from '../util/streams.js'
 

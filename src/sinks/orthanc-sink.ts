@@ -1,8 +1,8 @@
-import type {InstanceRecord} from '../archive/format.js'
+import type {InstanceRecord} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import type {Outcome} from '../transfer/engine.js'
-import type {ImportUnit} from '../sources/import-unit.js'
+import type {InstanceInTransit} from '../model.js'
 import {Semaphore} from '../util/concurrency.js'
 
 /** What could not be carried over to the target, counted by kind; reported, not failures. */
@@ -49,7 +49,7 @@ export class OrthancSink {
   }
 
   /** `knownAbsent`: the caller compared ID sets already and knows the target lacks it. */
-  async store(unit: ImportUnit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
+  async store(unit: InstanceInTransit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
     this.features ??= await this.client.features(signal)
     const absent = options.knownAbsent || (unit.studyId !== undefined && !(await this.studyHas(unit.studyId, unit.instanceId, signal)))
     const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
@@ -85,7 +85,7 @@ export class OrthancSink {
   }
 
   /** For an instance already there: write back only what is absent, so a second run sends nothing. */
-  private async restoreMissingSideData(unit: ImportUnit, signal?: AbortSignal): Promise<void> {
+  private async restoreMissingSideData(unit: InstanceInTransit, signal?: AbortSignal): Promise<void> {
     const record = unit.record!
     const hasUserData = Object.keys(record.userMetadata).length > 0 || record.attachments.length > 0 || record.labels.length > 0
     if (!hasUserData) {
@@ -107,7 +107,7 @@ export class OrthancSink {
   }
 
   private async restoreSideData(
-    instanceId: string, unit: ImportUnit, signal?: AbortSignal,
+    instanceId: string, unit: InstanceInTransit, signal?: AbortSignal,
     already?: {metadata(name: string, value: string): boolean; attachment(name: string, contentType: number): boolean; label(label: string): boolean},
   ): Promise<void> {
     const record: InstanceRecord = unit.record!

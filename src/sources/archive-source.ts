@@ -7,7 +7,8 @@ import {type BagReport, BagValidator} from '../archive/bag-validator.js'
 import {DEFAULT_ENTRY_LIMITS, type EntryLimits, printable} from '../archive/entry-rules.js'
 import {PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE} from '../archive/format.js'
 import {indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
-import type {ImportSourceEvents, ImportUnit} from './import-unit.js'
+import type {InstanceInTransit} from '../model.js'
+import type {SourceEvents} from './source-events.js'
 
 /** An archive to read: a volume file, or a stream (stdin). */
 export interface ArchiveInput {
@@ -37,29 +38,29 @@ export interface ArchiveReadReport {
  * through `events.onProblem`, naming the volume and entry; the rest is still yielded.
  */
 export async function* readArchives(
-  inputs: ArchiveInput[], events: ImportSourceEvents, report: ArchiveReadReport, limits: EntryLimits = DEFAULT_ENTRY_LIMITS,
-): AsyncGenerator<ImportUnit> {
+  inputs: ArchiveInput[], events: SourceEvents, report: ArchiveReadReport, limits: EntryLimits = DEFAULT_ENTRY_LIMITS,
+): AsyncGenerator<InstanceInTransit> {
   for (const input of inputs) yield* readOneInput(input, events, report, limits)
   report.missingVolumes.push(...findMissingVolumes(report.bags))
   for (const missing of report.missingVolumes) {
-    events.onProblem({label: `volume ${missing.volume} of ${missing.volumeCount}`, reason: `missing from group ${missing.group}: give all volumes of an export`})
+    events.onProblem({id: `volume ${missing.volume} of ${missing.volumeCount}`, kind: 'missing', reason: `missing from group ${missing.group}: give all volumes of an export`})
   }
 }
 
-async function* readOneInput(input: ArchiveInput, events: ImportSourceEvents, report: ArchiveReadReport, limits: EntryLimits): AsyncGenerator<ImportUnit> {
+async function* readOneInput(input: ArchiveInput, events: SourceEvents, report: ArchiveReadReport, limits: EntryLimits): AsyncGenerator<InstanceInTransit> {
   const knownSha256 = input.path ? await readAheadPayloadManifests(input.path, limits) : new Map<string, Map<string, string>>()
   const validators = new Map<string, BagValidator>()
-  let pending: ImportUnit | undefined
+  let pending: InstanceInTransit | undefined
   const finishBag = (validator: BagValidator) => {
     const bagReport = validator.finish()
     report.bags.push(bagReport)
-    for (const problem of bagReport.problems) events.onProblem({label: `${input.label}: ${printable(problem.entry)}`, reason: problem.reason})
-    for (const entry of bagReport.missing) events.onProblem({label: `${input.label}: ${entry}`, reason: 'listed in the manifest but not in the volume (truncated?)'})
+    for (const problem of bagReport.problems) events.onProblem({...problem, id: printable(problem.id), path: input.label})
+    for (const entry of bagReport.missing) events.onProblem({id: entry, path: input.label, kind: 'missing', reason: 'listed in the manifest but not in the volume (truncated?)'})
   }
 
   const pendingComplete = () => pending !== undefined && pending.attachments!.size === pending.record!.attachments.length
   try {
-    const entries = readArchiveEntries(input.open(), limits, (refused) => events.onProblem({label: `${input.label}: ${printable(refused.entry)}`, reason: refused.reason}))
+    const entries = readArchiveEntries(input.open(), limits, (refused) => events.onProblem({id: printable(refused.entry), path: input.label, kind: refused.kind, reason: refused.reason}))
     for await (const entry of entries) {
       let validator = validators.get(entry.bag)
       if (!validator) {
@@ -76,7 +77,7 @@ async function* readOneInput(input: ArchiveInput, events: ImportSourceEvents, re
         pending = {label: `${input.label}: ${entry.name}`, instanceId: verdict.record.id, studyId: verdict.record.studyId, dicom: verdict.data, md5: verdict.record.md5, record: verdict.record, attachments: new Map()}
       } else if (verdict.kind === 'attachment') {
         if (pending?.record?.id === verdict.record.id) pending.attachments!.set(verdict.attachment.contentType, verdict.data)
-        else events.onProblem({label: `${input.label}: ${entry.name}`, reason: 'attachment without its instance before it'})
+        else events.onProblem({id: entry.name, path: input.label, kind: 'unlisted', reason: 'attachment without its instance before it'})
       }
 
       if (pendingComplete()) {
@@ -85,8 +86,8 @@ async function* readOneInput(input: ArchiveInput, events: ImportSourceEvents, re
       }
     }
   } catch (error) {
-    if (error instanceof TruncatedArchiveError) events.onProblem({label: input.label, reason: `truncated: ${error.message}`})
-    else if (error instanceof DamagedArchiveError) events.onProblem({label: input.label, reason: `refused: ${error.message}`})
+    if (error instanceof TruncatedArchiveError) events.onProblem({id: input.label, kind: 'truncated', reason: `truncated: ${error.message}`})
+    else if (error instanceof DamagedArchiveError) events.onProblem({id: input.label, kind: 'damaged', reason: `refused: ${error.message}`})
     else throw error
   }
 

@@ -11,7 +11,8 @@ import {orthancInstanceId, orthancStudyId} from '../dicom/orthanc-id.js'
 import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
 import {EXPLICIT_LITTLE_ENDIAN_ENCODING} from '../dicom/transfer-syntax.js'
 import {trimDicomPadding} from '../dicom/values.js'
-import type {ImportSourceEvents, ImportUnit} from './import-unit.js'
+import type {InstanceInTransit} from '../model.js'
+import type {SourceEvents} from './source-events.js'
 
 export interface DicomFolderOptions {
   /** Larger files are reported as problems without being read. Default 4 GiB. */
@@ -29,7 +30,7 @@ const DEFAULT_MAX_FILE_BYTES = Math.min(4 * 1024 ** 3, LARGEST_BUFFER)
  * being yielded is held in memory. Symbolic links are never followed (a link to a folder could
  * loop or leave the tree); they, special files and non-DICOM files are skipped with a reason.
  */
-export async function* readDicomFolder(root: string, events: ImportSourceEvents, options: DicomFolderOptions = {}): AsyncGenerator<ImportUnit> {
+export async function* readDicomFolder(root: string, events: SourceEvents, options: DicomFolderOptions = {}): AsyncGenerator<InstanceInTransit> {
   const maxFileBytes = Math.min(options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES, LARGEST_BUFFER)
   // The root itself was named by the user, so a link there is followed like any path argument.
   let rootKind: EntryKind
@@ -38,7 +39,7 @@ export async function* readDicomFolder(root: string, events: ImportSourceEvents,
     rootKind = info.isDirectory() ? 'directory' : info.isFile() ? 'file' : 'other'
   } catch (error) {
     if (!isFileSystemError(error)) throw error
-    events.onProblem({label: root, reason: error.message})
+    events.onProblem({id: root, kind: 'unreadable', reason: error.message})
     return
   }
 
@@ -60,16 +61,16 @@ export async function* readDicomFolder(root: string, events: ImportSourceEvents,
         break
       }
       case 'symlink':
-        events.onSkip({label: entry.path, reason: 'symbolic link (not followed)'})
+        events.onSkip({id: entry.path, kind: 'link', reason: 'symbolic link (not followed)'})
         break
       case 'other':
-        events.onSkip({label: entry.path, reason: 'not a regular file (device, socket or pipe)'})
+        events.onSkip({id: entry.path, kind: 'special-file', reason: 'not a regular file (device, socket or pipe)'})
         break
     }
   }
 }
 
-async function readDicomFile(path: string, events: ImportSourceEvents, maxFileBytes: number): Promise<ImportUnit | undefined> {
+async function readDicomFile(path: string, events: SourceEvents, maxFileBytes: number): Promise<InstanceInTransit | undefined> {
   const bytes = await readWholeFileOrReport(path, maxFileBytes, events)
   if (bytes === undefined) return undefined
   const identifiers = identifyOrReport(path, bytes, events)
@@ -102,12 +103,12 @@ export async function listDirectory(dir: string, limit = Number.POSITIVE_INFINIT
 }
 
 /** Lists a directory, or reports it as a problem (unreadable, vanished) and gives nothing. */
-export async function listDirectoryOrReport(dir: string, events: ImportSourceEvents): Promise<FolderEntry[]> {
+export async function listDirectoryOrReport(dir: string, events: SourceEvents): Promise<FolderEntry[]> {
   try {
     return await listDirectory(dir)
   } catch (error) {
     if (!isFileSystemError(error)) throw error
-    events.onProblem({label: dir, reason: `cannot list the folder: ${error.message}`})
+    events.onProblem({id: dir, kind: 'unreadable', reason: `cannot list the folder: ${error.message}`})
     return []
   }
 }
@@ -177,12 +178,12 @@ export async function readWholeFile(path: string, maxBytes: number): Promise<Buf
 }
 
 /** Reads a whole file, or reports why it could not be read (too large, unreadable) and gives nothing. */
-export async function readWholeFileOrReport(path: string, maxBytes: number, events: ImportSourceEvents): Promise<Buffer | undefined> {
+export async function readWholeFileOrReport(path: string, maxBytes: number, events: SourceEvents): Promise<Buffer | undefined> {
   try {
     return await readWholeFile(path, maxBytes)
   } catch (error) {
     if (error instanceof FileTooLargeError || isFileSystemError(error)) {
-      events.onProblem({label: path, reason: error.message})
+      events.onProblem({id: path, kind: error instanceof FileTooLargeError ? 'too-large' : 'unreadable', reason: error.message})
       return undefined
     }
     throw error
@@ -194,14 +195,14 @@ export async function readWholeFileOrReport(path: string, maxBytes: number, even
  * Files that are not DICOM at all, or lack an instance's identifiers (a DICOMDIR), are skipped;
  * files that say they are DICOM but are cut short or malformed are damaged input, a problem.
  */
-export function identifyOrReport(label: string, bytes: Buffer, events: ImportSourceEvents): DicomIdentifiers | undefined {
+export function identifyOrReport(label: string, bytes: Buffer, events: SourceEvents): DicomIdentifiers | undefined {
   try {
     return readDicomIdentifiers(bytes)
   } catch (error) {
     if (!(error instanceof NotDicomError)) throw error
-    if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({label, reason: error.message})
-    else if (isDicomDir(label, bytes)) events.onSkip({label, reason: 'DICOMDIR'})
-    else events.onSkip({label, reason: error.message})
+    if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({id: label, kind: error.reason === 'truncated' ? 'truncated' : 'damaged', reason: error.message})
+    else if (isDicomDir(label, bytes)) events.onSkip({id: label, kind: 'not-dicom', reason: 'DICOMDIR'})
+    else events.onSkip({id: label, kind: 'not-dicom', reason: error.message})
     return undefined
   }
 }

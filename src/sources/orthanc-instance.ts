@@ -1,9 +1,10 @@
 import {createHash} from 'node:crypto'
 
-import {type AttachmentRecord, dicomPayloadPath, type InstanceRecord} from '../archive/format.js'
+import {dicomPayloadPath} from '../archive/format.js'
+import type {AttachmentRecord, InstanceRecord} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {ChecksumMismatchError, OrthancHttpError} from '../orthanc/errors.js'
-import type {ImportUnit} from './import-unit.js'
+import type {InstanceInTransit} from '../model.js'
 import type {SelectedInstance} from './orthanc-selection.js'
 import type {SideDataReader} from './side-data.js'
 
@@ -69,7 +70,7 @@ export class InstanceVanishedError extends Error {
  * An instance read from a source server, ready for a sink: its record (metadata, attachments,
  * labels) and its bytes, all checked against the source's MD5s.
  */
-export async function readInstanceUnit(client: OrthancClient, instance: SelectedInstance, sideData: SideDataReader, signal?: AbortSignal): Promise<ImportUnit> {
+export async function readInstanceUnit(client: OrthancClient, instance: SelectedInstance, sideData: SideDataReader, signal?: AbortSignal): Promise<InstanceInTransit> {
   const [{bytes: dicom, md5}, side] = await Promise.all([fetchInstance(client, instance.id, undefined, signal), sideData.read(instance.id, signal)])
   const record: InstanceRecord = {...instance, size: dicom.length, md5, path: dicomPayloadPath(instance), ...side}
   const attachments = new Map<number, Buffer>()

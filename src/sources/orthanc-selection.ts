@@ -1,4 +1,4 @@
-import type {ExportFilters, InstanceIdentity} from '../archive/format.js'
+import type {InstanceFilters, InstanceIdentity} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
 import type {OrthancResource} from '../orthanc/types.js'
@@ -24,7 +24,7 @@ export interface SelectedInstance extends InstanceIdentity {
  * several values of one kind widen. Memory holds the matching study IDs, never all instances.
  */
 export async function* selectInstances(
-  client: OrthancClient, filters: ExportFilters, signal?: AbortSignal, options: {ignoreUnknownIds?: boolean} = {},
+  client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: {ignoreUnknownIds?: boolean} = {},
 ): AsyncGenerator<SelectedStudy> {
   const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, Boolean(options.ignoreUnknownIds), signal) : undefined
   const studyIds = explicit ? [...explicit.keys()] : await matchingStudyIds(client, filters, signal)
@@ -37,13 +37,13 @@ export async function* selectInstances(
   }
 }
 
-async function matchingStudyIds(client: OrthancClient, filters: ExportFilters, signal?: AbortSignal): Promise<string[]> {
+async function matchingStudyIds(client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal): Promise<string[]> {
   const ids: string[] = []
   for await (const study of client.listStudies(signal)) if (studyMatches(study, filters)) ids.push(study.ID)
   return ids
 }
 
-function studyMatches(study: OrthancResource, filters: ExportFilters): boolean {
+function studyMatches(study: OrthancResource, filters: InstanceFilters): boolean {
   const tags = study.MainDicomTags
   const patientId = study.PatientMainDicomTags?.PatientID ?? ''
   if (filters.patientIds?.length && !filters.patientIds.includes(patientId)) return false
@@ -65,7 +65,7 @@ export function shardOfStudy(studyId: string, count: number): number {
 }
 
 async function selectInStudy(
-  client: OrthancClient, study: OrthancResource, filters: ExportFilters, onlyInstances: Set<string> | 'all' | undefined, signal?: AbortSignal,
+  client: OrthancClient, study: OrthancResource, filters: InstanceFilters, onlyInstances: Set<string> | 'all' | undefined, signal?: AbortSignal,
 ): Promise<SelectedStudy | undefined> {
   const [series, instances] = await Promise.all([client.seriesOfStudy(study.ID, signal), client.studyInstances(study.ID, signal)])
   const modalities = filters.modalities?.map((modality) => modality.toUpperCase())

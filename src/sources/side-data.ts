@@ -1,4 +1,4 @@
-import type {AttachmentRecord, InstanceRecord} from '../archive/format.js'
+import type {AttachmentRecord, InstanceRecord} from '../model.js'
 import {attachmentPayloadPath} from '../archive/format.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {FIRST_USER_CONTENT_TYPE} from '../orthanc/client.js'

@@ -19,7 +19,8 @@ import {
   md5Hex,
   readWholeFileOrReport,
 } from './dicom-folder.js'
-import type {ImportSourceEvents, ImportUnit} from './import-unit.js'
+import type {InstanceInTransit} from '../model.js'
+import type {SourceEvents} from './source-events.js'
 
 export interface StorageFolderOptions {
   signal?: AbortSignal
@@ -50,7 +51,7 @@ export const IDENTICAL_COPY_REASON = 'identical copy of an instance already read
  * copy with the same MD5 as the first one is skipped; a different one is yielded too, and the
  * target decides what to keep.
  */
-export async function* readStorageFolder(root: string, events: ImportSourceEvents, options: StorageFolderOptions = {}): AsyncGenerator<ImportUnit> {
+export async function* readStorageFolder(root: string, events: SourceEvents, options: StorageFolderOptions = {}): AsyncGenerator<InstanceInTransit> {
   const deferred = new DeferredFiles(options.deferredDir ?? tmpdir())
   // Compact instance ID -> compact MD5 of the first whole copy yielded.
   const wholeCopies = new Map<string, string>()
@@ -66,7 +67,7 @@ export async function* readStorageFolder(root: string, events: ImportSourceEvent
       const md5 = md5Hex(decoded.dicom)
       const firstMd5 = wholeCopies.get(compactHex(decoded.instanceId))
       if (firstMd5 === compactHex(md5)) {
-        events.onSkip({label: file.path, reason: IDENTICAL_COPY_REASON})
+        events.onSkip({id: file.path, kind: 'copy', reason: IDENTICAL_COPY_REASON})
         continue
       }
       if (firstMd5 === undefined) wholeCopies.set(compactHex(decoded.instanceId), compactHex(md5))
@@ -80,12 +81,12 @@ export async function* readStorageFolder(root: string, events: ImportSourceEvent
 }
 
 async function* instancesWithoutPixelData(
-  root: string, deferred: DeferredFiles, wholeCopies: Map<string, string>, events: ImportSourceEvents, signal?: AbortSignal,
-): AsyncGenerator<ImportUnit> {
+  root: string, deferred: DeferredFiles, wholeCopies: Map<string, string>, events: SourceEvents, signal?: AbortSignal,
+): AsyncGenerator<InstanceInTransit> {
   const largest = new Map<string, DeferredFile>()
   for await (const file of deferred.entries()) {
     if (wholeCopies.has(compactHex(file.instanceId))) {
-      events.onSkip({label: join(root, file.relative), reason: HEADER_ONLY_COPY_REASON})
+      events.onSkip({id: join(root, file.relative), kind: 'header-only', reason: HEADER_ONLY_COPY_REASON})
       continue
     }
 
@@ -97,7 +98,7 @@ async function* instancesWithoutPixelData(
     // Ties keep the first file in walk order.
     const [keep, drop] = file.size > kept.size ? [file, kept] : [kept, file]
     largest.set(file.instanceId, keep)
-    events.onSkip({label: join(root, drop.relative), reason: SMALLER_COPY_REASON})
+    events.onSkip({id: join(root, drop.relative), kind: 'header-only', reason: SMALLER_COPY_REASON})
   }
 
   for (const file of largest.values()) {
@@ -115,7 +116,7 @@ interface StorageFile {
 }
 
 // Descends only into the two levels of hex-pair folders; anything else is reported and left alone.
-async function* storageFiles(root: string, events: ImportSourceEvents, signal?: AbortSignal): AsyncGenerator<StorageFile> {
+async function* storageFiles(root: string, events: SourceEvents, signal?: AbortSignal): AsyncGenerator<StorageFile> {
   for (const first of await listDirectoryOrReport(root, events)) {
     signal?.throwIfAborted()
     if (!isHexPairFolder(first)) {
@@ -152,7 +153,8 @@ function isAttachmentName(name: string, folderDigits: string): boolean {
   return UUID.test(name) && name.slice(0, 4).toLowerCase() === folderDigits.toLowerCase()
 }
 
-function skipOutsideLayout(entry: FolderEntry, events: ImportSourceEvents): void {
+function skipOutsideLayout(entry: FolderEntry, events: SourceEvents): void {
+  const kind = entry.kind === 'symlink' ? 'link' : entry.kind === 'other' ? 'special-file' : INDEX_FILES.has(entry.name) ? 'index-file' : 'foreign-file'
   const reason = entry.kind === 'symlink'
     ? 'symbolic link (not followed)'
     : entry.kind === 'directory'
@@ -160,7 +162,7 @@ function skipOutsideLayout(entry: FolderEntry, events: ImportSourceEvents): void
       : entry.kind === 'other'
         ? 'not a regular file (device, socket or pipe)'
         : INDEX_FILES.has(entry.name) ? 'Orthanc index database (SQLite)' : 'not a storage file (outside the aa/bb/uuid layout)'
-  events.onSkip({label: entry.path, reason})
+  events.onSkip({id: entry.path, kind, reason})
 }
 
 interface DecodedInstance {
@@ -172,16 +174,16 @@ interface DecodedInstance {
 // A stored file can be no larger than the buffer it is read into, compressed or not.
 const LARGEST_BUFFER = bufferConstants.MAX_LENGTH
 
-async function decodeStorageFile(path: string, events: ImportSourceEvents): Promise<DecodedInstance | undefined> {
+async function decodeStorageFile(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
   const stored = await readWholeFileOrReport(path, LARGEST_BUFFER, events)
   if (stored === undefined) return undefined
   const content = unwrapStorageFile(stored)
   if ('skip' in content) {
-    events.onSkip({label: path, reason: content.skip})
+    events.onSkip({id: path, kind: 'foreign-file', reason: content.skip})
     return undefined
   }
   if ('problem' in content) {
-    events.onProblem({label: path, reason: content.problem})
+    events.onProblem({id: path, kind: 'damaged', reason: content.problem})
     return undefined
   }
 

@@ -1,4 +1,4 @@
-import type {ExportFilters} from '../archive/format.js'
+import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {selectInstances, type SelectedInstance} from '../sources/orthanc-selection.js'
 import {mapConcurrent} from '../util/concurrency.js'
@@ -18,7 +18,7 @@ export interface ComparedInstance {
 }
 
 export interface CompareOptions {
-  filters: ExportFilters
+  filters: InstanceFilters
   /** Compare the MD5s both servers recorded for instances on both sides. */
   checksum: boolean
   signal?: AbortSignal

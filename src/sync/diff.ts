@@ -1,4 +1,4 @@
-import type {ExportFilters} from '../archive/format.js'
+import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {compareServers, type InstanceState} from './compare.js'
 
@@ -29,7 +29,7 @@ const LISTED = 1000
  * Compares two servers the way `rclone check` compares two remotes: by instance ID, then by the
  * MD5 each server recorded for instances on both sides. Nothing is downloaded.
  */
-export async function diffServers(source: OrthancClient, target: OrthancClient, options: {filters: ExportFilters; perStudy: boolean; signal?: AbortSignal}): Promise<DiffSummary> {
+export async function diffServers(source: OrthancClient, target: OrthancClient, options: {filters: InstanceFilters; perStudy: boolean; signal?: AbortSignal}): Promise<DiffSummary> {
   const summary: DiffSummary = {
     source: source.display, target: target.display, onlySource: 0, onlyTarget: 0, different: 0, identical: 0,
     instances: {onlySource: [], onlyTarget: [], different: []},

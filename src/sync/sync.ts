@@ -1,4 +1,4 @@
-import type {ExportFilters} from '../archive/format.js'
+import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
@@ -11,7 +11,7 @@ import {type ComparedInstance, compareServers} from './compare.js'
 export interface SyncOptions {
   source: OrthancClient
   target: OrthancClient
-  filters: ExportFilters
+  filters: InstanceFilters
   /** Also compare MD5s of instances on both sides, and send again those that differ. */
   checksum: boolean
   dryRun: boolean
@@ -92,7 +92,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     signal: options.signal,
     phase: options.dryRun ? 'sync (dry run)' : 'sync',
     onProgress: options.onProgress,
-    describe: (item) => item.id,
+    describe: (item) => ({id: item.id}),
     sizeOf: (item) => item.size ?? 0,
     async work(item, signal) {
       if (options.dryRun) return {kind: 'transferred', bytes: item.size ?? 0}

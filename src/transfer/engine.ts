@@ -1,7 +1,6 @@
 import {setMaxListeners} from 'node:events'
 
-import {OrthancAuthError, OrthancConnectionError, OrthancTimeoutError, OrthancTlsError, OrthancUnreachableError} from '../orthanc/errors.js'
-import {UserFacingError} from '../errors.js'
+import {problemKindOf} from '../problems.js'
 import type {ProgressListener} from './progress.js'
 import {ByteBudget, Semaphore} from '../util/concurrency.js'
 import {emptyStats, recordFailure, type TransferStats} from './stats.js'
@@ -12,8 +11,8 @@ export interface TransferJob<Item, Payload> {
   items: AsyncIterable<Item>
   concurrency: number
   signal?: AbortSignal
-  /** Names an item in failure reports: instance ID, file path or archive entry. */
-  describe(item: Item): string
+  /** Names an item in failure reports: its instance ID, and the file or archive entry it came from. */
+  describe(item: Item): {id: string; path?: string}
   /** The parallel step: download, check, upload. */
   work(item: Item, signal: AbortSignal): Promise<Payload>
   /**
@@ -49,23 +48,27 @@ export function inFlightFor(uploads: number): number {
 }
 
 /**
- * Errors that no other item will escape either: the server is gone, the credentials are
- * refused, the disk is full. They stop the whole job; everything else fails one item.
+ * What the engine asks of an error; the error knows, the engine does not need to know where it
+ * came from. `fatal`: no other item will escape it either (the server is gone, the credentials
+ * are refused), so it stops the whole job. `transient`: the same item may well succeed if tried
+ * again (the connection broke while the body was moving).
  */
-export function isJobFatal(error: unknown): boolean {
-  return error instanceof OrthancUnreachableError
-    || error instanceof OrthancAuthError
-    || error instanceof OrthancTlsError
-    || error instanceof OrthancTimeoutError
-    || error instanceof OrthancConnectionError
-    || (error as NodeJS.ErrnoException | undefined)?.code === 'ENOSPC'
-    || (error as Error | undefined)?.name === 'AbortError'
-    || (error instanceof UserFacingError && error.fatal)
+export interface ErrorTraits {
+  fatal?: boolean
+  transient?: boolean
 }
 
-/** Worth another attempt of the same item: the connection broke while the body was moving. */
+/** Errors that stop the whole job; everything else fails one item. */
+export function isJobFatal(error: unknown): boolean {
+  return (error as ErrorTraits | undefined)?.fatal === true
+    // Node's own: a full disk, an aborted signal.
+    || (error as NodeJS.ErrnoException | undefined)?.code === 'ENOSPC'
+    || (error as Error | undefined)?.name === 'AbortError'
+}
+
+/** Worth another attempt of the same item. */
 function isTransient(error: unknown): boolean {
-  return error instanceof OrthancConnectionError || error instanceof OrthancTimeoutError
+  return (error as ErrorTraits | undefined)?.transient === true
 }
 
 /**
@@ -100,7 +103,7 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
       return
     }
 
-    recordFailure(stats, job.describe(item), (error as Error).message ?? String(error))
+    recordFailure(stats, {...job.describe(item), kind: problemKindOf(error), reason: (error as Error).message ?? String(error)})
     done++
     report()
   }

@@ -1,5 +1,8 @@
+import {MAX_LISTED_PROBLEMS, type Problem} from '../problems.js'
+
 /** What every command that moves instances reports; the names are the same in every --json summary. */
 export interface TransferStats {
+  /** Instances this run stored (or wrote): not those another run or path put there. */
   transferred: number
   skipped: number
   failed: number
@@ -7,23 +10,15 @@ export interface TransferStats {
   durationMs: number
   /** Requests that were sent again after a transient failure. */
   retries: number
-  failures: FailureRecord[]
-}
-
-export interface FailureRecord {
-  /** The instance ID, file path or archive entry that failed. */
-  item: string
-  reason: string
+  /** The first failures in full; `failed` counts them all. */
+  failures: Problem[]
 }
 
 export function emptyStats(): TransferStats {
   return {transferred: 0, skipped: 0, failed: 0, bytes: 0, durationMs: 0, retries: 0, failures: []}
 }
 
-/** Failures kept in full in the summary; beyond this only the count grows, so a bad day cannot fill memory. */
-export const MAX_LISTED_FAILURES = 1000
-
-export function recordFailure(stats: TransferStats, item: string, reason: string): void {
+export function recordFailure(stats: TransferStats, failure: Problem): void {
   stats.failed++
-  if (stats.failures.length < MAX_LISTED_FAILURES) stats.failures.push({item, reason})
+  if (stats.failures.length < MAX_LISTED_PROBLEMS) stats.failures.push(failure)
 }

@@ -1,6 +1,6 @@
 import type {OrthancClient} from '../orthanc/client.js'
 import {type ArchiveInput, type ArchiveReadReport, readArchives} from '../sources/archive-source.js'
-import type {ProblemNotice} from '../sources/import-unit.js'
+import {isIntegrityProblem, type Problem} from '../problems.js'
 import {forEachConcurrent} from '../util/concurrency.js'
 
 export interface StudyCheck {
@@ -20,7 +20,7 @@ export interface VerifySummary {
   valid: boolean
   volumes: {read: number; complete: number; incomplete: string[]; missing: Array<{group: string; volume: number; volumeCount: number}>}
   instances: number
-  problems: ProblemNotice[]
+  problems: Problem[]
   studies: StudyCheck[]
   target?: {server: string; confirmed: number; missing: string[]; different: string[]}
 }
@@ -33,7 +33,7 @@ const LISTED = 1000
  * receiving side runs before the source data may be deleted.
  */
 export async function verifyArchives(inputs: ArchiveInput[], options: {target?: OrthancClient; concurrency: number; signal?: AbortSignal}): Promise<VerifySummary> {
-  const problems: ProblemNotice[] = []
+  const problems: Problem[] = []
   const report: ArchiveReadReport = {bags: [], missingVolumes: []}
   const validByStudy = new Map<string, number>()
   const onTargetByStudy = new Map<string, number>()
@@ -64,7 +64,7 @@ export async function verifyArchives(inputs: ArchiveInput[], options: {target?: 
   const incomplete = report.bags.filter((bag) => !bag.complete).map((bag) => bag.bag)
   return {
     complete: incomplete.length === 0 && report.missingVolumes.length === 0 && report.bags.length > 0 && studies.every((study) => study.valid >= study.expected),
-    valid: !problems.some((problem) => /checksum|SHA-256|differs/.test(problem.reason)),
+    valid: !problems.some(isIntegrityProblem),
     volumes: {read: report.bags.length, complete: report.bags.length - incomplete.length, incomplete, missing: report.missingVolumes},
     instances,
     problems,

@@ -1,0 +1,98 @@
+/**
+ * The data model every job shares: what an instance is, what travels with it, and which
+ * instances a job selects. Sources produce it, sinks consume it, the archive format records it.
+ */
+
+/** A user attachment of an instance (content type 1024 and above). */
+export interface AttachmentRecord {
+  /** The name the source lists it under: a declared UserContentType name, or its number. */
+  name: string
+  contentType: number
+  size: number
+  md5: string
+  /** Path of its payload file, relative to the bag root. */
+  path: string
+}
+
+/** Which instance: its Orthanc IDs and DICOM UIDs. */
+export interface InstanceIdentity {
+  id: string
+  studyId: string
+  seriesId: string
+  studyInstanceUid: string
+  seriesInstanceUid: string
+  sopInstanceUid: string
+}
+
+/** One instance as an archive describes it. Nothing in it names or identifies the patient. */
+export interface InstanceRecord extends InstanceIdentity {
+  /** Size and MD5 of the DICOM file as the source stores it. */
+  size: number
+  md5: string
+  /** Path of the .dcm payload file, relative to the bag root. */
+  path: string
+  /** Metadata a target can take back: index >= 1024 or names declared in UserMetadata. */
+  userMetadata: Record<string, string>
+  /** Orthanc's own metadata (ReceptionDate, RemoteAET, Origin...): recorded, not restorable. */
+  systemMetadata: Record<string, string>
+  attachments: AttachmentRecord[]
+  labels: string[]
+}
+
+export interface SourceIdentity {
+  server: string
+  name: string
+  version: string
+  databaseBackend: string
+  storageBackend: string
+}
+
+/** One earlier step the data went through, oldest first. */
+export interface Hop {
+  group: string
+  source: SourceIdentity
+  exportedAt: string
+}
+
+export interface StudyExpectation {
+  studyInstanceUid: string
+  /** Instances of this study the export selected, across all volumes. */
+  expectedInstances: number
+  /** Instances of this study on the source at planning time (more when filters left some out). */
+  instancesOnSource: number
+}
+
+/** Which instances a job takes: kinds narrow together, several values of one kind widen. */
+export interface InstanceFilters {
+  patientIds?: string[]
+  studyInstanceUids?: string[]
+  orthancIds?: string[]
+  studyDateFrom?: string
+  studyDateTo?: string
+  modalities?: string[]
+  labels?: string[]
+  /** One deterministic part of the studies, for splitting a job across machines: part `index` of `count` (1-based). */
+  shard?: {index: number; count: number}
+}
+
+
+/**
+ * One instance on its way to a target, whatever it came from: an archive entry, a file of a
+ * DICOM folder, a file of an Orthanc storage folder, another server. Its bytes are already read
+ * and checked against what the source promised.
+ */
+export interface InstanceInTransit {
+  /** Names where the instance comes from in reports: an archive entry, a file path. */
+  label: string
+  /** The Orthanc ID the target will give it, as far as the source can tell before the upload. */
+  instanceId: string
+  /** The Orthanc ID of its study, so a target can be asked about a whole study at once. */
+  studyId?: string
+  dicom: Buffer
+  /** MD5 of `dicom`: the manifest's for archives (already checked), computed for folders. */
+  md5: string
+  /** The Orthanc-side data (user metadata, attachments, labels) to restore, when the source has it. */
+  record?: InstanceRecord
+  /** User attachment bytes by content type, checked against the record. */
+  attachments?: Map<number, Buffer>
+}
