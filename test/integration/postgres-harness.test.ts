@@ -5,9 +5,9 @@ import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type FixtureRecord, generateStudySet} from '../fixtures/generate.js'
-import {startOrthanc, type OrthancServer} from './helpers/orthanc.js'
-import {orthancPostgresConfig, orthancPostgresPlugins, startPostgres, type PostgresServer} from './helpers/postgres.js'
+import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {startOrthanc, type OrthancServer} from '../helpers/orthanc.js'
+import {orthancPostgresConfig, orthancPostgresPlugins, startPostgres, type PostgresServer} from '../helpers/postgres.js'
 
 interface SystemInfo {
   DatabaseBackendPlugin: string | null

@@ -6,14 +6,14 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import type {FixtureRecord} from '../fixtures/generate.js'
-import {generateStudySet} from '../fixtures/generate.js'
-import {parseJson, repoRoot, runCli} from './helpers/cli.js'
-import {readVolumeManifest} from '../src/export/since.js'
-import {makeCorpus, volumeFiles} from './helpers/corpus.js'
-import {startFaultProxy} from './helpers/fault-proxy.js'
-import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
-import {addHostileEntries, flipByteInEntry, payloadEntries, truncateAt} from './helpers/tamper.js'
+import type {FixtureRecord} from '../../fixtures/generate.js'
+import {generateStudySet} from '../../fixtures/generate.js'
+import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
+import {readVolumeManifest} from '../../src/export/since.js'
+import {makeCorpus, volumeFiles} from '../helpers/corpus.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {addHostileEntries, flipByteInEntry, payloadEntries, truncateAt} from '../helpers/tamper.js'
 
 interface ImportJson {
   transferred: number

@@ -9,14 +9,14 @@ import {promisify} from 'node:util'
 import tar from 'tar-stream'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type ArchiveEntry, readArchiveEntries, TruncatedArchiveError} from '../src/archive/archive-stream.js'
-import {BagValidator, type EntryVerdict} from '../src/archive/bag-validator.js'
-import {BagFormatError, parseBagInfo, parseChecksumManifest, renderBagInfo, renderChecksumManifest} from '../src/archive/bagit.js'
-import {checkEntryHeader, type EntryHeader, type EntryLimits, EntryRefusedError, printable} from '../src/archive/entry-rules.js'
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, CONTENTS_FILE, dicomPayloadPath, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, volumeName, type WrittenInstanceRecord} from '../src/archive/format.js'
-import type {InstanceRecord} from '../src/model.js'
-import {indexTarFile, type TarIndex} from '../src/archive/tar-index.js'
-import {TarOutput, VolumeWriter} from '../src/archive/volume-writer.js'
+import {type ArchiveEntry, readArchiveEntries, TruncatedArchiveError} from '../../src/archive/archive-stream.js'
+import {BagValidator, type EntryVerdict} from '../../src/archive/bag-validator.js'
+import {BagFormatError, parseBagInfo, parseChecksumManifest, renderBagInfo, renderChecksumManifest} from '../../src/archive/bagit.js'
+import {checkEntryHeader, type EntryHeader, type EntryLimits, EntryRefusedError, printable} from '../../src/archive/entry-rules.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, CONTENTS_FILE, dicomPayloadPath, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, volumeName, type WrittenInstanceRecord} from '../../src/archive/format.js'
+import type {InstanceRecord} from '../../src/model.js'
+import {indexTarFile, type TarIndex} from '../../src/archive/tar-index.js'
+import {TarOutput, VolumeWriter} from '../../src/archive/volume-writer.js'
 
 const run = promisify(execFile)
 

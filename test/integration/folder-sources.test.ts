@@ -7,27 +7,27 @@ import {deflateSync, inflateSync} from 'node:zlib'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type FixtureRecord, generateAwkwardSet, generateStudySet, SAMPLE_OPTIONS} from '../fixtures/generate.js'
-import {text} from '../fixtures/writer/data-element.js'
-import {uidFromName} from '../fixtures/writer/deterministic.js'
-import {encodePart10} from '../fixtures/writer/part10.js'
-import {TAG} from '../fixtures/writer/tags.js'
-import {orthancInstanceId} from '../src/dicom/orthanc-id.js'
-import {readDicomIdentifiers} from '../src/dicom/parse.js'
-import {tagOf} from '../src/dicom/tags.js'
-import {EXPLICIT_VR_LITTLE_ENDIAN} from '../src/dicom/transfer-syntax.js'
-import {readDicomFolder} from '../src/sources/dicom-folder.js'
-import type {InstanceInTransit} from '../src/model.js'
-import type {SourceEvents} from '../src/sources/source-events.js'
-import type {Problem} from '../src/problems.js'
+import {type FixtureRecord, generateAwkwardSet, generateStudySet, SAMPLE_OPTIONS} from '../../fixtures/generate.js'
+import {text} from '../../fixtures/writer/data-element.js'
+import {uidFromName} from '../../fixtures/writer/deterministic.js'
+import {encodePart10} from '../../fixtures/writer/part10.js'
+import {TAG} from '../../fixtures/writer/tags.js'
+import {orthancInstanceId} from '../../src/dicom/orthanc-id.js'
+import {readDicomIdentifiers} from '../../src/dicom/parse.js'
+import {tagOf} from '../../src/dicom/tags.js'
+import {EXPLICIT_VR_LITTLE_ENDIAN} from '../../src/dicom/transfer-syntax.js'
+import {readDicomFolder} from '../../src/sources/dicom-folder.js'
+import type {InstanceInTransit} from '../../src/model.js'
+import type {SourceEvents} from '../../src/sources/source-events.js'
+import type {Problem} from '../../src/problems.js'
 import {
   HEADER_ONLY_COPY_REASON,
   IDENTICAL_COPY_REASON,
   looksLikeStorageFolder,
   readStorageFolder,
   SMALLER_COPY_REASON,
-} from '../src/sources/storage-folder.js'
-import {type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
+} from '../../src/sources/storage-folder.js'
+import {type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 
 const root = await mkdtemp(join(tmpdir(), 'folder-sources-test-'))
 const dicomDir = join(root, 'dicom')

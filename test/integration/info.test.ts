@@ -6,12 +6,12 @@ import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {parseJson, runCli} from './helpers/cli.js'
-import {startOrthanc, type OrthancServer} from './helpers/orthanc.js'
-import {freePort} from './helpers/ports.js'
-import {startTlsProxy, type TlsProxy} from './helpers/tls-proxy.js'
-import {generateStudySet} from '../fixtures/generate.js'
-import {uploadFiles} from './helpers/orthanc.js'
+import {parseJson, runCli} from '../helpers/cli.js'
+import {startOrthanc, type OrthancServer} from '../helpers/orthanc.js'
+import {freePort} from '../helpers/ports.js'
+import {startTlsProxy, type TlsProxy} from '../helpers/tls-proxy.js'
+import {generateStudySet} from '../../fixtures/generate.js'
+import {uploadFiles} from '../helpers/orthanc.js'
 
 const PASSWORD = 'Tr0ub4dor&3-horse'
 const noCredentialsEnv = {ORTHANC_USERNAME: undefined, ORTHANC_PASSWORD: undefined, ORTHANC_PASSWORD_FILE: undefined, ORTHANC_URL: undefined}

@@ -2,8 +2,8 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {describe, expect, it} from 'vitest'
 
-import {Semaphore} from '../src/util/concurrency.js'
-import {inFlightFor, runTransfer} from '../src/transfer/engine.js'
+import {Semaphore} from '../../src/util/concurrency.js'
+import {inFlightFor, runTransfer} from '../../src/transfer/engine.js'
 
 describe('Semaphore', () => {
   it('never runs more than its limit at once, and runs every task in arrival order', async () => {

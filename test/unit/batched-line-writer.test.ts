@@ -5,7 +5,7 @@ import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {BatchedLineWriter} from '../src/util/batched-line-writer.js'
+import {BatchedLineWriter} from '../../src/util/batched-line-writer.js'
 
 describe('BatchedLineWriter', () => {
   let dir: string

@@ -9,14 +9,14 @@ import {promisify} from 'node:util'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import type {FixtureRecord} from '../fixtures/generate.js'
-import {generateStudySet} from '../fixtures/generate.js'
-import type {VolumeManifest} from '../src/archive/format.js'
-import {parseJson, repoRoot, runCli} from './helpers/cli.js'
-import {extractWithTar, listFiles, makeCorpus, volumeFiles} from './helpers/corpus.js'
-import {startFaultProxy} from './helpers/fault-proxy.js'
-import {damageStoredFile} from './helpers/tamper.js'
-import {type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
+import type {FixtureRecord} from '../../fixtures/generate.js'
+import {generateStudySet} from '../../fixtures/generate.js'
+import type {VolumeManifest} from '../../src/archive/format.js'
+import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
+import {extractWithTar, listFiles, makeCorpus, volumeFiles} from '../helpers/corpus.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
+import {damageStoredFile} from '../helpers/tamper.js'
+import {type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 
 const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('hex')
 const run = promisify(execFile)

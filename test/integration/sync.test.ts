@@ -7,13 +7,13 @@ import {promisify} from 'node:util'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type FixtureRecord, generateStudySet} from '../fixtures/generate.js'
-import {parseJson, repoRoot, runCli} from './helpers/cli.js'
-import {makeCorpus, volumeFiles} from './helpers/corpus.js'
-import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
-import {OrthancClient} from '../src/orthanc/client.js'
-import {resolveEndpoint} from '../src/orthanc/endpoint.js'
-import {damageStoredFile, flipByteInEntry, payloadEntries} from './helpers/tamper.js'
+import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
+import {makeCorpus, volumeFiles} from '../helpers/corpus.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {OrthancClient} from '../../src/orthanc/client.js'
+import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
+import {damageStoredFile, flipByteInEntry, payloadEntries} from '../helpers/tamper.js'
 
 const run = promisify(execFile)
 const config = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}

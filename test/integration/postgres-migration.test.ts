@@ -4,11 +4,11 @@ import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import type {FixtureRecord} from '../fixtures/generate.js'
-import {parseJson, runCli} from './helpers/cli.js'
-import {makeCorpus} from './helpers/corpus.js'
-import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from './helpers/orthanc.js'
-import {orthancPostgresConfig, type PostgresServer, startPostgres} from './helpers/postgres.js'
+import type {FixtureRecord} from '../../fixtures/generate.js'
+import {parseJson, runCli} from '../helpers/cli.js'
+import {makeCorpus} from '../helpers/corpus.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {orthancPostgresConfig, type PostgresServer, startPostgres} from '../helpers/postgres.js'
 
 /**
  * The Orthanc Book's file-copy route cannot migrate a server whose files live in PostgreSQL;

@@ -6,8 +6,8 @@ import {promisify} from 'node:util'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {repoRoot} from './helpers/cli.js'
-import {startOrthanc, type OrthancServer} from './helpers/orthanc.js'
+import {repoRoot} from '../helpers/cli.js'
+import {startOrthanc, type OrthancServer} from '../helpers/orthanc.js'
 
 const run = promisify(execFile)
 

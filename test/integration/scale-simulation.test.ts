@@ -3,11 +3,11 @@ import {fileURLToPath} from 'node:url'
 
 import {afterAll, describe, expect, it} from 'vitest'
 
-import {OrthancClient} from '../src/orthanc/client.js'
-import {resolveEndpoint} from '../src/orthanc/endpoint.js'
-import {syncServers} from '../src/sync/sync.js'
+import {OrthancClient} from '../../src/orthanc/client.js'
+import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
+import {syncServers} from '../../src/sync/sync.js'
 
-const simulator = fileURLToPath(new URL('./helpers/simulated-orthanc.ts', import.meta.url))
+const simulator = fileURLToPath(new URL('../helpers/simulated-orthanc.ts', import.meta.url))
 const children: ChildProcess[] = []
 
 /** Starts a simulated server with `instances` instances in another process, so it weighs nothing here. */

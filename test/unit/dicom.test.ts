@@ -9,13 +9,13 @@ import {
   generateAwkwardSet,
   generateStudySet,
   SAMPLE_OPTIONS,
-} from '../fixtures/generate.js'
-import {encodeInstance, type InstanceDescription} from '../fixtures/instance.js'
-import {rleEncodeFrame} from '../fixtures/writer/rle.js'
-import {NotDicomError, type NotDicomReason} from '../src/dicom/not-dicom-error.js'
-import {orthancInstanceId, orthancPatientId, orthancSeriesId, orthancStudyId} from '../src/dicom/orthanc-id.js'
-import {readDicomIdentifiers} from '../src/dicom/parse.js'
-import {EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN} from '../src/dicom/transfer-syntax.js'
+} from '../../fixtures/generate.js'
+import {encodeInstance, type InstanceDescription} from '../../fixtures/instance.js'
+import {rleEncodeFrame} from '../../fixtures/writer/rle.js'
+import {NotDicomError, type NotDicomReason} from '../../src/dicom/not-dicom-error.js'
+import {orthancInstanceId, orthancPatientId, orthancSeriesId, orthancStudyId} from '../../src/dicom/orthanc-id.js'
+import {readDicomIdentifiers} from '../../src/dicom/parse.js'
+import {EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN} from '../../src/dicom/transfer-syntax.js'
 
 const root = await mkdtemp(join(tmpdir(), 'dicom-test-'))
 const sample = await generateStudySet(join(root, 'a', 'sample'), SAMPLE_OPTIONS)

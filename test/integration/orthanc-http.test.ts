@@ -5,12 +5,12 @@ import {fileURLToPath} from 'node:url'
 import {MockAgent, Pool} from 'undici'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {resolveEndpoint} from '../src/orthanc/endpoint.js'
-import {OrthancAuthError, OrthancConnectionError, OrthancHttpError} from '../src/orthanc/errors.js'
-import {OrthancHttp} from '../src/orthanc/http.js'
-import {OrthancClient} from '../src/orthanc/client.js'
-import {loadPool} from '../src/orthanc/undici-pool.js'
-import {startOrthanc, type OrthancServer} from './helpers/orthanc.js'
+import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
+import {OrthancAuthError, OrthancConnectionError, OrthancHttpError} from '../../src/orthanc/errors.js'
+import {OrthancHttp} from '../../src/orthanc/http.js'
+import {OrthancClient} from '../../src/orthanc/client.js'
+import {loadPool} from '../../src/orthanc/undici-pool.js'
+import {startOrthanc, type OrthancServer} from '../helpers/orthanc.js'
 
 const fastRetry = {retries: 3, minDelayMs: 1, maxDelayMs: 5}
 
@@ -56,7 +56,7 @@ describe('loading undici', () => {
     expect(typeof SlimPool.prototype.request).toBe('function')
     expect(typeof SlimPool.prototype.dispatch).toBe('function')
     // In a fresh process, as the CLI starts: which of undici's files did loading the HTTP client pull in?
-    const built = fileURLToPath(new URL('../dist/src/orthanc/http.js', import.meta.url))
+    const built = fileURLToPath(new URL('../../dist/src/orthanc/http.js', import.meta.url))
     const loaded = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e',
       `import(${JSON.stringify(built)}).then(async () => { const {createRequire} = await import('node:module'); console.log(JSON.stringify(Object.keys(createRequire(${JSON.stringify(built)}).cache))) })`,
     ], {encoding: 'utf8'})) as string[]
