@@ -4,8 +4,8 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {renderProblem, renderTransferSummary} from '../src/cli/summary.js'
-import {importInstances, type ImportSummary} from '../src/import/import.js'
+import {renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
+import {importInstances, importOutcome, type ImportSummary} from '../src/import/import.js'
 import {type FolderMode, resolveImportInputs} from '../src/import/inputs.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 
@@ -33,6 +33,7 @@ export default class Import extends BaseCommand {
     'no-receipt': Flags.boolean({description: 'write no receipt'}),
     'storage-folder': Flags.boolean({description: 'read PATH as an Orthanc StorageDirectory (stop that Orthanc first)', exclusive: ['dicom-folder']}),
     'dicom-folder': Flags.boolean({description: 'read PATH as a folder of DICOM files, even if it looks like something else'}),
+    'spool-dir': Flags.string({description: 'where an archive read from stdin waits, one volume at a time, until its checks are done (default: the system temporary folder)'}),
   }
 
   async run(): Promise<ImportSummary> {
@@ -49,12 +50,14 @@ export default class Import extends BaseCommand {
         concurrency: flags.concurrency,
         dryRun: flags['dry-run'],
         receiptPath,
+        spoolDir: flags['spool-dir'],
         signal: this.abort.signal,
         onProgress: progress.listener,
       })
       progress.done()
-      if (summary.problems.length > 0) process.exitCode = ExitCode.badInput
-      else if (summary.failed > 0 || summary.studies.incomplete.length > 0) process.exitCode = ExitCode.partialFailure
+      const outcome = importOutcome(summary)
+      if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
+      else if (outcome === 'partial-failure') process.exitCode = ExitCode.partialFailure
       if (!this.jsonEnabled()) process.stderr.write(renderImportSummary(summary))
       return summary
     } finally {
@@ -66,13 +69,19 @@ export default class Import extends BaseCommand {
 
 function renderImportSummary(summary: ImportSummary): string {
   const lines: string[] = []
-  if (summary.problems.length > 0) {
-    lines.push(`Refused or missing (${summary.problems.length}):`)
+  if (summary.problemCount > 0) {
+    lines.push(`Refused or missing (${summary.problemCount}):`)
     for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${renderProblem(problem)}`)
-    if (summary.problems.length > 20) lines.push(`  ... and ${summary.problems.length - 20} more (see --json)`)
+    if (summary.problemCount > 20) lines.push(`  ... and ${summary.problemCount - 20} more (see --json)`)
   }
 
-  if (summary.volumes.read > 0) lines.push(`Volumes: ${summary.volumes.read} read, ${summary.volumes.complete} complete, ${summary.volumes.missing.length} missing.`)
+  const {volumes} = summary
+  if (volumes.read > 0 || volumes.missing.length > 0) {
+    lines.push(`Volumes: ${volumes.read} read, ${volumes.proven} proven, ${volumes.complete} complete${volumes.missing.length > 0 ? `, missing: ${volumes.missing.map(renderVolumeRange).join(', ')}` : ''}.`)
+  }
+  for (const volume of volumes.unproven) {
+    lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven, so none of its ${volume.instances} instance(s) was imported: copy it again from the source media.`)
+  }
   if (summary.studies.complete + summary.studies.incomplete.length > 0) {
     lines.push(`Studies: ${summary.studies.complete} complete, ${summary.studies.incomplete.length} incomplete on the target.`)
     for (const study of summary.studies.incomplete.slice(0, 20)) lines.push(`  ${study.studyInstanceUid}: ${study.present} of ${study.expected} instances`)

@@ -3,12 +3,12 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {renderProblem} from '../src/cli/summary.js'
+import {renderProblem, renderVolumeRange} from '../src/cli/summary.js'
 import {UserFacingError} from '../src/errors.js'
 import {resolveImportInputs} from '../src/import/inputs.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {archiveFile, archiveStream} from '../src/sources/archive-source.js'
-import {verifyArchives, type VerifySummary} from '../src/verify/verify.js'
+import {verifyArchives, verifyOutcome, type VerifySummary} from '../src/verify/verify.js'
 
 export default class Verify extends BaseCommand {
   static override summary = 'Check archive volumes offline: all volumes and entries present, every checksum matching; with --target, that every instance is on that server.'
@@ -23,6 +23,7 @@ export default class Verify extends BaseCommand {
   static override flags = {
     ...serverFlags('target', false),
     concurrency: Flags.integer({char: 'c', description: 'parallel checks against the target', default: 8, min: 1, max: 64}),
+    'spool-dir': Flags.string({description: 'where an archive read from stdin waits, one volume at a time, while it is checked (default: the system temporary folder)'}),
   }
 
   async run(): Promise<VerifySummary> {
@@ -35,9 +36,10 @@ export default class Verify extends BaseCommand {
     const targetUrl = (flags as Record<string, unknown>).target
     const target = targetUrl ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
     try {
-      const summary = await verifyArchives(inputs, {target, concurrency: flags.concurrency, signal: this.abort.signal})
-      if (!summary.complete || !summary.valid || summary.problems.length > 0) process.exitCode = ExitCode.badInput
-      else if (summary.target && (summary.target.missing.length > 0 || summary.target.different.length > 0)) process.exitCode = ExitCode.different
+      const summary = await verifyArchives(inputs, {target, concurrency: flags.concurrency, spoolDir: flags['spool-dir'], signal: this.abort.signal})
+      const outcome = verifyOutcome(summary)
+      if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
+      else if (outcome === 'target-differs') process.exitCode = ExitCode.different
       if (!this.jsonEnabled()) this.log(renderVerify(summary))
       return summary
     } finally {
@@ -48,11 +50,12 @@ export default class Verify extends BaseCommand {
 
 function renderVerify(summary: VerifySummary): string {
   const lines = [
-    `Volumes: ${summary.volumes.read} read, ${summary.volumes.complete} complete${summary.volumes.missing.length > 0 ? `, missing: ${summary.volumes.missing.map((missing) => `${missing.volume} of ${missing.volumeCount}`).join(', ')}` : ''}.`,
+    `Volumes: ${summary.volumes.read} read, ${summary.volumes.proven} proven, ${summary.volumes.complete} complete${summary.volumes.missing.length > 0 ? `, missing: ${summary.volumes.missing.map(renderVolumeRange).join(', ')}` : ''}.`,
     `Instances: ${summary.instances} valid.`,
   ]
+  for (const volume of summary.volumes.unproven) lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven (see below): none of its ${volume.instances} instance(s) counts`)
   for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${renderProblem(problem)}`)
-  if (summary.problems.length > 20) lines.push(`  ... and ${summary.problems.length - 20} more (see --json)`)
+  if (summary.problemCount > 20) lines.push(`  ... and ${summary.problemCount - 20} more (see --json)`)
   const incompleteStudies = summary.studies.filter((study) => study.valid < study.expected)
   lines.push(`Studies: ${summary.studies.length - incompleteStudies.length} of ${summary.studies.length} complete and valid.`)
   for (const study of incompleteStudies.slice(0, 20)) lines.push(`  ${study.studyInstanceUid}: ${study.valid} of ${study.expected} instances`)
@@ -60,6 +63,8 @@ function renderVerify(summary: VerifySummary): string {
     lines.push(`Target ${summary.target.server}: ${summary.target.confirmed} confirmed, ${summary.target.missing.length} missing, ${summary.target.different.length} with another MD5.`)
   }
 
-  lines.push(summary.complete && summary.valid ? 'Archive complete and valid.' : 'Archive NOT complete and valid: see above.')
+  const outcome = verifyOutcome(summary)
+  if (outcome === 'bad-input') lines.push(`Archive NOT ${summary.valid ? 'complete' : summary.complete ? 'valid' : 'complete and valid'}: see above.`)
+  else lines.push(outcome === 'ok' ? 'Archive complete and valid.' : 'Archive complete and valid, but the target does not hold all of it (see above).')
   return lines.join('\n')
 }

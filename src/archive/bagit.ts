@@ -18,7 +18,9 @@ export function parseChecksumManifest(text: string, fileName: string): Map<strin
     if (line.trim() === '') continue
     const match = /^([0-9a-f]{64})[ \t]+\*?(.+)$/.exec(line)
     if (!match) throw new BagFormatError(`${fileName} line ${lineNumber + 1} is not "<sha256> <path>"`)
-    entries.set(decodeBagPath(match[2]!), match[1]!)
+    const path = decodeBagPath(match[2]!)
+    if (entries.has(path)) throw new BagFormatError(`${fileName} line ${lineNumber + 1} lists ${path} a second time`)
+    entries.set(path, match[1]!)
   }
 
   return entries

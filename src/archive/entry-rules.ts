@@ -20,7 +20,7 @@ export interface EntryLimits {
 
 export const DEFAULT_ENTRY_LIMITS: EntryLimits = {
   maxEntryBytes: 8 * 1024 ** 3,
-  maxTagFileBytes: 512 * 1024 ** 2,
+  maxTagFileBytes: 16 * 1024 ** 2,
 }
 
 export interface EntryLocation {

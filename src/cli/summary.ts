@@ -23,3 +23,8 @@ export function renderTransferSummary(stats: TransferStats, headline: string): s
 export function renderProblem(problem: Problem): string {
   return `${problem.path ? `${problem.path}: ` : ''}${problem.id}: ${problem.reason}`
 }
+
+/** Missing volumes of an export, as verify and import list them. */
+export function renderVolumeRange(range: {from: number; to: number; volumeCount: number}): string {
+  return range.from === range.to ? `${range.from} of ${range.volumeCount}` : `${range.from}-${range.to} of ${range.volumeCount}`
+}

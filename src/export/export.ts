@@ -72,8 +72,9 @@ const VOLUME_WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 export async function exportArchive(options: ExportOptions): Promise<ExportSummary> {
   const started = Date.now()
   const source = await sourceIdentity(options.client, options.signal)
-  const toStream = options.output.kind === 'stream'
-  const maxVolumeBytes = toStream ? Number.POSITIVE_INFINITY : options.maxVolumeBytes
+  // A stream is cut into bags of the volume size too: the far side holds one bag on disk until
+  // its tag manifest, which comes last, proves it.
+  const {maxVolumeBytes} = options
   const fingerprint = JSON.stringify({
     server: source.server, filters: options.filters, maxVolumeBytes: options.maxVolumeBytes, maxVolumeInstances: options.maxVolumeInstances,
     prefix: options.namePrefix, hops: options.hops ?? [], patientIndex: options.patientIndex, exclusions: options.exclusions ?? '',

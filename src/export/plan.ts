@@ -5,6 +5,7 @@ import {createInterface} from 'node:readline'
 
 import type {ExportProvenance} from '../archive/format.js'
 import type {Hop, InstanceFilters, InstanceRecord, SourceIdentity, StudyExpectation} from '../model.js'
+import {DEFAULT_ENTRY_LIMITS} from '../archive/entry-rules.js'
 import {tarEntryBytes} from '../archive/volume-writer.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {describeInstance} from '../sources/orthanc-instance.js'
@@ -18,6 +19,8 @@ import {writeJsonAtomically} from '../util/json-file.js'
 
 export interface PlannedVolume {
   instances: number
+  /** Characters its instance records take in contents.json: kept well under what a reader accepts for a tag file. */
+  recordChars?: number
   /** Bytes this volume will take on disk, tar overhead and tag files included. */
   bytes: number
   payloadBytes: number
@@ -54,6 +57,14 @@ export interface PlanOptions {
   signal?: AbortSignal
   onProgress?: ProgressListener
 }
+
+/**
+ * contents.json holds every record of a volume, and manifest.json the same with SHA-256s: both
+ * must stay under the size a reader accepts for a tag file (readers refuse larger ones, so that
+ * a hostile archive cannot make them parse gigabytes of JSON). Half of it leaves room for the
+ * header and the digests.
+ */
+const MAX_RECORD_CHARS_PER_VOLUME = DEFAULT_ENTRY_LIMITS.maxTagFileBytes / 2
 
 /** Room for bagit.txt, bag-info.txt, the tag manifest and the end-of-archive blocks. */
 const VOLUME_FIXED_BYTES = 16 * 1024
@@ -96,7 +107,9 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     }
 
     let target = current ?? openVolume()
-    const full = target.volume.instances >= options.maxVolumeInstances || target.volume.bytes + footprint > options.maxVolumeBytes
+    const full = target.volume.instances >= options.maxVolumeInstances
+      || target.volume.bytes + footprint > options.maxVolumeBytes
+      || (target.volume.recordChars ?? 0) + line.length > MAX_RECORD_CHARS_PER_VOLUME
     if (full && target.volume.instances > 0) {
       await closeVolume()
       target = openVolume()
@@ -104,6 +117,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
 
     const {volume, file} = target
     volume.instances++
+    volume.recordChars = (volume.recordChars ?? 0) + line.length
     volume.bytes += footprint
     volume.payloadBytes += record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
     if (volume.studyIds.at(-1) !== record.studyId) volume.studyIds.push(record.studyId)

@@ -3,7 +3,7 @@ import {archiveFile, archiveStream, readArchives} from '../sources/archive-sourc
 import {readDicomFolder} from '../sources/dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
 import type {SourceEvents} from '../sources/source-events.js'
-import type {Problem} from '../problems.js'
+import {type Problem, ProblemList} from '../problems.js'
 import {readStorageFolder} from '../sources/storage-folder.js'
 import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -19,6 +19,8 @@ export interface ImportOptions {
   inputs: ImportInput[]
   concurrency: number
   dryRun: boolean
+  /** Where an archive read from a stream waits until each volume is proven (default: the system's temporary folder). */
+  spoolDir?: string
   /** Where to write the receipt; none when undefined or in a dry run. */
   receiptPath?: string
   signal?: AbortSignal
@@ -31,9 +33,19 @@ export interface ImportSummary extends TransferStats {
   /** Files that are not instances (not DICOM, header-only copies, index files): passed over and counted. */
   ignoredFiles: number
   ignoredSamples: Problem[]
-  /** Bad input: corrupt, refused, truncated or missing entries and volumes. Any of them fails the run. */
+  /** Bad input: corrupt, refused, unproven, truncated or missing entries and volumes (the first MAX_LISTED_PROBLEMS). Any of them fails the run. */
   problems: Problem[]
-  volumes: {read: number; complete: number; incomplete: string[]; missing: Array<{group: string; volume: number; volumeCount: number}>}
+  problemCount: number
+  volumes: {
+    read: number
+    /** Volumes whose tag files all agree; only their payload was used. */
+    proven: number
+    complete: number
+    /** Volumes whose chain could not be proven: none of their instances was imported. */
+    unproven: Array<{volume: string; input: string; instances: number}>
+    incomplete: string[]
+    missing: ArchiveReadReport['missingVolumes']
+  }
   studies: StudyCompleteness
   notRestored: NotRestored
   receipt?: string
@@ -46,7 +58,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const {client} = options
   const system = await client.system(options.signal)
   const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: options.concurrency})
-  const problems: Problem[] = []
+  const problems = new ProblemList()
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
   let ignoredFiles = 0
   const events: SourceEvents = {
@@ -54,8 +66,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
       ignoredFiles++
       if (ignoredSamples.length < SAMPLES) ignoredSamples.push(notice)
     },
-    onProblem(notice) {
-      problems.push(notice)
+    onProblem(problem) {
+      problems.add(problem)
     },
   }
   const archiveReport: ArchiveReadReport = {bags: [], missingVolumes: []}
@@ -66,7 +78,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, options.signal),
+    items: unitsFrom(options.inputs, events, archiveReport, {signal: options.signal, spoolDir: options.spoolDir}),
     concurrency: inFlightFor(options.concurrency),
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
@@ -87,7 +99,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   }).finally(async () => {
     for (const bag of archiveReport.bags) {
       const header = bag.manifest
-      if (bag.group) receipt?.addGroup(bag.group, header ? [...header.hops, {group: header.group, source: header.source, exportedAt: header.exportedAt}] : [])
+      if (bag.proven && bag.group) receipt?.addGroup(bag.group, header ? [...header.hops, {group: header.group, source: header.source, exportedAt: header.exportedAt}] : [])
     }
     await receipt?.close()
   })
@@ -101,11 +113,14 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     target: client.display,
     ignoredFiles,
     ignoredSamples,
-    problems,
+    problems: problems.items,
+    problemCount: problems.count,
     volumes: {
       read: archiveReport.bags.length,
+      proven: archiveReport.bags.filter((bag) => bag.proven).length,
       complete: archiveReport.bags.filter((bag) => bag.complete).length,
-      incomplete: archiveReport.bags.filter((bag) => !bag.complete).map((bag) => bag.bag),
+      unproven: archiveReport.bags.filter((bag) => !bag.proven).map((bag) => ({volume: bag.bag, input: bag.input, instances: bag.instancesPlanned})),
+      incomplete: archiveReport.bags.filter((bag) => bag.proven && !bag.complete).map((bag) => bag.bag),
       missing: archiveReport.missingVolumes,
     },
     studies,
@@ -114,16 +129,24 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   }
 }
 
-async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, signal?: AbortSignal): AsyncGenerator<InstanceInTransit> {
+async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, options: {signal?: AbortSignal; spoolDir?: string}): AsyncGenerator<InstanceInTransit> {
+  const {signal} = options
   const archives = inputs.flatMap((input) => {
     if (input.kind === 'archive-file') return [archiveFile(input.path)]
     if (input.kind === 'archive-stream') return [archiveStream(input.label, input.stream)]
     return []
   })
   // All archives go through one reader, so that volumes of a group are counted together.
-  if (archives.length > 0) yield* readArchives(archives, events, report)
+  if (archives.length > 0) yield* readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})
   for (const input of inputs) {
     if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal})
     else if (input.kind === 'storage-folder') yield* readStorageFolder(input.path, events, {signal})
   }
+}
+
+/** What an import amounts to, read by the CLI for its exit code and by people in the summary. */
+export function importOutcome(summary: ImportSummary): 'ok' | 'bad-input' | 'partial-failure' {
+  if (summary.problemCount > 0) return 'bad-input'
+  if (summary.failed > 0 || summary.studies.incomplete.length > 0) return 'partial-failure'
+  return 'ok'
 }

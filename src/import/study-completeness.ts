@@ -1,4 +1,4 @@
-import type {BagReport} from '../archive/bag-validator.js'
+import type {BagReport} from '../sources/archive-source.js'
 import type {OrthancClient} from '../orthanc/client.js'
 
 export interface StudyCompleteness {

@@ -1,26 +1,34 @@
 import type {OrthancClient} from '../orthanc/client.js'
+import {isCompletenessProblem, type Problem, ProblemList} from '../problems.js'
 import {type ArchiveInput, type ArchiveReadReport, readArchives} from '../sources/archive-source.js'
-import {isIntegrityProblem, type Problem} from '../problems.js'
 import {forEachConcurrent} from '../util/concurrency.js'
 
 export interface StudyCheck {
   studyId: string
   studyInstanceUid: string
   expected: number
-  /** Instances of the study whose every byte matched the manifests. */
+  /** Instances of the study whose every byte matched the proven manifests. */
   valid: number
   /** With a target: instances of the study on it with the manifest's MD5. */
   onTarget?: number
 }
 
 export interface VerifySummary {
-  /** All volumes present, every entry present, every tag manifest matched. */
+  /** Every volume present and proven, every entry present, every study whole. */
   complete: boolean
-  /** Every checksum matched. */
+  /** Nothing damaged, altered, hostile, contradictory or unreadable: every problem found (if any) is something missing. */
   valid: boolean
-  volumes: {read: number; complete: number; incomplete: string[]; missing: Array<{group: string; volume: number; volumeCount: number}>}
+  volumes: {
+    read: number
+    proven: number
+    complete: number
+    unproven: Array<{volume: string; input: string; instances: number}>
+    incomplete: string[]
+    missing: ArchiveReadReport['missingVolumes']
+  }
   instances: number
   problems: Problem[]
+  problemCount: number
   studies: StudyCheck[]
   target?: {server: string; confirmed: number; missing: string[]; different: string[]}
 }
@@ -30,16 +38,17 @@ const LISTED = 1000
 /**
  * Checks archives offline (completeness and validity, per study against the exported counts)
  * and, with a target, that every archived instance is on it with the same MD5: what the
- * receiving side runs before the source data may be deleted.
+ * receiving side runs before the source data may be deleted. It reads exactly as import does,
+ * so what verify accepts is what import would store.
  */
-export async function verifyArchives(inputs: ArchiveInput[], options: {target?: OrthancClient; concurrency: number; signal?: AbortSignal}): Promise<VerifySummary> {
-  const problems: Problem[] = []
+export async function verifyArchives(inputs: ArchiveInput[], options: {target?: OrthancClient; concurrency: number; spoolDir?: string; signal?: AbortSignal}): Promise<VerifySummary> {
+  const problems = new ProblemList()
   const report: ArchiveReadReport = {bags: [], missingVolumes: []}
   const validByStudy = new Map<string, number>()
   const onTargetByStudy = new Map<string, number>()
   const target = options.target ? {server: options.target.display, confirmed: 0, missing: [] as string[], different: [] as string[]} : undefined
   let instances = 0
-  const units = readArchives(inputs, {onSkip() {}, onProblem: (notice) => problems.push(notice)}, report)
+  const units = readArchives(inputs, {onSkip() {}, onProblem: (problem) => problems.add(problem)}, report, {spoolDir: options.spoolDir, signal: options.signal})
   await forEachConcurrent(units, options.concurrency, async (unit) => {
     instances++
     const studyId = unit.record!.studyId
@@ -61,14 +70,34 @@ export async function verifyArchives(inputs: ArchiveInput[], options: {target?: 
   const studies = [...expected.entries()].map(([studyId, study]) => ({
     studyId, ...study, valid: validByStudy.get(studyId) ?? 0, ...(options.target ? {onTarget: onTargetByStudy.get(studyId) ?? 0} : {}),
   }))
-  const incomplete = report.bags.filter((bag) => !bag.complete).map((bag) => bag.bag)
+  const unproven = report.bags.filter((bag) => !bag.proven)
+  const incomplete = report.bags.filter((bag) => bag.proven && !bag.complete)
   return {
-    complete: incomplete.length === 0 && report.missingVolumes.length === 0 && report.bags.length > 0 && studies.every((study) => study.valid >= study.expected),
-    valid: !problems.some(isIntegrityProblem),
-    volumes: {read: report.bags.length, complete: report.bags.length - incomplete.length, incomplete, missing: report.missingVolumes},
+    complete: report.bags.length > 0 && unproven.length === 0 && incomplete.length === 0 && report.missingVolumes.length === 0
+      && !problems.some(isCompletenessProblem) && studies.every((study) => study.valid >= study.expected),
+    valid: !problems.some((problem) => !isCompletenessProblem(problem)),
+    volumes: {
+      read: report.bags.length,
+      proven: report.bags.length - unproven.length,
+      complete: report.bags.filter((bag) => bag.complete).length,
+      unproven: unproven.map((bag) => ({volume: bag.bag, input: bag.input, instances: bag.instancesPlanned})),
+      incomplete: incomplete.map((bag) => bag.bag),
+      missing: report.missingVolumes,
+    },
     instances,
-    problems,
+    problems: problems.items,
+    problemCount: problems.count,
     studies,
     target,
   }
+}
+
+/**
+ * The one verdict on a verification, which both the printed conclusion and the exit code come
+ * from, so that they cannot disagree.
+ */
+export function verifyOutcome(summary: VerifySummary): 'ok' | 'bad-input' | 'target-differs' {
+  if (!summary.complete || !summary.valid || summary.problemCount > 0) return 'bad-input'
+  if (summary.target && (summary.target.missing.length > 0 || summary.target.different.length > 0)) return 'target-differs'
+  return 'ok'
 }

@@ -3,20 +3,16 @@ import {createHash} from 'node:crypto'
 import {mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {Readable, Writable} from 'node:stream'
+import {Readable} from 'node:stream'
 import {promisify} from 'node:util'
 
 import tar from 'tar-stream'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {type ArchiveEntry, readArchiveEntries, TruncatedArchiveError} from '../../src/archive/archive-stream.js'
-import {BagValidator, type EntryVerdict} from '../../src/archive/bag-validator.js'
 import {BagFormatError, parseBagInfo, parseChecksumManifest, renderBagInfo, renderChecksumManifest} from '../../src/archive/bagit.js'
 import {checkEntryHeader, type EntryHeader, type EntryLimits, EntryRefusedError, printable} from '../../src/archive/entry-rules.js'
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, CONTENTS_FILE, dicomPayloadPath, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, volumeName, type WrittenInstanceRecord} from '../../src/archive/format.js'
-import type {InstanceRecord} from '../../src/model.js'
 import {indexTarFile, type TarIndex} from '../../src/archive/tar-index.js'
-import {TarOutput, VolumeWriter} from '../../src/archive/volume-writer.js'
 
 const run = promisify(execFile)
 
@@ -395,210 +391,6 @@ describe('indexTarFile', () => {
     const index = await indexTarFile(path)
     expect(index.entries).toEqual([{name: 'bag/data/big.dcm', type: 'file', size: 1300, linkname: '', dataOffset: 512, truncated: false}])
     expect(index.endMarker).toBe(true)
-  })
-})
-
-describe('BagValidator', () => {
-  const bag = volumeName('unit', 1, 1)
-  const mtime = new Date('2024-05-01T00:00:00Z')
-  const md5 = (data: Buffer) => createHash('md5').update(data).digest('hex')
-  const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
-
-  const dicomA = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), pattern(700, 11)])
-  const dicomB = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), pattern(1300, 12)])
-  const report = Buffer.from('%PDF-1.4 a small report\n')
-
-  function record(id: string, data: Buffer, attachments: InstanceRecord['attachments'] = []): InstanceRecord {
-    return {
-      id,
-      studyId: 'study-1',
-      seriesId: 'series-1',
-      studyInstanceUid: '1.2.3',
-      seriesInstanceUid: '1.2.3.4',
-      sopInstanceUid: `1.2.3.4.${id.length}`,
-      size: data.length,
-      md5: md5(data),
-      path: dicomPayloadPath({studyId: 'study-1', id}),
-      userMetadata: {},
-      systemMetadata: {},
-      attachments,
-      labels: [],
-    }
-  }
-
-  const recordA = record('instance-a', dicomA, [{name: 'Report', contentType: 1030, size: report.length, md5: md5(report), path: attachmentPayloadPath('instance-a', 1030)}])
-  const recordB = record('instance-b', dicomB)
-  const payloads: Array<[path: string, data: Buffer]> = [[recordA.path, dicomA], [recordA.attachments[0]!.path, report], [recordB.path, dicomB]]
-
-  const header: VolumeHeader = {
-    format: ARCHIVE_FORMAT,
-    formatVersion: ARCHIVE_FORMAT_VERSION,
-    group: 'group-1',
-    volume: 1,
-    volumeCount: 1,
-    source: {server: 'http://source.test', name: 'SOURCE', version: '1.12.4', databaseBackend: 'SQLite (built-in)', storageBackend: 'filesystem (built-in)'},
-    exportedAt: mtime.toISOString(),
-    filters: {},
-    changeCursor: 42,
-    hops: [],
-    studies: {'study-1': {studyInstanceUid: '1.2.3', expectedInstances: 2, instancesOnSource: 2}},
-  }
-
-  interface VolumeOptions {
-    contents?: Partial<VolumeContents>
-    extraPayload?: [path: string, data: Buffer]
-  }
-
-  /** One volume written the way export writes it, into memory. */
-  async function writeVolume(options: VolumeOptions = {}): Promise<Buffer> {
-    const chunks: Buffer[] = []
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        chunks.push(chunk)
-        callback()
-      },
-    })
-    const output = new TarOutput(sink)
-    const writer = new VolumeWriter(output, bag, mtime)
-    await writer.begin({...header, instances: [recordA, recordB], ...options.contents})
-    const digests = new Map<string, string>()
-    for (const [path, data] of [...payloads, ...(options.extraPayload ? [options.extraPayload] : [])]) digests.set(path, await writer.addPayload(path, data))
-    const written: WrittenInstanceRecord[] = [recordA, recordB].map((one) => ({
-      ...one,
-      sha256: digests.get(one.path)!,
-      attachments: one.attachments.map((attachment) => ({...attachment, sha256: digests.get(attachment.path)!})),
-    }))
-    await writer.finish({...header, instances: written, failed: []}, {group: header.group, volume: 1, volumeCount: 1, baggingDate: '2024-05-01', software: 'orthanc-replicate', description: 'unit test volume'})
-    await output.close()
-    return Buffer.concat(chunks)
-  }
-
-  interface Validation {
-    verdicts: Map<string, EntryVerdict>
-    validator: BagValidator
-    error?: unknown
-  }
-
-  async function validate(bytes: Buffer, knownSha256?: Map<string, string>): Promise<Validation> {
-    const validator = new BagValidator(bag, knownSha256)
-    const verdicts = new Map<string, EntryVerdict>()
-    const {entries, refused, error} = await readAllEntries(bytes, {maxEntryBytes: 1024 ** 2, maxTagFileBytes: 1024 ** 2})
-    expect(refused).toEqual([])
-    for (const entry of entries) {
-      expect(entry.bag).toBe(bag)
-      verdicts.set(entry.path, validator.accept(entry))
-    }
-
-    return {verdicts, validator, error}
-  }
-
-  /** Where the header of the entry at `path` starts in the tar (tar-stream puts the name at the header's first byte). */
-  function headerOffset(bytes: Buffer, path: string): number {
-    const offset = bytes.indexOf(`${bag}/${path}\0`)
-    expect(offset % 512).toBe(0)
-    return offset
-  }
-
-  it('accepts every entry of an intact volume and calls it complete', async () => {
-    const {verdicts, validator, error} = await validate(await writeVolume())
-    expect(error).toBeUndefined()
-    const kinds = Object.fromEntries([...verdicts].map(([path, verdict]) => [path, verdict.kind]))
-    expect(kinds).toEqual({
-      'bagit.txt': 'tag',
-      [CONTENTS_FILE]: 'tag',
-      [recordA.path]: 'dicom',
-      [recordA.attachments[0]!.path]: 'attachment',
-      [recordB.path]: 'dicom',
-      'bag-info.txt': 'tag',
-      'orthanc/manifest.json': 'tag',
-      [PAYLOAD_MANIFEST_FILE]: 'tag',
-      [TAG_MANIFEST_FILE]: 'tag',
-    })
-    const verdictB = verdicts.get(recordB.path)!
-    expect(verdictB.kind === 'dicom' && verdictB.data.equals(dicomB) && verdictB.record.id).toBe('instance-b')
-    const result = validator.finish()
-    expect(result.problems).toEqual([])
-    expect(result.missing).toEqual([])
-    expect(result.complete).toBe(true)
-    expect(result.entriesAccepted).toBe(3)
-    expect(result).toMatchObject({bag, group: 'group-1', volume: 1, volumeCount: 1, studies: header.studies})
-    expect(result.manifest?.changeCursor).toBe(42)
-  })
-
-  it('refuses a payload entry with a flipped byte: checksum mismatch', async () => {
-    const bytes = await writeVolume()
-    const at = headerOffset(bytes, recordB.path) + 512 + 600
-    bytes[at] = bytes[at]! ^ 0xff
-    const {verdicts, validator} = await validate(bytes)
-    const verdict = verdicts.get(recordB.path)!
-    expect(verdict.kind).toBe('refused')
-    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/^checksum mismatch: MD5 [0-9a-f]{32}, the manifest says /)
-    expect(verdicts.get(recordA.path)!.kind).toBe('dicom')
-    const result = validator.finish()
-    expect(result.entriesAccepted).toBe(2)
-    expect(result.problems).toEqual([{id: `${bag}/${recordB.path}`, kind: 'checksum', reason: expect.stringMatching(/checksum mismatch/)}])
-  })
-
-  it('checks the SHA-256 read ahead from the payload manifest', async () => {
-    const bytes = await writeVolume()
-    const known = new Map(payloads.map(([path, data]) => [path, sha256(data)]))
-    known.set(recordA.path, sha256(Buffer.from('something else')))
-    const {verdicts} = await validate(bytes, known)
-    const verdict = verdicts.get(recordA.path)!
-    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/checksum mismatch: SHA-256 [0-9a-f]{64}, manifest-sha256\.txt says/)
-    expect(verdicts.get(recordB.path)!.kind).toBe('dicom')
-
-    known.delete(recordB.path)
-    const second = await validate(bytes, known)
-    const unlisted = second.verdicts.get(recordB.path)!
-    expect(unlisted.kind === 'refused' && unlisted.reason).toMatch(/not listed in manifest-sha256\.txt/)
-  })
-
-  it('refuses a payload entry that the contents do not list', async () => {
-    const stray = 'data/dicom/study-1/stray.dcm'
-    const {verdicts, validator} = await validate(await writeVolume({extraPayload: [stray, Buffer.from('not announced')]}))
-    const verdict = verdicts.get(stray)!
-    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/not in the manifest/)
-    const result = validator.finish()
-    expect(result.entriesAccepted).toBe(3)
-    expect(result.problems.map((problem) => problem.id)).toContain(`${bag}/${stray}`)
-  })
-
-  it('refuses a tag file this format does not have', async () => {
-    const validator = new BagValidator(bag)
-    const verdict = validator.accept({bag, path: 'orthanc/extra.json', name: `${bag}/orthanc/extra.json`, data: Buffer.from('{}')})
-    expect(verdict.kind === 'refused' && verdict.reason).toMatch(/not part of this archive format/)
-  })
-
-  it('refuses the contents of a newer format version, and with them every payload', async () => {
-    const {verdicts, validator} = await validate(await writeVolume({contents: {formatVersion: ARCHIVE_FORMAT_VERSION + 1}}))
-    const contents = verdicts.get(CONTENTS_FILE)!
-    expect(contents.kind === 'refused' && contents.reason).toMatch(/version 2 is newer .*upgrade orthanc-replicate/)
-    for (const [path] of payloads) expect(verdicts.get(path), path).toMatchObject({kind: 'refused', reason: expect.stringMatching(/upgrade orthanc-replicate/)})
-    const result = validator.finish()
-    expect(result.entriesAccepted).toBe(0)
-    expect(result.complete).toBe(false)
-    expect(result.problems.some((problem) => /upgrade/.test(problem.reason))).toBe(true)
-  })
-
-  it('calls a volume cut before its tag manifest incomplete', async () => {
-    const bytes = await writeVolume()
-    const {validator, error} = await validate(bytes.subarray(0, headerOffset(bytes, TAG_MANIFEST_FILE)))
-    expect(error).toBeUndefined()
-    const result = validator.finish()
-    expect(result.complete).toBe(false)
-    expect(result.entriesAccepted).toBe(3)
-    expect(result.problems).toEqual([{id: `${bag}/${TAG_MANIFEST_FILE}`, kind: 'missing', reason: expect.stringMatching(/missing/)}])
-  })
-
-  it('lists the payload entries a volume cut short never delivered', async () => {
-    const bytes = await writeVolume()
-    const {validator, error} = await validate(bytes.subarray(0, headerOffset(bytes, recordB.path)))
-    expect(error).toBeUndefined()
-    const result = validator.finish()
-    expect(result.complete).toBe(false)
-    expect(result.entriesAccepted).toBe(2)
-    expect(result.missing).toEqual([`${bag}/${recordB.path}`])
   })
 })
 

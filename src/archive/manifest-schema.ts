@@ -1,0 +1,125 @@
+import {ARCHIVE_FORMAT, type VolumeContents, type VolumeManifest} from './format.js'
+import {type Check, exactly, integer, list, object, parseStrictJson, record, text} from './strict-json.js'
+
+/**
+ * What orthanc/contents.json and orthanc/manifest.json may hold, field by field. IDs become
+ * path segments and URL segments on the target, so they are held to Orthanc's exact shape;
+ * numbers are held to what an export can write.
+ */
+
+/** Largest volume count, volume number and instance count a reader accepts: far above any real export. */
+export const MAX_VOLUMES = 999_999
+export const MAX_INSTANCES_PER_VOLUME = 1_000_000
+/** An entry's size can be no larger than the payload limit (entry-rules.ts). */
+const MAX_FILE_BYTES = 8 * 1024 ** 3
+const FIRST_USER_CONTENT_TYPE = 1024
+const LAST_CONTENT_TYPE = 65_535
+
+const orthancId = text({pattern: /^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/, what: 'an Orthanc ID (five groups of 8 hex digits)'})
+const uuid = text({pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, what: 'a UUID'})
+const md5 = text({pattern: /^[0-9a-f]{32}$/, what: 'an MD5 in hex'})
+const sha256 = text({pattern: /^[0-9a-f]{64}$/, what: 'a SHA-256 in hex'})
+const isoTime = text({pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/, what: 'an ISO 8601 UTC time'})
+const uid = text({maxLength: 256})
+/** Orthanc's own rule for labels (ServerToolbox::CheckValidLabel): letters, digits, '_' and '-'. */
+const label = text({pattern: /^[A-Za-z0-9_-]{1,64}$/, what: 'a label (letters, digits, _ and -)'})
+/** Metadata and attachment names: a declared name or a number; never a path. */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what this refuses
+const resourceKey = text({pattern: /^[^/\\\u0000-\u001f\u007f]{1,128}$/, what: 'a name without slashes or control characters'})
+const payloadPath = text({pattern: /^data\/[A-Za-z0-9/._-]{1,300}$/, what: 'a payload path under data/'})
+const shortText = text({maxLength: 1024})
+const dicomDate = text({pattern: /^\d{8}$/, what: 'a date as YYYYMMDD'})
+
+const sourceIdentity = object({server: shortText, name: shortText, version: shortText, databaseBackend: shortText, storageBackend: shortText})
+
+const filters = object({
+  patientIds: list(shortText, 100_000),
+  studyInstanceUids: list(uid, 100_000),
+  orthancIds: list(orthancId, 100_000),
+  studyDateFrom: dicomDate,
+  studyDateTo: dicomDate,
+  modalities: list(shortText, 1000),
+  labels: list(label, 1000),
+  shard: object({index: integer(1, 1_000_000), count: integer(1, 1_000_000)}),
+}, ['patientIds', 'studyInstanceUids', 'orthancIds', 'studyDateFrom', 'studyDateTo', 'modalities', 'labels', 'shard'])
+
+const hop = object({group: uuid, source: sourceIdentity, exportedAt: isoTime})
+
+const study = object({
+  studyInstanceUid: uid,
+  expectedInstances: integer(1, 100_000_000),
+  instancesOnSource: integer(0, 100_000_000),
+})
+
+const headerFields: Record<string, Check> = {
+  format: exactly(ARCHIVE_FORMAT),
+  formatVersion: integer(1, 1),
+  group: uuid,
+  volume: integer(1, MAX_VOLUMES),
+  volumeCount: integer(1, MAX_VOLUMES),
+  source: sourceIdentity,
+  exportedAt: isoTime,
+  filters,
+  changeCursor: integer(0, Number.MAX_SAFE_INTEGER),
+  hops: list(hop, 1000),
+  incrementalBase: object({group: uuid, changeCursor: integer(0, Number.MAX_SAFE_INTEGER)}),
+  studies: record(orthancId, study, MAX_INSTANCES_PER_VOLUME),
+}
+const optionalHeaderFields = ['incrementalBase']
+
+function attachmentFields(withSha256: boolean): Record<string, Check> {
+  return {
+    name: resourceKey,
+    contentType: integer(FIRST_USER_CONTENT_TYPE, LAST_CONTENT_TYPE),
+    size: integer(0, MAX_FILE_BYTES),
+    md5,
+    path: payloadPath,
+    ...(withSha256 ? {sha256} : {}),
+  }
+}
+
+function instanceFields(withSha256: boolean): Record<string, Check> {
+  return {
+    id: orthancId,
+    studyId: orthancId,
+    seriesId: orthancId,
+    studyInstanceUid: uid,
+    seriesInstanceUid: uid,
+    sopInstanceUid: uid,
+    size: integer(0, MAX_FILE_BYTES),
+    md5,
+    path: payloadPath,
+    userMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
+    systemMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
+    attachments: list(object(attachmentFields(withSha256)), 1000),
+    labels: list(label, 1000),
+    ...(withSha256 ? {sha256} : {}),
+  }
+}
+
+const contentsSchema = object({...headerFields, instances: list(object(instanceFields(false)), MAX_INSTANCES_PER_VOLUME)}, optionalHeaderFields)
+const manifestSchema = object({
+  ...headerFields,
+  instances: list(object(instanceFields(true)), MAX_INSTANCES_PER_VOLUME),
+  failed: list(object({id: orthancId, reason: text({maxLength: 4096})}), MAX_INSTANCES_PER_VOLUME),
+}, optionalHeaderFields)
+
+export type Parsed<T> = {value: T} | {violations: string[]}
+
+/** The format version a file declares, read before anything else: a newer one is refused as such, not as damage. */
+export function declaredFormatVersion(bytes: Buffer): number | undefined {
+  try {
+    const version = (JSON.parse(bytes.toString('utf8')) as {formatVersion?: unknown}).formatVersion
+    return typeof version === 'number' ? version : undefined
+  } catch {
+    return undefined
+  }
+}
+
+export function parseContents(bytes: Buffer): Parsed<VolumeContents> {
+  return parseStrictJson<VolumeContents>(bytes, contentsSchema)
+}
+
+export function parseManifest(bytes: Buffer): Parsed<VolumeManifest> {
+  return parseStrictJson<VolumeManifest>(bytes, manifestSchema)
+}

@@ -1,0 +1,92 @@
+import {createHash} from 'node:crypto'
+
+import type {InstanceInTransit} from '../model.js'
+import type {ProblemKind} from '../problems.js'
+import type {ExpectedPayload, ProvenBag} from './trust-chain.js'
+
+export type PayloadVerdict = {accepted: ExpectedPayload} | {refused: ProblemKind; reason: string}
+
+/**
+ * Checks the payload files of a proven bag as they arrive: each must be one the manifests list,
+ * arrive once, and have the size, MD5 and SHA-256 they give. Remembers what arrived, so that
+ * what never did can be named. Memory: one entry per listed file, bounded by the manifests.
+ */
+export class ProvenPayload {
+  private readonly arrived = new Set<string>()
+  accepted = 0
+
+  constructor(readonly proven: ProvenBag) {}
+
+  check(path: string, data: Buffer): PayloadVerdict {
+    const expected = this.proven.payload.get(path)
+    if (!expected) return {refused: 'unlisted', reason: 'not in the volume\'s manifests'}
+    if (this.arrived.has(path)) return {refused: 'duplicate', reason: 'a second entry with the same name'}
+    this.arrived.add(path)
+    if (data.length !== expected.size) return {refused: 'checksum', reason: `is ${data.length} bytes long, the manifests say ${expected.size}`}
+    const md5 = createHash('md5').update(data).digest('hex')
+    if (md5 !== expected.md5) return {refused: 'checksum', reason: `checksum mismatch: MD5 ${md5}, the manifests say ${expected.md5}`}
+    const sha256 = createHash('sha256').update(data).digest('hex')
+    if (sha256 !== expected.sha256) return {refused: 'checksum', reason: `checksum mismatch: SHA-256 ${sha256}, the manifests say ${expected.sha256}`}
+    this.accepted++
+    return {accepted: expected}
+  }
+
+  /** A file refused before the bag was proven (a stream): it came, so it is not missing. */
+  noteRefused(path: string): void {
+    this.arrived.add(path)
+  }
+
+  /** Payload paths the manifests list that never arrived. */
+  missing(): string[] {
+    return [...this.proven.payload.keys()].filter((path) => !this.arrived.has(path))
+  }
+}
+
+/**
+ * Puts each instance back together from its accepted payload files: the DICOM file comes
+ * first, then its user attachments (the order export writes them in). An instance is handed on
+ * once every attachment it lists has come by (accepted or not), or when the next one starts; a
+ * refused attachment is reported where it was refused, and the instance goes on without it.
+ */
+export class InstanceAssembler {
+  private pending?: {unit: InstanceInTransit; awaited: Set<string>}
+
+  /** Takes an accepted payload file; returns the instances now complete. */
+  add(label: string, expected: ExpectedPayload, data: Buffer): InstanceInTransit[] {
+    const done: InstanceInTransit[] = []
+    const {record} = expected
+    if (!expected.attachment) {
+      if (this.pending) done.push(this.pending.unit)
+      this.pending = {
+        unit: {label, instanceId: record.id, studyId: record.studyId, dicom: data, md5: record.md5, record, attachments: new Map()},
+        awaited: new Set(record.attachments.map((attachment) => attachment.path)),
+      }
+    } else if (this.pending?.unit.instanceId === record.id) {
+      this.pending.unit.attachments!.set(expected.attachment.contentType, data)
+      this.pending.awaited.delete(expected.attachment.path)
+    }
+    // An attachment whose DICOM file was refused or never came goes nowhere: that instance is reported already.
+
+    return [...done, ...this.takeIfComplete()]
+  }
+
+  /** A payload file of the pending instance came by but was refused: stop waiting for it. */
+  passed(path: string): InstanceInTransit[] {
+    this.pending?.awaited.delete(path)
+    return this.takeIfComplete()
+  }
+
+  /** The end of a bag: whatever is pending goes on as it is. */
+  flush(): InstanceInTransit[] {
+    const last = this.pending?.unit
+    this.pending = undefined
+    return last ? [last] : []
+  }
+
+  private takeIfComplete(): InstanceInTransit[] {
+    if (!this.pending || this.pending.awaited.size > 0) return []
+    const {unit} = this.pending
+    this.pending = undefined
+    return [unit]
+  }
+}
