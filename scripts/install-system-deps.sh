@@ -2,7 +2,9 @@
 # Installs what the demo and the tests need from Debian/Ubuntu packages: Orthanc, its
 # PostgreSQL plugin and a PostgreSQL server (back-end migration tests), nginx (HTTPS tests),
 # openssl (throwaway certificates), bsdtar (a second tar reader for the archive tests) and
-# curl (the benchmark's ingest ceiling). Skips apt-get when everything is already there.
+# curl (the benchmark's ingest ceiling), and the Debian archive keyring that
+# scripts/install-orthanc-1.12.sh verifies Debian 13's packages with (Ubuntu lacks it).
+# Skips apt-get when everything is already there.
 set -euo pipefail
 
 need=()
@@ -13,6 +15,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -r /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "System packages: all present."

@@ -1,13 +1,21 @@
 import {type ChildProcess, spawn, spawnSync} from 'node:child_process'
-import {existsSync, openSync} from 'node:fs'
+import {existsSync, openSync, readFileSync} from 'node:fs'
 import {mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
-import {tmpdir} from 'node:os'
+import {homedir, tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {freePort} from './ports.js'
 
+/**
+ * Which Orthanc a test runs: '1.10' is the system's own (Debian 12's 1.10.1, or ORTHANC_BINARY),
+ * '1.12' is Debian 13's 1.12.7 unpacked by scripts/install-orthanc-1.12.sh.
+ */
+export type OrthancVersion = '1.10' | '1.12'
+
 export interface OrthancOptions {
+  /** Default '1.10', the server every other test was written against. */
+  version?: OrthancVersion
   name?: string
   /** Basic-auth users; none means authentication is off. */
   users?: Record<string, string>
@@ -27,6 +35,7 @@ export interface OrthancServer {
   /** The same URL with the first user's credentials in it. */
   authUrl: string
   port: number
+  version: OrthancVersion
   dir: string
   storageDir: string
   options: OrthancOptions
@@ -56,9 +65,88 @@ export function orthancBinary(): string {
   throw new Error(`Orthanc not found. ${ORTHANC_INSTALL_HINT}`)
 }
 
+export const ORTHANC_112_INSTALL_HINT =
+  'Tests on Orthanc 1.12 need its private copy: run `bash scripts/install-orthanc-1.12.sh` ' +
+  '(downloads Debian 13 packages once, needs no root), or point ORTHANC_112_ROOT at where it installed them.'
+
+/** The folder scripts/install-orthanc-1.12.sh unpacks Orthanc 1.12.7 into; the two must agree. */
+export function orthanc112Root(): string {
+  if (process.env.ORTHANC_112_ROOT) return process.env.ORTHANC_112_ROOT
+  const cache = process.env.XDG_CACHE_HOME || join(homedir(), '.cache')
+  return join(cache, 'orthanc-replicate', 'orthanc-1.12.7')
+}
+
+/** What the install script writes last into the prefix, paths relative to it. */
+interface PrefixManifest {
+  orthancVersion: string
+  loader: string
+  libraryPath: string[]
+  binary: string
+  dicomDictionary: string
+  gconvPath: string
+  pluginsDir: string
+}
+
+const PREFIX_MANIFEST = 'orthanc-replicate-prefix.json'
+
+function readPrefixManifest(root: string): PrefixManifest | undefined {
+  const path = join(root, PREFIX_MANIFEST)
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as PrefixManifest) : undefined
+}
+
+/** The versions startOrthanc can run on this machine right now. */
+export function availableOrthancVersions(): OrthancVersion[] {
+  const versions: OrthancVersion[] = []
+  try {
+    orthancBinary()
+    versions.push('1.10')
+  } catch {
+    // not installed
+  }
+
+  if (readPrefixManifest(orthanc112Root())) versions.push('1.12')
+  return versions
+}
+
+/** The plugin folder of a version's own packages (the PostgreSQL plugins must match the server that loads them). */
+export function orthancPluginsDir(version: OrthancVersion): string | undefined {
+  if (version === '1.10') return undefined
+  const root = orthanc112Root()
+  const manifest = readPrefixManifest(root)
+  if (!manifest) throw new Error(`Orthanc 1.12 not found in ${root}. ${ORTHANC_112_INSTALL_HINT}`)
+  return join(root, manifest.pluginsDir)
+}
+
+interface OrthancLaunch {
+  command: string
+  /** Arguments before Orthanc's own. */
+  args: string[]
+  env: NodeJS.ProcessEnv
+}
+
+function orthancLaunch(version: OrthancVersion): OrthancLaunch {
+  if (version === '1.10') return {command: orthancBinary(), args: [], env: process.env}
+  const root = orthanc112Root()
+  const manifest = readPrefixManifest(root)
+  if (!manifest) throw new Error(`Orthanc 1.12 not found in ${root}. ${ORTHANC_112_INSTALL_HINT}`)
+  // Trixie's libraries need trixie's glibc: the prefix's own loader runs the server, so nothing
+  // from the system's /usr/lib is mixed in, and no library path leaks into the system's programs.
+  return {
+    command: join(root, manifest.loader),
+    args: ['--library-path', manifest.libraryPath.map((dir) => join(root, dir)).join(':'), join(root, manifest.binary)],
+    env: {
+      ...process.env,
+      // Compiled-in paths point at the system's /usr: DCMTK's dictionary and glibc's charset converters.
+      DCMDICTPATH: join(root, manifest.dicomDictionary),
+      GCONV_PATH: join(root, manifest.gconvPath),
+    },
+  }
+}
+
 /** Starts a throwaway Orthanc on a free loopback port in a temporary folder, and waits until it answers. */
 export async function startOrthanc(options: OrthancOptions = {}): Promise<OrthancServer> {
-  const binary = orthancBinary()
+  const version = options.version ?? '1.10'
+  const launch = orthancLaunch(version)
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'orthanc-test-')))
   const storageDir = join(dir, 'storage')
   await mkdir(storageDir, {recursive: true})
@@ -104,7 +192,7 @@ export async function startOrthanc(options: OrthancOptions = {}): Promise<Orthan
 
   const start = async () => {
     const log = openSync(logPath, 'a')
-    const started = spawn(binary, [`--logfile=${logPath}`, configPath], {cwd: dir, stdio: ['ignore', log, log]})
+    const started = spawn(launch.command, [...launch.args, `--logfile=${logPath}`, configPath], {cwd: dir, env: launch.env, stdio: ['ignore', log, log]})
     child = started
     let exitedEarly = false
     exited = new Promise((resolve) =>
@@ -148,6 +236,7 @@ export async function startOrthanc(options: OrthancOptions = {}): Promise<Orthan
     url,
     authUrl,
     port,
+    version,
     dir,
     storageDir,
     options,

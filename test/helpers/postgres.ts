@@ -6,6 +6,7 @@ import {dirname, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 
+import {type OrthancVersion, orthancPluginsDir} from './orthanc.js'
 import {freePort} from './ports.js'
 
 const execFileAsync = promisify(execFile)
@@ -59,9 +60,13 @@ export function postgresBinDir(): string {
   throw new Error(`PostgreSQL server binaries (${SERVER_TOOLS.join(', ')}) not found under ${root}/*/bin or on PATH. ${POSTGRES_INSTALL_HINT}`)
 }
 
-/** The Orthanc PostgreSQL index and storage plugins; ORTHANC_PLUGINS_DIR points elsewhere than the usual package locations. */
-export function orthancPostgresPlugins(): OrthancPostgresPlugins {
-  const dirs = [process.env.ORTHANC_PLUGINS_DIR, '/usr/share/orthanc/plugins', '/usr/lib/orthanc/plugins', '/usr/local/share/orthanc/plugins'].filter(Boolean) as string[]
+/**
+ * The Orthanc PostgreSQL index and storage plugins built for `version`; for the system's Orthanc,
+ * ORTHANC_PLUGINS_DIR points elsewhere than the usual package locations.
+ */
+export function orthancPostgresPlugins(version: OrthancVersion = '1.10'): OrthancPostgresPlugins {
+  const ownDir = orthancPluginsDir(version)
+  const dirs = ownDir ? [ownDir] : ([process.env.ORTHANC_PLUGINS_DIR, '/usr/share/orthanc/plugins', '/usr/lib/orthanc/plugins', '/usr/local/share/orthanc/plugins'].filter(Boolean) as string[])
   for (const dir of dirs) {
     const index = join(dir, 'libOrthancPostgreSQLIndex.so')
     const storage = join(dir, 'libOrthancPostgreSQLStorage.so')
@@ -72,8 +77,8 @@ export function orthancPostgresPlugins(): OrthancPostgresPlugins {
 }
 
 /** The `extra` configuration for startOrthanc that puts both its index and its storage in `database`. */
-export function orthancPostgresConfig(pg: Pick<PostgresServer, 'host' | 'port' | 'user'>, database: string): Record<string, unknown> {
-  const plugins = orthancPostgresPlugins()
+export function orthancPostgresConfig(pg: Pick<PostgresServer, 'host' | 'port' | 'user'>, database: string, version: OrthancVersion = '1.10'): Record<string, unknown> {
+  const plugins = orthancPostgresPlugins(version)
   return {
     Plugins: [plugins.index, plugins.storage],
     PostgreSQL: {

@@ -10,13 +10,16 @@ import {startOrthanc, type OrthancServer} from '../helpers/orthanc.js'
 import {orthancPostgresConfig, orthancPostgresPlugins, startPostgres, type PostgresServer} from '../helpers/postgres.js'
 
 interface SystemInfo {
+  Version: string
   DatabaseBackendPlugin: string | null
   StorageAreaPlugin: string | null
+  HasLabels?: boolean
 }
 
 describe('Orthanc on a real PostgreSQL', () => {
   let pg: PostgresServer | undefined
   let server: OrthancServer
+  let server112: OrthancServer
   let fixtureDir: string | undefined
   let record: FixtureRecord
 
@@ -27,11 +30,14 @@ describe('Orthanc on a real PostgreSQL', () => {
     pg = await startPostgres()
     await pg.createDatabase('orthanc')
     server = await startOrthanc({extra: orthancPostgresConfig(pg, 'orthanc')})
+    await pg.createDatabase('orthanc112')
+    server112 = await startOrthanc({version: '1.12', extra: orthancPostgresConfig(pg, 'orthanc112', '1.12')})
   })
 
   afterAll(async () => {
     // Orthanc first: it holds connections to the database.
     await server?.dispose()
+    await server112?.dispose()
     await pg?.dispose()
     if (fixtureDir) await rm(fixtureDir, {recursive: true, force: true})
   })
@@ -67,5 +73,21 @@ describe('Orthanc on a real PostgreSQL', () => {
     expect(await server.json<string[]>('/instances')).toEqual([record.orthancId])
     const response = await server.api(`/instances/${record.orthancId}/file`)
     expect(Buffer.from(await response.arrayBuffer()).equals(await readFile(record.path))).toBe(true)
+  })
+
+  it('runs Orthanc 1.12.7 with its own PostgreSQL plugins, labels included', async () => {
+    const plugins = orthancPostgresPlugins('1.12')
+    const system = await server112.json<SystemInfo>('/system')
+    expect(system).toMatchObject({Version: '1.12.7', HasLabels: true})
+    expect(system.DatabaseBackendPlugin).toBe(realpathSync(plugins.index))
+    expect(system.StorageAreaPlugin).toBe(realpathSync(plugins.storage))
+
+    const bytes = await readFile(record.path)
+    const answer = await server112.json<{ID: string; ParentStudy: string}>('/instances', {method: 'POST', body: bytes, headers: {'content-type': 'application/dicom'}})
+    expect(answer.ID).toBe(record.orthancId)
+    expect((await server112.api(`/studies/${answer.ParentStudy}/labels/on-postgres`, {method: 'PUT'})).status).toBe(200)
+    expect(await server112.json('/tools/labels')).toEqual(['on-postgres'])
+    const response = await server112.api(`/instances/${answer.ID}/file`)
+    expect(Buffer.from(await response.arrayBuffer()).equals(bytes)).toBe(true)
   })
 })
