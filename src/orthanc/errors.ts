@@ -8,11 +8,19 @@ import type {ProblemKind} from '../problems.js'
 
 export class OrthancError extends Error {
   /** Stops the whole job: no other instance will escape it either. */
-  readonly fatal: boolean = false
+  get fatal(): boolean {
+    return false
+  }
+
   /** The same request may well succeed if sent again. */
-  readonly transient: boolean = false
+  get transient(): boolean {
+    return false
+  }
+
   /** How a failed instance is listed. */
-  readonly problemKind: ProblemKind = 'server-error'
+  get problemKind(): ProblemKind {
+    return 'server-error'
+  }
 
   constructor(message: string, readonly server: string, options?: {cause?: unknown}) {
     super(message, options)
@@ -22,7 +30,10 @@ export class OrthancError extends Error {
 
 /** The URL given for a server cannot be used (bad syntax, unsupported scheme). */
 export class InvalidServerUrlError extends OrthancError {
-  override readonly fatal = true
+  override get fatal(): boolean {
+    return true
+  }
+
   constructor(readonly input: string, readonly reason: string) {
     super(`invalid server URL: ${reason}`, input)
   }
@@ -30,7 +41,10 @@ export class InvalidServerUrlError extends OrthancError {
 
 /** No TCP connection could be made: refused, host unknown, network unreachable. */
 export class OrthancUnreachableError extends OrthancError {
-  override readonly fatal = true
+  override get fatal(): boolean {
+    return true
+  }
+
   constructor(server: string, readonly code: string, options?: {cause?: unknown}) {
     super(`cannot connect to ${server} (${code})`, server, options)
   }
@@ -38,8 +52,14 @@ export class OrthancUnreachableError extends OrthancError {
 
 /** The server did not answer (connect, headers or body) within the allowed time. */
 export class OrthancTimeoutError extends OrthancError {
-  override readonly fatal = true
-  override readonly transient = true
+  override get fatal(): boolean {
+    return true
+  }
+
+  override get transient(): boolean {
+    return true
+  }
+
   constructor(server: string, readonly method: string, readonly path: string, readonly phase: string, options?: {cause?: unknown}) {
     super(`${method} ${path} on ${server}: no answer (${phase} timeout)`, server, options)
   }
@@ -47,7 +67,10 @@ export class OrthancTimeoutError extends OrthancError {
 
 /** The TLS handshake failed: unknown CA, wrong host name, rejected client certificate. */
 export class OrthancTlsError extends OrthancError {
-  override readonly fatal = true
+  override get fatal(): boolean {
+    return true
+  }
+
   constructor(server: string, readonly code: string, options?: {cause?: unknown}) {
     super(`TLS handshake with ${server} failed (${code})`, server, options)
   }
@@ -59,16 +82,27 @@ export class OrthancHttpError extends OrthancError {
   constructor(server: string, readonly method: string, readonly path: string, readonly status: number, readonly detail: string, readonly orthancStatus?: number) {
     super(`${method} ${path} on ${server}: HTTP ${status}${detail ? ` (${detail})` : ''}`, server)
   }
+
+  /** 403 once the server has let us in: it refuses this one write (a system metadata or attachment type), not us. */
+  override get problemKind(): ProblemKind {
+    return this.status === 403 ? 'rejected' : 'server-error'
+  }
 }
 
-/** 401 or 403: the credentials were missing or refused. */
+/** 401, or 403 before the server ever answered: the credentials were missing or refused. */
 export class OrthancAuthError extends OrthancHttpError {
-  override readonly fatal = true
+  override get fatal(): boolean {
+    return true
+  }
+
 }
 
 /** Something answers HTTP at that address, but it is not Orthanc's REST API. */
 export class NotOrthancError extends OrthancError {
-  override readonly fatal = true
+  override get fatal(): boolean {
+    return true
+  }
+
   constructor(server: string, readonly reason: string) {
     super(`${server} does not look like an Orthanc server: ${reason}`, server)
   }
@@ -76,8 +110,14 @@ export class NotOrthancError extends OrthancError {
 
 /** The connection broke while a body was being transferred. */
 export class OrthancConnectionError extends OrthancError {
-  override readonly fatal = true
-  override readonly transient = true
+  override get fatal(): boolean {
+    return true
+  }
+
+  override get transient(): boolean {
+    return true
+  }
+
   constructor(server: string, readonly method: string, readonly path: string, readonly code: string, options?: {cause?: unknown}) {
     super(`${method} ${path} on ${server}: connection lost (${code})`, server, options)
   }
@@ -85,7 +125,10 @@ export class OrthancConnectionError extends OrthancError {
 
 /** Bytes received do not match the checksum the server announced for them. */
 export class ChecksumMismatchError extends OrthancError {
-  override readonly problemKind = 'checksum'
+  override get problemKind(): ProblemKind {
+    return 'checksum'
+  }
+
   constructor(server: string, readonly instanceId: string, readonly expected: string, readonly actual: string) {
     super(`instance ${instanceId} from ${server}: MD5 ${actual} does not match the server's ${expected}`, server)
   }
@@ -93,7 +136,10 @@ export class ChecksumMismatchError extends OrthancError {
 
 /** The server accepted the request but refused to store the instance (Status: Failure / FilteredOut). */
 export class UploadRejectedError extends OrthancError {
-  override readonly problemKind = 'rejected'
+  override get problemKind(): ProblemKind {
+    return 'rejected'
+  }
+
   constructor(server: string, readonly status: string) {
     super(`${server} did not store the instance (Status: ${status})`, server)
   }

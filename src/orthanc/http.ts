@@ -112,6 +112,8 @@ export class OrthancHttp {
   private readonly bodyTimeout: number
   /** Set by the first answer: from then on a refused connection means a restart, worth waiting for. */
   private reachedOnce = false
+  /** Set by the first successful answer: from then on the credentials are known to be good. */
+  private acceptedOnce = false
 
   constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
     this.endpoint = endpoint
@@ -195,7 +197,10 @@ export class OrthancHttp {
       try {
         const answer = await once()
         this.reachedOnce = true
-        if (answer.statusCode >= 200 && answer.statusCode < 300) return answer
+        if (answer.statusCode >= 200 && answer.statusCode < 300) {
+          this.acceptedOnce = true
+          return answer
+        }
         const error = await this.statusError(method, path, answer)
         if (!(mayRetry && this.isRetryable(error))) throw error
         retryAfterMs = parseRetryAfter(answer.headers['retry-after'])
@@ -280,7 +285,10 @@ export class OrthancHttp {
 
   private async statusError(method: string, path: string, answer: Answer): Promise<OrthancHttpError> {
     const {detail, orthancStatus} = readErrorDetail(await answerText(answer))
-    const ErrorClass = answer.statusCode === 401 || answer.statusCode === 403 ? OrthancAuthError : OrthancHttpError
+    // A 403 after the server has answered us is about this request (a write Orthanc keeps to
+    // itself, such as a content type below 1024), not about who we are.
+    const refusesUs = answer.statusCode === 401 || (answer.statusCode === 403 && !this.acceptedOnce)
+    const ErrorClass = refusesUs ? OrthancAuthError : OrthancHttpError
     return new ErrorClass(this.endpoint.display, method, path, answer.statusCode, detail, orthancStatus)
   }
 

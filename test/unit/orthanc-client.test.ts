@@ -186,6 +186,23 @@ describe('no password in what can be shown', () => {
     }
   })
 
+  it('a 403 before any success is about the credentials; after one, it refuses that request only', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/system', method: 'GET'}).reply(403, {Message: 'Forbidden'})
+    const refused = await clientFor(agent).system().catch((caught: unknown) => caught)
+    expect(refused).toBeInstanceOf(OrthancAuthError)
+    expect((refused as OrthancAuthError).fatal).toBe(true)
+
+    const second = mockServer()
+    interceptSystem(second.pool)
+    second.pool.intercept({path: '/instances/abc/attachments/1', method: 'PUT'}).reply(403, '')
+    const client = clientFor(second.agent)
+    await client.system()
+    const error = await client.putAttachment('abc', '1', Buffer.from('x')).catch((caught: unknown) => caught)
+    expect(error).not.toBeInstanceOf(OrthancAuthError)
+    expect(error).toMatchObject({status: 403, fatal: false, problemKind: 'rejected'})
+  })
+
   it('keeps the password out of an invalid URL error', () => {
     const error = (() => {
       try {
