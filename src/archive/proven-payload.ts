@@ -13,6 +13,8 @@ export type PayloadVerdict = {accepted: ExpectedPayload} | {refused: ProblemKind
  */
 export class ProvenPayload {
   private readonly arrived = new Set<string>()
+  /** DICOM files refused: their attachments are not used either, without a second word. */
+  readonly refusedInstances = new Set<string>()
   accepted = 0
 
   constructor(readonly proven: ProvenBag) {}
@@ -20,6 +22,12 @@ export class ProvenPayload {
   check(path: string, data: Buffer): PayloadVerdict {
     const expected = this.proven.payload.get(path)
     if (!expected) return {refused: 'unlisted', reason: 'not in the volume\'s manifests'}
+    const verdict = this.verdict(path, expected, data)
+    if ('refused' in verdict && !expected.attachment && verdict.refused !== 'duplicate') this.refusedInstances.add(expected.record.id)
+    return verdict
+  }
+
+  private verdict(path: string, expected: ExpectedPayload, data: Buffer): PayloadVerdict {
     if (this.arrived.has(path)) return {refused: 'duplicate', reason: 'a second entry with the same name'}
     this.arrived.add(path)
     if (data.length !== expected.size) return {refused: 'checksum', reason: `is ${data.length} bytes long, the manifests say ${expected.size}`}
@@ -51,8 +59,11 @@ export class ProvenPayload {
 export class InstanceAssembler {
   private pending?: {unit: InstanceInTransit; awaited: Set<string>}
 
-  /** Takes an accepted payload file; returns the instances now complete. */
-  add(label: string, expected: ExpectedPayload, data: Buffer): InstanceInTransit[] {
+  /**
+   * Takes an accepted payload file; returns the instances now complete, and, for an attachment
+   * that is not its instance's next file, why it cannot be used.
+   */
+  add(label: string, expected: ExpectedPayload, data: Buffer): {units: InstanceInTransit[]; unusable?: string} {
     const done: InstanceInTransit[] = []
     const {record} = expected
     if (!expected.attachment) {
@@ -64,10 +75,12 @@ export class InstanceAssembler {
     } else if (this.pending?.unit.instanceId === record.id) {
       this.pending.unit.attachments!.set(expected.attachment.contentType, data)
       this.pending.awaited.delete(expected.attachment.path)
+    } else {
+      // Its DICOM file was refused (reported already), or comes later: export never writes that order.
+      return {units: done, unusable: `an attachment of instance ${record.id} that does not follow its DICOM file: not used`}
     }
-    // An attachment whose DICOM file was refused or never came goes nowhere: that instance is reported already.
 
-    return [...done, ...this.takeIfComplete()]
+    return {units: [...done, ...this.takeIfComplete()]}
   }
 
   /** A payload file of the pending instance came by but was refused: stop waiting for it. */

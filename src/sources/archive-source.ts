@@ -299,7 +299,11 @@ function* acceptPayload(input: ArchiveInput, entry: ArchiveEntry, payload: Prove
     return
   }
 
-  yield* assembler.add(`${input.label}: ${entry.name}`, verdict.accepted, entry.data)
+  const {units, unusable} = assembler.add(`${input.label}: ${entry.name}`, verdict.accepted, entry.data)
+  if (unusable && !payload.refusedInstances.has(verdict.accepted.record.id)) {
+    context.events.onProblem({id: printable(entry.name), path: input.label, kind: 'contradiction', reason: unusable})
+  }
+  yield* units
 }
 
 function finishProvenBag(input: ArchiveInput, payload: ProvenPayload, context: ReadContext): void {
@@ -347,12 +351,21 @@ function recordUnprovenBag(bag: string, input: ArchiveInput, proof: BagProof, ta
 /** The entries of an input as the tar reader gives them, its refusals and damage reported as problems. */
 async function* entriesOf(input: ArchiveInput, context: ReadContext): AsyncGenerator<ArchiveEntry> {
   const report = (problem: Problem) => context.events.onProblem({...problem, path: input.label})
+  const stream = input.open()
+  // A stream that never ends (a stalled pipe, a reader stuck on a hostile header) must still stop on Ctrl-C.
+  const stop = () => stream.destroy(context.signal?.reason instanceof Error ? context.signal.reason : new DOMException('interrupted', 'AbortError'))
+  context.signal?.addEventListener('abort', stop, {once: true})
   try {
-    yield* readArchiveEntries(input.open(), context.limits, (refused) => report({id: printable(refused.entry), kind: refused.kind, reason: refused.reason}))
+    context.signal?.throwIfAborted()
+    yield* readArchiveEntries(stream, context.limits, (refused) => report({id: printable(refused.entry), kind: refused.kind, reason: refused.reason}))
   } catch (error) {
+    if (context.signal?.aborted) throw context.signal.reason
+
     if (error instanceof TruncatedArchiveError) report({id: input.label, kind: 'truncated', reason: `truncated: ${error.message}`})
     else if (error instanceof DamagedArchiveError) report({id: input.label, kind: 'damaged', reason: error.message})
     else throw error
+  } finally {
+    context.signal?.removeEventListener('abort', stop)
   }
 }
 
