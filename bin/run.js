@@ -1,6 +1,27 @@
 #!/usr/bin/env node
-import {execute, settings} from '@oclif/core'
+// Signals are caught before anything else loads (loading oclif and the commands takes a few
+// hundred milliseconds): a Ctrl-C or SIGTERM at any moment ends with exit code 130 and the
+// command's own summary. Only this small module is imported statically, so it is in place first.
+import {installInterruptHandlers} from '../dist/src/cli/interrupt.js'
 
+installInterruptHandlers()
+
+// If the event loop runs dry while the command still waits for something (a promise nothing will
+// ever settle: a bug), Node exits with code 13, silently, and 13 is this tool's "disk full". Say
+// what happened instead, as the bug it is.
+let finished = false
+process.on('exit', (code) => {
+  // 13 without the command having finished is Node's own exit code for a top-level await left pending.
+  if (finished || code !== 13) return
+  process.stderr.write('Error: orthanc-replicate stopped waiting for an operation that never ended (a bug in orthanc-replicate).\n  Run again with DEBUG=1 and report it.\n')
+  process.exitCode = 1
+})
+
+const {execute, settings} = await import('@oclif/core')
 // The built CLI runs what `npm run build` compiled, whatever NODE_ENV says; bin/dev.js runs the sources.
 settings.enableAutoTranspile = false
-await execute({dir: import.meta.url})
+try {
+  await execute({dir: import.meta.url})
+} finally {
+  finished = true
+}

@@ -28,7 +28,7 @@ export default class Diff extends BaseCommand {
     const source = new OrthancClient(endpointFromFlags('source', flags), http)
     const target = new OrthancClient(endpointFromFlags('target', flags), http)
     try {
-      const summary = await diffServers(source, target, {filters: filtersFromFlags(flags), perStudy: flags['per-study'], signal: this.abort.signal})
+      const summary = await diffServers(source, target, {filters: filtersFromFlags(flags), perStudy: flags['per-study'], signal: this.signal})
       if (serversDiffer(summary)) process.exitCode = ExitCode.different
       if (!this.jsonEnabled()) this.log(renderDiff(summary))
       return summary

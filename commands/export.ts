@@ -15,6 +15,7 @@ import {OrthancClient} from '../src/orthanc/client.js'
 import {parseSize} from '../src/util/size.js'
 
 export default class Export extends BaseCommand {
+  static override transfersInstances = true
   static override summary = 'Export a server\'s instances into verifiable archive volumes (tar + BagIt), for carrying across an air gap.'
   static override description = `Each volume is a standard tar that is also a complete BagIt bag: check it on the far side with "sha256sum -c" or any BagIt tool. Volumes are written in order; running the same command into the same folder after an interruption resumes, and finished volumes are never written again. Patient names and IDs appear in no archive file unless --patient-index is given.`
 
@@ -58,7 +59,7 @@ export default class Export extends BaseCommand {
     // On stdout the archive is the output: progress and notes must stay on stderr, and only for a terminal.
     const progress = progressRenderer(this.interactive)
     try {
-      const exclusions = await buildExclusions(client, flags.since, flags['exclude-receipt'] ?? [], this.abort.signal)
+      const exclusions = await buildExclusions(client, flags.since, flags['exclude-receipt'] ?? [], this.signal)
       const summary = await exportArchive({
         hops: flags['hops-from'] ? await readHops(flags['hops-from']) : [],
         exclude: exclusions.exclude,
@@ -73,7 +74,7 @@ export default class Export extends BaseCommand {
         namePrefix: flags['name-prefix'],
         dryRun: flags['dry-run'],
         patientIndex: flags['patient-index'],
-        signal: this.abort.signal,
+        signal: this.signal,
         onProgress: progress.listener,
       })
       progress.done()

@@ -6,10 +6,12 @@ import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
 import {importInstances, importOutcome, type ImportSummary} from '../src/import/import.js'
+import {defaultReceiptPath} from '../src/import/receipt.js'
 import {type FolderMode, resolveImportInputs} from '../src/import/inputs.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 
 export default class Import extends BaseCommand {
+  static override transfersInstances = true
   static override summary = 'Import archive volumes, DICOM folders or an Orthanc storage folder into a server, checking every instance.'
   static override description = `Every archive entry is checked against the manifest (size, MD5, and SHA-256 for volume files) before it is uploaded; corrupt, truncated, missing or hostile entries are refused and reported by name while the rest is imported. After each upload the instance's user metadata, attachments and labels are restored and the target's MD5 is confirmed. Instances already on the target with the same MD5 are skipped, so running the command again finishes an interrupted import.`
 
@@ -29,7 +31,7 @@ export default class Import extends BaseCommand {
     ...serverFlags('target'),
     concurrency: Flags.integer({char: 'c', description: 'parallel uploads (twice as many files are read ahead)', default: 4, min: 1, max: 64}),
     'dry-run': Flags.boolean({description: 'read and check everything, report what would be uploaded, change nothing'}),
-    receipt: Flags.string({description: 'write the import receipt here (default: import-receipt-<time>.jsonl in the current folder)'}),
+    receipt: Flags.string({description: 'write the import receipt here, a new file (default: import-receipt-<time>-<random>.jsonl beside the first archive volume if that folder is writable, else in the current folder)'}),
     'no-receipt': Flags.boolean({description: 'write no receipt'}),
     'storage-folder': Flags.boolean({description: 'read PATH as an Orthanc StorageDirectory (stop that Orthanc first)', exclusive: ['dicom-folder']}),
     'dicom-folder': Flags.boolean({description: 'read PATH as a folder of DICOM files, even if it looks like something else'}),
@@ -42,7 +44,8 @@ export default class Import extends BaseCommand {
     const inputs = await resolveImportInputs(argv as string[], process.stdin, mode)
     const client = new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2))
     const progress = progressRenderer(this.interactive)
-    const receiptPath = flags['no-receipt'] ? undefined : flags.receipt ?? `import-receipt-${new Date().toISOString().replace(/[:.]/g, '').slice(0, 15)}.jsonl`
+    const archives = inputs.flatMap((input) => (input.kind === 'archive-file' ? [input.path] : []))
+    const receiptPath = flags['no-receipt'] ? undefined : flags.receipt ?? await defaultReceiptPath(archives)
     try {
       const summary = await importInstances({
         client,
@@ -51,7 +54,7 @@ export default class Import extends BaseCommand {
         dryRun: flags['dry-run'],
         receiptPath,
         spoolDir: flags['spool-dir'],
-        signal: this.abort.signal,
+        signal: this.signal,
         onProgress: progress.listener,
       })
       progress.done()

@@ -17,7 +17,7 @@ export default class Info extends BaseCommand {
     const {flags} = await this.parse(Info)
     const client = new OrthancClient(endpointFromFlags('server', flags), this.httpOptions(flags, 2))
     try {
-      const report = await describeServer(client, this.abort.signal)
+      const report = await describeServer(client, this.signal)
       if (!this.jsonEnabled()) this.log(renderReport(report))
       return report
     } finally {

@@ -18,6 +18,7 @@ import {type SyncSummary, syncServers} from '../src/sync/sync.js'
 type SyncResult = (SyncSummary & {deletion?: DeletionPass}) | (FollowSummary & {following: true; stateFile: string})
 
 export default class Sync extends BaseCommand {
+  static override transfersInstances = true
   static override summary = 'Copy what the target lacks straight from the source, once or continuously (--follow).'
   static override description = `Compares the instance IDs of both servers (and with --checksum their MD5s, on the servers, without downloading) and streams only what is missing, with no temporary files. Each instance is checked against the source's MD5, its user metadata, attachments and labels are restored, and the target's MD5 is confirmed. With --follow it keeps the target mirrored by following the source's change log; stop it with Ctrl-C or SIGTERM.`
 
@@ -62,7 +63,7 @@ export default class Sync extends BaseCommand {
       if (flags.follow) {
         const stateFile = flags.state ?? `.orthanc-replicate-follow-${createHash('sha1').update(`${source.display} ${target.display}`).digest('hex').slice(0, 12)}.json`
         const summary = await followSource({
-          source, target, filters, checksum: flags.checksum, concurrency: flags.concurrency, signal: this.abort.signal,
+          source, target, filters, checksum: flags.checksum, concurrency: flags.concurrency, signal: this.signal,
           stateFile, intervalMs: flags.interval * 1000, fullEveryMs: flags['full-every'] * 60_000,
           deleteExtras: flags.delete, maxDeleteFraction,
           onEvent: (event) => {
@@ -81,9 +82,9 @@ export default class Sync extends BaseCommand {
 
       const summary: SyncSummary & {deletion?: DeletionPass} = await syncServers({
         source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency: flags.concurrency,
-        signal: this.abort.signal, onProgress: progress.listener,
+        signal: this.signal, onProgress: progress.listener,
       })
-      if (flags.delete) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: flags.concurrency, signal: this.abort.signal})
+      if (flags.delete) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: flags.concurrency, signal: this.signal})
       progress.done()
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
       if (!this.jsonEnabled()) process.stderr.write(renderSyncSummary(summary))

@@ -36,7 +36,7 @@ export default class Verify extends BaseCommand {
     const targetUrl = (flags as Record<string, unknown>).target
     const target = targetUrl ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
     try {
-      const summary = await verifyArchives(inputs, {target, concurrency: flags.concurrency, spoolDir: flags['spool-dir'], signal: this.abort.signal})
+      const summary = await verifyArchives(inputs, {target, concurrency: flags.concurrency, spoolDir: flags['spool-dir'], signal: this.signal})
       const outcome = verifyOutcome(summary)
       if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
       else if (outcome === 'target-differs') process.exitCode = ExitCode.different

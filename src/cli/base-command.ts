@@ -3,7 +3,10 @@ import {setMaxListeners} from 'node:events'
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import type {HttpOptions} from '../orthanc/http.js'
+import {emptyStats, type TransferStats} from '../transfer/stats.js'
+import {ExitCode} from './exit-codes.js'
 import {describeFailure} from './failure.js'
+import {interruptSignal} from './interrupt.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 
@@ -19,14 +22,21 @@ export abstract class BaseCommand extends Command {
     retries: Flags.integer({description: 'attempts after the first for a failed request', default: 5, min: 0, helpGroup: 'TRANSPORT'}),
   }
 
-  protected readonly abort = new AbortController()
-  private readonly onSignal = () => this.abort.abort(new DOMException('interrupted', 'AbortError'))
+  /** Commands that move instances: their JSON carries the counts so far even when they end in an error or an interruption. */
+  static transfersInstances = false
+
+  private readonly started = Date.now()
+
+  /** Aborted by Ctrl-C or SIGTERM, however early they came (see interrupt.ts). */
+  protected get signal(): AbortSignal {
+    return interruptSignal()
+  }
 
   override async init(): Promise<void> {
+    setMaxListeners(0, this.signal)
+    // A signal that came while the program was still loading stops it here, the usual way.
+    this.signal.throwIfAborted()
     await super.init()
-    setMaxListeners(0, this.abort.signal)
-    process.once('SIGINT', this.onSignal)
-    process.once('SIGTERM', this.onSignal)
   }
 
   protected httpOptions(flags: {timeout: number; retries: number}, connections?: number): HttpOptions {
@@ -53,7 +63,8 @@ export abstract class BaseCommand extends Command {
     process.exitCode = failure.exitCode
     if (process.env.DEBUG) process.stderr.write(`${error.stack ?? error}\n`)
     if (this.jsonEnabled()) {
-      this.logJson({error: {code: failure.code, message: failure.message, suggestion: failure.suggestion, exitCode: failure.exitCode}})
+      const described = {error: {code: failure.code, message: failure.message, suggestion: failure.suggestion, exitCode: failure.exitCode}}
+      this.logJson((this.constructor as typeof BaseCommand).transfersInstances ? {...this.countsSoFar(error), ...described} : described)
       return
     }
 
@@ -61,8 +72,19 @@ export abstract class BaseCommand extends Command {
   }
 
   override async finally(error: Error | undefined): Promise<void> {
-    process.off('SIGINT', this.onSignal)
-    process.off('SIGTERM', this.onSignal)
+    // Interrupted is what the run was, whatever else it found on the way.
+    if (this.signal.aborted) process.exitCode = ExitCode.interrupted
     return super.finally(error)
+  }
+
+  /** The counts a failed or interrupted transfer reached, so that its JSON never says less than happened. */
+  private countsSoFar(error: unknown): Record<string, unknown> {
+    const stats = (error as {stats?: Partial<TransferStats>} | undefined)?.stats
+    return {
+      ...emptyStats(),
+      durationMs: Date.now() - this.started,
+      ...stats,
+      interrupted: this.signal.aborted,
+    }
   }
 }

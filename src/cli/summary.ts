@@ -16,6 +16,8 @@ export function renderTransferSummary(stats: TransferStats, headline: string): s
     lines.push('Run the same command again to retry what failed; what succeeded is not redone.')
   }
 
+  if (stats.interrupted) lines.push('Interrupted before the end: run the same command again to finish; what is done is not redone.')
+
   return `${lines.join('\n')}\n`
 }
 

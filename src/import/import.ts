@@ -11,7 +11,7 @@ import {inFlightFor, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
 import type {ImportInput} from './inputs.js'
-import {ReceiptWriter} from './receipt.js'
+import {ReceiptWriter, refuseReceiptOverInput} from './receipt.js'
 import {type StudyCompleteness, studyCompleteness} from './study-completeness.js'
 
 export interface ImportOptions {
@@ -71,9 +71,11 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     },
   }
   const archiveReport: ArchiveReadReport = {bags: [], missingVolumes: []}
-  const receipt = options.receiptPath && !options.dryRun
-    ? new ReceiptWriter(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
-    : undefined
+  let receipt: ReceiptWriter | undefined
+  if (options.receiptPath && !options.dryRun) {
+    await refuseReceiptOverInput(options.receiptPath, options.inputs.flatMap((input) => ('path' in input ? [input.path] : [])))
+    receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
+  }
 
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
@@ -104,7 +106,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     await receipt?.close()
   })
 
-  const studies = await studyCompleteness(client, archiveReport.bags, wouldTransfer, options.signal)
+  // Interrupted: no more questions to the target; the counts so far are the summary.
+  const studies = stats.interrupted ? {complete: 0, incomplete: []} : await studyCompleteness(client, archiveReport.bags, wouldTransfer, options.signal)
   return {
     ...stats,
     // Requests sent again after a reset or a 503 count too: each one is an upload that was not lost.
@@ -145,7 +148,8 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
 }
 
 /** What an import amounts to, read by the CLI for its exit code and by people in the summary. */
-export function importOutcome(summary: ImportSummary): 'ok' | 'bad-input' | 'partial-failure' {
+export function importOutcome(summary: ImportSummary): 'ok' | 'bad-input' | 'partial-failure' | 'interrupted' {
+  if (summary.interrupted) return 'interrupted'
   if (summary.problemCount > 0) return 'bad-input'
   if (summary.failed > 0 || summary.studies.incomplete.length > 0) return 'partial-failure'
   return 'ok'

@@ -3,6 +3,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {isJobFatal} from '../transfer/engine.js'
 import {OrthancAuthError} from '../orthanc/errors.js'
+import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
@@ -33,6 +34,10 @@ export interface FollowState {
 }
 
 export interface FollowSummary {
+  /** Stopped by Ctrl-C or SIGTERM, as --follow always is: the cursor is saved. */
+  interrupted: boolean
+  bytes: number
+  durationMs: number
   passes: number
   fullPasses: number
   transferred: number
@@ -51,7 +56,8 @@ export interface FollowSummary {
  * saved: at worst the last pass is done again next time, which is harmless.
  */
 export async function followSource(options: FollowOptions): Promise<FollowSummary> {
-  const summary: FollowSummary = {passes: 0, fullPasses: 0, transferred: 0, skipped: 0, failed: 0, deleted: 0, outages: 0, cursor: 0}
+  const started = Date.now()
+  const summary: FollowSummary = {interrupted: false, bytes: 0, durationMs: 0, passes: 0, fullPasses: 0, transferred: 0, skipped: 0, failed: 0, deleted: 0, outages: 0, cursor: 0}
   let state = await loadState(options.stateFile, options.source.display, options.target.display)
   while (!options.signal?.aborted) {
     try {
@@ -72,7 +78,9 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
       }
 
       summary.cursor = state.cursor
+      crashPoint('follow:pass-done')
       await writeJsonAtomically(options.stateFile, state)
+      crashPoint('follow:state-saved')
     } catch (error) {
       if (options.signal?.aborted) break
       if (error instanceof OrthancAuthError || !isJobFatal(error)) throw error
@@ -83,6 +91,8 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
     await sleep(options.intervalMs, undefined, {signal: options.signal}).catch(() => {})
   }
 
+  summary.interrupted = options.signal?.aborted === true
+  summary.durationMs = Date.now() - started
   return summary
 }
 
@@ -115,6 +125,7 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean, deleti
   summary.passes++
   if (full) summary.fullPasses++
   summary.transferred += pass.transferred
+  summary.bytes += pass.bytes
   summary.skipped += pass.skipped
   summary.failed += pass.failed
   summary.deleted += deletion?.deleted ?? 0

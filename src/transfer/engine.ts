@@ -129,7 +129,8 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
 
   stats.durationMs = Date.now() - started
   if (fatal) throw Object.assign(fatal as Error, {stats})
-  if (job.signal?.aborted) throw Object.assign(job.signal.reason as Error, {stats})
+  // Interrupted from outside: what was done stands, and the caller reports it as such.
+  stats.interrupted = job.signal?.aborted === true
   return stats
 }
 

@@ -12,10 +12,12 @@ export interface TransferStats {
   retries: number
   /** The first failures in full; `failed` counts them all. */
   failures: Problem[]
+  /** Stopped by Ctrl-C or SIGTERM: the counts are what was done until then. */
+  interrupted: boolean
 }
 
 export function emptyStats(): TransferStats {
-  return {transferred: 0, skipped: 0, failed: 0, bytes: 0, durationMs: 0, retries: 0, failures: []}
+  return {transferred: 0, skipped: 0, failed: 0, bytes: 0, durationMs: 0, retries: 0, failures: [], interrupted: false}
 }
 
 export function recordFailure(stats: TransferStats, failure: Problem): void {
