@@ -13,6 +13,8 @@ export type ErrorCategory =
   | 'no-space'
   /** Some instances failed, the others were moved. */
   | 'partial-failure'
+  /** Where the output went is gone: the reader of a pipe closed it. */
+  | 'output-closed'
 
 /**
  * An error the library raises with its explanation already written: a bad archive entry, a

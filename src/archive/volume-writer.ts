@@ -4,6 +4,8 @@ import {pipeline} from 'node:stream/promises'
 
 import tar from 'tar-stream'
 
+import {UserFacingError} from '../errors.js'
+
 import {BAGIT_TXT, type BagInfo, renderBagInfo, renderChecksumManifest} from './bagit.js'
 import {BAG_INFO_FILE, BAGIT_FILE, CONTENTS_FILE, MANIFEST_FILE, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeManifest} from './format.js'
 
@@ -24,10 +26,12 @@ export class TarOutput {
   private failure?: Error
 
   constructor(output: Writable) {
-    this.written = pipeline(this.pack, output)
-    this.written.catch((error: Error) => {
-      this.failure = error
+    this.written = pipeline(this.pack, output).catch((error: Error) => {
+      this.failure = outputFailure(error)
+      throw this.failure
     })
+    // Seen at the next entry; never an unhandled rejection meanwhile.
+    this.written.catch(() => {})
   }
 
   async entry(name: string, bytes: Buffer, mtime: Date): Promise<void> {
@@ -52,6 +56,18 @@ export class TarOutput {
     this.pack.destroy(error)
     this.written.catch(() => {})
   }
+}
+
+/** The reader of a pipe went away (`export -o - | head`): the archive on it cannot be finished. */
+export class OutputClosedError extends UserFacingError {
+  constructor() {
+    super('the output was closed by its reader (a broken pipe): the archive written to it is incomplete', 'Nothing on the other end of the pipe should be used; run the command again with a reader that takes the whole archive.', 'output-closed', 'output-closed')
+  }
+}
+
+function outputFailure(error: Error): Error {
+  const code = (error as NodeJS.ErrnoException).code
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED' || code === 'ERR_STREAM_PREMATURE_CLOSE' ? new OutputClosedError() : error
 }
 
 /**

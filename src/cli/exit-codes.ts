@@ -15,6 +15,7 @@ export const ExitCode = {
   nothingMatched: 12,
   noSpace: 13,
   different: 14,
+  outputClosed: 15,
   interrupted: 130,
 } as const
 

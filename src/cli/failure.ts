@@ -20,6 +20,7 @@ const EXIT_CODE_OF_CATEGORY: Record<ErrorCategory, ExitCodeValue> = {
   'nothing-matched': ExitCode.nothingMatched,
   'no-space': ExitCode.noSpace,
   'partial-failure': ExitCode.partialFailure,
+  'output-closed': ExitCode.outputClosed,
 }
 
 export interface Failure {
@@ -92,6 +93,12 @@ export function describeFailure(error: unknown): Failure {
   }
 
   const code = (error as NodeJS.ErrnoException | undefined)?.code
+  if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
+    const path = (error as NodeJS.ErrnoException).path ?? 'a file'
+    const why = code === 'EROFS' ? 'the filesystem is read-only' : 'this user may not write there'
+    return {message: `cannot write ${path}: ${why}`, suggestion: 'Choose a folder this user can write (output, receipt, state file), then run the same command again.', exitCode: ExitCode.usage, code: 'not-writable'}
+  }
+
   if (code === 'ENOSPC') {
     return {message: `no space left on device: ${(error as Error).message}`, suggestion: 'Free space or choose another output folder, then run the same command again: it resumes.', exitCode: ExitCode.noSpace, code: 'no-space'}
   }

@@ -1,10 +1,10 @@
 import {randomUUID} from 'node:crypto'
-import {mkdir, mkdtemp, open, rename, rm, stat, statfs} from 'node:fs/promises'
+import {access, constants, mkdir, mkdtemp, open, rename, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {join} from 'node:path'
+import {basename, join} from 'node:path'
 import type {Writable} from 'node:stream'
 
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type VolumeHeader, volumeName, type WrittenInstanceRecord} from '../archive/format.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName, type WrittenInstanceRecord} from '../archive/format.js'
 import type {Hop, InstanceFilters, InstanceRecord, SourceIdentity} from '../model.js'
 import {TarOutput, VolumeWriter} from '../archive/volume-writer.js'
 import {UserFacingError} from '../errors.js'
@@ -13,9 +13,12 @@ import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc
 import type {SelectedInstance, SelectedStudy} from '../sources/orthanc-selection.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
-import {emptyStats, type TransferStats} from '../transfer/stats.js'
+import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
+import {crashPoint} from '../util/crash-points.js'
+import {PRIVATE_FILE_MODE, syncDirectory} from '../util/json-file.js'
 import {formatBytes} from '../util/format.js'
-import {type ExportPlan, loadPlan, planExport, planVolumePath, readPlannedVolume} from './plan.js'
+import {type ExportPlan, loadPlan, planExport, readPlannedVolume} from './plan.js'
+import {readVolumeManifest} from './since.js'
 import {PatientIndex} from './patient-index.js'
 
 export type ExportOutput = {kind: 'directory'; path: string} | {kind: 'stream'; stream: Writable}
@@ -67,7 +70,9 @@ const VOLUME_WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 
 /**
  * Exports a server's instances into archive volumes: plans (or resumes a plan), checks free
- * space, then writes each missing volume. Finished volumes are never rewritten.
+ * space, then writes each volume that is not done. A volume is done once it is complete on the
+ * disk with no failed instance; a finished volume that holds failures is written again on the
+ * next run, so what failed is retried. The plan stays in the output's state folder.
  */
 export async function exportArchive(options: ExportOptions): Promise<ExportSummary> {
   const started = Date.now()
@@ -75,34 +80,40 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
   // A stream is cut into bags of the volume size too: the far side holds one bag on disk until
   // its tag manifest, which comes last, proves it.
   const {maxVolumeBytes} = options
-  const fingerprint = JSON.stringify({
+  const fingerprint: ExportFingerprint = {
     server: source.server, filters: options.filters, maxVolumeBytes: options.maxVolumeBytes, maxVolumeInstances: options.maxVolumeInstances,
     prefix: options.namePrefix, hops: options.hops ?? [], patientIndex: options.patientIndex, exclusions: options.exclusions ?? '',
-  })
-  const stateDir = options.output.kind === 'directory' && !options.dryRun
-    ? join(options.output.path, STATE_DIR)
-    : await mkdtemp(join(tmpdir(), 'orthanc-replicate-plan-'))
+  }
+  const toFolder = options.output.kind === 'directory' && !options.dryRun
+  const createdFolder = toFolder ? await prepareOutputFolder((options.output as {path: string}).path) : false
+  const stateDir = toFolder ? join((options.output as {path: string}).path, STATE_DIR) : await mkdtemp(join(tmpdir(), 'orthanc-replicate-plan-'))
   const index = options.patientIndex ? new PatientIndex() : undefined
 
+  const summary: ExportSummary = {
+    ...emptyStats(),
+    dryRun: options.dryRun,
+    output: options.output.kind === 'directory' ? options.output.path : '-',
+    group: '',
+    volumes: 0,
+    volumesWritten: 0,
+    instancesPlanned: 0,
+    bytesPlanned: 0,
+    changeCursor: 0,
+  }
+  let keepFolder = true
   try {
-    let plan = options.output.kind === 'directory' && !options.dryRun ? await loadPlan(stateDir) : undefined
-    if (plan && plan.fingerprint !== fingerprint) {
-      throw new UserFacingError(
-        `${options.output.kind === 'directory' ? options.output.path : 'the output'} holds another export (other source, filters or volume limits)`,
-        'Export into an empty folder, or repeat the original command to resume that export.',
-        'usage', 'other-export-in-folder')
-    }
+    let plan = toFolder ? await loadPlan(stateDir) : undefined
+    if (plan) refuseOtherExport((options.output as {path: string}).path, plan.fingerprint, fingerprint)
 
     const resumed = plan !== undefined
     if (!plan) {
-      if (options.output.kind === 'directory' && !options.dryRun) await mkdir(options.output.path, {recursive: true})
       plan = await planExport(stateDir, {
         client: options.client,
         filters: options.filters,
         maxVolumeBytes,
         maxVolumeInstances: options.maxVolumeInstances,
         concurrency: options.concurrency,
-        fingerprint,
+        fingerprint: JSON.stringify(fingerprint),
         group: randomUUID(),
         source,
         hops: options.hops ?? [],
@@ -112,99 +123,166 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
         signal: options.signal,
         onProgress: options.onProgress,
       })
+      crashPoint('export:plan-saved')
       // Written as soon as the plan says which volume holds which study.
-      if (index && options.output.kind === 'directory' && !options.dryRun) await index.write(join(options.output.path, 'index.csv'), plan, options.namePrefix)
+      if (index && toFolder) await index.write(join((options.output as {path: string}).path, 'index.csv'), plan, options.namePrefix)
     }
 
     const planned = plan.volumes.reduce((sum, volume) => sum + volume.instances, 0)
-    const summary: ExportSummary = {
-      ...emptyStats(),
-      dryRun: options.dryRun,
-      output: options.output.kind === 'directory' ? options.output.path : '-',
+    Object.assign(summary, {
       group: plan.group,
       volumes: plan.volumes.length,
-      volumesWritten: 0,
       instancesPlanned: planned,
       bytesPlanned: plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0),
       changeCursor: plan.changeCursor,
-    }
-    for (const failure of plan.planningFailures) {
-      summary.failed++
-      summary.failures.push(failure)
-    }
-
-    if (planned === 0 && plan.planningFailures.length === 0 && !resumed && options.exclude) {
-      // An incremental export with nothing new is a success with nothing to write.
-      await rm(stateDir, {recursive: true, force: true})
-      summary.durationMs = Date.now() - started
-      return summary
-    }
+    })
+    for (const failure of plan.planningFailures) recordFailure(summary, failure)
 
     if (planned === 0 && plan.planningFailures.length === 0 && !resumed) {
-      // Nothing to resume either: leave the folder as it was found.
-      await rm(stateDir, {recursive: true, force: true})
+      // Nothing to write, nothing to resume: leave the place as it was found.
+      keepFolder = false
+      // An incremental export with nothing new is a success with nothing to write.
+      if (options.exclude) return finished(summary, started)
       throw new UserFacingError('no instance matches the filters', 'Check the filter values (IDs, dates as YYYYMMDD, modality codes) against `info` and the server.', 'nothing-matched', 'nothing-matched')
     }
 
-    if (options.dryRun) {
-      summary.durationMs = Date.now() - started
-      return summary
-    }
-
+    if (options.dryRun) return finished(summary, started)
     if (options.output.kind === 'directory') await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
     else await writeVolumeStream(options.output.stream, plan, stateDir, options, summary)
-    summary.durationMs = Date.now() - started
     summary.retries += options.client.http.stats.retries
-    return summary
+    return finished(summary, started)
+  } catch (error) {
+    // Interrupted: what is done stays done, and the summary says how far it got.
+    if (options.signal?.aborted && isAbort(error)) {
+      summary.interrupted = true
+      return finished(summary, started)
+    }
+    throw error
   } finally {
-    if (options.output.kind !== 'directory' || options.dryRun) await rm(stateDir, {recursive: true, force: true})
+    if (!toFolder) await rm(stateDir, {recursive: true, force: true})
+    else if (!keepFolder) {
+      await rm(stateDir, {recursive: true, force: true})
+      if (createdFolder) await rm((options.output as {path: string}).path, {recursive: true, force: true})
+    }
   }
+}
+
+/** Flushes a file's bytes to the disk (through a descriptor of its own: the writing stream has closed its one). */
+async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+function finished(summary: ExportSummary, started: number): ExportSummary {
+  summary.durationMs = Date.now() - started
+  return summary
+}
+
+function isAbort(error: unknown): boolean {
+  return (error as Error | undefined)?.name === 'AbortError'
+}
+
+/** What makes an export the same export: a run with other values cannot resume it. */
+type ExportFingerprint = Record<string, unknown>
+
+function refuseOtherExport(folder: string, stored: string, current: ExportFingerprint): void {
+  let before: ExportFingerprint
+  try {
+    before = JSON.parse(stored) as ExportFingerprint
+  } catch {
+    before = {}
+  }
+
+  const differences = Object.keys({...before, ...current}).filter((key) => JSON.stringify(before[key]) !== JSON.stringify(current[key]))
+  if (differences.length === 0) return
+  const shown = differences.map((key) => (key === 'filters' || key === 'exclusions' || key === 'hops'
+    ? key
+    : `${key} (${JSON.stringify(current[key])} now, ${JSON.stringify(before[key])} in the folder)`))
+  throw new UserFacingError(
+    `${folder} holds another export: its ${shown.join(', ')} differ${differences.length === 1 ? 's' : ''} from this command's`,
+    'Export into an empty folder, or repeat the original command exactly (same URL, filters and limits) to resume that export.',
+    'usage', 'other-export-in-folder')
+}
+
+/**
+ * Makes sure the output is a folder that can be written, creating it if needed; returns whether
+ * it was created (an export that ends up writing nothing removes what it created).
+ */
+async function prepareOutputFolder(path: string): Promise<boolean> {
+  const unusable = (why: string) => new UserFacingError(`--output ${path ? `"${path}"` : '(empty)'} ${why}`, 'Give a folder for the volumes (it is created if missing), or - for stdout.', 'usage', 'bad-output')
+  if (path.trim() === '') throw unusable('is empty')
+  const existing = await stat(path).catch(() => undefined)
+  if (existing && !existing.isDirectory()) throw unusable(VOLUME_NAME_PATTERN.test(basename(path)) ? 'is a volume file, not a folder' : 'is a file, not a folder')
+  try {
+    if (!existing) await mkdir(path, {recursive: true, mode: 0o700})
+    await access(path, constants.W_OK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    throw unusable(code === 'EROFS' ? 'is on a read-only filesystem' : code === 'EACCES' || code === 'EPERM' ? 'cannot be written by this user' : `cannot be used (${code})`)
+  }
+
+  return !existing
 }
 
 async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<void> {
   const count = plan.volumes.length
-  const pending = []
+  const pending: Array<{number: number; file: string}> = []
+  let leftovers = 0
   for (const [index, volume] of plan.volumes.entries()) {
     const file = join(dir, `${volumeName(options.namePrefix, index + 1, count)}.tar`)
-    if (await exists(file)) {
-      summary.skipped += volume.instances
-    } else {
-      pending.push({number: index + 1, file})
-    }
+    leftovers += (await stat(`${file}.partial`).catch(() => undefined))?.size ?? 0
+    const state = await finishedVolume(file, plan.group)
+    if (state === 'done') summary.skipped += volume.instances
+    else pending.push({number: index + 1, file})
   }
 
-  await checkFreeSpace(dir, pending.reduce((sum, {number}) => sum + plan.volumes[number - 1]!.bytes, 0))
+  // Our own unfinished volumes are deleted before anything is written: their space counts as free.
+  await checkFreeSpace(dir, pending.reduce((sum, {number}) => sum + plan.volumes[number - 1]!.bytes, 0) - leftovers)
   for (const {number, file} of pending) {
     const partial = `${file}.partial`
     await rm(partial, {force: true})
-    const handle = await open(partial, 'w')
+    const handle = await open(partial, 'wx', PRIVATE_FILE_MODE)
     const output = new TarOutput(handle.createWriteStream({highWaterMark: VOLUME_WRITE_BUFFER_BYTES}))
     try {
-      await writeVolume(output, plan, stateDir, number, options, summary)
+      const written = await writeVolume(output, plan, stateDir, number, options)
       await output.close()
-      // The volume only takes its final name once its bytes are on the disk.
-      const sync = await open(partial, 'r+')
-      await sync.sync()
-      await sync.close()
+      crashPoint('export:volume-closed')
+      // The volume takes its final name (replacing one that held failures) only once its bytes are on the disk.
+      await syncFile(partial)
+      crashPoint('export:volume-synced')
       await rename(partial, file)
-      summary.volumesWritten++
+      crashPoint('export:volume-renamed')
+      await syncDirectory(dir)
+      countVolume(summary, written)
     } catch (error) {
       output.abort(error as Error)
       throw error
     }
   }
+}
 
-  await syncDirectory(dir)
+/**
+ * Whether a volume file on the disk is done: complete, of this export, with no failed instance.
+ * One that held failures is written again, so that they are retried.
+ */
+async function finishedVolume(file: string, group: string): Promise<'done' | 'absent' | 'has-failures'> {
+  if (!(await stat(file).catch(() => undefined))) return 'absent'
+  const manifest = await readVolumeManifest(file)
+  if (manifest.group !== group) {
+    throw new UserFacingError(`${file} belongs to another export (group ${manifest.group})`, 'Export into an empty folder, or move that volume away.', 'usage', 'other-export-in-folder')
+  }
+
+  return 'failed' in manifest && manifest.failed.length > 0 ? 'has-failures' : 'done'
 }
 
 async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<void> {
   const output = new TarOutput(stream)
   try {
-    for (let number = 1; number <= plan.volumes.length; number++) {
-      await writeVolume(output, plan, stateDir, number, options, summary)
-      summary.volumesWritten++
-    }
-
+    for (let number = 1; number <= plan.volumes.length; number++) countVolume(summary, await writeVolume(output, plan, stateDir, number, options))
     await output.close()
   } catch (error) {
     output.abort(error as Error)
@@ -212,7 +290,18 @@ async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: s
   }
 }
 
-async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions, summary: ExportSummary): Promise<void> {
+/** A volume is counted once it is finished: its instances are transferred, its failures failed. */
+function countVolume(summary: ExportSummary, written: TransferStats): void {
+  summary.volumesWritten++
+  summary.transferred += written.transferred
+  summary.bytes += written.bytes
+  summary.retries += written.retries
+  summary.failed += written.failed - written.failures.length
+  for (const failure of written.failures) recordFailure(summary, failure)
+}
+
+/** Writes one volume into the output; returns what went into it. An interruption leaves it unfinished (throws). */
+async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions): Promise<TransferStats> {
   const count = plan.volumes.length
   const bagName = volumeName(options.namePrefix, number, count)
   const records: InstanceRecord[] = []
@@ -235,8 +324,8 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
   await writer.begin({...header, instances: records})
 
   const written: WrittenInstanceRecord[] = []
-  const doneBefore = summary.transferred + summary.skipped + summary.failed
-  const bytesBefore = summary.bytes
+  const doneBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.instances, 0)
+  const bytesBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.payloadBytes, 0)
   const stats = await runTransfer({
     items: toAsync(records),
     concurrency: options.concurrency,
@@ -257,18 +346,24 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
       }
 
       written.push({...record, sha256, attachments})
+      crashPoint('export:entry-written')
       return {kind: 'transferred', bytes: payload.dicom.length}
     },
     onProgress: options.onProgress && ((event) => options.onProgress!({
       ...event,
       done: doneBefore + event.done,
       bytes: bytesBefore + event.bytes,
-      total: summary.instancesPlanned,
-      totalBytes: summary.bytesPlanned,
+      total: plan.volumes.reduce((sum, volume) => sum + volume.instances, 0),
+      totalBytes: plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0),
     })),
   })
+  if (stats.interrupted) throw options.signal?.reason ?? new DOMException('interrupted', 'AbortError')
 
-  await writer.finish({...header, instances: written, failed: stats.failures.map(({id, reason}) => ({id, reason}))}, {
+  // Every planned instance not written is listed as failed, with its reason when the summary kept it.
+  const reasons = new Map(stats.failures.map((failure) => [failure.id, failure.reason]))
+  const writtenIds = new Set(written.map((record) => record.id))
+  const failed = records.filter((record) => !writtenIds.has(record.id)).map((record) => ({id: record.id, reason: reasons.get(record.id) ?? 'failed (see the export\'s summary)'}))
+  await writer.finish({...header, instances: written, failed}, {
     group: plan.group,
     volume: number,
     volumeCount: count,
@@ -276,12 +371,7 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     software: 'orthanc-replicate',
     description: `DICOM instances exported from Orthanc "${plan.source.name}" (${plan.source.version}); archive format ${ARCHIVE_FORMAT} v${ARCHIVE_FORMAT_VERSION}`,
   })
-  await rm(planVolumePath(stateDir, number), {force: true}).catch(() => {})
-  summary.transferred += stats.transferred
-  summary.failed += stats.failed
-  summary.failures.push(...stats.failures)
-  summary.bytes += stats.bytes
-  summary.retries += stats.retries
+  return stats
 }
 
 async function sourceIdentity(client: OrthancClient, signal?: AbortSignal): Promise<SourceIdentity> {
@@ -306,23 +396,7 @@ async function checkFreeSpace(dir: string, needed: number): Promise<void> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch {
-    return false
-  }
-}
 
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
 
 async function* toAsync<T>(items: Iterable<T>): AsyncGenerator<T> {
   yield* items

@@ -1,4 +1,4 @@
-import {createReadStream, createWriteStream} from 'node:fs'
+import {createReadStream} from 'node:fs'
 import {mkdir, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
@@ -78,24 +78,26 @@ const PLAN_FILE = 'plan.json'
  */
 export async function planExport(stateDir: string, options: PlanOptions): Promise<ExportPlan> {
   await rm(stateDir, {recursive: true, force: true})
-  await mkdir(stateDir, {recursive: true})
+  // The plan names studies and instances: private to the user who exports.
+  await mkdir(stateDir, {recursive: true, mode: 0o700})
   // The cursor is read before listing: anything stored while we list shows up in the next incremental run.
   const changeCursor = await options.client.lastChange(options.signal)
   const studies: Record<string, StudyExpectation> = {}
   const volumes: PlannedVolume[] = []
   let current: {volume: PlannedVolume; file: BatchedLineWriter} | undefined
 
-  const openVolume = () => {
+  const openVolume = async () => {
     const volume: PlannedVolume = {instances: 0, bytes: VOLUME_FIXED_BYTES, payloadBytes: 0, studyIds: []}
     volumes.push(volume)
     // Batched writes lose nothing here: an interrupted planning starts over, only a finished plan is resumed.
-    current = {volume, file: new BatchedLineWriter(createWriteStream(planVolumePath(stateDir, volumes.length)))}
+    current = {volume, file: await BatchedLineWriter.create(planVolumePath(stateDir, volumes.length))}
     return current
   }
 
   const closeVolume = async () => {
     if (!current) return
-    await current.file.end()
+    // Flushed to the disk: the plan that names these files is written only once they are there.
+    await current.file.end({sync: true})
     current = undefined
   }
 
@@ -106,13 +108,13 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
       throw new InstanceTooLargeError(record.id, footprint, options.maxVolumeBytes)
     }
 
-    let target = current ?? openVolume()
+    let target = current ?? await openVolume()
     const full = target.volume.instances >= options.maxVolumeInstances
       || target.volume.bytes + footprint > options.maxVolumeBytes
       || (target.volume.recordChars ?? 0) + line.length > MAX_RECORD_CHARS_PER_VOLUME
     if (full && target.volume.instances > 0) {
       await closeVolume()
-      target = openVolume()
+      target = await openVolume()
     }
 
     const {volume, file} = target
@@ -126,19 +128,31 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
 
   const sideData = new SideDataReader(options.client)
   const selected = prefetchingSideData(selectedInstances(options, studies), sideData, options.signal)
-  const stats = await runTransfer({
-    items: selected,
-    concurrency: options.concurrency,
-    signal: options.signal,
-    phase: 'planning',
-    onProgress: options.onProgress,
-    describe: (instance) => ({id: instance.id}),
-    work: (instance, signal) => describeInstance(options.client, instance, sideData, signal),
-    async commit(_instance, record) {
-      await append(record)
-      return {kind: 'transferred', bytes: record.size}
-    },
-  })
+  let stats: TransferStats
+  try {
+    stats = await runTransfer({
+      items: selected,
+      concurrency: options.concurrency,
+      signal: options.signal,
+      phase: 'planning',
+      onProgress: options.onProgress,
+      describe: (instance) => ({id: instance.id}),
+      work: (instance, signal) => describeInstance(options.client, instance, sideData, signal),
+      async commit(_instance, record) {
+        await append(record)
+        return {kind: 'transferred', bytes: record.size}
+      },
+    })
+  } catch (error) {
+    await current?.file.abandon()
+    throw error
+  }
+
+  if (stats.interrupted) {
+    await current?.file.abandon()
+    throw options.signal?.reason ?? new DOMException('interrupted', 'AbortError')
+  }
+
   await closeVolume()
 
   const plan: ExportPlan = {

@@ -1,10 +1,14 @@
-import {createReadStream, createWriteStream} from 'node:fs'
-import {rm} from 'node:fs/promises'
+import {randomBytes} from 'node:crypto'
+import {createReadStream} from 'node:fs'
+import {access, constants, open, realpath, rename, rm, stat} from 'node:fs/promises'
+import {dirname, join, resolve} from 'node:path'
 import {createInterface} from 'node:readline'
 
+import {UserFacingError} from '../errors.js'
 import type {Hop} from '../model.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
-import {endStream, writeWithBackpressure} from '../util/streams.js'
+import {crashPoint} from '../util/crash-points.js'
+import {PRIVATE_FILE_MODE, syncDirectory} from '../util/json-file.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
@@ -33,16 +37,27 @@ export interface ReceiptLine {
 /**
  * The import receipt: a JSON-lines file, a header line then one line per instance. It holds
  * no patient data, so it can be carried back across the gap, where `export --exclude-receipt`
- * leaves out what has arrived.
+ * leaves out what has arrived. A receipt is never overwritten: it is created new (its lines
+ * gathered in `NAME.partial`), and takes its name only when complete.
  */
 export class ReceiptWriter {
-  private readonly lines: BatchedLineWriter
   private readonly groups = new Set<string>()
   private readonly hops = new Map<string, Hop>()
 
-  constructor(readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups' | 'hops'>) {
-    // Batched writes lose nothing here: the receipt only exists once close() has written it whole.
-    this.lines = new BatchedLineWriter(createWriteStream(`${path}.partial`))
+  private constructor(readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups' | 'hops'>, private readonly lines: BatchedLineWriter) {}
+
+  /** Starts a receipt at `path`, which must not exist yet. Fails at once if its folder cannot be written. */
+  static async create(path: string, header: Omit<ReceiptHeader, 'groups' | 'hops'>): Promise<ReceiptWriter> {
+    if (await exists(path)) throw receiptError(path, 'exists already, and a receipt is never overwritten', 'Give --receipt a new file name, or leave it out for a unique one.')
+    try {
+      await open(`${path}.partial`, 'wx', PRIVATE_FILE_MODE).then((handle) => handle.close())
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code
+      if (code === 'EEXIST') throw receiptError(path, 'is being written by another import (its .partial file exists)', 'Give --receipt another file name.')
+      throw receiptError(path, `cannot be written (${code ?? (error as Error).message})`, 'Give --receipt a file in a folder you can write, or --no-receipt.')
+    }
+
+    return new ReceiptWriter(path, header, await BatchedLineWriter.create(`${path}.partial`))
   }
 
   addGroup(group: string, hops: Hop[]): void {
@@ -54,18 +69,95 @@ export class ReceiptWriter {
     await this.lines.write(`${JSON.stringify(line)}\n`)
   }
 
-  /** The header, which names the groups seen, goes first: the lines are written behind it at the end. */
+  /** The header, which names the groups seen, goes first: the lines are copied behind it, then the whole takes its name. */
   async close(): Promise<void> {
     await this.lines.end()
     const header: ReceiptHeader = {...this.header, groups: [...this.groups], hops: [...this.hops.values()]}
-    const output = createWriteStream(this.path)
-    output.write(`${JSON.stringify(header)}\n`)
-    for await (const chunk of createReadStream(`${this.path}.partial`)) {
-      await writeWithBackpressure(output, chunk as Buffer)
+    const temporary = `${this.path}.tmp`
+    const output = await open(temporary, 'w', PRIVATE_FILE_MODE)
+    try {
+      await output.write(`${JSON.stringify(header)}\n`)
+      for await (const chunk of createReadStream(`${this.path}.partial`)) await output.write(chunk as Buffer)
+      await output.sync()
+    } finally {
+      await output.close()
     }
 
-    await endStream(output)
+    crashPoint('import:receipt-written')
+    if (await exists(this.path)) throw receiptError(this.path, 'appeared while the import ran, and a receipt is never overwritten', `The receipt is left in ${temporary}.`)
+    await rename(temporary, this.path)
     await rm(`${this.path}.partial`, {force: true})
+    await syncDirectory(dirname(this.path))
+  }
+
+  /** Removes what was written: nothing was imported after all. */
+  async discard(): Promise<void> {
+    await this.lines.abandon()
+    await rm(`${this.path}.partial`, {force: true})
+  }
+}
+
+/** A receipt name no other import picks: the time to the second, and a random suffix. */
+export function uniqueReceiptName(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+  return `import-receipt-${stamp}-${randomBytes(3).toString('hex')}.jsonl`
+}
+
+/**
+ * Where a receipt goes when none is named: beside the first archive imported, when that folder
+ * can be written (the receipt then travels with the drive), otherwise the current folder.
+ */
+export async function defaultReceiptPath(archivePaths: string[], cwd = process.cwd()): Promise<string> {
+  const name = uniqueReceiptName()
+  const [first] = archivePaths
+  if (first !== undefined) {
+    const folder = dirname(resolve(first))
+    try {
+      await access(folder, constants.W_OK)
+      return join(folder, name)
+    } catch {
+      // A read-only medium: the receipt goes to the current folder.
+    }
+  }
+
+  return join(cwd, name)
+}
+
+/** A receipt written where an input is would destroy it: refused before anything happens. */
+export async function refuseReceiptOverInput(receipt: string, inputs: string[]): Promise<void> {
+  const target = await canonical(receipt)
+  for (const input of inputs) {
+    const source = await canonical(input)
+    if (target === source || target.startsWith(`${source}/`)) {
+      throw receiptError(receipt, `is ${target === source ? 'one of the inputs' : 'inside an input folder'} (${input})`, 'Give --receipt a file outside what is being imported.')
+    }
+  }
+}
+
+async function canonical(path: string): Promise<string> {
+  const absolute = resolve(path)
+  try {
+    return await realpath(absolute)
+  } catch {
+    // Not there yet: its folder's real path and its name.
+    try {
+      return join(await realpath(dirname(absolute)), absolute.slice(dirname(absolute).length + 1))
+    } catch {
+      return absolute
+    }
+  }
+}
+
+function receiptError(path: string, what: string, suggestion: string): UserFacingError {
+  return new UserFacingError(`the receipt ${path} ${what}`, suggestion, 'usage', 'bad-receipt-path')
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path)
+    return true
+  } catch {
+    return false
   }
 }
 

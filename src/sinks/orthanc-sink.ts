@@ -4,6 +4,7 @@ import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import type {Outcome} from '../transfer/engine.js'
 import type {InstanceInTransit} from '../model.js'
 import {Semaphore} from '../util/concurrency.js'
+import {crashPoint} from '../util/crash-points.js'
 
 /** What could not be carried over to the target, counted by kind; reported, not failures. */
 export interface NotRestored {
@@ -60,7 +61,9 @@ export class OrthancSink {
 
     if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: ''}
     const answer = await this.uploadSlots.run(() => this.client.uploadInstance(unit.dicom, signal))
+    crashPoint('store:uploaded')
     if (unit.record) await this.restoreSideData(answer.ID, unit, signal)
+    crashPoint('store:side-data-restored')
     const stored = await this.client.storedFileInfo(answer.ID, signal)
     const targetMd5 = stored?.md5 ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)

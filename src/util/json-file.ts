@@ -1,7 +1,43 @@
-import {rename, writeFile} from 'node:fs/promises'
+import {open, rename, rm} from 'node:fs/promises'
+import {dirname} from 'node:path'
 
-/** Writes a JSON file through a temporary file and a rename, so that a crash never leaves half of it. */
+import {crashPoint} from './crash-points.js'
+
+/** Files that hold patient data or the state of a job: readable by their owner alone. */
+export const PRIVATE_FILE_MODE = 0o600
+
+/**
+ * Replaces a file so that a crash at any moment leaves either the old content or the new, whole:
+ * the new content goes to a temporary file, is flushed to the disk, takes the final name, and
+ * the folder's entry is flushed too.
+ */
+export async function writeFileDurably(path: string, data: string | Buffer, mode = PRIVATE_FILE_MODE): Promise<void> {
+  const temporary = `${path}.tmp`
+  await rm(temporary, {force: true})
+  const handle = await open(temporary, 'wx', mode)
+  try {
+    await handle.writeFile(data)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+
+  crashPoint('file:temporary-written')
+  await rename(temporary, path)
+  crashPoint('file:renamed')
+  await syncDirectory(dirname(path))
+}
+
 export async function writeJsonAtomically(path: string, value: unknown): Promise<void> {
-  await writeFile(`${path}.tmp`, `${JSON.stringify(value, null, 1)}\n`)
-  await rename(`${path}.tmp`, path)
+  await writeFileDurably(path, `${JSON.stringify(value, null, 1)}\n`)
+}
+
+/** Flushes a folder's entries (a rename, a new file) to the disk. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
 }
