@@ -21,7 +21,7 @@ import {Decrypter, Encrypter, type Identity, type Stanza} from 'age-encryption'
 
 import {
   AgeAlteredError, AgeError, AgeTruncatedError, AgeTruncatedOrAlteredError, AgeWrongKeyError,
-  ENCRYPTED_CHUNK_BYTES, InvalidAgeRecipientError, MissingAgeKeyError, NotAgeFileError, UnsupportedAgeFileError,
+  ENCRYPTED_CHUNK_BYTES, MissingAgeKeyError, NotAgeFileError, UnsupportedAgeFileError,
 } from './age-errors.js'
 import {type AgeDecryptionKeys, type AgeEncryptionKeys, DEFAULT_SCRYPT_WORK_FACTOR, parseRecipient} from './age-keys.js'
 import {WebTransformDuplex} from './web-stream-bridge.js'
@@ -90,6 +90,15 @@ export function createDecryptingReader(ciphertext: Readable, keys: AgeDecryption
 }
 
 /**
+ * Whether bytes are the start of an age file (binary, not armoured): for an input that may be
+ * either a plain tar or an encrypted one, such as stdin. Needs the first 22 bytes; a tar never
+ * starts so (its first 100 bytes are a file name, here one that would end in a newline).
+ */
+export function startsLikeAgeFile(firstBytes: Uint8Array): boolean {
+  return firstBytes.length >= AGE_MAGIC.length && AGE_MAGIC.equals(firstBytes.subarray(0, AGE_MAGIC.length))
+}
+
+/**
  * The most bytes an age file of `plaintextBytes` takes: header, nonce and one tag per 64 KiB
  * chunk (0.025 %). For free-space checks and volume size limits (a 4 GiB FAT32 volume grows by
  * 1 MiB).
@@ -114,9 +123,8 @@ function checkEncryptionKeys(keys: AgeEncryptionKeys): CheckedEncryptionKeys {
   if (passphrase === '') throw new MissingAgeKeyError('encrypt')
   const scryptWorkFactor = keys.scryptWorkFactor ?? DEFAULT_SCRYPT_WORK_FACTOR
   // age-encryption refuses to decrypt above 20; age refuses above 30.
-  if (!Number.isInteger(scryptWorkFactor) || scryptWorkFactor < 1 || scryptWorkFactor > 20) {
-    throw new InvalidAgeRecipientError(undefined, `scrypt work factor ${scryptWorkFactor} is outside 1..20`)
-  }
+  // Not a user's input (no flag sets it): a caller's mistake.
+  if (!Number.isInteger(scryptWorkFactor) || scryptWorkFactor < 1 || scryptWorkFactor > 20) throw new RangeError(`scrypt work factor ${scryptWorkFactor} is outside 1..20`)
 
   return {passphrase, scryptWorkFactor}
 }

@@ -8,5 +8,5 @@
 export * from './age-errors.js'
 export * from './age-keys.js'
 export {
-  AGE_FILE_SUFFIX, type AgeDecryptOptions, createAgeDecryptor, createAgeEncryptor, createDecryptingReader, createEncryptingWriter, encryptedSizeBound,
+  AGE_FILE_SUFFIX, type AgeDecryptOptions, createAgeDecryptor, createAgeEncryptor, createDecryptingReader, createEncryptingWriter, encryptedSizeBound, startsLikeAgeFile,
 } from './age-stream.js'
