@@ -24,6 +24,7 @@ import {
   ENCRYPTED_CHUNK_BYTES, MissingAgeKeyError, NotAgeFileError, UnsupportedAgeFileError,
 } from './age-errors.js'
 import {type AgeDecryptionKeys, type AgeEncryptionKeys, DEFAULT_SCRYPT_WORK_FACTOR, parseRecipient} from './age-keys.js'
+import type {Secret} from '../util/secret.js'
 import {WebTransformDuplex} from './web-stream-bridge.js'
 
 /** The volume file name's ending: `orthanc-export-0001-of-0003.tar.age`. */
@@ -111,7 +112,8 @@ export function encryptedSizeBound(plaintextBytes: number, keys: AgeEncryptionKe
   return header + NONCE_BYTES + plaintextBytes + chunks * TAG_BYTES
 }
 
-type CheckedEncryptionKeys = {recipients: string[]} | {passphrase: string; scryptWorkFactor: number}
+/** The passphrase stays a Secret until the library takes it: a logged or inspected stream shows no key. */
+type CheckedEncryptionKeys = {recipients: string[]} | {passphrase: Secret; scryptWorkFactor: number}
 
 function checkEncryptionKeys(keys: AgeEncryptionKeys): CheckedEncryptionKeys {
   if ('recipients' in keys) {
@@ -119,14 +121,11 @@ function checkEncryptionKeys(keys: AgeEncryptionKeys): CheckedEncryptionKeys {
     return {recipients: keys.recipients.map((recipient) => parseRecipient(recipient))}
   }
 
-  const passphrase = keys.passphrase.reveal()
-  if (passphrase === '') throw new MissingAgeKeyError('encrypt')
+  if (keys.passphrase.reveal() === '') throw new MissingAgeKeyError('encrypt')
   const scryptWorkFactor = keys.scryptWorkFactor ?? DEFAULT_SCRYPT_WORK_FACTOR
-  // age-encryption refuses to decrypt above 20; age refuses above 30.
-  // Not a user's input (no flag sets it): a caller's mistake.
+  // age-encryption refuses to decrypt above 20. No flag sets it: outside the range is a caller's mistake.
   if (!Number.isInteger(scryptWorkFactor) || scryptWorkFactor < 1 || scryptWorkFactor > 20) throw new RangeError(`scrypt work factor ${scryptWorkFactor} is outside 1..20`)
-
-  return {passphrase, scryptWorkFactor}
+  return {passphrase: keys.passphrase, scryptWorkFactor}
 }
 
 class AgeEncryptor extends WebTransformDuplex {
@@ -138,7 +137,7 @@ class AgeEncryptor extends WebTransformDuplex {
     const encrypter = new Encrypter()
     if ('passphrase' in this.keys) {
       encrypter.setScryptWorkFactor(this.keys.scryptWorkFactor)
-      encrypter.setPassphrase(this.keys.passphrase)
+      encrypter.setPassphrase(this.keys.passphrase.reveal())
     } else {
       for (const recipient of this.keys.recipients) encrypter.addRecipient(recipient)
     }

@@ -68,6 +68,15 @@ describe('round trips', () => {
     const ciphertext = await encryptBuffer(plaintext, {passphrase: new Secret(PASSPHRASE), scryptWorkFactor: TEST_WORK_FACTOR})
     expect(ciphertext.toString('latin1')).toContain(`-> scrypt `)
     expect((await decryptBuffer(ciphertext, {passphrases: [new Secret(PASSPHRASE)]})).equals(plaintext)).toBe(true)
+    // A stream logged or inspected shows no key.
+    const streams = [createAgeEncryptor({passphrase: new Secret(PASSPHRASE), scryptWorkFactor: TEST_WORK_FACTOR}), createAgeDecryptor({identities: [alice], passphrases: [new Secret(PASSPHRASE)]})]
+    // Once started: the library holds the keys by then.
+    await new Promise((resolve) => setImmediate(resolve))
+    for (const stream of streams) {
+      const shown = inspect(stream, {depth: 10})
+      for (const secret of secrets) expect(shown).not.toContain(secret)
+      stream.destroy()
+    }
     // Identities and passphrases may be given together; the passphrase opens it.
     expect((await decryptBuffer(ciphertext, {identities: [alice], passphrases: [new Secret('other'), new Secret(PASSPHRASE)]})).equals(plaintext)).toBe(true)
   })
