@@ -140,7 +140,7 @@ export class AgeWrongKeyError extends AgeFileError {
 /** The file ends before its end: inside the header or nonce, or with a last chunk too short to be one. */
 export class AgeTruncatedError extends AgeFileError {
   readonly problemKind: ProblemKind = 'truncated'
-  constructor(readonly part: 'header' | 'nonce' | 'final-chunk', readonly length: number, source?: string) {
+  constructor(readonly part: Extract<AgeFilePart, 'header' | 'nonce' | 'final-chunk'>, readonly length: number, source?: string) {
     super(`truncated age file: it ends ${part === 'header' ? 'inside its header' : part === 'nonce' ? 'inside its nonce, before any payload' : 'with a last chunk too short to be one'} (${length} bytes)`,
       'The copy was cut short: copy the volume again from the export side.', 'age-truncated', source)
   }
@@ -157,7 +157,7 @@ export class AgeAlteredError extends AgeFileError {
   /** Where the altered chunk starts in the file. */
   readonly offset?: number
 
-  constructor(readonly part: 'header' | 'header-mac' | 'chunk', where: {chunk?: number; offset?: number; source?: string} = {}) {
+  constructor(readonly part: Extract<AgeFilePart, 'header' | 'header-mac' | 'chunk'>, where: {chunk?: number; offset?: number; source?: string} = {}) {
     super(
       part === 'header' ? 'altered age file: its header is malformed'
         : part === 'header-mac' ? 'altered age file: its header does not match its MAC'
