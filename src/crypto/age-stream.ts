@@ -14,7 +14,7 @@
  * whole trust chain is proven, so for it this is enough.
  */
 
-import {pipeline, type Readable, Writable} from 'node:stream'
+import {type Duplex, pipeline, type Readable, Writable} from 'node:stream'
 import {pipeline as pipelineAsync} from 'node:stream/promises'
 
 import {Decrypter, Encrypter, type Identity, type Stanza} from 'age-encryption'
@@ -53,7 +53,7 @@ export interface AgeDecryptOptions {
  * `pipeline(tarStream, createAgeEncryptor(keys), file)`. Throws AgeKeyError at once for
  * unusable keys.
  */
-export function createAgeEncryptor(keys: AgeEncryptionKeys): WebTransformDuplex {
+export function createAgeEncryptor(keys: AgeEncryptionKeys): Duplex {
   return new AgeEncryptor(checkEncryptionKeys(keys))
 }
 
@@ -63,7 +63,7 @@ export function createAgeEncryptor(keys: AgeEncryptionKeys): WebTransformDuplex 
  * a problem kind) for a file that is not age, that no key given opens, or that is truncated or
  * altered anywhere; see the module comment for what is released before such a failure.
  */
-export function createAgeDecryptor(keys: AgeDecryptionKeys, options: AgeDecryptOptions = {}): WebTransformDuplex {
+export function createAgeDecryptor(keys: AgeDecryptionKeys, options: AgeDecryptOptions = {}): Duplex {
   const identities = keys.identities ?? []
   const passphrases = keys.passphrases ?? []
   if (identities.length === 0 && passphrases.length === 0) throw new MissingAgeKeyError('decrypt')
@@ -326,7 +326,7 @@ const KNOWN_STANZA_TYPES = new Set(['X25519', 'scrypt', 'mlkem768x25519', 'p256t
 class EncryptingWriter extends Writable {
   private readonly written: Promise<void>
 
-  constructor(private readonly encryptor: WebTransformDuplex, destination: Writable) {
+  constructor(private readonly encryptor: Duplex, destination: Writable) {
     super()
     this.written = pipelineAsync(encryptor, destination)
     this.written.catch((error: Error) => this.destroy(error))
