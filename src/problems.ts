@@ -17,8 +17,12 @@ export interface Problem {
 export const INTEGRITY_KINDS = ['checksum', 'damaged', 'hostile', 'unlisted', 'duplicate', 'contradiction'] as const
 /** Part of the input is not there. */
 export const COMPLETENESS_KINDS = ['missing', 'truncated'] as const
-/** The input cannot be read at all, or not by this version. */
-export const READABILITY_KINDS = ['not-archive', 'unsupported', 'unreadable'] as const
+/**
+ * The input cannot be read at all, or not by this version, or not with the keys given
+ * ('wrong-key': an encrypted volume that no identity or passphrase given opens; its content
+ * is unknown, so it is neither valid nor invalid).
+ */
+export const READABILITY_KINDS = ['not-archive', 'unsupported', 'unreadable', 'wrong-key'] as const
 /** One instance could not be moved; the others were. */
 export const TRANSFER_KINDS = ['vanished', 'rejected', 'mismatch', 'server-error', 'too-large', 'failed'] as const
 /** Passed over on purpose, and counted: not a failure. */
