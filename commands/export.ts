@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {DEFAULT_MAX_VOLUME_BYTES} from '../src/archive/format.js'
+import {archiveStdout} from '../src/cli/archive-stdout.js'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
@@ -65,8 +66,9 @@ export default class Export extends BaseCommand {
         exclude: exclusions.exclude,
         exclusions: exclusions.description,
         incrementalBase: exclusions.incrementalBase,
+        chainBase: exclusions.chainBase,
         client,
-        output: toStdout ? {kind: 'stream', stream: process.stdout} : {kind: 'directory', path: flags.output},
+        output: toStdout ? {kind: 'stream', stream: archiveStdout()} : {kind: 'directory', path: flags.output},
         filters: filtersFromFlags(flags),
         maxVolumeBytes,
         maxVolumeInstances: flags['max-volume-instances'],

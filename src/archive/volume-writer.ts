@@ -37,10 +37,13 @@ export class TarOutput {
   async entry(name: string, bytes: Buffer, mtime: Date): Promise<void> {
     if (this.failure) throw this.failure
     await new Promise<void>((resolve, reject) => {
-      this.pack.entry({name, size: bytes.length, mtime, mode: 0o644, type: 'file'}, bytes, (error) => {
-        if (error) reject(error)
+      const entry = this.pack.entry({name, size: bytes.length, mtime, mode: 0o600, type: 'file'}, bytes, (error) => {
+        if (error) reject(this.failure ?? error)
         else resolve()
       })
+      // When the output fails, the entry being written fails too: that reaches the callback above,
+      // and must not also be an 'error' event nobody listens to.
+      entry.on('error', () => {})
     })
     if (this.failure) throw this.failure
   }

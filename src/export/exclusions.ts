@@ -9,6 +9,8 @@ export interface Exclusions {
   /** A stable description, part of the export's fingerprint. */
   description: string
   incrementalBase?: {group: string; changeCursor: number}
+  /** Every instance the chain of exports before this one holds (for the chain list this export leaves). */
+  chainBase: string[]
 }
 
 /**
@@ -19,10 +21,12 @@ export async function buildExclusions(client: OrthancClient, since: string | und
   const predicates: Array<(instance: SelectedInstance) => boolean> = []
   const description: string[] = []
   let incrementalBase: Exclusions['incrementalBase']
+  let chainBase: string[] = []
   if (since) {
     const base = await readExportBase(since)
     predicates.push(await excludeExportedBefore(client, base, signal))
     incrementalBase = {group: base.group, changeCursor: base.changeCursor}
+    chainBase = [...base.instances.keys()]
     description.push(`since:${base.group}`)
   }
 
@@ -42,5 +46,6 @@ export async function buildExclusions(client: OrthancClient, since: string | und
     exclude: predicates.length > 0 ? (instance) => predicates.some((predicate) => predicate(instance)) : undefined,
     description: description.join(','),
     incrementalBase,
+    chainBase,
   }
 }

@@ -18,7 +18,7 @@ import {crashPoint} from '../util/crash-points.js'
 import {PRIVATE_FILE_MODE, syncDirectory} from '../util/json-file.js'
 import {formatBytes} from '../util/format.js'
 import {type ExportPlan, loadPlan, planExport, readPlannedVolume} from './plan.js'
-import {readVolumeManifest} from './since.js'
+import {readVolumeManifest, writeChain} from './since.js'
 import {PatientIndex} from './patient-index.js'
 
 export type ExportOutput = {kind: 'directory'; path: string} | {kind: 'stream'; stream: Writable}
@@ -43,6 +43,8 @@ export interface ExportOptions {
   incrementalBase?: {group: string; changeCursor: number}
   /** Says what `exclude` leaves out (base group, receipts), so that a resumed run is the same run. */
   exclusions?: string
+  /** Every instance the exports this one continues hold: with this export's own, the chain list it leaves for the next --since. */
+  chainBase?: string[]
   signal?: AbortSignal
   onProgress?: ProgressListener
 }
@@ -147,8 +149,12 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     }
 
     if (options.dryRun) return finished(summary, started)
-    if (options.output.kind === 'directory') await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
-    else await writeVolumeStream(options.output.stream, plan, stateDir, options, summary)
+    if (options.output.kind === 'directory') {
+      const volumes = await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
+      await writeChain(options.output.path, options.chainBase ?? [], volumes)
+    } else {
+      await writeVolumeStream(options.output.stream, plan, stateDir, options, summary)
+    }
     summary.retries += options.client.http.stats.retries
     return finished(summary, started)
   } catch (error) {
@@ -228,8 +234,10 @@ async function prepareOutputFolder(path: string): Promise<boolean> {
   return !existing
 }
 
-async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<void> {
+/** Writes every volume not done yet; returns the volume files of the export. */
+async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<string[]> {
   const count = plan.volumes.length
+  const files = plan.volumes.map((_, index) => join(dir, `${volumeName(options.namePrefix, index + 1, count)}.tar`))
   const pending: Array<{number: number; file: string}> = []
   let leftovers = 0
   for (const [index, volume] of plan.volumes.entries()) {
@@ -263,6 +271,8 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
       throw error
     }
   }
+
+  return files
 }
 
 /**

@@ -1,7 +1,7 @@
-import {writeFile} from 'node:fs/promises'
 
 import {volumeName} from '../archive/format.js'
 import type {SelectedStudy} from '../sources/orthanc-selection.js'
+import {writeFileDurably} from '../util/json-file.js'
 import type {ExportPlan} from './plan.js'
 
 /**
@@ -32,7 +32,8 @@ export class PatientIndex {
         study.patientId, study.patientName, study.patientBirthDate, study.accessionNumber, study.studyDate,
         study.studyDescription, study.studyInstanceUid, String(study.instances), (volumesOf.get(studyId) ?? []).join(' '),
       ])
-    await writeFile(path, [header, ...rows].map((row) => row.map(csvField).join(',')).join('\r\n') + '\r\n')
+    // It names patients: readable by the user who exported, nobody else.
+    await writeFileDurably(path, [header, ...rows].map((row) => row.map(csvField).join(',')).join('\r\n') + '\r\n')
   }
 }
 

@@ -1,11 +1,12 @@
-import {readdir, stat} from 'node:fs/promises'
-import {join} from 'node:path'
+import {readdir, readFile, stat} from 'node:fs/promises'
+import {dirname, join} from 'node:path'
 
 import {CONTENTS_FILE, MANIFEST_FILE, VOLUME_NAME_PATTERN, type VolumeContents, type VolumeManifest} from '../archive/format.js'
 import {indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
+import {writeFileDurably} from '../util/json-file.js'
 
 /** What an earlier export holds: the base of an incremental one. */
 export interface ExportBase {
@@ -35,7 +36,39 @@ export async function readExportBase(path: string): Promise<ExportBase> {
     throw new UserFacingError(`${path} holds no export volume`, 'Give --since the folder of an earlier export, or one of its .tar volumes.', 'bad-input', 'no-base')
   }
 
+  // An incremental export's own volumes hold only what it added: what the exports before it
+  // held is in the chain list it left beside them.
+  for (const id of await readChain(dirname(volumes[0]!))) if (!instances.has(id)) instances.set(id, '')
   return {group, changeCursor, instances}
+}
+
+/** The list, beside an export's volumes, of every instance its chain of exports holds. */
+export function chainFile(exportFolder: string): string {
+  return join(exportFolder, '.orthanc-replicate', CHAIN_FILE)
+}
+
+const CHAIN_FILE = 'exported-instances.txt'
+
+/** The instance IDs an export and the exports it continued hold (none when it left no list). */
+export async function readChain(exportFolder: string): Promise<string[]> {
+  try {
+    return (await readFile(chainFile(exportFolder), 'utf8')).split('\n').filter((line) => /^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/.test(line))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw error
+  }
+}
+
+/** Writes an export's chain list: what the exports it continued hold, and what its own finished volumes hold. */
+export async function writeChain(exportFolder: string, base: Iterable<string>, volumes: string[]): Promise<void> {
+  const ids = new Set(base)
+  for (const volume of volumes) {
+    const manifest = await readVolumeManifest(volume)
+    // Only what a finished volume holds: contents.json lists what was planned, failures included.
+    if ('failed' in manifest) for (const record of manifest.instances) ids.add(record.id)
+  }
+
+  await writeFileDurably(chainFile(exportFolder), [...ids].sort().map((id) => `${id}\n`).join(''))
 }
 
 export async function volumeFiles(path: string): Promise<string[]> {

@@ -67,7 +67,8 @@ export class OrthancSink {
     const stored = await this.client.storedFileInfo(answer.ID, signal)
     const targetMd5 = stored?.md5 ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
-    return {kind: 'transferred', bytes: unit.dicom.length, targetMd5}
+    // AlreadyStored: another run (or another route) stored it between our look and our upload; not ours to count.
+    return answer.Status === 'AlreadyStored' ? {kind: 'skipped', targetMd5} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5}
   }
 
   /**

@@ -24,17 +24,34 @@ export interface SelectedInstance extends InstanceIdentity {
  * several values of one kind widen. Memory holds the matching study IDs, never all instances.
  */
 export async function* selectInstances(
-  client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: {ignoreUnknownIds?: boolean} = {},
+  client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: SelectionOptions = {},
 ): AsyncGenerator<SelectedStudy> {
-  const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, Boolean(options.ignoreUnknownIds), signal) : undefined
-  const studyIds = explicit ? [...explicit.keys()] : await matchingStudyIds(client, filters, signal)
+  const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, false, signal) : undefined
+  // Only these instances, and only those of them the filters keep: a mirror's new arrivals.
+  const only = options.onlyInstances ? await resolveOrthancIds(client, options.onlyInstances, true, signal) : undefined
+  const studyIds = only ? [...only.keys()].filter((id) => !explicit || explicit.has(id)) : explicit ? [...explicit.keys()] : await matchingStudyIds(client, filters, signal)
   studyIds.sort()
   for (const studyId of studyIds) {
     const study = await client.study(studyId, signal)
     if (!study || !studyMatches(study, filters)) continue
-    const selected = await selectInStudy(client, study, filters, explicit?.get(studyId), signal)
+    const selected = await selectInStudy(client, study, filters, narrower(explicit?.get(studyId), only?.get(studyId)), signal)
     if (selected && selected.instances.length > 0) yield selected
   }
+}
+
+export interface SelectionOptions {
+  /**
+   * Consider only these instances (Orthanc IDs), which may have been deleted since: the filters
+   * still apply to them. Used to follow new arrivals without listing the whole server.
+   */
+  onlyInstances?: string[]
+}
+
+/** Both limits on a study's instances at once ('all' or undefined: no limit). */
+function narrower(a: Set<string> | 'all' | undefined, b: Set<string> | 'all' | undefined): Set<string> | 'all' | undefined {
+  if (a === undefined || a === 'all') return b
+  if (b === undefined || b === 'all') return a
+  return new Set([...a].filter((id) => b.has(id)))
 }
 
 async function matchingStudyIds(client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal): Promise<string[]> {

@@ -22,9 +22,11 @@ export interface CompareOptions {
   /** Compare the MD5s both servers recorded for instances on both sides. */
   checksum: boolean
   signal?: AbortSignal
-  /** Ask the target about each instance instead of each study (a handful of new instances). */
-  lookupEachOnTarget?: boolean
-  ignoreUnknownIds?: boolean
+  /**
+   * Compare only these source instances (a mirror's new arrivals; some may be gone again), the
+   * filters still applying to them; the target is asked about each one, not each study.
+   */
+  onlyInstances?: string[]
 }
 
 /**
@@ -38,9 +40,10 @@ export interface CompareOptions {
 export async function* compareServers(source: OrthancClient, target: OrthancClient, options: CompareOptions): AsyncGenerator<ComparedInstance> {
   const unfiltered = Object.keys(options.filters).length === 0
   const sourceStudies = new Set<string>()
-  for await (const study of selectInstances(source, options.filters, options.signal, {ignoreUnknownIds: options.ignoreUnknownIds})) {
+  const lookupEachOnTarget = options.onlyInstances !== undefined
+  for await (const study of selectInstances(source, options.filters, options.signal, {onlyInstances: options.onlyInstances})) {
     sourceStudies.add(study.studyId)
-    const onTarget = options.lookupEachOnTarget
+    const onTarget = lookupEachOnTarget
       ? await presentOneByOne(target, study.instances, options.signal)
       : new Set((await target.studyInstanceIds(study.studyId, options.signal)))
     const present = study.instances.map((instance) => onTarget.delete(instance.id))
@@ -55,12 +58,12 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
       else yield {...base, state: same[index] ? 'identical' : 'different'}
     }
 
-    if (unfiltered && !options.lookupEachOnTarget) {
+    if (unfiltered && !lookupEachOnTarget) {
       for (const id of onTarget) yield {id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}
     }
   }
 
-  if (!unfiltered || options.lookupEachOnTarget) return
+  if (!unfiltered || lookupEachOnTarget) return
   for await (const study of target.listStudies(options.signal)) {
     if (sourceStudies.has(study.ID)) continue
     for (const id of await target.studyInstanceIds(study.ID, options.signal)) {

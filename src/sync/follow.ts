@@ -8,7 +8,7 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
-export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'lookupEachOnTarget' | 'ignoreUnknownIds'> {
+export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances'> {
   /** Where the change cursor is kept between runs. */
   stateFile: string
   intervalMs: number
@@ -108,8 +108,8 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
 
   const cursor = next.value
   if (newInstances.size > 0) {
-    const filters = {...options.filters, orthancIds: [...newInstances]}
-    const pass = await syncServers({...options, filters, dryRun: false, lookupEachOnTarget: true, ignoreUnknownIds: true})
+    // The new instances, through the same filters as a full pass: a filtered mirror never receives what they leave out.
+    const pass = await syncServers({...options, onlyInstances: [...newInstances], dryRun: false})
     record(summary, pass, false)
     options.onEvent?.({type: 'pass', full: false, cursor, summary: pass})
     // Keep the cursor where it was: the next poll tries the failed instances again.

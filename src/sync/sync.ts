@@ -16,10 +16,8 @@ export interface SyncOptions {
   checksum: boolean
   dryRun: boolean
   concurrency: number
-  /** Ask the target about each instance instead of listing it (few instances, huge target). */
-  lookupEachOnTarget?: boolean
-  /** Orthanc IDs that are gone from the source are passed over (changes of since-deleted instances). */
-  ignoreUnknownIds?: boolean
+  /** Only these source instances (a mirror's new arrivals), the filters still applying; see CompareOptions. */
+  onlyInstances?: string[]
   signal?: AbortSignal
   onProgress?: ProgressListener
 }

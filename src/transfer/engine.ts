@@ -36,6 +36,9 @@ export interface TransferJob<Item, Payload> {
   totalBytes?: number
 }
 
+/** How long instances in flight may take to finish their chain after an interruption. */
+const GRACE_MS = 10_000
+
 /** What the files of the items in flight may add up to before the engine waits to take another. */
 export const MAX_BYTES_IN_FLIGHT = 128 * 1024 * 1024
 
@@ -79,10 +82,23 @@ function isTransient(error: unknown): boolean {
 export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>): Promise<TransferStats> {
   const stats = emptyStats()
   const started = Date.now()
+  // Two signals: `intake` stops taking new items, `controller` stops the work in flight. A fatal
+  // error stops both at once. An interruption (Ctrl-C) stops the intake at once and lets the
+  // instances in flight finish their chain for up to GRACE_MS (uploaded, side data restored,
+  // confirmed), so that what the target holds and what the summary counts agree; an ordered job
+  // (writing an archive, whose volume is left unfinished anyway) stops everything at once.
+  const intake = new AbortController()
   const controller = new AbortController()
   // Every in-flight request listens on this signal; with high concurrency that is many listeners by design.
   setMaxListeners(0, controller.signal)
-  const stopOnOuterAbort = () => controller.abort(job.signal?.reason)
+  const grace = job.commit ? 0 : GRACE_MS
+  let graceTimer: NodeJS.Timeout | undefined
+  const stopOnOuterAbort = () => {
+    intake.abort(job.signal?.reason)
+    if (grace === 0) controller.abort(job.signal?.reason)
+    else graceTimer = setTimeout(() => controller.abort(job.signal?.reason), grace).unref()
+  }
+  if (job.signal?.aborted) stopOnOuterAbort()
   job.signal?.addEventListener('abort', stopOnOuterAbort)
   let fatal: unknown
   let done = 0
@@ -97,8 +113,11 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
   }
 
   const fail = (item: Item, error: unknown) => {
+    // Cut short by the interruption: neither done nor failed, the next run takes it again.
+    if (job.signal?.aborted && (error as Error | undefined)?.name === 'AbortError') return
     if (isJobFatal(error)) {
       fatal ??= error
+      intake.abort(error)
       controller.abort(error)
       return
     }
@@ -121,10 +140,11 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
   }
 
   try {
-    if (job.commit) await runOrdered(job, attempt, count, fail, controller.signal)
-    else await runUnordered(job, attempt, count, fail, controller.signal)
+    if (job.commit) await runOrdered(job, attempt, count, fail, intake.signal)
+    else await runUnordered(job, attempt, count, fail, intake.signal)
   } finally {
     job.signal?.removeEventListener('abort', stopOnOuterAbort)
+    clearTimeout(graceTimer)
   }
 
   stats.durationMs = Date.now() - started

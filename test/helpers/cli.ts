@@ -17,6 +17,8 @@ export interface CliOptions {
   /** Bytes to write on stdin, or a stream's worth of them. */
   stdin?: Buffer | string
   timeoutMs?: number
+  /** The folder the command runs in (default: the repository). */
+  cwd?: string
 }
 
 /** Runs the built CLI (`node bin/run.js`) as a user would, and collects its output and exit code. */
@@ -24,7 +26,7 @@ export async function runCli(args: string[], options: CliOptions = {}): Promise<
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = {...process.env, ...options.env}
     for (const [key, value] of Object.entries(env)) if (value === undefined) delete env[key]
-    const child = spawn(process.execPath, [runScript, ...args], {env, cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe']})
+    const child = spawn(process.execPath, [runScript, ...args], {env, cwd: options.cwd ?? repoRoot, stdio: ['pipe', 'pipe', 'pipe']})
     const stdout: Buffer[] = []
     const stderr: Buffer[] = []
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))

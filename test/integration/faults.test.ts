@@ -1,0 +1,339 @@
+import {execFile, spawn} from 'node:child_process'
+import {copyFile, mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+import {promisify} from 'node:util'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {generateStudySet} from '../../fixtures/generate.js'
+import type {FixtureRecord} from '../../fixtures/generate.js'
+import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
+import {listFiles, volumeFiles} from '../helpers/corpus.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
+import {damageStoredFile} from '../helpers/tamper.js'
+
+const run = promisify(execFile)
+
+interface Summary {
+  transferred: number
+  skipped: number
+  failed: number
+  interrupted: boolean
+  failures: Array<{id: string; kind: string; reason: string}>
+  receipt?: string
+  error?: {code: string; exitCode: number; message: string}
+}
+
+/**
+ * Interrupted, failing and changing runs (issue: runs that never lie). Each test names the
+ * defect it guards; all share one source server and a small corpus.
+ */
+describe('faults: interrupted, failing and changing runs never lie', () => {
+  let source: OrthancServer
+  let work: string
+  let records: FixtureRecord[]
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'faults-'))
+    records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 3, pixelBytes: 6000, seed: 'faults-run'})
+    source = await startOrthanc({name: 'faults-source'})
+    await uploadFiles(source, records.map((record) => record.path))
+  })
+  afterAll(async () => {
+    await source?.dispose()
+    await rm(work, {recursive: true, force: true})
+  })
+
+  const exportTo = (output: string, ...args: string[]) => runCli(['export', '--source', source.url, '--output', output, '--json', ...args])
+  const archivedIds = async (output: string) => (await Promise.all((await volumeFiles(output)).map(async (volume) => (await run('tar', ['-tf', volume])).stdout)))
+    .join('').split('\n').filter((line) => line.endsWith('.dcm')).map((line) => line.split('/').at(-1)!.replace('.dcm', '')).sort()
+
+  it('a resumed export retries what failed, and only claims what the archive holds', async () => {
+    const output = join(work, 'retry')
+    const victims = records.slice(0, 2).map((record) => record.orthancId)
+    const undo = await Promise.all(victims.map((id) => damageStoredFile(source, id)))
+    const first = await exportTo(output, '--max-volume-size', '70000')
+    expect(first.code, first.stderr).toBe(10)
+    expect(parseJson<Summary>(first)).toMatchObject({failed: 2})
+    for (const restore of undo) await restore()
+
+    const second = await exportTo(output, '--max-volume-size', '70000')
+    expect(second.code, second.stderr).toBe(0)
+    const summary = parseJson<Summary>(second)
+    expect(summary.failed).toBe(0)
+    expect(summary.transferred + summary.skipped).toBe(records.length)
+    expect(summary.transferred).toBeGreaterThanOrEqual(2)
+    expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).sort())
+    expect((await runCli(['verify', output])).code).toBe(0)
+  })
+
+  it('an instance deleted after planning fails as vanished on every run until it is back, never skipped', async () => {
+    const output = join(work, 'vanished')
+    const planned = await runCli(['export', '--source', source.url, '--output', output, '--json'], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:plan-saved'}})
+    expect(planned.code).not.toBe(0)
+    const victim = records[3]!
+    await source.api(`/instances/${victim.orthancId}`, {method: 'DELETE'})
+    try {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const result = await exportTo(output)
+        expect(result.code, result.stderr).toBe(10)
+        expect(parseJson<Summary>(result).failures).toEqual([expect.objectContaining({id: victim.orthancId, reason: expect.stringMatching(/no longer on the source/)})])
+      }
+    } finally {
+      await uploadFiles(source, [victim.path])
+    }
+
+    const healed = await exportTo(output)
+    expect(healed.code, healed.stderr).toBe(0)
+    expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).sort())
+  })
+
+  it('--since follows a chain: the newest export of a chain leaves out everything the chain holds', async () => {
+    const first = join(work, 'chain-1')
+    expect((await exportTo(first)).code).toBe(0)
+    const batchTwo = await generateStudySet(join(work, 'chain-b2'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 2000, seed: 'chain-two'})
+    const batchThree = await generateStudySet(join(work, 'chain-b3'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'chain-three'})
+    try {
+      await uploadFiles(source, batchTwo.map((record) => record.path))
+      const second = join(work, 'chain-2')
+      expect((await exportTo(second, '--since', first)).code).toBe(0)
+      expect(await archivedIds(second)).toEqual(batchTwo.map((record) => record.orthancId).sort())
+
+      await uploadFiles(source, batchThree.map((record) => record.path))
+      const third = join(work, 'chain-3')
+      const result = await exportTo(third, '--since', second)
+      expect(result.code, result.stderr).toBe(0)
+      expect(await archivedIds(third)).toEqual(batchThree.map((record) => record.orthancId).sort())
+    } finally {
+      for (const record of [...batchTwo, ...batchThree]) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
+    }
+  })
+
+  describe('output paths and pipes', () => {
+    it('export -o - | head -c 1000: a quiet stop with its own exit code, no stack trace', async () => {
+      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'export', '--source', source.url, '--output', '-'], {stdio: ['ignore', 'pipe', 'pipe']})
+      let received = 0
+      let stderr = ''
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk))
+      child.stdout.on('data', (chunk: Buffer) => {
+        received += chunk.length
+        if (received >= 1000) child.stdout.destroy()
+      })
+      const code = await new Promise<number>((resolve) => child.once('close', (exit) => resolve(exit ?? 1)))
+      expect(code).toBe(15)
+      expect(stderr).toMatch(/closed by its reader/)
+      expect(stderr).not.toMatch(/\n\s+at |EPIPE/)
+    })
+
+    it('export -o - > /dev/full: exit 13 in one sentence', async () => {
+      const result = await run('sh', ['-c', `"${process.execPath}" "${join(repoRoot, 'bin/run.js')}" export --source ${source.url} --output - > /dev/full`]).then(() => ({code: 0, stderr: ''}), (error: {code: number; stderr: string}) => error)
+      expect(result.code).toBe(13)
+      expect(result.stderr).toMatch(/no space left/)
+      expect(result.stderr.trim().split('\n')).toHaveLength(2)
+    })
+
+    it.each([
+      ['an existing file', async () => {
+        const file = join(work, 'a-file')
+        await writeFile(file, 'x')
+        return file
+      }, /is a file, not a folder/],
+      ['an existing volume', async () => {
+        const file = join(work, 'orthanc-export-0001-of-0001.tar')
+        await writeFile(file, 'x')
+        return file
+      }, /is a volume file, not a folder/],
+      ['an empty name', async () => '', /is empty/],
+    ])('--output that is %s: exit 2 in one sentence', async (_what, make, message) => {
+      const result = await runCli(['export', '--source', source.url, '--output', await make()])
+      expect(result.code).toBe(2)
+      expect(result.stderr).toMatch(message)
+      expect(result.stderr).not.toMatch(/unexpected error|\n\s+at /)
+    })
+
+    it('--output on a read-only filesystem: exit 2, before anything is asked of the server', async () => {
+      const mountPoint = await mkdtemp(join(tmpdir(), 'read-only-'))
+      await run('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', mountPoint])
+      try {
+        const result = await runCli(['export', '--source', source.url, '--output', join(mountPoint, 'out')])
+        expect(result.code).toBe(2)
+        expect(result.stderr).toMatch(/read-only/)
+      } finally {
+        await run('umount', [mountPoint]).catch(() => {})
+        await rm(mountPoint, {recursive: true, force: true})
+      }
+    })
+
+    it('an export that matched nothing leaves no folder behind', async () => {
+      const output = join(work, 'nothing-matched')
+      const result = await exportTo(output, '--patient-id', 'NOBODY')
+      expect(result.code).toBe(12)
+      await expect(stat(output)).rejects.toThrow()
+    })
+
+    it('volumes, plans and indexes are private files', async () => {
+      const output = join(work, 'private')
+      expect((await exportTo(output, '--patient-index')).code).toBe(0)
+      for (const file of await listFiles(output)) expect(((await stat(file)).mode & 0o077).toString(8), file).toBe('0')
+      expect(((await stat(join(output, '.orthanc-replicate'))).mode & 0o077).toString(8)).toBe('0')
+    })
+  })
+
+  describe('on a small disk', () => {
+    let mountPoint: string
+    beforeAll(async () => {
+      mountPoint = await mkdtemp(join(tmpdir(), 'faults-disk-'))
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mountPoint])
+    })
+    afterAll(async () => {
+      await run('umount', [mountPoint]).catch(() => {})
+      await rm(mountPoint, {recursive: true, force: true})
+    })
+
+    it('a disk that is full while the plan is written: exit 13 with JSON, no unhandled error', async () => {
+      // Fill the disk to a few KiB, so that the plan's own files do not fit.
+      await writeFile(join(mountPoint, 'filler'), Buffer.alloc(250 * 1024)).catch(() => {})
+      try {
+        const result = await runCli(['export', '--source', source.url, '--output', join(mountPoint, 'out'), '--json'])
+        expect(result.code, result.stderr).toBe(13)
+        expect(parseJson<Summary>(result).error).toMatchObject({code: 'no-space', exitCode: 13})
+        expect(result.stderr).not.toMatch(/\n\s+at |Unhandled/)
+      } finally {
+        await rm(join(mountPoint, 'filler'), {force: true})
+        await rm(join(mountPoint, 'out'), {recursive: true, force: true})
+      }
+    })
+
+    it('a leftover .partial of our own does not count against the free space when resuming', async () => {
+      const output = join(mountPoint, 'resume')
+      // A run killed mid-volume leaves a .partial; the disk is then nearly full because of it.
+      const killed = await runCli(['export', '--source', source.url, '--output', output, '--max-volume-size', '100000'], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:entry-written#3'}})
+      expect(killed.code).not.toBe(0)
+      const partials = (await readdir(output)).filter((name) => name.endsWith('.partial'))
+      expect(partials).toHaveLength(1)
+      const {size} = await stat(join(output, partials[0]!))
+      const free = await run('df', ['-B1', '--output=avail', mountPoint]).then(({stdout}) => Number(stdout.trim().split('\n')[1]))
+      const needed = 100_000
+      await writeFile(join(mountPoint, 'filler'), Buffer.alloc(Math.max(0, free - needed + size - 20 * 1024)))
+      try {
+        const resumed = await runCli(['export', '--source', source.url, '--output', output, '--max-volume-size', '100000', '--json'])
+        expect(resumed.stderr).not.toMatch(/not enough free space/)
+      } finally {
+        await rm(join(mountPoint, 'filler'), {force: true})
+        await rm(output, {recursive: true, force: true})
+      }
+    })
+  })
+
+  describe('receipts', () => {
+    let target: OrthancServer
+    let volumes: string
+    beforeAll(async () => {
+      target = await startOrthanc({name: 'receipt-target'})
+      volumes = join(work, 'receipt-volumes')
+      expect((await exportTo(volumes)).code).toBe(0)
+    })
+    afterAll(async () => target?.dispose())
+
+    it('two imports in the same second write two receipts, beside the archive, named in the summary', async () => {
+      const [a, b] = await Promise.all([
+        runCli(['import', '--target', target.url, '--json', volumes]),
+        runCli(['import', '--target', target.url, '--json', volumes]),
+      ])
+      const receipts = [parseJson<Summary>(a).receipt!, parseJson<Summary>(b).receipt!]
+      expect(receipts[0]).not.toBe(receipts[1])
+      for (const receipt of receipts) {
+        expect(receipt.startsWith(volumes)).toBe(true)
+        expect((await readFile(receipt, 'utf8')).trim().split('\n')).toHaveLength(records.length + 1)
+        expect(((await stat(receipt)).mode & 0o077).toString(8)).toBe('0')
+      }
+      // Both runs together stored each instance once: transferred adds up to what the target gained.
+      expect(parseJson<Summary>(a).transferred + parseJson<Summary>(b).transferred).toBe(records.length)
+    })
+
+    it('--receipt pointing at an input volume is refused and the volume is left whole', async () => {
+      const [volume] = await volumeFiles(volumes)
+      const before = await readFile(volume!)
+      const result = await runCli(['import', '--target', target.url, '--receipt', volume!, volumes])
+      expect(result.code).toBe(2)
+      expect(result.stderr).toMatch(/is one of the inputs|exists already/)
+      expect((await readFile(volume!)).equals(before)).toBe(true)
+    })
+
+    it('a receipt in a read-only folder: exit 2 in one sentence, nothing imported', async () => {
+      const mountPoint = await mkdtemp(join(tmpdir(), 'receipt-ro-'))
+      await run('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', mountPoint])
+      try {
+        const result = await runCli(['import', '--target', target.url, '--receipt', join(mountPoint, 'r.jsonl'), volumes])
+        expect(result.code).toBe(2)
+        expect(result.stderr).toMatch(/cannot be written/)
+        expect(result.stderr).not.toMatch(/\n\s+at /)
+      } finally {
+        await run('umount', [mountPoint]).catch(() => {})
+        await rm(mountPoint, {recursive: true, force: true})
+      }
+    })
+
+    it('a receipt goes to the current folder when the archive\'s folder is read-only', async () => {
+      const readOnly = await mkdtemp(join(tmpdir(), 'volumes-ro-'))
+      for (const volume of await volumeFiles(volumes)) await copyFile(volume, join(readOnly, volume.split('/').at(-1)!))
+      await run('mount', ['-o', 'bind,ro', readOnly, readOnly])
+      const cwd = await mkdtemp(join(tmpdir(), 'receipt-cwd-'))
+      try {
+        const result = await runCli(['import', '--target', target.url, '--json', readOnly], {cwd})
+        expect(result.code, result.stderr).toBe(0)
+        expect(parseJson<Summary>(result).receipt!.startsWith(cwd)).toBe(true)
+      } finally {
+        await run('umount', [readOnly]).catch(() => {})
+        await rm(readOnly, {recursive: true, force: true})
+        await rm(cwd, {recursive: true, force: true})
+      }
+    })
+  })
+
+  describe('signals', () => {
+    let target: OrthancServer
+    beforeAll(async () => {
+      target = await startOrthanc({name: 'signal-target'})
+    })
+    afterAll(async () => target?.dispose())
+
+    it.each(['SIGTERM', 'SIGINT'] as const)('%s in the first instant: exit 130 with the counts in JSON', async (signal) => {
+      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.url, '--target', target.url, '--json'], {stdio: ['ignore', 'pipe', 'pipe']})
+      let stdout = ''
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
+      // Node itself takes some 50-100 ms to start here; the command loads for some 300 ms after that.
+      await sleep(250)
+      child.kill(signal)
+      const code = await new Promise<number | null>((resolve) => child.once('close', (exit) => resolve(exit)))
+      expect(code).toBe(130)
+      expect(JSON.parse(stdout)).toMatchObject({interrupted: true, transferred: expect.any(Number), skipped: expect.any(Number), failed: expect.any(Number)})
+    })
+
+    it('an import interrupted mid-way says how far it got, and the same command finishes it', async () => {
+      const volumes = join(work, 'signal-volumes')
+      expect((await exportTo(volumes)).code).toBe(0)
+      // A slow link to the target, so that the signal comes while instances are on their way.
+      const proxy = await startFaultProxy(target.port)
+      proxy.delayMs = 150
+      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'import', '--target', proxy.url, '--json', '--no-receipt', '--concurrency', '1', volumes], {stdio: ['ignore', 'pipe', 'pipe']})
+      let stdout = ''
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
+      const deadline = Date.now() + 20_000
+      while ((await target.json<string[]>('/instances')).length < 2 && Date.now() < deadline) await sleep(5)
+      child.kill('SIGINT')
+      expect(await new Promise<number | null>((resolve) => child.once('close', resolve))).toBe(130)
+      await proxy.close()
+      const partial = JSON.parse(stdout) as Summary
+      expect(partial.interrupted).toBe(true)
+      expect(partial.transferred).toBeGreaterThanOrEqual(1)
+      const finished = await runCli(['import', '--target', target.url, '--json', '--no-receipt', volumes])
+      expect(finished.code).toBe(0)
+      expect(partial.transferred + parseJson<Summary>(finished).transferred).toBe(records.length)
+      expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    })
+  })
+})
