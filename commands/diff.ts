@@ -19,6 +19,7 @@ export default class Diff extends BaseCommand {
     ...serverFlags('source'),
     ...serverFlags('target'),
     'per-study': Flags.boolean({description: 'list the differences per study'}),
+    'side-data': Flags.boolean({description: 'also compare user metadata, attachments and labels of patients, studies, series and instances on both sides'}),
     ...filterFlags,
   }
 
@@ -28,7 +29,7 @@ export default class Diff extends BaseCommand {
     const source = new OrthancClient(endpointFromFlags('source', flags), http)
     const target = new OrthancClient(endpointFromFlags('target', flags), http)
     try {
-      const summary = await diffServers(source, target, {filters: filtersFromFlags(flags), perStudy: flags['per-study'], signal: this.signal})
+      const summary = await diffServers(source, target, {filters: filtersFromFlags(flags), perStudy: flags['per-study'], sideData: flags['side-data'], signal: this.signal})
       if (serversDiffer(summary)) process.exitCode = ExitCode.different
       if (!this.jsonEnabled()) this.log(renderDiff(summary))
       return summary
@@ -53,6 +54,12 @@ function renderDiff(summary: DiffSummary): string {
     if (study.onlySource + study.different > 0) lines.push(`study ${study.studyInstanceUid}: ${study.onlySource} only on the source, ${study.different} different, ${study.identical} identical`)
   }
 
-  lines.push(serversDiffer(summary) ? 'The servers differ.' : 'The servers hold the same instances.')
+  if (summary.sideData) {
+    lines.push(`side data:          ${summary.sideData.differences} difference(s)`)
+    for (const item of summary.sideData.items.slice(0, 20)) lines.push(`  ${item.id}: ${item.reason}`)
+    if (summary.sideData.differences > 20) lines.push(`  ... and ${summary.sideData.differences - 20} more (see --json)`)
+  }
+
+  lines.push(serversDiffer(summary) ? 'The servers differ.' : summary.sideData ? 'The servers hold the same instances, with the same side data.' : 'The servers hold the same instances.')
   return lines.join('\n')
 }

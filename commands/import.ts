@@ -4,7 +4,7 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
+import {renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
 import {importInstances, importOutcome, type ImportSummary} from '../src/import/import.js'
 import {defaultReceiptPath} from '../src/import/receipt.js'
 import {type FolderMode, resolveImportInputs} from '../src/import/inputs.js'
@@ -91,9 +91,7 @@ function renderImportSummary(summary: ImportSummary): string {
   }
 
   if (summary.ignoredFiles > 0) lines.push(`Ignored ${summary.ignoredFiles} file(s) that are not whole DICOM instances.`)
-  const notes = summary.notRestored
-  if (notes.labels > 0) lines.push(`Labels not restored: ${notes.labels} (the target is older than Orthanc 1.12).`)
-  for (const [name, count] of Object.entries(notes.userMetadata)) lines.push(`Metadata "${name}" not restored on ${count} instance(s): declare it in the target's UserMetadata.`)
+  lines.push(...renderNotCarried(summary.notCarried))
   if (summary.receipt) lines.push(`Receipt: ${summary.receipt}`)
   const headline = summary.dryRun ? 'Dry run, nothing changed' : 'Imported'
   return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline)}`

@@ -7,7 +7,7 @@ import {ExitCode} from '../src/cli/exit-codes.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {renderTransferSummary} from '../src/cli/summary.js'
+import {renderNotCarried, renderTransferSummary} from '../src/cli/summary.js'
 import {UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
@@ -106,6 +106,8 @@ function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): st
   if (summary.deletion) {
     lines.push(summary.deletion.refused ? `Deletion refused: ${summary.deletion.refused}.` : `${summary.dryRun ? 'Would delete' : 'Deleted'} ${summary.dryRun ? summary.deletion.candidates : summary.deletion.deleted} instance(s) from the target.`)
   }
+
+  lines.push(...renderNotCarried(summary.notCarried))
 
   return `${lines.join('\n')}\n${renderTransferSummary(summary, summary.dryRun ? 'Dry run, nothing changed' : 'Synced')}`
 }

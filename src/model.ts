@@ -3,7 +3,10 @@
  * instances a job selects. Sources produce it, sinks consume it, the archive format records it.
  */
 
-/** A user attachment of an instance (content type 1024 and above). */
+/** The four levels of Orthanc's resources. */
+export type ResourceLevel = 'patient' | 'study' | 'series' | 'instance'
+
+/** A user attachment of a resource (content type 1024 and above). */
 export interface AttachmentRecord {
   /** The name the source lists it under: a declared UserContentType name, or its number. */
   name: string
@@ -24,19 +27,46 @@ export interface InstanceIdentity {
   sopInstanceUid: string
 }
 
+/** What Orthanc keeps beside a resource: metadata, user attachments, labels. */
+export interface SideData {
+  /** Metadata a target can take back: index >= 1024 or names declared in UserMetadata. */
+  userMetadata: Record<string, string>
+  /** Orthanc's own metadata (ReceptionDate, RemoteAET, LastUpdate...): recorded, not restorable. */
+  systemMetadata: Record<string, string>
+  attachments: AttachmentRecord[]
+  /** Orthanc 1.12 and later; empty otherwise. */
+  labels: string[]
+}
+
 /** One instance as an archive describes it. Nothing in it names or identifies the patient. */
-export interface InstanceRecord extends InstanceIdentity {
+export interface InstanceRecord extends InstanceIdentity, SideData {
   /** Size and MD5 of the DICOM file as the source stores it. */
   size: number
   md5: string
   /** Path of the .dcm payload file, relative to the bag root. */
   path: string
-  /** Metadata a target can take back: index >= 1024 or names declared in UserMetadata. */
-  userMetadata: Record<string, string>
-  /** Orthanc's own metadata (ReceptionDate, RemoteAET, Origin...): recorded, not restorable. */
-  systemMetadata: Record<string, string>
-  attachments: AttachmentRecord[]
-  labels: string[]
+}
+
+/**
+ * The side data of a patient, study or series that instances belong to. A patient is named
+ * through one of its studies: its own Orthanc ID is a hash of the PatientID alone, which can
+ * be guessed back, so it is written nowhere.
+ */
+export interface ResourceRecord extends SideData {
+  level: 'patient' | 'study' | 'series'
+  /** The study: the resource itself, the series' study, or a study of the patient. */
+  study: string
+  /** The series' Orthanc ID, for a series. */
+  series?: string
+}
+
+/** What identifies a resource record within a run: its level and the IDs that name it. */
+export function resourceKey(record: Pick<ResourceRecord, 'level' | 'study' | 'series'>): string {
+  return record.level === 'series' ? `series:${record.series}` : `${record.level}:${record.study}`
+}
+
+export function hasUserSideData(data: SideData): boolean {
+  return Object.keys(data.userMetadata).length > 0 || data.attachments.length > 0 || data.labels.length > 0
 }
 
 export interface SourceIdentity {
@@ -95,4 +125,18 @@ export interface InstanceInTransit {
   record?: InstanceRecord
   /** User attachment bytes by content type, checked against the record. */
   attachments?: Map<number, Buffer>
+  /**
+   * Side data of the instance's patient, study and series, when the source has it: restored once
+   * per resource and run, after the first of its instances is on the target.
+   */
+  resources?: ResourceInTransit[]
 }
+
+export interface ResourceInTransit {
+  record: ResourceRecord
+  /** Its user attachments' bytes by content type, checked against the record (or read from the source when needed). */
+  attachments: AttachmentBytes
+}
+
+/** Attachment bytes by content type: at hand (an archive), or read from a source and checked when a target needs them. */
+export type AttachmentBytes = Map<number, Buffer> | ((contentType: number) => Promise<Buffer | undefined>)

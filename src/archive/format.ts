@@ -4,11 +4,15 @@
  * complete BagIt 1.0 bag whose root directory is named after the volume.
  */
 
-import type {AttachmentRecord, Hop, InstanceFilters, InstanceRecord, SourceIdentity, StudyExpectation} from '../model.js'
+import type {AttachmentRecord, Hop, InstanceFilters, InstanceRecord, ResourceRecord, SourceIdentity, StudyExpectation} from '../model.js'
 
 
 export const ARCHIVE_FORMAT = 'orthanc-replicate-archive'
-export const ARCHIVE_FORMAT_VERSION = 1
+/**
+ * Version 2 adds the side data of patients, studies and series (`resources`) and records the
+ * filters without the identifiers they named. Readers take versions 1 and 2 and refuse newer ones.
+ */
+export const ARCHIVE_FORMAT_VERSION = 2
 
 /** Tag files of the Orthanc manifest, relative to the bag root. */
 export const CONTENTS_FILE = 'orthanc/contents.json'
@@ -36,10 +40,46 @@ export function attachmentPayloadPath(instanceId: string, contentType: number): 
   return `data/attachments/${instanceId}/${contentType}.bin`
 }
 
+/** A patient's, study's or series' user attachment (format version 2): a patient is filed under a study of it. */
+export function resourceAttachmentPath(resource: Pick<ResourceRecord, 'level' | 'study' | 'series'>, contentType: number): string {
+  const id = resource.level === 'series' ? resource.series : resource.study
+  return `data/resources/${resource.level}/${id}/${contentType}.bin`
+}
+
 /** An instance once written: the record plus the SHA-256 of the bytes in the volume. */
 export interface WrittenInstanceRecord extends InstanceRecord {
   sha256: string
   attachments: Array<AttachmentRecord & {sha256: string}>
+}
+
+/** A resource's side data once written: each attachment with the SHA-256 of its bytes (none: it failed on the source and is not in the volume). */
+export interface WrittenResourceRecord extends ResourceRecord {
+  attachments: Array<AttachmentRecord & {sha256?: string}>
+}
+
+/**
+ * The filters as a volume records them (version 2): values that name no one (dates, modalities,
+ * labels, a shard) as given; lists of identifiers only counted. Version 1 recorded the lists.
+ */
+export interface RecordedFilters {
+  patientIds?: number
+  studyInstanceUids?: number
+  orthancIds?: number
+  studyDateFrom?: string
+  studyDateTo?: string
+  modalities?: string[]
+  labels?: string[]
+  shard?: {index: number; count: number}
+}
+
+export function recordedFilters(filters: InstanceFilters): RecordedFilters {
+  const {patientIds, studyInstanceUids, orthancIds, ...plain} = filters
+  return {
+    ...plain,
+    ...(patientIds ? {patientIds: patientIds.length} : {}),
+    ...(studyInstanceUids ? {studyInstanceUids: studyInstanceUids.length} : {}),
+    ...(orthancIds ? {orthancIds: orthancIds.length} : {}),
+  }
 }
 
 /** Where an export's data comes from and how it was chosen: shared by its plan and every volume. */
@@ -57,7 +97,8 @@ export interface ExportProvenance {
 }
 
 /** What every volume's contents and manifest files start with. */
-export interface VolumeHeader extends ExportProvenance {
+export interface VolumeHeader extends Omit<ExportProvenance, 'filters'> {
+  filters: RecordedFilters
   format: typeof ARCHIVE_FORMAT
   formatVersion: number
   volume: number
@@ -70,11 +111,14 @@ export interface VolumeHeader extends ExportProvenance {
 /** orthanc/contents.json: written first, before any payload, so a streaming reader can check entries as they come. */
 export interface VolumeContents extends VolumeHeader {
   instances: InstanceRecord[]
+  /** Side data of the patients, studies and series of this volume's instances that have any (version 2). */
+  resources?: ResourceRecord[]
 }
 
 /** orthanc/manifest.json: written after the payload, with what actually went in. */
 export interface VolumeManifest extends VolumeHeader {
   instances: WrittenInstanceRecord[]
+  resources?: WrittenResourceRecord[]
   /** Planned instances that could not be exported, with the reason. */
   failed: Array<{id: string; reason: string}>
 }

@@ -32,15 +32,25 @@ const dicomDate = text({pattern: /^\d{8}$/, what: 'a date as YYYYMMDD'})
 
 const sourceIdentity = object({server: shortText, name: shortText, version: shortText, databaseBackend: shortText, storageBackend: shortText})
 
-const filters = object({
-  patientIds: list(shortText, 100_000),
-  studyInstanceUids: list(uid, 100_000),
-  orthancIds: list(orthancId, 100_000),
+/** Version 1 recorded the filters' values; version 2 counts the lists of identifiers. */
+const filterValues = {
   studyDateFrom: dicomDate,
   studyDateTo: dicomDate,
   modalities: list(shortText, 1000),
   labels: list(label, 1000),
   shard: object({index: integer(1, 1_000_000), count: integer(1, 1_000_000)}),
+}
+const filtersV1 = object({
+  patientIds: list(shortText, 100_000),
+  studyInstanceUids: list(uid, 100_000),
+  orthancIds: list(orthancId, 100_000),
+  ...filterValues,
+}, ['patientIds', 'studyInstanceUids', 'orthancIds', 'studyDateFrom', 'studyDateTo', 'modalities', 'labels', 'shard'])
+const filtersV2 = object({
+  patientIds: integer(1, 100_000),
+  studyInstanceUids: integer(1, 100_000),
+  orthancIds: integer(1, 100_000),
+  ...filterValues,
 }, ['patientIds', 'studyInstanceUids', 'orthancIds', 'studyDateFrom', 'studyDateTo', 'modalities', 'labels', 'shard'])
 
 const hop = object({group: uuid, source: sourceIdentity, exportedAt: isoTime})
@@ -51,19 +61,21 @@ const study = object({
   instancesOnSource: integer(0, 100_000_000),
 })
 
-const headerFields: Record<string, Check> = {
-  format: exactly(ARCHIVE_FORMAT),
-  formatVersion: integer(1, 1),
-  group: uuid,
-  volume: integer(1, MAX_VOLUMES),
-  volumeCount: integer(1, MAX_VOLUMES),
-  source: sourceIdentity,
-  exportedAt: isoTime,
-  filters,
-  changeCursor: integer(0, Number.MAX_SAFE_INTEGER),
-  hops: list(hop, 1000),
-  incrementalBase: object({group: uuid, changeCursor: integer(0, Number.MAX_SAFE_INTEGER)}),
-  studies: record(orthancId, study, MAX_INSTANCES_PER_VOLUME),
+function headerFields(version: 1 | 2): Record<string, Check> {
+  return {
+    format: exactly(ARCHIVE_FORMAT),
+    formatVersion: exactly(version),
+    group: uuid,
+    volume: integer(1, MAX_VOLUMES),
+    volumeCount: integer(1, MAX_VOLUMES),
+    source: sourceIdentity,
+    exportedAt: isoTime,
+    filters: version === 1 ? filtersV1 : filtersV2,
+    changeCursor: integer(0, Number.MAX_SAFE_INTEGER),
+    hops: list(hop, 1000),
+    incrementalBase: object({group: uuid, changeCursor: integer(0, Number.MAX_SAFE_INTEGER)}),
+    studies: record(orthancId, study, MAX_INSTANCES_PER_VOLUME),
+  }
 }
 const optionalHeaderFields = ['incrementalBase']
 
@@ -78,6 +90,15 @@ function attachmentFields(withSha256: boolean): Record<string, Check> {
   }
 }
 
+function sideDataFields(withSha256: boolean): Record<string, Check> {
+  return {
+    userMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
+    systemMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
+    attachments: list(object(attachmentFields(withSha256)), 1000),
+    labels: list(label, 1000),
+  }
+}
+
 function instanceFields(withSha256: boolean): Record<string, Check> {
   return {
     id: orthancId,
@@ -89,20 +110,41 @@ function instanceFields(withSha256: boolean): Record<string, Check> {
     size: integer(0, MAX_FILE_BYTES),
     md5,
     path: payloadPath,
-    userMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
-    systemMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
-    attachments: list(object(attachmentFields(withSha256)), 1000),
-    labels: list(label, 1000),
+    ...sideDataFields(withSha256),
     ...(withSha256 ? {sha256} : {}),
   }
 }
 
-const contentsSchema = object({...headerFields, instances: list(object(instanceFields(false)), MAX_INSTANCES_PER_VOLUME)}, optionalHeaderFields)
-const manifestSchema = object({
-  ...headerFields,
-  instances: list(object(instanceFields(true)), MAX_INSTANCES_PER_VOLUME),
-  failed: list(object({id: orthancId, reason: text({maxLength: 4096})}), MAX_INSTANCES_PER_VOLUME),
-}, optionalHeaderFields)
+/** A patient's, study's or series' side data (version 2); in manifest.json an attachment that failed on the source has no SHA-256. */
+function resource(withSha256: boolean): Check {
+  const attachment = object(attachmentFields(withSha256), withSha256 ? ['sha256'] : [])
+  return object({
+    level: text({pattern: /^(patient|study|series)$/, what: '"patient", "study" or "series"'}),
+    study: orthancId,
+    series: orthancId,
+    ...sideDataFields(false),
+    attachments: list(attachment, 1000),
+  }, ['series'])
+}
+
+function contentsSchema(version: 1 | 2): Check {
+  return object({
+    ...headerFields(version),
+    instances: list(object(instanceFields(false)), MAX_INSTANCES_PER_VOLUME),
+    ...(version === 2 ? {resources: list(resource(false), MAX_INSTANCES_PER_VOLUME)} : {}),
+  }, optionalHeaderFields)
+}
+
+function manifestSchema(version: 1 | 2): Check {
+  return object({
+    ...headerFields(version),
+    instances: list(object(instanceFields(true)), MAX_INSTANCES_PER_VOLUME),
+    ...(version === 2 ? {resources: list(resource(true), MAX_INSTANCES_PER_VOLUME)} : {}),
+    failed: list(object({id: orthancId, reason: text({maxLength: 4096})}), MAX_INSTANCES_PER_VOLUME),
+  }, optionalHeaderFields)
+}
+
+const SCHEMAS = {1: {contents: contentsSchema(1), manifest: manifestSchema(1)}, 2: {contents: contentsSchema(2), manifest: manifestSchema(2)}}
 
 export type Parsed<T> = {value: T} | {violations: string[]}
 
@@ -116,10 +158,16 @@ export function declaredFormatVersion(bytes: Buffer): number | undefined {
   }
 }
 
+function schemaFor(bytes: Buffer, file: 'contents' | 'manifest'): Check {
+  const version = declaredFormatVersion(bytes)
+  // An unknown version is checked against the newest schema, which names the field that is wrong.
+  return version === 1 ? SCHEMAS[1][file] : SCHEMAS[2][file]
+}
+
 export function parseContents(bytes: Buffer): Parsed<VolumeContents> {
-  return parseStrictJson<VolumeContents>(bytes, contentsSchema)
+  return parseStrictJson<VolumeContents>(bytes, schemaFor(bytes, 'contents'))
 }
 
 export function parseManifest(bytes: Buffer): Parsed<VolumeManifest> {
-  return parseStrictJson<VolumeManifest>(bytes, manifestSchema)
+  return parseStrictJson<VolumeManifest>(bytes, schemaFor(bytes, 'manifest'))
 }

@@ -1,6 +1,6 @@
 import {createHash} from 'node:crypto'
 
-import type {InstanceInTransit} from '../model.js'
+import {type InstanceInTransit, type InstanceRecord, type ResourceInTransit, resourceKey, type ResourceRecord} from '../model.js'
 import type {ProblemKind} from '../problems.js'
 import type {ExpectedPayload, ProvenBag} from './trust-chain.js'
 
@@ -23,7 +23,7 @@ export class ProvenPayload {
     const expected = this.proven.payload.get(path)
     if (!expected) return {refused: 'unlisted', reason: 'not in the volume\'s manifests'}
     const verdict = this.verdict(path, expected, data)
-    if ('refused' in verdict && !expected.attachment && verdict.refused !== 'duplicate') this.refusedInstances.add(expected.record.id)
+    if ('refused' in verdict && expected.record && !expected.attachment && verdict.refused !== 'duplicate') this.refusedInstances.add(expected.record.id)
     return verdict
   }
 
@@ -58,18 +58,32 @@ export class ProvenPayload {
  */
 export class InstanceAssembler {
   private pending?: {unit: InstanceInTransit; awaited: Set<string>}
+  /** The volume's patients, studies and series with side data, their attachments gathered as they come. */
+  private readonly resources = new Map<string, ResourceInTransit & {handedOut: boolean; attachments: Map<number, Buffer>}>()
+
+  constructor(resources: ResourceRecord[] = []) {
+    for (const record of resources) this.resources.set(resourceKey(record), {record, attachments: new Map(), handedOut: false})
+  }
 
   /**
    * Takes an accepted payload file; returns the instances now complete, and, for an attachment
-   * that is not its instance's next file, why it cannot be used.
+   * out of the order export writes (an instance's after its DICOM file, a resource's before the
+   * first instance of it), why it cannot be used.
    */
   add(label: string, expected: ExpectedPayload, data: Buffer): {units: InstanceInTransit[]; unusable?: string} {
+    if (expected.resource) {
+      const resource = this.resources.get(resourceKey(expected.resource))!
+      if (resource.handedOut) return {units: [], unusable: `an attachment of the ${expected.resource.level} of study ${expected.resource.study} that comes after instances of it: not used`}
+      resource.attachments.set(expected.attachment.contentType, data)
+      return {units: []}
+    }
+
     const done: InstanceInTransit[] = []
     const {record} = expected
     if (!expected.attachment) {
       if (this.pending) done.push(this.pending.unit)
       this.pending = {
-        unit: {label, instanceId: record.id, studyId: record.studyId, dicom: data, md5: record.md5, record, attachments: new Map()},
+        unit: {label, instanceId: record.id, studyId: record.studyId, dicom: data, md5: record.md5, record, attachments: new Map(), resources: this.resourcesOf(record)},
         awaited: new Set(record.attachments.map((attachment) => attachment.path)),
       }
     } else if (this.pending?.unit.instanceId === record.id) {
@@ -81,6 +95,20 @@ export class InstanceAssembler {
     }
 
     return {units: [...done, ...this.takeIfComplete()]}
+  }
+
+  /** The instance's patient, study and series, those with side data; from now on their attachments are complete. */
+  private resourcesOf(record: InstanceRecord): ResourceInTransit[] {
+    const keys = [resourceKey({level: 'patient', study: record.studyId}), resourceKey({level: 'study', study: record.studyId}), resourceKey({level: 'series', study: record.studyId, series: record.seriesId})]
+    const found: ResourceInTransit[] = []
+    for (const key of keys) {
+      const resource = this.resources.get(key)
+      if (!resource) continue
+      resource.handedOut = true
+      found.push(resource)
+    }
+
+    return found
   }
 
   /** A payload file of the pending instance came by but was refused: stop waiting for it. */

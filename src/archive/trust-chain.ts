@@ -1,27 +1,27 @@
 import {createHash} from 'node:crypto'
 import {isDeepStrictEqual} from 'node:util'
 
-import type {AttachmentRecord, InstanceRecord} from '../model.js'
+import {type AttachmentRecord, type InstanceRecord, resourceKey, type ResourceRecord} from '../model.js'
 import type {Problem, ProblemKind} from '../problems.js'
 import {BAGIT_TXT, type BagFormatError, parseBagInfo, parseChecksumManifest} from './bagit.js'
 import {
   ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, BAG_INFO_FILE, BAGIT_FILE, CONTENTS_FILE, dicomPayloadPath, MANIFEST_FILE,
-  PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, type VolumeManifest,
+  PAYLOAD_MANIFEST_FILE, resourceAttachmentPath, TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, type VolumeManifest,
 } from './format.js'
 import {declaredFormatVersion, parseContents, parseManifest} from './manifest-schema.js'
 
 /** The tag files every bag of this format holds, besides the tag manifest that lists them. */
 export const TAG_FILES = [BAGIT_FILE, BAG_INFO_FILE, CONTENTS_FILE, MANIFEST_FILE, PAYLOAD_MANIFEST_FILE] as const
 
-/** One payload file a proven bag holds: what its bytes must be. */
-export interface ExpectedPayload {
-  record: InstanceRecord
-  /** Set for a user attachment; the DICOM file otherwise. */
-  attachment?: AttachmentRecord
-  size: number
-  md5: string
-  sha256: string
-}
+/** One payload file a proven bag holds: what its bytes must be, and whose it is. */
+export type ExpectedPayload = {size: number; md5: string; sha256: string} & (
+  /** An instance's DICOM file. */
+  | {record: InstanceRecord; attachment?: undefined; resource?: undefined}
+  /** A user attachment of an instance. */
+  | {record: InstanceRecord; attachment: AttachmentRecord; resource?: undefined}
+  /** A user attachment of a patient, study or series (version 2). */
+  | {resource: ResourceRecord; attachment: AttachmentRecord; record?: undefined}
+)
 
 /**
  * A bag whose tag files all agree: the tag manifest vouches for every tag file, the two JSON
@@ -102,8 +102,8 @@ type Report = (path: string, kind: ProblemKind, reason: string) => void
 function checkAgreement(
   bag: string, contents: VolumeContents, manifest: VolumeManifest, payloadListing: Map<string, string>, bagInfo: Map<string, string>, problem: Report,
 ): Map<string, ExpectedPayload> {
-  const {instances: _planned, ...contentsHeader} = contents
-  const {instances: _written, failed: _failed, ...manifestHeader} = manifest
+  const {instances: _planned, resources: _plannedResources, ...contentsHeader} = contents
+  const {instances: _written, resources: _writtenResources, failed: _failed, ...manifestHeader} = manifest
   for (const field of new Set([...Object.keys(contentsHeader), ...Object.keys(manifestHeader)])) {
     const a = (contentsHeader as Record<string, unknown>)[field]
     const b = (manifestHeader as Record<string, unknown>)[field]
@@ -173,6 +173,7 @@ function checkAgreement(
   }
 
   for (const id of planned.keys()) if (!accounted.has(id)) problem(MANIFEST_FILE, 'contradiction', `says nothing of instance ${id}, which ${CONTENTS_FILE} plans: neither written nor failed`)
+  checkResources(contents, manifest, paths, payload, problem)
 
   // The payload manifest lists exactly the files manifest.json says were written, with the same SHA-256.
   for (const [path, expected] of payload) {
@@ -194,6 +195,49 @@ function checkAgreement(
   }
 
   return payload
+}
+
+/**
+ * Version 2's side data of patients, studies and series: each planned once, about a study (and
+ * series) of this volume, its attachments where this format puts them; manifest.json lists the
+ * same records, with a SHA-256 for each attachment written (one that failed on the source has none).
+ */
+function checkResources(contents: VolumeContents, manifest: VolumeManifest, paths: Set<string>, payload: Map<string, ExpectedPayload>, problem: Report): void {
+  if ((contents.resources === undefined) !== (manifest.resources === undefined)) {
+    problem(MANIFEST_FILE, 'contradiction', `lists resources where ${CONTENTS_FILE} does not, or the reverse`)
+    return
+  }
+
+  const planned = new Map<string, ResourceRecord>()
+  const seriesOfStudy = new Set(contents.instances.map((record) => `${record.studyId}/${record.seriesId}`))
+  for (const [index, resource] of (contents.resources ?? []).entries()) {
+    const at = `field resources[${index}]`
+    const key = resourceKey(resource)
+    if (planned.has(key)) problem(CONTENTS_FILE, 'contradiction', `${at} describes the ${resource.level} of ${resource.series ?? resource.study} a second time`)
+    planned.set(key, resource)
+    if (!(resource.study in contents.studies)) problem(CONTENTS_FILE, 'contradiction', `${at}.study ${resource.study} is not among the studies`)
+    if ((resource.level === 'series') !== (resource.series !== undefined)) problem(CONTENTS_FILE, 'contradiction', `${at} gives a series ID ${resource.level === 'series' ? 'nowhere' : 'to a ' + resource.level}`)
+    if (resource.level === 'series' && !seriesOfStudy.has(`${resource.study}/${resource.series}`)) problem(CONTENTS_FILE, 'contradiction', `${at}.series ${resource.series} has no instance of study ${resource.study} in this volume`)
+    for (const [position, attachment] of resource.attachments.entries()) {
+      if (attachment.path !== resourceAttachmentPath(resource, attachment.contentType)) problem(CONTENTS_FILE, 'contradiction', `${at}.attachments[${position}].path is "${attachment.path}", not where this format puts it`)
+      if (paths.has(attachment.path)) problem(CONTENTS_FILE, 'contradiction', `payload path ${attachment.path} appears twice`)
+      paths.add(attachment.path)
+    }
+  }
+
+  const written = manifest.resources ?? []
+  if (written.length !== planned.size) problem(MANIFEST_FILE, 'contradiction', `lists ${written.length} resources, ${CONTENTS_FILE} ${planned.size}`)
+  for (const [index, resource] of written.entries()) {
+    const plannedResource = planned.get(resourceKey(resource))
+    const plain = {...resource, attachments: resource.attachments.map(({sha256: _sha256, ...attachment}) => attachment)}
+    if (!plannedResource || !isDeepStrictEqual(plain, plannedResource)) {
+      problem(MANIFEST_FILE, 'contradiction', `field resources[${index}] differs from its record in ${CONTENTS_FILE}`)
+      continue
+    }
+    for (const [position, attachment] of resource.attachments.entries()) {
+      if (attachment.sha256 !== undefined) payload.set(attachment.path, {resource: plannedResource, attachment: plannedResource.attachments[position]!, size: attachment.size, md5: attachment.md5, sha256: attachment.sha256})
+    }
+  }
 }
 
 function parseJsonManifest<T>(bytes: Buffer, path: string, parse: (bytes: Buffer) => {value: T} | {violations: string[]}, problem: Report): T | undefined {

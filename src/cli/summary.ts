@@ -1,4 +1,5 @@
 import type {Problem} from '../problems.js'
+import type {NotCarried} from '../sinks/orthanc-sink.js'
 import type {TransferStats} from '../transfer/stats.js'
 import {formatBytes, formatDuration} from '../util/format.js'
 
@@ -29,4 +30,9 @@ export function renderProblem(problem: Problem): string {
 /** Missing volumes of an export, as verify and import list them. */
 export function renderVolumeRange(range: {from: number; to: number; volumeCount: number}): string {
   return range.from === range.to ? `${range.from} of ${range.volumeCount}` : `${range.from}-${range.to} of ${range.volumeCount}`
+}
+
+/** What side data could not be carried, one line per level, kind and name. */
+export function renderNotCarried(notCarried: NotCarried[]): string[] {
+  return notCarried.map((entry) => `Not carried: ${entry.kind}${entry.name === undefined ? '' : ` "${entry.name}"`} of ${entry.count} ${entry.level === 'series' ? 'series' : `${entry.level}(s)`}: ${entry.reason}.`)
 }

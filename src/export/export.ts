@@ -4,12 +4,13 @@ import {tmpdir} from 'node:os'
 import {basename, join} from 'node:path'
 import type {Writable} from 'node:stream'
 
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName, type WrittenInstanceRecord} from '../archive/format.js'
-import type {Hop, InstanceFilters, InstanceRecord, SourceIdentity} from '../model.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, recordedFilters, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName, type WrittenInstanceRecord, type WrittenResourceRecord} from '../archive/format.js'
+import type {Hop, InstanceFilters, SourceIdentity} from '../model.js'
 import {TarOutput, VolumeWriter} from '../archive/volume-writer.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc-instance.js'
+import {SideDataReader} from '../sources/side-data.js'
 import type {SelectedInstance, SelectedStudy} from '../sources/orthanc-selection.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
@@ -17,7 +18,7 @@ import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.j
 import {crashPoint} from '../util/crash-points.js'
 import {PRIVATE_FILE_MODE, syncDirectory} from '../util/json-file.js'
 import {formatBytes} from '../util/format.js'
-import {type ExportPlan, loadPlan, planExport, readPlannedVolume} from './plan.js'
+import {type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
 import {PatientIndex} from './patient-index.js'
 
@@ -314,8 +315,10 @@ function countVolume(summary: ExportSummary, written: TransferStats): void {
 async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions): Promise<TransferStats> {
   const count = plan.volumes.length
   const bagName = volumeName(options.namePrefix, number, count)
-  const records: InstanceRecord[] = []
-  for await (const record of readPlannedVolume(stateDir, number)) records.push(record)
+  const entries: PlannedEntry[] = []
+  for await (const entry of readPlannedVolume(stateDir, number)) entries.push(entry)
+  const records = entries.map((entry) => entry.record)
+  const resources = entries.flatMap((entry) => entry.resources ?? [])
   const header: VolumeHeader = {
     format: ARCHIVE_FORMAT,
     formatVersion: ARCHIVE_FORMAT_VERSION,
@@ -324,31 +327,46 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     volumeCount: count,
     source: plan.source,
     exportedAt: plan.createdAt,
-    filters: plan.filters,
+    // The values of identifier filters stay in the private plan: a lost drive names no patient.
+    filters: recordedFilters(plan.filters),
     changeCursor: plan.changeCursor,
     hops: plan.hops,
     incrementalBase: plan.incrementalBase,
     studies: Object.fromEntries(plan.volumes[number - 1]!.studyIds.map((id) => [id, plan.studies[id]!])),
   }
   const writer = new VolumeWriter(output, bagName, new Date(plan.createdAt))
-  await writer.begin({...header, instances: records})
+  await writer.begin({...header, instances: records, resources})
 
   const written: WrittenInstanceRecord[] = []
+  // SHA-256 of each resource attachment written, by path.
+  const resourceDigests = new Map<string, string>()
   const doneBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.instances, 0)
   const bytesBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.payloadBytes, 0)
+  const sideData = new SideDataReader(options.client)
   const stats = await runTransfer({
-    items: toAsync(records),
+    items: toAsync(entries),
     concurrency: options.concurrency,
     signal: options.signal,
     phase: 'export',
-    describe: (record) => ({id: record.id}),
-    sizeOf: (record) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0),
-    async work(record, signal) {
+    describe: ({record}) => ({id: record.id}),
+    sizeOf: ({record, resources: carried}) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
+      + (carried ?? []).reduce((sum, resource) => sum + resource.attachments.reduce((total, attachment) => total + attachment.size, 0), 0),
+    async work({record, resources: carried}, signal) {
       const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal)
       const attachments = await Promise.all(record.attachments.map((attachment) => fetchVerifiedAttachment(options.client, record.id, attachment, signal)))
-      return {dicom, attachments}
+      // The side data of its patient, study or series that goes in with this instance, checked against the plan's MD5s.
+      const resourceFiles: Array<{path: string; data: Buffer}> = []
+      for (const resource of carried ?? []) {
+        for (const attachment of resource.attachments) {
+          const data = await sideData.attachmentBytes(resource, attachment.contentType, signal)
+          resourceFiles.push({path: attachment.path, data: data!})
+        }
+      }
+      return {dicom, attachments, resourceFiles}
     },
-    async commit(record, payload) {
+    async commit({record}, payload) {
+      // A resource's attachments go before the first instance of it, so that a reader has them at hand.
+      for (const file of payload.resourceFiles) resourceDigests.set(file.path, await writer.addPayload(file.path, file.data))
       const sha256 = await writer.addPayload(record.path, payload.dicom)
       const attachments = []
       for (const [index, attachment] of record.attachments.entries()) {
@@ -373,7 +391,15 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
   const reasons = new Map(stats.failures.map((failure) => [failure.id, failure.reason]))
   const writtenIds = new Set(written.map((record) => record.id))
   const failed = records.filter((record) => !writtenIds.has(record.id)).map((record) => ({id: record.id, reason: reasons.get(record.id) ?? 'failed (see the export\'s summary)'}))
-  await writer.finish({...header, instances: written, failed}, {
+  // A resource attachment whose instance failed is not in the volume: its record says so by having no SHA-256.
+  const writtenResources: WrittenResourceRecord[] = resources.map((resource) => ({
+    ...resource,
+    attachments: resource.attachments.map((attachment) => {
+      const sha256 = resourceDigests.get(attachment.path)
+      return sha256 === undefined ? attachment : {...attachment, sha256}
+    }),
+  }))
+  await writer.finish({...header, instances: written, resources: writtenResources, failed}, {
     group: plan.group,
     volume: number,
     volumeCount: count,

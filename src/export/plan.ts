@@ -4,7 +4,7 @@ import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
 import type {ExportProvenance} from '../archive/format.js'
-import type {Hop, InstanceFilters, InstanceRecord, SourceIdentity, StudyExpectation} from '../model.js'
+import {type Hop, type InstanceFilters, type InstanceRecord, resourceKey, type ResourceRecord, type SourceIdentity, type StudyExpectation} from '../model.js'
 import {DEFAULT_ENTRY_LIMITS} from '../archive/entry-rules.js'
 import {tarEntryBytes} from '../archive/volume-writer.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -101,9 +101,14 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     current = undefined
   }
 
-  const append = async (record: InstanceRecord) => {
-    const line = `${JSON.stringify(record)}\n`
-    const footprint = recordFootprint(record, line.length)
+  // Each volume carries the side data of the patients, studies and series of its instances:
+  // a resource's record (and its attachments) goes with its first instance in the volume.
+  let resourcesInVolume = new Set<string>()
+  const lineFor = (entry: PlannedEntry) => `${JSON.stringify(entry)}\n`
+  const append = async (record: InstanceRecord, resources: ResourceRecord[]) => {
+    // Measured as if the volume were new (all its resources with it): if it fits there, it fits anywhere.
+    const worst = lineFor({record, resources})
+    const footprint = recordFootprint(record, resources, worst.length)
     if (footprint + VOLUME_FIXED_BYTES > options.maxVolumeBytes) {
       throw new InstanceTooLargeError(record.id, footprint, options.maxVolumeBytes)
     }
@@ -111,17 +116,21 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     let target = current ?? await openVolume()
     const full = target.volume.instances >= options.maxVolumeInstances
       || target.volume.bytes + footprint > options.maxVolumeBytes
-      || (target.volume.recordChars ?? 0) + line.length > MAX_RECORD_CHARS_PER_VOLUME
+      || (target.volume.recordChars ?? 0) + worst.length > MAX_RECORD_CHARS_PER_VOLUME
     if (full && target.volume.instances > 0) {
       await closeVolume()
       target = await openVolume()
     }
+    if (target.volume.instances === 0) resourcesInVolume = new Set()
 
+    const carried = resources.filter((resource) => !resourcesInVolume.has(resourceKey(resource)))
+    for (const resource of carried) resourcesInVolume.add(resourceKey(resource))
+    const line = lineFor(carried.length > 0 ? {record, resources: carried} : {record})
     const {volume, file} = target
     volume.instances++
     volume.recordChars = (volume.recordChars ?? 0) + line.length
-    volume.bytes += footprint
-    volume.payloadBytes += record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
+    volume.bytes += recordFootprint(record, carried, line.length)
+    volume.payloadBytes += record.size + sumSizes(record.attachments) + carried.reduce((sum, resource) => sum + sumSizes(resource.attachments), 0)
     if (volume.studyIds.at(-1) !== record.studyId) volume.studyIds.push(record.studyId)
     await file.write(line)
   }
@@ -137,9 +146,12 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
       phase: 'planning',
       onProgress: options.onProgress,
       describe: (instance) => ({id: instance.id}),
-      work: (instance, signal) => describeInstance(options.client, instance, sideData, signal),
-      async commit(_instance, record) {
-        await append(record)
+      async work(instance, signal) {
+        const [record, resources] = await Promise.all([describeInstance(options.client, instance, sideData, signal), sideData.resourcesOf(instance, signal)])
+        return {record, resources}
+      },
+      async commit(_instance, {record, resources}) {
+        await append(record, resources)
         return {kind: 'transferred', bytes: record.size}
       },
     })
@@ -185,11 +197,11 @@ async function* selectedInstances(options: PlanOptions, studies: Record<string, 
 }
 
 /** What one instance adds to a volume: its tar entries, and its lines in the tag files. */
-function recordFootprint(record: InstanceRecord, jsonLength: number): number {
-  const entries = tarEntryBytes(record.size, record.path.length + 80)
-    + record.attachments.reduce((sum, attachment) => sum + tarEntryBytes(attachment.size, attachment.path.length + 80), 0)
-  // The record appears in contents.json and manifest.json (with hashes), plus a manifest line per file.
-  const tagBytes = 2 * (jsonLength + 200) + 200 * (1 + record.attachments.length)
+function recordFootprint(record: InstanceRecord, resources: ResourceRecord[], jsonLength: number): number {
+  const files = [record, ...record.attachments, ...resources.flatMap((resource) => resource.attachments)]
+  const entries = files.reduce((sum, file) => sum + tarEntryBytes(file.size, file.path.length + 80), 0)
+  // The records appear in contents.json and manifest.json (with hashes), plus a manifest line per file.
+  const tagBytes = 2 * (jsonLength + 200) + 200 * files.length
   return entries + tagBytes
 }
 
@@ -214,7 +226,22 @@ export function planVolumePath(stateDir: string, volume: number): string {
   return join(stateDir, `volume-${String(volume).padStart(4, '0')}.jsonl`)
 }
 
-export async function* readPlannedVolume(stateDir: string, volume: number): AsyncGenerator<InstanceRecord> {
+/** One line of a planned volume: an instance, and the resources whose side data goes in with it. */
+export interface PlannedEntry {
+  record: InstanceRecord
+  resources?: ResourceRecord[]
+}
+
+export async function* readPlannedVolume(stateDir: string, volume: number): AsyncGenerator<PlannedEntry> {
   const lines = createInterface({input: createReadStream(planVolumePath(stateDir, volume)), crlfDelay: Number.POSITIVE_INFINITY})
-  for await (const line of lines) if (line) yield JSON.parse(line) as InstanceRecord
+  for await (const line of lines) {
+    if (!line) continue
+    const parsed = JSON.parse(line) as PlannedEntry | InstanceRecord
+    // Plans written before resources were carried hold bare instance records.
+    yield 'record' in parsed ? parsed : {record: parsed}
+  }
+}
+
+function sumSizes(attachments: Array<{size: number}>): number {
+  return attachments.reduce((sum, attachment) => sum + attachment.size, 0)
 }

@@ -5,7 +5,7 @@ import type {InstanceInTransit} from '../model.js'
 import type {SourceEvents} from '../sources/source-events.js'
 import {type Problem, ProblemList} from '../problems.js'
 import {readStorageFolder} from '../sources/storage-folder.js'
-import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
+import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {inFlightFor, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
@@ -47,7 +47,8 @@ export interface ImportSummary extends TransferStats {
     missing: ArchiveReadReport['missingVolumes']
   }
   studies: StudyCompleteness
-  notRestored: NotRestored
+  /** Side data that could not be carried to the target, by level, kind and name, with counts. */
+  notCarried: NotCarried[]
   receipt?: string
 }
 
@@ -127,7 +128,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
       missing: archiveReport.missingVolumes,
     },
     studies,
-    notRestored: sink.notRestored,
+    notCarried: sink.notCarried.list(),
     receipt: receipt?.path,
   }
 }

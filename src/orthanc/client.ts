@@ -12,6 +12,7 @@ import type {
   OrthancSystem,
   OrthancUploadAnswer,
 } from './types.js'
+import type {ResourceLevel} from '../model.js'
 import {versionAtLeast} from './version.js'
 
 export interface InstanceDownload {
@@ -34,6 +35,12 @@ export interface Features {
   attachmentInfo: boolean
   /** ETag with the MD5 on attachment downloads: Orthanc 1.9.3 and later. */
   md5ETag: boolean
+}
+
+const LEVEL_PATHS: Record<ResourceLevel, string> = {patient: 'patients', study: 'studies', series: 'series', instance: 'instances'}
+
+export function resourcePath(level: ResourceLevel, id: string): string {
+  return `/${LEVEL_PATHS[level]}/${id}`
 }
 
 /** The first attachment type Orthanc leaves to users; lower numbers are Orthanc's own. */
@@ -229,20 +236,24 @@ export class OrthancClient {
     await this.http.send('DELETE', `/instances/${id}`, {signal})
   }
 
-  /** All metadata of an instance, system and user, by name (unnamed user metadata by number). */
+  /** All metadata of a resource, system and user, by name (unnamed user metadata by number). */
+  async resourceMetadata(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<Record<string, string>> {
+    return this.http.json<Record<string, string>>('GET', `${resourcePath(level, id)}/metadata?expand`, {signal})
+  }
+
   async instanceMetadata(id: string, signal?: AbortSignal): Promise<Record<string, string>> {
-    return this.http.json<Record<string, string>>('GET', `/instances/${id}/metadata?expand`, {signal})
+    return this.resourceMetadata('instance', id, signal)
   }
 
   /**
-   * Metadata of many instances in one request: POST /tools/bulk-content only reads, so it is
-   * retried like a GET. IDs the server does not know are left out of the map. Undefined when
-   * the server cannot answer that way (no such route, or no metadata in its answer): ask per
-   * instance instead.
+   * Metadata (and, on 1.12, labels) of many instances in one request: POST /tools/bulk-content
+   * only reads, so it is retried like a GET. IDs the server does not know are left out of the
+   * map. Undefined when the server cannot answer that way (no such route, or no metadata in its
+   * answer): ask per instance instead.
    */
-  async instancesMetadata(ids: string[], signal?: AbortSignal): Promise<Map<string, Record<string, string>> | undefined> {
+  async instancesSideData(ids: string[], signal?: AbortSignal): Promise<Map<string, {metadata: Record<string, string>; labels?: string[]}> | undefined> {
     if (this.noBulkMetadata || ids.length === 0) return undefined
-    let answer: Array<{ID: string; Metadata?: Record<string, string>}>
+    let answer: Array<{ID: string; Metadata?: Record<string, string>; Labels?: string[]}>
     try {
       answer = await this.http.json('POST', '/tools/bulk-content', {
         body: JSON.stringify({Resources: ids, Level: 'Instance', Metadata: true}),
@@ -256,53 +267,93 @@ export class OrthancClient {
       return undefined
     }
 
-    const metadata = new Map<string, Record<string, string>>()
+    const found = new Map<string, {metadata: Record<string, string>; labels?: string[]}>()
     for (const entry of answer) {
       if (!entry.Metadata) {
         this.noBulkMetadata = true
         return undefined
       }
 
-      metadata.set(entry.ID, entry.Metadata)
+      found.set(entry.ID, {metadata: entry.Metadata, ...(Array.isArray(entry.Labels) ? {labels: entry.Labels} : {})})
     }
 
-    return metadata
+    return found
+  }
+
+  /** The metadata alone of many instances in one request; see instancesSideData. */
+  async instancesMetadata(ids: string[], signal?: AbortSignal): Promise<Map<string, Record<string, string>> | undefined> {
+    const found = await this.instancesSideData(ids, signal)
+    return found && new Map([...found].map(([id, entry]) => [id, entry.metadata]))
+  }
+
+  async setResourceMetadata(level: ResourceLevel, id: string, name: string, value: string, signal?: AbortSignal): Promise<void> {
+    await this.http.send('PUT', `${resourcePath(level, id)}/metadata/${encodeURIComponent(name)}`, {body: value, signal})
   }
 
   async setInstanceMetadata(id: string, name: string, value: string, signal?: AbortSignal): Promise<void> {
-    await this.http.send('PUT', `/instances/${id}/metadata/${encodeURIComponent(name)}`, {body: value, signal})
+    await this.setResourceMetadata('instance', id, name, value, signal)
   }
 
-  /** Attachment names of an instance: 'dicom', Orthanc's own, and user ones (by name or number). */
+  /** Attachment names of a resource: 'dicom' (instances), Orthanc's own, and user ones (by name or number). */
+  async resourceAttachments(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<string[]> {
+    return this.http.json<string[]>('GET', `${resourcePath(level, id)}/attachments`, {signal})
+  }
+
   async listAttachments(id: string, signal?: AbortSignal): Promise<string[]> {
-    return this.http.json<string[]>('GET', `/instances/${id}/attachments`, {signal})
+    return this.resourceAttachments('instance', id, signal)
   }
 
   /** Size, MD5 and content type number of one attachment (1.10.0+; undefined before, or when absent). */
-  async attachmentInfo(id: string, name: string, signal?: AbortSignal): Promise<OrthancAttachmentInfo | undefined> {
+  async resourceAttachmentInfo(level: ResourceLevel, id: string, name: string, signal?: AbortSignal): Promise<OrthancAttachmentInfo | undefined> {
     if (!(await this.features(signal)).attachmentInfo) return undefined
-    return this.getOptional<OrthancAttachmentInfo>(`/instances/${id}/attachments/${encodeURIComponent(name)}/info`, signal)
+    return this.getOptional<OrthancAttachmentInfo>(`${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/info`, signal)
+  }
+
+  async attachmentInfo(id: string, name: string, signal?: AbortSignal): Promise<OrthancAttachmentInfo | undefined> {
+    return this.resourceAttachmentInfo('instance', id, name, signal)
+  }
+
+  async resourceAttachmentData(level: ResourceLevel, id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
+    return (await this.http.bytes('GET', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/data`, {signal})).body
   }
 
   async attachmentData(id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
-    return (await this.http.bytes('GET', `/instances/${id}/attachments/${encodeURIComponent(name)}/data`, {signal})).body
+    return this.resourceAttachmentData('instance', id, name, signal)
   }
 
-  async putAttachment(id: string, name: string, data: Buffer, signal?: AbortSignal): Promise<void> {
-    await this.http.send('PUT', `/instances/${id}/attachments/${encodeURIComponent(name)}`, {
+  async putResourceAttachment(level: ResourceLevel, id: string, name: string, data: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.http.send('PUT', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}`, {
       body: data,
       headers: {'content-type': 'application/octet-stream'},
       signal,
     })
   }
 
-  async instanceLabels(id: string, signal?: AbortSignal): Promise<string[]> {
+  async putAttachment(id: string, name: string, data: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.putResourceAttachment('instance', id, name, data, signal)
+  }
+
+  /** Labels of a resource; none on a server older than 1.12, which has no labels. */
+  async resourceLabels(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<string[]> {
     if (!(await this.features(signal)).labels) return []
-    return this.http.json<string[]>('GET', `/instances/${id}/labels`, {signal})
+    return this.http.json<string[]>('GET', `${resourcePath(level, id)}/labels`, {signal})
+  }
+
+  async instanceLabels(id: string, signal?: AbortSignal): Promise<string[]> {
+    return this.resourceLabels('instance', id, signal)
+  }
+
+  async addResourceLabel(level: ResourceLevel, id: string, label: string, signal?: AbortSignal): Promise<void> {
+    await this.http.send('PUT', `${resourcePath(level, id)}/labels/${encodeURIComponent(label)}`, {body: '', signal})
   }
 
   async addInstanceLabel(id: string, label: string, signal?: AbortSignal): Promise<void> {
-    await this.http.send('PUT', `/instances/${id}/labels/${encodeURIComponent(label)}`, {body: '', signal})
+    await this.addResourceLabel('instance', id, label, signal)
+  }
+
+  /** The patient a study belongs to on this server; undefined when the study is not there. */
+  async patientOfStudy(studyId: string, signal?: AbortSignal): Promise<string | undefined> {
+    return (await this.study(studyId, signal))?.ParentPatient
   }
 
   /** Whether the server stores files compressed, read from the first instance (none: unknown). */

@@ -1,19 +1,36 @@
-import type {InstanceRecord} from '../model.js'
+import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type ResourceInTransit, type ResourceLevel, resourceKey, type SideData} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
+import {sourceResource} from '../sources/side-data.js'
 import type {Outcome} from '../transfer/engine.js'
-import type {InstanceInTransit} from '../model.js'
 import {Semaphore} from '../util/concurrency.js'
 import {crashPoint} from '../util/crash-points.js'
 
-/** What could not be carried over to the target, counted by kind; reported, not failures. */
-export interface NotRestored {
-  /** Orthanc's own metadata (ReceptionDate, RemoteAET...): REST cannot write them. */
-  systemMetadata: number
-  /** Labels, on targets older than Orthanc 1.12. */
-  labels: number
-  /** User metadata names the target does not declare in its UserMetadata. */
-  userMetadata: Record<string, number>
+/** One kind of side data that could not be carried to the target, at one level, counted. */
+export interface NotCarried {
+  level: ResourceLevel
+  kind: 'labels' | 'user-metadata' | 'system-metadata' | 'attachments'
+  /** The metadata or attachment name, when the reason is about one name. */
+  name?: string
+  /** Resources it concerns. */
+  count: number
+  reason: string
+}
+
+/** What could not be carried, by level, kind and name, with counts: every summary prints it. */
+export class NotCarriedTally {
+  private readonly entries = new Map<string, NotCarried>()
+
+  add(level: ResourceLevel, kind: NotCarried['kind'], reason: string, name?: string): void {
+    const key = `${level}\u0000${kind}\u0000${name ?? ''}`
+    const entry = this.entries.get(key) ?? {level, kind, ...(name === undefined ? {} : {name}), count: 0, reason}
+    entry.count++
+    this.entries.set(key, entry)
+  }
+
+  list(): NotCarried[] {
+    return [...this.entries.values()]
+  }
 }
 
 const RECENT_STUDIES = 16
@@ -22,22 +39,37 @@ export type StoreOutcome = Outcome & {targetMd5: string}
 
 /** The target stored something else under this instance's ID. */
 export class TargetMismatchError extends OrthancError {
+  override get problemKind() {
+    return 'mismatch' as const
+  }
+
   constructor(server: string, readonly instanceId: string, readonly expected: string, readonly actual: string) {
     super(`instance ${instanceId} on ${server} has MD5 ${actual}, expected ${expected}` +
       ' (the target keeps an older file under this ID: set OverwriteInstances, or delete it there first)', server)
   }
 }
 
+/** What a target already holds beside one resource, to write only what is missing or different. */
+interface TargetSideData {
+  metadata: Record<string, string>
+  /** MD5 of each user attachment, by content type number. */
+  attachments: Map<number, string>
+  labels: Set<string>
+}
+
 /**
  * Stores instances on an Orthanc target: skips those it already has with the same MD5,
- * uploads the others, writes back user metadata, attachments and labels (after the upload,
- * since OverwriteInstances drops them), then confirms the target's MD5.
+ * uploads the others, writes back user metadata, attachments and labels of the instance and of
+ * its patient, study and series (after the upload, since OverwriteInstances drops them), then
+ * confirms the target's MD5. For instances already there, side data is compared and what is
+ * missing or different is written: nothing is assumed.
  */
 export class OrthancSink {
-  readonly notRestored: NotRestored = {systemMetadata: 0, labels: 0, userMetadata: {}}
+  readonly notCarried = new NotCarriedTally()
   private features?: Features
   private readonly recentStudies = new Map<string, Promise<Set<string>>>()
-
+  /** Resources whose side data this run has written (or is writing): once each. */
+  private readonly resourcesDone = new Map<string, Promise<void>>()
   private readonly uploadSlots: Semaphore
 
   /**
@@ -55,20 +87,57 @@ export class OrthancSink {
     const absent = options.knownAbsent || (unit.studyId !== undefined && !(await this.studyHas(unit.studyId, unit.instanceId, signal)))
     const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
     if (existing && existing.md5 === unit.md5) {
-      if (unit.record && !this.options.dryRun) await this.restoreMissingSideData(unit, signal)
+      if (!this.options.dryRun) await this.reconcile({instanceId: unit.instanceId, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal)
       return {kind: 'skipped', targetMd5: existing.md5}
     }
 
     if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: ''}
     const answer = await this.uploadSlots.run(() => this.client.uploadInstance(unit.dicom, signal))
     crashPoint('store:uploaded')
-    if (unit.record) await this.restoreSideData(answer.ID, unit, signal)
+    if (unit.record) await this.writeSideData('instance', answer.ID, unit.record, unit.attachments, undefined, signal)
+    await this.writeResources(unit, signal, answer.ParentPatient)
     crashPoint('store:side-data-restored')
     const stored = await this.client.storedFileInfo(answer.ID, signal)
     const targetMd5 = stored?.md5 ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
     // AlreadyStored: another run (or another route) stored it between our look and our upload; not ours to count.
     return answer.Status === 'AlreadyStored' ? {kind: 'skipped', targetMd5} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5}
+  }
+
+  /**
+   * For an instance already on the target with the right bytes: its side data and its
+   * resources' are compared with the target's, and only what is missing or different is written.
+   */
+  async reconcile(unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: ResourceInTransit[]}, signal?: AbortSignal): Promise<void> {
+    this.features ??= await this.client.features(signal)
+    const {sideData} = unit
+    if (sideData) {
+      this.countSystemMetadata('instance', sideData)
+      if (hasUserSideData(sideData)) await this.writeSideData('instance', unit.instanceId, sideData, unit.attachments, await this.readTarget('instance', unit.instanceId, sideData, signal), signal)
+    }
+
+    await this.writeResources(unit, signal)
+  }
+
+  /** The side data of the instance's patient, study and series: once per resource and run. */
+  private async writeResources(unit: {resources?: ResourceInTransit[]}, signal?: AbortSignal, patientId?: string): Promise<void> {
+    for (const resource of unit.resources ?? []) {
+      const key = resourceKey(resource.record)
+      let done = this.resourcesDone.get(key)
+      if (!done) {
+        done = (async () => {
+          const {level, id} = sourceResource(resource.record)
+          const targetId = level === 'patient' && patientId ? patientId : await id(this.client, signal)
+          const existing = await this.readTarget(level, targetId, resource.record, signal)
+          await this.writeSideData(level, targetId, resource.record, resource.attachments, existing, signal)
+        })()
+        // A failure is this instance's; the next instance of the resource tries again.
+        done.catch(() => this.resourcesDone.delete(key))
+        this.resourcesDone.set(key, done)
+      }
+
+      await done
+    }
   }
 
   /**
@@ -88,63 +157,66 @@ export class OrthancSink {
     return listing.then((ids) => ids.has(instanceId))
   }
 
-  /** For an instance already there: write back only what is absent, so a second run sends nothing. */
-  private async restoreMissingSideData(unit: InstanceInTransit, signal?: AbortSignal): Promise<void> {
-    const record = unit.record!
-    const hasUserData = Object.keys(record.userMetadata).length > 0 || record.attachments.length > 0 || record.labels.length > 0
-    if (!hasUserData) {
-      this.countSystemMetadata(record)
-      return
-    }
-
+  /** What the target holds of the kinds the source has for this resource (only those are asked for). */
+  private async readTarget(level: ResourceLevel, id: string, wanted: SideData, signal?: AbortSignal): Promise<TargetSideData> {
     const [metadata, attachments, labels] = await Promise.all([
-      this.client.instanceMetadata(unit.instanceId, signal),
-      this.client.listAttachments(unit.instanceId, signal),
-      this.client.instanceLabels(unit.instanceId, signal),
+      Object.keys(wanted.userMetadata).length > 0 ? this.client.resourceMetadata(level, id, signal) : {},
+      wanted.attachments.length > 0 ? this.targetAttachments(level, id, signal) : new Map<number, string>(),
+      wanted.labels.length > 0 ? this.client.resourceLabels(level, id, signal) : [],
     ])
-    const present = new Set(attachments)
-    await this.restoreSideData(unit.instanceId, unit, signal, {
-      metadata: (name, value) => metadata[name] === value,
-      attachment: (name, contentType) => present.has(name) || present.has(String(contentType)),
-      label: (label) => labels.includes(label),
-    })
+    return {metadata, attachments, labels: new Set(labels)}
   }
 
-  private async restoreSideData(
-    instanceId: string, unit: InstanceInTransit, signal?: AbortSignal,
-    already?: {metadata(name: string, value: string): boolean; attachment(name: string, contentType: number): boolean; label(label: string): boolean},
-  ): Promise<void> {
-    const record: InstanceRecord = unit.record!
-    this.countSystemMetadata(record)
-    for (const [name, value] of Object.entries(record.userMetadata)) {
-      if (already?.metadata(name, value)) continue
+  private async targetAttachments(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<Map<number, string>> {
+    const found = new Map<number, string>()
+    for (const name of await this.client.resourceAttachments(level, id, signal)) {
+      const info = await this.client.resourceAttachmentInfo(level, id, name, signal)
+      if (info?.ContentType !== undefined) found.set(info.ContentType, info.UncompressedMD5)
+    }
+
+    return found
+  }
+
+  /** Writes one resource's side data, skipping what `existing` shows is there already. */
+  private async writeSideData(level: ResourceLevel, id: string, data: SideData, bytes: AttachmentBytes | undefined, existing: TargetSideData | undefined, signal?: AbortSignal): Promise<void> {
+    if (existing === undefined) this.countSystemMetadata(level, data)
+    for (const [name, value] of Object.entries(data.userMetadata)) {
+      if (existing?.metadata[name] === value) continue
       try {
-        await this.client.setInstanceMetadata(instanceId, name, value, signal)
+        await this.client.setResourceMetadata(level, id, name, value, signal)
       } catch (error) {
-        // An unnamed target metadata type makes Orthanc answer 400 or 404: the target does not declare this name.
-        if (!(error instanceof OrthancHttpError && (error.status === 400 || error.status === 404))) throw error
-        this.notRestored.userMetadata[name] = (this.notRestored.userMetadata[name] ?? 0) + 1
+        // 404: a name the target does not declare; 400/403: a number or name the target keeps for itself.
+        if (!(error instanceof OrthancHttpError && [400, 403, 404].includes(error.status))) throw error
+        this.notCarried.add(level, 'user-metadata', error.status === 404 ? 'the target does not declare this name in its UserMetadata' : `the target refuses it (HTTP ${error.status})`, name)
       }
     }
 
-    for (const attachment of record.attachments) {
-      const data = unit.attachments?.get(attachment.contentType)
-      if (!data || already?.attachment(attachment.name, attachment.contentType)) continue
-      // By number: it works on any target, which shows it under its own name if it declares that type.
-      await this.client.putAttachment(instanceId, String(attachment.contentType), data, signal)
+    for (const attachment of data.attachments) {
+      if (existing?.attachments.get(attachment.contentType) === attachment.md5) continue
+      const content = typeof bytes === 'function' ? await bytes(attachment.contentType) : bytes?.get(attachment.contentType)
+      // No bytes: the archive's copy was refused (reported there).
+      if (!content) continue
+      try {
+        // By number: it works on any target, which shows it under its own name if it declares that type.
+        await this.client.putResourceAttachment(level, id, String(attachment.contentType), content, signal)
+      } catch (error) {
+        if (!(error instanceof OrthancHttpError && [400, 403, 404].includes(error.status))) throw error
+        this.notCarried.add(level, 'attachments', `the target refuses content type ${attachment.contentType} (HTTP ${error.status})`, attachment.name)
+      }
     }
 
-    for (const label of record.labels) {
+    for (const label of data.labels) {
       if (!this.features?.labels) {
-        this.notRestored.labels++
+        this.notCarried.add(level, 'labels', 'the target is older than Orthanc 1.12 and has no labels')
         continue
       }
 
-      if (!already?.label(label)) await this.client.addInstanceLabel(instanceId, label, signal)
+      if (!existing?.labels.has(label)) await this.client.addResourceLabel(level, id, label, signal)
     }
   }
 
-  private countSystemMetadata(record: InstanceRecord): void {
-    this.notRestored.systemMetadata += Object.keys(record.systemMetadata).length
+  private countSystemMetadata(level: ResourceLevel, data: SideData): void {
+    const names = Object.keys(data.systemMetadata)
+    if (names.length > 0) this.notCarried.add(level, 'system-metadata', `Orthanc keeps it for itself and no REST call writes it (${names.sort().join(', ')})`)
   }
 }

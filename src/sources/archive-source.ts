@@ -144,7 +144,7 @@ async function* streamProvenPayload(input: ArchiveInput, proven: NonNullable<Bag
   const {events} = context
   const problem = (id: string, kind: ProblemKind, reason: string) => events.onProblem({id, path: input.label, kind, reason})
   const payload = new ProvenPayload(proven)
-  const assembler = new InstanceAssembler()
+  const assembler = new InstanceAssembler(proven.manifest.resources)
   const otherBags = new Set<string>()
   const seenTags = new Set<string>()
   for await (const entry of entriesOf(input, context)) {
@@ -252,11 +252,10 @@ async function planFromContents(bag: StreamedBag, bytes: Buffer, context: ReadCo
   }
   bag.planned = new Map()
   let bytesPlanned = 0
-  for (const record of parsed.value.instances) {
-    for (const file of [record, ...record.attachments]) {
-      bag.planned.set(file.path, {size: file.size, md5: file.md5})
-      bytesPlanned += file.size
-    }
+  const files = [...parsed.value.instances.flatMap((record) => [record, ...record.attachments]), ...(parsed.value.resources ?? []).flatMap((resource) => resource.attachments)]
+  for (const file of files) {
+    bag.planned.set(file.path, {size: file.size, md5: file.md5})
+    bytesPlanned += file.size
   }
 
   await BagSpool.ensureRoom(context.spoolDir, bytesPlanned, `volume ${bag.bag}`)
@@ -272,7 +271,7 @@ async function* finishStreamedBag(input: ArchiveInput, bag: StreamedBag, context
 
     for (const stray of proof.problems) context.events.onProblem({...stray, id: printable(stray.id), path: input.label})
     const payload = new ProvenPayload(proof.proven)
-    const assembler = new InstanceAssembler()
+    const assembler = new InstanceAssembler(proof.proven.manifest.resources)
     for (const path of bag.refused) {
       payload.noteRefused(path)
       assembler.passed(path)
@@ -300,7 +299,7 @@ function* acceptPayload(input: ArchiveInput, entry: ArchiveEntry, payload: Prove
   }
 
   const {units, unusable} = assembler.add(`${input.label}: ${entry.name}`, verdict.accepted, entry.data)
-  if (unusable && !payload.refusedInstances.has(verdict.accepted.record.id)) {
+  if (unusable && !(verdict.accepted.record && payload.refusedInstances.has(verdict.accepted.record.id))) {
     context.events.onProblem({id: printable(entry.name), path: input.label, kind: 'contradiction', reason: unusable})
   }
   yield* units

@@ -71,9 +71,13 @@ export class InstanceVanishedError extends Error {
  * labels) and its bytes, all checked against the source's MD5s.
  */
 export async function readInstanceUnit(client: OrthancClient, instance: SelectedInstance, sideData: SideDataReader, signal?: AbortSignal): Promise<InstanceInTransit> {
-  const [{bytes: dicom, md5}, side] = await Promise.all([fetchInstance(client, instance.id, undefined, signal), sideData.read(instance.id, signal)])
+  const [{bytes: dicom, md5}, side, resources] = await Promise.all([
+    fetchInstance(client, instance.id, undefined, signal),
+    sideData.read(instance.id, signal),
+    sideData.resourcesInTransit(instance, signal),
+  ])
   const record: InstanceRecord = {...instance, size: dicom.length, md5, path: dicomPayloadPath(instance), ...side}
   const attachments = new Map<number, Buffer>()
   for (const attachment of record.attachments) attachments.set(attachment.contentType, await fetchVerifiedAttachment(client, record.id, attachment, signal))
-  return {label: record.id, instanceId: record.id, dicom, md5: record.md5, record, attachments}
+  return {label: record.id, instanceId: record.id, studyId: record.studyId, dicom, md5: record.md5, record, attachments, resources}
 }

@@ -1,33 +1,38 @@
-import type {AttachmentRecord, InstanceRecord} from '../model.js'
-import {attachmentPayloadPath} from '../archive/format.js'
+import {createHash} from 'node:crypto'
+
+import {attachmentPayloadPath, resourceAttachmentPath} from '../archive/format.js'
+import {type AttachmentRecord, hasUserSideData, type ResourceInTransit, type ResourceLevel, type ResourceRecord, type SideData} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {FIRST_USER_CONTENT_TYPE} from '../orthanc/client.js'
+import {FIRST_USER_CONTENT_TYPE, resourcePath} from '../orthanc/client.js'
+import {ChecksumMismatchError} from '../orthanc/errors.js'
 import {splitMetadata} from '../orthanc/metadata.js'
 
-export type SideData = Pick<InstanceRecord, 'userMetadata' | 'systemMetadata' | 'attachments' | 'labels'>
-
-/** Attachments Orthanc manages itself; everything else on an instance belongs to users. */
+/** Attachments Orthanc manages itself; everything else on a resource belongs to users. */
 const ORTHANC_ATTACHMENTS = new Set(['dicom', 'dicom-until-pixel-data', 'dicom-as-json'])
 
 /** Instances whose metadata one bulk request reads: about 600 bytes of answer each. */
 const SIDE_DATA_BATCH = 100
 
+/** Studies whose patient, study and series side data is kept, for the instances that follow. */
+const REMEMBERED_STUDIES = 16
+
 /**
- * Reads what Orthanc keeps beside an instance's file: metadata, user attachments, labels. The
- * metadata of a whole batch comes in one request when the producer announces the batch with
- * `prefetch` before handing its instances out: one request fewer per instance, on a source
- * that every instance already costs a download.
+ * Reads what Orthanc keeps beside its resources: metadata, user attachments, labels, for
+ * instances and for the patients, studies and series they belong to. The metadata (and on 1.12
+ * the labels) of a whole batch of instances comes in one request when the producer announces
+ * the batch with `prefetch` before handing its instances out.
  */
 export class SideDataReader {
-  /** Metadata read ahead, by instance ID, until `read` takes it. Holds at most the batches not yet handed out. */
-  private readonly prefetched = new Map<string, Promise<Record<string, string> | undefined>>()
+  /** Metadata (and labels, where the server gives them) read ahead, by instance ID, until `read` takes it. */
+  private readonly prefetched = new Map<string, Promise<BulkSideData | undefined>>()
+  private readonly studies = new Map<string, Promise<StudyResources>>()
 
   constructor(private readonly client: OrthancClient) {}
 
   /** Starts reading the metadata of these instances in one request; `read` picks each one up. */
   prefetch(instanceIds: string[], signal?: AbortSignal): void {
     if (instanceIds.length < 2) return
-    const batch = this.client.instancesMetadata(instanceIds, signal)
+    const batch = this.client.instancesSideData(instanceIds, signal)
     for (const id of instanceIds) {
       const one = batch.then((found) => found?.get(id))
       // A failed batch is not this reader's failure: each instance asks again on its own in `read`.
@@ -36,44 +41,148 @@ export class SideDataReader {
     }
   }
 
+  /** An instance's side data. */
   async read(instanceId: string, signal?: AbortSignal): Promise<SideData> {
-    const ahead = this.prefetched.get(instanceId)
+    const ahead = await this.prefetched.get(instanceId)?.catch(() => undefined)
     this.prefetched.delete(instanceId)
-    const metadata = async () => (await ahead?.catch(() => undefined)) ?? this.client.instanceMetadata(instanceId, signal)
     const [all, attachments, labels] = await Promise.all([
-      metadata(),
-      this.userAttachments(instanceId, signal),
-      this.client.instanceLabels(instanceId, signal),
+      ahead?.metadata ?? this.client.instanceMetadata(instanceId, signal),
+      this.userAttachments('instance', instanceId, signal),
+      ahead?.labels ?? this.client.instanceLabels(instanceId, signal),
     ])
     const {user, system} = splitMetadata(all)
-    return {userMetadata: user, systemMetadata: system, attachments, labels}
+    return {userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
   }
 
-  /** Listed for every instance: a user attachment may be empty, so no size total can rule them out. */
-  private async userAttachments(instanceId: string, signal?: AbortSignal): Promise<AttachmentRecord[]> {
+  /**
+   * The side data of an instance's patient, study and series, those that have any user data:
+   * read once per study (and series) and kept for the next instances of that study.
+   */
+  async resourcesOf(instance: {studyId: string; seriesId: string}, signal?: AbortSignal): Promise<ResourceRecord[]> {
+    const study = await this.studyResources(instance.studyId, signal)
+    let series = study.series.get(instance.seriesId)
+    if (!series) {
+      series = this.readResource({level: 'series', study: instance.studyId, series: instance.seriesId}, instance.seriesId, signal)
+      series.catch(() => study.series.delete(instance.seriesId))
+      study.series.set(instance.seriesId, series)
+    }
+    const records = [...study.own, await series]
+    return records.filter((record): record is ResourceRecord => record !== undefined)
+  }
+
+  /**
+   * The same, ready for a sink: each attachment's bytes are read from the source only when a
+   * target lacks it, and checked against the MD5 the source recorded.
+   */
+  async resourcesInTransit(instance: {studyId: string; seriesId: string}, signal?: AbortSignal): Promise<ResourceInTransit[]> {
+    return (await this.resourcesOf(instance, signal)).map((record) => ({record, attachments: (contentType) => this.attachmentBytes(record, contentType, signal)}))
+  }
+
+  /** One attachment of a resource, read from the source and checked. */
+  async attachmentBytes(record: ResourceRecord, contentType: number, signal?: AbortSignal): Promise<Buffer | undefined> {
+    const attachment = record.attachments.find((candidate) => candidate.contentType === contentType)
+    if (!attachment) return undefined
+    const {level, id} = sourceResource(record)
+    const data = await this.client.resourceAttachmentData(level, await id(this.client, signal), attachment.name, signal)
+    const md5 = createHash('md5').update(data).digest('hex')
+    if (md5 !== attachment.md5) throw new ChecksumMismatchError(this.client.display, `${level} of study ${record.study} attachment ${attachment.name}`, attachment.md5, md5)
+    return data
+  }
+
+  /** An instance's attachment, read from the source and checked; for instances already on a target. */
+  async instanceAttachmentBytes(instanceId: string, attachments: AttachmentRecord[], contentType: number, signal?: AbortSignal): Promise<Buffer | undefined> {
+    const attachment = attachments.find((candidate) => candidate.contentType === contentType)
+    if (!attachment) return undefined
+    const data = await this.client.attachmentData(instanceId, attachment.name, signal)
+    const md5 = createHash('md5').update(data).digest('hex')
+    if (md5 !== attachment.md5) throw new ChecksumMismatchError(this.client.display, `${instanceId} attachment ${attachment.name}`, attachment.md5, md5)
+    return data
+  }
+
+  private studyResources(studyId: string, signal?: AbortSignal): Promise<StudyResources> {
+    let entry = this.studies.get(studyId)
+    if (!entry) {
+      entry = (async () => {
+        const patientId = await this.client.patientOfStudy(studyId, signal)
+        const own = await Promise.all([
+          patientId ? this.readResource({level: 'patient', study: studyId}, patientId, signal) : Promise.resolve(undefined),
+          this.readResource({level: 'study', study: studyId}, studyId, signal),
+        ])
+        return {own, series: new Map()}
+      })()
+      entry.catch(() => this.studies.delete(studyId))
+      this.studies.set(studyId, entry)
+      if (this.studies.size > REMEMBERED_STUDIES) this.studies.delete(this.studies.keys().next().value!)
+    }
+
+    return entry
+  }
+
+  /** A resource's side data as a record, or undefined when it has no user data to carry. */
+  private async readResource(key: Pick<ResourceRecord, 'level' | 'study' | 'series'>, orthancId: string, signal?: AbortSignal): Promise<ResourceRecord | undefined> {
+    const level = key.level as ResourceLevel
+    const [all, attachments, labels] = await Promise.all([
+      this.client.resourceMetadata(level, orthancId, signal),
+      this.userAttachments(level, orthancId, signal, key),
+      this.client.resourceLabels(level, orthancId, signal),
+    ])
+    const {user, system} = splitMetadata(all)
+    const record: ResourceRecord = {...key, userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
+    return hasUserSideData(record) ? record : undefined
+  }
+
+  /** Listed for every resource: a user attachment may be empty, so no size total can rule them out. */
+  private async userAttachments(level: ResourceLevel, orthancId: string, signal?: AbortSignal, resource?: Pick<ResourceRecord, 'level' | 'study' | 'series'>): Promise<AttachmentRecord[]> {
     const attachments: AttachmentRecord[] = []
-    for (const name of await this.client.listAttachments(instanceId, signal)) {
+    for (const name of await this.client.resourceAttachments(level, orthancId, signal)) {
       if (ORTHANC_ATTACHMENTS.has(name)) continue
-      const attachment = await this.describeAttachment(instanceId, name, signal)
-      if (attachment && attachment.contentType >= FIRST_USER_CONTENT_TYPE) attachments.push(attachment)
+      const described = await this.describeAttachment(level, orthancId, name, signal)
+      if (!described || described.contentType < FIRST_USER_CONTENT_TYPE) continue
+      const path = resource ? resourceAttachmentPath(resource, described.contentType) : attachmentPayloadPath(orthancId, described.contentType)
+      attachments.push({name, ...described, path})
     }
 
-    return attachments
+    return attachments.sort((a, b) => a.contentType - b.contentType)
   }
 
-  private async describeAttachment(instanceId: string, name: string, signal?: AbortSignal): Promise<AttachmentRecord | undefined> {
-    const info = await this.client.attachmentInfo(instanceId, name, signal)
-    if (info) {
-      const contentType = info.ContentType ?? Number(name)
-      return {name, contentType, size: info.UncompressedSize, md5: info.UncompressedMD5, path: attachmentPayloadPath(instanceId, contentType)}
-    }
-
+  private async describeAttachment(level: ResourceLevel, orthancId: string, name: string, signal?: AbortSignal): Promise<Omit<AttachmentRecord, 'name' | 'path'> | undefined> {
+    const info = await this.client.resourceAttachmentInfo(level, orthancId, name, signal)
+    if (info) return {contentType: info.ContentType ?? Number(name), size: info.UncompressedSize, md5: info.UncompressedMD5}
     // Before 1.10 there is no /info: numbered attachments carry their type in the name.
     if (!/^\d+$/.test(name)) return undefined
-    const base = `/instances/${instanceId}/attachments/${name}`
+    const base = `${resourcePath(level, orthancId)}/attachments/${name}`
     const [md5, size] = await Promise.all([this.client.http.text('GET', `${base}/md5`, {signal}), this.client.http.text('GET', `${base}/size`, {signal})])
-    return {name, contentType: Number(name), size: Number(size), md5: md5.trim(), path: attachmentPayloadPath(instanceId, Number(name))}
+    return {contentType: Number(name), size: Number(size), md5: md5.trim()}
   }
+}
+
+interface StudyResources {
+  /** The patient's and the study's records (undefined: no user data). */
+  own: Array<ResourceRecord | undefined>
+  series: Map<string, Promise<ResourceRecord | undefined>>
+}
+
+export interface BulkSideData {
+  metadata: Record<string, string>
+  /** Present where the server's bulk answer carries labels (1.12). */
+  labels?: string[]
+}
+
+/** Where a resource record's resource is on a server: its level, and its Orthanc ID (a patient's looked up through its study). */
+export function sourceResource(record: Pick<ResourceRecord, 'level' | 'study' | 'series'>): {level: ResourceLevel; id: (client: OrthancClient, signal?: AbortSignal) => Promise<string>} {
+  if (record.level === 'patient') {
+    return {
+      level: 'patient',
+      async id(client, signal) {
+        const patient = await client.patientOfStudy(record.study, signal)
+        if (!patient) throw new Error(`study ${record.study} is not on ${client.display}`)
+        return patient
+      },
+    }
+  }
+
+  const id = record.level === 'series' ? record.series! : record.study
+  return {level: record.level, id: async () => id}
 }
 
 /**

@@ -1,4 +1,5 @@
-import type {InstanceFilters} from '../model.js'
+import {type InstanceFilters, type ResourceLevel, resourceKey, type SideData} from '../model.js'
+import {SideDataReader} from '../sources/side-data.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {compareServers, type InstanceState} from './compare.js'
 
@@ -21,6 +22,17 @@ export interface DiffSummary {
   instances: {onlySource: string[]; onlyTarget: string[]; different: string[]}
   /** Per study on the source, when asked for. */
   studies?: StudyDifference[]
+  /** With --side-data: differences in user metadata, attachments and labels at every level, for what is on both sides. */
+  sideData?: {differences: number; items: SideDataDifference[]}
+}
+
+/** One difference in what Orthanc keeps beside a resource that both servers hold. */
+export interface SideDataDifference {
+  /** The resource: "study <id>", "instance <id>", "patient of study <id>"... */
+  id: string
+  level: ResourceLevel
+  kind: 'user-metadata' | 'attachments' | 'labels'
+  reason: string
 }
 
 const LISTED = 1000
@@ -29,7 +41,7 @@ const LISTED = 1000
  * Compares two servers the way `rclone check` compares two remotes: by instance ID, then by the
  * MD5 each server recorded for instances on both sides. Nothing is downloaded.
  */
-export async function diffServers(source: OrthancClient, target: OrthancClient, options: {filters: InstanceFilters; perStudy: boolean; signal?: AbortSignal}): Promise<DiffSummary> {
+export async function diffServers(source: OrthancClient, target: OrthancClient, options: {filters: InstanceFilters; perStudy: boolean; sideData?: boolean; signal?: AbortSignal}): Promise<DiffSummary> {
   const summary: DiffSummary = {
     source: source.display, target: target.display, onlySource: 0, onlyTarget: 0, different: 0, identical: 0,
     instances: {onlySource: [], onlyTarget: [], different: []},
@@ -40,7 +52,9 @@ export async function diffServers(source: OrthancClient, target: OrthancClient, 
     if (summary.instances[key].length < LISTED) summary.instances[key].push(id)
   }
 
+  const sideData = options.sideData ? new SideDataComparison(source, target, options.signal) : undefined
   for await (const item of compareServers(source, target, {filters: options.filters, checksum: true, signal: options.signal})) {
+    if (sideData && (item.state === 'identical' || item.state === 'different')) await sideData.compare(item.source!)
     if (item.state === 'only-target') {
       summary.onlyTarget++
       list(item.state, item.id)
@@ -65,9 +79,74 @@ export async function diffServers(source: OrthancClient, target: OrthancClient, 
   }
 
   if (options.perStudy) summary.studies = [...studies.values()]
+  if (sideData) summary.sideData = {differences: sideData.count, items: sideData.items}
   return summary
 }
 
 export function serversDiffer(summary: DiffSummary): boolean {
-  return summary.onlySource + summary.onlyTarget + summary.different > 0
+  return summary.onlySource + summary.onlyTarget + summary.different + (summary.sideData?.differences ?? 0) > 0
+}
+
+/** Compares side data of instances and of their patients, studies and series on both servers; each resource once. */
+class SideDataComparison {
+  count = 0
+  readonly items: SideDataDifference[] = []
+  private readonly sourceReader: SideDataReader
+  private readonly targetReader: SideDataReader
+  private readonly resourcesSeen = new Set<string>()
+
+  constructor(source: OrthancClient, target: OrthancClient, private readonly signal?: AbortSignal) {
+    this.sourceReader = new SideDataReader(source)
+    this.targetReader = new SideDataReader(target)
+  }
+
+  async compare(instance: {id: string; studyId: string; seriesId: string}): Promise<void> {
+    const [sourceSide, targetSide, sourceResources, targetResources] = await Promise.all([
+      this.sourceReader.read(instance.id, this.signal),
+      this.targetReader.read(instance.id, this.signal),
+      this.sourceReader.resourcesOf(instance, this.signal),
+      this.targetReader.resourcesOf(instance, this.signal),
+    ])
+    this.report('instance', `instance ${instance.id}`, sourceSide, targetSide)
+    const empty: SideData = {userMetadata: {}, systemMetadata: {}, attachments: [], labels: []}
+    const onTarget = new Map(targetResources.map((resource) => [resourceKey(resource), resource]))
+    const keys = new Set([...sourceResources.map(resourceKey), ...onTarget.keys()])
+    const onSource = new Map(sourceResources.map((resource) => [resourceKey(resource), resource]))
+    for (const key of keys) {
+      if (this.resourcesSeen.has(key)) continue
+      this.resourcesSeen.add(key)
+      const either = (onSource.get(key) ?? onTarget.get(key))!
+      const name = either.level === 'patient' ? `patient of study ${either.study}` : either.level === 'study' ? `study ${either.study}` : `series ${either.series}`
+      this.report(either.level, name, onSource.get(key) ?? empty, onTarget.get(key) ?? empty)
+    }
+  }
+
+  private report(level: ResourceLevel, id: string, source: SideData, target: SideData): void {
+    const add = (kind: SideDataDifference['kind'], reason: string) => {
+      this.count++
+      if (this.items.length < LISTED) this.items.push({id, level, kind, reason})
+    }
+
+    for (const name of new Set([...Object.keys(source.userMetadata), ...Object.keys(target.userMetadata)])) {
+      const a = source.userMetadata[name]
+      const b = target.userMetadata[name]
+      if (a === b) continue
+      add('user-metadata', a === undefined ? `metadata "${name}" only on the target` : b === undefined ? `metadata "${name}" only on the source` : `metadata "${name}" differs`)
+    }
+
+    const sourceAttachments = new Map(source.attachments.map((attachment) => [attachment.contentType, attachment]))
+    const targetAttachments = new Map(target.attachments.map((attachment) => [attachment.contentType, attachment]))
+    for (const contentType of new Set([...sourceAttachments.keys(), ...targetAttachments.keys()])) {
+      const a = sourceAttachments.get(contentType)
+      const b = targetAttachments.get(contentType)
+      if (a?.md5 === b?.md5) continue
+      const name = (a ?? b)!.name
+      add('attachments', !a ? `attachment "${name}" only on the target` : !b ? `attachment "${name}" only on the source` : `attachment "${name}" has another MD5`)
+    }
+
+    const targetLabels = new Set(target.labels)
+    const sourceLabels = new Set(source.labels)
+    for (const label of source.labels) if (!targetLabels.has(label)) add('labels', `label "${label}" only on the source`)
+    for (const label of target.labels) if (!sourceLabels.has(label)) add('labels', `label "${label}" only on the target`)
+  }
 }

@@ -1,6 +1,6 @@
 import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {type NotRestored, OrthancSink} from '../sinks/orthanc-sink.js'
+import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {inFlightFor, runTransfer} from '../transfer/engine.js'
@@ -40,7 +40,8 @@ export interface SyncSummary extends TransferStats {
   source: string
   target: string
   plan: SyncPlan
-  notRestored: NotRestored
+  /** Side data that could not be carried to the target, by level, kind and name, with counts. */
+  notCarried: NotCarried[]
 }
 
 /**
@@ -74,10 +75,11 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     studies.set(item.studyId!, study)
   }
 
+  // Instances on both sides go through too (not in a dry run): their side data is compared.
   async function* toTransfer(): AsyncGenerator<ComparedInstance> {
     for await (const item of compareServers(options.source, options.target, options)) {
       count(item)
-      if (item.state === 'only-source' || item.state === 'different') yield item
+      if (item.state === 'only-source' || item.state === 'different' || (!options.dryRun && (item.state === 'present' || item.state === 'identical'))) yield item
     }
   }
 
@@ -91,9 +93,17 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     phase: options.dryRun ? 'sync (dry run)' : 'sync',
     onProgress: options.onProgress,
     describe: (item) => ({id: item.id}),
-    sizeOf: (item) => item.size ?? 0,
+    // Instances already on the target move no DICOM bytes: only their side data is compared.
+    sizeOf: (item) => (item.state === 'present' || item.state === 'identical' ? 0 : item.size ?? 0),
     async work(item, signal) {
       if (options.dryRun) return {kind: 'transferred', bytes: item.size ?? 0}
+      if (item.state === 'present' || item.state === 'identical') {
+        // Already there: what Orthanc keeps beside it is compared, and what is missing restored.
+        const [side, resources] = await Promise.all([sideData.read(item.id, signal), sideData.resourcesInTransit(item.source!, signal)])
+        await sink.reconcile({instanceId: item.id, sideData: side, resources, attachments: (contentType) => sideData.instanceAttachmentBytes(item.id, side.attachments, contentType, signal)}, signal)
+        return {kind: 'skipped'}
+      }
+
       const unit = await readInstanceUnit(options.source, item.source!, sideData, signal)
       // A differing copy is replaced: without OverwriteInstances the target would keep its own.
       if (item.state === 'different') await options.target.deleteInstance(item.id, signal)
@@ -119,6 +129,6 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     source: options.source.display,
     target: options.target.display,
     plan,
-    notRestored: sink.notRestored,
+    notCarried: sink.notCarried.list(),
   }
 }

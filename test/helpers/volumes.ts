@@ -7,9 +7,10 @@ import {parseBagInfo, parseChecksumManifest, renderBagInfo, renderChecksumManife
 import {
   ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, attachmentPayloadPath, BAG_INFO_FILE, CONTENTS_FILE, dicomPayloadPath, MANIFEST_FILE,
   PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE, type VolumeContents, type VolumeHeader, type VolumeManifest, volumeName, type WrittenInstanceRecord,
+  type WrittenResourceRecord,
 } from '../../src/archive/format.js'
 import {TarOutput, VolumeWriter} from '../../src/archive/volume-writer.js'
-import type {InstanceRecord} from '../../src/model.js'
+import type {InstanceRecord, ResourceRecord} from '../../src/model.js'
 
 /**
  * Archive volumes built in memory the way export writes them, and the tools to take one apart,
@@ -71,6 +72,8 @@ export interface TestVolumeOptions {
   group?: string
   /** Planned instances that "failed on the source": in the contents, not in the payload. */
   failed?: TestInstance[]
+  /** Side data of patients, studies and series, with the bytes of their attachments (written before the first instance). */
+  resources?: Array<{record: ResourceRecord; attachments: Buffer[]}>
   mtime?: Date
 }
 
@@ -107,7 +110,14 @@ export async function writeTestVolume(options: TestVolumeOptions): Promise<{byte
   })
   const output = new TarOutput(sink)
   const writer = new VolumeWriter(output, bag, options.mtime ?? new Date('2024-05-01T00:00:00Z'))
-  await writer.begin({...header, instances: planned.map((one) => one.record)})
+  const resources = options.resources ?? []
+  await writer.begin({...header, instances: planned.map((one) => one.record), resources: resources.map((resource) => resource.record)})
+  const writtenResources: WrittenResourceRecord[] = []
+  for (const {record, attachments} of resources) {
+    const digests = []
+    for (const [index, data] of attachments.entries()) digests.push({...record.attachments[index]!, sha256: await writer.addPayload(record.attachments[index]!.path, data)})
+    writtenResources.push({...record, attachments: digests})
+  }
   const written: WrittenInstanceRecord[] = []
   for (const {record, dicom, attachments} of options.instances) {
     const sha256 = await writer.addPayload(record.path, dicom)
@@ -116,7 +126,7 @@ export async function writeTestVolume(options: TestVolumeOptions): Promise<{byte
     written.push({...record, sha256, attachments: attachmentDigests})
   }
 
-  const manifest: VolumeManifest = {...header, instances: written, failed: (options.failed ?? []).map((one) => ({id: one.record.id, reason: 'failed on the source'}))}
+  const manifest: VolumeManifest = {...header, instances: written, resources: writtenResources, failed: (options.failed ?? []).map((one) => ({id: one.record.id, reason: 'failed on the source'}))}
   await writer.finish(manifest, {group: header.group, volume, volumeCount, baggingDate: '2024-05-01', software: 'orthanc-replicate', description: 'test volume'})
   await output.close()
   return {bytes: Buffer.concat(chunks), bag}
@@ -175,6 +185,7 @@ export function reseal(files: TarFile[], bag: string, layers: SealLayer[]): void
     const file = find(CONTENTS_FILE)!
     const contents = JSON.parse(file.data.toString()) as VolumeContents
     contents.instances = contents.instances.map((record) => ({...refresh(record, false), attachments: record.attachments.map((attachment) => refresh(attachment, false))}))
+    contents.resources = contents.resources?.map((resource) => ({...resource, attachments: resource.attachments.map((attachment) => refresh(attachment, false))}))
     file.data = Buffer.from(`${JSON.stringify(contents, null, 1)}\n`)
   }
 
@@ -182,6 +193,7 @@ export function reseal(files: TarFile[], bag: string, layers: SealLayer[]): void
     const file = find(MANIFEST_FILE)!
     const manifest = JSON.parse(file.data.toString()) as VolumeManifest
     manifest.instances = manifest.instances.map((record) => ({...refresh(record, true), attachments: record.attachments.map((attachment) => refresh(attachment, true))}))
+    manifest.resources = manifest.resources?.map((resource) => ({...resource, attachments: resource.attachments.map((attachment) => refresh(attachment, true))}))
     file.data = Buffer.from(`${JSON.stringify(manifest, null, 1)}\n`)
   }
 

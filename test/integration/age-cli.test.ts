@@ -162,7 +162,7 @@ describe.runIf(hasAge)('age CLI interoperability', () => {
     // As export writes a volume, with the encryption between the tar and the file.
     const output = new TarOutput(createEncryptingWriter(createWriteStream(volume, {mode: 0o600}), {recipients: [recipientA, recipientB]}))
     const writer = new VolumeWriter(output, bag, new Date(header.exportedAt))
-    await writer.begin({...header, instances: instances.map((one) => one.record)})
+    await writer.begin({...header, instances: instances.map((one) => one.record), resources: []})
     const written: WrittenInstanceRecord[] = []
     for (const {record, dicom, attachments} of instances) {
       const sha256 = await writer.addPayload(record.path, dicom)
@@ -171,7 +171,7 @@ describe.runIf(hasAge)('age CLI interoperability', () => {
       written.push({...record, sha256, attachments: attachmentDigests})
     }
 
-    await writer.finish({...header, instances: written, failed: []}, {group: header.group, volume: 1, volumeCount: 1, baggingDate: '2024-05-01', software: 'orthanc-replicate', description: 'age test volume'})
+    await writer.finish({...header, instances: written, resources: [], failed: []}, {group: header.group, volume: 1, volumeCount: 1, baggingDate: '2024-05-01', software: 'orthanc-replicate', description: 'age test volume'})
     await output.close()
 
     const extracted = join(dir, 'extracted')

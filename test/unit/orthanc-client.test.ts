@@ -543,6 +543,9 @@ describe('restoring Orthanc-side data on a target without labels', () => {
     const outcome = await sink.store({label: 'i1', instanceId: 'i1', dicom: Buffer.from('DICM'), md5: 'md5-of-dicom', record, attachments: new Map([[1030, Buffer.from('pdf')]])}, undefined, {knownAbsent: true})
     expect(outcome).toMatchObject({kind: 'transferred', targetMd5: 'md5-of-dicom'})
     expect(calls).toEqual(['POST /instances', 'PUT metadata', 'PUT attachment'])
-    expect(sink.notRestored).toEqual({systemMetadata: 2, labels: 2, userMetadata: {}})
+    expect(sink.notCarried.list()).toEqual([
+      {level: 'instance', kind: 'system-metadata', count: 1, reason: expect.stringMatching(/ReceptionDate, RemoteAET/)},
+      {level: 'instance', kind: 'labels', count: 2, reason: expect.stringMatching(/older than Orthanc 1\.12/)},
+    ])
   })
 })
