@@ -4,7 +4,7 @@ import {tmpdir} from 'node:os'
 import {basename} from 'node:path'
 import type {Readable} from 'node:stream'
 
-import {type ArchiveEntry, DamagedArchiveError, readArchiveEntries, TruncatedArchiveError} from '../archive/archive-stream.js'
+import {type ArchiveEntry, type ArchiveProblem, readArchiveEntries} from '../archive/archive-stream.js'
 import {BagSpool} from '../archive/bag-spool.js'
 import {checkEntryHeader, DEFAULT_ENTRY_LIMITS, type EntryLimits, type EntryLocation, EntryRefusedError, printable} from '../archive/entry-rules.js'
 import {CONTENTS_FILE, type VolumeManifest} from '../archive/format.js'
@@ -13,7 +13,7 @@ import {InstanceAssembler, ProvenPayload} from '../archive/proven-payload.js'
 import {type IndexedEntry, indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
 import {type BagProof, proveBag} from '../archive/trust-chain.js'
 import type {InstanceInTransit, StudyExpectation} from '../model.js'
-import type {Problem, ProblemKind} from '../problems.js'
+import type {ProblemKind} from '../problems.js'
 import type {SourceEvents} from './source-events.js'
 
 /** An archive to read: a volume file, or a stream (stdin). */
@@ -98,9 +98,14 @@ async function* readVolumeFile(input: ArchiveInput, path: string, context: ReadC
   const problem = (id: string, kind: ProblemKind, reason: string) => events.onProblem({id, path: input.label, kind, reason})
   const index = await indexTarFile(path)
   if (index.fileSize === 0) return problem(input.label, 'not-archive', 'is empty (0 bytes): not an archive volume')
-  const bags = [...new Set(index.entries.map((entry) => entry.name.split('/')[0]!))]
+  // What the tar level found wrong (damage, truncation, data after the end): said here when the stream is not read.
+  const reportDamage = () => {
+    for (const damage of index.damage) problem(damage.id, damage.kind, damage.reason)
+  }
+  const bags = index.bags.map((indexed) => indexed.name)
   if (bags.length === 0) {
-    problem(input.label, index.damage ? 'damaged' : 'not-archive', index.damage ? `no entry can be read: ${index.damage}` : 'holds no entry: not an archive volume')
+    if (index.damage.length > 0) reportDamage()
+    else problem(input.label, 'not-archive', 'holds no entry: not an archive volume')
     return
   }
 
@@ -119,8 +124,8 @@ async function* readVolumeFile(input: ArchiveInput, path: string, context: ReadC
 
   const proof = proveBag(bag, tagFiles)
   if (!proof.proven) {
-    if (index.damage) problem(input.label, 'damaged', index.damage)
-    const dicomSeen = index.entries.filter((entry) => entry.name.startsWith(`${bag}/data/dicom/`)).length
+    reportDamage()
+    const dicomSeen = index.bags.find((indexed) => indexed.name === bag)?.dicomEntries ?? 0
     recordUnprovenBag(bag, input, proof, tagFiles, context, dicomSeen)
     return
   }
@@ -291,7 +296,7 @@ async function* finishStreamedBag(input: ArchiveInput, bag: StreamedBag, context
 
 // --- Shared ---------------------------------------------------------------------------------
 
-function* acceptPayload(input: ArchiveInput, entry: ArchiveEntry, payload: ProvenPayload, assembler: InstanceAssembler, context: ReadContext): Generator<InstanceInTransit> {
+function* acceptPayload(input: ArchiveInput, entry: Pick<ArchiveEntry, 'bag' | 'path' | 'name' | 'data'>, payload: ProvenPayload, assembler: InstanceAssembler, context: ReadContext): Generator<InstanceInTransit> {
   const verdict = payload.check(entry.path, entry.data)
   if ('refused' in verdict) {
     context.events.onProblem({id: printable(entry.name), path: input.label, kind: verdict.refused, reason: verdict.reason})
@@ -348,22 +353,20 @@ function recordUnprovenBag(bag: string, input: ArchiveInput, proof: BagProof, ta
   })
 }
 
-/** The entries of an input as the tar reader gives them, its refusals and damage reported as problems. */
+/** The entries of an input as the tar reader gives them, its refusals, damage and truncation reported as problems. */
 async function* entriesOf(input: ArchiveInput, context: ReadContext): AsyncGenerator<ArchiveEntry> {
-  const report = (problem: Problem) => context.events.onProblem({...problem, path: input.label})
-  const stream = input.open()
-  // A stream that never ends (a stalled pipe, a reader stuck on a hostile header) must still stop on Ctrl-C.
-  const stop = () => stream.destroy(context.signal?.reason instanceof Error ? context.signal.reason : new DOMException('interrupted', 'AbortError'))
+  const report = ({id, kind, reason}: ArchiveProblem) => context.events.onProblem({id, path: input.label, kind, reason})
+  // A volume file is read by path: refused entries' data is skipped by seeking, not read.
+  const stream = input.path === undefined ? input.open() : undefined
+  // A stream that never ends (a stalled pipe) must still stop on Ctrl-C.
+  const stop = () => stream?.destroy(context.signal?.reason instanceof Error ? context.signal.reason : new DOMException('interrupted', 'AbortError'))
   context.signal?.addEventListener('abort', stop, {once: true})
   try {
     context.signal?.throwIfAborted()
-    yield* readArchiveEntries(stream, context.limits, (refused) => report({id: printable(refused.entry), kind: refused.kind, reason: refused.reason}))
+    yield* readArchiveEntries(stream ?? input.path!, context.limits, report, {signal: context.signal})
   } catch (error) {
     if (context.signal?.aborted) throw context.signal.reason
-
-    if (error instanceof TruncatedArchiveError) report({id: input.label, kind: 'truncated', reason: `truncated: ${error.message}`})
-    else if (error instanceof DamagedArchiveError) report({id: input.label, kind: 'damaged', reason: error.message})
-    else throw error
+    throw error
   } finally {
     context.signal?.removeEventListener('abort', stop)
   }
