@@ -212,7 +212,9 @@ export async function writeDeflatedBomb(path: string, seed: string, inflatedByte
   }
 
   await write(encodeDataSet(identifiers(seed), EXPLICIT_LITTLE_ENDIAN_ENCODING, 'latin1'))
-  const length = Math.min(inflatedBytes, 0xfffffffe) & ~1
+  // An even length, under the 0xFFFFFFFF that means undefined.
+  const capped = Math.min(inflatedBytes, 0xfffffffe)
+  const length = capped - (capped % 2)
   const pixelHeader = Buffer.alloc(12)
   pixelHeader.writeUInt16LE(0x7fe0, 0)
   pixelHeader.writeUInt16LE(0x0010, 2)

@@ -12,9 +12,9 @@ const runScript = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
 const preload = fileURLToPath(new URL('./rss-report.mjs', import.meta.url))
 
 export interface MeasuredRun extends CliResult {
-  /** Peak resident set size of the CLI process, in MiB: the larger of getrusage's ru_maxrss at exit and the last VmHWM polled from /proc. */
+  /** Peak resident set size of the CLI process, in MiB: VmHWM read by the process itself at exit, or the last one polled if it died first. */
   peakRssMiB: number
-  /** ru_maxrss as the process reported it at exit; undefined if it died before (a crash, SIGKILL). */
+  /** VmHWM as the process read it in its exit hook; undefined if it died before (a crash, SIGKILL). */
   exitRssMiB?: number
   /** The highest VmHWM read from /proc/PID/status while it ran (polled every 50 ms). */
   polledRssMiB: number
@@ -29,9 +29,10 @@ export interface MeasureOptions {
 }
 
 /**
- * Runs the built CLI (`node bin/run.js`) and measures its peak memory and wall time. Peak RSS
- * comes from two independent sources that must agree: the kernel's high-water mark polled from
- * /proc while it runs, and getrusage() written by a preloaded exit hook.
+ * Runs the built CLI (`node bin/run.js`) and measures its peak memory and wall time. Peak RSS is
+ * the kernel's high-water mark for the process (VmHWM, since its exec): read by a preloaded exit
+ * hook, so that a peak in the last moments counts, and polled from /proc every 50 ms as well, so
+ * that a process that dies without exit hooks is still measured.
  */
 export async function runCliMeasured(args: string[], options: MeasureOptions = {}): Promise<MeasuredRun> {
   const report = join(tmpdir(), `rss-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
@@ -65,7 +66,7 @@ export async function runCliMeasured(args: string[], options: MeasureOptions = {
   clearTimeout(timer)
   clearInterval(poll)
   const wallMs = Date.now() - started
-  const atExit = await readFile(report, 'utf8').then((text) => (JSON.parse(text) as {maxRssKiB: number}).maxRssKiB, () => undefined)
+  const atExit = await readFile(report, 'utf8').then((text) => (JSON.parse(text) as {peakRssKiB: number}).peakRssKiB, () => undefined)
   await rm(report, {force: true})
   const mib = (kib: number) => Math.round(kib / 1024)
   return {
