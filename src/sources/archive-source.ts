@@ -180,7 +180,7 @@ interface StreamedBag {
   bag: string
   tagFiles: Map<string, Buffer>
   /** The contents as they claim, for refusing junk early: the proof comes at the end. */
-  planned?: Map<string, {size: number; md5: string}>
+  planned?: Map<string, {size: number; md5: string; arrived?: boolean}>
   spool?: BagSpool
   /** Payload files refused on arrival: they count as arrived, not missing. */
   refused: string[]
@@ -239,7 +239,9 @@ async function takeStreamedEntry(input: ArchiveInput, bag: StreamedBag, entry: A
   if (!bag.planned) return refuse('unlisted', `payload before ${CONTENTS_FILE}: not an archive of this format, or its start is missing`)
   const planned = bag.planned.get(entry.path)
   if (!planned) return refuse('unlisted', 'not in the volume\'s contents')
-  bag.planned.delete(entry.path)
+  // The tar reader keeps no list of names: a second copy is caught here. The first one stands, so this one is not noted as refused.
+  if (planned.arrived) return context.events.onProblem({id: printable(entry.name), path: input.label, kind: 'duplicate', reason: 'a second entry with the same name: the first one is used'})
+  planned.arrived = true
   if (entry.data.length !== planned.size) return refuse('checksum', `is ${entry.data.length} bytes long, the contents say ${planned.size}`)
   const md5 = createHash('md5').update(entry.data).digest('hex')
   if (md5 !== planned.md5) return refuse('checksum', `checksum mismatch: MD5 ${md5}, the contents say ${planned.md5}`)
