@@ -303,6 +303,28 @@ describe('files read by path', () => {
     expect(fromFile.problems).toHaveLength(1)
   })
 
+  it('junk cannot push a volume\'s real tag files or its bag out of the index', async () => {
+    const junk: Buffer[] = []
+    for (let index = 0; index < 2000; index++) junk.push(tarHeader(`junk-${index}/x`, 0))
+    for (let index = 0; index < 20_000; index++) junk.push(tarHeader(`bag/junk-${index}.txt`, 0))
+    for (let index = 0; index < 5; index++) junk.push(tarHeader(`bag/bagit.txt`, 0))
+    junk.push(tarHeader('not-in-a-bag', 0))
+    const file = join(work, 'junk.tar')
+    await writeFile(file, Buffer.concat([...junk, await packTar(originals)]))
+    const index = await indexTarFile(file)
+    const listed = index.entries.map((entry) => entry.name)
+    expect(listed).toContain('bag/tagmanifest-sha256.txt')
+    expect(listed.filter((name) => name === 'bag/bagit.txt')).toHaveLength(2)
+    expect(index.entries.length).toBeLessThanOrEqual(10_000 + 2 + 1)
+    expect(index.bags.map((bag) => bag.name)).toContain('bag')
+    // The first 1000 directories, and the bag holding the format's tag files after them.
+    expect(index.bags).toHaveLength(1001)
+    // Listed from its first tag file on (bagit.txt comes first in a volume), and counted from there.
+    expect(index.bags.find((bag) => bag.name === 'bag')).toMatchObject({entries: 5 + originals.length, dicomEntries: 4})
+    // 22,001 other entries outside data/, 10,000 listed; and four more copies of bagit.txt.
+    expect(index.unlistedTagEntries).toBe(22_001 - 10_000 + 4)
+  })
+
   it('many entries: memory does not grow with their number', async () => {
     const count = 100_000
     const blocks: Buffer[] = []
