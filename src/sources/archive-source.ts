@@ -160,7 +160,7 @@ async function* streamProvenPayload(input: ArchiveInput, proven: NonNullable<Bag
     }
     if (!entry.path.startsWith('data/')) {
       const expected = proven.tagSha256.get(entry.path)
-      if (seenTags.has(entry.path)) problem(printable(entry.name), 'duplicate', 'a tag file appears twice: the first one is used')
+      if (seenTags.has(entry.path)) problem(printable(entry.name), 'duplicate', 'a second entry with the same name: the first one is used')
       else if (expected !== undefined && expected !== sha256(entry.data)) problem(`${proven.bag}/${entry.path}`, 'contradiction', 'changed between two readings of the volume')
       seenTags.add(entry.path)
       continue
@@ -228,7 +228,7 @@ async function takeStreamedEntry(input: ArchiveInput, bag: StreamedBag, entry: A
   }
 
   if (!entry.path.startsWith('data/')) {
-    if (bag.tagFiles.has(entry.path)) return refuse('duplicate', 'a tag file appears twice: the first one is used')
+    if (bag.tagFiles.has(entry.path)) return refuse('duplicate', 'a second entry with the same name: the first one is used')
     bag.tagFiles.set(entry.path, entry.data)
     if (entry.path === CONTENTS_FILE) await planFromContents(bag, entry.data, context)
     return
