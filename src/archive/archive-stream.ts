@@ -1,95 +1,72 @@
+import {open} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 
-import tar from 'tar-stream'
+import {checkEntryHeader, type EntryLimits, type EntryLocation, EntryRefusedError, printable} from './entry-rules.js'
+import {type ArchiveProblem, TarScanner} from './tar-scanner.js'
+import {FileSource, StreamSource, type TarSource} from './tar-source.js'
 
-import {checkEntryHeader, type EntryLimits, type EntryLocation, EntryRefusedError} from './entry-rules.js'
+export type {ArchiveProblem} from './tar-scanner.js'
 
 export interface ArchiveEntry extends EntryLocation {
   /** The entry's full name in the tar. */
   name: string
   data: Buffer
-}
-
-/** The tar stream ended in the middle of an entry or a header. */
-export class TruncatedArchiveError extends Error {
-  constructor(readonly lastEntry: string | undefined) {
-    super(lastEntry ? `the archive ends in the middle of "${lastEntry}"` : 'the archive ends in the middle of a header')
-    this.name = 'TruncatedArchiveError'
-  }
-}
-
-/** The tar stream cannot be read on: a damaged or oversized header (over 4 MiB of pax or long-name data). */
-export class DamagedArchiveError extends Error {
-  constructor(readonly lastEntry: string | undefined, readonly reason: string) {
-    super(`the archive cannot be read past ${lastEntry ? `"${lastEntry}"` : 'its start'}: ${reason}`)
-    this.name = 'DamagedArchiveError'
-  }
+  /** Byte offset of the entry's first header block in the archive. */
+  offset: number
 }
 
 /**
- * Reads a tar stream entry by entry, refusing what the format never contains (links, devices,
- * paths that leave the bag, duplicates, oversized entries) before reading the entry's data.
- * A refused entry's data is drained unread and reported through `onRefused`; the rest of the
- * archive is still read. Nothing is ever written to disk.
+ * Reads a tar archive entry by entry, from a stream (stdin, a pipe) or a file path (which skips
+ * refused entries' data by seeking). Each header is checked against the entry rules before any
+ * byte of its data is read: links, devices, directories that carry data, paths that leave the
+ * bag, oversized or sparse entries are refused. Every refusal, every damaged region and every
+ * truncation is reported through `onProblem`, naming the entry and the byte offsets; the reader
+ * then goes on (see TarScanner), and never throws for bad input.
+ *
+ * Nothing is kept from one entry to the next, and an entry's data is gathered from the bytes
+ * that arrive: memory is bounded by the largest entry accepted, whatever the number of entries
+ * or what a header claims. Duplicate names are the caller's to refuse (it knows the bag's paths).
+ * `signal` stops reading between entries and during long scans; a stalled stream is the caller's
+ * to destroy.
  */
-export async function* readArchiveEntries(input: Readable, limits: EntryLimits, onRefused: (error: EntryRefusedError) => void): AsyncGenerator<ArchiveEntry> {
-  const extract = tar.extract()
-  input.on('error', (error) => extract.destroy(error))
-  input.pipe(extract)
-  const seen = new Set<string>()
-  let current: string | undefined
+export async function* readArchiveEntries(
+  input: Readable | string, limits: EntryLimits, onProblem: (problem: ArchiveProblem) => void, options: {signal?: AbortSignal} = {},
+): AsyncGenerator<ArchiveEntry> {
+  const source: TarSource = typeof input === 'string' ? await openFileSource(input) : new StreamSource(input)
+  const scanner = new TarScanner(source, onProblem, options.signal)
   try {
-    for await (const entry of extract) {
-      const {header} = entry
-      current = header.name
+    for (let entry = await scanner.next(); entry; entry = await scanner.next()) {
+      if (entry.damaged) {
+        onProblem({id: printable(entry.name), kind: 'damaged', offset: entry.offset, reason: `refused: ${entry.damaged}`})
+        continue
+      }
+
       let location: EntryLocation | undefined
       try {
-        location = checkEntryHeader({name: header.name, type: header.type ?? 'file', size: header.size ?? 0, linkname: header.linkname}, limits)
-        if (location && seen.has(header.name)) throw new EntryRefusedError(header.name, 'a second entry with the same name', 'duplicate')
+        location = checkEntryHeader({name: entry.name, type: entry.type, size: entry.size, linkname: entry.linkname, sparse: entry.sparse}, limits)
       } catch (error) {
         if (!(error instanceof EntryRefusedError)) throw error
-        onRefused(error)
-        await drain(entry)
-        current = undefined
+        onProblem({id: printable(error.entry), kind: error.kind, offset: entry.offset, reason: error.reason})
         continue
       }
 
-      if (!location) {
-        await drain(entry)
-        current = undefined
-        continue
-      }
-
-      seen.add(header.name)
-      const data = await collect(entry, header.size ?? 0)
-      current = undefined
-      yield {...location, name: header.name, data}
+      // A directory without data: nothing to read, nothing to refuse.
+      if (!location) continue
+      const data = await scanner.readData(entry)
+      if (!data) break
+      yield {...location, name: entry.name, data, offset: entry.offset}
     }
-  } catch (error) {
-    const message = (error as Error).message ?? ''
-    if (/unexpected end/i.test(message)) throw new TruncatedArchiveError(current)
-    // tar-stream's own refusals: a header too large to hold, or one that is not a tar header at all.
-    if (/header|checksum|invalid tar|unknown format/i.test(message)) throw new DamagedArchiveError(current, message)
-    throw error
   } finally {
-    input.unpipe(extract)
-    extract.destroy()
+    await scanner.close()
   }
 }
 
-async function drain(entry: AsyncIterable<unknown>): Promise<void> {
-  for await (const _chunk of entry) {
-    // discarded
+async function openFileSource(path: string): Promise<FileSource> {
+  const file = await open(path, 'r')
+  try {
+    return new FileSource(file, (await file.stat()).size)
+  } catch (error) {
+    await file.close()
+    throw error
   }
-}
-
-async function collect(entry: AsyncIterable<unknown>, size: number): Promise<Buffer> {
-  const data = Buffer.allocUnsafe(size)
-  let offset = 0
-  for await (const chunk of entry as AsyncIterable<Buffer>) {
-    chunk.copy(data, offset)
-    offset += chunk.length
-  }
-
-  return offset === size ? data : data.subarray(0, offset)
 }

@@ -1,5 +1,8 @@
-import type {FileHandle} from 'node:fs/promises'
 import {open} from 'node:fs/promises'
+
+import {BAG_INFO_FILE, BAGIT_FILE, CONTENTS_FILE, MANIFEST_FILE, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE} from './format.js'
+import {type ArchiveProblem, type TarEntryHeader, TarScanner} from './tar-scanner.js'
+import {FileSource} from './tar-source.js'
 
 /** One entry of a tar file, located without reading its data. */
 export interface IndexedEntry {
@@ -7,6 +10,8 @@ export interface IndexedEntry {
   type: string
   size: number
   linkname: string
+  /** Where the entry's first header block starts in the file. */
+  offset: number
   /** Where the entry's data starts in the file. */
   dataOffset: number
   /** The file ends before this entry's data does. */
@@ -14,74 +19,137 @@ export interface IndexedEntry {
 }
 
 export interface TarIndex {
+  /**
+   * The tag files: entries whose path in their bag is not under data/, in file order. The
+   * format's own tag files (bagit.txt, bag-info.txt, the manifests, orthanc/*.json) are listed
+   * up to two copies each per bag; anything else outside data/ (and entries outside any bag) up
+   * to MAX_INDEXED_ENTRIES. Payload entries are only counted.
+   */
   entries: IndexedEntry[]
+  /** Entry headers read, payload included (extended headers not counted). */
+  entryCount: number
+  /** Of which under a bag's data/. */
+  payloadCount: number
+  /** Tag entries beyond MAX_INDEXED_ENTRIES, counted and not listed. */
+  unlistedTagEntries: number
+  /**
+   * Each top-level directory entries are under (a bag, when the archive is sound), in order of
+   * appearance: the first MAX_INDEXED_BAGS, and up to as many more that hold one of the format's
+   * tag files (so that junk directories cannot hide a real bag).
+   */
+  bags: IndexedBag[]
+  /** Entries under top-level directories beyond MAX_INDEXED_BAGS: counted, not listed. */
+  entriesInUnlistedBags: number
+  /** Everything wrong at the tar level: damaged regions, truncation, data after the end marker (at most MAX_LISTED_DAMAGE). */
+  damage: ArchiveProblem[]
   /** The two zero blocks that close a tar were found. */
   endMarker: boolean
-  /** Why the scan stopped early, if it did (a damaged header). */
-  damage?: string
+  /** Something other than zeros follows the end-of-archive marker. */
+  afterEndMarker: boolean
   fileSize: number
 }
 
-const BLOCK = 512
-/** pax and GNU long-name headers are a few hundred bytes in practice; refuse to buffer more. */
-const MAX_LONG_HEADER = 1024 * 1024
-
-const TYPES: Record<string, string> = {
-  '0': 'file', '\0': 'file', '7': 'contiguous-file', '1': 'link', '2': 'symlink', '3': 'character-device',
-  '4': 'block-device', '5': 'directory', '6': 'fifo', x: 'pax-header', g: 'pax-global-header', L: 'gnu-long-path', K: 'gnu-long-link-path',
+/**
+ * Entries under one top-level directory: what the index counts of a bag without listing its
+ * payload, from the first entry of it that was listed (a volume's bagit.txt comes first).
+ */
+export interface IndexedBag {
+  name: string
+  entries: number
+  /** Entries under its data/dicom/. */
+  dicomEntries: number
 }
 
 /**
- * Lists a tar file's entries by reading only their headers and seeking over their data: the
- * tag files at the end of a volume can be read before its payload is streamed. Handles ustar
- * prefixes, pax path/size records and GNU long names, with bounded header sizes.
+ * Bounds on what the index lists: whatever an archive holds, the index stays small. The tag files
+ * this format has (first two copies of each, per bag) are listed however much else comes before
+ * them, so junk entries cannot push a volume's real tag files out of the index.
+ */
+export const MAX_INDEXED_ENTRIES = 10_000
+export const MAX_LISTED_DAMAGE = 100
+export const MAX_INDEXED_BAGS = 1000
+const COPIES_OF_A_TAG_FILE = 2
+const FORMAT_TAG_FILES = new Set([BAGIT_FILE, BAG_INFO_FILE, CONTENTS_FILE, MANIFEST_FILE, PAYLOAD_MANIFEST_FILE, TAG_MANIFEST_FILE])
+
+/**
+ * Indexes a tar file by reading its headers only and seeking over data, so that the tag files at
+ * the end of a volume can be read before its payload is streamed. The same scanner as the stream
+ * reader: damage is resynchronised over and reported, never a reason to stop. Memory does not
+ * grow with the number of entries (see the bounds above).
  */
 export async function indexTarFile(path: string): Promise<TarIndex> {
-  const file = await open(path, 'r')
+  const damage: ArchiveProblem[] = []
+  const index: TarIndex = {entries: [], entryCount: 0, payloadCount: 0, unlistedTagEntries: 0, bags: [], entriesInUnlistedBags: 0, damage, endMarker: false, afterEndMarker: false, fileSize: 0}
+  const bags = new Map<string, IndexedBag & {tagCopies: Map<string, number>}>()
+  /** Bags listed because they hold one of the format's tag files, beyond the first MAX_INDEXED_BAGS. */
+  let bagsWithTagFiles = 0
+  let otherTagEntries = 0
+  const scanner = await fileScanner(path, (problem) => {
+    if (damage.length < MAX_LISTED_DAMAGE) damage.push(problem)
+  }, (size) => {
+    index.fileSize = size
+  })
   try {
-    const {size: fileSize} = await file.stat()
-    const entries: IndexedEntry[] = []
-    let offset = 0
-    let pending: {path?: string; size?: number; linkpath?: string} = {}
-    for (;;) {
-      const block = await readAt(file, offset, BLOCK)
-      if (block.length < BLOCK) return {entries, endMarker: false, fileSize, damage: block.length === 0 ? undefined : 'the file ends inside a header'}
-      if (isZero(block)) {
-        const next = await readAt(file, offset + BLOCK, BLOCK)
-        return {entries, endMarker: next.length === BLOCK && isZero(next), fileSize}
+    for (let entry = await scanner.next(); entry; entry = await scanner.next()) {
+      index.entryCount++
+      // Only a name with a directory part can be in a bag; the others are refused when read.
+      const slash = entry.name.indexOf('/')
+      const top = slash > 0 ? entry.name.slice(0, slash) : undefined
+      const inBag = top === undefined ? '' : entry.name.slice(slash + 1)
+      const formatTagFile = top !== undefined && FORMAT_TAG_FILES.has(inBag) && !entry.damaged
+      let bag = top === undefined ? undefined : bags.get(top)
+      if (!bag && top !== undefined && (bags.size < MAX_INDEXED_BAGS || (formatTagFile && bagsWithTagFiles < MAX_INDEXED_BAGS))) {
+        if (bags.size >= MAX_INDEXED_BAGS) bagsWithTagFiles++
+        bag = {name: top, entries: 0, dicomEntries: 0, tagCopies: new Map()}
+        bags.set(top, bag)
+        index.bags.push(bag)
+      } else if (!bag && top !== undefined) {
+        index.entriesInUnlistedBags++
       }
 
-      if (!checksumMatches(block)) return {entries, endMarker: false, fileSize, damage: `damaged header at byte ${offset}`}
-      const header = parseHeader(block)
-      const dataOffset = offset + BLOCK
-      const next = dataOffset + Math.ceil(header.size / BLOCK) * BLOCK
-      if (header.type === 'pax-header' || header.type === 'pax-global-header' || header.type === 'gnu-long-path' || header.type === 'gnu-long-link-path') {
-        if (header.size > MAX_LONG_HEADER) return {entries, endMarker: false, fileSize, damage: `extended header of ${header.size} bytes at byte ${offset}`}
-        const data = await readAt(file, dataOffset, header.size)
-        if (data.length < header.size) return {entries, endMarker: false, fileSize, damage: 'the file ends inside an extended header'}
-        if (header.type === 'pax-header') pending = {...pending, ...parsePax(data)}
-        else if (header.type === 'gnu-long-path') pending.path = cString(data)
-        else if (header.type === 'gnu-long-link-path') pending.linkpath = cString(data)
-        offset = next
-        continue
+      if (bag) {
+        bag.entries++
+        if (inBag.startsWith('data/dicom/')) bag.dicomEntries++
       }
 
-      const size = pending.size ?? header.size
-      const entry: IndexedEntry = {
-        name: pending.path ?? header.name,
-        type: header.type,
-        size,
-        linkname: pending.linkpath ?? header.linkname,
-        dataOffset,
-        truncated: dataOffset + size > fileSize,
+      if (isPayload(entry.name)) {
+        index.payloadCount++
+      } else if (entry.damaged) {
+        // Its extended header was refused: its name and size cannot be trusted to find a tag file by.
+      } else if (formatTagFile && bag && (bag.tagCopies.get(inBag) ?? 0) < COPIES_OF_A_TAG_FILE) {
+        bag.tagCopies.set(inBag, (bag.tagCopies.get(inBag) ?? 0) + 1)
+        index.entries.push(indexed(entry, index.fileSize))
+      } else if (!formatTagFile && otherTagEntries < MAX_INDEXED_ENTRIES) {
+        otherTagEntries++
+        index.entries.push(indexed(entry, index.fileSize))
+      } else {
+        index.unlistedTagEntries++
       }
-      entries.push(entry)
-      pending = {}
-      offset = dataOffset + Math.ceil(size / BLOCK) * BLOCK
-      if (entry.truncated) return {entries, endMarker: false, fileSize}
     }
   } finally {
-    await file.close()
+    await scanner.close()
+  }
+
+  // The bookkeeping of copies stays here.
+  index.bags = index.bags.map(({name, entries, dicomEntries}) => ({name, entries, dicomEntries}))
+  index.endMarker = scanner.endMarker
+  index.afterEndMarker = scanner.afterEndMarker
+  return index
+}
+
+/**
+ * Every entry header of a tar file, in order, one at a time (nothing is kept): for tools and
+ * tests that need payload entries' offsets too. Damage is reported through `onProblem`.
+ */
+export async function* scanTarFile(path: string, onProblem: (problem: ArchiveProblem) => void = () => {}): AsyncGenerator<IndexedEntry> {
+  let fileSize = 0
+  const scanner = await fileScanner(path, onProblem, (size) => {
+    fileSize = size
+  })
+  try {
+    for (let entry = await scanner.next(); entry; entry = await scanner.next()) yield indexed(entry, fileSize)
+  } finally {
+    await scanner.close()
   }
 }
 
@@ -89,82 +157,42 @@ export async function indexTarFile(path: string): Promise<TarIndex> {
 export async function readIndexedEntry(path: string, entry: IndexedEntry): Promise<Buffer> {
   const file = await open(path, 'r')
   try {
-    return await readAt(file, entry.dataOffset, entry.size)
+    const length = Math.max(0, Math.min(entry.size, (await file.stat()).size - entry.dataOffset))
+    const buffer = Buffer.alloc(length)
+    let filled = 0
+    while (filled < length) {
+      const {bytesRead} = await file.read(buffer, filled, length - filled, entry.dataOffset + filled)
+      if (bytesRead === 0) break
+      filled += bytesRead
+    }
+
+    return buffer.subarray(0, filled)
   } finally {
     await file.close()
   }
 }
 
-async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.alloc(length)
-  let filled = 0
-  while (filled < length) {
-    const {bytesRead} = await file.read(buffer, filled, length - filled, position + filled)
-    if (bytesRead === 0) break
-    filled += bytesRead
+async function fileScanner(path: string, onProblem: (problem: ArchiveProblem) => void, onSize: (size: number) => void): Promise<TarScanner> {
+  const file = await open(path, 'r')
+  try {
+    const {size} = await file.stat()
+    onSize(size)
+    return new TarScanner(new FileSource(file, size), onProblem)
+  } catch (error) {
+    await file.close()
+    throw error
   }
-
-  return buffer.subarray(0, filled)
 }
 
-function isZero(block: Buffer): boolean {
-  for (const byte of block) if (byte !== 0) return false
-  return true
-}
-
-function checksumMatches(block: Buffer): boolean {
-  let sum = 0
-  for (let index = 0; index < BLOCK; index++) sum += index >= 148 && index < 156 ? 32 : block[index]!
-  const stored = Number.parseInt(cString(block.subarray(148, 156)).trim(), 8)
-  return stored === sum
-}
-
-function parseHeader(block: Buffer): {name: string; type: string; size: number; linkname: string} {
-  const name = cString(block.subarray(0, 100))
-  const magic = block.subarray(257, 263).toString('latin1')
-  const prefix = magic.startsWith('ustar') && magic !== 'ustar ' ? cString(block.subarray(345, 500)) : ''
-  const flag = String.fromCharCode(block[156]!)
+function indexed(entry: TarEntryHeader, fileSize: number): IndexedEntry {
   return {
-    name: prefix ? `${prefix}/${name}` : name,
-    type: TYPES[flag] ?? `unknown type "${flag}"`,
-    size: parseNumber(block.subarray(124, 136)),
-    linkname: cString(block.subarray(157, 257)),
+    name: entry.name, type: entry.type, size: entry.size, linkname: entry.linkname, offset: entry.offset, dataOffset: entry.dataOffset,
+    truncated: entry.dataOffset + entry.size > fileSize,
   }
 }
 
-/** Octal digits, or GNU base-256 when the high bit of the first byte is set (sizes over 8 GiB). */
-function parseNumber(field: Buffer): number {
-  if (field[0]! & 0x80) {
-    let value = 0
-    for (let index = 1; index < field.length; index++) value = value * 256 + field[index]!
-    return value
-  }
-
-  const text = cString(field).trim()
-  return text === '' ? 0 : Number.parseInt(text, 8)
-}
-
-function parsePax(data: Buffer): {path?: string; size?: number; linkpath?: string} {
-  const result: {path?: string; size?: number; linkpath?: string} = {}
-  let rest = data
-  while (rest.length > 0) {
-    const space = rest.indexOf(0x20)
-    const length = Number.parseInt(rest.subarray(0, space).toString('latin1'), 10)
-    if (space <= 0 || !(length > space) || length > rest.length) break
-    const record = rest.subarray(space + 1, length - 1).toString('utf8')
-    const equals = record.indexOf('=')
-    const key = record.slice(0, equals)
-    const value = record.slice(equals + 1)
-    if (key === 'path') result.path = value
-    else if (key === 'linkpath') result.linkpath = value
-    else if (key === 'size') result.size = Number(value)
-    rest = rest.subarray(length)
-  }
-
-  return result
-}
-
-function cString(field: Buffer): string {
-  const end = field.indexOf(0)
-  return field.subarray(0, end === -1 ? field.length : end).toString('utf8')
+/** Whether an entry is payload: bag/data/... */
+function isPayload(name: string): boolean {
+  const slash = name.indexOf('/')
+  return slash !== -1 && name.startsWith('data/', slash + 1)
 }

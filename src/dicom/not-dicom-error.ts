@@ -3,6 +3,9 @@ export type NotDicomReason =
   | 'truncated'
   | 'malformed'
   | 'missing-attribute'
+  // Input built to harm a reader or a server: sequences nested beyond any real file, more
+  // elements than any real file, a deflated data set that inflates beyond its bounds.
+  | 'hostile'
 
 // Raised for anything that cannot be read as a DICOM Part 10 instance, so callers
 // can skip or report a bad file without confusing it with an I/O or network failure.
@@ -10,7 +13,7 @@ export class NotDicomError extends Error {
   readonly reason: NotDicomReason
 
   constructor(reason: NotDicomReason, detail: string) {
-    super(`not a DICOM file (${reason}): ${detail}`)
+    super(reason === 'hostile' ? `refused as hostile: ${detail}` : `not a DICOM file (${reason}): ${detail}`)
     this.name = 'NotDicomError'
     this.reason = reason
   }

@@ -1,9 +1,10 @@
-import {inflateRawSync} from 'node:zlib'
+import {BufferCursor, type ByteCursor, ChunkCursor} from './byte-cursor.js'
 import {decodeText} from './charset.js'
-import {readElementHeader, skipElementValue} from './element-reader.js'
+import {readHeaderAt, walkValue, WalkBudget} from './element-reader.js'
 import {readFileMeta} from './file-meta.js'
 import {NotDicomError} from './not-dicom-error.js'
 import {
+  formatTag,
   PATIENT_ID,
   PIXEL_DATA,
   SERIES_INSTANCE_UID,
@@ -13,6 +14,8 @@ import {
 } from './tags.js'
 import {type DataSetEncoding, transferSyntaxLayout} from './transfer-syntax.js'
 import {trimDicomPadding} from './values.js'
+import {DEFAULT_INFLATE_BOUNDS, describeInflateLimit, type InflateBounds, inflateLimit} from '../util/bounded-inflate.js'
+import {InflateError, inflateRawChunks} from '../util/inflate.js'
 
 export interface DicomIdentifiers {
   patientId: string
@@ -30,12 +33,18 @@ const WANTED_TAGS = new Set([SPECIFIC_CHARACTER_SET, SOP_INSTANCE_UID, PATIENT_I
 // Reads the identifiers Orthanc uses to file an instance. Only top-level elements up to
 // Pixel Data are examined; the pixel data value itself is bounds-checked, not read, so a
 // whole file cut short inside its pixels is still reported as truncated.
+//
+// Bounded whatever the input: sequences are walked without recursion, no deeper than
+// DEFAULT_WALK_LIMITS allows and with a bounded element count, and a deflated data set is
+// inflated as it is read, never held whole, within DEFAULT_INFLATE_BOUNDS (then inflated to
+// its end, to tell a whole file from one cut short). Past a limit: NotDicomError('hostile').
 export function readDicomIdentifiers(bytes: Uint8Array): DicomIdentifiers {
   const file = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const {transferSyntaxUid, dataSetOffset} = readFileMeta(file)
   const layout = transferSyntaxLayout(transferSyntaxUid)
-  const dataSet = layout.deflated ? inflateDataSet(file.subarray(dataSetOffset)) : file.subarray(dataSetOffset)
-  const {values, hasPixelData} = scanTopLevel(dataSet, layout)
+  const cursor = layout.deflated ? inflatingCursor(file.subarray(dataSetOffset)) : new BufferCursor(file.subarray(dataSetOffset))
+  const {values, hasPixelData} = scanTopLevel(cursor, layout, new WalkBudget())
+  if (cursor instanceof ChunkCursor) cursor.drain()
 
   const characterSet = values.get(SPECIFIC_CHARACTER_SET)?.toString('latin1') ?? ''
   const text = (tag: number): string => trimDicomPadding(decodeText(values.get(tag) ?? Buffer.alloc(0), characterSet))
@@ -62,31 +71,47 @@ interface TopLevelScan {
   hasPixelData: boolean
 }
 
-function scanTopLevel(dataSet: Buffer, encoding: DataSetEncoding): TopLevelScan {
+// Identifiers are at most 64 characters; a "value" far longer is not one, and is not kept.
+const MAX_IDENTIFIER_BYTES = 64 * 1024
+
+function scanTopLevel(cursor: ByteCursor, encoding: DataSetEncoding, budget: WalkBudget): TopLevelScan {
   const values = new Map<number, Buffer>()
-  let position = 0
-  while (position < dataSet.length) {
-    const header = readElementHeader(dataSet, position, encoding)
-    const end = skipElementValue(dataSet, header, encoding)
+  while (!cursor.atEnd()) {
+    const header = readHeaderAt(cursor, encoding)
+    budget.count(header.valueOffset)
     // Top-level tags ascend, so nothing wanted can follow Pixel Data.
     if (header.tag >= PIXEL_DATA) {
+      walkValue(cursor, header, encoding, budget, 'delimited')
       return {values, hasPixelData: header.tag === PIXEL_DATA}
     }
-    if (WANTED_TAGS.has(header.tag)) {
-      values.set(header.tag, dataSet.subarray(header.valueOffset, end))
+    if (WANTED_TAGS.has(header.tag) && header.length !== undefined) {
+      if (header.length > MAX_IDENTIFIER_BYTES) throw new NotDicomError('malformed', `${formatTag(header.tag)} at offset ${header.valueOffset} is ${header.length} bytes long, far more than an identifier`)
+      values.set(header.tag, cursor.take(header.length))
+    } else {
+      walkValue(cursor, header, encoding, budget, 'delimited')
     }
-    position = end
   }
   return {values, hasPixelData: false}
 }
 
-function inflateDataSet(compressed: Buffer): Buffer {
+/** A deflated data set's bytes, inflated as they are read, within the bounds. */
+export function inflatingCursor(compressed: Buffer, bounds: InflateBounds = DEFAULT_INFLATE_BOUNDS): ChunkCursor {
+  return new ChunkCursor(boundedInflate(compressed, bounds), () => 'the inflated data set has')
+}
+
+function* boundedInflate(compressed: Buffer, bounds: InflateBounds): Generator<Buffer, void, undefined> {
+  const limit = inflateLimit(compressed.length, bounds)
+  let total = 0
   try {
-    return inflateRawSync(compressed)
+    for (const chunk of inflateRawChunks(compressed)) {
+      total += chunk.length
+      if (total > limit) {
+        throw new NotDicomError('hostile', `the deflated data set inflates to more than ${describeInflateLimit(compressed.length, bounds)}: a decompression bomb`)
+      }
+      yield chunk
+    }
   } catch (error) {
-    // zlib reports a stream that stops before its final block as a buffer error.
-    const code = (error as {code?: string}).code
-    const reason = code === 'Z_BUF_ERROR' ? 'truncated' : 'malformed'
-    throw new NotDicomError(reason, `deflated data set does not inflate: ${(error as Error).message}`)
+    if (error instanceof InflateError) throw new NotDicomError(error.reason, `deflated data set does not inflate: ${error.message}`)
+    throw error
   }
 }

@@ -4,7 +4,7 @@ import {tmpdir} from 'node:os'
 import {basename} from 'node:path'
 import type {Readable} from 'node:stream'
 
-import {type ArchiveEntry, DamagedArchiveError, readArchiveEntries, TruncatedArchiveError} from '../archive/archive-stream.js'
+import {type ArchiveEntry, type ArchiveProblem, readArchiveEntries} from '../archive/archive-stream.js'
 import {BagSpool} from '../archive/bag-spool.js'
 import {checkEntryHeader, DEFAULT_ENTRY_LIMITS, type EntryLimits, type EntryLocation, EntryRefusedError, printable} from '../archive/entry-rules.js'
 import {CONTENTS_FILE, type VolumeManifest} from '../archive/format.js'
@@ -13,7 +13,7 @@ import {InstanceAssembler, ProvenPayload} from '../archive/proven-payload.js'
 import {type IndexedEntry, indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
 import {type BagProof, proveBag} from '../archive/trust-chain.js'
 import type {InstanceInTransit, StudyExpectation} from '../model.js'
-import type {Problem, ProblemKind} from '../problems.js'
+import type {ProblemKind} from '../problems.js'
 import type {SourceEvents} from './source-events.js'
 
 /** An archive to read: a volume file, or a stream (stdin). */
@@ -98,9 +98,14 @@ async function* readVolumeFile(input: ArchiveInput, path: string, context: ReadC
   const problem = (id: string, kind: ProblemKind, reason: string) => events.onProblem({id, path: input.label, kind, reason})
   const index = await indexTarFile(path)
   if (index.fileSize === 0) return problem(input.label, 'not-archive', 'is empty (0 bytes): not an archive volume')
-  const bags = [...new Set(index.entries.map((entry) => entry.name.split('/')[0]!))]
+  // What the tar level found wrong (damage, truncation, data after the end): said here when the stream is not read.
+  const reportDamage = () => {
+    for (const damage of index.damage) problem(damage.id, damage.kind, damage.reason)
+  }
+  const bags = index.bags.map((indexed) => indexed.name)
   if (bags.length === 0) {
-    problem(input.label, index.damage ? 'damaged' : 'not-archive', index.damage ? `no entry can be read: ${index.damage}` : 'holds no entry: not an archive volume')
+    if (index.damage.length > 0) reportDamage()
+    else problem(input.label, 'not-archive', 'holds no entry: not an archive volume')
     return
   }
 
@@ -119,8 +124,8 @@ async function* readVolumeFile(input: ArchiveInput, path: string, context: ReadC
 
   const proof = proveBag(bag, tagFiles)
   if (!proof.proven) {
-    if (index.damage) problem(input.label, 'damaged', index.damage)
-    const dicomSeen = index.entries.filter((entry) => entry.name.startsWith(`${bag}/data/dicom/`)).length
+    reportDamage()
+    const dicomSeen = index.bags.find((indexed) => indexed.name === bag)?.dicomEntries ?? 0
     recordUnprovenBag(bag, input, proof, tagFiles, context, dicomSeen)
     return
   }
@@ -155,7 +160,7 @@ async function* streamProvenPayload(input: ArchiveInput, proven: NonNullable<Bag
     }
     if (!entry.path.startsWith('data/')) {
       const expected = proven.tagSha256.get(entry.path)
-      if (seenTags.has(entry.path)) problem(printable(entry.name), 'duplicate', 'a tag file appears twice: the first one is used')
+      if (seenTags.has(entry.path)) problem(printable(entry.name), 'duplicate', 'a second entry with the same name: the first one is used')
       else if (expected !== undefined && expected !== sha256(entry.data)) problem(`${proven.bag}/${entry.path}`, 'contradiction', 'changed between two readings of the volume')
       seenTags.add(entry.path)
       continue
@@ -175,7 +180,7 @@ interface StreamedBag {
   bag: string
   tagFiles: Map<string, Buffer>
   /** The contents as they claim, for refusing junk early: the proof comes at the end. */
-  planned?: Map<string, {size: number; md5: string}>
+  planned?: Map<string, {size: number; md5: string; arrived?: boolean}>
   spool?: BagSpool
   /** Payload files refused on arrival: they count as arrived, not missing. */
   refused: string[]
@@ -223,7 +228,7 @@ async function takeStreamedEntry(input: ArchiveInput, bag: StreamedBag, entry: A
   }
 
   if (!entry.path.startsWith('data/')) {
-    if (bag.tagFiles.has(entry.path)) return refuse('duplicate', 'a tag file appears twice: the first one is used')
+    if (bag.tagFiles.has(entry.path)) return refuse('duplicate', 'a second entry with the same name: the first one is used')
     bag.tagFiles.set(entry.path, entry.data)
     if (entry.path === CONTENTS_FILE) await planFromContents(bag, entry.data, context)
     return
@@ -234,7 +239,9 @@ async function takeStreamedEntry(input: ArchiveInput, bag: StreamedBag, entry: A
   if (!bag.planned) return refuse('unlisted', `payload before ${CONTENTS_FILE}: not an archive of this format, or its start is missing`)
   const planned = bag.planned.get(entry.path)
   if (!planned) return refuse('unlisted', 'not in the volume\'s contents')
-  bag.planned.delete(entry.path)
+  // The tar reader keeps no list of names: a second copy is caught here. The first one stands, so this one is not noted as refused.
+  if (planned.arrived) return context.events.onProblem({id: printable(entry.name), path: input.label, kind: 'duplicate', reason: 'a second entry with the same name: the first one is used'})
+  planned.arrived = true
   if (entry.data.length !== planned.size) return refuse('checksum', `is ${entry.data.length} bytes long, the contents say ${planned.size}`)
   const md5 = createHash('md5').update(entry.data).digest('hex')
   if (md5 !== planned.md5) return refuse('checksum', `checksum mismatch: MD5 ${md5}, the contents say ${planned.md5}`)
@@ -290,7 +297,7 @@ async function* finishStreamedBag(input: ArchiveInput, bag: StreamedBag, context
 
 // --- Shared ---------------------------------------------------------------------------------
 
-function* acceptPayload(input: ArchiveInput, entry: ArchiveEntry, payload: ProvenPayload, assembler: InstanceAssembler, context: ReadContext): Generator<InstanceInTransit> {
+function* acceptPayload(input: ArchiveInput, entry: Pick<ArchiveEntry, 'bag' | 'path' | 'name' | 'data'>, payload: ProvenPayload, assembler: InstanceAssembler, context: ReadContext): Generator<InstanceInTransit> {
   const verdict = payload.check(entry.path, entry.data)
   if ('refused' in verdict) {
     context.events.onProblem({id: printable(entry.name), path: input.label, kind: verdict.refused, reason: verdict.reason})
@@ -347,22 +354,20 @@ function recordUnprovenBag(bag: string, input: ArchiveInput, proof: BagProof, ta
   })
 }
 
-/** The entries of an input as the tar reader gives them, its refusals and damage reported as problems. */
+/** The entries of an input as the tar reader gives them, its refusals, damage and truncation reported as problems. */
 async function* entriesOf(input: ArchiveInput, context: ReadContext): AsyncGenerator<ArchiveEntry> {
-  const report = (problem: Problem) => context.events.onProblem({...problem, path: input.label})
-  const stream = input.open()
-  // A stream that never ends (a stalled pipe, a reader stuck on a hostile header) must still stop on Ctrl-C.
-  const stop = () => stream.destroy(context.signal?.reason instanceof Error ? context.signal.reason : new DOMException('interrupted', 'AbortError'))
+  const report = ({id, kind, reason}: ArchiveProblem) => context.events.onProblem({id, path: input.label, kind, reason})
+  // A volume file is read by path: refused entries' data is skipped by seeking, not read.
+  const stream = input.path === undefined ? input.open() : undefined
+  // A stream that never ends (a stalled pipe) must still stop on Ctrl-C.
+  const stop = () => stream?.destroy(context.signal?.reason instanceof Error ? context.signal.reason : new DOMException('interrupted', 'AbortError'))
   context.signal?.addEventListener('abort', stop, {once: true})
   try {
     context.signal?.throwIfAborted()
-    yield* readArchiveEntries(stream, context.limits, (refused) => report({id: printable(refused.entry), kind: refused.kind, reason: refused.reason}))
+    yield* readArchiveEntries(stream ?? input.path!, context.limits, report, {signal: context.signal})
   } catch (error) {
     if (context.signal?.aborted) throw context.signal.reason
-
-    if (error instanceof TruncatedArchiveError) report({id: input.label, kind: 'truncated', reason: `truncated: ${error.message}`})
-    else if (error instanceof DamagedArchiveError) report({id: input.label, kind: 'damaged', reason: error.message})
-    else throw error
+    throw error
   } finally {
     context.signal?.removeEventListener('abort', stop)
   }

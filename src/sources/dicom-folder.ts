@@ -193,14 +193,16 @@ export async function readWholeFileOrReport(path: string, maxBytes: number, even
 /**
  * Reads the identifiers of a DICOM file, or reports why it is not an instance and gives nothing.
  * Files that are not DICOM at all, or lack an instance's identifiers (a DICOMDIR), are skipped;
- * files that say they are DICOM but are cut short or malformed are damaged input, a problem.
+ * files that say they are DICOM but are cut short or malformed are damaged input, a problem, and
+ * files built to harm a reader or a server (nested too deep, a deflate bomb) are hostile, a problem.
  */
 export function identifyOrReport(label: string, bytes: Buffer, events: SourceEvents): DicomIdentifiers | undefined {
   try {
     return readDicomIdentifiers(bytes)
   } catch (error) {
     if (!(error instanceof NotDicomError)) throw error
-    if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({id: label, kind: error.reason === 'truncated' ? 'truncated' : 'damaged', reason: error.message})
+    if (error.reason === 'hostile') events.onProblem({id: label, kind: 'hostile', reason: error.message})
+    else if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({id: label, kind: error.reason === 'truncated' ? 'truncated' : 'damaged', reason: error.message})
     else if (isDicomDir(label, bytes)) events.onSkip({id: label, kind: 'not-dicom', reason: 'DICOMDIR'})
     else events.onSkip({id: label, kind: 'not-dicom', reason: error.message})
     return undefined

@@ -4,12 +4,11 @@ import {join} from 'node:path'
 
 import tar from 'tar-stream'
 
-import {indexTarFile} from '../../src/archive/tar-index.js'
+import {type IndexedEntry, scanTarFile} from '../../src/archive/tar-index.js'
 
 /** Flips one byte in the middle of the named entry's data, in place. */
 export async function flipByteInEntry(volume: string, entrySuffix: string): Promise<void> {
-  const index = await indexTarFile(volume)
-  const entry = index.entries.find((candidate) => candidate.name.endsWith(entrySuffix))
+  const entry = (await allEntries(volume)).find((candidate) => candidate.name.endsWith(entrySuffix))
   if (!entry) throw new Error(`no entry ending with ${entrySuffix} in ${volume}`)
   const file = await open(volume, 'r+')
   try {
@@ -25,10 +24,16 @@ export async function flipByteInEntry(volume: string, entrySuffix: string): Prom
 
 /** The payload entries of a volume, in order, with where each one's data ends (padded to 512). */
 export async function payloadEntries(volume: string): Promise<Array<{name: string; dataOffset: number; end: number; size: number}>> {
-  const index = await indexTarFile(volume)
-  return index.entries
+  return (await allEntries(volume))
     .filter((entry) => entry.name.includes('/data/'))
     .map((entry) => ({name: entry.name, dataOffset: entry.dataOffset, size: entry.size, end: entry.dataOffset + Math.ceil(entry.size / 512) * 512}))
+}
+
+/** Every entry header of a volume, payload included (the index keeps only tag files). */
+async function allEntries(volume: string): Promise<IndexedEntry[]> {
+  const entries: IndexedEntry[] = []
+  for await (const entry of scanTarFile(volume)) entries.push(entry)
+  return entries
 }
 
 export async function truncateAt(volume: string, length: number): Promise<void> {

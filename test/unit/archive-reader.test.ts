@@ -9,10 +9,10 @@ import {promisify} from 'node:util'
 import tar from 'tar-stream'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type ArchiveEntry, readArchiveEntries, TruncatedArchiveError} from '../../src/archive/archive-stream.js'
+import {type ArchiveEntry, type ArchiveProblem, readArchiveEntries} from '../../src/archive/archive-stream.js'
 import {BagFormatError, parseBagInfo, parseChecksumManifest, renderBagInfo, renderChecksumManifest} from '../../src/archive/bagit.js'
 import {checkEntryHeader, type EntryHeader, type EntryLimits, EntryRefusedError, printable} from '../../src/archive/entry-rules.js'
-import {indexTarFile, type TarIndex} from '../../src/archive/tar-index.js'
+import {indexTarFile, type IndexedEntry, scanTarFile} from '../../src/archive/tar-index.js'
 
 const run = promisify(execFile)
 
@@ -59,19 +59,25 @@ function chunked(bytes: Buffer, size = 700): Readable {
 
 interface ReadResult {
   entries: ArchiveEntry[]
-  refused: EntryRefusedError[]
+  problems: ArchiveProblem[]
   error?: unknown
 }
 
 async function readAllEntries(bytes: Buffer, entryLimits: EntryLimits = limits): Promise<ReadResult> {
-  const result: ReadResult = {entries: [], refused: []}
+  const result: ReadResult = {entries: [], problems: []}
   try {
-    for await (const entry of readArchiveEntries(chunked(bytes), entryLimits, (error) => result.refused.push(error))) result.entries.push(entry)
+    for await (const entry of readArchiveEntries(chunked(bytes), entryLimits, (problem) => result.problems.push(problem))) result.entries.push(entry)
   } catch (error) {
     result.error = error
   }
 
   return result
+}
+
+async function allEntries(path: string): Promise<IndexedEntry[]> {
+  const entries: IndexedEntry[] = []
+  for await (const entry of scanTarFile(path)) entries.push(entry)
+  return entries
 }
 
 function pattern(length: number, seed: number): Buffer {
@@ -112,6 +118,15 @@ describe('checkEntryHeader', () => {
   it('returns undefined for directories', () => {
     expect(checkEntryHeader({name: 'bag/data/', type: 'directory', size: 0}, limits)).toBeUndefined()
     expect(checkEntryHeader({name: 'bag', type: 'directory', size: 0}, limits)).toBeUndefined()
+  })
+
+  it('refuses a directory entry that carries data, and a sparse file', () => {
+    expect(refusal({name: 'bag/data/', type: 'directory', size: 700}).reason).toBe('a directory entry that carries 700 bytes of data')
+    expect(refusal({name: 'bag/data/x.dcm', type: 'file', size: 10, sparse: true}).reason).toMatch(/sparse/)
+  })
+
+  it('refuses an entry larger than one buffer can hold, whatever the configured limit', () => {
+    expect(refusal(file('bag/data/x.dcm', 5 * 1024 ** 3), {maxEntryBytes: 8 * 1024 ** 3, maxTagFileBytes: 100}).reason).toBe(`size ${5 * 1024 ** 3} is over the limit of ${4 * 1024 ** 3} bytes`)
   })
 
   it('refuses links and special files, naming what they are', () => {
@@ -159,7 +174,7 @@ describe('checkEntryHeader', () => {
 })
 
 describe('readArchiveEntries', () => {
-  it('reads entries with their data, skipping directories', async () => {
+  it('reads entries with their data and header offsets, skipping directories', async () => {
     const a = pattern(1000, 1)
     const bytes = await packTar([
       {header: {name: 'bag/', type: 'directory'}},
@@ -167,43 +182,37 @@ describe('readArchiveEntries', () => {
       {header: {name: 'bag/data/a.dcm'}, data: a},
       {header: {name: 'bag/data/empty.dcm'}, data: Buffer.alloc(0)},
     ])
-    const {entries, refused, error} = await readAllEntries(bytes)
+    const {entries, problems, error} = await readAllEntries(bytes)
     expect(error).toBeUndefined()
-    expect(refused).toEqual([])
-    expect(entries.map(({name, bag, path}) => ({name, bag, path}))).toEqual([
-      {name: 'bag/bagit.txt', bag: 'bag', path: 'bagit.txt'},
-      {name: 'bag/data/a.dcm', bag: 'bag', path: 'data/a.dcm'},
-      {name: 'bag/data/empty.dcm', bag: 'bag', path: 'data/empty.dcm'},
+    expect(problems).toEqual([])
+    expect(entries.map(({name, bag, path, offset}) => ({name, bag, path, offset}))).toEqual([
+      {name: 'bag/bagit.txt', bag: 'bag', path: 'bagit.txt', offset: 512},
+      {name: 'bag/data/a.dcm', bag: 'bag', path: 'data/a.dcm', offset: 1536},
+      {name: 'bag/data/empty.dcm', bag: 'bag', path: 'data/empty.dcm', offset: 3072},
     ])
     expect(entries[1]!.data.equals(a)).toBe(true)
     expect(entries[2]!.data.length).toBe(0)
   })
 
-  it('refuses a second entry with the same name and keeps the first', async () => {
+  it('yields a second entry with the same name: the bag validator refuses duplicates, the reader keeps no list of names', async () => {
     const bytes = await packTar([
       {header: {name: 'bag/data/a.dcm'}, data: Buffer.from('first')},
       {header: {name: 'bag/data/a.dcm'}, data: Buffer.from('second, swapped in')},
-      {header: {name: 'bag/data/b.dcm'}, data: Buffer.from('b')},
     ])
-    const {entries, refused, error} = await readAllEntries(bytes)
-    expect(error).toBeUndefined()
-    expect(entries.map((entry) => [entry.name, entry.data.toString()])).toEqual([['bag/data/a.dcm', 'first'], ['bag/data/b.dcm', 'b']])
-    expect(refused).toHaveLength(1)
-    expect(refused[0]!.entry).toBe('bag/data/a.dcm')
-    expect(refused[0]!.reason).toMatch(/same name/)
+    const {entries, problems} = await readAllEntries(bytes)
+    expect(problems).toEqual([])
+    expect(entries.map((entry) => entry.data.toString())).toEqual(['first', 'second, swapped in'])
   })
 
   it('refuses an oversized entry without keeping it, and still reads the next one whole', async () => {
     const next = pattern(900, 2)
-    // Larger than an entry stream buffers: left undrained, it would stall the whole archive.
     const bytes = await packTar([
       {header: {name: 'bag/data/big.dcm'}, data: pattern(256 * 1024, 3)},
       {header: {name: 'bag/data/next.dcm'}, data: next},
     ])
-    const {entries, refused, error} = await readAllEntries(bytes)
+    const {entries, problems, error} = await readAllEntries(bytes)
     expect(error).toBeUndefined()
-    expect(refused.map((refusedEntry) => refusedEntry.entry)).toEqual(['bag/data/big.dcm'])
-    expect(refused[0]!.reason).toMatch(/over the limit/)
+    expect(problems).toEqual([expect.objectContaining({id: 'bag/data/big.dcm', kind: 'hostile', offset: 0, reason: expect.stringMatching(/over the limit/)})])
     expect(entries.map((entry) => entry.name)).toEqual(['bag/data/next.dcm'])
     expect(entries[0]!.data.equals(next)).toBe(true)
   }, 5000)
@@ -214,46 +223,46 @@ describe('readArchiveEntries', () => {
       {header: {name: 'bag/data/dev', type: 'character-device', devmajor: 1, devminor: 3}},
       {header: {name: 'bag/data/ok.dcm'}, data: Buffer.from('ok')},
     ])
-    const {entries, refused, error} = await readAllEntries(bytes)
+    const {entries, problems, error} = await readAllEntries(bytes)
     expect(error).toBeUndefined()
-    expect(refused.map((refusedEntry) => refusedEntry.entry)).toEqual(['bag/data/link.dcm', 'bag/data/dev'])
+    expect(problems.map((problem) => [problem.id, problem.kind])).toEqual([['bag/data/link.dcm', 'hostile'], ['bag/data/dev', 'hostile']])
     expect(entries.map((entry) => entry.name)).toEqual(['bag/data/ok.dcm'])
   })
 
-  it('throws TruncatedArchiveError when the stream ends in the middle of an entry', async () => {
+  it('reports a stream that ends in the middle of an entry as truncated, naming the entry and the real byte position', async () => {
     const bytes = await packTar([
       {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
       {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
     ])
     // a: header 512 + data 1024; b's header ends at 2048; cut 300 bytes into b's data.
-    const {entries, error} = await readAllEntries(bytes.subarray(0, 2048 + 300))
-    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
-    expect(error).toBeInstanceOf(TruncatedArchiveError)
-    expect((error as TruncatedArchiveError).lastEntry).toBe('bag/data/b.dcm')
-    expect((error as Error).message).toContain('bag/data/b.dcm')
-  })
-
-  it('throws TruncatedArchiveError when the stream ends inside a header', async () => {
-    const bytes = await packTar([
-      {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
-      {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
-    ])
-    const {entries, error} = await readAllEntries(bytes.subarray(0, 1536 + 200))
-    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
-    expect(error).toBeInstanceOf(TruncatedArchiveError)
-    // a.dcm arrived whole: the error must not blame it.
-    expect((error as TruncatedArchiveError).lastEntry).toBeUndefined()
-  })
-
-  it('ends without error when the stream is cut exactly between two entries', async () => {
-    // Nothing in a tar stream tells this apart from a short archive: the bag validator's tag manifest does.
-    const bytes = await packTar([
-      {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
-      {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
-    ])
-    const {entries, error} = await readAllEntries(bytes.subarray(0, 1536))
+    const {entries, problems, error} = await readAllEntries(bytes.subarray(0, 2048 + 300))
     expect(error).toBeUndefined()
     expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
+    expect(problems).toEqual([{
+      id: 'bag/data/b.dcm', kind: 'truncated', offset: 1536, lastEntry: 'bag/data/b.dcm',
+      reason: 'the archive ends at byte 2348, inside "bag/data/b.dcm" (header at byte 1536, 900 bytes of data from byte 2048): the entry is lost',
+    }])
+  })
+
+  it('reports a stream that ends inside a header as truncated, without blaming the entry before it', async () => {
+    const bytes = await packTar([
+      {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
+      {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
+    ])
+    const {entries, problems} = await readAllEntries(bytes.subarray(0, 1536 + 200))
+    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
+    expect(problems).toEqual([expect.objectContaining({kind: 'truncated', offset: 1536, reason: expect.stringMatching(/^the archive ends at byte 1736, inside a tar header \(at byte 1536\)/)})])
+    expect(problems[0]!.id).not.toBe('bag/data/a.dcm')
+  })
+
+  it('reports a stream cut exactly between two entries as truncated: no end-of-archive marker', async () => {
+    const bytes = await packTar([
+      {header: {name: 'bag/data/a.dcm'}, data: pattern(600, 4)},
+      {header: {name: 'bag/data/b.dcm'}, data: pattern(900, 5)},
+    ])
+    const {entries, problems} = await readAllEntries(bytes.subarray(0, 1536))
+    expect(entries.map((entry) => entry.name)).toEqual(['bag/data/a.dcm'])
+    expect(problems).toEqual([expect.objectContaining({kind: 'truncated', offset: 1536, reason: expect.stringMatching(/ends at byte 1536 without its end-of-archive marker.*"bag\/data\/a\.dcm"/)})])
   })
 
   it('takes the name from a pax header when the path is too long for ustar', async () => {
@@ -262,17 +271,18 @@ describe('readArchiveEntries', () => {
     const bytes = await packTar([{header: {name: longName}, data}])
     // The proof that a pax header was written: its type flag 'x' in the first block.
     expect(String.fromCharCode(bytes[156]!)).toBe('x')
-    const {entries, refused, error} = await readAllEntries(bytes, {maxEntryBytes: 1000, maxTagFileBytes: 100})
+    const {entries, problems, error} = await readAllEntries(bytes, {maxEntryBytes: 1000, maxTagFileBytes: 100})
     expect(error).toBeUndefined()
-    expect(refused).toEqual([])
+    expect(problems).toEqual([])
     expect(entries).toHaveLength(1)
     expect(entries[0]!.name).toBe(longName)
     expect(entries[0]!.path).toBe(longName.slice('bag/'.length))
+    expect(entries[0]!.offset).toBe(0)
     expect(entries[0]!.data.equals(data)).toBe(true)
   })
 })
 
-describe('indexTarFile', () => {
+describe('indexTarFile and scanTarFile', () => {
   let work: string
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'tar-index-test-'))
@@ -297,9 +307,9 @@ describe('indexTarFile', () => {
     return path
   }
 
-  async function expectContents(path: string, index: TarIndex): Promise<void> {
+  async function expectContents(path: string, entries: IndexedEntry[]): Promise<void> {
     const bytes = await readFile(path)
-    const files = index.entries.filter((entry) => entry.type === 'file')
+    const files = entries.filter((entry) => entry.type === 'file')
     expect(files.map((entry) => entry.name).sort()).toEqual(Object.keys(contents).sort())
     for (const entry of files) {
       const expected = contents[entry.name]!
@@ -309,12 +319,15 @@ describe('indexTarFile', () => {
     }
   }
 
-  it('lists a tar-stream tar: names, sizes and data offsets', async () => {
+  it('lists a tar-stream tar: names, sizes and data offsets; the index keeps the tag files and counts the payload', async () => {
     const path = await writeWithTarStream('tar-stream.tar')
+    await expectContents(path, await allEntries(path))
     const index = await indexTarFile(path)
-    expect(index.damage).toBeUndefined()
+    expect(index.damage).toEqual([])
     expect(index.endMarker).toBe(true)
-    await expectContents(path, index)
+    expect(index.afterEndMarker).toBe(false)
+    expect(index.entries.map((entry) => entry.name)).toEqual(['bag/bagit.txt', 'bag/tagmanifest-sha256.txt'])
+    expect(index).toMatchObject({entryCount: 5, payloadCount: 3, unlistedTagEntries: 0})
   })
 
   it.each(['gnu', 'posix', 'ustar'])('lists a tar written by GNU tar (--format=%s)', async (format) => {
@@ -328,36 +341,42 @@ describe('indexTarFile', () => {
 
     const path = join(work, `gnu-${format}.tar`)
     await run('tar', [`--format=${format}`, '-cf', path, '-C', folder, 'bag'])
-    const index = await indexTarFile(path)
-    expect(index.damage).toBeUndefined()
-    expect(index.endMarker).toBe(true)
-    expect(index.entries.some((entry) => entry.type === 'directory' && entry.name.replace(/\/$/, '') === longDir)).toBe(true)
+    const problems: ArchiveProblem[] = []
+    const entries: IndexedEntry[] = []
+    for await (const entry of scanTarFile(path, (problem) => problems.push(problem))) entries.push(entry)
+    expect(problems).toEqual([])
+    expect(entries.some((entry) => entry.type === 'directory' && entry.name.replace(/\/$/, '') === longDir)).toBe(true)
     if (format === 'ustar') {
-        const bytes = await readFile(path)
-      const files = index.entries.filter((entry) => entry.type === 'file')
+      const bytes = await readFile(path)
+      const files = entries.filter((entry) => entry.type === 'file')
       expect(files).toHaveLength(Object.keys(contents).length - 1)
       for (const entry of files) expect(bytes.subarray(entry.dataOffset, entry.dataOffset + entry.size).equals(contents[entry.name]!)).toBe(true)
     } else {
-      await expectContents(path, index)
+      await expectContents(path, entries)
     }
+
+    // The stream reader reads the same archive the same way, long names included.
+    const streamed = await readAllEntries(await readFile(path), {maxEntryBytes: 1024 ** 2, maxTagFileBytes: 1024 ** 2})
+    expect(streamed.problems).toEqual([])
+    expect(streamed.entries.map((entry) => entry.name).sort()).toEqual(entries.filter((entry) => entry.type === 'file').map((entry) => entry.name).sort())
+    const index = await indexTarFile(path)
+    expect(index.endMarker).toBe(true)
+    expect(index.entries.map((entry) => entry.name).sort()).toEqual(['bag/', 'bag/bagit.txt', 'bag/tagmanifest-sha256.txt'])
   })
 
-  it('marks the last entry truncated when the file ends inside its data', async () => {
+  it('marks an entry truncated when the file ends inside its data, and reports where', async () => {
     const whole = await readFile(await writeWithTarStream('whole.tar'))
-    const complete = await indexTarFile(join(work, 'whole.tar'))
-    const a = complete.entries.find((entry) => entry.name === 'bag/data/dicom/a.dcm')!
+    const a = (await allEntries(join(work, 'whole.tar'))).find((entry) => entry.name === 'bag/data/dicom/a.dcm')!
     const cut = join(work, 'cut.tar')
     await writeFile(cut, whole.subarray(0, a.dataOffset + 700))
+    const entries = await allEntries(cut)
+    expect(entries.map((entry) => [entry.name, entry.truncated, entry.size])).toEqual([['bag/bagit.txt', false, 19], ['bag/data/dicom/a.dcm', true, 1500]])
     const index = await indexTarFile(cut)
     expect(index.endMarker).toBe(false)
-    expect(index.damage).toBeUndefined()
-    expect(index.entries.map((entry) => entry.name)).toEqual(['bag/bagit.txt', 'bag/data/dicom/a.dcm'])
-    expect(index.entries[0]!.truncated).toBe(false)
-    expect(index.entries[1]!.truncated).toBe(true)
-    expect(index.entries[1]!.size).toBe(1500)
+    expect(index.damage).toEqual([expect.objectContaining({id: 'bag/data/dicom/a.dcm', kind: 'truncated', reason: expect.stringContaining(`ends at byte ${a.dataOffset + 700}`)})])
   })
 
-  it('reports damage at a header whose checksum does not match, keeping the entries before it', async () => {
+  it('resynchronises after a header whose checksum does not match: the entries after it are indexed, the damage named with its offsets', async () => {
     const whole = await readFile(await writeWithTarStream('to-damage.tar'))
     const second = 1024
     expect(whole.subarray(second, second + 20).toString('latin1')).toBe('bag/data/dicom/a.dcm')
@@ -365,19 +384,22 @@ describe('indexTarFile', () => {
     const path = join(work, 'damaged.tar')
     await writeFile(path, whole)
     const index = await indexTarFile(path)
-    expect(index.damage).toBe(`damaged header at byte ${second}`)
-    expect(index.endMarker).toBe(false)
-    expect(index.entries.map((entry) => entry.name)).toEqual(['bag/bagit.txt'])
+    // a.dcm's header and its 1500 bytes of data (3 blocks) are lost; the next header is at 1024 + 512 + 1536.
+    expect(index.damage).toEqual([expect.objectContaining({kind: 'damaged', offset: second, end: 3072, lastEntry: 'bag/bagit.txt'})])
+    expect(index.damage[0]!.reason).toMatch(/^damaged tar header at byte 1024 \(checksum mismatch.*the last good entry before it is "bag\/bagit\.txt"; reading resumed at the next valid header, at byte 3072: bytes 1024 to 3072 are lost$/)
+    expect(index.endMarker).toBe(true)
+    expect(index.entries.map((entry) => entry.name)).toEqual(['bag/bagit.txt', 'bag/tagmanifest-sha256.txt'])
+    expect(index.payloadCount).toBe(2)
   })
 
-  it('refuses an extended header over 1 MiB', async () => {
+  it('skips an extended header over 1 MiB unread and refuses the entry it describes', async () => {
     const paxSize = 2 * 1024 * 1024
     const path = join(work, 'huge-pax.tar')
-    await writeFile(path, Buffer.concat([ustarHeader('PaxHeaders/x', paxSize, 'x'), Buffer.alloc(paxSize, 0x41), ustarHeader('bag/bagit.txt', 0, '0'), Buffer.alloc(1024)]))
+    await writeFile(path, Buffer.concat([ustarHeader('PaxHeaders/x', paxSize, 'x'), Buffer.alloc(paxSize, 0x41), ustarHeader('bag/bagit.txt', 0, '0'), ustarHeader('bag/bag-info.txt', 0, '0'), Buffer.alloc(1024)]))
     const index = await indexTarFile(path)
-    expect(index.damage).toBe(`extended header of ${paxSize} bytes at byte 0`)
-    expect(index.entries).toEqual([])
-    expect(index.endMarker).toBe(false)
+    expect(index.damage).toEqual([expect.objectContaining({kind: 'damaged', offset: 0, reason: expect.stringMatching(/^extended header of 2097152 bytes at byte 0 is over the limit of 1048576 bytes: skipped unread; the entry it describes is refused/)})])
+    expect(index.entries.map((entry) => entry.name)).toEqual(['bag/bag-info.txt'])
+    expect(index.endMarker).toBe(true)
   })
 
   it('reads GNU base-256 sizes', async () => {
@@ -388,9 +410,8 @@ describe('indexTarFile', () => {
     const data = pattern(1300, 10)
     const path = join(work, 'base256.tar')
     await writeFile(path, Buffer.concat([ustarHeader('bag/data/big.dcm', size, '0'), padded(data), Buffer.alloc(1024)]))
-    const index = await indexTarFile(path)
-    expect(index.entries).toEqual([{name: 'bag/data/big.dcm', type: 'file', size: 1300, linkname: '', dataOffset: 512, truncated: false}])
-    expect(index.endMarker).toBe(true)
+    expect(await allEntries(path)).toEqual([{name: 'bag/data/big.dcm', type: 'file', size: 1300, linkname: '', offset: 0, dataOffset: 512, truncated: false}])
+    expect((await indexTarFile(path)).endMarker).toBe(true)
   })
 })
 
