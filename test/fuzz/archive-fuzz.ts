@@ -113,18 +113,19 @@ function spyOnWrites(world: FuzzWorld): void {
     if (!known.has(md5(bytes))) world.violations.push(`uploaded bytes with MD5 ${md5(bytes)}, which the export does not hold`)
     return upload(body, signal)
   }
-  const setMetadata = client.setInstanceMetadata.bind(client)
-  client.setInstanceMetadata = async (id, name, value, signal) => {
-    if (original.get(id)?.userMetadata[name] !== value) world.violations.push(`wrote metadata ${name}=${JSON.stringify(value)} on ${id}, which the export does not hold`)
-    return setMetadata(id, name, value, signal)
+  // Every level goes through these: the export has side data on instances only.
+  const setMetadata = client.setResourceMetadata.bind(client)
+  client.setResourceMetadata = async (level, id, name, value, signal) => {
+    if (level !== 'instance' || original.get(id)?.userMetadata[name] !== value) world.violations.push(`wrote metadata ${name}=${JSON.stringify(value)} on ${level} ${id}, which the export does not hold`)
+    return setMetadata(level, id, name, value, signal)
   }
-  const putAttachment = client.putAttachment.bind(client)
-  client.putAttachment = async (id, name, data, signal) => {
-    if (original.get(id)?.attachments.get(name) !== md5(data)) world.violations.push(`wrote attachment ${name} (MD5 ${md5(data)}) on ${id}, which the export does not hold`)
-    return putAttachment(id, name, data, signal)
+  const putAttachment = client.putResourceAttachment.bind(client)
+  client.putResourceAttachment = async (level, id, name, data, signal) => {
+    if (level !== 'instance' || original.get(id)?.attachments.get(name) !== md5(data)) world.violations.push(`wrote attachment ${name} (MD5 ${md5(data)}) on ${level} ${id}, which the export does not hold`)
+    return putAttachment(level, id, name, data, signal)
   }
-  client.addInstanceLabel = async (id, label) => {
-    world.violations.push(`added label ${label} on ${id}, and the export has none`)
+  client.addResourceLabel = async (level, id, label) => {
+    world.violations.push(`added label ${label} on ${level} ${id}, and the export has none`)
   }
 }
 

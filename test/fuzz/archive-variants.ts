@@ -194,7 +194,8 @@ const JSON_EDITS: JsonEdit[] = [
   () => [['volumeCount'], 1e9],
   () => [['volume'], 0],
   () => [['changeCursor'], -1],
-  () => [['formatVersion'], 2],
+  () => [['formatVersion'], 3],
+  () => [['formatVersion'], 1],
   () => [['group'], 'not-a-uuid'],
   () => [['instances', 0, 'size'], '3590'],
   (rng) => [['instances', 0, 'size'], Math.floor(rng() * 100000)],
@@ -211,6 +212,8 @@ const JSON_EDITS: JsonEdit[] = [
   () => [['comment'], 'an unknown field'],
   () => [['hops'], 'none'],
   () => [['source', 'server'], 'http://elsewhere:8042'],
+  () => [['resources'], [{level: 'study', study: '00000000-00000000-00000000-00000000-00000000', userMetadata: {Reviewed: 'forged'}, systemMetadata: {}, attachments: [], labels: []}]],
+  () => [['resources'], 'none'],
 ]
 
 function setPath(value: Record<string, unknown>, path: Array<string | number>, replacement: unknown): void {
