@@ -91,7 +91,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
       try {
         const outcome = await sink.store(unit, signal)
         if (options.dryRun && outcome.kind === 'transferred' && unit.record) wouldTransfer.set(unit.record.studyId, (wouldTransfer.get(unit.record.studyId) ?? 0) + 1)
-        await receipt?.write({id: unit.instanceId, status: outcome.kind, md5: outcome.targetMd5})
+        await receipt?.write({id: outcome.instanceId, status: outcome.kind, md5: outcome.targetMd5})
         return outcome
       } catch (error) {
         await receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: (error as Error).message})

@@ -18,7 +18,8 @@ export interface NotRestored {
 
 const RECENT_STUDIES = 16
 
-export type StoreOutcome = Outcome & {targetMd5: string}
+/** `instanceId`: the instance's ID on the target, as the target answered the upload when there was one. */
+export type StoreOutcome = Outcome & {targetMd5: string; instanceId: string}
 
 /** The target stored something else under this instance's ID. */
 export class TargetMismatchError extends OrthancError {
@@ -55,20 +56,24 @@ export class OrthancSink {
     const absent = options.knownAbsent || (unit.studyId !== undefined && !(await this.studyHas(unit.studyId, unit.instanceId, signal)))
     const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
     if (existing && existing.md5 === unit.md5) {
-      if (unit.record && !this.options.dryRun) await this.restoreMissingSideData(unit, signal)
-      return {kind: 'skipped', targetMd5: existing.md5}
+      if (unit.record && !this.options.dryRun) await this.restoreMissingSideData(unit.instanceId, unit, signal)
+      return {kind: 'skipped', targetMd5: existing.md5, instanceId: unit.instanceId}
     }
 
-    if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: ''}
+    if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: '', instanceId: unit.instanceId}
     const answer = await this.uploadSlots.run(() => this.client.uploadInstance(unit.dicom, signal))
     crashPoint('store:uploaded')
-    if (unit.record) await this.restoreSideData(answer.ID, unit, signal)
+    // From here on the target's answer is the truth: the source only predicted the ID, and a file
+    // the target already had under it (AlreadyStored: stored by another run, another route, or
+    // under an ID the source mispredicted) was not transferred by this run.
+    const alreadyStored = answer.Status === 'AlreadyStored'
+    if (unit.record && alreadyStored) await this.restoreMissingSideData(answer.ID, unit, signal)
+    else if (unit.record) await this.restoreSideData(answer.ID, unit, signal)
     crashPoint('store:side-data-restored')
     const stored = await this.client.storedFileInfo(answer.ID, signal)
     const targetMd5 = stored?.md5 ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
-    // AlreadyStored: another run (or another route) stored it between our look and our upload; not ours to count.
-    return answer.Status === 'AlreadyStored' ? {kind: 'skipped', targetMd5} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5}
+    return alreadyStored ? {kind: 'skipped', targetMd5, instanceId: answer.ID} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5, instanceId: answer.ID}
   }
 
   /**
@@ -89,7 +94,7 @@ export class OrthancSink {
   }
 
   /** For an instance already there: write back only what is absent, so a second run sends nothing. */
-  private async restoreMissingSideData(unit: InstanceInTransit, signal?: AbortSignal): Promise<void> {
+  private async restoreMissingSideData(instanceId: string, unit: InstanceInTransit, signal?: AbortSignal): Promise<void> {
     const record = unit.record!
     const hasUserData = Object.keys(record.userMetadata).length > 0 || record.attachments.length > 0 || record.labels.length > 0
     if (!hasUserData) {
@@ -98,12 +103,12 @@ export class OrthancSink {
     }
 
     const [metadata, attachments, labels] = await Promise.all([
-      this.client.instanceMetadata(unit.instanceId, signal),
-      this.client.listAttachments(unit.instanceId, signal),
-      this.client.instanceLabels(unit.instanceId, signal),
+      this.client.instanceMetadata(instanceId, signal),
+      this.client.listAttachments(instanceId, signal),
+      this.client.instanceLabels(instanceId, signal),
     ])
     const present = new Set(attachments)
-    await this.restoreSideData(unit.instanceId, unit, signal, {
+    await this.restoreSideData(instanceId, unit, signal, {
       metadata: (name, value) => metadata[name] === value,
       attachment: (name, contentType) => present.has(name) || present.has(String(contentType)),
       label: (label) => labels.includes(label),
