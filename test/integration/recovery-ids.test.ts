@@ -8,6 +8,7 @@ import {generateFramingSet, generateIdentifierSet, type FixtureRecord, type Iden
 import {orthancInstanceId} from '../../src/dicom/orthanc-id.js'
 import {readDicomIdentifiers} from '../../src/dicom/parse.js'
 import {parseJson, runCli} from '../helpers/cli.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {type OrthancServer, startOrthanc} from '../helpers/orthanc.js'
 
 interface UploadAnswer {
@@ -58,6 +59,19 @@ describe('instance IDs as Orthanc 1.10.1 gives them', () => {
       if (answer.ID !== predicted(bytes)) wrong.push(`${entry.label} (${entry.about})`)
     }
     expect(wrong).toEqual([])
+  })
+
+  it('where the prediction holds, what the target has is skipped without an upload', async () => {
+    // The first test stored every case on this server.
+    const proxy = await startFaultProxy(server.port)
+    try {
+      const result = await runCli(['import', '--target', proxy.url, '--json', '--no-receipt', '--dicom-folder', join(work, 'identifiers')])
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: 0, skipped: cases.length, failed: 0})
+      expect(proxy.log.filter((line) => line.startsWith('POST /instances'))).toEqual([])
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('stores bare data sets and meta groups without preamble as they came, under the predicted ID', async () => {

@@ -139,6 +139,32 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
     }
   })
 
+  it('reads the schema of later plugins too: labels, customData (as PrepareIndex.sql of orthanc-databases creates them)', async () => {
+    const admin = superuser()
+    await admin.connect()
+    try {
+      await admin.query('ALTER TABLE AttachedFiles ADD COLUMN customData BYTEA')
+      await admin.query('CREATE TABLE Labels(id BIGINT REFERENCES Resources(internalId) ON DELETE CASCADE, label TEXT, PRIMARY KEY(id, label))')
+      await admin.query(`GRANT SELECT ON Labels TO ${READER}`)
+      await admin.query("INSERT INTO Labels SELECT internalId, 'reviewed' FROM Resources WHERE publicId = $1", [annotated])
+      const fresh = await startOrthanc({name: 'labels-from-postgres', ...userConfig})
+      try {
+        const result = await recoverInto(fresh, '--json', '--from-postgres', url())
+        expect(result.code, result.stderr).toBe(0)
+        const summary = parseJson<ImportJson & {notRestored: {labels: number}}>(result)
+        expect(summary.notRestored.labels).toBe(1)
+        expect(summary.recovery[0]!.index!.schema).toMatch(/with labels.*customdata/)
+        expect(await instanceMd5s(fresh)).toEqual(sourceMd5s)
+      } finally {
+        await fresh.dispose()
+      }
+    } finally {
+      await admin.query('DROP TABLE Labels')
+      await admin.query('ALTER TABLE AttachedFiles DROP COLUMN customData')
+      await admin.end()
+    }
+  })
+
   // Last: it damages the database.
   it('names the instance whose large object is gone and the one whose content changed: failed, exit 10', async () => {
     const ids = [...sourceMd5s.keys()].filter((id) => id !== annotated)
