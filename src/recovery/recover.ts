@@ -148,7 +148,7 @@ async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, 
     attachments,
     labels: instance.labels,
   }
-  return {label: store.locate(dicomFile.uuid), instanceId: instance.id, studyId: instance.studyId, dicom: dicom.bytes, md5: dicom.md5, record, attachments: attachmentBytes}
+  return {label: store.locate(dicomFile.uuid), instanceId: instance.id, studyId: instance.studyId || undefined, dicom: dicom.bytes, md5: dicom.md5, record, attachments: attachmentBytes}
 }
 
 async function readChecked(store: AttachmentStore, attachment: IndexedAttachment, report: RecoveryReport) {

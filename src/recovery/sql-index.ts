@@ -120,11 +120,12 @@ export class SqlIndex implements OrthancIndex {
     let after = -1
     for (;;) {
       signal?.throwIfAborted()
-      // Keyset paging on the primary key, in Orthanc's own order of arrival.
+      // Keyset paging on the primary key, in Orthanc's own order of arrival. Outer joins: an
+      // instance whose parents are gone (a damaged index) is still recovered, by its own ID.
       const rows = await this.connection.all(
         'SELECT i.internalId AS internal_id, i.publicId AS instance_id, se.publicId AS series_id, st.publicId AS study_id, p.publicId AS patient_id'
-        + ' FROM Resources AS i JOIN Resources AS se ON se.internalId = i.parentId JOIN Resources AS st ON st.internalId = se.parentId'
-        + ' JOIN Resources AS p ON p.internalId = st.parentId'
+        + ' FROM Resources AS i LEFT JOIN Resources AS se ON se.internalId = i.parentId LEFT JOIN Resources AS st ON st.internalId = se.parentId'
+        + ' LEFT JOIN Resources AS p ON p.internalId = st.parentId'
         + ` WHERE i.resourceType = ? AND i.internalId > ? ORDER BY i.internalId LIMIT ${PAGE}`,
         [this.schema.resourceTypes.instance, after],
       )
@@ -136,9 +137,9 @@ export class SqlIndex implements OrthancIndex {
         const id = Number(row.internal_id)
         return {
           id: String(row.instance_id),
-          seriesId: String(row.series_id),
-          studyId: String(row.study_id),
-          patientId: String(row.patient_id),
+          seriesId: textOrEmpty(row.series_id),
+          studyId: textOrEmpty(row.study_id),
+          patientId: textOrEmpty(row.patient_id),
           attachments: attachments.get(id) ?? [],
           metadata: new Map((metadata.get(id) ?? []).map(({type, value}) => [type, value])),
           labels: labels.get(id) ?? [],
@@ -243,6 +244,10 @@ function groupBy<T>(rows: Row[], map: (row: Row) => T): Map<number, T[]> {
     groups.set(id, group)
   }
   return groups
+}
+
+function textOrEmpty(value: unknown): string {
+  return value === null || value === undefined ? '' : String(value)
 }
 
 function md5Text(value: unknown): string {
