@@ -1,5 +1,6 @@
 import {readDicomIdentifiers} from '../dicom/parse.js'
 import type {AttachmentRecord, InstanceInTransit, InstanceRecord} from '../model.js'
+import type {ProblemKind} from '../problems.js'
 import {type SourceEvents, reportFailure} from '../sources/source-events.js'
 import {studyIdOf} from '../sources/dicom-folder.js'
 import {decodeStoredBytes, ORPHAN_HEADER_REASON} from '../sources/storage-folder.js'
@@ -103,7 +104,7 @@ export async function* recoverFromIndex(
 }
 
 async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, events: SourceEvents, report: RecoveryReport): Promise<InstanceInTransit | undefined> {
-  const fail = (kind: Parameters<typeof reportFailure>[1]['kind'], reason: string, path?: string) => {
+  const fail = (kind: ProblemKind, reason: string, path?: string) => {
     report.failed++
     reportFailure(events, {id: instance.id, ...(path === undefined ? {} : {path}), kind, reason})
   }

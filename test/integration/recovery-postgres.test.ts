@@ -17,7 +17,7 @@ interface ImportJson {
   failed: number
   failures: Array<{id: string; path?: string; kind: string; reason: string}>
   problems: unknown[]
-  recovery: Array<{route: string; source: string; candidates: number; recovered: number; failed: number; notInIndex: number; index?: {schema: string}}>
+  recovery: Array<{route: string; source: string; candidates: number; recovered: number; failed: number; attachmentsFailed: number; notInIndex: number; index?: {schema: string}}>
 }
 
 const userConfig = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
@@ -166,7 +166,7 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
   })
 
   // Last: it damages the database.
-  it('names the instance whose large object is gone and the one whose content changed: failed, exit 10', async () => {
+  it('names the instance whose large object is gone, the one whose content changed, and a damaged user attachment: failed, exit 10', async () => {
     const ids = [...sourceMd5s.keys()].filter((id) => id !== annotated)
     const [gone, changed] = [ids[3]!, ids[5]!]
     const admin = superuser()
@@ -177,20 +177,30 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
     try {
       await admin.query('SELECT lo_unlink(content) FROM StorageArea WHERE uuid = $1', [await uuidOf(gone)])
       await admin.query("SELECT lo_put(content, 20, '\\xff00ff'::bytea) FROM StorageArea WHERE uuid = $1", [await uuidOf(changed)])
+      // The annotated instance's Report attachment (type 1030): damaged, while its DICOM file is sound.
+      await admin.query(
+        "SELECT lo_put(s.content, 9, '\\x00'::bytea) FROM StorageArea s JOIN AttachedFiles a ON a.uuid = s.uuid JOIN Resources r ON r.internalId = a.id WHERE r.publicId = $1 AND a.fileType = 1030",
+        [annotated],
+      )
     } finally {
       await admin.end()
     }
 
-    const damagedTarget = await startOrthanc({name: 'partly-recovered'})
+    const damagedTarget = await startOrthanc({name: 'partly-recovered', ...userConfig})
     try {
       const result = await recoverInto(damagedTarget, '--json', '--from-postgres', url())
       expect(result.code).toBe(10)
       const summary = parseJson<ImportJson>(result)
-      expect(summary).toMatchObject({transferred: corpus.length - 2, failed: 2})
+      expect(summary).toMatchObject({transferred: corpus.length - 2, failed: 3})
       expect(summary.failures).toEqual(expect.arrayContaining([
         expect.objectContaining({id: gone, kind: 'missing'}),
         expect.objectContaining({id: changed, kind: 'checksum'}),
+        expect.objectContaining({id: `${annotated} attachment 1030`, kind: 'checksum', reason: expect.stringMatching(/user attachment 1030 not restored/)}),
       ]))
+      expect(summary.recovery[0]).toMatchObject({failed: 2, attachmentsFailed: 1})
+      // The instance itself is recovered, with its metadata; only the damaged attachment is not.
+      expect(await (await damagedTarget.api(`/instances/${annotated}/metadata/Reviewed`)).text()).toBe('second-read-ok')
+      expect((await damagedTarget.api(`/instances/${annotated}/attachments/Report/data`)).status).toBe(404)
       expectNoPassword(result)
       const onTarget = await instanceMd5s(damagedTarget)
       expect(onTarget).toEqual(new Map([...sourceMd5s].filter(([id]) => id !== gone && id !== changed)))
