@@ -7,24 +7,31 @@ import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
 import {importInstances, importOutcome, type ImportSummary} from '../src/import/import.js'
 import {defaultReceiptPath} from '../src/import/receipt.js'
-import {type FolderMode, resolveImportInputs} from '../src/import/inputs.js'
+import {type FolderMode, type ImportInput, postgresInputs, resolveImportInputs} from '../src/import/inputs.js'
 import {OrthancClient} from '../src/orthanc/client.js'
+import {UserFacingError} from '../src/errors.js'
+import {resolvePostgresSource} from '../src/recovery/postgres-index.js'
+import type {RecoveryReport} from '../src/recovery/recover.js'
 
 export default class Import extends BaseCommand {
   static override transfersInstances = true
-  static override summary = 'Import archive volumes, DICOM folders or an Orthanc storage folder into a server, checking every instance.'
-  static override description = `Every archive entry is checked against the manifest (size, MD5, and SHA-256 for volume files) before it is uploaded; corrupt, truncated, missing or hostile entries are refused and reported by name while the rest is imported. After each upload the instance's user metadata, attachments and labels are restored and the target's MD5 is confirmed. Instances already on the target with the same MD5 are skipped, so running the command again finishes an interrupted import.`
+  static override summary = 'Import archive volumes, DICOM folders, or a stopped Orthanc (its storage folder, or its PostgreSQL database) into a server, checking every instance.'
+  static override description = `Every archive entry is checked against the manifest (size, MD5, and SHA-256 for volume files) before it is uploaded; corrupt, truncated, missing or hostile entries are refused and reported by name while the rest is imported. After each upload the instance's user metadata, attachments and labels are restored and the target's MD5 is confirmed. Instances already on the target with the same MD5 are skipped, so running the command again finishes an interrupted import.
+
+A stopped server is recovered from its index when there is one (the SQLite index in its storage folder or given with --index, or its PostgreSQL database with --from-postgres): exactly the instances it lists, each checked against the size and MD5 it recorded, with their user metadata, attachments and labels. Without an index, instances are recognised file by file.`
 
   static override examples = [
     '<%= config.bin %> import --target http://localhost:8042 /media/usb/export-2024-06',
     '<%= config.bin %> import --target http://localhost:8042 - < volume.tar',
     '<%= config.bin %> import --target http://localhost:8042 --storage-folder /var/lib/orthanc/db-v6',
+    '<%= config.bin %> import --target http://localhost:8042 --storage-folder /srv/orthanc/storage --index /srv/orthanc/index',
+    '<%= config.bin %> import --target http://localhost:8042 --from-postgres postgresql://orthanc@db.local:5432/orthanc',
     '<%= config.bin %> import --target http://localhost:8042 ~/incoming-dicom',
   ]
 
   static override strict = false
   static override args = {
-    path: Args.string({description: 'archive volume(s), folder(s) of volumes, DICOM folder(s), an Orthanc storage folder, or - for an archive on stdin', required: true}),
+    path: Args.string({description: 'archive volume(s), folder(s) of volumes, DICOM folder(s), an Orthanc storage folder, or - for an archive on stdin'}),
   }
 
   static override flags = {
@@ -36,12 +43,23 @@ export default class Import extends BaseCommand {
     'storage-folder': Flags.boolean({description: 'read PATH as an Orthanc StorageDirectory (stop that Orthanc first)', exclusive: ['dicom-folder']}),
     'dicom-folder': Flags.boolean({description: 'read PATH as a folder of DICOM files, even if it looks like something else'}),
     'spool-dir': Flags.string({description: 'where an archive read from stdin waits, one volume at a time, until its checks are done (default: the system temporary folder)'}),
+    index: Flags.string({description: 'the stopped server\'s SQLite index (its IndexDirectory, or the index file in it), when it is not in the storage folder', exclusive: ['ignore-index', 'dicom-folder'], helpGroup: 'RECOVERY'}),
+    'ignore-index': Flags.boolean({description: 'recognise instances file by file even where an index is found (a damaged index)', helpGroup: 'RECOVERY'}),
+    'include-unindexed': Flags.boolean({description: 'also import stored files the index does not know, when they are DICOM', helpGroup: 'RECOVERY'}),
+    'from-postgres': Flags.string({description: 'recover a stopped server from its PostgreSQL database, postgresql://user@host:5432/db (PATH, if given, is its StorageDirectory)', exclusive: ['index', 'ignore-index', 'dicom-folder'], helpGroup: 'RECOVERY'}),
+    'postgres-password-file': Flags.string({description: 'file holding the database password (or in the URL, or PGPASSWORD)', dependsOn: ['from-postgres'], helpGroup: 'RECOVERY'}),
   }
 
   async run(): Promise<ImportSummary> {
     const {flags, argv} = await this.parse(Import)
-    const mode: FolderMode = flags['storage-folder'] ? 'storage' : flags['dicom-folder'] ? 'dicom' : 'auto'
-    const inputs = await resolveImportInputs(argv as string[], process.stdin, mode)
+    const paths = argv as string[]
+    if (paths.length === 0 && flags['from-postgres'] === undefined) {
+      throw new UserFacingError('nothing to import', 'Give archive volumes, a DICOM folder, a storage folder, - for stdin, or --from-postgres.', 'usage', 'no-input')
+    }
+    const mode: FolderMode = flags['storage-folder'] || flags.index !== undefined ? 'storage' : flags['dicom-folder'] ? 'dicom' : 'auto'
+    const inputs: ImportInput[] = flags['from-postgres'] === undefined
+      ? await resolveImportInputs(paths, process.stdin, mode, {index: flags.index, ignoreIndex: flags['ignore-index']})
+      : postgresInputs(paths, resolvePostgresSource(flags['from-postgres'], {passwordFile: flags['postgres-password-file']}))
     const client = new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2))
     const progress = progressRenderer(this.interactive)
     const archives = inputs.flatMap((input) => (input.kind === 'archive-file' ? [input.path] : []))
@@ -54,6 +72,7 @@ export default class Import extends BaseCommand {
         dryRun: flags['dry-run'],
         receiptPath,
         spoolDir: flags['spool-dir'],
+        includeUnindexed: flags['include-unindexed'],
         signal: this.signal,
         onProgress: progress.listener,
       })
@@ -90,9 +109,29 @@ function renderImportSummary(summary: ImportSummary): string {
     for (const study of summary.studies.incomplete.slice(0, 20)) lines.push(`  ${study.studyInstanceUid}: ${study.present} of ${study.expected} instances`)
   }
 
-  if (summary.ignoredFiles > 0) lines.push(`Ignored ${summary.ignoredFiles} file(s) that are not whole DICOM instances.`)
+  for (const report of summary.recovery) lines.push(...renderRecovery(report))
+  if (summary.ignoredFiles > 0) lines.push(`Set aside ${summary.ignoredFiles} file(s) that are not instances to import: ${Object.entries(summary.ignoredByKind).map(([kind, count]) => `${count} ${kind}`).join(', ')}.`)
   lines.push(...renderNotCarried(summary.notCarried))
   if (summary.receipt) lines.push(`Receipt: ${summary.receipt}`)
   const headline = summary.dryRun ? 'Dry run, nothing changed' : 'Imported'
   return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline)}`
+}
+
+const ROUTES: Record<RecoveryReport['route'], string> = {
+  'sqlite-index': 'from its SQLite index',
+  'postgresql': 'from its PostgreSQL database',
+  'storage-folder-without-index': 'without an index, file by file',
+}
+
+function renderRecovery(report: RecoveryReport): string[] {
+  const lines = [`Recovery of ${report.source} ${ROUTES[report.route]}${report.index ? ` (${report.index.schema})` : ''}: ${report.recovered} of ${report.candidates} instance(s) recovered, ${report.failed} failed.`]
+  if (report.route === 'storage-folder-without-index') lines.push('  No index was found: give it with --index to recover exactly the instances it lists, checked against its MD5s.')
+  if (report.attachmentsFailed > 0) lines.push(`  ${report.attachmentsFailed} user attachment(s) missing or damaged in storage: not restored (listed in the failures).`)
+  if (report.notInIndex > 0) lines.push(`  ${report.notInIndex} stored file(s) the index does not know${report.route === 'postgresql' ? '' : ' (kind not-in-index)'}: imported only with --include-unindexed.`)
+  if (report.checkedBySizeOnly > 0) lines.push(`  ${report.checkedBySizeOnly} file(s) checked by size only: the index holds no MD5s (StoreMD5ForAttachments was off).`)
+  const side = report.resourceSideData
+  if (side.resources > 0) {
+    lines.push(`  ${side.resources} patient(s), study(ies) or series carry ${side.userMetadata} user metadata, ${side.attachments} attachment(s) and ${side.labels} label(s) in the index: not restored (resource-level restore is not built yet).`)
+  }
+  return lines
 }

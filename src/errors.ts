@@ -15,6 +15,10 @@ export type ErrorCategory =
   | 'partial-failure'
   /** Where the output went is gone: the reader of a pipe closed it. */
   | 'output-closed'
+  /** A database or service the job reads cannot be reached. */
+  | 'unreachable'
+  /** A database or service the job reads refused the credentials. */
+  | 'authentication'
 
 /**
  * An error the library raises with its explanation already written: a bad archive entry, a

@@ -21,6 +21,8 @@ const EXIT_CODE_OF_CATEGORY: Record<ErrorCategory, ExitCodeValue> = {
   'no-space': ExitCode.noSpace,
   'partial-failure': ExitCode.partialFailure,
   'output-closed': ExitCode.outputClosed,
+  'unreachable': ExitCode.unreachable,
+  'authentication': ExitCode.authentication,
 }
 
 export interface Failure {

@@ -4,12 +4,13 @@ import {readDicomFolder} from '../sources/dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
 import type {SourceEvents} from '../sources/source-events.js'
 import {type Problem, ProblemList} from '../problems.js'
-import {readStorageFolder} from '../sources/storage-folder.js'
+import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-server.js'
+import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {inFlightFor, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
-import type {TransferStats} from '../transfer/stats.js'
+import {recordFailure, type TransferStats} from '../transfer/stats.js'
 import type {ImportInput} from './inputs.js'
 import {ReceiptWriter, refuseReceiptOverInput} from './receipt.js'
 import {type StudyCompleteness, studyCompleteness} from './study-completeness.js'
@@ -23,6 +24,8 @@ export interface ImportOptions {
   spoolDir?: string
   /** Where to write the receipt; none when undefined or in a dry run. */
   receiptPath?: string
+  /** For a stopped server's storage: also import stored files its index does not know. */
+  includeUnindexed?: boolean
   signal?: AbortSignal
   onProgress?: ProgressListener
 }
@@ -32,6 +35,8 @@ export interface ImportSummary extends TransferStats {
   target: string
   /** Files that are not instances (not DICOM, header-only copies, index files): passed over and counted. */
   ignoredFiles: number
+  /** The same files counted by kind: not-dicom, header-only, not-in-index, index-file... */
+  ignoredByKind: Record<string, number>
   ignoredSamples: Problem[]
   /** Bad input: corrupt, refused, unproven, truncated or missing entries and volumes (the first MAX_LISTED_PROBLEMS). Any of them fails the run. */
   problems: Problem[]
@@ -49,6 +54,8 @@ export interface ImportSummary extends TransferStats {
   studies: StudyCompleteness
   /** Side data that could not be carried to the target, by level, kind and name, with counts. */
   notCarried: NotCarried[]
+  /** One per stopped server read (a storage folder or a PostgreSQL database): what was found, recovered, failed. */
+  recovery: RecoveryReport[]
   receipt?: string
 }
 
@@ -62,15 +69,25 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const problems = new ProblemList()
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
   let ignoredFiles = 0
+  const ignoredByKind: Record<string, number> = {}
+  // Instances a source knew of but could not deliver: failed, like those the target refused.
+  const sourceFailures: Problem[] = []
   const events: SourceEvents = {
     onSkip(notice) {
       ignoredFiles++
+      ignoredByKind[notice.kind] = (ignoredByKind[notice.kind] ?? 0) + 1
       if (ignoredSamples.length < SAMPLES) ignoredSamples.push(notice)
     },
     onProblem(problem) {
       problems.add(problem)
     },
+    onFailed(failure) {
+      sourceFailures.push(failure)
+    },
   }
+  const recovery: RecoveryReport[] = []
+  // Which recovery each instance came from, to count what became of it.
+  const recoveredFrom = new WeakMap<InstanceInTransit, RecoveryReport>()
   const archiveReport: ArchiveReadReport = {bags: [], missingVolumes: []}
   let receipt: ReceiptWriter | undefined
   if (options.receiptPath && !options.dryRun) {
@@ -81,7 +98,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {signal: options.signal, spoolDir: options.spoolDir}),
+    items: unitsFrom(options.inputs, events, archiveReport, {signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: inFlightFor(options.concurrency),
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
@@ -92,10 +109,14 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
       try {
         const outcome = await sink.store(unit, signal)
         if (options.dryRun && outcome.kind === 'transferred' && unit.record) wouldTransfer.set(unit.record.studyId, (wouldTransfer.get(unit.record.studyId) ?? 0) + 1)
-        await receipt?.write({id: unit.instanceId, status: outcome.kind, md5: outcome.targetMd5})
+        await receipt?.write({id: outcome.instanceId, status: outcome.kind, md5: outcome.targetMd5})
+        const report = recoveredFrom.get(unit)
+        if (report) report.recovered++
         return outcome
       } catch (error) {
         await receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: (error as Error).message})
+        const report = recoveredFrom.get(unit)
+        if (report) report.failed++
         throw error
       }
     },
@@ -107,6 +128,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     await receipt?.close()
   })
 
+  for (const failure of sourceFailures) recordFailure(stats, failure)
   // Interrupted: no more questions to the target; the counts so far are the summary.
   const studies = stats.interrupted ? {complete: 0, incomplete: []} : await studyCompleteness(client, archiveReport.bags, wouldTransfer, options.signal)
   return {
@@ -116,6 +138,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     dryRun: options.dryRun,
     target: client.display,
     ignoredFiles,
+    ignoredByKind,
     ignoredSamples,
     problems: problems.items,
     problemCount: problems.count,
@@ -129,11 +152,21 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     },
     studies,
     notCarried: sink.notCarried.list(),
+    recovery,
     receipt: receipt?.path,
   }
 }
 
-async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, options: {signal?: AbortSignal; spoolDir?: string}): AsyncGenerator<InstanceInTransit> {
+interface UnitOptions {
+  signal?: AbortSignal
+  spoolDir?: string
+  recovery: RecoveryReport[]
+  /** Which recovery each instance came from, to count what became of it. */
+  recoveredFrom: WeakMap<InstanceInTransit, RecoveryReport>
+  includeUnindexed: boolean
+}
+
+async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
   const {signal} = options
   const archives = inputs.flatMap((input) => {
     if (input.kind === 'archive-file') return [archiveFile(input.path)]
@@ -144,7 +177,16 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
   if (archives.length > 0) yield* readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})
   for (const input of inputs) {
     if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal})
-    else if (input.kind === 'storage-folder') yield* readStorageFolder(input.path, events, {signal})
+    else if (input.kind === 'storage-folder' || input.kind === 'postgres') yield* recover(input, events, options)
+  }
+}
+
+async function* recover(input: RecoveryInput, events: SourceEvents, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
+  const {report, units} = recoverStoppedServer(input, events, {includeUnindexed: options.includeUnindexed, signal: options.signal})
+  options.recovery.push(report)
+  for await (const unit of units) {
+    options.recoveredFrom.set(unit, report)
+    yield unit
   }
 }
 

@@ -4,23 +4,43 @@ import type {Readable} from 'node:stream'
 
 import {VOLUME_NAME_PATTERN} from '../archive/format.js'
 import {UserFacingError} from '../errors.js'
+import type {PostgresSource} from '../recovery/postgres-index.js'
+import type {RecoveryInput} from '../recovery/recover-server.js'
 import {looksLikeStorageFolder} from '../sources/storage-folder.js'
 
 export type ImportInput =
   | {kind: 'archive-file'; path: string}
   | {kind: 'archive-stream'; label: string; stream: Readable}
   | {kind: 'dicom-folder'; path: string}
-  | {kind: 'storage-folder'; path: string}
+  | RecoveryInput
 
 export type FolderMode = 'auto' | 'dicom' | 'storage'
+
+/** The inputs found on disk (everything but a PostgreSQL database): each has a path. */
+export type PathInput = Exclude<ImportInput, {kind: 'postgres'}>
+
+/** How to recover a stopped server's storage folder: where its index is, or to do without. */
+export interface RecoverySelection {
+  /** The SQLite index (IndexDirectory or its `index` file), when not in the storage folder. */
+  index?: string
+  /** Recognise instances file by file even when an index is there. */
+  ignoreIndex?: boolean
+}
+
+/** The inputs of a recovery from PostgreSQL: the database, and at most one PATH, the storage folder when the files were on disk. */
+export function postgresInputs(paths: string[], postgres: PostgresSource): ImportInput[] {
+  if (paths.length > 1) throw new UserFacingError('--from-postgres takes at most one PATH: the StorageDirectory, when the server kept its files on disk', 'Give the database alone, or the database and the storage folder.', 'usage', 'too-many-inputs')
+  return [{kind: 'postgres', path: postgres.display, source: postgres, storageFolder: paths[0]}]
+}
 
 /**
  * What each PATH argument is: `-` is an archive on stdin; a .tar file is a volume; a folder
  * holding volumes gives those volumes; an Orthanc storage folder is detected (or forced with
  * the mode); any other folder or file is read as DICOM files.
  */
-export async function resolveImportInputs(paths: string[], stdin: Readable, mode: FolderMode): Promise<ImportInput[]> {
-  const inputs: ImportInput[] = []
+export async function resolveImportInputs(paths: string[], stdin: Readable, mode: FolderMode, recovery: RecoverySelection = {}): Promise<PathInput[]> {
+  const storage = (path: string): PathInput => ({kind: 'storage-folder', path, index: recovery.index, ignoreIndex: recovery.ignoreIndex})
+  const inputs: PathInput[] = []
   for (const path of paths) {
     if (path === '-') {
       inputs.push({kind: 'archive-stream', label: 'stdin', stream: stdin})
@@ -39,12 +59,12 @@ export async function resolveImportInputs(paths: string[], stdin: Readable, mode
       continue
     }
 
-    if (mode === 'storage') inputs.push({kind: 'storage-folder', path})
+    if (mode === 'storage') inputs.push(storage(path))
     else if (mode === 'dicom') inputs.push({kind: 'dicom-folder', path})
     else {
       const volumes = (await readdir(path)).filter((name) => VOLUME_NAME_PATTERN.test(name)).sort()
       if (volumes.length > 0) inputs.push(...volumes.map((name) => ({kind: 'archive-file' as const, path: join(path, name)})))
-      else if (await looksLikeStorageFolder(path)) inputs.push({kind: 'storage-folder', path})
+      else if (await looksLikeStorageFolder(path)) inputs.push(storage(path))
       else inputs.push({kind: 'dicom-folder', path})
     }
   }

@@ -35,7 +35,8 @@ export class NotCarriedTally {
 
 const RECENT_STUDIES = 16
 
-export type StoreOutcome = Outcome & {targetMd5: string}
+/** `instanceId`: the instance's ID on the target, as the target answered the upload when there was one. */
+export type StoreOutcome = Outcome & {targetMd5: string; instanceId: string}
 
 /** The target stored something else under this instance's ID. */
 export class TargetMismatchError extends OrthancError {
@@ -88,27 +89,33 @@ export class OrthancSink {
     const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
     if (existing && existing.md5 === unit.md5) {
       if (!this.options.dryRun) await this.reconcile({instanceId: unit.instanceId, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal)
-      return {kind: 'skipped', targetMd5: existing.md5}
+      return {kind: 'skipped', targetMd5: existing.md5, instanceId: unit.instanceId}
     }
 
-    if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: ''}
+    if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: '', instanceId: unit.instanceId}
     const answer = await this.uploadSlots.run(() => this.client.uploadInstance(unit.dicom, signal))
     crashPoint('store:uploaded')
-    if (unit.record) await this.writeSideData('instance', answer.ID, unit.record, unit.attachments, undefined, signal)
-    await this.writeResources(unit, signal, answer.ParentPatient)
+    // From here on the target's answer is the truth: the source only predicted the ID, and a file
+    // the target already had under it (AlreadyStored: stored by another run, another route, or
+    // under an ID the source mispredicted) was not transferred by this run.
+    const alreadyStored = answer.Status === 'AlreadyStored'
+    if (alreadyStored) await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, answer.ParentPatient)
+    else {
+      if (unit.record) await this.writeSideData('instance', answer.ID, unit.record, unit.attachments, undefined, signal)
+      await this.writeResources(unit, signal, answer.ParentPatient)
+    }
     crashPoint('store:side-data-restored')
     const stored = await this.client.storedFileInfo(answer.ID, signal)
     const targetMd5 = stored?.md5 ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
-    // AlreadyStored: another run (or another route) stored it between our look and our upload; not ours to count.
-    return answer.Status === 'AlreadyStored' ? {kind: 'skipped', targetMd5} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5}
+    return alreadyStored ? {kind: 'skipped', targetMd5, instanceId: answer.ID} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5, instanceId: answer.ID}
   }
 
   /**
    * For an instance already on the target with the right bytes: its side data and its
    * resources' are compared with the target's, and only what is missing or different is written.
    */
-  async reconcile(unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: ResourceInTransit[]}, signal?: AbortSignal): Promise<void> {
+  async reconcile(unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: ResourceInTransit[]}, signal?: AbortSignal, patientId?: string): Promise<void> {
     this.features ??= await this.client.features(signal)
     const {sideData} = unit
     if (sideData) {
@@ -116,7 +123,7 @@ export class OrthancSink {
       if (hasUserSideData(sideData)) await this.writeSideData('instance', unit.instanceId, sideData, unit.attachments, await this.readTarget('instance', unit.instanceId, sideData, signal), signal)
     }
 
-    await this.writeResources(unit, signal)
+    await this.writeResources(unit, signal, patientId)
   }
 
   /** The side data of the instance's patient, study and series: once per resource and run. */

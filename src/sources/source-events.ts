@@ -8,4 +8,16 @@ import type {Problem} from '../problems.js'
 export interface SourceEvents {
   onSkip(notice: Problem): void
   onProblem(problem: Problem): void
+  /**
+   * An instance the source knows should be there but cannot deliver (its file missing or damaged,
+   * as the index of a stopped server tells): a failed instance, like one the target refused, not
+   * bad input. Sources report it this way when they know of the instance at all.
+   */
+  onFailed?(problem: Problem): void
+}
+
+/** Reports a failed instance, as a problem to a listener that does not tell them apart. */
+export function reportFailure(events: SourceEvents, problem: Problem): void {
+  if (events.onFailed) events.onFailed(problem)
+  else events.onProblem(problem)
 }

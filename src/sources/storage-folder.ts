@@ -20,7 +20,7 @@ import {
   readWholeFileOrReport,
 } from './dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
-import type {SourceEvents} from './source-events.js'
+import {reportFailure, type SourceEvents} from './source-events.js'
 
 export interface StorageFolderOptions {
   signal?: AbortSignal
@@ -31,17 +31,25 @@ export interface StorageFolderOptions {
 export const HEADER_ONLY_COPY_REASON = 'dicom-until-pixel-data copy of an instance imported whole'
 export const SMALLER_COPY_REASON = 'another file without pixel data of this instance, the largest one is read'
 export const IDENTICAL_COPY_REASON = 'identical copy of an instance already read'
+export const ORPHAN_HEADER_REASON = 'header-only copy (dicom-until-pixel-data) of an image whose whole file is missing or damaged: not imported in its place'
+const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the header alone would store an image without pixels'
 
 /**
- * Reads the StorageDirectory of a stopped Orthanc: `aa/bb/<attachment uuid>` files, each plain
- * or compressed (`StorageCompression`). Everything else (the SQLite index, stray files, user
- * attachments) is skipped with a reason. Files are visited in name order, one listing at a time.
+ * Reads the StorageDirectory of a stopped Orthanc without its index, recognising instances file
+ * by file: `aa/bb/<attachment uuid>` files, each plain or compressed (`StorageCompression`). A file
+ * is an instance when it reads as DICOM: a Part 10 file, or, as Orthanc 1.10.1 accepts and stores
+ * them, a meta group without preamble or a bare data set (implicit or explicit VR, big endian too).
+ * Everything else (the SQLite index, stray files, user attachments) is skipped with a reason.
+ * Files are visited in name order, one listing at a time. With the index at hand, recover from it
+ * instead (src/recovery): it says which files are instances, and what they should hold.
  *
  * Since 1.9.1 Orthanc also keeps a `dicom-until-pixel-data` attachment: the instance's header
  * alone, which must not be imported in place of the whole file. Files with pixel data are yielded
  * as they come; files without are set aside in a temporary file, and yielded after the walk only
- * if no whole copy of their instance turned up (a structured report, say, has no pixel data). The
- * largest such file wins when an instance has several.
+ * if no whole copy of their instance turned up and they describe no image (a structured report,
+ * say, has no pixel data). The largest such file wins when an instance has several. A file that
+ * describes an image (it has Rows) but has no pixel data is a header-only copy: when its whole
+ * file is not there it is never imported in its place, and the instance is named as failed.
  *
  * Memory: the current file, plus about 100 bytes per instance yielded with pixel data (its ID and
  * MD5 in binary form), so some 100 MB per million instances; plus one entry per instance that has
@@ -60,7 +68,7 @@ export async function* readStorageFolder(root: string, events: SourceEvents, opt
       const decoded = await decodeStorageFile(file.path, events)
       if (decoded === undefined) continue
       if (!decoded.identifiers.hasPixelData) {
-        await deferred.add({instanceId: decoded.instanceId, size: decoded.dicom.length, relative: file.relative})
+        await deferred.add({instanceId: decoded.instanceId, size: decoded.dicom.length, relative: file.relative, describesImage: decoded.identifiers.describesImage})
         continue
       }
 
@@ -104,19 +112,27 @@ async function* instancesWithoutPixelData(
   for (const file of largest.values()) {
     signal?.throwIfAborted()
     const path = join(root, file.relative)
+    if (file.describesImage) {
+      events.onSkip({id: path, kind: 'header-only', reason: ORPHAN_HEADER_REASON})
+      reportFailure(events, {id: file.instanceId, path, kind: 'missing', reason: `only a header-only copy (dicom-until-pixel-data) of this instance was found: ${ORPHAN_HEADER_FAILURE}`})
+      continue
+    }
     const decoded = await decodeStorageFile(path, events)
     if (decoded) yield {label: path, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
   }
 }
 
-interface StorageFile {
+export interface StorageFile {
   path: string
   /** `aa/bb/<uuid>`: only hex digits, dashes and slashes, safe in a tab-separated line. */
   relative: string
 }
 
-// Descends only into the two levels of hex-pair folders; anything else is reported and left alone.
-async function* storageFiles(root: string, events: SourceEvents, signal?: AbortSignal): AsyncGenerator<StorageFile> {
+/**
+ * The `aa/bb/<uuid>` files of a storage folder, in name order (hence in UUID order). Descends only
+ * into the two levels of hex-pair folders; anything else is reported as skipped and left alone.
+ */
+export async function* storageFiles(root: string, events: SourceEvents, signal?: AbortSignal): AsyncGenerator<StorageFile> {
   for (const first of await listDirectoryOrReport(root, events)) {
     signal?.throwIfAborted()
     if (!isHexPairFolder(first)) {
@@ -165,7 +181,7 @@ function skipOutsideLayout(entry: FolderEntry, events: SourceEvents): void {
   events.onSkip({id: entry.path, kind, reason})
 }
 
-interface DecodedInstance {
+export interface DecodedInstance {
   dicom: Buffer
   identifiers: DicomIdentifiers
   instanceId: string
@@ -176,23 +192,30 @@ const LARGEST_BUFFER = bufferConstants.MAX_LENGTH
 
 async function decodeStorageFile(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
   const stored = await readWholeFileOrReport(path, LARGEST_BUFFER, events)
-  if (stored === undefined) return undefined
+  return stored === undefined ? undefined : decodeStoredBytes(path, stored, events)
+}
+
+/**
+ * The instance a stored file holds, or undefined when it holds none (reported as skipped or as a
+ * problem). Undoes StorageCompression first; then any DICOM framing Orthanc stores is accepted.
+ */
+export function decodeStoredBytes(label: string, stored: Buffer, events: SourceEvents): DecodedInstance | undefined {
   const content = unwrapStorageFile(stored)
-  if ('skip' in content) {
-    events.onSkip({id: path, kind: 'foreign-file', reason: content.skip})
-    return undefined
-  }
   if ('problem' in content) {
-    events.onProblem({id: path, kind: 'damaged', reason: content.problem})
+    events.onProblem({id: label, kind: 'damaged', reason: content.problem})
     return undefined
   }
 
-  const identifiers = identifyOrReport(path, content.dicom, events)
+  const identifiers = identifyOrReport(label, content.dicom, {
+    onProblem: (problem) => events.onProblem(problem),
+    // Not DICOM in any framing: one of the user attachments Orthanc keeps beside the instances, or a stranger.
+    onSkip: (notice) => events.onSkip({...notice, reason: `${content.compressed ? 'compressed, ' : ''}not DICOM: a user attachment or another kind of file (${notice.reason})`}),
+  })
   if (identifiers === undefined) return undefined
   return {dicom: content.dicom, identifiers, instanceId: instanceIdOf(identifiers)}
 }
 
-type StorageContent = {dicom: Buffer} | {skip: string} | {problem: string}
+type StorageContent = {dicom: Buffer; compressed: boolean} | {problem: string}
 
 const COMPRESSED_DATA_OFFSET = 8
 // Far beyond any DICOM file; a larger "size" means the first 8 bytes are something else.
@@ -201,12 +224,14 @@ const MAX_ANNOUNCED_BYTES = 8n * 1024n ** 3n
 /**
  * Undoes `StorageCompression` when a file has it: an 8-byte little-endian uncompressed size, then
  * a zlib stream. A file that looks compressed that way but does not inflate to the announced
- * size is damaged, a problem; a file that is neither DICOM nor compressed is someone else's.
+ * size is damaged, a problem. Nothing DICOM can look compressed: a Part 10 file has "DICM" at
+ * 128, and the first 8 bytes of a bare data set (a tag, then a VR or a length) read as a size
+ * far beyond 8 GiB.
  */
 function unwrapStorageFile(stored: Buffer): StorageContent {
-  if (hasDicmMagic(stored)) return {dicom: stored}
+  if (hasDicmMagic(stored)) return {dicom: stored, compressed: false}
   const announced = announcedUncompressedSize(stored)
-  if (announced === undefined) return {skip: 'not DICOM and not compressed: a user attachment or another kind of file'}
+  if (announced === undefined) return {dicom: stored, compressed: false}
   if (announced > LARGEST_BUFFER) return {problem: `announces ${announced} bytes once inflated, more than one buffer can hold`}
 
   let inflated: Buffer
@@ -216,7 +241,7 @@ function unwrapStorageFile(stored: Buffer): StorageContent {
     return {problem: `compressed storage file does not inflate to its announced ${announced} bytes: ${(error as Error).message}`}
   }
   if (inflated.length !== announced) return {problem: `compressed storage file inflates to ${inflated.length} bytes, not the announced ${announced}`}
-  return hasDicmMagic(inflated) ? {dicom: inflated} : {skip: 'compressed, not DICOM: a user attachment or another kind of file'}
+  return {dicom: inflated, compressed: true}
 }
 
 function hasDicmMagic(bytes: Buffer): boolean {
@@ -244,12 +269,13 @@ interface DeferredFile {
   instanceId: string
   size: number
   relative: string
+  describesImage: boolean
 }
 
 // Lines are written in batches: one write per file would cost a system call each.
 const DEFERRED_BATCH_LINES = 1000
 
-/** Files without pixel data, set aside on disk (one `id\tsize\tpath` line each) until the walk ends. */
+/** Files without pixel data, set aside on disk (one `id\tsize\tpath\timage` line each) until the walk ends. */
 class DeferredFiles {
   private path: string | undefined
   private handle: FileHandle | undefined
@@ -258,7 +284,7 @@ class DeferredFiles {
   constructor(private readonly dir: string) {}
 
   async add(file: DeferredFile): Promise<void> {
-    this.batch.push(`${file.instanceId}\t${file.size}\t${file.relative}\n`)
+    this.batch.push(`${file.instanceId}\t${file.size}\t${file.relative}\t${file.describesImage ? 1 : 0}\n`)
     if (this.batch.length >= DEFERRED_BATCH_LINES) await this.flush()
   }
 
@@ -270,8 +296,8 @@ class DeferredFiles {
     const input = createReadStream(this.path)
     try {
       for await (const line of createInterface({input, crlfDelay: Number.POSITIVE_INFINITY})) {
-        const [instanceId, size, relative] = line.split('\t')
-        if (instanceId && size && relative) yield {instanceId, size: Number(size), relative}
+        const [instanceId, size, relative, image] = line.split('\t')
+        if (instanceId && size && relative) yield {instanceId, size: Number(size), relative, describesImage: image === '1'}
       }
     } finally {
       // Left early, the stream would keep the file open and, on Windows, undeletable.

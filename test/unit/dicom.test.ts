@@ -71,6 +71,8 @@ describe('readDicomIdentifiers on generated files', () => {
       sopInstanceUid: record.sopInstanceUid,
       transferSyntaxUid: record.transferSyntaxUid,
       hasPixelData: true,
+      describesImage: true,
+      framing: 'part10',
     })
     expect(orthancInstanceId(parsed.patientId, parsed.studyInstanceUid, parsed.seriesInstanceUid, parsed.sopInstanceUid)).toBe(record.orthancId)
   })
@@ -105,6 +107,8 @@ describe('files cut short', () => {
       sopInstanceUid: record.sopInstanceUid,
       transferSyntaxUid: record.transferSyntaxUid,
       hasPixelData: false,
+      describesImage: true,
+      framing: 'part10',
     })
   })
 

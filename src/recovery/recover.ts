@@ -1,0 +1,189 @@
+import {readDicomIdentifiers} from '../dicom/parse.js'
+import type {AttachmentRecord, InstanceInTransit, InstanceRecord} from '../model.js'
+import type {ProblemKind} from '../problems.js'
+import {type SourceEvents, reportFailure} from '../sources/source-events.js'
+import {studyIdOf} from '../sources/dicom-folder.js'
+import {decodeStoredBytes, ORPHAN_HEADER_REASON} from '../sources/storage-folder.js'
+import type {AttachmentStore} from './attachment-store.js'
+import {DICOM_CONTENT_TYPE, FIRST_USER_CONTENT_TYPE, FIRST_USER_METADATA_TYPE, type IndexedAttachment, type IndexedInstance, type OrthancIndex} from './index-model.js'
+import {md5Hex, openStoredAttachment} from './stored-attachment.js'
+
+/** What the recovery of one stopped server found and did; the import summary carries one per server. */
+export interface RecoveryReport {
+  /** How instances were found: from the server's SQLite index, from its PostgreSQL database, or file by file without an index. */
+  route: 'sqlite-index' | 'postgresql' | 'storage-folder-without-index'
+  /** The storage folder, or the database (URL without its password). */
+  source: string
+  /** The index read, when there was one. */
+  index?: {source: string; schema: string}
+  /** Instances the index lists; without an index, the instances found among the storage files. */
+  candidates: number
+  /** Of those, now on the target, transferred or already there (in a dry run: that would be). */
+  recovered: number
+  /** Of those, not recovered: stored file missing or damaged, or refused by the target (each listed in failures). */
+  failed: number
+  /** User attachments of recovered instances that are missing or damaged in storage (each listed in failures). */
+  attachmentsFailed: number
+  /** Stored files (or large objects) the index does not know: listed as ignored, kind not-in-index. */
+  notInIndex: number
+  /** Files checked by size only: the server ran with StoreMD5ForAttachments off, so the index has no MD5s. */
+  checkedBySizeOnly: number
+  /**
+   * User metadata, user attachments and labels of patients, studies and series, read from the
+   * index: restoring them on the target is not built yet, so they are counted here, not restored.
+   */
+  resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}
+}
+
+export function emptyRecoveryReport(route: RecoveryReport['route'], source: string): RecoveryReport {
+  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
+}
+
+export interface IndexRecoveryOptions {
+  /** Also import stored files the index does not know, when they are DICOM. */
+  includeUnindexed: boolean
+  signal?: AbortSignal
+}
+
+/** A stored file or large object the index does not know. */
+export interface UnindexedEntry {
+  location: string
+  read(): Promise<Buffer | undefined>
+}
+
+/** A storage area that can also list what it holds beyond the index. */
+export interface RecoveryStore extends AttachmentStore {
+  unindexed(index: OrthancIndex, events: SourceEvents, signal?: AbortSignal): AsyncGenerator<UnindexedEntry>
+}
+
+export const NOT_IN_INDEX_REASON = 'stored file the index does not know (an instance deleted or overwritten, or a stranger): not imported without --include-unindexed'
+
+/**
+ * Recovers exactly the instances the index of a stopped server lists, each from its stored DICOM
+ * file (found by attachment UUID) after checking that file against the size and MD5 the index
+ * recorded, with its user metadata, user attachments (checked the same way) and labels. An
+ * instance whose file is missing or damaged is named as failed; a user attachment that is, too,
+ * while its instance goes on. Then every stored file the index does not know is named and counted
+ * (imported only when asked), and the side data of patients, studies and series is counted.
+ */
+export async function* recoverFromIndex(
+  index: OrthancIndex, store: RecoveryStore, events: SourceEvents, report: RecoveryReport, options: IndexRecoveryOptions,
+): AsyncGenerator<InstanceInTransit> {
+  report.index = {source: index.description.source, schema: index.description.schema}
+  report.candidates += index.description.instances
+  for await (const batch of index.instanceBatches(options.signal)) {
+    for (const instance of batch) {
+      const unit = await recoverInstance(instance, store, events, report)
+      if (unit !== undefined) yield unit
+    }
+  }
+
+  for await (const resource of index.resourceSideData(options.signal)) {
+    const counts = report.resourceSideData
+    counts.resources++
+    counts.userMetadata += Object.keys(resource.userMetadata).length
+    counts.attachments += resource.attachments.length
+    counts.labels += resource.labels.length
+  }
+
+  for await (const entry of store.unindexed(index, events, options.signal)) {
+    report.notInIndex++
+    if (!options.includeUnindexed) {
+      events.onSkip({id: entry.location, kind: 'not-in-index', reason: NOT_IN_INDEX_REASON})
+      continue
+    }
+    const bytes = await entry.read()
+    const decoded = bytes === undefined ? undefined : decodeStoredBytes(entry.location, bytes, events)
+    if (decoded === undefined) continue
+    if (!decoded.identifiers.hasPixelData && decoded.identifiers.describesImage) {
+      events.onSkip({id: entry.location, kind: 'header-only', reason: ORPHAN_HEADER_REASON})
+      continue
+    }
+    yield {label: entry.location, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
+  }
+}
+
+async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, events: SourceEvents, report: RecoveryReport): Promise<InstanceInTransit | undefined> {
+  const fail = (kind: ProblemKind, reason: string, path?: string) => {
+    report.failed++
+    reportFailure(events, {id: instance.id, ...(path === undefined ? {} : {path}), kind, reason})
+  }
+  const dicomFile = instance.attachments.find((attachment) => attachment.contentType === DICOM_CONTENT_TYPE)
+  if (dicomFile === undefined) {
+    fail('missing', 'the index lists no DICOM file for this instance')
+    return undefined
+  }
+
+  const dicom = await readChecked(store, dicomFile, report)
+  if (!dicom.ok) {
+    fail(dicom.kind, dicom.reason, store.locate(dicomFile.uuid))
+    return undefined
+  }
+
+  const attachments: AttachmentRecord[] = []
+  const attachmentBytes = new Map<number, Buffer>()
+  for (const attachment of instance.attachments.filter((candidate) => candidate.contentType >= FIRST_USER_CONTENT_TYPE)) {
+    const content = await readChecked(store, attachment, report)
+    if (!content.ok) {
+      report.attachmentsFailed++
+      reportFailure(events, {id: `${instance.id} attachment ${attachment.contentType}`, path: store.locate(attachment.uuid), kind: content.kind, reason: `user attachment ${attachment.contentType} not restored: ${content.reason}`})
+      continue
+    }
+    // By number: the index knows no names, and a target that declares the type shows it under its own.
+    attachments.push({name: String(attachment.contentType), contentType: attachment.contentType, size: content.bytes.length, md5: content.md5, path: ''})
+    attachmentBytes.set(attachment.contentType, content.bytes)
+  }
+
+  const {userMetadata, systemMetadata} = splitIndexMetadata(instance.metadata)
+  const uids = dicomUids(dicom.bytes)
+  const record: InstanceRecord = {
+    id: instance.id,
+    studyId: instance.studyId,
+    seriesId: instance.seriesId,
+    ...uids,
+    size: dicom.bytes.length,
+    md5: dicom.md5,
+    path: '',
+    userMetadata,
+    systemMetadata,
+    attachments,
+    labels: instance.labels,
+  }
+  return {label: store.locate(dicomFile.uuid), instanceId: instance.id, studyId: instance.studyId || undefined, dicom: dicom.bytes, md5: dicom.md5, record, attachments: attachmentBytes}
+}
+
+async function readChecked(store: AttachmentStore, attachment: IndexedAttachment, report: RecoveryReport) {
+  const opened = openStoredAttachment(await store.read(attachment.uuid, attachment.compressedSize), attachment)
+  if (opened.ok && !opened.checked) report.checkedBySizeOnly++
+  return opened
+}
+
+// The index holds what Orthanc accepted, so the UIDs read back; a file Orthanc read but this
+// reader cannot still goes to the target, which reads it the way it did before.
+function dicomUids(bytes: Buffer): Pick<InstanceRecord, 'studyInstanceUid' | 'seriesInstanceUid' | 'sopInstanceUid'> {
+  try {
+    const identifiers = readDicomIdentifiers(bytes)
+    return {studyInstanceUid: identifiers.studyInstanceUid, seriesInstanceUid: identifiers.seriesInstanceUid, sopInstanceUid: identifiers.sopInstanceUid}
+  } catch {
+    return {studyInstanceUid: '', seriesInstanceUid: '', sopInstanceUid: ''}
+  }
+}
+
+/** Orthanc's own metadata types (MetadataType in ServerEnumerations.h), by the names its REST API shows. */
+const SYSTEM_METADATA_NAMES = new Map<number, string>([
+  [1, 'IndexInSeries'], [2, 'ReceptionDate'], [3, 'RemoteAET'], [4, 'ExpectedNumberOfInstances'], [5, 'ModifiedFrom'],
+  [6, 'AnonymizedFrom'], [7, 'LastUpdate'], [8, 'Origin'], [9, 'TransferSyntax'], [10, 'SopClassUid'], [11, 'RemoteIP'],
+  [12, 'CalledAET'], [13, 'HttpUsername'], [14, 'PixelDataOffset'], [15, 'MainDicomTagsSignature'], [16, 'MainDicomSequences'],
+  [17, 'PixelDataVR'],
+])
+
+/** User metadata (types 1024 and above) by number, as a target takes them back; Orthanc's own by name, recorded only. */
+export function splitIndexMetadata(metadata: Map<number, string>): Pick<InstanceRecord, 'userMetadata' | 'systemMetadata'> {
+  const userMetadata: Record<string, string> = {}
+  const systemMetadata: Record<string, string> = {}
+  for (const [type, value] of metadata) {
+    if (type >= FIRST_USER_METADATA_TYPE) userMetadata[String(type)] = value
+    else systemMetadata[SYSTEM_METADATA_NAMES.get(type) ?? String(type)] = value
+  }
+  return {userMetadata, systemMetadata}
+}

@@ -1,0 +1,270 @@
+import {createHash} from 'node:crypto'
+import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import sqlite from 'node-sqlite3-wasm'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type FixtureRecord, generateFramingSet, generateStudySet} from '../../fixtures/generate.js'
+import {parseJson, runCli} from '../helpers/cli.js'
+import {makeCorpus} from '../helpers/corpus.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {INSTALL_LABELS, INSTALL_REVISION_AND_CUSTOM_DATA} from '../helpers/orthanc-index-schemas.js'
+
+interface Problem {
+  id: string
+  path?: string
+  kind: string
+  reason: string
+}
+
+interface RecoveryJson {
+  route: string
+  source: string
+  index?: {source: string; schema: string}
+  candidates: number
+  recovered: number
+  failed: number
+  attachmentsFailed: number
+  notInIndex: number
+  resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}
+}
+
+interface ImportJson {
+  transferred: number
+  skipped: number
+  failed: number
+  failures: Problem[]
+  problems: Problem[]
+  ignoredFiles: number
+  ignoredByKind: Record<string, number>
+  ignoredSamples: Problem[]
+  notRestored: {systemMetadata: number; labels: number; userMetadata: Record<string, number>}
+  recovery: RecoveryJson[]
+}
+
+const userConfig = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
+const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('hex')
+
+/**
+ * A server that stored files without preamble, big-endian bare data sets and ordinary files,
+ * first plain then compressed (so its folder holds both, and header-only copies), carried user
+ * metadata and attachments, and was killed with kill -9. Then one stored file goes missing, one
+ * is damaged, and a stranger turns up in the folder.
+ */
+describe('recovery of a stopped server from its storage folder', () => {
+  let work: string
+  let deadDir: string
+  let storage: string
+  let corpus: FixtureRecord[]
+  let sourceMd5s: Map<string, string>
+  let missing: {id: string; uuid: string}
+  let corrupt: {id: string; uuid: string}
+  let annotated: {plain: string; compressed: string}
+  let stranger: FixtureRecord
+  let strangerPath: string
+  let indexFiles: Map<string, string>
+  let main: ImportJson
+  let storedBeforeCleanStop: number
+  let mainTarget: OrthancServer
+
+  const stored = (uuid: string) => join(storage, uuid.slice(0, 2), uuid.slice(2, 4), uuid)
+  const info = (server: OrthancServer, id: string) => server.json<{Uuid: string}>(`/instances/${id}/attachments/dicom/info`)
+  const recoverInto = (target: OrthancServer, ...args: string[]) => runCli(['import', '--target', target.url, '--no-receipt', ...args])
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'recovery-test-'))
+    const all = [...await makeCorpus(join(work, 'fixtures')), ...await generateFramingSet(join(work, 'framing'))]
+    stranger = (await generateStudySet(join(work, 'stranger'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 3000, seed: 'stranger'}))[0]!
+    corpus = all
+    deadDir = join(work, 'dead')
+    storage = join(deadDir, 'storage')
+    // Debian's layout: the index in the storage folder.
+    const config = {dir: deadDir, ...userConfig, extra: {IndexDirectory: storage}}
+    const half = Math.floor(all.length / 2)
+    storedBeforeCleanStop = half
+    const plainEra = await startOrthanc({...config, storageCompression: false})
+    const plainIds = await uploadFiles(plainEra, all.slice(0, half).map((record) => record.path))
+    await plainEra.stop()
+    const dead = await startOrthanc({...config, storageCompression: true})
+    const compressedIds = await uploadFiles(dead, all.slice(half).map((record) => record.path))
+
+    annotated = {plain: plainIds[0]!, compressed: compressedIds[0]!}
+    for (const id of Object.values(annotated)) {
+      expect((await dead.api(`/instances/${id}/metadata/Reviewed`, {method: 'PUT', body: `read ${id}`})).ok).toBe(true)
+      expect((await dead.api(`/instances/${id}/attachments/Report`, {method: 'PUT', body: `report on ${id}`})).ok).toBe(true)
+    }
+    sourceMd5s = await instanceMd5s(dead)
+    missing = {id: plainIds[2]!, uuid: (await info(dead, plainIds[2]!)).Uuid}
+    // One with a header-only copy: without the index, that copy must not stand in for it.
+    const withHeaderCopy = []
+    for (const id of compressedIds.slice(1)) {
+      if ((await dead.json<string[]>(`/instances/${id}/attachments`)).includes('dicom-until-pixel-data')) withHeaderCopy.push(id)
+    }
+    corrupt = {id: withHeaderCopy[0]!, uuid: (await info(dead, withHeaderCopy[0]!)).Uuid}
+    await dead.kill()
+
+    await rm(stored(missing.uuid))
+    const damaged = await readFile(stored(corrupt.uuid))
+    damaged[Math.floor(damaged.length / 2)]! ^= 0x40
+    await writeFile(stored(corrupt.uuid), damaged)
+    const strangerUuid = 'ab12cd34-0000-4000-8000-000000000001'
+    strangerPath = stored(strangerUuid)
+    await mkdir(join(storage, 'ab', '12'), {recursive: true})
+    await copyFile(stranger.path, strangerPath)
+
+    indexFiles = new Map()
+    for (const name of (await readdir(storage)).filter((entry) => entry.startsWith('index'))) indexFiles.set(name, md5(await readFile(join(storage, name))))
+
+    mainTarget = await startOrthanc({name: 'recovered', ...userConfig})
+    const result = await recoverInto(mainTarget, '--json', storage)
+    expect(result.code, result.stderr).toBe(10)
+    main = parseJson<ImportJson>(result)
+  })
+
+  afterAll(async () => {
+    await mainTarget?.dispose()
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('a server killed with kill -9 left its committed rows in index-wal only: the recovery reads them from there', async () => {
+    expect(indexFiles.has('index-wal')).toBe(true)
+    expect((await stat(join(storage, 'index-wal'))).size).toBeGreaterThan(0)
+    // The index alone still holds what the server had when it was last stopped cleanly, before the compressed half.
+    const withoutWal = join(work, 'index-without-wal')
+    await mkdir(withoutWal)
+    await copyFile(join(storage, 'index'), join(withoutWal, 'index'))
+    const older = await recoverInto(mainTarget, '--dry-run', '--json', '--index', withoutWal, storage)
+    expect(parseJson<ImportJson>(older).recovery[0]!.candidates).toBe(storedBeforeCleanStop)
+    expect(main.recovery[0]).toMatchObject({route: 'sqlite-index', candidates: corpus.length, index: {source: join(storage, 'index')}})
+  })
+
+  it('recovers every intact instance the index lists, with identical MD5s, bare data sets and files without preamble included', async () => {
+    const onTarget = await instanceMd5s(mainTarget)
+    const expected = new Map([...sourceMd5s].filter(([id]) => id !== missing.id && id !== corrupt.id))
+    expect(onTarget).toEqual(expected)
+    for (const label of ['data-set-explicit-big-endian', 'data-set-implicit-little-endian', 'meta-without-preamble']) {
+      const record = corpus.find((entry) => entry.label === label)!
+      expect(onTarget.get(record.orthancId), label).toBe(record.md5)
+    }
+    expect(main).toMatchObject({transferred: corpus.length - 2, skipped: 0, failed: 2, problems: []})
+    expect(main.recovery[0]).toMatchObject({candidates: corpus.length, recovered: corpus.length - 2, failed: 2})
+  })
+
+  it('never stores a header-only copy in place of a whole file', async () => {
+    for (const id of (await mainTarget.json<string[]>('/instances')).filter((candidate) => candidate !== corrupt.id)) {
+      const record = corpus.find((entry) => entry.orthancId === id)!
+      if (record.label === 'tiny') continue
+      expect(await mainTarget.json<Record<string, unknown>>(`/instances/${id}/tags?short`), record.label).toHaveProperty('7fe0,0010')
+    }
+  })
+
+  it('names the instance whose file is missing and the one whose file is damaged: failed, exit 10', async () => {
+    expect(main.failures).toEqual(expect.arrayContaining([
+      {id: missing.id, path: stored(missing.uuid), kind: 'missing', reason: expect.stringMatching(/no stored file/)},
+      {id: corrupt.id, path: stored(corrupt.uuid), kind: 'checksum', reason: expect.stringMatching(/MD5 .* the index recorded/)},
+    ]))
+    const human = await recoverInto(mainTarget, storage)
+    expect(human.code).toBe(10)
+    expect(human.stderr).toContain(missing.id)
+    expect(human.stderr).toContain(corrupt.id)
+    expect(human.stderr).toMatch(/from its SQLite index .*: \d+ of \d+ instance\(s\) recovered, 2 failed/)
+    expect(human.stderr).not.toMatch(/\n\s+at /)
+  })
+
+  it('restores user metadata and user attachments from the index, plain and compressed alike', async () => {
+    for (const id of Object.values(annotated)) {
+      expect(await (await mainTarget.api(`/instances/${id}/metadata/Reviewed`)).text()).toBe(`read ${id}`)
+      expect(await (await mainTarget.api(`/instances/${id}/attachments/Report/data`)).text()).toBe(`report on ${id}`)
+    }
+  })
+
+  it('lists and counts a stored file the index does not know, and imports it only when asked', async () => {
+    expect(main.recovery[0]!.notInIndex).toBe(1)
+    expect(main.ignoredByKind['not-in-index']).toBe(1)
+    expect(main.ignoredSamples).toContainEqual(expect.objectContaining({id: strangerPath, kind: 'not-in-index'}))
+    expect((await mainTarget.api(`/instances/${stranger.orthancId}`)).status).toBe(404)
+
+    const included = await recoverInto(mainTarget, '--json', '--include-unindexed', storage)
+    expect(included.code).toBe(10)
+    expect(parseJson<ImportJson>(included)).toMatchObject({transferred: 1, skipped: corpus.length - 2, failed: 2})
+    expect((await instanceMd5s(mainTarget)).get(stranger.orthancId)).toBe(stranger.md5)
+  })
+
+  it('a second run transfers nothing', async () => {
+    const again = await recoverInto(mainTarget, '--json', storage)
+    expect(again.code).toBe(10)
+    expect(parseJson<ImportJson>(again)).toMatchObject({transferred: 0, skipped: corpus.length - 2, failed: 2})
+  })
+
+  it('labels and patient, study and series side data come from a newer index too; a 1.10.1 target is told it cannot take labels', async () => {
+    // The same index brought to the 1.12.8 schema with Orthanc's own scripts, then labelled.
+    const fixture = join(work, 'index-1.12')
+    await cp(storage, fixture, {recursive: true, filter: (source) => source === storage || /\/index(-wal)?$/.test(source)})
+    const database = new sqlite.Database(join(fixture, 'index'))
+    try {
+      // Orthanc's own locking mode: it lets this VFS, which has no shared memory, take the WAL in.
+      database.exec('PRAGMA locking_mode = EXCLUSIVE')
+      database.exec(INSTALL_LABELS + INSTALL_REVISION_AND_CUSTOM_DATA)
+      const internalId = (publicId: string) => Number((database.get('SELECT internalId AS id FROM Resources WHERE publicId = ?', publicId) as {id: number}).id)
+      const instance = internalId(annotated.compressed)
+      const study = internalId((await mainTarget.json<{ParentStudy: string}>(`/series/${(await mainTarget.json<{ParentSeries: string}>(`/instances/${annotated.compressed}`)).ParentSeries}`)).ParentStudy)
+      database.run('INSERT INTO Labels VALUES (?, ?), (?, ?), (?, ?)', [instance, 'reviewed', instance, 'teaching', study, 'research'])
+      database.run('INSERT INTO Metadata (id, type, value) VALUES (?, ?, ?)', [study, 1025, 'study note'])
+    } finally {
+      database.close()
+    }
+
+    const target = await startOrthanc({name: 'labels-target', ...userConfig})
+    try {
+      const result = await recoverInto(target, '--json', '--index', fixture, storage)
+      expect(result.code).toBe(10)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.notRestored.labels).toBe(2)
+      expect(summary.recovery[0]).toMatchObject({index: {schema: expect.stringMatching(/with labels/)}, resourceSideData: {resources: 1, userMetadata: 1, attachments: 0, labels: 1}})
+      expect(await (await target.api(`/instances/${annotated.compressed}/metadata/Reviewed`)).text()).toBe(`read ${annotated.compressed}`)
+      const human = await recoverInto(target, '--index', fixture, storage)
+      expect(human.stderr).toMatch(/Labels not restored: 2 \(the target is older than Orthanc 1\.12\)/)
+      expect(human.stderr).toMatch(/1 patient\(s\), study\(ies\) or series carry 1 user metadata, 0 attachment\(s\) and 1 label\(s\) in the index: not restored/)
+    } finally {
+      await target.dispose()
+    }
+  })
+
+  it('without its index: every intact instance recognised file by file, a header-only copy never stands in for a damaged file, files set aside counted by kind', async () => {
+    const target = await startOrthanc({name: 'guessed'})
+    try {
+      const result = await recoverInto(target, '--json', '--ignore-index', storage)
+      // The damaged compressed file no longer inflates: bad input, named.
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.problems).toEqual([expect.objectContaining({id: stored(corrupt.uuid), kind: 'damaged'})])
+      expect(summary.failures).toEqual([expect.objectContaining({id: corrupt.id, kind: 'missing', reason: expect.stringMatching(/only a header-only copy/)})])
+      expect((await target.api(`/instances/${corrupt.id}`)).status).toBe(404)
+
+      const expected = new Map([...sourceMd5s].filter(([id]) => id !== missing.id && id !== corrupt.id))
+      expected.set(stranger.orthancId, stranger.md5)
+      expect(await instanceMd5s(target)).toEqual(expected)
+      expect(summary.recovery[0]).toMatchObject({route: 'storage-folder-without-index', candidates: expected.size + 1, recovered: expected.size, failed: 1})
+      expect(summary.ignoredByKind['header-only']).toBeGreaterThan(0)
+      expect(summary.ignoredByKind['index-file']).toBe(indexFiles.size)
+      expect(Object.values(summary.ignoredByKind).reduce((sum, count) => sum + count, 0)).toBe(summary.ignoredFiles)
+    } finally {
+      await target.dispose()
+    }
+  })
+
+  // Last: the restarted server folds its WAL into the index.
+  it('leaves the index as it found it: same bytes, no lock, no -shm; the server starts again on it', async () => {
+    const now = new Map<string, string>()
+    for (const name of (await readdir(storage)).filter((entry) => entry.startsWith('index'))) now.set(name, md5(await readFile(join(storage, name))))
+    expect(now).toEqual(indexFiles)
+    const restarted = await startOrthanc({dir: deadDir, ...userConfig, storageCompression: true, extra: {IndexDirectory: storage}})
+    try {
+      expect((await restarted.json<string[]>('/instances')).length).toBe(corpus.length)
+    } finally {
+      await restarted.stop()
+    }
+  })
+})
