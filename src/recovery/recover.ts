@@ -1,11 +1,11 @@
 import {readDicomIdentifiers} from '../dicom/parse.js'
-import type {AttachmentRecord, InstanceInTransit, InstanceRecord} from '../model.js'
+import type {AttachmentRecord, InstanceInTransit, InstanceRecord, ResourceInTransit, ResourceRecord} from '../model.js'
 import type {ProblemKind} from '../problems.js'
 import {type SourceEvents, reportFailure} from '../sources/source-events.js'
 import {studyIdOf} from '../sources/dicom-folder.js'
 import {decodeStoredBytes, ORPHAN_HEADER_REASON} from '../sources/storage-folder.js'
 import type {AttachmentStore} from './attachment-store.js'
-import {DICOM_CONTENT_TYPE, FIRST_USER_CONTENT_TYPE, FIRST_USER_METADATA_TYPE, type IndexedAttachment, type IndexedInstance, type OrthancIndex} from './index-model.js'
+import {DICOM_CONTENT_TYPE, FIRST_USER_CONTENT_TYPE, FIRST_USER_METADATA_TYPE, type IndexedAttachment, type IndexedInstance, type OrthancIndex, type ResourceSideData} from './index-model.js'
 import {md5Hex, openStoredAttachment} from './stored-attachment.js'
 
 /** What the recovery of one stopped server found and did; the import summary carries one per server. */
@@ -30,7 +30,8 @@ export interface RecoveryReport {
   checkedBySizeOnly: number
   /**
    * User metadata, user attachments and labels of patients, studies and series, read from the
-   * index: restoring them on the target is not built yet, so they are counted here, not restored.
+   * index and restored on the target with the first of their instances (what a target cannot
+   * take is in the import summary's notCarried).
    */
   resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}
 }
@@ -71,19 +72,24 @@ export async function* recoverFromIndex(
 ): AsyncGenerator<InstanceInTransit> {
   report.index = {source: index.description.source, schema: index.description.schema}
   report.candidates += index.description.instances
-  for await (const batch of index.instanceBatches(options.signal)) {
-    for (const instance of batch) {
-      const unit = await recoverInstance(instance, store, events, report)
-      if (unit !== undefined) yield unit
-    }
-  }
-
+  // Patients, studies and series with side data: few, read first, and restored with their first instance.
+  const resources = new Map<string, ResourceSideData>()
   for await (const resource of index.resourceSideData(options.signal)) {
     const counts = report.resourceSideData
     counts.resources++
     counts.userMetadata += Object.keys(resource.userMetadata).length
     counts.attachments += resource.attachments.length
     counts.labels += resource.labels.length
+    resources.set(resource.id, resource)
+  }
+
+  for await (const batch of index.instanceBatches(options.signal)) {
+    for (const instance of batch) {
+      const unit = await recoverInstance(instance, store, events, report)
+      if (unit === undefined) continue
+      unit.resources = resourcesOf(instance, resources, store, events, report)
+      yield unit
+    }
   }
 
   for await (const entry of store.unindexed(index, events, options.signal)) {
@@ -150,6 +156,37 @@ async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, 
     labels: instance.labels,
   }
   return {label: store.locate(dicomFile.uuid), instanceId: instance.id, studyId: instance.studyId || undefined, dicom: dicom.bytes, md5: dicom.md5, record, attachments: attachmentBytes}
+}
+
+/** The side data of an instance's patient, study and series, as a sink restores it: attachments read from storage when needed, and checked. */
+function resourcesOf(instance: IndexedInstance, resources: Map<string, ResourceSideData>, store: RecoveryStore, events: SourceEvents, report: RecoveryReport): ResourceInTransit[] {
+  const found: ResourceInTransit[] = []
+  for (const [id, key] of [[instance.patientId, {level: 'patient', study: instance.studyId}], [instance.studyId, {level: 'study', study: instance.studyId}], [instance.seriesId, {level: 'series', study: instance.studyId, series: instance.seriesId}]] as const) {
+    const resource = resources.get(id)
+    if (!resource) continue
+    const record: ResourceRecord = {
+      ...key,
+      userMetadata: resource.userMetadata,
+      systemMetadata: {},
+      labels: resource.labels,
+      // By number: the index knows no names.
+      attachments: resource.attachments.map((attachment) => ({name: String(attachment.contentType), contentType: attachment.contentType, size: attachment.uncompressedSize, md5: attachment.uncompressedMd5, path: ''})),
+    }
+    found.push({
+      record,
+      async attachments(contentType) {
+        const attachment = resource.attachments.find((candidate) => candidate.contentType === contentType)
+        if (!attachment) return undefined
+        const content = await readChecked(store, attachment, report)
+        if (content.ok) return content.bytes
+        report.attachmentsFailed++
+        reportFailure(events, {id: `${resource.level} ${resource.id} attachment ${contentType}`, path: store.locate(attachment.uuid), kind: content.kind, reason: `user attachment ${contentType} of the ${resource.level} not restored: ${content.reason}`})
+        return undefined
+      },
+    })
+  }
+
+  return found
 }
 
 async function readChecked(store: AttachmentStore, attachment: IndexedAttachment, report: RecoveryReport) {

@@ -135,8 +135,17 @@ export class OrthancSink {
         done = (async () => {
           const {level, id} = sourceResource(resource.record)
           const targetId = level === 'patient' && patientId ? patientId : await id(this.client, signal)
-          const existing = await this.readTarget(level, targetId, resource.record, signal)
-          await this.writeSideData(level, targetId, resource.record, resource.attachments, existing, signal)
+          // A patient reached through two of its studies is one patient: written once.
+          const targetKey = `${level}@${targetId}`
+          const other = this.resourcesDone.get(targetKey)
+          if (other) return other
+          const writing = (async () => {
+            const existing = await this.readTarget(level, targetId, resource.record, signal)
+            await this.writeSideData(level, targetId, resource.record, resource.attachments, existing, signal)
+          })()
+          writing.catch(() => this.resourcesDone.delete(targetKey))
+          this.resourcesDone.set(targetKey, writing)
+          return writing
         })()
         // A failure is this instance's; the next instance of the resource tries again.
         done.catch(() => this.resourcesDone.delete(key))

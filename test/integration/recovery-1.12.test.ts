@@ -12,7 +12,7 @@ interface ImportJson {
   transferred: number
   skipped: number
   failed: number
-  notRestored: {labels: number}
+  notCarried: Array<{level: string; kind: string; count: number}>
   recovery: Array<{route: string; candidates: number; recovered: number; index?: {schema: string}; resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}}>
 }
 
@@ -65,14 +65,16 @@ describe('recovery of a stopped Orthanc 1.12.7, labels included', () => {
   })
 
   it('brings back labels, user metadata and attachments', async () => {
-    expect(summary.notRestored.labels).toBe(0)
+    expect(summary.notCarried.filter((entry) => entry.kind === 'labels')).toEqual([])
     expect(await target.json<string[]>(`/instances/${labelled.instance}/labels`)).toEqual(['reviewed', 'teaching'])
     expect(await (await target.api(`/instances/${labelled.instance}/metadata/Reviewed`)).text()).toBe('yes')
     expect(await (await target.api(`/instances/${labelled.instance}/attachments/Report/data`)).text()).toBe('report body')
   })
 
-  it('reports the study label and series metadata it read but does not restore yet', () => {
+  it('restores the study label and the series metadata it read from the index', async () => {
     expect(summary.recovery[0]!.resourceSideData).toEqual({resources: 2, userMetadata: 1, attachments: 0, labels: 1})
+    expect(await target.json<string[]>(`/studies/${labelled.study}/labels`)).toEqual(['research'])
+    expect(await (await target.api(`/series/${labelled.series}/metadata/Reviewed`)).text()).toBe('series note')
   })
 
   it('a second run transfers nothing and adds no label twice', async () => {
