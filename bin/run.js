@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 // Signals are caught before anything else loads (loading oclif and the commands takes a few
 // hundred milliseconds): a Ctrl-C or SIGTERM at any moment ends with exit code 130 and the
-// command's own summary. Only this small module is imported statically, so it is in place first.
+// command's own summary. Only these small modules are imported statically, so they are in place first.
 import {installInterruptHandlers} from '../dist/src/cli/interrupt.js'
+import {guardOutputs} from '../dist/src/util/redact.js'
 
 installInterruptHandlers()
+// Passwords given in URLs are hidden from the command line others can read (ps) and from every
+// text this process writes, before anything else can print.
+guardOutputs()
 
 // If the event loop runs dry while the command still waits for something (a promise nothing will
 // ever settle: a bug), Node exits with code 13, silently, and 13 is this tool's "disk full". Say

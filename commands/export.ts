@@ -3,6 +3,7 @@ import {Flags} from '@oclif/core'
 import {DEFAULT_MAX_VOLUME_BYTES} from '../src/archive/format.js'
 import {archiveStdout} from '../src/cli/archive-stdout.js'
 import {BaseCommand} from '../src/cli/base-command.js'
+import {encryptionFlags, encryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
@@ -39,7 +40,8 @@ export default class Export extends BaseCommand {
     'dry-run': Flags.boolean({description: 'report what would be exported (instances, bytes, volumes) and write nothing'}),
     since: Flags.string({description: 'incremental: export only what is new since this earlier export (its folder or a volume)'}),
     'hops-from': Flags.string({description: 'this source got the data from an archive: record that archive\'s chain of hops (give its import receipt or the archive)'}),
-    'exclude-receipt': Flags.string({description: 'leave out instances an import receipt from the far side shows as arrived (repeatable)', multiple: true}),
+    'exclude-receipt': Flags.string({description: 'leave out instances an import receipt from the far side shows as arrived (repeatable)', multiple: true, multipleNonGreedy: true}),
+    ...encryptionFlags,
     'patient-index': Flags.boolean({description: 'also write index.csv beside the volumes, with patient names and IDs (off: a lost drive should not name patients)'}),
     ...filterFlags,
   }
@@ -54,6 +56,7 @@ export default class Export extends BaseCommand {
       throw new UserFacingError(`--max-volume-size "${flags['max-volume-size']}" is not a size of at least 64 KiB`, 'Write it like 700MB, 4GiB or 1500000000.', 'usage', 'bad-size')
     }
 
+    const encryption = await encryptionKeysFromFlags(flags)
     const toStdout = flags.output === '-'
     this.summaryToStderr = toStdout
     const client = new OrthancClient(endpointFromFlags('source', flags), this.httpOptions(flags, flags.concurrency + 2))
@@ -67,6 +70,7 @@ export default class Export extends BaseCommand {
         exclusions: exclusions.description,
         incrementalBase: exclusions.incrementalBase,
         chainBase: exclusions.chainBase,
+        encryption,
         client,
         output: toStdout ? {kind: 'stream', stream: archiveStdout()} : {kind: 'directory', path: flags.output},
         filters: filtersFromFlags(flags),

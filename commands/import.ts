@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../src/cli/base-command.js'
+import {decryptionFlags, decryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
@@ -42,6 +43,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
     'no-receipt': Flags.boolean({description: 'write no receipt'}),
     'storage-folder': Flags.boolean({description: 'read PATH as an Orthanc StorageDirectory (stop that Orthanc first)', exclusive: ['dicom-folder']}),
     'dicom-folder': Flags.boolean({description: 'read PATH as a folder of DICOM files, even if it looks like something else'}),
+    ...decryptionFlags,
     'spool-dir': Flags.string({description: 'where an archive read from stdin waits, one volume at a time, until its checks are done (default: the system temporary folder)'}),
     index: Flags.string({description: 'the stopped server\'s SQLite index (its IndexDirectory, or the index file in it), when it is not in the storage folder', exclusive: ['ignore-index', 'dicom-folder'], helpGroup: 'RECOVERY'}),
     'ignore-index': Flags.boolean({description: 'recognise instances file by file even where an index is found (a damaged index)', helpGroup: 'RECOVERY'}),
@@ -72,6 +74,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
         dryRun: flags['dry-run'],
         receiptPath,
         spoolDir: flags['spool-dir'],
+        decryption: await decryptionKeysFromFlags(flags),
         includeUnindexed: flags['include-unindexed'],
         signal: this.signal,
         onProgress: progress.listener,

@@ -1,13 +1,14 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../src/cli/base-command.js'
+import {decryptionFlags, decryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderProblem, renderVolumeRange} from '../src/cli/summary.js'
 import {UserFacingError} from '../src/errors.js'
 import {resolveImportInputs} from '../src/import/inputs.js'
 import {OrthancClient} from '../src/orthanc/client.js'
-import {archiveFile, archiveStream} from '../src/sources/archive-source.js'
+import {archiveInputs} from '../src/sources/archive-inputs.js'
 import {verifyArchives, verifyOutcome, type VerifySummary} from '../src/verify/verify.js'
 
 export default class Verify extends BaseCommand {
@@ -23,16 +24,17 @@ export default class Verify extends BaseCommand {
   static override flags = {
     ...serverFlags('target', false),
     concurrency: Flags.integer({char: 'c', description: 'parallel checks against the target', default: 8, min: 1, max: 64}),
+    ...decryptionFlags,
     'spool-dir': Flags.string({description: 'where an archive read from stdin waits, one volume at a time, while it is checked (default: the system temporary folder)'}),
   }
 
   async run(): Promise<VerifySummary> {
     const {flags, argv} = await this.parse(Verify)
-    const inputs = (await resolveImportInputs(argv as string[], process.stdin, 'auto')).map((input) => {
-      if (input.kind === 'archive-file') return archiveFile(input.path)
-      if (input.kind === 'archive-stream') return archiveStream(input.label, input.stream)
-      throw new UserFacingError(`${input.path} holds no archive volume`, 'Give .tar volumes written by export, or the folder holding them.', 'bad-input', 'not-an-archive')
+    const archives = (await resolveImportInputs(argv as string[], process.stdin, 'auto')).map((input) => {
+      if (input.kind === 'archive-file' || input.kind === 'archive-stream') return input
+      throw new UserFacingError(`${input.path} holds no archive volume`, 'Give the .tar (or .tar.age) volumes written by export, or the folder holding them, or - for stdin.', 'bad-input', 'not-an-archive')
     })
+    const inputs = await archiveInputs(archives, await decryptionKeysFromFlags(flags))
     const targetUrl = (flags as Record<string, unknown>).target
     const target = targetUrl ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
     try {

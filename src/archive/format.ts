@@ -30,7 +30,8 @@ export function volumeName(prefix: string, index: number, count: number): string
   return `${prefix}-${String(index).padStart(width, '0')}-of-${String(count).padStart(width, '0')}`
 }
 
-export const VOLUME_NAME_PATTERN = /^(?<prefix>.+)-(?<index>\d{4,})-of-(?<count>\d{4,})\.tar$/
+/** A volume's file name: PREFIX-0001-of-0003.tar, or .tar.age when encrypted. */
+export const VOLUME_NAME_PATTERN = /^(?<prefix>.+)-(?<index>\d{4,})-of-(?<count>\d{4,})\.tar(?<encrypted>\.age)?$/
 
 export function dicomPayloadPath(record: {studyId: string; id: string}): string {
   return `data/dicom/${record.studyId}/${record.id}.dcm`

@@ -7,6 +7,7 @@ import {emptyStats, type TransferStats} from '../transfer/stats.js'
 import {ExitCode} from './exit-codes.js'
 import {describeFailure} from './failure.js'
 import {interruptSignal} from './interrupt.js'
+import {guardOutputs} from '../util/redact.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 
@@ -33,6 +34,8 @@ export abstract class BaseCommand extends Command {
   }
 
   override async init(): Promise<void> {
+    // Also here, for a host CLI that loads these commands as a plugin (bin/run.js did it already otherwise).
+    guardOutputs()
     setMaxListeners(0, this.signal)
     // A signal that came while the program was still loading stops it here, the usual way.
     this.signal.throwIfAborted()
@@ -54,9 +57,17 @@ export abstract class BaseCommand extends Command {
   }
 
   override async catch(error: Error & {exitCode?: number}): Promise<void> {
-    // oclif's own errors (bad flags, --help, exit()) keep oclif's handling and exit codes.
-    if (error instanceof Errors.CLIError || error instanceof Errors.ExitError) {
-      return super.catch(error)
+    // --help, --version and exit() keep oclif's handling.
+    if (error instanceof Errors.ExitError) return super.catch(error)
+    // A bad flag or argument: one line (one JSON object under --json), exit 2. oclif's own report
+    // of it dumps its whole parse, flag values (URLs with passwords) included.
+    if (error instanceof Errors.CLIError) {
+      const message = error.message.split('\n')[0]!.replace(/^\s*Error:\s*/, '')
+      const suggestion = `See: ${this.config.bin} ${this.id ?? ''} --help`.replace(/\s+--help$/, ' --help')
+      process.exitCode = ExitCode.usage
+      if (this.jsonEnabled()) this.logJson({error: {code: 'usage', message, suggestion, exitCode: ExitCode.usage}})
+      else process.stderr.write(`Error: ${message}\n  ${suggestion}\n`)
+      return
     }
 
     const failure = describeFailure(error)

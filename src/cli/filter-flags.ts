@@ -9,14 +9,14 @@ const listHelp = 'several: repeat the flag, separate with commas, or give @FILE 
 
 /** The instance filters shared by export and sync. */
 export const filterFlags = {
-  'patient-id': Flags.string({description: `only these PatientIDs (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
-  'study-uid': Flags.string({description: `only these StudyInstanceUIDs (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
-  'orthanc-id': Flags.string({description: `only these Orthanc IDs of patients, studies, series or instances (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  'patient-id': Flags.string({description: `only these PatientIDs (${listHelp})`, multiple: true, multipleNonGreedy: true, helpGroup: 'FILTER'}),
+  'study-uid': Flags.string({description: `only these StudyInstanceUIDs (${listHelp})`, multiple: true, multipleNonGreedy: true, helpGroup: 'FILTER'}),
+  'orthanc-id': Flags.string({description: `only these Orthanc IDs of patients, studies, series or instances (${listHelp})`, multiple: true, multipleNonGreedy: true, helpGroup: 'FILTER'}),
   'study-date-from': Flags.string({description: 'only studies on or after this date (YYYYMMDD)', helpGroup: 'FILTER'}),
   'study-date-to': Flags.string({description: 'only studies on or before this date (YYYYMMDD)', helpGroup: 'FILTER'}),
-  modality: Flags.string({description: `only series of these modalities, e.g. CT,MR (${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  modality: Flags.string({description: `only series of these modalities, e.g. CT,MR (${listHelp})`, multiple: true, multipleNonGreedy: true, helpGroup: 'FILTER'}),
   shard: Flags.string({description: 'only part K of N of the studies (K/N, e.g. 2/8): N machines with K=1..N together cover everything exactly once', helpGroup: 'FILTER'}),
-  label: Flags.string({description: `only studies with one of these labels (Orthanc 1.12+; ${listHelp})`, multiple: true, helpGroup: 'FILTER'}),
+  label: Flags.string({description: `only studies with one of these labels (Orthanc 1.12+; ${listHelp})`, multiple: true, multipleNonGreedy: true, helpGroup: 'FILTER'}),
 }
 
 export function filtersFromFlags(flags: Record<string, unknown>): InstanceFilters {

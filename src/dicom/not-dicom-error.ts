@@ -1,3 +1,5 @@
+import type {ProblemKind} from '../problems.js'
+
 export type NotDicomReason =
   | 'no-dicm-magic'
   | 'truncated'
@@ -16,5 +18,10 @@ export class NotDicomError extends Error {
     super(reason === 'hostile' ? `refused as hostile: ${detail}` : `not a DICOM file (${reason}): ${detail}`)
     this.name = 'NotDicomError'
     this.reason = reason
+  }
+
+  /** How an instance refused for it is listed. */
+  get problemKind(): ProblemKind {
+    return this.reason === 'hostile' ? 'hostile' : this.reason === 'truncated' ? 'truncated' : this.reason === 'malformed' ? 'damaged' : 'not-dicom'
   }
 }

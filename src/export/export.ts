@@ -1,5 +1,5 @@
 import {randomUUID} from 'node:crypto'
-import {access, constants, mkdir, mkdtemp, open, rename, rm, stat, statfs} from 'node:fs/promises'
+import {access, constants, mkdir, mkdtemp, open, readFile, rename, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, join} from 'node:path'
 import type {Writable} from 'node:stream'
@@ -16,7 +16,8 @@ import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {crashPoint} from '../util/crash-points.js'
-import {PRIVATE_FILE_MODE, syncDirectory} from '../util/json-file.js'
+import {PRIVATE_FILE_MODE, syncDirectory, writeJsonAtomically} from '../util/json-file.js'
+import {AGE_FILE_SUFFIX, type AgeEncryptionKeys, createEncryptingWriter, encryptedSizeBound} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
 import {type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
@@ -46,6 +47,8 @@ export interface ExportOptions {
   exclusions?: string
   /** Every instance the exports this one continues hold: with this export's own, the chain list it leaves for the next --since. */
   chainBase?: string[]
+  /** Encrypt every volume (or the stream) in the age format to these keys. */
+  encryption?: AgeEncryptionKeys
   signal?: AbortSignal
   onProgress?: ProgressListener
 }
@@ -86,6 +89,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
   const fingerprint: ExportFingerprint = {
     server: source.server, filters: options.filters, maxVolumeBytes: options.maxVolumeBytes, maxVolumeInstances: options.maxVolumeInstances,
     prefix: options.namePrefix, hops: options.hops ?? [], patientIndex: options.patientIndex, exclusions: options.exclusions ?? '',
+    encryption: !options.encryption ? 'none' : 'passphrase' in options.encryption ? 'passphrase' : [...options.encryption.recipients].sort(),
   }
   const toFolder = options.output.kind === 'directory' && !options.dryRun
   const createdFolder = toFolder ? await prepareOutputFolder((options.output as {path: string}).path) : false
@@ -151,8 +155,8 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
 
     if (options.dryRun) return finished(summary, started)
     if (options.output.kind === 'directory') {
-      const volumes = await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
-      await writeChain(options.output.path, options.chainBase ?? [], volumes)
+      const held = await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
+      await writeChain(options.output.path, options.chainBase ?? [], held)
     } else {
       await writeVolumeStream(options.output.stream, plan, stateDir, options, summary)
     }
@@ -235,27 +239,31 @@ async function prepareOutputFolder(path: string): Promise<boolean> {
   return !existing
 }
 
-/** Writes every volume not done yet; returns the volume files of the export. */
+/** Writes every volume not done yet; returns the IDs of the instances the export's finished volumes hold. */
 async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<string[]> {
   const count = plan.volumes.length
-  const files = plan.volumes.map((_, index) => join(dir, `${volumeName(options.namePrefix, index + 1, count)}.tar`))
+  const suffix = options.encryption ? `.tar${AGE_FILE_SUFFIX}` : '.tar'
   const pending: Array<{number: number; file: string}> = []
+  const held: string[] = []
   let leftovers = 0
   for (const [index, volume] of plan.volumes.entries()) {
-    const file = join(dir, `${volumeName(options.namePrefix, index + 1, count)}.tar`)
+    const file = join(dir, `${volumeName(options.namePrefix, index + 1, count)}${suffix}`)
     leftovers += (await stat(`${file}.partial`).catch(() => undefined))?.size ?? 0
-    const state = await finishedVolume(file, plan.group)
-    if (state === 'done') summary.skipped += volume.instances
+    const state = await finishedVolume(file, stateDir, index + 1, plan.group, options.encryption !== undefined)
+    held.push(...state.written)
+    if (state.done) summary.skipped += volume.instances
     else pending.push({number: index + 1, file})
   }
 
   // Our own unfinished volumes are deleted before anything is written: their space counts as free.
-  await checkFreeSpace(dir, pending.reduce((sum, {number}) => sum + plan.volumes[number - 1]!.bytes, 0) - leftovers)
+  const plaintext = pending.reduce((sum, {number}) => sum + plan.volumes[number - 1]!.bytes, 0)
+  await checkFreeSpace(dir, (options.encryption ? encryptedSizeBound(plaintext, options.encryption) : plaintext) - leftovers)
   for (const {number, file} of pending) {
     const partial = `${file}.partial`
     await rm(partial, {force: true})
     const handle = await open(partial, 'wx', PRIVATE_FILE_MODE)
-    const output = new TarOutput(handle.createWriteStream({highWaterMark: VOLUME_WRITE_BUFFER_BYTES}))
+    const fileStream = handle.createWriteStream({highWaterMark: VOLUME_WRITE_BUFFER_BYTES})
+    const output = new TarOutput(options.encryption ? createEncryptingWriter(fileStream, options.encryption) : fileStream)
     try {
       const written = await writeVolume(output, plan, stateDir, number, options)
       await output.close()
@@ -263,37 +271,64 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
       // The volume takes its final name (replacing one that held failures) only once its bytes are on the disk.
       await syncFile(partial)
       crashPoint('export:volume-synced')
+      // What it holds is recorded before it takes its name: a volume with its final name always has its record.
+      await writeJsonAtomically(doneRecordPath(stateDir, number), {group: plan.group, written: written.writtenIds, failed: written.failedIds} satisfies DoneRecord)
       await rename(partial, file)
       crashPoint('export:volume-renamed')
       await syncDirectory(dir)
-      countVolume(summary, written)
+      held.push(...written.writtenIds)
+      countVolume(summary, written.stats)
     } catch (error) {
       output.abort(error as Error)
       throw error
     }
   }
 
-  return files
+  return held
+}
+
+/** What a finished volume holds, kept in the export's state folder: read on resume, even when the volume is encrypted. */
+interface DoneRecord {
+  group: string
+  written: string[]
+  failed: string[]
+}
+
+function doneRecordPath(stateDir: string, volume: number): string {
+  return join(stateDir, `volume-${String(volume).padStart(4, '0')}.done.json`)
 }
 
 /**
- * Whether a volume file on the disk is done: complete, of this export, with no failed instance.
- * One that held failures is written again, so that they are retried.
+ * Whether a volume file on the disk is done: complete, of this export, with no failed instance
+ * (one that held failures is written again, so that they are retried); and what it holds.
  */
-async function finishedVolume(file: string, group: string): Promise<'done' | 'absent' | 'has-failures'> {
-  if (!(await stat(file).catch(() => undefined))) return 'absent'
-  const manifest = await readVolumeManifest(file)
-  if (manifest.group !== group) {
-    throw new UserFacingError(`${file} belongs to another export (group ${manifest.group})`, 'Export into an empty folder, or move that volume away.', 'usage', 'other-export-in-folder')
+async function finishedVolume(file: string, stateDir: string, volume: number, group: string, encrypted: boolean): Promise<{done: boolean; written: string[]}> {
+  if (!(await stat(file).catch(() => undefined))) return {done: false, written: []}
+  let record: DoneRecord | undefined
+  try {
+    record = JSON.parse(await readFile(doneRecordPath(stateDir, volume), 'utf8')) as DoneRecord
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
   }
 
-  return 'failed' in manifest && manifest.failed.length > 0 ? 'has-failures' : 'done'
+  if (!record) {
+    // A volume from before these records: an encrypted one cannot be read without a key, so it is written again.
+    if (encrypted) return {done: false, written: []}
+    const manifest = await readVolumeManifest(file)
+    record = {group: manifest.group, written: 'failed' in manifest ? manifest.instances.map((instance) => instance.id) : [], failed: 'failed' in manifest ? manifest.failed.map((failure) => failure.id) : ['unfinished']}
+  }
+
+  if (record.group !== group) {
+    throw new UserFacingError(`${file} belongs to another export (group ${record.group})`, 'Export into an empty folder, or move that volume away.', 'usage', 'other-export-in-folder')
+  }
+
+  return {done: record.failed.length === 0, written: record.failed.length === 0 ? record.written : []}
 }
 
 async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<void> {
-  const output = new TarOutput(stream)
+  const output = new TarOutput(options.encryption ? createEncryptingWriter(stream, options.encryption) : stream)
   try {
-    for (let number = 1; number <= plan.volumes.length; number++) countVolume(summary, await writeVolume(output, plan, stateDir, number, options))
+    for (let number = 1; number <= plan.volumes.length; number++) countVolume(summary, (await writeVolume(output, plan, stateDir, number, options)).stats)
     await output.close()
   } catch (error) {
     output.abort(error as Error)
@@ -312,7 +347,7 @@ function countVolume(summary: ExportSummary, written: TransferStats): void {
 }
 
 /** Writes one volume into the output; returns what went into it. An interruption leaves it unfinished (throws). */
-async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions): Promise<TransferStats> {
+async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions): Promise<{stats: TransferStats; writtenIds: string[]; failedIds: string[]}> {
   const count = plan.volumes.length
   const bagName = volumeName(options.namePrefix, number, count)
   const entries: PlannedEntry[] = []
@@ -407,7 +442,7 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     software: 'orthanc-replicate',
     description: `DICOM instances exported from Orthanc "${plan.source.name}" (${plan.source.version}); archive format ${ARCHIVE_FORMAT} v${ARCHIVE_FORMAT_VERSION}`,
   })
-  return stats
+  return {stats, writtenIds: written.map((record) => record.id), failedIds: failed.map((failure) => failure.id)}
 }
 
 async function sourceIdentity(client: OrthancClient, signal?: AbortSignal): Promise<SourceIdentity> {

@@ -7,6 +7,7 @@ import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
 import {writeFileDurably} from '../util/json-file.js'
+import {loadPlan} from './plan.js'
 
 /** What an earlier export holds: the base of an incremental one. */
 export interface ExportBase {
@@ -22,6 +23,15 @@ export interface ExportBase {
  */
 export async function readExportBase(path: string): Promise<ExportBase> {
   const volumes = await volumeFiles(path)
+  // The export's own state, when it is here (the side that exported): enough even for encrypted volumes.
+  const folder = volumes[0] === undefined ? path : dirname(volumes[0])
+  const plan = await loadPlan(join(folder, '.orthanc-replicate'))
+  const chain = await readChain(folder)
+  if (plan && chain.length > 0) return {group: plan.group, changeCursor: plan.changeCursor, instances: new Map(chain.map((id) => [id, '']))}
+  if (volumes.some((volume) => volume.endsWith('.age'))) {
+    throw new UserFacingError(`${path} holds encrypted volumes and no export state to read instead`, 'Give --since the folder the export wrote (it keeps a .orthanc-replicate folder beside the volumes).', 'bad-input', 'no-base')
+  }
+
   const instances = new Map<string, string>()
   let group: string | undefined
   let changeCursor: number | undefined
@@ -60,14 +70,8 @@ export async function readChain(exportFolder: string): Promise<string[]> {
 }
 
 /** Writes an export's chain list: what the exports it continued hold, and what its own finished volumes hold. */
-export async function writeChain(exportFolder: string, base: Iterable<string>, volumes: string[]): Promise<void> {
-  const ids = new Set(base)
-  for (const volume of volumes) {
-    const manifest = await readVolumeManifest(volume)
-    // Only what a finished volume holds: contents.json lists what was planned, failures included.
-    if ('failed' in manifest) for (const record of manifest.instances) ids.add(record.id)
-  }
-
+export async function writeChain(exportFolder: string, base: Iterable<string>, held: Iterable<string>): Promise<void> {
+  const ids = new Set([...base, ...held])
   await writeFileDurably(chainFile(exportFolder), [...ids].sort().map((id) => `${id}\n`).join(''))
 }
 

@@ -1,5 +1,7 @@
 import type {ArchiveReadReport} from '../sources/archive-source.js'
-import {archiveFile, archiveStream, readArchives} from '../sources/archive-source.js'
+import {type ArchiveInput, readArchives} from '../sources/archive-source.js'
+import type {AgeDecryptionKeys} from '../crypto/age.js'
+import {archiveInputs} from '../sources/archive-inputs.js'
 import {readDicomFolder} from '../sources/dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
 import type {SourceEvents} from '../sources/source-events.js'
@@ -22,6 +24,8 @@ export interface ImportOptions {
   dryRun: boolean
   /** Where an archive read from a stream waits until each volume is proven (default: the system's temporary folder). */
   spoolDir?: string
+  /** What opens encrypted volumes (.tar.age, or an encrypted stream). */
+  decryption?: AgeDecryptionKeys
   /** Where to write the receipt; none when undefined or in a dry run. */
   receiptPath?: string
   /** For a stopped server's storage: also import stored files its index does not know. */
@@ -89,6 +93,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // Which recovery each instance came from, to count what became of it.
   const recoveredFrom = new WeakMap<InstanceInTransit, RecoveryReport>()
   const archiveReport: ArchiveReadReport = {bags: [], missingVolumes: []}
+  // Encrypted inputs without a key are refused here, before the receipt or the target see anything.
+  const archives = await archiveInputs(options.inputs.flatMap((input) => (input.kind === 'archive-file' || input.kind === 'archive-stream' ? [input] : [])), options.decryption)
   let receipt: ReceiptWriter | undefined
   if (options.receiptPath && !options.dryRun) {
     await refuseReceiptOverInput(options.receiptPath, options.inputs.flatMap((input) => ('path' in input ? [input.path] : [])))
@@ -98,7 +104,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: inFlightFor(options.concurrency),
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
@@ -158,6 +164,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
 }
 
 interface UnitOptions {
+  /** The archive inputs, ready to read (decrypting where needed). */
+  archives: ArchiveInput[]
   signal?: AbortSignal
   spoolDir?: string
   recovery: RecoveryReport[]
@@ -168,11 +176,7 @@ interface UnitOptions {
 
 async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
   const {signal} = options
-  const archives = inputs.flatMap((input) => {
-    if (input.kind === 'archive-file') return [archiveFile(input.path)]
-    if (input.kind === 'archive-stream') return [archiveStream(input.label, input.stream)]
-    return []
-  })
+  const {archives} = options
   // All archives go through one reader, so that volumes of a group are counted together.
   if (archives.length > 0) yield* readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})
   for (const input of inputs) {
@@ -193,7 +197,8 @@ async function* recover(input: RecoveryInput, events: SourceEvents, options: Uni
 /** What an import amounts to, read by the CLI for its exit code and by people in the summary. */
 export function importOutcome(summary: ImportSummary): 'ok' | 'bad-input' | 'partial-failure' | 'interrupted' {
   if (summary.interrupted) return 'interrupted'
-  if (summary.problemCount > 0) return 'bad-input'
+  // Bytes refused as hostile when they were about to be sent are bad input too, not a failure of the target.
+  if (summary.problemCount > 0 || summary.failures.some((failure) => failure.kind === 'hostile')) return 'bad-input'
   if (summary.failed > 0 || summary.studies.incomplete.length > 0) return 'partial-failure'
   return 'ok'
 }

@@ -83,11 +83,12 @@ function parseServerUrl(input: string): URL {
   }
 
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new InvalidServerUrlError(redactUrl(url), `unsupported scheme "${url.protocol.replace(':', '')}"; use http:// or https://`)
+    // "user:password@host" without a scheme parses as the scheme "user": show none of it.
+    throw new InvalidServerUrlError(stripCredentials(input), `unsupported scheme "${url.protocol.replace(':', '')}"; use http:// or https://`)
   }
 
   if (url.search || url.hash) {
-    throw new InvalidServerUrlError(redactUrl(url), 'a server URL takes no query string or fragment')
+    throw new InvalidServerUrlError(stripCredentials(input), 'a server URL takes no query string or fragment')
   }
 
   return url
@@ -102,11 +103,14 @@ export function redactUrl(url: URL): string {
 }
 
 /**
- * For strings that do not even parse as URLs: drop everything between '//' and the last '@',
- * since a raw password may itself hold '/' or '@'.
+ * For strings that do not even parse as URLs, with a scheme or without one: drop everything
+ * before the last '@' (after any "scheme://"), since a raw password may itself hold '/' or '@'.
  */
 function stripCredentials(input: string): string {
-  return input.replace(/\/\/.*@/, '//')
+  const at = input.lastIndexOf('@')
+  if (at === -1) return input
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(input)?.[0] ?? ''
+  return scheme + input.slice(at + 1)
 }
 
 function readPasswordFile(path: string): string {

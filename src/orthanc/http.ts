@@ -4,6 +4,7 @@ import type {Readable} from 'node:stream'
 import type {Dispatcher} from 'undici'
 
 import {defaultRetryPolicy, parseRetryAfter, type RetryPolicy, waitBeforeRetry} from '../util/backoff.js'
+import {registerBasicCredentials} from '../util/redact.js'
 import {readAll} from '../util/streams.js'
 import type {ServerEndpoint} from './endpoint.js'
 import {
@@ -123,6 +124,7 @@ export class OrthancHttp {
     if (endpoint.username !== undefined || endpoint.password !== undefined) {
       const pair = `${endpoint.username ?? ''}:${endpoint.password?.reveal() ?? ''}`
       this.#authorization = `Basic ${Buffer.from(pair, 'utf8').toString('base64')}`
+      registerBasicCredentials(endpoint.username ?? '', endpoint.password?.reveal() ?? '')
     }
 
     if (options.dispatcher) {

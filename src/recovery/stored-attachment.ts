@@ -1,6 +1,6 @@
 import {constants as bufferConstants} from 'node:buffer'
 import {createHash} from 'node:crypto'
-import {inflateSync} from 'node:zlib'
+import {inflateAnnounced} from '../util/bounded-inflate.js'
 
 import type {ProblemKind} from '../problems.js'
 import {COMPRESSION_NONE, COMPRESSION_ZLIB_WITH_SIZE, type IndexedAttachment} from './index-model.js'
@@ -83,8 +83,9 @@ function inflateStored(stored: Buffer, attachment: IndexedAttachment): {bytes: B
   // Orthanc writes nothing after the size for empty content.
   if (attachment.uncompressedSize === 0 && stored.length === SIZE_PREFIX) return {bytes: Buffer.alloc(0)}
   try {
-    // Bounded by the index, not by the file: a damaged stream cannot inflate without limit.
-    return {bytes: inflateSync(stored.subarray(SIZE_PREFIX), {maxOutputLength: Math.max(1, attachment.uncompressedSize)})}
+    // Bounded by the index, and the index's size by the bounds: neither a damaged stream nor a
+    // damaged index row can make a small file inflate without limit.
+    return {bytes: inflateAnnounced(stored.subarray(SIZE_PREFIX), attachment.uncompressedSize, {format: 'zlib'})}
   } catch (error) {
     return {reason: `does not inflate to the ${attachment.uncompressedSize} bytes the index recorded: ${(error as Error).message}`}
   }

@@ -1,3 +1,4 @@
+import {checkSafeToSend} from '../dicom/safe-to-send.js'
 import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type ResourceInTransit, type ResourceLevel, resourceKey, type SideData} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
@@ -92,6 +93,9 @@ export class OrthancSink {
       return {kind: 'skipped', targetMd5: existing.md5, instanceId: unit.instanceId}
     }
 
+    // Whatever route the bytes came by, nothing that could harm the server is sent (Orthanc
+    // 1.10.1 crashes on sequences nested a few thousand deep): refused here as hostile.
+    checkSafeToSend(unit.dicom)
     if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: '', instanceId: unit.instanceId}
     const answer = await this.uploadSlots.run(() => this.client.uploadInstance(unit.dicom, signal))
     crashPoint('store:uploaded')

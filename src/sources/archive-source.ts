@@ -12,7 +12,9 @@ import {parseContents} from '../archive/manifest-schema.js'
 import {InstanceAssembler, ProvenPayload} from '../archive/proven-payload.js'
 import {type IndexedEntry, indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
 import {type BagProof, proveBag} from '../archive/trust-chain.js'
+import {AgeFileError} from '../crypto/age.js'
 import type {InstanceInTransit, StudyExpectation} from '../model.js'
+import {isFileSystemError} from './dicom-folder.js'
 import type {ProblemKind} from '../problems.js'
 import type {SourceEvents} from './source-events.js'
 
@@ -74,7 +76,7 @@ export interface ArchiveReadReport {
  * reported through `events.onProblem`, naming the volume and entry; the rest is still yielded.
  */
 export async function* readArchives(inputs: ArchiveInput[], events: SourceEvents, report: ArchiveReadReport, options: ArchiveReadOptions = {}): AsyncGenerator<InstanceInTransit> {
-  const context: ReadContext = {events, report, limits: options.limits ?? DEFAULT_ENTRY_LIMITS, spoolDir: options.spoolDir ?? tmpdir(), signal: options.signal}
+  const context: ReadContext = {failedInputs: new Set(), events, report, limits: options.limits ?? DEFAULT_ENTRY_LIMITS, spoolDir: options.spoolDir ?? tmpdir(), signal: options.signal}
   for (const input of inputs) {
     if (input.path) yield* readVolumeFile(input, input.path, context)
     else yield* readArchiveStream(input, context)
@@ -84,6 +86,8 @@ export async function* readArchives(inputs: ArchiveInput[], events: SourceEvents
 }
 
 interface ReadContext {
+  /** Inputs that could not be read to their end (not opened, damaged encryption, I/O): already named. */
+  failedInputs: Set<string>
   events: SourceEvents
   report: ArchiveReadReport
   limits: EntryLimits
@@ -218,7 +222,8 @@ async function* readArchiveStream(input: ArchiveInput, context: ReadContext): As
     await current?.spool?.dispose()
   }
 
-  if (entries === 0) events.onProblem({id: input.label, kind: 'not-archive', reason: 'holds no archive entry: the input is empty or not a tar archive'})
+  // An input that failed as it was read (a key that does not open it) has been named already.
+  if (entries === 0 && !context.failedInputs.has(input.label)) events.onProblem({id: input.label, kind: 'not-archive', reason: 'holds no archive entry: the input is empty or not a tar archive'})
 }
 
 async function takeStreamedEntry(input: ArchiveInput, bag: StreamedBag, entry: ArchiveEntry, context: ReadContext): Promise<void> {
@@ -367,6 +372,13 @@ async function* entriesOf(input: ArchiveInput, context: ReadContext): AsyncGener
     yield* readArchiveEntries(stream ?? input.path!, context.limits, report, {signal: context.signal})
   } catch (error) {
     if (context.signal?.aborted) throw context.signal.reason
+    // An encrypted volume that does not open or is damaged, a file that cannot be read on: this
+    // input ends here (its unproven bag contributes nothing), and the others are read.
+    if (error instanceof AgeFileError || isFileSystemError(error)) {
+      context.failedInputs.add(input.label)
+      const reason = error instanceof AgeFileError ? error.message : `cannot be read on: ${error.message}`
+      return context.events.onProblem({id: input.label, kind: error instanceof AgeFileError ? error.problemKind : 'unreadable', reason})
+    }
     throw error
   } finally {
     context.signal?.removeEventListener('abort', stop)

@@ -5,7 +5,6 @@ import {type FileHandle, open, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
-import {inflateSync} from 'node:zlib'
 
 import type {DicomIdentifiers} from '../dicom/parse.js'
 import {
@@ -20,6 +19,8 @@ import {
   readWholeFileOrReport,
 } from './dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
+import type {ProblemKind} from '../problems.js'
+import {CorruptCompressedDataError, inflateAnnounced, InflateLimitError} from '../util/bounded-inflate.js'
 import {reportFailure, type SourceEvents} from './source-events.js'
 
 export interface StorageFolderOptions {
@@ -202,7 +203,7 @@ async function decodeStorageFile(path: string, events: SourceEvents): Promise<De
 export function decodeStoredBytes(label: string, stored: Buffer, events: SourceEvents): DecodedInstance | undefined {
   const content = unwrapStorageFile(stored)
   if ('problem' in content) {
-    events.onProblem({id: label, kind: 'damaged', reason: content.problem})
+    events.onProblem({id: label, kind: content.kind ?? 'damaged', reason: content.problem})
     return undefined
   }
 
@@ -215,7 +216,7 @@ export function decodeStoredBytes(label: string, stored: Buffer, events: SourceE
   return {dicom: content.dicom, identifiers, instanceId: instanceIdOf(identifiers)}
 }
 
-type StorageContent = {dicom: Buffer; compressed: boolean} | {problem: string}
+type StorageContent = {dicom: Buffer; compressed: boolean} | {problem: string; kind?: ProblemKind}
 
 const COMPRESSED_DATA_OFFSET = 8
 // Far beyond any DICOM file; a larger "size" means the first 8 bytes are something else.
@@ -234,14 +235,15 @@ function unwrapStorageFile(stored: Buffer): StorageContent {
   if (announced === undefined) return {dicom: stored, compressed: false}
   if (announced > LARGEST_BUFFER) return {problem: `announces ${announced} bytes once inflated, more than one buffer can hold`}
 
-  let inflated: Buffer
   try {
-    inflated = inflateSync(stored.subarray(COMPRESSED_DATA_OFFSET), {maxOutputLength: Math.max(1, announced)})
+    // Capped by the announced size, and the announced size by the bounds: a few compressed
+    // megabytes announcing gigabytes are refused before anything is inflated.
+    return {dicom: inflateAnnounced(stored.subarray(COMPRESSED_DATA_OFFSET), announced, {format: 'zlib'}), compressed: true}
   } catch (error) {
-    return {problem: `compressed storage file does not inflate to its announced ${announced} bytes: ${(error as Error).message}`}
+    if (error instanceof InflateLimitError) return {problem: `compressed storage file ${error.message}`, kind: 'hostile'}
+    if (error instanceof CorruptCompressedDataError) return {problem: `compressed storage file does not inflate to its announced ${announced} bytes: ${error.message}`}
+    throw error
   }
-  if (inflated.length !== announced) return {problem: `compressed storage file inflates to ${inflated.length} bytes, not the announced ${announced}`}
-  return {dicom: inflated, compressed: true}
 }
 
 function hasDicmMagic(bytes: Buffer): boolean {

@@ -1,5 +1,7 @@
 import {inspect} from 'node:util'
 
+import {registerSecret} from './redact.js'
+
 /**
  * A credential that cannot leak by accident: printing, logging, JSON.stringify and
  * util.inspect all show a placeholder. Only `reveal()` gives the value, at the one place
@@ -10,6 +12,8 @@ export class Secret {
 
   constructor(value: string) {
     this.#value = value
+    // Known to the output guard from now on: no message can print it, even by accident.
+    registerSecret(value)
   }
 
   reveal(): string {

@@ -8,6 +8,7 @@ import {createReadStream} from 'node:fs'
 import {appendFile, copyFile, mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {deflateSync} from 'node:zlib'
 
 import {afterAll, beforeAll, beforeEach, describe, expect, it} from 'vitest'
 
@@ -170,17 +171,36 @@ describe('bombs and damaged archives through the CLI', () => {
       await rm(bombed)
     }, 300_000)
 
-    it('DICOM sequences nested 5,000 deep in a folder: refused by name as hostile, nothing sent for it, the rest imported', async () => {
-      const folder = join(work, 'deep-nesting')
+    it('a small compressed storage file announcing 2 GiB, in a storage folder: refused as hostile before anything is inflated', async () => {
+      const storage = join(work, 'storage-bomb')
+      // A storage folder's layout (aa/bb/uuid), as Orthanc writes it with StorageCompression.
+      const uuid = '0f0f0f0f-1111-2222-3333-444455556666'
+      await mkdir(join(storage, '0f', '0f'), {recursive: true})
+      // 64 MiB of zeros compress to some 64 KiB; the announced size is what a bomb would claim.
+      const compressed = deflateSync(Buffer.alloc(64 * 1024 * 1024), {level: 9})
+      const prefix = Buffer.alloc(8)
+      prefix.writeBigUInt64LE(2n * 1024n ** 3n)
+      await writeFile(join(storage, '0f', '0f', uuid), Buffer.concat([prefix, compressed]))
+      const run = await runCliMeasured(['import', '--target', server.url, '--json', '--no-receipt', '--storage-folder', '--ignore-index', storage])
+      record('compressed storage file announcing 2 GiB', run)
+      expect(run.code, run.stderr).toBe(11)
+      expect(summaryOf(run).problems).toEqual([expect.objectContaining({kind: 'hostile', reason: expect.stringMatching(/announces 2147483648 bytes once inflated, more than/)})])
+      expect(run.peakRssMiB).toBeLessThan(RSS_CEILING_MIB)
+    })
+
+    it.each([['of undefined length', true], ['of defined length (the reader skips them; the upload guard walks them)', false]] as const)('DICOM sequences nested 5,000 deep in a folder, %s: refused by name as hostile, nothing sent for it, the rest imported', async (_what, undefinedLength) => {
+      const folder = join(work, `deep-nesting-${undefinedLength}`)
       await mkdir(folder, {recursive: true})
       for (const fixture of corpus) await copyFile(fixture.path, join(folder, `${fixture.orthancId}.dcm`))
       const deep = join(folder, 'deep.dcm')
-      await writeFile(deep, deeplyNestedDicom('deep-5000', 5000, true))
+      await writeFile(deep, deeplyNestedDicom(`deep-5000-${undefinedLength}`, 5000, undefinedLength))
       const run = await importMeasured(folder)
-      record('DICOM sequences nested 5,000 deep', run)
+      record(`DICOM sequences nested 5,000 deep (${undefinedLength ? 'undefined' : 'defined'} lengths)`, run)
       expect(run.code, run.stderr).toBe(11)
-      const summary = summaryOf(run)
-      expect(summary.problems).toEqual([expect.objectContaining({id: deep, kind: 'hostile', reason: expect.stringMatching(/nested more than \d+ deep/)})])
+      const summary = summaryOf(run) as ImportJson & {failures: Array<{id: string; path?: string; kind: string; reason: string}>}
+      const refusals = [...summary.problems, ...summary.failures]
+      expect(refusals).toEqual([expect.objectContaining({kind: 'hostile', reason: expect.stringMatching(/nested more than \d+ deep/)})])
+      expect(JSON.stringify(refusals[0])).toContain(deep)
       expect(summary.transferred).toBe(corpus.length)
       await everyGenuineInstanceArrived()
       // The server is alive: nothing crashed it.

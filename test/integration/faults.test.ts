@@ -302,11 +302,15 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     afterAll(async () => target?.dispose())
 
     it.each(['SIGTERM', 'SIGINT'] as const)('%s in the first instant: exit 130 with the counts in JSON', async (signal) => {
-      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.url, '--target', target.url, '--json'], {stdio: ['ignore', 'pipe', 'pipe']})
+      // A password in the URL makes the program rewrite its command line as soon as its own code
+      // runs, right after it starts catching signals and before it loads anything else: the
+      // moment to send the signal, whatever the machine's load.
+      const marker = 'm4rker-pw'
+      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.url.replace('http://', `http://u:${marker}@`), '--target', target.url, '--json'], {stdio: ['ignore', 'pipe', 'pipe']})
       let stdout = ''
       child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
-      // Node itself takes some 50-100 ms to start here; the command loads for some 300 ms after that.
-      await sleep(250)
+      const deadline = Date.now() + 20_000
+      while (Date.now() < deadline && (await readFile(`/proc/${child.pid}/cmdline`, 'latin1').catch(() => '')).includes(marker)) await sleep(1)
       child.kill(signal)
       const code = await new Promise<number | null>((resolve) => child.once('close', (exit) => resolve(exit)))
       expect(code).toBe(130)

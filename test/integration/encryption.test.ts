@@ -1,0 +1,179 @@
+import {execFile} from 'node:child_process'
+import {mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {promisify} from 'node:util'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {parseJson, runCli} from '../helpers/cli.js'
+import {listFiles} from '../helpers/corpus.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+
+const run = promisify(execFile)
+
+interface Summary {
+  transferred: number
+  failed: number
+  problems: Array<{id: string; kind: string; reason: string}>
+  volumes: {unproven: Array<{volume: string}>}
+}
+
+/**
+ * Encrypted volumes (age): export to recipients or to a passphrase, import and verify decrypt as
+ * they stream with the same checks; the standard `age` tool decrypts them too, and a wrong key,
+ * a truncated or an altered file is refused by name with nothing of that volume uploaded.
+ */
+describe('encrypted volumes', () => {
+  let work: string
+  let records: FixtureRecord[]
+  let source: OrthancServer
+  let target: OrthancServer
+  let keyA: string
+  let keyB: string
+  let recipientA: string
+  let recipientB: string
+  let volumes: string
+
+  const clearTarget = async () => {
+    for (const id of await target.json<string[]>('/instances')) await target.api(`/instances/${id}`, {method: 'DELETE'})
+  }
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'encryption-'))
+    records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 3, pixelBytes: 5000, seed: 'encryption'})
+    ;[source, target] = await Promise.all([startOrthanc({name: 'enc-source'}), startOrthanc({name: 'enc-target'})])
+    await uploadFiles(source, records.map((record) => record.path))
+    await source.api(`/instances/${records[0]!.orthancId}/attachments/1030`, {method: 'PUT', body: 'a report\n'})
+    keyA = join(work, 'a.key')
+    keyB = join(work, 'b.key')
+    await run('age-keygen', ['-o', keyA])
+    await run('age-keygen', ['-o', keyB])
+    recipientA = (await run('age-keygen', ['-y', keyA])).stdout.trim()
+    recipientB = (await run('age-keygen', ['-y', keyB])).stdout.trim()
+    volumes = join(work, 'volumes')
+    const exported = await runCli(['export', '--source', source.url, '--output', volumes, '--max-volume-size', '70000', '--recipient', recipientA, '--recipient', recipientB])
+    expect(exported.code, exported.stderr).toBe(0)
+  })
+  afterAll(async () => {
+    await Promise.all([source?.dispose(), target?.dispose()])
+    await rm(work, {recursive: true, force: true})
+  })
+
+  const encryptedVolumes = async (dir: string) => (await readdir(dir)).filter((name) => name.endsWith('.tar.age')).sort().map((name) => join(dir, name))
+
+  it('writes .tar.age volumes, private, that each identity alone opens: import restores every instance exactly', async () => {
+    const files = await encryptedVolumes(volumes)
+    expect(files.length).toBeGreaterThanOrEqual(2)
+    expect((await readdir(volumes)).filter((name) => name.endsWith('.tar'))).toEqual([])
+    for (const file of await listFiles(volumes)) expect(((await stat(file)).mode & 0o077).toString(8), file).toBe('0')
+    for (const key of [keyA, keyB]) {
+      await clearTarget()
+      const result = await runCli(['import', '--target', target.url, '--identity', key, '--json', '--no-receipt', volumes])
+      expect(result.code, result.stderr).toBe(0)
+      expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    }
+    expect(await (await target.api(`/instances/${records[0]!.orthancId}/attachments/1030/data`)).text()).toBe('a report\n')
+    expect((await runCli(['verify', '--identity', keyB, volumes])).code).toBe(0)
+  })
+
+  it('the standard age tool decrypts each volume into a bag that sha256sum -c checks', async () => {
+    for (const volume of await encryptedVolumes(volumes)) {
+      const extracted = await mkdtemp(join(work, 'extracted-'))
+      await run('sh', ['-c', `age -d -i "${keyA}" "${volume}" | tar -x -C "${extracted}"`])
+      const [bag] = await readdir(extracted)
+      const {stdout} = await run('sh', ['-c', 'sha256sum -c manifest-sha256.txt && sha256sum -c tagmanifest-sha256.txt'], {cwd: join(extracted, bag!)})
+      expect(stdout).not.toMatch(/FAILED/)
+      expect(stdout.match(/: OK$/gm)!.length).toBeGreaterThanOrEqual(6)
+    }
+  })
+
+  it('a passphrase from a file, both ways; and through a pipe', async () => {
+    const passphrase = join(work, 'passphrase')
+    await writeFile(passphrase, 'correct horse battery staple\n', {mode: 0o600})
+    const output = join(work, 'with-passphrase')
+    expect((await runCli(['export', '--source', source.url, '--output', output, '--passphrase-file', passphrase])).code).toBe(0)
+    await clearTarget()
+    const imported = await runCli(['import', '--target', target.url, '--passphrase-file', passphrase, '--no-receipt', output])
+    expect(imported.code, imported.stderr).toBe(0)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+
+    const piped = await runCli(['export', '--source', source.url, '--output', '-', '--recipient', recipientA])
+    expect(piped.code, piped.stderr).toBe(0)
+    expect(piped.stdoutBytes.subarray(0, 21).toString()).toBe('age-encryption.org/v1')
+    await clearTarget()
+    const fromStdin = await runCli(['import', '--target', target.url, '--identity', keyA, '--no-receipt', '-'], {stdin: piped.stdoutBytes})
+    expect(fromStdin.code, fromStdin.stderr).toBe(0)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+  })
+
+  it('a wrong key: refused by name (exit 11), nothing uploaded', async () => {
+    const stranger = join(work, 'stranger.key')
+    await run('age-keygen', ['-o', stranger])
+    await clearTarget()
+    const result = await runCli(['import', '--target', target.url, '--identity', stranger, '--json', '--no-receipt', volumes])
+    expect(result.code).toBe(11)
+    const summary = parseJson<Summary>(result)
+    expect(summary.transferred).toBe(0)
+    expect(summary.problems.map((problem) => problem.kind)).toContain('wrong-key')
+    expect(await target.json<string[]>('/instances')).toEqual([])
+  })
+
+  it.each(['truncated', 'flipped'] as const)('a %s volume: refused by name (exit 11), nothing of it uploaded, the other volumes imported', async (damage) => {
+    const copy = join(work, `damaged-${damage}`)
+    await mkdir(copy)
+    const files = await encryptedVolumes(volumes)
+    for (const file of files) await writeFile(join(copy, file.split('/').at(-1)!), await readFile(file))
+    const victim = join(copy, files[0]!.split('/').at(-1)!)
+    const {size} = await stat(victim)
+    if (damage === 'truncated') await truncate(victim, Math.floor(size * 0.6))
+    else {
+      const bytes = await readFile(victim)
+      bytes[Math.floor(size * 0.5)] = bytes[Math.floor(size * 0.5)]! ^ 0x40
+      await writeFile(victim, bytes)
+    }
+
+    // Which instances the damaged volume held: the intact original, decrypted by the age tool.
+    const {stdout: listing} = await run('sh', ['-c', `age -d -i "${keyA}" "${files[0]}" | tar -t`])
+    const inVictim = new Set(listing.split('\n').filter((name) => name.endsWith('.dcm')).map((name) => name.split('/').at(-1)!.replace('.dcm', '')))
+    expect(inVictim.size).toBeGreaterThan(0)
+
+    await clearTarget()
+    const result = await runCli(['import', '--target', target.url, '--identity', keyA, '--json', '--no-receipt', copy])
+    expect(result.code).toBe(11)
+    const summary = parseJson<Summary>(result)
+    expect(summary.problems).toContainEqual(expect.objectContaining({id: victim, kind: expect.stringMatching(/^(truncated|damaged|checksum)$/)}))
+    expect(summary.problems.filter((problem) => problem.kind === 'not-archive')).toEqual([])
+    // The other volumes came whole; of the damaged one, nothing.
+    const onTarget = new Set(await target.json<string[]>('/instances'))
+    expect([...inVictim].filter((id) => onTarget.has(id))).toEqual([])
+    expect(onTarget.size).toBe(records.length - inVictim.size)
+  })
+
+  it('an encrypted volume given with no key: exit 2, saying which key to give, before anything is asked of the target', async () => {
+    const result = await runCli(['import', '--target', target.url, '--no-receipt', volumes])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/is encrypted \(age\)/)
+    expect(result.stderr).toMatch(/--identity/)
+  })
+
+  it('an encrypted export resumes after a crash without rewriting a finished volume, and --since reads its chain', async () => {
+    const output = join(work, 'resume')
+    const crashed = await runCli(['export', '--source', source.url, '--output', output, '--max-volume-size', '70000', '--recipient', recipientA], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:volume-renamed'}})
+    expect(crashed.code).not.toBe(0)
+    const [first] = await encryptedVolumes(output)
+    const before = await stat(first!)
+    const resumed = await runCli(['export', '--source', source.url, '--output', output, '--max-volume-size', '70000', '--recipient', recipientA, '--json'])
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect((await stat(first!)).ino).toBe(before.ino)
+    await clearTarget()
+    expect((await runCli(['import', '--target', target.url, '--identity', keyA, '--no-receipt', output])).code).toBe(0)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+
+    const next = join(work, 'resume-since')
+    const incremental = await runCli(['export', '--source', source.url, '--output', next, '--since', output, '--recipient', recipientA, '--json'])
+    expect(incremental.code, incremental.stderr).toBe(0)
+    expect(parseJson<{instancesPlanned: number}>(incremental).instancesPlanned).toBe(0)
+  })
+})

@@ -1,0 +1,143 @@
+import {spawn} from 'node:child_process'
+import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {generateStudySet} from '../../fixtures/generate.js'
+import {type CliResult, repoRoot, runCli} from '../helpers/cli.js'
+import {extractWithTar, listFiles, volumeFiles} from '../helpers/corpus.js'
+import {type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+
+/**
+ * A hunt for secrets: every command, run with known credentials given each way (in the URL, in
+ * a file, in the environment) and against data with known patient names and IDs, failing and
+ * succeeding, with --json and DEBUG=1; every byte of output and every file written is searched
+ * for the password (plain, URL-encoded, base64 as in an Authorization header) and, outside the
+ * DICOM payload itself and the opt-in patient index, for the patients' names and IDs.
+ */
+
+const USER = 'replicator'
+const PASSWORD = 'Sw0rdf1sh-@/:%secret'
+const ENCODED = encodeURIComponent(PASSWORD)
+
+describe('no secret in any output', () => {
+  let work: string
+  let server: OrthancServer
+  let target: OrthancServer
+  let passwordFile: string
+  let patients: Array<{id: string; name: string}>
+  const outputs: Array<{what: string; text: string}> = []
+
+  const secretsIn = (text: string, what: string): string[] => {
+    const found: string[] = []
+    const forms = [PASSWORD, ENCODED, Buffer.from(`${USER}:${PASSWORD}`).toString('base64'), Buffer.from(PASSWORD).toString('base64')]
+    for (const form of forms) if (text.includes(form)) found.push(`${what} holds the password (${form === PASSWORD ? 'plain' : form === ENCODED ? 'URL-encoded' : 'base64'})`)
+    return found
+  }
+
+  const patientDataIn = (text: string, what: string): string[] => {
+    const found: string[] = []
+    for (const patient of patients) {
+      if (text.includes(patient.id)) found.push(`${what} names patient ID ${patient.id}`)
+      if (patient.name && text.includes(patient.name)) found.push(`${what} names patient ${patient.name}`)
+      const base64 = Buffer.from(patient.id).toString('base64')
+      if (text.includes(base64)) found.push(`${what} holds a patient ID in base64`)
+    }
+    return found
+  }
+
+  const record = (what: string, result: CliResult) => outputs.push({what: `${what} (stdout)`, text: result.stdout}, {what: `${what} (stderr)`, text: result.stderr})
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'secrets-'))
+    const fixtures = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'secrets'})
+    ;[server, target] = await Promise.all([startOrthanc({name: 'secret-source', users: {[USER]: PASSWORD}}), startOrthanc({name: 'secret-target', users: {[USER]: PASSWORD}})])
+    await uploadFiles(server, fixtures.map((record) => record.path))
+    patients = (await server.json<Array<{MainDicomTags: {PatientID: string; PatientName?: string}}>>('/patients?expand')).map((patient) => ({id: patient.MainDicomTags.PatientID, name: (patient.MainDicomTags.PatientName ?? '').replace(/\^/g, ' ').trim().split(' ')[0]!}))
+    passwordFile = join(work, 'password')
+    await writeFile(passwordFile, `${PASSWORD}\n`, {mode: 0o600})
+  })
+  afterAll(async () => {
+    await Promise.all([server?.dispose(), target?.dispose()])
+    await rm(work, {recursive: true, force: true})
+  })
+
+  const inUrl = (url: string) => url.replace('http://', `http://${USER}:${ENCODED}@`)
+
+  it('runs every command every way, and finds no password anywhere', async () => {
+    const volumes = join(work, 'volumes')
+    const ways: Array<{name: string; args: (role: 'server' | 'source' | 'target', url: string) => string[]; env: Record<string, string | undefined>}> = [
+      {name: 'in the URL', args: (role, url) => [`--${role}`, inUrl(url)], env: {}},
+      {name: 'in a file', args: (role, url) => [`--${role}`, url, `--${role === 'server' ? '' : `${role}-`}username`, USER, `--${role === 'server' ? '' : `${role}-`}password-file`, passwordFile], env: {}},
+      {name: 'in the environment', args: (role, url) => [`--${role}`, url], env: {ORTHANC_USERNAME: USER, ORTHANC_PASSWORD: PASSWORD}},
+    ]
+    for (const way of ways) {
+      for (const debug of [undefined, '1']) {
+        const env = {...way.env, DEBUG: debug}
+        const label = `${way.name}${debug ? ', DEBUG=1' : ''}`
+        const output = join(volumes, `${ways.indexOf(way)}-${debug ?? '0'}`)
+        for (const json of [[], ['--json']]) {
+          record(`info ${label} ${json}`, await runCli(['info', ...way.args('server', server.url), ...json], {env}))
+          // Failures: a wrong password, an unknown flag, an unreachable server.
+          record(`info (401) ${label} ${json}`, await runCli(['info', ...way.args('server', server.url).map((arg) => arg.replace(ENCODED, 'wrong')), ...json], {env: {...env, ORTHANC_PASSWORD: way.env.ORTHANC_PASSWORD ? 'wrong' : undefined}}))
+          record(`info --bogus ${label} ${json}`, await runCli(['info', ...way.args('server', server.url), '--bogus', ...json], {env}))
+          record(`info (unreachable) ${label} ${json}`, await runCli(['info', ...way.args('server', 'http://127.0.0.1:9'), ...json], {env}))
+          // DEBUG=1 prints stacks: the failures above are what it is for.
+          if (debug) continue
+          record(`export ${label} ${json}`, await runCli(['export', ...way.args('source', server.url), '--output', `${output}${json.length}`, '--patient-id', patients.map((patient) => patient.id).join(','), ...json], {env}))
+          record(`verify ${label} ${json}`, await runCli(['verify', `${output}${json.length}`, ...way.args('target', target.url), ...json], {env}))
+          record(`import ${label} ${json}`, await runCli(['import', ...way.args('target', target.url), `${output}${json.length}`, '--receipt', join(work, `receipt-${ways.indexOf(way)}-${debug ?? 0}-${json.length}.jsonl`), ...json], {env}))
+          record(`sync ${label} ${json}`, await runCli(['sync', ...way.args('source', server.url), ...way.args('target', target.url), ...json], {env}))
+          record(`diff ${label} ${json}`, await runCli(['diff', ...way.args('source', server.url), ...way.args('target', target.url), '--side-data', ...json], {env}))
+        }
+      }
+    }
+
+    record('info, no scheme', await runCli(['info', '--server', `${USER}:${PASSWORD}@127.0.0.1:${server.port}`]))
+    record('info, no scheme, --json', await runCli(['info', '--server', `${USER}:${PASSWORD}@127.0.0.1:${server.port}`, '--json']))
+    const found = outputs.flatMap((output) => secretsIn(output.text, output.what))
+    expect(found).toEqual([])
+    // Flag errors are one line, or one JSON object, with exit 2; not oclif's dump of its parse.
+    const bogus = outputs.filter((output) => output.what.startsWith('info --bogus') && output.what.endsWith('(stdout)') && output.what.includes('--json'))
+    for (const output of bogus) expect(JSON.parse(output.text)).toEqual({error: expect.objectContaining({code: 'usage', exitCode: 2})})
+  }, 600_000)
+
+  it('every file written: no password, and no patient name or ID outside the DICOM payload and the opt-in index', async () => {
+    const files = [...await listFiles(join(work, 'volumes')), ...(await listFiles(work)).filter((file) => file.includes('receipt-'))]
+    const found: string[] = []
+    for (const file of files) {
+      if (file.endsWith('.tar')) {
+        // A volume: its tag files are searched, its DICOM payload is the patient data it carries.
+        const extracted = await extractWithTar([file])
+        for (const entry of await listFiles(extracted)) {
+          const text = await readFile(entry, 'latin1')
+          found.push(...secretsIn(text, entry))
+          if (!entry.includes('/data/')) found.push(...patientDataIn(text, entry))
+        }
+        continue
+      }
+      const text = await readFile(file, 'latin1')
+      found.push(...secretsIn(text, file))
+      // The export's private state keeps the filters' values: it is 0600 in a 0700 folder (checked elsewhere).
+      if (!file.includes('/.orthanc-replicate/')) found.push(...patientDataIn(text, file))
+    }
+    expect(files.length).toBeGreaterThan(10)
+    expect(await volumeFiles(join(work, 'volumes', '0-00'))).not.toEqual([])
+    expect(found).toEqual([])
+  })
+
+  it('a password in the URL is not in the process\'s command line once it runs (ps, /proc/PID/cmdline)', async () => {
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', inUrl(server.url), '--target', inUrl(target.url), '--follow', '--interval', '1'], {stdio: 'ignore'})
+    try {
+      await sleep(2500)
+      const cmdline = (await readFile(`/proc/${child.pid}/cmdline`)).toString('latin1')
+      expect(cmdline).toContain('sync')
+      expect(secretsIn(cmdline, 'cmdline')).toEqual([])
+    } finally {
+      child.kill('SIGKILL')
+    }
+  })
+})
