@@ -15,6 +15,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v age >/dev/null 2>&1 || need+=(age)
 [ -r /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 
 if [ ${#need[@]} -eq 0 ]; then
