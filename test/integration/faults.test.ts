@@ -107,8 +107,43 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       const result = await exportTo(third, '--since', second)
       expect(result.code, result.stderr).toBe(0)
       expect(await archivedIds(third)).toEqual(batchThree.map((record) => record.orthancId).sort())
+
+      // The chain imported in one go counts each instance once: what the target gained.
+      const target = await startOrthanc({name: 'chain-target'})
+      try {
+        const imported = await runCli(['import', '--target', target.url, '--json', '--no-receipt', first, second, third])
+        expect(imported.code, imported.stderr).toBe(0)
+        const total = records.length + batchTwo.length + batchThree.length
+        expect(parseJson<Summary>(imported)).toMatchObject({transferred: total, skipped: 0, failed: 0})
+        expect((await instanceMd5s(target)).size).toBe(total)
+      } finally {
+        await target.dispose()
+      }
     } finally {
       for (const record of [...batchTwo, ...batchThree]) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
+    }
+  })
+
+  it('two imports of one archive at once into one target add up to what the target gained', async () => {
+    const output = join(work, 'twice-at-once')
+    expect((await exportTo(output)).code).toBe(0)
+    const target = await startOrthanc({name: 'twice-target'})
+    // A slow link, so that both runs find the target empty and both send every instance.
+    const proxy = await startFaultProxy(target.port)
+    proxy.delayMs = 60
+    try {
+      const importOnce = () => runCli(['import', '--target', proxy.url, '--json', '--no-receipt', '--concurrency', '1', output])
+      const runs = await Promise.all([importOnce(), importOnce()])
+      for (const result of runs) expect(result.code, result.stderr).toBe(0)
+      const [a, b] = runs.map((result) => parseJson<Summary>(result))
+      // Each instance was stored by exactly one of them; the other found it there (AlreadyStored, or present before it asked).
+      expect(a!.transferred + b!.transferred).toBe(records.length)
+      expect(a!.transferred + a!.skipped).toBe(records.length)
+      expect(b!.transferred + b!.skipped).toBe(records.length)
+      expect(await instanceMd5s(target)).toEqual(new Map(records.map((record) => [record.orthancId, record.md5])))
+    } finally {
+      await proxy.close()
+      await target.dispose()
     }
   })
 
