@@ -5,6 +5,7 @@ import {archiveStdout} from '../src/cli/archive-stdout.js'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {encryptionFlags, encryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
+import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {renderTransferSummary} from '../src/cli/summary.js'
@@ -42,6 +43,7 @@ export default class Export extends BaseCommand {
     'hops-from': Flags.string({description: 'this source got the data from an archive: record that archive\'s chain of hops (give its import receipt or the archive)'}),
     'exclude-receipt': Flags.string({description: 'leave out instances an import receipt from the far side shows as arrived (repeatable)', multiple: true, multipleNonGreedy: true}),
     ...encryptionFlags,
+    ...fileGroupFlags,
     'patient-index': Flags.boolean({description: 'also write index.csv beside the volumes, with patient names and IDs (off: a lost drive should not name patients)'}),
     ...filterFlags,
   }
@@ -51,6 +53,7 @@ export default class Export extends BaseCommand {
 
   async run(): Promise<ExportSummary> {
     const {flags} = await this.parse(Export)
+    applyFileGroup(flags)
     const maxVolumeBytes = parseSize(flags['max-volume-size'])
     if (!maxVolumeBytes || maxVolumeBytes < 64 * 1024) {
       throw new UserFacingError(`--max-volume-size "${flags['max-volume-size']}" is not a size of at least 64 KiB`, 'Write it like 700MB, 4GiB or 1500000000.', 'usage', 'bad-size')

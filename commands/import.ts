@@ -3,6 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {decryptionFlags, decryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
+import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
@@ -44,6 +45,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
     'storage-folder': Flags.boolean({description: 'read PATH as an Orthanc StorageDirectory (stop that Orthanc first)', exclusive: ['dicom-folder']}),
     'dicom-folder': Flags.boolean({description: 'read PATH as a folder of DICOM files, even if it looks like something else'}),
     ...decryptionFlags,
+    ...fileGroupFlags,
     'spool-dir': Flags.string({description: 'where an archive read from stdin waits, one volume at a time, until its checks are done (default: the system temporary folder)'}),
     index: Flags.string({description: 'the stopped server\'s SQLite index (its IndexDirectory, or the index file in it), when it is not in the storage folder', exclusive: ['ignore-index', 'dicom-folder'], helpGroup: 'RECOVERY'}),
     'ignore-index': Flags.boolean({description: 'recognise instances file by file even where an index is found (a damaged index)', helpGroup: 'RECOVERY'}),
@@ -54,6 +56,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
 
   async run(): Promise<ImportSummary> {
     const {flags, argv} = await this.parse(Import)
+    applyFileGroup(flags)
     const paths = argv as string[]
     if (paths.length === 0 && flags['from-postgres'] === undefined) {
       throw new UserFacingError('nothing to import', 'Give archive volumes, a DICOM folder, a storage folder, - for stdin, or --from-postgres.', 'usage', 'no-input')

@@ -4,6 +4,7 @@ import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
+import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
@@ -41,10 +42,12 @@ export default class Sync extends BaseCommand {
     'full-every': Flags.integer({description: 'minutes between full comparisons with --follow (they also catch deletions)', default: 60, min: 1}),
     state: Flags.string({description: 'file keeping the change cursor with --follow (default: .orthanc-replicate-follow-<hash>.json here)'}),
     ...filterFlags,
+    ...fileGroupFlags,
   }
 
   async run(): Promise<SyncResult> {
     const {flags} = await this.parse(Sync)
+    applyFileGroup(flags)
     const maxDeleteFraction = Number(flags['max-delete-fraction'])
     if (!(maxDeleteFraction >= 0 && maxDeleteFraction <= 1)) {
       throw new UserFacingError(`--max-delete-fraction "${flags['max-delete-fraction']}" is not a number from 0 to 1`, 'For example 0.1 allows a pass to delete up to 10% of the target.', 'usage', 'bad-fraction')

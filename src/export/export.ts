@@ -1,5 +1,5 @@
 import {randomUUID} from 'node:crypto'
-import {access, constants, mkdir, mkdtemp, open, readFile, rename, rm, stat, statfs} from 'node:fs/promises'
+import {access, constants, mkdtemp, open, readFile, rename, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, join} from 'node:path'
 import type {Writable} from 'node:stream'
@@ -16,7 +16,8 @@ import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {crashPoint} from '../util/crash-points.js'
-import {PRIVATE_FILE_MODE, syncDirectory, writeJsonAtomically} from '../util/json-file.js'
+import {syncDirectory, writeJsonAtomically} from '../util/json-file.js'
+import {makePrivateFolder, openPrivateFile} from '../util/private-files.js'
 import {AGE_FILE_SUFFIX, type AgeEncryptionKeys, createEncryptingWriter, encryptedSizeBound} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
 import {type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
@@ -229,7 +230,7 @@ async function prepareOutputFolder(path: string): Promise<boolean> {
   const existing = await stat(path).catch(() => undefined)
   if (existing && !existing.isDirectory()) throw unusable(VOLUME_NAME_PATTERN.test(basename(path)) ? 'is a volume file, not a folder' : 'is a file, not a folder')
   try {
-    if (!existing) await mkdir(path, {recursive: true, mode: 0o700})
+    if (!existing) await makePrivateFolder(path)
     await access(path, constants.W_OK)
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
@@ -261,7 +262,7 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
   for (const {number, file} of pending) {
     const partial = `${file}.partial`
     await rm(partial, {force: true})
-    const handle = await open(partial, 'wx', PRIVATE_FILE_MODE)
+    const handle = await openPrivateFile(partial, 'wx')
     const fileStream = handle.createWriteStream({highWaterMark: VOLUME_WRITE_BUFFER_BYTES})
     const output = new TarOutput(options.encryption ? createEncryptingWriter(fileStream, options.encryption) : fileStream)
     try {

@@ -1,5 +1,5 @@
 import {createReadStream} from 'node:fs'
-import {mkdir, readFile, rm} from 'node:fs/promises'
+import {readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
@@ -16,6 +16,7 @@ import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {writeJsonAtomically} from '../util/json-file.js'
+import {makePrivateFolder} from '../util/private-files.js'
 
 export interface PlannedVolume {
   instances: number
@@ -79,7 +80,7 @@ const PLAN_FILE = 'plan.json'
 export async function planExport(stateDir: string, options: PlanOptions): Promise<ExportPlan> {
   await rm(stateDir, {recursive: true, force: true})
   // The plan names studies and instances: private to the user who exports.
-  await mkdir(stateDir, {recursive: true, mode: 0o700})
+  await makePrivateFolder(stateDir)
   // The cursor is read before listing: anything stored while we list shows up in the next incremental run.
   const changeCursor = await options.client.lastChange(options.signal)
   const studies: Record<string, StudyExpectation> = {}

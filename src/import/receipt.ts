@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {createReadStream} from 'node:fs'
-import {access, constants, open, realpath, rename, rm, stat} from 'node:fs/promises'
+import {access, constants, realpath, rename, rm, stat} from 'node:fs/promises'
 import {dirname, join, resolve} from 'node:path'
 import {createInterface} from 'node:readline'
 
@@ -8,7 +8,8 @@ import {UserFacingError} from '../errors.js'
 import type {Hop} from '../model.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {crashPoint} from '../util/crash-points.js'
-import {PRIVATE_FILE_MODE, syncDirectory} from '../util/json-file.js'
+import {syncDirectory} from '../util/json-file.js'
+import {openPrivateFile} from '../util/private-files.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
@@ -50,7 +51,7 @@ export class ReceiptWriter {
   static async create(path: string, header: Omit<ReceiptHeader, 'groups' | 'hops'>): Promise<ReceiptWriter> {
     if (await exists(path)) throw receiptError(path, 'exists already, and a receipt is never overwritten', 'Give --receipt a new file name, or leave it out for a unique one.')
     try {
-      await open(`${path}.partial`, 'wx', PRIVATE_FILE_MODE).then((handle) => handle.close())
+      await openPrivateFile(`${path}.partial`, 'wx').then((handle) => handle.close())
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code
       if (code === 'EEXIST') throw receiptError(path, 'is being written by another import (its .partial file exists)', 'Give --receipt another file name.')
@@ -74,7 +75,7 @@ export class ReceiptWriter {
     await this.lines.end()
     const header: ReceiptHeader = {...this.header, groups: [...this.groups], hops: [...this.hops.values()]}
     const temporary = `${this.path}.tmp`
-    const output = await open(temporary, 'w', PRIVATE_FILE_MODE)
+    const output = await openPrivateFile(temporary, 'w')
     try {
       await output.write(`${JSON.stringify(header)}\n`)
       for await (const chunk of createReadStream(`${this.path}.partial`)) await output.write(chunk as Buffer)

@@ -1,6 +1,6 @@
-import {type FileHandle, open} from 'node:fs/promises'
+import type {FileHandle} from 'node:fs/promises'
 
-import {PRIVATE_FILE_MODE} from './json-file.js'
+import {openPrivateFile} from './private-files.js'
 
 /** Lines gathered up to this size go to the file in one write. */
 const BATCH_CHARS = 1024 * 1024
@@ -22,9 +22,9 @@ export class BatchedLineWriter {
 
   private constructor(private readonly handle: FileHandle) {}
 
-  /** Creates (or empties) the file, private to its owner. */
-  static async create(path: string, mode = PRIVATE_FILE_MODE): Promise<BatchedLineWriter> {
-    return new BatchedLineWriter(await open(path, 'w', mode))
+  /** Creates (or empties) the file, private to its owner (and the sharing group, if any). */
+  static async create(path: string): Promise<BatchedLineWriter> {
+    return new BatchedLineWriter(await openPrivateFile(path, 'w'))
   }
 
   async write(line: string): Promise<void> {

@@ -2,19 +2,17 @@ import {open, rename, rm} from 'node:fs/promises'
 import {dirname} from 'node:path'
 
 import {crashPoint} from './crash-points.js'
-
-/** Files that hold patient data or the state of a job: readable by their owner alone. */
-export const PRIVATE_FILE_MODE = 0o600
+import {openPrivateFile} from './private-files.js'
 
 /**
  * Replaces a file so that a crash at any moment leaves either the old content or the new, whole:
  * the new content goes to a temporary file, is flushed to the disk, takes the final name, and
  * the folder's entry is flushed too.
  */
-export async function writeFileDurably(path: string, data: string | Buffer, mode = PRIVATE_FILE_MODE): Promise<void> {
+export async function writeFileDurably(path: string, data: string | Buffer): Promise<void> {
   const temporary = `${path}.tmp`
   await rm(temporary, {force: true})
-  const handle = await open(temporary, 'wx', mode)
+  const handle = await openPrivateFile(temporary, 'wx')
   try {
     await handle.writeFile(data)
     await handle.sync()

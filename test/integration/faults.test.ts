@@ -214,6 +214,37 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       expect((await exportTo(output, '--patient-index')).code).toBe(0)
       for (const file of await listFiles(output)) expect(((await stat(file)).mode & 0o077).toString(8), file).toBe('0')
       expect(((await stat(join(output, '.orthanc-replicate'))).mode & 0o077).toString(8)).toBe('0')
+      expect(((await stat(output)).mode & 0o077).toString(8), 'the folder the export created').toBe('0')
+    })
+
+    it('--file-group: volumes, plans, index, receipts 0640 and folders 0750, under that group', async () => {
+      const group = sharingGroup()
+      const output = join(work, 'shared')
+      expect((await exportTo(output, '--patient-index', '--file-group', String(group))).code).toBe(0)
+      const target = await startOrthanc({name: 'shared-target'})
+      try {
+        const receipt = join(output, 'receipt.jsonl')
+        const imported = await runCli(['import', '--target', target.url, '--json', '--receipt', receipt, '--file-group', String(group), output])
+        expect(imported.code, imported.stderr).toBe(0)
+      } finally {
+        await target.dispose()
+      }
+
+      const files = await listFiles(output)
+      expect(files.some((file) => file.endsWith('receipt.jsonl')) && files.some((file) => file.endsWith('index.csv'))).toBe(true)
+      for (const path of [...files, output, join(output, '.orthanc-replicate')]) {
+        const info = await stat(path)
+        expect((info.mode & 0o777).toString(8), path).toBe(info.isDirectory() ? '750' : '640')
+        expect(info.gid, path).toBe(group)
+      }
+    })
+
+    it('--file-group naming no group: exit 2 in one sentence, nothing written', async () => {
+      const output = join(work, 'no-group')
+      const result = await exportTo(output, '--file-group', 'no-such-group-here')
+      expect(result.code).toBe(2)
+      expect(parseJson<Summary>(result).error?.message).toMatch(/--file-group "no-such-group-here" is no group/)
+      await expect(stat(output)).rejects.toThrow()
     })
   })
 
@@ -376,3 +407,9 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     })
   })
 })
+
+/** A group this process may give its files: another of its groups where it has one (any group as root), else its own. */
+function sharingGroup(): number {
+  if (process.getuid?.() === 0) return 1
+  return process.getgroups?.().find((gid) => gid !== process.getgid?.()) ?? process.getgid!()
+}

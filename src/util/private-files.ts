@@ -1,0 +1,81 @@
+import {readFileSync} from 'node:fs'
+import {chmod, chown, type FileHandle, mkdir, open} from 'node:fs/promises'
+
+import {UserFacingError} from '../errors.js'
+
+/**
+ * Who may read what the tool writes and keeps (volumes, plans, state, receipts, the patient
+ * index): its owner alone by default (files 0600, folders 0700), or also the members of one group
+ * (files 0640, folders 0750, that group set on each), for a team that shares an export folder.
+ * The group is a policy of the process, like the umask: a command sets it once, from
+ * --file-group, before it writes anything. Temporary files (spools, copies of an index) stay the
+ * owner's alone whatever it is: nobody else has a reason to read them.
+ */
+let sharingGroup: number | undefined
+
+export function shareWrittenFilesWith(gid: number | undefined): void {
+  sharingGroup = gid
+}
+
+export function privateFileMode(): number {
+  return sharingGroup === undefined ? 0o600 : 0o640
+}
+
+/** Opens (creates) a file with the private mode, and the sharing group when there is one. */
+export async function openPrivateFile(path: string, flags: 'w' | 'wx' | 'wx+'): Promise<FileHandle> {
+  const handle = await open(path, flags, privateFileMode())
+  if (sharingGroup !== undefined) {
+    try {
+      await handle.chown(-1, sharingGroup)
+      // The umask may have taken the group's read bit away.
+      await handle.chmod(0o640)
+    } catch (error) {
+      await handle.close()
+      throw groupError(path, error)
+    }
+  }
+
+  return handle
+}
+
+/** Creates a folder (and its parents) for private files; a folder created here gets the sharing group. */
+export async function makePrivateFolder(path: string): Promise<void> {
+  const created = await mkdir(path, {recursive: true, mode: sharingGroup === undefined ? 0o700 : 0o750})
+  if (created !== undefined && sharingGroup !== undefined) {
+    try {
+      await chown(path, -1, sharingGroup)
+      await chmod(path, 0o750)
+    } catch (error) {
+      throw groupError(path, error)
+    }
+  }
+}
+
+/** A group name (from /etc/group) or number, as --file-group takes it. */
+export function resolveGroup(value: string, groupFile = '/etc/group'): number {
+  if (/^\d+$/.test(value)) return Number(value)
+  for (const line of readLines(groupFile)) {
+    const [name, , gid] = line.split(':')
+    if (name === value && gid && /^\d+$/.test(gid)) return Number(gid)
+  }
+
+  throw new UserFacingError(`--file-group "${value}" is no group of this machine`, 'Give a group name from /etc/group, or a group number.', 'usage', 'bad-group')
+}
+
+function readLines(path: string): string[] {
+  try {
+    return readFileSync(path, 'utf8').split('\n')
+  } catch {
+    // No group file: only numbers name groups here.
+    return []
+  }
+}
+
+function groupError(path: string, error: unknown): UserFacingError {
+  const code = (error as NodeJS.ErrnoException).code
+  return new UserFacingError(
+    `${path} cannot be given group ${sharingGroup} (${code ?? (error as Error).message})`,
+    'Give --file-group a group you are a member of (see the groups command), or leave it out for files private to you.',
+    'usage', 'bad-group',
+  )
+}
