@@ -81,5 +81,12 @@ export function guardOutputs(argv: string[] = process.argv, env: NodeJS.ProcessE
   if (inArguments.length > 0) {
     // Node rewrites the memory the kernel shows as the command line (Linux), within its length.
     process.title = redactSecrets(argv.join(' '))
+    // Not before Node has started, though: from 0.1 s on an idle machine to over a second on a
+    // loaded one, any local user could read it. Say so, once, where no JSON goes.
+    process.stderr.write(PASSWORD_IN_URL_WARNING)
   }
 }
+
+export const PASSWORD_IN_URL_WARNING =
+  'Warning: a password given in a URL can be read by other users of this machine (ps) until the program has started. ' +
+  'Give it with --password-file or ORTHANC_PASSWORD instead.\n'

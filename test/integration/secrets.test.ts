@@ -129,6 +129,17 @@ describe('no secret in any output', () => {
     expect(found).toEqual([])
   })
 
+  it('a password in the URL brings one warning on stderr, which names the safer ways; a password file none', async () => {
+    const inTheUrl = await runCli(['info', '--server', inUrl(server.url), '--json'])
+    expect(inTheUrl.code, inTheUrl.stderr).toBe(0)
+    expect(inTheUrl.stderr.match(/can be read by other users of this machine \(ps\)/g)).toHaveLength(1)
+    expect(inTheUrl.stderr).toContain('--password-file')
+    expect(() => JSON.parse(inTheUrl.stdout)).not.toThrow()
+    const inAFile = await runCli(['info', '--server', server.url, '--username', USER, '--password-file', passwordFile, '--json'])
+    expect(inAFile.code, inAFile.stderr).toBe(0)
+    expect(inAFile.stderr).not.toMatch(/other users of this machine/)
+  })
+
   it('a password in the URL is not in the process\'s command line once it runs (ps, /proc/PID/cmdline)', async () => {
     const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', inUrl(server.url), '--target', inUrl(target.url), '--follow', '--interval', '1'], {stdio: 'ignore'})
     try {
