@@ -133,7 +133,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       })
       crashPoint('export:plan-saved')
       // Written as soon as the plan says which volume holds which study.
-      if (index && toFolder) await index.write(join((options.output as {path: string}).path, 'index.csv'), plan, options.namePrefix)
+      if (index && toFolder) await index.write((options.output as {path: string}).path, plan, options.namePrefix, options.encryption)
     }
 
     const planned = plan.volumes.reduce((sum, volume) => sum + volume.instances, 0)

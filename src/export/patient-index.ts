@@ -1,12 +1,18 @@
+import {Readable} from 'node:stream'
+import {join} from 'node:path'
+import {buffer} from 'node:stream/consumers'
 
 import {volumeName} from '../archive/format.js'
+import {AGE_FILE_SUFFIX, type AgeEncryptionKeys, createAgeEncryptor} from '../crypto/age.js'
 import type {SelectedStudy} from '../sources/orthanc-selection.js'
 import {writeFileDurably} from '../util/json-file.js'
 import type {ExportPlan} from './plan.js'
 
 /**
  * The human-readable list of what is on the drive: patient, study and the volumes that hold
- * it. It names patients, so it exists only when asked for, and only beside the volumes.
+ * it. It names patients, so it exists only when asked for, and only beside the volumes; beside
+ * encrypted volumes it is encrypted to the same keys (index.csv.age), or a lost drive would
+ * name every patient its volumes hide.
  */
 export class PatientIndex {
   private readonly studies = new Map<string, SelectedStudy['patient'] & {studyInstanceUid: string; instances: number}>()
@@ -15,12 +21,14 @@ export class PatientIndex {
     this.studies.set(study.studyId, {...study.patient, studyInstanceUid: study.studyInstanceUid, instances: study.instances.length})
   }
 
-  async write(path: string, plan: ExportPlan, prefix: string): Promise<void> {
+  /** Writes `index.csv` in `folder` (`index.csv.age` when encrypted); returns its path. */
+  async write(folder: string, plan: ExportPlan, prefix: string, encryption?: AgeEncryptionKeys): Promise<string> {
+    const suffix = encryption ? `.tar${AGE_FILE_SUFFIX}` : '.tar'
     const volumesOf = new Map<string, string[]>()
     for (const [index, volume] of plan.volumes.entries()) {
       for (const studyId of volume.studyIds) {
         const names = volumesOf.get(studyId) ?? []
-        names.push(`${volumeName(prefix, index + 1, plan.volumes.length)}.tar`)
+        names.push(`${volumeName(prefix, index + 1, plan.volumes.length)}${suffix}`)
         volumesOf.set(studyId, names)
       }
     }
@@ -32,8 +40,11 @@ export class PatientIndex {
         study.patientId, study.patientName, study.patientBirthDate, study.accessionNumber, study.studyDate,
         study.studyDescription, study.studyInstanceUid, String(study.instances), (volumesOf.get(studyId) ?? []).join(' '),
       ])
+    const csv = [header, ...rows].map((row) => row.map(csvField).join(',')).join('\r\n') + '\r\n'
     // It names patients: readable by the user who exported, nobody else.
-    await writeFileDurably(path, [header, ...rows].map((row) => row.map(csvField).join(',')).join('\r\n') + '\r\n')
+    const path = join(folder, encryption ? `index.csv${AGE_FILE_SUFFIX}` : 'index.csv')
+    await writeFileDurably(path, encryption ? await buffer(Readable.from([Buffer.from(csv)]).pipe(createAgeEncryptor(encryption))) : csv)
+    return path
   }
 }
 

@@ -89,6 +89,29 @@ describe('encrypted volumes', () => {
     }
   })
 
+  it('--patient-index beside encrypted volumes is encrypted too: index.csv.age, which names them and their patients', async () => {
+    const output = join(work, 'with-index')
+    const exported = await runCli(['export', '--source', source.url, '--output', output, '--max-volume-size', '70000', '--recipient', recipientA, '--patient-index'])
+    expect(exported.code, exported.stderr).toBe(0)
+    const plainFiles = (await listFiles(output)).filter((file) => !file.endsWith('.age'))
+    const patientIds = [...new Set(records.map((record) => record.patientId))]
+    for (const file of plainFiles) {
+      const text = await readFile(file, 'latin1')
+      for (const id of patientIds) expect(text.includes(id), `${file} names patient ${id}`).toBe(false)
+    }
+    await expect(stat(join(output, 'index.csv'))).rejects.toThrow()
+    const index = join(output, 'index.csv.age')
+    expect(((await stat(index)).mode & 0o777).toString(8)).toBe('600')
+    const csv = (await run('age', ['-d', '-i', keyA, index])).stdout
+    expect(csv.split('\r\n')[0]).toMatch(/^PatientID,PatientName,/)
+    for (const id of patientIds) expect(csv).toContain(id)
+    const named = [...new Set(csv.match(/[\w-]+\.tar\.age/g))].sort()
+    expect(named).toEqual((await encryptedVolumes(output)).map((file) => file.split('/').at(-1)))
+    // The index is no volume: the folder reads as it would without it.
+    const verified = await runCli(['verify', '--identity', keyA, output])
+    expect(verified.code, verified.stderr).toBe(0)
+  })
+
   it('a passphrase from a file, both ways; and through a pipe', async () => {
     const passphrase = join(work, 'passphrase')
     await writeFile(passphrase, 'correct horse battery staple\n', {mode: 0o600})
