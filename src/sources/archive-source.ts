@@ -361,7 +361,11 @@ function recordUnprovenBag(bag: string, input: ArchiveInput, proof: BagProof, ta
 
 /** The entries of an input as the tar reader gives them, its refusals, damage and truncation reported as problems. */
 async function* entriesOf(input: ArchiveInput, context: ReadContext): AsyncGenerator<ArchiveEntry> {
-  const report = ({id, kind, reason}: ArchiveProblem) => context.events.onProblem({id, path: input.label, kind, reason})
+  const report = ({id, kind, reason}: ArchiveProblem) => {
+    // The reader has said why this input is no archive: it needs no second word.
+    if (kind === 'not-archive') context.failedInputs.add(input.label)
+    context.events.onProblem({id, path: input.label, kind, reason})
+  }
   // A volume file is read by path: refused entries' data is skipped by seeking, not read.
   const stream = input.path === undefined ? input.open() : undefined
   // A stream that never ends (a stalled pipe) must still stop on Ctrl-C.

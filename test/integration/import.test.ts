@@ -214,6 +214,16 @@ describe('import', () => {
       return bad
     }
 
+    it.each(['import', 'verify'] as const)('%s of an empty stdin: one problem that names stdin, exit 11, nothing uploaded', async (command) => {
+      await freshCopy('empty-stdin')
+      const args = command === 'import' ? ['import', '--target', target.url, '--no-receipt', '--json', '-'] : ['verify', '--json', '-']
+      const result = await runCli(args, {stdin: Buffer.alloc(0)})
+      expect(result.code, result.stderr).toBe(11)
+      const {problems} = parseJson<{problems: Array<{id: string; path?: string; kind: string; reason: string}>}>(result)
+      expect(problems).toEqual([expect.objectContaining({path: 'stdin', kind: 'not-archive', reason: expect.stringMatching(/empty/)})])
+      expect(await target.json<string[]>('/instances')).toEqual([])
+    })
+
     it('a corrupt entry is refused by name; the rest is imported; exit 11', async () => {
       const dir = await freshCopy('corrupt')
       const [volume] = await volumeFiles(dir)
