@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {DEFAULT_MAX_VOLUME_BYTES} from '../src/archive/format.js'
+import {sizeFlag} from '../src/cli/flag-types.js'
 import {archiveStdout} from '../src/cli/archive-stdout.js'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {encryptionFlags, encryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
@@ -9,12 +10,13 @@ import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {renderTransferSummary} from '../src/cli/summary.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {UserFacingError} from '../src/errors.js'
 import {buildExclusions} from '../src/export/exclusions.js'
 import {exportArchive, type ExportSummary} from '../src/export/export.js'
 import {readHops} from '../src/export/hops.js'
 import {OrthancClient} from '../src/orthanc/client.js'
-import {parseSize} from '../src/util/size.js'
+
+/** Below this, a volume holds little more than its tag files. */
+const MIN_VOLUME_BYTES = 64 * 1024
 
 export default class Export extends BaseCommand {
   static override transfersInstances = true
@@ -30,7 +32,7 @@ export default class Export extends BaseCommand {
   static override flags = {
     ...serverFlags('source'),
     output: Flags.string({char: 'o', description: 'folder for the volumes, or - for one archive on stdout', required: true}),
-    'max-volume-size': Flags.string({description: 'largest volume file, e.g. 700MB, 4GiB (default: fits FAT32)', default: String(DEFAULT_MAX_VOLUME_BYTES)}),
+    'max-volume-size': sizeFlag({description: 'largest volume file, e.g. 700MB, 4GiB (the default fits FAT32)', default: DEFAULT_MAX_VOLUME_BYTES, min: MIN_VOLUME_BYTES}),
     // A volume's manifest is held in memory while the volume is written: peak RSS went from 127 MB
     // (1003 instances in one volume) to 168 MB (5000 in one volume), about 10 KB per instance. With
     // 2000, memory stays flat however large the export; volumes of 130 KB images still hold 260 MB.
@@ -51,11 +53,6 @@ export default class Export extends BaseCommand {
 
   async run(): Promise<ExportSummary> {
     const {flags} = await this.parse(Export)
-    const maxVolumeBytes = parseSize(flags['max-volume-size'])
-    if (!maxVolumeBytes || maxVolumeBytes < 64 * 1024) {
-      throw new UserFacingError(`--max-volume-size "${flags['max-volume-size']}" is not a size of at least 64 KiB`, 'Write it like 700MB, 4GiB or 1500000000.', 'usage', 'bad-size')
-    }
-
     const encryption = await encryptionKeysFromFlags(flags)
     const toStdout = flags.output === '-'
     this.summaryToStderr = toStdout
@@ -74,7 +71,7 @@ export default class Export extends BaseCommand {
         client,
         output: toStdout ? {kind: 'stream', stream: archiveStdout()} : {kind: 'directory', path: flags.output},
         filters: filtersFromFlags(flags),
-        maxVolumeBytes,
+        maxVolumeBytes: flags['max-volume-size'],
         maxVolumeInstances: flags['max-volume-instances'],
         concurrency: flags.concurrency,
         namePrefix: flags['name-prefix'],

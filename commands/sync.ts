@@ -5,6 +5,7 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
+import {fractionFlag} from '../src/cli/flag-types.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderTransferSummary} from '../src/cli/summary.js'
@@ -35,7 +36,7 @@ export default class Sync extends BaseCommand {
     checksum: Flags.boolean({description: 'also compare MD5s of instances on both sides, and send again those that differ'}),
     'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
     delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),
-    'max-delete-fraction': Flags.string({description: 'refuse a deletion pass that would remove more than this fraction of the target', default: '0.1'}),
+    'max-delete-fraction': fractionFlag({description: 'refuse a deletion pass that would remove more than this fraction of the target (0 to 1)', default: 0.1}),
     follow: Flags.boolean({description: 'keep following the source\'s changes until stopped'}),
     interval: Flags.integer({description: 'seconds between polls of the source with --follow', default: 10, min: 1}),
     'full-every': Flags.integer({description: 'minutes between full comparisons with --follow (they also catch deletions)', default: 60, min: 1}),
@@ -45,11 +46,7 @@ export default class Sync extends BaseCommand {
 
   async run(): Promise<SyncResult> {
     const {flags} = await this.parse(Sync)
-    const maxDeleteFraction = Number(flags['max-delete-fraction'])
-    if (!(maxDeleteFraction >= 0 && maxDeleteFraction <= 1)) {
-      throw new UserFacingError(`--max-delete-fraction "${flags['max-delete-fraction']}" is not a number from 0 to 1`, 'For example 0.1 allows a pass to delete up to 10% of the target.', 'usage', 'bad-fraction')
-    }
-
+    const maxDeleteFraction = flags['max-delete-fraction']
     const filters = filtersFromFlags(flags)
     if (flags.delete && Object.keys(filters).length > 0) {
       throw new UserFacingError('--delete cannot be combined with filters', 'What the target holds outside the filters is not the source\'s to judge: sync without filters to mirror deletions.', 'usage', 'delete-with-filters')

@@ -35,8 +35,7 @@ export default class Verify extends BaseCommand {
       throw new UserFacingError(`${input.path} holds no archive volume`, 'Give the .tar (or .tar.age) volumes written by export, or the folder holding them, or - for stdin.', 'bad-input', 'not-an-archive')
     })
     const inputs = await archiveInputs(archives, await decryptionKeysFromFlags(flags))
-    const targetUrl = (flags as Record<string, unknown>).target
-    const target = targetUrl ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
+    const target = flags.target ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
     try {
       const summary = await verifyArchives(inputs, {target, concurrency: flags.concurrency, spoolDir: flags['spool-dir'], signal: this.signal})
       const outcome = verifyOutcome(summary)
