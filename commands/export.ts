@@ -7,13 +7,13 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {encryptionFlags, encryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
-import {progressRenderer} from '../src/cli/progress-renderer.js'
-import {renderTransferSummary} from '../src/cli/summary.js'
+import {shellWord, renderTransferSummary} from '../src/cli/summary.js'
+import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {buildExclusions} from '../src/export/exclusions.js'
-import {exportArchive, type ExportSummary} from '../src/export/export.js'
-import {readHops} from '../src/export/hops.js'
+import {exportArchive} from '../src/api.js'
+import type {ExportSummary} from '../src/export/export.js'
 import {OrthancClient} from '../src/orthanc/client.js'
+import {formatBytes} from '../src/util/format.js'
 
 /** Below this, a volume holds little more than its tag files. */
 const MIN_VOLUME_BYTES = 64 * 1024
@@ -46,30 +46,25 @@ export default class Export extends BaseCommand {
     ...encryptionFlags,
     'patient-index': Flags.boolean({description: 'also write index.csv beside the volumes, with patient names and IDs (off: a lost drive should not name patients)'}),
     ...filterFlags,
+    ...reportingFlags,
   }
-
-  /** With --output -, stdout carries the archive: the JSON summary goes to stderr instead. */
-  private summaryToStderr = false
 
   async run(): Promise<ExportSummary> {
     const {flags} = await this.parse(Export)
     const encryption = await encryptionKeysFromFlags(flags)
     const toStdout = flags.output === '-'
-    this.summaryToStderr = toStdout
+    // With --output -, stdout carries the archive: the result, JSON or not, goes to stderr.
+    if (toStdout) this.resultStream = process.stderr
+    const reporter = await this.startReporting(flags, {plansAsDetails: flags['dry-run']})
     const client = new OrthancClient(endpointFromFlags('source', flags), this.httpOptions(flags, flags.concurrency + 2))
-    // On stdout the archive is the output: progress and notes must stay on stderr, and only for a terminal.
-    const progress = progressRenderer(this.interactive)
     try {
-      const exclusions = await buildExclusions(client, flags.since, flags['exclude-receipt'] ?? [], this.signal)
       const summary = await exportArchive({
-        hops: flags['hops-from'] ? await readHops(flags['hops-from']) : [],
-        exclude: exclusions.exclude,
-        exclusions: exclusions.description,
-        incrementalBase: exclusions.incrementalBase,
-        chainBase: exclusions.chainBase,
+        source: client,
+        output: toStdout ? archiveStdout() : flags.output,
+        since: flags.since,
+        excludeReceipts: flags['exclude-receipt'],
+        hopsFrom: flags['hops-from'],
         encryption,
-        client,
-        output: toStdout ? {kind: 'stream', stream: archiveStdout()} : {kind: 'directory', path: flags.output},
         filters: filtersFromFlags(flags),
         maxVolumeBytes: flags['max-volume-size'],
         maxVolumeInstances: flags['max-volume-instances'],
@@ -78,25 +73,28 @@ export default class Export extends BaseCommand {
         dryRun: flags['dry-run'],
         patientIndex: flags['patient-index'],
         signal: this.signal,
-        onProgress: progress.listener,
+        onProgress: reporter.onProgress,
+        onEvent: reporter.onEvent,
       })
-      progress.done()
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
-      if (!this.jsonEnabled()) process.stderr.write(renderExportSummary(summary))
+      this.result(summary, renderExportSummary)
+      if (summary.dryRun) reporter.hint('Next: the same command without --dry-run writes the volumes.')
+      else if (!toStdout && !summary.interrupted && summary.failed === 0) reporter.hint(`Next: check the volumes, here or on the far side, before anything is deleted: ${this.config.bin} verify ${shellWord(flags.output)}`)
       return summary
     } finally {
-      progress.done()
       await client.close()
     }
   }
 
   protected override logJson(json: unknown): void {
-    if (this.summaryToStderr) process.stderr.write(`${JSON.stringify(json, null, 2)}\n`)
+    if (this.resultStream === process.stderr) process.stderr.write(`${JSON.stringify(json, null, 2)}\n`)
     else super.logJson(json)
   }
 }
 
 function renderExportSummary(summary: ExportSummary): string {
-  const what = summary.dryRun ? 'Would export' : 'Exported'
-  return renderTransferSummary(summary, `${what} ${summary.dryRun ? summary.instancesPlanned : summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`)
+  const headline = summary.dryRun
+    ? `Dry run, nothing written: ${summary.instancesPlanned} instances (${formatBytes(summary.bytesPlanned)}) would go into ${summary.volumes} volume(s)`
+    : `Exported ${summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`
+  return renderTransferSummary(summary, headline)
 }

@@ -5,7 +5,7 @@ import {basename, join} from 'node:path'
 import type {Writable} from 'node:stream'
 
 import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, recordedFilters, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
-import type {Hop, InstanceFilters, SourceIdentity} from '../model.js'
+import type {Endpoint, Hop, InstanceFilters, SourceIdentity} from '../model.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {type ArchivedInstance, type ArchiveSink, FolderArchiveSink, StreamArchiveSink, type VolumeContentsHeld} from '../sinks/archive-sink.js'
@@ -13,8 +13,8 @@ import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc
 import {SideDataReader} from '../sources/side-data.js'
 import type {SelectedInstance, SelectedStudy} from '../sources/orthanc-selection.js'
 import {runTransfer} from '../transfer/engine.js'
-import type {ProgressListener} from '../transfer/progress.js'
-import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
+import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
+import {emptyStats, type PlannedCounts, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {type AgeEncryptionKeys, encryptedSizeBound} from '../crypto/age.js'
@@ -51,17 +51,22 @@ export interface ExportOptions {
   encryption?: AgeEncryptionKeys
   signal?: AbortSignal
   onProgress?: ProgressListener
+  /** The plan (before anything is written), each failure and each retry. */
+  onEvent?: JobEventListener
 }
 
 export interface ExportSummary extends TransferStats {
   dryRun: boolean
+  source: Endpoint
   output: string
   group: string
   /** Volumes of the export, and how many this run wrote (the others were already complete). */
   volumes: number
   volumesWritten: number
+  /** The whole export, as planned: all a dry run does. The same as `planned`. */
   instancesPlanned: number
   bytesPlanned: number
+  planned: PlannedCounts
   changeCursor: number
 }
 
@@ -91,13 +96,15 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
 
   const summary: ExportSummary = {
     ...emptyStats(),
-    dryRun: options.dryRun,
+    dryRun: options.dryRun === true,
+    source: {url: source.server, name: source.name, version: source.version},
     output: options.output.kind === 'directory' ? options.output.path : '-',
     group: '',
     volumes: 0,
     volumesWritten: 0,
     instancesPlanned: 0,
     bytesPlanned: 0,
+    planned: {instances: 0, bytes: 0},
     changeCursor: 0,
   }
   let keepFolder = true
@@ -122,6 +129,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
         onStudy: index ? (study: SelectedStudy) => index.add(study) : undefined,
         signal: options.signal,
         onProgress: options.onProgress,
+        onEvent: options.onEvent,
       })
       crashPoint('export:plan-saved')
       // Written as soon as the plan says which volume holds which study.
@@ -129,11 +137,13 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     }
 
     const planned = plan.volumes.reduce((sum, volume) => sum + volume.instances, 0)
+    const bytesPlanned = plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0)
     Object.assign(summary, {
       group: plan.group,
       volumes: plan.volumes.length,
       instancesPlanned: planned,
-      bytesPlanned: plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0),
+      bytesPlanned,
+      planned: {instances: planned, bytes: bytesPlanned},
       changeCursor: plan.changeCursor,
     })
     for (const failure of plan.planningFailures) recordFailure(summary, failure)
@@ -146,6 +156,8 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       throw new UserFacingError('no instance matches the filters', 'Check the filter values (IDs, dates as YYYYMMDD, modality codes) against `info` and the server.', 'nothing-matched', 'nothing-matched')
     }
 
+    const planEvent = {type: 'plan', instances: planned, bytes: bytesPlanned, volumes: plan.volumes.length} as const
+    if (options.dryRun || options.output.kind === 'stream') options.onEvent?.(planEvent)
     if (options.dryRun) return finished(summary, started)
     if (options.output.kind === 'directory') {
       const held = await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
@@ -238,6 +250,7 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
     else pending.push(index + 1)
   }
 
+  options.onEvent?.({type: 'plan', instances: summary.instancesPlanned, bytes: summary.bytesPlanned, volumes: count, volumesDone: count - pending.length})
   // Our own unfinished volumes are deleted before anything is written: their space counts as free.
   const plaintext = pending.reduce((sum, number) => sum + plan.volumes[number - 1]!.bytes, 0)
   await checkFreeSpace(dir, (options.encryption ? encryptedSizeBound(plaintext, options.encryption) : plaintext) - leftovers)
@@ -376,10 +389,12 @@ async function writeVolume(
         return {record, dicom, attachments, resourceFiles}
       },
       commit: (_entry, instance) => volume.store(instance),
+      onFailure: (problem) => options.onEvent?.({type: 'failure', problem}),
+      onRetry: (item, attempt, error) => options.onEvent?.({type: 'retry', id: item.id, attempt, reason: (error as Error).message}),
       onProgress: options.onProgress && ((event) => options.onProgress!({
         ...event,
         done: doneBefore + event.done,
-        bytes: bytesBefore + event.bytes,
+        bytes: bytesBefore + (event.bytes ?? 0),
         total: plan.volumes.reduce((sum, planned) => sum + planned.instances, 0),
         totalBytes: plan.volumes.reduce((sum, planned) => sum + planned.payloadBytes, 0),
       })),

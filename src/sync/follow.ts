@@ -6,6 +6,10 @@ import {OrthancAuthError} from '../orthanc/errors.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
+import type {Endpoint} from '../model.js'
+import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
+import type {JobEvent} from '../transfer/progress.js'
+import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
 export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances'> {
@@ -16,13 +20,14 @@ export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstanc
   fullEveryMs: number
   deleteExtras: boolean
   maxDeleteFraction: number
-  /** Told after every pass, and about every outage survived. */
+  /** Told after every pass, about every outage survived, and of each pass's plan, failures and retries. */
   onEvent?: (event: FollowEvent) => void
 }
 
 export type FollowEvent =
   | {type: 'pass'; full: boolean; cursor: number; summary: SyncSummary; deletion?: DeletionPass}
   | {type: 'outage'; message: string}
+  | JobEvent
 
 export interface FollowState {
   version: 1
@@ -33,19 +38,19 @@ export interface FollowState {
   lastFullPass: string | null
 }
 
-export interface FollowSummary {
-  /** Stopped by Ctrl-C or SIGTERM, as --follow always is: the cursor is saved. */
-  interrupted: boolean
-  bytes: number
-  durationMs: number
+/** The counts of every pass added up; `interrupted` is how --follow always stops (Ctrl-C, SIGTERM), with the cursor saved. */
+export interface FollowSummary extends TransferStats {
+  /** A mirror always changes the target: the same field as in every transfer summary. */
+  dryRun: false
+  source: Endpoint
+  target: Endpoint
   passes: number
   fullPasses: number
-  transferred: number
-  skipped: number
-  failed: number
   deleted: number
   outages: number
   cursor: number
+  /** Side data that could not be carried to the target, over all passes, by level, kind and name. */
+  notCarried: NotCarried[]
 }
 
 /**
@@ -57,7 +62,10 @@ export interface FollowSummary {
  */
 export async function followSource(options: FollowOptions): Promise<FollowSummary> {
   const started = Date.now()
-  const summary: FollowSummary = {interrupted: false, bytes: 0, durationMs: 0, passes: 0, fullPasses: 0, transferred: 0, skipped: 0, failed: 0, deleted: 0, outages: 0, cursor: 0}
+  const summary: FollowSummary = {
+    ...emptyStats(), dryRun: false, source: {url: options.source.display}, target: {url: options.target.display},
+    passes: 0, fullPasses: 0, deleted: 0, outages: 0, cursor: 0, notCarried: [],
+  }
   let state = await loadState(options.stateFile, options.source.display, options.target.display)
   while (!options.signal?.aborted) {
     try {
@@ -124,11 +132,17 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
 function record(summary: FollowSummary, pass: SyncSummary, full: boolean, deletion?: DeletionPass): void {
   summary.passes++
   if (full) summary.fullPasses++
+  // The servers as they last answered (a restart may bring another version).
+  summary.source = pass.source
+  summary.target = pass.target
   summary.transferred += pass.transferred
   summary.bytes += pass.bytes
   summary.skipped += pass.skipped
-  summary.failed += pass.failed
+  summary.retries += pass.retries
+  summary.failed += pass.failed - pass.failures.length
+  for (const failure of pass.failures) recordFailure(summary, failure)
   summary.deleted += deletion?.deleted ?? 0
+  summary.notCarried = mergeNotCarried(summary.notCarried, pass.notCarried)
 }
 
 async function loadState(path: string, source: string, target: string): Promise<FollowState | undefined> {
