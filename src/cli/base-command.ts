@@ -116,7 +116,8 @@ export abstract class BaseCommand extends Command {
     // Interrupted is what the run was, whatever else it found on the way.
     if (this.signal.aborted) process.exitCode = ExitCode.interrupted
     const failure = error && !(error instanceof Errors.ExitError) ? describeFailure(error) : undefined
-    await this.reporter?.close({exitCode: typeof process.exitCode === 'number' ? process.exitCode : failure?.exitCode ?? 0, error: failure && {code: failure.code, message: failure.message}})
+    // The error's code only: its message may name a file, and the log names no path.
+    await this.reporter?.close({exitCode: typeof process.exitCode === 'number' ? process.exitCode : failure?.exitCode ?? 0, error: failure?.code})
     return super.finally(error)
   }
 

@@ -132,7 +132,7 @@ export class Reporter {
   }
 
   /** Clears the progress line, stops the status timer, and logs the end. Safe to call twice. */
-  async close(end: {exitCode: number; error?: {code: string; message: string}}): Promise<void> {
+  async close(end: {exitCode: number; error?: string}): Promise<void> {
     if (this.closed) return
     this.closed = true
     clearInterval(this.statsTimer)
