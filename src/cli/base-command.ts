@@ -6,6 +6,7 @@ import type {HttpOptions} from '../orthanc/http.js'
 import {emptyStats, type TransferStats} from '../transfer/stats.js'
 import {ExitCode} from './exit-codes.js'
 import {describeFailure} from './failure.js'
+import {usageMessage} from './usage-message.js'
 import {interruptSignal} from './interrupt.js'
 import {guardOutputs} from '../util/redact.js'
 import {Reporter} from './reporter.js'
@@ -92,7 +93,7 @@ export abstract class BaseCommand extends Command {
     // A bad flag or argument: one line (one JSON object under --json), exit 2. oclif's own report
     // of it dumps its whole parse, flag values (URLs with passwords) included.
     if (error instanceof Errors.CLIError) {
-      const message = error.message.split('\n')[0]!.replace(/^\s*Error:\s*/, '')
+      const message = usageMessage(error.message)
       const suggestion = `See: ${this.config.bin} ${this.id ?? ''} --help`.replace(/\s+--help$/, ' --help')
       process.exitCode = ExitCode.usage
       if (this.jsonEnabled()) this.logJson({error: {code: 'usage', message, suggestion, exitCode: ExitCode.usage}})

@@ -177,3 +177,13 @@ describe('flags parsed when oclif parses them', () => {
     await expect(parse(durationFlag({}), '10ms', {min: 1000})).rejects.toThrow(/shorter than 1 s/)
   })
 })
+
+describe('a bad flag in one line', () => {
+  it('keeps oclif\'s reason and drops its boilerplate', async () => {
+    const {usageMessage} = await import('../../src/cli/usage-message.js')
+    expect(usageMessage('Parsing --shard \n\t"9/8" is not K/N with 1 <= K <= N\nSee more help with --help')).toBe('--shard: "9/8" is not K/N with 1 <= K <= N')
+    expect(usageMessage('The following error occurred:\n  Missing required flag source\nSee more help with --help')).toBe('Missing required flag source')
+    expect(usageMessage('The following errors occurred:\n  Missing required flag source\n  Missing required flag output\nSee more help with --help')).toBe('Missing required flag source; Missing required flag output')
+    expect(usageMessage('Nonexistent flag: --bogus\nSee more help with --help')).toBe('Nonexistent flag: --bogus')
+  })
+})
