@@ -69,13 +69,14 @@ export default class Sync extends BaseCommand {
           onEvent: (event) => {
             const time = new Date().toISOString()
             if (event.type === 'outage') reporter.warn(`${time} waiting out an outage: ${event.message}`)
-            else if (event.type === 'pass') {
+            else {
               const deletion = event.deletion ? `, ${event.deletion.deleted} deleted${event.deletion.refused ? ` (deletion refused: ${event.deletion.refused})` : ''}` : ''
               const line = `${time} ${event.full ? 'full pass' : 'changes'} up to ${event.cursor}: ${event.summary.transferred} transferred, ${event.summary.failed} failed${deletion}`
               if (event.summary.transferred + event.summary.failed > 0 || event.deletion?.deleted || event.deletion?.refused) reporter.note(line)
               else reporter.detail(line)
-            } else reporter.onEvent(event)
+            }
           },
+          onPassEvent: reporter.onEvent,
         })
         return this.result({...summary, following: true as const, stateFile}, renderFollowSummary)
       }

@@ -224,7 +224,10 @@ export interface FollowServersOptions extends Omit<SyncServersOptions, 'dryRun' 
   /** Delete from the target what the source no longer has, within maxDeleteFraction (default 0.1) of the target per pass. */
   deleteExtras?: boolean
   maxDeleteFraction?: number
+  /** Each pass, each outage waited out. */
   onEvent?: (event: FollowEvent) => void
+  /** Each pass's plan, failures and retries. */
+  onPassEvent?: JobEventListener
 }
 
 /** Keeps the target mirrored until `signal` aborts, as `sync --follow` does; returns the counts of every pass. */

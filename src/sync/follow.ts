@@ -8,11 +8,11 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
 import type {Endpoint} from '../model.js'
 import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
-import type {JobEvent} from '../transfer/progress.js'
+import type {JobEventListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
-export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances'> {
+export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances' | 'onEvent'> {
   /** Where the change cursor is kept between runs. */
   stateFile: string
   intervalMs: number
@@ -20,14 +20,15 @@ export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstanc
   fullEveryMs: number
   deleteExtras: boolean
   maxDeleteFraction: number
-  /** Told after every pass, about every outage survived, and of each pass's plan, failures and retries. */
+  /** Told after every pass, and about every outage survived. */
   onEvent?: (event: FollowEvent) => void
+  /** Told of each pass's plan, and of each failure and retry, as they happen. */
+  onPassEvent?: JobEventListener
 }
 
 export type FollowEvent =
   | {type: 'pass'; full: boolean; cursor: number; summary: SyncSummary; deletion?: DeletionPass}
   | {type: 'outage'; message: string}
-  | JobEvent
 
 export interface FollowState {
   version: 1
@@ -73,7 +74,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
       const stale = !state || state.cursor > last
       const due = !state?.lastFullPass || Date.now() - Date.parse(state.lastFullPass) >= options.fullEveryMs
       if (stale || due) {
-        const pass = await syncServers({...options, dryRun: false})
+        const pass = await syncServers({...options, onEvent: options.onPassEvent, dryRun: false})
         const deletion = options.deleteExtras
           ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency, signal: options.signal})
           : undefined
@@ -117,7 +118,7 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
   const cursor = next.value
   if (newInstances.size > 0) {
     // The new instances, through the same filters as a full pass: a filtered mirror never receives what they leave out.
-    const pass = await syncServers({...options, onlyInstances: [...newInstances], dryRun: false})
+    const pass = await syncServers({...options, onEvent: options.onPassEvent, onlyInstances: [...newInstances], dryRun: false})
     record(summary, pass, false)
     options.onEvent?.({type: 'pass', full: false, cursor, summary: pass})
     // Keep the cursor where it was: the next poll tries the failed instances again.
