@@ -3,7 +3,9 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
+import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
+import {listed, shellWord} from '../src/cli/summary.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {type DiffSummary, diffServers, serversDiffer} from '../src/sync/diff.js'
 
@@ -21,17 +23,21 @@ export default class Diff extends BaseCommand {
     'per-study': Flags.boolean({description: 'list the differences per study'}),
     'side-data': Flags.boolean({description: 'also compare user metadata, attachments and labels of patients, studies, series and instances on both sides'}),
     ...filterFlags,
+    ...reportingFlags,
   }
 
   async run(): Promise<DiffSummary> {
     const {flags} = await this.parse(Diff)
+    const reporter = await this.startReporting(flags)
     const http = this.httpOptions(flags, 10)
     const source = new OrthancClient(endpointFromFlags('source', flags), http)
     const target = new OrthancClient(endpointFromFlags('target', flags), http)
     try {
-      const summary = await diffServers(source, target, {filters: filtersFromFlags(flags), perStudy: flags['per-study'], sideData: flags['side-data'], signal: this.signal})
+      const filters = filtersFromFlags(flags)
+      const summary = await diffServers(source, target, {filters, perStudy: flags['per-study'], sideData: flags['side-data'], signal: this.signal, onProgress: reporter.onProgress})
       if (serversDiffer(summary)) process.exitCode = ExitCode.different
-      if (!this.jsonEnabled()) this.log(renderDiff(summary))
+      this.result(summary, renderDiff)
+      if (serversDiffer(summary)) reporter.hint(nextStep(this.config.bin, summary, this.argv))
       return summary
     } finally {
       await Promise.all([source.close(), target.close()])
@@ -39,25 +45,42 @@ export default class Diff extends BaseCommand {
   }
 }
 
+/**
+ * The sync that makes the target like the source: the same servers and filters as this diff
+ * (credentials stay where they were: the URLs shown carry none), with --checksum when MD5s
+ * differ and --delete when the target holds more and no filter narrows the comparison.
+ */
+function nextStep(bin: string, summary: DiffSummary, argv: string[]): string {
+  const given = (name: string) => argv.some((word) => word === `--${name}` || word.startsWith(`--${name}=`))
+  const carried = argv.filter((word, index) => FILTER_FLAGS.some((name) => word === `--${name}` || word.startsWith(`--${name}=`) || (argv[index - 1] === `--${name}` && !word.startsWith('--'))))
+  const words = [bin, 'sync', '--source', shellWord(summary.source.url), '--target', shellWord(summary.target.url), ...carried.map(shellWord)]
+  if (summary.different > 0) words.push('--checksum')
+  if (summary.onlyTarget > 0 && !FILTER_FLAGS.some(given)) words.push('--delete')
+  const what = summary.onlySource + summary.different + summary.onlyTarget > 0 ? 'make the target hold what the source holds' : 'put the side data back'
+  return `Next: to ${what}, see the plan first: ${[...words, '--dry-run'].join(' ')}`
+}
+
+const FILTER_FLAGS = Object.keys(filterFlags)
+
 function renderDiff(summary: DiffSummary): string {
   const lines = [
+    `Source: ${summary.source.url} (${summary.source.name}, Orthanc ${summary.source.version}); target: ${summary.target.url} (${summary.target.name}, Orthanc ${summary.target.version}).`,
     `only on the source: ${summary.onlySource}`,
     `only on the target: ${summary.onlyTarget}`,
     `different MD5:      ${summary.different}`,
     `identical:          ${summary.identical}`,
   ]
-  for (const [label, ids] of [['only on the source', summary.instances.onlySource], ['only on the target', summary.instances.onlyTarget], ['different', summary.instances.different]] as const) {
-    for (const id of ids.slice(0, 20)) lines.push(`  ${label}: ${id}`)
+  const lists = [['only on the source', summary.instances.onlySource, summary.onlySource], ['only on the target', summary.instances.onlyTarget, summary.onlyTarget], ['different', summary.instances.different, summary.different]] as const
+  for (const [label, ids, count] of lists) {
+    if (count > 0) lines.push(`${label}:`, ...listed([...ids], count))
   }
 
-  for (const study of summary.studies ?? []) {
-    if (study.onlySource + study.different > 0) lines.push(`study ${study.studyInstanceUid}: ${study.onlySource} only on the source, ${study.different} different, ${study.identical} identical`)
-  }
+  const studies = (summary.studies ?? []).filter((study) => study.onlySource + study.different > 0)
+  if (studies.length > 0) lines.push('studies that differ:', ...listed(studies.map((study) => `${study.studyInstanceUid}: ${study.onlySource} only on the source, ${study.different} different, ${study.identical} identical`)))
 
   if (summary.sideData) {
     lines.push(`side data:          ${summary.sideData.differences} difference(s)`)
-    for (const item of summary.sideData.items.slice(0, 20)) lines.push(`  ${item.id}: ${item.reason}`)
-    if (summary.sideData.differences > 20) lines.push(`  ... and ${summary.sideData.differences - 20} more (see --json)`)
+    lines.push(...listed(summary.sideData.items.map((item) => `${item.id}: ${item.reason}`), summary.sideData.differences))
   }
 
   lines.push(serversDiffer(summary) ? 'The servers differ.' : summary.sideData ? 'The servers hold the same instances, with the same side data.' : 'The servers hold the same instances.')

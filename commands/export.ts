@@ -1,21 +1,23 @@
 import {Flags} from '@oclif/core'
 
 import {DEFAULT_MAX_VOLUME_BYTES} from '../src/archive/format.js'
+import {sizeFlag} from '../src/cli/flag-types.js'
 import {archiveStdout} from '../src/cli/archive-stdout.js'
 import {BaseCommand} from '../src/cli/base-command.js'
 import {encryptionFlags, encryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
-import {progressRenderer} from '../src/cli/progress-renderer.js'
-import {renderTransferSummary} from '../src/cli/summary.js'
+import {shellWord, renderTransferSummary} from '../src/cli/summary.js'
+import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {UserFacingError} from '../src/errors.js'
-import {buildExclusions} from '../src/export/exclusions.js'
-import {exportArchive, type ExportSummary} from '../src/export/export.js'
-import {readHops} from '../src/export/hops.js'
+import {exportArchive} from '../src/api.js'
+import type {ExportSummary} from '../src/export/export.js'
 import {OrthancClient} from '../src/orthanc/client.js'
-import {parseSize} from '../src/util/size.js'
+import {formatBytes} from '../src/util/format.js'
+
+/** Below this, a volume holds little more than its tag files. */
+const MIN_VOLUME_BYTES = 64 * 1024
 
 export default class Export extends BaseCommand {
   static override transfersInstances = true
@@ -31,7 +33,7 @@ export default class Export extends BaseCommand {
   static override flags = {
     ...serverFlags('source'),
     output: Flags.string({char: 'o', description: 'folder for the volumes, or - for one archive on stdout', required: true}),
-    'max-volume-size': Flags.string({description: 'largest volume file, e.g. 700MB, 4GiB (default: fits FAT32)', default: String(DEFAULT_MAX_VOLUME_BYTES)}),
+    'max-volume-size': sizeFlag({description: 'largest volume file, e.g. 700MB, 4GiB (the default fits FAT32)', default: DEFAULT_MAX_VOLUME_BYTES, min: MIN_VOLUME_BYTES}),
     // A volume's manifest is held in memory while the volume is written: peak RSS went from 127 MB
     // (1003 instances in one volume) to 168 MB (5000 in one volume), about 10 KB per instance. With
     // 2000, memory stays flat however large the export; volumes of 130 KB images still hold 260 MB.
@@ -46,63 +48,56 @@ export default class Export extends BaseCommand {
     ...fileGroupFlags,
     'patient-index': Flags.boolean({description: 'also write index.csv beside the volumes, with patient names and IDs (off: a lost drive should not name patients)'}),
     ...filterFlags,
+    ...reportingFlags,
   }
-
-  /** With --output -, stdout carries the archive: the JSON summary goes to stderr instead. */
-  private summaryToStderr = false
 
   async run(): Promise<ExportSummary> {
     const {flags} = await this.parse(Export)
     applyFileGroup(flags)
-    const maxVolumeBytes = parseSize(flags['max-volume-size'])
-    if (!maxVolumeBytes || maxVolumeBytes < 64 * 1024) {
-      throw new UserFacingError(`--max-volume-size "${flags['max-volume-size']}" is not a size of at least 64 KiB`, 'Write it like 700MB, 4GiB or 1500000000.', 'usage', 'bad-size')
-    }
-
     const encryption = await encryptionKeysFromFlags(flags)
     const toStdout = flags.output === '-'
-    this.summaryToStderr = toStdout
+    // With --output -, stdout carries the archive: the result, JSON or not, goes to stderr.
+    if (toStdout) this.resultStream = process.stderr
+    const reporter = await this.startReporting(flags, {plansAsDetails: flags['dry-run']})
     const client = new OrthancClient(endpointFromFlags('source', flags), this.httpOptions(flags, flags.concurrency + 2))
-    // On stdout the archive is the output: progress and notes must stay on stderr, and only for a terminal.
-    const progress = progressRenderer(this.interactive)
     try {
-      const exclusions = await buildExclusions(client, flags.since, flags['exclude-receipt'] ?? [], this.signal)
       const summary = await exportArchive({
-        hops: flags['hops-from'] ? await readHops(flags['hops-from']) : [],
-        exclude: exclusions.exclude,
-        exclusions: exclusions.description,
-        incrementalBase: exclusions.incrementalBase,
-        chainBase: exclusions.chainBase,
+        source: client,
+        output: toStdout ? archiveStdout() : flags.output,
+        since: flags.since,
+        excludeReceipts: flags['exclude-receipt'],
+        hopsFrom: flags['hops-from'],
         encryption,
-        client,
-        output: toStdout ? {kind: 'stream', stream: archiveStdout()} : {kind: 'directory', path: flags.output},
         filters: filtersFromFlags(flags),
-        maxVolumeBytes,
+        maxVolumeBytes: flags['max-volume-size'],
         maxVolumeInstances: flags['max-volume-instances'],
         concurrency: flags.concurrency,
         namePrefix: flags['name-prefix'],
         dryRun: flags['dry-run'],
         patientIndex: flags['patient-index'],
         signal: this.signal,
-        onProgress: progress.listener,
+        onProgress: reporter.onProgress,
+        onEvent: reporter.onEvent,
       })
-      progress.done()
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
-      if (!this.jsonEnabled()) process.stderr.write(renderExportSummary(summary))
+      this.result(summary, renderExportSummary)
+      if (summary.dryRun) reporter.hint('Next: the same command without --dry-run writes the volumes.')
+      else if (!toStdout && !summary.interrupted && summary.failed === 0) reporter.hint(`Next: check the volumes, here or on the far side, before anything is deleted: ${this.config.bin} verify ${shellWord(flags.output)}`)
       return summary
     } finally {
-      progress.done()
       await client.close()
     }
   }
 
   protected override logJson(json: unknown): void {
-    if (this.summaryToStderr) process.stderr.write(`${JSON.stringify(json, null, 2)}\n`)
+    if (this.resultStream === process.stderr) process.stderr.write(`${JSON.stringify(json, null, 2)}\n`)
     else super.logJson(json)
   }
 }
 
 function renderExportSummary(summary: ExportSummary): string {
-  const what = summary.dryRun ? 'Would export' : 'Exported'
-  return renderTransferSummary(summary, `${what} ${summary.dryRun ? summary.instancesPlanned : summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`)
+  const headline = summary.dryRun
+    ? `Dry run, nothing written: ${summary.instancesPlanned} instances (${formatBytes(summary.bytesPlanned)}) would go into ${summary.volumes} volume(s)`
+    : `Exported ${summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`
+  return renderTransferSummary(summary, headline)
 }

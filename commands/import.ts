@@ -4,15 +4,13 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {decryptionFlags, decryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
-import {progressRenderer} from '../src/cli/progress-renderer.js'
+import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
-import {importInstances, importOutcome, type ImportSummary} from '../src/import/import.js'
-import {defaultReceiptPath} from '../src/import/receipt.js'
-import {type FolderMode, type ImportInput, postgresInputs, resolveImportInputs} from '../src/import/inputs.js'
-import {OrthancClient} from '../src/orthanc/client.js'
+import {listed, renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
+import {importInputs} from '../src/api.js'
 import {UserFacingError} from '../src/errors.js'
-import {resolvePostgresSource} from '../src/recovery/postgres-index.js'
+import {importOutcome, type ImportSummary} from '../src/import/import.js'
+import {OrthancClient} from '../src/orthanc/client.js'
 import type {RecoveryReport} from '../src/recovery/recover.js'
 
 export default class Import extends BaseCommand {
@@ -52,44 +50,44 @@ A stopped server is recovered from its index when there is one (the SQLite index
     'include-unindexed': Flags.boolean({description: 'also import stored files the index does not know, when they are DICOM', helpGroup: 'RECOVERY'}),
     'from-postgres': Flags.string({description: 'recover a stopped server from its PostgreSQL database, postgresql://user@host:5432/db (PATH, if given, is its StorageDirectory)', exclusive: ['index', 'ignore-index', 'dicom-folder'], helpGroup: 'RECOVERY'}),
     'postgres-password-file': Flags.string({description: 'file holding the database password (or in the URL, or PGPASSWORD)', dependsOn: ['from-postgres'], helpGroup: 'RECOVERY'}),
+    ...reportingFlags,
   }
 
   async run(): Promise<ImportSummary> {
     const {flags, argv} = await this.parse(Import)
     applyFileGroup(flags)
-    const paths = argv as string[]
-    if (paths.length === 0 && flags['from-postgres'] === undefined) {
+    if (argv.length === 0 && flags['from-postgres'] === undefined) {
       throw new UserFacingError('nothing to import', 'Give archive volumes, a DICOM folder, a storage folder, - for stdin, or --from-postgres.', 'usage', 'no-input')
     }
-    const mode: FolderMode = flags['storage-folder'] || flags.index !== undefined ? 'storage' : flags['dicom-folder'] ? 'dicom' : 'auto'
-    const inputs: ImportInput[] = flags['from-postgres'] === undefined
-      ? await resolveImportInputs(paths, process.stdin, mode, {index: flags.index, ignoreIndex: flags['ignore-index']})
-      : postgresInputs(paths, resolvePostgresSource(flags['from-postgres'], {passwordFile: flags['postgres-password-file']}))
+
+    const reporter = await this.startReporting(flags, {plansAsDetails: flags['dry-run']})
     const client = new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2))
-    const progress = progressRenderer(this.interactive)
-    const archives = inputs.flatMap((input) => (input.kind === 'archive-file' ? [input.path] : []))
-    const receiptPath = flags['no-receipt'] ? undefined : flags.receipt ?? await defaultReceiptPath(archives)
     try {
-      const summary = await importInstances({
-        client,
-        inputs,
+      const summary = await importInputs({
+        target: client,
+        inputs: argv as string[],
+        folders: flags['storage-folder'] || flags.index !== undefined ? 'storage' : flags['dicom-folder'] ? 'dicom' : 'auto',
+        index: flags.index,
+        ignoreIndex: flags['ignore-index'],
+        includeUnindexed: flags['include-unindexed'],
+        fromPostgres: flags['from-postgres'],
+        postgresPasswordFile: flags['postgres-password-file'],
         concurrency: flags.concurrency,
         dryRun: flags['dry-run'],
-        receiptPath,
+        receipt: flags['no-receipt'] ? false : flags.receipt,
         spoolDir: flags['spool-dir'],
         decryption: await decryptionKeysFromFlags(flags),
-        includeUnindexed: flags['include-unindexed'],
         signal: this.signal,
-        onProgress: progress.listener,
+        onProgress: reporter.onProgress,
+        onEvent: reporter.onEvent,
       })
-      progress.done()
       const outcome = importOutcome(summary)
       if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
       else if (outcome === 'partial-failure') process.exitCode = ExitCode.partialFailure
-      if (!this.jsonEnabled()) process.stderr.write(renderImportSummary(summary))
+      this.result(summary, renderImportSummary)
+      if (summary.dryRun) reporter.hint('Next: the same command without --dry-run imports them.')
       return summary
     } finally {
-      progress.done()
       await client.close()
     }
   }
@@ -99,8 +97,7 @@ function renderImportSummary(summary: ImportSummary): string {
   const lines: string[] = []
   if (summary.problemCount > 0) {
     lines.push(`Refused or missing (${summary.problemCount}):`)
-    for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${renderProblem(problem)}`)
-    if (summary.problemCount > 20) lines.push(`  ... and ${summary.problemCount - 20} more (see --json)`)
+    lines.push(...listed(summary.problems.map(renderProblem), summary.problemCount))
   }
 
   const {volumes} = summary
@@ -112,14 +109,14 @@ function renderImportSummary(summary: ImportSummary): string {
   }
   if (summary.studies.complete + summary.studies.incomplete.length > 0) {
     lines.push(`Studies: ${summary.studies.complete} complete, ${summary.studies.incomplete.length} incomplete on the target.`)
-    for (const study of summary.studies.incomplete.slice(0, 20)) lines.push(`  ${study.studyInstanceUid}: ${study.present} of ${study.expected} instances`)
+    lines.push(...listed(summary.studies.incomplete.map((study) => `${study.studyInstanceUid}: ${study.present} of ${study.expected} instances`)))
   }
 
   for (const report of summary.recovery) lines.push(...renderRecovery(report))
   if (summary.ignoredFiles > 0) lines.push(`Set aside ${summary.ignoredFiles} file(s) that are not instances to import: ${Object.entries(summary.ignoredByKind).map(([kind, count]) => `${count} ${kind}`).join(', ')}.`)
   lines.push(...renderNotCarried(summary.notCarried))
   if (summary.receipt) lines.push(`Receipt: ${summary.receipt}`)
-  const headline = summary.dryRun ? 'Dry run, nothing changed' : 'Imported'
+  const headline = summary.dryRun ? `Dry run, nothing changed on ${summary.target.url}` : `Imported into ${summary.target.url}`
   return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline)}`
 }
 

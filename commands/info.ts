@@ -17,9 +17,7 @@ export default class Info extends BaseCommand {
     const {flags} = await this.parse(Info)
     const client = new OrthancClient(endpointFromFlags('server', flags), this.httpOptions(flags, 2))
     try {
-      const report = await describeServer(client, this.signal)
-      if (!this.jsonEnabled()) this.log(renderReport(report))
-      return report
+      return this.result(await describeServer(client, this.signal), renderReport)
     } finally {
       await client.close()
     }
@@ -28,9 +26,12 @@ export default class Info extends BaseCommand {
 
 function renderReport(report: ServerReport): string {
   const yesNo = (value: boolean | null, unknown: string) => (value === null ? unknown : value ? 'yes' : 'no')
-  const {counts, disk, features} = report
+  const {counts, disk, features, accepts} = report
+  const metadata = accepts.userMetadata === null
+    ? 'unknown: Orthanc before 1.12 does not list its UserMetadata (names it does not declare are refused, and reported as not carried)'
+    : accepts.userMetadata.length === 0 ? 'none declared: user metadata sent to it is refused (declare names in its UserMetadata)' : `only ${accepts.userMetadata.map((name) => `"${name}"`).join(', ')} (its UserMetadata): others are refused`
   return [
-    `Server:        ${report.server}`,
+    `Server:        ${report.server.url}`,
     `Name:          ${report.name}`,
     `Version:       Orthanc ${report.version} (REST API ${report.apiVersion})`,
     `Database:      ${report.databaseBackend}`,
@@ -41,5 +42,11 @@ function renderReport(report: ServerReport): string {
     `  labels:              ${features.labels ? 'yes' : 'no (labels need Orthanc 1.12.0 or later)'}`,
     `  attachment info:     ${features.attachmentInfo ? 'yes' : 'no (MD5 checks use older routes)'}`,
     `  storage compression: ${yesNo(features.storageCompression, 'unknown (no instance stored to look at)')}`,
+    'As a target, it takes:',
+    `  uploads:             ${accepts.uploads === null ? 'yes, unless it is ReadOnly (Orthanc before 1.12 does not say)' : accepts.uploads ? 'yes' : 'no: it is ReadOnly, every upload is refused'}`,
+    `  labels:              ${accepts.labels ? 'yes' : 'no: Orthanc before 1.12 has no labels (reported as not carried)'}`,
+    `  user metadata:       ${metadata}`,
+    '  user attachments:    yes (written by content type number)',
+    '  system metadata:     no: Orthanc keeps its own (reception date, remote AET...) and no REST call writes it',
   ].join('\n')
 }

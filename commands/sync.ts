@@ -6,7 +6,9 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
-import {progressRenderer} from '../src/cli/progress-renderer.js'
+import {fractionFlag} from '../src/cli/flag-types.js'
+import {describeUndeclared} from '../src/cli/reporter.js'
+import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderTransferSummary} from '../src/cli/summary.js'
 import {UserFacingError} from '../src/errors.js'
@@ -36,32 +38,29 @@ export default class Sync extends BaseCommand {
     checksum: Flags.boolean({description: 'also compare MD5s of instances on both sides, and send again those that differ'}),
     'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
     delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),
-    'max-delete-fraction': Flags.string({description: 'refuse a deletion pass that would remove more than this fraction of the target', default: '0.1'}),
+    'max-delete-fraction': fractionFlag({description: 'refuse a deletion pass that would remove more than this fraction of the target (0 to 1)', default: 0.1}),
     follow: Flags.boolean({description: 'keep following the source\'s changes until stopped'}),
     interval: Flags.integer({description: 'seconds between polls of the source with --follow', default: 10, min: 1}),
     'full-every': Flags.integer({description: 'minutes between full comparisons with --follow (they also catch deletions)', default: 60, min: 1}),
     state: Flags.string({description: 'file keeping the change cursor with --follow (default: .orthanc-replicate-follow-<hash>.json here)'}),
     ...filterFlags,
     ...fileGroupFlags,
+    ...reportingFlags,
   }
 
   async run(): Promise<SyncResult> {
     const {flags} = await this.parse(Sync)
     applyFileGroup(flags)
-    const maxDeleteFraction = Number(flags['max-delete-fraction'])
-    if (!(maxDeleteFraction >= 0 && maxDeleteFraction <= 1)) {
-      throw new UserFacingError(`--max-delete-fraction "${flags['max-delete-fraction']}" is not a number from 0 to 1`, 'For example 0.1 allows a pass to delete up to 10% of the target.', 'usage', 'bad-fraction')
-    }
-
+    const maxDeleteFraction = flags['max-delete-fraction']
     const filters = filtersFromFlags(flags)
     if (flags.delete && Object.keys(filters).length > 0) {
       throw new UserFacingError('--delete cannot be combined with filters', 'What the target holds outside the filters is not the source\'s to judge: sync without filters to mirror deletions.', 'usage', 'delete-with-filters')
     }
 
+    const reporter = await this.startReporting(flags, {plansAsDetails: flags.follow || flags['dry-run']})
     const http = this.httpOptions(flags, flags.concurrency + 2)
     const source = new OrthancClient(endpointFromFlags('source', flags), http)
     const target = new OrthancClient(endpointFromFlags('target', flags), http)
-    const progress = progressRenderer(this.interactive && !flags.follow)
     try {
       if (flags.follow) {
         const stateFile = flags.state ?? `.orthanc-replicate-follow-${createHash('sha1').update(`${source.display} ${target.display}`).digest('hex').slice(0, 12)}.json`
@@ -69,31 +68,32 @@ export default class Sync extends BaseCommand {
           source, target, filters, checksum: flags.checksum, concurrency: flags.concurrency, signal: this.signal,
           stateFile, intervalMs: flags.interval * 1000, fullEveryMs: flags['full-every'] * 60_000,
           deleteExtras: flags.delete, maxDeleteFraction,
+          onProgress: reporter.onProgress,
           onEvent: (event) => {
-            if (this.jsonEnabled()) return
             const time = new Date().toISOString()
-            if (event.type === 'outage') process.stderr.write(`${time} waiting out an outage: ${event.message}\n`)
-            else if (event.summary.transferred + event.summary.failed > 0 || event.deletion?.deleted || event.deletion?.refused) {
+            if (event.type === 'outage') reporter.warn(`${time} waiting out an outage: ${event.message}`)
+            else {
               const deletion = event.deletion ? `, ${event.deletion.deleted} deleted${event.deletion.refused ? ` (deletion refused: ${event.deletion.refused})` : ''}` : ''
-              process.stderr.write(`${time} ${event.full ? 'full pass' : 'changes'} up to ${event.cursor}: ${event.summary.transferred} transferred, ${event.summary.failed} failed${deletion}\n`)
+              const line = `${time} ${event.full ? 'full pass' : 'changes'} up to ${event.cursor}: ${event.summary.transferred} transferred, ${event.summary.failed} failed${deletion}`
+              if (event.summary.transferred + event.summary.failed > 0 || event.deletion?.deleted || event.deletion?.refused) reporter.note(line)
+              else reporter.detail(line)
             }
           },
+          onPassEvent: reporter.onEvent,
         })
-        if (!this.jsonEnabled()) process.stderr.write(`Stopped. Cursor ${summary.cursor} saved in ${stateFile}; ${summary.transferred} transferred, ${summary.failed} failed over ${summary.passes} passes.\n`)
-        return {...summary, following: true, stateFile}
+        return this.result({...summary, following: true as const, stateFile}, renderFollowSummary)
       }
 
       const summary: SyncSummary & {deletion?: DeletionPass} = await syncServers({
         source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency: flags.concurrency,
-        signal: this.signal, onProgress: progress.listener,
+        signal: this.signal, onProgress: reporter.onProgress, onEvent: reporter.onEvent,
       })
-      if (flags.delete) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: flags.concurrency, signal: this.signal})
-      progress.done()
+      if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: flags.concurrency, signal: this.signal})
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
-      if (!this.jsonEnabled()) process.stderr.write(renderSyncSummary(summary))
+      this.result(summary, renderSyncSummary)
+      if (summary.dryRun && summary.planned.instances > 0) reporter.hint('Next: the same command without --dry-run sends them.')
       return summary
     } finally {
-      progress.done()
       await Promise.all([source.close(), target.close()])
     }
   }
@@ -110,7 +110,15 @@ function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): st
     lines.push(summary.deletion.refused ? `Deletion refused: ${summary.deletion.refused}.` : `${summary.dryRun ? 'Would delete' : 'Deleted'} ${summary.dryRun ? summary.deletion.candidates : summary.deletion.deleted} instance(s) from the target.`)
   }
 
+  if (plan.undeclaredUserMetadata?.length) lines.push(describeUndeclared(plan.undeclaredUserMetadata))
   lines.push(...renderNotCarried(summary.notCarried))
 
-  return `${lines.join('\n')}\n${renderTransferSummary(summary, summary.dryRun ? 'Dry run, nothing changed' : 'Synced')}`
+  const headline = summary.dryRun ? `Dry run, nothing changed on ${summary.target.url}` : `Synced ${summary.source.url} to ${summary.target.url}`
+  return `${lines.join('\n')}\n${renderTransferSummary(summary, headline)}`
+}
+
+function renderFollowSummary(summary: FollowSummary & {stateFile: string}): string {
+  const lines = [`Stopped. Cursor ${summary.cursor} saved in ${summary.stateFile}; ${summary.passes} pass(es), ${summary.fullPasses} of them full, ${summary.outages} outage(s) waited out${summary.deleted > 0 ? `, ${summary.deleted} deleted` : ''}.`]
+  lines.push(...renderNotCarried(summary.notCarried))
+  return `${lines.join('\n')}\n${renderTransferSummary(summary, `Mirrored ${summary.source.url} to ${summary.target.url}`)}`
 }

@@ -4,12 +4,11 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {decryptionFlags, decryptionKeysFromFlags} from '../src/cli/encryption-flags.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
-import {renderProblem, renderVolumeRange} from '../src/cli/summary.js'
-import {UserFacingError} from '../src/errors.js'
-import {resolveImportInputs} from '../src/import/inputs.js'
+import {reportingFlags} from '../src/cli/reporting-flags.js'
+import {listed, renderProblem, renderVolumeRange, shellWord} from '../src/cli/summary.js'
+import {verifyArchives} from '../src/api.js'
 import {OrthancClient} from '../src/orthanc/client.js'
-import {archiveInputs} from '../src/sources/archive-inputs.js'
-import {verifyArchives, verifyOutcome, type VerifySummary} from '../src/verify/verify.js'
+import {verifyOutcome, type VerifySummary} from '../src/verify/verify.js'
 
 export default class Verify extends BaseCommand {
   static override summary = 'Check archive volumes offline: all volumes and entries present, every checksum matching; with --target, that every instance is on that server.'
@@ -26,23 +25,20 @@ export default class Verify extends BaseCommand {
     concurrency: Flags.integer({char: 'c', description: 'parallel checks against the target', default: 8, min: 1, max: 64}),
     ...decryptionFlags,
     'spool-dir': Flags.string({description: 'where an archive read from stdin waits, one volume at a time, while it is checked (default: the system temporary folder)'}),
+    ...reportingFlags,
   }
 
   async run(): Promise<VerifySummary> {
     const {flags, argv} = await this.parse(Verify)
-    const archives = (await resolveImportInputs(argv as string[], process.stdin, 'auto')).map((input) => {
-      if (input.kind === 'archive-file' || input.kind === 'archive-stream') return input
-      throw new UserFacingError(`${input.path} holds no archive volume`, 'Give the .tar (or .tar.age) volumes written by export, or the folder holding them, or - for stdin.', 'bad-input', 'not-an-archive')
-    })
-    const inputs = await archiveInputs(archives, await decryptionKeysFromFlags(flags))
-    const targetUrl = (flags as Record<string, unknown>).target
-    const target = targetUrl ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
+    const reporter = await this.startReporting(flags)
+    const target = flags.target ? new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2)) : undefined
     try {
-      const summary = await verifyArchives(inputs, {target, concurrency: flags.concurrency, spoolDir: flags['spool-dir'], signal: this.signal})
+      const summary = await verifyArchives(argv as string[], {target, decryption: await decryptionKeysFromFlags(flags), concurrency: flags.concurrency, spoolDir: flags['spool-dir'], signal: this.signal, onProgress: reporter.onProgress, onEvent: reporter.onEvent})
       const outcome = verifyOutcome(summary)
       if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
       else if (outcome === 'target-differs') process.exitCode = ExitCode.different
-      if (!this.jsonEnabled()) this.log(renderVerify(summary))
+      this.result(summary, renderVerify)
+      if (outcome === 'ok' && !summary.target && !argv.includes('-')) reporter.hint(`Next: import it (${this.config.bin} import --target URL ${argv.map((path) => shellWord(String(path))).join(' ')}), then verify again with --target URL before anything is deleted.`)
       return summary
     } finally {
       await target?.close()
@@ -56,13 +52,15 @@ function renderVerify(summary: VerifySummary): string {
     `Instances: ${summary.instances} valid.`,
   ]
   for (const volume of summary.volumes.unproven) lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven (see below): none of its ${volume.instances} instance(s) counts`)
-  for (const problem of summary.problems.slice(0, 20)) lines.push(`  ${renderProblem(problem)}`)
-  if (summary.problemCount > 20) lines.push(`  ... and ${summary.problemCount - 20} more (see --json)`)
+  lines.push(...listed(summary.problems.map(renderProblem), summary.problemCount))
   const incompleteStudies = summary.studies.filter((study) => study.valid < study.expected)
   lines.push(`Studies: ${summary.studies.length - incompleteStudies.length} of ${summary.studies.length} complete and valid.`)
-  for (const study of incompleteStudies.slice(0, 20)) lines.push(`  ${study.studyInstanceUid}: ${study.valid} of ${study.expected} instances`)
+  lines.push(...listed(incompleteStudies.map((study) => `${study.studyInstanceUid}: ${study.valid} of ${study.expected} instances`)))
   if (summary.target) {
-    lines.push(`Target ${summary.target.server}: ${summary.target.confirmed} confirmed, ${summary.target.missing.length} missing, ${summary.target.different.length} with another MD5.`)
+    const {target} = summary
+    lines.push(`Target ${target.url}: ${target.confirmed} confirmed, ${target.missing.length} missing, ${target.different.length} with another MD5.`)
+    if (target.missing.length > 0) lines.push('missing on the target:', ...listed(target.missing))
+    if (target.different.length > 0) lines.push('with another MD5 on the target:', ...listed(target.different))
   }
 
   const outcome = verifyOutcome(summary)

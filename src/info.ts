@@ -1,7 +1,10 @@
+import type {Endpoint} from './model.js'
 import type {OrthancClient} from './orthanc/client.js'
+import {declaredUserMetadata} from './orthanc/metadata.js'
 
 export interface ServerReport {
-  server: string
+  /** The server as every summary names it (the same shape as a sync's source and target). */
+  server: Endpoint
   name: string
   version: string
   apiVersion: number
@@ -19,6 +22,19 @@ export interface ServerReport {
     storageCompression: boolean | null
     overwriteInstances: boolean | null
   }
+  /** What the server would take from a sync or an import, and what it would not: what is not carried to it. */
+  accepts: {
+    /** Labels: Orthanc 1.12.0 and later. */
+    labels: boolean
+    /** User metadata under these names (its UserMetadata); null when the server does not list them (before 1.12), so unknown. */
+    userMetadata: string[] | null
+    /** User attachments are written by content type number (1024 and above): every version takes them. */
+    attachments: boolean
+    /** Orthanc's own metadata (reception date, remote AET...): no REST call writes it, on any version. */
+    systemMetadata: boolean
+    /** Whether it takes uploads at all (Orthanc 1.12's ReadOnly); null when the server does not say. */
+    uploads: boolean | null
+  }
 }
 
 /** Everything `info` shows about a server, read from its REST API. */
@@ -28,8 +44,9 @@ export async function describeServer(client: OrthancClient, signal?: AbortSignal
   const storedBytes = Number(statistics.TotalDiskSize)
   const uncompressedBytes = Number(statistics.TotalUncompressedSize)
   const compression = await client.storageCompression(signal)
+  const declared = declaredUserMetadata(system)
   return {
-    server: client.display,
+    server: {url: client.display, name: system.Name, version: system.Version},
     name: system.Name,
     version: system.Version,
     apiVersion: system.ApiVersion,
@@ -48,6 +65,13 @@ export async function describeServer(client: OrthancClient, signal?: AbortSignal
       attachmentInfo: features.attachmentInfo,
       storageCompression: compression ?? null,
       overwriteInstances: system.OverwriteInstances ?? null,
+    },
+    accepts: {
+      labels: features.labels,
+      userMetadata: declared ?? null,
+      attachments: true,
+      systemMetadata: false,
+      uploads: system.ReadOnly === undefined ? null : !system.ReadOnly,
     },
   }
 }

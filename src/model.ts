@@ -69,6 +69,16 @@ export function hasUserSideData(data: SideData): boolean {
   return Object.keys(data.userMetadata).length > 0 || data.attachments.length > 0 || data.labels.length > 0
 }
 
+/**
+ * A server as every summary names it (`source`, `target`, `server`): its URL, never with
+ * credentials, and its name and version as it answered them.
+ */
+export interface Endpoint {
+  url: string
+  name?: string
+  version?: string
+}
+
 export interface SourceIdentity {
   server: string
   name: string

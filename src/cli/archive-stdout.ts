@@ -1,4 +1,4 @@
-import {createWriteStream, fstatSync} from 'node:fs'
+import fs, {createWriteStream, fstatSync} from 'node:fs'
 import type {Writable} from 'node:stream'
 
 import {UserFacingError} from '../errors.js'
@@ -16,5 +16,17 @@ export function archiveStdout(): Writable {
   }
 
   const kind = fstatSync(1)
-  return kind.isFIFO() || kind.isSocket() ? process.stdout : createWriteStream('', {fd: 1, autoClose: false})
+  if (kind.isFIFO() || kind.isSocket()) return process.stdout
+  // Descriptor 1 carries the archive alone, through the stream below: nothing written to
+  // process.stdout may land in it. oclif still writes an empty string there when the command
+  // ends, which on a full device failed too and ended the process with exit 1, not 13.
+  process.stdout.write = ((...args: unknown[]) => {
+    const callback = args.find((arg) => typeof arg === 'function') as (() => void) | undefined
+    if (callback) queueMicrotask(callback)
+    return true
+  }) as typeof process.stdout.write
+  // A stream destroyed on an error closes its descriptor whatever autoClose says: descriptor 1
+  // closed, that last write failed with EBADF, and the next file opened could have taken number 1.
+  // Descriptor 1 stays open: it is the process's.
+  return createWriteStream('', {fd: 1, autoClose: false, fs: {...fs, close: (_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => callback(null)}})
 }

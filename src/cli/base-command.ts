@@ -6,8 +6,11 @@ import type {HttpOptions} from '../orthanc/http.js'
 import {emptyStats, type TransferStats} from '../transfer/stats.js'
 import {ExitCode} from './exit-codes.js'
 import {describeFailure} from './failure.js'
+import {usageMessage} from './usage-message.js'
 import {interruptSignal} from './interrupt.js'
 import {guardOutputs} from '../util/redact.js'
+import {Reporter} from './reporter.js'
+import type {ReportingFlagValues} from './reporting-flags.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 
@@ -27,6 +30,12 @@ export abstract class BaseCommand extends Command {
   static transfersInstances = false
 
   private readonly started = Date.now()
+
+  /** Progress, notes, --stats and --log-file of this run, once a command has started reporting (see startReporting). */
+  protected reporter?: Reporter
+
+  /** Where the result goes for a person: stdout, unless stdout carries something else (an archive). */
+  protected resultStream: NodeJS.WritableStream = process.stdout
 
   /** Aborted by Ctrl-C or SIGTERM, however early they came (see interrupt.ts). */
   protected get signal(): AbortSignal {
@@ -48,12 +57,34 @@ export abstract class BaseCommand extends Command {
       headersTimeoutMs: flags.timeout * 1000,
       bodyTimeoutMs: flags.timeout * 1000,
       retry: {retries: flags.retries, minDelayMs: 250, maxDelayMs: 8000},
+      onRetry: this.reporter?.onHttpRetry,
     }
   }
 
-  /** Progress and notes go to stderr, and only for a person watching: not under --json, not into a pipe or log file. */
-  protected get interactive(): boolean {
-    return !this.jsonEnabled() && Boolean(process.stderr.isTTY)
+  /** Starts progress, --stats and --log-file for this run, from the reporting flags (see reporting-flags.ts). */
+  protected async startReporting(flags: ReportingFlagValues, options: {plansAsDetails?: boolean} = {}): Promise<Reporter> {
+    this.reporter = await Reporter.open({
+      ...options,
+      command: this.id ?? this.constructor.name.toLowerCase(),
+      version: this.config.version,
+      json: this.jsonEnabled(),
+      flags,
+      // Names only: values may be patient IDs, or paths that name patients.
+      flagNames: [...new Set(this.argv.filter((word) => /^--?[a-z]/i.test(word)).map((word) => word.replace(/^-+/, '').split('=')[0]!))],
+    })
+    return this.reporter
+  }
+
+  /**
+   * The command's result: for a person, rendered on stdout (or resultStream); under --json, oclif
+   * prints it as the one JSON document on stdout. Either way, its counters end the log.
+   */
+  protected result<T extends object>(summary: T, render: (summary: T) => string): T {
+    this.reporter?.result(summary)
+    // The progress line shares the terminal with stdout: it goes before the result is shown.
+    this.reporter?.clearProgress()
+    if (!this.jsonEnabled()) this.resultStream.write(`${render(summary).replace(/\n*$/, '')}\n`)
+    return summary
   }
 
   override async catch(error: Error & {exitCode?: number}): Promise<void> {
@@ -62,7 +93,7 @@ export abstract class BaseCommand extends Command {
     // A bad flag or argument: one line (one JSON object under --json), exit 2. oclif's own report
     // of it dumps its whole parse, flag values (URLs with passwords) included.
     if (error instanceof Errors.CLIError) {
-      const message = error.message.split('\n')[0]!.replace(/^\s*Error:\s*/, '')
+      const message = usageMessage(error.message)
       const suggestion = `See: ${this.config.bin} ${this.id ?? ''} --help`.replace(/\s+--help$/, ' --help')
       process.exitCode = ExitCode.usage
       if (this.jsonEnabled()) this.logJson({error: {code: 'usage', message, suggestion, exitCode: ExitCode.usage}})
@@ -85,6 +116,9 @@ export abstract class BaseCommand extends Command {
   override async finally(error: Error | undefined): Promise<void> {
     // Interrupted is what the run was, whatever else it found on the way.
     if (this.signal.aborted) process.exitCode = ExitCode.interrupted
+    const failure = error && !(error instanceof Errors.ExitError) ? describeFailure(error) : undefined
+    // The error's code only: its message may name a file, and the log names no path.
+    await this.reporter?.close({exitCode: typeof process.exitCode === 'number' ? process.exitCode : failure?.exitCode ?? 0, error: failure?.code})
     return super.finally(error)
   }
 

@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core'
+import {Flags, type Interfaces} from '@oclif/core'
 
 import {type EndpointInput, resolveEndpoint, type ServerEndpoint} from '../orthanc/endpoint.js'
 
@@ -15,11 +15,25 @@ function flagPrefix(role: ServerRole): string {
   return role === 'server' ? '' : `${role}-`
 }
 
+type Prefix<R extends ServerRole> = R extends 'server' ? '' : `${R}-`
+/** The flags beside the URL, named for the role: username, or source-username. */
+export type ServerDetailFlag<R extends ServerRole> = `${Prefix<R>}${'username' | 'password-file' | 'ca-file' | 'client-cert' | 'client-key'}`
+
+/** The flags of one server as oclif types them: the URL (required unless said otherwise) and the optional details. */
+export type ServerFlags<R extends ServerRole, Required extends boolean = true> =
+  & Record<R, Interfaces.OptionFlag<Required extends true ? string : string | undefined>>
+  & Record<ServerDetailFlag<R>, Interfaces.OptionFlag<string | undefined>>
+
+/** Parsed values of one server's flags. */
+export type ServerFlagValues<R extends ServerRole> = Partial<Record<R | ServerDetailFlag<R>, string>>
+
 /**
  * The flags that locate and authenticate one server. A password is never a flag value (it
  * would show in `ps` and shell history): it comes from the URL, a file, or the environment.
  */
-export function serverFlags(role: ServerRole, required = true) {
+export function serverFlags<R extends ServerRole>(role: R): ServerFlags<R>
+export function serverFlags<R extends ServerRole>(role: R, required: false): ServerFlags<R, false>
+export function serverFlags<R extends ServerRole>(role: R, required = true): ServerFlags<R, boolean> {
   const prefix = flagPrefix(role)
   const env = ENV_PREFIXES[role][0]
   return {
@@ -33,12 +47,12 @@ export function serverFlags(role: ServerRole, required = true) {
     [`${prefix}ca-file`]: Flags.string({description: `PEM certificate authorities to trust for the ${role}'s HTTPS`}),
     [`${prefix}client-cert`]: Flags.string({description: `PEM client certificate for the ${role}`, dependsOn: [`${prefix}client-key`]}),
     [`${prefix}client-key`]: Flags.string({description: `PEM key of the client certificate for the ${role}`, dependsOn: [`${prefix}client-cert`]}),
-  }
+  } as ServerFlags<R, boolean>
 }
 
-export function endpointFromFlags(role: ServerRole, flags: Record<string, unknown>): ServerEndpoint {
+export function endpointFromFlags<R extends ServerRole>(role: R, flags: ServerFlagValues<R>): ServerEndpoint {
   const prefix = flagPrefix(role)
-  const value = (name: string) => flags[name] as string | undefined
+  const value = (name: string) => (flags as Record<string, string | undefined>)[name]
   const input: EndpointInput = {
     url: value(role) ?? '',
     username: value(`${prefix}username`),

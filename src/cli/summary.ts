@@ -1,25 +1,44 @@
 import type {Problem} from '../problems.js'
 import type {NotCarried} from '../sinks/orthanc-sink.js'
-import type {TransferStats} from '../transfer/stats.js'
+import type {PlannedCounts, TransferStats} from '../transfer/stats.js'
 import {formatBytes, formatDuration} from '../util/format.js'
 
 const LISTED_FAILURES = 20
 
-/** The closing lines every transfer command prints for a person: counts, then what failed. */
-export function renderTransferSummary(stats: TransferStats, headline: string): string {
-  const lines = [
-    `${headline}: ${stats.transferred} transferred, ${stats.skipped} skipped, ${stats.failed} failed; ${formatBytes(stats.bytes)} in ${formatDuration(stats.durationMs)}.`,
-  ]
+/**
+ * The closing lines every transfer command prints for a person: counts, then what failed. A dry
+ * run says what it would transfer (`planned`), never that it transferred anything.
+ */
+export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; planned?: PlannedCounts}, headline: string): string {
+  const counts = stats.dryRun
+    ? `${stats.planned?.instances ?? 0} would be transferred (${formatBytes(stats.planned?.bytes ?? 0)}), ${stats.skipped} skipped, ${stats.failed} failed; in ${formatDuration(stats.durationMs)}.`
+    : `${stats.transferred} transferred, ${stats.skipped} skipped, ${stats.failed} failed; ${formatBytes(stats.bytes)} in ${formatDuration(stats.durationMs)}.`
+  const lines = [`${headline}: ${counts}`]
+  if (stats.retries > 0) lines.push(`${stats.retries} request(s) or instance(s) sent again after a failure that passed (retries).`)
   if (stats.failed > 0) {
     lines.push('Failed:')
-    for (const failure of stats.failures.slice(0, LISTED_FAILURES)) lines.push(`  ${renderProblem(failure)}`)
-    if (stats.failed > LISTED_FAILURES) lines.push(`  ... and ${stats.failed - LISTED_FAILURES} more (see --json)`)
+    lines.push(...listed(stats.failures.map(renderProblem), stats.failed))
     lines.push('Run the same command again to retry what failed; what succeeded is not redone.')
   }
 
   if (stats.interrupted) lines.push('Interrupted before the end: run the same command again to finish; what is done is not redone.')
 
   return `${lines.join('\n')}\n`
+}
+
+/**
+ * The first LISTED_FAILURES of a list, indented, then how many more there are: `total` counts
+ * them all (a summary keeps only the first ones in full).
+ */
+export function listed(lines: string[], total = lines.length, limit = LISTED_FAILURES): string[] {
+  const shown = lines.slice(0, limit).map((line) => `  ${line}`)
+  if (total > shown.length) shown.push(`  ... and ${total - shown.length} more (see --json)`)
+  return shown
+}
+
+/** A path or URL as a shell word, quoted when it needs to be, for commands suggested to the user. */
+export function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
 }
 
 /** One problem on one line: what, where, why. */

@@ -1,24 +1,24 @@
 import {randomUUID} from 'node:crypto'
-import {access, constants, mkdtemp, open, readFile, rename, rm, stat, statfs} from 'node:fs/promises'
+import {access, constants, mkdtemp, readFile, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, join} from 'node:path'
 import type {Writable} from 'node:stream'
 
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, recordedFilters, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName, type WrittenInstanceRecord, type WrittenResourceRecord} from '../archive/format.js'
-import type {Hop, InstanceFilters, SourceIdentity} from '../model.js'
-import {TarOutput, VolumeWriter} from '../archive/volume-writer.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, recordedFilters, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
+import type {Endpoint, Hop, InstanceFilters, SourceIdentity} from '../model.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
+import {type ArchivedInstance, type ArchiveSink, FolderArchiveSink, StreamArchiveSink, type VolumeContentsHeld} from '../sinks/archive-sink.js'
 import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc-instance.js'
 import {SideDataReader} from '../sources/side-data.js'
 import type {SelectedInstance, SelectedStudy} from '../sources/orthanc-selection.js'
 import {runTransfer} from '../transfer/engine.js'
-import type {ProgressListener} from '../transfer/progress.js'
-import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
+import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
+import {emptyStats, type PlannedCounts, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {crashPoint} from '../util/crash-points.js'
-import {syncDirectory, writeJsonAtomically} from '../util/json-file.js'
-import {makePrivateFolder, openPrivateFile} from '../util/private-files.js'
-import {AGE_FILE_SUFFIX, type AgeEncryptionKeys, createEncryptingWriter, encryptedSizeBound} from '../crypto/age.js'
+import {writeJsonAtomically} from '../util/json-file.js'
+import {makePrivateFolder} from '../util/private-files.js'
+import {type AgeEncryptionKeys, encryptedSizeBound} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
 import {type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
@@ -52,28 +52,26 @@ export interface ExportOptions {
   encryption?: AgeEncryptionKeys
   signal?: AbortSignal
   onProgress?: ProgressListener
+  /** The plan (before anything is written), each failure and each retry. */
+  onEvent?: JobEventListener
 }
 
 export interface ExportSummary extends TransferStats {
   dryRun: boolean
+  source: Endpoint
   output: string
   group: string
   /** Volumes of the export, and how many this run wrote (the others were already complete). */
   volumes: number
   volumesWritten: number
+  /** The whole export, as planned: all a dry run does. The same as `planned`. */
   instancesPlanned: number
   bytesPlanned: number
+  planned: PlannedCounts
   changeCursor: number
 }
 
 const STATE_DIR = '.orthanc-replicate'
-
-/**
- * How much a volume file's stream buffers before it asks the writer to wait. With the default
- * 16 KiB, each instance waited for its own disk write to finish before the next could be added
- * to the tar, and entries go in order: downloads waited on the disk one file at a time.
- */
-const VOLUME_WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 
 /**
  * Exports a server's instances into archive volumes: plans (or resumes a plan), checks free
@@ -99,13 +97,15 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
 
   const summary: ExportSummary = {
     ...emptyStats(),
-    dryRun: options.dryRun,
+    dryRun: options.dryRun === true,
+    source: {url: source.server, name: source.name, version: source.version},
     output: options.output.kind === 'directory' ? options.output.path : '-',
     group: '',
     volumes: 0,
     volumesWritten: 0,
     instancesPlanned: 0,
     bytesPlanned: 0,
+    planned: {instances: 0, bytes: 0},
     changeCursor: 0,
   }
   let keepFolder = true
@@ -130,6 +130,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
         onStudy: index ? (study: SelectedStudy) => index.add(study) : undefined,
         signal: options.signal,
         onProgress: options.onProgress,
+        onEvent: options.onEvent,
       })
       crashPoint('export:plan-saved')
       // Written as soon as the plan says which volume holds which study.
@@ -137,11 +138,13 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     }
 
     const planned = plan.volumes.reduce((sum, volume) => sum + volume.instances, 0)
+    const bytesPlanned = plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0)
     Object.assign(summary, {
       group: plan.group,
       volumes: plan.volumes.length,
       instancesPlanned: planned,
-      bytesPlanned: plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0),
+      bytesPlanned,
+      planned: {instances: planned, bytes: bytesPlanned},
       changeCursor: plan.changeCursor,
     })
     for (const failure of plan.planningFailures) recordFailure(summary, failure)
@@ -154,6 +157,8 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       throw new UserFacingError('no instance matches the filters', 'Check the filter values (IDs, dates as YYYYMMDD, modality codes) against `info` and the server.', 'nothing-matched', 'nothing-matched')
     }
 
+    const planEvent = {type: 'plan', instances: planned, bytes: bytesPlanned, volumes: plan.volumes.length} as const
+    if (options.dryRun || options.output.kind === 'stream') options.onEvent?.(planEvent)
     if (options.dryRun) return finished(summary, started)
     if (options.output.kind === 'directory') {
       const held = await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
@@ -176,16 +181,6 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       await rm(stateDir, {recursive: true, force: true})
       if (createdFolder) await rm((options.output as {path: string}).path, {recursive: true, force: true})
     }
-  }
-}
-
-/** Flushes a file's bytes to the disk (through a descriptor of its own: the writing stream has closed its one). */
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r+')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
   }
 }
 
@@ -243,46 +238,29 @@ async function prepareOutputFolder(path: string): Promise<boolean> {
 /** Writes every volume not done yet; returns the IDs of the instances the export's finished volumes hold. */
 async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<string[]> {
   const count = plan.volumes.length
-  const suffix = options.encryption ? `.tar${AGE_FILE_SUFFIX}` : '.tar'
-  const pending: Array<{number: number; file: string}> = []
+  const sink = new FolderArchiveSink(dir, {encryption: options.encryption})
+  const pending: number[] = []
   const held: string[] = []
   let leftovers = 0
   for (const [index, volume] of plan.volumes.entries()) {
-    const file = join(dir, `${volumeName(options.namePrefix, index + 1, count)}${suffix}`)
+    const file = sink.volumeFile(volumeName(options.namePrefix, index + 1, count))
     leftovers += (await stat(`${file}.partial`).catch(() => undefined))?.size ?? 0
     const state = await finishedVolume(file, stateDir, index + 1, plan.group, options.encryption !== undefined)
     held.push(...state.written)
     if (state.done) summary.skipped += volume.instances
-    else pending.push({number: index + 1, file})
+    else pending.push(index + 1)
   }
 
+  options.onEvent?.({type: 'plan', instances: summary.instancesPlanned, bytes: summary.bytesPlanned, volumes: count, volumesDone: count - pending.length})
   // Our own unfinished volumes are deleted before anything is written: their space counts as free.
-  const plaintext = pending.reduce((sum, {number}) => sum + plan.volumes[number - 1]!.bytes, 0)
+  const plaintext = pending.reduce((sum, number) => sum + plan.volumes[number - 1]!.bytes, 0)
   await checkFreeSpace(dir, (options.encryption ? encryptedSizeBound(plaintext, options.encryption) : plaintext) - leftovers)
-  for (const {number, file} of pending) {
-    const partial = `${file}.partial`
-    await rm(partial, {force: true})
-    const handle = await openPrivateFile(partial, 'wx')
-    const fileStream = handle.createWriteStream({highWaterMark: VOLUME_WRITE_BUFFER_BYTES})
-    const output = new TarOutput(options.encryption ? createEncryptingWriter(fileStream, options.encryption) : fileStream)
-    try {
-      const written = await writeVolume(output, plan, stateDir, number, options)
-      await output.close()
-      crashPoint('export:volume-closed')
-      // The volume takes its final name (replacing one that held failures) only once its bytes are on the disk.
-      await syncFile(partial)
-      crashPoint('export:volume-synced')
-      // What it holds is recorded before it takes its name: a volume with its final name always has its record.
-      await writeJsonAtomically(doneRecordPath(stateDir, number), {group: plan.group, written: written.writtenIds, failed: written.failedIds} satisfies DoneRecord)
-      await rename(partial, file)
-      crashPoint('export:volume-renamed')
-      await syncDirectory(dir)
-      held.push(...written.writtenIds)
-      countVolume(summary, written.stats)
-    } catch (error) {
-      output.abort(error as Error)
-      throw error
-    }
+  for (const number of pending) {
+    // What it holds is recorded before it takes its name: a volume with its final name always has its record.
+    const recordHeld = (contents: VolumeContentsHeld) => writeJsonAtomically(doneRecordPath(stateDir, number), {group: plan.group, written: contents.written, failed: contents.failed} satisfies DoneRecord)
+    const written = await writeVolume(sink, plan, stateDir, number, options, recordHeld)
+    held.push(...written.held.written)
+    countVolume(summary, written.stats)
   }
 
   return held
@@ -327,12 +305,12 @@ async function finishedVolume(file: string, stateDir: string, volume: number, gr
 }
 
 async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<void> {
-  const output = new TarOutput(options.encryption ? createEncryptingWriter(stream, options.encryption) : stream)
+  const sink = new StreamArchiveSink(stream, {encryption: options.encryption})
   try {
-    for (let number = 1; number <= plan.volumes.length; number++) countVolume(summary, (await writeVolume(output, plan, stateDir, number, options)).stats)
-    await output.close()
+    for (let number = 1; number <= plan.volumes.length; number++) countVolume(summary, (await writeVolume(sink, plan, stateDir, number, options)).stats)
+    await sink.close()
   } catch (error) {
-    output.abort(error as Error)
+    sink.abort(error as Error)
     throw error
   }
 }
@@ -347,14 +325,13 @@ function countVolume(summary: ExportSummary, written: TransferStats): void {
   for (const failure of written.failures) recordFailure(summary, failure)
 }
 
-/** Writes one volume into the output; returns what went into it. An interruption leaves it unfinished (throws). */
-async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions): Promise<{stats: TransferStats; writtenIds: string[]; failedIds: string[]}> {
+/** Writes one volume into the sink; returns what went into it. An interruption leaves it unfinished (throws). */
+async function writeVolume(
+  sink: ArchiveSink, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions, onSealed?: (held: VolumeContentsHeld) => Promise<void>,
+): Promise<{stats: TransferStats; held: VolumeContentsHeld}> {
   const count = plan.volumes.length
-  const bagName = volumeName(options.namePrefix, number, count)
   const entries: PlannedEntry[] = []
   for await (const entry of readPlannedVolume(stateDir, number)) entries.push(entry)
-  const records = entries.map((entry) => entry.record)
-  const resources = entries.flatMap((entry) => entry.resources ?? [])
   const header: VolumeHeader = {
     format: ARCHIVE_FORMAT,
     formatVersion: ARCHIVE_FORMAT_VERSION,
@@ -370,80 +347,67 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
     incrementalBase: plan.incrementalBase,
     studies: Object.fromEntries(plan.volumes[number - 1]!.studyIds.map((id) => [id, plan.studies[id]!])),
   }
-  const writer = new VolumeWriter(output, bagName, new Date(plan.createdAt))
-  await writer.begin({...header, instances: records, resources})
+  const volume = await sink.openVolume({
+    bagName: volumeName(options.namePrefix, number, count),
+    header,
+    instances: entries.map((entry) => entry.record),
+    resources: entries.flatMap((entry) => entry.resources ?? []),
+    mtime: new Date(plan.createdAt),
+    bagInfo: {
+      group: plan.group,
+      volume: number,
+      volumeCount: count,
+      baggingDate: plan.createdAt.slice(0, 10),
+      software: 'orthanc-replicate',
+      description: `DICOM instances exported from Orthanc "${plan.source.name}" (${plan.source.version}); archive format ${ARCHIVE_FORMAT} v${ARCHIVE_FORMAT_VERSION}`,
+    },
+    onSealed,
+  })
 
-  const written: WrittenInstanceRecord[] = []
-  // SHA-256 of each resource attachment written, by path.
-  const resourceDigests = new Map<string, string>()
-  const doneBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.instances, 0)
-  const bytesBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.payloadBytes, 0)
-  const sideData = new SideDataReader(options.client)
-  const stats = await runTransfer({
-    items: toAsync(entries),
-    concurrency: options.concurrency,
-    signal: options.signal,
-    phase: 'export',
-    describe: ({record}) => ({id: record.id}),
-    sizeOf: ({record, resources: carried}) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
-      + (carried ?? []).reduce((sum, resource) => sum + resource.attachments.reduce((total, attachment) => total + attachment.size, 0), 0),
-    async work({record, resources: carried}, signal) {
-      const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal)
-      const attachments = await Promise.all(record.attachments.map((attachment) => fetchVerifiedAttachment(options.client, record.id, attachment, signal)))
-      // The side data of its patient, study or series that goes in with this instance, checked against the plan's MD5s.
-      const resourceFiles: Array<{path: string; data: Buffer}> = []
-      for (const resource of carried ?? []) {
-        for (const attachment of resource.attachments) {
-          const data = await sideData.attachmentBytes(resource, attachment.contentType, signal)
-          resourceFiles.push({path: attachment.path, data: data!})
+  try {
+    const doneBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, planned) => sum + planned.instances, 0)
+    const bytesBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, planned) => sum + planned.payloadBytes, 0)
+    const sideData = new SideDataReader(options.client)
+    const stats = await runTransfer({
+      items: toAsync(entries),
+      concurrency: options.concurrency,
+      signal: options.signal,
+      phase: 'export',
+      describe: ({record}) => ({id: record.id}),
+      sizeOf: ({record, resources: carried}) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
+        + (carried ?? []).reduce((sum, resource) => sum + resource.attachments.reduce((total, attachment) => total + attachment.size, 0), 0),
+      async work({record, resources: carried}, signal): Promise<ArchivedInstance> {
+        const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal)
+        const attachments = await Promise.all(record.attachments.map((attachment) => fetchVerifiedAttachment(options.client, record.id, attachment, signal)))
+        // The side data of its patient, study or series that goes in with this instance, checked against the plan's MD5s.
+        const resourceFiles: ArchivedInstance['resourceFiles'] = []
+        for (const resource of carried ?? []) {
+          for (const attachment of resource.attachments) {
+            const data = await sideData.attachmentBytes(resource, attachment.contentType, signal)
+            resourceFiles.push({path: attachment.path, data: data!})
+          }
         }
-      }
-      return {dicom, attachments, resourceFiles}
-    },
-    async commit({record}, payload) {
-      // A resource's attachments go before the first instance of it, so that a reader has them at hand.
-      for (const file of payload.resourceFiles) resourceDigests.set(file.path, await writer.addPayload(file.path, file.data))
-      const sha256 = await writer.addPayload(record.path, payload.dicom)
-      const attachments = []
-      for (const [index, attachment] of record.attachments.entries()) {
-        attachments.push({...attachment, sha256: await writer.addPayload(attachment.path, payload.attachments[index]!)})
-      }
-
-      written.push({...record, sha256, attachments})
-      crashPoint('export:entry-written')
-      return {kind: 'transferred', bytes: payload.dicom.length}
-    },
-    onProgress: options.onProgress && ((event) => options.onProgress!({
-      ...event,
-      done: doneBefore + event.done,
-      bytes: bytesBefore + event.bytes,
-      total: plan.volumes.reduce((sum, volume) => sum + volume.instances, 0),
-      totalBytes: plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0),
-    })),
-  })
-  if (stats.interrupted) throw options.signal?.reason ?? new DOMException('interrupted', 'AbortError')
-
-  // Every planned instance not written is listed as failed, with its reason when the summary kept it.
-  const reasons = new Map(stats.failures.map((failure) => [failure.id, failure.reason]))
-  const writtenIds = new Set(written.map((record) => record.id))
-  const failed = records.filter((record) => !writtenIds.has(record.id)).map((record) => ({id: record.id, reason: reasons.get(record.id) ?? 'failed (see the export\'s summary)'}))
-  // A resource attachment whose instance failed is not in the volume: its record says so by having no SHA-256.
-  const writtenResources: WrittenResourceRecord[] = resources.map((resource) => ({
-    ...resource,
-    attachments: resource.attachments.map((attachment) => {
-      const sha256 = resourceDigests.get(attachment.path)
-      return sha256 === undefined ? attachment : {...attachment, sha256}
-    }),
-  }))
-  await writer.finish({...header, instances: written, resources: writtenResources, failed}, {
-    group: plan.group,
-    volume: number,
-    volumeCount: count,
-    baggingDate: plan.createdAt.slice(0, 10),
-    software: 'orthanc-replicate',
-    description: `DICOM instances exported from Orthanc "${plan.source.name}" (${plan.source.version}); archive format ${ARCHIVE_FORMAT} v${ARCHIVE_FORMAT_VERSION}`,
-  })
-  return {stats, writtenIds: written.map((record) => record.id), failedIds: failed.map((failure) => failure.id)}
+        return {record, dicom, attachments, resourceFiles}
+      },
+      commit: (_entry, instance) => volume.store(instance),
+      onFailure: (problem) => options.onEvent?.({type: 'failure', problem}),
+      onRetry: (item, attempt, error) => options.onEvent?.({type: 'retry', id: item.id, attempt, reason: (error as Error).message}),
+      onProgress: options.onProgress && ((event) => options.onProgress!({
+        ...event,
+        done: doneBefore + event.done,
+        bytes: bytesBefore + (event.bytes ?? 0),
+        total: plan.volumes.reduce((sum, planned) => sum + planned.instances, 0),
+        totalBytes: plan.volumes.reduce((sum, planned) => sum + planned.payloadBytes, 0),
+      })),
+    })
+    if (stats.interrupted) throw options.signal?.reason ?? new DOMException('interrupted', 'AbortError')
+    // Every planned instance not written is listed as failed, with its reason when the summary kept it.
+    const held = await volume.finish(new Map(stats.failures.map((failure) => [failure.id, failure.reason])))
+    return {stats, held}
+  } catch (error) {
+    volume.abort(error as Error)
+    throw error
+  }
 }
 
 async function sourceIdentity(client: OrthancClient, signal?: AbortSignal): Promise<SourceIdentity> {

@@ -12,7 +12,7 @@ import {describeInstance} from '../sources/orthanc-instance.js'
 import {selectInstances, type SelectedInstance, type SelectedStudy} from '../sources/orthanc-selection.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {runTransfer} from '../transfer/engine.js'
-import type {ProgressListener} from '../transfer/progress.js'
+import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {writeJsonAtomically} from '../util/json-file.js'
@@ -57,6 +57,8 @@ export interface PlanOptions {
   onStudy?: (study: SelectedStudy) => void
   signal?: AbortSignal
   onProgress?: ProgressListener
+  /** Told of each instance that could not be described. */
+  onEvent?: JobEventListener
 }
 
 /**
@@ -145,7 +147,9 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
       concurrency: options.concurrency,
       signal: options.signal,
       phase: 'planning',
-      onProgress: options.onProgress,
+      // Planning reads descriptions, not files: counts only, so that no rate is shown for it.
+      onProgress: options.onProgress && ((event) => options.onProgress!({phase: event.phase, done: event.done})),
+      onFailure: (problem) => options.onEvent?.({type: 'failure', problem}),
       describe: (instance) => ({id: instance.id}),
       async work(instance, signal) {
         const [record, resources] = await Promise.all([describeInstance(options.client, instance, sideData, signal), sideData.resourcesOf(instance, signal)])

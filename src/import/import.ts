@@ -3,7 +3,9 @@ import {type ArchiveInput, readArchives} from '../sources/archive-source.js'
 import type {AgeDecryptionKeys} from '../crypto/age.js'
 import {archiveInputs} from '../sources/archive-inputs.js'
 import {readDicomFolder} from '../sources/dicom-folder.js'
-import type {InstanceInTransit} from '../model.js'
+import type {Endpoint, InstanceInTransit} from '../model.js'
+import {endpointOf} from '../orthanc/endpoint-of.js'
+import {archiveTotals} from '../sources/archive-totals.js'
 import type {SourceEvents} from '../sources/source-events.js'
 import {type Problem, ProblemList} from '../problems.js'
 import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-server.js'
@@ -11,8 +13,8 @@ import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {inFlightFor, runTransfer} from '../transfer/engine.js'
-import type {ProgressListener} from '../transfer/progress.js'
-import {recordFailure, type TransferStats} from '../transfer/stats.js'
+import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
+import {type PlannedCounts, recordFailure, type TransferStats} from '../transfer/stats.js'
 import type {ImportInput} from './inputs.js'
 import {ReceiptWriter, refuseReceiptOverInput} from './receipt.js'
 import {type StudyCompleteness, studyCompleteness} from './study-completeness.js'
@@ -32,11 +34,15 @@ export interface ImportOptions {
   includeUnindexed?: boolean
   signal?: AbortSignal
   onProgress?: ProgressListener
+  /** The plan (when volume files say what they hold), each failure and each retry. */
+  onEvent?: JobEventListener
 }
 
 export interface ImportSummary extends TransferStats {
   dryRun: boolean
-  target: string
+  target: Endpoint
+  /** A dry run's work: what it would upload (its `transferred` and `bytes` stay 0). */
+  planned?: PlannedCounts
   /** Files that are not instances (not DICOM, header-only copies, index files): passed over and counted. */
   ignoredFiles: number
   /** The same files counted by kind: not-dicom, header-only, not-in-index, index-file... */
@@ -69,6 +75,7 @@ const SAMPLES = 20
 export async function importInstances(options: ImportOptions): Promise<ImportSummary> {
   const {client} = options
   const system = await client.system(options.signal)
+  const target = await endpointOf(client, options.signal)
   const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: options.concurrency})
   const problems = new ProblemList()
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
@@ -101,6 +108,9 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
   }
 
+  // What the volume files say they hold: the total to show, when every input has one.
+  const totals = options.inputs.every((input) => input.kind === 'archive-file') ? await archiveTotals(options.inputs.map((input) => (input as {path: string}).path)) : undefined
+  if (totals) options.onEvent?.({type: 'plan', ...totals})
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
@@ -108,7 +118,11 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     concurrency: inFlightFor(options.concurrency),
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
+    total: totals?.instances,
+    totalBytes: totals?.bytes,
     onProgress: options.onProgress,
+    onFailure: (problem) => options.onEvent?.({type: 'failure', problem}),
+    onRetry: (item, attempt, error) => options.onEvent?.({type: 'retry', id: item.id, attempt, reason: (error as Error).message}),
     describe: (unit) => ({id: unit.instanceId, path: unit.label}),
     sizeOf: (unit) => unit.dicom.length + [...(unit.attachments?.values() ?? [])].reduce((sum, data) => sum + data.length, 0),
     async work(unit, signal) {
@@ -134,15 +148,20 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     await receipt?.close()
   })
 
-  for (const failure of sourceFailures) recordFailure(stats, failure)
+  for (const failure of sourceFailures) {
+    recordFailure(stats, failure)
+    options.onEvent?.({type: 'failure', problem: failure})
+  }
   // Interrupted: no more questions to the target; the counts so far are the summary.
   const studies = stats.interrupted ? {complete: 0, incomplete: []} : await studyCompleteness(client, archiveReport.bags, wouldTransfer, options.signal)
   return {
     ...stats,
+    // A dry run uploads nothing: what it would upload is its plan.
+    ...(options.dryRun ? {transferred: 0, bytes: 0, planned: {instances: stats.transferred, bytes: stats.bytes}} : {}),
     // Requests sent again after a reset or a 503 count too: each one is an upload that was not lost.
     retries: stats.retries + client.http.stats.retries,
-    dryRun: options.dryRun,
-    target: client.display,
+    dryRun: options.dryRun === true,
+    target,
     ignoredFiles,
     ignoredByKind,
     ignoredSamples,

@@ -38,7 +38,7 @@ export function postgresInputs(paths: string[], postgres: PostgresSource): Impor
  * holding volumes gives those volumes; an Orthanc storage folder is detected (or forced with
  * the mode); any other folder or file is read as DICOM files.
  */
-export async function resolveImportInputs(paths: string[], stdin: Readable, mode: FolderMode, recovery: RecoverySelection = {}): Promise<PathInput[]> {
+export async function resolveImportInputs(paths: string[], stdin: Readable, mode: FolderMode, recovery: RecoverySelection = {}, accepts: 'anything' | 'archives' = 'anything'): Promise<PathInput[]> {
   const storage = (path: string): PathInput => ({kind: 'storage-folder', path, index: recovery.index, ignoreIndex: recovery.ignoreIndex})
   const inputs: PathInput[] = []
   for (const path of paths) {
@@ -51,7 +51,11 @@ export async function resolveImportInputs(paths: string[], stdin: Readable, mode
     try {
       info = await stat(path)
     } catch {
-      throw new UserFacingError(`${path}: no such file or folder`, 'Give archive volumes, a folder of them, a DICOM folder, an Orthanc storage folder, or - for stdin.', 'usage', 'no-such-input')
+      // Each command names what it reads: verify reads archives only.
+      const suggestion = accepts === 'archives'
+        ? 'Give .tar volumes written by export, the folder holding them, or - for an archive on stdin.'
+        : 'Give archive volumes, a folder of them, a DICOM folder, an Orthanc storage folder, or - for stdin.'
+      throw new UserFacingError(`${path}: no such file or folder`, suggestion, 'usage', 'no-such-input')
     }
 
     if (info.isFile()) {

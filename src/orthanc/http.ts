@@ -29,6 +29,8 @@ export interface HttpOptions {
   /** Time allowed between two chunks of a response body. */
   bodyTimeoutMs?: number
   retry?: RetryPolicy
+  /** Told of each request sent again (for logs): its method and path, the attempt, and why. */
+  onRetry?: (retry: {method: string; path: string; attempt: number; reason: string}) => void
   /** Replaces the pool, for tests that inject faults (undici MockAgent). */
   dispatcher?: Dispatcher
 }
@@ -109,6 +111,7 @@ export class OrthancHttp {
   // An ES private field: util.inspect and console.log cannot show it (the header is the password in base64).
   readonly #authorization?: string
   private readonly retry: RetryPolicy
+  private readonly onRetry?: HttpOptions['onRetry']
   private readonly headersTimeout: number
   private readonly bodyTimeout: number
   /** Set by the first answer: from then on a refused connection means a restart, worth waiting for. */
@@ -119,6 +122,7 @@ export class OrthancHttp {
   constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
     this.endpoint = endpoint
     this.retry = options.retry ?? defaultRetryPolicy
+    this.onRetry = options.onRetry
     this.headersTimeout = options.headersTimeoutMs ?? 120_000
     this.bodyTimeout = options.bodyTimeoutMs ?? 60_000
     if (endpoint.username !== undefined || endpoint.password !== undefined) {
@@ -196,6 +200,7 @@ export class OrthancHttp {
     for (let attempt = 0; ; attempt++) {
       const mayRetry = idempotent && attempt < this.retry.retries && !options.signal?.aborted
       let retryAfterMs: number | undefined
+      let reason = ''
       try {
         const answer = await once()
         this.reachedOnce = true
@@ -205,14 +210,17 @@ export class OrthancHttp {
         }
         const error = await this.statusError(method, path, answer)
         if (!(mayRetry && this.isRetryable(error))) throw error
+        reason = error.message
         retryAfterMs = parseRetryAfter(answer.headers['retry-after'])
       } catch (error) {
         if (options.signal?.aborted) throw options.signal.reason ?? error
         const classified = error instanceof OrthancError ? error : this.classifyNetworkError(error, method, path)
         if (!(mayRetry && this.isRetryable(classified))) throw classified
+        reason = classified.message
       }
 
       this.stats.retries++
+      this.onRetry?.({method, path, attempt: attempt + 1, reason})
       await waitBeforeRetry(this.retry, attempt, options.signal, retryAfterMs)
     }
   }

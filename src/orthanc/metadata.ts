@@ -24,3 +24,12 @@ export function splitMetadata(all: Record<string, string>): {user: Record<string
   for (const [name, value] of Object.entries(all)) (isUserMetadata(name) ? user : system)[name] = value
   return {user, system}
 }
+
+/**
+ * The user metadata names a server declares (its UserMetadata configuration), when it says:
+ * Orthanc 1.12 lists them in /system, by name and by number; older versions do not (undefined).
+ */
+export function declaredUserMetadata(system: {UserMetadata?: Record<string, number>}): string[] | undefined {
+  if (!system.UserMetadata) return undefined
+  return Object.keys(system.UserMetadata).filter((name) => !/^\d+$/.test(name)).sort()
+}

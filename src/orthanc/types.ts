@@ -11,6 +11,10 @@ export interface OrthancSystem {
   IsHttpServerSecure?: boolean
   CheckRevisions?: boolean
   OverwriteInstances?: boolean
+  /** Orthanc 1.12 and later: the declared user metadata, by name and by number, with their numbers. */
+  UserMetadata?: Record<string, number>
+  /** Orthanc 1.12 and later: whether the server refuses every change. */
+  ReadOnly?: boolean
 }
 
 export interface OrthancStatistics {

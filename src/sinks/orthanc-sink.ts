@@ -34,6 +34,18 @@ export class NotCarriedTally {
   }
 }
 
+/** Two tallies as one: counts of the same level, kind and name added up (the passes of a mirror). */
+export function mergeNotCarried(a: NotCarried[], b: NotCarried[]): NotCarried[] {
+  const merged = new Map<string, NotCarried>()
+  for (const entry of [...a, ...b]) {
+    const key = `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}`
+    const seen = merged.get(key)
+    merged.set(key, seen ? {...seen, count: seen.count + entry.count} : {...entry})
+  }
+
+  return [...merged.values()]
+}
+
 const RECENT_STUDIES = 16
 
 /** `instanceId`: the instance's ID on the target, as the target answered the upload when there was one. */

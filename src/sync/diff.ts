@@ -1,4 +1,6 @@
-import {type InstanceFilters, type ResourceLevel, resourceKey, type SideData} from '../model.js'
+import {type Endpoint, type InstanceFilters, type ResourceLevel, resourceKey, type SideData} from '../model.js'
+import {endpointOf} from '../orthanc/endpoint-of.js'
+import type {ProgressListener} from '../transfer/progress.js'
 import {SideDataReader} from '../sources/side-data.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {compareServers, type InstanceState} from './compare.js'
@@ -12,8 +14,8 @@ export interface StudyDifference {
 }
 
 export interface DiffSummary {
-  source: string
-  target: string
+  source: Endpoint
+  target: Endpoint
   onlySource: number
   onlyTarget: number
   different: number
@@ -41,10 +43,30 @@ const LISTED = 1000
  * Compares two servers the way `rclone check` compares two remotes: by instance ID, then by the
  * MD5 each server recorded for instances on both sides. Nothing is downloaded.
  */
-export async function diffServers(source: OrthancClient, target: OrthancClient, options: {filters: InstanceFilters; perStudy: boolean; sideData?: boolean; signal?: AbortSignal}): Promise<DiffSummary> {
+export interface DiffOptions {
+  filters: InstanceFilters
+  /** Also count the differences per study. */
+  perStudy: boolean
+  /** Also compare user metadata, attachments and labels at every level. */
+  sideData?: boolean
+  signal?: AbortSignal
+  onProgress?: ProgressListener
+}
+
+export async function diffServers(source: OrthancClient, target: OrthancClient, options: DiffOptions): Promise<DiffSummary> {
+  const [sourceEndpoint, targetEndpoint] = await Promise.all([endpointOf(source, options.signal), endpointOf(target, options.signal)])
   const summary: DiffSummary = {
-    source: source.display, target: target.display, onlySource: 0, onlyTarget: 0, different: 0, identical: 0,
+    source: sourceEndpoint, target: targetEndpoint, onlySource: 0, onlyTarget: 0, different: 0, identical: 0,
     instances: {onlySource: [], onlyTarget: [], different: []},
+  }
+  // Unfiltered, the source's own count is the total to compare.
+  const total = Object.keys(options.filters).length === 0 ? (await source.statistics(options.signal)).CountInstances : undefined
+  let compared = 0
+  let lastReport = 0
+  const report = (force = false) => {
+    if (!options.onProgress || (!force && Date.now() - lastReport < 100)) return
+    lastReport = Date.now()
+    options.onProgress({phase: 'comparing', done: compared, total})
   }
   const studies = new Map<string, StudyDifference>()
   const list = (state: InstanceState, id: string) => {
@@ -55,6 +77,8 @@ export async function diffServers(source: OrthancClient, target: OrthancClient, 
   const sideData = options.sideData ? new SideDataComparison(source, target, options.signal) : undefined
   for await (const item of compareServers(source, target, {filters: options.filters, checksum: true, signal: options.signal})) {
     if (sideData && (item.state === 'identical' || item.state === 'different')) await sideData.compare(item.source!)
+    if (item.state !== 'only-target') compared++
+    report()
     if (item.state === 'only-target') {
       summary.onlyTarget++
       list(item.state, item.id)
@@ -78,6 +102,7 @@ export async function diffServers(source: OrthancClient, target: OrthancClient, 
     if (options.perStudy) studies.set(study.studyId, study)
   }
 
+  report(true)
   if (options.perStudy) summary.studies = [...studies.values()]
   if (sideData) summary.sideData = {differences: sideData.count, items: sideData.items}
   return summary

@@ -6,9 +6,13 @@ import {OrthancAuthError} from '../orthanc/errors.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
+import type {Endpoint} from '../model.js'
+import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
+import type {JobEventListener} from '../transfer/progress.js'
+import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
-export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances'> {
+export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances' | 'onEvent'> {
   /** Where the change cursor is kept between runs. */
   stateFile: string
   intervalMs: number
@@ -18,6 +22,8 @@ export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstanc
   maxDeleteFraction: number
   /** Told after every pass, and about every outage survived. */
   onEvent?: (event: FollowEvent) => void
+  /** Told of each pass's plan, and of each failure and retry, as they happen. */
+  onPassEvent?: JobEventListener
 }
 
 export type FollowEvent =
@@ -33,19 +39,19 @@ export interface FollowState {
   lastFullPass: string | null
 }
 
-export interface FollowSummary {
-  /** Stopped by Ctrl-C or SIGTERM, as --follow always is: the cursor is saved. */
-  interrupted: boolean
-  bytes: number
-  durationMs: number
+/** The counts of every pass added up; `interrupted` is how --follow always stops (Ctrl-C, SIGTERM), with the cursor saved. */
+export interface FollowSummary extends TransferStats {
+  /** A mirror always changes the target: the same field as in every transfer summary. */
+  dryRun: false
+  source: Endpoint
+  target: Endpoint
   passes: number
   fullPasses: number
-  transferred: number
-  skipped: number
-  failed: number
   deleted: number
   outages: number
   cursor: number
+  /** Side data that could not be carried to the target, over all passes, by level, kind and name. */
+  notCarried: NotCarried[]
 }
 
 /**
@@ -57,7 +63,10 @@ export interface FollowSummary {
  */
 export async function followSource(options: FollowOptions): Promise<FollowSummary> {
   const started = Date.now()
-  const summary: FollowSummary = {interrupted: false, bytes: 0, durationMs: 0, passes: 0, fullPasses: 0, transferred: 0, skipped: 0, failed: 0, deleted: 0, outages: 0, cursor: 0}
+  const summary: FollowSummary = {
+    ...emptyStats(), dryRun: false, source: {url: options.source.display}, target: {url: options.target.display},
+    passes: 0, fullPasses: 0, deleted: 0, outages: 0, cursor: 0, notCarried: [],
+  }
   let state = await loadState(options.stateFile, options.source.display, options.target.display)
   while (!options.signal?.aborted) {
     try {
@@ -65,7 +74,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
       const stale = !state || state.cursor > last
       const due = !state?.lastFullPass || Date.now() - Date.parse(state.lastFullPass) >= options.fullEveryMs
       if (stale || due) {
-        const pass = await syncServers({...options, dryRun: false})
+        const pass = await syncServers({...options, onEvent: options.onPassEvent, dryRun: false})
         const deletion = options.deleteExtras
           ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency, signal: options.signal})
           : undefined
@@ -109,7 +118,7 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
   const cursor = next.value
   if (newInstances.size > 0) {
     // The new instances, through the same filters as a full pass: a filtered mirror never receives what they leave out.
-    const pass = await syncServers({...options, onlyInstances: [...newInstances], dryRun: false})
+    const pass = await syncServers({...options, onEvent: options.onPassEvent, onlyInstances: [...newInstances], dryRun: false})
     record(summary, pass, false)
     options.onEvent?.({type: 'pass', full: false, cursor, summary: pass})
     // Keep the cursor where it was: the next poll tries the failed instances again.
@@ -124,11 +133,17 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
 function record(summary: FollowSummary, pass: SyncSummary, full: boolean, deletion?: DeletionPass): void {
   summary.passes++
   if (full) summary.fullPasses++
+  // The servers as they last answered (a restart may bring another version).
+  summary.source = pass.source
+  summary.target = pass.target
   summary.transferred += pass.transferred
   summary.bytes += pass.bytes
   summary.skipped += pass.skipped
-  summary.failed += pass.failed
+  summary.retries += pass.retries
+  summary.failed += pass.failed - pass.failures.length
+  for (const failure of pass.failures) recordFailure(summary, failure)
   summary.deleted += deletion?.deleted ?? 0
+  summary.notCarried = mergeNotCarried(summary.notCarried, pass.notCarried)
 }
 
 async function loadState(path: string, source: string, target: string): Promise<FollowState | undefined> {

@@ -1,12 +1,15 @@
-import type {InstanceFilters} from '../model.js'
+import type {Endpoint, InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
+import {endpointOf} from '../orthanc/endpoint-of.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {inFlightFor, runTransfer} from '../transfer/engine.js'
-import type {ProgressListener} from '../transfer/progress.js'
-import type {TransferStats} from '../transfer/stats.js'
-import {type ComparedInstance, compareServers} from './compare.js'
+import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
+import {emptyStats, type PlannedCounts, type TransferStats} from '../transfer/stats.js'
+import {ComparisonSpool, emptySyncPlan, planSync, type SyncPlan, undeclaredUserMetadata} from './plan.js'
+
+export type {SyncPlan} from './plan.js'
 
 export interface SyncOptions {
   source: OrthancClient
@@ -20,115 +23,96 @@ export interface SyncOptions {
   onlyInstances?: string[]
   signal?: AbortSignal
   onProgress?: ProgressListener
-}
-
-export interface SyncPlan {
-  /** Instances the target lacks. */
-  missing: number
-  /** Instances on both sides with different MD5s (only with --checksum). */
-  different: number
-  /** Instances already on the target. */
-  present: number
-  bytesToTransfer: number
-  /** Only on the target (an unfiltered comparison): what --delete would remove. */
-  onlyOnTarget: number
-  studies: {complete: number; partial: number; missing: number}
+  /** The plan once the comparison is done (before anything moves), each failure and each retry. */
+  onEvent?: JobEventListener
 }
 
 export interface SyncSummary extends TransferStats {
   dryRun: boolean
-  source: string
-  target: string
+  source: Endpoint
+  target: Endpoint
   plan: SyncPlan
+  /** What the plan says to send: what a dry run would have transferred. */
+  planned: PlannedCounts
   /** Side data that could not be carried to the target, by level, kind and name, with counts. */
   notCarried: NotCarried[]
 }
 
 /**
- * Copies what the target lacks straight from the source, with no temporary files: instances
- * are downloaded, checked against the source's MD5, uploaded, their Orthanc-side data restored
- * and the target's MD5 confirmed, `concurrency` at a time.
+ * Copies what the target lacks straight from the source: first the comparison, which makes the
+ * plan (shown before anything moves), then the transfer, in which instances are downloaded,
+ * checked against the source's MD5, uploaded, their Orthanc-side data restored and the target's
+ * MD5 confirmed, `concurrency` at a time. No instance is stored on the way: the list the plan
+ * names waits in a private temporary file (IDs, UIDs and sizes).
  */
 export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const started = Date.now()
-  const plan: SyncPlan = {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
-  const studies = new Map<string, {present: number; total: number}>()
+  const [source, target] = await Promise.all([endpointOf(options.source, options.signal), endpointOf(options.target, options.signal)])
+  const plan = emptySyncPlan()
+  const undeclared = await undeclaredUserMetadata(options.source, options.target, options.signal)
+  if (undeclared) plan.undeclaredUserMetadata = undeclared
   const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: options.concurrency})
-
-  const count = (item: ComparedInstance) => {
-    if (item.state === 'only-target') {
-      plan.onlyOnTarget++
-      return
-    }
-
-    const study = studies.get(item.studyId!) ?? {present: 0, total: 0}
-    study.total++
-    if (item.state === 'identical' || item.state === 'present') {
-      plan.present++
-      study.present++
-    } else {
-      if (item.state === 'different') plan.different++
-      else plan.missing++
-      plan.bytesToTransfer += item.size ?? 0
-    }
-
-    studies.set(item.studyId!, study)
-  }
-
-  // Instances on both sides go through too (not in a dry run): their side data is compared.
-  async function* toTransfer(): AsyncGenerator<ComparedInstance> {
-    for await (const item of compareServers(options.source, options.target, options)) {
-      count(item)
-      if (item.state === 'only-source' || item.state === 'different' || (!options.dryRun && (item.state === 'present' || item.state === 'identical'))) yield item
-    }
-  }
-
-  const sideData = new SideDataReader(options.source)
-  const items = options.dryRun ? toTransfer() : prefetchingSideData(toTransfer(), sideData, options.signal)
-
-  const stats = await runTransfer({
-    items,
-    concurrency: inFlightFor(options.concurrency),
-    signal: options.signal,
-    phase: options.dryRun ? 'sync (dry run)' : 'sync',
-    onProgress: options.onProgress,
-    describe: (item) => ({id: item.id}),
-    // Instances already on the target move no DICOM bytes: only their side data is compared.
-    sizeOf: (item) => (item.state === 'present' || item.state === 'identical' ? 0 : item.size ?? 0),
-    async work(item, signal) {
-      if (options.dryRun) return {kind: 'transferred', bytes: item.size ?? 0}
-      if (item.state === 'present' || item.state === 'identical') {
-        // Already there: what Orthanc keeps beside it is compared, and what is missing restored.
-        const [side, resources] = await Promise.all([sideData.read(item.id, signal), sideData.resourcesInTransit(item.source!, signal)])
-        await sink.reconcile({instanceId: item.id, sideData: side, resources, attachments: (contentType) => sideData.instanceAttachmentBytes(item.id, side.attachments, contentType, signal)}, signal)
-        return {kind: 'skipped'}
-      }
-
-      const unit = await readInstanceUnit(options.source, item.source!, sideData, signal)
-      // A differing copy is replaced: without OverwriteInstances the target would keep its own.
-      if (item.state === 'different') await options.target.deleteInstance(item.id, signal)
-      return sink.store(unit, signal, {knownAbsent: true})
-    },
-  })
-
-  for (const {present, total} of studies.values()) {
-    if (present === total) plan.studies.complete++
-    else if (present === 0) plan.studies.missing++
-    else plan.studies.partial++
-  }
-
-  return {
+  const summary = (stats: TransferStats): SyncSummary => ({
     ...stats,
-    // Dry runs count what they would transfer in `plan`, and transfer nothing.
-    transferred: options.dryRun ? 0 : stats.transferred,
-    bytes: options.dryRun ? 0 : stats.bytes,
+    // Instances already on the target are skipped (their side data compared, not in a dry run).
     skipped: plan.present,
     retries: stats.retries + options.source.http.stats.retries + options.target.http.stats.retries,
     durationMs: Date.now() - started,
-    dryRun: options.dryRun,
-    source: options.source.display,
-    target: options.target.display,
+    dryRun: options.dryRun === true,
+    source,
+    target,
     plan,
+    planned: {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer},
     notCarried: sink.notCarried.list(),
+  })
+
+  const spool = options.dryRun ? undefined : await ComparisonSpool.create()
+  try {
+    try {
+      await planSync(options.source, options.target, options, plan, spool)
+    } catch (error) {
+      // Interrupted while comparing: nothing moved, and the plan says how far the comparison got.
+      if (options.signal?.aborted && (error as Error | undefined)?.name === 'AbortError') return summary({...emptyStats(), interrupted: true})
+      throw error
+    }
+
+    options.onEvent?.({
+      type: 'plan', instances: plan.missing + plan.different, bytes: plan.bytesToTransfer, present: plan.present, studies: plan.studies, onlyOnTarget: plan.onlyOnTarget,
+      ...(undeclared?.length ? {undeclaredUserMetadata: undeclared} : {}),
+    })
+    // A dry run stops at the plan: it counts what would move, and moves nothing.
+    if (!spool) return summary(emptyStats())
+
+    const sideData = new SideDataReader(options.source)
+    const stats = await runTransfer({
+      items: prefetchingSideData(spool.read(), sideData, options.signal),
+      concurrency: inFlightFor(options.concurrency),
+      signal: options.signal,
+      phase: 'sync',
+      total: spool.size,
+      totalBytes: plan.bytesToTransfer,
+      onProgress: options.onProgress,
+      onFailure: (problem) => options.onEvent?.({type: 'failure', problem}),
+      onRetry: (item, attempt, error) => options.onEvent?.({type: 'retry', id: item.id, attempt, reason: (error as Error).message}),
+      describe: (item) => ({id: item.id}),
+      // Instances already on the target move no DICOM bytes: only their side data is compared.
+      sizeOf: (item) => (item.state === 'present' || item.state === 'identical' ? 0 : item.size ?? 0),
+      async work(item, signal) {
+        if (item.state === 'present' || item.state === 'identical') {
+          // Already there: what Orthanc keeps beside it is compared, and what is missing restored.
+          const [side, resources] = await Promise.all([sideData.read(item.id, signal), sideData.resourcesInTransit(item.source!, signal)])
+          await sink.reconcile({instanceId: item.id, sideData: side, resources, attachments: (contentType) => sideData.instanceAttachmentBytes(item.id, side.attachments, contentType, signal)}, signal)
+          return {kind: 'skipped'}
+        }
+
+        const unit = await readInstanceUnit(options.source, item.source!, sideData, signal)
+        // A differing copy is replaced: without OverwriteInstances the target would keep its own.
+        if (item.state === 'different') await options.target.deleteInstance(item.id, signal)
+        return sink.store(unit, signal, {knownAbsent: true})
+      },
+    })
+    return summary(stats)
+  } finally {
+    await spool?.dispose()
   }
 }

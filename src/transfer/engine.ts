@@ -1,6 +1,6 @@
 import {setMaxListeners} from 'node:events'
 
-import {problemKindOf} from '../problems.js'
+import {type Problem, problemKindOf} from '../problems.js'
 import type {ProgressListener} from './progress.js'
 import {ByteBudget, Semaphore} from '../util/concurrency.js'
 import {emptyStats, recordFailure, type TransferStats} from './stats.js'
@@ -31,6 +31,10 @@ export interface TransferJob<Item, Payload> {
   /** Attempts per item for failures that may pass (a reset mid-body), on top of the HTTP retries. */
   attempts?: number
   onProgress?: ProgressListener
+  /** Told of each item that failed, as it fails (the stats keep the first ones too). */
+  onFailure?(failure: Problem): void
+  /** Told of each item tried again after a transient failure. */
+  onRetry?(item: {id: string; path?: string}, attempt: number, error: unknown): void
   phase?: string
   total?: number
   totalBytes?: number
@@ -122,7 +126,9 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
       return
     }
 
-    recordFailure(stats, {...job.describe(item), kind: problemKindOf(error), reason: (error as Error).message ?? String(error)})
+    const failure: Problem = {...job.describe(item), kind: problemKindOf(error), reason: (error as Error).message ?? String(error)}
+    recordFailure(stats, failure)
+    job.onFailure?.(failure)
     done++
     report()
   }
@@ -135,6 +141,7 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
       } catch (error) {
         if (controller.signal.aborted || index >= attempts || !isTransient(error)) throw error
         stats.retries++
+        job.onRetry?.(job.describe(item), index + 1, error)
       }
     }
   }

@@ -16,6 +16,15 @@ export interface TransferStats {
   interrupted: boolean
 }
 
+/**
+ * What a job set out to move, counted before moving anything. A dry run reports its work here
+ * and nowhere else: its `transferred` and `bytes` stay 0.
+ */
+export interface PlannedCounts {
+  instances: number
+  bytes: number
+}
+
 export function emptyStats(): TransferStats {
   return {transferred: 0, skipped: 0, failed: 0, bytes: 0, durationMs: 0, retries: 0, failures: [], interrupted: false}
 }

@@ -26,8 +26,9 @@ export function redactSecrets(text: string): string {
   let redacted = text
     // scheme://user:password@host: the userinfo goes (a user name alone, with no password, stays).
     .replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@:]*:[^\s/?#]*@/gi, '$1')
-    // user:password@host without a scheme.
-    .replace(/(^|[\s"'=(,])([^\s"'/@:]+):[^\s@"']*@(?=[\w.[])/g, '$1')
+    // user:password@host without a scheme. Not scheme://user@host, whose ':' is the scheme's:
+    // a password here holds no '/', as in a URL's userinfo.
+    .replace(/(^|[\s"'=(,])([^\s"'/@:]+):[^\s@"'/]*@(?=[\w.[])/g, '$1')
   // Longest first, so that a secret containing another is masked whole.
   for (const secret of [...SECRETS].sort((a, b) => b.length - a.length)) redacted = redacted.split(secret).join(MASK)
   return redacted

@@ -1,4 +1,8 @@
+import type {Endpoint} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
+import {endpointOf} from '../orthanc/endpoint-of.js'
+import {archiveTotals} from '../sources/archive-totals.js'
+import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {isCompletenessProblem, type Problem, ProblemList} from '../problems.js'
 import {type ArchiveInput, type ArchiveReadReport, readArchives} from '../sources/archive-source.js'
 import {forEachConcurrent} from '../util/concurrency.js'
@@ -30,7 +34,21 @@ export interface VerifySummary {
   problems: Problem[]
   problemCount: number
   studies: StudyCheck[]
-  target?: {server: string; confirmed: number; missing: string[]; different: string[]}
+  /** With a target: the server, and what it holds of the archive. */
+  target?: Endpoint & {confirmed: number; missing: string[]; different: string[]}
+}
+
+export interface VerifyOptions {
+  /** Also confirm that every archived instance is on this server, with the same MD5. */
+  target?: OrthancClient
+  /** Instances checked on the target at once. */
+  concurrency: number
+  /** Where an archive read from a stream waits, one volume at a time, until it is proven. */
+  spoolDir?: string
+  signal?: AbortSignal
+  onProgress?: ProgressListener
+  /** The plan (when volume files say what they hold), and each problem found. */
+  onEvent?: JobEventListener
 }
 
 const LISTED = 1000
@@ -41,16 +59,29 @@ const LISTED = 1000
  * receiving side runs before the source data may be deleted. It reads exactly as import does,
  * so what verify accepts is what import would store.
  */
-export async function verifyArchives(inputs: ArchiveInput[], options: {target?: OrthancClient; concurrency: number; spoolDir?: string; signal?: AbortSignal}): Promise<VerifySummary> {
+export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOptions): Promise<VerifySummary> {
   const problems = new ProblemList()
   const report: ArchiveReadReport = {bags: [], missingVolumes: []}
   const validByStudy = new Map<string, number>()
   const onTargetByStudy = new Map<string, number>()
-  const target = options.target ? {server: options.target.display, confirmed: 0, missing: [] as string[], different: [] as string[]} : undefined
+  const target = options.target ? {...await endpointOf(options.target, options.signal), confirmed: 0, missing: [] as string[], different: [] as string[]} : undefined
   let instances = 0
-  const units = readArchives(inputs, {onSkip() {}, onProblem: (problem) => problems.add(problem)}, report, {spoolDir: options.spoolDir, signal: options.signal})
+  let bytes = 0
+  const paths = inputs.flatMap((input) => (input.path ? [input.path] : []))
+  const totals = paths.length === inputs.length ? await archiveTotals(paths) : undefined
+  if (totals) options.onEvent?.({type: 'plan', ...totals})
+  // Offline, verifying is reading and hashing every entry; with a target, each instance is also looked up there.
+  const phase = options.target ? 'verifying' : 'hashing'
+  const onProblem = (problem: Problem) => {
+    problems.add(problem)
+    options.onEvent?.({type: 'failure', problem})
+  }
+
+  const units = readArchives(inputs, {onSkip() {}, onProblem}, report, {spoolDir: options.spoolDir, signal: options.signal})
   await forEachConcurrent(units, options.concurrency, async (unit) => {
     instances++
+    bytes += unit.dicom.length
+    options.onProgress?.({phase, done: instances, total: totals?.instances, bytes, totalBytes: totals?.bytes})
     const studyId = unit.record!.studyId
     validByStudy.set(studyId, (validByStudy.get(studyId) ?? 0) + 1)
     if (!options.target || !target) return

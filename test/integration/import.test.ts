@@ -170,7 +170,8 @@ describe('import', () => {
     try {
       const result = await importInto(target, '--dry-run', volumesDir)
       expect(result.code, result.stderr).toBe(0)
-      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: corpus.length, failed: 0, problems: []})
+      // A dry run counts what it would upload as planned, never as transferred.
+      expect(parseJson<ImportJson>(result)).toMatchObject({dryRun: true, transferred: 0, bytes: 0, planned: {instances: corpus.length, bytes: corpus.reduce((sum, record) => sum + record.size, 0)}, failed: 0, problems: []})
       expect(await target.json<string[]>('/instances')).toEqual([])
     } finally {
       await target.dispose()
@@ -237,7 +238,7 @@ describe('import', () => {
       const victimId = victim!.name.split('/').at(-1)!.replace('.dcm', '')
       expect((await target.api(`/instances/${victimId}`)).status).toBe(404)
       const human = await runCli(['import', '--target', target.url, '--no-receipt', dir])
-      expect(human.stderr).toContain(victim!.name)
+      expect(human.stdout).toContain(victim!.name)
       expect(human.stderr).not.toMatch(/\n\s+at /)
     })
 
@@ -257,7 +258,7 @@ describe('import', () => {
       expect(summary.transferred).toBe(corpus.length - entries.filter((entry) => entry.name.endsWith('.dcm')).length)
       expect(others.length).toBeGreaterThan(0)
       const human = await runCli(['import', '--target', target.url, '--no-receipt', dir])
-      expect(human.stderr).toMatch(/cannot be proven, so none of its \d+ instance\(s\) was imported/)
+      expect(human.stdout).toMatch(/cannot be proven, so none of its \d+ instance\(s\) was imported/)
     })
 
     it('a volume truncated exactly between two entries is still caught', async () => {

@@ -54,6 +54,13 @@ export default class Hello extends Command {
     expect(stdout).toMatch(/info\s+Check a server URL/)
   })
 
+  it('brings its help and completion along: `help COMMAND` and `autocomplete` work in the host', async () => {
+    const {stdout} = await run(process.execPath, [join(hostDir, 'run.js'), 'help', 'export'], {cwd: hostDir})
+    expect(stdout).toMatch(/--max-volume-size=<value>\s+\[default: 4032MiB\]/)
+    const {stdout: commands} = await run(process.execPath, [join(hostDir, 'run.js'), '--help'], {cwd: hostDir})
+    expect(commands).toMatch(/autocomplete\s+Display autocomplete installation instructions/)
+  })
+
   it('bin/dev.js runs the commands straight from the TypeScript sources', async () => {
     const {stdout, stderr} = await run(process.execPath, [join(repoRoot, 'bin/dev.js'), 'info', '--server', server.url, '--json'], {cwd: repoRoot, env: {...process.env, DEBUG: 'oclif:config:ts-path'}})
     expect(JSON.parse(stdout)).toMatchObject({name: 'plugin-host-target'})

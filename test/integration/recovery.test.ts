@@ -167,9 +167,9 @@ describe('recovery of a stopped server from its storage folder', () => {
     ]))
     const human = await recoverInto(mainTarget, storage)
     expect(human.code).toBe(10)
-    expect(human.stderr).toContain(missing.id)
-    expect(human.stderr).toContain(corrupt.id)
-    expect(human.stderr).toMatch(/from its SQLite index .*: \d+ of \d+ instance\(s\) recovered, 2 failed/)
+    expect(human.stdout).toContain(missing.id)
+    expect(human.stdout).toContain(corrupt.id)
+    expect(human.stdout).toMatch(/from its SQLite index .*: \d+ of \d+ instance\(s\) recovered, 2 failed/)
     expect(human.stderr).not.toMatch(/\n\s+at /)
   })
 
@@ -229,8 +229,8 @@ describe('recovery of a stopped server from its storage folder', () => {
       const studyOnTarget = (await target.json<{ParentStudy: string}>(`/series/${(await target.json<{ParentSeries: string}>(`/instances/${annotated.compressed}`)).ParentSeries}`)).ParentStudy
       expect(await (await target.api(`/studies/${studyOnTarget}/metadata/1025`)).text()).toBe('study note')
       const human = await recoverInto(target, '--index', fixture, storage)
-      expect(human.stderr).toMatch(/Not carried: labels of 2 instance\(s\): the target is older than Orthanc 1\.12/)
-      expect(human.stderr).toMatch(/Not carried: labels of 1 study\(s\)/)
+      expect(human.stdout).toMatch(/Not carried: labels of 2 instance\(s\): the target is older than Orthanc 1\.12/)
+      expect(human.stdout).toMatch(/Not carried: labels of 1 study\(s\)/)
     } finally {
       await target.dispose()
     }

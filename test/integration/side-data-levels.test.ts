@@ -168,7 +168,7 @@ describe('side data at every level', () => {
       const labels = parseJson<Summary>(result).notCarried.filter((entry) => entry.kind === 'labels')
       expect(labels.map((entry) => [entry.level, entry.count]).sort()).toEqual([['instance', 1], ['patient', 1], ['series', 1], ['study', 1]])
       const human = await runCli(['sync', '--source', source.url, '--target', target.url])
-      expect(human.stderr).toMatch(/Not carried: labels of 1 study\(s\): the target is older than Orthanc 1\.12/)
+      expect(human.stdout).toMatch(/Not carried: labels of 1 study\(s\): the target is older than Orthanc 1\.12/)
     } finally {
       await target.dispose()
     }

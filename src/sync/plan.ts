@@ -1,0 +1,142 @@
+import {createReadStream} from 'node:fs'
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {createInterface} from 'node:readline'
+
+import type {OrthancClient} from '../orthanc/client.js'
+import {declaredUserMetadata} from '../orthanc/metadata.js'
+import type {ProgressListener} from '../transfer/progress.js'
+import {BatchedLineWriter} from '../util/batched-line-writer.js'
+import {type CompareOptions, type ComparedInstance, compareServers} from './compare.js'
+
+export interface SyncPlan {
+  /** Instances the target lacks. */
+  missing: number
+  /** Instances on both sides with different MD5s (only with --checksum). */
+  different: number
+  /** Instances already on the target. */
+  present: number
+  bytesToTransfer: number
+  /** Only on the target (an unfiltered comparison): what --delete would remove. */
+  onlyOnTarget: number
+  studies: {complete: number; partial: number; missing: number}
+  /**
+   * User metadata names the source declares and the target does not: values under them will not
+   * be carried. Known when both servers list their UserMetadata (Orthanc 1.12 and later).
+   */
+  undeclaredUserMetadata?: string[]
+}
+
+/** Names the source declares in its UserMetadata and the target does not; undefined when either does not say. */
+export async function undeclaredUserMetadata(source: OrthancClient, target: OrthancClient, signal?: AbortSignal): Promise<string[] | undefined> {
+  const [onSource, onTarget] = await Promise.all([source.system(signal), target.system(signal)]).then((systems) => systems.map(declaredUserMetadata))
+  if (!onSource || !onTarget) return undefined
+  const taken = new Set(onTarget)
+  return onSource.filter((name) => !taken.has(name))
+}
+
+export function emptySyncPlan(): SyncPlan {
+  return {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
+}
+
+/** Whether the transfer takes an instance: to send it, or (not in a dry run) to compare its side data. */
+export function isToTransfer(item: ComparedInstance, dryRun: boolean): boolean {
+  return item.state === 'only-source' || item.state === 'different' || (!dryRun && (item.state === 'present' || item.state === 'identical'))
+}
+
+/**
+ * Compares the servers and counts the plan before anything moves, so that it can be shown first
+ * (and stands when the run is interrupted). What the transfer will take goes to `spool` as it is
+ * found, so that memory holds one study at a time however many instances the plan names.
+ * `plan` is filled as the comparison goes: interrupted, it holds what was compared so far.
+ */
+export async function planSync(source: OrthancClient, target: OrthancClient, options: CompareOptions & {dryRun: boolean; onProgress?: ProgressListener}, plan: SyncPlan, spool?: ComparisonSpool): Promise<void> {
+  const studies = new Map<string, {present: number; total: number}>()
+  // Unfiltered, the source's own count is the total to compare.
+  const total = Object.keys(options.filters).length === 0 && options.onlyInstances === undefined ? (await source.statistics(options.signal)).CountInstances : options.onlyInstances?.length
+  let compared = 0
+  let lastReport = 0
+  const report = (force = false) => {
+    const now = Date.now()
+    if (!force && now - lastReport < 100) return
+    lastReport = now
+    options.onProgress?.({phase: 'comparing', done: compared, total})
+  }
+
+  try {
+    for await (const item of compareServers(source, target, options)) {
+      if (item.state === 'only-target') {
+        plan.onlyOnTarget++
+        continue
+      }
+
+      compared++
+      const study = studies.get(item.studyId!) ?? {present: 0, total: 0}
+      study.total++
+      if (item.state === 'identical' || item.state === 'present') {
+        plan.present++
+        study.present++
+      } else {
+        if (item.state === 'different') plan.different++
+        else plan.missing++
+        plan.bytesToTransfer += item.size ?? 0
+      }
+
+      studies.set(item.studyId!, study)
+      if (spool && isToTransfer(item, options.dryRun)) await spool.write(item)
+      report()
+    }
+  } finally {
+    for (const {present, total: instances} of studies.values()) {
+      if (present === instances) plan.studies.complete++
+      else if (present === 0) plan.studies.missing++
+      else plan.studies.partial++
+    }
+  }
+
+  report(true)
+}
+
+/**
+ * The instances a sync will transfer, in the order they were compared, waiting in a private
+ * temporary file (0600, in a 0700 folder) between the comparison and the transfer. It holds
+ * Orthanc IDs, DICOM UIDs and sizes, never DICOM data, and is removed when the sync ends.
+ */
+export class ComparisonSpool {
+  private count = 0
+
+  private constructor(private readonly dir: string, private readonly writer: BatchedLineWriter) {}
+
+  static async create(): Promise<ComparisonSpool> {
+    const dir = await mkdtemp(join(tmpdir(), 'orthanc-replicate-sync-'))
+    try {
+      return new ComparisonSpool(dir, await BatchedLineWriter.create(join(dir, 'plan.jsonl')))
+    } catch (error) {
+      await rm(dir, {recursive: true, force: true})
+      throw error
+    }
+  }
+
+  /** Instances written so far. */
+  get size(): number {
+    return this.count
+  }
+
+  async write(item: ComparedInstance): Promise<void> {
+    this.count++
+    await this.writer.write(`${JSON.stringify(item)}\n`)
+  }
+
+  /** Ends the file, then yields what it holds, in order. */
+  async *read(): AsyncGenerator<ComparedInstance> {
+    await this.writer.end()
+    const lines = createInterface({input: createReadStream(join(this.dir, 'plan.jsonl')), crlfDelay: Number.POSITIVE_INFINITY})
+    for await (const line of lines) if (line) yield JSON.parse(line) as ComparedInstance
+  }
+
+  async dispose(): Promise<void> {
+    await this.writer.abandon().catch(() => {})
+    await rm(this.dir, {recursive: true, force: true})
+  }
+}
