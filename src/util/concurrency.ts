@@ -34,12 +34,21 @@ export async function forEachConcurrent<T>(items: AsyncIterable<T>, limit: numbe
   if (failure !== undefined) throw failure
 }
 
-/** Lets at most `limit` tasks run at a time; the others wait their turn in arrival order. */
+/** Lets at most `limit` tasks run at a time; the others wait their turn in arrival order. The limit may change while tasks run. */
 export class Semaphore {
   private running = 0
   private readonly waiting: Array<() => void> = []
 
-  constructor(private readonly limit: number) {}
+  constructor(private limit: number) {}
+
+  /** A higher limit lets waiters in at once; a lower one takes effect as running tasks finish. */
+  setLimit(limit: number): void {
+    this.limit = limit
+    while (this.waiting.length > 0 && this.running < Math.max(1, this.limit)) {
+      this.running++
+      this.waiting.shift()!()
+    }
+  }
 
   async run<T>(task: () => Promise<T>): Promise<T> {
     if (this.running < Math.max(1, this.limit)) this.running++
@@ -48,7 +57,7 @@ export class Semaphore {
     try {
       return await task()
     } finally {
-      const next = this.waiting.shift()
+      const next = this.running <= Math.max(1, this.limit) ? this.waiting.shift() : undefined
       if (next) next()
       else this.running--
     }
@@ -87,5 +96,75 @@ export class ByteBudget {
 
   hasRoom(): boolean {
     return this.holders === 0 || this.held < this.limit
+  }
+}
+
+/**
+ * Pulls up to `count` items of `items` ahead of the consumer, in the background: a source whose
+ * next item may take a round trip or three (the next study's listing, across a network) keeps
+ * the consumer fed meanwhile. Items come out in order; a failure of the source comes out after
+ * the items read before it. Stopping early stops the pulling and closes the source.
+ */
+export async function* readAhead<T>(items: AsyncIterable<T>, count: number): AsyncGenerator<T> {
+  const iterator = items[Symbol.asyncIterator]()
+  const buffer: T[] = []
+  let finished = false
+  let stopped = false
+  let failure: {error: unknown} | undefined
+  let wakeConsumer: (() => void) | undefined
+  let wakeProducer: (() => void) | undefined
+  const wake = (which: 'consumer' | 'producer') => {
+    const waiting = which === 'consumer' ? wakeConsumer : wakeProducer
+    if (which === 'consumer') wakeConsumer = undefined
+    else wakeProducer = undefined
+    waiting?.()
+  }
+
+  const producer = (async () => {
+    try {
+      while (!stopped) {
+        if (buffer.length >= count) {
+          await new Promise<void>((resolve) => {
+            wakeProducer = resolve
+          })
+          continue
+        }
+
+        const next = await iterator.next()
+        if (next.done) break
+        buffer.push(next.value)
+        wake('consumer')
+      }
+    } catch (error) {
+      failure = {error}
+    } finally {
+      finished = true
+      wake('consumer')
+    }
+  })()
+
+  try {
+    for (;;) {
+      if (buffer.length > 0) {
+        const item = buffer.shift()!
+        wake('producer')
+        yield item
+        continue
+      }
+
+      if (finished) {
+        if (failure) throw failure.error
+        return
+      }
+
+      await new Promise<void>((resolve) => {
+        wakeConsumer = resolve
+      })
+    }
+  } finally {
+    stopped = true
+    wake('producer')
+    await producer
+    await iterator.return?.()
   }
 }

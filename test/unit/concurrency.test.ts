@@ -2,7 +2,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {describe, expect, it} from 'vitest'
 
-import {Semaphore} from '../../src/util/concurrency.js'
+import {readAhead, Semaphore} from '../../src/util/concurrency.js'
 import {inFlightFor, runTransfer} from '../../src/transfer/engine.js'
 
 describe('Semaphore', () => {
@@ -93,4 +93,130 @@ describe('runTransfer memory bound', () => {
       expect(large.most).toBeGreaterThanOrEqual(250)
     })
   }
+})
+
+describe('readAhead', () => {
+  async function* numbers(count: number, log: number[], failAt?: number): AsyncGenerator<number> {
+    for (let index = 0; index < count; index++) {
+      if (index === failAt) throw new Error(`source failed at ${index}`)
+      log.push(index)
+      yield index
+    }
+  }
+
+  it('passes every item on in order, pulling ahead of the consumer up to its count', async () => {
+    const pulled: number[] = []
+    const seen: number[] = []
+    for await (const item of readAhead(numbers(50, pulled), 10)) {
+      await sleep(1)
+      // The source is ahead of the consumer, but never by more than the count (plus the one it is handing over).
+      expect(pulled.length - item).toBeLessThanOrEqual(12)
+      seen.push(item)
+    }
+
+    expect(seen).toEqual(Array.from({length: 50}, (_, index) => index))
+    expect(pulled.length).toBe(50)
+  })
+
+  it('hands on the items read before a failure, then the failure', async () => {
+    const seen: number[] = []
+    await expect((async () => {
+      for await (const item of readAhead(numbers(50, [], 7), 100)) seen.push(item)
+    })()).rejects.toThrow('source failed at 7')
+    expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6])
+  })
+
+  it('stops pulling and closes the source when the consumer stops', async () => {
+    let closed = false
+    async function* endless(): AsyncGenerator<number> {
+      try {
+        for (let index = 0; ; index++) yield index
+      } finally {
+        closed = true
+      }
+    }
+
+    for await (const item of readAhead(endless(), 5)) if (item === 3) break
+    expect(closed).toBe(true)
+  })
+})
+
+describe('Semaphore.setLimit', () => {
+  it('lets waiters in at once when the limit rises, and holds new ones back as tasks finish when it falls', async () => {
+    const slots = new Semaphore(1)
+    let running = 0
+    const peaks: number[] = []
+    const gates: Array<() => void> = []
+    const task = () => slots.run(async () => {
+      running++
+      peaks.push(running)
+      await new Promise<void>((resolve) => gates.push(resolve))
+      running--
+    })
+    const all = Array.from({length: 8}, task)
+    await sleep(5)
+    expect(running).toBe(1)
+    slots.setLimit(4)
+    await sleep(5)
+    expect(running).toBe(4)
+    slots.setLimit(2)
+    // Lowered: the four running go on; the next ones start only once fewer than two run.
+    gates.shift()!()
+    await sleep(5)
+    expect(running).toBe(3)
+    gates.shift()!()
+    gates.shift()!()
+    await sleep(5)
+    expect(running).toBe(2)
+    while (gates.length > 0 || running > 0) {
+      gates.shift()?.()
+      await sleep(2)
+    }
+
+    await Promise.all(all)
+    expect(Math.max(...peaks.slice(5))).toBeLessThanOrEqual(2)
+  })
+})
+
+describe('runTransfer with a control', () => {
+  it('keeps as many items in flight as the control says at each take, tells it every completion, and that the items ran out', async () => {
+    let limit = 2
+    let running = 0
+    const overLimit: number[] = []
+    const completions: Array<{bytes: number; congested: boolean}> = []
+    let drained = 0
+    const stats = await runTransfer({
+      items: (async function* () {
+        for (let index = 0; index < 60; index++) yield index
+      })(),
+      concurrency: 1,
+      control: {
+        inFlight: () => limit,
+        completed: (completion) => {
+          completions.push(completion)
+          // The control changes its mind as the job runs.
+          if (completions.length === 10) limit = 6
+          if (completions.length === 40) limit = 1
+        },
+        drained: () => drained++,
+      },
+      sizeOf: () => 100,
+      describe: (index) => ({id: String(index)}),
+      async work(index) {
+        running++
+        if (running > limit) overLimit.push(running)
+        await sleep(1 + (index % 3))
+        running--
+        if (index === 13) throw Object.assign(new Error('reset'), {transient: false})
+        return {kind: 'transferred' as const, bytes: 100}
+      },
+    })
+    expect(stats.transferred).toBe(59)
+    expect(stats.failed).toBe(1)
+    expect(completions).toHaveLength(60)
+    expect(completions.filter((completion) => completion.bytes === 100)).toHaveLength(59)
+    expect(drained).toBe(1)
+    // Only a lowered limit can be exceeded, by the items already in flight when it fell.
+    expect(overLimit.every((value) => value <= 6)).toBe(true)
+  })
 })
