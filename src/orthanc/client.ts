@@ -211,7 +211,7 @@ export class OrthancClient {
    * every file in memory on the fly.
    */
   async downloadInstance(id: string, signal?: AbortSignal): Promise<InstanceDownload> {
-    const response = await this.http.bytes('GET', `/instances/${id}/attachments/dicom/data`, {signal})
+    const response = await this.http.bytes('GET', `/instances/${id}/attachments/dicom/data`, {signal, paced: true})
     const etag = response.headers.etag
     const announcedMd5 = typeof etag === 'string' ? /"?\d+-([0-9a-f]{32})"?/i.exec(etag)?.[1]?.toLowerCase() : undefined
     return {bytes: response.body, announcedMd5}
@@ -226,6 +226,7 @@ export class OrthancClient {
       body,
       headers: {'content-type': 'application/dicom'},
       idempotent: true,
+      paced: true,
       signal,
     })
     if (answer.Status !== 'Success' && answer.Status !== 'AlreadyStored') throw new UploadRejectedError(this.display, answer.Status)
@@ -314,7 +315,7 @@ export class OrthancClient {
   }
 
   async resourceAttachmentData(level: ResourceLevel, id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
-    return (await this.http.bytes('GET', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/data`, {signal})).body
+    return (await this.http.bytes('GET', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/data`, {signal, paced: true})).body
   }
 
   async attachmentData(id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
@@ -325,6 +326,7 @@ export class OrthancClient {
     await this.http.send('PUT', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}`, {
       body: data,
       headers: {'content-type': 'application/octet-stream'},
+      paced: true,
       signal,
     })
   }
