@@ -9,6 +9,7 @@ import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {renderTransferSummary} from '../src/cli/summary.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags} from '../src/cli/transfer-flags.js'
 import {UserFacingError} from '../src/errors.js'
 import {buildExclusions} from '../src/export/exclusions.js'
 import {exportArchive, type ExportSummary} from '../src/export/export.js'
@@ -36,7 +37,7 @@ export default class Export extends BaseCommand {
     // 2000, memory stays flat however large the export; volumes of 130 KB images still hold 260 MB.
     'max-volume-instances': Flags.integer({description: 'most instances per volume (bounds the memory a volume\'s manifest takes)', default: 2000, min: 1}),
     'name-prefix': Flags.string({description: 'volume file names start with this', default: 'orthanc-export'}),
-    concurrency: Flags.integer({char: 'c', description: 'parallel downloads', default: 4, min: 1, max: 64}),
+    ...transferFlags('downloads'),
     'dry-run': Flags.boolean({description: 'report what would be exported (instances, bytes, volumes) and write nothing'}),
     since: Flags.string({description: 'incremental: export only what is new since this earlier export (its folder or a volume)'}),
     'hops-from': Flags.string({description: 'this source got the data from an archive: record that archive\'s chain of hops (give its import receipt or the archive)'}),
@@ -59,7 +60,8 @@ export default class Export extends BaseCommand {
     const encryption = await encryptionKeysFromFlags(flags)
     const toStdout = flags.output === '-'
     this.summaryToStderr = toStdout
-    const client = new OrthancClient(endpointFromFlags('source', flags), this.httpOptions(flags, flags.concurrency + 2))
+    const {concurrency, bandwidth} = transferSettingsFromFlags(flags)
+    const client = new OrthancClient(endpointFromFlags('source', flags), {...this.httpOptions(flags, connectionsFor(concurrency)), bandwidth: {download: bandwidth?.download}})
     // On stdout the archive is the output: progress and notes must stay on stderr, and only for a terminal.
     const progress = progressRenderer(this.interactive)
     try {
@@ -76,7 +78,7 @@ export default class Export extends BaseCommand {
         filters: filtersFromFlags(flags),
         maxVolumeBytes,
         maxVolumeInstances: flags['max-volume-instances'],
-        concurrency: flags.concurrency,
+        concurrency,
         namePrefix: flags['name-prefix'],
         dryRun: flags['dry-run'],
         patientIndex: flags['patient-index'],
@@ -101,5 +103,5 @@ export default class Export extends BaseCommand {
 
 function renderExportSummary(summary: ExportSummary): string {
   const what = summary.dryRun ? 'Would export' : 'Exported'
-  return renderTransferSummary(summary, `${what} ${summary.dryRun ? summary.instancesPlanned : summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`)
+  return renderTransferSummary(summary, `${what} ${summary.dryRun ? summary.instancesPlanned : summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`, {...summary, unit: 'downloads'})
 }

@@ -6,6 +6,7 @@ import {ExitCode} from '../src/cli/exit-codes.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags} from '../src/cli/transfer-flags.js'
 import {importInstances, importOutcome, type ImportSummary} from '../src/import/import.js'
 import {defaultReceiptPath} from '../src/import/receipt.js'
 import {type FolderMode, type ImportInput, postgresInputs, resolveImportInputs} from '../src/import/inputs.js'
@@ -37,7 +38,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
 
   static override flags = {
     ...serverFlags('target'),
-    concurrency: Flags.integer({char: 'c', description: 'parallel uploads (twice as many files are read ahead)', default: 4, min: 1, max: 64}),
+    ...transferFlags('uploads (twice as many files are read ahead)'),
     'dry-run': Flags.boolean({description: 'read and check everything, report what would be uploaded, change nothing'}),
     receipt: Flags.string({description: 'write the import receipt here, a new file (default: import-receipt-<time>-<random>.jsonl beside the first archive volume if that folder is writable, else in the current folder)'}),
     'no-receipt': Flags.boolean({description: 'write no receipt'}),
@@ -62,7 +63,8 @@ A stopped server is recovered from its index when there is one (the SQLite index
     const inputs: ImportInput[] = flags['from-postgres'] === undefined
       ? await resolveImportInputs(paths, process.stdin, mode, {index: flags.index, ignoreIndex: flags['ignore-index']})
       : postgresInputs(paths, resolvePostgresSource(flags['from-postgres'], {passwordFile: flags['postgres-password-file']}))
-    const client = new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2))
+    const {concurrency, bandwidth} = transferSettingsFromFlags(flags)
+    const client = new OrthancClient(endpointFromFlags('target', flags), {...this.httpOptions(flags, connectionsFor(concurrency)), bandwidth: {upload: bandwidth?.upload}})
     const progress = progressRenderer(this.interactive)
     const archives = inputs.flatMap((input) => (input.kind === 'archive-file' ? [input.path] : []))
     const receiptPath = flags['no-receipt'] ? undefined : flags.receipt ?? await defaultReceiptPath(archives)
@@ -70,7 +72,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
       const summary = await importInstances({
         client,
         inputs,
-        concurrency: flags.concurrency,
+        concurrency,
         dryRun: flags['dry-run'],
         receiptPath,
         spoolDir: flags['spool-dir'],
@@ -117,7 +119,7 @@ function renderImportSummary(summary: ImportSummary): string {
   lines.push(...renderNotCarried(summary.notCarried))
   if (summary.receipt) lines.push(`Receipt: ${summary.receipt}`)
   const headline = summary.dryRun ? 'Dry run, nothing changed' : 'Imported'
-  return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline)}`
+  return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline, {...summary, unit: 'uploads'})}`
 }
 
 const ROUTES: Record<RecoveryReport['route'], string> = {

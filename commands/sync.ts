@@ -8,11 +8,12 @@ import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderTransferSummary} from '../src/cli/summary.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags} from '../src/cli/transfer-flags.js'
 import {UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
 import {deleteExtras, type DeletionPass} from '../src/sync/delete.js'
-import {type FollowSummary, followSource} from '../src/sync/follow.js'
+import {DELETIONS_AT_ONCE, type FollowSummary, followSource} from '../src/sync/follow.js'
 import {type SyncSummary, syncServers} from '../src/sync/sync.js'
 
 type SyncResult = (SyncSummary & {deletion?: DeletionPass}) | (FollowSummary & {following: true; stateFile: string})
@@ -31,7 +32,7 @@ export default class Sync extends BaseCommand {
   static override flags = {
     ...serverFlags('source'),
     ...serverFlags('target'),
-    concurrency: Flags.integer({char: 'c', description: 'parallel uploads to the target (twice as many instances are fetched ahead)', default: 4, min: 1, max: 64}),
+    ...transferFlags('uploads to the target (twice as many instances are fetched ahead)'),
     checksum: Flags.boolean({description: 'also compare MD5s of instances on both sides, and send again those that differ'}),
     'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
     delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),
@@ -55,15 +56,16 @@ export default class Sync extends BaseCommand {
       throw new UserFacingError('--delete cannot be combined with filters', 'What the target holds outside the filters is not the source\'s to judge: sync without filters to mirror deletions.', 'usage', 'delete-with-filters')
     }
 
-    const http = this.httpOptions(flags, flags.concurrency + 2)
-    const source = new OrthancClient(endpointFromFlags('source', flags), http)
-    const target = new OrthancClient(endpointFromFlags('target', flags), http)
+    const {concurrency, bandwidth} = transferSettingsFromFlags(flags)
+    const http = this.httpOptions(flags, connectionsFor(concurrency))
+    const source = new OrthancClient(endpointFromFlags('source', flags), {...http, bandwidth: {download: bandwidth?.download}})
+    const target = new OrthancClient(endpointFromFlags('target', flags), {...http, bandwidth: {upload: bandwidth?.upload}})
     const progress = progressRenderer(this.interactive && !flags.follow)
     try {
       if (flags.follow) {
         const stateFile = flags.state ?? `.orthanc-replicate-follow-${createHash('sha1').update(`${source.display} ${target.display}`).digest('hex').slice(0, 12)}.json`
         const summary = await followSource({
-          source, target, filters, checksum: flags.checksum, concurrency: flags.concurrency, signal: this.signal,
+          source, target, filters, checksum: flags.checksum, concurrency, signal: this.signal,
           stateFile, intervalMs: flags.interval * 1000, fullEveryMs: flags['full-every'] * 60_000,
           deleteExtras: flags.delete, maxDeleteFraction,
           onEvent: (event) => {
@@ -81,10 +83,10 @@ export default class Sync extends BaseCommand {
       }
 
       const summary: SyncSummary & {deletion?: DeletionPass} = await syncServers({
-        source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency: flags.concurrency,
+        source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency,
         signal: this.signal, onProgress: progress.listener,
       })
-      if (flags.delete) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: flags.concurrency, signal: this.signal})
+      if (flags.delete) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
       progress.done()
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
       if (!this.jsonEnabled()) process.stderr.write(renderSyncSummary(summary))
@@ -109,5 +111,5 @@ function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): st
 
   lines.push(...renderNotCarried(summary.notCarried))
 
-  return `${lines.join('\n')}\n${renderTransferSummary(summary, summary.dryRun ? 'Dry run, nothing changed' : 'Synced')}`
+  return `${lines.join('\n')}\n${renderTransferSummary(summary, summary.dryRun ? 'Dry run, nothing changed' : 'Synced', {...summary, unit: 'uploads'})}`
 }

@@ -5,11 +5,24 @@ import {formatBytes, formatDuration} from '../util/format.js'
 
 const LISTED_FAILURES = 20
 
-/** The closing lines every transfer command prints for a person: counts, then what failed. */
-export function renderTransferSummary(stats: TransferStats, headline: string): string {
+/** Where a run's concurrency stood: `unit` names what ran at once (uploads, downloads). */
+export interface ConcurrencyReport {
+  concurrency: number
+  concurrencyAdaptive: boolean
+  unit: string
+}
+
+/** The closing lines every transfer command prints for a person: counts, concurrency, then what failed. */
+export function renderTransferSummary(stats: TransferStats, headline: string, concurrency?: ConcurrencyReport): string {
   const lines = [
     `${headline}: ${stats.transferred} transferred, ${stats.skipped} skipped, ${stats.failed} failed; ${formatBytes(stats.bytes)} in ${formatDuration(stats.durationMs)}.`,
   ]
+  if (concurrency && concurrency.concurrency > 0) {
+    lines.push(concurrency.concurrencyAdaptive
+      ? `Concurrency: settled on ${concurrency.concurrency} ${concurrency.unit} at once (adaptive; --concurrency N fixes it).`
+      : `Concurrency: ${concurrency.concurrency} ${concurrency.unit} at once (--concurrency).`)
+  }
+
   if (stats.failed > 0) {
     lines.push('Failed:')
     for (const failure of stats.failures.slice(0, LISTED_FAILURES)) lines.push(`  ${renderProblem(failure)}`)

@@ -12,6 +12,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc-instance.js'
 import {SideDataReader} from '../sources/side-data.js'
 import type {SelectedInstance, SelectedStudy} from '../sources/orthanc-selection.js'
+import {type JobConcurrency, jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
@@ -31,7 +32,8 @@ export interface ExportOptions {
   filters: InstanceFilters
   maxVolumeBytes: number
   maxVolumeInstances: number
-  concurrency: number
+  /** Downloads at once; undefined: adaptive, from 4 up to what the link and the source reward. */
+  concurrency?: number
   /** Volume file names: PREFIX-0001-of-0003.tar */
   namePrefix: string
   dryRun: boolean
@@ -63,7 +65,13 @@ export interface ExportSummary extends TransferStats {
   instancesPlanned: number
   bytesPlanned: number
   changeCursor: number
+  /** Downloads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
+  concurrency: number
+  concurrencyAdaptive: boolean
 }
+
+/** An export under way: its options, and the concurrency its volumes' downloads share. */
+type ExportRun = ExportOptions & {downloads: JobConcurrency}
 
 const STATE_DIR = '.orthanc-replicate'
 
@@ -106,7 +114,11 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     instancesPlanned: 0,
     bytesPlanned: 0,
     changeCursor: 0,
+    concurrency: 0,
+    concurrencyAdaptive: false,
   }
+  const run: ExportRun = {...options, downloads: jobConcurrency(options.concurrency, {itemsPerUnit: 1, congestion: () => options.client.http.stats.congestion})}
+  Object.assign(summary, run.downloads.settled())
   let keepFolder = true
   try {
     let plan = toFolder ? await loadPlan(stateDir) : undefined
@@ -154,12 +166,17 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     }
 
     if (options.dryRun) return finished(summary, started)
-    if (options.output.kind === 'directory') {
-      const held = await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
-      await writeChain(options.output.path, options.chainBase ?? [], held)
-    } else {
-      await writeVolumeStream(options.output.stream, plan, stateDir, options, summary)
+    try {
+      if (options.output.kind === 'directory') {
+        const held = await writeVolumeFiles(options.output.path, plan, stateDir, run, summary)
+        await writeChain(options.output.path, options.chainBase ?? [], held)
+      } else {
+        await writeVolumeStream(options.output.stream, plan, stateDir, run, summary)
+      }
+    } finally {
+      Object.assign(summary, run.downloads.settled())
     }
+
     summary.retries += options.client.http.stats.retries
     return finished(summary, started)
   } catch (error) {
@@ -240,7 +257,7 @@ async function prepareOutputFolder(path: string): Promise<boolean> {
 }
 
 /** Writes every volume not done yet; returns the IDs of the instances the export's finished volumes hold. */
-async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<string[]> {
+async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportRun, summary: ExportSummary): Promise<string[]> {
   const count = plan.volumes.length
   const suffix = options.encryption ? `.tar${AGE_FILE_SUFFIX}` : '.tar'
   const pending: Array<{number: number; file: string}> = []
@@ -325,7 +342,7 @@ async function finishedVolume(file: string, stateDir: string, volume: number, gr
   return {done: record.failed.length === 0, written: record.failed.length === 0 ? record.written : []}
 }
 
-async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<void> {
+async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: string, options: ExportRun, summary: ExportSummary): Promise<void> {
   const output = new TarOutput(options.encryption ? createEncryptingWriter(stream, options.encryption) : stream)
   try {
     for (let number = 1; number <= plan.volumes.length; number++) countVolume(summary, (await writeVolume(output, plan, stateDir, number, options)).stats)
@@ -347,7 +364,7 @@ function countVolume(summary: ExportSummary, written: TransferStats): void {
 }
 
 /** Writes one volume into the output; returns what went into it. An interruption leaves it unfinished (throws). */
-async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions): Promise<{stats: TransferStats; writtenIds: string[]; failedIds: string[]}> {
+async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string, number: number, options: ExportRun): Promise<{stats: TransferStats; writtenIds: string[]; failedIds: string[]}> {
   const count = plan.volumes.length
   const bagName = volumeName(options.namePrefix, number, count)
   const entries: PlannedEntry[] = []
@@ -380,7 +397,8 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
   const sideData = new SideDataReader(options.client)
   const stats = await runTransfer({
     items: toAsync(entries),
-    concurrency: options.concurrency,
+    concurrency: options.downloads.inFlight,
+    control: options.downloads.control,
     signal: options.signal,
     phase: 'export',
     describe: ({record}) => ({id: record.id}),

@@ -10,7 +10,8 @@ import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-serv
 import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {inFlightFor, runTransfer} from '../transfer/engine.js'
+import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
+import {IN_FLIGHT_PER_UPLOAD, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {recordFailure, type TransferStats} from '../transfer/stats.js'
 import type {ImportInput} from './inputs.js'
@@ -20,7 +21,8 @@ import {type StudyCompleteness, studyCompleteness} from './study-completeness.js
 export interface ImportOptions {
   client: OrthancClient
   inputs: ImportInput[]
-  concurrency: number
+  /** Uploads at once; undefined: adaptive, from 4 up to what the link and the target reward. */
+  concurrency?: number
   dryRun: boolean
   /** Where an archive read from a stream waits until each volume is proven (default: the system's temporary folder). */
   spoolDir?: string
@@ -61,6 +63,9 @@ export interface ImportSummary extends TransferStats {
   /** One per stopped server read (a storage folder or a PostgreSQL database): what was found, recovered, failed. */
   recovery: RecoveryReport[]
   receipt?: string
+  /** Uploads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
+  concurrency: number
+  concurrencyAdaptive: boolean
 }
 
 const SAMPLES = 20
@@ -69,7 +74,9 @@ const SAMPLES = 20
 export async function importInstances(options: ImportOptions): Promise<ImportSummary> {
   const {client} = options
   const system = await client.system(options.signal)
-  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: options.concurrency})
+  const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: IN_FLIGHT_PER_UPLOAD, congestion: () => client.http.stats.congestion})
+  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial})
+  concurrency.onChange((uploads) => sink.setUploads(uploads))
   const problems = new ProblemList()
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
   let ignoredFiles = 0
@@ -105,7 +112,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, {archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
-    concurrency: inFlightFor(options.concurrency),
+    concurrency: concurrency.inFlight,
+    control: concurrency.control,
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
     onProgress: options.onProgress,
@@ -160,6 +168,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     notCarried: sink.notCarried.list(),
     recovery,
     receipt: receipt?.path,
+    ...concurrency.settled(),
   }
 }
 

@@ -83,6 +83,11 @@ export class OrthancSink {
     this.uploadSlots = new Semaphore(options.uploads)
   }
 
+  /** Adaptive concurrency: a new number of uploads at once, effective as they finish. */
+  setUploads(uploads: number): void {
+    this.uploadSlots.setLimit(uploads)
+  }
+
   /** `knownAbsent`: the caller compared ID sets already and knows the target lacks it. */
   async store(unit: InstanceInTransit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
     this.features ??= await this.client.features(signal)

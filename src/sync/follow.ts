@@ -8,6 +8,9 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
+/** Deletions at once when the concurrency is adaptive (deletions are few, and do not adapt). */
+export const DELETIONS_AT_ONCE = 4
+
 export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances'> {
   /** Where the change cursor is kept between runs. */
   stateFile: string
@@ -67,7 +70,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
       if (stale || due) {
         const pass = await syncServers({...options, dryRun: false})
         const deletion = options.deleteExtras
-          ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency, signal: options.signal})
+          ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency ?? DELETIONS_AT_ONCE, signal: options.signal})
           : undefined
         state = {version: 1, source: options.source.display, target: options.target.display, cursor: last, lastFullPass: new Date().toISOString()}
         record(summary, pass, true, deletion)

@@ -3,10 +3,15 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
-import {inFlightFor, runTransfer} from '../transfer/engine.js'
+import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
+import {IN_FLIGHT_PER_UPLOAD, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
+import {readAhead} from '../util/concurrency.js'
 import {type ComparedInstance, compareServers} from './compare.js'
+
+/** Instances compared ahead of the transfers: a few hundred bytes each. */
+const READ_AHEAD = 1000
 
 export interface SyncOptions {
   source: OrthancClient
@@ -15,7 +20,8 @@ export interface SyncOptions {
   /** Also compare MD5s of instances on both sides, and send again those that differ. */
   checksum: boolean
   dryRun: boolean
-  concurrency: number
+  /** Uploads at once; undefined: adaptive, from 4 up to what the link and the target reward. */
+  concurrency?: number
   /** Only these source instances (a mirror's new arrivals), the filters still applying; see CompareOptions. */
   onlyInstances?: string[]
   signal?: AbortSignal
@@ -42,6 +48,9 @@ export interface SyncSummary extends TransferStats {
   plan: SyncPlan
   /** Side data that could not be carried to the target, by level, kind and name, with counts. */
   notCarried: NotCarried[]
+  /** Uploads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
+  concurrency: number
+  concurrencyAdaptive: boolean
 }
 
 /**
@@ -53,7 +62,12 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const started = Date.now()
   const plan: SyncPlan = {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
   const studies = new Map<string, {present: number; total: number}>()
-  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: options.concurrency})
+  const concurrency = jobConcurrency(options.concurrency, {
+    itemsPerUnit: IN_FLIGHT_PER_UPLOAD,
+    congestion: () => options.source.http.stats.congestion + options.target.http.stats.congestion,
+  })
+  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: concurrency.initial})
+  concurrency.onChange((uploads) => sink.setUploads(uploads))
 
   const count = (item: ComparedInstance) => {
     if (item.state === 'only-target') {
@@ -84,11 +98,13 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   }
 
   const sideData = new SideDataReader(options.source)
-  const items = options.dryRun ? toTransfer() : prefetchingSideData(toTransfer(), sideData, options.signal)
+  // Read ahead, so that the next study's listing and side data arrive while this one's instances move.
+  const items = readAhead(options.dryRun ? toTransfer() : prefetchingSideData(toTransfer(), sideData, options.signal), READ_AHEAD)
 
   const stats = await runTransfer({
     items,
-    concurrency: inFlightFor(options.concurrency),
+    concurrency: concurrency.inFlight,
+    control: concurrency.control,
     signal: options.signal,
     phase: options.dryRun ? 'sync (dry run)' : 'sync',
     onProgress: options.onProgress,
@@ -130,5 +146,6 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     target: options.target.display,
     plan,
     notCarried: sink.notCarried.list(),
+    ...concurrency.settled(),
   }
 }
