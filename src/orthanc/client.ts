@@ -28,6 +28,15 @@ export interface StoredFileInfo {
   compressed: boolean
 }
 
+/** What /tools/find tells of one instance when asked for its side data (Orthanc 1.12.5 and later). */
+export interface FoundSideData {
+  /** By name, as metadata?expand gives them. */
+  metadata: Record<string, string>
+  /** Every attachment's info, the DICOM file's (content type 1) among them; no names. */
+  attachments: OrthancAttachmentInfo[]
+  labels: string[]
+}
+
 export interface Features {
   /** Labels on resources: Orthanc 1.12.0 and later. */
   labels: boolean
@@ -57,6 +66,8 @@ export class OrthancClient {
   private knownFeatures?: {of: OrthancSystem; features: Features}
   /** Set once POST /tools/bulk-content turned out not to report metadata. */
   private noBulkMetadata = false
+  /** Set once POST /tools/find turned out not to answer ResponseContent. */
+  private noFindSideData = false
 
   constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
     this.http = new OrthancHttp(endpoint, options)
@@ -289,6 +300,49 @@ export class OrthancClient {
 
   async setResourceMetadata(level: ResourceLevel, id: string, name: string, value: string, signal?: AbortSignal): Promise<void> {
     await this.http.send('PUT', `${resourcePath(level, id)}/metadata/${encodeURIComponent(name)}`, {body: value, signal})
+  }
+
+  /**
+   * The metadata, attachments and labels of every instance of a study in one request, where the
+   * server can: Orthanc 1.12.5 and later answer /tools/find's ResponseContent. Older servers
+   * ignore ResponseContent and ParentStudy without a word (1.10.1 answers bare IDs), so the
+   * query also names the StudyInstanceUID, which they do honour, and the answer's shape decides:
+   * undefined (ask per instance) when it is not what was asked for, and never again. Instances
+   * not in the map (a server that limits its answers) are asked about one by one too.
+   */
+  async studySideData(studyId: string, studyInstanceUid: string, signal?: AbortSignal): Promise<Map<string, FoundSideData> | undefined> {
+    if (this.noFindSideData) return undefined
+    if (!versionAtLeast((await this.system(signal)).Version, '1.12.0')) {
+      this.noFindSideData = true
+      return undefined
+    }
+
+    let answer: unknown
+    try {
+      answer = await this.http.json('POST', '/tools/find', {
+        body: JSON.stringify({Level: 'Instance', ParentStudy: studyId, Query: {StudyInstanceUID: studyInstanceUid}, ResponseContent: ['Attachments', 'Metadata', 'Labels']}),
+        headers: {'content-type': 'application/json'},
+        idempotent: true,
+        signal,
+      })
+    } catch (error) {
+      if (!(error instanceof OrthancHttpError && [400, 404, 405].includes(error.status))) throw error
+      this.noFindSideData = true
+      return undefined
+    }
+
+    const found = new Map<string, FoundSideData>()
+    for (const entry of Array.isArray(answer) ? answer as unknown[] : [undefined]) {
+      const {ID, Metadata, Attachments, Labels} = (entry ?? {}) as {ID?: unknown; Metadata?: unknown; Attachments?: unknown; Labels?: unknown}
+      if (typeof ID !== 'string' || typeof Metadata !== 'object' || Metadata === null || !Array.isArray(Attachments) || !Array.isArray(Labels)) {
+        this.noFindSideData = true
+        return undefined
+      }
+
+      found.set(ID, {metadata: Metadata as Record<string, string>, attachments: Attachments as OrthancAttachmentInfo[], labels: Labels as string[]})
+    }
+
+    return found
   }
 
   async setInstanceMetadata(id: string, name: string, value: string, signal?: AbortSignal): Promise<void> {
