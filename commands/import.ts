@@ -6,7 +6,7 @@ import {ExitCode} from '../src/cli/exit-codes.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
-import {connectionsFor, transferFlags, transferSettingsFromFlags} from '../src/cli/transfer-flags.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags, uploadFlags} from '../src/cli/transfer-flags.js'
 import {importInstances, importOutcome, type ImportSummary} from '../src/import/import.js'
 import {defaultReceiptPath} from '../src/import/receipt.js'
 import {type FolderMode, type ImportInput, postgresInputs, resolveImportInputs} from '../src/import/inputs.js'
@@ -39,6 +39,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
   static override flags = {
     ...serverFlags('target'),
     ...transferFlags('uploads (twice as many files are read ahead)'),
+    ...uploadFlags,
     'dry-run': Flags.boolean({description: 'read and check everything, report what would be uploaded, change nothing'}),
     receipt: Flags.string({description: 'write the import receipt here, a new file (default: import-receipt-<time>-<random>.jsonl beside the first archive volume if that folder is writable, else in the current folder)'}),
     'no-receipt': Flags.boolean({description: 'write no receipt'}),
@@ -73,6 +74,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
         client,
         inputs,
         concurrency,
+        zipUploads: flags['zip-uploads'],
         dryRun: flags['dry-run'],
         receiptPath,
         spoolDir: flags['spool-dir'],

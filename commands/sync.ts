@@ -8,7 +8,7 @@ import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {progressRenderer} from '../src/cli/progress-renderer.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderTransferSummary} from '../src/cli/summary.js'
-import {connectionsFor, transferFlags, transferSettingsFromFlags} from '../src/cli/transfer-flags.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags, uploadFlags} from '../src/cli/transfer-flags.js'
 import {UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
@@ -33,6 +33,7 @@ export default class Sync extends BaseCommand {
     ...serverFlags('source'),
     ...serverFlags('target'),
     ...transferFlags('uploads to the target (twice as many instances are fetched ahead)'),
+    ...uploadFlags,
     checksum: Flags.boolean({description: 'also compare MD5s of instances on both sides, and send again those that differ'}),
     'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
     delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),
@@ -65,7 +66,7 @@ export default class Sync extends BaseCommand {
       if (flags.follow) {
         const stateFile = flags.state ?? `.orthanc-replicate-follow-${createHash('sha1').update(`${source.display} ${target.display}`).digest('hex').slice(0, 12)}.json`
         const summary = await followSource({
-          source, target, filters, checksum: flags.checksum, concurrency, signal: this.signal,
+          source, target, filters, checksum: flags.checksum, concurrency, zipUploads: flags['zip-uploads'], signal: this.signal,
           stateFile, intervalMs: flags.interval * 1000, fullEveryMs: flags['full-every'] * 60_000,
           deleteExtras: flags.delete, maxDeleteFraction,
           onEvent: (event) => {
@@ -83,7 +84,7 @@ export default class Sync extends BaseCommand {
       }
 
       const summary: SyncSummary & {deletion?: DeletionPass} = await syncServers({
-        source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency,
+        source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency, zipUploads: flags['zip-uploads'],
         signal: this.signal, onProgress: progress.listener,
       })
       if (flags.delete) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})

@@ -11,13 +11,22 @@ export function transferFlags(what: string) {
   return {
     concurrency: Flags.string({
       char: 'c',
-      description: `${what} at once: a number from 1 to ${MAX_CONCURRENCY}, or auto, which starts at 4 and finds the number the link and the server reward (rises while throughput rises, backs off on errors, 503s and rising latency)`,
+      description: `${what} at once: a number from 1 to ${MAX_CONCURRENCY}, or auto, which starts at 8 and finds the number the link and the server reward (rises while throughput rises, backs off on errors, 503s and rising latency)`,
       default: 'auto',
     }),
     bwlimit: Flags.string({
       description: 'most instance data per second, each way: 10M (MiB/s), 512K, UP:DOWN such as 10M:off, or a timetable such as "08:00,20M 19:00,off" (rclone\'s syntax); default: no limit',
     }),
   }
+}
+
+/** For the commands that upload: sync and import. */
+export const uploadFlags = {
+  'zip-uploads': Flags.boolean({
+    description: 'when the target is busy, send the small instances (up to 64 KiB) waiting for an upload together in one ZIP (Orthanc 1.8.2+); each is still confirmed by its MD5',
+    allowNo: true,
+    default: false,
+  }),
 }
 
 export interface TransferSettings {

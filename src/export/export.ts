@@ -32,7 +32,7 @@ export interface ExportOptions {
   filters: InstanceFilters
   maxVolumeBytes: number
   maxVolumeInstances: number
-  /** Downloads at once; undefined: adaptive, from 4 up to what the link and the source reward. */
+  /** Downloads at once; undefined: adaptive, from 8 up to what the link and the source reward. */
   concurrency?: number
   /** Volume file names: PREFIX-0001-of-0003.tar */
   namePrefix: string

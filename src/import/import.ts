@@ -11,7 +11,7 @@ import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
-import {IN_FLIGHT_PER_UPLOAD, runTransfer} from '../transfer/engine.js'
+import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {recordFailure, type TransferStats} from '../transfer/stats.js'
 import type {ImportInput} from './inputs.js'
@@ -21,8 +21,10 @@ import {type StudyCompleteness, studyCompleteness} from './study-completeness.js
 export interface ImportOptions {
   client: OrthancClient
   inputs: ImportInput[]
-  /** Uploads at once; undefined: adaptive, from 4 up to what the link and the target reward. */
+  /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
   concurrency?: number
+  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher). */
+  zipUploads?: boolean
   dryRun: boolean
   /** Where an archive read from a stream waits until each volume is proven (default: the system's temporary folder). */
   spoolDir?: string
@@ -74,8 +76,8 @@ const SAMPLES = 20
 export async function importInstances(options: ImportOptions): Promise<ImportSummary> {
   const {client} = options
   const system = await client.system(options.signal)
-  const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: IN_FLIGHT_PER_UPLOAD, congestion: () => client.http.stats.congestion})
-  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial})
+  const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(options.zipUploads), congestion: () => client.http.stats.congestion})
+  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip: options.zipUploads})
   concurrency.onChange((uploads) => sink.setUploads(uploads))
   const problems = new ProblemList()
   const ignoredSamples: ImportSummary['ignoredSamples'] = []

@@ -44,6 +44,8 @@ export interface Features {
   attachmentInfo: boolean
   /** ETag with the MD5 on attachment downloads: Orthanc 1.9.3 and later. */
   md5ETag: boolean
+  /** POST /instances takes a ZIP and answers one entry per file: Orthanc 1.8.2 and later. */
+  zipUpload: boolean
 }
 
 const LEVEL_PATHS: Record<ResourceLevel, string> = {patient: 'patients', study: 'studies', series: 'series', instance: 'instances'}
@@ -117,7 +119,10 @@ export class OrthancClient {
       const {Version} = system
       this.knownFeatures = {
         of: system,
-        features: {labels: versionAtLeast(Version, '1.12.0'), attachmentInfo: versionAtLeast(Version, '1.10.0'), md5ETag: versionAtLeast(Version, '1.9.3')},
+        features: {
+          labels: versionAtLeast(Version, '1.12.0'), attachmentInfo: versionAtLeast(Version, '1.10.0'), md5ETag: versionAtLeast(Version, '1.9.3'),
+          zipUpload: versionAtLeast(Version, '1.8.2'),
+        },
       }
     }
 
@@ -242,6 +247,22 @@ export class OrthancClient {
     })
     if (answer.Status !== 'Success' && answer.Status !== 'AlreadyStored') throw new UploadRejectedError(this.display, answer.Status)
     return answer
+  }
+
+  /**
+   * POST /instances with a ZIP of DICOM files (Orthanc 1.8.2+): one answer per file it stored,
+   * in the ZIP's order (what it cannot read it passes over: count the answers). Sent again on a
+   * retry like a single upload, which is as harmless.
+   */
+  async uploadZip(zip: Buffer, signal?: AbortSignal): Promise<OrthancUploadAnswer[]> {
+    const answer = await this.http.json<OrthancUploadAnswer[] | OrthancUploadAnswer>('POST', '/instances', {
+      body: zip,
+      headers: {'content-type': 'application/zip'},
+      idempotent: true,
+      paced: true,
+      signal,
+    })
+    return Array.isArray(answer) ? answer : [answer]
   }
 
   async deleteInstance(id: string, signal?: AbortSignal): Promise<void> {

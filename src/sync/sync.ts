@@ -4,7 +4,7 @@ import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
-import {IN_FLIGHT_PER_UPLOAD, runTransfer} from '../transfer/engine.js'
+import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
 import {readAhead} from '../util/concurrency.js'
@@ -20,8 +20,10 @@ export interface SyncOptions {
   /** Also compare MD5s of instances on both sides, and send again those that differ. */
   checksum: boolean
   dryRun: boolean
-  /** Uploads at once; undefined: adaptive, from 4 up to what the link and the target reward. */
+  /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
   concurrency?: number
+  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher). */
+  zipUploads?: boolean
   /** Only these source instances (a mirror's new arrivals), the filters still applying; see CompareOptions. */
   onlyInstances?: string[]
   signal?: AbortSignal
@@ -63,10 +65,10 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const plan: SyncPlan = {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
   const studies = new Map<string, {present: number; total: number}>()
   const concurrency = jobConcurrency(options.concurrency, {
-    itemsPerUnit: IN_FLIGHT_PER_UPLOAD,
+    itemsPerUnit: inFlightPerUpload(options.zipUploads),
     congestion: () => options.source.http.stats.congestion + options.target.http.stats.congestion,
   })
-  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: concurrency.initial})
+  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: concurrency.initial, zip: options.zipUploads})
   concurrency.onChange((uploads) => sink.setUploads(uploads))
 
   const count = (item: ComparedInstance) => {

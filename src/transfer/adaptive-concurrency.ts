@@ -23,7 +23,7 @@ import type {InFlightControl} from './engine.js'
  */
 
 export interface AdaptiveOptions {
-  /** Where it starts (default 4, the concurrency the tool used before it adapted). */
+  /** Where it starts (default ADAPTIVE_INITIAL). */
   initial?: number
   min?: number
   /** Where it stops rising (default 32). */
@@ -51,6 +51,7 @@ export interface Decision {
 }
 
 /** Where an adaptive concurrency starts, and where it stops rising. */
+// 8: on two cores and loopback 8 uploads did as well as 4 (BENCHMARKS.md), and across a network it is one doubling nearer.
 export const ADAPTIVE_INITIAL = 8
 export const ADAPTIVE_MAX = 32
 

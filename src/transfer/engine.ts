@@ -58,12 +58,11 @@ export const MAX_BYTES_IN_FLIGHT = 128 * 1024 * 1024
 
 /**
  * Instances a job keeps in flight per upload at once: twice as many, so that while each upload
- * runs, the next instance is being fetched and the previous one confirmed.
+ * runs, the next instance is being fetched and the previous one confirmed. When small instances
+ * may share an upload (a ZIP), eight: enough wait for each upload to carry several.
  */
-export const IN_FLIGHT_PER_UPLOAD = 2
-
-export function inFlightFor(uploads: number): number {
-  return IN_FLIGHT_PER_UPLOAD * Math.max(1, uploads)
+export function inFlightPerUpload(zipUploads = false): number {
+  return zipUploads ? 8 : 2
 }
 
 /**

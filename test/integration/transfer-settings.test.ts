@@ -6,6 +6,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
 import {parseJson, runCli} from '../helpers/cli.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 
 interface Summary {
@@ -86,6 +87,27 @@ describe('--concurrency and --bwlimit against real servers', () => {
     expect(fixed).toMatchObject({transferred: corpus.length, concurrency: 3, concurrencyAdaptive: false})
     const person = await runCli(['sync', '--source', source.url, '--target', (await freshTarget()).url])
     expect(person.stderr).toMatch(/Concurrency: settled on \d+ uploads at once \(adaptive; --concurrency N fixes it\)\./)
+  })
+
+  it('--zip-uploads: small instances go several to a request into a real Orthanc, each confirmed, the copy whole', async () => {
+    const small = await generateStudySet(join(work, 'small'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 20, pixelBytes: 2000, seed: 'zip', modalities: ['MR']})
+    const target = await freshTarget()
+    const proxy = await startFaultProxy(target.port)
+    // Slow answers keep the target busy, so that instances wait for an upload and travel together.
+    proxy.delayMs = 20
+    try {
+      const result = await runCli(['import', '--target', proxy.url, '--no-receipt', '--zip-uploads', '--concurrency', '2', '--json', join(work, 'small')])
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<Summary>(result)).toMatchObject({transferred: small.length, failed: 0})
+      const uploads = proxy.log.filter((line) => line === 'POST /instances')
+      expect(uploads.length).toBeLessThan(small.length / 2)
+      // Every instance confirmed on its own, by its MD5.
+      expect(proxy.log.filter((line) => line.endsWith('/attachments/dicom/info'))).toHaveLength(small.length)
+      const stored = await instanceMd5s(target)
+      expect([...stored.values()].sort()).toEqual(small.map((record) => record.md5).sort())
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('refuses a bad --bwlimit or --concurrency with a usage error, and no stack trace', async () => {

@@ -3,7 +3,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {describe, expect, it} from 'vitest'
 
 import {readAhead, Semaphore} from '../../src/util/concurrency.js'
-import {inFlightFor, runTransfer} from '../../src/transfer/engine.js'
+import {inFlightPerUpload, runTransfer} from '../../src/transfer/engine.js'
 
 describe('Semaphore', () => {
   it('never runs more than its limit at once, and runs every task in arrival order', async () => {
@@ -31,10 +31,10 @@ describe('Semaphore', () => {
   })
 })
 
-describe('inFlightFor', () => {
-  it('keeps twice as many instances in flight as uploads, so the next one is ready', () => {
-    expect(inFlightFor(4)).toBe(8)
-    expect(inFlightFor(0)).toBe(2)
+describe('inFlightPerUpload', () => {
+  it('keeps twice as many instances in flight as uploads, so the next one is ready; eight when they may share an upload', () => {
+    expect(inFlightPerUpload()).toBe(2)
+    expect(inFlightPerUpload(true)).toBe(8)
   })
 })
 
