@@ -48,7 +48,10 @@ export class UploadBatcher {
     while (this.running < Math.max(1, this.slots) && this.queue.length > 0) {
       const batch = this.take()
       this.running++
-      void this.send(batch).finally(() => {
+      // Whatever fails on the way fails each upload of the batch (a settled one stays settled): none is left waiting.
+      void this.send(batch).catch((error: unknown) => {
+        for (const entry of batch) entry.reject(error)
+      }).finally(() => {
         this.running--
         this.pump()
       })

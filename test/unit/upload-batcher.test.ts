@@ -105,6 +105,17 @@ describe('UploadBatcher', () => {
     }
   })
 
+  it('fails the waiting uploads, and leaves none hanging, when the target cannot even say what it is', async () => {
+    const agent = new MockAgent()
+    agent.disableNetConnect()
+    agent.get(origin).intercept({path: '/system', method: 'GET'}).reply(503, 'down').persist()
+    agent.get(origin).intercept({path: '/instances', method: 'POST'}).reply(200, answerFor(file('a'))).delay(20).persist()
+    const client = new OrthancClient(resolveEndpoint({url: origin, env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
+    const batcher = new UploadBatcher(client, 1, true)
+    const results = await Promise.allSettled(['a', 'b', 'c'].map((name) => batcher.upload(file(name))))
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'rejected'])
+  })
+
   it('sends no ZIP to a target older than Orthanc 1.8.2', async () => {
     const {client, requests} = server({version: '1.8.1'})
     const batcher = new UploadBatcher(client, 1, true)
