@@ -395,6 +395,8 @@ async function writeVolume(output: TarOutput, plan: ExportPlan, stateDir: string
   const doneBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.instances, 0)
   const bytesBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, volume) => sum + volume.payloadBytes, 0)
   const sideData = new SideDataReader(options.client)
+  // The downloads' concurrency carries over from the volume before, and goes on adapting.
+  options.downloads.resume()
   const stats = await runTransfer({
     items: toAsync(entries),
     concurrency: options.downloads.inFlight,

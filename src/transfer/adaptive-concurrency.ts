@@ -143,6 +143,15 @@ export class AdaptiveConcurrency {
     this.phase = 'done'
   }
 
+  /** More items after all (the next volume of an export): adapting goes on from where it was. */
+  resume(): void {
+    if (this.phase !== 'done') return
+    this.phase = this.held ? 'steady' : 'slow start'
+    this.probe = undefined
+    this.skip = 0
+    this.restartEpoch()
+  }
+
   record(completion: Completion): void {
     if (this.phase === 'done') return
     if (this.calm > 0) this.calm--
@@ -271,13 +280,15 @@ export interface JobConcurrency {
   control?: InFlightControl
   /** Called with each new concurrency (never when fixed). */
   onChange(listener: (concurrency: number) => void): void
+  /** The items ran out before, and more come now: adapt again. */
+  resume(): void
   /** What the summary reports: the fixed number, or the one it settled on (when the items ran out). */
   settled(): {concurrency: number; concurrencyAdaptive: boolean}
 }
 
 export function jobConcurrency(fixed: number | undefined, options: {itemsPerUnit: number; congestion?: () => number}): JobConcurrency {
   if (fixed !== undefined) {
-    return {initial: fixed, inFlight: fixed * options.itemsPerUnit, onChange() {}, settled: () => ({concurrency: fixed, concurrencyAdaptive: false})}
+    return {initial: fixed, inFlight: fixed * options.itemsPerUnit, onChange() {}, resume() {}, settled: () => ({concurrency: fixed, concurrencyAdaptive: false})}
   }
 
   const controller = new AdaptiveConcurrency({itemsPerUnit: options.itemsPerUnit})
@@ -286,6 +297,7 @@ export function jobConcurrency(fixed: number | undefined, options: {itemsPerUnit
     inFlight: controller.current * options.itemsPerUnit,
     control: adaptiveInFlight(controller, options),
     onChange: (listener) => controller.onChange(listener),
+    resume: () => controller.resume(),
     settled: () => ({concurrency: controller.current, concurrencyAdaptive: true}),
   }
 }

@@ -34,54 +34,17 @@ export async function forEachConcurrent<T>(items: AsyncIterable<T>, limit: numbe
   if (failure !== undefined) throw failure
 }
 
-/** Lets at most `limit` tasks run at a time; the others wait their turn in arrival order. The limit may change while tasks run. */
-export class Semaphore {
-  private running = 0
-  private readonly waiting: Array<() => void> = []
-
-  constructor(private limit: number) {}
-
-  /** A higher limit lets waiters in at once; a lower one takes effect as running tasks finish. */
-  setLimit(limit: number): void {
-    this.limit = limit
-    while (this.waiting.length > 0 && this.running < Math.max(1, this.limit)) {
-      this.running++
-      this.waiting.shift()!()
-    }
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.running < Math.max(1, this.limit)) this.running++
-    // A finishing task hands its place straight to the first waiter, so `running` stays counted.
-    else await new Promise<void>((resolve) => this.waiting.push(resolve))
-    try {
-      return await task()
-    } finally {
-      const next = this.running <= Math.max(1, this.limit) ? this.waiting.shift() : undefined
-      if (next) next()
-      else this.running--
-    }
-  }
-}
-
 /**
- * Counts the bytes that items in flight hold in memory, and makes whoever wants to take one
- * more item wait while the count is at or over `limit`. The item taken last may push the count
- * past the limit, so when items are taken one at a time at most `limit` plus one item are held,
- * and an item larger than the limit still runs.
+ * Counts the bytes that items in flight hold in memory: there is room for one more item while
+ * the count is under `limit`. The item taken last may push the count past the limit, so when
+ * items are taken one at a time at most `limit` plus one item are held, and an item larger than
+ * the limit still runs.
  */
 export class ByteBudget {
   private held = 0
   private holders = 0
-  private readonly waiting: Array<() => void> = []
 
   constructor(private readonly limit: number) {}
-
-  /** Resolves once there is room for another item: the count is under the limit, or nothing is held. */
-  async room(): Promise<void> {
-    if (this.hasRoom()) return
-    await new Promise<void>((resolve) => this.waiting.push(resolve))
-  }
 
   take(bytes: number): void {
     this.held += bytes
@@ -91,9 +54,9 @@ export class ByteBudget {
   release(bytes: number): void {
     this.held -= bytes
     this.holders--
-    while (this.waiting.length > 0 && this.hasRoom()) this.waiting.shift()!()
   }
 
+  /** Room for another item: the count is under the limit, or nothing is held. */
   hasRoom(): boolean {
     return this.holders === 0 || this.held < this.limit
   }

@@ -190,6 +190,19 @@ describe('AdaptiveConcurrency against a simulated server', () => {
     expect(controller.decisions).toEqual([])
   })
 
+  it('adapts again when more items come after it finished (the next volume of an export)', () => {
+    let now = 0
+    const controller = new AdaptiveConcurrency({itemsPerUnit: 1, now: () => now})
+    controller.finish()
+    controller.resume()
+    for (let index = 0; index < 40; index++) {
+      now += 10
+      controller.record({ms: 5, bytes: 1000, congested: index === 20})
+    }
+
+    expect(controller.decisions.map((decision) => decision.reason)).toContain('congestion')
+  })
+
   it('keeps within its bounds', () => {
     let now = 0
     const controller = new AdaptiveConcurrency({itemsPerUnit: 1, initial: 2, min: 2, max: 3, now: () => now})

@@ -2,34 +2,8 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {describe, expect, it} from 'vitest'
 
-import {readAhead, Semaphore} from '../../src/util/concurrency.js'
+import {readAhead} from '../../src/util/concurrency.js'
 import {inFlightPerUpload, runTransfer} from '../../src/transfer/engine.js'
-
-describe('Semaphore', () => {
-  it('never runs more than its limit at once, and runs every task in arrival order', async () => {
-    const slots = new Semaphore(3)
-    let running = 0
-    let most = 0
-    const started: number[] = []
-    await Promise.all(Array.from({length: 20}, (_, index) => slots.run(async () => {
-      started.push(index)
-      running++
-      most = Math.max(most, running)
-      await sleep(index % 4)
-      running--
-    })))
-    expect(most).toBe(3)
-    expect(started).toEqual(Array.from({length: 20}, (_, index) => index))
-  })
-
-  it('frees the place of a task that failed', async () => {
-    const slots = new Semaphore(1)
-    await expect(slots.run(async () => {
-      throw new Error('upload refused')
-    })).rejects.toThrow('upload refused')
-    expect(await slots.run(async () => 'next')).toBe('next')
-  })
-})
 
 describe('inFlightPerUpload', () => {
   it('keeps twice as many instances in flight as uploads, so the next one is ready; eight when they may share an upload', () => {
@@ -138,43 +112,6 @@ describe('readAhead', () => {
 
     for await (const item of readAhead(endless(), 5)) if (item === 3) break
     expect(closed).toBe(true)
-  })
-})
-
-describe('Semaphore.setLimit', () => {
-  it('lets waiters in at once when the limit rises, and holds new ones back as tasks finish when it falls', async () => {
-    const slots = new Semaphore(1)
-    let running = 0
-    const peaks: number[] = []
-    const gates: Array<() => void> = []
-    const task = () => slots.run(async () => {
-      running++
-      peaks.push(running)
-      await new Promise<void>((resolve) => gates.push(resolve))
-      running--
-    })
-    const all = Array.from({length: 8}, task)
-    await sleep(5)
-    expect(running).toBe(1)
-    slots.setLimit(4)
-    await sleep(5)
-    expect(running).toBe(4)
-    slots.setLimit(2)
-    // Lowered: the four running go on; the next ones start only once fewer than two run.
-    gates.shift()!()
-    await sleep(5)
-    expect(running).toBe(3)
-    gates.shift()!()
-    gates.shift()!()
-    await sleep(5)
-    expect(running).toBe(2)
-    while (gates.length > 0 || running > 0) {
-      gates.shift()?.()
-      await sleep(2)
-    }
-
-    await Promise.all(all)
-    expect(Math.max(...peaks.slice(5))).toBeLessThanOrEqual(2)
   })
 })
 
