@@ -19,7 +19,9 @@ import type {InFlightControl} from './engine.js'
  *   each probe that did not pay, twice as many hold epochs pass before the next (up to 8);
  * - congestion halves the concurrency at once (once per turnover), then holds;
  * - a hold epoch whose latency rose by LATENCY_RISE while its throughput fell by THROUGHPUT_FALL
- *   steps down: the target is slower, and more requests waiting there would only queue.
+ *   steps down: the target is slower, and more requests waiting there would only queue;
+ * - an epoch in which the job mostly had fewer items in flight than allowed (the source did not
+ *   keep up: a pipe, a slow listing) decides nothing.
  */
 
 export interface AdaptiveOptions {
@@ -41,6 +43,12 @@ export interface Completion {
   bytes: number
   /** It met congestion on the way: a 503 or 429, a timeout, a reset, a retry. */
   congested: boolean
+  /**
+   * Fewer items were in flight than the concurrency allows when it finished: the source did not
+   * keep up (a pipe, a slow listing) or memory was full. Such a completion says nothing of what
+   * more or less concurrency would do.
+   */
+  starved?: boolean
 }
 
 export interface Decision {
@@ -117,7 +125,7 @@ export class AdaptiveConcurrency {
   private skip = 0
   /** Congestion is acted on once per turnover: until this many more completions, it is not again. */
   private calm = 0
-  private epoch = {start: 0, count: 0, bytes: 0, latency: 0}
+  private epoch = {start: 0, count: 0, bytes: 0, latency: 0, starved: 0}
 
   constructor(options: AdaptiveOptions = {}) {
     this.min = Math.max(1, options.min ?? 1)
@@ -176,6 +184,7 @@ export class AdaptiveConcurrency {
     epoch.count++
     epoch.bytes += completion.bytes
     epoch.latency += completion.ms
+    if (completion.starved) epoch.starved++
     const elapsed = this.now() - epoch.start
     // Slow start measures half a turnover, to climb fast; the steady state a whole one, to judge finer steps.
     const samples = this.phase === 'slow start' ? this.turnover() / 2 : this.turnover()
@@ -183,6 +192,8 @@ export class AdaptiveConcurrency {
     if (!enough && !(elapsed >= MAX_EPOCH_MS && epoch.count > 0)) return
     const level: Level = {concurrency: this.value, rate: (epoch.bytes + epoch.count * ITEM_WORK_BYTES) / Math.max(1, elapsed), latency: epoch.latency / epoch.count}
     this.restartEpoch()
+    // Mostly waiting for the source: the throughput is the source's, whatever the concurrency.
+    if (epoch.starved * 2 > epoch.count) return
     if (this.phase === 'slow start') this.slowStart(level)
     else this.steady(level)
   }
@@ -267,7 +278,7 @@ export class AdaptiveConcurrency {
   }
 
   private restartEpoch(): void {
-    this.epoch = {start: this.now(), count: 0, bytes: 0, latency: 0}
+    this.epoch = {start: this.now(), count: 0, bytes: 0, latency: 0, starved: 0}
   }
 }
 

@@ -45,7 +45,8 @@ export interface TransferJob<Item, Payload> {
  */
 export interface InFlightControl {
   inFlight(): number
-  completed(completion: {ms: number; bytes: number; congested: boolean}): void
+  /** `starved`: fewer items were in flight than allowed (the source was slower, or the byte budget full). */
+  completed(completion: {ms: number; bytes: number; congested: boolean; starved: boolean}): void
   /** The items ran out: the rest of the job is its tail. */
   drained(): void
 }
@@ -182,17 +183,20 @@ function inFlightLimit(job: TransferJob<unknown, unknown>): number {
  * moved, and whether it met trouble that more concurrency would make worse.
  */
 async function settleOne<Item, Payload>(
-  job: TransferJob<Item, Payload>, attempt: Attempt<Item, Payload>, item: Item,
+  job: TransferJob<Item, Payload>, attempt: Attempt<Item, Payload>, item: Item, inFlight: () => number,
 ): Promise<{ok: true; payload: Payload} | {ok: false; error: unknown}> {
   const started = performance.now()
   const note = {retried: false}
   const bytes = job.sizeOf?.(item) ?? 0
+  const completed = (completion: {bytes: number; congested: boolean}) => job.control?.completed({
+    ...completion, ms: performance.now() - started, starved: inFlight() < inFlightLimit(job),
+  })
   try {
     const payload = await attempt(item, note)
-    job.control?.completed({ms: performance.now() - started, bytes, congested: note.retried})
+    completed({bytes, congested: note.retried})
     return {ok: true, payload}
   } catch (error) {
-    job.control?.completed({ms: performance.now() - started, bytes: 0, congested: note.retried || isTransient(error)})
+    completed({bytes: 0, congested: note.retried || isTransient(error)})
     return {ok: false, error}
   }
 }
@@ -217,7 +221,7 @@ async function runUnordered<Item, Payload>(
   const start = (item: Item) => {
     const size = job.sizeOf?.(item) ?? 0
     budget.take(size)
-    const task = settleOne(job, attempt, item).then((result) => {
+    const task = settleOne(job, attempt, item, () => running.size).then((result) => {
       if (result.ok) count(result.payload as Outcome)
       else fail(item, result.error)
     }).finally(() => {
@@ -280,7 +284,7 @@ async function runOrdered<Item, Payload>(
       const next = await iterator.next()
       if (next.done) break
       budget.take(job.sizeOf?.(next.value) ?? 0)
-      window.push({item: next.value, result: settleOne(job, attempt, next.value)})
+      window.push({item: next.value, result: settleOne(job, attempt, next.value, () => window.length)})
       while (window.length >= inFlightLimit(job)) await commitHead()
     }
   } finally {

@@ -190,6 +190,22 @@ describe('AdaptiveConcurrency against a simulated server', () => {
     expect(controller.decisions).toEqual([])
   })
 
+  it('decides nothing while the source does not keep the items in flight full (a pipe): it would only learn the source\'s pace', () => {
+    let now = 0
+    const controller = new AdaptiveConcurrency({itemsPerUnit: 2, now: () => now})
+    // An import reading a pipe: one item every 10 ms, whatever the concurrency, each done in 5 ms.
+    for (let index = 0; index < 2000; index++) {
+      now += 10
+      controller.record({ms: 5, bytes: 130_000, congested: false, starved: true})
+    }
+
+    expect(controller.decisions).toEqual([])
+    expect(controller.current).toBe(8)
+    // Congestion still counts.
+    controller.record({ms: 5, bytes: 130_000, congested: true, starved: true})
+    expect(controller.current).toBe(4)
+  })
+
   it('adapts again when more items come after it finished (the next volume of an export)', () => {
     let now = 0
     const controller = new AdaptiveConcurrency({itemsPerUnit: 1, now: () => now})

@@ -69,6 +69,29 @@ describe('runTransfer memory bound', () => {
   }
 })
 
+describe('runTransfer tells its control when the source does not keep up', () => {
+  it('marks completions starved while fewer items than allowed are in flight', async () => {
+    const completions: boolean[] = []
+    await runTransfer({
+      items: (async function* () {
+        for (let index = 0; index < 20; index++) {
+          await sleep(5)
+          yield index
+        }
+      })(),
+      concurrency: 1,
+      control: {inFlight: () => 8, completed: (completion) => completions.push(completion.starved), drained() {}},
+      describe: (index) => ({id: String(index)}),
+      async work() {
+        await sleep(1)
+        return {kind: 'transferred' as const, bytes: 1}
+      },
+    })
+    expect(completions).toHaveLength(20)
+    expect(completions.every(Boolean)).toBe(true)
+  })
+})
+
 describe('readAhead', () => {
   async function* numbers(count: number, log: number[], failAt?: number): AsyncGenerator<number> {
     for (let index = 0; index < count; index++) {
@@ -120,7 +143,7 @@ describe('runTransfer with a control', () => {
     let limit = 2
     let running = 0
     const overLimit: number[] = []
-    const completions: Array<{bytes: number; congested: boolean}> = []
+    const completions: Array<{bytes: number; congested: boolean; starved: boolean}> = []
     let drained = 0
     const stats = await runTransfer({
       items: (async function* () {
@@ -153,6 +176,8 @@ describe('runTransfer with a control', () => {
     expect(completions).toHaveLength(60)
     expect(completions.filter((completion) => completion.bytes === 100)).toHaveLength(59)
     expect(drained).toBe(1)
+    // A source that keeps up: the items in flight stay as many as allowed.
+    expect(completions.slice(0, 50).filter((completion) => completion.starved).length).toBeLessThan(10)
     // Only a lowered limit can be exceeded, by the items already in flight when it fell.
     expect(overLimit.every((value) => value <= 6)).toBe(true)
   })
