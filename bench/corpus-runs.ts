@@ -29,14 +29,17 @@ export async function prepareCorpus(cleanup: Cleanup, spec: CorpusSpec): Promise
  * Runs each method `runs` times, round-robin (run 1 of all, then run 2 of all), so drift spreads
  * over every method alike; the runs' folders are deleted after the last one.
  */
-export async function measure(cleanup: Cleanup, prepared: PreparedCorpus, methods: Method[], runs: number, samples: Samples): Promise<void> {
-  const context: MethodContext = {cleanup, ...prepared}
+export async function measure(
+  cleanup: Cleanup, prepared: PreparedCorpus, methods: Method[], runs: number, samples: Samples, network?: {name: string; link: MethodContext['link']},
+): Promise<void> {
+  const context: MethodContext = {cleanup, ...prepared, link: network?.link}
+  const where = network ? `${prepared.corpus.name} at ${network.name}` : prepared.corpus.name
   for (let run = 1; run <= runs; run++) {
     for (const method of methods) {
       await quiet()
       const sample = await method.run(context)
       samples.add(method.key, sample)
-      log(`${prepared.corpus.name}, run ${run}/${runs}: ${method.label}: ${seconds(sample.ms)} s`)
+      log(`${where}, run ${run}/${runs}: ${method.label}: ${seconds(sample.ms)} s${sample.concurrency === undefined ? '' : ` (concurrency ${sample.concurrency})`}`)
     }
   }
 

@@ -1,5 +1,5 @@
 import {execFileSync, spawnSync} from 'node:child_process'
-import {availableParallelism, totalmem} from 'node:os'
+import {availableParallelism, loadavg, totalmem} from 'node:os'
 
 import {repoRoot} from './tool.js'
 
@@ -15,6 +15,8 @@ export interface Machine {
   node: string
   curl: string
   commit: string
+  /** The 1, 5 and 15 minute load averages when the bench started: figures taken under load are noisier. */
+  load: string
 }
 
 /** What the figures were measured on, for the report's header. */
@@ -29,6 +31,7 @@ export function describeMachine(): Machine {
     node: process.version,
     curl: output('curl', ['--version']).split('\n')[0] ?? 'missing',
     commit: head ? `${head}${dirty ? ' with uncommitted changes in the tool' : ''}` : 'unknown',
+    load: loadavg().map((value) => value.toFixed(2)).join(' / '),
   }
 }
 

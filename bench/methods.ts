@@ -20,6 +20,11 @@ export interface MethodContext {
   cleanup: Cleanup
   corpus: Corpus
   source: BenchServer
+  /**
+   * How a run reaches a new target: across a simulated network (a delay proxy in front of it),
+   * or directly when absent. `release` stops what `reach` started.
+   */
+  link?: {reach(target: BenchServer): Promise<BenchServer>; release(reached: BenchServer): Promise<void>}
 }
 
 export interface Method {
@@ -33,14 +38,18 @@ interface Timing {
   /** CPU of this process (the in-process baselines run here). */
   benchCpuMs: number
   orthancCpuMs: number
+  /** CPU of the delay proxies in front of the servers, when there are. */
+  proxyCpuMs?: number
   /** CPU the whole machine spent, all processes. */
   busyMs: number
 }
 
-/** Times `body`, and counts the CPU the servers, this process and the whole machine spent meanwhile. */
+/** Times `body`, and counts the CPU the servers, their proxies, this process and the whole machine spent meanwhile. */
 async function timed(servers: BenchServer[], body: () => Promise<void>): Promise<Timing> {
   const pids = servers.map((server) => server.pid)
+  const proxies = servers.map((server) => server.proxyPid).filter((pid) => pid !== undefined)
   const orthancBefore = await cpuOf(pids)
+  const proxyBefore = await cpuOf(proxies)
   const busyBefore = await machineBusyMs()
   const cpuBefore = process.cpuUsage()
   const started = performance.now()
@@ -48,17 +57,23 @@ async function timed(servers: BenchServer[], body: () => Promise<void>): Promise
   const ms = performance.now() - started
   const cpu = process.cpuUsage(cpuBefore)
   const busyMs = (await machineBusyMs()) - busyBefore
-  return {ms, benchCpuMs: (cpu.user + cpu.system) / 1000, orthancCpuMs: (await cpuOf(pids)) - orthancBefore, busyMs}
+  return {
+    ms, benchCpuMs: (cpu.user + cpu.system) / 1000, orthancCpuMs: (await cpuOf(pids)) - orthancBefore, busyMs,
+    proxyCpuMs: proxies.length > 0 ? (await cpuOf(proxies)) - proxyBefore : undefined,
+  }
 }
 
 /**
- * A sample from a timing. Whatever CPU the machine spent beyond the client, the servers and this
- * process is background: other programs (or PostgreSQL) competing for the two cores.
+ * A sample from a timing. Whatever CPU the machine spent beyond the client, the servers, their
+ * proxies and this process is background: other programs (or PostgreSQL) competing for the cores.
  */
 function sampleOf(timing: Timing, client?: {cpuMs?: number; ms?: number}): Sample {
   const clientCpuMs = client ? client.cpuMs : timing.benchCpuMs
-  const accounted = timing.benchCpuMs + timing.orthancCpuMs + (client ? client.cpuMs ?? 0 : 0)
-  return {ms: client?.ms ?? timing.ms, clientCpuMs, orthancCpuMs: timing.orthancCpuMs, backgroundCpuMs: Math.max(0, timing.busyMs - accounted)}
+  const accounted = timing.benchCpuMs + timing.orthancCpuMs + (timing.proxyCpuMs ?? 0) + (client ? client.cpuMs ?? 0 : 0)
+  return {
+    ms: client?.ms ?? timing.ms, clientCpuMs, orthancCpuMs: timing.orthancCpuMs, proxyCpuMs: timing.proxyCpuMs,
+    backgroundCpuMs: Math.max(0, timing.busyMs - accounted),
+  }
 }
 
 /** A run into a new, empty target: started before the clock, checked to hold the corpus after it, then stopped (its folder retired). */
@@ -66,11 +81,13 @@ export async function intoFreshTarget(
   context: MethodContext, what: string, body: (target: BenchServer) => Promise<Sample>, prepareTarget?: () => Promise<OrthancOptions>,
 ): Promise<Sample> {
   const target = await startServer(context.cleanup, 'bench-target', (await prepareTarget?.()) ?? {})
+  const reached = context.link ? await context.link.reach(target) : target
   try {
-    const sample = await body(target)
+    const sample = await body(reached)
     await expectInstances(target, context.corpus.count, `${what} into ${target.url}`)
     return sample
   } finally {
+    if (reached !== target) await context.link!.release(reached)
     await context.cleanup.release(target.name)
     context.cleanup.retire(target.server.dir)
   }
@@ -92,7 +109,10 @@ async function toolSample(servers: BenchServer[], run: () => Promise<ToolRun>): 
   const timing = await timed(servers, async () => {
     result = await run()
   })
-  return {...sampleOf(timing, {cpuMs: result!.cpuMs, ms: result!.wallMs}), rssKb: result!.maxRssKb, reportedMs: result!.summary.durationMs}
+  return {
+    ...sampleOf(timing, {cpuMs: result!.cpuMs, ms: result!.wallMs}),
+    rssKb: result!.maxRssKb, reportedMs: result!.summary.durationMs, concurrency: result!.summary.concurrency,
+  }
 }
 
 /**
@@ -124,20 +144,25 @@ export const checkedUploadFloor = inProcessIntoTarget('checked-upload', 'checked
 export const sequentialUploader = inProcessIntoTarget('sequential', 'sequential uploader (ImportDicomFiles.py way: one file per request, new connection each)', 'sequential uploader', false,
   (context, target) => uploadSequentially(context.corpus.files, target.url))
 
-export const ingestCeiling: Method = {
-  key: 'ceiling',
-  label: 'ingest ceiling (4 curl streams, kept-alive connections)',
-  run: (context) => inScratch(context, 'curl', (scratch) => intoFreshTarget(context, 'curl ingest', async (target) => {
-    let cpuMs: number | undefined
-    const timing = await timed([target], async () => {
-      const run = await curlIngest(context.corpus.files, target.url, scratch)
-      if (run.connections > 4) throw new Error(`curl opened ${run.connections} connections: keep-alive did not hold`)
-      if (run.resent > 0) log(`ingest ceiling: Orthanc answered HTTP 500 to ${run.resent} upload(s) (storage-folder race); curl sent them again`)
-      cpuMs = run.cpuMs
-    })
-    return sampleOf(timing, {cpuMs})
-  })),
+/** The ingest ceiling with `streams` parallel curl uploads; the rows with targets use 4 (and 16 across a network). */
+export function curlCeiling(streams: number, key = streams === 4 ? 'ceiling' : `ceiling-${streams}`): Method {
+  return {
+    key,
+    label: `ingest ceiling (${streams} curl streams, kept-alive connections)`,
+    run: (context) => inScratch(context, 'curl', (scratch) => intoFreshTarget(context, 'curl ingest', async (target) => {
+      let cpuMs: number | undefined
+      const timing = await timed([target], async () => {
+        const run = await curlIngest(context.corpus.files, target.url, scratch, streams)
+        if (run.connections > streams) throw new Error(`curl opened ${run.connections} connections: keep-alive did not hold`)
+        if (run.resent > 0) log(`ingest ceiling: Orthanc answered HTTP 500 to ${run.resent} upload(s) (storage-folder race); curl sent them again`)
+        cpuMs = run.cpuMs
+      })
+      return sampleOf(timing, {cpuMs})
+    })),
+  }
 }
+
+export const ingestCeiling = curlCeiling(4)
 
 export const zipBatches = inProcessIntoTarget('zip-batches', 'ZIP batches (64 files per stored ZIP, 4 kept-alive connections, in-process)', 'ZIP batches', false,
   (context, target) => uploadZipBatches(context.corpus.files, target.url))
@@ -153,14 +178,17 @@ export const rawDownloadMethod: Method = {
   }))),
 }
 
-/** `prepareTarget` gives each run's target its configuration: a new PostgreSQL database per run. */
-export function toolSync(concurrency?: number, prepareTarget?: () => Promise<OrthancOptions>): Method {
-  const flag = concurrency === undefined ? [] : ['--concurrency', String(concurrency)]
+/**
+ * `prepareTarget` gives each run's target its configuration: a new PostgreSQL database per run.
+ * `extra`: more flags, which name the row too.
+ */
+export function toolSync(concurrency?: number, prepareTarget?: () => Promise<OrthancOptions>, extra: string[] = []): Method {
+  const flags = [...(concurrency === undefined ? [] : ['--concurrency', String(concurrency)]), ...extra]
   return {
-    key: concurrency === undefined ? 'sync' : `sync-c${concurrency}`,
-    label: `tool: sync${concurrency === undefined ? '' : ` --concurrency ${concurrency}`}`,
+    key: ['sync', ...(concurrency === undefined ? [] : [`c${concurrency}`]), ...extra.map((flag) => flag.replace(/^--/, ''))].join('-'),
+    label: `tool: sync${flags.length > 0 ? ` ${flags.join(' ')}` : ''}`,
     run: (context) => intoFreshTarget(context, 'sync', (target) => toolSample([context.source, target], () =>
-      runTool(['sync', '--source', context.source.url, '--target', target.url, ...flag], context.corpus.count, 'sync')), prepareTarget),
+      runTool(['sync', '--source', context.source.url, '--target', target.url, ...flags], context.corpus.count, 'sync')), prepareTarget),
   }
 }
 
@@ -181,7 +209,7 @@ async function exportCorpus(context: MethodContext, dir: string, what: string): 
 /** Each corpus exported once, untimed, for the archive import row. */
 const exportedVolumes = new WeakMap<Corpus, Promise<string>>()
 
-function volumesOf(context: MethodContext): Promise<string> {
+export function volumesOf(context: MethodContext): Promise<string> {
   let volumes = exportedVolumes.get(context.corpus)
   if (!volumes) {
     volumes = (async () => {

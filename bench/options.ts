@@ -16,10 +16,26 @@ export interface BenchConfig {
   skipPostgres: boolean
   quick: boolean
   out?: string
+  /** Round-trip times of the latency section, in ms (a delay proxy in front of every server). */
+  latencies: number[]
+  /** Instances of each latency corpus: ordinary ones (of `size`), and small ones (of `smallSize`). */
+  latencyInstances: number
+  latencySmallInstances: number
+  /** Fixed --concurrency values sync is run with at each round-trip time, to find the best one. */
+  latencyConcurrencies: number[]
+  /** Sections to run (all when undefined): default, small, requests, scaling, scale, latency. */
+  only?: Set<string>
+  /** Seconds each run waits at most for the machine to go idle first (0: no waiting). */
+  quietWaitS: number
 }
 
+export const SECTIONS = ['default', 'small', 'requests', 'scaling', 'scale', 'latency'] as const
+
 const USAGE = `usage: npm run bench -- [--instances N] [--size BYTES] [--large N] [--small-instances N] [--small-size BYTES]
-                       [--runs N] [--skip-postgres] [--quick] [--out FILE]`
+                       [--runs N] [--skip-postgres] [--quick] [--out FILE]
+                       [--latencies MS,MS,...] [--latency-instances N] [--latency-small-instances N]
+                       [--only SECTION,...] [--quiet-wait SECONDS]
+sections: default, small, requests, scaling, scale, latency`
 
 const LARGE_BYTES = 8 * 1024 * 1024
 const RSS_SCALE = 5
@@ -38,6 +54,11 @@ export function parseBenchArgs(argv: string[]): BenchConfig {
       'skip-postgres': {type: 'boolean', default: false},
       quick: {type: 'boolean', default: false},
       out: {type: 'string'},
+      latencies: {type: 'string'},
+      'latency-instances': {type: 'string'},
+      'latency-small-instances': {type: 'string'},
+      only: {type: 'string'},
+      'quiet-wait': {type: 'string'},
       help: {type: 'boolean', default: false},
     },
   })
@@ -61,7 +82,20 @@ export function parseBenchArgs(argv: string[]): BenchConfig {
     skipPostgres: values['skip-postgres'],
     quick,
     out: values.out,
+    latencies: values.latencies === undefined ? [0, 10, 40] : values.latencies.split(',').map((text) => count(text, 0, '--latencies', 0)),
+    latencyInstances: count(values['latency-instances'], quick ? 100 : 400, '--latency-instances'),
+    latencySmallInstances: count(values['latency-small-instances'], quick ? 100 : 400, '--latency-small-instances'),
+    latencyConcurrencies: [4, 8, 16, 32],
+    only: values.only === undefined ? undefined : sections(values.only),
+    quietWaitS: count(values['quiet-wait'], 120, '--quiet-wait', 0),
   }
+}
+
+function sections(text: string): Set<string> {
+  const names = text.split(',').map((name) => name.trim()).filter(Boolean)
+  const unknown = names.filter((name) => !(SECTIONS as readonly string[]).includes(name))
+  if (unknown.length > 0 || names.length === 0) throw new Error(`--only takes sections among ${SECTIONS.join(', ')}; got "${text}"\n${USAGE}`)
+  return new Set(names)
 }
 
 function count(text: string | undefined, fallback: number, flag: string, min = 1): number {

@@ -1,4 +1,5 @@
 import {writeFile} from 'node:fs/promises'
+import {loadavg} from 'node:os'
 import {join} from 'node:path'
 
 import {InterruptedError, withCleanup} from './cleanup.js'
@@ -12,7 +13,8 @@ import {parseBenchArgs} from './options.js'
 import {preflight} from './preflight.js'
 import {measureProcess} from './processes.js'
 import {profileRequests} from './profile.js'
-import {benchStarted, log} from './progress.js'
+import {latencySection} from './latency.js'
+import {benchStarted, log, setQuietWait} from './progress.js'
 import {Samples} from './samples.js'
 import {scaling} from './scaling.js'
 import {orthancVersion} from './servers.js'
@@ -42,6 +44,8 @@ function capitalized(text: string): string {
 
 async function main(): Promise<void> {
   const config = parseBenchArgs(process.argv.slice(2))
+  setQuietWait(config.quietWaitS * 1000)
+  const runs = (section: string) => config.only === undefined || config.only.has(section)
   await withCleanup(async (cleanup) => {
     preflight(config)
     log('building the tool (npm run build)')
@@ -51,17 +55,19 @@ async function main(): Promise<void> {
 
     const defaultSpec: CorpusSpec = {name: 'default', instances: config.instances, fileBytes: config.size, large: config.large, largeBytes: config.largeBytes}
     const smallSpec: CorpusSpec = {name: 'small-instance', instances: config.smallInstances, fileBytes: config.smallSize, large: 0, largeBytes: 0}
-    const prepared: PreparedCorpus[] = [await prepareCorpus(cleanup, defaultSpec), await prepareCorpus(cleanup, smallSpec)]
-    const [defaultCorpus, smallCorpus] = prepared as [PreparedCorpus, PreparedCorpus]
+    const needsDefault = ['default', 'requests', 'scaling', 'scale'].some(runs)
+    const defaultCorpus = needsDefault ? await prepareCorpus(cleanup, defaultSpec) : undefined
+    const smallCorpus = runs('small') ? await prepareCorpus(cleanup, smallSpec) : undefined
+    const prepared = [defaultCorpus, smallCorpus].filter((corpus): corpus is PreparedCorpus => corpus !== undefined)
     const start = await startup(config.runs)
-    const orthanc = await orthancVersion(defaultCorpus.source)
+    const orthanc = await orthancVersion()
 
     const flags = process.argv.slice(2).join(' ')
     report.section('Setup', table(['', ''], [
       ['command', `\`npm run bench${flags ? ` -- ${flags}` : ''}\``],
-      ['machine', `${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memory} RAM`],
+      ['machine', `${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memory} RAM; load average at the start ${machine.load}`],
       ['software', `Node ${machine.node}, Orthanc ${orthanc} (SQLite index, filesystem storage unless said), ${machine.curl.split(' ').slice(0, 2).join(' ')}`],
-      ['tool', `commit ${machine.commit}, built with \`npm run build\`, run as \`node bin/run.js ... --json\` (default --concurrency 4)`],
+      ['tool', `commit ${machine.commit}, built with \`npm run build\`, run as \`node bin/run.js ... --json\` (default: adaptive concurrency)`],
       ['runs', `each figure is the median of ${config.runs} run(s); every run that writes to Orthanc gets a new, empty target server`],
       ...prepared.map(({corpus}): [string, string] => [`${corpus.name} corpus`, corpus.description]),
       ['CLI start-up', `\`node bin/run.js --version\`: ${seconds(start.ms)} s wall, ${seconds(start.cpuMs)} s CPU, ${(start.rssKb / 1024).toFixed(0)} MB peak RSS (medians); every tool time below includes it`],
@@ -76,20 +82,29 @@ async function main(): Promise<void> {
       report.section(`${capitalized(corpus.name)} corpus: ${corpus.description}`, measurementTable(corpus, samples, CORPUS_METHODS), ratioTable(samples))
     }
 
-    log('counting requests per instance through proxies')
-    report.section(`Requests per instance (default corpus, ${defaultCorpus.corpus.count} instances, one untimed run each)`,
-      await profileRequests({cleanup, ...defaultCorpus}))
+    if (smallCorpus) await cleanup.release(`orthanc ${smallCorpus.source.server.dir}`)
+    if (defaultCorpus) {
+      if (runs('requests')) {
+        log('counting requests per instance through proxies')
+        report.section(`Requests per instance (default corpus, ${defaultCorpus.corpus.count} instances, one untimed run each)`,
+          await profileRequests({cleanup, ...defaultCorpus}))
+      }
 
-    report.section('Scaling: sync --concurrency into fresh targets (default corpus)', await scaling(cleanup, defaultCorpus, config))
+      if (runs('scaling')) report.section('Scaling: sync --concurrency into fresh targets (default corpus)', await scaling(cleanup, defaultCorpus, config))
+      // The scale section loads a larger corpus of its own.
+      if (runs('scale') && results.has('default')) {
+        const scaled = await scaleSection(cleanup, defaultCorpus, results.get('default')!, defaultSpec, config.rssScale, config.runs)
+        report.section(scaled.title, ...scaled.body)
+      }
 
-    // The small corpus's source is no longer needed; the scale section loads a larger one.
-    await cleanup.release(`orthanc ${smallCorpus.source.server.dir}`)
-    const scaled = await scaleSection(cleanup, defaultCorpus, results.get('default')!, defaultSpec, config.rssScale, config.runs)
-    report.section(scaled.title, ...scaled.body)
+      await cleanup.release(`orthanc ${defaultCorpus.source.server.dir}`)
+    }
+
+    if (runs('latency')) for (const section of await latencySection(cleanup, config)) report.section(section.title, ...section.body)
 
     const minutes = (performance.now() - benchStarted) / 60_000
     log(`done in ${minutes.toFixed(1)} min`)
-    report.add(`Bench duration: ${minutes.toFixed(1)} min.`)
+    report.add(`Bench duration: ${minutes.toFixed(1)} min; load average at the end ${loadavg().map((value) => value.toFixed(2)).join(' / ')}.`)
     if (config.out) await writeFile(config.out, report.toString())
   })
 }

@@ -12,6 +12,10 @@ export interface Sample {
   backgroundCpuMs?: number
   /** The tool's own durationMs from its JSON summary: the wall time without process start-up. */
   reportedMs?: number
+  /** CPU of the delay proxies the run went through (latency rows). */
+  proxyCpuMs?: number
+  /** The concurrency the tool reported it settled on (its JSON summary's `concurrency`). */
+  concurrency?: number
 }
 
 /** Samples by measurement key, in the order they were first recorded. */

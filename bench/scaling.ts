@@ -37,22 +37,23 @@ export async function scaling(cleanup: Cleanup, prepared: PreparedCorpus, config
   const context: MethodContext = {cleanup, ...prepared}
   for (let run = 1; run <= config.runs; run++) {
     for (const {name, prepare} of backends) {
-      for (const concurrency of config.concurrencies) {
+      for (const concurrency of [...config.concurrencies, undefined]) {
         const method = toolSync(concurrency, prepare && (async () => ({extra: await prepare()})))
         await quiet()
         const sample = await method.run(context)
-        samples.add(`${name} ${concurrency}`, sample)
-        log(`scaling, run ${run}/${config.runs}: sync --concurrency ${concurrency} into ${name}: ${seconds(sample.ms)} s`)
+        samples.add(`${name} ${concurrency ?? 'auto'}`, sample)
+        log(`scaling, run ${run}/${config.runs}: sync --concurrency ${concurrency ?? 'auto'} into ${name}: ${seconds(sample.ms)} s${sample.concurrency === undefined ? '' : ` (settled on ${sample.concurrency})`}`)
       }
     }
   }
 
   await cleanup.sweep()
 
-  const rows = backends.flatMap(({name}) => config.concurrencies.map((concurrency) => {
+  const rows = backends.flatMap(({name}) => [...config.concurrencies, 'auto'].map((concurrency) => {
     const key = `${name} ${concurrency}`
     const ms = samples.median(key)
-    return [name, String(concurrency), seconds(ms), runsList(samples, key), ...throughput(prepared.corpus, ms),
+    const settled = concurrency === 'auto' ? ` (settled on ${samples.get(key).map((sample) => sample.concurrency).join(', ')})` : ''
+    return [name, `${concurrency}${settled}`, seconds(ms), runsList(samples, key), ...throughput(prepared.corpus, ms),
       cpu(samples, key, 'clientCpuMs'), cpu(samples, key, 'orthancCpuMs'), maxBackground(samples, key)]
   }))
   return table(['target', '--concurrency', 'median s', 'runs (s)', 'instances/s', 'MB/s', 'tool CPU s', 'Orthanc CPU s', 'other CPU s (max)'], rows)

@@ -14,6 +14,8 @@ export interface BenchServer {
   server: OrthancServer
   pid?: number
   url: string
+  /** The delay proxy `url` goes through, when the server is reached across a simulated network. */
+  proxyPid?: number
 }
 
 /** Orthanc's Keep-Alive hint is timeout=1; undici must keep its sockets for less than that to reuse them. */
@@ -78,6 +80,12 @@ export async function expectInstances(server: BenchServer, expected: number, wha
   if (actual !== expected) throw new Error(`${what}: the server holds ${actual} instances, expected ${expected}`)
 }
 
-export async function orthancVersion(server: BenchServer): Promise<string> {
-  return (await server.server.json<{Version: string}>('/system')).Version
+/** The version of the Orthanc the bench runs, asked of a throwaway server. */
+export async function orthancVersion(): Promise<string> {
+  const server = await startOrthanc({})
+  try {
+    return (await server.json<{Version: string}>('/system')).Version
+  } finally {
+    await server.dispose()
+  }
 }

@@ -13,6 +13,8 @@ export interface TransferSummary {
   failed: number
   bytes: number
   durationMs: number
+  /** Uploads at once the tool settled on (or was fixed to). */
+  concurrency?: number
 }
 
 export interface ToolRun extends ProcessRun {

@@ -13,6 +13,7 @@ import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {exportArchive} from '../src/api.js'
 import type {ExportSummary} from '../src/export/export.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags} from '../src/cli/transfer-flags.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
 
@@ -39,7 +40,7 @@ export default class Export extends BaseCommand {
     // 2000, memory stays flat however large the export; volumes of 130 KB images still hold 260 MB.
     'max-volume-instances': Flags.integer({description: 'most instances per volume (bounds the memory a volume\'s manifest takes)', default: 2000, min: 1}),
     'name-prefix': Flags.string({description: 'volume file names start with this', default: 'orthanc-export'}),
-    concurrency: Flags.integer({char: 'c', description: 'parallel downloads', default: 4, min: 1, max: 64}),
+    ...transferFlags('downloads'),
     'dry-run': Flags.boolean({description: 'report what would be exported (instances, bytes, volumes) and write nothing'}),
     since: Flags.string({description: 'incremental: export only what is new since this earlier export (its folder or a volume)'}),
     'hops-from': Flags.string({description: 'this source got the data from an archive: record that archive\'s chain of hops (give its import receipt or the archive)'}),
@@ -59,7 +60,8 @@ export default class Export extends BaseCommand {
     // With --output -, stdout carries the archive: the result, JSON or not, goes to stderr.
     if (toStdout) this.resultStream = process.stderr
     const reporter = await this.startReporting(flags, {plansAsDetails: flags['dry-run']})
-    const client = new OrthancClient(endpointFromFlags('source', flags), this.httpOptions(flags, flags.concurrency + 2))
+    const {concurrency, bandwidth} = transferSettingsFromFlags(flags)
+    const client = new OrthancClient(endpointFromFlags('source', flags), {...this.httpOptions(flags, connectionsFor(concurrency)), bandwidth: {download: bandwidth?.download}})
     try {
       const summary = await exportArchive({
         source: client,
@@ -71,7 +73,7 @@ export default class Export extends BaseCommand {
         filters: filtersFromFlags(flags),
         maxVolumeBytes: flags['max-volume-size'],
         maxVolumeInstances: flags['max-volume-instances'],
-        concurrency: flags.concurrency,
+        concurrency,
         namePrefix: flags['name-prefix'],
         dryRun: flags['dry-run'],
         patientIndex: flags['patient-index'],
@@ -99,5 +101,5 @@ function renderExportSummary(summary: ExportSummary): string {
   const headline = summary.dryRun
     ? `Dry run, nothing written: ${summary.instancesPlanned} instances (${formatBytes(summary.bytesPlanned)}) would go into ${summary.volumes} volume(s)`
     : `Exported ${summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`
-  return renderTransferSummary(summary, headline)
+  return renderTransferSummary(summary, headline, {...summary, unit: 'downloads'})
 }

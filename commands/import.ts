@@ -8,6 +8,7 @@ import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {listed, renderNotCarried, renderProblem, renderTransferSummary, renderVolumeRange} from '../src/cli/summary.js'
 import {importInputs} from '../src/api.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags, uploadFlags} from '../src/cli/transfer-flags.js'
 import {UserFacingError} from '../src/errors.js'
 import {importOutcome, type ImportSummary} from '../src/import/import.js'
 import {OrthancClient} from '../src/orthanc/client.js'
@@ -36,7 +37,8 @@ A stopped server is recovered from its index when there is one (the SQLite index
 
   static override flags = {
     ...serverFlags('target'),
-    concurrency: Flags.integer({char: 'c', description: 'parallel uploads (twice as many files are read ahead)', default: 4, min: 1, max: 64}),
+    ...transferFlags('uploads (twice as many files are read ahead)'),
+    ...uploadFlags,
     'dry-run': Flags.boolean({description: 'read and check everything, report what would be uploaded, change nothing'}),
     receipt: Flags.string({description: 'write the import receipt here, a new file (default: import-receipt-<time>-<random>.jsonl beside the first archive volume if that folder is writable, else in the current folder)'}),
     'no-receipt': Flags.boolean({description: 'write no receipt'}),
@@ -61,7 +63,8 @@ A stopped server is recovered from its index when there is one (the SQLite index
     }
 
     const reporter = await this.startReporting(flags, {plansAsDetails: flags['dry-run']})
-    const client = new OrthancClient(endpointFromFlags('target', flags), this.httpOptions(flags, flags.concurrency + 2))
+    const {concurrency, bandwidth} = transferSettingsFromFlags(flags)
+    const client = new OrthancClient(endpointFromFlags('target', flags), {...this.httpOptions(flags, connectionsFor(concurrency)), bandwidth: {upload: bandwidth?.upload}})
     try {
       const summary = await importInputs({
         target: client,
@@ -72,7 +75,8 @@ A stopped server is recovered from its index when there is one (the SQLite index
         includeUnindexed: flags['include-unindexed'],
         fromPostgres: flags['from-postgres'],
         postgresPasswordFile: flags['postgres-password-file'],
-        concurrency: flags.concurrency,
+        concurrency,
+        zipUploads: flags['zip-uploads'],
         dryRun: flags['dry-run'],
         receipt: flags['no-receipt'] ? false : flags.receipt,
         spoolDir: flags['spool-dir'],
@@ -117,7 +121,7 @@ function renderImportSummary(summary: ImportSummary): string {
   lines.push(...renderNotCarried(summary.notCarried))
   if (summary.receipt) lines.push(`Receipt: ${summary.receipt}`)
   const headline = summary.dryRun ? `Dry run, nothing changed on ${summary.target.url}` : `Imported into ${summary.target.url}`
-  return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline)}`
+  return `${lines.join('\n')}${lines.length > 0 ? '\n' : ''}${renderTransferSummary(summary, headline, {...summary, unit: 'uploads'})}`
 }
 
 const ROUTES: Record<RecoveryReport['route'], string> = {

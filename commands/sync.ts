@@ -11,11 +11,12 @@ import {describeUndeclared} from '../src/cli/reporter.js'
 import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderTransferSummary} from '../src/cli/summary.js'
+import {connectionsFor, transferFlags, transferSettingsFromFlags, uploadFlags} from '../src/cli/transfer-flags.js'
 import {UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
 import {deleteExtras, type DeletionPass} from '../src/sync/delete.js'
-import {type FollowSummary, followSource} from '../src/sync/follow.js'
+import {DELETIONS_AT_ONCE, type FollowSummary, followSource} from '../src/sync/follow.js'
 import {type SyncSummary, syncServers} from '../src/sync/sync.js'
 
 type SyncResult = (SyncSummary & {deletion?: DeletionPass}) | (FollowSummary & {following: true; stateFile: string})
@@ -34,7 +35,8 @@ export default class Sync extends BaseCommand {
   static override flags = {
     ...serverFlags('source'),
     ...serverFlags('target'),
-    concurrency: Flags.integer({char: 'c', description: 'parallel uploads to the target (twice as many instances are fetched ahead)', default: 4, min: 1, max: 64}),
+    ...transferFlags('uploads to the target (twice as many instances are fetched ahead)'),
+    ...uploadFlags,
     checksum: Flags.boolean({description: 'also compare MD5s of instances on both sides, and send again those that differ'}),
     'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
     delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),
@@ -58,14 +60,15 @@ export default class Sync extends BaseCommand {
     }
 
     const reporter = await this.startReporting(flags, {plansAsDetails: flags.follow || flags['dry-run']})
-    const http = this.httpOptions(flags, flags.concurrency + 2)
-    const source = new OrthancClient(endpointFromFlags('source', flags), http)
-    const target = new OrthancClient(endpointFromFlags('target', flags), http)
+    const {concurrency, bandwidth} = transferSettingsFromFlags(flags)
+    const http = this.httpOptions(flags, connectionsFor(concurrency))
+    const source = new OrthancClient(endpointFromFlags('source', flags), {...http, bandwidth: {download: bandwidth?.download}})
+    const target = new OrthancClient(endpointFromFlags('target', flags), {...http, bandwidth: {upload: bandwidth?.upload}})
     try {
       if (flags.follow) {
         const stateFile = flags.state ?? `.orthanc-replicate-follow-${createHash('sha1').update(`${source.display} ${target.display}`).digest('hex').slice(0, 12)}.json`
         const summary = await followSource({
-          source, target, filters, checksum: flags.checksum, concurrency: flags.concurrency, signal: this.signal,
+          source, target, filters, checksum: flags.checksum, concurrency, zipUploads: flags['zip-uploads'], signal: this.signal,
           stateFile, intervalMs: flags.interval * 1000, fullEveryMs: flags['full-every'] * 60_000,
           deleteExtras: flags.delete, maxDeleteFraction,
           onProgress: reporter.onProgress,
@@ -85,10 +88,10 @@ export default class Sync extends BaseCommand {
       }
 
       const summary: SyncSummary & {deletion?: DeletionPass} = await syncServers({
-        source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency: flags.concurrency,
+        source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency, zipUploads: flags['zip-uploads'],
         signal: this.signal, onProgress: reporter.onProgress, onEvent: reporter.onEvent,
       })
-      if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: flags.concurrency, signal: this.signal})
+      if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
       this.result(summary, renderSyncSummary)
       if (summary.dryRun && summary.planned.instances > 0) reporter.hint('Next: the same command without --dry-run sends them.')
@@ -114,7 +117,7 @@ function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): st
   lines.push(...renderNotCarried(summary.notCarried))
 
   const headline = summary.dryRun ? `Dry run, nothing changed on ${summary.target.url}` : `Synced ${summary.source.url} to ${summary.target.url}`
-  return `${lines.join('\n')}\n${renderTransferSummary(summary, headline)}`
+  return `${lines.join('\n')}\n${renderTransferSummary(summary, headline, {...summary, unit: 'uploads'})}`
 }
 
 function renderFollowSummary(summary: FollowSummary & {stateFile: string}): string {

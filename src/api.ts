@@ -19,6 +19,7 @@ import {type FollowSummary, followSource, type FollowEvent} from './sync/follow.
 import {type SyncSummary, syncServers as runSync} from './sync/sync.js'
 import type {JobEventListener, ProgressListener} from './transfer/progress.js'
 import {Secret} from './util/secret.js'
+import {connectionsFor} from './cli/transfer-flags.js'
 import {verifyArchives as runVerify, type VerifySummary} from './verify/verify.js'
 import {UserFacingError} from './errors.js'
 
@@ -50,8 +51,10 @@ export interface ConnectOptions {
   caFile?: string
   clientCertFile?: string
   clientKeyFile?: string
-  /** Parallel connections (default: enough for the job's concurrency). */
+  /** Parallel connections (default: enough for the adaptive concurrency's highest). */
   connections?: number
+  /** The pace of instance data, per direction (see bandwidthBuckets and parseBandwidthLimit). */
+  bandwidth?: HttpOptions['bandwidth']
   /** Seconds to wait for an answer (default 120). */
   timeoutSeconds?: number
   /** Attempts after the first for a request that may be sent again (default 5). */
@@ -74,11 +77,12 @@ export function connect(server: string | ConnectOptions): OrthancClient {
   if (options.password !== undefined && !new URL(options.url).password) endpoint = {...endpoint, password: new Secret(options.password)}
   const timeoutMs = (options.timeoutSeconds ?? 120) * 1000
   return new OrthancClient(endpoint, {
-    connections: options.connections ?? 10,
+    connections: options.connections ?? connectionsFor(undefined),
     headersTimeoutMs: timeoutMs,
     bodyTimeoutMs: timeoutMs,
     retry: {retries: options.retries ?? 5, minDelayMs: 250, maxDelayMs: 8000},
     onRetry: options.onRetry,
+    bandwidth: options.bandwidth,
   })
 }
 
@@ -91,7 +95,7 @@ export interface ExportArchiveOptions extends JobCallbacks {
   maxVolumeBytes?: number
   /** Most instances per volume (default 2000). */
   maxVolumeInstances?: number
-  /** Parallel downloads (default 4). */
+  /** Downloads at once (default: adaptive, from 8 up to what the link and the source reward). */
   concurrency?: number
   /** Volume file names (default "orthanc-export"). */
   namePrefix?: string
@@ -117,7 +121,7 @@ export async function exportArchive(options: ExportArchiveOptions): Promise<Expo
     filters: options.filters ?? {},
     maxVolumeBytes: options.maxVolumeBytes ?? DEFAULT_MAX_VOLUME_BYTES,
     maxVolumeInstances: options.maxVolumeInstances ?? 2000,
-    concurrency: options.concurrency ?? 4,
+    concurrency: options.concurrency,
     namePrefix: options.namePrefix ?? 'orthanc-export',
     dryRun: options.dryRun ?? false,
     patientIndex: options.patientIndex ?? false,
@@ -152,8 +156,10 @@ export interface ImportInputsOptions extends JobCallbacks {
   /** Recover a stopped server from its PostgreSQL database (postgresql://user@host:port/db); `inputs`, if any, is its storage folder. */
   fromPostgres?: string
   postgresPasswordFile?: string
-  /** Parallel uploads (default 4). */
+  /** Uploads at once (default: adaptive, from 8 up to what the link and the target reward). */
   concurrency?: number
+  /** Send small instances waiting for an upload together in one ZIP (Orthanc 1.8.2+). */
+  zipUploads?: boolean
   dryRun?: boolean
   /** The receipt to write: a path, `false` for none, or (default) import-receipt-<time>.jsonl beside the first volume. */
   receipt?: string | false
@@ -186,7 +192,8 @@ export async function importInputs(options: ImportInputsOptions): Promise<Import
   return importInstances({
     client: options.target,
     inputs,
-    concurrency: options.concurrency ?? 4,
+    concurrency: options.concurrency,
+    zipUploads: options.zipUploads,
     dryRun: options.dryRun ?? false,
     receiptPath,
     spoolDir: options.spoolDir,
@@ -205,13 +212,15 @@ export interface SyncServersOptions extends JobCallbacks {
   /** Also compare MD5s of instances on both sides, and send again those that differ. */
   checksum?: boolean
   dryRun?: boolean
-  /** Parallel uploads (default 4). */
+  /** Uploads at once (default: adaptive, from 8 up to what the link and the target reward). */
   concurrency?: number
+  /** Send small instances waiting for an upload together in one ZIP (Orthanc 1.8.2+). */
+  zipUploads?: boolean
 }
 
 /** Copies what the target lacks straight from the source, as `sync` does (once). */
 export async function syncServers(options: SyncServersOptions): Promise<SyncSummary> {
-  return runSync({...options, filters: options.filters ?? {}, checksum: options.checksum ?? false, dryRun: options.dryRun ?? false, concurrency: options.concurrency ?? 4})
+  return runSync({...options, filters: options.filters ?? {}, checksum: options.checksum ?? false, dryRun: options.dryRun ?? false, concurrency: options.concurrency})
 }
 
 export interface FollowServersOptions extends Omit<SyncServersOptions, 'dryRun' | 'onEvent'> {
@@ -233,7 +242,7 @@ export interface FollowServersOptions extends Omit<SyncServersOptions, 'dryRun' 
 /** Keeps the target mirrored until `signal` aborts, as `sync --follow` does; returns the counts of every pass. */
 export async function followServers(options: FollowServersOptions): Promise<FollowSummary> {
   return followSource({
-    ...options, filters: options.filters ?? {}, checksum: options.checksum ?? false, concurrency: options.concurrency ?? 4,
+    ...options, filters: options.filters ?? {}, checksum: options.checksum ?? false, concurrency: options.concurrency,
     intervalMs: options.intervalMs ?? 10_000, fullEveryMs: options.fullEveryMs ?? 3_600_000,
     deleteExtras: options.deleteExtras ?? false, maxDeleteFraction: options.maxDeleteFraction ?? 0.1,
   })

@@ -5,16 +5,28 @@ import {formatBytes, formatDuration} from '../util/format.js'
 
 const LISTED_FAILURES = 20
 
+/** Where a run's concurrency stood: `unit` names what ran at once (uploads, downloads). */
+export interface ConcurrencyReport {
+  concurrency: number
+  concurrencyAdaptive: boolean
+  unit: string
+}
+
 /**
- * The closing lines every transfer command prints for a person: counts, then what failed. A dry
- * run says what it would transfer (`planned`), never that it transferred anything.
+ * The closing lines every transfer command prints for a person: counts, concurrency, then what
+ * failed. A dry run says what it would transfer (`planned`), never that it transferred anything.
  */
-export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; planned?: PlannedCounts}, headline: string): string {
+export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; planned?: PlannedCounts}, headline: string, concurrency?: ConcurrencyReport): string {
   const counts = stats.dryRun
     ? `${stats.planned?.instances ?? 0} would be transferred (${formatBytes(stats.planned?.bytes ?? 0)}), ${stats.skipped} skipped, ${stats.failed} failed; in ${formatDuration(stats.durationMs)}.`
     : `${stats.transferred} transferred, ${stats.skipped} skipped, ${stats.failed} failed; ${formatBytes(stats.bytes)} in ${formatDuration(stats.durationMs)}.`
   const lines = [`${headline}: ${counts}`]
   if (stats.retries > 0) lines.push(`${stats.retries} request(s) or instance(s) sent again after a failure that passed (retries).`)
+  if (concurrency && concurrency.concurrency > 0 && !stats.dryRun) {
+    lines.push(concurrency.concurrencyAdaptive
+      ? `Concurrency: settled on ${concurrency.concurrency} ${concurrency.unit} at once (adaptive; --concurrency N fixes it).`
+      : `Concurrency: ${concurrency.concurrency} ${concurrency.unit} at once (--concurrency).`)
+  }
   if (stats.failed > 0) {
     lines.push('Failed:')
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))

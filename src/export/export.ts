@@ -12,6 +12,7 @@ import {type ArchivedInstance, type ArchiveSink, FolderArchiveSink, StreamArchiv
 import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc-instance.js'
 import {SideDataReader} from '../sources/side-data.js'
 import type {SelectedInstance, SelectedStudy} from '../sources/orthanc-selection.js'
+import {type JobConcurrency, jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {emptyStats, type PlannedCounts, recordFailure, type TransferStats} from '../transfer/stats.js'
@@ -32,7 +33,8 @@ export interface ExportOptions {
   filters: InstanceFilters
   maxVolumeBytes: number
   maxVolumeInstances: number
-  concurrency: number
+  /** Downloads at once; undefined: adaptive, from 8 up to what the link and the source reward. */
+  concurrency?: number
   /** Volume file names: PREFIX-0001-of-0003.tar */
   namePrefix: string
   dryRun: boolean
@@ -69,7 +71,13 @@ export interface ExportSummary extends TransferStats {
   bytesPlanned: number
   planned: PlannedCounts
   changeCursor: number
+  /** Downloads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
+  concurrency: number
+  concurrencyAdaptive: boolean
 }
+
+/** An export under way: its options, and the concurrency its volumes' downloads share. */
+type ExportRun = ExportOptions & {downloads: JobConcurrency}
 
 const STATE_DIR = '.orthanc-replicate'
 
@@ -107,7 +115,11 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     bytesPlanned: 0,
     planned: {instances: 0, bytes: 0},
     changeCursor: 0,
+    concurrency: 0,
+    concurrencyAdaptive: false,
   }
+  const run: ExportRun = {...options, downloads: jobConcurrency(options.concurrency, {itemsPerUnit: 1, congestion: () => options.client.http.stats.congestion})}
+  Object.assign(summary, run.downloads.settled())
   let keepFolder = true
   try {
     let plan = toFolder ? await loadPlan(stateDir) : undefined
@@ -160,12 +172,17 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     const planEvent = {type: 'plan', instances: planned, bytes: bytesPlanned, volumes: plan.volumes.length} as const
     if (options.dryRun || options.output.kind === 'stream') options.onEvent?.(planEvent)
     if (options.dryRun) return finished(summary, started)
-    if (options.output.kind === 'directory') {
-      const held = await writeVolumeFiles(options.output.path, plan, stateDir, options, summary)
-      await writeChain(options.output.path, options.chainBase ?? [], held)
-    } else {
-      await writeVolumeStream(options.output.stream, plan, stateDir, options, summary)
+    try {
+      if (options.output.kind === 'directory') {
+        const held = await writeVolumeFiles(options.output.path, plan, stateDir, run, summary)
+        await writeChain(options.output.path, options.chainBase ?? [], held)
+      } else {
+        await writeVolumeStream(options.output.stream, plan, stateDir, run, summary)
+      }
+    } finally {
+      Object.assign(summary, run.downloads.settled())
     }
+
     summary.retries += options.client.http.stats.retries
     return finished(summary, started)
   } catch (error) {
@@ -236,7 +253,7 @@ async function prepareOutputFolder(path: string): Promise<boolean> {
 }
 
 /** Writes every volume not done yet; returns the IDs of the instances the export's finished volumes hold. */
-async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<string[]> {
+async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string, options: ExportRun, summary: ExportSummary): Promise<string[]> {
   const count = plan.volumes.length
   const sink = new FolderArchiveSink(dir, {encryption: options.encryption})
   const pending: number[] = []
@@ -304,7 +321,7 @@ async function finishedVolume(file: string, stateDir: string, volume: number, gr
   return {done: record.failed.length === 0, written: record.failed.length === 0 ? record.written : []}
 }
 
-async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: string, options: ExportOptions, summary: ExportSummary): Promise<void> {
+async function writeVolumeStream(stream: Writable, plan: ExportPlan, stateDir: string, options: ExportRun, summary: ExportSummary): Promise<void> {
   const sink = new StreamArchiveSink(stream, {encryption: options.encryption})
   try {
     for (let number = 1; number <= plan.volumes.length; number++) countVolume(summary, (await writeVolume(sink, plan, stateDir, number, options)).stats)
@@ -327,7 +344,7 @@ function countVolume(summary: ExportSummary, written: TransferStats): void {
 
 /** Writes one volume into the sink; returns what went into it. An interruption leaves it unfinished (throws). */
 async function writeVolume(
-  sink: ArchiveSink, plan: ExportPlan, stateDir: string, number: number, options: ExportOptions, onSealed?: (held: VolumeContentsHeld) => Promise<void>,
+  sink: ArchiveSink, plan: ExportPlan, stateDir: string, number: number, options: ExportRun, onSealed?: (held: VolumeContentsHeld) => Promise<void>,
 ): Promise<{stats: TransferStats; held: VolumeContentsHeld}> {
   const count = plan.volumes.length
   const entries: PlannedEntry[] = []
@@ -368,9 +385,12 @@ async function writeVolume(
     const doneBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, planned) => sum + planned.instances, 0)
     const bytesBefore = number === 1 ? 0 : plan.volumes.slice(0, number - 1).reduce((sum, planned) => sum + planned.payloadBytes, 0)
     const sideData = new SideDataReader(options.client)
+    // The downloads' concurrency carries over from the volume before, and goes on adapting.
+    options.downloads.resume()
     const stats = await runTransfer({
       items: toAsync(entries),
-      concurrency: options.concurrency,
+      concurrency: options.downloads.inFlight,
+      control: options.downloads.control,
       signal: options.signal,
       phase: 'export',
       describe: ({record}) => ({id: record.id}),

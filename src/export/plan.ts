@@ -11,6 +11,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {describeInstance} from '../sources/orthanc-instance.js'
 import {selectInstances, type SelectedInstance, type SelectedStudy} from '../sources/orthanc-selection.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
+import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import type {TransferStats} from '../transfer/stats.js'
@@ -45,7 +46,8 @@ export interface PlanOptions {
   filters: InstanceFilters
   maxVolumeBytes: number
   maxVolumeInstances: number
-  concurrency: number
+  /** Requests at once; undefined: adaptive. */
+  concurrency?: number
   fingerprint: string
   group: string
   source: SourceIdentity
@@ -142,9 +144,11 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   const selected = prefetchingSideData(selectedInstances(options, studies), sideData, options.signal)
   let stats: TransferStats
   try {
+    const planning = jobConcurrency(options.concurrency, {itemsPerUnit: 1, congestion: () => options.client.http.stats.congestion})
     stats = await runTransfer({
       items: selected,
-      concurrency: options.concurrency,
+      concurrency: planning.inFlight,
+      control: planning.control,
       signal: options.signal,
       phase: 'planning',
       // Planning reads descriptions, not files: counts only, so that no rate is shown for it.

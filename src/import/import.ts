@@ -12,7 +12,8 @@ import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-serv
 import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {inFlightFor, runTransfer} from '../transfer/engine.js'
+import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
+import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {type PlannedCounts, recordFailure, type TransferStats} from '../transfer/stats.js'
 import type {ImportInput} from './inputs.js'
@@ -22,7 +23,10 @@ import {type StudyCompleteness, studyCompleteness} from './study-completeness.js
 export interface ImportOptions {
   client: OrthancClient
   inputs: ImportInput[]
-  concurrency: number
+  /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
+  concurrency?: number
+  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher). */
+  zipUploads?: boolean
   dryRun: boolean
   /** Where an archive read from a stream waits until each volume is proven (default: the system's temporary folder). */
   spoolDir?: string
@@ -67,6 +71,9 @@ export interface ImportSummary extends TransferStats {
   /** One per stopped server read (a storage folder or a PostgreSQL database): what was found, recovered, failed. */
   recovery: RecoveryReport[]
   receipt?: string
+  /** Uploads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
+  concurrency: number
+  concurrencyAdaptive: boolean
 }
 
 const SAMPLES = 20
@@ -76,7 +83,9 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const {client} = options
   const system = await client.system(options.signal)
   const target = await endpointOf(client, options.signal)
-  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: options.concurrency})
+  const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(options.zipUploads), congestion: () => client.http.stats.congestion})
+  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip: options.zipUploads})
+  concurrency.onChange((uploads) => sink.setUploads(uploads))
   const problems = new ProblemList()
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
   let ignoredFiles = 0
@@ -115,7 +124,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, {archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
-    concurrency: inFlightFor(options.concurrency),
+    concurrency: concurrency.inFlight,
+    control: concurrency.control,
     signal: options.signal,
     phase: options.dryRun ? 'import (dry run)' : 'import',
     total: totals?.instances,
@@ -179,6 +189,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     notCarried: sink.notCarried.list(),
     recovery,
     receipt: receipt?.path,
+    ...concurrency.settled(),
   }
 }
 

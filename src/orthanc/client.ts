@@ -28,6 +28,15 @@ export interface StoredFileInfo {
   compressed: boolean
 }
 
+/** What /tools/find tells of one instance when asked for its side data (Orthanc 1.12.5 and later). */
+export interface FoundSideData {
+  /** By name, as metadata?expand gives them. */
+  metadata: Record<string, string>
+  /** Every attachment's info, the DICOM file's (content type 1) among them; no names. */
+  attachments: OrthancAttachmentInfo[]
+  labels: string[]
+}
+
 export interface Features {
   /** Labels on resources: Orthanc 1.12.0 and later. */
   labels: boolean
@@ -35,6 +44,8 @@ export interface Features {
   attachmentInfo: boolean
   /** ETag with the MD5 on attachment downloads: Orthanc 1.9.3 and later. */
   md5ETag: boolean
+  /** POST /instances takes a ZIP and answers one entry per file: Orthanc 1.8.2 and later. */
+  zipUpload: boolean
 }
 
 const LEVEL_PATHS: Record<ResourceLevel, string> = {patient: 'patients', study: 'studies', series: 'series', instance: 'instances'}
@@ -57,6 +68,8 @@ export class OrthancClient {
   private knownFeatures?: {of: OrthancSystem; features: Features}
   /** Set once POST /tools/bulk-content turned out not to report metadata. */
   private noBulkMetadata = false
+  /** Set once POST /tools/find turned out not to answer ResponseContent. */
+  private noFindSideData = false
 
   constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
     this.http = new OrthancHttp(endpoint, options)
@@ -106,7 +119,10 @@ export class OrthancClient {
       const {Version} = system
       this.knownFeatures = {
         of: system,
-        features: {labels: versionAtLeast(Version, '1.12.0'), attachmentInfo: versionAtLeast(Version, '1.10.0'), md5ETag: versionAtLeast(Version, '1.9.3')},
+        features: {
+          labels: versionAtLeast(Version, '1.12.0'), attachmentInfo: versionAtLeast(Version, '1.10.0'), md5ETag: versionAtLeast(Version, '1.9.3'),
+          zipUpload: versionAtLeast(Version, '1.8.2'),
+        },
       }
     }
 
@@ -211,7 +227,7 @@ export class OrthancClient {
    * every file in memory on the fly.
    */
   async downloadInstance(id: string, signal?: AbortSignal): Promise<InstanceDownload> {
-    const response = await this.http.bytes('GET', `/instances/${id}/attachments/dicom/data`, {signal})
+    const response = await this.http.bytes('GET', `/instances/${id}/attachments/dicom/data`, {signal, paced: true})
     const etag = response.headers.etag
     const announcedMd5 = typeof etag === 'string' ? /"?\d+-([0-9a-f]{32})"?/i.exec(etag)?.[1]?.toLowerCase() : undefined
     return {bytes: response.body, announcedMd5}
@@ -226,10 +242,27 @@ export class OrthancClient {
       body,
       headers: {'content-type': 'application/dicom'},
       idempotent: true,
+      paced: true,
       signal,
     })
     if (answer.Status !== 'Success' && answer.Status !== 'AlreadyStored') throw new UploadRejectedError(this.display, answer.Status)
     return answer
+  }
+
+  /**
+   * POST /instances with a ZIP of DICOM files (Orthanc 1.8.2+): one answer per file it stored,
+   * in the ZIP's order (what it cannot read it passes over: count the answers). Sent again on a
+   * retry like a single upload, which is as harmless.
+   */
+  async uploadZip(zip: Buffer, signal?: AbortSignal): Promise<OrthancUploadAnswer[]> {
+    const answer = await this.http.json<OrthancUploadAnswer[] | OrthancUploadAnswer>('POST', '/instances', {
+      body: zip,
+      headers: {'content-type': 'application/zip'},
+      idempotent: true,
+      paced: true,
+      signal,
+    })
+    return Array.isArray(answer) ? answer : [answer]
   }
 
   async deleteInstance(id: string, signal?: AbortSignal): Promise<void> {
@@ -290,6 +323,49 @@ export class OrthancClient {
     await this.http.send('PUT', `${resourcePath(level, id)}/metadata/${encodeURIComponent(name)}`, {body: value, signal})
   }
 
+  /**
+   * The metadata, attachments and labels of every instance of a study in one request, where the
+   * server can: Orthanc 1.12.5 and later answer /tools/find's ResponseContent. Older servers
+   * ignore ResponseContent and ParentStudy without a word (1.10.1 answers bare IDs), so the
+   * query also names the StudyInstanceUID, which they do honour, and the answer's shape decides:
+   * undefined (ask per instance) when it is not what was asked for, and never again. Instances
+   * not in the map (a server that limits its answers) are asked about one by one too.
+   */
+  async studySideData(studyId: string, studyInstanceUid: string, signal?: AbortSignal): Promise<Map<string, FoundSideData> | undefined> {
+    if (this.noFindSideData) return undefined
+    if (!versionAtLeast((await this.system(signal)).Version, '1.12.0')) {
+      this.noFindSideData = true
+      return undefined
+    }
+
+    let answer: unknown
+    try {
+      answer = await this.http.json('POST', '/tools/find', {
+        body: JSON.stringify({Level: 'Instance', ParentStudy: studyId, Query: {StudyInstanceUID: studyInstanceUid}, ResponseContent: ['Attachments', 'Metadata', 'Labels']}),
+        headers: {'content-type': 'application/json'},
+        idempotent: true,
+        signal,
+      })
+    } catch (error) {
+      if (!(error instanceof OrthancHttpError && [400, 404, 405].includes(error.status))) throw error
+      this.noFindSideData = true
+      return undefined
+    }
+
+    const found = new Map<string, FoundSideData>()
+    for (const entry of Array.isArray(answer) ? answer as unknown[] : [undefined]) {
+      const {ID, Metadata, Attachments, Labels} = (entry ?? {}) as {ID?: unknown; Metadata?: unknown; Attachments?: unknown; Labels?: unknown}
+      if (typeof ID !== 'string' || typeof Metadata !== 'object' || Metadata === null || !Array.isArray(Attachments) || !Array.isArray(Labels)) {
+        this.noFindSideData = true
+        return undefined
+      }
+
+      found.set(ID, {metadata: Metadata as Record<string, string>, attachments: Attachments as OrthancAttachmentInfo[], labels: Labels as string[]})
+    }
+
+    return found
+  }
+
   async setInstanceMetadata(id: string, name: string, value: string, signal?: AbortSignal): Promise<void> {
     await this.setResourceMetadata('instance', id, name, value, signal)
   }
@@ -314,7 +390,7 @@ export class OrthancClient {
   }
 
   async resourceAttachmentData(level: ResourceLevel, id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
-    return (await this.http.bytes('GET', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/data`, {signal})).body
+    return (await this.http.bytes('GET', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/data`, {signal, paced: true})).body
   }
 
   async attachmentData(id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
@@ -325,6 +401,7 @@ export class OrthancClient {
     await this.http.send('PUT', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}`, {
       body: data,
       headers: {'content-type': 'application/octet-stream'},
+      paced: true,
       signal,
     })
   }

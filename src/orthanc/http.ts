@@ -1,8 +1,10 @@
 import type {IncomingHttpHeaders} from 'node:http'
-import type {Readable} from 'node:stream'
+import {Readable} from 'node:stream'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import type {Dispatcher} from 'undici'
 
+import type {TokenBucket} from '../transfer/bandwidth.js'
 import {defaultRetryPolicy, parseRetryAfter, type RetryPolicy, waitBeforeRetry} from '../util/backoff.js'
 import {registerBasicCredentials} from '../util/redact.js'
 import {readAll} from '../util/streams.js'
@@ -33,6 +35,8 @@ export interface HttpOptions {
   onRetry?: (retry: {method: string; path: string; attempt: number; reason: string}) => void
   /** Replaces the pool, for tests that inject faults (undici MockAgent). */
   dispatcher?: Dispatcher
+  /** --bwlimit: the pace of instance data (requests marked `paced`) in each direction. */
+  bandwidth?: {upload?: TokenBucket; download?: TokenBucket}
 }
 
 /** A body that can be sent again on retry: bytes, or a factory that opens a fresh stream. */
@@ -43,6 +47,11 @@ export interface RequestOptions {
   body?: ReplayableBody
   /** Whether sending this request twice is harmless. Only those are retried. */
   idempotent?: boolean
+  /**
+   * Instance or attachment data, held to the --bwlimit pace: a body sent goes out 64 KiB at a
+   * time at the pace, a download starts when the pace allows one of the usual size.
+   */
+  paced?: boolean
   signal?: AbortSignal
 }
 
@@ -64,6 +73,11 @@ export interface TransportStats {
   requests: number
   retries: number
   connectionsOpened: number
+  /**
+   * Answers and failures that say the server or the link has more than it can take: 429, 502,
+   * 503, 504, timeouts, resets, refused connections. Adaptive concurrency backs off on them.
+   */
+  congestion: number
 }
 
 /**
@@ -105,13 +119,16 @@ const TIMEOUT_PHASES: Record<string, string> = {
  */
 export class OrthancHttp {
   readonly endpoint: ServerEndpoint
-  readonly stats: TransportStats = {requests: 0, retries: 0, connectionsOpened: 0}
+  readonly stats: TransportStats = {requests: 0, retries: 0, connectionsOpened: 0, congestion: 0}
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   // An ES private field: util.inspect and console.log cannot show it (the header is the password in base64).
   readonly #authorization?: string
   private readonly retry: RetryPolicy
   private readonly onRetry?: HttpOptions['onRetry']
+  private readonly bandwidth: NonNullable<HttpOptions['bandwidth']>
+  /** Paced downloads so far: their mean size is what the next one reserves before it is sent. */
+  private readonly downloads = {count: 0, bytes: 0}
   private readonly headersTimeout: number
   private readonly bodyTimeout: number
   /** Set by the first answer: from then on a refused connection means a restart, worth waiting for. */
@@ -123,6 +140,7 @@ export class OrthancHttp {
     this.endpoint = endpoint
     this.retry = options.retry ?? defaultRetryPolicy
     this.onRetry = options.onRetry
+    this.bandwidth = options.bandwidth ?? {}
     this.headersTimeout = options.headersTimeoutMs ?? 120_000
     this.bodyTimeout = options.bodyTimeoutMs ?? 60_000
     if (endpoint.username !== undefined || endpoint.password !== undefined) {
@@ -179,7 +197,21 @@ export class OrthancHttp {
    * calls, and instance files, which the tool holds whole anyway to check their MD5 first.
    */
   async bytes(method: string, path: string, options: RequestOptions = {}): Promise<BufferedResponse> {
-    return this.withRetries(method, path, options, () => this.exchangeOnce(method, path, options))
+    const pace = options.paced ? this.bandwidth.download : undefined
+    if (!pace) return this.withRetries(method, path, options, () => this.exchangeOnce(method, path, options))
+    return this.withRetries(method, path, options, async () => {
+      // Paced before the request, on the sizes seen so far, and set right once the size is known:
+      // pausing the socket instead would not hold back what the server has already sent, and
+      // Orthanc closes a connection left unread for its keep-alive second.
+      const expected = this.downloads.count === 0 ? 0 : this.downloads.bytes / this.downloads.count
+      const wait = pace.reserve(expected)
+      if (wait > 0) await sleep(wait, undefined, {signal: options.signal})
+      const answer = await this.exchangeOnce(method, path, options)
+      pace.reserve(answer.body.length - expected)
+      this.downloads.count++
+      this.downloads.bytes += answer.body.length
+      return answer
+    })
   }
 
   /**
@@ -209,12 +241,15 @@ export class OrthancHttp {
           return answer
         }
         const error = await this.statusError(method, path, answer)
+        this.noteCongestion(error)
         if (!(mayRetry && this.isRetryable(error))) throw error
         reason = error.message
         retryAfterMs = parseRetryAfter(answer.headers['retry-after'])
       } catch (error) {
         if (options.signal?.aborted) throw options.signal.reason ?? error
+        if (error instanceof OrthancHttpError) throw error
         const classified = error instanceof OrthancError ? error : this.classifyNetworkError(error, method, path)
+        this.noteCongestion(classified)
         if (!(mayRetry && this.isRetryable(classified))) throw classified
         reason = classified.message
       }
@@ -229,12 +264,19 @@ export class OrthancHttp {
   private dispatchOptions(method: string, path: string, options: RequestOptions): Dispatcher.DispatchOptions {
     const headers: Record<string, string> = {...options.headers}
     if (this.#authorization) headers.authorization = this.#authorization
+    let body = typeof options.body === 'function' ? options.body() : options.body
+    const pace = options.paced ? this.bandwidth.upload : undefined
+    if (pace && Buffer.isBuffer(body)) {
+      headers['content-length'] = String(body.length)
+      body = Readable.from(pacedChunks(body, pace), {objectMode: false})
+    }
+
     return {
       origin: this.endpoint.origin,
       path: this.endpoint.basePath + path,
       method: method as Dispatcher.HttpMethod,
       headers,
-      body: typeof options.body === 'function' ? options.body() : options.body,
+      body,
       headersTimeout: this.headersTimeout,
       bodyTimeout: this.bodyTimeout,
     }
@@ -302,6 +344,14 @@ export class OrthancHttp {
     return new ErrorClass(this.endpoint.display, method, path, answer.statusCode, detail, orthancStatus)
   }
 
+  /** Counts what says "too much": an overloaded server or link, not a refusal or a storage race. */
+  private noteCongestion(error: OrthancError): void {
+    const congested = error instanceof OrthancHttpError
+      ? RETRYABLE_STATUS.has(error.status)
+      : error instanceof OrthancTimeoutError || error instanceof OrthancConnectionError || (error instanceof OrthancUnreachableError && this.reachedOnce)
+    if (congested) this.stats.congestion++
+  }
+
   /**
    * A wrong port should fail at once, but a server that answered before and now refuses is
    * restarting: that is worth the backoff.
@@ -325,6 +375,17 @@ export class OrthancHttp {
   }
 }
 
+
+/** What the pace allows of a body, 64 KiB at a time: the rate holds within the send, not only between requests. */
+async function* pacedChunks(bytes: Buffer, pace: TokenBucket): AsyncGenerator<Buffer> {
+  const size = 64 * 1024
+  for (let at = 0; at < bytes.length; at += size) {
+    const chunk = bytes.subarray(at, at + size)
+    const wait = pace.reserve(chunk.length)
+    if (wait > 0) await sleep(wait)
+    yield chunk
+  }
+}
 
 /** The most telling error code along the cause chain. */
 function errorCode(error: unknown): string {

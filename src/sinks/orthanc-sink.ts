@@ -4,8 +4,8 @@ import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import {sourceResource} from '../sources/side-data.js'
 import type {Outcome} from '../transfer/engine.js'
-import {Semaphore} from '../util/concurrency.js'
 import {crashPoint} from '../util/crash-points.js'
+import {UploadBatcher} from './upload-batcher.js'
 
 /** One kind of side data that could not be carried to the target, at one level, counted. */
 export interface NotCarried {
@@ -84,15 +84,26 @@ export class OrthancSink {
   private readonly recentStudies = new Map<string, Promise<Set<string>>>()
   /** Resources whose side data this run has written (or is writing): once each. */
   private readonly resourcesDone = new Map<string, Promise<void>>()
-  private readonly uploadSlots: Semaphore
+  private readonly uploader: UploadBatcher
 
   /**
    * `uploads`: POSTs in flight at once. Callers keep more instances than that in flight, so
    * that the next upload is ready (downloaded, read, hashed) when one finishes, and the
-   * confirmation of the last one does not hold an upload's place.
+   * confirmation of the last one does not hold an upload's place. `zip`: small instances that
+   * wait for an upload go together in one ZIP (see UploadBatcher).
    */
-  constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean; uploads: number}) {
-    this.uploadSlots = new Semaphore(options.uploads)
+  constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean; uploads: number; zip?: boolean}) {
+    this.uploader = new UploadBatcher(client, options.uploads, options.zip ?? false)
+  }
+
+  /** Adaptive concurrency: a new number of uploads at once, effective as they finish. */
+  setUploads(uploads: number): void {
+    this.uploader.setSlots(uploads)
+  }
+
+  /** Uploads that carried several instances in one ZIP. */
+  get zipped(): {requests: number; instances: number} {
+    return this.uploader.zipped
   }
 
   /** `knownAbsent`: the caller compared ID sets already and knows the target lacks it. */
@@ -109,7 +120,7 @@ export class OrthancSink {
     // 1.10.1 crashes on sequences nested a few thousand deep): refused here as hostile.
     checkSafeToSend(unit.dicom)
     if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: '', instanceId: unit.instanceId}
-    const answer = await this.uploadSlots.run(() => this.client.uploadInstance(unit.dicom, signal))
+    const answer = await this.uploader.upload(unit.dicom, signal)
     crashPoint('store:uploaded')
     // From here on the target's answer is the truth: the source only predicted the ID, and a file
     // the target already had under it (AlreadyStored: stored by another run, another route, or

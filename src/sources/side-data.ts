@@ -2,10 +2,11 @@ import {createHash} from 'node:crypto'
 
 import {attachmentPayloadPath, resourceAttachmentPath} from '../archive/format.js'
 import {type AttachmentRecord, hasUserSideData, type ResourceInTransit, type ResourceLevel, type ResourceRecord, type SideData} from '../model.js'
-import type {OrthancClient} from '../orthanc/client.js'
+import type {FoundSideData, OrthancClient} from '../orthanc/client.js'
 import {FIRST_USER_CONTENT_TYPE, resourcePath} from '../orthanc/client.js'
 import {ChecksumMismatchError} from '../orthanc/errors.js'
 import {splitMetadata} from '../orthanc/metadata.js'
+import {StudySideData} from './study-side-data.js'
 
 /** Attachments Orthanc manages itself; everything else on a resource belongs to users. */
 const ORTHANC_ATTACHMENTS = new Set(['dicom', 'dicom-until-pixel-data', 'dicom-as-json'])
@@ -23,35 +24,55 @@ const REMEMBERED_STUDIES = 16
  * the batch with `prefetch` before handing its instances out.
  */
 export class SideDataReader {
-  /** Metadata (and labels, where the server gives them) read ahead, by instance ID, until `read` takes it. */
-  private readonly prefetched = new Map<string, Promise<BulkSideData | undefined>>()
+  /**
+   * Side data read ahead, by instance ID, until `read` takes it: all of it from a whole study's
+   * answer (`found`), or the metadata (and on 1.12 the labels) of a batch (`bulk`).
+   */
+  private readonly prefetched = new Map<string, Promise<{found?: FoundSideData; bulk?: BulkSideData}>>()
   private readonly studies = new Map<string, Promise<StudyResources>>()
+  private readonly wholeStudies: StudySideData
 
-  constructor(private readonly client: OrthancClient) {}
+  constructor(private readonly client: OrthancClient) {
+    this.wholeStudies = new StudySideData(client)
+  }
 
-  /** Starts reading the metadata of these instances in one request; `read` picks each one up. */
-  prefetch(instanceIds: string[], signal?: AbortSignal): void {
-    if (instanceIds.length < 2) return
-    const batch = this.client.instancesSideData(instanceIds, signal)
-    for (const id of instanceIds) {
-      const one = batch.then((found) => found?.get(id))
-      // A failed batch is not this reader's failure: each instance asks again on its own in `read`.
-      one.catch(() => undefined)
-      this.prefetched.set(id, one)
-    }
+  /**
+   * Starts reading the side data of these instances of one study: all of it for the whole study
+   * in one request where the server can (Orthanc 1.12.5+, see OrthancClient.studySideData), else
+   * their metadata in one request; `read` picks each one up.
+   */
+  prefetch(instanceIds: string[], signal?: AbortSignal, study?: {id: string; uid: string}): void {
+    if (instanceIds.length < 2 && !study) return
+    const batch = (async () => {
+      const found = study ? await this.wholeStudies.of(study.id, study.uid, signal) : undefined
+      if (found && instanceIds.every((id) => found.has(id))) return {found}
+      return {found, bulk: instanceIds.length < 2 ? undefined : await this.client.instancesSideData(instanceIds, signal)}
+    })()
+    // A failed batch is not this reader's failure: each instance asks again on its own in `read`.
+    const settled = batch.catch(() => undefined)
+    for (const id of instanceIds) this.prefetched.set(id, settled.then((ahead) => ({found: ahead?.found?.get(id), bulk: ahead?.bulk?.get(id)})))
   }
 
   /** An instance's side data. */
   async read(instanceId: string, signal?: AbortSignal): Promise<SideData> {
-    const ahead = await this.prefetched.get(instanceId)?.catch(() => undefined)
+    const ahead = await this.prefetched.get(instanceId)
     this.prefetched.delete(instanceId)
+    if (ahead?.found) return this.fromFound(instanceId, ahead.found, signal)
     const [all, attachments, labels] = await Promise.all([
-      ahead?.metadata ?? this.client.instanceMetadata(instanceId, signal),
+      ahead?.bulk?.metadata ?? this.client.instanceMetadata(instanceId, signal),
       this.userAttachments('instance', instanceId, signal),
-      ahead?.labels ?? this.client.instanceLabels(instanceId, signal),
+      ahead?.bulk?.labels ?? this.client.instanceLabels(instanceId, signal),
     ])
     const {user, system} = splitMetadata(all)
     return {userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
+  }
+
+  /** From a study's answer: the attachments' names are not in it, so an instance with user attachments is listed on its own. */
+  private async fromFound(instanceId: string, found: FoundSideData, signal?: AbortSignal): Promise<SideData> {
+    const hasUserAttachments = found.attachments.some((attachment) => (attachment.ContentType ?? 0) >= FIRST_USER_CONTENT_TYPE)
+    const {user, system} = splitMetadata(found.metadata)
+    const attachments = hasUserAttachments ? await this.userAttachments('instance', instanceId, signal) : []
+    return {userMetadata: user, systemMetadata: system, attachments, labels: [...found.labels].sort()}
   }
 
   /**
@@ -189,12 +210,14 @@ export function sourceResource(record: Pick<ResourceRecord, 'level' | 'study' | 
  * Hands `items` on in order, first announcing each batch (one study, at most SIDE_DATA_BATCH
  * instances) to `reader`. Pulls one item past a batch before handing it on, to see where it ends.
  */
-export async function* prefetchingSideData<Item extends {id: string; studyId?: string}>(
+export async function* prefetchingSideData<Item extends {id: string; studyId?: string; studyInstanceUid?: string}>(
   items: AsyncIterable<Item>, reader: SideDataReader, signal?: AbortSignal,
 ): AsyncGenerator<Item> {
   let batch: Item[] = []
   const handOn = function* () {
-    reader.prefetch(batch.map((item) => item.id), signal)
+    const [first] = batch
+    const study = first?.studyId && first.studyInstanceUid ? {id: first.studyId, uid: first.studyInstanceUid} : undefined
+    reader.prefetch(batch.map((item) => item.id), signal, study)
     yield* batch
     batch = []
   }

@@ -12,6 +12,9 @@ import type {JobEventListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
+/** Deletions at once when the concurrency is adaptive (deletions are few, and do not adapt). */
+export const DELETIONS_AT_ONCE = 4
+
 export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstances' | 'onEvent'> {
   /** Where the change cursor is kept between runs. */
   stateFile: string
@@ -76,7 +79,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
       if (stale || due) {
         const pass = await syncServers({...options, onEvent: options.onPassEvent, dryRun: false})
         const deletion = options.deleteExtras
-          ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency, signal: options.signal})
+          ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency ?? DELETIONS_AT_ONCE, signal: options.signal})
           : undefined
         state = {version: 1, source: options.source.display, target: options.target.display, cursor: last, lastFullPass: new Date().toISOString()}
         record(summary, pass, true, deletion)

@@ -4,7 +4,8 @@ import {endpointOf} from '../orthanc/endpoint-of.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
-import {inFlightFor, runTransfer} from '../transfer/engine.js'
+import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
+import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {emptyStats, type PlannedCounts, type TransferStats} from '../transfer/stats.js'
 import {ComparisonSpool, emptySyncPlan, planSync, type SyncPlan, undeclaredUserMetadata} from './plan.js'
@@ -18,7 +19,10 @@ export interface SyncOptions {
   /** Also compare MD5s of instances on both sides, and send again those that differ. */
   checksum: boolean
   dryRun: boolean
-  concurrency: number
+  /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
+  concurrency?: number
+  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher). */
+  zipUploads?: boolean
   /** Only these source instances (a mirror's new arrivals), the filters still applying; see CompareOptions. */
   onlyInstances?: string[]
   signal?: AbortSignal
@@ -36,13 +40,17 @@ export interface SyncSummary extends TransferStats {
   planned: PlannedCounts
   /** Side data that could not be carried to the target, by level, kind and name, with counts. */
   notCarried: NotCarried[]
+  /** Uploads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
+  concurrency: number
+  concurrencyAdaptive: boolean
 }
 
 /**
  * Copies what the target lacks straight from the source: first the comparison, which makes the
  * plan (shown before anything moves), then the transfer, in which instances are downloaded,
  * checked against the source's MD5, uploaded, their Orthanc-side data restored and the target's
- * MD5 confirmed, `concurrency` at a time. No instance is stored on the way: the list the plan
+ * MD5 confirmed, as many at a time as
+ * `concurrency` fixes or the adaptive control settles on. No instance is stored on the way: the list the plan
  * names waits in a private temporary file (IDs, UIDs and sizes).
  */
 export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
@@ -51,7 +59,12 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const plan = emptySyncPlan()
   const undeclared = await undeclaredUserMetadata(options.source, options.target, options.signal)
   if (undeclared) plan.undeclaredUserMetadata = undeclared
-  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: options.concurrency})
+  const concurrency = jobConcurrency(options.concurrency, {
+    itemsPerUnit: inFlightPerUpload(options.zipUploads),
+    congestion: () => options.source.http.stats.congestion + options.target.http.stats.congestion,
+  })
+  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: concurrency.initial, zip: options.zipUploads})
+  concurrency.onChange((uploads) => sink.setUploads(uploads))
   const summary = (stats: TransferStats): SyncSummary => ({
     ...stats,
     // Instances already on the target are skipped (their side data compared, not in a dry run).
@@ -64,6 +77,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     plan,
     planned: {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer},
     notCarried: sink.notCarried.list(),
+    ...concurrency.settled(),
   })
 
   const spool = options.dryRun ? undefined : await ComparisonSpool.create()
@@ -86,7 +100,8 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     const sideData = new SideDataReader(options.source)
     const stats = await runTransfer({
       items: prefetchingSideData(spool.read(), sideData, options.signal),
-      concurrency: inFlightFor(options.concurrency),
+      concurrency: concurrency.inFlight,
+      control: concurrency.control,
       signal: options.signal,
       phase: 'sync',
       total: spool.size,

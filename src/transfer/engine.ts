@@ -2,14 +2,17 @@ import {setMaxListeners} from 'node:events'
 
 import {type Problem, problemKindOf} from '../problems.js'
 import type {ProgressListener} from './progress.js'
-import {ByteBudget, Semaphore} from '../util/concurrency.js'
+import {ByteBudget} from '../util/concurrency.js'
 import {emptyStats, recordFailure, type TransferStats} from './stats.js'
 
 export type Outcome = {kind: 'transferred'; bytes: number} | {kind: 'skipped'; bytes?: number}
 
 export interface TransferJob<Item, Payload> {
   items: AsyncIterable<Item>
+  /** Items in flight at once; with `control`, where it asks instead. */
   concurrency: number
+  /** A number of items in flight that changes as the job runs (adaptive concurrency). */
+  control?: InFlightControl
   signal?: AbortSignal
   /** Names an item in failure reports: its instance ID, and the file or archive entry it came from. */
   describe(item: Item): {id: string; path?: string}
@@ -40,6 +43,18 @@ export interface TransferJob<Item, Payload> {
   totalBytes?: number
 }
 
+/**
+ * A number of items in flight that may change while a job runs. The engine asks `inFlight()`
+ * before it takes each item, and tells `completed` about every item's work step.
+ */
+export interface InFlightControl {
+  inFlight(): number
+  /** `starved`: fewer items were in flight than allowed (the source was slower, or the byte budget full). */
+  completed(completion: {ms: number; bytes: number; congested: boolean; starved: boolean}): void
+  /** The items ran out: the rest of the job is its tail. */
+  drained(): void
+}
+
 /** How long instances in flight may take to finish their chain after an interruption. */
 const GRACE_MS = 10_000
 
@@ -47,11 +62,12 @@ const GRACE_MS = 10_000
 export const MAX_BYTES_IN_FLIGHT = 128 * 1024 * 1024
 
 /**
- * Instances a job keeps in flight for `uploads` uploads at once: twice as many, so that while
- * each upload runs, the next instance is being fetched and the previous one confirmed.
+ * Instances a job keeps in flight per upload at once: twice as many, so that while each upload
+ * runs, the next instance is being fetched and the previous one confirmed. When small instances
+ * may share an upload (a ZIP), eight: enough wait for each upload to carry several.
  */
-export function inFlightFor(uploads: number): number {
-  return 2 * Math.max(1, uploads)
+export function inFlightPerUpload(zipUploads = false): number {
+  return zipUploads ? 8 : 2
 }
 
 /**
@@ -133,7 +149,7 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
     report()
   }
 
-  const attempt = async (item: Item): Promise<Payload> => {
+  const attempt = async (item: Item, note: {retried: boolean}): Promise<Payload> => {
     const attempts = job.attempts ?? 3
     for (let index = 1; ; index++) {
       try {
@@ -142,6 +158,7 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
         if (controller.signal.aborted || index >= attempts || !isTransient(error)) throw error
         stats.retries++
         job.onRetry?.(job.describe(item), index + 1, error)
+        note.retried = true
       }
     }
   }
@@ -161,40 +178,80 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
   return stats
 }
 
-type Attempt<Item, Payload> = (item: Item) => Promise<Payload>
+type Attempt<Item, Payload> = (item: Item, note: {retried: boolean}) => Promise<Payload>
 
+/** Items in flight allowed now: the job's fixed number, or what its control says. */
+function inFlightLimit(job: TransferJob<unknown, unknown>): number {
+  return Math.max(1, job.control ? job.control.inFlight() : job.concurrency)
+}
+
+/**
+ * Runs `attempt` on one item and tells the control how it went: the time it took, the bytes it
+ * moved, and whether it met trouble that more concurrency would make worse.
+ */
+async function settleOne<Item, Payload>(
+  job: TransferJob<Item, Payload>, attempt: Attempt<Item, Payload>, item: Item, inFlight: () => number,
+): Promise<{ok: true; payload: Payload} | {ok: false; error: unknown}> {
+  const started = performance.now()
+  const note = {retried: false}
+  const bytes = job.sizeOf?.(item) ?? 0
+  const completed = (completion: {bytes: number; congested: boolean}) => job.control?.completed({
+    ...completion, ms: performance.now() - started, starved: inFlight() < inFlightLimit(job),
+  })
+  try {
+    const payload = await attempt(item, note)
+    completed({bytes, congested: note.retried})
+    return {ok: true, payload}
+  } catch (error) {
+    completed({bytes: 0, congested: note.retried || isTransient(error)})
+    return {ok: false, error}
+  }
+}
+
+/**
+ * Takes items one at a time while fewer than the limit are in flight and the byte budget has
+ * room, so the budget is never overdrawn by more than one item; each item's chain runs on its
+ * own, overlapping the others'. The limit may change between two items.
+ */
 async function runUnordered<Item, Payload>(
   job: TransferJob<Item, Payload>, attempt: Attempt<Item, Payload>, count: (outcome: Outcome) => void,
   fail: (item: Item, error: unknown) => void, signal: AbortSignal,
 ): Promise<void> {
   const iterator = job.items[Symbol.asyncIterator]()
   const budget = new ByteBudget(job.maxBytesInFlight ?? MAX_BYTES_IN_FLIGHT)
-  // One worker at a time waits for room and takes the next item, so the budget is never overdrawn by more than one item.
-  const taking = new Semaphore(1)
-  let exhausted = false
-  const next = () => taking.run(async (): Promise<IteratorResult<Item>> => {
-    await budget.room()
-    if (exhausted || signal.aborted) return {done: true, value: undefined}
-    const result = await iterator.next()
-    if (result.done) exhausted = true
-    else budget.take(job.sizeOf?.(result.value) ?? 0)
-    return result
+  const running = new Set<Promise<void>>()
+  let wake: (() => void) | undefined
+  const oneSettled = () => new Promise<void>((resolve) => {
+    wake = resolve
   })
 
-  const worker = async () => {
-    for (let result = await next(); !result.done; result = await next()) {
-      try {
-        count((await attempt(result.value)) as Outcome)
-      } catch (error) {
-        fail(result.value, error)
-      } finally {
-        budget.release(job.sizeOf?.(result.value) ?? 0)
-      }
-    }
+  const start = (item: Item) => {
+    const size = job.sizeOf?.(item) ?? 0
+    budget.take(size)
+    const task = settleOne(job, attempt, item, () => running.size).then((result) => {
+      if (result.ok) count(result.payload as Outcome)
+      else fail(item, result.error)
+    }).finally(() => {
+      budget.release(size)
+      running.delete(task)
+      const waiting = wake
+      wake = undefined
+      waiting?.()
+    })
+    running.add(task)
   }
 
   try {
-    await Promise.all(Array.from({length: Math.max(1, job.concurrency)}, worker))
+    for (;;) {
+      while (running.size > 0 && (running.size >= inFlightLimit(job) || !budget.hasRoom())) await oneSettled()
+      if (signal.aborted) break
+      const next = await iterator.next()
+      if (next.done) break
+      start(next.value)
+    }
+
+    job.control?.drained()
+    while (running.size > 0) await Promise.all(running)
   } finally {
     await iterator.return?.()
   }
@@ -205,7 +262,6 @@ async function runOrdered<Item, Payload>(
   fail: (item: Item, error: unknown) => void, signal: AbortSignal,
 ): Promise<void> {
   const window: Array<{item: Item; result: Promise<{ok: true; payload: Payload} | {ok: false; error: unknown}>}> = []
-  const settle = (promise: Promise<Payload>) => promise.then((payload) => ({ok: true as const, payload}), (error: unknown) => ({ok: false as const, error}))
 
   const budget = new ByteBudget(job.maxBytesInFlight ?? MAX_BYTES_IN_FLIGHT)
   const commitHead = async () => {
@@ -235,12 +291,14 @@ async function runOrdered<Item, Payload>(
       const next = await iterator.next()
       if (next.done) break
       budget.take(job.sizeOf?.(next.value) ?? 0)
-      window.push({item: next.value, result: settle(attempt(next.value))})
-      if (window.length >= Math.max(1, job.concurrency)) await commitHead()
+      window.push({item: next.value, result: settleOne(job, attempt, next.value, () => window.length)})
+      while (window.length >= inFlightLimit(job)) await commitHead()
     }
   } finally {
     await iterator.return?.()
   }
+
+  job.control?.drained()
 
   while (window.length > 0 && !signal.aborted) await commitHead()
   // Let abandoned downloads finish failing before returning, so nothing runs on after us.

@@ -2,39 +2,13 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {describe, expect, it} from 'vitest'
 
-import {Semaphore} from '../../src/util/concurrency.js'
-import {inFlightFor, runTransfer} from '../../src/transfer/engine.js'
+import {readAhead} from '../../src/util/concurrency.js'
+import {inFlightPerUpload, runTransfer} from '../../src/transfer/engine.js'
 
-describe('Semaphore', () => {
-  it('never runs more than its limit at once, and runs every task in arrival order', async () => {
-    const slots = new Semaphore(3)
-    let running = 0
-    let most = 0
-    const started: number[] = []
-    await Promise.all(Array.from({length: 20}, (_, index) => slots.run(async () => {
-      started.push(index)
-      running++
-      most = Math.max(most, running)
-      await sleep(index % 4)
-      running--
-    })))
-    expect(most).toBe(3)
-    expect(started).toEqual(Array.from({length: 20}, (_, index) => index))
-  })
-
-  it('frees the place of a task that failed', async () => {
-    const slots = new Semaphore(1)
-    await expect(slots.run(async () => {
-      throw new Error('upload refused')
-    })).rejects.toThrow('upload refused')
-    expect(await slots.run(async () => 'next')).toBe('next')
-  })
-})
-
-describe('inFlightFor', () => {
-  it('keeps twice as many instances in flight as uploads, so the next one is ready', () => {
-    expect(inFlightFor(4)).toBe(8)
-    expect(inFlightFor(0)).toBe(2)
+describe('inFlightPerUpload', () => {
+  it('keeps twice as many instances in flight as uploads, so the next one is ready; eight when they may share an upload', () => {
+    expect(inFlightPerUpload()).toBe(2)
+    expect(inFlightPerUpload(true)).toBe(8)
   })
 })
 
@@ -93,4 +67,118 @@ describe('runTransfer memory bound', () => {
       expect(large.most).toBeGreaterThanOrEqual(250)
     })
   }
+})
+
+describe('runTransfer tells its control when the source does not keep up', () => {
+  it('marks completions starved while fewer items than allowed are in flight', async () => {
+    const completions: boolean[] = []
+    await runTransfer({
+      items: (async function* () {
+        for (let index = 0; index < 20; index++) {
+          await sleep(5)
+          yield index
+        }
+      })(),
+      concurrency: 1,
+      control: {inFlight: () => 8, completed: (completion) => completions.push(completion.starved), drained() {}},
+      describe: (index) => ({id: String(index)}),
+      async work() {
+        await sleep(1)
+        return {kind: 'transferred' as const, bytes: 1}
+      },
+    })
+    expect(completions).toHaveLength(20)
+    expect(completions.every(Boolean)).toBe(true)
+  })
+})
+
+describe('readAhead', () => {
+  async function* numbers(count: number, log: number[], failAt?: number): AsyncGenerator<number> {
+    for (let index = 0; index < count; index++) {
+      if (index === failAt) throw new Error(`source failed at ${index}`)
+      log.push(index)
+      yield index
+    }
+  }
+
+  it('passes every item on in order, pulling ahead of the consumer up to its count', async () => {
+    const pulled: number[] = []
+    const seen: number[] = []
+    for await (const item of readAhead(numbers(50, pulled), 10)) {
+      await sleep(1)
+      // The source is ahead of the consumer, but never by more than the count (plus the one it is handing over).
+      expect(pulled.length - item).toBeLessThanOrEqual(12)
+      seen.push(item)
+    }
+
+    expect(seen).toEqual(Array.from({length: 50}, (_, index) => index))
+    expect(pulled.length).toBe(50)
+  })
+
+  it('hands on the items read before a failure, then the failure', async () => {
+    const seen: number[] = []
+    await expect((async () => {
+      for await (const item of readAhead(numbers(50, [], 7), 100)) seen.push(item)
+    })()).rejects.toThrow('source failed at 7')
+    expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6])
+  })
+
+  it('stops pulling and closes the source when the consumer stops', async () => {
+    let closed = false
+    async function* endless(): AsyncGenerator<number> {
+      try {
+        for (let index = 0; ; index++) yield index
+      } finally {
+        closed = true
+      }
+    }
+
+    for await (const item of readAhead(endless(), 5)) if (item === 3) break
+    expect(closed).toBe(true)
+  })
+})
+
+describe('runTransfer with a control', () => {
+  it('keeps as many items in flight as the control says at each take, tells it every completion, and that the items ran out', async () => {
+    let limit = 2
+    let running = 0
+    const overLimit: number[] = []
+    const completions: Array<{bytes: number; congested: boolean; starved: boolean}> = []
+    let drained = 0
+    const stats = await runTransfer({
+      items: (async function* () {
+        for (let index = 0; index < 60; index++) yield index
+      })(),
+      concurrency: 1,
+      control: {
+        inFlight: () => limit,
+        completed: (completion) => {
+          completions.push(completion)
+          // The control changes its mind as the job runs.
+          if (completions.length === 10) limit = 6
+          if (completions.length === 40) limit = 1
+        },
+        drained: () => drained++,
+      },
+      sizeOf: () => 100,
+      describe: (index) => ({id: String(index)}),
+      async work(index) {
+        running++
+        if (running > limit) overLimit.push(running)
+        await sleep(1 + (index % 3))
+        running--
+        if (index === 13) throw Object.assign(new Error('reset'), {transient: false})
+        return {kind: 'transferred' as const, bytes: 100}
+      },
+    })
+    expect(stats.transferred).toBe(59)
+    expect(stats.failed).toBe(1)
+    expect(completions).toHaveLength(60)
+    expect(completions.filter((completion) => completion.bytes === 100)).toHaveLength(59)
+    expect(drained).toBe(1)
+    // A source that keeps up: the items in flight stay as many as allowed.
+    expect(completions.slice(0, 50).filter((completion) => completion.starved).length).toBeLessThan(10)
+    // Only a lowered limit can be exceeded, by the items already in flight when it fell.
+    expect(overLimit.every((value) => value <= 6)).toBe(true)
+  })
 })

@@ -357,7 +357,8 @@ describe('uploadInstance', () => {
     pool.intercept({path: '/instances', method: 'POST'}).reply(200, answer('Success'))
     const client = clientFor(agent)
     expect((await client.uploadInstance(Buffer.from('DICM-bytes'))).Status).toBe('Success')
-    expect(client.http.stats).toMatchObject({requests: 2, retries: 1})
+    // A race inside Orthanc, not a sign of load: adaptive concurrency does not back off for it.
+    expect(client.http.stats).toMatchObject({requests: 2, retries: 1, congestion: 0})
 
     const other = mockServer()
     other.pool.intercept({path: '/instances', method: 'POST'}).reply(500, {HttpStatus: 500, Message: 'Internal error', OrthancStatus: -1})
@@ -378,9 +379,30 @@ describe('uploadInstance', () => {
     pool.intercept({path: '/instances', method: 'POST', body: recordBody}).reply(200, answer('Success'))
     const client = clientFor(agent)
     expect((await client.uploadInstance(Buffer.from('DICM-bytes'))).Status).toBe('Success')
-    expect(client.http.stats).toMatchObject({requests: 2, retries: 1})
+    expect(client.http.stats).toMatchObject({requests: 2, retries: 1, congestion: 1})
     expect(bodies.length).toBeGreaterThanOrEqual(2)
     expect(new Set(bodies)).toEqual(new Set(['DICM-bytes']))
+  })
+})
+
+describe('congestion, as adaptive concurrency reads it', () => {
+  it('counts 503s, 502s and resets, retried or not, and no refusal', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/a', method: 'GET'}).reply(503, 'busy')
+    pool.intercept({path: '/a', method: 'GET'}).reply(502, 'bad gateway')
+    pool.intercept({path: '/a', method: 'GET'}).reply(200, 'ok')
+    pool.intercept({path: '/b', method: 'GET'}).replyWithError(Object.assign(new Error('reset'), {code: 'ECONNRESET'}))
+    pool.intercept({path: '/b', method: 'GET'}).reply(200, 'ok')
+    pool.intercept({path: '/c', method: 'GET'}).reply(404, 'no')
+    pool.intercept({path: '/d', method: 'GET'}).reply(400, 'bad')
+    const client = clientFor(agent)
+    expect(await client.http.text('GET', '/a')).toBe('ok')
+    expect(client.http.stats.congestion).toBe(2)
+    expect(await client.http.text('GET', '/b')).toBe('ok')
+    expect(client.http.stats.congestion).toBe(3)
+    await expect(client.http.text('GET', '/c')).rejects.toMatchObject({status: 404})
+    await expect(client.http.text('GET', '/d')).rejects.toMatchObject({status: 400})
+    expect(client.http.stats.congestion).toBe(3)
   })
 })
 
@@ -400,6 +422,44 @@ describe('instanceLabels', () => {
     const client = clientFor(agent)
     expect(await client.instanceLabels('abc')).toEqual(['reviewed', 'teaching'])
     agent.assertNoPendingInterceptors()
+  })
+})
+
+describe('studySideData', () => {
+  it('detects from the answer a server that ignores ResponseContent, falls back, and does not ask again', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.12.4')
+    let finds = 0
+    // What a server without ResponseContent answers: the IDs alone.
+    pool.intercept({path: '/tools/find', method: 'POST'}).reply(() => {
+      finds++
+      return {statusCode: 200, data: ['a', 'b']}
+    }).persist()
+    const client = clientFor(agent)
+    expect(await client.studySideData('study', '1.2.3')).toBeUndefined()
+    expect(await client.studySideData('study', '1.2.3')).toBeUndefined()
+    expect(finds).toBe(1)
+  })
+
+  it('asks a server older than 1.12 nothing', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.11.3')
+    const client = clientFor(agent)
+    expect(await client.studySideData('study', '1.2.3')).toBeUndefined()
+    expect(client.http.stats.requests).toBe(1)
+  })
+
+  it('reads each instance\'s metadata, attachments and labels from one answer, narrowed to the study two ways', async () => {
+    const {agent, pool} = mockServer()
+    interceptSystem(pool, '1.12.7')
+    let query: unknown
+    pool.intercept({path: '/tools/find', method: 'POST'}).reply((request) => {
+      query = JSON.parse(String(request.body))
+      return {statusCode: 200, data: [{ID: 'a', Type: 'Instance', Metadata: {Note: 'x'}, Attachments: [{ContentType: 1, UncompressedMD5: 'm', UncompressedSize: 3, CompressedMD5: 'm', CompressedSize: 3}], Labels: ['l']}]}
+    })
+    const found = await clientFor(agent).studySideData('study', '1.2.3')
+    expect(query).toEqual({Level: 'Instance', ParentStudy: 'study', Query: {StudyInstanceUID: '1.2.3'}, ResponseContent: ['Attachments', 'Metadata', 'Labels']})
+    expect(found?.get('a')).toEqual({metadata: {Note: 'x'}, attachments: [{ContentType: 1, UncompressedMD5: 'm', UncompressedSize: 3, CompressedMD5: 'm', CompressedSize: 3}], labels: ['l']})
   })
 })
 

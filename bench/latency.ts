@@ -1,0 +1,136 @@
+import type {Cleanup} from './cleanup.js'
+import {measure, type PreparedCorpus, prepareCorpus} from './corpus-runs.js'
+import type {CorpusSpec} from './corpus.js'
+import {startDelayProxy} from './delay-proxy.js'
+import {table} from './markdown.js'
+import {curlCeiling, type Method, type MethodContext, naiveCopier, toolImportArchive, toolSync, volumesOf} from './methods.js'
+import type {BenchConfig} from './options.js'
+import {log} from './progress.js'
+import {Samples} from './samples.js'
+import type {BenchServer} from './servers.js'
+import {ratio, seconds} from './stats.js'
+import {cpu, maxBackground, runsList, throughput} from './tables.js'
+
+/**
+ * The servers as users reach them: across a network. A delay proxy in front of each server
+ * delays every chunk by half the round-trip time in each direction (and a new connection by a
+ * whole one), so every request, connection and upload pays the round trip as it would on a
+ * campus or wide-area link. The proxies run in their own processes; their CPU has a column.
+ */
+async function network(cleanup: Cleanup, rttMs: number, source: BenchServer): Promise<{source: BenchServer; link: NonNullable<MethodContext['link']>}> {
+  const proxied = async (server: BenchServer): Promise<BenchServer & {stop(): Promise<void>}> => {
+    const proxy = await startDelayProxy(server.server.port, rttMs / 2)
+    const name = `delay proxy ${proxy.port}`
+    cleanup.defer(name, () => proxy.stop())
+    return {...server, url: `http://127.0.0.1:${proxy.port}`, proxyPid: proxy.pid, stop: () => cleanup.release(name)}
+  }
+
+  return {
+    source: await proxied(source),
+    link: {
+      reach: (target) => proxied(target),
+      release: (reached) => (reached as BenchServer & {stop(): Promise<void>}).stop(),
+    },
+  }
+}
+
+interface Target {
+  /** What is compared, as `numerator / denominator` of median times. */
+  name: string
+  numerator: string
+  denominator: string
+  /** The issue's target by round-trip time; absent where it sets none. */
+  goal: Partial<Record<number, number>>
+}
+
+const TARGETS: Target[] = [
+  {name: 'sync vs naive copier', numerator: 'naive', denominator: 'sync', goal: {10: 6, 40: 15}},
+  {name: 'sync vs 4-stream curl ceiling', numerator: 'ceiling', denominator: 'sync', goal: {10: 1, 40: 1}},
+  {name: 'sync vs 16-stream curl ceiling', numerator: 'ceiling-16', denominator: 'sync', goal: {10: 0.6}},
+  {name: 'sync (default) vs best fixed --concurrency', numerator: 'best-fixed', denominator: 'sync', goal: {0: 0.9, 10: 0.9, 40: 0.9}},
+  {name: 'archive import vs 16-stream curl ceiling', numerator: 'ceiling-16', denominator: 'import-archive', goal: {10: 0.7}},
+  {name: 'archive import vs 4-stream curl ceiling', numerator: 'ceiling', denominator: 'import-archive', goal: {}},
+]
+
+function latencyTable(prepared: PreparedCorpus, samples: Samples, methods: Method[]): string {
+  const rows = methods.map((method) => {
+    const ms = samples.median(method.key)
+    const settled = samples.get(method.key).map((sample) => sample.concurrency).filter((value) => value !== undefined)
+    return [method.label, seconds(ms), runsList(samples, method.key), ...throughput(prepared.corpus, ms), cpu(samples, method.key, 'clientCpuMs'),
+      cpu(samples, method.key, 'orthancCpuMs'), seconds(samples.median(method.key, 'proxyCpuMs')), maxBackground(samples, method.key),
+      settled.length > 0 ? settled.join(', ') : '—']
+  })
+  return table(['measurement', 'median s', 'runs (s)', 'instances/s', 'MB/s', 'client CPU s', 'Orthanc CPU s', 'proxy CPU s', 'other CPU s (max)', 'concurrency reported'], rows)
+}
+
+/** The fastest fixed --concurrency of this round-trip time, by median. */
+function bestFixed(samples: Samples, concurrencies: number[]): {concurrency: number; ms: number} {
+  return concurrencies.map((concurrency) => ({concurrency, ms: samples.median(`sync-c${concurrency}`)})).reduce((best, next) => (next.ms < best.ms ? next : best))
+}
+
+function targetTable(samples: Samples, rttMs: number, best: {concurrency: number; ms: number}): string {
+  const time = (key: string) => (key === 'best-fixed' ? best.ms : samples.median(key))
+  const rows = TARGETS.map((target) => {
+    const value = time(target.numerator) / time(target.denominator)
+    const goal = target.goal[rttMs]
+    const definition = `${target.numerator === 'best-fixed' ? `sync --concurrency ${best.concurrency}` : target.numerator} / ${target.denominator}`
+    return [target.name, definition, ratio(value), goal === undefined ? '—' : `≥ ${goal}`, goal === undefined ? '—' : value >= goal ? 'yes' : '**no**']
+  })
+  return table(['ratio', 'definition (median times)', 'value', 'target', 'met'], rows.filter((row) => row[2] !== 'n/a'))
+}
+
+/**
+ * The latency section: the same corpus reached across 0, 10 and 40 ms of round trip, with the
+ * naive copier, 4 and 16 curl upload streams, sync and archive import at their defaults and sync
+ * at fixed concurrencies; and small instances at 10 ms.
+ */
+export async function latencySection(cleanup: Cleanup, config: BenchConfig): Promise<Array<{title: string; body: string[]}>> {
+  const spec: CorpusSpec = {name: 'latency', instances: config.latencyInstances, fileBytes: config.size, large: 0, largeBytes: 0}
+  const smallSpec: CorpusSpec = {name: 'latency-small', instances: config.latencySmallInstances, fileBytes: config.smallSize, large: 0, largeBytes: 0}
+  const prepared = await prepareCorpus(cleanup, spec)
+  // The archive import's volumes come from one export, untimed and straight from the source.
+  log('exporting the latency corpus once for the archive import rows')
+  await volumesOf({cleanup, ...prepared})
+
+  const fixed = config.latencyConcurrencies.map((concurrency) => toolSync(concurrency))
+  const methods: Method[] = [naiveCopier, curlCeiling(4), curlCeiling(16), toolSync(), ...fixed, toolImportArchive]
+  const sections: Array<{title: string; body: string[]}> = []
+  for (const rttMs of config.latencies) {
+    const samples = new Samples()
+    const {source, link} = await network(cleanup, rttMs, prepared.source)
+    await measure(cleanup, {corpus: prepared.corpus, source}, methods, config.runs, samples, {name: `${rttMs} ms RTT`, link})
+    await (source as BenchServer & {stop(): Promise<void>}).stop()
+    const best = bestFixed(samples, config.latencyConcurrencies)
+    sections.push({
+      title: `Across a network: ${rttMs} ms round trip (${prepared.corpus.description})`,
+      body: [latencyTable(prepared, samples, methods), targetTable(samples, rttMs, best)],
+    })
+  }
+
+  if (config.latencies.includes(10)) {
+    const small = await prepareCorpus(cleanup, smallSpec)
+    const smallMethods: Method[] = [curlCeiling(16), toolSync(), toolSync(undefined, undefined, ['--zip-uploads'])]
+    const samples = new Samples()
+    const {source, link} = await network(cleanup, 10, small.source)
+    await measure(cleanup, {corpus: small.corpus, source}, smallMethods, config.runs, samples, {name: '10 ms RTT', link})
+    await (source as BenchServer & {stop(): Promise<void>}).stop()
+    const value = (key: string) => samples.median('ceiling-16') / samples.median(key)
+    const zipped = samples.median('sync') / samples.median('sync-zip-uploads')
+    sections.push({
+      title: `Small instances across a network: 10 ms round trip (${small.corpus.description})`,
+      body: [
+        latencyTable(small, samples, smallMethods),
+        table(['ratio', 'definition (median times)', 'value', 'target', 'met'], [
+          ['sync vs 16-stream curl ceiling', 'ceiling-16 / sync', ratio(value('sync')), '> 1.0', value('sync') > 1 ? 'yes' : '**no**'],
+          ['sync --zip-uploads vs 16-stream curl ceiling', 'ceiling-16 / sync-zip-uploads', ratio(value('sync-zip-uploads')), '> 1.0', value('sync-zip-uploads') > 1 ? 'yes' : '**no**'],
+          ['ZIP batches vs one upload per file (sync)', 'sync / sync-zip-uploads', ratio(zipped), '—', '—'],
+        ]),
+      ],
+    })
+    await cleanup.release(`orthanc ${small.source.server.dir}`)
+  }
+
+  await cleanup.release(`orthanc ${prepared.source.server.dir}`)
+  await cleanup.sweep()
+  return sections
+}

@@ -1,0 +1,64 @@
+import {Flags} from '@oclif/core'
+
+import {UserFacingError} from '../errors.js'
+import {ADAPTIVE_MAX} from '../transfer/adaptive-concurrency.js'
+import {type BandwidthBuckets, bandwidthBuckets, BandwidthSyntaxError, parseBandwidthLimit} from '../transfer/bandwidth.js'
+
+const MAX_CONCURRENCY = 64
+
+/** --concurrency and --bwlimit, shared by the commands that move instances; `what` names what runs at once. */
+export function transferFlags(what: string) {
+  return {
+    concurrency: Flags.string({
+      char: 'c',
+      description: `${what} at once: a number from 1 to ${MAX_CONCURRENCY}, or auto, which starts at 8 and finds the number the link and the server reward (rises while throughput rises, backs off on errors, 503s and rising latency)`,
+      default: 'auto',
+    }),
+    bwlimit: Flags.string({
+      description: 'most instance data per second, each way: 10M (MiB/s), 512K, UP:DOWN such as 10M:off, or a timetable such as "08:00,20M 19:00,off" (rclone\'s syntax); default: no limit',
+    }),
+  }
+}
+
+/** For the commands that upload: sync and import. */
+export const uploadFlags = {
+  'zip-uploads': Flags.boolean({
+    description: 'when the target is busy, send the small instances (up to 64 KiB) waiting for an upload together in one ZIP (Orthanc 1.8.2+); each is still confirmed by its MD5',
+    allowNo: true,
+    default: false,
+  }),
+}
+
+export interface TransferSettings {
+  /** A fixed concurrency; undefined is adaptive. */
+  concurrency?: number
+  bandwidth?: BandwidthBuckets
+}
+
+export function transferSettingsFromFlags(flags: {concurrency: string; bwlimit?: string}): TransferSettings {
+  const text = flags.concurrency.trim().toLowerCase()
+  let concurrency: number | undefined
+  if (text !== 'auto') {
+    concurrency = Number(text)
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY) {
+      throw new UserFacingError(`--concurrency "${flags.concurrency}" is neither auto nor a whole number from 1 to ${MAX_CONCURRENCY}`, 'Leave it out (auto) to let the tool find the best number, or give one such as 8.', 'usage', 'bad-concurrency')
+    }
+  }
+
+  let bandwidth: BandwidthBuckets | undefined
+  if (flags.bwlimit !== undefined) {
+    try {
+      bandwidth = bandwidthBuckets(parseBandwidthLimit(flags.bwlimit))
+    } catch (error) {
+      if (!(error instanceof BandwidthSyntaxError)) throw error
+      throw new UserFacingError(error.message, 'For example --bwlimit 10M, --bwlimit 10M:off (uploads:downloads) or --bwlimit "08:00,20M 19:00,off".', 'usage', 'bad-bwlimit')
+    }
+  }
+
+  return {concurrency, bandwidth}
+}
+
+/** Connections to open at most to one server: enough for the requests around each upload, within Orthanc's 50 HTTP threads. */
+export function connectionsFor(concurrency: number | undefined): number {
+  return Math.min(48, 2 * (concurrency ?? ADAPTIVE_MAX) + 2)
+}

@@ -1,0 +1,121 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {parseJson, runCli} from '../helpers/cli.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+
+interface Summary {
+  transferred: number
+  failed: number
+  bytes: number
+  durationMs: number
+  concurrency: number
+  concurrencyAdaptive: boolean
+}
+
+const MiB = 1024 * 1024
+
+describe('--concurrency and --bwlimit against real servers', () => {
+  let source: OrthancServer
+  let work: string
+  let corpus: FixtureRecord[]
+  const targets: OrthancServer[] = []
+  const freshTarget = async () => {
+    const target = await startOrthanc({})
+    targets.push(target)
+    return target
+  }
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'transfer-settings-'))
+    // About 3 MiB: 24 instances of 130 kB.
+    corpus = await generateStudySet(join(work, 'corpus'), {patients: 1, studiesPerPatient: 2, seriesPerStudy: 2, instancesPerSeries: 6, pixelBytes: 130_000, seed: 'pace', modalities: ['CT']})
+    source = await startOrthanc({})
+    await uploadFiles(source, corpus.map((record) => record.path))
+  })
+
+  afterAll(async () => {
+    await Promise.all([source?.dispose(), ...targets.map((target) => target.dispose())])
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('holds an import to --bwlimit within 10 %', async () => {
+    const target = await freshTarget()
+    const result = await runCli(['import', '--target', target.url, '--no-receipt', '--bwlimit', '1M', '--json', join(work, 'corpus')])
+    const summary = parseJson<Summary>(result)
+    expect(result.code, result.stderr).toBe(0)
+    expect(summary.transferred).toBe(corpus.length)
+    expect(summary.bytes).toBeGreaterThan(2.5 * MiB)
+    const rate = summary.bytes / (summary.durationMs / 1000)
+    expect(rate).toBeLessThanOrEqual(1.1 * MiB)
+    expect(rate).toBeGreaterThanOrEqual(0.9 * MiB)
+  })
+
+  it('holds sync to --bwlimit in both directions, and the copy is whole', async () => {
+    const target = await freshTarget()
+    const result = await runCli(['sync', '--source', source.url, '--target', target.url, '--bwlimit', '1M', '--json'])
+    const summary = parseJson<Summary>(result)
+    expect(result.code, result.stderr).toBe(0)
+    expect(summary.transferred).toBe(corpus.length)
+    const rate = summary.bytes / (summary.durationMs / 1000)
+    expect(rate).toBeLessThanOrEqual(1.1 * MiB)
+    // Downloads and uploads are each held to 1 MiB/s and overlap; the first upload waits for the
+    // first download, a few percent of these 3 seconds.
+    expect(rate).toBeGreaterThanOrEqual(0.85 * MiB)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+  })
+
+  it('paces only the direction asked for: 64K:off limits uploads, not the downloads of an export', async () => {
+    const output = join(work, 'export')
+    const started = performance.now()
+    const result = await runCli(['export', '--source', source.url, '--output', output, '--bwlimit', '64K:off', '--json'])
+    expect(result.code, result.stderr).toBe(0)
+    // At 64 KiB/s the export would take close to a minute: downloads were not held back.
+    expect(performance.now() - started).toBeLessThan(20_000)
+  })
+
+  it('reports the concurrency: adaptive by default, fixed with --concurrency', async () => {
+    const adaptive = parseJson<Summary>(await runCli(['sync', '--source', source.url, '--target', (await freshTarget()).url, '--json']))
+    expect(adaptive).toMatchObject({transferred: corpus.length, concurrencyAdaptive: true})
+    expect(adaptive.concurrency).toBeGreaterThanOrEqual(1)
+    const fixed = parseJson<Summary>(await runCli(['sync', '--source', source.url, '--target', (await freshTarget()).url, '--concurrency', '3', '--json']))
+    expect(fixed).toMatchObject({transferred: corpus.length, concurrency: 3, concurrencyAdaptive: false})
+    const person = await runCli(['sync', '--source', source.url, '--target', (await freshTarget()).url])
+    expect(person.stderr).toMatch(/Concurrency: settled on \d+ uploads at once \(adaptive; --concurrency N fixes it\)\./)
+  })
+
+  it('--zip-uploads: small instances go several to a request into a real Orthanc, each confirmed, the copy whole', async () => {
+    const small = await generateStudySet(join(work, 'small'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 20, pixelBytes: 2000, seed: 'zip', modalities: ['MR']})
+    const target = await freshTarget()
+    const proxy = await startFaultProxy(target.port)
+    // Slow answers keep the target busy, so that instances wait for an upload and travel together.
+    proxy.delayMs = 20
+    try {
+      const result = await runCli(['import', '--target', proxy.url, '--no-receipt', '--zip-uploads', '--concurrency', '2', '--json', join(work, 'small')])
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<Summary>(result)).toMatchObject({transferred: small.length, failed: 0})
+      const uploads = proxy.log.filter((line) => line === 'POST /instances')
+      expect(uploads.length).toBeLessThan(small.length / 2)
+      // Every instance confirmed on its own, by its MD5.
+      expect(proxy.log.filter((line) => line.endsWith('/attachments/dicom/info'))).toHaveLength(small.length)
+      const stored = await instanceMd5s(target)
+      expect([...stored.values()].sort()).toEqual(small.map((record) => record.md5).sort())
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('refuses a bad --bwlimit or --concurrency with a usage error, and no stack trace', async () => {
+    for (const args of [['--bwlimit', '10X'], ['--bwlimit', '08:00,1M 25:00,off'], ['--concurrency', '0'], ['--concurrency', 'many'], ['--concurrency', '65']]) {
+      const result = await runCli(['sync', '--source', source.url, '--target', source.url, ...args])
+      expect(result.code, args.join(' ')).toBe(2)
+      expect(result.stderr).toMatch(/--(bwlimit|concurrency) "/)
+      expect(result.stderr).not.toMatch(/\n\s+at /)
+    }
+  })
+})

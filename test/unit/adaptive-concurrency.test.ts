@@ -1,0 +1,232 @@
+import {describe, expect, it} from 'vitest'
+
+import {AdaptiveConcurrency, type Decision} from '../../src/transfer/adaptive-concurrency.js'
+
+/**
+ * A simulated link and server, in simulated time: each item spends `rttMs × roundTrips` on the
+ * network (its chain of requests) and `serviceMs` on one of `workers` server threads, first come
+ * first served. Throughput is capped by the server (workers / serviceMs); until that cap, more
+ * items in flight hide more of the round trips. Deterministic: service times vary by ±10% from
+ * a seeded generator.
+ */
+interface Server {
+  rttMs: number
+  roundTrips: number
+  workers: number
+  serviceMs: number | ((at: number) => number)
+  /** Items in flight beyond this many meet a 503 (answered, retried, slower). */
+  congestionAbove?: number
+}
+
+interface Run {
+  decisions: Decision[]
+  /** The concurrency at the end of the items. */
+  settled: number
+  durationMs: number
+  concurrencyOverTime: Array<{at: number; concurrency: number}>
+}
+
+const ITEMS_PER_UNIT = 2
+
+function simulate(server: Server, items: number, seed = 1): Run {
+  let random = seed
+  const next = () => {
+    random = (random * 1_103_515_245 + 12_345) % 2_147_483_648
+    return random / 2_147_483_648
+  }
+
+  let now = 0
+  const controller = new AdaptiveConcurrency({itemsPerUnit: ITEMS_PER_UNIT, now: () => now})
+  const over: Run['concurrencyOverTime'] = [{at: 0, concurrency: controller.current}]
+  controller.onChange((concurrency) => over.push({at: now, concurrency}))
+  const workers = Array.from({length: server.workers}, () => 0)
+  const completions: Array<{at: number; started: number; congested: boolean}> = []
+  let started = 0
+  let inFlight = 0
+  const start = () => {
+    const congested = server.congestionAbove !== undefined && inFlight >= server.congestionAbove
+    const network = server.rttMs * server.roundTrips
+    const arrival = now + network / 2 + (congested ? server.rttMs + 50 : 0)
+    const worker = workers.indexOf(Math.min(...workers))
+    const service = (typeof server.serviceMs === 'function' ? server.serviceMs(now) : server.serviceMs) * (0.9 + 0.2 * next())
+    const begin = Math.max(arrival, workers[worker]!)
+    workers[worker] = begin + service
+    completions.push({at: begin + service + network / 2, started: now, congested})
+    completions.sort((a, b) => a.at - b.at)
+    started++
+    inFlight++
+  }
+
+  for (;;) {
+    while (started < items && inFlight < controller.current * ITEMS_PER_UNIT) start()
+    const done = completions.shift()
+    if (!done) break
+    now = done.at
+    inFlight--
+    controller.record({ms: done.at - done.started, bytes: 130_000, congested: done.congested})
+    if (started === items) controller.finish()
+  }
+
+  return {decisions: controller.decisions, settled: controller.current, durationMs: now, concurrencyOverTime: over}
+}
+
+/** The time-weighted concurrency over the second half of a run: where it spent its time. */
+function laterConcurrency(run: Run): number {
+  const from = run.durationMs / 2
+  let weighted = 0
+  for (const [index, point] of run.concurrencyOverTime.entries()) {
+    const end = run.concurrencyOverTime[index + 1]?.at ?? run.durationMs
+    const overlap = Math.max(0, end - Math.max(point.at, from))
+    weighted += overlap * point.concurrency
+  }
+
+  return weighted / (run.durationMs - from)
+}
+
+/** The fastest fixed concurrency's time, for comparison. */
+function bestFixed(server: Server, items: number): number {
+  let best = Number.POSITIVE_INFINITY
+  for (let concurrency = 1; concurrency <= 32; concurrency *= 2) {
+    const fixed = simulateFixed(server, items, concurrency)
+    best = Math.min(best, fixed)
+  }
+
+  return best
+}
+
+function simulateFixed(server: Server, items: number, concurrency: number): number {
+  const workers = Array.from({length: server.workers}, () => 0)
+  const completions: number[] = []
+  let now = 0
+  let started = 0
+  let inFlight = 0
+  for (;;) {
+    while (started < items && inFlight < concurrency * ITEMS_PER_UNIT) {
+      const network = server.rttMs * server.roundTrips
+      const congested = server.congestionAbove !== undefined && inFlight >= server.congestionAbove
+      const worker = workers.indexOf(Math.min(...workers))
+      const service = typeof server.serviceMs === 'function' ? server.serviceMs(now) : server.serviceMs
+      const begin = Math.max(now + network / 2 + (congested ? server.rttMs + 50 : 0), workers[worker]!)
+      workers[worker] = begin + service
+      completions.push(begin + service + network / 2)
+      completions.sort((a, b) => a - b)
+      started++
+      inFlight++
+    }
+
+    const done = completions.shift()
+    if (done === undefined) break
+    now = done
+    inFlight--
+  }
+
+  return now
+}
+
+describe('AdaptiveConcurrency against a simulated server', () => {
+  it('rises while throughput rises: across 40 ms of round trip it goes to its maximum', () => {
+    const server: Server = {rttMs: 40, roundTrips: 3, workers: 2, serviceMs: 2}
+    const run = simulate(server, 3000)
+    expect(run.decisions.slice(0, 2).map((decision) => `${decision.from}->${decision.to} ${decision.reason}`)).toEqual(['8->16 slow start', '16->32 slow start'])
+    expect(run.settled).toBeGreaterThanOrEqual(24)
+    // Within a tenth of the best fixed concurrency, ramp included.
+    expect(run.durationMs).toBeLessThan(bestFixed(server, 3000) * 1.1)
+  })
+
+  it('stays low where the server, not the round trips, is the limit', () => {
+    const server: Server = {rttMs: 0.2, roundTrips: 3, workers: 2, serviceMs: 4}
+    const run = simulate(server, 3000)
+    expect(run.decisions[0]).toMatchObject({from: 8, to: 16, reason: 'slow start'})
+    expect(run.decisions[1]).toMatchObject({from: 16, to: 8, reason: 'doubling did not pay'})
+    // Two items in flight keep both server threads busy: probes down find that fewer do as well.
+    expect(laterConcurrency(run)).toBeLessThanOrEqual(6)
+    expect(run.durationMs).toBeLessThan(bestFixed(server, 3000) * 1.1)
+  })
+
+  it('settles between the extremes at 10 ms of round trip, near the best fixed concurrency', () => {
+    const server: Server = {rttMs: 10, roundTrips: 3, workers: 2, serviceMs: 2}
+    const run = simulate(server, 3000)
+    // Capacity 1000/s, about 32 ms per item unloaded: some 32 items in flight, concurrency 16.
+    expect(laterConcurrency(run)).toBeGreaterThanOrEqual(12)
+    expect(laterConcurrency(run)).toBeLessThanOrEqual(24)
+    expect(run.durationMs).toBeLessThan(bestFixed(server, 3000) * 1.1)
+  })
+
+  it('backs off on congestion (503s beyond 20 items in flight), halving once per turnover', () => {
+    const server: Server = {rttMs: 40, roundTrips: 3, workers: 2, serviceMs: 1, congestionAbove: 20}
+    const run = simulate(server, 3000)
+    const congestion = run.decisions.filter((decision) => decision.reason === 'congestion')
+    expect(congestion.length).toBeGreaterThan(0)
+    for (const decision of congestion) expect(decision.to).toBe(Math.floor(decision.from / 2))
+    // 20 items in flight is concurrency 10: it spends its time at or below that.
+    expect(laterConcurrency(run)).toBeLessThanOrEqual(11)
+  })
+
+  it('steps down when the target slows down and latency rises without throughput', () => {
+    // A CPU-bound target that becomes four times slower after 3 s (another job started on it).
+    const server: Server = {rttMs: 10, roundTrips: 3, workers: 2, serviceMs: (at) => (at < 3000 ? 1 : 4)}
+    const run = simulate(server, 6000)
+    const before = run.concurrencyOverTime.filter((point) => point.at < 3000).at(-1)!.concurrency
+    expect(before).toBeGreaterThanOrEqual(16)
+    expect(run.decisions.some((decision) => decision.at > 3000 && decision.to < decision.from)).toBe(true)
+    expect(run.settled).toBeLessThan(before)
+  })
+
+  it('decides the same way given the same completions', () => {
+    const server: Server = {rttMs: 10, roundTrips: 3, workers: 2, serviceMs: 2}
+    expect(simulate(server, 2000, 7).decisions).toEqual(simulate(server, 2000, 7).decisions)
+  })
+
+  it('stops adapting when the items run out: the tail is no measure of the link', () => {
+    let now = 0
+    const controller = new AdaptiveConcurrency({itemsPerUnit: 2, now: () => now})
+    controller.finish()
+    for (let index = 0; index < 100; index++) {
+      now += 1000
+      controller.record({ms: 1000, bytes: 1, congested: index % 2 === 0})
+    }
+
+    expect(controller.current).toBe(8)
+    expect(controller.decisions).toEqual([])
+  })
+
+  it('decides nothing while the source does not keep the items in flight full (a pipe): it would only learn the source\'s pace', () => {
+    let now = 0
+    const controller = new AdaptiveConcurrency({itemsPerUnit: 2, now: () => now})
+    // An import reading a pipe: one item every 10 ms, whatever the concurrency, each done in 5 ms.
+    for (let index = 0; index < 2000; index++) {
+      now += 10
+      controller.record({ms: 5, bytes: 130_000, congested: false, starved: true})
+    }
+
+    expect(controller.decisions).toEqual([])
+    expect(controller.current).toBe(8)
+    // Congestion still counts.
+    controller.record({ms: 5, bytes: 130_000, congested: true, starved: true})
+    expect(controller.current).toBe(4)
+  })
+
+  it('adapts again when more items come after it finished (the next volume of an export)', () => {
+    let now = 0
+    const controller = new AdaptiveConcurrency({itemsPerUnit: 1, now: () => now})
+    controller.finish()
+    controller.resume()
+    for (let index = 0; index < 40; index++) {
+      now += 10
+      controller.record({ms: 5, bytes: 1000, congested: index === 20})
+    }
+
+    expect(controller.decisions.map((decision) => decision.reason)).toContain('congestion')
+  })
+
+  it('keeps within its bounds', () => {
+    let now = 0
+    const controller = new AdaptiveConcurrency({itemsPerUnit: 1, initial: 2, min: 2, max: 3, now: () => now})
+    for (let index = 0; index < 200; index++) {
+      now += index < 100 ? 1 : 50
+      controller.record({ms: 10, bytes: 1000, congested: index === 150})
+      expect(controller.current).toBeGreaterThanOrEqual(2)
+      expect(controller.current).toBeLessThanOrEqual(3)
+    }
+  })
+})

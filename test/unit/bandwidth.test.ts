@@ -1,0 +1,117 @@
+import {describe, expect, it} from 'vitest'
+
+import {bandwidthAt, BandwidthSyntaxError, parseBandwidthLimit, TokenBucket} from '../../src/transfer/bandwidth.js'
+
+const KiB = 1024
+const MiB = 1024 * 1024
+
+describe('parseBandwidthLimit (rclone syntax)', () => {
+  it('reads one rate for both directions, KiB/s without a suffix, binary suffixes, off', () => {
+    expect(parseBandwidthLimit('10M').slots).toEqual([{minutes: 0, upload: 10 * MiB, download: 10 * MiB}])
+    expect(parseBandwidthLimit('512').slots).toEqual([{minutes: 0, upload: 512 * KiB, download: 512 * KiB}])
+    expect(parseBandwidthLimit('1.5G').slots[0]!.upload).toBe(1.5 * 1024 * MiB)
+    expect(parseBandwidthLimit('100B').slots[0]!.upload).toBe(100)
+    expect(parseBandwidthLimit('10MiB').slots[0]!.upload).toBe(10 * MiB)
+    expect(parseBandwidthLimit('off').slots).toEqual([{minutes: 0, upload: undefined, download: undefined}])
+    expect(parseBandwidthLimit('0').slots[0]!.upload).toBeUndefined()
+  })
+
+  it('reads UP:DOWN', () => {
+    expect(parseBandwidthLimit('10M:off').slots).toEqual([{minutes: 0, upload: 10 * MiB, download: undefined}])
+    expect(parseBandwidthLimit('256K:1M').slots).toEqual([{minutes: 0, upload: 256 * KiB, download: MiB}])
+  })
+
+  it('reads a timetable, with days or without, separated by spaces or semicolons', () => {
+    expect(parseBandwidthLimit('08:00,20M 19:00,off').slots).toEqual([
+      {day: undefined, minutes: 480, upload: 20 * MiB, download: 20 * MiB},
+      {day: undefined, minutes: 1140, upload: undefined, download: undefined},
+    ])
+    expect(parseBandwidthLimit('Mon-00:00,512;Fri-23:59,10M:off;Sat-10:00,1M').slots.map((slot) => [slot.day, slot.minutes])).toEqual([[1, 0], [5, 1439], [6, 600]])
+  })
+
+  it('refuses what it cannot read, naming it', () => {
+    for (const text of ['', 'fast', '10X', '1M:2M:3M', ':1M', '25:00,1M', '08:61,1M', 'Mun-08:00,1M', '08:00,1M 19:00', '8M 19:00,off']) {
+      expect(() => parseBandwidthLimit(text), text).toThrow(BandwidthSyntaxError)
+    }
+
+    expect(() => parseBandwidthLimit('08:00,fast')).toThrow('"fast" is not a rate')
+  })
+})
+
+describe('bandwidthAt', () => {
+  // 2026-12-02 is a Wednesday.
+  const at = (day: number, hours: number, minutes = 0) => new Date(2026, 11, 2 + ((day - 3 + 7) % 7), hours, minutes)
+
+  it('takes the latest entry of the day, and the last one of the day before at night', () => {
+    const schedule = parseBandwidthLimit('08:00,20M 19:00,off')
+    expect(bandwidthAt(schedule, at(3, 8, 0)).upload).toBe(20 * MiB)
+    expect(bandwidthAt(schedule, at(3, 18, 59)).upload).toBe(20 * MiB)
+    expect(bandwidthAt(schedule, at(3, 19, 0)).upload).toBeUndefined()
+    expect(bandwidthAt(schedule, at(3, 7, 59)).upload).toBeUndefined()
+  })
+
+  it('wraps round the week with days, and lets daily entries hold on every day', () => {
+    const weekly = parseBandwidthLimit('Mon-08:00,1M Fri-18:00,off')
+    expect(bandwidthAt(weekly, at(3, 12)).upload).toBe(MiB)
+    expect(bandwidthAt(weekly, at(6, 12)).upload).toBeUndefined()
+    // Sunday night is still Friday evening's entry; Monday 07:59 too.
+    expect(bandwidthAt(weekly, at(0, 23)).upload).toBeUndefined()
+    expect(bandwidthAt(weekly, at(1, 7, 59)).upload).toBeUndefined()
+    const mixed = parseBandwidthLimit('Sat-00:00,off 08:00,2M')
+    expect(bandwidthAt(mixed, at(6, 7)).upload).toBeUndefined()
+    expect(bandwidthAt(mixed, at(6, 9)).upload).toBe(2 * MiB)
+    expect(bandwidthAt(mixed, at(2, 7)).upload).toBe(2 * MiB)
+  })
+
+  it('keeps the two directions of UP:DOWN apart', () => {
+    expect(bandwidthAt(parseBandwidthLimit('07:00,1M:4M'), at(3, 9))).toEqual({upload: MiB, download: 4 * MiB})
+  })
+})
+
+describe('TokenBucket', () => {
+  it('holds the rate over many reservations, whatever their sizes, with a burst of a tenth of a second at most', () => {
+    let now = 0
+    let rate: number | undefined = MiB
+    const bucket = new TokenBucket(() => rate, () => now)
+    // Callers reserve, wait as told, send; the clock moves on to the end of each wait.
+    let sent = 0
+    for (let index = 0; index < 1000; index++) {
+      const bytes = [64 * KiB, 1500, 16 * KiB, 130_000][index % 4]!
+      now += bucket.reserve(bytes)
+      sent += bytes
+    }
+
+    const seconds = now / 1000
+    expect(sent / seconds).toBeLessThanOrEqual(MiB * 1.001)
+    expect(sent / seconds).toBeGreaterThan(MiB * 0.99)
+    rate = undefined
+    expect(bucket.reserve(100 * MiB)).toBe(0)
+  })
+
+  it('queues concurrent reservations behind each other', () => {
+    const now = 0
+    const bucket = new TokenBucket(() => 100 * KiB, () => now)
+    const waits = Array.from({length: 4}, () => bucket.reserve(100 * KiB))
+    expect(waits).toEqual([1000, 2000, 3000, 4000])
+  })
+
+  it('refills with time, up to a tenth of a second at the rate (at least 64 KiB)', () => {
+    let now = 0
+    const bucket = new TokenBucket(() => MiB, () => now)
+    now = 60_000
+    // Idle for a minute: only the burst is saved, not a minute's worth.
+    expect(bucket.reserve(0.1 * MiB)).toBe(0)
+    expect(bucket.reserve(0.1 * MiB)).toBeCloseTo(100, 5)
+  })
+
+  it('follows a rate that changes (a timetable), from the moment it changes', () => {
+    let now = 0
+    const limit: {rate?: number} = {}
+    const bucket = new TokenBucket(() => limit.rate, () => now)
+    expect(bucket.reserve(10 * MiB)).toBe(0)
+    limit.rate = MiB
+    expect(bucket.reserve(MiB)).toBeCloseTo(1000, 5)
+    now = 1000
+    expect(bucket.reserve(512 * KiB)).toBeCloseTo(500, 5)
+  })
+})

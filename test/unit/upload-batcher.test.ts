@@ -1,0 +1,132 @@
+import {crc32} from 'node:zlib'
+
+import {MockAgent} from 'undici'
+import {describe, expect, it} from 'vitest'
+
+import {OrthancClient} from '../../src/orthanc/client.js'
+import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
+import {UploadRejectedError} from '../../src/orthanc/errors.js'
+import {SMALL_INSTANCE_BYTES, storedZip, UploadBatcher} from '../../src/sinks/upload-batcher.js'
+
+const origin = 'http://orthanc.test'
+
+/** The files of a stored ZIP, read back from its central directory. */
+function unzip(zip: Buffer): Buffer[] {
+  const end = zip.length - 22
+  expect(zip.readUInt32LE(end)).toBe(0x06054b50)
+  const count = zip.readUInt16LE(end + 10)
+  let at = zip.readUInt32LE(end + 16)
+  const files: Buffer[] = []
+  for (let index = 0; index < count; index++) {
+    expect(zip.readUInt32LE(at)).toBe(0x02014b50)
+    expect(zip.readUInt16LE(at + 10)).toBe(0)
+    const size = zip.readUInt32LE(at + 20)
+    const nameLength = zip.readUInt16LE(at + 28)
+    const local = zip.readUInt32LE(at + 42)
+    expect(zip.readUInt32LE(local)).toBe(0x04034b50)
+    const data = zip.subarray(local + 30 + zip.readUInt16LE(local + 26), local + 30 + zip.readUInt16LE(local + 26) + size)
+    expect(crc32(data) >>> 0).toBe(zip.readUInt32LE(at + 16))
+    files.push(data)
+    at += 46 + nameLength
+  }
+
+  return files
+}
+
+const idOf = (data: Buffer) => `id-${data.toString('latin1', 0, 8).trim()}`
+const answerFor = (data: Buffer, Status = 'Success') => ({ID: idOf(data), Path: '', ParentPatient: '', ParentStudy: '', ParentSeries: '', Status})
+const file = (name: string, size = 100) => Buffer.concat([Buffer.from(name.padEnd(8)), Buffer.alloc(Math.max(0, size - 8), 1)])
+
+/**
+ * A mocked Orthanc that answers uploads slowly (so that others queue meanwhile), a ZIP with one
+ * answer per file, and records each request: how many files it carried.
+ */
+function server(options: {version?: string; zipAnswer?: (files: Buffer[]) => {status: number; data: object}} = {}) {
+  const agent = new MockAgent()
+  agent.disableNetConnect()
+  const pool = agent.get(origin)
+  pool.intercept({path: '/system', method: 'GET'}).reply(200, {Name: 'MOCK', Version: options.version ?? '1.10.1', ApiVersion: 16}).persist()
+  const requests: string[][] = []
+  pool.intercept({path: '/instances', method: 'POST'}).reply<object>((request) => {
+    const body = Buffer.from(request.body as Buffer)
+    const zipped = String((request.headers as Record<string, string>)['content-type']) === 'application/zip'
+    const files = zipped ? unzip(body) : [body]
+    requests.push(files.map(idOf))
+    if (!zipped) return {statusCode: 200, data: answerFor(body, body.includes('refuse') ? 'FilteredOut' : 'Success')}
+    return options.zipAnswer ? {statusCode: options.zipAnswer(files).status, data: options.zipAnswer(files).data} : {statusCode: 200, data: files.map((data) => answerFor(data, data.includes('refuse') ? 'FilteredOut' : 'Success'))}
+  }).delay(20).persist()
+  const client = new OrthancClient(resolveEndpoint({url: origin, env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
+  return {client, requests}
+}
+
+describe('UploadBatcher', () => {
+  it('sends what waits while the target is busy in one ZIP, and gives each instance its own answer', async () => {
+    const {client, requests} = server()
+    const batcher = new UploadBatcher(client, 1, true)
+    const names = ['a', 'b', 'c', 'd', 'e']
+    const answers = await Promise.all(names.map((name) => batcher.upload(file(name))))
+    expect(answers.map((answer) => answer.ID)).toEqual(names.map((name) => `id-${name}`))
+    // The first found the target idle and went alone; the others waited for it, together.
+    expect(requests).toEqual([['id-a'], ['id-b', 'id-c', 'id-d', 'id-e']])
+    expect(batcher.zipped).toEqual({requests: 1, instances: 4})
+  })
+
+  it('keeps large instances out of ZIPs, and sends nothing zipped without being asked to', async () => {
+    const {client, requests} = server()
+    const batcher = new UploadBatcher(client, 1, true)
+    await Promise.all([batcher.upload(file('a')), batcher.upload(file('large', SMALL_INSTANCE_BYTES + 1)), batcher.upload(file('b')), batcher.upload(file('c'))])
+    expect(requests).toEqual([['id-a'], ['id-large'], ['id-b', 'id-c']])
+
+    const plain = server()
+    const unzipped = new UploadBatcher(plain.client, 1, false)
+    await Promise.all(['a', 'b', 'c'].map((name) => unzipped.upload(file(name))))
+    expect(plain.requests).toEqual([['id-a'], ['id-b'], ['id-c']])
+  })
+
+  it('rejects only the instance the target refused inside a ZIP', async () => {
+    const {client} = server()
+    const batcher = new UploadBatcher(client, 1, true)
+    const results = await Promise.allSettled(['a', 'b', 'refuse', 'c'].map((name) => batcher.upload(file(name))))
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled'])
+    expect((results[2] as PromiseRejectedResult).reason).toBeInstanceOf(UploadRejectedError)
+  })
+
+  it('sends the files one by one when the ZIP\'s answer does not account for every file, or is refused', async () => {
+    for (const zipAnswer of [
+      (files: Buffer[]) => ({status: 200, data: files.slice(1).map((data) => answerFor(data))}),
+      () => ({status: 400, data: {Message: 'Bad file format'}}),
+    ]) {
+      const {client, requests} = server({zipAnswer})
+      const batcher = new UploadBatcher(client, 1, true)
+      const answers = await Promise.all(['a', 'b', 'c'].map((name) => batcher.upload(file(name))))
+      expect(answers.map((answer) => answer.ID)).toEqual(['id-a', 'id-b', 'id-c'])
+      expect(requests).toEqual([['id-a'], ['id-b', 'id-c'], ['id-b'], ['id-c']])
+      expect(batcher.zipped.requests).toBe(0)
+    }
+  })
+
+  it('fails the waiting uploads, and leaves none hanging, when the target cannot even say what it is', async () => {
+    const agent = new MockAgent()
+    agent.disableNetConnect()
+    agent.get(origin).intercept({path: '/system', method: 'GET'}).reply(503, 'down').persist()
+    agent.get(origin).intercept({path: '/instances', method: 'POST'}).reply(200, answerFor(file('a'))).delay(20).persist()
+    const client = new OrthancClient(resolveEndpoint({url: origin, env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
+    const batcher = new UploadBatcher(client, 1, true)
+    const results = await Promise.allSettled(['a', 'b', 'c'].map((name) => batcher.upload(file(name))))
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'rejected'])
+  })
+
+  it('sends no ZIP to a target older than Orthanc 1.8.2', async () => {
+    const {client, requests} = server({version: '1.8.1'})
+    const batcher = new UploadBatcher(client, 1, true)
+    await Promise.all(['a', 'b', 'c'].map((name) => batcher.upload(file(name))))
+    expect(requests).toEqual([['id-a'], ['id-b'], ['id-c']])
+  })
+})
+
+describe('storedZip', () => {
+  it('holds every file unchanged, in order, with its CRC-32', () => {
+    const files = [Buffer.from('first'), Buffer.alloc(0), Buffer.alloc(70_000, 7)]
+    expect(unzip(storedZip(files))).toEqual(files)
+  })
+})
