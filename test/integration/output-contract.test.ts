@@ -14,6 +14,9 @@ import {type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.
 import {flipByteInEntry, payloadEntries} from '../helpers/tamper.js'
 
 const PASSWORD = 'contract-Secret-31'
+/** The source's credentials, the way the README recommends (a password in a URL earns a warning on stderr). */
+const ALICE = {ORTHANC_USERNAME: 'alice', ORTHANC_PASSWORD: PASSWORD}
+const runAsAlice = (args: string[]) => runCli(args, {env: ALICE})
 const INSTANCES = 24
 const COUNTERS = ['transferred', 'skipped', 'failed', 'bytes', 'durationMs', 'retries'] as const
 
@@ -90,8 +93,8 @@ describe('the output contract', () => {
   })
 
   it('info', async () => {
-    expectHumanResult(await runCli(['info', '--server', source.authUrl]), /^Server: +http:\/\/127\.0\.0\.1:\d+\n/)
-    const json = await runCli(['info', '--server', source.authUrl, '--json'])
+    expectHumanResult(await runAsAlice(['info', '--server', source.url]), /^Server: +http:\/\/127\.0\.0\.1:\d+\n/)
+    const json = await runAsAlice(['info', '--server', source.url, '--json'])
     const report = onlyJson(json)
     expectEndpoints(report, ['server'])
     expect(report).toMatchObject({server: {url: source.url, name: 'contract-source', version: '1.10.1'}, accepts: {labels: false, userMetadata: null, systemMetadata: false}})
@@ -99,25 +102,25 @@ describe('the output contract', () => {
   })
 
   it('export: the result on stdout, the plan and the next step (verify) on stderr', async () => {
-    const human = await runCli(['export', '--source', source.authUrl, '--output', volumes])
+    const human = await runAsAlice(['export', '--source', source.url, '--output', volumes])
     expect(human.code, human.stderr).toBe(0)
     expectHumanResult(human, /^Exported 24 instances into 1 volume\(s\)/m)
     expect(human.stderr).toMatch(/^Plan: 24 instance\(s\) \(.*\) to export in 1 volume\(s\)\.$/m)
     expect(human.stderr).toMatch(new RegExp(`^Next: .*orthanc-replicate verify ${volumes}$`, 'm'))
 
-    const json = onlyJson(await runCli(['export', '--source', source.authUrl, '--output', join(work, 'volumes-json'), '--json']))
+    const json = onlyJson(await runAsAlice(['export', '--source', source.url, '--output', join(work, 'volumes-json'), '--json']))
     expectCounters(json)
     expectEndpoints(json, ['source'])
     expect(json).toMatchObject({dryRun: false, transferred: INSTANCES, planned: {instances: INSTANCES}})
 
-    const dry = onlyJson(await runCli(['export', '--source', source.authUrl, '--output', join(work, 'dry'), '--dry-run', '--json']))
+    const dry = onlyJson(await runAsAlice(['export', '--source', source.url, '--output', join(work, 'dry'), '--dry-run', '--json']))
     expect(dry).toMatchObject({dryRun: true, transferred: 0, bytes: 0, planned: {instances: INSTANCES, bytes: expect.any(Number)}})
     expect((dry.planned as Json).bytes).toBeGreaterThan(0)
   })
 
   it('export --output -: stdout is the archive, the result (human or JSON) goes to stderr', async () => {
     for (const json of [false, true]) {
-      const result = await runCli(['export', '--source', source.authUrl, '--output', '-', ...(json ? ['--json'] : [])])
+      const result = await runAsAlice(['export', '--source', source.url, '--output', '-', ...(json ? ['--json'] : [])])
       expect(result.code, result.stderr).toBe(0)
       // A tar: the first entry's name, then "ustar" at offset 257.
       expect(result.stdoutBytes.subarray(257, 262).toString()).toBe('ustar')
@@ -137,7 +140,7 @@ describe('the output contract', () => {
     expect(ok).toMatchObject({complete: true, valid: true, instances: INSTANCES, problems: []})
 
     const damaged = join(work, 'damaged')
-    await runCli(['export', '--source', source.authUrl, '--output', damaged])
+    await runAsAlice(['export', '--source', source.url, '--output', damaged])
     const [volume] = await volumeFiles(damaged)
     const entry = (await payloadEntries(volume!)).find((candidate) => candidate.name.endsWith('.dcm'))!
     await flipByteInEntry(volume!, entry.name)
@@ -166,38 +169,38 @@ describe('the output contract', () => {
   })
 
   it('diff: lists end with "and N more", and a difference suggests the sync that mends it', async () => {
-    const human = await runCli(['diff', '--source', source.authUrl, '--target', target.url])
+    const human = await runAsAlice(['diff', '--source', source.url, '--target', target.url])
     expect(human.code).toBe(14)
     expectHumanResult(human, /^only on the source: 24$/m)
     expect(human.stdout).toMatch(/^ {2}\.\.\. and 4 more \(see --json\)$/m)
     expect(human.stderr).toMatch(new RegExp(`^Next: .*orthanc-replicate sync --source ${source.url} --target ${target.url} --dry-run$`, 'm'))
     // The suggestion carries no credentials.
     expect(human.stderr).not.toContain(PASSWORD)
-    const json = onlyJson(await runCli(['diff', '--source', source.authUrl, '--target', target.url, '--json']))
+    const json = onlyJson(await runAsAlice(['diff', '--source', source.url, '--target', target.url, '--json']))
     expectEndpoints(json, ['source', 'target'])
     expect(json).toMatchObject({onlySource: INSTANCES, instances: {onlySource: expect.any(Array)}})
   })
 
   it('sync: the plan first (stderr), the result on stdout; the same counters and endpoints', async () => {
-    const dry = onlyJson(await runCli(['sync', '--source', source.authUrl, '--target', target.url, '--dry-run', '--json']))
+    const dry = onlyJson(await runAsAlice(['sync', '--source', source.url, '--target', target.url, '--dry-run', '--json']))
     expectCounters(dry)
     expectEndpoints(dry, ['source', 'target'])
     expect(dry).toMatchObject({dryRun: true, transferred: 0, bytes: 0, planned: {instances: INSTANCES}, plan: {missing: INSTANCES}})
 
-    const human = await runCli(['sync', '--source', source.authUrl, '--target', target.url])
+    const human = await runAsAlice(['sync', '--source', source.url, '--target', target.url])
     expect(human.code, human.stderr).toBe(0)
     expectHumanResult(human, /^Synced http:\/\/127\.0\.0\.1:\d+ to http:\/\/127\.0\.0\.1:\d+: 24 transferred/m)
     expect(human.stderr).toMatch(/^Plan: 24 instance\(s\) \(.*\) to send, 0 already there\.$/m)
     expect(human.stdout).toMatch(/^Not carried: system-metadata of 24 instance\(s\)/m)
 
-    const json = onlyJson(await runCli(['sync', '--source', source.authUrl, '--target', target.url, '--json']))
+    const json = onlyJson(await runAsAlice(['sync', '--source', source.url, '--target', target.url, '--json']))
     expectCounters(json)
     expect(json).toMatchObject({dryRun: false, transferred: 0, skipped: INSTANCES, planned: {instances: 0, bytes: 0}, notCarried: expect.any(Array)})
   })
 
   it('sync --follow --json: the counters of every pass, bytes and duration included', async () => {
     for (const id of await target.json<string[]>('/instances')) await target.api(`/instances/${id}`, {method: 'DELETE'})
-    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.authUrl, '--target', target.url, '--follow', '--interval', '1', '--state', join(work, 'follow.json'), '--json'], {stdio: ['ignore', 'pipe', 'pipe']})
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.url, '--target', target.url, '--follow', '--interval', '1', '--state', join(work, 'follow.json'), '--json'], {stdio: ['ignore', 'pipe', 'pipe'], env: {...process.env, ...ALICE}})
     let stdout = ''
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
     const deadline = Date.now() + 30_000
@@ -216,7 +219,7 @@ describe('the output contract', () => {
 
   describe('reporting', () => {
     it('--quiet: nothing on stderr when all goes well; the result still on stdout', async () => {
-      const result = await runCli(['export', '--source', source.authUrl, '--output', join(work, 'quiet'), '--quiet'])
+      const result = await runAsAlice(['export', '--source', source.url, '--output', join(work, 'quiet'), '--quiet'])
       expect(result.code).toBe(0)
       expect(result.stderr).toBe('')
       expect(result.stdout).toMatch(/^Exported 24 instances/m)
@@ -251,7 +254,7 @@ describe('the output contract', () => {
       const proxy = await startFaultProxy(source.port)
       proxy.delayMs = 150
       try {
-        const result = await runCli(['export', '--source', proxy.url.replace('//', `//alice:${PASSWORD}@`), '--output', join(work, 'stats'), '--stats', '1s', '--json', '--concurrency', '1'])
+        const result = await runAsAlice(['export', '--source', proxy.url, '--output', join(work, 'stats'), '--stats', '1s', '--json', '--concurrency', '1'])
         expect(result.code, result.stderr).toBe(0)
         const stats = result.stderr.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Json)
         expect(stats.length).toBeGreaterThan(0)

@@ -86,7 +86,7 @@ describe('--concurrency and --bwlimit against real servers', () => {
     const fixed = parseJson<Summary>(await runCli(['sync', '--source', source.url, '--target', (await freshTarget()).url, '--concurrency', '3', '--json']))
     expect(fixed).toMatchObject({transferred: corpus.length, concurrency: 3, concurrencyAdaptive: false})
     const person = await runCli(['sync', '--source', source.url, '--target', (await freshTarget()).url])
-    expect(person.stderr).toMatch(/Concurrency: settled on \d+ uploads at once \(adaptive; --concurrency N fixes it\)\./)
+    expect(person.stdout).toMatch(/Concurrency: settled on \d+ uploads at once \(adaptive; --concurrency N fixes it\)\./)
   })
 
   it('--zip-uploads: small instances go several to a request into a real Orthanc, each confirmed, the copy whole', async () => {
