@@ -1,5 +1,6 @@
 import {readFile, stat} from 'node:fs/promises'
-import {crc32} from 'node:zlib'
+
+import {storedZip} from '../src/sinks/upload-batcher.js'
 
 import {postInstances} from './orthanc-upload.js'
 import {keptAlivePool} from './servers.js'
@@ -8,52 +9,6 @@ import {keptAlivePool} from './servers.js'
 const FILES_PER_ZIP = 64
 /** Larger files go alone, as plain uploads: Orthanc holds a whole ZIP body in memory. */
 const ZIP_MAX_BYTES = 16 * 1024 * 1024
-
-/**
- * The fields a local file header and a central directory entry share, in the same order from
- * `at`: version needed (2.0), flags, method (0, stored), time, date, CRC-32, both sizes, name length.
- */
-function writeEntryFields(header: Buffer, at: number, crc: number, size: number, nameLength: number): void {
-  header.writeUInt16LE(20, at)
-  header.writeUInt32LE(crc, at + 10)
-  header.writeUInt32LE(size, at + 14)
-  header.writeUInt32LE(size, at + 18)
-  header.writeUInt16LE(nameLength, at + 22)
-}
-
-/**
- * A stored (uncompressed) ZIP of `files`, as Orthanc 1.8.2+ accepts on POST /instances. Entry
- * names carry no meaning for Orthanc, so they are numbers.
- */
-export function storedZip(files: Buffer[]): Buffer {
-  const parts: Buffer[] = []
-  const directory: Buffer[] = []
-  let offset = 0
-  for (const [index, data] of files.entries()) {
-    const name = Buffer.from(`${index}.dcm`)
-    const crc = crc32(data) >>> 0
-    const local = Buffer.alloc(30)
-    local.writeUInt32LE(0x04034b50, 0)
-    writeEntryFields(local, 4, crc, data.length, name.length)
-    const central = Buffer.alloc(46)
-    central.writeUInt32LE(0x02014b50, 0)
-    central.writeUInt16LE(20, 4)
-    writeEntryFields(central, 6, crc, data.length, name.length)
-    central.writeUInt32LE(offset, 42)
-    parts.push(local, name, data)
-    directory.push(central, name)
-    offset += local.length + name.length + data.length
-  }
-
-  const centralBytes = Buffer.concat(directory)
-  const end = Buffer.alloc(22)
-  end.writeUInt32LE(0x06054b50, 0)
-  end.writeUInt16LE(files.length, 8)
-  end.writeUInt16LE(files.length, 10)
-  end.writeUInt32LE(centralBytes.length, 12)
-  end.writeUInt32LE(offset, 16)
-  return Buffer.concat([...parts, centralBytes, end])
-}
 
 /** Groups the files into ZIP batches of at most FILES_PER_ZIP files and ZIP_MAX_BYTES; a larger file is a batch of its own. */
 function batches(files: string[], sizes: number[]): string[][] {
