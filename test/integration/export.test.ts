@@ -318,6 +318,21 @@ describe('export', () => {
     })
   })
 
+  it('a folder holding another export is refused, naming what differs: the server by another name, a limit', async () => {
+    const folder = join(work, 'named')
+    const first = await runCli(['export', '--source', source.authUrl, '--output', folder, '--modality', 'MR'])
+    expect(first.code, first.stderr).toBe(0)
+    const byName = await runCli(['export', '--source', source.authUrl.replace('127.0.0.1', 'localhost'), '--output', folder, '--modality', 'MR'])
+    expect(byName.code).toBe(2)
+    expect(byName.stderr).toContain(`holds another export: its server ("http://localhost:${source.port}" now, "http://127.0.0.1:${source.port}" in the folder) differs`)
+    expect(byName.stderr).toMatch(/repeat the original command exactly/)
+    const limit = await runCli(['export', '--source', source.authUrl, '--output', folder, '--modality', 'MR', '--max-volume-instances', '7'])
+    expect(limit.code).toBe(2)
+    expect(limit.stderr).toMatch(/its maxVolumeInstances \(7 now, 2000 in the folder\) differs/)
+    const same = await runCli(['export', '--source', source.authUrl, '--output', folder, '--modality', 'MR'])
+    expect(same.code, same.stderr).toBe(0)
+  })
+
   it('an unreachable source and a 401: documented exit codes, no password shown', async () => {
     const refused = await runCli(['export', '--source', 'http://127.0.0.1:9', '--output', join(work, 'x')])
     expect(refused.code).toBe(4)
