@@ -2,6 +2,7 @@ import type {InstanceFilters, InstanceIdentity} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
 import type {OrthancResource} from '../orthanc/types.js'
+import {mapOrdered} from '../util/concurrency.js'
 
 /** One study chosen for a job, with the instances the filters kept, in a stable order. */
 export interface SelectedStudy {
@@ -18,6 +19,9 @@ export interface SelectedInstance extends InstanceIdentity {
   size: number
 }
 
+/** Studies whose instances are listed at once while selecting. */
+const STUDIES_READ_AT_ONCE = 8
+
 /**
  * Studies and instances matching the filters, study by study in Orthanc-ID order, so that two
  * runs over the same data plan the same volumes. Filters of different kinds narrow together;
@@ -31,12 +35,14 @@ export async function* selectInstances(
   const only = options.onlyInstances ? await resolveOrthancIds(client, options.onlyInstances, true, signal) : undefined
   const studyIds = only ? [...only.keys()].filter((id) => !explicit || explicit.has(id)) : explicit ? [...explicit.keys()] : await matchingStudyIds(client, filters, signal)
   studyIds.sort()
-  for (const studyId of studyIds) {
+  // Several studies are read at once, and come out in order: across a network each study's
+  // reads cost round trips that would otherwise add up, one study after another.
+  const selections = mapOrdered(studyIds, STUDIES_READ_AT_ONCE, async (studyId) => {
     const study = await client.study(studyId, signal)
-    if (!study || !studyMatches(study, filters)) continue
-    const selected = await selectInStudy(client, study, filters, narrower(explicit?.get(studyId), only?.get(studyId)), signal)
-    if (selected && selected.instances.length > 0) yield selected
-  }
+    if (!study || !studyMatches(study, filters)) return undefined
+    return selectInStudy(client, study, filters, narrower(explicit?.get(studyId), only?.get(studyId)), signal)
+  })
+  for await (const selected of selections) if (selected && selected.instances.length > 0) yield selected
 }
 
 export interface SelectionOptions {

@@ -1,9 +1,11 @@
 import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {selectInstances, type SelectedInstance} from '../sources/orthanc-selection.js'
-import {mapConcurrent} from '../util/concurrency.js'
+import {mapConcurrent, mapOrdered} from '../util/concurrency.js'
 
 const LOOKUP_CONCURRENCY = 8
+/** Studies compared at once. */
+const STUDIES_COMPARED_AT_ONCE = 4
 
 /** Where an instance stands between two servers; 'present' is on both, MD5s not compared. */
 export type InstanceState = 'only-source' | 'only-target' | 'different' | 'identical' | 'present'
@@ -41,8 +43,8 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   const unfiltered = Object.keys(options.filters).length === 0
   const sourceStudies = new Set<string>()
   const lookupEachOnTarget = options.onlyInstances !== undefined
-  for await (const study of selectInstances(source, options.filters, options.signal, {onlyInstances: options.onlyInstances})) {
-    sourceStudies.add(study.studyId)
+  // Several studies are looked up on the target at once, in order (each lookup is a round trip).
+  const compared = mapOrdered(selectInstances(source, options.filters, options.signal, {onlyInstances: options.onlyInstances}), STUDIES_COMPARED_AT_ONCE, async (study) => {
     const onTarget = lookupEachOnTarget
       ? await presentOneByOne(target, study.instances, options.signal)
       : new Set((await target.studyInstanceIds(study.studyId, options.signal)))
@@ -51,6 +53,10 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
     const same = options.checksum
       ? await mapConcurrent([...study.instances.keys()], LOOKUP_CONCURRENCY, async (index) => !present[index] || sameMd5(source, target, study.instances[index]!.id, options.signal))
       : undefined
+    return {study, onTarget, present, same}
+  })
+  for await (const {study, onTarget, present, same} of compared) {
+    sourceStudies.add(study.studyId)
     for (const [index, instance] of study.instances.entries()) {
       const base = {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, size: instance.size, source: instance}
       if (!present[index]) yield {...base, state: 'only-source'}

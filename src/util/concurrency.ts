@@ -13,6 +13,27 @@ export async function mapConcurrent<T, R>(items: T[], limit: number, fn: (item: 
   return results
 }
 
+/**
+ * Maps the items of a (possibly async) iterable with up to `limit` calls in flight, yielding the
+ * results in the input order: each result waits for those before it, and the next item is taken
+ * as soon as a result is handed over. For lookups that cost a round trip each (a study's listing
+ * on both servers), so that a link's latency is paid once per `limit` items, not once per item.
+ * A failure comes out in its place, after the results before it; calls already started for later
+ * items are left to finish, unseen.
+ */
+export async function* mapOrdered<T, R>(items: Iterable<T> | AsyncIterable<T>, limit: number, fn: (item: T) => Promise<R>): AsyncGenerator<R> {
+  const window: Array<Promise<R>> = []
+  for await (const item of items) {
+    const result = fn(item)
+    // Awaited below, in order; until then a failure must not count as unhandled.
+    result.catch(() => {})
+    window.push(result)
+    if (window.length >= Math.max(1, limit)) yield await window.shift()!
+  }
+
+  while (window.length > 0) yield await window.shift()!
+}
+
 /** Runs `fn` on each item of an async iterable, at most `limit` at a time, pulling items only as slots free up. */
 export async function forEachConcurrent<T>(items: AsyncIterable<T>, limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   const iterator = items[Symbol.asyncIterator]()

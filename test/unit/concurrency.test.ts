@@ -2,7 +2,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {describe, expect, it} from 'vitest'
 
-import {readAhead} from '../../src/util/concurrency.js'
+import {mapOrdered, readAhead} from '../../src/util/concurrency.js'
 import {inFlightPerUpload, runTransfer} from '../../src/transfer/engine.js'
 
 describe('inFlightPerUpload', () => {
@@ -180,5 +180,66 @@ describe('runTransfer with a control', () => {
     expect(completions.slice(0, 50).filter((completion) => completion.starved).length).toBeLessThan(10)
     // Only a lowered limit can be exceeded, by the items already in flight when it fell.
     expect(overLimit.every((value) => value <= 6)).toBe(true)
+  })
+})
+
+describe('mapOrdered', () => {
+  async function* numbers(count: number, log: number[]): AsyncGenerator<number> {
+    for (let index = 0; index < count; index++) {
+      log.push(index)
+      yield index
+    }
+  }
+
+  const delays = [30, 5, 20, 1, 15, 2, 25, 3, 10, 4]
+
+  it('yields every result in the input order, with at most `limit` calls in flight', async () => {
+    let inFlight = 0
+    let peak = 0
+    const seen: number[] = []
+    for await (const value of mapOrdered(delays.entries(), 3, async ([index, ms]) => {
+      inFlight++
+      peak = Math.max(peak, inFlight)
+      await sleep(ms)
+      inFlight--
+      return index
+    })) seen.push(value)
+    expect(seen).toEqual(delays.map((_, index) => index))
+    expect(peak).toBe(3)
+  })
+
+  it('overlaps the calls: ten 20 ms lookups, four at a time, take about three rounds, not ten', async () => {
+    const started = performance.now()
+    const seen: number[] = []
+    for await (const value of mapOrdered(Array.from({length: 10}, (_, index) => index), 4, async (index) => {
+      await sleep(20)
+      return index
+    })) seen.push(value)
+    expect(seen).toHaveLength(10)
+    expect(performance.now() - started).toBeLessThan(10 * 20)
+  })
+
+  it('takes items from an async source one at a time, as results are handed over', async () => {
+    const pulled: number[] = []
+    const seen: number[] = []
+    for await (const value of mapOrdered(numbers(20, pulled), 2, async (item) => item * 2)) {
+      seen.push(value)
+      expect(pulled.length).toBeLessThanOrEqual(seen.length + 2)
+    }
+
+    expect(seen).toEqual(Array.from({length: 20}, (_, index) => index * 2))
+  })
+
+  it('a failure comes out in its place, after the results before it, and nothing is left unhandled', async () => {
+    const seen: number[] = []
+    const run = async () => {
+      for await (const value of mapOrdered([1, 2, 3, 4, 5], 3, async (item) => {
+        if (item === 3 || item === 4) throw new Error(`lookup ${item} failed`)
+        return item
+      })) seen.push(value)
+    }
+
+    await expect(run()).rejects.toThrow('lookup 3 failed')
+    expect(seen).toEqual([1, 2])
   })
 })
