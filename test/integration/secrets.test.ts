@@ -141,7 +141,8 @@ describe('no secret in any output', () => {
   })
 
   it('a password in the URL is not in the process\'s command line once it runs (ps, /proc/PID/cmdline)', async () => {
-    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', inUrl(server.url), '--target', inUrl(target.url), '--follow', '--interval', '1'], {stdio: 'ignore'})
+    // In the test's folder: the mirror leaves its state file where it runs.
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', inUrl(server.url), '--target', inUrl(target.url), '--follow', '--interval', '1'], {stdio: 'ignore', cwd: work})
     try {
       await sleep(2500)
       const cmdline = (await readFile(`/proc/${child.pid}/cmdline`)).toString('latin1')
