@@ -69,8 +69,9 @@ describe('a server with a million instances, simulated', () => {
     for (const phase of ['list', 'changes'] as const) {
       const small = results[250_000]![phase]
       const large = results[1_000_000]![phase]
-      // Four times the instances: about four times the time, and no more memory.
-      expect(large.ms / small.ms, `${phase} time ratio`).toBeGreaterThan(1.5)
+      // Four times the instances: no more than about four times the time (a quadratic walk would
+      // take sixteen), and no more memory. No lower bound: the counts above prove the work was
+      // done, and a small run slowed by the machine made the ratio fall to 1.3 in CI.
       expect(large.ms / small.ms, `${phase} time ratio`).toBeLessThan(7)
       expect(large.peakHeapGrowth, `${phase} heap`).toBeLessThan(64 * MiB)
     }
@@ -94,7 +95,6 @@ describe('a server with a million instances, simulated', () => {
 
     process.stderr.write(`sync planning: ${JSON.stringify(results)}\n`)
     const ratio = results[1_000_000]!.ms / results[250_000]!.ms
-    expect(ratio).toBeGreaterThan(1.5)
     expect(ratio).toBeLessThan(7)
     expect(results[1_000_000]!.peakHeapGrowth).toBeLessThan(96 * MiB)
   }, 300_000)
