@@ -1,4 +1,4 @@
-import type {ArchiveReadReport} from '../sources/archive-source.js'
+import type {ArchiveReadReport, VolumeCounts} from '../sources/archive-source.js'
 import {type ArchiveInput, readArchives} from '../sources/archive-source.js'
 import type {AgeDecryptionKeys} from '../crypto/age.js'
 import {archiveInputs} from '../sources/archive-inputs.js'
@@ -55,16 +55,7 @@ export interface ImportSummary extends TransferStats {
   /** Bad input: corrupt, refused, unproven, truncated or missing entries and volumes (the first MAX_LISTED_PROBLEMS). Any of them fails the run. */
   problems: Problem[]
   problemCount: number
-  volumes: {
-    read: number
-    /** Volumes whose tag files all agree; only their payload was used. */
-    proven: number
-    complete: number
-    /** Volumes whose chain could not be proven: none of their instances was imported. */
-    unproven: Array<{volume: string; input: string; instances: number}>
-    incomplete: string[]
-    missing: ArchiveReadReport['missingVolumes']
-  }
+  volumes: VolumeCounts
   studies: StudyCompleteness
   /** Side data that could not be carried to the target, by level, kind and name, with counts. */
   notCarried: NotCarried[]

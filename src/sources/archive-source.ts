@@ -68,6 +68,18 @@ export interface ArchiveReadReport {
   missingVolumes: Array<{group: string; from: number; to: number; volumeCount: number}>
 }
 
+/** What a run found of the volumes it read, as import and verify summaries report it. */
+export interface VolumeCounts {
+  read: number
+  /** Volumes whose tag files all agree; only their payload was used. */
+  proven: number
+  complete: number
+  /** Volumes whose chain could not be proven: none of their instances was used. */
+  unproven: Array<{volume: string; input: string; instances: number}>
+  incomplete: string[]
+  missing: ArchiveReadReport['missingVolumes']
+}
+
 /**
  * Reads archive volumes and yields each instance, with its user attachments, only once the
  * bag it belongs to is proven (trust-chain.ts) and each of its files matches the proven

@@ -4,7 +4,7 @@ import {endpointOf} from '../orthanc/endpoint-of.js'
 import {archiveTotals} from '../sources/archive-totals.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {isCompletenessProblem, type Problem, ProblemList} from '../problems.js'
-import {type ArchiveInput, type ArchiveReadReport, readArchives} from '../sources/archive-source.js'
+import {type ArchiveInput, type ArchiveReadReport, readArchives, type VolumeCounts} from '../sources/archive-source.js'
 import {forEachConcurrent} from '../util/concurrency.js'
 
 export interface StudyCheck {
@@ -22,14 +22,7 @@ export interface VerifySummary {
   complete: boolean
   /** Nothing damaged, altered, hostile, contradictory or unreadable: every problem found (if any) is something missing. */
   valid: boolean
-  volumes: {
-    read: number
-    proven: number
-    complete: number
-    unproven: Array<{volume: string; input: string; instances: number}>
-    incomplete: string[]
-    missing: ArchiveReadReport['missingVolumes']
-  }
+  volumes: VolumeCounts
   instances: number
   problems: Problem[]
   problemCount: number
