@@ -1,7 +1,6 @@
 import {Flags} from '@oclif/core'
 
 import {UserFacingError} from '../errors.js'
-import {ADAPTIVE_MAX} from '../transfer/adaptive-concurrency.js'
 import {type BandwidthBuckets, bandwidthBuckets, BandwidthSyntaxError, parseBandwidthLimit} from '../transfer/bandwidth.js'
 
 const MAX_CONCURRENCY = 64
@@ -58,7 +57,4 @@ export function transferSettingsFromFlags(flags: {concurrency: string; bwlimit?:
   return {concurrency, bandwidth}
 }
 
-/** Connections to open at most to one server: enough for the requests around each upload, within Orthanc's 50 HTTP threads. */
-export function connectionsFor(concurrency: number | undefined): number {
-  return Math.min(48, 2 * (concurrency ?? ADAPTIVE_MAX) + 2)
-}
+export {connectionsFor} from '../transfer/adaptive-concurrency.js'

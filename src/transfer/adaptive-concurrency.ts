@@ -63,6 +63,14 @@ export interface Decision {
 export const ADAPTIVE_INITIAL = 8
 export const ADAPTIVE_MAX = 32
 
+/**
+ * Connections to open at most to one server for a job of this concurrency (undefined: adaptive, up
+ * to ADAPTIVE_MAX): enough for the requests around each upload, within Orthanc's 50 HTTP threads.
+ */
+export function connectionsFor(concurrency: number | undefined): number {
+  return Math.min(48, 2 * (concurrency ?? ADAPTIVE_MAX) + 2)
+}
+
 /** Doubling pays when the throughput rises by this much. */
 export const GAIN = 0.1
 /** A step up stays when the throughput rises by this much over the level held. */
