@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {createReadStream} from 'node:fs'
-import {access, constants, realpath, rename, rm, stat} from 'node:fs/promises'
+import {access, constants, realpath, rename, rm} from 'node:fs/promises'
 import {dirname, join, resolve} from 'node:path'
 import {createInterface} from 'node:readline'
 
@@ -10,6 +10,7 @@ import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {crashPoint} from '../util/crash-points.js'
 import {syncDirectory} from '../util/json-file.js'
 import {openPrivateFile} from '../util/private-files.js'
+import {pathExists} from '../util/file-exists.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
@@ -49,7 +50,7 @@ export class ReceiptWriter {
 
   /** Starts a receipt at `path`, which must not exist yet. Fails at once if its folder cannot be written. */
   static async create(path: string, header: Omit<ReceiptHeader, 'groups' | 'hops'>): Promise<ReceiptWriter> {
-    if (await exists(path)) throw receiptError(path, 'exists already, and a receipt is never overwritten', 'Give --receipt a new file name, or leave it out for a unique one.')
+    if (await pathExists(path)) throw receiptError(path, 'exists already, and a receipt is never overwritten', 'Give --receipt a new file name, or leave it out for a unique one.')
     try {
       await openPrivateFile(`${path}.partial`, 'wx').then((handle) => handle.close())
     } catch (error) {
@@ -85,7 +86,7 @@ export class ReceiptWriter {
     }
 
     crashPoint('import:receipt-written')
-    if (await exists(this.path)) throw receiptError(this.path, 'appeared while the import ran, and a receipt is never overwritten', `The receipt is left in ${temporary}.`)
+    if (await pathExists(this.path)) throw receiptError(this.path, 'appeared while the import ran, and a receipt is never overwritten', `The receipt is left in ${temporary}.`)
     await rename(temporary, this.path)
     await rm(`${this.path}.partial`, {force: true})
     await syncDirectory(dirname(this.path))
@@ -151,15 +152,6 @@ async function canonical(path: string): Promise<string> {
 
 function receiptError(path: string, what: string, suggestion: string): UserFacingError {
   return new UserFacingError(`the receipt ${path} ${what}`, suggestion, 'usage', 'bad-receipt-path')
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch {
-    return false
-  }
 }
 
 /** Instances a receipt shows as safely on the far side, with the MD5 the far side holds. */

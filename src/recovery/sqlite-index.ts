@@ -5,6 +5,7 @@ import {join} from 'node:path'
 import {UserFacingError} from '../errors.js'
 import type {OrthancIndex} from './index-model.js'
 import {type Row, type SqlConnection, SqlIndex} from './sql-index.js'
+import {pathExists} from '../util/file-exists.js'
 
 /** The files SQLite keeps an Orthanc index in: the database, and what a killed server leaves beside it. */
 const INDEX_FILE = 'index'
@@ -35,7 +36,7 @@ export async function openSqliteIndex(location: string): Promise<OrthancIndex> {
     const copy = join(privateDir, INDEX_FILE)
     await copyPrivately(path, copy)
     for (const suffix of COMPANIONS) {
-      if (await exists(`${path}${suffix}`)) await copyPrivately(`${path}${suffix}`, `${copy}${suffix}`)
+      if (await pathExists(`${path}${suffix}`)) await copyPrivately(`${path}${suffix}`, `${copy}${suffix}`)
     }
 
     const {default: sqlite} = await import('node-sqlite3-wasm')
@@ -107,15 +108,6 @@ function asUserFacing(error: unknown, path: string): unknown {
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory()
-  } catch {
-    return false
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
   } catch {
     return false
   }
