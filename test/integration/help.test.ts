@@ -48,6 +48,15 @@ describe('help, typos and completion', () => {
     expect(terminal.code).toBe(127)
   })
 
+  it('import with nothing to import names the ways the command line has: a usage error, nothing contacted', async () => {
+    const result = await runCli(['import', '--target', 'http://127.0.0.1:9'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/nothing to import/)
+    expect(result.stderr).toContain('- for stdin, or --from-postgres')
+    // The library's option names are not the command's.
+    expect(result.stderr).not.toMatch(/fromPostgres|a stream,/)
+  })
+
   it('completes commands and flags in bash', async () => {
     const env = {...process.env, XDG_CACHE_HOME: cache}
     const refreshed = await runCli(['autocomplete', '--refresh-cache'], {env})
