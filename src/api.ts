@@ -2,26 +2,25 @@ import type {Readable, Writable} from 'node:stream'
 
 import {DEFAULT_MAX_VOLUME_BYTES} from './archive/format.js'
 import type {AgeDecryptionKeys, AgeEncryptionKeys} from './crypto/age.js'
-import {buildExclusions} from './export/exclusions.js'
-import {exportArchive as runExport, type ExportSummary} from './export/export.js'
-import {readHops} from './export/hops.js'
-import {importInstances, type ImportSummary} from './import/import.js'
-import {type FolderMode, type ImportInput, postgresInputs, resolveImportInputs} from './import/inputs.js'
-import {defaultReceiptPath} from './import/receipt.js'
+import type {ExportSummary} from './export/export.js'
+import type {ImportSummary} from './import/import.js'
+import type {FolderMode, ImportInput} from './import/inputs.js'
 import type {InstanceFilters} from './model.js'
 import {OrthancClient} from './orthanc/client.js'
 import {resolveEndpoint, type ServerEndpoint} from './orthanc/endpoint.js'
 import type {HttpOptions} from './orthanc/http.js'
-import {resolvePostgresSource} from './recovery/postgres-index.js'
-import {archiveInputs} from './sources/archive-inputs.js'
-import {type DiffSummary, diffServers as runDiff} from './sync/diff.js'
-import {type FollowSummary, followSource, type FollowEvent} from './sync/follow.js'
-import {type SyncSummary, syncServers as runSync} from './sync/sync.js'
+import type {archiveInputs} from './sources/archive-inputs.js'
+import type {DiffSummary} from './sync/diff.js'
+import type {FollowEvent, FollowSummary} from './sync/follow.js'
+import type {SyncSummary} from './sync/sync.js'
 import {connectionsFor} from './transfer/adaptive-concurrency.js'
 import type {JobEventListener, ProgressListener} from './transfer/progress.js'
 import {Secret} from './util/secret.js'
-import {verifyArchives as runVerify, type VerifySummary} from './verify/verify.js'
+import type {VerifySummary} from './verify/verify.js'
 import {UserFacingError} from './errors.js'
+
+// Each job's modules are loaded when the job runs: a command (or a program) that exports loads
+// nothing of import, recovery or verify at start-up.
 
 /**
  * The library's entry points: the same jobs as the commands, with the commands' defaults, taking
@@ -114,6 +113,7 @@ export interface ExportArchiveOptions extends JobCallbacks {
 
 /** Exports a server's instances into verifiable archive volumes (tar + BagIt), as `export` does. */
 export async function exportArchive(options: ExportArchiveOptions): Promise<ExportSummary> {
+  const [{buildExclusions}, {exportArchive: runExport}, {readHops}] = await Promise.all([import('./export/exclusions.js'), import('./export/export.js'), import('./export/hops.js')])
   const exclusions = await buildExclusions(options.source, options.since, options.excludeReceipts ?? [], options.signal)
   return runExport({
     client: options.source,
@@ -176,6 +176,9 @@ export async function importInputs(options: ImportInputsOptions): Promise<Import
     throw new UserFacingError('nothing to import', 'Give archive volumes, a DICOM folder, a storage folder, a stream, or fromPostgres.', 'usage', 'no-input')
   }
 
+  const [{importInstances}, {postgresInputs, resolveImportInputs}, {defaultReceiptPath}, {resolvePostgresSource}] = await Promise.all([
+    import('./import/import.js'), import('./import/inputs.js'), import('./import/receipt.js'), import('./recovery/postgres-index.js'),
+  ])
   let inputs: ImportInput[]
   if (options.fromPostgres !== undefined) {
     inputs = postgresInputs(given.map(String), resolvePostgresSource(options.fromPostgres, {passwordFile: options.postgresPasswordFile}))
@@ -220,6 +223,7 @@ export interface SyncServersOptions extends JobCallbacks {
 
 /** Copies what the target lacks straight from the source, as `sync` does (once). */
 export async function syncServers(options: SyncServersOptions): Promise<SyncSummary> {
+  const {syncServers: runSync} = await import('./sync/sync.js')
   return runSync({...options, filters: options.filters ?? {}, checksum: options.checksum ?? false, dryRun: options.dryRun ?? false, concurrency: options.concurrency})
 }
 
@@ -241,6 +245,7 @@ export interface FollowServersOptions extends Omit<SyncServersOptions, 'dryRun' 
 
 /** Keeps the target mirrored until `signal` aborts, as `sync --follow` does; returns the counts of every pass. */
 export async function followServers(options: FollowServersOptions): Promise<FollowSummary> {
+  const {followSource} = await import('./sync/follow.js')
   return followSource({
     ...options, filters: options.filters ?? {}, checksum: options.checksum ?? false, concurrency: options.concurrency,
     intervalMs: options.intervalMs ?? 10_000, fullEveryMs: options.fullEveryMs ?? 3_600_000,
@@ -264,6 +269,9 @@ export interface VerifyArchiveOptions extends JobCallbacks {
  * archive. Exit-code-free: see verifyOutcome() for the verdict.
  */
 export async function verifyArchives(archives: Array<string | Readable>, options: VerifyArchiveOptions = {}): Promise<VerifySummary> {
+  const [{resolveImportInputs}, {archiveInputs: toArchiveInputs}, {verifyArchives: runVerify}] = await Promise.all([
+    import('./import/inputs.js'), import('./sources/archive-inputs.js'), import('./verify/verify.js'),
+  ])
   const found: Parameters<typeof archiveInputs>[0] = []
   for (const [index, archive] of archives.entries()) {
     if (typeof archive !== 'string') {
@@ -281,7 +289,7 @@ export async function verifyArchives(archives: Array<string | Readable>, options
   }
 
   // Encrypted volumes are decrypted as they stream; one without a key to open it is refused before any work.
-  const inputs = await archiveInputs(found, options.decryption)
+  const inputs = await toArchiveInputs(found, options.decryption)
   return runVerify(inputs, {...options, concurrency: options.concurrency ?? 8})
 }
 
@@ -302,5 +310,6 @@ export interface DiffServersOptions {
 
 /** Compares two servers by instance ID and recorded MD5 (no download), as `diff` does. See serversDiffer. */
 export async function diffServers(source: OrthancClient, target: OrthancClient, options: DiffServersOptions = {}): Promise<DiffSummary> {
+  const {diffServers: runDiff} = await import('./sync/diff.js')
   return runDiff(source, target, {...options, filters: options.filters ?? {}, perStudy: options.perStudy ?? false})
 }
