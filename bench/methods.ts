@@ -1,19 +1,20 @@
-import {mkdir} from 'node:fs/promises'
+import {mkdir, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {checkedCopy, checkedUpload, uncheckedCopy} from './floors.js'
+import {FRESH_FLOOR_SCRIPT, type FreshFloorResult} from './fresh-process-floor.js'
 import type {Cleanup} from './cleanup.js'
 import type {Corpus} from './corpus.js'
 import {curlIngest} from './curl-ceiling.js'
 import {naiveCopy} from './naive-copier.js'
-import {cpuOf, machineBusyMs} from './processes.js'
+import {cpuOf, machineBusyMs, measureProcess} from './processes.js'
 import {log, quiet} from './progress.js'
 import {rawDownload} from './raw-download.js'
 import type {Sample} from './samples.js'
 import {uploadSequentially} from './sequential-uploader.js'
 import {uploadZipBatches} from './zip-batches.js'
 import {type BenchServer, expectInstances, startServer} from './servers.js'
-import {runPipe, runTool, type ToolRun} from './tool.js'
+import {repoRoot, runPipe, runTool, type ToolRun} from './tool.js'
 import type {OrthancOptions} from '../test/helpers/orthanc.js'
 
 export interface MethodContext {
@@ -141,6 +142,38 @@ export const checkedCopyFloor = inProcessIntoTarget('checked-copy', 'checked-cop
 export const checkedUploadFloor = inProcessIntoTarget('checked-upload', 'checked-upload floor (read file, MD5, POST, MD5 read back; 4 kept-alive connections, in-process)', 'checked upload', false,
   (context, target) => checkedUpload(context.corpus.files, target.url))
 
+/**
+ * A checked floor run as a new process's only job (fresh-process-floor.ts): what it costs a
+ * process that starts cold, as every tool run does. Its client CPU is what the process itself
+ * counted from its first request to its last.
+ */
+function freshProcessFloor(key: string, label: string, what: string, readsSource: boolean, argsOf: (context: MethodContext, target: BenchServer, scratch: string) => Promise<string[]>): Method {
+  return {
+    key,
+    label,
+    run: (context) => inScratch(context, key, (scratch) => intoFreshTarget(context, what, async (target) => {
+      let result: FreshFloorResult | undefined
+      const timing = await timed(readsSource ? [context.source, target] : [target], async () => {
+        const run = await measureProcess(process.execPath, ['--import', 'tsx', FRESH_FLOOR_SCRIPT, ...(await argsOf(context, target, scratch))], {cwd: repoRoot})
+        if (run.code !== 0) throw new Error(`${what} exited with code ${run.code}: ${run.stderr.trim().slice(0, 500)}`)
+        result = JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '') as FreshFloorResult
+        if (result.count !== context.corpus.count) throw new Error(`${what} copied ${result.count} instances, not ${context.corpus.count}`)
+      })
+      return sampleOf(timing, {cpuMs: result!.cpuMs, ms: result!.ms})
+    })),
+  }
+}
+
+export const checkedCopyFreshFloor = freshProcessFloor('checked-copy-fresh', 'checked-copy floor, as a new process\'s first job (CPU and time from its first request to its last)', 'checked copy (new process)', true,
+  async (context, target) => ['copy', context.source.url, target.url])
+
+export const checkedUploadFreshFloor = freshProcessFloor('checked-upload-fresh', 'checked-upload floor, as a new process\'s first job (CPU and time from its first request to its last)', 'checked upload (new process)', false,
+  async (context, target, scratch) => {
+    const list = join(scratch, 'files.json')
+    await writeFile(list, JSON.stringify(context.corpus.files))
+    return ['upload', target.url, list]
+  })
+
 export const sequentialUploader = inProcessIntoTarget('sequential', 'sequential uploader (ImportDicomFiles.py way: one file per request, new connection each)', 'sequential uploader', false,
   (context, target) => uploadSequentially(context.corpus.files, target.url))
 
@@ -248,4 +281,4 @@ export const toolPipe: Method = {
     toolSample([context.source, target], () => runPipe(context.source.url, target.url, scratch, context.corpus.count)))),
 }
 
-export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, uncheckedCopyFloor, checkedCopyFloor, checkedUploadFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]
+export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, uncheckedCopyFloor, checkedCopyFloor, checkedCopyFreshFloor, checkedUploadFloor, checkedUploadFreshFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]
