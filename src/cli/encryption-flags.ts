@@ -17,7 +17,7 @@ export const decryptionFlags = {
 }
 
 export async function encryptionKeysFromFlags(flags: {recipient?: string[]; 'recipients-file'?: string[]; 'passphrase-file'?: string}): Promise<AgeEncryptionKeys | undefined> {
-  const recipients = (flags.recipient ?? []).map((recipient) => parseRecipient(recipient, '--recipient'))
+  const recipients = await Promise.all((flags.recipient ?? []).map((recipient) => parseRecipient(recipient, '--recipient')))
   for (const file of flags['recipients-file'] ?? []) recipients.push(...await readRecipientsFile(file))
   const passphraseFile = flags['passphrase-file']
   if (recipients.length > 0 && passphraseFile) {

@@ -12,10 +12,9 @@
 import {open} from 'node:fs/promises'
 import {inspect} from 'node:util'
 
-import {Encrypter, identityToRecipient} from 'age-encryption'
-
 import {Secret} from '../util/secret.js'
 import {AgeKeyFileError, InvalidAgeRecipientError} from './age-errors.js'
+import {loadAgeLibrary} from './age-library.js'
 
 /** An X25519 identity (private key) and the recipient (public key) it answers to. */
 export class AgeIdentity {
@@ -33,6 +32,7 @@ export class AgeIdentity {
    */
   static async parse(text: string, origin: string): Promise<AgeIdentity | undefined> {
     if (!text.startsWith('AGE-SECRET-KEY-1')) return undefined
+    const {identityToRecipient} = await loadAgeLibrary()
     try {
       return new AgeIdentity(new Secret(text), await identityToRecipient(text), origin)
     } catch {
@@ -81,7 +81,7 @@ const PUBLIC_LOOKING = /^age1[02-9ac-hj-np-z]{1,100}$/
  * Checks a recipient given on the command line or in a recipients file and returns it as age
  * writes it. Refuses secret keys pasted by mistake without echoing them.
  */
-export function parseRecipient(text: string, origin?: string): string {
+export async function parseRecipient(text: string, origin?: string): Promise<string> {
   const recipient = text.trim()
   const shown = PUBLIC_LOOKING.test(recipient) ? recipient : undefined
   if (/^AGE-SECRET-KEY-/i.test(recipient)) {
@@ -91,6 +91,7 @@ export function parseRecipient(text: string, origin?: string): string {
   if (/^age1(pq|tag|tagpq)1/.test(recipient)) throw new InvalidAgeRecipientError(shown, 'post-quantum and tag recipients are not read by age 1.1; give an X25519 recipient', origin)
   if (/^(ssh-|ecdsa-)/.test(recipient)) throw new InvalidAgeRecipientError(undefined, 'SSH public keys are not supported; give an age X25519 recipient', origin)
   if (!recipient.startsWith('age1')) throw new InvalidAgeRecipientError(undefined, 'it does not start with "age1"', origin)
+  const {Encrypter} = await loadAgeLibrary()
   try {
     new Encrypter().addRecipient(recipient)
   } catch {
@@ -101,12 +102,12 @@ export function parseRecipient(text: string, origin?: string): string {
 }
 
 /** A recipients file in age's format: one recipient per line, `#` comments and blank lines ignored. */
-export function parseRecipientsFile(text: string, path: string): string[] {
+export async function parseRecipientsFile(text: string, path: string): Promise<string[]> {
   const recipients: string[] = []
   for (const [index, raw] of text.split('\n').entries()) {
     const line = raw.trim()
     if (line === '' || line.startsWith('#')) continue
-    recipients.push(parseRecipient(line, `recipients file ${path} line ${index + 1}`))
+    recipients.push(await parseRecipient(line, `recipients file ${path} line ${index + 1}`))
   }
 
   if (recipients.length === 0) throw new AgeKeyFileError(path, 'recipients file', 'malformed', 'holds no recipient')

@@ -17,7 +17,7 @@
 import {type Duplex, pipeline, type Readable, Writable} from 'node:stream'
 import {pipeline as pipelineAsync} from 'node:stream/promises'
 
-import {Decrypter, Encrypter, type Identity, type Stanza} from 'age-encryption'
+import type {Identity, Stanza} from 'age-encryption'
 
 import {
   AgeAlteredError, AgeError, AgeTruncatedError, AgeTruncatedOrAlteredError, AgeWrongKeyError,
@@ -25,6 +25,7 @@ import {
 } from './age-errors.js'
 import {type AgeDecryptionKeys, type AgeEncryptionKeys, DEFAULT_SCRYPT_WORK_FACTOR, parseRecipient} from './age-keys.js'
 import type {Secret} from '../util/secret.js'
+import {loadAgeLibrary} from './age-library.js'
 import {WebTransformDuplex} from './web-stream-bridge.js'
 
 /** The volume file name's ending: `orthanc-export-0001-of-0003.tar.age`. */
@@ -118,7 +119,8 @@ type CheckedEncryptionKeys = {recipients: string[]} | {passphrase: Secret; scryp
 function checkEncryptionKeys(keys: AgeEncryptionKeys): CheckedEncryptionKeys {
   if ('recipients' in keys) {
     if (keys.recipients.length === 0) throw new MissingAgeKeyError('encrypt')
-    return {recipients: keys.recipients.map((recipient) => parseRecipient(recipient))}
+    // Each is checked in full (which needs the age library) when the encryption starts.
+    return {recipients: [...keys.recipients]}
   }
 
   if (keys.passphrase.reveal() === '') throw new MissingAgeKeyError('encrypt')
@@ -134,12 +136,12 @@ class AgeEncryptor extends WebTransformDuplex {
   }
 
   protected override async transform(input: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
-    const encrypter = new Encrypter()
+    const encrypter = new (await loadAgeLibrary()).Encrypter()
     if ('passphrase' in this.keys) {
       encrypter.setScryptWorkFactor(this.keys.scryptWorkFactor)
       encrypter.setPassphrase(this.keys.passphrase.reveal())
     } else {
-      for (const recipient of this.keys.recipients) encrypter.addRecipient(recipient)
+      for (const recipient of this.keys.recipients) encrypter.addRecipient(await parseRecipient(recipient))
     }
 
     return encrypter.encrypt(input)
@@ -167,7 +169,7 @@ class AgeDecryptor extends WebTransformDuplex {
   }
 
   protected override async transform(input: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
-    const decrypter = new Decrypter()
+    const decrypter = new (await loadAgeLibrary()).Decrypter()
     // Tried first, opens nothing: it only notes the header's stanza types, for the wrong-key message.
     decrypter.addIdentity(this.probe)
     for (const identity of this.keys.identities) decrypter.addIdentity(identity.secret.reveal())

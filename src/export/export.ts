@@ -19,7 +19,7 @@ import {emptyStats, type PlannedCounts, recordFailure, type TransferStats} from 
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
-import {type AgeEncryptionKeys, encryptedSizeBound} from '../crypto/age.js'
+import {type AgeEncryptionKeys, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
 import {type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
@@ -89,6 +89,8 @@ const STATE_DIR = '.orthanc-replicate'
  */
 export async function exportArchive(options: ExportOptions): Promise<ExportSummary> {
   const started = Date.now()
+  // Recipients from the library API have not been through the command line's checks: a bad one fails here, before anything is written.
+  if (options.encryption && 'recipients' in options.encryption) await Promise.all(options.encryption.recipients.map((recipient) => parseRecipient(recipient, 'encryption recipient')))
   const source = await sourceIdentity(options.client, options.signal)
   // A stream is cut into bags of the volume size too: the far side holds one bag on disk until
   // its tag manifest, which comes last, proves it.

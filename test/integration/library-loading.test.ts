@@ -1,7 +1,17 @@
 import {execFileSync} from 'node:child_process'
+import {mkdtemp, readdir, readFile, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import {describe, expect, it} from 'vitest'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {InvalidAgeRecipientError} from '../../src/crypto/age.js'
+import {connect, exportArchive} from '../../src/index.js'
+import {newIdentity} from '../helpers/age.js'
+import {runCli} from '../helpers/cli.js'
+import {makeCorpus} from '../helpers/corpus.js'
+import {freePort} from '../helpers/ports.js'
 
 describe('the library API', () => {
   it('loads none of the command line: no oclif, no flag parsing', () => {
@@ -12,5 +22,60 @@ describe('the library API', () => {
     ], {encoding: 'utf8'})) as string[]
     expect(loaded.length).toBeGreaterThan(0)
     expect(loaded.filter((file) => file.includes('/node_modules/@oclif/'))).toEqual([])
+  })
+
+  it('refuses an export to a recipient that is not one before it contacts the server or writes a byte', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'library-export-'))
+    const source = connect(`http://127.0.0.1:${await freePort()}`)
+    try {
+      const output = join(dir, 'volumes')
+      await expect(exportArchive({source, output, encryption: {recipients: ['age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq']}})).rejects.toThrow(InvalidAgeRecipientError)
+      expect(await readdir(dir)).toEqual([])
+      expect(source.http.stats.requests).toBe(0)
+    } finally {
+      await source.close()
+      await rm(dir, {recursive: true, force: true})
+    }
+  })
+})
+
+describe('start-up', () => {
+  const recorder = fileURLToPath(new URL('../helpers/module-recorder.mjs', import.meta.url))
+  const ageLibrary = (url: string) => /\/node_modules\/(age-encryption|@noble)\//.test(url)
+  let dir: string
+  let corpus: string
+  let nobody: string
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'start-up-'))
+    corpus = join(dir, 'corpus')
+    await makeCorpus(corpus)
+    // A port nothing listens on: each command fails at its first request, after loading what it runs with.
+    nobody = `http://127.0.0.1:${await freePort()}`
+  })
+  afterAll(async () => {
+    await rm(dir, {recursive: true, force: true})
+  })
+
+  /** The modules a command loaded through the ES module loader, as URLs. */
+  async function modulesLoadedBy(name: string, args: string[]): Promise<string[]> {
+    const record = join(dir, `${name}.modules`)
+    const result = await runCli(args, {env: {NODE_OPTIONS: `--import=${recorder}`, RECORD_MODULES_TO: record}})
+    expect(result.code, result.stderr).not.toBe(0)
+    return (await readFile(record, 'utf8')).split('\n').filter(Boolean)
+  }
+
+  it('import, export and verify load the age library (145 ms of CPU) only when they meet encryption', async () => {
+    const plain = {
+      import: await modulesLoadedBy('import', ['import', '--target', nobody, '--no-receipt', corpus]),
+      export: await modulesLoadedBy('export', ['export', '--source', nobody, '--output', join(dir, 'export')]),
+      verify: await modulesLoadedBy('verify', ['verify', corpus]),
+    }
+    for (const loaded of Object.values(plain)) {
+      // The recorder saw the command's own modules and its HTTP client.
+      expect(loaded.some((url) => url.endsWith('/dist/src/cli/base-command.js'))).toBe(true)
+      expect(loaded.filter(ageLibrary)).toEqual([])
+    }
+    const encrypted = await modulesLoadedBy('encrypted-export', ['export', '--source', nobody, '--output', join(dir, 'encrypted'), '--recipient', (await newIdentity()).recipient])
+    expect(encrypted.filter(ageLibrary).length).toBeGreaterThan(0)
   })
 })
