@@ -1,6 +1,8 @@
 import type {FileHandle} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 
+import {ChunkQueue} from '../util/chunk-queue.js'
+
 /**
  * Bytes in order, from a stream or a file, for the tar scanner. Only what a caller asks for is
  * kept: a stream's chunks are dropped as soon as they are consumed, and a file skips by seeking.
@@ -21,8 +23,7 @@ export interface TarSource {
 export class StreamSource implements TarSource {
   position = 0
   private readonly iterator: AsyncIterator<unknown>
-  private chunks: Buffer[] = []
-  private available = 0
+  private readonly queue = new ChunkQueue()
   private ended = false
 
   constructor(input: Readable) {
@@ -30,65 +31,36 @@ export class StreamSource implements TarSource {
   }
 
   async read(length: number): Promise<Buffer> {
-    while (this.available < length) {
+    while (this.queue.length < length) {
       if (!(await this.pull())) break
     }
 
-    const wanted = Math.min(length, this.available)
-    const first = this.chunks[0]
-    let result: Buffer
-    if (first && first.length >= wanted) {
-      result = first.subarray(0, wanted)
-      this.consume(wanted)
-    } else {
-      const pieces: Buffer[] = []
-      let left = wanted
-      while (left > 0) {
-        const chunk = this.chunks[0]!
-        const piece = chunk.length <= left ? chunk : chunk.subarray(0, left)
-        pieces.push(piece)
-        this.consume(piece.length)
-        left -= piece.length
-      }
-
-      result = Buffer.concat(pieces, wanted)
-    }
-
+    const result = this.queue.take(length)
+    this.position += result.length
     return result
   }
 
   async skip(length: number): Promise<number> {
     let skipped = 0
     while (skipped < length) {
-      if (this.available === 0 && !(await this.pull())) break
-      const step = Math.min(length - skipped, this.chunks[0]!.length)
-      this.consume(step)
-      skipped += step
+      if (this.queue.length === 0 && !(await this.pull())) break
+      const dropped = this.queue.drop(length - skipped)
+      this.position += dropped
+      skipped += dropped
     }
 
     return skipped
   }
 
   unread(bytes: Buffer): void {
-    if (bytes.length === 0) return
-    this.chunks.unshift(bytes)
-    this.available += bytes.length
+    this.queue.unshift(bytes)
     this.position -= bytes.length
   }
 
   async close(): Promise<void> {
-    this.chunks = []
-    this.available = 0
+    this.queue.clear()
     // Ends the iteration, which destroys the stream: nothing more is read from it.
     if (!this.ended) await this.iterator.return?.()
-  }
-
-  private consume(length: number): void {
-    const chunk = this.chunks[0]!
-    if (length === chunk.length) this.chunks.shift()
-    else this.chunks[0] = chunk.subarray(length)
-    this.available -= length
-    this.position += length
   }
 
   private async pull(): Promise<boolean> {
@@ -99,12 +71,7 @@ export class StreamSource implements TarSource {
       return false
     }
 
-    const chunk = typeof next.value === 'string' ? Buffer.from(next.value) : next.value as Buffer
-    if (chunk.length > 0) {
-      this.chunks.push(chunk)
-      this.available += chunk.length
-    }
-
+    this.queue.push(typeof next.value === 'string' ? Buffer.from(next.value) : next.value as Buffer)
     return true
   }
 }

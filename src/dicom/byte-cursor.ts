@@ -1,3 +1,4 @@
+import {ChunkQueue} from '../util/chunk-queue.js'
 import {NotDicomError} from './not-dicom-error.js'
 
 /**
@@ -55,8 +56,7 @@ export class BufferCursor implements ByteCursor {
  */
 export class ChunkCursor implements ByteCursor {
   position = 0
-  private chunks: Buffer[] = []
-  private available = 0
+  private readonly queue = new ChunkQueue()
   private ended = false
   /** Bytes the iterator produced in all. */
   produced = 0
@@ -65,64 +65,49 @@ export class ChunkCursor implements ByteCursor {
 
   peek(count: number): Buffer {
     this.fill(count)
-    const first = this.chunks[0]
-    if (first && first.length >= count) return first.subarray(0, count)
-    return Buffer.concat(this.chunks, this.available).subarray(0, count)
+    return this.queue.peek(count)
   }
 
   take(count: number): Buffer {
     this.require(count)
-    const pieces: Buffer[] = []
-    let left = count
-    while (left > 0) {
-      const chunk = this.chunks[0]!
-      const piece = chunk.length <= left ? chunk : chunk.subarray(0, left)
-      pieces.push(piece)
-      this.consume(piece.length)
-      left -= piece.length
-    }
-
-    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, count)
+    this.position += count
+    return this.queue.take(count)
   }
 
   skip(count: number): void {
     let left = count
     while (left > 0) {
-      if (this.available === 0 && !this.pull()) throw this.truncated(left)
-      const step = Math.min(left, this.chunks[0]!.length)
-      this.consume(step)
-      left -= step
+      if (this.queue.length === 0 && !this.pull()) throw this.truncated(left)
+      const dropped = this.queue.drop(left)
+      this.position += dropped
+      left -= dropped
     }
   }
 
   atEnd(): boolean {
     this.fill(1)
-    return this.available === 0
+    return this.queue.length === 0
   }
 
   /** Reads what is left to the end, keeping nothing: the iterator checks and counts it all. */
   drain(): void {
-    this.chunks = []
-    this.position += this.available
-    this.available = 0
-    while (this.pull()) {
-      this.position += this.available
-      this.chunks = []
-      this.available = 0
-    }
+    do {
+      this.position += this.queue.length
+      this.queue.clear()
+    } while (this.pull())
   }
 
   private require(count: number): void {
     this.fill(count)
-    if (this.available < count) throw this.truncated(count)
+    if (this.queue.length < count) throw this.truncated(count)
   }
 
   private truncated(count: number): NotDicomError {
-    return new NotDicomError('truncated', `needed ${count} bytes at offset ${this.position}, ${this.describeEnd()} ${this.position + this.available}`)
+    return new NotDicomError('truncated', `needed ${count} bytes at offset ${this.position}, ${this.describeEnd()} ${this.position + this.queue.length}`)
   }
 
   private fill(count: number): void {
-    while (this.available < count) {
+    while (this.queue.length < count) {
       if (!this.pull()) return
     }
   }
@@ -135,20 +120,8 @@ export class ChunkCursor implements ByteCursor {
       return false
     }
 
-    if (next.value.length > 0) {
-      this.chunks.push(next.value)
-      this.available += next.value.length
-      this.produced += next.value.length
-    }
-
+    this.queue.push(next.value)
+    this.produced += next.value.length
     return true
-  }
-
-  private consume(count: number): void {
-    const chunk = this.chunks[0]!
-    if (count === chunk.length) this.chunks.shift()
-    else this.chunks[0] = chunk.subarray(count)
-    this.available -= count
-    this.position += count
   }
 }
