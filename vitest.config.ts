@@ -10,5 +10,6 @@ export default defineConfig({
     poolOptions: {forks: {maxForks: 2, minForks: 1}},
     reporters: ['default'],
     setupFiles: ['test/setup/plain-child-output.ts'],
+    globalSetup: ['test/setup/repository-untouched.ts'],
   },
 })
