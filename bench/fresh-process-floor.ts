@@ -14,8 +14,8 @@ import {checkedCopy, checkedUpload} from './floors.js'
  * so the CPU targets are read against this floor too.
  *
  * Run by the bench as `node --import tsx bench/fresh-process-floor.ts copy SOURCE TARGET` or
- * `... upload TARGET FILE-LIST`; prints {count, cpuMs}, the CPU from the first request to the
- * last (module loading and TypeScript compilation not counted, V8's warm-up counted).
+ * `... upload TARGET FILE-LIST`; prints {count, cpuMs, ms}: the CPU and time from the first
+ * request to the last (module loading and TypeScript compilation not counted, V8's warm-up counted).
  */
 export const FRESH_FLOOR_SCRIPT = fileURLToPath(import.meta.url)
 

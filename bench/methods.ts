@@ -164,10 +164,10 @@ function freshProcessFloor(key: string, label: string, what: string, readsSource
   }
 }
 
-export const checkedCopyFreshFloor = freshProcessFloor('checked-copy-fresh', 'checked-copy floor, as a new process\'s first job (CPU and time from its first request to its last)', 'checked copy (new process)', true,
+export const checkedCopyFreshFloor = freshProcessFloor('checked-copy-fresh', 'checked-copy floor, as a new process\'s first job (CPU and time from its first request to its last; its start-up counts as other CPU)', 'checked copy (new process)', true,
   async (context, target) => ['copy', context.source.url, target.url])
 
-export const checkedUploadFreshFloor = freshProcessFloor('checked-upload-fresh', 'checked-upload floor, as a new process\'s first job (CPU and time from its first request to its last)', 'checked upload (new process)', false,
+export const checkedUploadFreshFloor = freshProcessFloor('checked-upload-fresh', 'checked-upload floor, as a new process\'s first job (CPU and time from its first request to its last; its start-up counts as other CPU)', 'checked upload (new process)', false,
   async (context, target, scratch) => {
     const list = join(scratch, 'files.json')
     await writeFile(list, JSON.stringify(context.corpus.files))
