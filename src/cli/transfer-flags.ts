@@ -56,5 +56,3 @@ export function transferSettingsFromFlags(flags: {concurrency: string; bwlimit?:
 
   return {concurrency, bandwidth}
 }
-
-export {connectionsFor} from '../transfer/adaptive-concurrency.js'
