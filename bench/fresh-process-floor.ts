@@ -1,7 +1,7 @@
 import {readFile} from 'node:fs/promises'
 import {fileURLToPath} from 'node:url'
 
-import {checkedCopy, checkedUpload} from './floors.js'
+import {checkedCopy, checkedUpload, losslessCheckedCopy} from './floors.js'
 
 /**
  * The checked floors (floors.ts) run as the first and only job of a new Node process, as every
@@ -13,8 +13,8 @@ import {checkedCopy, checkedUpload} from './floors.js'
  * copy's CPU was V8 compiling, JavaScript and WebAssembly). No command-line tool can start warm,
  * so the CPU targets are read against this floor too.
  *
- * Run by the bench as `node --import tsx bench/fresh-process-floor.ts copy SOURCE TARGET` or
- * `... upload TARGET FILE-LIST`; prints {count, cpuMs, ms}: the CPU and time from the first
+ * Run by the bench as `node --import tsx bench/fresh-process-floor.ts copy SOURCE TARGET`,
+ * `... lossless-copy SOURCE TARGET` (floors.ts: losslessCheckedCopy) or `... upload TARGET FILE-LIST`; prints {count, cpuMs, ms}: the CPU and time from the first
  * request to the last (module loading and TypeScript compilation not counted, V8's warm-up counted).
  */
 export const FRESH_FLOOR_SCRIPT = fileURLToPath(import.meta.url)
@@ -28,12 +28,13 @@ export interface FreshFloorResult {
 
 async function main(argv: string[]): Promise<void> {
   const [job, first, second] = argv
-  if (!first || !second || (job !== 'copy' && job !== 'upload')) throw new Error('usage: fresh-process-floor.ts copy SOURCE TARGET | upload TARGET FILE-LIST')
+  const jobs = {copy: checkedCopy, 'lossless-copy': losslessCheckedCopy}
+  if (!first || !second || (job !== 'upload' && !(job! in jobs))) throw new Error('usage: fresh-process-floor.ts copy|lossless-copy SOURCE TARGET | upload TARGET FILE-LIST')
   // Reading the file list is not part of the floor.
   const files = job === 'upload' ? (JSON.parse(await readFile(second, 'utf8')) as string[]) : []
   const started = performance.now()
   const before = process.cpuUsage()
-  const count = job === 'copy' ? await checkedCopy(first, second) : await checkedUpload(files, first)
+  const count = job === 'upload' ? await checkedUpload(files, first) : await jobs[job as keyof typeof jobs](first, second)
   const used = process.cpuUsage(before)
   const result: FreshFloorResult = {count, cpuMs: (used.user + used.system) / 1000, ms: performance.now() - started}
   console.log(JSON.stringify(result))

@@ -1,7 +1,7 @@
 import {mkdir, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {checkedCopy, checkedUpload, uncheckedCopy} from './floors.js'
+import {batchedLosslessCopy, checkedCopy, checkedUpload, uncheckedCopy} from './floors.js'
 import {FRESH_FLOOR_SCRIPT, type FreshFloorResult} from './fresh-process-floor.js'
 import type {Cleanup} from './cleanup.js'
 import type {Corpus} from './corpus.js'
@@ -139,6 +139,9 @@ export const uncheckedCopyFloor = inProcessIntoTarget('unchecked-copy', 'uncheck
 export const checkedCopyFloor = inProcessIntoTarget('checked-copy', 'checked-copy floor (GET with ETag, MD5, POST, MD5 read back; 4 kept-alive connections each side, in-process)', 'checked copy', true,
   (context, target) => checkedCopy(context.source.url, target.url))
 
+export const batchedLosslessCopyFloor = inProcessIntoTarget('batched-lossless-copy', 'batched lossless-copy floor (GET with ETag and the attachment list, MD5, 64 per stored ZIP POST, each MD5 read back; 16 kept-alive connections each side, in-process)', 'batched lossless copy', true,
+  (context, target) => batchedLosslessCopy(context.source.url, target.url))
+
 export const checkedUploadFloor = inProcessIntoTarget('checked-upload', 'checked-upload floor (read file, MD5, POST, MD5 read back; 4 kept-alive connections, in-process)', 'checked upload', false,
   (context, target) => checkedUpload(context.corpus.files, target.url))
 
@@ -166,6 +169,9 @@ function freshProcessFloor(key: string, label: string, what: string, readsSource
 
 export const checkedCopyFreshFloor = freshProcessFloor('checked-copy-fresh', 'checked-copy floor, as a new process\'s first job (CPU and time from its first request to its last; its start-up counts as other CPU)', 'checked copy (new process)', true,
   async (context, target) => ['copy', context.source.url, target.url])
+
+export const losslessCopyFreshFloor = freshProcessFloor('lossless-copy-fresh', 'lossless checked-copy floor (the checked copy plus each instance\'s attachment list, which 1.10.1 gives no other way), as a new process\'s first job', 'lossless checked copy (new process)', true,
+  async (context, target) => ['lossless-copy', context.source.url, target.url])
 
 export const checkedUploadFreshFloor = freshProcessFloor('checked-upload-fresh', 'checked-upload floor, as a new process\'s first job (CPU and time from its first request to its last; its start-up counts as other CPU)', 'checked upload (new process)', false,
   async (context, target, scratch) => {
@@ -281,4 +287,4 @@ export const toolPipe: Method = {
     toolSample([context.source, target], () => runPipe(context.source.url, target.url, scratch, context.corpus.count)))),
 }
 
-export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, uncheckedCopyFloor, checkedCopyFloor, checkedCopyFreshFloor, checkedUploadFloor, checkedUploadFreshFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]
+export const CORPUS_METHODS: Method[] = [naiveCopier, sequentialUploader, ingestCeiling, zipBatches, rawDownloadMethod, uncheckedCopyFloor, checkedCopyFloor, checkedCopyFreshFloor, losslessCopyFreshFloor, checkedUploadFloor, checkedUploadFreshFloor, toolSync(), toolImport, toolImportArchive, toolExport, toolPipe]
