@@ -11,9 +11,9 @@ import type {InFlightControl} from './engine.js'
  * it deterministically in the tests.
  *
  * How it decides, in measurement epochs of at least one turnover of the items in flight:
- * - slow start: double while an epoch's throughput beats the previous level's by GAIN, or its
- *   latency stayed within SAME_LATENCY (twice as many in flight in the same time); when a
- *   doubling does not pay, go back to the level that did, and hold there;
+ * - slow start: double while an epoch's throughput beats the previous level's by GAIN, measured
+ *   or as Little's law gives it (items in flight over their mean latency); when a doubling does
+ *   not pay, go back to the level that did, and hold there;
  * - steady: hold epochs alternate with probes one step up (a quarter) or down (an eighth); a probe up stays if
  *   it beats the level held by PROBE_GAIN, a probe down if it loses less than PROBE_LOSS; after
  *   each probe that did not pay, twice as many hold epochs pass before the next (up to 8);
@@ -78,8 +78,6 @@ export const PROBE_GAIN = 0.05
 /** A step down stays when the throughput falls by less than this. */
 export const PROBE_LOSS = 0.03
 export const LATENCY_RISE = 1.5
-/** In slow start, a doubling whose latency rose less than this pays too. */
-export const SAME_LATENCY = 1.25
 export const THROUGHPUT_FALL = 0.15
 /** Each item counts as this many bytes of work besides its own: the requests around it. */
 const ITEM_WORK_BYTES = 32 * 1024
@@ -90,8 +88,15 @@ const MAX_HOLDS_PER_PROBE = 8
 
 interface Level {
   concurrency: number
+  /** Work done over the epoch's time (bytes, items counted as ITEM_WORK_BYTES each, per ms). */
   rate: number
   latency: number
+  /**
+   * Items per ms by Little's law: the items kept in flight over their mean latency. A short epoch's
+   * measured rate swings with how the completions of items started together happen to fall in it;
+   * this does not, as long as the items in flight were kept full (starved epochs decide nothing).
+   */
+  steadyRate: number
 }
 
 /**
@@ -198,7 +203,8 @@ export class AdaptiveConcurrency {
     const samples = this.phase === 'slow start' ? this.turnover() / 2 : this.turnover()
     const enough = epoch.count >= Math.max(MIN_SAMPLES, samples) && elapsed >= MIN_EPOCH_MS
     if (!enough && !(elapsed >= MAX_EPOCH_MS && epoch.count > 0)) return
-    const level: Level = {concurrency: this.value, rate: (epoch.bytes + epoch.count * ITEM_WORK_BYTES) / Math.max(1, elapsed), latency: epoch.latency / epoch.count}
+    const latency = epoch.latency / epoch.count
+    const level: Level = {concurrency: this.value, rate: (epoch.bytes + epoch.count * ITEM_WORK_BYTES) / Math.max(1, elapsed), latency, steadyRate: this.turnover() / Math.max(1e-3, latency)}
     this.restartEpoch()
     // Mostly waiting for the source: the throughput is the source's, whatever the concurrency.
     if (epoch.starved * 2 > epoch.count) return
@@ -207,9 +213,12 @@ export class AdaptiveConcurrency {
   }
 
   private slowStart(level: Level): void {
-    // Twice the items in flight at about the same latency is twice the throughput (Little's law),
-    // whatever a short epoch measured while the new items filled the pipe.
-    const pays = !this.held || level.rate > this.held.rate * (1 + GAIN) || (level.latency < this.held.latency * SAME_LATENCY && level.rate >= this.held.rate)
+    // Twice the items in flight at less than twice the latency is more throughput (Little's law),
+    // whatever a short epoch measured while the new items filled the pipe, or the last one while
+    // a burst of completions of items started together fell in it (which made 16 at 40 ms of
+    // round trip look faster than 32, the fastest fixed concurrency there).
+    const held = this.held
+    const pays = !held || level.rate > held.rate * (1 + GAIN) || level.steadyRate > held.steadyRate * (1 + GAIN)
     if (pays) {
       this.held = level
       if (this.value < this.max) this.change(Math.min(this.max, this.value * 2), 'slow start')
@@ -218,7 +227,7 @@ export class AdaptiveConcurrency {
     }
 
     this.phase = 'steady'
-    this.change(this.held!.concurrency, 'doubling did not pay')
+    this.change(held.concurrency, 'doubling did not pay')
   }
 
   private steady(level: Level): void {

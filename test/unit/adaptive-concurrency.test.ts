@@ -172,6 +172,38 @@ describe('AdaptiveConcurrency against a simulated server', () => {
     expect(run.settled).toBeLessThan(before)
   })
 
+  it('judges a doubling by Little\'s law too: a burst of completions in a short epoch does not make the level before look faster', () => {
+    // Measured at 40 ms of round trip: the epoch at 16 caught the completions of items started
+    // together (16 within 100 ms), a measured rate that 32 could not beat by 10 %, though 32 kept
+    // twice the items in flight at 1.6 times the latency: 25 % more throughput by Little's law.
+    const climb = (latencyAt32: number) => {
+      let now = 0
+      const controller = new AdaptiveConcurrency({itemsPerUnit: 2, now: () => now})
+      const feed = (count: number, gapMs: number, latencyMs: number) => {
+        for (let index = 0; index < count; index++) {
+          now += gapMs
+          controller.record({ms: latencyMs, bytes: 130_000, congested: false})
+        }
+      }
+
+      feed(8, 20, 300) // the epoch at 8
+      feed(16, 10, 300) // the items started at 8 finish
+      feed(16, 6.25, 250) // the epoch at 16: a burst
+      feed(32, 5, 250) // the items started at 16 finish
+      // The epoch at 32: 64 items in flight, completions evenly spread by Little's law.
+      feed(32, latencyAt32 / 64, latencyAt32)
+      return controller
+    }
+
+    const rewarded = climb(400)
+    expect(rewarded.decisions.map((decision) => `${decision.from}->${decision.to} ${decision.reason}`)).toEqual(['8->16 slow start', '16->32 slow start'])
+    expect(rewarded.current).toBe(32)
+    // Twice the latency for twice the items in flight is no more throughput: back to 16.
+    const unrewarded = climb(500)
+    expect(unrewarded.decisions.at(-1)).toMatchObject({from: 32, to: 16, reason: 'doubling did not pay'})
+    expect(unrewarded.current).toBe(16)
+  })
+
   it('decides the same way given the same completions', () => {
     const server: Server = {rttMs: 10, roundTrips: 3, workers: 2, serviceMs: 2}
     expect(simulate(server, 2000, 7).decisions).toEqual(simulate(server, 2000, 7).decisions)
