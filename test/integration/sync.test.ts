@@ -62,7 +62,16 @@ describe('sync, diff and verify', () => {
     await uploadFiles(source, corpus.map((record) => record.path))
     await source.api(`/instances/${corpus[2]!.orthancId}/metadata/Reviewed`, {method: 'PUT', body: 'yes'})
     await source.api(`/instances/${corpus[2]!.orthancId}/attachments/Report`, {method: 'PUT', body: 'findings'})
+    // An empty user attachment: Orthanc takes it, and no size total shows it (see BENCHMARKS.md,
+    // the lossless floor); only the instance's attachment list does.
+    expect((await source.api(`/instances/${corpus[3]!.orthancId}/attachments/1031`, {method: 'PUT', body: ''})).status).toBe(200)
   })
+
+  /** The empty attachment came across: listed, and empty. */
+  const expectEmptyAttachment = async (server: OrthancServer) => {
+    expect(await server.json<string[]>(`/instances/${corpus[3]!.orthancId}/attachments`)).toContain('1031')
+    expect(await server.json(`/instances/${corpus[3]!.orthancId}/attachments/1031/info`)).toMatchObject({UncompressedSize: 0, UncompressedMD5: 'd41d8cd98f00b204e9800998ecf8427e'})
+  }
   afterAll(async () => {
     await Promise.all([source?.dispose(), target?.dispose()])
     await rm(work, {recursive: true, force: true})
@@ -87,6 +96,7 @@ describe('sync, diff and verify', () => {
     expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
     expect(await (await target.api(`/instances/${corpus[2]!.orthancId}/metadata/Reviewed`)).text()).toBe('yes')
     expect(await (await target.api(`/instances/${corpus[2]!.orthancId}/attachments/Report/data`)).text()).toBe('findings')
+    await expectEmptyAttachment(target)
     for (const record of corpus) {
       const bytes = Buffer.from(await (await target.api(`/instances/${record.orthancId}/file`)).arrayBuffer())
       expect(bytes.equals(await readFile(record.path)), record.label).toBe(true)
@@ -198,6 +208,7 @@ describe('sync, diff and verify', () => {
       expect(JSON.parse(stdout)).toMatchObject({transferred: corpus.length, failed: 0, problems: []})
       expect(await instanceMd5s(piped)).toEqual(await instanceMd5s(source))
       expect(await (await piped.api(`/instances/${corpus[2]!.orthancId}/metadata/Reviewed`)).text()).toBe('yes')
+      await expectEmptyAttachment(piped)
     } finally {
       await piped.dispose()
     }
