@@ -18,14 +18,27 @@ import {getJson, keptAlivePool} from './servers.js'
  */
 export function checkedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
   return copyEveryInstance(sourceUrl, targetUrl, connections, async (source, target, id) => {
-    const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
-    const bytes = Buffer.from(await download.body.arrayBuffer())
-    const md5 = md5Of(bytes)
-    // Orthanc's ETag is "<content type>-<MD5>".
-    const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
-    if (download.statusCode !== 200 || md5 !== announced) throw new Error(`checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
+    const {bytes, md5} = await downloadChecked(source, id, 'checked copy')
     await uploadAndConfirm(target, bytes, md5, `checked copy: ${id}`)
   })
+}
+
+/** An instance's file, checked against the MD5 Orthanc announces with it. */
+async function downloadChecked(source: Pool, id: string, what: string): Promise<{bytes: Buffer; md5: string}> {
+  const download = await source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'})
+  const bytes = Buffer.from(await download.body.arrayBuffer())
+  const md5 = md5Of(bytes)
+  // Orthanc's ETag is "<content type>-<MD5>".
+  const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
+  if (download.statusCode !== 200 || md5 !== announced) throw new Error(`${what}: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
+  return {bytes, md5}
+}
+
+/** The same, with the instance's attachment list asked for beside it; any user attachment stops the floor: its corpus has none. */
+async function downloadLossless(source: Pool, id: string, what: string): Promise<{bytes: Buffer; md5: string}> {
+  const [file, attachments] = await Promise.all([downloadChecked(source, id, what), getJson(source, `/instances/${id}/attachments`) as Promise<string[]>])
+  if (attachments.some((name) => /^\d+$/.test(name))) throw new Error(`${what}: ${id} has user attachments (${attachments.join(', ')}); the floor's corpus has none`)
+  return file
 }
 
 /**
@@ -33,19 +46,11 @@ export function checkedCopy(sourceUrl: string, targetUrl: string, connections = 
  * Orthanc 1.10.1: the list of the instance's attachments, asked for beside the download. No bulk
  * route gives attachments there (`/tools/bulk-content` answers metadata only), and an empty user
  * attachment is invisible in every size total (`/instances/{id}/statistics`), so without the list
- * a user attachment can be lost. Any user attachment found stops the floor: its corpus has none.
+ * a user attachment can be lost.
  */
 export function losslessCheckedCopy(sourceUrl: string, targetUrl: string, connections = 4): Promise<number> {
   return copyEveryInstance(sourceUrl, targetUrl, connections, async (source, target, id) => {
-    const [download, attachments] = await Promise.all([
-      source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'}),
-      getJson(source, `/instances/${id}/attachments`) as Promise<string[]>,
-    ])
-    if (attachments.some((name) => /^\d+$/.test(name))) throw new Error(`lossless checked copy: ${id} has user attachments (${attachments.join(', ')}); the floor's corpus has none`)
-    const bytes = Buffer.from(await download.body.arrayBuffer())
-    const md5 = md5Of(bytes)
-    const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
-    if (download.statusCode !== 200 || md5 !== announced) throw new Error(`lossless checked copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}`)
+    const {bytes, md5} = await downloadLossless(source, id, 'lossless checked copy')
     await uploadAndConfirm(target, bytes, md5, `lossless checked copy: ${id}`)
   })
 }
@@ -65,19 +70,7 @@ export function batchedLosslessCopy(sourceUrl: string, targetUrl: string, connec
     const chunks: string[][] = []
     for (let start = 0; start < ids.length; start += INSTANCES_PER_ZIP) chunks.push(ids.slice(start, start + INSTANCES_PER_ZIP))
     await mapConcurrent(chunks, batches, async (chunk) => {
-      const files = await Promise.all(chunk.map(async (id) => {
-        const [download, attachments] = await Promise.all([
-          source.request({path: `/instances/${id}/attachments/dicom/data`, method: 'GET'}),
-          getJson(source, `/instances/${id}/attachments`) as Promise<string[]>,
-        ])
-        const bytes = Buffer.from(await download.body.arrayBuffer())
-        const md5 = md5Of(bytes)
-        const announced = /-([0-9a-f]{32})/.exec(String(download.headers.etag))?.[1]
-        if (download.statusCode !== 200 || md5 !== announced || attachments.some((name) => /^\d+$/.test(name))) {
-          throw new Error(`batched lossless copy: ${id} downloaded with HTTP ${download.statusCode}, MD5 ${md5}, ETag ${announced}, attachments ${attachments.join(', ')}`)
-        }
-        return {bytes, md5}
-      }))
+      const files = await Promise.all(chunk.map((id) => downloadLossless(source, id, 'batched lossless copy')))
       const {statusCode, text} = await postInstances(target, storedZip(files.map((file) => file.bytes)), 'application/zip')
       if (statusCode !== 200) throw new Error(`batched lossless copy: ZIP upload answered HTTP ${statusCode} ${text.slice(0, 200)}`)
       const answers = JSON.parse(text) as Array<{ID: string; Status: string}>

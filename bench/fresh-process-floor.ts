@@ -14,8 +14,9 @@ import {checkedCopy, checkedUpload, losslessCheckedCopy} from './floors.js'
  * so the CPU targets are read against this floor too.
  *
  * Run by the bench as `node --import tsx bench/fresh-process-floor.ts copy SOURCE TARGET`,
- * `... lossless-copy SOURCE TARGET` (floors.ts: losslessCheckedCopy) or `... upload TARGET FILE-LIST`; prints {count, cpuMs, ms}: the CPU and time from the first
- * request to the last (module loading and TypeScript compilation not counted, V8's warm-up counted).
+ * `... lossless-copy SOURCE TARGET` (floors.ts: losslessCheckedCopy) or `... upload TARGET
+ * FILE-LIST`; prints {count, cpuMs, ms}: the CPU and time from the first request to the last
+ * (module loading and TypeScript compilation not counted, V8's warm-up counted).
  */
 export const FRESH_FLOOR_SCRIPT = fileURLToPath(import.meta.url)
 
