@@ -26,7 +26,8 @@ export class ChunkQueue {
     const wanted = Math.min(count, this.length)
     const first = this.chunks[0]
     if (!first || first.length >= wanted) return (first ?? Buffer.alloc(0)).subarray(0, wanted)
-    return Buffer.concat(this.chunks, this.length).subarray(0, wanted)
+    // Only the bytes asked for are copied: a few header bytes across a chunk boundary must not copy the whole next chunk.
+    return Buffer.concat(this.chunks, wanted)
   }
 
   /** Removes and returns the first `count` bytes (at most `length`). */
