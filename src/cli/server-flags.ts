@@ -38,7 +38,7 @@ export function serverFlags<R extends ServerRole>(role: R, required = true): Ser
   const env = ENV_PREFIXES[role][0]
   return {
     [role]: Flags.string({
-      description: `Orthanc URL of the ${role}, e.g. http://localhost:8042 (credentials may be given as http://user:password@host:8042)`,
+      description: `Orthanc URL of the ${role}, e.g. http://localhost:8042 (a user name and password may also be written into it, as in a browser; see Credentials in the README)`,
       required,
       env: `${env}_URL`,
     }),
