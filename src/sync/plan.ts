@@ -53,8 +53,16 @@ export function isToTransfer(item: ComparedInstance, dryRun: boolean): boolean {
  */
 export async function planSync(source: OrthancClient, target: OrthancClient, options: CompareOptions & {dryRun: boolean; onProgress?: ProgressListener}, plan: SyncPlan, spool?: ComparisonSpool): Promise<void> {
   const studies = new Map<string, {present: number; total: number}>()
-  // Unfiltered, the source's own count is the total to compare.
-  const total = Object.keys(options.filters).length === 0 && options.onlyInstances === undefined ? (await source.statistics(options.signal)).CountInstances : options.onlyInstances?.length
+  // Unfiltered, the source's own count is the total to compare. It is asked for beside the
+  // comparison, not before it: across a link, a round trip less before the first instance moves.
+  let total = options.onlyInstances?.length
+  const counted = Object.keys(options.filters).length === 0 && options.onlyInstances === undefined
+    ? source.statistics(options.signal).then((statistics) => {
+      total = statistics.CountInstances
+    })
+    : Promise.resolve()
+  // A failure is seen below, after the comparison (which asks the same server) had its say.
+  counted.catch(() => {})
   let compared = 0
   let lastReport = 0
   const report = (force = false) => {
@@ -87,6 +95,8 @@ export async function planSync(source: OrthancClient, target: OrthancClient, opt
       if (spool && isToTransfer(item, options.dryRun)) await spool.write(item)
       report()
     }
+
+    await counted
   } finally {
     for (const {present, total: instances} of studies.values()) {
       if (present === instances) plan.studies.complete++
