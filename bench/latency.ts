@@ -3,7 +3,7 @@ import {measure, type PreparedCorpus, prepareCorpus} from './corpus-runs.js'
 import type {CorpusSpec} from './corpus.js'
 import {startDelayProxy} from './delay-proxy.js'
 import {table} from './markdown.js'
-import {batchedLosslessCopyFloor, curlCeiling, type Method, type MethodContext, naiveCopier, toolImportArchive, toolSync, volumesOf, zipBatches} from './methods.js'
+import {batchedLosslessCopyFloor, curlCeiling, losslessCopyLatencyFloor, type Method, type MethodContext, naiveCopier, toolImportArchive, toolSync, volumesOf, zipBatches} from './methods.js'
 import type {BenchConfig} from './options.js'
 import {log} from './progress.js'
 import {Samples} from './samples.js'
@@ -50,6 +50,9 @@ const TARGETS: Target[] = [
   {name: 'sync (default) vs best fixed --concurrency', numerator: 'best-fixed', denominator: 'sync', goal: {0: 0.9, 10: 0.9, 40: 0.9}},
   {name: 'archive import vs 16-stream curl ceiling', numerator: 'ceiling-16', denominator: 'import-archive', goal: {10: 0.7}},
   {name: 'archive import vs 4-stream curl ceiling', numerator: 'ceiling', denominator: 'import-archive', goal: {}},
+  // The bound on the 4-stream row: below 1.0, a copy that makes only sync's per-instance requests, and nothing else, is slower than 4 curl streams here.
+  {name: 'lossless checked-copy floor vs 4-stream curl ceiling', numerator: 'ceiling', denominator: losslessCopyLatencyFloor.key, goal: {}},
+  {name: 'sync vs lossless checked-copy floor', numerator: losslessCopyLatencyFloor.key, denominator: 'sync', goal: {}},
 ]
 
 function latencyTable(prepared: PreparedCorpus, samples: Samples, methods: Method[]): string {
@@ -104,7 +107,7 @@ export async function latencySection(cleanup: Cleanup, config: BenchConfig): Pro
   await volumesOf({cleanup, ...prepared})
 
   const fixed = config.latencyConcurrencies.map((concurrency) => toolSync(concurrency))
-  const methods: Method[] = [naiveCopier, curlCeiling(4), curlCeiling(16), toolSync(), ...fixed, toolImportArchive]
+  const methods: Method[] = [naiveCopier, curlCeiling(4), curlCeiling(16), losslessCopyLatencyFloor, toolSync(), ...fixed, toolImportArchive]
   const sections: Array<{title: string; body: string[]}> = []
   for (const rttMs of config.latencies) {
     const samples = new Samples()

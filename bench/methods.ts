@@ -1,7 +1,7 @@
 import {mkdir, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {batchedLosslessCopy, checkedCopy, checkedUpload, uncheckedCopy} from './floors.js'
+import {batchedLosslessCopy, checkedCopy, checkedUpload, losslessCheckedCopy, uncheckedCopy} from './floors.js'
 import {FRESH_FLOOR_SCRIPT, type FreshFloorResult} from './fresh-process-floor.js'
 import type {Cleanup} from './cleanup.js'
 import type {Corpus} from './corpus.js'
@@ -141,6 +141,19 @@ export const checkedCopyFloor = inProcessIntoTarget('checked-copy', 'checked-cop
 
 export const batchedLosslessCopyFloor = inProcessIntoTarget('batched-lossless-copy', 'batched lossless-copy floor (GET with ETag and the attachment list, MD5, 64 per stored ZIP POST, each MD5 read back; 16 kept-alive connections each side, in-process)', 'batched lossless copy', true,
   (context, target) => batchedLosslessCopy(context.source.url, target.url))
+
+/** Instances copied at once (and connections each side) in the latency floor: more than 16, so that 40 ms of round trip does not bound it. */
+const LATENCY_FLOOR_CONNECTIONS = 32
+
+/**
+ * The lossless checked copy with enough instances in flight for a link with latency: the least
+ * that sync's own requests (download with ETag, attachment list, upload, MD5 read-back) cost
+ * across it, with nothing else (no comparison, side data, start-up). Where it is slower than
+ * curl's upload streams, no copier that checks and loses nothing can beat them there.
+ */
+export const losslessCopyLatencyFloor = inProcessIntoTarget(`lossless-copy-${LATENCY_FLOOR_CONNECTIONS}`,
+  `lossless checked-copy floor (GET with ETag and the attachment list, MD5, POST, MD5 read back; ${LATENCY_FLOOR_CONNECTIONS} at once over kept-alive connections each side, in-process)`,
+  'lossless checked copy', true, (context, target) => losslessCheckedCopy(context.source.url, target.url, LATENCY_FLOOR_CONNECTIONS))
 
 export const checkedUploadFloor = inProcessIntoTarget('checked-upload', 'checked-upload floor (read file, MD5, POST, MD5 read back; 4 kept-alive connections, in-process)', 'checked upload', false,
   (context, target) => checkedUpload(context.corpus.files, target.url))

@@ -84,7 +84,7 @@ export function parseBenchArgs(argv: string[]): BenchConfig {
     out: values.out,
     latencies: values.latencies === undefined ? [0, 10, 40] : values.latencies.split(',').map((text) => count(text, 0, '--latencies', 0)),
     latencyInstances: count(values['latency-instances'], quick ? 100 : 400, '--latency-instances'),
-    latencySmallInstances: count(values['latency-small-instances'], quick ? 100 : 400, '--latency-small-instances'),
+    latencySmallInstances: count(values['latency-small-instances'], quick ? 100 : 2000, '--latency-small-instances'),
     latencyConcurrencies: [4, 8, 16, 32],
     only: values.only === undefined ? undefined : sections(values.only),
     quietWaitS: count(values['quiet-wait'], 120, '--quiet-wait', 0),
