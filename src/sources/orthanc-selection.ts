@@ -19,8 +19,8 @@ export interface SelectedInstance extends InstanceIdentity {
   size: number
 }
 
-/** Studies whose instances are listed at once while selecting. */
-const STUDIES_READ_AT_ONCE = 8
+/** Studies whose instances are listed at once while selecting: twice the comparison's, as each costs the source three requests. */
+const STUDIES_READ_AT_ONCE = 16
 
 /**
  * Studies and instances matching the filters, study by study in Orthanc-ID order, so that two

@@ -4,8 +4,12 @@ import {selectInstances, type SelectedInstance} from '../sources/orthanc-selecti
 import {mapConcurrent, mapOrdered} from '../util/concurrency.js'
 
 const LOOKUP_CONCURRENCY = 8
-/** Studies compared at once. */
-const STUDIES_COMPARED_AT_ONCE = 4
+/**
+ * Studies compared at once (each a round trip to the target). With one instance per study, as in
+ * CR or DX archives, the comparison is a round trip per instance: 400 such studies at 10 ms took
+ * 2.2-2.4 s to plan at 4 at once (and 8 source reads), 1.6-1.8 s at 8 (and 16).
+ */
+const STUDIES_COMPARED_AT_ONCE = 8
 
 /** Where an instance stands between two servers; 'present' is on both, MD5s not compared. */
 export type InstanceState = 'only-source' | 'only-target' | 'different' | 'identical' | 'present'
