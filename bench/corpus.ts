@@ -22,6 +22,8 @@ export interface CorpusSpec {
   fileBytes: number
   large: number
   largeBytes: number
+  /** One instance per study (and series), as CR and DX archives hold, instead of studies of 50. */
+  singleInstanceStudies?: boolean
 }
 
 /** 512 x 512 16-bit frames: a cine loop or a small enhanced CT, as multi-frame files usually are. */
@@ -30,7 +32,9 @@ const FRAME_BYTES = FRAME.rows * FRAME.columns * 2
 
 /** Generates a corpus under `dir`: the fixture bench studies, plus large multi-frame instances in large/. */
 export async function generateCorpus(dir: string, spec: CorpusSpec): Promise<Corpus> {
-  const studies = await generateStudySet(join(dir, 'studies'), benchOptions(spec.instances, spec.fileBytes))
+  const options = benchOptions(spec.instances, spec.fileBytes)
+  const layout = spec.singleInstanceStudies ? {patients: Math.ceil(spec.instances / 2), studiesPerPatient: 2, seriesPerStudy: 1, instancesPerSeries: 1} : {}
+  const studies = await generateStudySet(join(dir, 'studies'), {...options, ...layout})
   const large: FixtureRecord[] = []
   for (let index = 1; index <= spec.large; index++) large.push(await writeLargeInstance(join(dir, 'large'), index, spec.largeBytes))
   const records = [...studies, ...large]
@@ -43,7 +47,7 @@ export async function generateCorpus(dir: string, spec: CorpusSpec): Promise<Cor
     files: records.map((record) => record.path),
     count: records.length,
     bytes,
-    description: `${studies.length} instances of ${(ordinary / 1000).toFixed(1)} kB${largeSize}: ${records.length} instances, ${(bytes / 1e6).toFixed(1)} MB`,
+    description: `${studies.length} instances of ${(ordinary / 1000).toFixed(1)} kB${spec.singleInstanceStudies ? ', one per study' : ''}${largeSize}: ${records.length} instances, ${(bytes / 1e6).toFixed(1)} MB`,
   }
 }
 

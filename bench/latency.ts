@@ -122,36 +122,53 @@ export async function latencySection(cleanup: Cleanup, config: BenchConfig): Pro
   }
 
   if (config.latencies.includes(10)) {
-    const small = await prepareCorpus(cleanup, smallSpec)
     // ZIP batches: the corpus uploaded in stored ZIPs, nothing downloaded and nothing checked: what batching alone does for this
     // target. The batched lossless copy adds what sync cannot skip: each instance's download, attachment list and MD5 read-back.
     const smallMethods: Method[] = [curlCeiling(16), zipBatches, batchedLosslessCopyFloor, toolSync(), toolSync(undefined, undefined, ['--zip-uploads'])]
-    const samples = new Samples()
-    const {source, link} = await network(cleanup, 10, small.source)
-    await measure(cleanup, {corpus: small.corpus, source}, smallMethods, config.runs, samples, {name: '10 ms RTT', link})
-    await (source as BenchServer & {stop(): Promise<void>}).stop()
-    const value = (key: string) => samples.median('ceiling-16') / samples.median(key)
-    const zipped = samples.median('sync') / samples.median('sync-zip-uploads')
-    sections.push({
-      title: `Small instances across a network: 10 ms round trip (${small.corpus.description})`,
-      body: [
-        latencyTable(small, samples, smallMethods),
-        table(['ratio', 'definition (median times)', 'value', 'target', 'met'], [
-          ['sync vs 16-stream curl ceiling', 'ceiling-16 / sync', ratio(value('sync')), '> 1.0', value('sync') > 1 ? 'yes' : '**no**'],
-          ['sync --zip-uploads vs 16-stream curl ceiling', 'ceiling-16 / sync-zip-uploads', ratio(value('sync-zip-uploads')), '> 1.0', value('sync-zip-uploads') > 1 ? 'yes' : '**no**'],
-          ['ZIP batches vs one upload per file (sync)', 'sync / sync-zip-uploads', ratio(zipped), '—', '—'],
-          // Above 1.0, batching by itself beats 16 streams here; below it, no copier that batches uploads can beat them on this machine.
-          ['ZIP batches alone (upload only) vs 16-stream curl ceiling', 'ceiling-16 / zip-batches', ratio(value('zip-batches')), '—', '—'],
-          // The same for a copy that makes every request sync must make: the bound on this row's target for any lossless, checked copier here.
-          ['batched lossless-copy floor vs 16-stream curl ceiling', 'ceiling-16 / batched-lossless-copy', ratio(value('batched-lossless-copy')), '—', '—'],
-          ['sync --zip-uploads vs batched lossless-copy floor', 'batched-lossless-copy / sync-zip-uploads', ratio(samples.median('batched-lossless-copy') / samples.median('sync-zip-uploads')), '—', '—'],
-        ]),
-      ],
-    })
-    await cleanup.release(`orthanc ${small.source.server.dir}`)
+    sections.push(await atTenMs(cleanup, config, smallSpec, smallMethods, 'Small instances', (samples) => {
+      const value = (key: string) => samples.median('ceiling-16') / samples.median(key)
+      const zipped = samples.median('sync') / samples.median('sync-zip-uploads')
+      return [
+        ['sync vs 16-stream curl ceiling', 'ceiling-16 / sync', ratio(value('sync')), '> 1.0', value('sync') > 1 ? 'yes' : '**no**'],
+        ['sync --zip-uploads vs 16-stream curl ceiling', 'ceiling-16 / sync-zip-uploads', ratio(value('sync-zip-uploads')), '> 1.0', value('sync-zip-uploads') > 1 ? 'yes' : '**no**'],
+        ['ZIP batches vs one upload per file (sync)', 'sync / sync-zip-uploads', ratio(zipped), '—', '—'],
+        // Above 1.0, batching by itself beats 16 streams here; below it, no copier that batches uploads can beat them on this machine.
+        ['ZIP batches alone (upload only) vs 16-stream curl ceiling', 'ceiling-16 / zip-batches', ratio(value('zip-batches')), '—', '—'],
+        // The same for a copy that makes every request sync must make: the bound on this row's target for any lossless, checked copier here.
+        ['batched lossless-copy floor vs 16-stream curl ceiling', 'ceiling-16 / batched-lossless-copy', ratio(value('batched-lossless-copy')), '—', '—'],
+        ['sync --zip-uploads vs batched lossless-copy floor', 'batched-lossless-copy / sync-zip-uploads', ratio(samples.median('batched-lossless-copy') / samples.median('sync-zip-uploads')), '—', '—'],
+      ]
+    }))
+
+    // Studies of one instance (CR, DX): what sync asks per study (its listing on both sides, the
+    // patient's, study's and series' side data) is paid per instance. The floor asks none of it.
+    const perStudyMethods: Method[] = [curlCeiling(16), losslessCopyLatencyFloor, toolSync()]
+    sections.push(await atTenMs(cleanup, config, {...spec, name: 'latency-studies', singleInstanceStudies: true}, perStudyMethods, 'One instance per study', (samples) => {
+      const value = (numerator: string, denominator: string) => samples.median(numerator) / samples.median(denominator)
+      return [
+        ['sync vs 16-stream curl ceiling', 'ceiling-16 / sync', ratio(value('ceiling-16', 'sync')), '— (≥ 0.6 with studies of 50)', '—'],
+        ['sync vs lossless checked-copy floor', `${losslessCopyLatencyFloor.key} / sync`, ratio(value(losslessCopyLatencyFloor.key, 'sync')), '—', '—'],
+      ]
+    }))
   }
 
   await cleanup.release(`orthanc ${prepared.source.server.dir}`)
   await cleanup.sweep()
   return sections
+}
+
+/** One corpus across 10 ms of round trip, with its own methods and ratio rows. */
+async function atTenMs(
+  cleanup: Cleanup, config: BenchConfig, spec: CorpusSpec, methods: Method[], what: string, ratios: (samples: Samples) => string[][],
+): Promise<{title: string; body: string[]}> {
+  const prepared = await prepareCorpus(cleanup, spec)
+  const samples = new Samples()
+  const {source, link} = await network(cleanup, 10, prepared.source)
+  await measure(cleanup, {corpus: prepared.corpus, source}, methods, config.runs, samples, {name: '10 ms RTT', link})
+  await (source as BenchServer & {stop(): Promise<void>}).stop()
+  await cleanup.release(`orthanc ${prepared.source.server.dir}`)
+  return {
+    title: `${what} across a network: 10 ms round trip (${prepared.corpus.description})`,
+    body: [latencyTable(prepared, samples, methods), table(['ratio', 'definition (median times)', 'value', 'target', 'met'], ratios(samples))],
+  }
 }
