@@ -79,6 +79,11 @@ export class OrthancClient {
     return this.http.endpoint.display
   }
 
+  /** False once the server is known not to answer a study's side data in one request (see studySideData); undefined until then. */
+  get answersStudySideData(): false | undefined {
+    return this.noFindSideData ? false : undefined
+  }
+
   /**
    * GET /system, checked to come from Orthanc. Anything else answering at that address (a web
    * server, a proxy's error page) is reported as NotOrthancError rather than as a parse error.

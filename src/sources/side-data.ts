@@ -53,6 +53,15 @@ export class SideDataReader {
     for (const id of instanceIds) this.prefetched.set(id, settled.then((ahead) => ({found: ahead?.found?.get(id), bulk: ahead?.bulk?.get(id)})))
   }
 
+  /**
+   * Whether a batch may hold instances of several studies: once the server is known to have no
+   * study-wide answer, a batch is only for bulk metadata, and studies of one or two instances
+   * (CR, DX) then share one request instead of asking per instance.
+   */
+  get batchesSpanStudies(): boolean {
+    return this.client.answersStudySideData === false
+  }
+
   /** An instance's side data. */
   async read(instanceId: string, signal?: AbortSignal): Promise<SideData> {
     const ahead = await this.prefetched.get(instanceId)
@@ -208,7 +217,7 @@ export function sourceResource(record: Pick<ResourceRecord, 'level' | 'study' | 
 
 /**
  * Hands `items` on in order, first announcing each batch (one study, at most SIDE_DATA_BATCH
- * instances) to `reader`. Pulls one item past a batch before handing it on, to see where it ends.
+ * instances; several studies where the reader allows it) to `reader`. Pulls one item past a batch before handing it on, to see where it ends.
  */
 export async function* prefetchingSideData<Item extends {id: string; studyId?: string; studyInstanceUid?: string}>(
   items: AsyncIterable<Item>, reader: SideDataReader, signal?: AbortSignal,
@@ -216,14 +225,15 @@ export async function* prefetchingSideData<Item extends {id: string; studyId?: s
   let batch: Item[] = []
   const handOn = function* () {
     const [first] = batch
-    const study = first?.studyId && first.studyInstanceUid ? {id: first.studyId, uid: first.studyInstanceUid} : undefined
+    const oneStudy = batch.every((item) => item.studyId === first?.studyId)
+    const study = oneStudy && first?.studyId && first.studyInstanceUid ? {id: first.studyId, uid: first.studyInstanceUid} : undefined
     reader.prefetch(batch.map((item) => item.id), signal, study)
     yield* batch
     batch = []
   }
 
   for await (const item of items) {
-    const full = batch.length >= SIDE_DATA_BATCH || (batch.length > 0 && batch[0]!.studyId !== item.studyId)
+    const full = batch.length >= SIDE_DATA_BATCH || (batch.length > 0 && batch[0]!.studyId !== item.studyId && !reader.batchesSpanStudies)
     if (full) yield* handOn()
     batch.push(item)
   }

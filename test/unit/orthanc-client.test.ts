@@ -9,7 +9,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {OrthancSink} from '../../src/sinks/orthanc-sink.js'
-import {SideDataReader} from '../../src/sources/side-data.js'
+import {prefetchingSideData, SideDataReader} from '../../src/sources/side-data.js'
 import {type EndpointInput, resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {InvalidServerUrlError, NotOrthancError, OrthancAuthError, UploadRejectedError} from '../../src/orthanc/errors.js'
 import type {OrthancChange} from '../../src/orthanc/types.js'
@@ -471,8 +471,8 @@ describe('SideDataReader', () => {
     const asked: string[] = []
     const metadataOf = (id: string) => ({ReceptionDate: '20240101T000000', Reviewed: `yes-${id}`})
     pool.intercept({path: '/tools/bulk-content', method: 'POST'}).reply<object>((request) => {
-      asked.push('POST /tools/bulk-content')
       const resources = (JSON.parse(String(request.body)) as {Resources: string[]}).Resources
+      asked.push(`POST /tools/bulk-content ${resources.join(',')}`)
       return bulk === 'answers'
         ? {statusCode: 200, data: resources.map((ID) => ({ID, Type: 'Instance', Metadata: metadataOf(ID)}))}
         : {statusCode: 404, data: {HttpError: 'Not Found'}}
@@ -496,7 +496,26 @@ describe('SideDataReader', () => {
     const read = await Promise.all(ids.map((id) => reader.read(id)))
     expect(read.map((side) => side.userMetadata)).toEqual([{Reviewed: 'yes-a'}, {Reviewed: 'yes-b'}, {Reviewed: 'yes-c'}])
     expect(read[0]!.systemMetadata).toEqual({ReceptionDate: '20240101T000000'})
-    expect(asked).toEqual(['POST /tools/bulk-content'])
+    expect(asked).toEqual(['POST /tools/bulk-content a,b,c'])
+  })
+
+  it('lets one bulk request span studies of one instance once the server is known to have no study-wide answer', async () => {
+    // CR and DX archives: one instance per study. Batches of one would ask per instance.
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f']
+    const {client, asked} = sideDataServer(ids, 'answers')
+    const reader = new SideDataReader(client)
+    const items = (async function* () {
+      for (const id of ids) yield {id, studyId: `study-${id}`, studyInstanceUid: `1.2.${id.charCodeAt(0)}`}
+    })()
+    const handedOn = prefetchingSideData(items, reader)[Symbol.asyncIterator]()
+    // The first study goes alone: whether the server answers per study is not known yet.
+    const first = await handedOn.next()
+    await reader.read(first.value!.id)
+    const rest: string[] = []
+    for (let next = await handedOn.next(); !next.done; next = await handedOn.next()) rest.push(next.value.id)
+    const read = await Promise.all(rest.map((id) => reader.read(id)))
+    expect(read.map((side) => side.userMetadata)).toEqual(rest.map((id) => ({Reviewed: `yes-${id}`})))
+    expect(asked).toEqual(['GET metadata a', 'POST /tools/bulk-content b,c,d,e,f'])
   })
 
   it('asks per instance on a server without bulk metadata, and stops trying the bulk route', async () => {
