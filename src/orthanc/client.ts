@@ -50,6 +50,15 @@ export interface Features {
 
 const LEVEL_PATHS: Record<ResourceLevel, string> = {patient: 'patients', study: 'studies', series: 'series', instance: 'instances'}
 
+const BULK_LEVELS: Record<ResourceLevel, string> = {patient: 'Patient', study: 'Study', series: 'Series', instance: 'Instance'}
+
+/** A resource's metadata as /tools/bulk-content answers it: labels where the server gives them (1.12), a patient's studies. */
+export interface BulkSideData {
+  metadata: Record<string, string>
+  labels?: string[]
+  studies?: string[]
+}
+
 export function resourcePath(level: ResourceLevel, id: string): string {
   return `/${LEVEL_PATHS[level]}/${id}`
 }
@@ -289,12 +298,21 @@ export class OrthancClient {
    * map. Undefined when the server cannot answer that way (no such route, or no metadata in its
    * answer): ask per instance instead.
    */
-  async instancesSideData(ids: string[], signal?: AbortSignal): Promise<Map<string, {metadata: Record<string, string>; labels?: string[]}> | undefined> {
+  instancesSideData(ids: string[], signal?: AbortSignal): Promise<Map<string, BulkSideData> | undefined> {
+    return this.resourcesSideData('instance', ids, signal)
+  }
+
+  /**
+   * The same for resources of any level, and for resources at `level` reached from `ids` of
+   * another level: studies' IDs at level 'patient' answer their patients (each with its
+   * `studies`), keyed by the patient's ID (checked on 1.10.1).
+   */
+  async resourcesSideData(level: ResourceLevel, ids: string[], signal?: AbortSignal): Promise<Map<string, BulkSideData> | undefined> {
     if (this.noBulkMetadata || ids.length === 0) return undefined
-    let answer: Array<{ID: string; Metadata?: Record<string, string>; Labels?: string[]}>
+    let answer: Array<{ID: string; Metadata?: Record<string, string>; Labels?: string[]; Studies?: string[]}>
     try {
       answer = await this.http.json('POST', '/tools/bulk-content', {
-        body: JSON.stringify({Resources: ids, Level: 'Instance', Metadata: true}),
+        body: JSON.stringify({Resources: ids, Level: BULK_LEVELS[level], Metadata: true}),
         headers: {'content-type': 'application/json'},
         idempotent: true,
         signal,
@@ -305,14 +323,18 @@ export class OrthancClient {
       return undefined
     }
 
-    const found = new Map<string, {metadata: Record<string, string>; labels?: string[]}>()
+    const found = new Map<string, BulkSideData>()
     for (const entry of answer) {
       if (!entry.Metadata) {
         this.noBulkMetadata = true
         return undefined
       }
 
-      found.set(entry.ID, {metadata: entry.Metadata, ...(Array.isArray(entry.Labels) ? {labels: entry.Labels} : {})})
+      found.set(entry.ID, {
+        metadata: entry.Metadata,
+        ...(Array.isArray(entry.Labels) ? {labels: entry.Labels} : {}),
+        ...(Array.isArray(entry.Studies) ? {studies: entry.Studies} : {}),
+      })
     }
 
     return found

@@ -2,7 +2,7 @@ import {createHash} from 'node:crypto'
 
 import {attachmentPayloadPath, resourceAttachmentPath} from '../archive/format.js'
 import {type AttachmentRecord, hasUserSideData, type ResourceInTransit, type ResourceLevel, type ResourceRecord, type SideData} from '../model.js'
-import type {FoundSideData, OrthancClient} from '../orthanc/client.js'
+import type {BulkSideData, FoundSideData, OrthancClient} from '../orthanc/client.js'
 import {FIRST_USER_CONTENT_TYPE, resourcePath} from '../orthanc/client.js'
 import {ChecksumMismatchError} from '../orthanc/errors.js'
 import {splitMetadata} from '../orthanc/metadata.js'
@@ -17,6 +17,9 @@ const SIDE_DATA_BATCH = 100
 /** Studies whose patient, study and series side data is kept, for the instances that follow. */
 const REMEMBERED_STUDIES = 16
 
+/** Studies whose metadata read ahead waits for their first instance: a few batches' worth. */
+const STUDIES_READ_AHEAD = 4 * SIDE_DATA_BATCH
+
 /**
  * Reads what Orthanc keeps beside its resources: metadata, user attachments, labels, for
  * instances and for the patients, studies and series they belong to. The metadata (and on 1.12
@@ -30,6 +33,8 @@ export class SideDataReader {
    */
   private readonly prefetched = new Map<string, Promise<{found?: FoundSideData; bulk?: BulkSideData}>>()
   private readonly studies = new Map<string, Promise<StudyResources>>()
+  /** The metadata of a batch's studies and of their patients, read in bulk, until the study's first instance takes it. */
+  private readonly studiesAhead = new Map<string, Promise<StudyAhead | undefined>>()
   private readonly wholeStudies: StudySideData
 
   constructor(private readonly client: OrthancClient) {
@@ -51,6 +56,31 @@ export class SideDataReader {
     // A failed batch is not this reader's failure: each instance asks again on its own in `read`.
     const settled = batch.catch(() => undefined)
     for (const id of instanceIds) this.prefetched.set(id, settled.then((ahead) => ({found: ahead?.found?.get(id), bulk: ahead?.bulk?.get(id)})))
+  }
+
+  /**
+   * Starts reading the metadata of these studies and of their patients, two requests for all of
+   * them: what each study's first instance would otherwise ask (the study, to find its patient,
+   * then both resources' metadata) one study at a time, which for studies of one instance (CR,
+   * DX) is three requests per instance. The attachment lists are still asked per resource: no
+   * bulk route gives them.
+   */
+  prefetchStudies(studyIds: string[], signal?: AbortSignal): void {
+    const fresh = [...new Set(studyIds)].filter((id) => !this.studies.has(id) && !this.studiesAhead.has(id))
+    if (fresh.length === 0) return
+    const answers = Promise.all([this.client.resourcesSideData('study', fresh, signal), this.client.resourcesSideData('patient', fresh, signal)])
+    // A failed read ahead is not this reader's failure: each study asks again on its own.
+    const settled = answers.catch(() => undefined)
+    for (const studyId of fresh) {
+      this.studiesAhead.set(studyId, settled.then((both) => {
+        if (!both) return undefined
+        const [studies, patients] = both
+        const patient = [...(patients ?? [])].find(([, entry]) => entry.studies?.includes(studyId))
+        return {study: studies?.get(studyId), patient: patient && {...patient[1], id: patient[0]}}
+      }))
+    }
+
+    while (this.studiesAhead.size > STUDIES_READ_AHEAD) this.studiesAhead.delete(this.studiesAhead.keys().next().value!)
   }
 
   /**
@@ -132,11 +162,14 @@ export class SideDataReader {
   private studyResources(studyId: string, signal?: AbortSignal): Promise<StudyResources> {
     let entry = this.studies.get(studyId)
     if (!entry) {
+      const readAhead = this.studiesAhead.get(studyId)
+      this.studiesAhead.delete(studyId)
       entry = (async () => {
-        const patientId = await this.client.patientOfStudy(studyId, signal)
+        const ahead = await readAhead
+        const patientId = ahead?.patient?.id ?? (await this.client.patientOfStudy(studyId, signal))
         const own = await Promise.all([
-          patientId ? this.readResource({level: 'patient', study: studyId}, patientId, signal) : Promise.resolve(undefined),
-          this.readResource({level: 'study', study: studyId}, studyId, signal),
+          patientId ? this.readResource({level: 'patient', study: studyId}, patientId, signal, ahead?.patient) : Promise.resolve(undefined),
+          this.readResource({level: 'study', study: studyId}, studyId, signal, ahead?.study),
         ])
         return {own, series: new Map()}
       })()
@@ -148,13 +181,13 @@ export class SideDataReader {
     return entry
   }
 
-  /** A resource's side data as a record, or undefined when it has no user data to carry. */
-  private async readResource(key: Pick<ResourceRecord, 'level' | 'study' | 'series'>, orthancId: string, signal?: AbortSignal): Promise<ResourceRecord | undefined> {
+  /** A resource's side data as a record, or undefined when it has no user data to carry. `ahead`: its metadata (and labels) read in bulk. */
+  private async readResource(key: Pick<ResourceRecord, 'level' | 'study' | 'series'>, orthancId: string, signal?: AbortSignal, ahead?: BulkSideData): Promise<ResourceRecord | undefined> {
     const level = key.level as ResourceLevel
     const [all, attachments, labels] = await Promise.all([
-      this.client.resourceMetadata(level, orthancId, signal),
+      ahead?.metadata ?? this.client.resourceMetadata(level, orthancId, signal),
       this.userAttachments(level, orthancId, signal, key),
-      this.client.resourceLabels(level, orthancId, signal),
+      ahead?.labels ?? this.client.resourceLabels(level, orthancId, signal),
     ])
     const {user, system} = splitMetadata(all)
     const record: ResourceRecord = {...key, userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
@@ -192,10 +225,10 @@ interface StudyResources {
   series: Map<string, Promise<ResourceRecord | undefined>>
 }
 
-export interface BulkSideData {
-  metadata: Record<string, string>
-  /** Present where the server's bulk answer carries labels (1.12). */
-  labels?: string[]
+/** A study's and its patient's metadata read ahead in bulk (each undefined where the answer lacked it). */
+interface StudyAhead {
+  study?: BulkSideData
+  patient?: BulkSideData & {id: string}
 }
 
 /** Where a resource record's resource is on a server: its level, and its Orthanc ID (a patient's looked up through its study). */
@@ -228,6 +261,7 @@ export async function* prefetchingSideData<Item extends {id: string; studyId?: s
     const oneStudy = batch.every((item) => item.studyId === first?.studyId)
     const study = oneStudy && first?.studyId && first.studyInstanceUid ? {id: first.studyId, uid: first.studyInstanceUid} : undefined
     reader.prefetch(batch.map((item) => item.id), signal, study)
+    reader.prefetchStudies(batch.flatMap((item) => (item.studyId ? [item.studyId] : [])), signal)
     yield* batch
     batch = []
   }

@@ -471,12 +471,13 @@ describe('SideDataReader', () => {
     const asked: string[] = []
     const metadataOf = (id: string) => ({ReceptionDate: '20240101T000000', Reviewed: `yes-${id}`})
     pool.intercept({path: '/tools/bulk-content', method: 'POST'}).reply<object>((request) => {
-      const resources = (JSON.parse(String(request.body)) as {Resources: string[]}).Resources
-      asked.push(`POST /tools/bulk-content ${resources.join(',')}`)
-      return bulk === 'answers'
-        ? {statusCode: 200, data: resources.map((ID) => ({ID, Type: 'Instance', Metadata: metadataOf(ID)}))}
-        : {statusCode: 404, data: {HttpError: 'Not Found'}}
-    })
+      const {Resources: resources, Level: level} = JSON.parse(String(request.body)) as {Resources: string[]; Level: string}
+      asked.push(`POST /tools/bulk-content ${level === 'Instance' ? '' : `${level} `}${resources.join(',')}`)
+      if (bulk === 'missing') return {statusCode: 404, data: {HttpError: 'Not Found'}}
+      // Studies "study-X" belong to patient "patient-X"; asked at level Patient, they answer their patients.
+      if (level === 'Patient') return {statusCode: 200, data: resources.map((study) => ({ID: study.replace('study', 'patient'), Type: 'Patient', Metadata: metadataOf(study.replace('study', 'patient')), Studies: [study]}))}
+      return {statusCode: 200, data: resources.map((ID) => ({ID, Type: level, Metadata: metadataOf(ID)}))}
+    }).persist()
     for (const id of ids) {
       pool.intercept({path: `/instances/${id}/metadata?expand`, method: 'GET'}).reply(() => {
         asked.push(`GET metadata ${id}`)
@@ -485,7 +486,7 @@ describe('SideDataReader', () => {
       pool.intercept({path: `/instances/${id}/attachments`, method: 'GET'}).reply(200, ['dicom']).persist()
     }
 
-    return {client: clientFor(agent), asked, metadataOf}
+    return {client: clientFor(agent), asked, metadataOf, pool}
   }
 
   it('reads the metadata of a prefetched batch in one request and none per instance', async () => {
@@ -515,7 +516,38 @@ describe('SideDataReader', () => {
     for (let next = await handedOn.next(); !next.done; next = await handedOn.next()) rest.push(next.value.id)
     const read = await Promise.all(rest.map((id) => reader.read(id)))
     expect(read.map((side) => side.userMetadata)).toEqual(rest.map((id) => ({Reviewed: `yes-${id}`})))
-    expect(asked).toEqual(['GET metadata a', 'POST /tools/bulk-content b,c,d,e,f'])
+    expect(asked.filter((call) => !call.includes('Study') && !call.includes('Patient'))).toEqual(['GET metadata a', 'POST /tools/bulk-content b,c,d,e,f'])
+  })
+
+  it('reads the metadata of a batch\'s studies and of their patients in two requests, not three per study', async () => {
+    const ids = ['a', 'b', 'c']
+    const {client, asked, metadataOf, pool} = sideDataServer(ids, 'answers')
+    const perResource = (path: string, data: object) => {
+      pool.intercept({path, method: 'GET'}).reply(() => {
+        asked.push(`GET ${path}`)
+        return {statusCode: 200, data}
+      }).persist()
+    }
+    for (const id of ids) {
+      perResource(`/patients/patient-${id}/attachments`, [])
+      perResource(`/studies/study-${id}/attachments`, [])
+      perResource(`/series/series-${id}/metadata?expand`, {})
+      perResource(`/series/series-${id}/attachments`, [])
+    }
+    const reader = new SideDataReader(client)
+    const items = (async function* () {
+      for (const id of ids) yield {id, studyId: `study-${id}`, studyInstanceUid: `1.2.${id.charCodeAt(0)}`}
+    })()
+    const resources: string[][] = []
+    for await (const item of prefetchingSideData(items, reader)) {
+      const records = await reader.resourcesOf({studyId: item.studyId, seriesId: `series-${item.id}`})
+      resources.push(records.map((record) => `${record.level} ${JSON.stringify(record.userMetadata)}`))
+    }
+    // The patient's and the study's user metadata come from the bulk answers.
+    expect(resources[2]).toEqual([`patient ${JSON.stringify({Reviewed: metadataOf('patient-c').Reviewed})}`, `study ${JSON.stringify({Reviewed: metadataOf('study-c').Reviewed})}`])
+    const studyReads = asked.filter((call) => /^GET \/(studies|patients)\/[^/]+(\/metadata|$)/.test(call))
+    expect(studyReads).toEqual([])
+    expect(asked.filter((call) => call.includes('Study ') || call.includes('Patient '))).toHaveLength(4)
   })
 
   it('asks per instance on a server without bulk metadata, and stops trying the bulk route', async () => {
