@@ -26,6 +26,7 @@ describe.each<OrthancVersion>(['1.12', '1.10'])('side data of a whole study on O
   let records: FixtureRecord[]
   let ids: string[]
   let study: {id: string; uid: string}
+  let seriesId: string
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'side-data-'))
@@ -41,6 +42,11 @@ describe.each<OrthancVersion>(['1.12', '1.10'])('side data of a whole study on O
     const instance = await server.json<{ParentSeries: string}>(`/instances/${ids[0]}`)
     const series = await server.json<{ParentStudy: string}>(`/series/${instance.ParentSeries}`)
     study = {id: series.ParentStudy, uid: records[0]!.studyInstanceUid}
+    seriesId = instance.ParentSeries
+    const {ParentPatient: patientId} = await server.json<{ParentPatient: string}>(`/studies/${study.id}`)
+    await put(`/patients/${patientId}/metadata/4001`, 'patient note')
+    await put(`/studies/${study.id}/metadata/Note`, 'study note')
+    if (version === '1.12') await put(`/studies/${study.id}/labels/research`, '')
     proxy = await startFaultProxy(server.port)
   })
 
@@ -86,5 +92,32 @@ describe.each<OrthancVersion>(['1.12', '1.10'])('side data of a whole study on O
     }
 
     expect(batched.requests.length).toBeLessThan(one.requests.length)
+  })
+
+  it('reads a study\'s and its patient\'s metadata ahead in bulk, as the same records as one by one', async () => {
+    const read = async (ahead: boolean) => {
+      const client = new OrthancClient(resolveEndpoint({url: proxy.url, env: {}}))
+      try {
+        await client.system()
+        const before = proxy.log.length
+        const reader = new SideDataReader(client)
+        if (ahead) reader.prefetchStudies([study.id])
+        const records = await reader.resourcesOf({studyId: study.id, seriesId})
+        return {records, requests: proxy.log.slice(before)}
+      } finally {
+        await client.close()
+      }
+    }
+
+    const one = await read(false)
+    const bulk = await read(true)
+    expect(bulk.records).toEqual(one.records)
+    expect(one.records.map((record) => [record.level, record.userMetadata, record.labels])).toEqual([
+      ['patient', {4001: 'patient note'}, []],
+      ['study', {Note: 'study note'}, version === '1.12' ? ['research'] : []],
+    ])
+    // Neither the study (for its patient's ID) nor either resource's metadata is asked one by one.
+    expect(bulk.requests.filter((line) => /^GET \/(studies|patients)\/[^/?]+(\/metadata\S*)?$/.test(line))).toEqual([])
+    expect(bulk.requests.filter((line) => line.startsWith('POST /tools/bulk-content'))).toHaveLength(2)
   })
 })
