@@ -17,8 +17,8 @@ const SIDE_DATA_BATCH = 100
 /** Studies whose patient, study and series side data is kept, for the instances that follow. */
 const REMEMBERED_STUDIES = 16
 
-/** Studies whose metadata read ahead waits for their first instance: a few batches' worth. */
-const STUDIES_READ_AHEAD = 4 * SIDE_DATA_BATCH
+/** Studies (and series) whose metadata read ahead waits for their first instance: a few batches' worth. */
+const RESOURCES_READ_AHEAD = 4 * SIDE_DATA_BATCH
 
 /**
  * Reads what Orthanc keeps beside its resources: metadata, user attachments, labels, for
@@ -35,6 +35,8 @@ export class SideDataReader {
   private readonly studies = new Map<string, Promise<StudyResources>>()
   /** The metadata of a batch's studies and of their patients, read in bulk, until the study's first instance takes it. */
   private readonly studiesAhead = new Map<string, Promise<StudyAhead | undefined>>()
+  /** The same for a batch's series. */
+  private readonly seriesAhead = new Map<string, Promise<BulkSideData | undefined>>()
   private readonly wholeStudies: StudySideData
 
   constructor(private readonly client: OrthancClient) {
@@ -59,28 +61,37 @@ export class SideDataReader {
   }
 
   /**
-   * Starts reading the metadata of these studies and of their patients, two requests for all of
-   * them: what each study's first instance would otherwise ask (the study, to find its patient,
-   * then both resources' metadata) one study at a time, which for studies of one instance (CR,
-   * DX) is three requests per instance. The attachment lists are still asked per resource: no
-   * bulk route gives them.
+   * Starts reading the metadata of these studies, of their patients and of these series, three
+   * requests for all of them: what each study's first instance would otherwise ask (the study, to
+   * find its patient, then each resource's metadata) one study at a time, which for studies of one
+   * instance (CR, DX) is four requests per instance. The attachment lists are still asked per
+   * resource: no bulk route gives them.
    */
-  prefetchStudies(studyIds: string[], signal?: AbortSignal): void {
-    const fresh = [...new Set(studyIds)].filter((id) => !this.studies.has(id) && !this.studiesAhead.has(id))
-    if (fresh.length === 0) return
-    const answers = Promise.all([this.client.resourcesSideData('study', fresh, signal), this.client.resourcesSideData('patient', fresh, signal)])
-    // A failed read ahead is not this reader's failure: each study asks again on its own.
-    const settled = answers.catch(() => undefined)
-    for (const studyId of fresh) {
-      this.studiesAhead.set(studyId, settled.then((both) => {
-        if (!both) return undefined
-        const [studies, patients] = both
-        const patient = [...(patients ?? [])].find(([, entry]) => entry.studies?.includes(studyId))
-        return {study: studies?.get(studyId), patient: patient && {...patient[1], id: patient[0]}}
-      }))
+  prefetchResources(studyIds: string[], seriesIds: string[], signal?: AbortSignal): void {
+    const studies = [...new Set(studyIds)].filter((id) => !this.studies.has(id) && !this.studiesAhead.has(id))
+    if (studies.length > 0) {
+      const answers = Promise.all([this.client.resourcesSideData('study', studies, signal), this.client.resourcesSideData('patient', studies, signal)])
+      // A failed read ahead is not this reader's failure: each study asks again on its own.
+      const settled = answers.catch(() => undefined)
+      for (const studyId of studies) {
+        this.studiesAhead.set(studyId, settled.then((both) => {
+          if (!both) return undefined
+          const [studyAnswers, patients] = both
+          const patient = [...(patients ?? [])].find(([, entry]) => entry.studies?.includes(studyId))
+          return {study: studyAnswers?.get(studyId), patient: patient && {...patient[1], id: patient[0]}}
+        }))
+      }
     }
 
-    while (this.studiesAhead.size > STUDIES_READ_AHEAD) this.studiesAhead.delete(this.studiesAhead.keys().next().value!)
+    const series = [...new Set(seriesIds)].filter((id) => !this.seriesAhead.has(id))
+    if (series.length > 0) {
+      const answer = this.client.resourcesSideData('series', series, signal).catch(() => undefined)
+      for (const seriesId of series) this.seriesAhead.set(seriesId, answer.then((found) => found?.get(seriesId)))
+    }
+
+    for (const ahead of [this.studiesAhead, this.seriesAhead]) {
+      while (ahead.size > RESOURCES_READ_AHEAD) ahead.delete(ahead.keys().next().value!)
+    }
   }
 
   /**
@@ -122,7 +133,9 @@ export class SideDataReader {
     const study = await this.studyResources(instance.studyId, signal)
     let series = study.series.get(instance.seriesId)
     if (!series) {
-      series = this.readResource({level: 'series', study: instance.studyId, series: instance.seriesId}, instance.seriesId, signal)
+      const readAhead = this.seriesAhead.get(instance.seriesId)
+      this.seriesAhead.delete(instance.seriesId)
+      series = (async () => this.readResource({level: 'series', study: instance.studyId, series: instance.seriesId}, instance.seriesId, signal, await readAhead))()
       series.catch(() => study.series.delete(instance.seriesId))
       study.series.set(instance.seriesId, series)
     }
@@ -252,7 +265,7 @@ export function sourceResource(record: Pick<ResourceRecord, 'level' | 'study' | 
  * Hands `items` on in order, first announcing each batch (one study, at most SIDE_DATA_BATCH
  * instances; several studies where the reader allows it) to `reader`. Pulls one item past a batch before handing it on, to see where it ends.
  */
-export async function* prefetchingSideData<Item extends {id: string; studyId?: string; studyInstanceUid?: string}>(
+export async function* prefetchingSideData<Item extends {id: string; studyId?: string; studyInstanceUid?: string; seriesId?: string; source?: {seriesId?: string}}>(
   items: AsyncIterable<Item>, reader: SideDataReader, signal?: AbortSignal,
 ): AsyncGenerator<Item> {
   let batch: Item[] = []
@@ -261,7 +274,9 @@ export async function* prefetchingSideData<Item extends {id: string; studyId?: s
     const oneStudy = batch.every((item) => item.studyId === first?.studyId)
     const study = oneStudy && first?.studyId && first.studyInstanceUid ? {id: first.studyId, uid: first.studyInstanceUid} : undefined
     reader.prefetch(batch.map((item) => item.id), signal, study)
-    reader.prefetchStudies(batch.flatMap((item) => (item.studyId ? [item.studyId] : [])), signal)
+    // Sync's items carry the series under `source`, export's at the top.
+    const seriesIds = batch.flatMap((item) => item.seriesId ?? item.source?.seriesId ?? [])
+    reader.prefetchResources(batch.flatMap((item) => item.studyId ?? []), seriesIds, signal)
     yield* batch
     batch = []
   }

@@ -46,6 +46,7 @@ describe.each<OrthancVersion>(['1.12', '1.10'])('side data of a whole study on O
     const {ParentPatient: patientId} = await server.json<{ParentPatient: string}>(`/studies/${study.id}`)
     await put(`/patients/${patientId}/metadata/4001`, 'patient note')
     await put(`/studies/${study.id}/metadata/Note`, 'study note')
+    await put(`/series/${seriesId}/metadata/4002`, 'series note')
     if (version === '1.12') await put(`/studies/${study.id}/labels/research`, '')
     proxy = await startFaultProxy(server.port)
   })
@@ -94,14 +95,14 @@ describe.each<OrthancVersion>(['1.12', '1.10'])('side data of a whole study on O
     expect(batched.requests.length).toBeLessThan(one.requests.length)
   })
 
-  it('reads a study\'s and its patient\'s metadata ahead in bulk, as the same records as one by one', async () => {
+  it('reads a study\'s, its patient\'s and its series\' metadata ahead in bulk, as the same records as one by one', async () => {
     const read = async (ahead: boolean) => {
       const client = new OrthancClient(resolveEndpoint({url: proxy.url, env: {}}))
       try {
         await client.system()
         const before = proxy.log.length
         const reader = new SideDataReader(client)
-        if (ahead) reader.prefetchStudies([study.id])
+        if (ahead) reader.prefetchResources([study.id], [seriesId])
         const records = await reader.resourcesOf({studyId: study.id, seriesId})
         return {records, requests: proxy.log.slice(before)}
       } finally {
@@ -115,9 +116,10 @@ describe.each<OrthancVersion>(['1.12', '1.10'])('side data of a whole study on O
     expect(one.records.map((record) => [record.level, record.userMetadata, record.labels])).toEqual([
       ['patient', {4001: 'patient note'}, []],
       ['study', {Note: 'study note'}, version === '1.12' ? ['research'] : []],
+      ['series', {4002: 'series note'}, []],
     ])
-    // Neither the study (for its patient's ID) nor either resource's metadata is asked one by one.
-    expect(bulk.requests.filter((line) => /^GET \/(studies|patients)\/[^/?]+(\/metadata\S*)?$/.test(line))).toEqual([])
-    expect(bulk.requests.filter((line) => line.startsWith('POST /tools/bulk-content'))).toHaveLength(2)
+    // Neither the study (for its patient's ID) nor any resource's metadata is asked one by one.
+    expect(bulk.requests.filter((line) => /^GET \/(studies|patients|series)\/[^/?]+(\/metadata\S*)?$/.test(line))).toEqual([])
+    expect(bulk.requests.filter((line) => line.startsWith('POST /tools/bulk-content'))).toHaveLength(3)
   })
 })

@@ -519,7 +519,7 @@ describe('SideDataReader', () => {
     expect(asked.filter((call) => !call.includes('Study') && !call.includes('Patient'))).toEqual(['GET metadata a', 'POST /tools/bulk-content b,c,d,e,f'])
   })
 
-  it('reads the metadata of a batch\'s studies and of their patients in two requests, not three per study', async () => {
+  it('reads the metadata of a batch\'s studies, their patients and series in three requests, not four per study', async () => {
     const ids = ['a', 'b', 'c']
     const {client, asked, metadataOf, pool} = sideDataServer(ids, 'answers')
     const perResource = (path: string, data: object) => {
@@ -531,12 +531,11 @@ describe('SideDataReader', () => {
     for (const id of ids) {
       perResource(`/patients/patient-${id}/attachments`, [])
       perResource(`/studies/study-${id}/attachments`, [])
-      perResource(`/series/series-${id}/metadata?expand`, {})
       perResource(`/series/series-${id}/attachments`, [])
     }
     const reader = new SideDataReader(client)
     const items = (async function* () {
-      for (const id of ids) yield {id, studyId: `study-${id}`, studyInstanceUid: `1.2.${id.charCodeAt(0)}`}
+      for (const id of ids) yield {id, studyId: `study-${id}`, studyInstanceUid: `1.2.${id.charCodeAt(0)}`, seriesId: `series-${id}`}
     })()
     const resources: string[][] = []
     for await (const item of prefetchingSideData(items, reader)) {
@@ -544,10 +543,10 @@ describe('SideDataReader', () => {
       resources.push(records.map((record) => `${record.level} ${JSON.stringify(record.userMetadata)}`))
     }
     // The patient's and the study's user metadata come from the bulk answers.
-    expect(resources[2]).toEqual([`patient ${JSON.stringify({Reviewed: metadataOf('patient-c').Reviewed})}`, `study ${JSON.stringify({Reviewed: metadataOf('study-c').Reviewed})}`])
-    const studyReads = asked.filter((call) => /^GET \/(studies|patients)\/[^/]+(\/metadata|$)/.test(call))
-    expect(studyReads).toEqual([])
-    expect(asked.filter((call) => call.includes('Study ') || call.includes('Patient '))).toHaveLength(4)
+    expect(resources[2]).toEqual(['patient', 'study', 'series'].map((level) => `${level} ${JSON.stringify({Reviewed: metadataOf(`${level}-c`).Reviewed})}`))
+    const oneByOne = asked.filter((call) => /^GET \/(studies|patients|series)\/[^/]+(\/metadata|$)/.test(call))
+    expect(oneByOne).toEqual([])
+    expect(asked.filter((call) => /(Study|Patient|Series) /.test(call))).toHaveLength(6)
   })
 
   it('asks per instance on a server without bulk metadata, and stops trying the bulk route', async () => {
