@@ -37,6 +37,8 @@ export class SideDataReader {
   private readonly studiesAhead = new Map<string, Promise<StudyAhead | undefined>>()
   /** The same for a batch's series. */
   private readonly seriesAhead = new Map<string, Promise<BulkSideData | undefined>>()
+  /** Series read ahead lately, taken or not: a series of several batches is asked for once. */
+  private readonly seriesAsked = new Set<string>()
   private readonly wholeStudies: StudySideData
 
   constructor(private readonly client: OrthancClient) {
@@ -83,13 +85,16 @@ export class SideDataReader {
       }
     }
 
-    const series = [...new Set(seriesIds)].filter((id) => !this.seriesAhead.has(id))
+    const series = [...new Set(seriesIds)].filter((id) => !this.seriesAsked.has(id))
     if (series.length > 0) {
       const answer = this.client.resourcesSideData('series', series, signal).catch(() => undefined)
-      for (const seriesId of series) this.seriesAhead.set(seriesId, answer.then((found) => found?.get(seriesId)))
+      for (const seriesId of series) {
+        this.seriesAhead.set(seriesId, answer.then((found) => found?.get(seriesId)))
+        this.seriesAsked.add(seriesId)
+      }
     }
 
-    for (const ahead of [this.studiesAhead, this.seriesAhead]) {
+    for (const ahead of [this.studiesAhead, this.seriesAhead, this.seriesAsked]) {
       while (ahead.size > RESOURCES_READ_AHEAD) ahead.delete(ahead.keys().next().value!)
     }
   }

@@ -549,6 +549,21 @@ describe('SideDataReader', () => {
     expect(asked.filter((call) => /(Study|Patient|Series) /.test(call))).toHaveLength(6)
   })
 
+  it('asks for a study and a series that span several batches once', async () => {
+    const ids = Array.from({length: 250}, (_, index) => `i${index}`)
+    const {client, asked, pool} = sideDataServer(ids, 'answers')
+    for (const path of ['/patients/patient-big/attachments', '/studies/study-big/attachments', '/series/series-big/attachments']) pool.intercept({path, method: 'GET'}).reply(200, []).persist()
+    const reader = new SideDataReader(client)
+    const items = (async function* () {
+      for (const id of ids) yield {id, studyId: 'study-big', studyInstanceUid: '1.2.3', seriesId: 'series-big'}
+    })()
+    for await (const item of prefetchingSideData(items, reader)) await reader.resourcesOf({studyId: item.studyId, seriesId: item.seriesId})
+    const bulk = asked.filter((call) => call.startsWith('POST /tools/bulk-content '))
+    expect(bulk.filter((call) => /(Study|Patient|Series) /.test(call))).toEqual(['POST /tools/bulk-content Study study-big', 'POST /tools/bulk-content Patient study-big', 'POST /tools/bulk-content Series series-big'])
+    // The instances' metadata: one request per batch of 100.
+    expect(bulk.filter((call) => !/(Study|Patient|Series) /.test(call))).toHaveLength(3)
+  })
+
   it('asks per instance on a server without bulk metadata, and stops trying the bulk route', async () => {
     const ids = ['a', 'b']
     const {client, asked} = sideDataServer(ids, 'missing')
