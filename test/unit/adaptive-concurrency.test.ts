@@ -204,6 +204,37 @@ describe('AdaptiveConcurrency against a simulated server', () => {
     expect(unrewarded.current).toBe(16)
   })
 
+  it('keeps a step down only if Little\'s law agrees: fewer items in flight at the same latency is less throughput, however the completions fell', () => {
+    // At 32, held; then a probe down to 28. `latencyAt28`: the latency the probe's epoch saw, its
+    // completions spread as they were at 32 (the measured rate the same).
+    const probeDown = (latencyAt28: number) => {
+      let now = 0
+      const controller = new AdaptiveConcurrency({itemsPerUnit: 2, now: () => now, initial: 32})
+      const feed = (count: number, latencyMs: number) => {
+        for (let index = 0; index < count; index++) {
+          now += 400 / 64
+          controller.record({ms: latencyMs, bytes: 130_000, congested: false})
+        }
+      }
+
+      // Slow start at its maximum, then hold epochs until the probe down; then the items started
+      // at 32 finish, and the probe's epoch.
+      while (!controller.decisions.some((decision) => decision.reason === 'probe down')) feed(1, 400)
+      feed(64, 400)
+      feed(56, latencyAt28)
+      return controller
+    }
+
+    // Across a link: the same latency with an eighth fewer in flight. Back to 32.
+    const linkBound = probeDown(400)
+    expect(linkBound.decisions.at(-1)).toMatchObject({from: 28, to: 32, reason: 'probe down reverted'})
+    expect(linkBound.current).toBe(32)
+    // Server-bound: the latency fell with the items in flight: as fast with fewer, kept.
+    const serverBound = probeDown(350)
+    expect(serverBound.decisions.at(-1)).toMatchObject({from: 32, to: 28, reason: 'probe down kept'})
+    expect(serverBound.current).toBe(28)
+  })
+
   it('decides the same way given the same completions', () => {
     const server: Server = {rttMs: 10, roundTrips: 3, workers: 2, serviceMs: 2}
     expect(simulate(server, 2000, 7).decisions).toEqual(simulate(server, 2000, 7).decisions)
