@@ -52,11 +52,11 @@ const LEVEL_PATHS: Record<ResourceLevel, string> = {patient: 'patients', study: 
 
 const BULK_LEVELS: Record<ResourceLevel, string> = {patient: 'Patient', study: 'Study', series: 'Series', instance: 'Instance'}
 
-/** A resource's metadata as /tools/bulk-content answers it: labels where the server gives them (1.12), a patient's studies. */
+/** A resource's metadata as /tools/bulk-content answers it: labels where the server gives them (1.12), a study's patient. */
 export interface BulkSideData {
   metadata: Record<string, string>
   labels?: string[]
-  studies?: string[]
+  parentPatient?: string
 }
 
 export function resourcePath(level: ResourceLevel, id: string): string {
@@ -302,14 +302,10 @@ export class OrthancClient {
     return this.resourcesSideData('instance', ids, signal)
   }
 
-  /**
-   * The same for resources of any level, and for resources at `level` reached from `ids` of
-   * another level: studies' IDs at level 'patient' answer their patients (each with its
-   * `studies`), keyed by the patient's ID (checked on 1.10.1).
-   */
+  /** The same for resources of any level (`ids` of that level); a study's answer names its patient. */
   async resourcesSideData(level: ResourceLevel, ids: string[], signal?: AbortSignal): Promise<Map<string, BulkSideData> | undefined> {
     if (this.noBulkMetadata || ids.length === 0) return undefined
-    let answer: Array<{ID: string; Metadata?: Record<string, string>; Labels?: string[]; Studies?: string[]}>
+    let answer: Array<{ID: string; Metadata?: Record<string, string>; Labels?: string[]; ParentPatient?: string}>
     try {
       answer = await this.http.json('POST', '/tools/bulk-content', {
         body: JSON.stringify({Resources: ids, Level: BULK_LEVELS[level], Metadata: true}),
@@ -333,7 +329,7 @@ export class OrthancClient {
       found.set(entry.ID, {
         metadata: entry.Metadata,
         ...(Array.isArray(entry.Labels) ? {labels: entry.Labels} : {}),
-        ...(Array.isArray(entry.Studies) ? {studies: entry.Studies} : {}),
+        ...(typeof entry.ParentPatient === 'string' ? {parentPatient: entry.ParentPatient} : {}),
       })
     }
 

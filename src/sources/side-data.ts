@@ -72,15 +72,20 @@ export class SideDataReader {
   prefetchResources(studyIds: string[], seriesIds: string[], signal?: AbortSignal): void {
     const studies = [...new Set(studyIds)].filter((id) => !this.studies.has(id) && !this.studiesAhead.has(id))
     if (studies.length > 0) {
-      const answers = Promise.all([this.client.resourcesSideData('study', studies, signal), this.client.resourcesSideData('patient', studies, signal)])
+      const answers = (async () => {
+        const studyAnswers = await this.client.resourcesSideData('study', studies, signal)
+        // The studies' answers name their patients: those are asked for next, by their own IDs.
+        const patientIds = [...new Set([...(studyAnswers?.values() ?? [])].flatMap((study) => study.parentPatient ?? []))]
+        return {studyAnswers, patients: await this.client.resourcesSideData('patient', patientIds, signal)}
+      })()
       // A failed read ahead is not this reader's failure: each study asks again on its own.
       const settled = answers.catch(() => undefined)
       for (const studyId of studies) {
         this.studiesAhead.set(studyId, settled.then((both) => {
-          if (!both) return undefined
-          const [studyAnswers, patients] = both
-          const patient = [...(patients ?? [])].find(([, entry]) => entry.studies?.includes(studyId))
-          return {study: studyAnswers?.get(studyId), patient: patient && {...patient[1], id: patient[0]}}
+          const study = both?.studyAnswers?.get(studyId)
+          const patientId = study?.parentPatient
+          const patient = patientId === undefined ? undefined : both?.patients?.get(patientId)
+          return {study, patient: patient && patientId !== undefined ? {...patient, id: patientId} : undefined}
         }))
       }
     }

@@ -474,9 +474,9 @@ describe('SideDataReader', () => {
       const {Resources: resources, Level: level} = JSON.parse(String(request.body)) as {Resources: string[]; Level: string}
       asked.push(`POST /tools/bulk-content ${level === 'Instance' ? '' : `${level} `}${resources.join(',')}`)
       if (bulk === 'missing') return {statusCode: 404, data: {HttpError: 'Not Found'}}
-      // Studies "study-X" belong to patient "patient-X"; asked at level Patient, they answer their patients.
-      if (level === 'Patient') return {statusCode: 200, data: resources.map((study) => ({ID: study.replace('study', 'patient'), Type: 'Patient', Metadata: metadataOf(study.replace('study', 'patient')), Studies: [study]}))}
-      return {statusCode: 200, data: resources.map((ID) => ({ID, Type: level, Metadata: metadataOf(ID)}))}
+      // Study "study-X" belongs to patient "patient-X".
+      const parent = (ID: string) => (level === 'Study' ? {ParentPatient: ID.replace('study', 'patient')} : {})
+      return {statusCode: 200, data: resources.map((ID) => ({ID, Type: level, Metadata: metadataOf(ID), ...parent(ID)}))}
     }).persist()
     for (const id of ids) {
       pool.intercept({path: `/instances/${id}/metadata?expand`, method: 'GET'}).reply(() => {
@@ -559,7 +559,7 @@ describe('SideDataReader', () => {
     })()
     for await (const item of prefetchingSideData(items, reader)) await reader.resourcesOf({studyId: item.studyId, seriesId: item.seriesId})
     const bulk = asked.filter((call) => call.startsWith('POST /tools/bulk-content '))
-    expect(bulk.filter((call) => /(Study|Patient|Series) /.test(call))).toEqual(['POST /tools/bulk-content Study study-big', 'POST /tools/bulk-content Patient study-big', 'POST /tools/bulk-content Series series-big'])
+    expect(bulk.filter((call) => /(Study|Patient|Series) /.test(call)).sort()).toEqual(['POST /tools/bulk-content Patient patient-big', 'POST /tools/bulk-content Series series-big', 'POST /tools/bulk-content Study study-big'])
     // The instances' metadata: one request per batch of 100.
     expect(bulk.filter((call) => !/(Study|Patient|Series) /.test(call))).toHaveLength(3)
   })
