@@ -14,10 +14,10 @@ import type {InFlightControl} from './engine.js'
  * - slow start: double while an epoch's throughput beats the previous level's by GAIN, measured
  *   or as Little's law gives it (items in flight over their mean latency); when a doubling does
  *   not pay, go back to the level that did, and hold there;
- * - steady: hold epochs alternate with probes one step up (a quarter) or down (an eighth); a probe up stays if
- *   it beats the level held by PROBE_GAIN, a probe down if it loses less than PROBE_LOSS, measured and
- *   by Little's law; after
- *   each probe that did not pay, twice as many hold epochs pass before the next (up to 8);
+ * - steady: hold epochs alternate with probes one step up (a quarter) or down (an eighth); a probe
+ *   up stays if it beats the level held by PROBE_GAIN, a probe down if it loses less than
+ *   PROBE_LOSS, measured and by Little's law; after each probe that did not pay, twice as many
+ *   hold epochs pass before the next (up to 8);
  * - congestion halves the concurrency at once (once per turnover), then holds;
  * - a hold epoch whose latency rose by LATENCY_RISE while its throughput fell by THROUGHPUT_FALL
  *   steps down: the target is slower, and more requests waiting there would only queue;
@@ -237,8 +237,8 @@ export class AdaptiveConcurrency {
       const {from, direction} = this.probe
       this.probe = undefined
       // A step down must keep the throughput both as measured and by Little's law: a measured rate
-      // that swings with bursts of completions let 32 drift to 28 across 40 ms of round trip, where
-      // the latency did not fall with the items in flight (so 28 moved an eighth less).
+      // swings with how bursts of completions fall in an epoch, and could keep a step down whose
+      // latency did not fall with the items in flight (an eighth less moved, across a link).
       const kept = direction === 1
         ? level.rate > held!.rate * (1 + PROBE_GAIN)
         : level.rate >= held!.rate * (1 - PROBE_LOSS) && level.steadyRate >= held!.steadyRate * (1 - PROBE_LOSS)
