@@ -115,12 +115,19 @@ export class SideDataReader {
 
   /** An instance's side data. */
   async read(instanceId: string, signal?: AbortSignal): Promise<SideData> {
-    const ahead = await this.prefetched.get(instanceId)
+    const pending = this.prefetched.get(instanceId)
     this.prefetched.delete(instanceId)
+    // Where no study-wide answer can come, the batch holds metadata only: the attachment list is
+    // asked beside it rather than after it. Across a link, the first instances otherwise wait a
+    // round trip for their batch before their list is even asked for.
+    const attachmentsNow = pending && this.batchesSpanStudies ? this.userAttachments('instance', instanceId, signal) : undefined
+    // Its failure is seen below; until then it must not count as unhandled.
+    attachmentsNow?.catch(() => {})
+    const ahead = await pending
     if (ahead?.found) return this.fromFound(instanceId, ahead.found, signal)
     const [all, attachments, labels] = await Promise.all([
       ahead?.bulk?.metadata ?? this.client.instanceMetadata(instanceId, signal),
-      this.userAttachments('instance', instanceId, signal),
+      attachmentsNow ?? this.userAttachments('instance', instanceId, signal),
       ahead?.bulk?.labels ?? this.client.instanceLabels(instanceId, signal),
     ])
     const {user, system} = splitMetadata(all)

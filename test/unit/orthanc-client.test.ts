@@ -465,28 +465,37 @@ describe('studySideData', () => {
 
 describe('SideDataReader', () => {
   /** A 1.10.1 mock answering per-instance side-data requests for the given IDs, counting what is asked. */
-  function sideDataServer(ids: string[], bulk: 'answers' | 'missing') {
+  function sideDataServer(ids: string[], bulk: 'answers' | 'missing', bulkDelayMs = 0) {
     const {agent, pool} = mockServer()
     interceptSystem(pool, '1.10.1')
     const asked: string[] = []
+    /** When each request was sent (ms since the mock was made), by request. */
+    const sentAt = new Map<string, number>()
+    const made = Date.now()
     const metadataOf = (id: string) => ({ReceptionDate: '20240101T000000', Reviewed: `yes-${id}`})
-    pool.intercept({path: '/tools/bulk-content', method: 'POST'}).reply<object>((request) => {
+    const bulkReply = pool.intercept({path: '/tools/bulk-content', method: 'POST'}).reply<object>((request) => {
       const {Resources: resources, Level: level} = JSON.parse(String(request.body)) as {Resources: string[]; Level: string}
       asked.push(`POST /tools/bulk-content ${level === 'Instance' ? '' : `${level} `}${resources.join(',')}`)
+      sentAt.set(`bulk ${level} ${resources.join(',')}`, Date.now() - made)
       if (bulk === 'missing') return {statusCode: 404, data: {HttpError: 'Not Found'}}
       // Study "study-X" belongs to patient "patient-X".
       const parent = (ID: string) => (level === 'Study' ? {ParentPatient: ID.replace('study', 'patient')} : {})
       return {statusCode: 200, data: resources.map((ID) => ({ID, Type: level, Metadata: metadataOf(ID), ...parent(ID)}))}
-    }).persist()
+    })
+    if (bulkDelayMs > 0) bulkReply.delay(bulkDelayMs)
+    bulkReply.persist()
     for (const id of ids) {
       pool.intercept({path: `/instances/${id}/metadata?expand`, method: 'GET'}).reply(() => {
         asked.push(`GET metadata ${id}`)
         return {statusCode: 200, data: metadataOf(id)}
       }).persist()
-      pool.intercept({path: `/instances/${id}/attachments`, method: 'GET'}).reply(200, ['dicom']).persist()
+      pool.intercept({path: `/instances/${id}/attachments`, method: 'GET'}).reply(() => {
+        sentAt.set(`attachments ${id}`, Date.now() - made)
+        return {statusCode: 200, data: ['dicom']}
+      }).persist()
     }
 
-    return {client: clientFor(agent), asked, metadataOf, pool}
+    return {client: clientFor(agent), asked, metadataOf, pool, sentAt}
   }
 
   it('reads the metadata of a prefetched batch in one request and none per instance', async () => {
@@ -498,6 +507,21 @@ describe('SideDataReader', () => {
     expect(read.map((side) => side.userMetadata)).toEqual([{Reviewed: 'yes-a'}, {Reviewed: 'yes-b'}, {Reviewed: 'yes-c'}])
     expect(read[0]!.systemMetadata).toEqual({ReceptionDate: '20240101T000000'})
     expect(asked).toEqual(['POST /tools/bulk-content a,b,c'])
+  })
+
+  it('asks for an instance\'s attachment list beside its batch\'s metadata, not after it, on a server with no study-wide answer', async () => {
+    // Across a link, waiting for the batch first costs the first instances a round trip.
+    const ids = ['a', 'b', 'c']
+    const {client, sentAt} = sideDataServer(ids, 'answers', 1000)
+    const reader = new SideDataReader(client)
+    // The first study's batch finds out that this 1.10.1 server has no study-wide answer.
+    reader.prefetch(['a'], undefined, {id: 'study-a', uid: '1.2.3'})
+    await reader.read('a')
+    reader.prefetch(['b', 'c'])
+    await Promise.all(['b', 'c'].map((id) => reader.read(id)))
+    const bulkSent = sentAt.get('bulk Instance b,c')!
+    // Both lists went out with the bulk request, well before its answer (1 s later) came back.
+    for (const id of ['b', 'c']) expect(sentAt.get(`attachments ${id}`)! - bulkSent).toBeLessThan(500)
   })
 
   it('lets one bulk request span studies of one instance once the server is known to have no study-wide answer', async () => {
