@@ -33,12 +33,14 @@ export async function* selectInstances(
   const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, false, signal) : undefined
   // Only these instances, and only those of them the filters keep: a mirror's new arrivals.
   const only = options.onlyInstances ? await resolveOrthancIds(client, options.onlyInstances, true, signal) : undefined
-  const studyIds = only ? [...only.keys()].filter((id) => !explicit || explicit.has(id)) : explicit ? [...explicit.keys()] : await matchingStudyIds(client, filters, signal)
+  const listing = only || explicit ? undefined : await matchingStudies(client, filters, signal)
+  const studyIds = only ? [...only.keys()].filter((id) => !explicit || explicit.has(id)) : explicit ? [...explicit.keys()] : listing!.ids
   studyIds.sort()
   // Several studies are read at once, and come out in order: across a network each study's
   // reads cost round trips that would otherwise add up, one study after another.
   const selections = mapOrdered(studyIds, STUDIES_READ_AT_ONCE, async (studyId) => {
-    const study = await client.study(studyId, signal)
+    const study = listing?.studies?.get(studyId) ?? await client.study(studyId, signal)
+    listing?.studies?.delete(studyId)
     if (!study || !studyMatches(study, filters)) return undefined
     return selectInStudy(client, study, filters, narrower(explicit?.get(studyId), only?.get(studyId)), signal)
   })
@@ -60,10 +62,26 @@ function narrower(a: Set<string> | 'all' | undefined, b: Set<string> | 'all' | u
   return new Set([...a].filter((id) => b.has(id)))
 }
 
-async function matchingStudyIds(client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal): Promise<string[]> {
+/**
+ * Studies listed whose answers are kept for the selection, which otherwise reads each study
+ * again: a round trip before a study's instances are listed, and one request per study (for
+ * archives of one instance per study, one per instance). A server with more matching studies
+ * keeps IDs only, so that memory stays bounded: about 2 kB per study kept.
+ */
+const LISTED_STUDIES_KEPT = 2000
+
+/** The IDs of the studies that match, and their listed answers while there are few enough. */
+async function matchingStudies(client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal): Promise<{ids: string[]; studies?: Map<string, OrthancResource>}> {
   const ids: string[] = []
-  for await (const study of client.listStudies(signal)) if (studyMatches(study, filters)) ids.push(study.ID)
-  return ids
+  let studies: Map<string, OrthancResource> | undefined = new Map()
+  for await (const study of client.listStudies(signal)) {
+    if (!studyMatches(study, filters)) continue
+    ids.push(study.ID)
+    studies?.set(study.ID, study)
+    if (studies && studies.size > LISTED_STUDIES_KEPT) studies = undefined
+  }
+
+  return {ids, studies}
 }
 
 function studyMatches(study: OrthancResource, filters: InstanceFilters): boolean {
@@ -90,7 +108,16 @@ export function shardOfStudy(studyId: string, count: number): number {
 async function selectInStudy(
   client: OrthancClient, study: OrthancResource, filters: InstanceFilters, onlyInstances: Set<string> | 'all' | undefined, signal?: AbortSignal,
 ): Promise<SelectedStudy | undefined> {
-  const [series, instances] = await Promise.all([client.seriesOfStudy(study.ID, signal), client.studyInstances(study.ID, signal)])
+  let series: OrthancResource[]
+  let instances: OrthancResource[]
+  try {
+    [series, instances] = await Promise.all([client.seriesOfStudy(study.ID, signal), client.studyInstances(study.ID, signal)])
+  } catch (error) {
+    // Deleted since it was listed or read: it is no longer there to select.
+    if (error instanceof OrthancHttpError && error.status === 404) return undefined
+    throw error
+  }
+
   const modalities = filters.modalities?.map((modality) => modality.toUpperCase())
   const seriesById = new Map(series.map((entry) => [entry.ID, entry]))
   const keep = (instance: OrthancResource) => {
