@@ -27,9 +27,9 @@ const STUDIES_READ_AT_ONCE = 16
  * runs over the same data plan the same volumes. Filters of different kinds narrow together;
  * several values of one kind widen. Memory holds the matching study IDs, never all instances.
  */
-export async function* selectInstances(
-  client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: SelectionOptions = {},
-): AsyncGenerator<SelectedStudy> {
+export async function* selectInstances<Beside = never>(
+  client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: SelectionOptions<Beside> = {},
+): AsyncGenerator<SelectedStudy & {beside?: Promise<Beside>}> {
   const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, false, signal) : undefined
   // Only these instances, and only those of them the filters keep: a mirror's new arrivals.
   const only = options.onlyInstances ? await resolveOrthancIds(client, options.onlyInstances, true, signal) : undefined
@@ -42,17 +42,27 @@ export async function* selectInstances(
     const study = listing?.studies?.get(studyId) ?? await client.study(studyId, signal)
     listing?.studies?.delete(studyId)
     if (!study || !studyMatches(study, filters)) return undefined
-    return selectInStudy(client, study, filters, narrower(explicit?.get(studyId), only?.get(studyId)), signal)
+    const beside = options.beside?.(studyId)
+    // Taken with the study below; a study left out (no instance kept) leaves it unread.
+    beside?.catch(() => {})
+    const selected = await selectInStudy(client, study, filters, narrower(explicit?.get(studyId), only?.get(studyId)), signal)
+    return selected && {...selected, beside}
   })
   for await (const selected of selections) if (selected && selected.instances.length > 0) yield selected
 }
 
-export interface SelectionOptions {
+export interface SelectionOptions<Beside = never> {
   /**
    * Consider only these instances (Orthanc IDs), which may have been deleted since: the filters
    * still apply to them. Used to follow new arrivals without listing the whole server.
    */
   onlyInstances?: string[]
+  /**
+   * Started for each matching study as its instances are listed, and handed on with it: what the
+   * caller would otherwise ask only once the study came out (the comparison's look-up of the
+   * study on the target), without a round trip of its own.
+   */
+  beside?: (studyId: string) => Promise<Beside>
 }
 
 /** Both limits on a study's instances at once ('all' or undefined: no limit). */

@@ -4,6 +4,7 @@ import {describe, expect, it} from 'vitest'
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {selectInstances, type SelectedStudy} from '../../src/sources/orthanc-selection.js'
+import {compareServers} from '../../src/sync/compare.js'
 
 const origin = 'http://orthanc.test'
 
@@ -12,28 +13,36 @@ const origin = 'http://orthanc.test'
  * study's own record (GET /studies/{id}). `gone` studies are listed but deleted since: their
  * series and instances answer 404.
  */
-function serverOfStudies(count: number, gone: string[] = []) {
+function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 0) {
   const agent = new MockAgent()
   agent.disableNetConnect()
   const pool = agent.get(origin)
+  /** When the first instance list was asked for (Date.now()). */
+  const sent: {instances?: number} = {}
   const ids = Array.from({length: count}, (_, index) => `study-${String(index).padStart(5, '0')}`)
   const study = (ID: string) => ({ID, Type: 'Study', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}, PatientMainDicomTags: {PatientID: 'P'}, Series: [`series-${ID}`]})
   const studyReads: string[] = []
   pool.intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map(study)).persist()
-  pool.intercept({path: (path) => /^\/studies\/study-\d+$/.test(path), method: 'GET'}).reply(({path}) => {
+  pool.intercept({path: (path) => /^\/studies\/study-\d+$/.test(path), method: 'GET'}).reply<object>(({path}) => {
     studyReads.push(path)
     return {statusCode: 200, data: study(path.split('/')[2]!)}
   }).persist()
-  pool.intercept({path: (path) => /^\/studies\/study-\d+\/(series|instances)$/.test(path), method: 'GET'}).reply(({path}) => {
+  const lists = pool.intercept({path: (path) => /^\/studies\/study-\d+\/(series|instances)$/.test(path), method: 'GET'}).reply<object>(({path}) => {
     const [, , id, what] = path.split('/')
+    if (what === 'instances') sent.instances ??= Date.now()
     if (gone.includes(id!)) return {statusCode: 404, data: {HttpError: 'Not Found'}}
     const data = what === 'series'
       ? [{ID: `series-${id}`, Type: 'Series', MainDicomTags: {SeriesInstanceUID: `1.3.${id}`, Modality: 'CR'}}]
       : [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: `series-${id}`, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: 100}]
     return {statusCode: 200, data}
-  }).persist()
-  const client = new OrthancClient(resolveEndpoint({url: origin, env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
-  return {client, ids, studyReads}
+  })
+  if (instancesDelayMs > 0) lists.delay(instancesDelayMs)
+  lists.persist()
+  return {agent, client: clientOf(agent, origin), ids, studyReads, sent}
+}
+
+function clientOf(agent: MockAgent, url: string): OrthancClient {
+  return new OrthancClient(resolveEndpoint({url, env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
 }
 
 async function selectAll(client: OrthancClient): Promise<SelectedStudy[]> {
@@ -65,5 +74,25 @@ describe('selectInstances', () => {
     const {client, ids} = serverOfStudies(3, ['study-00001'])
     const studies = await selectAll(client)
     expect(studies.map((study) => study.studyId)).toEqual([ids[0], ids[2]])
+  })
+})
+
+describe('compareServers', () => {
+  it('looks each study up on the target while the source lists its instances, not after', async () => {
+    // Across a link, waiting for the source's lists first costs every study a round trip.
+    const {agent, client: source, ids, sent} = serverOfStudies(2, [], 500)
+    const targetOrigin = 'http://target.test'
+    const lookedUp: number[] = []
+    agent.get(targetOrigin).intercept({path: (path) => /^\/studies\/study-\d+\/instances$/.test(path), method: 'GET'}).reply(() => {
+      lookedUp.push(Date.now())
+      return {statusCode: 404, data: {HttpError: 'Not Found'}}
+    }).persist()
+    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, [])
+    const states: string[] = []
+    for await (const item of compareServers(source, clientOf(agent, targetOrigin), {filters: {}, checksum: false})) states.push(`${item.studyId} ${item.state}`)
+    expect(states).toEqual(ids.map((id) => `${id} only-source`))
+    // Both look-ups went out with the source's lists, well before their answers (0.5 s later).
+    expect(lookedUp).toHaveLength(2)
+    for (const at of lookedUp) expect(at - sent.instances!).toBeLessThan(250)
   })
 })
