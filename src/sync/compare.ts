@@ -1,5 +1,6 @@
 import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
+import type {OrthancResource} from '../orthanc/types.js'
 import {selectInstances, type SelectedInstance} from '../sources/orthanc-selection.js'
 import {mapConcurrent, mapOrdered} from '../util/concurrency.js'
 
@@ -48,6 +49,12 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   const unfiltered = Object.keys(options.filters).length === 0
   const sourceStudies = new Set<string>()
   const lookupEachOnTarget = options.onlyInstances !== undefined
+  const findOnlyOnTarget = unfiltered && !lookupEachOnTarget
+  // The target's studies are listed beside the comparison rather than after it, which across a
+  // link is a round trip (and the listing's time) less before the plan and the first upload.
+  const targetStudies = findOnlyOnTarget ? studiesUpTo(target, TARGET_STUDIES_LISTED_AHEAD, options.signal) : undefined
+  // A failure is seen below, where the listing is used.
+  targetStudies?.catch(() => {})
   // Each study is looked up on the target while the source lists its instances, not after:
   // across a link, a round trip less per study (and per instance for studies of one instance).
   const selected = selectInstances(source, options.filters, options.signal, {
@@ -75,18 +82,35 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
       else yield {...base, state: same[index] ? 'identical' : 'different'}
     }
 
-    if (unfiltered && !lookupEachOnTarget) {
+    if (findOnlyOnTarget) {
       for (const id of onTarget) yield {id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}
     }
   }
 
-  if (!unfiltered || lookupEachOnTarget) return
-  for await (const study of target.listStudies(options.signal)) {
+  if (!findOnlyOnTarget) return
+  // A target with more studies than were kept is listed again, study by study.
+  for await (const study of (await targetStudies) ?? target.listStudies(options.signal)) {
     if (sourceStudies.has(study.ID)) continue
     for (const id of await target.studyInstanceIds(study.ID, options.signal)) {
       yield {id, studyId: study.ID, studyInstanceUid: study.MainDicomTags.StudyInstanceUID, state: 'only-target'}
     }
   }
+}
+
+/** Target studies listed beside the comparison and kept (ID and UID, about 200 bytes each); a target with more is listed again after it. */
+const TARGET_STUDIES_LISTED_AHEAD = 10_000
+
+/** The server's studies (ID and Study Instance UID), or undefined once there are more than `limit`. */
+async function studiesUpTo(client: OrthancClient, limit: number, signal?: AbortSignal): Promise<OrthancResource[] | undefined> {
+  const studies: OrthancResource[] = []
+  for await (const study of client.listStudies(signal)) {
+    // Leaving the loop drops the rest of the answer.
+    if (studies.length >= limit) return undefined
+    const uid = study.MainDicomTags.StudyInstanceUID
+    studies.push({ID: study.ID, Type: study.Type, MainDicomTags: uid === undefined ? {} : {StudyInstanceUID: uid}})
+  }
+
+  return studies
 }
 
 async function presentOneByOne(target: OrthancClient, instances: SelectedInstance[], signal?: AbortSignal): Promise<Set<string>> {

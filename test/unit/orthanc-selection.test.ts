@@ -96,3 +96,42 @@ describe('compareServers', () => {
     for (const at of lookedUp) expect(at - sent.instances!).toBeLessThan(250)
   })
 })
+
+describe('compareServers: the studies only on the target', () => {
+  /** A target holding `count` studies the source lacks, one instance each, counting its listings. */
+  function targetOnly(agent: MockAgent, count: number) {
+    const pool = agent.get('http://target.test')
+    const listings: number[] = []
+    const studies = Array.from({length: count}, (_, index) => ({ID: `other-${index}`, Type: 'Study', MainDicomTags: {StudyInstanceUID: `9.${index}`}}))
+    pool.intercept({path: '/studies?expand', method: 'GET'}).reply(() => {
+      listings.push(Date.now())
+      return {statusCode: 200, data: studies}
+    }).persist()
+    pool.intercept({path: (path) => /^\/studies\/(study|other)-\d+\/instances$/.test(path), method: 'GET'}).reply<object>(({path}) => {
+      const id = path.split('/')[2]!
+      return id.startsWith('other') ? {statusCode: 200, data: [{ID: `instance-${id}`, Type: 'Instance'}]} : {statusCode: 404, data: {HttpError: 'Not Found'}}
+    }).persist()
+    return {target: clientOf(agent, 'http://target.test'), listings}
+  }
+
+  async function onlyOnTarget(source: OrthancClient, target: OrthancClient): Promise<string[]> {
+    const found: string[] = []
+    for await (const item of compareServers(source, target, {filters: {}, checksum: false})) if (item.state === 'only-target') found.push(`${item.studyInstanceUid} ${item.id}`)
+    return found
+  }
+
+  it('lists them beside the comparison, not after it', async () => {
+    const {agent, client: source, sent} = serverOfStudies(2, [], 500)
+    const {target, listings} = targetOnly(agent, 3)
+    expect(await onlyOnTarget(source, target)).toEqual(['9.0 instance-other-0', '9.1 instance-other-1', '9.2 instance-other-2'])
+    expect(listings).toHaveLength(1)
+    expect(listings[0]! - sent.instances!).toBeLessThan(250)
+  })
+
+  it('lists a target of more than 10,000 studies again after the comparison, and finds them all', async () => {
+    const {agent, client: source} = serverOfStudies(1)
+    const {target, listings} = targetOnly(agent, 10_001)
+    expect(await onlyOnTarget(source, target)).toHaveLength(10_001)
+    expect(listings).toHaveLength(2)
+  }, 30_000)
+})
