@@ -2,8 +2,8 @@
 // Signals are caught before anything else loads (loading oclif and the commands takes a few
 // hundred milliseconds): a Ctrl-C or SIGTERM at any moment ends with exit code 130 and the
 // command's own summary. Only these small modules are imported statically, so they are in place first.
-import {installInterruptHandlers} from '../dist/src/cli/interrupt.js'
-import {guardOutputs} from '../dist/src/util/redact.js'
+import {installInterruptHandlers} from '../dist/cli/interrupt.js'
+import {guardOutputs} from '../dist/cli/redact.js'
 
 installInterruptHandlers()
 // Passwords given in URLs are hidden from the command line others can read (ps) and from every
@@ -21,7 +21,7 @@ process.on('exit', (code) => {
   process.exitCode = 1
 })
 
-const {execute, settings} = await import('@oclif/core')
+const {execute, settings} = await import('../dist/cli/oclif.js')
 // The built CLI runs what `npm run build` compiled, whatever NODE_ENV says; bin/dev.js runs the sources.
 settings.enableAutoTranspile = false
 try {
