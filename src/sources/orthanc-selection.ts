@@ -123,8 +123,9 @@ async function selectInStudy(
   try {
     [series, instances] = await Promise.all([client.seriesOfStudy(study.ID, signal), client.studyInstances(study.ID, signal)])
   } catch (error) {
-    // Deleted since it was listed or read: it is no longer there to select.
-    if (error instanceof OrthancHttpError && error.status === 404) return undefined
+    // Deleted since it was listed: no longer there to select. A 404 for a study that is still
+    // there (a proxy refusing the route) stays an error: skipping it would lose its instances.
+    if (error instanceof OrthancHttpError && error.status === 404 && !(await client.study(study.ID, signal))) return undefined
     throw error
   }
 

@@ -10,10 +10,10 @@ const origin = 'http://orthanc.test'
 
 /**
  * A mocked Orthanc holding `count` studies of one instance each, counting the requests for a
- * study's own record (GET /studies/{id}). `gone` studies are listed but deleted since: their
- * series and instances answer 404.
+ * study's own record (GET /studies/{id}). The series and instances of `gone` studies answer 404;
+ * `deleted` studies answer 404 themselves too (listed, but deleted since).
  */
-function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 0) {
+function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 0, deleted: string[] = []) {
   const agent = new MockAgent()
   agent.disableNetConnect()
   const pool = agent.get(origin)
@@ -25,7 +25,8 @@ function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 
   pool.intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map(study)).persist()
   pool.intercept({path: (path) => /^\/studies\/study-\d+$/.test(path), method: 'GET'}).reply<object>(({path}) => {
     studyReads.push(path)
-    return {statusCode: 200, data: study(path.split('/')[2]!)}
+    const id = path.split('/')[2]!
+    return deleted.includes(id) ? {statusCode: 404, data: {HttpError: 'Not Found'}} : {statusCode: 200, data: study(id)}
   }).persist()
   const lists = pool.intercept({path: (path) => /^\/studies\/study-\d+\/(series|instances)$/.test(path), method: 'GET'}).reply<object>(({path}) => {
     const [, , id, what] = path.split('/')
@@ -71,9 +72,15 @@ describe('selectInstances', () => {
   })
 
   it('skips a study deleted since it was listed, as it skips one that no longer reads', async () => {
-    const {client, ids} = serverOfStudies(3, ['study-00001'])
+    const {client, ids} = serverOfStudies(3, ['study-00001'], 0, ['study-00001'])
     const studies = await selectAll(client)
     expect(studies.map((study) => study.studyId)).toEqual([ids[0], ids[2]])
+  })
+
+  it('fails on a study whose instances answer 404 while the study itself is still there', async () => {
+    // A proxy refusing a route must not make a study's instances silently left out.
+    const {client} = serverOfStudies(3, ['study-00001'])
+    await expect(selectAll(client)).rejects.toThrow(/404/)
   })
 })
 
