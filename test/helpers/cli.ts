@@ -19,6 +19,8 @@ export interface CliOptions {
   timeoutMs?: number
   /** The folder the command runs in (default: the repository). */
   cwd?: string
+  /** Options for node itself, before the script (V8 flags a test needs). */
+  nodeArgs?: string[]
 }
 
 /** Runs the built CLI (`node bin/run.js`) as a user would, and collects its output and exit code. */
@@ -26,7 +28,7 @@ export async function runCli(args: string[], options: CliOptions = {}): Promise<
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = {...process.env, ...options.env}
     for (const [key, value] of Object.entries(env)) if (value === undefined) delete env[key]
-    const child = spawn(process.execPath, [runScript, ...args], {env, cwd: options.cwd ?? repoRoot, stdio: ['pipe', 'pipe', 'pipe']})
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), runScript, ...args], {env, cwd: options.cwd ?? repoRoot, stdio: ['pipe', 'pipe', 'pipe']})
     const stdout: Buffer[] = []
     const stderr: Buffer[] = []
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))

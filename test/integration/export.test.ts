@@ -227,6 +227,17 @@ describe('export', () => {
     expect(listings[0]!.split('\n').filter((line) => line.endsWith('.dcm'))).toHaveLength(corpus.length)
   })
 
+  it('parses HTTP with baseline WebAssembly code only: no optimizing compile for the process to wait on', async () => {
+    // bin/run.js turns V8's tier-up of undici's llhttp off: a TurboFan compile of its parser costs
+    // 230-300 ms of CPU, and a short command waited for it before exiting. Without that, V8 tiers
+    // the parser up after 10 to 50 requests; this export makes more.
+    const result = await runCli(['export', '--source', source.authUrl, '--output', join(work, 'wasm-tiers'), '--json'], {nodeArgs: ['--trace-wasm-compilation-times']})
+    expect(result.code, result.stderr).toBe(0)
+    const compiles = result.stdout.split('\n').filter((line) => line.startsWith('Compiled function'))
+    expect(compiles.some((line) => line.includes('using Liftoff'))).toBe(true)
+    expect(compiles.filter((line) => line.includes('using TurboFan'))).toEqual([])
+  })
+
   it('--dry-run reports instances, bytes and volumes and writes nothing', async () => {
     const output = join(work, 'dry')
     const result = await exportTo(output, '--dry-run', '--max-volume-size', '1600000')
