@@ -46,7 +46,7 @@ export async function* selectInstances<Beside = never>(
     // Taken with the study below; a study left out (no instance kept) leaves it unread.
     beside?.catch(() => {})
     const selected = await selectInStudy(client, study, filters, narrower(explicit?.get(studyId), only?.get(studyId)), signal)
-    return selected && {...selected, beside}
+    return selected && beside ? {...selected, beside} : selected
   })
   for await (const selected of selections) if (selected && selected.instances.length > 0) yield selected
 }
