@@ -142,3 +142,26 @@ describe('compareServers: the studies only on the target', () => {
     expect(listings).toHaveLength(2)
   }, 30_000)
 })
+
+describe('compareServers with a caller\'s signal', () => {
+  it('keeps its tens of requests in flight on the signal without a listener-leak warning', async () => {
+    const warnings: string[] = []
+    const onWarning = (warning: Error) => warnings.push(warning.name)
+    process.on('warning', onWarning)
+    try {
+      const {agent, client: source} = serverOfStudies(40, [], 50)
+      const target = agent.get('http://target.test')
+      target.intercept({path: (path) => /^\/studies\/study-\d+\/instances$/.test(path), method: 'GET'}).reply(404, {HttpError: 'Not Found'}).delay(50).persist()
+      target.intercept({path: '/studies?expand', method: 'GET'}).reply(200, [])
+      const controller = new AbortController()
+      let compared = 0
+      for await (const item of compareServers(source, clientOf(agent, 'http://target.test'), {filters: {}, checksum: false, signal: controller.signal})) if (item.state === 'only-source') compared++
+      expect(compared).toBe(40)
+      // Node reports the warning on the next turn of the event loop.
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(warnings.filter((name) => name === 'MaxListenersExceededWarning')).toEqual([])
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+})
