@@ -9,7 +9,7 @@ import {guardOutputs} from '../dist/cli/redact.js'
 
 // undici parses HTTP with llhttp compiled to WebAssembly. After 10 to 50 requests V8 compiles its
 // parser again with TurboFan, on a background thread: 230-300 ms of CPU, and a command that ends
-// sooner waits for it before it can exit (an empty sync: 0.75 s instead of 0.42). The baseline
+// sooner waits for it before it can exit (an empty sync: 0.76 s instead of 0.56). The baseline
 // (Liftoff) code parses headers fast enough: no difference in CPU measured over 8,000 downloads of
 // 130 kB (and SQLite's WebAssembly, for a recovery, took less CPU without it). Set before undici
 // compiles the parser, at the first connection.
