@@ -2,7 +2,7 @@ import {createServer, request, type IncomingMessage, type Server, type ServerRes
 import type {Socket} from 'node:net'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-export type Fault = 'reset-before-response' | 'reset-mid-body' | 'status-503'
+export type Fault = 'reset-before-response' | 'reset-mid-body' | 'status-503' | 'status-404'
 
 export interface FaultProxy {
   url: string
@@ -19,7 +19,8 @@ export interface FaultProxy {
 
 /**
  * A small HTTP proxy in front of a real Orthanc, for failures a real server cannot produce on
- * demand: slow answers, 503 storms, connections reset before or in the middle of a body.
+ * demand: slow answers, 503 storms, connections reset before or in the middle of a body, a route
+ * refused with 404.
  */
 export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy> {
   const sockets = new Set<Socket>()
@@ -44,6 +45,14 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       incoming.resume()
       outgoing.writeHead(503, {'content-type': 'text/plain'})
       outgoing.end('busy')
+      return
+    }
+
+    if (fault === 'status-404') {
+      // A reverse proxy that refuses a route: its own answer, not Orthanc's.
+      incoming.resume()
+      outgoing.writeHead(404, {'content-type': 'text/html'})
+      outgoing.end('<html><body>Not Found</body></html>')
       return
     }
 

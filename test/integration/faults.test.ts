@@ -91,6 +91,38 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).sort())
   })
 
+  it('a proxy refusing a study\'s listings with 404: export, sync and diff fail and say so, never leave the study out', async () => {
+    // A study that answers 404 because it was deleted is skipped; one that is still there must
+    // not be: skipping it would drop its instances from the plan, and the run would exit 0.
+    const target = await startOrthanc({name: 'faults-404-target'})
+    const proxy = await startFaultProxy(source.port)
+    try {
+      const study = ((await (await source.api('/studies')).json()) as string[])[0]!
+      const refuse = (route: 'series' | 'instances') => proxy.faults.push({match: new RegExp(`^GET /studies/${study}/${route}$`), fault: 'status-404'})
+      const runs = {
+        export: () => runCli(['export', '--source', proxy.url, '--output', join(work, 'refused-404'), '--json']),
+        sync: () => runCli(['sync', '--source', proxy.url, '--target', target.url, '--json']),
+        diff: () => runCli(['diff', '--source', proxy.url, '--target', target.url, '--json']),
+      }
+      for (const [command, start] of Object.entries(runs)) {
+        for (const route of ['series', 'instances'] as const) {
+          proxy.faults.length = 0
+          refuse(route)
+          const result = await start()
+          expect(result.code, `${command}, ${route}: ${result.stdout}${result.stderr}`).not.toBe(0)
+          // Not the exit code of servers that merely differ: the run itself failed.
+          expect(result.code, `${command}, ${route}`).not.toBe(14)
+          expect(`${result.stdout}${result.stderr}`, `${command}, ${route}`).toMatch(/404/)
+        }
+      }
+      // Nothing was planned without the study: the sync moved nothing at all.
+      expect(await (await target.api('/instances')).json()).toEqual([])
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  })
+
   it('--since follows a chain: the newest export of a chain leaves out everything the chain holds', async () => {
     const first = join(work, 'chain-1')
     expect((await exportTo(first)).code).toBe(0)
