@@ -1,3 +1,4 @@
+import {setMaxListeners} from 'node:events'
 import type {IncomingHttpHeaders} from 'node:http'
 import {Readable} from 'node:stream'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -228,6 +229,7 @@ export class OrthancHttp {
 
   /** Sends with `once` until a 2xx answer, retrying what may be retried; the answer's body is read by `once` or by the caller. */
   private async withRetries<A extends Answer>(method: string, path: string, options: RequestOptions, once: () => Promise<A>): Promise<A> {
+    if (options.signal) allowListenersInFlight(options.signal)
     const idempotent = options.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'PUT' || method === 'DELETE')
     for (let attempt = 0; ; attempt++) {
       const mayRetry = idempotent && attempt < this.retry.retries && !options.signal?.aborted
@@ -426,4 +428,17 @@ function readErrorDetail(text: string): {detail: string; orthancStatus?: number}
   } catch {
     return {detail: ''}
   }
+}
+
+const signalsAllowed = new WeakSet<AbortSignal>()
+
+/**
+ * Every request in flight listens on its signal, and the jobs keep tens of them in flight on one
+ * signal by design (a comparison's reads and look-ups, a transfer's chains): Node's warning about
+ * more than 10 listeners is for leaks, and would be printed to the caller's output.
+ */
+function allowListenersInFlight(signal: AbortSignal): void {
+  if (signalsAllowed.has(signal)) return
+  signalsAllowed.add(signal)
+  setMaxListeners(0, signal)
 }

@@ -1,5 +1,3 @@
-import {setMaxListeners} from 'node:events'
-
 import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {OrthancResource} from '../orthanc/types.js'
@@ -48,9 +46,6 @@ export interface CompareOptions {
  * unfiltered comparison; with filters, the rest of the target is out of scope.
  */
 export async function* compareServers(source: OrthancClient, target: OrthancClient, options: CompareOptions): AsyncGenerator<ComparedInstance> {
-  // Tens of requests are in flight at once (study reads, look-ups, the target's listing), each
-  // listening on the signal: many listeners by design, not the leak Node's warning is about.
-  if (options.signal) setMaxListeners(0, options.signal)
   const unfiltered = Object.keys(options.filters).length === 0
   const sourceStudies = new Set<string>()
   const lookupEachOnTarget = options.onlyInstances !== undefined
