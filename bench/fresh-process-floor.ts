@@ -1,6 +1,7 @@
 import {readFile} from 'node:fs/promises'
 import {fileURLToPath} from 'node:url'
 
+import {tuneV8ForCommandLine} from '../src/cli/v8-flags.js'
 import {checkedCopy, checkedUpload, losslessCheckedCopy} from './floors.js'
 
 /**
@@ -11,7 +12,8 @@ import {checkedCopy, checkedUpload, losslessCheckedCopy} from './floors.js'
  * the same checked copy, 1,000 instances of 130 kB, the first copy in a new process took 1.9 to
  * 2.4 CPU-s and a second one in the same process 1.1 to 1.6 (perf: about a third of the first
  * copy's CPU was V8 compiling, JavaScript and WebAssembly). No command-line tool can start warm,
- * so the CPU targets are read against this floor too.
+ * so the CPU targets are read against this floor too. It runs with the V8 settings bin/run.js
+ * gives the tool (src/cli/v8-flags.ts): a minimal copier could use them as well.
  *
  * Run by the bench as `node --import tsx bench/fresh-process-floor.ts copy SOURCE TARGET`,
  * `... lossless-copy SOURCE TARGET` (floors.ts: losslessCheckedCopy) or `... upload TARGET
@@ -28,6 +30,7 @@ export interface FreshFloorResult {
 }
 
 async function main(argv: string[]): Promise<void> {
+  tuneV8ForCommandLine()
   const [job, first, second] = argv
   const jobs = {copy: checkedCopy, 'lossless-copy': losslessCheckedCopy}
   if (!first || !second || (job !== 'upload' && !(job! in jobs))) throw new Error('usage: fresh-process-floor.ts copy|lossless-copy SOURCE TARGET | upload TARGET FILE-LIST')

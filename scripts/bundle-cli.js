@@ -19,6 +19,7 @@ const result = await build({
     // bin/run.js imports these: the same modules as the commands', not copies of them.
     {in: 'src/cli/interrupt.ts', out: 'cli/interrupt'},
     {in: 'src/util/redact.ts', out: 'cli/redact'},
+    {in: 'src/cli/v8-flags.ts', out: 'cli/v8-flags'},
     {in: 'src/cli/oclif.ts', out: 'cli/oclif'},
   ],
   outdir: 'dist',
