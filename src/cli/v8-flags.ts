@@ -13,8 +13,8 @@ import {setFlagsFromString} from 'node:v8'
  *   Set before undici compiles the parser, at the first connection.
  * - Eight times V8's interrupt budget (66 KiB of bytecode by default), so that JavaScript warm
  *   for only a few seconds is not compiled by TurboFan: those compiles cost more CPU than they
- *   saved. A sync of 400 instances across 10 ms of round trip took 1.74 CPU-s, 1.48 with this
- *   budget and 1.45 with no TurboFan at all; over an export of 15,000 instances (9 CPU-s) no
+ *   saved. A sync of 400 instances across 10 ms of round trip took 1.74 CPU-s, 1.46 with this
+ *   budget and 1.45 with no TurboFan at all (4 alternating runs each); over an export of 15,000 instances (9 CPU-s) no
  *   TurboFan cost 52 % more CPU, this budget nothing beyond noise. What stays hot is still
  *   optimized, a little later.
  */
