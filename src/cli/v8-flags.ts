@@ -2,7 +2,7 @@ import {setFlagsFromString} from 'node:v8'
 
 /**
  * V8 settings for a command that runs for seconds or minutes in a new process, set by bin/run.js
- * before anything else loads. The bench runs its new-process floors with the same settings, so
+ * before oclif and the commands load (only its two small guard modules come first). The bench runs its new-process floors with the same settings, so
  * that the tool and a minimal copier are compared on the same Node.
  *
  * - No WebAssembly tier-up. undici parses HTTP with llhttp compiled to WebAssembly; after 10 to
@@ -14,9 +14,9 @@ import {setFlagsFromString} from 'node:v8'
  * - Eight times V8's interrupt budget (66 KiB of bytecode by default), so that JavaScript warm
  *   for only a few seconds is not compiled by TurboFan: those compiles cost more CPU than they
  *   saved. A sync of 400 instances across 10 ms of round trip took 1.74 CPU-s, 1.46 with this
- *   budget and 1.45 with no TurboFan at all (4 alternating runs each); over an export of 15,000 instances (9 CPU-s) no
- *   TurboFan cost 52 % more CPU, this budget nothing beyond noise. What stays hot is still
- *   optimized, a little later.
+ *   budget and 1.45 with no TurboFan at all (4 alternating runs each); over an export of 15,000
+ *   instances (9 CPU-s) no TurboFan cost 52 % more CPU, this budget nothing beyond noise. What
+ *   stays hot is still optimized, a little later.
  */
 export const COMMAND_LINE_V8_FLAGS = ['--no-wasm-dynamic-tiering', '--no-wasm-tier-up', `--interrupt-budget=${8 * 66 * 1024}`]
 
