@@ -109,6 +109,8 @@ export interface ExportArchiveOptions extends JobCallbacks {
   hopsFrom?: string
   /** Encrypt every volume (or the stream) in the age format, to recipients or to a passphrase. */
   encryption?: AgeEncryptionKeys
+  /** Where a folder export keeps its state (default: .orthanc-replicate inside `output`); give the same to resume, or as `since`. */
+  state?: string
 }
 
 /** Exports a server's instances into verifiable archive volumes (tar + BagIt), as `export` does. */
@@ -131,6 +133,7 @@ export async function exportArchive(options: ExportArchiveOptions): Promise<Expo
     incrementalBase: exclusions.incrementalBase,
     chainBase: exclusions.chainBase,
     encryption: options.encryption,
+    stateDir: options.state,
     signal: options.signal,
     onProgress: options.onProgress,
     onEvent: options.onEvent,

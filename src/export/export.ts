@@ -1,7 +1,7 @@
 import {randomUUID} from 'node:crypto'
-import {access, constants, mkdtemp, readFile, rm, stat, statfs} from 'node:fs/promises'
+import {access, constants, mkdtemp, readdir, readFile, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {basename, join} from 'node:path'
+import {basename, isAbsolute, join, relative, resolve, sep} from 'node:path'
 import type {Writable} from 'node:stream'
 
 import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, recordedFilters, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
@@ -21,7 +21,7 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
 import {type AgeEncryptionKeys, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
-import {type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
+import {DEFAULT_STATE_FOLDER, type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume, STATE_FILE_NAME} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
 import {PatientIndex} from './patient-index.js'
 
@@ -52,6 +52,12 @@ export interface ExportOptions {
   chainBase?: string[]
   /** Encrypt every volume (or the stream) in the age format to these keys. */
   encryption?: AgeEncryptionKeys
+  /**
+   * Where the export keeps its state (plan, done-records, chain list), for a resume and a later
+   * --since: by default a folder inside the output. Elsewhere, the output holds nothing but what
+   * is meant to travel. Only for an output folder.
+   */
+  stateDir?: string
   signal?: AbortSignal
   onProgress?: ProgressListener
   /** The plan (before anything is written), each failure and each retry. */
@@ -79,8 +85,6 @@ export interface ExportSummary extends TransferStats {
 /** An export under way: its options, and the concurrency its volumes' downloads share. */
 type ExportRun = ExportOptions & {downloads: JobConcurrency}
 
-const STATE_DIR = '.orthanc-replicate'
-
 /**
  * Exports a server's instances into archive volumes: plans (or resumes a plan), checks free
  * space, then writes each volume that is not done. A volume is done once it is complete on the
@@ -101,8 +105,12 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     encryption: !options.encryption ? 'none' : 'passphrase' in options.encryption ? 'passphrase' : [...options.encryption.recipients].sort(),
   }
   const toFolder = options.output.kind === 'directory' && !options.dryRun
+  if (options.stateDir !== undefined) {
+    if (options.output.kind === 'stream') throw new UserFacingError('--state is for an export to a folder: an export to a stream keeps no state', 'Leave out --state with --output -.', 'usage', 'bad-state')
+    if (toFolder) await checkStateFolder(options.stateDir, (options.output as {path: string}).path)
+  }
   const createdFolder = toFolder ? await prepareOutputFolder((options.output as {path: string}).path) : false
-  const stateDir = toFolder ? join((options.output as {path: string}).path, STATE_DIR) : await mkdtemp(join(tmpdir(), 'orthanc-replicate-plan-'))
+  const stateDir = toFolder ? options.stateDir ?? join((options.output as {path: string}).path, DEFAULT_STATE_FOLDER) : await mkdtemp(join(tmpdir(), 'orthanc-replicate-plan-'))
   const index = options.patientIndex ? new PatientIndex() : undefined
 
   const summary: ExportSummary = {
@@ -177,7 +185,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     try {
       if (options.output.kind === 'directory') {
         const held = await writeVolumeFiles(options.output.path, plan, stateDir, run, summary)
-        await writeChain(options.output.path, options.chainBase ?? [], held)
+        await writeChain(stateDir, options.chainBase ?? [], held)
       } else {
         await writeVolumeStream(options.output.stream, plan, stateDir, run, summary)
       }
@@ -232,6 +240,24 @@ function refuseOtherExport(folder: string, stored: string, current: ExportFinger
     `${folder} holds another export: its ${shown.join(', ')} differ${differences.length === 1 ? 's' : ''} from this command's`,
     'Export into an empty folder, or repeat the original command exactly (same URL, filters and limits) to resume that export.',
     'usage', 'other-export-in-folder')
+}
+
+/**
+ * A state folder the user named: planning empties it, so it must be new, empty, or hold nothing
+ * but an export's state (the one to resume). Anything else is refused before a byte is written.
+ */
+async function checkStateFolder(path: string, output: string): Promise<void> {
+  const refuse = (why: string) => new UserFacingError(`--state ${path ? `"${path}"` : '(empty)'} ${why}`, 'Give --state a folder of its own: a new or empty one, or the --state of the export to resume.', 'usage', 'bad-state')
+  if (path.trim() === '') throw refuse('is empty')
+  // The output inside it (or the same folder) would be emptied with it.
+  const outputWithin = relative(resolve(path), resolve(output))
+  const outside = isAbsolute(outputWithin) || outputWithin === '..' || outputWithin.startsWith(`..${sep}`)
+  if (!outside) throw refuse(outputWithin === '' ? 'is the --output folder' : 'holds the --output folder')
+  const existing = await stat(path).catch(() => undefined)
+  if (!existing) return
+  if (!existing.isDirectory()) throw refuse('is a file, not a folder')
+  const others = (await readdir(path)).filter((name) => !STATE_FILE_NAME.test(name))
+  if (others.length > 0) throw refuse(`holds files that are not an export's state (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''})`)
 }
 
 /**

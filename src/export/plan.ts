@@ -76,6 +76,15 @@ const VOLUME_FIXED_BYTES = 16 * 1024
 
 const PLAN_FILE = 'plan.json'
 
+/** Where an export keeps its state by default: inside its output folder, beside the volumes. */
+export const DEFAULT_STATE_FOLDER = '.orthanc-replicate'
+
+/**
+ * The files an export keeps in its state folder, and their temporary names while written:
+ * the plan, each volume's planned entries and done-record, the chain list.
+ */
+export const STATE_FILE_NAME = /^(plan\.json|exported-instances\.txt|volume-\d{4,}\.(jsonl|done\.json))(\.tmp)?$/
+
 /**
  * Plans an export into `stateDir`: selects instances, reads their details (sizes, MD5s,
  * metadata, attachments), and packs them in order into volumes no bigger than the limits.

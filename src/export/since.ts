@@ -7,7 +7,7 @@ import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
 import {writeFileDurably} from '../util/json-file.js'
-import {loadPlan} from './plan.js'
+import {DEFAULT_STATE_FOLDER, loadPlan} from './plan.js'
 
 /** What an earlier export holds: the base of an incremental one. */
 export interface ExportBase {
@@ -22,14 +22,22 @@ export interface ExportBase {
  * only each volume's manifest is read, found by its tar headers.
  */
 export async function readExportBase(path: string): Promise<ExportBase> {
+  // The folder an export was given as --state: its own record, enough even for encrypted volumes.
+  const asState = (await stat(path).catch(() => undefined))?.isDirectory() ? await loadPlan(path) : undefined
+  if (asState) {
+    const chain = await readChain(path)
+    if (chain.length > 0) return {group: asState.group, changeCursor: asState.changeCursor, instances: new Map(chain.map((id) => [id, '']))}
+    throw new UserFacingError(`${path} is the state of an export that has not finished`, 'Run that export again with the same --state to finish it, then give --since this folder.', 'bad-input', 'no-base')
+  }
+
   const volumes = await volumeFiles(path)
   // The export's own state, when it is here (the side that exported): enough even for encrypted volumes.
   const folder = volumes[0] === undefined ? path : dirname(volumes[0])
-  const plan = await loadPlan(join(folder, '.orthanc-replicate'))
-  const chain = await readChain(folder)
+  const plan = await loadPlan(join(folder, DEFAULT_STATE_FOLDER))
+  const chain = await readChain(join(folder, DEFAULT_STATE_FOLDER))
   if (plan && chain.length > 0) return {group: plan.group, changeCursor: plan.changeCursor, instances: new Map(chain.map((id) => [id, '']))}
   if (volumes.some((volume) => volume.endsWith('.age'))) {
-    throw new UserFacingError(`${path} holds encrypted volumes and no export state to read instead`, 'Give --since the folder the export wrote (it keeps a .orthanc-replicate folder beside the volumes).', 'bad-input', 'no-base')
+    throw new UserFacingError(`${path} holds encrypted volumes and no export state to read instead`, `Give --since the folder the export wrote (it keeps a ${DEFAULT_STATE_FOLDER} folder beside the volumes), or the folder that export was given as --state.`, 'bad-input', 'no-base')
   }
 
   const instances = new Map<string, string>()
@@ -48,21 +56,21 @@ export async function readExportBase(path: string): Promise<ExportBase> {
 
   // An incremental export's own volumes hold only what it added: what the exports before it
   // held is in the chain list it left beside them.
-  for (const id of await readChain(dirname(volumes[0]!))) if (!instances.has(id)) instances.set(id, '')
+  for (const id of await readChain(join(dirname(volumes[0]!), DEFAULT_STATE_FOLDER))) if (!instances.has(id)) instances.set(id, '')
   return {group, changeCursor, instances}
 }
 
-/** The list, beside an export's volumes, of every instance its chain of exports holds. */
-export function chainFile(exportFolder: string): string {
-  return join(exportFolder, '.orthanc-replicate', CHAIN_FILE)
+/** The list, in an export's state folder, of every instance its chain of exports holds. */
+export function chainFile(stateFolder: string): string {
+  return join(stateFolder, CHAIN_FILE)
 }
 
 const CHAIN_FILE = 'exported-instances.txt'
 
 /** The instance IDs an export and the exports it continued hold (none when it left no list). */
-export async function readChain(exportFolder: string): Promise<string[]> {
+export async function readChain(stateFolder: string): Promise<string[]> {
   try {
-    return (await readFile(chainFile(exportFolder), 'utf8')).split('\n').filter((line) => /^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/.test(line))
+    return (await readFile(chainFile(stateFolder), 'utf8')).split('\n').filter((line) => /^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/.test(line))
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
     throw error
@@ -70,9 +78,9 @@ export async function readChain(exportFolder: string): Promise<string[]> {
 }
 
 /** Writes an export's chain list: what the exports it continued hold, and what its own finished volumes hold. */
-export async function writeChain(exportFolder: string, base: Iterable<string>, held: Iterable<string>): Promise<void> {
+export async function writeChain(stateFolder: string, base: Iterable<string>, held: Iterable<string>): Promise<void> {
   const ids = new Set([...base, ...held])
-  await writeFileDurably(chainFile(exportFolder), [...ids].sort().map((id) => `${id}\n`).join(''))
+  await writeFileDurably(chainFile(stateFolder), [...ids].sort().map((id) => `${id}\n`).join(''))
 }
 
 export async function volumeFiles(path: string): Promise<string[]> {

@@ -7,6 +7,7 @@ import {promisify} from 'node:util'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {ExitCode} from '../../src/cli/exit-codes.js'
 import {parseJson, runCli} from '../helpers/cli.js'
 import {listFiles} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
@@ -198,5 +199,60 @@ describe('encrypted volumes', () => {
     const incremental = await runCli(['export', '--source', source.url, '--output', next, '--since', output, '--recipient', recipientA, '--json'])
     expect(incremental.code, incremental.stderr).toBe(0)
     expect(parseJson<{instancesPlanned: number}>(incremental).instancesPlanned).toBe(0)
+  })
+
+  it('with --state elsewhere, the drive holds encrypted volumes only; the same --state resumes, and --since reads it', async () => {
+    const drive = join(work, 'drive')
+    const state = join(work, 'private', 'export-state')
+    const exportArgs = ['export', '--source', source.url, '--output', drive, '--state', state, '--max-volume-size', '70000', '--recipient', recipientA]
+    const crashed = await runCli(exportArgs, {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:volume-renamed'}})
+    expect(crashed.code).not.toBe(0)
+    const [first] = await encryptedVolumes(drive)
+    const before = await stat(first!)
+    const resumed = await runCli([...exportArgs, '--json'])
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(parseJson<{skipped: number}>(resumed).skipped).toBeGreaterThan(0)
+    expect((await stat(first!)).ino).toBe(before.ino)
+    // Nothing in clear on the drive: no state folder, no plan, only .tar.age volumes.
+    const onDrive = await listFiles(drive)
+    expect(onDrive.length).toBeGreaterThanOrEqual(2)
+    expect(onDrive.filter((file) => !file.endsWith('.tar.age'))).toEqual([])
+    // The state, private, holds the plan and the chain list.
+    expect(((await stat(state)).mode & 0o077).toString(8)).toBe('0')
+    const stateFiles = await listFiles(state)
+    expect(stateFiles.map((file) => file.split('/').at(-1))).toEqual(expect.arrayContaining(['plan.json', 'exported-instances.txt']))
+    for (const file of stateFiles) expect(((await stat(file)).mode & 0o077).toString(8), file).toBe('0')
+    await clearTarget()
+    expect((await runCli(['import', '--target', target.url, '--identity', keyA, '--no-receipt', drive])).code).toBe(0)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+
+    // The encrypted volumes alone cannot be a base; their --state can.
+    const withoutState = await runCli(['export', '--source', source.url, '--output', join(work, 'drive-next'), '--since', drive, '--recipient', recipientA])
+    expect(withoutState.code).toBe(ExitCode.badInput)
+    expect(withoutState.stderr).toContain('--state')
+    const incremental = await runCli(['export', '--source', source.url, '--output', join(work, 'drive-next'), '--since', state, '--recipient', recipientA, '--json'])
+    expect(incremental.code, incremental.stderr).toBe(0)
+    expect(parseJson<{instancesPlanned: number}>(incremental).instancesPlanned).toBe(0)
+  })
+
+  it('--state must be a folder of its own: one holding other files, or the output itself, is refused before anything is written', async () => {
+    // Planning empties the state folder: a folder with anything else in it is never used.
+    const busy = join(work, 'busy')
+    await mkdir(busy)
+    await writeFile(join(busy, 'notes.txt'), 'mine\n')
+    const output = join(work, 'busy-out')
+    const refused = await runCli(['export', '--source', source.url, '--output', output, '--state', busy, '--recipient', recipientA])
+    expect(refused.code).toBe(ExitCode.usage)
+    expect(refused.stderr).toContain('notes.txt')
+    expect(await readdir(busy)).toEqual(['notes.txt'])
+    expect(await readdir(work)).not.toContain('busy-out')
+    for (const state of [output, work]) {
+      const inside = await runCli(['export', '--source', source.url, '--output', output, '--state', state, '--recipient', recipientA])
+      expect(inside.code, state).toBe(ExitCode.usage)
+      expect(inside.stderr, state).toContain('--output folder')
+    }
+    const toStream = await runCli(['export', '--source', source.url, '--output', '-', '--state', join(work, 'stream-state'), '--recipient', recipientA])
+    expect(toStream.code).toBe(ExitCode.usage)
+    expect(await readdir(work)).not.toContain('stream-state')
   })
 })
