@@ -134,6 +134,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
   try {
     let plan = toFolder ? await loadPlan(stateDir) : undefined
     if (plan) refuseOtherExport((options.output as {path: string}).path, plan.fingerprint, fingerprint)
+    else if (toFolder) await refuseVolumesWithoutState((options.output as {path: string}).path, options.namePrefix, options.stateDir !== undefined)
 
     const resumed = plan !== undefined
     if (!plan) {
@@ -258,6 +259,22 @@ async function checkStateFolder(path: string, output: string): Promise<void> {
   if (!existing.isDirectory()) throw refuse('is a file, not a folder')
   const others = (await readdir(path)).filter((name) => !STATE_FILE_NAME.test(name))
   if (others.length > 0) throw refuse(`holds files that are not an export's state (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''})`)
+}
+
+/**
+ * Volumes of this name in the output and no plan: an export whose state is elsewhere (given as
+ * --state, or moved off the drive). Planning anew would write a plan beside them and then refuse
+ * them as another export's, or, encrypted, write them all again: refused before that.
+ */
+async function refuseVolumesWithoutState(output: string, prefix: string, stateGiven: boolean): Promise<void> {
+  const volumes = (await readdir(output)).filter((name) => VOLUME_NAME_PATTERN.exec(name)?.groups?.prefix === prefix).sort()
+  if (volumes.length === 0) return
+  throw new UserFacingError(
+    `--output "${output}" holds volumes of an earlier export (${volumes[0]}${volumes.length > 1 ? ', ...' : ''}) and not its state`,
+    stateGiven
+      ? 'Give --state the folder that export used, to resume it; or export into an empty folder.'
+      : `To resume, give --state the folder that export used, or put its ${DEFAULT_STATE_FOLDER} folder back beside the volumes; or export into an empty folder.`,
+    'usage', 'state-missing')
 }
 
 /**

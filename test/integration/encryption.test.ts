@@ -222,6 +222,13 @@ describe('encrypted volumes', () => {
     const stateFiles = await listFiles(state)
     expect(stateFiles.map((file) => file.split('/').at(-1))).toEqual(expect.arrayContaining(['plan.json', 'exported-instances.txt']))
     for (const file of stateFiles) expect(((await stat(file)).mode & 0o077).toString(8), file).toBe('0')
+    // The same export without its --state: refused before it plans, so no plan lands on the drive
+    // and no volume is written again.
+    const forgotten = await runCli(exportArgs.filter((arg, at) => arg !== '--state' && exportArgs[at - 1] !== '--state'))
+    expect(forgotten.code).toBe(ExitCode.usage)
+    expect(forgotten.stderr).toContain('--state')
+    expect(await listFiles(drive)).toEqual(onDrive)
+    expect((await stat(first!)).ino).toBe(before.ino)
     await clearTarget()
     expect((await runCli(['import', '--target', target.url, '--identity', keyA, '--no-receipt', drive])).code).toBe(0)
     expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
