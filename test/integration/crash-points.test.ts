@@ -1,5 +1,5 @@
 import {execFile, spawn} from 'node:child_process'
-import {mkdtemp, rm} from 'node:fs/promises'
+import {mkdtemp, readdir, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -62,9 +62,15 @@ describe('crash points', () => {
     .join('').split('\n').filter((line) => line.endsWith('.dcm')).map((line) => line.split('/').at(-1)!.replace('.dcm', '')).sort()
 
   const exportPoints = ['export:plan-saved', 'export:entry-written#4', 'export:volume-closed', 'export:volume-synced', 'export:volume-renamed', 'export:volume-renamed#2', 'file:temporary-written', 'file:renamed#2']
-  it.each(exportPoints)('export killed at %s: the same command finishes it, every instance once, verify passes', async (point) => {
-    const output = join(work, `export-${point.replace(/[:#]/g, '-')}`)
-    const args = ['export', '--source', source.url, '--output', output, '--max-volume-size', '70000', '--json']
+  // With --state elsewhere too: whatever a kill leaves in that folder, the folder check must take as
+  // an export's state (planning empties a --state folder, so it refuses one holding anything else).
+  const exportRuns = exportPoints.flatMap((point) => [{point, state: 'state in the output'}, {point, state: '--state elsewhere'}])
+  it.each(exportRuns)('export killed at $point $state: the same command finishes it, every instance once, verify passes', async ({point, state}) => {
+    const elsewhere = state === '--state elsewhere'
+    const name = `export-${point.replace(/[:#]/g, '-')}${elsewhere ? '-state' : ''}`
+    const output = join(work, name)
+    const stateDir = join(work, `${name}.state`)
+    const args = ['export', '--source', source.url, '--output', output, '--max-volume-size', '70000', '--json', ...(elsewhere ? ['--state', stateDir] : [])]
     const killed = await runCli(args, crashAt(point))
     expect(killed.code, killed.stderr).toBe(KILLED)
     reached.add(point.split('#')[0] as CrashPoint)
@@ -76,6 +82,8 @@ describe('crash points', () => {
     expect(summary.transferred + summary.skipped).toBe(records.length)
     expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).sort())
     expect((await runCli(['verify', output])).code).toBe(0)
+    // Elsewhere means elsewhere: the output holds the volumes and nothing of the state.
+    if (elsewhere) expect((await readdir(output)).filter((file) => !file.endsWith('.tar'))).toEqual([])
   })
 
   describe('import and sync', () => {
