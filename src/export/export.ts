@@ -21,7 +21,7 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
 import {type AgeEncryptionKeys, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
-import {DEFAULT_STATE_FOLDER, type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume, STATE_FILE_NAME} from './plan.js'
+import {DEFAULT_STATE_FOLDER, type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume, isStateFileName} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
 import {PatientIndex} from './patient-index.js'
 
@@ -257,7 +257,7 @@ async function checkStateFolder(path: string, output: string): Promise<void> {
   const existing = await stat(path).catch(() => undefined)
   if (!existing) return
   if (!existing.isDirectory()) throw refuse('is a file, not a folder')
-  const others = (await readdir(path)).filter((name) => !STATE_FILE_NAME.test(name))
+  const others = (await readdir(path)).filter((name) => !isStateFileName(name))
   if (others.length > 0) throw refuse(`holds files that are not an export's state (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''})`)
 }
 

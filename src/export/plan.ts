@@ -79,11 +79,17 @@ const PLAN_FILE = 'plan.json'
 /** Where an export keeps its state by default: inside its output folder, beside the volumes. */
 export const DEFAULT_STATE_FOLDER = '.orthanc-replicate'
 
+/** The list of every instance an export's chain holds, for the next --since (since.ts). */
+export const CHAIN_FILE = 'exported-instances.txt'
+
 /**
- * The files an export keeps in its state folder, and their temporary names while written:
- * the plan, each volume's planned entries and done-record, the chain list.
+ * Whether a file is one an export keeps in its state folder, or its temporary name while
+ * written: the plan, the chain list, each volume's planned entries and done-record.
  */
-export const STATE_FILE_NAME = /^(plan\.json|exported-instances\.txt|volume-\d{4,}\.(jsonl|done\.json))(\.tmp)?$/
+export function isStateFileName(name: string): boolean {
+  const final = name.endsWith('.tmp') ? name.slice(0, -'.tmp'.length) : name
+  return final === PLAN_FILE || final === CHAIN_FILE || /^volume-\d{4,}\.(jsonl|done\.json)$/.test(final)
+}
 
 /**
  * Plans an export into `stateDir`: selects instances, reads their details (sizes, MD5s,

@@ -7,7 +7,7 @@ import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
 import {writeFileDurably} from '../util/json-file.js'
-import {DEFAULT_STATE_FOLDER, loadPlan} from './plan.js'
+import {CHAIN_FILE, DEFAULT_STATE_FOLDER, loadPlan} from './plan.js'
 
 /** What an earlier export holds: the base of an incremental one. */
 export interface ExportBase {
@@ -64,8 +64,6 @@ export async function readExportBase(path: string): Promise<ExportBase> {
 export function chainFile(stateFolder: string): string {
   return join(stateFolder, CHAIN_FILE)
 }
-
-const CHAIN_FILE = 'exported-instances.txt'
 
 /** The instance IDs an export and the exports it continued hold (none when it left no list). */
 export async function readChain(stateFolder: string): Promise<string[]> {

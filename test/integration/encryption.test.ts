@@ -213,6 +213,10 @@ describe('encrypted volumes', () => {
     expect(resumed.code, resumed.stderr).toBe(0)
     expect(parseJson<{skipped: number}>(resumed).skipped).toBeGreaterThan(0)
     expect((await stat(first!)).ino).toBe(before.ino)
+    // Once more, finished: the state folder, chain list included, is taken as the export's own.
+    const again = await runCli([...exportArgs, '--json'])
+    expect(again.code, again.stderr).toBe(0)
+    expect(parseJson<{volumesWritten: number}>(again).volumesWritten).toBe(0)
     // Nothing in clear on the drive: no state folder, no plan, only .tar.age volumes.
     const onDrive = await listFiles(drive)
     expect(onDrive.length).toBeGreaterThanOrEqual(2)
