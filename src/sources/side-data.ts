@@ -32,9 +32,9 @@ export class SideDataReader {
    * answer (`found`), or the metadata (and on 1.12 the labels) of a batch (`bulk`).
    */
   private readonly prefetched = new Map<string, Promise<{found?: FoundSideData; bulk?: BulkSideData}>>()
-  private readonly studies = new Map<string, Promise<StudyResources>>()
+  private readonly studies = new Map<string, StudyResources>()
   /** The metadata of a batch's studies and of their patients, read in bulk, until the study's first instance takes it. */
-  private readonly studiesAhead = new Map<string, Promise<StudyAhead | undefined>>()
+  private readonly studiesAhead = new Map<string, StudyAhead>()
   /** The same for a batch's series. */
   private readonly seriesAhead = new Map<string, Promise<BulkSideData | undefined>>()
   /** Series read ahead lately, taken or not: a series of several batches is asked for once. */
@@ -72,21 +72,18 @@ export class SideDataReader {
   prefetchResources(studyIds: string[], seriesIds: string[], signal?: AbortSignal): void {
     const studies = [...new Set(studyIds)].filter((id) => !this.studies.has(id) && !this.studiesAhead.has(id))
     if (studies.length > 0) {
-      const answers = (async () => {
-        const studyAnswers = await this.client.resourcesSideData('study', studies, signal)
-        // The studies' answers name their patients: those are asked for next, by their own IDs.
-        const patientIds = [...new Set([...(studyAnswers?.values() ?? [])].flatMap((study) => study.parentPatient ?? []))]
-        return {studyAnswers, patients: await this.client.resourcesSideData('patient', patientIds, signal)}
-      })()
       // A failed read ahead is not this reader's failure: each study asks again on its own.
-      const settled = answers.catch(() => undefined)
+      const studyAnswers = this.client.resourcesSideData('study', studies, signal).catch(() => undefined)
+      // The studies' answers name their patients: those are asked for next, by their own IDs.
+      const patientAnswers = studyAnswers.then((answers) => {
+        const patientIds = [...new Set([...(answers?.values() ?? [])].flatMap((study) => study.parentPatient ?? []))]
+        return this.client.resourcesSideData('patient', patientIds, signal)
+      }).catch(() => undefined)
       for (const studyId of studies) {
-        this.studiesAhead.set(studyId, settled.then((both) => {
-          const study = both?.studyAnswers?.get(studyId)
-          const patientId = study?.parentPatient
-          const patient = patientId === undefined ? undefined : both?.patients?.get(patientId)
-          return {study, patient: patient && patientId !== undefined ? {...patient, id: patientId} : undefined}
-        }))
+        this.studiesAhead.set(studyId, {
+          study: studyAnswers.then((answers) => answers?.get(studyId)),
+          patient: (patientId) => patientAnswers.then((answers) => answers?.get(patientId)),
+        })
       }
     }
 
@@ -147,16 +144,18 @@ export class SideDataReader {
    * read once per study (and series) and kept for the next instances of that study.
    */
   async resourcesOf(instance: {studyId: string; seriesId: string}, signal?: AbortSignal): Promise<ResourceRecord[]> {
-    const study = await this.studyResources(instance.studyId, signal)
+    const study = this.studyResources(instance.studyId, signal)
     let series = study.series.get(instance.seriesId)
     if (!series) {
       const readAhead = this.seriesAhead.get(instance.seriesId)
       this.seriesAhead.delete(instance.seriesId)
-      series = (async () => this.readResource({level: 'series', study: instance.studyId, series: instance.seriesId}, instance.seriesId, signal, await readAhead))()
+      series = this.readResource({level: 'series', study: instance.studyId, series: instance.seriesId}, instance.seriesId, signal, readAhead)
       series.catch(() => study.series.delete(instance.seriesId))
       study.series.set(instance.seriesId, series)
     }
-    const records = [...study.own, await series]
+    // The study's and the series' reads go side by side: across a link, each is a round trip
+    // that a study's first instance waits for before its upload.
+    const records = await Promise.all([...study.own, series])
     return records.filter((record): record is ResourceRecord => record !== undefined)
   }
 
@@ -189,21 +188,20 @@ export class SideDataReader {
     return data
   }
 
-  private studyResources(studyId: string, signal?: AbortSignal): Promise<StudyResources> {
+  private studyResources(studyId: string, signal?: AbortSignal): StudyResources {
     let entry = this.studies.get(studyId)
     if (!entry) {
       const readAhead = this.studiesAhead.get(studyId)
       this.studiesAhead.delete(studyId)
-      entry = (async () => {
-        const ahead = await readAhead
-        const patientId = ahead?.patient?.id ?? (await this.client.patientOfStudy(studyId, signal))
-        const own = await Promise.all([
-          patientId ? this.readResource({level: 'patient', study: studyId}, patientId, signal, ahead?.patient) : Promise.resolve(undefined),
-          this.readResource({level: 'study', study: studyId}, studyId, signal, ahead?.study),
-        ])
-        return {own, series: new Map()}
+      const patient = (async () => {
+        // The study's answer read ahead names its patient; the patient's own answer comes a round trip later.
+        const patientId = (await readAhead?.study)?.parentPatient ?? (await this.client.patientOfStudy(studyId, signal))
+        return patientId ? this.readResource({level: 'patient', study: studyId}, patientId, signal, readAhead?.patient(patientId)) : undefined
       })()
-      entry.catch(() => this.studies.delete(studyId))
+      const own = [patient, this.readResource({level: 'study', study: studyId}, studyId, signal, readAhead?.study)]
+      const created: StudyResources = {own, series: new Map()}
+      for (const record of own) record.catch(() => this.studies.get(studyId) === created && this.studies.delete(studyId))
+      entry = created
       this.studies.set(studyId, entry)
       if (this.studies.size > REMEMBERED_STUDIES) this.studies.delete(this.studies.keys().next().value!)
     }
@@ -211,13 +209,17 @@ export class SideDataReader {
     return entry
   }
 
-  /** A resource's side data as a record, or undefined when it has no user data to carry. `ahead`: its metadata (and labels) read in bulk. */
-  private async readResource(key: Pick<ResourceRecord, 'level' | 'study' | 'series'>, orthancId: string, signal?: AbortSignal, ahead?: BulkSideData): Promise<ResourceRecord | undefined> {
+  /**
+   * A resource's side data as a record, or undefined when it has no user data to carry. `ahead`:
+   * its metadata (and labels) being read in bulk; its attachment list, which no bulk route gives,
+   * is asked meanwhile rather than a round trip later.
+   */
+  private async readResource(key: Pick<ResourceRecord, 'level' | 'study' | 'series'>, orthancId: string, signal?: AbortSignal, ahead?: Promise<BulkSideData | undefined>): Promise<ResourceRecord | undefined> {
     const level = key.level as ResourceLevel
-    const [all, attachments, labels] = await Promise.all([
-      ahead?.metadata ?? this.client.resourceMetadata(level, orthancId, signal),
-      this.userAttachments(level, orthancId, signal, key),
-      ahead?.labels ?? this.client.resourceLabels(level, orthancId, signal),
+    const [bulk, attachments] = await Promise.all([ahead, this.userAttachments(level, orthancId, signal, key)])
+    const [all, labels] = await Promise.all([
+      bulk?.metadata ?? this.client.resourceMetadata(level, orthancId, signal),
+      bulk?.labels ?? this.client.resourceLabels(level, orthancId, signal),
     ])
     const {user, system} = splitMetadata(all)
     const record: ResourceRecord = {...key, userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
@@ -251,14 +253,14 @@ export class SideDataReader {
 
 interface StudyResources {
   /** The patient's and the study's records (undefined: no user data). */
-  own: Array<ResourceRecord | undefined>
+  own: Array<Promise<ResourceRecord | undefined>>
   series: Map<string, Promise<ResourceRecord | undefined>>
 }
 
-/** A study's and its patient's metadata read ahead in bulk (each undefined where the answer lacked it). */
+/** A study's and its patient's metadata being read ahead in bulk (each undefined where the answer lacks it). */
 interface StudyAhead {
-  study?: BulkSideData
-  patient?: BulkSideData & {id: string}
+  study: Promise<BulkSideData | undefined>
+  patient: (patientId: string) => Promise<BulkSideData | undefined>
 }
 
 /** Where a resource record's resource is on a server: its level, and its Orthanc ID (a patient's looked up through its study). */

@@ -495,7 +495,7 @@ describe('SideDataReader', () => {
       }).persist()
     }
 
-    return {client: clientFor(agent), asked, metadataOf, pool, sentAt}
+    return {client: clientFor(agent), asked, metadataOf, pool, sentAt, made}
   }
 
   it('reads the metadata of a prefetched batch in one request and none per instance', async () => {
@@ -571,6 +571,26 @@ describe('SideDataReader', () => {
     const oneByOne = asked.filter((call) => /^GET \/(studies|patients|series)\/[^/]+(\/metadata|$)/.test(call))
     expect(oneByOne).toEqual([])
     expect(asked.filter((call) => /(Study|Patient|Series) /.test(call))).toHaveLength(6)
+  })
+
+  it('asks for the study\'s and series\' attachment lists beside their bulk metadata, and the patient\'s one round trip in, not after it', async () => {
+    // Across a link, a study's first instance waits for all of these before its upload.
+    const {client, sentAt, pool, made} = sideDataServer(['a'], 'answers', 400)
+    for (const path of ['/patients/patient-a/attachments', '/studies/study-a/attachments', '/series/series-a/attachments']) {
+      pool.intercept({path, method: 'GET'}).reply(() => {
+        sentAt.set(`GET ${path}`, Date.now() - made)
+        return {statusCode: 200, data: []}
+      }).persist()
+    }
+    const reader = new SideDataReader(client)
+    reader.prefetchResources(['study-a'], ['series-a'])
+    expect(await reader.resourcesOf({studyId: 'study-a', seriesId: 'series-a'})).toHaveLength(3)
+    const afterStudyBulk = (key: string) => sentAt.get(key)! - sentAt.get('bulk Study study-a')!
+    // Each bulk answer takes 400 ms: the study's and the series' lists went out before the first
+    // came back, the patient's with the patient's bulk request (which needs the study's answer).
+    expect(afterStudyBulk('GET /studies/study-a/attachments')).toBeLessThan(200)
+    expect(afterStudyBulk('GET /series/series-a/attachments')).toBeLessThan(200)
+    expect(sentAt.get('GET /patients/patient-a/attachments')! - sentAt.get('bulk Patient patient-a')!).toBeLessThan(200)
   })
 
   it('asks for a study and a series that span several batches once', async () => {
