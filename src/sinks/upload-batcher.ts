@@ -9,6 +9,14 @@ export const SMALL_INSTANCE_BYTES = 64 * 1024
 /** At most this many instances, and bytes, per ZIP: Orthanc holds a whole ZIP in memory. */
 const ZIP_MAX_ENTRIES = 64
 const ZIP_MAX_BYTES = 4 * 1024 * 1024
+/**
+ * Upload slots per request under way with small instances (see smallSlots). A job in ZIP mode
+ * keeps 8 instances in flight per slot (inFlightPerUpload), so those in flight can fill each such
+ * request up to ZIP_MAX_ENTRIES.
+ */
+const SLOTS_PER_SMALL_REQUEST = 8
+
+const isSmall = (entry: Pending) => entry.dicom.length <= SMALL_INSTANCE_BYTES
 
 interface Pending {
   dicom: Buffer
@@ -20,13 +28,18 @@ interface Pending {
 /**
  * POST /instances, at most `slots` requests at once. With `zip`, small instances that are waiting
  * for a request when one frees go together in one stored ZIP (Orthanc 1.8.2 and later take them,
- * and answer one entry per file, in order): a batch forms only while the target is busy, so an
- * idle target never waits for one. Each instance gets its own answer, and a batch whose answer
- * does not account for every file is sent again one file at a time.
+ * and answer one entry per file, in order), and fewer requests carry them (smallSlots): a batch
+ * forms only while those are busy, so an idle target never waits for one. Each instance gets its
+ * own answer, and a batch whose answer does not account for every file is sent again one file at
+ * a time.
  */
 export class UploadBatcher {
   private readonly queue: Pending[] = []
   private running = 0
+  /** Requests under way that carry small instances (a ZIP, or one alone). */
+  private runningSmall = 0
+  /** Whether the target takes ZIPs, once asked: a target that does not gets every slot for small instances too. */
+  private zipTaken?: boolean
   /** Requests that carried a ZIP, and the instances in them: for the summary. */
   readonly zipped = {requests: 0, instances: 0}
 
@@ -44,29 +57,46 @@ export class UploadBatcher {
     })
   }
 
+  /**
+   * Requests at once that may carry small instances together: one per SLOTS_PER_SMALL_REQUEST
+   * slots, so that they wait for each other. With every slot open to them, one was nearly always
+   * free as soon as an instance was ready, and a ZIP carried two on average (983 requests for 2,000
+   * instances of 4 kB, 10 ms away): the target's and the client's work per request was hardly shared.
+   */
+  private get smallSlots(): number {
+    return Math.max(1, Math.ceil(this.slots / SLOTS_PER_SMALL_REQUEST))
+  }
+
   private pump(): void {
     while (this.running < Math.max(1, this.slots) && this.queue.length > 0) {
-      const batch = this.take()
+      // While the small instances' requests are all under way, large instances still go.
+      const grouping = this.zip && this.zipTaken !== false
+      const at = grouping && this.runningSmall >= this.smallSlots ? this.queue.findIndex((entry) => !isSmall(entry)) : 0
+      if (at < 0) return
+      const batch = this.take(at)
+      const small = grouping && isSmall(batch[0]!)
       this.running++
+      if (small) this.runningSmall++
       // Whatever fails on the way fails each upload of the batch (a settled one stays settled): none is left waiting.
       void this.send(batch).catch((error: unknown) => {
         for (const entry of batch) entry.reject(error)
       }).finally(() => {
         this.running--
+        if (small) this.runningSmall--
         this.pump()
       })
     }
   }
 
-  /** The head of the queue, with the small instances waiting behind it when it is small too. */
-  private take(): Pending[] {
-    const head = this.queue.shift()!
-    if (!this.zip || head.dicom.length > SMALL_INSTANCE_BYTES) return [head]
+  /** The entry at `at`, with the small instances waiting behind it when it is small too. */
+  private take(at: number): Pending[] {
+    const [head] = this.queue.splice(at, 1) as [Pending]
+    if (!this.zip || !isSmall(head)) return [head]
     const batch = [head]
     let bytes = head.dicom.length
     for (let index = 0; index < this.queue.length && batch.length < ZIP_MAX_ENTRIES;) {
       const next = this.queue[index]!
-      if (next.dicom.length <= SMALL_INSTANCE_BYTES && bytes + next.dicom.length <= ZIP_MAX_BYTES) {
+      if (isSmall(next) && bytes + next.dicom.length <= ZIP_MAX_BYTES) {
         batch.push(next)
         bytes += next.dicom.length
         this.queue.splice(index, 1)
@@ -120,7 +150,12 @@ export class UploadBatcher {
   }
 
   private async zipAccepted(signal?: AbortSignal): Promise<boolean> {
-    return (await this.client.features(signal)).zipUpload
+    const taken = (await this.client.features(signal)).zipUpload
+    const learned = this.zipTaken === undefined
+    this.zipTaken = taken
+    // The small instances waiting may take every slot now.
+    if (learned && !taken) this.pump()
+    return taken
   }
 }
 

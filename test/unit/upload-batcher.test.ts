@@ -83,6 +83,34 @@ describe('UploadBatcher', () => {
     expect(plain.requests).toEqual([['id-a'], ['id-b'], ['id-c']])
   })
 
+  it('keeps small instances to a few requests when many slots are open, so that they share them', async () => {
+    // The adaptive concurrency opens up to 32 slots, and the engine keeps 8 instances in flight
+    // per slot: as each instance's upload is answered, the next one comes ready.
+    const {client, requests} = server()
+    const batcher = new UploadBatcher(client, 32, true)
+    let next = 0
+    const worker = async () => {
+      while (next < 1024) await batcher.upload(file(`s${next++}`))
+    }
+    await Promise.all(Array.from({length: 256}, worker))
+    expect(requests.flat()).toHaveLength(1024)
+    // 4 requests at once (32 slots / 8), each carrying what waited for it. With all 32 slots
+    // open to them, ZIPs carried a few instances each.
+    expect(requests.length).toBeLessThanOrEqual(40)
+  })
+
+  it('sends a large instance at once while the small ones\' requests are all under way', async () => {
+    const {client, requests} = server()
+    const batcher = new UploadBatcher(client, 8, true)
+    const first = batcher.upload(file('a'))
+    const waiting = batcher.upload(file('b'))
+    const large = batcher.upload(file('large', SMALL_INSTANCE_BYTES + 1))
+    expect((await large).ID).toBe('id-large')
+    await Promise.all([first, waiting])
+    // 8 slots give small instances one request at a time: b waited for a, the large one did not.
+    expect(requests).toEqual([['id-a'], ['id-large'], ['id-b']])
+  })
+
   it('rejects only the instance the target refused inside a ZIP', async () => {
     const {client} = server()
     const batcher = new UploadBatcher(client, 1, true)
