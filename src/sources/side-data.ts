@@ -216,11 +216,12 @@ export class SideDataReader {
    */
   private async readResource(key: Pick<ResourceRecord, 'level' | 'study' | 'series'>, orthancId: string, signal?: AbortSignal, ahead?: Promise<BulkSideData | undefined>): Promise<ResourceRecord | undefined> {
     const level = key.level as ResourceLevel
-    const [bulk, attachments] = await Promise.all([ahead, this.userAttachments(level, orthancId, signal, key)])
-    const [all, labels] = await Promise.all([
-      bulk?.metadata ?? this.client.resourceMetadata(level, orthancId, signal),
-      bulk?.labels ?? this.client.resourceLabels(level, orthancId, signal),
-    ])
+    // Without a bulk answer (none asked, or it lacked this resource) the metadata is asked on its own.
+    const metadataAndLabels = (async () => {
+      const bulk = await ahead
+      return Promise.all([bulk?.metadata ?? this.client.resourceMetadata(level, orthancId, signal), bulk?.labels ?? this.client.resourceLabels(level, orthancId, signal)])
+    })()
+    const [[all, labels], attachments] = await Promise.all([metadataAndLabels, this.userAttachments(level, orthancId, signal, key)])
     const {user, system} = splitMetadata(all)
     const record: ResourceRecord = {...key, userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
     return hasUserSideData(record) ? record : undefined

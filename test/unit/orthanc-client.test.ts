@@ -593,6 +593,26 @@ describe('SideDataReader', () => {
     expect(sentAt.get('GET /patients/patient-a/attachments')! - sentAt.get('bulk Patient patient-a')!).toBeLessThan(200)
   })
 
+  it('asks for a resource\'s metadata beside its attachment list when nothing was read ahead', async () => {
+    const {client, sentAt, pool, made} = sideDataServer([], 'answers')
+    const paths = ['/patients/patient-a', '/studies/study-a', '/series/series-a']
+    for (const path of paths) {
+      pool.intercept({path: `${path}/attachments`, method: 'GET'}).reply(() => {
+        sentAt.set(`GET ${path}/attachments`, Date.now() - made)
+        return {statusCode: 200, data: []}
+      }).delay(400).persist()
+      pool.intercept({path: `${path}/metadata?expand`, method: 'GET'}).reply(() => {
+        sentAt.set(`GET ${path}/metadata`, Date.now() - made)
+        return {statusCode: 200, data: {Reviewed: 'yes'}}
+      }).persist()
+    }
+    pool.intercept({path: '/studies/study-a', method: 'GET'}).reply(200, {ID: 'study-a', Type: 'Study', ParentPatient: 'patient-a', MainDicomTags: {}}).persist()
+    const reader = new SideDataReader(client)
+    expect(await reader.resourcesOf({studyId: 'study-a', seriesId: 'series-a'})).toHaveLength(3)
+    // Each list takes 400 ms to answer: the metadata did not wait for it.
+    for (const path of paths) expect(sentAt.get(`GET ${path}/metadata`)! - sentAt.get(`GET ${path}/attachments`)!).toBeLessThan(200)
+  })
+
   it('asks for a study and a series that span several batches once', async () => {
     const ids = Array.from({length: 250}, (_, index) => `i${index}`)
     const {client, asked, pool} = sideDataServer(ids, 'answers')
