@@ -41,22 +41,26 @@ const file = (name: string, size = 100) => Buffer.concat([Buffer.from(name.padEn
  * A mocked Orthanc that answers uploads slowly (so that others queue meanwhile), a ZIP with one
  * answer per file, and records each request: how many files it carried.
  */
-function server(options: {version?: string; zipAnswer?: (files: Buffer[]) => {status: number; data: object}} = {}) {
+function server(options: {version?: string; zipAnswer?: (files: Buffer[]) => {status: number; data: object}; delayMs?: number} = {}) {
   const agent = new MockAgent()
   agent.disableNetConnect()
   const pool = agent.get(origin)
   pool.intercept({path: '/system', method: 'GET'}).reply(200, {Name: 'MOCK', Version: options.version ?? '1.10.1', ApiVersion: 16}).persist()
   const requests: string[][] = []
+  /** When each request was sent, in ms since the server was made. */
+  const sentAt: number[] = []
+  const made = Date.now()
   pool.intercept({path: '/instances', method: 'POST'}).reply<object>((request) => {
+    sentAt.push(Date.now() - made)
     const body = Buffer.from(request.body as Buffer)
     const zipped = String((request.headers as Record<string, string>)['content-type']) === 'application/zip'
     const files = zipped ? unzip(body) : [body]
     requests.push(files.map(idOf))
     if (!zipped) return {statusCode: 200, data: answerFor(body, body.includes('refuse') ? 'FilteredOut' : 'Success')}
     return options.zipAnswer ? {statusCode: options.zipAnswer(files).status, data: options.zipAnswer(files).data} : {statusCode: 200, data: files.map((data) => answerFor(data, data.includes('refuse') ? 'FilteredOut' : 'Success'))}
-  }).delay(20).persist()
+  }).delay(options.delayMs ?? 20).persist()
   const client = new OrthancClient(resolveEndpoint({url: origin, env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
-  return {client, requests}
+  return {client, requests, sentAt}
 }
 
 describe('UploadBatcher', () => {
@@ -142,6 +146,21 @@ describe('UploadBatcher', () => {
     const batcher = new UploadBatcher(client, 1, true)
     const results = await Promise.allSettled(['a', 'b', 'c'].map((name) => batcher.upload(file(name))))
     expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'rejected'])
+  })
+
+  it('gives small instances every slot again once the target turns out to take no ZIP', async () => {
+    const {client, requests, sentAt} = server({version: '1.8.1', delayMs: 200})
+    const batcher = new UploadBatcher(client, 8, true)
+    // Three at once: the first goes alone, the other two wait for it, and their batch finds out
+    // that ZIPs are not taken (each is then sent alone).
+    await Promise.all(['a', 'b', 'c'].map((name) => batcher.upload(file(name))))
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    const names = ['d', 'e', 'f', 'g', 'h', 'i', 'j', 'k']
+    await Promise.all(names.map((name) => batcher.upload(file(name))))
+    expect(requests.slice(3)).toEqual(names.map((name) => [`id-${name}`]))
+    // All 8 went out at once, none waiting 200 ms for another's answer.
+    const last8 = sentAt.slice(3)
+    expect(Math.max(...last8) - Math.min(...last8)).toBeLessThan(100)
   })
 
   it('sends no ZIP to a target older than Orthanc 1.8.2', async () => {
