@@ -161,7 +161,7 @@ export interface ImportInputsOptions extends JobCallbacks {
   postgresPasswordFile?: string
   /** Uploads at once (default: adaptive, from 8 up to what the link and the target reward). */
   concurrency?: number
-  /** Send small instances waiting for an upload together in one ZIP (Orthanc 1.8.2+). */
+  /** Send small instances waiting for an upload together in one ZIP (Orthanc 1.8.2+); default: when the job is known to be many small instances. */
   zipUploads?: boolean
   dryRun?: boolean
   /** The receipt to write: a path, `false` for none, or (default) import-receipt-<time>.jsonl beside the first volume. */
@@ -220,7 +220,7 @@ export interface SyncServersOptions extends JobCallbacks {
   dryRun?: boolean
   /** Uploads at once (default: adaptive, from 8 up to what the link and the target reward). */
   concurrency?: number
-  /** Send small instances waiting for an upload together in one ZIP (Orthanc 1.8.2+). */
+  /** Send small instances waiting for an upload together in one ZIP (Orthanc 1.8.2+); default: when the job is known to be many small instances. */
   zipUploads?: boolean
 }
 

@@ -10,6 +10,8 @@ export interface ConcurrencyReport {
   concurrency: number
   concurrencyAdaptive: boolean
   unit: string
+  /** Uploads that carried several small instances in one ZIP (sync, import). */
+  zipUploads?: {requests: number; instances: number}
 }
 
 /**
@@ -27,6 +29,8 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
       ? `Concurrency: settled on ${concurrency.concurrency} ${concurrency.unit} at once (adaptive; --concurrency N fixes it).`
       : `Concurrency: ${concurrency.concurrency} ${concurrency.unit} at once (--concurrency).`)
   }
+  const zipped = concurrency?.zipUploads
+  if (zipped && zipped.requests > 0) lines.push(`ZIP uploads: ${zipped.instances} small instances went in ${zipped.requests} requests, each confirmed by its MD5 (--no-zip-uploads sends one per request).`)
   if (stats.failed > 0) {
     lines.push('Failed:')
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))

@@ -22,9 +22,8 @@ export function transferFlags(what: string) {
 /** For the commands that upload: sync and import. */
 export const uploadFlags = {
   'zip-uploads': Flags.boolean({
-    description: 'when the target is busy, send the small instances (up to 64 KiB) waiting for an upload together in one ZIP (Orthanc 1.8.2+); each is still confirmed by its MD5',
+    description: 'send the small instances (up to 64 KiB) waiting for an upload together in one ZIP (Orthanc 1.8.2+); each is still confirmed by its MD5. Default: on when the job is known beforehand to be at least 256 instances of 16 KiB or less on average (a sync\'s plan, archive volumes); --no-zip-uploads sends one instance per request',
     allowNo: true,
-    default: false,
   }),
 }
 

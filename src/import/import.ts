@@ -11,6 +11,7 @@ import {type Problem, ProblemList} from '../problems.js'
 import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-server.js'
 import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
+import {type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
@@ -25,7 +26,7 @@ export interface ImportOptions {
   inputs: ImportInput[]
   /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
   concurrency?: number
-  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher). */
+  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher); undefined: when the volume files say the job is many small instances (zipUploadsFor). */
   zipUploads?: boolean
   dryRun: boolean
   /** Where an archive read from a stream waits until each volume is proven (default: the system's temporary folder). */
@@ -65,6 +66,8 @@ export interface ImportSummary extends TransferStats {
   /** Uploads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
   concurrency: number
   concurrencyAdaptive: boolean
+  /** Uploads that carried several small instances in one ZIP, and the instances they carried. */
+  zipUploads: ZipUploads
 }
 
 const SAMPLES = 20
@@ -74,9 +77,6 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const {client} = options
   const system = await client.system(options.signal)
   const target = await endpointOf(client, options.signal)
-  const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(options.zipUploads), congestion: () => client.http.stats.congestion})
-  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip: options.zipUploads})
-  concurrency.onChange((uploads) => sink.setUploads(uploads))
   const problems = new ProblemList()
   const ignoredSamples: ImportSummary['ignoredSamples'] = []
   let ignoredFiles = 0
@@ -111,6 +111,11 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // What the volume files say they hold: the total to show, when every input has one.
   const totals = options.inputs.every((input) => input.kind === 'archive-file') ? await archiveTotals(options.inputs.map((input) => (input as {path: string}).path)) : undefined
   if (totals) options.onEvent?.({type: 'plan', ...totals})
+  // Without volume files to say what is coming (folders, streams), small instances go in ZIPs only when asked.
+  const zip = zipUploadsFor(options.zipUploads, totals)
+  const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(zip), congestion: () => client.http.stats.congestion})
+  const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip})
+  concurrency.onChange((uploads) => sink.setUploads(uploads))
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
@@ -178,6 +183,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     },
     studies,
     notCarried: sink.notCarried.list(),
+    zipUploads: {...sink.zipped},
     recovery,
     receipt: receipt?.path,
     ...concurrency.settled(),

@@ -5,7 +5,7 @@ import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import {sourceResource} from '../sources/side-data.js'
 import type {Outcome} from '../transfer/engine.js'
 import {crashPoint} from '../util/crash-points.js'
-import {UploadBatcher} from './upload-batcher.js'
+import {UploadBatcher, type ZipUploads} from './upload-batcher.js'
 
 /** One kind of side data that could not be carried to the target, at one level, counted. */
 export interface NotCarried {
@@ -102,7 +102,7 @@ export class OrthancSink {
   }
 
   /** Uploads that carried several instances in one ZIP. */
-  get zipped(): {requests: number; instances: number} {
+  get zipped(): ZipUploads {
     return this.uploader.zipped
   }
 

@@ -2,9 +2,10 @@ import type {Endpoint, InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
+import {type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
-import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
+import {type JobConcurrency, jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {emptyStats, type PlannedCounts, type TransferStats} from '../transfer/stats.js'
@@ -21,7 +22,7 @@ export interface SyncOptions {
   dryRun: boolean
   /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
   concurrency?: number
-  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher). */
+  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher); undefined: when the plan is many small instances (zipUploadsFor). */
   zipUploads?: boolean
   /** Only these source instances (a mirror's new arrivals), the filters still applying; see CompareOptions. */
   onlyInstances?: string[]
@@ -43,6 +44,8 @@ export interface SyncSummary extends TransferStats {
   /** Uploads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
   concurrency: number
   concurrencyAdaptive: boolean
+  /** Uploads that carried several small instances in one ZIP, and the instances they carried. */
+  zipUploads: ZipUploads
 }
 
 /**
@@ -59,12 +62,8 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const plan = emptySyncPlan()
   const undeclared = await undeclaredUserMetadata(options.source, options.target, options.signal)
   if (undeclared) plan.undeclaredUserMetadata = undeclared
-  const concurrency = jobConcurrency(options.concurrency, {
-    itemsPerUnit: inFlightPerUpload(options.zipUploads),
-    congestion: () => options.source.http.stats.congestion + options.target.http.stats.congestion,
-  })
-  const sink = new OrthancSink(options.target, {dryRun: options.dryRun, uploads: concurrency.initial, zip: options.zipUploads})
-  concurrency.onChange((uploads) => sink.setUploads(uploads))
+  // The uploads are set up once the plan says what is to be sent, which decides whether small instances go in ZIPs.
+  let uploads: {concurrency: JobConcurrency; sink: OrthancSink} | undefined
   const summary = (stats: TransferStats): SyncSummary => ({
     ...stats,
     // Instances already on the target are skipped (their side data compared, not in a dry run).
@@ -76,8 +75,10 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     target,
     plan,
     planned: {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer},
-    notCarried: sink.notCarried.list(),
-    ...concurrency.settled(),
+    notCarried: uploads?.sink.notCarried.list() ?? [],
+    zipUploads: {...(uploads?.sink.zipped ?? {requests: 0, instances: 0})},
+    // Before any transfer (a dry run, or interrupted while comparing): the concurrency it would have started with.
+    ...(uploads?.concurrency ?? jobConcurrency(options.concurrency, {itemsPerUnit: 1})).settled(),
   })
 
   const spool = options.dryRun ? undefined : await ComparisonSpool.create()
@@ -97,6 +98,14 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     // A dry run stops at the plan: it counts what would move, and moves nothing.
     if (!spool) return summary(emptyStats())
 
+    const zip = zipUploadsFor(options.zipUploads, {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer})
+    const concurrency = jobConcurrency(options.concurrency, {
+      itemsPerUnit: inFlightPerUpload(zip),
+      congestion: () => options.source.http.stats.congestion + options.target.http.stats.congestion,
+    })
+    const sink = new OrthancSink(options.target, {dryRun: false, uploads: concurrency.initial, zip})
+    concurrency.onChange((slots) => sink.setUploads(slots))
+    uploads = {concurrency, sink}
     const sideData = new SideDataReader(options.source)
     const stats = await runTransfer({
       items: prefetchingSideData(spool.read(), sideData, options.signal),

@@ -6,7 +6,7 @@ import {describe, expect, it} from 'vitest'
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {UploadRejectedError} from '../../src/orthanc/errors.js'
-import {SMALL_INSTANCE_BYTES, storedZip, UploadBatcher} from '../../src/sinks/upload-batcher.js'
+import {SMALL_INSTANCE_BYTES, storedZip, UploadBatcher, ZIP_BY_DEFAULT_MEAN_BYTES, ZIP_BY_DEFAULT_MIN_INSTANCES, zipUploadsFor} from '../../src/sinks/upload-batcher.js'
 
 const origin = 'http://orthanc.test'
 
@@ -175,5 +175,26 @@ describe('storedZip', () => {
   it('holds every file unchanged, in order, with its CRC-32', () => {
     const files = [Buffer.from('first'), Buffer.alloc(0), Buffer.alloc(70_000, 7)]
     expect(unzip(storedZip(files))).toEqual(files)
+  })
+})
+
+describe('zipUploadsFor', () => {
+  const many = ZIP_BY_DEFAULT_MIN_INSTANCES
+  it('batches a job of many small instances by default, and nothing else', () => {
+    expect(zipUploadsFor(undefined, {instances: many, bytes: many * ZIP_BY_DEFAULT_MEAN_BYTES})).toBe(true)
+    expect(zipUploadsFor(undefined, {instances: 10 * many, bytes: 10 * many * 4096})).toBe(true)
+    // Larger on average: more in flight per upload costs more than the requests it saves.
+    expect(zipUploadsFor(undefined, {instances: many, bytes: many * ZIP_BY_DEFAULT_MEAN_BYTES + 1})).toBe(false)
+    // Too few to share requests.
+    expect(zipUploadsFor(undefined, {instances: many - 1, bytes: 4096})).toBe(false)
+    expect(zipUploadsFor(undefined, {instances: 0, bytes: 0})).toBe(false)
+    // Nothing known of the job beforehand (a folder, a stream).
+    expect(zipUploadsFor(undefined, undefined)).toBe(false)
+  })
+
+  it('does what the user asked, whatever the job', () => {
+    expect(zipUploadsFor(true, undefined)).toBe(true)
+    expect(zipUploadsFor(true, {instances: 1, bytes: 10_000_000})).toBe(true)
+    expect(zipUploadsFor(false, {instances: 10 * many, bytes: 10 * many * 4096})).toBe(false)
   })
 })

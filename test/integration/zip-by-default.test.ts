@@ -1,0 +1,94 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {parseJson, runCli} from '../helpers/cli.js'
+import {type FaultProxy, startFaultProxy} from '../helpers/fault-proxy.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+
+interface Summary {
+  transferred: number
+  failed: number
+  zipUploads: {requests: number; instances: number}
+}
+
+/**
+ * A job of many small instances uses ZIPs without being asked, where the tool knows beforehand
+ * what it is to send (a sync's plan, archive volumes), and not where it cannot (a folder), nor
+ * when told not to. Each case against a real Orthanc, every instance confirmed by its MD5.
+ */
+describe('ZIP uploads by default for many small instances', () => {
+  let work: string
+  let source: OrthancServer
+  let small: FixtureRecord[]
+  const servers: OrthancServer[] = []
+  const proxies: FaultProxy[] = []
+  /** A new, empty target behind a proxy that counts its requests. */
+  const countedTarget = async () => {
+    const target = await startOrthanc({})
+    servers.push(target)
+    const proxy = await startFaultProxy(target.port)
+    proxies.push(proxy)
+    return {target, proxy, uploads: () => proxy.log.filter((line) => line === 'POST /instances').length}
+  }
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'zip-by-default-'))
+    // 260 instances of about 3 kB: past the 256 that make a job worth batching.
+    small = await generateStudySet(join(work, 'small'), {patients: 1, studiesPerPatient: 2, seriesPerStudy: 2, instancesPerSeries: 65, pixelBytes: 2000, seed: 'zip-default', modalities: ['MR']})
+    source = await startOrthanc({})
+    servers.push(source)
+    await uploadFiles(source, small.map((record) => record.path))
+  })
+
+  afterAll(async () => {
+    await Promise.all(proxies.map((proxy) => proxy.close()))
+    await Promise.all(servers.map((server) => server.dispose()))
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('sync: many small instances go in ZIPs, each confirmed; --no-zip-uploads sends one per request', async () => {
+    const zipped = await countedTarget()
+    const result = await runCli(['sync', '--source', source.url, '--target', zipped.proxy.url, '--json'])
+    expect(result.code, result.stderr).toBe(0)
+    const summary = parseJson<Summary>(result)
+    expect(summary).toMatchObject({transferred: small.length, failed: 0})
+    expect(zipped.uploads()).toBeLessThan(small.length / 4)
+    expect(summary.zipUploads.requests).toBeGreaterThan(0)
+    // What the summary says went in ZIPs is what the target saw: the rest went one per request.
+    expect(zipped.uploads()).toBe(summary.zipUploads.requests + small.length - summary.zipUploads.instances)
+    expect(zipped.proxy.log.filter((line) => line.endsWith('/attachments/dicom/info'))).toHaveLength(small.length)
+    expect(await instanceMd5s(zipped.target)).toEqual(await instanceMd5s(source))
+
+    const plain = await countedTarget()
+    const one = await runCli(['sync', '--source', source.url, '--target', plain.proxy.url, '--no-zip-uploads', '--json'])
+    expect(one.code, one.stderr).toBe(0)
+    expect(parseJson<Summary>(one)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
+    expect(plain.uploads()).toBe(small.length)
+    expect(await instanceMd5s(plain.target)).toEqual(await instanceMd5s(source))
+  })
+
+  it('import: archive volumes say what they hold and go in ZIPs; a folder cannot say, and goes one per request', async () => {
+    const volumes = join(work, 'volumes')
+    const exported = await runCli(['export', '--source', source.url, '--output', volumes, '--json'])
+    expect(exported.code, exported.stderr).toBe(0)
+
+    const fromVolumes = await countedTarget()
+    const person = await runCli(['import', '--target', fromVolumes.proxy.url, '--no-receipt', volumes])
+    expect(person.code, person.stderr).toBe(0)
+    const line = /ZIP uploads: (\d+) small instances went in (\d+) requests, each confirmed by its MD5/.exec(person.stdout)
+    expect(line, person.stdout).not.toBeNull()
+    expect(fromVolumes.uploads()).toBe(Number(line![2]) + small.length - Number(line![1]))
+    expect(fromVolumes.uploads()).toBeLessThan(small.length / 4)
+    expect(await instanceMd5s(fromVolumes.target)).toEqual(await instanceMd5s(source))
+
+    const fromFolder = await countedTarget()
+    const folder = await runCli(['import', '--target', fromFolder.proxy.url, '--no-receipt', '--json', join(work, 'small')])
+    expect(folder.code, folder.stderr).toBe(0)
+    expect(parseJson<Summary>(folder)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
+    expect(fromFolder.uploads()).toBe(small.length)
+  })
+})
