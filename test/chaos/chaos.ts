@@ -32,6 +32,8 @@ export interface ChaosOptions {
   scenarios?: Scenario[]
   /** Kills in a row before a scenario is finished; drawn from 1 to 3 when not given. */
   killsInARow?: number
+  /** Import, sync and --follow with --zip-uploads: kills land while instances share uploads. */
+  zipUploads?: boolean
   log?: (line: string) => void
 }
 
@@ -68,7 +70,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // Side data on every fourth instance: a killed run must not leave it behind either.
     const annotated = records.filter((_, index) => index % 4 === 0)
     for (const record of annotated) await putNote(source, record.orthancId)
-    const world: World = {work, source, target, records, annotated, log, random, durations: {}}
+    const uploads = options.zipUploads ? ['--zip-uploads'] : []
+    const world: World = {work, source, target, records, annotated, log, random, uploads, durations: {}}
     world.archive = join(work, 'archive')
     const made = await cli(['export', '--source', source.url, '--output', world.archive, '--max-volume-size', String(volumeSize(records)), '--json'])
     if (made.code !== 0) throw new Error(`the archive to import could not be made: exit ${made.code}\n${made.stderr}`)
@@ -110,6 +113,8 @@ interface World {
   log: (line: string) => void
   random: () => number
   archive?: string
+  /** Flags for the commands that upload (import, sync, --follow). */
+  uploads: string[]
   durations: Partial<Record<Scenario, number>>
 }
 
@@ -137,14 +142,14 @@ const SCENARIO_RUNS: Record<Scenario, ScenarioRun> = {
 
   async import(world, kills, landed) {
     await emptyTarget(world.target)
-    const args = ['import', '--target', world.target.url, '--json', '--no-receipt', world.archive!]
+    const args = ['import', '--target', world.target.url, '--json', '--no-receipt', ...world.uploads, world.archive!]
     await killRepeatedly(world, 'import', args, kills, landed)
     return finishOnTarget(world, args)
   },
 
   async sync(world, kills, landed) {
     await emptyTarget(world.target)
-    const args = ['sync', '--source', world.source.url, '--target', world.target.url, '--json']
+    const args = ['sync', '--source', world.source.url, '--target', world.target.url, '--json', ...world.uploads]
     await killRepeatedly(world, 'sync', args, kills, landed)
     return finishOnTarget(world, args)
   },
@@ -156,7 +161,7 @@ const SCENARIO_RUNS: Record<Scenario, ScenarioRun> = {
     const late = world.records.filter((_, index) => index % 2 === 1)
     for (const record of late) await world.source.api(`/instances/${record.orthancId}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
     const state = join(world.work, `follow-${Date.now()}.json`)
-    const args = ['sync', '--source', world.source.url, '--target', world.target.url, '--follow', '--interval', '1', '--state', state, '--json']
+    const args = ['sync', '--source', world.source.url, '--target', world.target.url, '--follow', '--interval', '1', '--state', state, '--json', ...world.uploads]
     const arrivals = (async () => {
       for (const record of late) {
         await uploadFiles(world.source, [record.path])

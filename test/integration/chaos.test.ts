@@ -14,4 +14,10 @@ describe('chaos', () => {
     expect(report.broken).toEqual([])
     expect(Object.values(report.scenarios).every((count) => count >= 1)).toBe(true)
   }, 300_000)
+
+  it('import, sync and --follow killed while small instances share ZIP uploads finish exact and truthful', async () => {
+    const report = await runChaos({kills: 3, seed: 18, instances: 16, killsInARow: 1, scenarios: ['import', 'sync', 'follow'], zipUploads: true})
+    expect(report.broken).toEqual([])
+    expect(report.scenarios).toMatchObject({import: 1, sync: 1, follow: 1})
+  }, 300_000)
 })
