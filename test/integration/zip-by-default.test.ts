@@ -7,7 +7,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
 import {parseJson, runCli} from '../helpers/cli.js'
 import {type FaultProxy, startFaultProxy} from '../helpers/fault-proxy.js'
-import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {instanceMd5s, type OrthancOptions, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 
 interface Summary {
   transferred: number
@@ -27,8 +27,8 @@ describe('ZIP uploads by default for many small instances', () => {
   const servers: OrthancServer[] = []
   const proxies: FaultProxy[] = []
   /** A new, empty target behind a proxy that counts its requests. */
-  const countedTarget = async () => {
-    const target = await startOrthanc({})
+  const countedTarget = async (options: OrthancOptions = {}) => {
+    const target = await startOrthanc(options)
     servers.push(target)
     const proxy = await startFaultProxy(target.port)
     proxies.push(proxy)
@@ -69,6 +69,17 @@ describe('ZIP uploads by default for many small instances', () => {
     expect(parseJson<Summary>(one)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
     expect(plain.uploads()).toBe(small.length)
     expect(await instanceMd5s(plain.target)).toEqual(await instanceMd5s(source))
+  })
+
+  it('sync into Orthanc 1.12: its ZIP answers are read the same, every instance confirmed', async () => {
+    const newer = await countedTarget({version: '1.12'})
+    const result = await runCli(['sync', '--source', source.url, '--target', newer.proxy.url, '--json'])
+    expect(result.code, result.stderr).toBe(0)
+    const summary = parseJson<Summary>(result)
+    expect(summary).toMatchObject({transferred: small.length, failed: 0})
+    expect(summary.zipUploads.requests).toBeGreaterThan(0)
+    expect(newer.uploads()).toBe(summary.zipUploads.requests + small.length - summary.zipUploads.instances)
+    expect(await instanceMd5s(newer.target)).toEqual(await instanceMd5s(source))
   })
 
   it('import: archive volumes say what they hold and go in ZIPs; a folder cannot say, and goes one per request', async () => {
