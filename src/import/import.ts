@@ -2,7 +2,7 @@ import type {ArchiveReadReport, VolumeCounts} from '../sources/archive-source.js
 import {type ArchiveInput, readArchives} from '../sources/archive-source.js'
 import type {AgeDecryptionKeys} from '../crypto/age.js'
 import {archiveInputs} from '../sources/archive-inputs.js'
-import {readDicomFolder} from '../sources/dicom-folder.js'
+import {readDicomFolder, sampleFolderFiles} from '../sources/dicom-folder.js'
 import type {Endpoint, InstanceInTransit} from '../model.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
 import {archiveTotals} from '../sources/archive-totals.js'
@@ -11,7 +11,7 @@ import {type Problem, ProblemList} from '../problems.js'
 import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-server.js'
 import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
-import {type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
+import {ZIP_BY_DEFAULT_MIN_INSTANCES, type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
@@ -26,7 +26,7 @@ export interface ImportOptions {
   inputs: ImportInput[]
   /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
   concurrency?: number
-  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher); undefined: when the volume files say the job is many small instances (zipUploadsFor). */
+  /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher); undefined: when the volume files, or a DICOM folder's first files, say the job is many small instances (zipUploadsFor). */
   zipUploads?: boolean
   dryRun: boolean
   /** Where an archive read from a stream waits until each volume is proven (default: the system's temporary folder). */
@@ -111,8 +111,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // What the volume files say they hold: the total to show, when every input has one.
   const totals = options.inputs.every((input) => input.kind === 'archive-file') ? await archiveTotals(options.inputs.map((input) => (input as {path: string}).path)) : undefined
   if (totals) options.onEvent?.({type: 'plan', ...totals})
-  // Without volume files to say what is coming (folders, streams), small instances go in ZIPs only when asked.
-  const zip = zipUploadsFor(options.zipUploads, totals)
+  const zip = zipUploadsFor(options.zipUploads, totals ?? await folderSample(options))
   const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(zip), congestion: () => client.http.stats.congestion})
   const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip})
   concurrency.onChange((uploads) => sink.setUploads(uploads))
@@ -188,6 +187,16 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     receipt: receipt?.path,
     ...concurrency.settled(),
   }
+}
+
+/**
+ * What DICOM folders say of the job before it starts: the sizes of their first files, enough to
+ * tell whether it is many small instances. Other inputs without volume files (a stopped server's
+ * storage or database, streams) say nothing, and go in ZIPs only when asked.
+ */
+async function folderSample(options: ImportOptions): Promise<{instances: number; bytes: number} | undefined> {
+  if (options.zipUploads !== undefined || !options.inputs.every((input) => input.kind === 'dicom-folder')) return undefined
+  return sampleFolderFiles(options.inputs.map((input) => (input as {path: string}).path), {files: ZIP_BY_DEFAULT_MIN_INSTANCES})
 }
 
 interface UnitOptions {

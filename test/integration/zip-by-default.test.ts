@@ -1,4 +1,4 @@
-import {mkdtemp, rm} from 'node:fs/promises'
+import {mkdtemp, readdir, readFile, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -82,7 +82,7 @@ describe('ZIP uploads by default for many small instances', () => {
     expect(await instanceMd5s(newer.target)).toEqual(await instanceMd5s(source))
   })
 
-  it('import: archive volumes say what they hold and go in ZIPs; a folder cannot say, and goes one per request', async () => {
+  it('import: archive volumes and DICOM folders say what is coming and go in ZIPs; a stream cannot say, and goes one per request', async () => {
     const volumes = join(work, 'volumes')
     const exported = await runCli(['export', '--source', source.url, '--output', volumes, '--json'])
     expect(exported.code, exported.stderr).toBe(0)
@@ -96,10 +96,22 @@ describe('ZIP uploads by default for many small instances', () => {
     expect(fromVolumes.uploads()).toBeLessThan(small.length / 4)
     expect(await instanceMd5s(fromVolumes.target)).toEqual(await instanceMd5s(source))
 
+    // A folder: its first files' sizes.
     const fromFolder = await countedTarget()
     const folder = await runCli(['import', '--target', fromFolder.proxy.url, '--no-receipt', '--json', join(work, 'small')])
     expect(folder.code, folder.stderr).toBe(0)
-    expect(parseJson<Summary>(folder)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
-    expect(fromFolder.uploads()).toBe(small.length)
+    const folderSummary = parseJson<Summary>(folder)
+    expect(folderSummary).toMatchObject({transferred: small.length, failed: 0})
+    expect(fromFolder.uploads()).toBe(folderSummary.zipUploads.requests + small.length - folderSummary.zipUploads.instances)
+    expect(fromFolder.uploads()).toBeLessThan(small.length / 4)
+    expect(await instanceMd5s(fromFolder.target)).toEqual(await instanceMd5s(source))
+
+    // A stream says nothing before it is read.
+    const [volume] = (await readdir(volumes)).filter((name) => name.endsWith('.tar'))
+    const fromStream = await countedTarget()
+    const stream = await runCli(['import', '--target', fromStream.proxy.url, '--no-receipt', '--json', '-'], {stdin: await readFile(join(volumes, volume!))})
+    expect(stream.code, stream.stderr).toBe(0)
+    expect(parseJson<Summary>(stream)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
+    expect(fromStream.uploads()).toBe(small.length)
   })
 })
