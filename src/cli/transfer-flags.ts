@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {UserFacingError} from '../errors.js'
-import {SMALL_INSTANCE_BYTES, ZIP_BY_DEFAULT_MEAN_BYTES, ZIP_BY_DEFAULT_MIN_INSTANCES} from '../sinks/upload-batcher.js'
+import {SMALL_INSTANCE_BYTES, ZIP_BY_DEFAULT_MEAN_BYTES, ZIP_BY_DEFAULT_MIN_ANSWER_MS, ZIP_BY_DEFAULT_MIN_INSTANCES} from '../sinks/upload-batcher.js'
 import {type BandwidthBuckets, bandwidthBuckets, BandwidthSyntaxError, parseBandwidthLimit} from '../transfer/bandwidth.js'
 
 const MAX_CONCURRENCY = 64
@@ -23,7 +23,7 @@ export function transferFlags(what: string) {
 /** For the commands that upload: sync and import. */
 export const uploadFlags = {
   'zip-uploads': Flags.boolean({
-    description: `send the small instances (up to ${SMALL_INSTANCE_BYTES / 1024} KiB) waiting for an upload together in one ZIP (Orthanc 1.8.2+); each is still confirmed by its MD5. Default: on when the job is known beforehand to be at least ${ZIP_BY_DEFAULT_MIN_INSTANCES} instances of ${ZIP_BY_DEFAULT_MEAN_BYTES / 1024} KiB or less on average (a sync's plan, archive volumes, a DICOM folder's first files); --no-zip-uploads sends one instance per request`,
+    description: `send the small instances (up to ${SMALL_INSTANCE_BYTES / 1024} KiB) waiting for an upload together in one ZIP (Orthanc 1.8.2+); each is still confirmed by its MD5. Default: on when the job is known beforehand to be at least ${ZIP_BY_DEFAULT_MIN_INSTANCES} instances of ${ZIP_BY_DEFAULT_MEAN_BYTES / 1024} KiB or less on average (a sync's plan, archive volumes, a DICOM folder's first files) and the target answers in ${ZIP_BY_DEFAULT_MIN_ANSWER_MS} ms or more; --no-zip-uploads sends one instance per request`,
     allowNo: true,
   }),
 }

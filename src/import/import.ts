@@ -11,7 +11,7 @@ import {type Problem, ProblemList} from '../problems.js'
 import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-server.js'
 import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
-import {ZIP_BY_DEFAULT_MIN_INSTANCES, type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
+import {DISTANCE_PROBES, ZIP_BY_DEFAULT_MIN_INSTANCES, type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
@@ -111,7 +111,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // What the volume files say they hold: the total to show, when every input has one.
   const totals = options.inputs.every((input) => input.kind === 'archive-file') ? await archiveTotals(options.inputs.map((input) => (input as {path: string}).path)) : undefined
   if (totals) options.onEvent?.({type: 'plan', ...totals})
-  const zip = zipUploadsFor(options.zipUploads, totals ?? await folderSample(options))
+  const zip = await zipUploadsFor(options.zipUploads, totals ?? await folderSample(options), () => client.quickestAnswerMs(DISTANCE_PROBES, options.signal))
   const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(zip), congestion: () => client.http.stats.congestion})
   const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip})
   concurrency.onChange((uploads) => sink.setUploads(uploads))

@@ -79,6 +79,13 @@ export interface TransportStats {
    * 503, 504, timeouts, resets, refused connections. Adaptive concurrency backs off on them.
    */
   congestion: number
+  /**
+   * The quickest answer so far (from sending a request to its status line, over the buffered
+   * exchanges that carry API calls and instances), in ms: about the link's round trip plus the
+   * least the server takes, a new connection's set-up included when it is the first. Undefined
+   * until one has been answered.
+   */
+  fastestAnswerMs?: number
 }
 
 /**
@@ -300,6 +307,8 @@ export class OrthancHttp {
     const {signal} = options
     if (signal?.aborted) return Promise.reject(signal.reason)
     this.stats.requests++
+    const {stats} = this
+    const sent = performance.now()
     return new Promise<BufferedResponse>((resolve, reject) => {
       let controller: Dispatcher.DispatchController | undefined
       let abortReason: Error | undefined
@@ -318,6 +327,8 @@ export class OrthancHttp {
           if (abortReason) started.abort(abortReason)
         },
         onResponseStart(_, status, responseHeaders) {
+          const answeredMs = performance.now() - sent
+          if (!(answeredMs >= (stats.fastestAnswerMs ?? Number.POSITIVE_INFINITY))) stats.fastestAnswerMs = answeredMs
           statusCode = status
           headers = responseHeaders
           chunks = []

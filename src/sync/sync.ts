@@ -2,7 +2,7 @@ import type {Endpoint, InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
-import {type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
+import {DISTANCE_PROBES, type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
 import {readInstanceUnit} from '../sources/orthanc-instance.js'
 import {prefetchingSideData, SideDataReader} from '../sources/side-data.js'
 import {type JobConcurrency, jobConcurrency} from '../transfer/adaptive-concurrency.js'
@@ -98,7 +98,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     // A dry run stops at the plan: it counts what would move, and moves nothing.
     if (!spool) return summary(emptyStats())
 
-    const zip = zipUploadsFor(options.zipUploads, {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer})
+    const zip = await zipUploadsFor(options.zipUploads, {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer}, () => options.target.quickestAnswerMs(DISTANCE_PROBES, options.signal))
     const concurrency = jobConcurrency(options.concurrency, {
       itemsPerUnit: inFlightPerUpload(zip),
       congestion: () => options.source.http.stats.congestion + options.target.http.stats.congestion,

@@ -16,9 +16,10 @@ interface Summary {
 }
 
 /**
- * A job of many small instances uses ZIPs without being asked, where the tool knows beforehand
- * what it is to send (a sync's plan, archive volumes), and not where it cannot (a folder), nor
- * when told not to. Each case against a real Orthanc, every instance confirmed by its MD5.
+ * A job of many small instances sent to a target across a network uses ZIPs without being asked,
+ * where the tool knows beforehand what it is to send (a sync's plan, archive volumes, a DICOM
+ * folder's first files), and not where it cannot (a stream), nor to a target close by, nor when
+ * told not to. Each case against a real Orthanc, every instance confirmed by its MD5.
  */
 describe('ZIP uploads by default for many small instances', () => {
   let work: string
@@ -26,11 +27,15 @@ describe('ZIP uploads by default for many small instances', () => {
   let small: FixtureRecord[]
   const servers: OrthancServer[] = []
   const proxies: FaultProxy[] = []
-  /** A new, empty target behind a proxy that counts its requests. */
-  const countedTarget = async (options: OrthancOptions = {}) => {
+  /**
+   * A new, empty target behind a proxy that counts its requests and, unless told otherwise, holds
+   * each one 10 ms: a target across a network, where round trips count.
+   */
+  const countedTarget = async (options: OrthancOptions = {}, delayMs = 10) => {
     const target = await startOrthanc(options)
     servers.push(target)
     const proxy = await startFaultProxy(target.port)
+    proxy.delayMs = delayMs
     proxies.push(proxy)
     return {target, proxy, uploads: () => proxy.log.filter((line) => line === 'POST /instances').length}
   }
@@ -50,7 +55,7 @@ describe('ZIP uploads by default for many small instances', () => {
     await rm(work, {recursive: true, force: true})
   })
 
-  it('sync: many small instances go in ZIPs, each confirmed; --no-zip-uploads sends one per request', async () => {
+  it('sync: many small instances go in ZIPs to a target 10 ms away, each confirmed; not with --no-zip-uploads, nor to a target close by', async () => {
     const zipped = await countedTarget()
     const result = await runCli(['sync', '--source', source.url, '--target', zipped.proxy.url, '--json'])
     expect(result.code, result.stderr).toBe(0)
@@ -69,6 +74,14 @@ describe('ZIP uploads by default for many small instances', () => {
     expect(parseJson<Summary>(one)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
     expect(plain.uploads()).toBe(small.length)
     expect(await instanceMd5s(plain.target)).toEqual(await instanceMd5s(source))
+
+    // Close by (no proxy), one request per instance costs little, and a ZIP would hold its instances back.
+    const near = await startOrthanc({})
+    servers.push(near)
+    const nearby = await runCli(['sync', '--source', source.url, '--target', near.url, '--json'])
+    expect(nearby.code, nearby.stderr).toBe(0)
+    expect(parseJson<Summary>(nearby)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
+    expect(await instanceMd5s(near)).toEqual(await instanceMd5s(source))
   })
 
   it('sync into Orthanc 1.12: its ZIP answers are read the same, every instance confirmed', async () => {

@@ -6,7 +6,7 @@ import {describe, expect, it} from 'vitest'
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {UploadRejectedError} from '../../src/orthanc/errors.js'
-import {SMALL_INSTANCE_BYTES, storedZip, UploadBatcher, ZIP_BY_DEFAULT_MEAN_BYTES, ZIP_BY_DEFAULT_MIN_INSTANCES, zipUploadsFor} from '../../src/sinks/upload-batcher.js'
+import {SMALL_INSTANCE_BYTES, storedZip, UploadBatcher, ZIP_BY_DEFAULT_MEAN_BYTES, ZIP_BY_DEFAULT_MIN_ANSWER_MS, ZIP_BY_DEFAULT_MIN_INSTANCES, zipUploadsFor} from '../../src/sinks/upload-batcher.js'
 
 const origin = 'http://orthanc.test'
 
@@ -180,21 +180,30 @@ describe('storedZip', () => {
 
 describe('zipUploadsFor', () => {
   const many = ZIP_BY_DEFAULT_MIN_INSTANCES
-  it('batches a job of many small instances by default, and nothing else', () => {
-    expect(zipUploadsFor(undefined, {instances: many, bytes: many * ZIP_BY_DEFAULT_MEAN_BYTES})).toBe(true)
-    expect(zipUploadsFor(undefined, {instances: 10 * many, bytes: 10 * many * 4096})).toBe(true)
+  const far = ZIP_BY_DEFAULT_MIN_ANSWER_MS
+  const answering = (ms: number | undefined) => async () => ms
+  it('batches a job of many small instances for a target far enough away, and nothing else', async () => {
+    expect(await zipUploadsFor(undefined, {instances: many, bytes: many * ZIP_BY_DEFAULT_MEAN_BYTES}, answering(far))).toBe(true)
+    expect(await zipUploadsFor(undefined, {instances: 10 * many, bytes: 10 * many * 4096}, answering(40))).toBe(true)
     // Larger on average: more in flight per upload costs more than the requests it saves.
-    expect(zipUploadsFor(undefined, {instances: many, bytes: many * ZIP_BY_DEFAULT_MEAN_BYTES + 1})).toBe(false)
+    expect(await zipUploadsFor(undefined, {instances: many, bytes: many * ZIP_BY_DEFAULT_MEAN_BYTES + 1}, answering(40))).toBe(false)
     // Too few to share requests.
-    expect(zipUploadsFor(undefined, {instances: many - 1, bytes: 4096})).toBe(false)
-    expect(zipUploadsFor(undefined, {instances: 0, bytes: 0})).toBe(false)
-    // Nothing known of the job beforehand (a folder, a stream).
-    expect(zipUploadsFor(undefined, undefined)).toBe(false)
+    expect(await zipUploadsFor(undefined, {instances: many - 1, bytes: 4096}, answering(40))).toBe(false)
+    expect(await zipUploadsFor(undefined, {instances: 0, bytes: 0}, answering(40))).toBe(false)
+    // Nothing known of the job beforehand (a stream, a stopped server's storage).
+    expect(await zipUploadsFor(undefined, undefined, answering(40))).toBe(false)
+    // A target close by (or not heard from): one request per instance costs little there.
+    expect(await zipUploadsFor(undefined, {instances: 10 * many, bytes: 10 * many * 4096}, answering(far - 0.1))).toBe(false)
+    expect(await zipUploadsFor(undefined, {instances: 10 * many, bytes: 10 * many * 4096}, answering(undefined))).toBe(false)
   })
 
-  it('does what the user asked, whatever the job', () => {
-    expect(zipUploadsFor(true, undefined)).toBe(true)
-    expect(zipUploadsFor(true, {instances: 1, bytes: 10_000_000})).toBe(true)
-    expect(zipUploadsFor(false, {instances: 10 * many, bytes: 10 * many * 4096})).toBe(false)
+  it('measures the distance only for a job that could use ZIPs, and does what the user asked', async () => {
+    const unasked = async () => {
+      throw new Error('the distance was measured')
+    }
+    expect(await zipUploadsFor(undefined, {instances: 1, bytes: 100}, unasked)).toBe(false)
+    expect(await zipUploadsFor(true, undefined, unasked)).toBe(true)
+    expect(await zipUploadsFor(true, {instances: 1, bytes: 10_000_000}, unasked)).toBe(true)
+    expect(await zipUploadsFor(false, {instances: 10 * many, bytes: 10 * many * 4096}, unasked)).toBe(false)
   })
 })
