@@ -94,10 +94,6 @@ export class OrthancClient {
   }
 
   /**
-   * GET /system, checked to come from Orthanc. Anything else answering at that address (a web
-   * server, a proxy's error page) is reported as NotOrthancError rather than as a parse error.
-   */
-  /**
    * About how far the server is: its quickest answer (TransportStats.fastestAnswerMs) after
    * `probes` more of its cheapest request, one at a time on a connection already open. Answers
    * measured while the server was busy say little; these are asked for when it is not.
@@ -107,6 +103,10 @@ export class OrthancClient {
     return this.http.stats.fastestAnswerMs
   }
 
+  /**
+   * GET /system, checked to come from Orthanc. Anything else answering at that address (a web
+   * server, a proxy's error page) is reported as NotOrthancError rather than as a parse error.
+   */
   async system(signal?: AbortSignal): Promise<OrthancSystem> {
     // Callers that start together share one request; a failure is not remembered.
     this.systemAnswer ??= this.fetchSystem(signal).catch((error: unknown) => {

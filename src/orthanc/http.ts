@@ -328,7 +328,7 @@ export class OrthancHttp {
         },
         onResponseStart(_, status, responseHeaders) {
           const answeredMs = performance.now() - sent
-          if (!(answeredMs >= (stats.fastestAnswerMs ?? Number.POSITIVE_INFINITY))) stats.fastestAnswerMs = answeredMs
+          if (stats.fastestAnswerMs === undefined || answeredMs < stats.fastestAnswerMs) stats.fastestAnswerMs = answeredMs
           statusCode = status
           headers = responseHeaders
           chunks = []
