@@ -87,7 +87,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
       await planSync(options.source, options.target, options, plan, spool)
     } catch (error) {
       // Interrupted while comparing: nothing moved, and the plan says how far the comparison got.
-      if (options.signal?.aborted && (error as Error | undefined)?.name === 'AbortError') return summary({...emptyStats(), interrupted: true})
+      if (interruptedBy(error, options.signal)) return summary({...emptyStats(), interrupted: true})
       throw error
     }
 
@@ -98,7 +98,15 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     // A dry run stops at the plan: it counts what would move, and moves nothing.
     if (!spool) return summary(emptyStats())
 
-    const zip = await zipUploadsFor(options.zipUploads, {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer}, () => options.target.quickestAnswerMs(DISTANCE_PROBES, options.signal))
+    let zip: boolean
+    try {
+      zip = await zipUploadsFor(options.zipUploads, {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer}, () => options.target.quickestAnswerMs(DISTANCE_PROBES, options.signal))
+    } catch (error) {
+      // Interrupted while measuring the target's distance: nothing moved, and the plan stands.
+      if (interruptedBy(error, options.signal)) return summary({...emptyStats(), interrupted: true})
+      throw error
+    }
+
     const concurrency = jobConcurrency(options.concurrency, {
       itemsPerUnit: inFlightPerUpload(zip),
       congestion: () => options.source.http.stats.congestion + options.target.http.stats.congestion,
@@ -139,4 +147,9 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   } finally {
     await spool?.dispose()
   }
+}
+
+/** Whether `error` is the job's own interruption (Ctrl-C, SIGTERM) and not a failure. */
+function interruptedBy(error: unknown, signal?: AbortSignal): boolean {
+  return signal?.aborted === true && (error as Error | undefined)?.name === 'AbortError'
 }

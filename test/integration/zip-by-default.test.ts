@@ -1,11 +1,13 @@
+import {spawn} from 'node:child_process'
 import {mkdtemp, readdir, readFile, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
-import {parseJson, runCli} from '../helpers/cli.js'
+import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
 import {type FaultProxy, startFaultProxy} from '../helpers/fault-proxy.js'
 import {instanceMd5s, type OrthancOptions, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 
@@ -93,6 +95,21 @@ describe('ZIP uploads by default for many small instances', () => {
     expect(summary.zipUploads.requests).toBeGreaterThan(0)
     expect(newer.uploads()).toBe(summary.zipUploads.requests + small.length - summary.zipUploads.instances)
     expect(await instanceMd5s(newer.target)).toEqual(await instanceMd5s(source))
+  })
+
+  it('sync interrupted while it measures how far the target is: exit 130, nothing moved, and a summary that says so', async () => {
+    // Each request held 1.5 s: the probes after the plan take seconds, and the signal comes during them.
+    const slow = await countedTarget({}, 1500)
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', source.url, '--target', slow.proxy.url, '--json'], {stdio: ['ignore', 'pipe', 'pipe']})
+    let stdout = ''
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
+    const deadline = Date.now() + 60_000
+    // The endpoint's GET /system, then the first probe's.
+    while (slow.proxy.log.filter((line) => line === 'GET /system').length < 2 && Date.now() < deadline) await sleep(20)
+    child.kill('SIGINT')
+    expect(await new Promise<number | null>((resolve) => child.once('close', resolve))).toBe(130)
+    expect(JSON.parse(stdout)).toMatchObject({interrupted: true, transferred: 0, failed: 0, planned: {instances: small.length}})
+    expect(slow.uploads()).toBe(0)
   })
 
   it('import: archive volumes and DICOM folders say what is coming and go in ZIPs; a stream cannot say, and goes one per request', async () => {
