@@ -73,13 +73,15 @@ export async function* readDicomFolder(root: string, events: SourceEvents, optio
 /**
  * The sizes of the first `files` regular files under `roots`, walked as readDicomFolder walks them
  * (depth first, in name order, links not followed), reading at most `maxListings` directories and
- * `maxEntries` entries of each (of a larger directory, whichever the filesystem gives first): what a
- * folder import can know of its job before it starts, at the cost of a few directory listings.
- * Whatever cannot be read is passed over: the walk itself reports it.
+ * `maxEntries` entries in all (of a larger directory, whichever the filesystem gives first), so
+ * that time and memory stay bounded however wide or deep the tree: what a folder import can know
+ * of its job before it starts, at the cost of a few directory listings. Whatever cannot be read
+ * is passed over: the walk itself reports it.
  */
 export async function sampleFolderFiles(roots: string[], limits: {files: number; maxListings?: number; maxEntries?: number}): Promise<{instances: number; bytes: number}> {
   const sample = {instances: 0, bytes: 0}
   let listings = limits.maxListings ?? 1024
+  let entries = limits.maxEntries ?? 16_384
   const pending = [...roots].reverse()
   while (pending.length > 0 && sample.instances < limits.files) {
     const path = pending.pop()!
@@ -88,8 +90,10 @@ export async function sampleFolderFiles(roots: string[], limits: {files: number;
     if (info?.isFile()) {
       sample.instances++
       sample.bytes += info.size
-    } else if (info?.isDirectory() && listings-- > 0) {
-      const listing = await listDirectory(path, limits.maxEntries ?? 4096).catch((): FolderEntry[] => [])
+    } else if (info?.isDirectory() && listings > 0 && entries > 0) {
+      listings--
+      const listing = await listDirectory(path, entries).catch((): FolderEntry[] => [])
+      entries -= listing.length
       for (let index = listing.length - 1; index >= 0; index--) if (listing[index]!.kind === 'file' || listing[index]!.kind === 'directory') pending.push(listing[index]!.path)
     }
   }

@@ -49,4 +49,19 @@ describe('sampleFolderFiles', () => {
     expect(await sampleFolderFiles([root], {files: 10, maxListings: 3})).toEqual({instances: 3, bytes: 1 + 1 + 7})
     expect(await sampleFolderFiles([root], {files: 10})).toEqual({instances: 6, bytes: 5 + 7})
   })
+
+  it('reads no more entries in all than allowed, however wide the tree', async () => {
+    // 20 folders, each with 20 empty folders and one file: 420 paths to queue for 21 files.
+    for (let outer = 0; outer < 20; outer++) {
+      const folder = join(root, `a${String(outer).padStart(2, '0')}`)
+      for (let inner = 0; inner < 20; inner++) await mkdir(join(folder, `b${String(inner).padStart(2, '0')}`), {recursive: true})
+      await writeFile(join(folder, 'x.dcm'), Buffer.alloc(1))
+    }
+    await writeFile(join(root, 'z.dcm'), Buffer.alloc(3))
+    expect(await sampleFolderFiles([root], {files: 100})).toEqual({instances: 21, bytes: 20 + 3})
+    // 30 entries in all: the root's 21 and 9 of one folder's. Nothing more is listed; z.dcm, listed, is still reached.
+    const bounded = await sampleFolderFiles([root], {files: 100, maxEntries: 30})
+    expect(bounded.instances).toBeLessThanOrEqual(2)
+    expect(bounded.bytes - 3).toBe(bounded.instances - 1)
+  })
 })
