@@ -30,7 +30,7 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
       : `Concurrency: ${concurrency.concurrency} ${concurrency.unit} at once (--concurrency).`)
   }
   const zipped = concurrency?.zipUploads
-  if (zipped && zipped.requests > 0) lines.push(`ZIP uploads: ${zipped.instances} small instances went in ${zipped.requests} requests, each confirmed by its MD5 (--no-zip-uploads sends one per request).`)
+  if (zipped && zipped.requests > 0) lines.push(`ZIP uploads: ${zipped.instances} small instances went in ${zipped.requests} requests, each then checked by its own MD5 like any other (--no-zip-uploads sends one per request).`)
   if (stats.failed > 0) {
     lines.push('Failed:')
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))
