@@ -17,7 +17,7 @@ import {cpu, maxBackground, runsList, throughput} from './tables.js'
  * whole one), so every request, connection and upload pays the round trip as it would on a
  * campus or wide-area link. The proxies run in their own processes; their CPU has a column.
  */
-async function network(cleanup: Cleanup, rttMs: number, source: BenchServer): Promise<{source: BenchServer; link: NonNullable<MethodContext['link']>}> {
+export async function network(cleanup: Cleanup, rttMs: number, source: BenchServer): Promise<{source: BenchServer; link: NonNullable<MethodContext['link']>}> {
   const proxied = async (server: BenchServer): Promise<BenchServer & {stop(): Promise<void>}> => {
     const proxy = await startDelayProxy(server.server.port, rttMs / 2)
     const name = `delay proxy ${proxy.port}`
@@ -71,7 +71,7 @@ function latencyTable(prepared: PreparedCorpus, samples: Samples, methods: Metho
  * the servers, the proxies and anything else spent, over the wall time. Near the machine's core
  * count, the row is bound by CPU, and a link with room to spare cannot make it faster.
  */
-function coresBusy(samples: Samples, key: string): string {
+export function coresBusy(samples: Samples, key: string): string {
   const values = samples.get(key).map((sample) => ((sample.clientCpuMs ?? 0) + (sample.orthancCpuMs ?? 0) + (sample.proxyCpuMs ?? 0) + (sample.backgroundCpuMs ?? 0)) / sample.ms)
   if (values.length === 0) return '—'
   return values.sort((a, b) => a - b)[Math.floor(values.length / 2)]!.toFixed(2)

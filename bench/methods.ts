@@ -113,6 +113,7 @@ async function toolSample(servers: BenchServer[], run: () => Promise<ToolRun>): 
   return {
     ...sampleOf(timing, {cpuMs: result!.cpuMs, ms: result!.wallMs}),
     rssKb: result!.maxRssKb, reportedMs: result!.summary.durationMs, concurrency: result!.summary.concurrency,
+    zipRequests: result!.summary.zipUploads?.requests,
   }
 }
 
@@ -244,12 +245,17 @@ export function toolSync(concurrency?: number, prepareTarget?: () => Promise<Ort
   }
 }
 
-export const toolImport: Method = {
-  key: 'import',
-  label: 'tool: import of the corpus folder',
-  run: (context) => intoFreshTarget(context, 'import', (target) => toolSample([target], () =>
-    runTool(['import', '--target', target.url, '--no-receipt', context.corpus.dir], context.corpus.count, 'import'))),
+/** `extra`: more flags, which name the row too. */
+export function toolImportFolder(extra: string[] = []): Method {
+  return {
+    key: ['import', ...extra.map((flag) => flag.replace(/^--/, ''))].join('-'),
+    label: `tool: import of the corpus folder${extra.length > 0 ? ` ${extra.join(' ')}` : ''}`,
+    run: (context) => intoFreshTarget(context, 'import', (target) => toolSample([target], () =>
+      runTool(['import', '--target', target.url, '--no-receipt', ...extra, context.corpus.dir], context.corpus.count, 'import'))),
+  }
 }
+
+export const toolImport = toolImportFolder()
 
 /** The tool's export of the whole corpus into `dir`/volumes. */
 async function exportCorpus(context: MethodContext, dir: string, what: string): Promise<{output: string; run: () => Promise<ToolRun>}> {

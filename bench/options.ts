@@ -23,19 +23,21 @@ export interface BenchConfig {
   latencySmallInstances: number
   /** Fixed --concurrency values sync is run with at each round-trip time, to find the best one. */
   latencyConcurrencies: number[]
-  /** Sections to run (all when undefined): default, small, requests, scaling, scale, latency. */
+  /** Round-trip times at which small instances are sent with and without ZIP uploads, in ms. */
+  zipDistances: number[]
+  /** Sections to run (all when undefined): default, small, requests, scaling, scale, latency, zip-distance. */
   only?: Set<string>
   /** Seconds each run waits at most for the machine to go idle first (0: no waiting). */
   quietWaitS: number
 }
 
-export const SECTIONS = ['default', 'small', 'requests', 'scaling', 'scale', 'latency'] as const
+export const SECTIONS = ['default', 'small', 'requests', 'scaling', 'scale', 'latency', 'zip-distance'] as const
 
 const USAGE = `usage: npm run bench -- [--instances N] [--size BYTES] [--large N] [--small-instances N] [--small-size BYTES]
                        [--runs N] [--skip-postgres] [--quick] [--out FILE]
                        [--latencies MS,MS,...] [--latency-instances N] [--latency-small-instances N]
-                       [--only SECTION,...] [--quiet-wait SECONDS]
-sections: default, small, requests, scaling, scale, latency`
+                       [--zip-distances MS,MS,...] [--only SECTION,...] [--quiet-wait SECONDS]
+sections: default, small, requests, scaling, scale, latency, zip-distance`
 
 const LARGE_BYTES = 8 * 1024 * 1024
 const RSS_SCALE = 5
@@ -57,6 +59,7 @@ export function parseBenchArgs(argv: string[]): BenchConfig {
       latencies: {type: 'string'},
       'latency-instances': {type: 'string'},
       'latency-small-instances': {type: 'string'},
+      'zip-distances': {type: 'string'},
       only: {type: 'string'},
       'quiet-wait': {type: 'string'},
       help: {type: 'boolean', default: false},
@@ -82,13 +85,18 @@ export function parseBenchArgs(argv: string[]): BenchConfig {
     skipPostgres: values['skip-postgres'],
     quick,
     out: values.out,
-    latencies: values.latencies === undefined ? [0, 10, 40] : values.latencies.split(',').map((text) => count(text, 0, '--latencies', 0)),
+    latencies: milliseconds(values.latencies, [0, 10, 40], '--latencies'),
     latencyInstances: count(values['latency-instances'], quick ? 100 : 400, '--latency-instances'),
     latencySmallInstances: count(values['latency-small-instances'], quick ? 100 : 2000, '--latency-small-instances'),
     latencyConcurrencies: [4, 8, 16, 32],
+    zipDistances: milliseconds(values['zip-distances'], quick ? [0, 10] : [0, 2, 5, 10], '--zip-distances'),
     only: values.only === undefined ? undefined : sections(values.only),
     quietWaitS: count(values['quiet-wait'], 120, '--quiet-wait', 0),
   }
+}
+
+function milliseconds(text: string | undefined, fallback: number[], flag: string): number[] {
+  return text === undefined ? fallback : text.split(',').map((part) => count(part, 0, flag, 0))
 }
 
 function sections(text: string): Set<string> {

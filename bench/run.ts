@@ -14,6 +14,7 @@ import {preflight} from './preflight.js'
 import {measureProcess} from './processes.js'
 import {profileRequests} from './profile.js'
 import {latencySection} from './latency.js'
+import {zipDistanceSection} from './zip-distance.js'
 import {benchStarted, log, setQuietWait} from './progress.js'
 import {Samples} from './samples.js'
 import {scaling} from './scaling.js'
@@ -101,6 +102,10 @@ async function main(): Promise<void> {
     }
 
     if (runs('latency')) for (const section of await latencySection(cleanup, config)) report.section(section.title, ...section.body)
+    if (runs('zip-distance')) {
+      const section = await zipDistanceSection(cleanup, config)
+      report.section(section.title, ...section.body)
+    }
 
     const minutes = (performance.now() - benchStarted) / 60_000
     log(`done in ${minutes.toFixed(1)} min`)

@@ -16,6 +16,8 @@ export interface Sample {
   proxyCpuMs?: number
   /** The concurrency the tool reported it settled on (its JSON summary's `concurrency`). */
   concurrency?: number
+  /** The ZIP uploads the tool reported making (its JSON summary's `zipUploads.requests`). */
+  zipRequests?: number
 }
 
 /** Samples by measurement key, in the order they were first recorded. */

@@ -15,6 +15,8 @@ export interface TransferSummary {
   durationMs: number
   /** Uploads at once the tool settled on (or was fixed to). */
   concurrency?: number
+  /** The ZIP uploads it made (sync and import): requests, and the instances they carried. */
+  zipUploads?: {requests: number; instances: number}
 }
 
 export interface ToolRun extends ProcessRun {
