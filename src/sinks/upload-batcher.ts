@@ -30,6 +30,9 @@ const SLOTS_PER_SMALL_REQUEST = 8
  *   delay, 3 % slower at 2 ms, even at 5 ms, 16 % faster at 10 ms (a sync: 6 % slower with no
  *   delay, even at 10 ms). Near the target, one request per instance costs little, and a ZIP
  *   holds its instances until Orthanc has read them all.
+ * The bench's zip-distance section (5 runs a row, BENCHMARKS.md) did not reproduce the distance
+ * effect: ZIPs 0.91 to 1.11 times as fast at 0, 2, 5 and 10 ms, within its runs' spread, and
+ * always 3 to 28 % less client CPU. The rule stands on the side that lost in the earlier runs.
  */
 export const ZIP_BY_DEFAULT_MEAN_BYTES = 16 * 1024
 export const ZIP_BY_DEFAULT_MIN_INSTANCES = 4 * ZIP_MAX_ENTRIES
