@@ -1,5 +1,6 @@
 import type {Problem} from '../problems.js'
 import type {NotCarried} from '../sinks/orthanc-sink.js'
+import type {ZipUploads} from '../sinks/upload-batcher.js'
 import type {PlannedCounts, TransferStats} from '../transfer/stats.js'
 import {formatBytes, formatDuration} from '../util/format.js'
 
@@ -11,7 +12,7 @@ export interface ConcurrencyReport {
   concurrencyAdaptive: boolean
   unit: string
   /** Uploads that carried several small instances in one ZIP (sync, import). */
-  zipUploads?: {requests: number; instances: number}
+  zipUploads?: ZipUploads
 }
 
 /**
@@ -31,6 +32,9 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
   }
   const zipped = concurrency?.zipUploads
   if (zipped && zipped.requests > 0) lines.push(`ZIP uploads: ${zipped.instances} small instances went in ${zipped.requests} requests, each then checked by its own MD5 like any other (--no-zip-uploads sends one per request).`)
+  if (zipped && zipped.refusedAsTooLarge > 0) {
+    lines.push(`ZIP uploads: ${zipped.refusedAsTooLarge} refused as too large (HTTP 413, a limit on request bodies, usually a proxy's before the target, such as nginx's client_max_body_size); their instances went one by one, and later ZIPs were made smaller (raise the limit, or --no-zip-uploads).`)
+  }
   if (stats.failed > 0) {
     lines.push('Failed:')
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))

@@ -83,9 +83,13 @@ export class OrthancHttpError extends OrthancError {
     super(`${method} ${path} on ${server}: HTTP ${status}${detail ? ` (${detail})` : ''}`, server)
   }
 
-  /** 403 once the server has let us in: it refuses this one write (a system metadata or attachment type), not us. */
+  /**
+   * 403 once the server has let us in: it refuses this one write (a system metadata or attachment
+   * type), not us. 413: this one request's body is larger than the server, or a proxy before it, takes.
+   */
   override get problemKind(): ProblemKind {
-    return this.status === 403 ? 'rejected' : 'server-error'
+    if (this.status === 403) return 'rejected'
+    return this.status === 413 ? 'too-large' : 'server-error'
   }
 }
 

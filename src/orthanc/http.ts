@@ -354,7 +354,9 @@ export class OrthancHttp {
     // itself, such as a content type below 1024), not about who we are.
     const refusesUs = answer.statusCode === 401 || (answer.statusCode === 403 && !this.acceptedOnce)
     const ErrorClass = refusesUs ? OrthancAuthError : OrthancHttpError
-    return new ErrorClass(this.endpoint.display, method, path, answer.statusCode, detail, orthancStatus)
+    // Orthanc sets no limit on a request's body; a proxy before it does, and answers in HTML.
+    const explained = detail || (answer.statusCode === 413 ? TOO_LARGE_DETAIL : '')
+    return new ErrorClass(this.endpoint.display, method, path, answer.statusCode, explained, orthancStatus)
   }
 
   /** Counts what says "too much": an overloaded server or link, not a refusal or a storage race. */
@@ -427,6 +429,8 @@ async function answerText(answer: Answer): Promise<string> {
     return ''
   }
 }
+
+const TOO_LARGE_DETAIL = 'request body too large for the server or a proxy before it, such as nginx with its client_max_body_size (1 MiB unless set): raise that limit'
 
 /** Orthanc explains errors in a JSON body ({Message, Details}); keep it short and single-line. */
 function readErrorDetail(text: string): {detail: string; orthancStatus?: number} {

@@ -10,6 +10,12 @@ export const SMALL_INSTANCE_BYTES = 64 * 1024
 const ZIP_MAX_ENTRIES = 64
 const ZIP_MAX_BYTES = 4 * 1024 * 1024
 /**
+ * Below this size a ZIP is not worth making: when a proxy before the target (nginx's
+ * client_max_body_size, 1 MiB unless set) refuses ZIPs as too large (HTTP 413), they are made
+ * smaller, down to this, then no longer made (see refusedAsTooLarge).
+ */
+const ZIP_MIN_BYTES = 16 * 1024
+/**
  * Upload slots per request under way with small instances (see smallSlots). A job in ZIP mode
  * keeps 8 instances in flight per slot (inFlightPerUpload), so those in flight can fill each such
  * request up to ZIP_MAX_ENTRIES.
@@ -61,6 +67,8 @@ const isSmall = (entry: Pending) => entry.dicom.length <= SMALL_INSTANCE_BYTES
 export interface ZipUploads {
   requests: number
   instances: number
+  /** ZIPs refused as too large (HTTP 413, usually by a proxy before the target), their instances then sent one by one. */
+  refusedAsTooLarge: number
 }
 
 interface Pending {
@@ -85,7 +93,9 @@ export class UploadBatcher {
   private runningSmall = 0
   /** Whether the target takes ZIPs, once asked: a target that does not gets every slot for small instances too. */
   private zipTaken?: boolean
-  readonly zipped: ZipUploads = {requests: 0, instances: 0}
+  /** The largest ZIP to make: lowered when one is refused as too large. */
+  private zipMaxBytes = ZIP_MAX_BYTES
+  readonly zipped: ZipUploads = {requests: 0, instances: 0, refusedAsTooLarge: 0}
 
   constructor(private readonly client: OrthancClient, private slots: number, private readonly zip: boolean) {}
 
@@ -114,7 +124,7 @@ export class UploadBatcher {
   private pump(): void {
     while (this.running < Math.max(1, this.slots) && this.queue.length > 0) {
       // While the small instances' requests are all under way, large instances still go.
-      const grouping = this.zip && this.zipTaken !== false
+      const grouping = this.zipping
       const at = grouping && this.runningSmall >= this.smallSlots ? this.queue.findIndex((entry) => !isSmall(entry)) : 0
       if (at < 0) return
       const batch = this.take(at)
@@ -132,15 +142,20 @@ export class UploadBatcher {
     }
   }
 
+  /** Whether small instances wait for each other to go in ZIPs: asked for, and neither the target nor a proxy before it refused them. */
+  private get zipping(): boolean {
+    return this.zip && this.zipTaken !== false && this.zipMaxBytes >= ZIP_MIN_BYTES
+  }
+
   /** The entry at `at`, with the small instances waiting behind it when it is small too. */
   private take(at: number): Pending[] {
     const [head] = this.queue.splice(at, 1) as [Pending]
-    if (!this.zip || !isSmall(head)) return [head]
+    if (!this.zipping || !isSmall(head)) return [head]
     const batch = [head]
     let bytes = head.dicom.length
     for (let index = 0; index < this.queue.length && batch.length < ZIP_MAX_ENTRIES;) {
       const next = this.queue[index]!
-      if (isSmall(next) && bytes + next.dicom.length <= ZIP_MAX_BYTES) {
+      if (isSmall(next) && bytes + next.dicom.length <= this.zipMaxBytes) {
         batch.push(next)
         bytes += next.dicom.length
         this.queue.splice(index, 1)
@@ -159,14 +174,16 @@ export class UploadBatcher {
     }
 
     let answers: OrthancUploadAnswer[] | undefined
+    const zip = storedZip(batch.map((entry) => entry.dicom))
     try {
-      answers = await this.client.uploadZip(storedZip(batch.map((entry) => entry.dicom)), batch[0]!.signal)
+      answers = await this.client.uploadZip(zip, batch[0]!.signal)
     } catch (error) {
       // The link failed (retries spent): every instance of the batch failed alike.
       if (!(error instanceof OrthancHttpError)) {
         for (const entry of batch) entry.reject(error)
         return
       }
+      if (error.status === 413) this.refusedAsTooLarge(zip.length)
       // A file the target refuses fails the whole ZIP: one at a time, each gets its own answer.
     }
 
@@ -183,6 +200,18 @@ export class UploadBatcher {
       if (answer.Status === 'Success' || answer.Status === 'AlreadyStored') entry.resolve(answer)
       else entry.reject(new UploadRejectedError(this.client.display, answer.Status))
     }
+  }
+
+  /**
+   * A ZIP of `bytes` was refused as too large (HTTP 413: Orthanc sets no such limit, a proxy
+   * before it does, and does not say what it is). Later ZIPs are kept under half of it, so that a
+   * limit costs a refusal or two (of 1 MiB ones against nginx's default: one), not one per ZIP;
+   * below ZIP_MIN_BYTES none is made, and small instances take every slot again.
+   */
+  private refusedAsTooLarge(bytes: number): void {
+    this.zipped.refusedAsTooLarge++
+    this.zipMaxBytes = Math.min(this.zipMaxBytes, Math.floor(bytes / 2))
+    this.pump()
   }
 
   private async single(entry: Pending): Promise<void> {

@@ -76,7 +76,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     plan,
     planned: {instances: plan.missing + plan.different, bytes: plan.bytesToTransfer},
     notCarried: uploads?.sink.notCarried.list() ?? [],
-    zipUploads: {...(uploads?.sink.zipped ?? {requests: 0, instances: 0})},
+    zipUploads: {...(uploads?.sink.zipped ?? {requests: 0, instances: 0, refusedAsTooLarge: 0})},
     // Before any transfer (a dry run, or interrupted while comparing): the concurrency it would have started with.
     ...(uploads?.concurrency ?? jobConcurrency(options.concurrency, {itemsPerUnit: 1})).settled(),
   })

@@ -14,6 +14,8 @@ export interface TlsProxy {
   caFile: string
   clientCertFile: string
   clientKeyFile: string
+  /** Each request nginx answered, as `METHOD URI STATUS`, in order (logged when accessLog was asked). */
+  requests(): Promise<string[]>
   dispose(): Promise<void>
 }
 
@@ -23,11 +25,19 @@ function openssl(args: string[], cwd: string) {
   execFileSync('openssl', args, {cwd, stdio: 'pipe'})
 }
 
+export interface TlsProxyOptions {
+  requireClientCert?: boolean
+  /** nginx's client_max_body_size, as nginx writes it ("1m", "64k"); default: no limit. */
+  maxBodySize?: string
+  /** Log each request for requests(). */
+  accessLog?: boolean
+}
+
 /**
  * A real TLS-terminating nginx in front of a plain-HTTP Orthanc, with a throwaway CA that
  * signs both the server certificate and a client certificate, as many sites deploy Orthanc.
  */
-export async function startTlsProxy(upstreamPort: number, options: {requireClientCert?: boolean} = {}): Promise<TlsProxy> {
+export async function startTlsProxy(upstreamPort: number, options: TlsProxyOptions = {}): Promise<TlsProxy> {
   const nginx = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((path) => existsSync(path))
   if (!nginx) throw new Error(`nginx not found. ${NGINX_INSTALL_HINT}`)
   const dir = await mkdtemp(join(tmpdir(), 'tls-proxy-'))
@@ -47,13 +57,14 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 256; }
 http {
-  access_log off;
+  log_format requests '$request_method $uri $status';
+  access_log ${options.accessLog ? `${dir}/access.log requests` : 'off'};
   client_body_temp_path ${dir}/body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  client_max_body_size 0;
+  client_max_body_size ${options.maxBodySize ?? '0'};
   server {
     listen 127.0.0.1:${port} ssl;
     ssl_certificate ${dir}/server.pem;
@@ -89,6 +100,10 @@ http {
     caFile: join(dir, 'ca.pem'),
     clientCertFile: join(dir, 'client.pem'),
     clientKeyFile: join(dir, 'client.key'),
+    async requests() {
+      const log = await readFile(join(dir, 'access.log'), 'utf8').catch(() => '')
+      return log.split('\n').filter(Boolean)
+    },
     async dispose() {
       child.kill('SIGQUIT')
       await Promise.race([exited, sleep(5000)])

@@ -10,11 +10,12 @@ import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
 import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
 import {type FaultProxy, startFaultProxy} from '../helpers/fault-proxy.js'
 import {instanceMd5s, type OrthancOptions, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {startTlsProxy, type TlsProxy} from '../helpers/tls-proxy.js'
 
 interface Summary {
   transferred: number
   failed: number
-  zipUploads: {requests: number; instances: number}
+  zipUploads: {requests: number; instances: number; refusedAsTooLarge: number}
 }
 
 /**
@@ -29,6 +30,7 @@ describe('ZIP uploads by default for many small instances', () => {
   let small: FixtureRecord[]
   const servers: OrthancServer[] = []
   const proxies: FaultProxy[] = []
+  const tlsProxies: TlsProxy[] = []
   /**
    * A new, empty target behind a proxy that counts its requests and, unless told otherwise, holds
    * each one 10 ms: a target across a network, where round trips count.
@@ -53,6 +55,7 @@ describe('ZIP uploads by default for many small instances', () => {
 
   afterAll(async () => {
     await Promise.all(proxies.map((proxy) => proxy.close()))
+    await Promise.all(tlsProxies.map((proxy) => proxy.dispose()))
     await Promise.all(servers.map((server) => server.dispose()))
     await rm(work, {recursive: true, force: true})
   })
@@ -84,6 +87,39 @@ describe('ZIP uploads by default for many small instances', () => {
     expect(nearby.code, nearby.stderr).toBe(0)
     expect(parseJson<Summary>(nearby)).toMatchObject({transferred: small.length, zipUploads: {requests: 0, instances: 0}})
     expect(await instanceMd5s(near)).toEqual(await instanceMd5s(source))
+  })
+
+  it('a target behind a proxy that refuses large bodies (nginx client_max_body_size): the refused ZIP goes again one by one, and later ZIPs are made small enough', async () => {
+    const target = await startOrthanc({})
+    servers.push(target)
+    // A ZIP of more than about 20 of these instances is larger than 64 KiB, which nginx refuses with 413.
+    const nginx = await startTlsProxy(target.port, {maxBodySize: '64k', accessLog: true})
+    tlsProxies.push(nginx)
+    // 8 upload slots: one request at once for small instances, so the refusals counted below are in sequence.
+    const result = await runCli(['import', '--target', nginx.url, '--target-ca-file', nginx.caFile, '--zip-uploads', '--concurrency', '8', '--no-receipt', '--json', join(work, 'small')])
+    expect(result.code, result.stderr).toBe(0)
+    const summary = parseJson<Summary>(result)
+    expect(summary).toMatchObject({transferred: small.length, failed: 0})
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    const uploads = (await nginx.requests()).filter((line) => line.startsWith('POST /instances '))
+    const refused = uploads.filter((line) => line.endsWith(' 413'))
+    // ZIPs were refused (the premise), a refusal per halving, not one per ZIP: at most about 200 kB
+    // (64 instances), halved to 100 kB, then to 50 kB, under the limit.
+    expect(refused.length).toBeGreaterThan(0)
+    expect(refused.length).toBeLessThanOrEqual(2)
+    expect(summary.zipUploads.refusedAsTooLarge).toBe(refused.length)
+    expect(summary.zipUploads.requests).toBeGreaterThan(0)
+    expect(uploads.length - refused.length).toBe(summary.zipUploads.requests + small.length - summary.zipUploads.instances)
+    expect(uploads.length).toBeLessThan(small.length / 2)
+
+    // An instance larger than the limit fails alone (exit 10), and says what refused it and the way out.
+    const [large] = await generateStudySet(join(work, 'large'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 100_000, seed: 'zip-limit', modalities: ['CT']})
+    const refusedLarge = await runCli(['import', '--target', nginx.url, '--target-ca-file', nginx.caFile, '--no-receipt', '--json', large!.path])
+    expect(refusedLarge.code, refusedLarge.stderr).toBe(10)
+    const failure = parseJson<{failed: number; failures: Array<{id: string; kind: string; reason: string}>}>(refusedLarge)
+    expect(failure.failed).toBe(1)
+    expect(failure.failures[0]).toMatchObject({kind: 'too-large'})
+    expect(failure.failures[0]!.reason).toMatch(/HTTP 413 \(request body too large for the server or a proxy before it, such as nginx with its client_max_body_size .*raise that limit\)/)
   })
 
   it('sync into Orthanc 1.12: its ZIP answers are read the same, every instance confirmed', async () => {

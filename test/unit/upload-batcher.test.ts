@@ -57,7 +57,9 @@ function server(options: {version?: string; zipAnswer?: (files: Buffer[]) => {st
     const files = zipped ? unzip(body) : [body]
     requests.push(files.map(idOf))
     if (!zipped) return {statusCode: 200, data: answerFor(body, body.includes('refuse') ? 'FilteredOut' : 'Success')}
-    return options.zipAnswer ? {statusCode: options.zipAnswer(files).status, data: options.zipAnswer(files).data} : {statusCode: 200, data: files.map((data) => answerFor(data, data.includes('refuse') ? 'FilteredOut' : 'Success'))}
+    if (!options.zipAnswer) return {statusCode: 200, data: files.map((data) => answerFor(data, data.includes('refuse') ? 'FilteredOut' : 'Success'))}
+    const {status, data} = options.zipAnswer(files)
+    return {statusCode: status, data}
   }).delay(options.delayMs ?? 20).persist()
   const client = new OrthancClient(resolveEndpoint({url: origin, env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
   return {client, requests, sentAt}
@@ -72,7 +74,7 @@ describe('UploadBatcher', () => {
     expect(answers.map((answer) => answer.ID)).toEqual(names.map((name) => `id-${name}`))
     // The first found the target idle and went alone; the others waited for it, together.
     expect(requests).toEqual([['id-a'], ['id-b', 'id-c', 'id-d', 'id-e']])
-    expect(batcher.zipped).toEqual({requests: 1, instances: 4})
+    expect(batcher.zipped).toEqual({requests: 1, instances: 4, refusedAsTooLarge: 0})
   })
 
   it('keeps large instances out of ZIPs, and sends nothing zipped without being asked to', async () => {
@@ -161,6 +163,60 @@ describe('UploadBatcher', () => {
     // All 8 went out at once, none waiting 200 ms for another's answer.
     const last8 = sentAt.slice(3)
     expect(Math.max(...last8) - Math.min(...last8)).toBeLessThan(100)
+  })
+
+  /** A proxy before the target that refuses a request body larger than `limit` bytes (nginx: client_max_body_size), counting its refusals. */
+  const bodyLimit = (limit: number) => {
+    const refusals: number[] = []
+    const zipAnswer = (files: Buffer[]) => {
+      const bytes = storedZip(files).length
+      if (bytes <= limit) return {status: 200, data: files.map((data) => answerFor(data))}
+      refusals.push(bytes)
+      return {status: 413, data: {Message: 'Request Entity Too Large'}}
+    }
+    return {refusals, zipAnswer}
+  }
+  /** `count` files of 1,000 bytes, uploaded at once: the first finds the target idle, the rest wait and go together. */
+  const wave = (batcher: UploadBatcher, prefix: string, count: number) =>
+    Promise.all(Array.from({length: count}, (_, index) => batcher.upload(file(`${prefix}${index}`, 1000))))
+
+  it('makes ZIPs smaller when one is refused as too large (HTTP 413, a proxy\'s body limit): a refusal per halving, not per ZIP', async () => {
+    const limit = bodyLimit(20_000)
+    const {client, requests} = server({zipAnswer: limit.zipAnswer})
+    const batcher = new UploadBatcher(client, 1, true)
+    for (const prefix of ['a', 'b', 'c', 'd']) {
+      const answers = await wave(batcher, prefix, 61)
+      expect(answers.map((answer) => answer.ID)).toEqual(Array.from({length: 61}, (_, index) => `id-${prefix}${index}`))
+    }
+
+    // 60 files of a wave in one ZIP make about 65 kB: refused, then about 32 kB: refused, then ZIPs under 16 kB pass.
+    expect(limit.refusals).toHaveLength(2)
+    expect(batcher.zipped.refusedAsTooLarge).toBe(2)
+    // Every file of these waves has 1,000 bytes: a ZIP's size follows from its count.
+    let lastRefused = -1
+    for (const [index, files] of requests.entries()) if (files.length > 1 && storedZip(files.map(() => Buffer.alloc(1000))).length > 20_000) lastRefused = index
+    const after = requests.slice(lastRefused + 1)
+    expect(after.filter((files) => files.length > 1).length).toBeGreaterThan(4)
+    expect(batcher.zipped.requests).toBe(after.filter((files) => files.length > 1).length)
+  })
+
+  it('stops making ZIPs when even small ones are refused as too large, and gives small instances every slot again', async () => {
+    const limit = bodyLimit(0)
+    const {client, requests, sentAt} = server({zipAnswer: limit.zipAnswer, delayMs: 200})
+    const batcher = new UploadBatcher(client, 8, true)
+    await wave(batcher, 'a', 61)
+    await wave(batcher, 'b', 61)
+    // Halved from about 65 kB to below 16 KiB: two or three refusals, then no more ZIPs.
+    expect(limit.refusals.length).toBeGreaterThanOrEqual(2)
+    expect(limit.refusals.length).toBeLessThanOrEqual(3)
+    const started = requests.length
+    const names = ['c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']
+    await Promise.all(names.map((name) => batcher.upload(file(name))))
+    expect(requests.slice(started)).toEqual(names.map((name) => [`id-${name}`]))
+    // All 8 went out at once, none waiting 200 ms for another's answer.
+    const last8 = sentAt.slice(started)
+    expect(Math.max(...last8) - Math.min(...last8)).toBeLessThan(100)
+    expect(batcher.zipped).toEqual({requests: 0, instances: 0, refusedAsTooLarge: limit.refusals.length})
   })
 
   it('sends no ZIP to a target older than Orthanc 1.8.2', async () => {

@@ -1,0 +1,19 @@
+import {describe, expect, it} from 'vitest'
+
+import {renderTransferSummary} from '../../src/cli/summary.js'
+import {emptyStats} from '../../src/transfer/stats.js'
+
+describe('renderTransferSummary: ZIP uploads', () => {
+  const stats = {...emptyStats(), transferred: 300}
+  const report = (refusedAsTooLarge: number) => ({concurrency: 8, concurrencyAdaptive: false, unit: 'uploads', zipUploads: {requests: 10, instances: 280, refusedAsTooLarge}})
+
+  it('says when ZIPs were refused as too large, what refused them and the way out', () => {
+    const text = renderTransferSummary(stats, 'Imported', report(2))
+    expect(text).toContain('ZIP uploads: 280 small instances went in 10 requests')
+    expect(text).toContain('ZIP uploads: 2 refused as too large (HTTP 413, a limit on request bodies, usually a proxy\'s before the target, such as nginx\'s client_max_body_size); their instances went one by one, and later ZIPs were made smaller (raise the limit, or --no-zip-uploads).')
+  })
+
+  it('says nothing of refusals when there were none', () => {
+    expect(renderTransferSummary(stats, 'Imported', report(0))).not.toContain('refused')
+  })
+})
