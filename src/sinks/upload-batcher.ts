@@ -95,6 +95,8 @@ export class UploadBatcher {
   private zipTaken?: boolean
   /** The largest ZIP to make: lowered when one is refused as too large. */
   private zipMaxBytes = ZIP_MAX_BYTES
+  /** The largest small instance given so far: a ZIP must hold two of them to be worth waiting for. */
+  private largestSmall = 0
   readonly zipped: ZipUploads = {requests: 0, instances: 0, refusedAsTooLarge: 0}
 
   constructor(private readonly client: OrthancClient, private slots: number, private readonly zip: boolean) {}
@@ -105,6 +107,7 @@ export class UploadBatcher {
   }
 
   upload(dicom: Buffer, signal?: AbortSignal): Promise<OrthancUploadAnswer> {
+    if (dicom.length <= SMALL_INSTANCE_BYTES) this.largestSmall = Math.max(this.largestSmall, dicom.length)
     return new Promise((resolve, reject) => {
       this.queue.push({dicom, signal, resolve, reject})
       this.pump()
@@ -142,9 +145,13 @@ export class UploadBatcher {
     }
   }
 
-  /** Whether small instances wait for each other to go in ZIPs: asked for, and neither the target nor a proxy before it refused them. */
+  /**
+   * Whether small instances wait for each other to go in ZIPs: asked for, the target takes them,
+   * and those a proxy before it lets through can still hold two of them (else each would wait for
+   * a request of its own).
+   */
   private get zipping(): boolean {
-    return this.zip && this.zipTaken !== false && this.zipMaxBytes >= ZIP_MIN_BYTES
+    return this.zip && this.zipTaken !== false && this.zipMaxBytes >= Math.max(ZIP_MIN_BYTES, 2 * this.largestSmall)
   }
 
   /** The entry at `at`, with the small instances waiting behind it when it is small too. */
@@ -206,7 +213,8 @@ export class UploadBatcher {
    * A ZIP of `bytes` was refused as too large (HTTP 413: Orthanc sets no such limit, a proxy
    * before it does, and does not say what it is). Later ZIPs are kept under half of it, so that a
    * limit costs a refusal or two (of 1 MiB ones against nginx's default: one), not one per ZIP;
-   * below ZIP_MIN_BYTES none is made, and small instances take every slot again.
+   * below ZIP_MIN_BYTES, or two of the largest small instances, none is made, and small instances
+   * take every slot again.
    */
   private refusedAsTooLarge(bytes: number): void {
     this.zipped.refusedAsTooLarge++

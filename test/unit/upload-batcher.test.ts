@@ -219,6 +219,26 @@ describe('UploadBatcher', () => {
     expect(batcher.zipped).toEqual({requests: 0, instances: 0, refusedAsTooLarge: limit.refusals.length})
   })
 
+  it('stops making ZIPs once those let through cannot hold two of its instances, rather than send each alone in few requests', async () => {
+    const limit = bodyLimit(20_000)
+    const {client, requests, sentAt} = server({zipAnswer: limit.zipAnswer, delayMs: 200})
+    const batcher = new UploadBatcher(client, 8, true)
+    // Instances of 12 kB, a wave of 61 at a time: a ZIP of the 60 that wait (about 725 kB) is
+    // refused, then one of 30, 15, 7 and 3; under half of that, about 18 kB, two no longer fit.
+    for (const prefix of ['a', 'b', 'c', 'd', 'e']) {
+      await Promise.all(Array.from({length: 61}, (_, index) => batcher.upload(file(`${prefix}${index}`, 12_000))))
+    }
+
+    expect(limit.refusals).toHaveLength(5)
+    const started = requests.length
+    const names = ['g', 'h', 'i', 'j', 'k', 'l', 'm', 'n']
+    await Promise.all(names.map((name) => batcher.upload(file(name, 12_000))))
+    expect(requests.slice(started)).toEqual(names.map((name) => [`id-${name}`]))
+    // All 8 went out at once, none waiting 200 ms for another's answer.
+    const last8 = sentAt.slice(started)
+    expect(Math.max(...last8) - Math.min(...last8)).toBeLessThan(100)
+  })
+
   it('sends no ZIP to a target older than Orthanc 1.8.2', async () => {
     const {client, requests} = server({version: '1.8.1'})
     const batcher = new UploadBatcher(client, 1, true)
