@@ -212,8 +212,8 @@ export class UploadBatcher {
   /**
    * A ZIP of `bytes` was refused as too large (HTTP 413: Orthanc sets no such limit, a proxy
    * before it does, and does not say what it is). Later ZIPs are kept under half of it, so that a
-   * limit costs a refusal per halving (against nginx's default 1 MiB, at most two of the 4 MiB
-   * ZIPs allowed; one of the 1 MiB ones that 64 instances of 16 KiB make), not one per ZIP;
+   * limit costs a refusal per halving (against nginx's default 1 MiB: one for ZIPs of 64
+   * instances of 16 KiB, up to three for the largest, of 4 MiB), not one per ZIP;
    * below ZIP_MIN_BYTES, or two of the largest small instances, none is made, and small instances
    * take every slot again.
    */
