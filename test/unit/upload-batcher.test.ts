@@ -65,6 +65,19 @@ function server(options: {version?: string; zipAnswer?: (files: Buffer[]) => {st
   return {client, requests, sentAt}
 }
 
+/**
+ * Uploads `names` at once (files of `size` bytes) and checks that each went alone and all at the
+ * same moment: none waited for another's answer (the target answers in 200 ms) as small instances
+ * waiting for a ZIP do.
+ */
+async function expectEachAloneAtOnce(batcher: UploadBatcher, target: {requests: string[][]; sentAt: number[]}, names: string[], size?: number): Promise<void> {
+  const started = target.requests.length
+  await Promise.all(names.map((name) => batcher.upload(file(name, size))))
+  expect(target.requests.slice(started)).toEqual(names.map((name) => [`id-${name}`]))
+  const sent = target.sentAt.slice(started)
+  expect(Math.max(...sent) - Math.min(...sent)).toBeLessThan(100)
+}
+
 describe('UploadBatcher', () => {
   it('sends what waits while the target is busy in one ZIP, and gives each instance its own answer', async () => {
     const {client, requests} = server()
@@ -151,18 +164,13 @@ describe('UploadBatcher', () => {
   })
 
   it('gives small instances every slot again once the target turns out to take no ZIP', async () => {
-    const {client, requests, sentAt} = server({version: '1.8.1', delayMs: 200})
-    const batcher = new UploadBatcher(client, 8, true)
+    const target = server({version: '1.8.1', delayMs: 200})
+    const batcher = new UploadBatcher(target.client, 8, true)
     // Three at once: the first goes alone, the other two wait for it, and their batch finds out
     // that ZIPs are not taken (each is then sent alone).
     await Promise.all(['a', 'b', 'c'].map((name) => batcher.upload(file(name))))
     await new Promise((resolve) => setTimeout(resolve, 20))
-    const names = ['d', 'e', 'f', 'g', 'h', 'i', 'j', 'k']
-    await Promise.all(names.map((name) => batcher.upload(file(name))))
-    expect(requests.slice(3)).toEqual(names.map((name) => [`id-${name}`]))
-    // All 8 went out at once, none waiting 200 ms for another's answer.
-    const last8 = sentAt.slice(3)
-    expect(Math.max(...last8) - Math.min(...last8)).toBeLessThan(100)
+    await expectEachAloneAtOnce(batcher, target, ['d', 'e', 'f', 'g', 'h', 'i', 'j', 'k'])
   })
 
   /** A proxy before the target that refuses a request body larger than `limit` bytes (nginx: client_max_body_size), counting its refusals. */
@@ -202,27 +210,21 @@ describe('UploadBatcher', () => {
 
   it('stops making ZIPs when even small ones are refused as too large, and gives small instances every slot again', async () => {
     const limit = bodyLimit(0)
-    const {client, requests, sentAt} = server({zipAnswer: limit.zipAnswer, delayMs: 200})
-    const batcher = new UploadBatcher(client, 8, true)
+    const target = server({zipAnswer: limit.zipAnswer, delayMs: 200})
+    const batcher = new UploadBatcher(target.client, 8, true)
     await wave(batcher, 'a', 61)
     await wave(batcher, 'b', 61)
     // Halved from about 65 kB to below 16 KiB: two or three refusals, then no more ZIPs.
     expect(limit.refusals.length).toBeGreaterThanOrEqual(2)
     expect(limit.refusals.length).toBeLessThanOrEqual(3)
-    const started = requests.length
-    const names = ['c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']
-    await Promise.all(names.map((name) => batcher.upload(file(name))))
-    expect(requests.slice(started)).toEqual(names.map((name) => [`id-${name}`]))
-    // All 8 went out at once, none waiting 200 ms for another's answer.
-    const last8 = sentAt.slice(started)
-    expect(Math.max(...last8) - Math.min(...last8)).toBeLessThan(100)
+    await expectEachAloneAtOnce(batcher, target, ['c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'])
     expect(batcher.zipped).toEqual({requests: 0, instances: 0, refusedAsTooLarge: limit.refusals.length})
   })
 
   it('stops making ZIPs once those let through cannot hold two of its instances, rather than send each alone in few requests', async () => {
     const limit = bodyLimit(20_000)
-    const {client, requests, sentAt} = server({zipAnswer: limit.zipAnswer, delayMs: 200})
-    const batcher = new UploadBatcher(client, 8, true)
+    const target = server({zipAnswer: limit.zipAnswer, delayMs: 200})
+    const batcher = new UploadBatcher(target.client, 8, true)
     // Instances of 12 kB, a wave of 61 at a time: a ZIP of the 60 that wait (about 725 kB) is
     // refused, then one of 30, 15, 7 and 3; under half of that, about 18 kB, two no longer fit.
     for (const prefix of ['a', 'b', 'c', 'd', 'e']) {
@@ -230,13 +232,7 @@ describe('UploadBatcher', () => {
     }
 
     expect(limit.refusals).toHaveLength(5)
-    const started = requests.length
-    const names = ['g', 'h', 'i', 'j', 'k', 'l', 'm', 'n']
-    await Promise.all(names.map((name) => batcher.upload(file(name, 12_000))))
-    expect(requests.slice(started)).toEqual(names.map((name) => [`id-${name}`]))
-    // All 8 went out at once, none waiting 200 ms for another's answer.
-    const last8 = sentAt.slice(started)
-    expect(Math.max(...last8) - Math.min(...last8)).toBeLessThan(100)
+    await expectEachAloneAtOnce(batcher, target, ['g', 'h', 'i', 'j', 'k', 'l', 'm', 'n'], 12_000)
   })
 
   it('sends no ZIP to a target older than Orthanc 1.8.2', async () => {
