@@ -430,7 +430,7 @@ async function answerText(answer: Answer): Promise<string> {
   }
 }
 
-const TOO_LARGE_DETAIL = 'request body too large for the server or a proxy before it, such as nginx with its client_max_body_size (1 MiB unless set): raise that limit'
+const TOO_LARGE_DETAIL = 'request body too large for the server or a proxy before it, such as nginx, whose client_max_body_size is 1 MiB unless set: raise that limit'
 
 /** Orthanc explains errors in a JSON body ({Message, Details}); keep it short and single-line. */
 function readErrorDetail(text: string): {detail: string; orthancStatus?: number} {

@@ -119,7 +119,7 @@ describe('ZIP uploads by default for many small instances', () => {
     const failure = parseJson<{failed: number; failures: Array<{id: string; kind: string; reason: string}>}>(refusedLarge)
     expect(failure.failed).toBe(1)
     expect(failure.failures[0]).toMatchObject({kind: 'too-large'})
-    expect(failure.failures[0]!.reason).toMatch(/HTTP 413 \(request body too large for the server or a proxy before it, such as nginx with its client_max_body_size .*raise that limit\)/)
+    expect(failure.failures[0]!.reason).toMatch(/HTTP 413 \(request body too large for the server or a proxy before it, such as nginx, whose client_max_body_size is 1 MiB unless set: raise that limit\)/)
   })
 
   it('sync into Orthanc 1.12: its ZIP answers are read the same, every instance confirmed', async () => {
