@@ -26,9 +26,9 @@ const JOBS: Job[] = [
 /**
  * Where ZIP uploads pay: many small instances, synced and imported from a folder across 0, 2, 5
  * and 10 ms of round trip (by default), each job at its defaults, with `--zip-uploads` and with
- * `--no-zip-uploads`. Close to the target one request per instance costs little and a ZIP holds its
- * instances until Orthanc has read them all; further away the round trips saved pay. The defaults
- * choose by the target's distance; this section shows whether they chose the faster.
+ * `--no-zip-uploads`: what each choice costs in time and CPU at each distance, what the defaults
+ * chose (they choose by the target's distance, see zipUploadsFor) and how they fared against the
+ * faster of the two.
  */
 export async function zipDistanceSection(cleanup: Cleanup, config: BenchConfig): Promise<{title: string; body: string[]}> {
   // Fewer instances than this and the defaults never use ZIPs: a --quick run still shows their choice.
