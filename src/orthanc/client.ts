@@ -79,6 +79,12 @@ export class OrthancClient {
   private noBulkMetadata = false
   /** Set once POST /tools/find turned out not to answer ResponseContent. */
   private noFindSideData = false
+  /**
+   * The largest ZIP upload to send this server: lowered when one was refused as too large (HTTP
+   * 413, a proxy's limit), and kept here so that each job with it (every pass of a sync --follow)
+   * starts where the last one learned. See UploadBatcher.
+   */
+  zipBytesAllowed = Number.POSITIVE_INFINITY
 
   constructor(endpoint: ServerEndpoint, options: HttpOptions = {}) {
     this.http = new OrthancHttp(endpoint, options)

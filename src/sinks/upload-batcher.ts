@@ -93,8 +93,6 @@ export class UploadBatcher {
   private runningSmall = 0
   /** Whether the target takes ZIPs, once asked: a target that does not gets every slot for small instances too. */
   private zipTaken?: boolean
-  /** The largest ZIP to make: lowered when one is refused as too large. */
-  private zipMaxBytes = ZIP_MAX_BYTES
   /** The largest small instance given so far: a ZIP must hold two of them to be worth waiting for. */
   private largestSmall = 0
   readonly zipped: ZipUploads = {requests: 0, instances: 0, refusedAsTooLarge: 0}
@@ -143,6 +141,11 @@ export class UploadBatcher {
         this.pump()
       })
     }
+  }
+
+  /** The largest ZIP to make: lowered for this target when one is refused as too large (refusedAsTooLarge). */
+  private get zipMaxBytes(): number {
+    return Math.min(ZIP_MAX_BYTES, this.client.zipBytesAllowed)
   }
 
   /**
@@ -215,11 +218,11 @@ export class UploadBatcher {
    * limit costs a refusal per halving (against nginx's default 1 MiB: one for ZIPs of 64
    * instances of 16 KiB, up to three for the largest, of 4 MiB), not one per ZIP;
    * below ZIP_MIN_BYTES, or two of the largest small instances, none is made, and small instances
-   * take every slot again.
+   * take every slot again. The target's client keeps what was learned for the next job with it.
    */
   private refusedAsTooLarge(bytes: number): void {
     this.zipped.refusedAsTooLarge++
-    this.zipMaxBytes = Math.min(this.zipMaxBytes, Math.floor(bytes / 2))
+    this.client.zipBytesAllowed = Math.min(this.client.zipBytesAllowed, Math.floor(bytes / 2))
     this.pump()
   }
 

@@ -208,6 +208,20 @@ describe('UploadBatcher', () => {
     expect(batcher.zipped.requests).toBe(after.filter((files) => files.length > 1).length)
   })
 
+  it('starts the next job with the same target (a sync --follow pass) under the size it learned was refused', async () => {
+    const limit = bodyLimit(20_000)
+    const {client, requests} = server({zipAnswer: limit.zipAnswer})
+    for (const prefix of ['a', 'b']) await wave(new UploadBatcher(client, 1, true), prefix, 61)
+    expect(limit.refusals).toHaveLength(2)
+    const next = new UploadBatcher(client, 1, true)
+    const started = requests.length
+    await wave(next, 'c', 61)
+    expect(limit.refusals).toHaveLength(2)
+    expect(next.zipped.refusedAsTooLarge).toBe(0)
+    expect(next.zipped.requests).toBe(requests.slice(started).filter((files) => files.length > 1).length)
+    expect(next.zipped.requests).toBeGreaterThan(2)
+  })
+
   it('stops making ZIPs when even small ones are refused as too large, and gives small instances every slot again', async () => {
     const limit = bodyLimit(0)
     const target = server({zipAnswer: limit.zipAnswer, delayMs: 200})
