@@ -122,6 +122,40 @@ describe('ZIP uploads by default for many small instances', () => {
     expect(failure.failures[0]!.reason).toMatch(/HTTP 413 \(request body too large for the server or a proxy before it, such as nginx, whose client_max_body_size is 1 MiB unless set: raise that limit\)/)
   })
 
+  it('sync --follow behind the same kind of proxy: the size refused in the first pass holds for the next ones', async () => {
+    const mirrored = await startOrthanc({})
+    const target = await startOrthanc({})
+    servers.push(mirrored, target)
+    const nginx = await startTlsProxy(target.port, {maxBodySize: '64k', accessLog: true})
+    tlsProxies.push(nginx)
+    const half = small.length / 2
+    await uploadFiles(mirrored, small.slice(0, half).map((record) => record.path))
+    const state = join(work, 'follow-state.json')
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'sync', '--source', mirrored.url, '--target', nginx.url, '--target-ca-file', nginx.caFile,
+      '--zip-uploads', '--concurrency', '8', '--follow', '--interval', '1', '--state', state, '--json'], {stdio: ['ignore', 'pipe', 'pipe']})
+    let stdout = ''
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
+    const held = async (count: number) => {
+      const deadline = Date.now() + 60_000
+      while ((await target.json<string[]>('/instances')).length < count && Date.now() < deadline) await sleep(200)
+      expect((await target.json<string[]>('/instances')).length).toBe(count)
+    }
+
+    await held(half)
+    const firstPass = (await nginx.requests()).filter((line) => line.startsWith('POST /instances '))
+    expect(firstPass.filter((line) => line.endsWith(' 413')).length).toBeGreaterThan(0)
+    await uploadFiles(mirrored, small.slice(half).map((record) => record.path))
+    await held(small.length)
+    child.kill('SIGTERM')
+    expect(await new Promise<number | null>((resolve) => child.once('close', resolve))).toBe(130)
+    expect(JSON.parse(stdout)).toMatchObject({following: true, transferred: small.length, failed: 0})
+    const later = (await nginx.requests()).filter((line) => line.startsWith('POST /instances ')).slice(firstPass.length)
+    // The later passes sent ZIPs, none refused: they started under what the first pass learned.
+    expect(later.filter((line) => line.endsWith(' 413'))).toEqual([])
+    expect(later.length).toBeLessThan(half / 2)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(mirrored))
+  })
+
   it('sync into Orthanc 1.12: its ZIP answers are read the same, every instance confirmed', async () => {
     const newer = await countedTarget({version: '1.12'})
     const result = await runCli(['sync', '--source', source.url, '--target', newer.proxy.url, '--json'])
