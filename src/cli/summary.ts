@@ -33,7 +33,7 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
   const zipped = concurrency?.zipUploads
   if (zipped && zipped.requests > 0) lines.push(`ZIP uploads: ${zipped.instances} small instances went in ${zipped.requests} requests, each then checked by its own MD5 like any other (--no-zip-uploads sends one per request).`)
   if (zipped && zipped.refusedAsTooLarge > 0) {
-    lines.push(`ZIP uploads: ${zipped.refusedAsTooLarge} refused as too large (HTTP 413, a limit on request bodies, usually a proxy's before the target, such as nginx's client_max_body_size); their instances went one by one, and later ZIPs were made smaller (raise the limit, or --no-zip-uploads).`)
+    lines.push(`ZIP uploads: ${zipped.refusedAsTooLarge} refused as too large (HTTP 413, a limit on request bodies, usually a proxy's before the target, such as nginx's client_max_body_size); their instances went one by one, and later ZIPs were kept under half that size, or none made once they could not hold 16 KiB or two instances (raise the limit, or --no-zip-uploads).`)
   }
   if (stats.failed > 0) {
     lines.push('Failed:')

@@ -10,7 +10,7 @@ describe('renderTransferSummary: ZIP uploads', () => {
   it('says when ZIPs were refused as too large, what refused them and the way out', () => {
     const text = renderTransferSummary(stats, 'Imported', report(2))
     expect(text).toContain('ZIP uploads: 280 small instances went in 10 requests')
-    expect(text).toContain('ZIP uploads: 2 refused as too large (HTTP 413, a limit on request bodies, usually a proxy\'s before the target, such as nginx\'s client_max_body_size); their instances went one by one, and later ZIPs were made smaller (raise the limit, or --no-zip-uploads).')
+    expect(text).toContain('ZIP uploads: 2 refused as too large (HTTP 413, a limit on request bodies, usually a proxy\'s before the target, such as nginx\'s client_max_body_size); their instances went one by one, and later ZIPs were kept under half that size, or none made once they could not hold 16 KiB or two instances (raise the limit, or --no-zip-uploads).')
   })
 
   it('says nothing of refusals when there were none', () => {
