@@ -108,45 +108,83 @@ export async function planSync(source: OrthancClient, target: OrthancClient, opt
   report(true)
 }
 
+/** Lines (about 400 bytes an instance) the comparison spool holds in memory before it spills to its file. */
+const SPOOL_IN_MEMORY_CHARS = 1024 * 1024
+
 /**
- * The instances a sync will transfer, in the order they were compared, waiting in a private
- * temporary file (0600, in a 0700 folder) between the comparison and the transfer. It holds
- * Orthanc IDs, DICOM UIDs and sizes, never DICOM data, and is removed when the sync ends.
+ * The instances a sync will transfer, in the order they were compared, waiting between the
+ * comparison and the transfer: in memory up to about 1 MiB of them (a few thousand instances),
+ * beyond that in a private temporary file (0600, in a 0700 folder), so that memory stays bounded
+ * however many instances the plan names. It holds Orthanc IDs, DICOM UIDs and sizes, never
+ * DICOM data, and the file is removed when the sync ends. A job small enough to stay in memory
+ * makes no file: across a link, the file's writes and read back were part of what a short sync
+ * waited for before its first upload.
  */
 export class ComparisonSpool {
   private count = 0
-
-  private constructor(private readonly dir: string, private readonly writer: BatchedLineWriter) {}
-
-  static async create(): Promise<ComparisonSpool> {
-    const dir = await mkdtemp(join(tmpdir(), 'orthanc-replicate-sync-'))
-    try {
-      return new ComparisonSpool(dir, await BatchedLineWriter.create(join(dir, 'plan.jsonl')))
-    } catch (error) {
-      await rm(dir, {recursive: true, force: true})
-      throw error
-    }
-  }
+  /** Every line while they fit in memory; none once they went to the file. */
+  private held: string[] = []
+  private heldChars = 0
+  private file?: Promise<{dir: string; writer: BatchedLineWriter}>
+  private spilledTo?: string
 
   /** Instances written so far. */
   get size(): number {
     return this.count
   }
 
-  async write(item: ComparedInstance): Promise<void> {
-    this.count++
-    await this.writer.write(`${JSON.stringify(item)}\n`)
+  /** The file the lines went to once they no longer fitted in memory; undefined while they do. */
+  get spillPath(): string | undefined {
+    return this.spilledTo
   }
 
-  /** Ends the file, then yields what it holds, in order. */
+  async write(item: ComparedInstance): Promise<void> {
+    this.count++
+    const line = `${JSON.stringify(item)}\n`
+    if (!this.file && this.heldChars + line.length <= SPOOL_IN_MEMORY_CHARS) {
+      this.held.push(line)
+      this.heldChars += line.length
+      return
+    }
+
+    this.file ??= this.spill()
+    await (await this.file).writer.write(line)
+  }
+
+  /** Ends the file, if any, then yields what the spool holds, in order. */
   async *read(): AsyncGenerator<ComparedInstance> {
-    await this.writer.end()
-    const lines = createInterface({input: createReadStream(join(this.dir, 'plan.jsonl')), crlfDelay: Number.POSITIVE_INFINITY})
+    if (!this.file) {
+      for (const line of this.held) yield JSON.parse(line) as ComparedInstance
+      return
+    }
+
+    const {dir, writer} = await this.file
+    await writer.end()
+    const lines = createInterface({input: createReadStream(join(dir, 'plan.jsonl')), crlfDelay: Number.POSITIVE_INFINITY})
     for await (const line of lines) if (line) yield JSON.parse(line) as ComparedInstance
   }
 
   async dispose(): Promise<void> {
-    await this.writer.abandon().catch(() => {})
-    await rm(this.dir, {recursive: true, force: true})
+    this.held = []
+    const file = await this.file?.catch(() => undefined)
+    if (!file) return
+    await file.writer.abandon().catch(() => {})
+    await rm(file.dir, {recursive: true, force: true})
+  }
+
+  /** Creates the file and moves what memory held into it. */
+  private async spill(): Promise<{dir: string; writer: BatchedLineWriter}> {
+    const dir = await mkdtemp(join(tmpdir(), 'orthanc-replicate-sync-'))
+    try {
+      const writer = await BatchedLineWriter.create(join(dir, 'plan.jsonl'))
+      this.spilledTo = join(dir, 'plan.jsonl')
+      for (const line of this.held) await writer.write(line)
+      this.held = []
+      this.heldChars = 0
+      return {dir, writer}
+    } catch (error) {
+      await rm(dir, {recursive: true, force: true})
+      throw error
+    }
   }
 }

@@ -54,12 +54,31 @@ export interface SyncSummary extends TransferStats {
  * checked against the source's MD5, uploaded, their Orthanc-side data restored and the target's
  * MD5 confirmed, as many at a time as
  * `concurrency` fixes or the adaptive control settles on. No instance is stored on the way: the list the plan
- * names waits in a private temporary file (IDs, UIDs and sizes).
+ * names (IDs, UIDs and sizes) waits in a ComparisonSpool, in memory or a private temporary file.
  */
 export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const started = Date.now()
-  const [source, target] = await Promise.all([endpointOf(options.source, options.signal), endpointOf(options.target, options.signal)])
   const plan = emptySyncPlan()
+  const spool = options.dryRun ? undefined : new ComparisonSpool()
+  // The comparison starts beside the servers' GET /system, not after it: across a link, a round
+  // trip less before the first instance moves. Their answers still decide first: a wrong URL, a
+  // server that is not Orthanc or a refused password is reported as such, and the comparison stops.
+  const comparison = new AbortController()
+  const comparing = planSync(options.source, options.target, {...options, signal: options.signal ? AbortSignal.any([options.signal, comparison.signal]) : comparison.signal}, plan, spool)
+  // Its failure is seen below, once the servers have answered.
+  comparing.catch(() => {})
+  let source: Endpoint
+  let target: Endpoint
+  try {
+    [source, target] = await Promise.all([endpointOf(options.source, options.signal), endpointOf(options.target, options.signal)])
+  } catch (error) {
+    comparison.abort()
+    await comparing.catch(() => {})
+    await spool?.dispose()
+    throw error
+  }
+
+  // GET /system's answers are kept by each client: this asks nothing more.
   const undeclared = await undeclaredUserMetadata(options.source, options.target, options.signal)
   if (undeclared) plan.undeclaredUserMetadata = undeclared
   // The uploads are set up once the plan says what is to be sent, which decides whether small instances go in ZIPs.
@@ -81,10 +100,9 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     ...(uploads?.concurrency ?? jobConcurrency(options.concurrency, {itemsPerUnit: 1})).settled(),
   })
 
-  const spool = options.dryRun ? undefined : await ComparisonSpool.create()
   try {
     try {
-      await planSync(options.source, options.target, options, plan, spool)
+      await comparing
     } catch (error) {
       // Interrupted while comparing: nothing moved, and the plan says how far the comparison got.
       if (interruptedBy(error, options.signal)) return summary({...emptyStats(), interrupted: true})

@@ -10,6 +10,10 @@ export interface FaultProxy {
   delayMs: number
   /** Faults to inject, consumed one per matching request. */
   faults: Array<{match: RegExp; fault: Fault}>
+  /** Delays added before forwarding every matching request (not consumed). */
+  slow: Array<{match: RegExp; ms: number}>
+  /** "> METHOD path" as each request arrives and "< METHOD path" once its answer is sent, in order. */
+  events: string[]
   /** Requests forwarded, by "METHOD path". */
   log: string[]
   /** Most requests matching "METHOD path" that were open at the same time, by that line. */
@@ -24,15 +28,19 @@ export interface FaultProxy {
  */
 export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy> {
   const sockets = new Set<Socket>()
-  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], log: [], peakInFlight: new Map(), close: async () => {}}
+  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], slow: [], events: [], log: [], peakInFlight: new Map(), close: async () => {}}
   const inFlight = new Map<string, number>()
   const server: Server = createServer(async (incoming: IncomingMessage, outgoing: ServerResponse) => {
     const line = `${incoming.method} ${incoming.url}`
     proxy.log.push(line)
+    proxy.events.push(`> ${line}`)
+    outgoing.once('finish', () => proxy.events.push(`< ${line}`))
     inFlight.set(line, (inFlight.get(line) ?? 0) + 1)
     proxy.peakInFlight.set(line, Math.max(proxy.peakInFlight.get(line) ?? 0, inFlight.get(line)!))
     outgoing.once('close', () => inFlight.set(line, inFlight.get(line)! - 1))
     if (proxy.delayMs > 0) await sleep(proxy.delayMs)
+    const slow = proxy.slow.find((entry) => entry.match.test(line))
+    if (slow) await sleep(slow.ms)
     const index = proxy.faults.findIndex((entry) => entry.match.test(line))
     const fault = index === -1 ? undefined : proxy.faults.splice(index, 1)[0]!.fault
     if (fault === 'reset-before-response') {

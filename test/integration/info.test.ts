@@ -164,6 +164,24 @@ describe('info', () => {
       expect(result.stderr).toMatch(/does not look like an Orthanc server/)
     })
 
+    it('sync from or to a web server that is not Orthanc: exit 6 naming it, though the comparison starts beside GET /system', async () => {
+      const web = `http://127.0.0.1:${webPort}`
+      for (const [from, to] of [[web, plain.authUrl], [plain.authUrl, web]]) {
+        const result = await runCli(['sync', '--source', from!, '--target', to!], {env: noCredentialsEnv})
+        expect(result.code).toBe(6)
+        expect(result.stderr).toContain(`${web} does not look like an Orthanc server`)
+        expect(result.stderr).not.toMatch(/\n\s+at /)
+      }
+    })
+
+    it('sync to a target that refuses the password: exit 5, one message, nothing compared after', async () => {
+      const wrong = plain.authUrl.replace(encodeURIComponent(PASSWORD), 'not-the-Password-42')
+      const result = await runCli(['sync', '--source', plain.authUrl, '--target', wrong, '--json'], {env: noCredentialsEnv})
+      expect(result.code).toBe(5)
+      expect(parseJson<{error: {code: string}}>(result).error.code).toBe('authentication')
+      expect(result.stdout + result.stderr).not.toContain('not-the-Password-42')
+    })
+
     it('a server that never answers: exit 7', async () => {
       const result = await runCli(['info', '--server', `http://127.0.0.1:${silentPort}`, '--timeout', '1', '--retries', '1'], {env: noCredentialsEnv})
       expect(result.code).toBe(7)

@@ -89,6 +89,23 @@ describe('--concurrency and --bwlimit against real servers', () => {
     expect(person.stdout).toMatch(/Concurrency: settled on \d+ uploads at once \(adaptive; --concurrency N fixes it\)\./)
   })
 
+  it('compares beside the servers\' GET /system, not after it: a slow /system holds nothing back, and the copy is whole', async () => {
+    const proxy = await startFaultProxy(source.port)
+    try {
+      proxy.slow.push({match: /^GET \/system$/, ms: 400})
+      const target = await freshTarget()
+      const summary = parseJson<Summary>(await runCli(['sync', '--source', proxy.url, '--target', target.url, '--json']))
+      expect(summary).toMatchObject({transferred: corpus.length, failed: 0})
+      // The source's studies were listed while its /system was still on the way.
+      const listed = proxy.events.indexOf('> GET /studies?expand')
+      expect(listed).toBeGreaterThanOrEqual(0)
+      expect(listed).toBeLessThan(proxy.events.indexOf('< GET /system'))
+      expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('--zip-uploads: small instances go several to a request into a real Orthanc, each confirmed, the copy whole', async () => {
     const small = await generateStudySet(join(work, 'small'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 20, pixelBytes: 2000, seed: 'zip', modalities: ['MR']})
     const target = await freshTarget()
