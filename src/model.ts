@@ -137,9 +137,10 @@ export interface InstanceInTransit {
   attachments?: Map<number, Buffer>
   /**
    * Side data of the instance's patient, study and series, when the source has it: restored once
-   * per resource and run, after the first of its instances is on the target.
+   * per resource and run, after the first of its instances is on the target. A server source may
+   * still be reading it while the instance is uploaded.
    */
-  resources?: ResourceInTransit[]
+  resources?: ResourceInTransit[] | Promise<ResourceInTransit[]>
 }
 
 export interface ResourceInTransit {

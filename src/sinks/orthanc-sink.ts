@@ -1,5 +1,5 @@
 import {checkSafeToSend} from '../dicom/safe-to-send.js'
-import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type ResourceInTransit, type ResourceLevel, resourceKey, type SideData} from '../model.js'
+import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type ResourceLevel, resourceKey, type SideData} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import {sourceResource} from '../sources/side-data.js'
@@ -142,7 +142,7 @@ export class OrthancSink {
    * For an instance already on the target with the right bytes: its side data and its
    * resources' are compared with the target's, and only what is missing or different is written.
    */
-  async reconcile(unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: ResourceInTransit[]}, signal?: AbortSignal, patientId?: string): Promise<void> {
+  async reconcile(unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: InstanceInTransit['resources']}, signal?: AbortSignal, patientId?: string): Promise<void> {
     this.features ??= await this.client.features(signal)
     const {sideData} = unit
     if (sideData) {
@@ -154,8 +154,8 @@ export class OrthancSink {
   }
 
   /** The side data of the instance's patient, study and series: once per resource and run. */
-  private async writeResources(unit: {resources?: ResourceInTransit[]}, signal?: AbortSignal, patientId?: string): Promise<void> {
-    for (const resource of unit.resources ?? []) {
+  private async writeResources(unit: {resources?: InstanceInTransit['resources']}, signal?: AbortSignal, patientId?: string): Promise<void> {
+    for (const resource of (await unit.resources) ?? []) {
       const key = resourceKey(resource.record)
       let done = this.resourcesDone.get(key)
       if (!done) {

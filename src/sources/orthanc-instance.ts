@@ -71,10 +71,15 @@ export class InstanceVanishedError extends Error {
  * labels) and its bytes, all checked against the source's MD5s.
  */
 export async function readInstanceUnit(client: OrthancClient, instance: SelectedInstance, sideData: SideDataReader, signal?: AbortSignal): Promise<InstanceInTransit> {
-  const [{bytes: dicom, md5}, side, resources] = await Promise.all([
+  // The side data of its patient, study and series is restored after the upload, so the upload
+  // does not wait for it: the first instances of a job would otherwise wait for a chain of reads
+  // (the studies' metadata, then their patients') longer than their own download.
+  const resources = sideData.resourcesInTransit(instance, signal)
+  // A failure is seen where the sink awaits it, or not at all when the instance fails first.
+  resources.catch(() => {})
+  const [{bytes: dicom, md5}, side] = await Promise.all([
     fetchInstance(client, instance.id, undefined, signal),
     sideData.read(instance.id, signal),
-    sideData.resourcesInTransit(instance, signal),
   ])
   const record: InstanceRecord = {...instance, size: dicom.length, md5, path: dicomPayloadPath(instance), ...side}
   const attachments = new Map<number, Buffer>()

@@ -106,6 +106,25 @@ describe('--concurrency and --bwlimit against real servers', () => {
     }
   })
 
+  it('uploads an instance without waiting for its patient\'s, study\'s and series\' side data, which is restored after', async () => {
+    const [sourceProxy, targetProxy] = await Promise.all([startFaultProxy(source.port), startFaultProxy((await freshTarget()).port)])
+    try {
+      // One timeline for both servers.
+      targetProxy.events = sourceProxy.events
+      sourceProxy.slow.push({match: /^GET \/(patients|studies|series)\/[^/]+\/attachments$/, ms: 500})
+      const summary = parseJson<Summary>(await runCli(['sync', '--source', sourceProxy.url, '--target', targetProxy.url, '--json']))
+      expect(summary).toMatchObject({transferred: corpus.length, failed: 0})
+      const events = sourceProxy.events
+      const firstUpload = events.indexOf('> POST /instances')
+      const firstResourceRead = events.findIndex((event) => /^< GET \/(patients|studies|series)\/[^/]+\/attachments$/.test(event))
+      expect(firstUpload).toBeGreaterThanOrEqual(0)
+      expect(firstResourceRead).toBeGreaterThanOrEqual(0)
+      expect(firstUpload).toBeLessThan(firstResourceRead)
+    } finally {
+      await Promise.all([sourceProxy.close(), targetProxy.close()])
+    }
+  })
+
   it('--zip-uploads: small instances go several to a request into a real Orthanc, each confirmed, the copy whole', async () => {
     const small = await generateStudySet(join(work, 'small'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 20, pixelBytes: 2000, seed: 'zip', modalities: ['MR']})
     const target = await freshTarget()
