@@ -69,8 +69,11 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   comparing.catch(() => {})
   let source: Endpoint
   let target: Endpoint
+  let undeclared: string[] | undefined
   try {
     [source, target] = await Promise.all([endpointOf(options.source, options.signal), endpointOf(options.target, options.signal)])
+    // GET /system's answers are kept by each client: this asks nothing more.
+    undeclared = await undeclaredUserMetadata(options.source, options.target, options.signal)
   } catch (error) {
     comparison.abort()
     await comparing.catch(() => {})
@@ -78,8 +81,6 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     throw error
   }
 
-  // GET /system's answers are kept by each client: this asks nothing more.
-  const undeclared = await undeclaredUserMetadata(options.source, options.target, options.signal)
   if (undeclared) plan.undeclaredUserMetadata = undeclared
   // The uploads are set up once the plan says what is to be sent, which decides whether small instances go in ZIPs.
   let uploads: {concurrency: JobConcurrency; sink: OrthancSink} | undefined
