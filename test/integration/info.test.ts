@@ -174,7 +174,7 @@ describe('info', () => {
       }
     })
 
-    it('sync to a target that refuses the password: exit 5, one message, nothing compared after', async () => {
+    it('sync to a target that refuses the password: exit 5 as an authentication error, though the comparison starts beside GET /system, and no password shown', async () => {
       const wrong = plain.authUrl.replace(encodeURIComponent(PASSWORD), 'not-the-Password-42')
       const result = await runCli(['sync', '--source', plain.authUrl, '--target', wrong, '--json'], {env: noCredentialsEnv})
       expect(result.code).toBe(5)
