@@ -125,6 +125,27 @@ describe('--concurrency and --bwlimit against real servers', () => {
     }
   })
 
+  it('a study\'s side data that cannot be read fails its instances even though they were uploaded first, and the next run completes them', async () => {
+    const proxy = await startFaultProxy(source.port)
+    const target = await freshTarget()
+    try {
+      // A proxy that refuses every study's attachment list: the study's side data cannot be read.
+      for (let index = 0; index < 500; index++) proxy.faults.push({match: /^GET \/studies\/[^/]+\/attachments$/, fault: 'status-404'})
+      const failed = await runCli(['sync', '--source', proxy.url, '--target', target.url, '--json'])
+      expect(failed.code).not.toBe(0)
+      const summary = parseJson<Summary>(failed)
+      // None is claimed: uploaded or not, an instance whose side data was not restored failed.
+      expect(summary.failed).toBe(corpus.length)
+      expect(summary.transferred).toBe(0)
+    } finally {
+      await proxy.close()
+    }
+
+    const again = parseJson<Summary>(await runCli(['sync', '--source', source.url, '--target', target.url, '--json']))
+    expect(again.failed).toBe(0)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+  })
+
   it('--zip-uploads: small instances go several to a request into a real Orthanc, each confirmed, the copy whole', async () => {
     const small = await generateStudySet(join(work, 'small'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 2, instancesPerSeries: 20, pixelBytes: 2000, seed: 'zip', modalities: ['MR']})
     const target = await freshTarget()
