@@ -31,6 +31,8 @@ export interface MethodContext {
 export interface Method {
   key: string
   label: string
+  /** Set on a run that moves no instance: it has no throughput to show. */
+  movesNothing?: true
   run(context: MethodContext): Promise<Sample>
 }
 
@@ -243,6 +245,23 @@ export function toolSync(concurrency?: number, prepareTarget?: () => Promise<Ort
     run: (context) => intoFreshTarget(context, 'sync', (target) => toolSample([context.source, target], () =>
       runTool(['sync', '--source', context.source.url, '--target', target.url, ...flags], context.corpus.count, 'sync')), prepareTarget),
   }
+}
+
+/**
+ * Sync into a target that already holds the corpus (filled by an untimed sync just before): the
+ * part of every sync that does not depend on what it copies (the command line's start, both
+ * servers' GET /system, the comparison of both sides, the end), measured on the same link.
+ */
+export const toolSyncNothingToCopy: Method = {
+  key: 'sync-nothing-to-copy',
+  label: 'tool: sync with nothing to copy (the target already holds every instance: start, comparison and end alone)',
+  movesNothing: true,
+  run: (context) => intoFreshTarget(context, 'sync with nothing to copy', async (target) => {
+    await runTool(['sync', '--source', context.source.url, '--target', target.url], context.corpus.count, 'sync that fills the target')
+    await quiet()
+    return toolSample([context.source, target], () =>
+      runTool(['sync', '--source', context.source.url, '--target', target.url], 0, 'sync with nothing to copy', context.corpus.count))
+  }),
 }
 
 /** `extra`: more flags, which name the row too. */

@@ -32,10 +32,13 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return env
 }
 
-/** Runs `node bin/run.js ARGS --json` as a user would, and insists on a clean, complete summary. */
-export async function runTool(args: string[], expected: number, what: string): Promise<ToolRun> {
+/**
+ * Runs `node bin/run.js ARGS --json` as a user would, and insists on a clean, complete summary:
+ * `expected` instances transferred, and `alreadyThere` skipped as found on the target.
+ */
+export async function runTool(args: string[], expected: number, what: string, alreadyThere = 0): Promise<ToolRun> {
   const run = await measureProcess(process.execPath, [runScript, ...args, '--json'], {cwd: repoRoot, env: cleanEnv(), timeoutMs: TIMEOUT_MS})
-  const summary = checkSummary(parseSummary(run.stdout, `${what} (exit ${run.code}, stderr: ${run.stderr.trim().slice(0, 500)})`), expected, what)
+  const summary = checkSummary(parseSummary(run.stdout, `${what} (exit ${run.code}, stderr: ${run.stderr.trim().slice(0, 500)})`), expected, what, alreadyThere)
   if (run.code !== 0) throw new Error(`${what} exited with code ${run.code}: ${run.stderr.trim().slice(0, 500)}`)
   return {...run, summary}
 }
@@ -67,9 +70,11 @@ function parseSummary(text: string, what: string): TransferSummary {
   }
 }
 
-function checkSummary(summary: TransferSummary, expected: number, what: string): TransferSummary {
-  if (summary.failed !== 0 || summary.transferred !== expected) {
-    throw new Error(`${what}: transferred ${summary.transferred}, failed ${summary.failed}, expected ${expected} transferred and none failed`)
+function checkSummary(summary: TransferSummary, expected: number, what: string, alreadyThere = 0): TransferSummary {
+  if (summary.failed !== 0 || summary.transferred !== expected || (alreadyThere > 0 && summary.skipped !== alreadyThere)) {
+    const skipped = alreadyThere > 0 ? `, skipped ${summary.skipped}` : ''
+    const expectedSkipped = alreadyThere > 0 ? `, ${alreadyThere} skipped` : ''
+    throw new Error(`${what}: transferred ${summary.transferred}${skipped}, failed ${summary.failed}, expected ${expected} transferred${expectedSkipped} and none failed`)
   }
 
   return summary
