@@ -3,7 +3,7 @@ import {measure, type PreparedCorpus, prepareCorpus} from './corpus-runs.js'
 import type {CorpusSpec} from './corpus.js'
 import {startDelayProxy} from './delay-proxy.js'
 import {table} from './markdown.js'
-import {batchedLosslessCopyFloor, curlCeiling, losslessCopyLatencyFloor, type Method, type MethodContext, naiveCopier, toolImportArchive, toolSync, toolSyncNothingToCopy, volumesOf, zipBatches} from './methods.js'
+import {batchedLosslessCopyFloor, curlCeiling, losslessCopyLatencyFloor, type Method, type MethodContext, naiveCopier, toolImportArchive, toolSync, toolSyncDryRun, volumesOf, zipBatches} from './methods.js'
 import type {BenchConfig} from './options.js'
 import {log} from './progress.js'
 import {Samples} from './samples.js'
@@ -90,15 +90,15 @@ function targetTable(samples: Samples, rttMs: number, best: {concurrency: number
     const definition = `${target.numerator === 'best-fixed' ? `sync --concurrency ${best.concurrency}` : target.numerator} / ${target.denominator}`
     return [target.name, definition, ratio(value), goal === undefined ? '—' : `≥ ${goal}`, goal === undefined ? '—' : value >= goal ? 'yes' : '**no**']
   })
-  // What the 4-stream target weighs with few instances: a sync's fixed part (what it costs with nothing to copy, measured
-  // on the same link) beside the rate of the rest. Subtracting it overstates the fixed part a little: in a sync that copies,
-  // the comparison overlaps the first transfers.
-  const fixedMs = samples.median(toolSyncNothingToCopy.key)
+  // What the 4-stream target weighs with few instances: a sync's fixed part (its dry run, on the same link and with the
+  // same plan) beside the rate of the rest. Subtracting it overstates the fixed part a little: in a sync that copies, the
+  // comparison overlaps the first transfers.
+  const fixedMs = samples.median(toolSyncDryRun.key)
   const syncMs = samples.median('sync')
   if (Number.isFinite(fixedMs) && fixedMs < syncMs) {
     rows.push(
-      ['sync with nothing to copy / sync', `${toolSyncNothingToCopy.key} / sync`, ratio(fixedMs / syncMs), '—', '—'],
-      ['sync past its fixed part vs 4-stream curl ceiling', `ceiling / (sync − ${toolSyncNothingToCopy.key})`, ratio(time('ceiling') / (syncMs - fixedMs)), '—', '—'],
+      ['sync --dry-run / sync', `${toolSyncDryRun.key} / sync`, ratio(fixedMs / syncMs), '—', '—'],
+      ['sync past its fixed part vs 4-stream curl ceiling', `ceiling / (sync − ${toolSyncDryRun.key})`, ratio(time('ceiling') / (syncMs - fixedMs)), '—', '—'],
     )
   }
 
@@ -119,7 +119,7 @@ export async function latencySection(cleanup: Cleanup, config: BenchConfig): Pro
   await volumesOf({cleanup, ...prepared})
 
   const fixed = config.latencyConcurrencies.map((concurrency) => toolSync(concurrency))
-  const methods: Method[] = [naiveCopier, curlCeiling(4), curlCeiling(16), losslessCopyLatencyFloor, toolSync(), toolSyncNothingToCopy, ...fixed, toolImportArchive]
+  const methods: Method[] = [naiveCopier, curlCeiling(4), curlCeiling(16), losslessCopyLatencyFloor, toolSync(), toolSyncDryRun, ...fixed, toolImportArchive]
   const sections: Array<{title: string; body: string[]}> = []
   for (const rttMs of config.latencies) {
     const samples = new Samples()

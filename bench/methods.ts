@@ -82,12 +82,13 @@ function sampleOf(timing: Timing, client?: {cpuMs?: number; ms?: number}): Sampl
 /** A run into a new, empty target: started before the clock, checked to hold the corpus after it, then stopped (its folder retired). */
 export async function intoFreshTarget(
   context: MethodContext, what: string, body: (target: BenchServer) => Promise<Sample>, prepareTarget?: () => Promise<OrthancOptions>,
+  expectedAfter = context.corpus.count,
 ): Promise<Sample> {
   const target = await startServer(context.cleanup, 'bench-target', (await prepareTarget?.()) ?? {})
   const reached = context.link ? await context.link.reach(target) : target
   try {
     const sample = await body(reached)
-    await expectInstances(target, context.corpus.count, `${what} into ${target.url}`)
+    await expectInstances(target, expectedAfter, `${what} into ${target.url}`)
     return sample
   } finally {
     if (reached !== target) await context.link!.release(reached)
@@ -248,20 +249,16 @@ export function toolSync(concurrency?: number, prepareTarget?: () => Promise<Ort
 }
 
 /**
- * Sync into a target that already holds the corpus (filled by an untimed sync just before): the
- * part of every sync that does not depend on what it copies (the command line's start, both
- * servers' GET /system, the comparison of both sides, the end), measured on the same link.
+ * `sync --dry-run` into a new, empty target: the part of a sync that does not depend on what it
+ * copies (the command line's start, both servers' GET /system, the comparison of both sides, the
+ * end), on the same link and with the same plan as the sync row. It moves nothing.
  */
-export const toolSyncNothingToCopy: Method = {
-  key: 'sync-nothing-to-copy',
-  label: 'tool: sync with nothing to copy (the target already holds every instance: start, comparison and end alone)',
+export const toolSyncDryRun: Method = {
+  key: 'sync-dry-run',
+  label: 'tool: sync --dry-run (into an empty target: start, comparison and end, nothing moved)',
   movesNothing: true,
-  run: (context) => intoFreshTarget(context, 'sync with nothing to copy', async (target) => {
-    await runTool(['sync', '--source', context.source.url, '--target', target.url], context.corpus.count, 'sync that fills the target')
-    await quiet()
-    return toolSample([context.source, target], () =>
-      runTool(['sync', '--source', context.source.url, '--target', target.url], 0, 'sync with nothing to copy', context.corpus.count))
-  }),
+  run: (context) => intoFreshTarget(context, 'sync --dry-run', (target) => toolSample([context.source, target], () =>
+    runTool(['sync', '--source', context.source.url, '--target', target.url, '--dry-run'], context.corpus.count, 'sync --dry-run')), undefined, 0),
 }
 
 /** `extra`: more flags, which name the row too. */

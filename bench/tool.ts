@@ -15,6 +15,8 @@ export interface TransferSummary {
   durationMs: number
   /** Uploads at once the tool settled on (or was fixed to). */
   concurrency?: number
+  /** What a sync planned to move (a dry run moves nothing and says this). */
+  planned?: {instances: number; bytes: number}
   /** The ZIP uploads it made (sync and import): requests, and the instances they carried. */
   zipUploads?: {requests: number; instances: number}
 }
@@ -34,11 +36,12 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /**
  * Runs `node bin/run.js ARGS --json` as a user would, and insists on a clean, complete summary:
- * `expected` instances transferred, and `alreadyThere` skipped as found on the target.
+ * `expected` instances transferred, or for a `sync --dry-run`, that many planned and none moved.
  */
-export async function runTool(args: string[], expected: number, what: string, alreadyThere = 0): Promise<ToolRun> {
+export async function runTool(args: string[], expected: number, what: string): Promise<ToolRun> {
   const run = await measureProcess(process.execPath, [runScript, ...args, '--json'], {cwd: repoRoot, env: cleanEnv(), timeoutMs: TIMEOUT_MS})
-  const summary = checkSummary(parseSummary(run.stdout, `${what} (exit ${run.code}, stderr: ${run.stderr.trim().slice(0, 500)})`), expected, what, alreadyThere)
+  const parsed = parseSummary(run.stdout, `${what} (exit ${run.code}, stderr: ${run.stderr.trim().slice(0, 500)})`)
+  const summary = args.includes('--dry-run') ? checkPlan(parsed, expected, what) : checkSummary(parsed, expected, what)
   if (run.code !== 0) throw new Error(`${what} exited with code ${run.code}: ${run.stderr.trim().slice(0, 500)}`)
   return {...run, summary}
 }
@@ -70,11 +73,17 @@ function parseSummary(text: string, what: string): TransferSummary {
   }
 }
 
-function checkSummary(summary: TransferSummary, expected: number, what: string, alreadyThere = 0): TransferSummary {
-  if (summary.failed !== 0 || summary.transferred !== expected || (alreadyThere > 0 && summary.skipped !== alreadyThere)) {
-    const skipped = alreadyThere > 0 ? `, skipped ${summary.skipped}` : ''
-    const expectedSkipped = alreadyThere > 0 ? `, ${alreadyThere} skipped` : ''
-    throw new Error(`${what}: transferred ${summary.transferred}${skipped}, failed ${summary.failed}, expected ${expected} transferred${expectedSkipped} and none failed`)
+function checkPlan(summary: TransferSummary, expected: number, what: string): TransferSummary {
+  if (summary.failed !== 0 || summary.transferred !== 0 || summary.planned?.instances !== expected) {
+    throw new Error(`${what}: planned ${summary.planned?.instances}, transferred ${summary.transferred}, failed ${summary.failed}, expected ${expected} planned and none moved or failed`)
+  }
+
+  return summary
+}
+
+function checkSummary(summary: TransferSummary, expected: number, what: string): TransferSummary {
+  if (summary.failed !== 0 || summary.transferred !== expected) {
+    throw new Error(`${what}: transferred ${summary.transferred}, failed ${summary.failed}, expected ${expected} transferred and none failed`)
   }
 
   return summary
