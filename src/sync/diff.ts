@@ -3,6 +3,7 @@ import {endpointOf} from '../orthanc/endpoint-of.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {SideDataReader} from '../sources/side-data.js'
 import type {OrthancClient} from '../orthanc/client.js'
+import {besideFirst} from '../util/concurrency.js'
 import {compareServers, type InstanceState} from './compare.js'
 
 export interface StudyDifference {
@@ -54,13 +55,25 @@ export interface DiffOptions {
 }
 
 export async function diffServers(source: OrthancClient, target: OrthancClient, options: DiffOptions): Promise<DiffSummary> {
-  const [sourceEndpoint, targetEndpoint] = await Promise.all([endpointOf(source, options.signal), endpointOf(target, options.signal)])
-  const summary: DiffSummary = {
-    source: sourceEndpoint, target: targetEndpoint, onlySource: 0, onlyTarget: 0, different: 0, identical: 0,
-    instances: {onlySource: [], onlyTarget: [], different: []},
-  }
-  // Unfiltered, the source's own count is the total to compare.
-  const total = Object.keys(options.filters).length === 0 ? (await source.statistics(options.signal)).CountInstances : undefined
+  // The comparison starts beside the servers' GET /system, not after it: across a link, a round
+  // trip sooner. Their answers still decide first (see besideFirst).
+  const {first: [sourceEndpoint, targetEndpoint], work: comparing} = await besideFirst(
+    () => Promise.all([endpointOf(source, options.signal), endpointOf(target, options.signal)]),
+    (signal) => compareBoth(source, target, {...options, signal}),
+    options.signal,
+  )
+  return {source: sourceEndpoint, target: targetEndpoint, ...await comparing}
+}
+
+async function compareBoth(source: OrthancClient, target: OrthancClient, options: DiffOptions): Promise<Omit<DiffSummary, 'source' | 'target'>> {
+  const summary: Omit<DiffSummary, 'source' | 'target'> = {onlySource: 0, onlyTarget: 0, different: 0, identical: 0, instances: {onlySource: [], onlyTarget: [], different: []}}
+  // Unfiltered, the source's own count is the total to compare: asked beside the comparison, shown once known.
+  let total: number | undefined
+  const counting = Object.keys(options.filters).length === 0 ? source.statistics(options.signal).then((statistics) => {
+    total = statistics.CountInstances
+  }) : undefined
+  // Its failure is seen after the comparison.
+  counting?.catch(() => {})
   let compared = 0
   let lastReport = 0
   const report = (force = false) => {
@@ -102,6 +115,7 @@ export async function diffServers(source: OrthancClient, target: OrthancClient, 
     if (options.perStudy) studies.set(study.studyId, study)
   }
 
+  await counting
   report(true)
   if (options.perStudy) summary.studies = [...studies.values()]
   if (sideData) summary.sideData = {differences: sideData.count, items: sideData.items}

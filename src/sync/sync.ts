@@ -10,6 +10,7 @@ import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {emptyStats, type PlannedCounts, type TransferStats} from '../transfer/stats.js'
 import {ComparisonSpool, emptySyncPlan, planSync, type SyncPlan, undeclaredUserMetadata} from './plan.js'
+import {besideFirst} from '../util/concurrency.js'
 
 export type {SyncPlan} from './plan.js'
 
@@ -61,26 +62,21 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const plan = emptySyncPlan()
   const spool = options.dryRun ? undefined : new ComparisonSpool()
   // The comparison starts beside the servers' GET /system, not after it: across a link, a round
-  // trip less before the first instance moves. Their answers still decide first: a wrong URL, a
-  // server that is not Orthanc or a refused password is reported as such, and the comparison stops.
-  const comparison = new AbortController()
-  const comparing = planSync(options.source, options.target, {...options, signal: options.signal ? AbortSignal.any([options.signal, comparison.signal]) : comparison.signal}, plan, spool)
-  // Its failure is seen below, once the servers have answered.
-  comparing.catch(() => {})
-  let source: Endpoint
-  let target: Endpoint
-  let undeclared: string[] | undefined
+  // trip less before the first instance moves. Their answers still decide first (see besideFirst).
+  let servers: {source: Endpoint; target: Endpoint; undeclared?: string[]}
+  let comparing: Promise<void>
   try {
-    [source, target] = await Promise.all([endpointOf(options.source, options.signal), endpointOf(options.target, options.signal)])
-    // GET /system's answers are kept by each client: this asks nothing more.
-    undeclared = await undeclaredUserMetadata(options.source, options.target, options.signal)
+    ({first: servers, work: comparing} = await besideFirst(async () => {
+      const [source, target] = await Promise.all([endpointOf(options.source, options.signal), endpointOf(options.target, options.signal)])
+      // GET /system's answers are kept by each client: this asks nothing more.
+      return {source, target, undeclared: await undeclaredUserMetadata(options.source, options.target, options.signal)}
+    }, (signal) => planSync(options.source, options.target, {...options, signal}, plan, spool), options.signal))
   } catch (error) {
-    comparison.abort()
-    await comparing.catch(() => {})
     await spool?.dispose()
     throw error
   }
 
+  const {source, target, undeclared} = servers
   if (undeclared) plan.undeclaredUserMetadata = undeclared
   // The uploads are set up once the plan says what is to be sent, which decides whether small instances go in ZIPs.
   let uploads: {concurrency: JobConcurrency; sink: OrthancSink} | undefined

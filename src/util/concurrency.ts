@@ -152,3 +152,24 @@ export async function* readAhead<T>(items: AsyncIterable<T>, count: number): Asy
     await iterator.return?.()
   }
 }
+
+/**
+ * Starts `work` beside `first` instead of after it (across a link, a round trip or more sooner),
+ * while `first` still decides: if it fails, `work` is stopped through its signal and awaited, so
+ * that nothing is left running, and `first`'s error is the one thrown. The servers' own answers
+ * (GET /system: a wrong URL, a server that is not Orthanc, a refused password) are reported as
+ * such, not as whatever the work met meanwhile. Returns `first`'s result and the work still under
+ * way; its failure is the caller's to see (caught meanwhile, so not an unhandled rejection).
+ */
+export async function besideFirst<F, W>(first: () => Promise<F>, work: (signal: AbortSignal) => Promise<W>, signal?: AbortSignal): Promise<{first: F; work: Promise<W>}> {
+  const stop = new AbortController()
+  const working = work(signal ? AbortSignal.any([signal, stop.signal]) : stop.signal)
+  working.catch(() => {})
+  try {
+    return {first: await first(), work: working}
+  } catch (error) {
+    stop.abort()
+    await working.catch(() => {})
+    throw error
+  }
+}

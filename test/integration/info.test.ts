@@ -164,22 +164,26 @@ describe('info', () => {
       expect(result.stderr).toMatch(/does not look like an Orthanc server/)
     })
 
-    it('sync from or to a web server that is not Orthanc: exit 6 naming it, though the comparison starts beside GET /system', async () => {
+    it('sync and diff from or to a web server that is not Orthanc: exit 6 naming it, though the comparison starts beside GET /system', async () => {
       const web = `http://127.0.0.1:${webPort}`
-      for (const [from, to] of [[web, plain.authUrl], [plain.authUrl, web]]) {
-        const result = await runCli(['sync', '--source', from!, '--target', to!], {env: noCredentialsEnv})
-        expect(result.code).toBe(6)
-        expect(result.stderr).toContain(`${web} does not look like an Orthanc server`)
-        expect(result.stderr).not.toMatch(/\n\s+at /)
+      for (const command of ['sync', 'diff']) {
+        for (const [from, to] of [[web, plain.authUrl], [plain.authUrl, web]]) {
+          const result = await runCli([command, '--source', from!, '--target', to!], {env: noCredentialsEnv})
+          expect(result.code, `${command} ${from} -> ${to}`).toBe(6)
+          expect(result.stderr).toContain(`${web} does not look like an Orthanc server`)
+          expect(result.stderr).not.toMatch(/\n\s+at /)
+        }
       }
     })
 
-    it('sync to a target that refuses the password: exit 5 as an authentication error, though the comparison starts beside GET /system, and no password shown', async () => {
+    it('sync and diff with a server that refuses the password: exit 5 as an authentication error, though the comparison starts beside GET /system, and no password shown', async () => {
       const wrong = plain.authUrl.replace(encodeURIComponent(PASSWORD), 'not-the-Password-42')
-      const result = await runCli(['sync', '--source', plain.authUrl, '--target', wrong, '--json'], {env: noCredentialsEnv})
-      expect(result.code).toBe(5)
-      expect(parseJson<{error: {code: string}}>(result).error.code).toBe('authentication')
-      expect(result.stdout + result.stderr).not.toContain('not-the-Password-42')
+      for (const [command, from, to] of [['sync', plain.authUrl, wrong], ['diff', plain.authUrl, wrong], ['diff', wrong, plain.authUrl]]) {
+        const result = await runCli([command!, '--source', from!, '--target', to!, '--json'], {env: noCredentialsEnv})
+        expect(result.code, `${command} ${from === wrong ? 'source' : 'target'} refusing`).toBe(5)
+        expect(parseJson<{error: {code: string}}>(result).error.code).toBe('authentication')
+        expect(result.stdout + result.stderr).not.toContain('not-the-Password-42')
+      }
     })
 
     it('a server that never answers: exit 7', async () => {

@@ -106,6 +106,25 @@ describe('--concurrency and --bwlimit against real servers', () => {
     }
   })
 
+  it('diff compares beside the servers\' GET /system too, and asks the source\'s count beside it: the answer is whole', async () => {
+    const proxy = await startFaultProxy(source.port)
+    try {
+      proxy.slow.push({match: /^GET \/system$/, ms: 400})
+      const result = await runCli(['diff', '--source', proxy.url, '--target', source.url, '--json'])
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<{identical: number; onlySource: number; onlyTarget: number; different: number}>(result))
+        .toMatchObject({identical: corpus.length, onlySource: 0, onlyTarget: 0, different: 0})
+      // The source's studies were listed and its count asked while its /system was still on the way.
+      const answered = proxy.events.indexOf('< GET /system')
+      for (const request of ['> GET /studies?expand', '> GET /statistics']) {
+        expect(proxy.events.indexOf(request), request).toBeGreaterThanOrEqual(0)
+        expect(proxy.events.indexOf(request), request).toBeLessThan(answered)
+      }
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('uploads an instance without waiting for its patient\'s, study\'s and series\' side data, which is restored after', async () => {
     const [sourceProxy, targetProxy] = await Promise.all([startFaultProxy(source.port), startFaultProxy((await freshTarget()).port)])
     try {

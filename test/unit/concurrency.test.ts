@@ -2,7 +2,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {describe, expect, it} from 'vitest'
 
-import {mapOrdered, readAhead} from '../../src/util/concurrency.js'
+import {besideFirst, mapOrdered, readAhead} from '../../src/util/concurrency.js'
 import {inFlightPerUpload, runTransfer} from '../../src/transfer/engine.js'
 
 describe('inFlightPerUpload', () => {
@@ -256,5 +256,73 @@ describe('mapOrdered', () => {
 
     await expect(run()).rejects.toThrow('lookup 3 failed')
     expect(seen).toEqual([1, 2])
+  })
+})
+
+describe('besideFirst', () => {
+  const later = <T>(ms: number, value: T) => new Promise<T>((resolve) => setTimeout(() => resolve(value), ms))
+
+  it('starts the work before the first answer and hands both back', async () => {
+    const order: string[] = []
+    const {first, work} = await besideFirst(async () => {
+      order.push('first asked')
+      await later(30, undefined)
+      order.push('first answered')
+      return 'system'
+    }, async () => {
+      order.push('work started')
+      return 'plan'
+    })
+    expect(first).toBe('system')
+    expect(await work).toBe('plan')
+    expect(order.indexOf('work started')).toBeLessThan(order.indexOf('first answered'))
+  })
+
+  it('when the first fails, stops the work, waits for it to end, and throws the first\'s error, not the work\'s', async () => {
+    let workEnded = false
+    let workSawAbort = false
+    const failing = besideFirst(async () => {
+      await later(30, undefined)
+      throw new Error('not an Orthanc server')
+    }, async (signal) => {
+      try {
+        // The work meets a failure of its own first (it read the same server), and a slow end.
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, {once: true}))
+        workSawAbort = signal.aborted
+        await later(20, undefined)
+        throw new Error('answer is not JSON')
+      } finally {
+        workEnded = true
+      }
+    })
+    await expect(failing).rejects.toThrow('not an Orthanc server')
+    expect(workSawAbort).toBe(true)
+    expect(workEnded).toBe(true)
+  })
+
+  it('leaves a work that failed early to the caller, without an unhandled rejection', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const {work} = await besideFirst(() => later(30, 'system'), async () => {
+        throw new Error('listing refused')
+      })
+      // A turn of the event loop for an unhandled rejection to be reported, were there one.
+      await later(10, undefined)
+      expect(unhandled).toEqual([])
+      await expect(work).rejects.toThrow('listing refused')
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
+  it('passes the caller\'s interruption on to the work', async () => {
+    const interrupt = new AbortController()
+    const {work} = await besideFirst(async () => 'system', (signal) => new Promise((_, reject) => {
+      signal.addEventListener('abort', () => reject(signal.reason), {once: true})
+    }), interrupt.signal)
+    interrupt.abort(new DOMException('interrupted', 'AbortError'))
+    await expect(work).rejects.toThrow('interrupted')
   })
 })
