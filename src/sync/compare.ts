@@ -55,11 +55,20 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   const targetStudies = findOnlyOnTarget ? studiesUpTo(target, TARGET_STUDIES_LISTED_AHEAD, options.signal) : undefined
   // A failure is seen below, where the listing is used.
   targetStudies?.catch(() => {})
+  // Once that listing has arrived, a study it does not name is not looked up: a request less per
+  // study new to the target, which with studies of one instance is one per instance. Not waited
+  // for: a study that comes before it is looked up as before. A study stored on the target after
+  // the listing is then planned as missing, and its upload finds it (AlreadyStored: skipped, its
+  // MD5 compared as for any upload), as for one stored after the look-up.
+  let studiesOnTarget: Set<string> | undefined
+  targetStudies?.then((studies) => {
+    if (studies) studiesOnTarget = new Set(studies.map((study) => study.ID))
+  }, () => {})
   // Each study is looked up on the target while the source lists its instances, not after:
   // across a link, a round trip less per study (and per instance for studies of one instance).
   const selected = selectInstances(source, options.filters, options.signal, {
     onlyInstances: options.onlyInstances,
-    beside: lookupEachOnTarget ? undefined : (studyId) => target.studyInstanceIds(studyId, options.signal),
+    beside: lookupEachOnTarget ? undefined : (studyId) => (studiesOnTarget && !studiesOnTarget.has(studyId) ? Promise.resolve([]) : target.studyInstanceIds(studyId, options.signal)),
   })
   // Several studies are compared at once, in order.
   const compared = mapOrdered(selected, STUDIES_COMPARED_AT_ONCE, async (study) => {

@@ -106,6 +106,28 @@ describe('--concurrency and --bwlimit against real servers', () => {
     }
   })
 
+  it('looks up on the target only the studies its listing names: none for a study new to it, the present one as before', async () => {
+    // The target holds the first study already.
+    const firstStudy = corpus[0]!.studyInstanceUid
+    const target = await freshTarget()
+    await uploadFiles(target, corpus.filter((record) => record.studyInstanceUid === firstStudy).map((record) => record.path))
+    const [presentStudy] = await target.json<string[]>('/studies')
+    const [sourceProxy, targetProxy] = await Promise.all([startFaultProxy(source.port), startFaultProxy(target.port)])
+    try {
+      // The source's listing comes late: the target's has arrived before any study is compared.
+      sourceProxy.slow.push({match: /^GET \/studies\?expand$/, ms: 300})
+      const result = await runCli(['sync', '--source', sourceProxy.url, '--target', targetProxy.url, '--json'])
+      expect(result.code, result.stderr).toBe(0)
+      const present = corpus.filter((record) => record.studyInstanceUid === firstStudy).length
+      expect(parseJson<Summary & {skipped: number}>(result)).toMatchObject({transferred: corpus.length - present, skipped: present, failed: 0})
+      const lookups = targetProxy.events.filter((event) => /^> GET \/studies\/[^/]+\/instances$/.test(event))
+      expect(lookups).toEqual([`> GET /studies/${presentStudy}/instances`])
+      expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    } finally {
+      await Promise.all([sourceProxy.close(), targetProxy.close()])
+    }
+  })
+
   it('diff compares beside the servers\' GET /system too, and asks the source\'s count beside it: the answer is whole', async () => {
     const proxy = await startFaultProxy(source.port)
     try {

@@ -15,7 +15,7 @@ const origin = 'http://orthanc.test'
  * study's own record (GET /studies/{id}). The series and instances of `gone` studies answer 404;
  * `deleted` studies answer 404 themselves too (listed, but deleted since).
  */
-function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 0, deleted: string[] = []) {
+function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 0, deleted: string[] = [], listingDelayMs = 0) {
   const agent = new MockAgent()
   agent.disableNetConnect()
   const pool = agent.get(origin)
@@ -24,7 +24,9 @@ function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 
   const ids = Array.from({length: count}, (_, index) => `study-${String(index).padStart(5, '0')}`)
   const study = (ID: string) => ({ID, Type: 'Study', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}, PatientMainDicomTags: {PatientID: 'P'}, Series: [`series-${ID}`]})
   const studyReads: string[] = []
-  pool.intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map(study)).persist()
+  const listing = pool.intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map(study))
+  if (listingDelayMs > 0) listing.delay(listingDelayMs)
+  listing.persist()
   pool.intercept({path: (path) => /^\/studies\/study-\d+$/.test(path), method: 'GET'}).reply<object>(({path}) => {
     studyReads.push(path)
     const id = path.split('/')[2]!
@@ -96,13 +98,31 @@ describe('compareServers', () => {
       lookedUp.push(Date.now())
       return {statusCode: 404, data: {HttpError: 'Not Found'}}
     }).persist()
-    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, [])
+    // The target's listing names both studies (it would not look up a study it does not name); they are gone by the look-up.
+    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map((ID) => ({ID, Type: 'Study', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}})))
     const states: string[] = []
     for await (const item of compareServers(source, clientOf(agent, targetOrigin), {filters: {}, checksum: false})) states.push(`${item.studyId} ${item.state}`)
     expect(states).toEqual(ids.map((id) => `${id} only-source`))
     // Both look-ups went out with the source's lists, well before their answers (0.5 s later).
     expect(lookedUp).toHaveLength(2)
     for (const at of lookedUp) expect(at - sent.instances!).toBeLessThan(250)
+  })
+
+  it('does not look up a study the target\'s listing, once arrived, does not name', async () => {
+    // The source's listing comes 100 ms late: the target's has arrived before any study is compared.
+    const {agent, client: source, ids} = serverOfStudies(3, [], 0, [], 100)
+    const targetOrigin = 'http://target.test'
+    const lookedUp: string[] = []
+    agent.get(targetOrigin).intercept({path: (path) => /^\/studies\/study-\d+\/instances$/.test(path), method: 'GET'}).reply<object>(({path}) => {
+      lookedUp.push(path)
+      return {statusCode: 200, data: [{ID: `instance-${path.split('/')[2]}`, Type: 'Instance'}]}
+    }).persist()
+    // The target holds the second study only.
+    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, [{ID: ids[1], Type: 'Study', MainDicomTags: {StudyInstanceUID: '1.2.00001'}}])
+    const states: string[] = []
+    for await (const item of compareServers(source, clientOf(agent, targetOrigin), {filters: {}, checksum: false})) states.push(`${item.studyId} ${item.state}`)
+    expect(states).toEqual([`${ids[0]} only-source`, `${ids[1]} present`, `${ids[2]} only-source`])
+    expect(lookedUp).toEqual([`/studies/${ids[1]}/instances`])
   })
 })
 
