@@ -80,10 +80,13 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   if (undeclared) plan.undeclaredUserMetadata = undeclared
   // The uploads are set up once the plan says what is to be sent, which decides whether small instances go in ZIPs.
   let uploads: {concurrency: JobConcurrency; sink: OrthancSink} | undefined
-  const summary = (stats: TransferStats): SyncSummary => ({
+  // Skipped, after a transfer: what it found on the target, the plan's present instances whose
+  // side data it compared and those an upload found there (AlreadyStored: stored meanwhile by
+  // another writer), never one that failed. Before one (a dry run, an interruption while
+  // comparing): what the plan found there.
+  const summary = (stats: TransferStats, afterTransfer = false): SyncSummary => ({
     ...stats,
-    // Instances already on the target are skipped (their side data compared, not in a dry run).
-    skipped: plan.present,
+    skipped: afterTransfer ? stats.skipped : plan.present,
     retries: stats.retries + options.source.http.stats.retries + options.target.http.stats.retries,
     durationMs: Date.now() - started,
     dryRun: options.dryRun === true,
@@ -158,7 +161,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
         return sink.store(unit, signal, {knownAbsent: true})
       },
     })
-    return summary(stats)
+    return summary(stats, /* afterTransfer */ true)
   } finally {
     await spool?.dispose()
   }

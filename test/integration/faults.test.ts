@@ -179,6 +179,43 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     }
   })
 
+  it('two syncs at once into one target add up to what the target gained: what one found stored on upload is skipped, not lost', async () => {
+    const target = await startOrthanc({name: 'sync-twice-target'})
+    // A slow link, so that both runs find the target empty and both send every instance.
+    const proxy = await startFaultProxy(target.port)
+    proxy.delayMs = 60
+    try {
+      const syncOnce = () => runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--concurrency', '1'])
+      const runs = await Promise.all([syncOnce(), syncOnce()])
+      for (const result of runs) expect(result.code, result.stderr).toBe(0)
+      const [a, b] = runs.map((result) => parseJson<Summary>(result))
+      expect(a!.transferred + b!.transferred).toBe(records.length)
+      expect(a!.transferred + a!.skipped).toBe(records.length)
+      expect(b!.transferred + b!.skipped).toBe(records.length)
+      expect(await instanceMd5s(target)).toEqual(new Map(records.map((record) => [record.orthancId, record.md5])))
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  })
+
+  it('a sync whose present instances cannot be compared counts them failed, not also skipped', async () => {
+    const target = await startOrthanc({name: 'sync-present-target'})
+    await uploadFiles(target, records.map((record) => record.path))
+    const proxy = await startFaultProxy(source.port)
+    try {
+      // Every instance is on the target; reading their attachment lists on the source fails.
+      for (let index = 0; index < 100; index++) proxy.faults.push({match: /^GET \/instances\/[^/]+\/attachments$/, fault: 'status-404'})
+      const result = await runCli(['sync', '--source', proxy.url, '--target', target.url, '--json', '--retries', '0'])
+      expect(result.code).not.toBe(0)
+      const summary = parseJson<Summary>(result)
+      expect(summary).toMatchObject({transferred: 0, skipped: 0, failed: records.length})
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  })
+
   describe('output paths and pipes', () => {
     it('export -o - | head -c 1000: a quiet stop with its own exit code, no stack trace', async () => {
       const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'export', '--source', source.url, '--output', '-'], {stdio: ['ignore', 'pipe', 'pipe']})

@@ -128,6 +128,32 @@ describe('--concurrency and --bwlimit against real servers', () => {
     }
   })
 
+  it('a study stored on the target after its listing is planned as missing, found there on upload, and not claimed as transferred', async () => {
+    const lateStudy = corpus[0]!.studyInstanceUid
+    const late = corpus.filter((record) => record.studyInstanceUid === lateStudy)
+    const target = await freshTarget()
+    const [sourceProxy, targetProxy] = await Promise.all([startFaultProxy(source.port), startFaultProxy(target.port)])
+    try {
+      // The target's listing (empty) answers at once; the source's comes 1.5 s later, and meanwhile another writer stores a study.
+      sourceProxy.slow.push({match: /^GET \/studies\?expand$/, ms: 1500})
+      const running = runCli(['sync', '--source', sourceProxy.url, '--target', targetProxy.url, '--json'])
+      const listed = Date.now()
+      while (!targetProxy.events.includes('< GET /studies?expand')) {
+        expect(Date.now() - listed, 'the target\'s listing answered').toBeLessThan(10_000)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      await uploadFiles(target, late.map((record) => record.path))
+      expect(sourceProxy.events.includes('< GET /studies?expand'), 'stored before the source\'s listing came').toBe(false)
+      const result = await running
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<Summary & {skipped: number}>(result)).toMatchObject({transferred: corpus.length - late.length, skipped: late.length, failed: 0})
+      expect(targetProxy.events.filter((event) => /^> GET \/studies\/[^/]+\/instances$/.test(event))).toEqual([])
+      expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    } finally {
+      await Promise.all([sourceProxy.close(), targetProxy.close()])
+    }
+  })
+
   it('diff compares beside the servers\' GET /system too, and asks the source\'s count beside it: the answer is whole', async () => {
     const proxy = await startFaultProxy(source.port)
     try {
