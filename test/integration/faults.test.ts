@@ -9,7 +9,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {generateStudySet} from '../../fixtures/generate.js'
 import type {FixtureRecord} from '../../fixtures/generate.js'
-import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
+import {type CliResult, parseJson, repoRoot, runCli} from '../helpers/cli.js'
 import {listFiles, volumeFiles} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
@@ -156,47 +156,34 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     }
   })
 
+  // Each instance is stored by exactly one of two runs at once; the other finds it there (AlreadyStored, or present before it asked).
+  const addsUpTwiceAtOnce = async (name: string, runOnce: (targetUrl: string) => Promise<CliResult>) => {
+    const target = await startOrthanc({name})
+    // A slow link, so that both runs find the target empty and both send every instance.
+    const proxy = await startFaultProxy(target.port)
+    proxy.delayMs = 60
+    try {
+      const runs = await Promise.all([runOnce(proxy.url), runOnce(proxy.url)])
+      for (const result of runs) expect(result.code, result.stderr).toBe(0)
+      const [a, b] = runs.map((result) => parseJson<Summary>(result))
+      expect(a!.transferred + b!.transferred).toBe(records.length)
+      expect(a!.transferred + a!.skipped).toBe(records.length)
+      expect(b!.transferred + b!.skipped).toBe(records.length)
+      expect(await instanceMd5s(target)).toEqual(new Map(records.map((record) => [record.orthancId, record.md5])))
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  }
+
   it('two imports of one archive at once into one target add up to what the target gained', async () => {
     const output = join(work, 'twice-at-once')
     expect((await exportTo(output)).code).toBe(0)
-    const target = await startOrthanc({name: 'twice-target'})
-    // A slow link, so that both runs find the target empty and both send every instance.
-    const proxy = await startFaultProxy(target.port)
-    proxy.delayMs = 60
-    try {
-      const importOnce = () => runCli(['import', '--target', proxy.url, '--json', '--no-receipt', '--concurrency', '1', output])
-      const runs = await Promise.all([importOnce(), importOnce()])
-      for (const result of runs) expect(result.code, result.stderr).toBe(0)
-      const [a, b] = runs.map((result) => parseJson<Summary>(result))
-      // Each instance was stored by exactly one of them; the other found it there (AlreadyStored, or present before it asked).
-      expect(a!.transferred + b!.transferred).toBe(records.length)
-      expect(a!.transferred + a!.skipped).toBe(records.length)
-      expect(b!.transferred + b!.skipped).toBe(records.length)
-      expect(await instanceMd5s(target)).toEqual(new Map(records.map((record) => [record.orthancId, record.md5])))
-    } finally {
-      await proxy.close()
-      await target.dispose()
-    }
+    await addsUpTwiceAtOnce('twice-target', (targetUrl) => runCli(['import', '--target', targetUrl, '--json', '--no-receipt', '--concurrency', '1', output]))
   })
 
   it('two syncs at once into one target add up to what the target gained: what one found stored on upload is skipped, not lost', async () => {
-    const target = await startOrthanc({name: 'sync-twice-target'})
-    // A slow link, so that both runs find the target empty and both send every instance.
-    const proxy = await startFaultProxy(target.port)
-    proxy.delayMs = 60
-    try {
-      const syncOnce = () => runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--concurrency', '1'])
-      const runs = await Promise.all([syncOnce(), syncOnce()])
-      for (const result of runs) expect(result.code, result.stderr).toBe(0)
-      const [a, b] = runs.map((result) => parseJson<Summary>(result))
-      expect(a!.transferred + b!.transferred).toBe(records.length)
-      expect(a!.transferred + a!.skipped).toBe(records.length)
-      expect(b!.transferred + b!.skipped).toBe(records.length)
-      expect(await instanceMd5s(target)).toEqual(new Map(records.map((record) => [record.orthancId, record.md5])))
-    } finally {
-      await proxy.close()
-      await target.dispose()
-    }
+    await addsUpTwiceAtOnce('sync-twice-target', (targetUrl) => runCli(['sync', '--source', source.url, '--target', targetUrl, '--json', '--concurrency', '1']))
   })
 
   it('a sync whose present instances cannot be compared counts them failed, not also skipped', async () => {
