@@ -12,12 +12,15 @@ describe('chaos', () => {
   it('export, import, sync and --follow killed at random moments finish exact and truthful', async () => {
     const report = await runChaos({kills: 4, seed: 17, instances: 16, killsInARow: 1})
     expect(report.broken).toEqual([])
+    expect(report.kills).toBe(4)
     expect(Object.values(report.scenarios).every((count) => count >= 1)).toBe(true)
   }, 300_000)
 
   it('import, sync and --follow killed while small instances share ZIP uploads finish exact and truthful', async () => {
     const report = await runChaos({kills: 3, seed: 18, instances: 16, killsInARow: 1, scenarios: ['import', 'sync', 'follow'], zipUploads: true})
     expect(report.broken).toEqual([])
-    expect(report.scenarios).toMatchObject({import: 1, sync: 1, follow: 1})
+    expect(report.kills).toBe(3)
+    // A kill drawn after a run had ended misses, and that scenario comes round again: each ran at least once, not exactly once.
+    for (const scenario of ['import', 'sync', 'follow'] as const) expect(report.scenarios[scenario], scenario).toBeGreaterThanOrEqual(1)
   }, 300_000)
 })
