@@ -37,9 +37,11 @@ export interface FollowState {
   version: 1
   source: string
   target: string
-  /** The source's change sequence number up to which everything is on the target. */
+  /** The source's change sequence number up to which everything is on the target, but the instances in `retry`. */
   cursor: number
   lastFullPass: string | null
+  /** Instances a pass failed to copy: every poll tries them again, until they are copied or leave the source. */
+  retry?: string[]
 }
 
 /** The counts of every pass added up; `interrupted` is how --follow always stops (Ctrl-C, SIGTERM), with the cursor saved. */
@@ -61,8 +63,10 @@ export interface FollowSummary extends TransferStats {
  * Continuous mirroring: follows the source's /changes from a saved cursor and copies new
  * instances as they arrive, polling every `intervalMs`. A lost or stale cursor (the source was
  * replaced, the state file deleted) falls back to a full comparison; so does the periodic full
- * pass. Outages of either server are waited out. Returns when `signal` aborts, with the cursor
- * saved: at worst the last pass is done again next time, which is harmless.
+ * pass. Outages of either server are waited out. Returns when `signal` aborts. Only a whole pass
+ * saves the state: a pass stopped part-way leaves it as the last whole pass saved it, so at worst
+ * that pass is done again next time, which is harmless, and no cursor ever passes over an instance
+ * that is not on the target, or named to be tried again.
  */
 export async function followSource(options: FollowOptions): Promise<FollowSummary> {
   const started = Date.now()
@@ -78,15 +82,18 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
       const due = !state?.lastFullPass || Date.now() - Date.parse(state.lastFullPass) >= options.fullEveryMs
       if (stale || due) {
         const pass = await syncServers({...options, onEvent: options.onPassEvent, dryRun: false})
+        record(summary, pass, true)
+        if (pass.interrupted) break
         const deletion = options.deleteExtras
           ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency ?? DELETIONS_AT_ONCE, signal: options.signal})
           : undefined
-        state = {version: 1, source: options.source.display, target: options.target.display, cursor: last, lastFullPass: new Date().toISOString()}
-        record(summary, pass, true, deletion)
+        summary.deleted += deletion?.deleted ?? 0
+        state = stateAfter(pass, {version: 1, source: options.source.display, target: options.target.display, cursor: last, lastFullPass: new Date().toISOString()})
         options.onEvent?.({type: 'pass', full: true, cursor: last, summary: pass, deletion})
       } else {
-        const cursor = await followChanges(options, state!, summary)
-        state = {...state!, cursor}
+        const next = await followChanges(options, state!, summary)
+        if (!next) break
+        state = next
       }
 
       summary.cursor = state.cursor
@@ -108,32 +115,46 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
   return summary
 }
 
-/** Copies the instances that /changes reports after the cursor; returns the new cursor. */
-async function followChanges(options: FollowOptions, state: FollowState, summary: FollowSummary): Promise<number> {
-  const newInstances = new Set<string>()
+/**
+ * Copies the instances that /changes reports after the cursor, and tries again those the last
+ * pass failed; returns the state to save, or undefined when the pass was stopped part-way.
+ */
+async function followChanges(options: FollowOptions, state: FollowState, summary: FollowSummary): Promise<FollowState | undefined> {
+  const instances = new Set<string>(state.retry)
   const changes = options.source.changesSince(state.cursor, options.signal)
   let next = await changes.next()
   while (!next.done) {
-    if (next.value.ChangeType === 'NewInstance') newInstances.add(next.value.ID)
+    if (next.value.ChangeType === 'NewInstance') instances.add(next.value.ID)
     next = await changes.next()
   }
 
   const cursor = next.value
-  if (newInstances.size > 0) {
-    // The new instances, through the same filters as a full pass: a filtered mirror never receives what they leave out.
-    const pass = await syncServers({...options, onEvent: options.onPassEvent, onlyInstances: [...newInstances], dryRun: false})
-    record(summary, pass, false)
-    options.onEvent?.({type: 'pass', full: false, cursor, summary: pass})
-    // Keep the cursor where it was: the next poll tries the failed instances again.
-    if (pass.failed > 0) return state.cursor
-  } else {
+  if (instances.size === 0) {
     summary.passes++
+    return {...state, cursor}
   }
 
-  return cursor
+  // The new instances, through the same filters as a full pass: a filtered mirror never receives what they leave out.
+  const pass = await syncServers({...options, onEvent: options.onPassEvent, onlyInstances: [...instances], dryRun: false})
+  record(summary, pass, false)
+  if (pass.interrupted) return undefined
+  options.onEvent?.({type: 'pass', full: false, cursor, summary: pass})
+  return stateAfter(pass, {...state, cursor})
 }
 
-function record(summary: FollowSummary, pass: SyncSummary, full: boolean, deletion?: DeletionPass): void {
+/**
+ * The state a whole pass leaves: its cursor, and what it failed to copy, to be tried again at
+ * every poll. When it failed more instances than its summary lists, the next poll makes a full
+ * pass instead, which finds them all.
+ */
+function stateAfter(pass: SyncSummary, next: FollowState): FollowState {
+  const {retry: _, ...rest} = next
+  if (pass.failed > pass.failures.length) return {...rest, lastFullPass: null}
+  const retry = [...new Set(pass.failures.map((failure) => failure.id))]
+  return retry.length > 0 ? {...rest, retry} : rest
+}
+
+function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void {
   summary.passes++
   if (full) summary.fullPasses++
   // The servers as they last answered (a restart may bring another version).
@@ -145,7 +166,6 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean, deleti
   summary.retries += pass.retries
   summary.failed += pass.failed - pass.failures.length
   for (const failure of pass.failures) recordFailure(summary, failure)
-  summary.deleted += deletion?.deleted ?? 0
   summary.notCarried = mergeNotCarried(summary.notCarried, pass.notCarried)
 }
 
@@ -153,7 +173,8 @@ async function loadState(path: string, source: string, target: string): Promise<
   try {
     const state = JSON.parse(await readFile(path, 'utf8')) as FollowState
     // A state file of another pair of servers is no cursor for this one.
-    return state.version === 1 && state.source === source && state.target === target ? state : undefined
+    const retryValid = state.retry === undefined || (Array.isArray(state.retry) && state.retry.every((id) => typeof id === 'string'))
+    return state.version === 1 && state.source === source && state.target === target && retryValid ? state : undefined
   } catch {
     return undefined
   }

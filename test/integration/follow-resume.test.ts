@@ -1,0 +1,139 @@
+import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {OrthancClient} from '../../src/orthanc/client.js'
+import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
+import {type FollowState, followSource} from '../../src/sync/follow.js'
+import {damageStoredFile} from '../helpers/tamper.js'
+import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+
+/**
+ * What a mirror saves between runs must hold: everything up to its cursor is on the target, or
+ * named to be tried again. A pass stopped part-way (Ctrl-C, SIGTERM) saves nothing of itself, and
+ * what a pass failed is tried again by the next poll, and by the next run, without waiting for
+ * the next full pass (an hour by default).
+ */
+describe('sync --follow started again', () => {
+  let work: string
+  let source: OrthancServer
+  let target: OrthancServer
+  let records: FixtureRecord[]
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'orthanc-replicate-follow-resume-'))
+    records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 2, seriesPerStudy: 2, instancesPerSeries: 3, pixelBytes: 2000, seed: 'follow-resume'})
+    ;[source, target] = await Promise.all([startOrthanc({name: 'follow-resume-source'}), startOrthanc({name: 'follow-resume-target'})])
+  }, 120_000)
+
+  afterAll(async () => {
+    await Promise.all([source?.dispose(), target?.dispose()])
+    if (work) await rm(work, {recursive: true, force: true})
+  })
+
+  async function emptyBoth(): Promise<void> {
+    for (const server of [source, target]) {
+      for (const patient of await server.json<string[]>('/patients')) await server.api(`/patients/${patient}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
+    }
+  }
+
+  /** Runs the mirror (one instance at a time) until `stop` says so; returns its summary. */
+  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}) {
+    const sourceClient = new OrthancClient(resolveEndpoint({url: source.url}))
+    const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
+    const controller = new AbortController()
+    const deadline = setTimeout(() => controller.abort(), 30_000)
+    let passes = 0
+    try {
+      return await followSource({
+        source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, stateFile,
+        intervalMs: 50, fullEveryMs: 3_600_000, deleteExtras: false, maxDeleteFraction: 0.5, signal: controller.signal,
+        // Ctrl-C part-way through a pass.
+        onProgress: (event) => {
+          if (stop.afterStored !== undefined && event.phase === 'sync' && event.done >= stop.afterStored) controller.abort()
+        },
+        onEvent: (event) => {
+          if (event.type === 'pass' && stop.afterPasses !== undefined && ++passes >= stop.afterPasses) controller.abort()
+        },
+      })
+    } finally {
+      clearTimeout(deadline)
+      await Promise.all([sourceClient.close(), targetClient.close()])
+    }
+  }
+
+  const everything = () => new Map(records.map((record) => [record.orthancId, record.md5]))
+
+  it('a full pass stopped part-way saves no cursor past what it did not copy: started again, the mirror completes', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.map((record) => record.path))
+    const stateFile = join(work, 'stopped-full.json')
+    const stopped = await follow(stateFile, {afterStored: 2})
+    expect(stopped.interrupted).toBe(true)
+    expect((await instanceMd5s(target)).size).toBeLessThan(records.length)
+
+    const again = await follow(stateFile, {afterPasses: 1})
+    expect(again).toMatchObject({fullPasses: 1, failed: 0})
+    expect(await instanceMd5s(target)).toEqual(everything())
+  }, 60_000)
+
+  it('an incremental pass stopped part-way saves no cursor past what it did not copy: started again, the mirror completes', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, 4).map((record) => record.path))
+    const stateFile = join(work, 'stopped-incremental.json')
+    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 4})
+    const saved = JSON.parse(await readFile(stateFile, 'utf8')) as FollowState
+
+    await uploadFiles(source, records.slice(4).map((record) => record.path))
+    const stopped = await follow(stateFile, {afterStored: 2})
+    expect(stopped).toMatchObject({interrupted: true, fullPasses: 0})
+    expect((await instanceMd5s(target)).size).toBeLessThan(records.length)
+    // The stopped pass left the state as the last whole pass saved it.
+    expect(JSON.parse(await readFile(stateFile, 'utf8'))).toEqual(saved)
+
+    const again = await follow(stateFile, {afterPasses: 1})
+    expect(again).toMatchObject({fullPasses: 0, failed: 0, transferred: records.length - 4 - (stopped.transferred)})
+    expect(await instanceMd5s(target)).toEqual(everything())
+  }, 60_000)
+
+  it('what a full pass failed is tried again by the next run at once, not at the next full pass', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.map((record) => record.path))
+    const stateFile = join(work, 'failed-full.json')
+    const damaged = records[0]!
+    const repair = await damageStoredFile(source, damaged.orthancId)
+    const first = await follow(stateFile, {afterPasses: 1})
+    expect(first).toMatchObject({fullPasses: 1, failed: 1, transferred: records.length - 1})
+    expect((JSON.parse(await readFile(stateFile, 'utf8')) as FollowState).retry).toEqual([damaged.orthancId])
+
+    await repair()
+    const again = await follow(stateFile, {afterPasses: 1})
+    expect(again).toMatchObject({fullPasses: 0, failed: 0, transferred: 1})
+    expect(await instanceMd5s(target)).toEqual(everything())
+    expect((JSON.parse(await readFile(stateFile, 'utf8')) as FollowState).retry ?? []).toEqual([])
+  }, 60_000)
+
+  it('what an incremental pass failed is tried again by the next poll, while the cursor moves on', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, 4).map((record) => record.path))
+    const stateFile = join(work, 'failed-incremental.json')
+    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 4})
+
+    await uploadFiles(source, records.slice(4).map((record) => record.path))
+    const damaged = records[5]!
+    const repair = await damageStoredFile(source, damaged.orthancId)
+    const first = await follow(stateFile, {afterPasses: 1})
+    expect(first).toMatchObject({fullPasses: 0, failed: 1, transferred: records.length - 5})
+    const saved = JSON.parse(await readFile(stateFile, 'utf8')) as FollowState
+    expect(saved.retry).toEqual([damaged.orthancId])
+    expect(saved.cursor).toBe(await source.json<{Last: number}>('/changes?last').then((changes) => changes.Last))
+
+    await repair()
+    const again = await follow(stateFile, {afterPasses: 1})
+    expect(again).toMatchObject({fullPasses: 0, failed: 0, transferred: 1})
+    expect(await instanceMd5s(target)).toEqual(everything())
+  }, 60_000)
+})
