@@ -13,8 +13,8 @@ import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../he
 const run = promisify(execFile)
 
 /**
- * The random kill -9 loop: export, import, sync and sync --follow, each killed at random moments
- * (one to three times in a row), then run to the end by the same command. After every scenario
+ * The random kill loop: export, import, sync and sync --follow, each stopped at random moments
+ * (one to three times in a row; kill -9, SIGTERM or Ctrl-C), then run to the end by the same command. After every scenario
  * the content must be exact (the archive or the target holds every instance once, with its MD5
  * and its user metadata) and the finishing run's summary truthful (exit 0, nothing failed,
  * transferred + skipped = everything, transferred = what the archive or the target gained in
@@ -124,10 +124,10 @@ const SCENARIO_RUNS: Record<Scenario, ScenarioRun> = {
   async export(world, kills, landed) {
     const output = join(world.work, `export-${Date.now()}`)
     const args = ['export', '--source', world.source.url, '--output', output, '--max-volume-size', String(volumeSize(world.records)), '--json']
-    await killRepeatedly(world, 'export', args, kills, landed)
+    const stops = await killRepeatedly(world, 'export', args, kills, landed)
     const before = (await archivedIds(output)).length
     const result = await timed(world, 'export', () => cli(args))
-    const broken = finishingRunBroken(result, world.records.length)
+    const broken = [...stops, ...finishingRunBroken(result, world.records.length)]
     const ids = await archivedIds(output)
     if (ids.length !== new Set(ids).size) broken.push(`the archive holds ${ids.length - new Set(ids).size} instances twice`)
     const expected = world.records.map((record) => record.orthancId).sort()
@@ -143,15 +143,15 @@ const SCENARIO_RUNS: Record<Scenario, ScenarioRun> = {
   async import(world, kills, landed) {
     await emptyTarget(world.target)
     const args = ['import', '--target', world.target.url, '--json', '--no-receipt', ...world.uploads, world.archive!]
-    await killRepeatedly(world, 'import', args, kills, landed)
-    return finishOnTarget(world, args)
+    const stops = await killRepeatedly(world, 'import', args, kills, landed)
+    return [...stops, ...(await finishOnTarget(world, args))]
   },
 
   async sync(world, kills, landed) {
     await emptyTarget(world.target)
     const args = ['sync', '--source', world.source.url, '--target', world.target.url, '--json', ...world.uploads]
-    await killRepeatedly(world, 'sync', args, kills, landed)
-    return finishOnTarget(world, args)
+    const stops = await killRepeatedly(world, 'sync', args, kills, landed)
+    return [...stops, ...(await finishOnTarget(world, args))]
   },
 
   async follow(world, kills, landed) {
@@ -169,7 +169,7 @@ const SCENARIO_RUNS: Record<Scenario, ScenarioRun> = {
         await sleep(world.random() * 40)
       }
     })()
-    await killRepeatedly(world, 'follow', args, kills, landed)
+    const stops = await killRepeatedly(world, 'follow', args, kills, landed)
     await arrivals
 
     const before = (await instanceMd5s(world.target)).size
@@ -182,7 +182,7 @@ const SCENARIO_RUNS: Record<Scenario, ScenarioRun> = {
     await sleep(1500)
     child.process.kill('SIGTERM')
     const result = await child.done
-    const broken: string[] = []
+    const broken = [...stops]
     if (result.code !== 130) broken.push(`--follow stopped by SIGTERM exited ${result.code}, not 130: ${result.stderr.trim().split('\n')[0]}`)
     const summary = parsed(result)
     if (!summary) broken.push('--follow printed no JSON summary when stopped')
@@ -216,17 +216,29 @@ async function timed<T>(world: World, scenario: Scenario, action: () => Promise<
   return result
 }
 
-/** Starts the command `kills` times, each killed (kill -9) at a random moment of its undisturbed span. */
-async function killRepeatedly(world: World, scenario: Scenario, args: string[], kills: number, landed?: {count: number}): Promise<void> {
+/**
+ * Half the stops are kill -9 (nothing of the run's own ending runs); the others are SIGTERM or
+ * Ctrl-C (SIGINT), which the command handles: it stops part-way, saves what it holds to be true
+ * and exits 130. What either leaves behind must let the next run finish exact.
+ */
+const STOPS = ['SIGKILL', 'SIGKILL', 'SIGTERM', 'SIGINT'] as const
+
+/** Starts the command `kills` times, each stopped at a random moment of its undisturbed span; returns what a graceful stop broke. */
+async function killRepeatedly(world: World, scenario: Scenario, args: string[], kills: number, landed?: {count: number}): Promise<string[]> {
   const span = Math.max(200, world.durations[scenario] ?? 2000)
+  const broken: string[] = []
   for (let kill = 0; kill < kills; kill++) {
     const child = start(args)
     const delay = world.random() * span
+    const signal = STOPS[Math.floor(world.random() * STOPS.length)]!
     await Promise.race([sleep(delay), child.done])
     if (child.process.exitCode === null && child.process.signalCode === null) {
-      child.process.kill('SIGKILL')
+      child.process.kill(signal)
       if (landed) landed.count++
-      world.log(`  kill -9 at ${Math.round(delay)} ms`)
+      world.log(`  ${signal === 'SIGKILL' ? 'kill -9' : signal} at ${Math.round(delay)} ms`)
+      const result = await child.done
+      // A command stopped gracefully says so (130), unless the signal came as it was ending (0).
+      if (signal !== 'SIGKILL' && result.code !== 130 && result.code !== 0) broken.push(`stopped by ${signal}, it exited ${result.code}: ${result.stderr.trim().split('\n')[0]}`)
     }
 
     await child.done
@@ -235,6 +247,7 @@ async function killRepeatedly(world: World, scenario: Scenario, args: string[], 
   // An upload the killed process had fully sent is still stored by the server after the kill:
   // the finishing run's count is compared with the target once that has settled.
   await settled(world.target)
+  return broken
 }
 
 async function settled(target: OrthancServer): Promise<void> {

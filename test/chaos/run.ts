@@ -4,7 +4,7 @@ import {runChaos, type Scenario, SCENARIOS} from './chaos.js'
 
 /**
  * `npm run chaos -- --kills N [--seed S] [--instances M] [--scenario export,import,sync,follow] [--zip-uploads]`:
- * the random kill -9 loop at length, against real Orthanc servers it starts itself. Prints every
+ * the random kill loop (kill -9, SIGTERM, Ctrl-C) at length, against real Orthanc servers it starts itself. Prints every
  * kill and every scenario's outcome, and exits 1 if any scenario ended with content that is not
  * exact or a summary that is not true.
  */

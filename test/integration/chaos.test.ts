@@ -3,7 +3,7 @@ import {describe, expect, it} from 'vitest'
 import {runChaos} from '../chaos/chaos.js'
 
 /**
- * A short slice of the random kill -9 loop (`npm run chaos -- --kills N` runs it at length):
+ * A short slice of the random kill loop (kill -9, SIGTERM, Ctrl-C) (`npm run chaos -- --kills N` runs it at length):
  * every scenario once undisturbed, then once killed, each finished with exact content and a
  * truthful summary. The kill moments come from a fixed seed; where they land depends on the
  * machine, which is the point: the invariant must hold wherever they land.
