@@ -21,6 +21,8 @@ const result = await build({
     {in: 'src/util/redact.ts', out: 'cli/redact'},
     {in: 'src/cli/v8-flags.ts', out: 'cli/v8-flags'},
     {in: 'src/cli/oclif.ts', out: 'cli/oclif'},
+    // Loaded by oclif from package.json's hooks.
+    {in: 'src/cli/not-found.ts', out: 'cli/not-found'},
   ],
   outdir: 'dist',
   chunkNames: 'chunks/[name]-[hash]',

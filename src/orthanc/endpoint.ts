@@ -1,5 +1,6 @@
 import {readFileSync} from 'node:fs'
 
+import {decodeUserinfo} from '../util/redact.js'
 import {Secret} from '../util/secret.js'
 import {InvalidServerUrlError} from './errors.js'
 
@@ -51,8 +52,8 @@ export function resolveEndpoint(input: EndpointInput): ServerEndpoint {
   const prefixes = input.envPrefixes ?? ['ORTHANC']
   const fromEnv = (name: string) => prefixes.map((prefix) => env[`${prefix}_${name}`]).find((value) => value !== undefined && value !== '')
 
-  const username = decodeURIComponent(url.username) || input.username || fromEnv('USERNAME')
-  let password: string | undefined = decodeURIComponent(url.password) || undefined
+  const username = decodeUserinfo(url.username) || input.username || fromEnv('USERNAME')
+  let password: string | undefined = decodeUserinfo(url.password) || undefined
   if (password === undefined && input.passwordFile) password = readPasswordFile(input.passwordFile)
   if (password === undefined) {
     const passwordFile = fromEnv('PASSWORD_FILE')

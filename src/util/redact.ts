@@ -34,31 +34,42 @@ export function redactSecrets(text: string): string {
   return redacted
 }
 
-/** The passwords of URLs in command-line arguments, decoded as a URL parser would. */
+/**
+ * The passwords of URLs in command-line arguments, as typed and decoded as a URL parser would,
+ * with what an Authorization header would carry for them. An argument is read as a URL does:
+ * after a flag's `--name=` and the scheme's `//` (when there is one), the authority runs to the
+ * first '/', '?' or '#'; its user information to the last '@' in it; the password from the
+ * first ':' of that. So a password may hold spaces, ':' and '@' and is still found whole.
+ */
 export function passwordsInArguments(argv: string[]): string[] {
   const found: string[] = []
   for (const arg of argv) {
-    for (const match of arg.matchAll(/(?:^|\/\/|=)([^\s/@:]*):([^\s@]*)@/g)) {
-      const raw = match[2]!
-      found.push(raw)
-      try {
-        found.push(decodeURIComponent(raw))
-      } catch {
-        // Not percent-encoded: the raw form is the one.
-      }
-      if (match[1]) found.push(Buffer.from(`${safeDecode(match[1])}:${safeDecode(raw)}`).toString('base64'))
-    }
+    const value = arg.replace(/^--?[a-z][\w-]*=/i, '')
+    const afterScheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(value) ? value.slice(value.indexOf('//') + 2) : value
+    const authority = afterScheme.split(/[/?#]/, 1)[0]!
+    const at = authority.lastIndexOf('@')
+    const colon = authority.indexOf(':')
+    if (at < 0 || colon < 0 || colon > at) continue
+    const user = authority.slice(0, colon)
+    const raw = authority.slice(colon + 1, at)
+    found.push(raw, decodeUserinfo(raw), Buffer.from(`${decodeUserinfo(user)}:${decodeUserinfo(raw)}`).toString('base64'))
   }
 
   return found
 }
 
-function safeDecode(text: string): string {
-  try {
-    return decodeURIComponent(text)
-  } catch {
-    return text
-  }
+/**
+ * A URL's user name or password as typed: percent-escapes decoded, and a '%' that begins none
+ * (`50%off`) kept as the character it is, as the URL parser itself keeps it.
+ */
+export function decodeUserinfo(text: string): string {
+  return text.replace(/%[0-9a-f]{2}(?:%[0-9a-f]{2})*/gi, (escapes) => {
+    try {
+      return decodeURIComponent(escapes)
+    } catch {
+      return escapes
+    }
+  })
 }
 
 let guarded = false

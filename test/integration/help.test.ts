@@ -11,7 +11,7 @@ import {runInTerminal} from '../helpers/terminal.js'
 
 const run = promisify(execFile)
 
-/** Help, typos and shell completion, the oclif way (plugin-help, plugin-not-found, plugin-autocomplete). */
+/** Help, typos and shell completion: plugin-help, plugin-autocomplete and the command line's own not-found hook (src/cli/not-found.ts). */
 describe('help, typos and completion', () => {
   let cache: string
   beforeAll(async () => {
@@ -41,8 +41,8 @@ describe('help, typos and completion', () => {
   it('a typo is named and, on a terminal, the nearest command is offered', async () => {
     const piped = await runCli(['exprot'])
     expect(piped.code).toBe(127)
-    expect(piped.stderr).toMatch(/exprot is not a orthanc-replicate command/)
-    // On a terminal plugin-not-found asks; "n" declines.
+    expect(piped.stderr).toMatch(/exprot is not an orthanc-replicate command/)
+    // On a terminal the nearest command is offered; "n" declines.
     const terminal = await runInTerminal(['exprot'], {input: 'n\n'})
     expect(terminal.screen).toMatch(/Did you mean export\?/)
     expect(terminal.code).toBe(127)

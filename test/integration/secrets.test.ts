@@ -98,6 +98,20 @@ describe('no secret in any output', () => {
 
     record('info, no scheme', await runCli(['info', '--server', `${USER}:${PASSWORD}@127.0.0.1:${server.port}`]))
     record('info, no scheme, --json', await runCli(['info', '--server', `${USER}:${PASSWORD}@127.0.0.1:${server.port}`, '--json']))
+    // Servers given as arguments, before any flag (as to Orthanc's Replicate.py): no command parses
+    // them, and oclif's not-found path printed them back with their ':' turned to spaces.
+    const asArguments = await runCli(['sync', inUrl(server.url), inUrl(target.url)])
+    expect(asArguments.code).toBe(2)
+    expect(asArguments.stderr).toMatch(/sync takes no arguments here/)
+    record('sync, URLs as arguments', asArguments)
+    record('info, a URL as an argument, --json', await runCli(['info', inUrl(server.url), '--json']))
+    record('a URL in place of the command', await runCli([inUrl(server.url)]))
+    // A password typed with a space: the URL parser takes it, so the output guard must find it too.
+    const spaced = 'my pass1'
+    for (const args of [['info', `http://${USER}:${spaced}@127.0.0.1:9`, '--json'], ['info', '--server', `http://${USER}:${spaced}@127.0.0.1:9`, '--json'], ['sync', `http://${USER}:${spaced}@127.0.0.1:9`]]) {
+      const result = await runCli(args)
+      expect(`${result.stdout}${result.stderr}`, args.join(' ')).not.toContain(spaced)
+    }
     const found = outputs.flatMap((output) => secretsIn(output.text, output.what))
     expect(found).toEqual([])
     // Flag errors are one line, or one JSON object, with exit 2; not oclif's dump of its parse.

@@ -124,6 +124,12 @@ describe('credentials', () => {
     expect([fromUrl.username, fromUrl.password?.reveal()]).toEqual(['url-user', 'url-pass'])
   })
 
+  it('takes a password with a % that begins no escape as typed, and decodes those that do', () => {
+    for (const [url, password] of [['http://u:50%off@orthanc.test', '50%off'], ['http://u:50%25off@orthanc.test', '50%off'], ['http://u:%C3%BC%zz%41@orthanc.test', 'ü%zzA']]) {
+      expect(resolveEndpoint({url: url!, env: {}}).password?.reveal(), url).toBe(password)
+    }
+  })
+
   it('reads a password file without its trailing newline', async () => {
     const passwordFile = join(work, 'password')
     await writeFile(passwordFile, 'file pass \n')

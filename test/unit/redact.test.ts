@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {redactSecrets} from '../../src/util/redact.js'
+import {passwordsInArguments, redactSecrets} from '../../src/util/redact.js'
 
 describe('credentials in text', () => {
   it('masks user:password@ with or without a scheme, and keeps a URL that names a user alone', () => {
@@ -8,5 +8,37 @@ describe('credentials in text', () => {
     expect(redactSecrets('see alice:s3cret@pacs:8042')).toBe('see pacs:8042')
     // A user with no password is no secret: the database a recovery read stays named as it was given.
     expect(redactSecrets('"source": "postgresql://recovery_reader@127.0.0.1:5432/dead_db"')).toBe('"source": "postgresql://recovery_reader@127.0.0.1:5432/dead_db"')
+  })
+})
+
+describe('passwords of URLs on the command line', () => {
+  // Passwords of every awkward shape, in every way an argument can carry a URL: each must be
+  // found as the URL parser decodes it, before any command has parsed its flags.
+  const passwords = ['s3cretpw', 'my pass1', 'p@ss@word', 'with:colon', '50%off', 'Sw0rdf1sh-@/:%secret', 'naïve-ü€', '1234', 'a b:c@d%e']
+  const argumentsOf = (url: string) => [[url], ['--source', url], [`--source=${url}`], [`-s=${url}`]]
+  const urlsOf = (password: string) => {
+    const encoded = encodeURIComponent(password)
+    return [`http://replicator:${encoded}@pacs:8042`, `https://replicator:${encoded}@pacs/orthanc/`, `replicator:${encoded}@pacs:8042`, `http://replicator:${encoded}@[::1]:8042?x=1`]
+  }
+
+  for (const password of passwords) {
+    it(`finds ${JSON.stringify(password)} whole, in every argument shape, with its Authorization form`, () => {
+      for (const url of urlsOf(password)) {
+        for (const argv of argumentsOf(url)) {
+          const found = passwordsInArguments(argv)
+          expect(found, `${argv.join(' ')}`).toContain(password)
+          expect(found, `${argv.join(' ')}`).toContain(Buffer.from(`replicator:${password}`).toString('base64'))
+        }
+      }
+    })
+  }
+
+  it('finds a password typed unencoded, spaces, ":" and "@" included', () => {
+    expect(passwordsInArguments(['http://u:my pass1@127.0.0.1:9'])).toContain('my pass1')
+    expect(passwordsInArguments(['http://u:a:b@c@127.0.0.1:9/x@y'])).toContain('a:b@c')
+  })
+
+  it('finds nothing where no URL holds a password', () => {
+    expect(passwordsInArguments(['sync', '--source', 'http://pacs:8042', '--target', 'https://user@mirror:443/orthanc', '/data/a:b@c', '--json'])).toEqual([])
   })
 })
