@@ -99,8 +99,8 @@ export class Reporter {
   }
 
   /** For the HTTP client's `onRetry`: a request sent again. */
-  readonly onHttpRetry = (retry: {method: string; path: string; attempt: number; reason: string}): void => {
-    this.onEvent({type: 'retry', id: `${retry.method} ${retry.path}`, attempt: retry.attempt, reason: retry.reason})
+  readonly onHttpRetry = (retry: {request: string; attempt: number; reason: string}): void => {
+    this.onEvent({type: 'retry', id: retry.request, attempt: retry.attempt, reason: retry.reason})
   }
 
   /** Something a person watching wants to know (the plan, a pass of a mirror); not with --quiet or --json. */

@@ -61,7 +61,7 @@ export class OrthancTimeoutError extends OrthancError {
   }
 
   constructor(server: string, readonly method: string, readonly path: string, readonly phase: string, options?: {cause?: unknown}) {
-    super(`${method} ${path} on ${server}: no answer (${phase} timeout)`, server, options)
+    super(`${shownRequest(method, path)} on ${server}: no answer (${phase} timeout)`, server, options)
   }
 }
 
@@ -76,11 +76,21 @@ export class OrthancTlsError extends OrthancError {
   }
 }
 
+/**
+ * A request as messages, logs, receipts and manifests show it. A patient's Orthanc ID is a hash of
+ * the PatientID alone, which can be guessed back (see model.ts), so it is written nowhere: a path
+ * that holds one shows `…` in its place. Every error that names a request, and every retry
+ * reported, goes through here.
+ */
+export function shownRequest(method: string, path: string): string {
+  return `${method} ${path.replace(/\/patients\/[^/?#]+/g, '/patients/…')}`
+}
+
 /** The server answered with an HTTP status that is not a success. */
 export class OrthancHttpError extends OrthancError {
   /** `orthancStatus`: the OrthancStatus of Orthanc's JSON error answer, when it sent one. */
   constructor(server: string, readonly method: string, readonly path: string, readonly status: number, readonly detail: string, readonly orthancStatus?: number) {
-    super(`${method} ${path} on ${server}: HTTP ${status}${detail ? ` (${detail})` : ''}`, server)
+    super(`${shownRequest(method, path)} on ${server}: HTTP ${status}${detail ? ` (${detail})` : ''}`, server)
   }
 
   /**
@@ -123,7 +133,7 @@ export class OrthancConnectionError extends OrthancError {
   }
 
   constructor(server: string, readonly method: string, readonly path: string, readonly code: string, options?: {cause?: unknown}) {
-    super(`${method} ${path} on ${server}: connection lost (${code})`, server, options)
+    super(`${shownRequest(method, path)} on ${server}: connection lost (${code})`, server, options)
   }
 }
 

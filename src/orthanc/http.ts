@@ -18,6 +18,7 @@ import {
   OrthancTimeoutError,
   OrthancTlsError,
   OrthancUnreachableError,
+  shownRequest,
 } from './errors.js'
 import {loadPool} from './undici-pool.js'
 
@@ -32,8 +33,8 @@ export interface HttpOptions {
   /** Time allowed between two chunks of a response body. */
   bodyTimeoutMs?: number
   retry?: RetryPolicy
-  /** Told of each request sent again (for logs): its method and path, the attempt, and why. */
-  onRetry?: (retry: {method: string; path: string; attempt: number; reason: string}) => void
+  /** Told of each request sent again (for logs): the request as messages show it (shownRequest), the attempt, and why. */
+  onRetry?: (retry: {request: string; attempt: number; reason: string}) => void
   /** Replaces the pool, for tests that inject faults (undici MockAgent). */
   dispatcher?: Dispatcher
   /** --bwlimit: the pace of instance data (requests marked `paced`) in each direction. */
@@ -264,7 +265,7 @@ export class OrthancHttp {
       }
 
       this.stats.retries++
-      this.onRetry?.({method, path, attempt: attempt + 1, reason})
+      this.onRetry?.({request: shownRequest(method, path), attempt: attempt + 1, reason})
       await waitBeforeRetry(this.retry, attempt, options.signal, retryAfterMs)
     }
   }

@@ -121,7 +121,7 @@ describe('the reporter', () => {
     const stderr = fakeStderr(false)
     const verbose = await Reporter.open(reporterOptions({stderr, flags: {verbose: true}}))
     verbose.onEvent({type: 'failure', problem: {id: 'abc', path: 'vol.tar', kind: 'checksum', reason: 'MD5 differs'}})
-    verbose.onHttpRetry({method: 'GET', path: '/instances/abc/file', attempt: 1, reason: 'HTTP 503'})
+    verbose.onHttpRetry({request: 'GET /instances/abc/file', attempt: 1, reason: 'HTTP 503'})
     await verbose.close({exitCode: 10})
     expect(stderr.text()).toBe('failed: vol.tar: abc: MD5 differs\nretry 1: GET /instances/abc/file: HTTP 503\n')
   })
