@@ -73,13 +73,15 @@ export interface RecordedFilters {
   shard?: {index: number; count: number}
 }
 
-export function recordedFilters(filters: InstanceFilters): RecordedFilters {
+/** Filters as recorded; already recorded ones (an export's plan) come back the same. */
+export function recordedFilters(filters: InstanceFilters | RecordedFilters): RecordedFilters {
   const {patientIds, studyInstanceUids, orthancIds, ...plain} = filters
+  const counted = (list: string[] | number | undefined) => (list === undefined ? undefined : typeof list === 'number' ? list : list.length)
   return {
     ...plain,
-    ...(patientIds ? {patientIds: patientIds.length} : {}),
-    ...(studyInstanceUids ? {studyInstanceUids: studyInstanceUids.length} : {}),
-    ...(orthancIds ? {orthancIds: orthancIds.length} : {}),
+    ...(patientIds ? {patientIds: counted(patientIds)} : {}),
+    ...(studyInstanceUids ? {studyInstanceUids: counted(studyInstanceUids)} : {}),
+    ...(orthancIds ? {orthancIds: counted(orthancIds)} : {}),
   }
 }
 
@@ -88,7 +90,8 @@ export interface ExportProvenance {
   /** Bag-Group-Identifier: the same for all volumes of one export. */
   group: string
   source: SourceIdentity
-  filters: InstanceFilters
+  /** As the manifests record them: identifier filters as counts, never their values. */
+  filters: RecordedFilters
   /** Source's /changes sequence number when planning began: where the next incremental export starts. */
   changeCursor: number
   /** Earlier exports this data went through before reaching the source. */

@@ -1,10 +1,10 @@
-import {randomUUID} from 'node:crypto'
+import {createHash, randomUUID} from 'node:crypto'
 import {access, constants, mkdtemp, readdir, readFile, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, isAbsolute, join, relative, resolve, sep} from 'node:path'
 import type {Writable} from 'node:stream'
 
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, recordedFilters, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
 import type {Endpoint, Hop, InstanceFilters, SourceIdentity} from '../model.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -100,7 +100,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
   // its tag manifest, which comes last, proves it.
   const {maxVolumeBytes} = options
   const fingerprint: ExportFingerprint = {
-    server: source.server, filters: options.filters, maxVolumeBytes: options.maxVolumeBytes, maxVolumeInstances: options.maxVolumeInstances,
+    server: source.server, filters: filtersDigest(options.filters), maxVolumeBytes: options.maxVolumeBytes, maxVolumeInstances: options.maxVolumeInstances,
     prefix: options.namePrefix, hops: options.hops ?? [], patientIndex: options.patientIndex, exclusions: options.exclusions ?? '',
     encryption: !options.encryption ? 'none' : 'passphrase' in options.encryption ? 'passphrase' : [...options.encryption.recipients].sort(),
   }
@@ -224,6 +224,14 @@ function isAbort(error: unknown): boolean {
 /** What makes an export the same export: a run with other values cannot resume it. */
 type ExportFingerprint = Record<string, unknown>
 
+/**
+ * The filters as an export's fingerprint keeps them: a digest, which tells a resume whether they
+ * are the same without writing patient IDs or study UIDs into the state on the drive.
+ */
+function filtersDigest(filters: InstanceFilters): string {
+  return `sha256:${createHash('sha256').update(JSON.stringify(filters)).digest('hex')}`
+}
+
 function refuseOtherExport(folder: string, stored: string, current: ExportFingerprint): void {
   let before: ExportFingerprint
   try {
@@ -232,6 +240,8 @@ function refuseOtherExport(folder: string, stored: string, current: ExportFinger
     before = {}
   }
 
+  // A plan written before the filters were kept as a digest: its own filters, digested.
+  if (before.filters !== undefined && typeof before.filters !== 'string') before.filters = filtersDigest(before.filters as InstanceFilters)
   const differences = Object.keys({...before, ...current}).filter((key) => JSON.stringify(before[key]) !== JSON.stringify(current[key]))
   if (differences.length === 0) return
   const shown = differences.map((key) => (key === 'filters' || key === 'exclusions' || key === 'hops'
@@ -402,8 +412,8 @@ async function writeVolume(
     volumeCount: count,
     source: plan.source,
     exportedAt: plan.createdAt,
-    // The values of identifier filters stay in the private plan: a lost drive names no patient.
-    filters: recordedFilters(plan.filters),
+    // Identifier filters as counts (the plan keeps no more): a lost drive names no patient.
+    filters: plan.filters,
     changeCursor: plan.changeCursor,
     hops: plan.hops,
     incrementalBase: plan.incrementalBase,

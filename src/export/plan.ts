@@ -3,7 +3,7 @@ import {readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
-import type {ExportProvenance} from '../archive/format.js'
+import {type ExportProvenance, recordedFilters} from '../archive/format.js'
 import {type Hop, type InstanceFilters, type InstanceRecord, resourceKey, type ResourceRecord, type SourceIdentity, type StudyExpectation} from '../model.js'
 import {DEFAULT_ENTRY_LIMITS} from '../archive/entry-rules.js'
 import {tarEntryBytes} from '../archive/volume-writer.js'
@@ -198,7 +198,8 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     createdAt: new Date().toISOString(),
     source: options.source,
     changeCursor,
-    filters: options.filters,
+    // What identifier filters name is patient data: the plan, on the drive by default, keeps their counts.
+    filters: recordedFilters(options.filters),
     hops: options.hops,
     incrementalBase: options.incrementalBase,
     studies,
@@ -239,7 +240,9 @@ export class InstanceTooLargeError extends Error {
 
 export async function loadPlan(stateDir: string): Promise<ExportPlan | undefined> {
   try {
-    return JSON.parse(await readFile(join(stateDir, PLAN_FILE), 'utf8')) as ExportPlan
+    const plan = JSON.parse(await readFile(join(stateDir, PLAN_FILE), 'utf8')) as ExportPlan
+    // A plan an earlier version wrote kept the filters' values: its volumes still record only counts.
+    return {...plan, filters: recordedFilters(plan.filters)}
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw error
