@@ -237,8 +237,10 @@ async function killRepeatedly(world: World, scenario: Scenario, args: string[], 
       if (landed) landed.count++
       world.log(`  ${signal === 'SIGKILL' ? 'kill -9' : signal} at ${Math.round(delay)} ms`)
       const result = await child.done
-      // A command stopped gracefully says so (130), unless the signal came as it was ending (0).
-      if (signal !== 'SIGKILL' && result.code !== 130 && result.code !== 0) broken.push(`stopped by ${signal}, it exited ${result.code}: ${result.stderr.trim().split('\n')[0]}`)
+      // A command stopped gracefully says so (130), unless the signal came as it was ending (0),
+      // or before Node had run bin/run.js, which installs the handlers first (Node's default
+      // action then ends it by the signal, as kill -9 would: no code).
+      if (signal !== 'SIGKILL' && result.code !== 130 && result.code !== 0 && result.code !== null) broken.push(`stopped by ${signal}, it exited ${result.code}: ${result.stderr.trim().split('\n')[0]}`)
     }
 
     await child.done
