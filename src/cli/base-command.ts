@@ -69,8 +69,7 @@ export abstract class BaseCommand extends Command {
       version: this.config.version,
       json: this.jsonEnabled(),
       flags,
-      // Names only: values may be patient IDs, or paths that name patients.
-      flagNames: [...new Set(this.argv.filter((word) => /^--?[a-z]/i.test(word)).map((word) => word.replace(/^-+/, '').split('=')[0]!))],
+      flagNames: flagNamesOf(this.argv),
     })
     return this.reporter
   }
@@ -132,4 +131,18 @@ export abstract class BaseCommand extends Command {
       interrupted: this.signal.aborted,
     }
   }
+}
+
+/**
+ * The names of the flags on a command line, for the log: names only, since values may be patient
+ * IDs, or paths that name patients. A long flag's value may follow an '='; a short flag is one
+ * letter, and its value may follow it in the same word (`-o/exports/Smith_John`).
+ */
+export function flagNamesOf(argv: string[]): string[] {
+  const names = argv.flatMap((word) => {
+    if (/^--[a-z]/i.test(word)) return [word.slice(2).split('=')[0]!]
+    if (/^-[a-z]/i.test(word)) return [word[1]!]
+    return []
+  })
+  return [...new Set(names)]
 }

@@ -6,6 +6,7 @@ import {PassThrough} from 'node:stream'
 import {Config} from '@oclif/core'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
+import {flagNamesOf} from '../../src/cli/base-command.js'
 import {dicomDateFlag, durationFlag, fractionFlag, shardFlag, sizeFlag} from '../../src/cli/flag-types.js'
 import {describeProgress, ProgressMeter} from '../../src/cli/progress-renderer.js'
 import {describePlan, Reporter, type ReporterOptions} from '../../src/cli/reporter.js'
@@ -185,5 +186,11 @@ describe('a bad flag in one line', () => {
     expect(usageMessage('The following error occurred:\n  Missing required flag source\nSee more help with --help')).toBe('Missing required flag source')
     expect(usageMessage('The following errors occurred:\n  Missing required flag source\n  Missing required flag output\nSee more help with --help')).toBe('Missing required flag source; Missing required flag output')
     expect(usageMessage('Nonexistent flag: --bogus\nSee more help with --help')).toBe('Nonexistent flag: --bogus')
+  })
+})
+
+describe('the flags a log records', () => {
+  it('names the flags and never a value, attached to a short flag or after a long flag\'s =', () => {
+    expect(flagNamesOf(['--source', 'http://pacs', '-o/exports/Smith_John_1961', '--patient-id=P123', '-q', '--json', '--', 'Smith'])).toEqual(['source', 'o', 'patient-id', 'q', 'json'])
   })
 })
