@@ -136,6 +136,11 @@ export interface InstanceInTransit {
   /** User attachment bytes by content type, checked against the record. */
   attachments?: Map<number, Buffer>
   /**
+   * User attachments the record lists that the source could not deliver, by content type, with
+   * why: the instance is stored without them and counted as failed (AttachmentsNotRestoredError).
+   */
+  missingAttachments?: Map<number, string>
+  /**
    * Side data of the instance's patient, study and series, when the source has it: restored once
    * per resource and run, after the first of its instances is on the target. A server source may
    * still be reading it while the instance is uploaded.

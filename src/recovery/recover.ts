@@ -128,15 +128,20 @@ async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, 
 
   const attachments: AttachmentRecord[] = []
   const attachmentBytes = new Map<number, Buffer>()
+  // An attachment whose stored file is missing or damaged stays in the record without bytes: the
+  // instance is restored without it and counted as failed with this reason (one count, not two).
+  const missingAttachments = new Map<number, string>()
   for (const attachment of instance.attachments.filter((candidate) => candidate.contentType >= FIRST_USER_CONTENT_TYPE)) {
     const content = await readChecked(store, attachment, report)
+    // By number: the index knows no names, and a target that declares the type shows it under its own.
+    const name = String(attachment.contentType)
     if (!content.ok) {
       report.attachmentsFailed++
-      reportFailure(events, {id: `${instance.id} attachment ${attachment.contentType}`, path: store.locate(attachment.uuid), kind: content.kind, reason: `user attachment ${attachment.contentType} not restored: ${content.reason}`})
+      missingAttachments.set(attachment.contentType, `${content.reason}, ${store.locate(attachment.uuid)}`)
+      attachments.push({name, contentType: attachment.contentType, size: attachment.uncompressedSize, md5: attachment.uncompressedMd5, path: ''})
       continue
     }
-    // By number: the index knows no names, and a target that declares the type shows it under its own.
-    attachments.push({name: String(attachment.contentType), contentType: attachment.contentType, size: content.bytes.length, md5: content.md5, path: ''})
+    attachments.push({name, contentType: attachment.contentType, size: content.bytes.length, md5: content.md5, path: ''})
     attachmentBytes.set(attachment.contentType, content.bytes)
   }
 
@@ -155,7 +160,10 @@ async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, 
     attachments,
     labels: instance.labels,
   }
-  return {label: store.locate(dicomFile.uuid), instanceId: instance.id, studyId: instance.studyId || undefined, dicom: dicom.bytes, md5: dicom.md5, record, attachments: attachmentBytes}
+  return {
+    label: store.locate(dicomFile.uuid), instanceId: instance.id, studyId: instance.studyId || undefined, dicom: dicom.bytes, md5: dicom.md5, record, attachments: attachmentBytes,
+    ...(missingAttachments.size > 0 ? {missingAttachments} : {}),
+  }
 }
 
 /** The side data of an instance's patient, study and series, as a sink restores it: attachments read from storage when needed, and checked. */
@@ -180,7 +188,9 @@ function resourcesOf(instance: IndexedInstance, resources: Map<string, ResourceS
         const content = await readChecked(store, attachment, report)
         if (content.ok) return content.bytes
         report.attachmentsFailed++
-        reportFailure(events, {id: `${resource.level} ${resource.id} attachment ${contentType}`, path: store.locate(attachment.uuid), kind: content.kind, reason: `user attachment ${contentType} of the ${resource.level} not restored: ${content.reason}`})
+        // The patient by its study: a patient's Orthanc ID is a hash of the PatientID alone, written nowhere.
+        const named = resource.level === 'patient' ? `patient of study ${instance.studyId}` : `${resource.level} ${resource.id}`
+        reportFailure(events, {id: `${named} attachment ${contentType}`, path: store.locate(attachment.uuid), kind: content.kind, reason: `user attachment ${contentType} of the ${resource.level} not restored: ${content.reason}`})
         return undefined
       },
     })

@@ -63,6 +63,20 @@ export class TargetMismatchError extends OrthancError {
   }
 }
 
+/**
+ * An instance is on the target, but a user attachment its record lists could not be restored
+ * beside it: the source could not deliver the bytes (a damaged or missing stored file, an archive
+ * entry refused). The instance is failed, not transferred nor skipped, with the reason; the next
+ * run tries it again.
+ */
+export class AttachmentsNotRestoredError extends Error {
+  readonly problemKind = 'missing' as const
+
+  constructor(readonly instanceId: string, missing: Array<{contentType: number; reason: string}>) {
+    super(`instance ${instanceId} is on the target without ${missing.map((entry) => `user attachment ${entry.contentType} (${entry.reason})`).join(', ')}`)
+  }
+}
+
 /** What a target already holds beside one resource, to write only what is missing or different. */
 interface TargetSideData {
   metadata: Record<string, string>
@@ -112,7 +126,7 @@ export class OrthancSink {
     const absent = options.knownAbsent || (unit.studyId !== undefined && !(await this.studyHas(unit.studyId, unit.instanceId, signal)))
     const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
     if (existing && existing.md5 === unit.md5) {
-      if (!this.options.dryRun) await this.reconcile({instanceId: unit.instanceId, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal)
+      if (!this.options.dryRun) await this.reconcile({instanceId: unit.instanceId, sideData: unit.record, attachments: unit.attachments, resources: unit.resources, missingAttachments: unit.missingAttachments}, signal)
       return {kind: 'skipped', targetMd5: existing.md5, instanceId: unit.instanceId}
     }
 
@@ -126,15 +140,17 @@ export class OrthancSink {
     // the target already had under it (AlreadyStored: stored by another run, another route, or
     // under an ID the source mispredicted) was not transferred by this run.
     const alreadyStored = answer.Status === 'AlreadyStored'
-    if (alreadyStored) await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, answer.ParentPatient)
+    let missing: number[] = []
+    if (alreadyStored) missing = await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, answer.ParentPatient, {throwIfIncomplete: false})
     else {
-      if (unit.record) await this.writeSideData('instance', answer.ID, unit.record, unit.attachments, undefined, signal)
+      if (unit.record) missing = await this.writeSideData('instance', answer.ID, unit.record, unit.attachments, undefined, signal)
       await this.writeResources(unit, signal, answer.ParentPatient)
     }
     crashPoint('store:side-data-restored')
     const stored = await this.client.storedFileInfo(answer.ID, signal)
     const targetMd5 = stored?.md5 ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
+    if (missing.length > 0) throw notRestored(answer.ID, missing, unit.missingAttachments)
     return alreadyStored ? {kind: 'skipped', targetMd5, instanceId: answer.ID} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5, instanceId: answer.ID}
   }
 
@@ -142,15 +158,21 @@ export class OrthancSink {
    * For an instance already on the target with the right bytes: its side data and its
    * resources' are compared with the target's, and only what is missing or different is written.
    */
-  async reconcile(unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: InstanceInTransit['resources']}, signal?: AbortSignal, patientId?: string): Promise<void> {
+  async reconcile(
+    unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: InstanceInTransit['resources']; missingAttachments?: Map<number, string>},
+    signal?: AbortSignal, patientId?: string, options: {throwIfIncomplete?: boolean} = {},
+  ): Promise<number[]> {
     this.features ??= await this.client.features(signal)
     const {sideData} = unit
+    let missing: number[] = []
     if (sideData) {
       this.countSystemMetadata('instance', sideData)
-      if (hasUserSideData(sideData)) await this.writeSideData('instance', unit.instanceId, sideData, unit.attachments, await this.readTarget('instance', unit.instanceId, sideData, signal), signal)
+      if (hasUserSideData(sideData)) missing = await this.writeSideData('instance', unit.instanceId, sideData, unit.attachments, await this.readTarget('instance', unit.instanceId, sideData, signal), signal)
     }
 
     await this.writeResources(unit, signal, patientId)
+    if (missing.length > 0 && options.throwIfIncomplete !== false) throw notRestored(unit.instanceId, missing, unit.missingAttachments)
+    return missing
   }
 
   /** The side data of the instance's patient, study and series: once per resource and run. */
@@ -220,8 +242,13 @@ export class OrthancSink {
     return found
   }
 
-  /** Writes one resource's side data, skipping what `existing` shows is there already. */
-  private async writeSideData(level: ResourceLevel, id: string, data: SideData, bytes: AttachmentBytes | undefined, existing: TargetSideData | undefined, signal?: AbortSignal): Promise<void> {
+  /**
+   * Writes one resource's side data, skipping what `existing` shows is there already. Returns the
+   * content types of the user attachments it listed but had no bytes for, and that the target
+   * does not already hold.
+   */
+  private async writeSideData(level: ResourceLevel, id: string, data: SideData, bytes: AttachmentBytes | undefined, existing: TargetSideData | undefined, signal?: AbortSignal): Promise<number[]> {
+    const missing: number[] = []
     if (existing === undefined) this.countSystemMetadata(level, data)
     for (const [name, value] of Object.entries(data.userMetadata)) {
       if (existing?.metadata[name] === value) continue
@@ -237,8 +264,11 @@ export class OrthancSink {
     for (const attachment of data.attachments) {
       if (existing?.attachments.get(attachment.contentType) === attachment.md5) continue
       const content = typeof bytes === 'function' ? await bytes(attachment.contentType) : bytes?.get(attachment.contentType)
-      // No bytes: the archive's copy was refused (reported there).
-      if (!content) continue
+      // No bytes: the archive's copy was refused, the stored file is damaged (reported there).
+      if (!content) {
+        missing.push(attachment.contentType)
+        continue
+      }
       try {
         // By number: it works on any target, which shows it under its own name if it declares that type.
         await this.client.putResourceAttachment(level, id, String(attachment.contentType), content, signal)
@@ -256,10 +286,16 @@ export class OrthancSink {
 
       if (!existing?.labels.has(label)) await this.client.addResourceLabel(level, id, label, signal)
     }
+
+    return missing
   }
 
   private countSystemMetadata(level: ResourceLevel, data: SideData): void {
     const names = Object.keys(data.systemMetadata)
     if (names.length > 0) this.notCarried.add(level, 'system-metadata', `Orthanc keeps it for itself and no REST call writes it (${names.sort().join(', ')})`)
   }
+}
+
+function notRestored(instanceId: string, missing: number[], reasons?: Map<number, string>): AttachmentsNotRestoredError {
+  return new AttachmentsNotRestoredError(instanceId, missing.map((contentType) => ({contentType, reason: reasons?.get(contentType) ?? 'its bytes could not be had from the source'})))
 }

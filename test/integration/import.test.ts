@@ -242,6 +242,31 @@ describe('import', () => {
       expect(human.stderr).not.toMatch(/\n\s+at /)
     })
 
+    it('an attachment entry refused: its instance is on the target without it, and failed, not transferred, in the summary and the receipt', async () => {
+      const dir = await freshCopy('corrupt-attachment')
+      const annotated = corpus[1]!.orthancId
+      const damaged: string[] = []
+      for (const volume of await volumeFiles(dir)) {
+        const entry = (await payloadEntries(volume)).find((candidate) => candidate.name.includes(annotated) && !candidate.name.endsWith('.dcm'))
+        if (entry) {
+          await flipByteInEntry(volume, entry.name)
+          damaged.push(entry.name)
+        }
+      }
+      expect(damaged).toHaveLength(1)
+      const receipt = join(work, 'attachment-receipt.jsonl')
+      const result = await runCli(['import', '--target', target.url, '--json', '--receipt', receipt, dir])
+      expect(result.code).toBe(11)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary.problems).toEqual([expect.objectContaining({id: expect.stringContaining(damaged[0]!), kind: 'checksum'})])
+      expect(summary).toMatchObject({transferred: corpus.length - 1, failed: 1})
+      expect(summary.failures).toEqual([expect.objectContaining({id: annotated, kind: 'missing', reason: expect.stringMatching(/without user attachment 1030/)})])
+      expect((await target.api(`/instances/${annotated}`)).status).toBe(200)
+      // The receipt must not tell export --exclude-receipt that it arrived whole.
+      const lines = (await readFile(receipt, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as {id?: string; status?: string})
+      expect(lines.find((line) => line.id === annotated)).toMatchObject({status: 'failed'})
+    })
+
     it('a volume truncated in the middle of an entry: nothing of it can be proven, so nothing of it is imported; the other volumes are', async () => {
       const dir = await freshCopy('truncated-mid')
       const [volume, ...others] = await volumeFiles(dir)
