@@ -34,7 +34,7 @@ export class NotCarriedTally {
   }
 }
 
-/** Two tallies as one: counts of the same level, kind and name added up (the passes of a mirror). */
+/** Two tallies of different resources as one: counts of the same level, kind and name added up. */
 export function mergeNotCarried(a: NotCarried[], b: NotCarried[]): NotCarried[] {
   const merged = new Map<string, NotCarried>()
   for (const entry of [...a, ...b]) {
@@ -278,14 +278,9 @@ export class OrthancSink {
       }
     }
 
-    for (const label of data.labels) {
-      if (!this.features?.labels) {
-        this.notCarried.add(level, 'labels', 'the target is older than Orthanc 1.12 and has no labels')
-        continue
-      }
-
-      if (!existing?.labels.has(label)) await this.client.addResourceLabel(level, id, label, signal)
-    }
+    // Counted by resource, however many labels it has: the tally says how many resources lost them.
+    if (data.labels.length > 0 && !this.features?.labels) this.notCarried.add(level, 'labels', 'the target is older than Orthanc 1.12 and has no labels')
+    else for (const label of data.labels) if (!existing?.labels.has(label)) await this.client.addResourceLabel(level, id, label, signal)
 
     return missing
   }

@@ -75,6 +75,14 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
     passes: 0, fullPasses: 0, deleted: 0, outages: 0, cursor: 0, notCarried: [],
   }
   let state = await loadState(options.stateFile, options.source.display, options.target.display)
+  // What could not be carried, by resource: a full pass meets every resource again, so its tally
+  // replaces the earlier ones; the passes after it add only what they brought.
+  const notCarried: {lastFull: NotCarried[]; since: NotCarried[]} = {lastFull: [], since: []}
+  const tally = (pass: SyncSummary, full: boolean) => {
+    if (full) Object.assign(notCarried, {lastFull: pass.notCarried, since: []})
+    else notCarried.since = mergeNotCarried(notCarried.since, pass.notCarried)
+    summary.notCarried = mergeNotCarried(notCarried.lastFull, notCarried.since)
+  }
   while (!options.signal?.aborted) {
     try {
       const last = await options.source.lastChange(options.signal)
@@ -83,6 +91,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
       if (stale || due) {
         const pass = await syncServers({...options, onEvent: options.onPassEvent, dryRun: false})
         record(summary, pass, true)
+        tally(pass, true)
         if (pass.interrupted) break
         const deletion = options.deleteExtras
           ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency ?? DELETIONS_AT_ONCE, signal: options.signal})
@@ -91,7 +100,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
         state = stateAfter(pass, {version: 1, source: options.source.display, target: options.target.display, cursor: last, lastFullPass: new Date().toISOString()})
         options.onEvent?.({type: 'pass', full: true, cursor: last, summary: pass, deletion})
       } else {
-        const next = await followChanges(options, state!, summary)
+        const next = await followChanges(options, state!, summary, tally)
         if (!next) break
         state = next
       }
@@ -119,7 +128,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
  * Copies the instances that /changes reports after the cursor, and tries again those the last
  * pass failed; returns the state to save, or undefined when the pass was stopped part-way.
  */
-async function followChanges(options: FollowOptions, state: FollowState, summary: FollowSummary): Promise<FollowState | undefined> {
+async function followChanges(options: FollowOptions, state: FollowState, summary: FollowSummary, tally: (pass: SyncSummary, full: boolean) => void): Promise<FollowState | undefined> {
   const instances = new Set<string>(state.retry)
   const changes = options.source.changesSince(state.cursor, options.signal)
   let next = await changes.next()
@@ -137,6 +146,7 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
   // The new instances, through the same filters as a full pass: a filtered mirror never receives what they leave out.
   const pass = await syncServers({...options, onEvent: options.onPassEvent, onlyInstances: [...instances], dryRun: false})
   record(summary, pass, false)
+  tally(pass, false)
   if (pass.interrupted) return undefined
   options.onEvent?.({type: 'pass', full: false, cursor, summary: pass})
   return stateAfter(pass, {...state, cursor})
@@ -166,7 +176,6 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void 
   summary.retries += pass.retries
   summary.failed += pass.failed - pass.failures.length
   for (const failure of pass.failures) recordFailure(summary, failure)
-  summary.notCarried = mergeNotCarried(summary.notCarried, pass.notCarried)
 }
 
 async function loadState(path: string, source: string, target: string): Promise<FollowState | undefined> {

@@ -21,6 +21,7 @@ interface ImportJson {
   failed: number
   bytes: number
   problems: Array<{id: string; path?: string; kind: string; reason: string}>
+  failures: Array<{id: string; path?: string; kind: string; reason: string}>
   volumes: {read: number; proven: number; complete: number; incomplete: string[]; unproven: Array<{volume: string; input: string; instances: number}>; missing: Array<{from: number; to: number; volumeCount: number}>}
   studies: {complete: number; incomplete: Array<{studyInstanceUid: string; expected: number; present: number}>}
   ignoredFiles: number
