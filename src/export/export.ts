@@ -171,6 +171,8 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       changeCursor: plan.changeCursor,
     })
     for (const failure of plan.planningFailures) recordFailure(summary, failure)
+    // Beyond the listed ones, counted: as many as planning met.
+    summary.failed += Math.max(0, (plan.planningFailed ?? 0) - plan.planningFailures.length)
 
     if (planned === 0 && plan.planningFailures.length === 0 && !resumed) {
       // Nothing to write, nothing to resume: leave the place as it was found.

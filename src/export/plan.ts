@@ -37,8 +37,10 @@ export interface ExportPlan extends ExportProvenance {
   createdAt: string
   studies: Record<string, StudyExpectation>
   volumes: PlannedVolume[]
-  /** Instances that could not be described while planning (deleted meanwhile, unreadable). */
+  /** Instances that could not be described while planning (deleted meanwhile, unreadable): the first ones in full. */
   planningFailures: TransferStats['failures']
+  /** How many there were in all (absent from plans of earlier versions: the list's length). */
+  planningFailed?: number
 }
 
 export interface PlanOptions {
@@ -205,6 +207,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     studies,
     volumes,
     planningFailures: stats.failures,
+    planningFailed: stats.failed,
   }
   await writeJsonAtomically(join(stateDir, PLAN_FILE), plan)
   return plan

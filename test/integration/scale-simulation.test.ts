@@ -1,7 +1,12 @@
 import {type ChildProcess, spawn} from 'node:child_process'
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {afterAll, describe, expect, it} from 'vitest'
+
+import {runCli} from '../helpers/cli.js'
 
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
@@ -98,4 +103,21 @@ describe('a server with a million instances, simulated', () => {
     expect(ratio).toBeLessThan(7)
     expect(results[1_000_000]!.peakHeapGrowth).toBeLessThan(96 * MiB)
   }, 300_000)
+
+  it('an export whose planning fails more instances than a summary lists counts them all, and so does its resume', async () => {
+    // The simulated server answers 404 to every side-data read: planning fails each instance.
+    const server = await simulatedServer(1500)
+    const output = await mkdtemp(join(tmpdir(), 'orthanc-replicate-planning-failures-'))
+    try {
+      for (const run of ['first run', 'resumed']) {
+        const result = await runCli(['export', '--source', server.display, '--output', join(output, 'export'), '--json'])
+        expect(result.code, run).toBe(10)
+        const summary = JSON.parse(result.stdout) as {failed: number; failures: unknown[]}
+        expect([summary.failed, summary.failures.length], run).toEqual([1500, 1000])
+      }
+    } finally {
+      await server.close()
+      await rm(output, {recursive: true, force: true})
+    }
+  }, 120_000)
 })
