@@ -58,9 +58,9 @@ function renderVerify(summary: VerifySummary): string {
   lines.push(...listed(incompleteStudies.map((study) => `${study.studyInstanceUid}: ${study.valid} of ${study.expected} instances`)))
   if (summary.target) {
     const {target} = summary
-    lines.push(`Target ${target.url}: ${target.confirmed} confirmed, ${target.missing.length} missing, ${target.different.length} with another MD5.`)
-    if (target.missing.length > 0) lines.push('missing on the target:', ...listed(target.missing))
-    if (target.different.length > 0) lines.push('with another MD5 on the target:', ...listed(target.different))
+    lines.push(`Target ${target.url}: ${target.confirmed} confirmed, ${target.missingCount} missing, ${target.differentCount} with another MD5.`)
+    if (target.missingCount > 0) lines.push(`missing on the target${target.missingCount > target.missing.length ? ` (the first ${target.missing.length})` : ''}:`, ...listed(target.missing))
+    if (target.differentCount > 0) lines.push(`with another MD5 on the target${target.differentCount > target.different.length ? ` (the first ${target.different.length})` : ''}:`, ...listed(target.different))
   }
 
   const outcome = verifyOutcome(summary)

@@ -56,6 +56,8 @@ export interface ImportSummary extends TransferStats {
   /** Bad input: corrupt, refused, unproven, truncated or missing entries and volumes (the first MAX_LISTED_PROBLEMS). Any of them fails the run. */
   problems: Problem[]
   problemCount: number
+  /** Instances refused as hostile as they were about to be sent (among `failed`): bad input too. */
+  refusedAsHostile: number
   volumes: VolumeCounts
   studies: StudyCompleteness
   /** Side data that could not be carried to the target, by level, kind and name, with counts. */
@@ -117,6 +119,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   concurrency.onChange((uploads) => sink.setUploads(uploads))
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
+  // Counted as they come: the failures list keeps only the first ones.
+  let refusedAsHostile = 0
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, {archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: concurrency.inFlight,
@@ -126,7 +130,10 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     total: totals?.instances,
     totalBytes: totals?.bytes,
     onProgress: options.onProgress,
-    onFailure: (problem) => options.onEvent?.({type: 'failure', problem}),
+    onFailure: (problem) => {
+      if (problem.kind === 'hostile') refusedAsHostile++
+      options.onEvent?.({type: 'failure', problem})
+    },
     onRetry: (item, attempt, error) => options.onEvent?.({type: 'retry', id: item.id, attempt, reason: (error as Error).message}),
     describe: (unit) => ({id: unit.instanceId, path: unit.label}),
     sizeOf: (unit) => unit.dicom.length + [...(unit.attachments?.values() ?? [])].reduce((sum, data) => sum + data.length, 0),
@@ -172,6 +179,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     ignoredSamples,
     problems: problems.items,
     problemCount: problems.count,
+    refusedAsHostile,
     volumes: {
       read: archiveReport.bags.length,
       proven: archiveReport.bags.filter((bag) => bag.proven).length,
@@ -234,7 +242,7 @@ async function* recover(input: RecoveryInput, events: SourceEvents, options: Uni
 export function importOutcome(summary: ImportSummary): 'ok' | 'bad-input' | 'partial-failure' | 'interrupted' {
   if (summary.interrupted) return 'interrupted'
   // Bytes refused as hostile when they were about to be sent are bad input too, not a failure of the target.
-  if (summary.problemCount > 0 || summary.failures.some((failure) => failure.kind === 'hostile')) return 'bad-input'
+  if (summary.problemCount > 0 || summary.refusedAsHostile > 0) return 'bad-input'
   if (summary.failed > 0 || summary.studies.incomplete.length > 0) return 'partial-failure'
   return 'ok'
 }

@@ -28,7 +28,8 @@ export interface VerifySummary {
   problemCount: number
   studies: StudyCheck[]
   /** With a target: the server, and what it holds of the archive. */
-  target?: Endpoint & {confirmed: number; missing: string[]; different: string[]}
+  /** `missing` and `different` list the first instances (up to 1,000); the counts are every one. */
+  target?: Endpoint & {confirmed: number; missingCount: number; differentCount: number; missing: string[]; different: string[]}
 }
 
 export interface VerifyOptions {
@@ -57,7 +58,7 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
   const report: ArchiveReadReport = {bags: [], missingVolumes: []}
   const validByStudy = new Map<string, number>()
   const onTargetByStudy = new Map<string, number>()
-  const target = options.target ? {...await endpointOf(options.target, options.signal), confirmed: 0, missing: [] as string[], different: [] as string[]} : undefined
+  const target = options.target ? {...await endpointOf(options.target, options.signal), confirmed: 0, missingCount: 0, differentCount: 0, missing: [] as string[], different: [] as string[]} : undefined
   let instances = 0
   let bytes = 0
   const paths = inputs.flatMap((input) => (input.path ? [input.path] : []))
@@ -80,8 +81,10 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
     if (!options.target || !target) return
     const stored = await options.target.storedFileInfo(unit.instanceId, options.signal)
     if (!stored) {
+      target.missingCount++
       if (target.missing.length < LISTED) target.missing.push(unit.instanceId)
     } else if (stored.md5 !== unit.md5) {
+      target.differentCount++
       if (target.different.length < LISTED) target.different.push(unit.instanceId)
     } else {
       target.confirmed++
@@ -122,6 +125,6 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
  */
 export function verifyOutcome(summary: VerifySummary): 'ok' | 'bad-input' | 'target-differs' {
   if (!summary.complete || !summary.valid || summary.problemCount > 0) return 'bad-input'
-  if (summary.target && (summary.target.missing.length > 0 || summary.target.different.length > 0)) return 'target-differs'
+  if (summary.target && (summary.target.missingCount > 0 || summary.target.differentCount > 0)) return 'target-differs'
   return 'ok'
 }

@@ -1,7 +1,8 @@
 import {describe, expect, it} from 'vitest'
 
 import {renderTransferSummary} from '../../src/cli/summary.js'
-import {emptyStats} from '../../src/transfer/stats.js'
+import {type ImportSummary, importOutcome} from '../../src/import/import.js'
+import {emptyStats, recordFailure} from '../../src/transfer/stats.js'
 
 describe('renderTransferSummary: ZIP uploads', () => {
   const stats = {...emptyStats(), transferred: 300}
@@ -15,5 +16,19 @@ describe('renderTransferSummary: ZIP uploads', () => {
 
   it('says nothing of refusals when there were none', () => {
     expect(renderTransferSummary(stats, 'Imported', report(0))).not.toContain('refused')
+  })
+})
+
+describe('what an import amounts to', () => {
+  const summaryWith = (failures: number, refusedAsHostile: number) => {
+    const stats = emptyStats()
+    // The list keeps the first 1,000: here none of them hostile.
+    for (let index = 0; index < failures; index++) recordFailure(stats, {id: `instance-${index}`, kind: 'server-error', reason: 'HTTP 500'})
+    return {...stats, problemCount: 0, refusedAsHostile, studies: {complete: 0, incomplete: []}} as unknown as ImportSummary
+  }
+
+  it('is bad input when an instance was refused as hostile, even past the failures listed', () => {
+    expect(importOutcome(summaryWith(1200, 1))).toBe('bad-input')
+    expect(importOutcome(summaryWith(1200, 0))).toBe('partial-failure')
   })
 })
