@@ -6,6 +6,7 @@ import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
 import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {listed, shellWord} from '../src/cli/summary.js'
+import {FILTERS_MATCHED_NOTHING_HINT} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {type DiffSummary, diffServers, serversDiffer} from '../src/sync/diff.js'
 
@@ -36,6 +37,11 @@ export default class Diff extends BaseCommand {
       const filters = filtersFromFlags(flags)
       const summary = await diffServers(source, target, {filters, perStudy: flags['per-study'], sideData: flags['side-data'], signal: this.signal, onProgress: reporter.onProgress})
       if (serversDiffer(summary)) process.exitCode = ExitCode.different
+      // Nothing selected on either side: most often mistyped filters, as export says.
+      else if (Object.keys(filters).length > 0 && summary.identical === 0) {
+        process.exitCode = ExitCode.nothingMatched
+        reporter.warn(`the filters matched no instance on either server. ${FILTERS_MATCHED_NOTHING_HINT}`)
+      }
       this.result(summary, renderDiff)
       if (serversDiffer(summary)) reporter.hint(nextStep(this.config.bin, summary, this.argv))
       return summary

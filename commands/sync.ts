@@ -13,7 +13,7 @@ import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {renderNotCarried, renderTransferSummary} from '../src/cli/summary.js'
 import {transferFlags, transferSettingsFromFlags, uploadFlags} from '../src/cli/transfer-flags.js'
 import {connectionsFor} from '../src/transfer/adaptive-concurrency.js'
-import {UserFacingError} from '../src/errors.js'
+import {FILTERS_MATCHED_NOTHING_HINT, UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
 import {deleteExtras, type DeletionPass} from '../src/sync/delete.js'
@@ -93,7 +93,15 @@ export default class Sync extends BaseCommand {
         signal: this.signal, onProgress: reporter.onProgress, onEvent: reporter.onEvent,
       })
       if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
+      const matched = summary.plan.present + summary.plan.missing + summary.plan.different
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
+      // Asked to mirror deletions, and refused: the target still holds what the source no longer has.
+      else if (summary.deletion?.refused && !summary.dryRun) process.exitCode = ExitCode.different
+      // As export says it: filters that select nothing are most often mistyped.
+      else if (Object.keys(filters).length > 0 && matched === 0 && !summary.interrupted) {
+        process.exitCode = ExitCode.nothingMatched
+        reporter.warn(`the filters matched no instance on the source. ${FILTERS_MATCHED_NOTHING_HINT}`)
+      }
       this.result(summary, renderSyncSummary)
       if (summary.dryRun && summary.planned.instances > 0) reporter.hint('Next: the same command without --dry-run sends them.')
       return summary

@@ -37,3 +37,6 @@ export class UserFacingError extends Error {
     this.name = 'UserFacingError'
   }
 }
+
+/** The way out when filters select nothing (export fails with it; sync and diff warn with it). */
+export const FILTERS_MATCHED_NOTHING_HINT = 'Check the filter values (IDs, dates as YYYYMMDD, modality codes) against `info` and the server.'

@@ -6,7 +6,7 @@ import type {Writable} from 'node:stream'
 
 import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
 import type {Endpoint, Hop, InstanceFilters, SourceIdentity} from '../model.js'
-import {UserFacingError} from '../errors.js'
+import {FILTERS_MATCHED_NOTHING_HINT, UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {type ArchivedInstance, type ArchiveSink, FolderArchiveSink, StreamArchiveSink, type VolumeContentsHeld} from '../sinks/archive-sink.js'
 import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc-instance.js'
@@ -179,7 +179,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       keepFolder = false
       // An incremental export with nothing new is a success with nothing to write.
       if (options.exclude) return finished(summary, started)
-      throw new UserFacingError('no instance matches the filters', 'Check the filter values (IDs, dates as YYYYMMDD, modality codes) against `info` and the server.', 'nothing-matched', 'nothing-matched')
+      throw new UserFacingError('no instance matches the filters', FILTERS_MATCHED_NOTHING_HINT, 'nothing-matched', 'nothing-matched')
     }
 
     const planEvent = {type: 'plan', instances: planned, bytes: bytesPlanned, volumes: plan.volumes.length} as const

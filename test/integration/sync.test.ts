@@ -158,11 +158,22 @@ describe('sync, diff and verify', () => {
     expect(parseJson<DiffJson>(same)).toMatchObject({onlySource: 0, onlyTarget: 0, different: 0, identical: corpus.length})
   })
 
+  it('filters that match nothing: sync and diff print their summary and exit 12, as export does', async () => {
+    for (const run of [sync, diff]) {
+      const result = await run('--patient-id', 'NO-SUCH-PATIENT')
+      expect(result.code, result.stderr).toBe(12)
+      expect(result.stderr).toMatch(/the filters matched no instance/)
+      expect(JSON.parse(result.stdout)).toMatchObject(run === sync ? {transferred: 0, failed: 0} : {identical: 0, onlySource: 0})
+    }
+  })
+
   it('--delete removes what the source no longer has, guarded against wiping the target', async () => {
     const extra = await generateStudySet(join(work, 'extra'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 1000, seed: 'target-only'})
     await uploadFiles(target, extra.map((record) => record.path))
     const guarded = await sync('--delete', '--max-delete-fraction', '0.01')
     expect(parseJson<SyncJson>(guarded).deletion).toMatchObject({candidates: 2, deleted: 0, refused: expect.stringMatching(/max-delete-fraction/)})
+    // Asked to mirror deletions and refused: not all of it holds, so not exit 0.
+    expect(guarded.code).toBe(14)
     expect(parseJson<DiffJson>(await diff()).onlyTarget).toBe(2)
 
     const deleted = await sync('--delete')
@@ -175,6 +186,7 @@ describe('sync, diff and verify', () => {
     try {
       const result = await runCli(['sync', '--source', empty.url, '--target', target.url, '--delete', '--max-delete-fraction', '1', '--json'])
       expect(parseJson<SyncJson>(result).deletion).toMatchObject({deleted: 0, refused: expect.stringMatching(/no instances at all/)})
+      expect(result.code).toBe(14)
       expect((await target.json<string[]>('/instances')).length).toBe(corpus.length)
     } finally {
       await empty.dispose()
