@@ -30,8 +30,31 @@ export function redactSecrets(text: string): string {
     // a password here holds no '/', as in a URL's userinfo.
     .replace(/(^|[\s"'=(,])([^\s"'/@:]+):[^\s@"'/]*@(?=[\w.[])/g, '$1')
   // Longest first, so that a secret containing another is masked whole.
-  for (const secret of [...SECRETS].sort((a, b) => b.length - a.length)) redacted = redacted.split(secret).join(MASK)
+  for (const secret of [...SECRETS].sort((a, b) => b.length - a.length)) redacted = redacted.replace(patternOf(secret), MASK)
   return redacted
+}
+
+/** Letters, digits, '_' and '-': what a word of the tool's own text is made of. */
+const WORD_ONLY = /^[\w-]+$/
+const patterns = new Map<string, RegExp>()
+
+/**
+ * Where a secret is masked. One made of word characters only (Orthanc's well-known default
+ * `orthanc`, a number) only where it stands alone: not inside a longer word, such as the tool's
+ * own name `orthanc-replicate`, an error code `not-orthanc`, a volume `orthanc-export-0001` or the
+ * digits of a byte count, which masking would garble (and JSON with them) while hiding nothing.
+ * Where a secret leaks, it stands alone: in a URL (`:`, `@`), quoted, between spaces. Any other
+ * secret is masked wherever it occurs.
+ */
+function patternOf(secret: string): RegExp {
+  let pattern = patterns.get(secret)
+  if (!pattern) {
+    const escaped = secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+    pattern = new RegExp(WORD_ONLY.test(secret) ? `(?<![\\w-])${escaped}(?![\\w-])` : escaped, 'g')
+    patterns.set(secret, pattern)
+  }
+
+  return pattern
 }
 
 /**

@@ -143,6 +143,15 @@ describe('no secret in any output', () => {
     expect(found).toEqual([])
   })
 
+  it('Orthanc\'s default password `orthanc` does not garble the tool\'s own words: its name, its JSON', async () => {
+    const env = {...process.env, ORTHANC_USERNAME: 'orthanc', ORTHANC_PASSWORD: 'orthanc'}
+    const version = await runCli(['--version'], {env})
+    expect(version.stdout).toMatch(/^orthanc-replicate\/\d/)
+    const refused = await runCli(['info', '--server', server.url, '--json'], {env})
+    expect(refused.code).toBe(5)
+    expect(JSON.parse(refused.stdout)).toEqual({error: expect.objectContaining({code: 'authentication', exitCode: 5})})
+  })
+
   it('a password in the URL brings one warning on stderr, which names the safer ways; a password file none', async () => {
     const inTheUrl = await runCli(['info', '--server', inUrl(server.url), '--json'])
     expect(inTheUrl.code, inTheUrl.stderr).toBe(0)

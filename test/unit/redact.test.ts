@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {passwordsInArguments, redactSecrets} from '../../src/util/redact.js'
+import {passwordsInArguments, redactSecrets, registerBasicCredentials, registerSecret} from '../../src/util/redact.js'
 
 describe('credentials in text', () => {
   it('masks user:password@ with or without a scheme, and keeps a URL that names a user alone', () => {
@@ -40,5 +40,25 @@ describe('passwords of URLs on the command line', () => {
 
   it('finds nothing where no URL holds a password', () => {
     expect(passwordsInArguments(['sync', '--source', 'http://pacs:8042', '--target', 'https://user@mirror:443/orthanc', '/data/a:b@c', '--json'])).toEqual([])
+  })
+})
+
+describe('registered secrets', () => {
+  it('masks a password made of word characters where it stands alone, never inside the tool\'s own words or numbers', () => {
+    // Orthanc's well-known default credentials, and a number.
+    registerSecret('orthanc')
+    registerBasicCredentials('orthanc', 'orthanc')
+    registerSecret('8042')
+    const own = '{"code": "not-orthanc", "bin": "orthanc-replicate", "volume": "orthanc-export-0001-of-0002.tar", "state": ".orthanc-replicate", "bytes": 18042, "ms": 80420}'
+    expect(redactSecrets(own)).toBe(own)
+    expect(JSON.parse(redactSecrets(own))).toEqual(JSON.parse(own))
+    expect(redactSecrets('the password orthanc was refused')).toBe('the password [redacted] was refused')
+    expect(redactSecrets('{"password": "orthanc"}')).toBe('{"password": "[redacted]"}')
+    expect(redactSecrets('Basic b3J0aGFuYzpvcnRoYW5j, user orthanc:orthanc, port 127.0.0.1:8042/')).toBe('Basic [redacted], user [redacted]:[redacted], port 127.0.0.1:[redacted]/')
+  })
+
+  it('masks any other secret wherever it occurs', () => {
+    registerSecret('p@ss w0rd!')
+    expect(redactSecrets('xxp@ss w0rd!yy')).toBe('xx[redacted]yy')
   })
 })
