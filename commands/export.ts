@@ -87,7 +87,9 @@ export default class Export extends BaseCommand {
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
       this.result(summary, renderExportSummary)
       if (summary.dryRun) reporter.hint('Next: the same command without --dry-run writes the volumes.')
-      else if (!toStdout && !summary.interrupted && summary.failed === 0) reporter.hint(`Next: check the volumes, here or on the far side, before anything is deleted: ${this.config.bin} verify ${shellWord(flags.output)}`)
+      else if (summary.notPlanned > 0 && !toStdout) {
+        reporter.hint(`${summary.notPlanned} instance(s) could not be planned when this export began, and its plan is fixed: running it again does not try them. Export them into another folder: ${this.config.bin} export --source ... --since ${shellWord(flags.output)} --output NEW-FOLDER`)
+      } else if (!toStdout && !summary.interrupted && summary.failed === 0) reporter.hint(`Next: check the volumes, here or on the far side, before anything is deleted: ${this.config.bin} verify ${shellWord(flags.output)}`)
       return summary
     } finally {
       await client.close()

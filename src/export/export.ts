@@ -77,6 +77,12 @@ export interface ExportSummary extends TransferStats {
   bytesPlanned: number
   planned: PlannedCounts
   changeCursor: number
+  /**
+   * Instances that could not be described when the export was planned (among `failed`). The plan
+   * is fixed once volumes are named, so a resume does not try them again: an export `--since`
+   * this one, into another folder, takes them.
+   */
+  notPlanned: number
   /** Downloads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
   concurrency: number
   concurrencyAdaptive: boolean
@@ -121,6 +127,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     group: '',
     volumes: 0,
     volumesWritten: 0,
+    notPlanned: 0,
     instancesPlanned: 0,
     bytesPlanned: 0,
     planned: {instances: 0, bytes: 0},
@@ -172,7 +179,8 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     })
     for (const failure of plan.planningFailures) recordFailure(summary, failure)
     // Beyond the listed ones, counted: as many as planning met.
-    summary.failed += Math.max(0, (plan.planningFailed ?? 0) - plan.planningFailures.length)
+    summary.notPlanned = Math.max(plan.planningFailed ?? 0, plan.planningFailures.length)
+    summary.failed += summary.notPlanned - plan.planningFailures.length
 
     if (planned === 0 && plan.planningFailures.length === 0 && !resumed) {
       // Nothing to write, nothing to resume: leave the place as it was found.

@@ -91,6 +91,32 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).sort())
   })
 
+  it('an instance that could not be planned: failed on every resume, named with the way out, and taken by an export --since', async () => {
+    const proxy = await startFaultProxy(source.port)
+    const victim = records[2]!.orthancId
+    try {
+      // Its file's description cannot be read while the export is planned; the rest can.
+      for (let index = 0; index < 4; index++) proxy.faults.push({match: new RegExp(`^GET /instances/${victim}/attachments/dicom/info$`), fault: 'status-503'})
+      const output = join(work, 'not-planned')
+      const exportThrough = (...args: string[]) => runCli(['export', '--source', proxy.url, '--output', output, '--retries', '0', ...args])
+      for (const run of ['first run', 'resumed']) {
+        const result = await exportThrough('--json')
+        expect(result.code, run).toBe(10)
+        expect(parseJson<Summary & {notPlanned: number}>(result)).toMatchObject({notPlanned: 1, failed: 1, failures: [expect.objectContaining({id: victim})]})
+      }
+      const human = await exportThrough()
+      expect(human.stderr).toMatch(/1 instance\(s\) could not be planned.*--since/s)
+      expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).filter((id) => id !== victim).sort())
+
+      const rest = join(work, 'not-planned-rest')
+      const since = await exportTo(rest, '--since', output)
+      expect(since.code, since.stderr).toBe(0)
+      expect(await archivedIds(rest)).toEqual([victim])
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('a proxy refusing a study\'s listings with 404: export, sync and diff fail and say so, never leave the study out', async () => {
     // A study that answers 404 because it was deleted is skipped; one that is still there must
     // not be: skipping it would drop its instances from the plan, and the run would exit 0.
