@@ -1,8 +1,9 @@
-import {mkdtemp, open, rm, statfs} from 'node:fs/promises'
+import {open, rm, statfs} from 'node:fs/promises'
 import type {FileHandle} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {UserFacingError} from '../errors.js'
+import {makeScratchFolder} from '../util/scratch-folder.js'
 
 /**
  * Where the payload of a bag read from a stream waits until the bag's tag files arrive and prove
@@ -17,7 +18,7 @@ export class BagSpool {
   private constructor(private readonly dir: string, private readonly file: FileHandle) {}
 
   static async open(parent: string): Promise<BagSpool> {
-    const dir = await mkdtemp(join(parent, 'orthanc-replicate-spool-'))
+    const dir = await makeScratchFolder(parent, 'orthanc-replicate-spool-')
     try {
       return new BagSpool(dir, await open(join(dir, 'payload'), 'wx+', 0o600))
     } catch (error) {

@@ -1,5 +1,5 @@
 import {createHash, randomUUID} from 'node:crypto'
-import {access, constants, mkdtemp, readdir, readFile, rm, stat, statfs} from 'node:fs/promises'
+import {access, constants, readdir, readFile, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, isAbsolute, join, relative, resolve, sep} from 'node:path'
 import type {Writable} from 'node:stream'
@@ -24,6 +24,7 @@ import {formatBytes} from '../util/format.js'
 import {DEFAULT_STATE_FOLDER, type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume, isStateFileName} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
 import {PatientIndex} from './patient-index.js'
+import {makeScratchFolder} from '../util/scratch-folder.js'
 
 export type ExportOutput = {kind: 'directory'; path: string} | {kind: 'stream'; stream: Writable}
 
@@ -116,7 +117,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     if (toFolder) await checkStateFolder(options.stateDir, (options.output as {path: string}).path)
   }
   const createdFolder = toFolder ? await prepareOutputFolder((options.output as {path: string}).path) : false
-  const stateDir = toFolder ? options.stateDir ?? join((options.output as {path: string}).path, DEFAULT_STATE_FOLDER) : await mkdtemp(join(tmpdir(), 'orthanc-replicate-plan-'))
+  const stateDir = toFolder ? options.stateDir ?? join((options.output as {path: string}).path, DEFAULT_STATE_FOLDER) : await makeScratchFolder(tmpdir(), 'orthanc-replicate-plan-')
   const index = options.patientIndex ? new PatientIndex() : undefined
 
   const summary: ExportSummary = {

@@ -1,5 +1,5 @@
 import {createReadStream} from 'node:fs'
-import {mkdtemp, rm} from 'node:fs/promises'
+import {rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
@@ -9,6 +9,7 @@ import {declaredUserMetadata} from '../orthanc/metadata.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {type CompareOptions, type ComparedInstance, compareServers} from './compare.js'
+import {makeScratchFolder} from '../util/scratch-folder.js'
 
 export interface SyncPlan {
   /** Instances the target lacks. */
@@ -174,7 +175,7 @@ export class ComparisonSpool {
 
   /** Creates the file and moves what memory held into it. */
   private async spill(): Promise<{dir: string; writer: BatchedLineWriter}> {
-    const dir = await mkdtemp(join(tmpdir(), 'orthanc-replicate-sync-'))
+    const dir = await makeScratchFolder(tmpdir(), 'orthanc-replicate-sync-')
     try {
       const writer = await BatchedLineWriter.create(join(dir, 'plan.jsonl'))
       this.spilledTo = join(dir, 'plan.jsonl')

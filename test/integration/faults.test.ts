@@ -117,6 +117,27 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     }
   })
 
+  it('a run killed while a bag waits in its spool leaves the spool behind; the next run in that place removes it first', async () => {
+    const exported = await runCli(['export', '--source', source.url, '--output', '-'])
+    expect(exported.code, exported.stderr).toBe(0)
+    const stream = exported.stdoutBytes
+    const spools = await mkdtemp(join(work, 'spools-'))
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), 'verify', '--spool-dir', spools, '-'], {stdio: ['pipe', 'ignore', 'ignore']})
+    const closed = new Promise((resolve) => child.once('close', resolve))
+    // Half the stream: its bag waits in the spool for a tag manifest that does not come.
+    child.stdin!.write(stream.subarray(0, Math.floor(stream.length / 2)))
+    for (let waited = 0; (await readdir(spools)).length === 0 && waited < 200; waited++) await sleep(50)
+    child.kill('SIGKILL')
+    await closed
+    const abandoned = await readdir(spools)
+    expect(abandoned).toHaveLength(1)
+    expect((await readdir(join(spools, abandoned[0]!))).sort()).toEqual(['owner.pid', 'payload'])
+
+    const next = await runCli(['verify', '--spool-dir', spools, '-'], {stdin: stream})
+    expect(next.code, next.stderr).toBe(0)
+    expect(await readdir(spools)).toEqual([])
+  })
+
   it('a proxy refusing a study\'s listings with 404: export, sync and diff fail and say so, never leave the study out', async () => {
     // A study that answers 404 because it was deleted is skipped; one that is still there must
     // not be: skipping it would drop its instances from the plan, and the run would exit 0.
