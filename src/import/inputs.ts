@@ -2,11 +2,12 @@ import {readdir, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 import type {Readable} from 'node:stream'
 
-import {VOLUME_NAME_PATTERN} from '../archive/format.js'
+import {ARCHIVE_MAGIC_BYTES, looksLikeArchive, VOLUME_NAME_PATTERN} from '../archive/format.js'
 import {UserFacingError} from '../errors.js'
 import type {PostgresSource} from '../recovery/postgres-index.js'
 import type {RecoveryInput} from '../recovery/recover-server.js'
 import {looksLikeStorageFolder} from '../sources/storage-folder.js'
+import {fileStart} from '../util/file-start.js'
 
 export type ImportInput =
   | {kind: 'archive-file'; path: string}
@@ -34,7 +35,17 @@ export function postgresInputs(paths: string[], postgres: PostgresSource): Impor
 }
 
 /**
- * What each PATH argument is: `-` is an archive on stdin; a .tar file is a volume; a folder
+ * Whether a file is an archive volume: named as export names them (`.tar`, `.tar.age`), or, under
+ * any other name, starting as a tar file or an age file does. Read as DICOM, a volume would only
+ * be set aside as "not DICOM", and nothing in it imported or checked.
+ */
+export async function isArchiveFile(path: string): Promise<boolean> {
+  if (/\.tar(\.age)?$/.test(path)) return true
+  return looksLikeArchive(await fileStart(path, ARCHIVE_MAGIC_BYTES))
+}
+
+/**
+ * What each PATH argument is: `-` is an archive on stdin; a volume file (isArchiveFile) is a volume; a folder
  * holding volumes gives those volumes; an Orthanc storage folder is detected (or forced with
  * the mode); any other folder or file is read as DICOM files.
  */
@@ -59,7 +70,7 @@ export async function resolveImportInputs(paths: string[], stdin: Readable, mode
     }
 
     if (info.isFile()) {
-      inputs.push(path.endsWith('.tar') && mode === 'auto' ? {kind: 'archive-file', path} : {kind: 'dicom-folder', path})
+      inputs.push(mode === 'auto' && await isArchiveFile(path) ? {kind: 'archive-file', path} : {kind: 'dicom-folder', path})
       continue
     }
 

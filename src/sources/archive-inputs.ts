@@ -4,6 +4,7 @@ import type {Readable} from 'node:stream'
 import {AGE_FILE_SUFFIX, type AgeDecryptionKeys, createDecryptingReader, startsLikeAgeFile} from '../crypto/age.js'
 import {UserFacingError} from '../errors.js'
 import {type ArchiveInput, archiveFile, archiveStream} from './archive-source.js'
+import {fileStart} from '../util/file-start.js'
 
 /**
  * The archive inputs of a job, each as the reader takes it: a plain volume file is read by path
@@ -17,7 +18,9 @@ export async function archiveInputs(
   const result: ArchiveInput[] = []
   for (const input of inputs) {
     if (input.kind === 'archive-file') {
-      if (!input.path.endsWith(AGE_FILE_SUFFIX)) result.push(archiveFile(input.path))
+      // By its name, or (renamed on the way) by its first bytes.
+      const encrypted = input.path.endsWith(AGE_FILE_SUFFIX) || startsLikeAgeFile(await fileStart(input.path, 22))
+      if (!encrypted) result.push(archiveFile(input.path))
       else result.push({label: input.path, open: () => createDecryptingReader(createReadStream(input.path), needKeys(keys, input.path), {source: input.path})})
       continue
     }

@@ -13,6 +13,7 @@ import {EXPLICIT_LITTLE_ENDIAN_ENCODING} from '../dicom/transfer-syntax.js'
 import {trimDicomPadding} from '../dicom/values.js'
 import type {InstanceInTransit} from '../model.js'
 import type {SourceEvents} from './source-events.js'
+import {looksLikeArchive} from '../archive/format.js'
 
 export interface DicomFolderOptions {
   /** Larger files are reported as problems without being read. Default 4 GiB. */
@@ -235,6 +236,8 @@ export function identifyOrReport(label: string, bytes: Buffer, events: SourceEve
     if (error.reason === 'hostile') events.onProblem({id: label, kind: 'hostile', reason: error.message})
     else if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({id: label, kind: error.reason === 'truncated' ? 'truncated' : 'damaged', reason: error.message})
     else if (isDicomDir(label, bytes)) events.onSkip({id: label, kind: 'not-dicom', reason: 'DICOMDIR'})
+    // An archive volume under a name export does not give, in a folder read as DICOM: what it holds would go unread.
+    else if (looksLikeArchive(bytes)) events.onProblem({id: label, kind: 'unreadable', reason: 'an archive volume, in a folder read as DICOM files: give the volume itself as an argument'})
     else events.onSkip({id: label, kind: 'not-dicom', reason: error.message})
     return undefined
   }

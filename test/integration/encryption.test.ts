@@ -79,6 +79,35 @@ describe('encrypted volumes', () => {
     expect((await runCli(['verify', '--identity', keyB, volumes])).code).toBe(0)
   })
 
+  it('volumes given one by one, as files: by their own names, and under names export does not give', async () => {
+    const files = await encryptedVolumes(volumes)
+    // Each .tar.age file named on the command line: import and verify read them as volumes.
+    await clearTarget()
+    const named = await runCli(['import', '--target', target.url, '--identity', keyA, '--json', '--no-receipt', ...files])
+    expect(named.code, named.stderr).toBe(0)
+    expect(parseJson<{transferred: number}>(named).transferred).toBe(records.length)
+    expect((await runCli(['verify', '--identity', keyA, ...files])).code).toBe(0)
+    // Without a key: refused before anything is read, not set aside as "not DICOM".
+    expect((await runCli(['import', '--target', target.url, '--json', '--no-receipt', files[0]!])).code).toBe(ExitCode.usage)
+
+    // Renamed (as a transfer might): still volumes when given as files, by what they start with.
+    const renamed = join(work, 'renamed')
+    await mkdir(renamed, {recursive: true})
+    const copies = await Promise.all(files.map(async (file, index) => {
+      const copy = join(renamed, `transfer-${index}`)
+      await writeFile(copy, await readFile(file))
+      return copy
+    }))
+    await clearTarget()
+    const byContent = await runCli(['import', '--target', target.url, '--identity', keyA, '--json', '--no-receipt', ...copies])
+    expect(byContent.code, byContent.stderr).toBe(0)
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    // The folder of renamed volumes is read as DICOM files: each volume is named, not passed over (exit 11).
+    const asFolder = await runCli(['import', '--target', target.url, '--identity', keyA, '--json', '--no-receipt', renamed])
+    expect(asFolder.code).toBe(ExitCode.badInput)
+    expect(parseJson<{problems: Array<{id: string; reason: string}>}>(asFolder).problems).toHaveLength(copies.length)
+  })
+
   it('the standard age tool decrypts each volume into a bag that sha256sum -c checks', async () => {
     for (const volume of await encryptedVolumes(volumes)) {
       const extracted = await mkdtemp(join(work, 'extracted-'))
