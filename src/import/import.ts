@@ -121,6 +121,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const wouldTransfer = new Map<string, number>()
   // Counted as they come: the failures list keeps only the first ones.
   let refusedAsHostile = 0
+  // The receipt's lines for instances that failed, written as the engine reports them.
+  const failedReceiptLines: Array<Promise<void> | undefined> = []
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, {archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: concurrency.inFlight,
@@ -130,34 +132,38 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     total: totals?.instances,
     totalBytes: totals?.bytes,
     onProgress: options.onProgress,
-    onFailure: (problem) => {
+    // Once per instance, after its last attempt: an attempt that failed and was tried again is no failure.
+    onFailure: (problem, unit) => {
       if (problem.kind === 'hostile') refusedAsHostile++
+      const report = recoveredFrom.get(unit)
+      if (report) report.failed++
+      const line = receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: problem.reason})
+      // Awaited, and its error thrown, once the transfer ends; not an unhandled rejection meanwhile.
+      line?.catch(() => {})
+      failedReceiptLines.push(line)
       options.onEvent?.({type: 'failure', problem})
     },
     onRetry: (item, attempt, error) => options.onEvent?.({type: 'retry', id: item.id, attempt, reason: (error as Error).message}),
     describe: (unit) => ({id: unit.instanceId, path: unit.label}),
     sizeOf: (unit) => unit.dicom.length + [...(unit.attachments?.values() ?? [])].reduce((sum, data) => sum + data.length, 0),
     async work(unit, signal) {
-      try {
-        const outcome = await sink.store(unit, signal)
-        if (options.dryRun && outcome.kind === 'transferred' && unit.record) wouldTransfer.set(unit.record.studyId, (wouldTransfer.get(unit.record.studyId) ?? 0) + 1)
-        await receipt?.write({id: outcome.instanceId, status: outcome.kind, md5: outcome.targetMd5})
-        const report = recoveredFrom.get(unit)
-        if (report) report.recovered++
-        return outcome
-      } catch (error) {
-        await receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: (error as Error).message})
-        const report = recoveredFrom.get(unit)
-        if (report) report.failed++
-        throw error
-      }
+      const outcome = await sink.store(unit, signal)
+      if (options.dryRun && outcome.kind === 'transferred' && unit.record) wouldTransfer.set(unit.record.studyId, (wouldTransfer.get(unit.record.studyId) ?? 0) + 1)
+      await receipt?.write({id: outcome.instanceId, status: outcome.kind, md5: outcome.targetMd5})
+      const report = recoveredFrom.get(unit)
+      if (report) report.recovered++
+      return outcome
     },
   }).finally(async () => {
-    for (const bag of archiveReport.bags) {
-      const header = bag.manifest
-      if (bag.proven && bag.group) receipt?.addGroup(bag.group, header ? [...header.hops, {group: header.group, source: header.source, exportedAt: header.exportedAt}] : [])
+    try {
+      await Promise.all(failedReceiptLines)
+    } finally {
+      for (const bag of archiveReport.bags) {
+        const header = bag.manifest
+        if (bag.proven && bag.group) receipt?.addGroup(bag.group, header ? [...header.hops, {group: header.group, source: header.source, exportedAt: header.exportedAt}] : [])
+      }
+      await receipt?.close()
     }
-    await receipt?.close()
   })
 
   for (const failure of sourceFailures) {

@@ -35,7 +35,8 @@ export interface TransferJob<Item, Payload> {
   attempts?: number
   onProgress?: ProgressListener
   /** Told of each item that failed, as it fails (the stats keep the first ones too). */
-  onFailure?(failure: Problem): void
+  /** Told once per item that failed for good: after its last attempt, never for one tried again. */
+  onFailure?(failure: Problem, item: Item): void
   /** Told of each item tried again after a transient failure. */
   onRetry?(item: {id: string; path?: string}, attempt: number, error: unknown): void
   phase?: string
@@ -144,7 +145,7 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
 
     const failure: Problem = {...job.describe(item), kind: problemKindOf(error), reason: (error as Error).message ?? String(error)}
     recordFailure(stats, failure)
-    job.onFailure?.(failure)
+    job.onFailure?.(failure, item)
     done++
     report()
   }

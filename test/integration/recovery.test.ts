@@ -8,6 +8,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {type FixtureRecord, generateFramingSet, generateStudySet} from '../../fixtures/generate.js'
 import {parseJson, runCli} from '../helpers/cli.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {makeCorpus} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {INSTALL_LABELS, INSTALL_REVISION_AND_CUSTOM_DATA} from '../helpers/orthanc-index-schemas.js'
@@ -191,6 +192,28 @@ describe('recovery of a stopped server from its storage folder', () => {
     expect(parseJson<ImportJson>(included)).toMatchObject({transferred: 1, skipped: corpus.length - 2, failed: 2})
     expect((await instanceMd5s(mainTarget)).get(stranger.orthancId)).toBe(stranger.md5)
   })
+
+  it('an upload tried again after a cut connection is counted once, by how it ended: recovered, not also failed', async () => {
+    const target = await startOrthanc({name: 'recovery-retried', ...userConfig})
+    const proxy = await startFaultProxy(target.port)
+    try {
+      // More cuts in a row than the HTTP client retries: the engine tries the instance again.
+      for (let cut = 0; cut < 6; cut++) proxy.faults.push({match: /^POST \/instances$/, fault: 'reset-before-response'})
+      const receipt = join(work, 'retried-receipt.jsonl')
+      const result = await runCli(['import', '--target', proxy.url, '--json', '--concurrency', '1', '--receipt', receipt, storage])
+      expect(result.code).toBe(10)
+      const summary = parseJson<ImportJson>(result)
+      expect(summary).toMatchObject({transferred: corpus.length - 2, failed: 2})
+      expect(summary.recovery[0]).toMatchObject({recovered: corpus.length - 2, failed: 2})
+      // The receipt has one line per instance uploaded, by how it ended: none failed (the two whose files are gone never reached the target).
+      const lines = (await readFile(receipt, 'utf8')).trim().split('\n').slice(1).map((line) => JSON.parse(line) as {id?: string; status?: string})
+      expect(lines.filter((line) => line.status === 'failed')).toEqual([])
+      expect(lines.filter((line) => line.status === 'transferred')).toHaveLength(corpus.length - 2)
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  }, 120_000)
 
   it('a second run transfers nothing', async () => {
     const again = await recoverInto(mainTarget, '--json', storage)
