@@ -340,7 +340,7 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
   await checkFreeSpace(dir, (options.encryption ? encryptedSizeBound(plaintext, options.encryption) : plaintext) - leftovers)
   for (const number of pending) {
     // What it holds is recorded before it takes its name: a volume with its final name always has its record.
-    const recordHeld = (contents: VolumeContentsHeld) => writeJsonAtomically(doneRecordPath(stateDir, number), {group: plan.group, written: contents.written, failed: contents.failed} satisfies DoneRecord)
+    const recordHeld = (contents: VolumeContentsHeld) => writeJsonAtomically(doneRecordPath(stateDir, number), {group: plan.group, written: contents.written, failed: contents.failed, bytes: contents.bytes} satisfies DoneRecord)
     const written = await writeVolume(sink, plan, stateDir, number, options, recordHeld)
     held.push(...written.held.written)
     countVolume(summary, written.stats)
@@ -354,6 +354,8 @@ interface DoneRecord {
   group: string
   written: string[]
   failed: string[]
+  /** The volume file's size when it was finished (absent in records of earlier versions). */
+  bytes?: number
 }
 
 function doneRecordPath(stateDir: string, volume: number): string {
@@ -365,7 +367,8 @@ function doneRecordPath(stateDir: string, volume: number): string {
  * (one that held failures is written again, so that they are retried); and what it holds.
  */
 async function finishedVolume(file: string, stateDir: string, volume: number, group: string, encrypted: boolean): Promise<{done: boolean; written: string[]}> {
-  if (!(await stat(file).catch(() => undefined))) return {done: false, written: []}
+  const onDisk = await stat(file).catch(() => undefined)
+  if (!onDisk) return {done: false, written: []}
   let record: DoneRecord | undefined
   try {
     record = JSON.parse(await readFile(doneRecordPath(stateDir, volume), 'utf8')) as DoneRecord
@@ -384,6 +387,8 @@ async function finishedVolume(file: string, stateDir: string, volume: number, gr
     throw new UserFacingError(`${file} belongs to another export (group ${record.group})`, 'Export into an empty folder, or move that volume away.', 'usage', 'other-export-in-folder')
   }
 
+  // Cut short or replaced since it was finished (a copy that failed, a file put in its place): written again.
+  if (record.bytes !== undefined && onDisk.size !== record.bytes) return {done: false, written: []}
   return {done: record.failed.length === 0, written: record.failed.length === 0 ? record.written : []}
 }
 

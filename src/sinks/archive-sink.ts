@@ -1,4 +1,4 @@
-import {open, rename, rm} from 'node:fs/promises'
+import {open, rename, rm, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 import type {Writable} from 'node:stream'
 
@@ -43,6 +43,8 @@ export interface VolumeToWrite {
 export interface VolumeContentsHeld {
   written: string[]
   failed: string[]
+  /** The size of the finished volume file, when it is one (not a stream): a resume checks it. */
+  bytes?: number
 }
 
 /**
@@ -147,7 +149,7 @@ export class FolderArchiveSink implements ArchiveSink {
       crashPoint('export:volume-closed')
       await syncFile(partial)
       crashPoint('export:volume-synced')
-      await volume.onSealed?.(held)
+      await volume.onSealed?.({...held, bytes: (await stat(partial)).size})
       await rename(partial, file)
       crashPoint('export:volume-renamed')
       await syncDirectory(this.folder)

@@ -91,6 +91,23 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).sort())
   })
 
+  it('a finished volume cut short on the drive since: the export run again writes it again, and verify passes', async () => {
+    const output = join(work, 'cut-after')
+    expect((await exportTo(output, '--max-volume-size', '70000')).code).toBe(0)
+    const volumes = await volumeFiles(output)
+    expect(volumes.length).toBeGreaterThan(2)
+    const victim = volumes[1]!
+    const whole = (await stat(victim)).size
+    await writeFile(victim, (await readFile(victim)).subarray(0, Math.floor(whole / 2)))
+    expect((await runCli(['verify', output])).code).toBe(11)
+
+    const again = await exportTo(output, '--max-volume-size', '70000')
+    expect(again.code, again.stderr).toBe(0)
+    expect(parseJson<Summary & {volumesWritten: number}>(again).volumesWritten).toBe(1)
+    expect((await stat(victim)).size).toBe(whole)
+    expect((await runCli(['verify', output])).code).toBe(0)
+  })
+
   it('an instance that could not be planned: failed on every resume, named with the way out, and taken by an export --since', async () => {
     const proxy = await startFaultProxy(source.port)
     const victim = records[2]!.orthancId
