@@ -337,6 +337,11 @@ function finishProvenBag(input: ArchiveInput, payload: ProvenPayload, context: R
   }
 
   const {manifest} = proven
+  // What the export could not write into this volume: part of the export, and not in the archive.
+  for (const failure of manifest.failed) {
+    context.events.onProblem({id: failure.id, path: input.label, kind: 'missing', reason: `not in the archive: its export failed it (${failure.reason}); export again into the same folder to retry it`})
+  }
+
   context.report.bags.push({
     bag: proven.bag,
     input: input.label,
@@ -344,7 +349,7 @@ function finishProvenBag(input: ArchiveInput, payload: ProvenPayload, context: R
     volume: manifest.volume,
     volumeCount: manifest.volumeCount,
     proven: true,
-    complete: missing.length === 0 && payload.accepted === proven.payload.size,
+    complete: missing.length === 0 && payload.accepted === proven.payload.size && manifest.failed.length === 0,
     entriesAccepted: payload.accepted,
     instancesPlanned: proven.contents.instances.length,
     studies: manifest.studies,

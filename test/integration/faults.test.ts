@@ -58,6 +58,19 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     const first = await exportTo(output, '--max-volume-size', '70000')
     expect(first.code, first.stderr).toBe(10)
     expect(parseJson<Summary>(first)).toMatchObject({failed: 2})
+    // The archive as it stands lacks them: verify and import say so by name, never pass it.
+    const verified = await runCli(['verify', '--json', output])
+    expect(verified.code).toBe(11)
+    const missingIn = (result: CliResult) => parseJson<{problems: Array<{id: string; kind: string}>}>(result).problems.filter((problem) => problem.kind === 'missing').map((problem) => problem.id).sort()
+    expect(missingIn(verified)).toEqual([...victims].sort())
+    const target = await startOrthanc({name: 'faults-failed-in-archive'})
+    try {
+      const imported = await runCli(['import', '--target', target.url, '--json', '--no-receipt', output])
+      expect(imported.code).toBe(11)
+      expect(missingIn(imported)).toEqual([...victims].sort())
+    } finally {
+      await target.dispose()
+    }
     for (const restore of undo) await restore()
 
     const second = await exportTo(output, '--max-volume-size', '70000')
