@@ -5,7 +5,7 @@ import type {SelectedInstance} from '../sources/orthanc-selection.js'
 import {excludeExportedBefore, readExportBase} from './since.js'
 
 export interface Exclusions {
-  exclude?: (instance: SelectedInstance) => boolean
+  exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
   /** A stable description, part of the export's fingerprint. */
   description: string
   incrementalBase?: {group: string; changeCursor: number}
@@ -18,7 +18,7 @@ export interface Exclusions {
  * (--exclude-receipt). Both leave instances out of the plan.
  */
 export async function buildExclusions(client: OrthancClient, since: string | undefined, receipts: string[], signal?: AbortSignal): Promise<Exclusions> {
-  const predicates: Array<(instance: SelectedInstance) => boolean> = []
+  const predicates: Array<(instance: SelectedInstance) => boolean | Promise<boolean>> = []
   const description: string[] = []
   let incrementalBase: Exclusions['incrementalBase']
   let chainBase: string[] = []
@@ -38,12 +38,20 @@ export async function buildExclusions(client: OrthancClient, since: string | und
       throw new UserFacingError(`cannot use receipt ${path}: ${(error as Error).message}`, 'Give the import-receipt-*.jsonl file that import wrote on the far side.', 'bad-input', 'bad-receipt')
     }
 
-    predicates.push((instance) => arrived.has(instance.id))
+    // Arrived, and with the bytes the source holds now: one stored again since (modified under the
+    // same ID) has another MD5 than the far side confirmed, and goes again.
+    predicates.push(async (instance) => {
+      const confirmed = arrived.get(instance.id)
+      return confirmed !== undefined && (await client.storedFileInfo(instance.id, signal))?.md5 === confirmed
+    })
     description.push(`receipt:${path}:${arrived.size}`)
   }
 
   return {
-    exclude: predicates.length > 0 ? (instance) => predicates.some((predicate) => predicate(instance)) : undefined,
+    exclude: predicates.length > 0 ? async (instance) => {
+      for (const predicate of predicates) if (await predicate(instance)) return true
+      return false
+    } : undefined,
     description: description.join(','),
     incrementalBase,
     chainBase,

@@ -215,8 +215,9 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
 
 async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>): AsyncGenerator<SelectedInstance> {
   for await (const study of selectInstances(options.client, options.filters, options.signal)) {
-    const kept: SelectedInstance[] = []
-    for (const instance of study.instances) if (!(await options.exclude?.(instance))) kept.push(instance)
+    // A study's instances asked about at once: an exclusion may ask the source (a receipt's MD5).
+    const excluded = options.exclude ? await Promise.all(study.instances.map((instance) => options.exclude!(instance))) : []
+    const kept = study.instances.filter((_, index) => excluded[index] !== true)
     if (kept.length === 0) continue
     studies[study.studyId] = {studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource}
     options.onStudy?.({...study, instances: kept})

@@ -116,6 +116,25 @@ describe('import', () => {
         for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
       }
     })
+
+    it('export --exclude-receipt sends again an instance stored anew on the source since (same ID, other bytes)', async () => {
+      const victim = corpus[5]!
+      const original = Buffer.from(await (await source.api(`/instances/${victim.orthancId}/file`)).arrayBuffer())
+      // The same UIDs and patient, so the same Orthanc ID; another value in the data set, so other bytes.
+      const modified = await source.api(`/instances/${victim.orthancId}/modify`, {method: 'POST', body: JSON.stringify({Replace: {InstitutionName: 'Stored again'}, Keep: ['SOPInstanceUID', 'SeriesInstanceUID', 'StudyInstanceUID'], Force: true})})
+      expect(modified.status).toBe(200)
+      const bytes = Buffer.from(await modified.arrayBuffer())
+      await source.api(`/instances/${victim.orthancId}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
+      expect(await source.json<{ID: string}>('/instances', {method: 'POST', body: bytes})).toMatchObject({ID: victim.orthancId})
+      try {
+        const result = await runCli(['export', '--source', source.url, '--output', join(work, 'unused-again'), '--dry-run', '--json', '--exclude-receipt', receipt])
+        expect(result.code, result.stderr).toBe(0)
+        expect(parseJson<{instancesPlanned: number}>(result).instancesPlanned).toBe(1)
+      } finally {
+        await source.api(`/instances/${victim.orthancId}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
+        await source.json('/instances', {method: 'POST', body: original})
+      }
+    })
   })
 
   it('a second hop re-exports with the chain of earlier hops', async () => {
