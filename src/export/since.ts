@@ -46,7 +46,13 @@ export async function readExportBase(path: string): Promise<ExportBase> {
   for (const file of volumes) {
     const manifest = await readVolumeManifest(file)
     group ??= manifest.group
+    if (manifest.group !== group) {
+      throw new UserFacingError(`${path} holds volumes of two exports (groups ${group} and ${manifest.group})`, 'Give --since the volumes of one export: its folder alone, or its own volume files.', 'bad-input', 'no-base')
+    }
     changeCursor = Math.min(changeCursor ?? manifest.changeCursor, manifest.changeCursor)
+    // A volume cut short before its manifest says what it was to hold, not what it holds: what it
+    // planned is not the far side's, and goes again.
+    if (!('failed' in manifest)) continue
     for (const record of manifest.instances) instances.set(record.id, record.md5)
   }
 

@@ -200,6 +200,22 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     }
   })
 
+  it('--since a drive whose state was moved off, with a volume cut short: what that volume was to hold goes again', async () => {
+    const drive = join(work, 'since-cut')
+    expect((await exportTo(drive, '--max-volume-instances', '1')).code).toBe(0)
+    // As the README suggests once an export is complete: its state off the drive.
+    await rm(join(drive, '.orthanc-replicate'), {recursive: true})
+    const volumes = await volumeFiles(drive)
+    const cut = volumes[2]!
+    const [lost] = (await run('tar', ['-tf', cut])).stdout.split('\n').filter((line) => line.endsWith('.dcm')).map((line) => line.split('/').at(-1)!.replace('.dcm', ''))
+    await writeFile(cut, (await readFile(cut)).subarray(0, Math.floor((await stat(cut)).size / 2)))
+
+    const next = join(work, 'since-cut-next')
+    const result = await exportTo(next, '--since', drive)
+    expect(result.code, result.stderr).toBe(0)
+    expect(await archivedIds(next)).toEqual([lost])
+  })
+
   it('--since follows a chain: the newest export of a chain leaves out everything the chain holds', async () => {
     const first = join(work, 'chain-1')
     expect((await exportTo(first)).code).toBe(0)
