@@ -198,16 +198,18 @@ describe.each(['file', 'stream'] as const)('the trust chain, read as a %s', (how
     expect(result.problems[0]!.reason).toMatch(/version 99 is newer than this program reads .* upgrade orthanc-replicate/)
   })
 
-  it('an instance that failed on the source is not missing; one that vanished from the volume is', async () => {
+  it('an instance the export failed is named by its ID as not in the archive; one that vanished from the volume, by its entry', async () => {
     const {bytes, bag} = await writeTestVolume({instances: [a, b], failed: [c]})
     const intact = await read(bytes, how)
-    expect(intact.problems).toEqual([])
+    const failedByExport = expect.objectContaining({id: c.record.id, kind: 'missing', reason: expect.stringMatching(/not in the archive: its export failed it/)})
+    expect(intact.problems).toEqual([failedByExport])
     expect(intact.units.map((unit) => unit.instanceId)).toEqual([a.record.id, b.record.id])
+    expect(intact.report.bags[0]).toMatchObject({proven: true, complete: false})
 
     const files = (await unpackTar(bytes)).filter((file) => file.name !== `${bag}/${b.record.path}`)
     const cut = await read(await packTar(files), how)
     expect(cut.units.map((unit) => unit.instanceId)).toEqual([a.record.id])
-    expect(cut.problems).toEqual([expect.objectContaining({id: `${bag}/${b.record.path}`, kind: 'missing'})])
+    expect(cut.problems).toEqual([expect.objectContaining({id: `${bag}/${b.record.path}`, kind: 'missing'}), failedByExport])
     expect(cut.report.bags[0]).toMatchObject({proven: true, complete: false})
   })
 
