@@ -72,5 +72,7 @@ export interface OrthancIndex {
   resourceSideData(signal?: AbortSignal): AsyncGenerator<ResourceSideData>
   /** Every attachment UUID the index knows, of every resource and type, in no particular order. */
   attachmentUuids(signal?: AbortSignal): AsyncGenerator<string>
+  /** Whether the index lists an instance of this Orthanc ID. */
+  hasInstance(id: string): Promise<boolean>
   close(): Promise<void>
 }

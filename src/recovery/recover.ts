@@ -105,6 +105,12 @@ export async function* recoverFromIndex(
       events.onSkip({id: entry.location, kind: 'header-only', reason: ORPHAN_HEADER_REASON})
       continue
     }
+    // An older copy of an instance the index lists (left when it was overwritten): the index's is
+    // the instance, and this one must not replace it on a target that overwrites.
+    if (await index.hasInstance(decoded.instanceId)) {
+      events.onSkip({id: entry.location, kind: 'copy', reason: `another copy of instance ${decoded.instanceId}, which the index lists with its own file: not imported`})
+      continue
+    }
     yield {label: entry.location, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
   }
 }

@@ -196,6 +196,10 @@ export class SqlIndex implements OrthancIndex {
     }
   }
 
+  async hasInstance(id: string): Promise<boolean> {
+    return (await this.connection.all('SELECT 1 AS found FROM Resources WHERE publicId = ? AND resourceType = ? LIMIT 1', [id, this.schema.resourceTypes.instance])).length > 0
+  }
+
   async close(): Promise<void> {
     await this.onClose()
   }

@@ -201,6 +201,12 @@ async function decodeStorageFile(path: string, events: SourceEvents): Promise<De
  * problem). Undoes StorageCompression first; then any DICOM framing Orthanc stores is accepted.
  */
 export function decodeStoredBytes(label: string, stored: Buffer, events: SourceEvents): DecodedInstance | undefined {
+  // Not passed over as "not DICOM": Orthanc writes no empty instance file, and a power loss leaves them.
+  if (stored.length === 0) {
+    events.onProblem({id: label, kind: 'truncated', reason: 'an empty stored file: most often an instance a power loss cut short (or, rarely, an empty user attachment)'})
+    return undefined
+  }
+
   const content = unwrapStorageFile(stored)
   if ('problem' in content) {
     events.onProblem({id: label, kind: content.kind ?? 'damaged', reason: content.problem})

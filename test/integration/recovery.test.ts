@@ -9,7 +9,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type FixtureRecord, generateFramingSet, generateStudySet} from '../../fixtures/generate.js'
 import {parseJson, runCli} from '../helpers/cli.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
-import {makeCorpus} from '../helpers/corpus.js'
+import {listFiles, makeCorpus} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {INSTALL_LABELS, INSTALL_REVISION_AND_CUSTOM_DATA} from '../helpers/orthanc-index-schemas.js'
 
@@ -215,6 +215,32 @@ describe('recovery of a stopped server from its storage folder', () => {
     }
   }, 120_000)
 
+  it('--include-unindexed never lets an older copy of an instance the index lists replace it, on a target that overwrites', async () => {
+    const source = await startOrthanc({name: 'overwritten-source', overwriteInstances: true})
+    const target = await startOrthanc({name: 'overwriting-target', overwriteInstances: true})
+    try {
+      const [id] = await uploadFiles(source, [stranger.path])
+      const oldUuid = (await info(source, id!)).Uuid
+      const older = await readFile(join(source.storageDir, oldUuid.slice(0, 2), oldUuid.slice(2, 4), oldUuid))
+      // The same instance stored again with other bytes (one letter of the patient's name), overwriting it.
+      const newer = Buffer.from(older)
+      const at = newer.indexOf(Buffer.from('^', 'latin1'))
+      newer[at + 1] = newer[at + 1] === 0x41 ? 0x42 : 0x41
+      expect(await source.json<{ID: string}>('/instances', {method: 'POST', body: newer})).toMatchObject({ID: id})
+      // The server failed to delete the older file (a crash at the wrong moment): it is still there.
+      await mkdir(join(source.storageDir, oldUuid.slice(0, 2), oldUuid.slice(2, 4)), {recursive: true})
+      await writeFile(join(source.storageDir, oldUuid.slice(0, 2), oldUuid.slice(2, 4), oldUuid), older)
+      await source.kill()
+
+      const result = await runCli(['import', '--target', target.url, '--no-receipt', '--json', '--include-unindexed', '--index', join(source.dir, 'index'), source.storageDir])
+      expect(result.code, result.stdout).toBe(0)
+      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: 1, failed: 0, ignoredByKind: {copy: 1}})
+      expect((await instanceMd5s(target)).get(id!)).toBe(md5(newer))
+    } finally {
+      await Promise.all([source.dispose(), target.dispose()])
+    }
+  }, 120_000)
+
   it('a second run transfers nothing', async () => {
     const again = await recoverInto(mainTarget, '--json', storage)
     expect(again.code).toBe(10)
@@ -279,6 +305,30 @@ describe('recovery of a stopped server from its storage folder', () => {
       expect(Object.values(summary.ignoredByKind).reduce((sum, count) => sum + count, 0)).toBe(summary.ignoredFiles)
     } finally {
       await target.dispose()
+    }
+  })
+
+  it('without its index: a stored file left empty (a power loss) is named, never passed over as not DICOM', async () => {
+    const copy = join(work, 'emptied-storage')
+    await cp(storage, copy, {recursive: true})
+    let emptied: string | undefined
+    for (const file of await listFiles(copy)) {
+      const bytes = await readFile(file)
+      if (bytes.subarray(128, 132).toString('latin1') === 'DICM') {
+        emptied = file
+        break
+      }
+    }
+    expect(emptied).toBeDefined()
+    await writeFile(emptied!, Buffer.alloc(0))
+    const target = await startOrthanc({name: 'emptied'})
+    try {
+      const result = await recoverInto(target, '--json', '--ignore-index', copy)
+      expect(result.code).toBe(11)
+      expect(parseJson<ImportJson>(result).problems).toContainEqual(expect.objectContaining({id: emptied, kind: 'truncated', reason: expect.stringMatching(/empty stored file/)}))
+    } finally {
+      await target.dispose()
+      await rm(copy, {recursive: true, force: true})
     }
   })
 
