@@ -118,7 +118,7 @@ function renderImportSummary(summary: ImportSummary): string {
   }
 
   for (const report of summary.recovery) lines.push(...renderRecovery(report))
-  if (summary.ignoredFiles > 0) lines.push(`Set aside ${summary.ignoredFiles} file(s) that are not instances to import: ${Object.entries(summary.ignoredByKind).map(([kind, count]) => `${count} ${kind}`).join(', ')}.`)
+  if (summary.ignoredFiles > 0) lines.push(`Set aside ${summary.ignoredFiles} file(s) not imported: ${Object.entries(summary.ignoredByKind).map(([kind, count]) => `${count} ${kind}`).join(', ')}.`)
   lines.push(...renderNotCarried(summary.notCarried))
   if (summary.receipt) lines.push(`Receipt: ${summary.receipt}`)
   const headline = summary.dryRun ? `Dry run, nothing changed on ${summary.target.url}` : `Imported into ${summary.target.url}`
@@ -136,6 +136,9 @@ function renderRecovery(report: RecoveryReport): string[] {
   if (report.route === 'storage-folder-without-index') lines.push('  No index was found: give it with --index to recover exactly the instances it lists, checked against its MD5s.')
   if (report.attachmentsFailed > 0) lines.push(`  ${report.attachmentsFailed} user attachment(s) missing or damaged in storage: not restored (listed in the failures).`)
   if (report.notInIndex > 0) lines.push(`  ${report.notInIndex} stored file(s) the index does not know${report.route === 'postgresql' ? '' : ' (kind not-in-index)'}: imported only with --include-unindexed.`)
+  if (report.unindexedInstances > 0) {
+    lines.push(`  ${report.unindexedInstances} of them are whole instances the index does not list: deleted ones whose file outlived them, or instances stored after the index was last written (a lost index-wal, an index from a backup). If the index is older than the storage, they are lost to this recovery: --include-unindexed imports them.`)
+  }
   if (report.checkedBySizeOnly > 0) lines.push(`  ${report.checkedBySizeOnly} file(s) checked by size only: the index holds no MD5s (StoreMD5ForAttachments was off).`)
   const side = report.resourceSideData
   if (side.resources > 0) {

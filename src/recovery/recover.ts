@@ -26,6 +26,12 @@ export interface RecoveryReport {
   attachmentsFailed: number
   /** Stored files (or large objects) the index does not know: listed as ignored, kind not-in-index. */
   notInIndex: number
+  /**
+   * Of those, whole DICOM instances the index does not list at all (not another copy of one it
+   * lists): an instance deleted whose file outlived it, or one the index never saw because it is
+   * older than the storage (a lost index-wal, a backup). Not recovered without --include-unindexed.
+   */
+  unindexedInstances: number
   /** Files checked by size only: the server ran with StoreMD5ForAttachments off, so the index has no MD5s. */
   checkedBySizeOnly: number
   /**
@@ -37,7 +43,7 @@ export interface RecoveryReport {
 }
 
 export function emptyRecoveryReport(route: RecoveryReport['route'], source: string): RecoveryReport {
-  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
+  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
 }
 
 export interface IndexRecoveryOptions {
@@ -58,6 +64,9 @@ export interface RecoveryStore extends AttachmentStore {
 }
 
 export const NOT_IN_INDEX_REASON = 'stored file the index does not know (an instance deleted or overwritten, or a stranger): not imported without --include-unindexed'
+const NOT_IN_INDEX_INSTANCE_REASON = 'a whole instance the index does not list (deleted, or stored after the index was last written: a lost index-wal, a backup): not imported without --include-unindexed'
+/** What a stored file read only to be counted says of itself: nothing. */
+const QUIET: SourceEvents = {onSkip() {}, onProblem() {}, onFailed() {}}
 
 /**
  * Recovers exactly the instances the index of a stopped server lists, each from its stored DICOM
@@ -94,20 +103,24 @@ export async function* recoverFromIndex(
 
   for await (const entry of store.unindexed(index, events, options.signal)) {
     report.notInIndex++
+    // Read either way: without --include-unindexed, to say how many of them are whole instances.
+    const bytes = await entry.read()
+    const decoded = bytes === undefined ? undefined : decodeStoredBytes(entry.location, bytes, options.includeUnindexed ? events : QUIET)
+    const whole = decoded !== undefined && (decoded.identifiers.hasPixelData || !decoded.identifiers.describesImage)
+    // An older copy of an instance the index lists (left when it was overwritten): the index's is
+    // the instance, and this one must not replace it on a target that overwrites.
+    const copy = whole && await index.hasInstance(decoded.instanceId)
+    if (whole && !copy) report.unindexedInstances++
     if (!options.includeUnindexed) {
-      events.onSkip({id: entry.location, kind: 'not-in-index', reason: NOT_IN_INDEX_REASON})
+      events.onSkip({id: entry.location, kind: 'not-in-index', reason: whole && !copy ? NOT_IN_INDEX_INSTANCE_REASON : NOT_IN_INDEX_REASON})
       continue
     }
-    const bytes = await entry.read()
-    const decoded = bytes === undefined ? undefined : decodeStoredBytes(entry.location, bytes, events)
     if (decoded === undefined) continue
-    if (!decoded.identifiers.hasPixelData && decoded.identifiers.describesImage) {
+    if (!whole) {
       events.onSkip({id: entry.location, kind: 'header-only', reason: ORPHAN_HEADER_REASON})
       continue
     }
-    // An older copy of an instance the index lists (left when it was overwritten): the index's is
-    // the instance, and this one must not replace it on a target that overwrites.
-    if (await index.hasInstance(decoded.instanceId)) {
+    if (copy) {
       events.onSkip({id: entry.location, kind: 'copy', reason: `another copy of instance ${decoded.instanceId}, which the index lists with its own file: not imported`})
       continue
     }

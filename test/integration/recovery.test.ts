@@ -29,6 +29,7 @@ interface RecoveryJson {
   failed: number
   attachmentsFailed: number
   notInIndex: number
+  unindexedInstances: number
   resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}
 }
 
@@ -182,10 +183,13 @@ describe('recovery of a stopped server from its storage folder', () => {
   })
 
   it('lists and counts a stored file the index does not know, and imports it only when asked', async () => {
-    expect(main.recovery[0]!.notInIndex).toBe(1)
+    // The stranger is a whole instance the index does not list: said, so that a stale index cannot hide what it leaves out.
+    expect(main.recovery[0]).toMatchObject({notInIndex: 1, unindexedInstances: 1})
     expect(main.ignoredByKind['not-in-index']).toBe(1)
-    expect(main.ignoredSamples).toContainEqual(expect.objectContaining({id: strangerPath, kind: 'not-in-index'}))
+    expect(main.ignoredSamples).toContainEqual(expect.objectContaining({id: strangerPath, kind: 'not-in-index', reason: expect.stringMatching(/whole instance the index does not list/)}))
     expect((await mainTarget.api(`/instances/${stranger.orthancId}`)).status).toBe(404)
+    const human = await recoverInto(mainTarget, storage)
+    expect(human.stdout).toMatch(/1 of them are whole instances the index does not list/)
 
     const included = await recoverInto(mainTarget, '--json', '--include-unindexed', storage)
     expect(included.code).toBe(10)
