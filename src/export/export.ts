@@ -104,8 +104,9 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
   if (options.encryption && 'recipients' in options.encryption) await Promise.all(options.encryption.recipients.map((recipient) => parseRecipient(recipient, 'encryption recipient')))
   const source = await sourceIdentity(options.client, options.signal)
   // A stream is cut into bags of the volume size too: the far side holds one bag on disk until
-  // its tag manifest, which comes last, proves it.
-  const {maxVolumeBytes} = options
+  // its tag manifest, which comes last, proves it. Volumes are planned in plaintext bytes: an
+  // encrypted one is planned that much smaller than the limit, so that its file stays within it.
+  const maxVolumeBytes = options.encryption ? plaintextWithin(options.maxVolumeBytes, options.encryption) : options.maxVolumeBytes
   const fingerprint: ExportFingerprint = {
     server: source.server, filters: filtersDigest(options.filters), maxVolumeBytes: options.maxVolumeBytes, maxVolumeInstances: options.maxVolumeInstances,
     prefix: options.namePrefix, hops: options.hops ?? [], patientIndex: options.patientIndex, exclusions: options.exclusions ?? '',
@@ -234,6 +235,13 @@ function isAbort(error: unknown): boolean {
 
 /** What makes an export the same export: a run with other values cannot resume it. */
 type ExportFingerprint = Record<string, unknown>
+
+/** The most plaintext whose encrypted file is no larger than `limit` bytes. */
+function plaintextWithin(limit: number, encryption: AgeEncryptionKeys): number {
+  let plaintext = limit
+  for (let over = encryptedSizeBound(plaintext, encryption) - limit; over > 0; over = encryptedSizeBound(plaintext, encryption) - limit) plaintext -= over
+  return Math.max(0, plaintext)
+}
 
 /**
  * The filters as an export's fingerprint keeps them: a digest, which tells a resume whether they

@@ -132,7 +132,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     const worst = lineFor({record, resources})
     const footprint = recordFootprint(record, resources, worst.length)
     if (footprint + VOLUME_FIXED_BYTES > options.maxVolumeBytes) {
-      throw new InstanceTooLargeError(record.id, footprint, options.maxVolumeBytes)
+      throw new InstanceTooLargeError(record.id, footprint + VOLUME_FIXED_BYTES, options.maxVolumeBytes)
     }
 
     let target = current ?? await openVolume()
@@ -236,8 +236,11 @@ function recordFootprint(record: InstanceRecord, resources: ResourceRecord[], js
 
 /** An instance that cannot fit in any volume; instances are never split. */
 export class InstanceTooLargeError extends Error {
+  readonly problemKind = 'too-large' as const
+
+  /** `bytes`: with the volume's own files; `limit`: what a volume's plaintext may hold (less, when encrypted, than --max-volume-size). */
   constructor(readonly instanceId: string, readonly bytes: number, readonly limit: number) {
-    super(`instance ${instanceId} needs ${bytes} bytes, more than the volume limit of ${limit}: raise --max-volume-size`)
+    super(`instance ${instanceId} needs a volume of ${bytes} bytes, more than the ${limit} a volume may hold within --max-volume-size (less what encryption adds): raise --max-volume-size`)
     this.name = 'InstanceTooLargeError'
   }
 }
