@@ -167,6 +167,10 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       crashPoint('export:plan-saved')
       // Written as soon as the plan says which volume holds which study.
       if (index && toFolder) await index.write((options.output as {path: string}).path, plan, options.namePrefix, options.encryption)
+    } else if (index && toFolder && !(await stat(PatientIndex.pathIn((options.output as {path: string}).path, options.encryption)).catch(() => undefined))) {
+      // The run that planned stopped before it wrote the index: asked for, so written now.
+      await index.addPlanned(plan, options.client, options.signal)
+      await index.write((options.output as {path: string}).path, plan, options.namePrefix, options.encryption)
     }
 
     const planned = plan.volumes.reduce((sum, volume) => sum + volume.instances, 0)

@@ -4,7 +4,8 @@ import {buffer} from 'node:stream/consumers'
 
 import {volumeName} from '../archive/format.js'
 import {AGE_FILE_SUFFIX, type AgeEncryptionKeys, createAgeEncryptor} from '../crypto/age.js'
-import type {SelectedStudy} from '../sources/orthanc-selection.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import {patientFieldsOf, type SelectedStudy} from '../sources/orthanc-selection.js'
 import {writeFileDurably} from '../util/json-file.js'
 import type {ExportPlan} from './plan.js'
 
@@ -19,6 +20,23 @@ export class PatientIndex {
 
   add(study: SelectedStudy): void {
     this.studies.set(study.studyId, {...study.patient, studyInstanceUid: study.studyInstanceUid, instances: study.instances.length})
+  }
+
+  /**
+   * For a resumed export whose index was never written (the run that planned it stopped first):
+   * each planned study's patient fields asked of the source again, its instances from the plan.
+   */
+  async addPlanned(plan: ExportPlan, client: OrthancClient, signal?: AbortSignal): Promise<void> {
+    for (const [studyId, expectation] of Object.entries(plan.studies)) {
+      const study = await client.study(studyId, signal)
+      const patient = study ? patientFieldsOf(study) : {patientId: '', patientName: '', patientBirthDate: '', accessionNumber: '', studyDate: '', studyDescription: ''}
+      this.studies.set(studyId, {...patient, studyInstanceUid: expectation.studyInstanceUid, instances: expectation.expectedInstances})
+    }
+  }
+
+  /** The index file an export writes in `folder`. */
+  static pathIn(folder: string, encryption?: AgeEncryptionKeys): string {
+    return join(folder, encryption ? `index.csv${AGE_FILE_SUFFIX}` : 'index.csv')
   }
 
   /** Writes `index.csv` in `folder` (`index.csv.age` when encrypted); returns its path. */
@@ -42,7 +60,7 @@ export class PatientIndex {
       ])
     const csv = [header, ...rows].map((row) => row.map(csvField).join(',')).join('\r\n') + '\r\n'
     // It names patients: readable by the user who exported, nobody else.
-    const path = join(folder, encryption ? `index.csv${AGE_FILE_SUFFIX}` : 'index.csv')
+    const path = PatientIndex.pathIn(folder, encryption)
     await writeFileDurably(path, encryption ? await buffer(Readable.from([Buffer.from(csv)]).pipe(createAgeEncryptor(encryption))) : csv)
     return path
   }

@@ -153,20 +153,25 @@ async function selectInStudy(
     .sort((a, b) => a.seriesId.localeCompare(b.seriesId) || a.order - b.order || a.id.localeCompare(b.id))
     .map(({order: _order, ...instance}) => instance)
 
-  const patient = study.PatientMainDicomTags ?? {}
   return {
     studyId: study.ID,
     studyInstanceUid: study.MainDicomTags.StudyInstanceUID ?? '',
     instancesOnSource: instances.length,
     instances: selected,
-    patient: {
-      patientId: patient.PatientID ?? '',
-      patientName: patient.PatientName ?? '',
-      patientBirthDate: patient.PatientBirthDate ?? '',
-      accessionNumber: study.MainDicomTags.AccessionNumber ?? '',
-      studyDate: study.MainDicomTags.StudyDate ?? '',
-      studyDescription: study.MainDicomTags.StudyDescription ?? '',
-    },
+    patient: patientFieldsOf(study),
+  }
+}
+
+/** The fields of a study the patient index shows: read from the source, written nowhere else. */
+export function patientFieldsOf(study: OrthancResource): SelectedStudy['patient'] {
+  const patient = study.PatientMainDicomTags ?? {}
+  return {
+    patientId: patient.PatientID ?? '',
+    patientName: patient.PatientName ?? '',
+    patientBirthDate: patient.PatientBirthDate ?? '',
+    accessionNumber: study.MainDicomTags.AccessionNumber ?? '',
+    studyDate: study.MainDicomTags.StudyDate ?? '',
+    studyDescription: study.MainDicomTags.StudyDescription ?? '',
   }
 }
 

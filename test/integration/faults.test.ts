@@ -121,6 +121,19 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect((await runCli(['verify', output])).code).toBe(0)
   })
 
+  it('--patient-index: an export stopped once its plan is saved writes its index when resumed', async () => {
+    const output = join(work, 'index-resumed')
+    const planned = await runCli(['export', '--source', source.url, '--output', output, '--patient-index'], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:plan-saved'}})
+    expect(planned.code).not.toBe(0)
+    const resumed = await exportTo(output, '--patient-index')
+    expect(resumed.code, resumed.stderr).toBe(0)
+    const rows = (await readFile(join(output, 'index.csv'), 'utf8')).trim().split('\r\n')
+    // A header, then a row per study, each naming its patient and its volume.
+    const studies = new Set(records.map((record) => record.studyInstanceUid))
+    expect(rows).toHaveLength(studies.size + 1)
+    for (const record of records) expect(rows.some((row) => row.includes(record.studyInstanceUid) && row.includes(record.patientId) && row.includes('.tar'))).toBe(true)
+  })
+
   it('an instance that could not be planned: failed on every resume, named with the way out, and taken by an export --since', async () => {
     const proxy = await startFaultProxy(source.port)
     const victim = records[2]!.orthancId
