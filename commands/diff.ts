@@ -37,10 +37,10 @@ export default class Diff extends BaseCommand {
       const filters = filtersFromFlags(flags)
       const summary = await diffServers(source, target, {filters, perStudy: flags['per-study'], sideData: flags['side-data'], signal: this.signal, onProgress: reporter.onProgress})
       if (serversDiffer(summary)) process.exitCode = ExitCode.different
-      // Nothing selected on the source (with filters, the target is compared only with what they select there): most often mistyped filters, as export says.
+      // Nothing selected on either server (the same filters select on both): most often mistyped filters, as export says.
       else if (Object.keys(filters).length > 0 && summary.identical === 0) {
         process.exitCode = ExitCode.nothingMatched
-        reporter.warn(`the filters matched no instance on the source. ${FILTERS_MATCHED_NOTHING_HINT}`)
+        reporter.warn(`the filters matched no instance on ${filters.orthancIds ? 'the source' : 'either server'}. ${FILTERS_MATCHED_NOTHING_HINT}`)
       }
       this.result(summary, renderDiff)
       if (serversDiffer(summary)) reporter.hint(nextStep(this.config.bin, summary, this.argv))

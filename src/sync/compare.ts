@@ -35,6 +35,12 @@ export interface CompareOptions {
    * filters still applying to them; the target is asked about each one, not each study.
    */
   onlyInstances?: string[]
+  /**
+   * With filters, also select on the target with the same filters, and report what it holds
+   * that the source's selection does not (diff). A sync leaves it out: it sends, and never
+   * deletes with filters. Not with `orthancIds`, which name the source's resources.
+   */
+  targetSelection?: boolean
 }
 
 /**
@@ -43,11 +49,15 @@ export interface CompareOptions {
  * MD5s both servers recorded agree (no file is downloaded). Memory holds one study's instances
  * and the list of study IDs, never every instance ID: a server with millions of instances is
  * compared in the memory its studies take. Instances only on the target are reported for an
- * unfiltered comparison; with filters, the rest of the target is out of scope.
+ * unfiltered comparison, and with filters when `targetSelection` asks (diff): the same filters
+ * select on the target too. Otherwise (sync) the rest of the target is out of scope.
  */
 export async function* compareServers(source: OrthancClient, target: OrthancClient, options: CompareOptions): AsyncGenerator<ComparedInstance> {
   const unfiltered = Object.keys(options.filters).length === 0
   const sourceStudies = new Set<string>()
+  // Only for a filtered comparison that also selects on the target: each study's selected instances.
+  const selectTarget = !unfiltered && options.targetSelection === true && options.onlyInstances === undefined && !options.filters.orthancIds
+  const sourceSelected = new Map<string, Set<string>>()
   const lookupEachOnTarget = options.onlyInstances !== undefined
   const findOnlyOnTarget = unfiltered && !lookupEachOnTarget
   // The target's studies are listed beside the comparison rather than after it, which across a
@@ -84,6 +94,7 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   })
   for await (const {study, onTarget, present, same} of compared) {
     sourceStudies.add(study.studyId)
+    if (selectTarget) sourceSelected.set(study.studyId, new Set(study.instances.map((instance) => instance.id)))
     for (const [index, instance] of study.instances.entries()) {
       const base = {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, size: instance.size, source: instance}
       if (!present[index]) yield {...base, state: 'only-source'}
@@ -93,6 +104,16 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
 
     if (findOnlyOnTarget) {
       for (const id of onTarget) yield {id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}
+    }
+  }
+
+  if (selectTarget) {
+    // The same filters, on the target: what they select there that they do not on the source.
+    for await (const study of selectInstances(target, options.filters, options.signal)) {
+      const onSource = sourceSelected.get(study.studyId)
+      for (const instance of study.instances) {
+        if (!onSource?.has(instance.id)) yield {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}
+      }
     }
   }
 

@@ -88,7 +88,7 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
   }
 
   const sideData = options.sideData ? new SideDataComparison(source, target, options.signal) : undefined
-  for await (const item of compareServers(source, target, {filters: options.filters, checksum: true, signal: options.signal})) {
+  for await (const item of compareServers(source, target, {filters: options.filters, checksum: true, targetSelection: true, signal: options.signal})) {
     if (sideData && (item.state === 'identical' || item.state === 'different')) await sideData.compare(item.source!)
     if (item.state !== 'only-target') compared++
     report()

@@ -167,6 +167,26 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('diff with filters finds what they select only on the target: in a study both hold, and in one only the target holds', async () => {
+    const study = await generateStudySet(join(work, 'filtered-diff'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 500, seed: 'filtered-diff'})
+    const uid = study[0]!.studyInstanceUid
+    await uploadFiles(target, study.map((record) => record.path))
+    await uploadFiles(source, study.slice(0, 2).map((record) => record.path))
+    try {
+      const partly = await diff('--study-uid', uid)
+      expect(partly.code).toBe(14)
+      expect(parseJson<DiffJson>(partly)).toMatchObject({onlySource: 0, onlyTarget: 1, identical: 2})
+      for (const record of study.slice(0, 2)) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
+      const onlyThere = await diff('--study-uid', uid)
+      expect(onlyThere.code).toBe(14)
+      expect(parseJson<DiffJson>(onlyThere)).toMatchObject({onlySource: 0, onlyTarget: 3, identical: 0})
+    } finally {
+      for (const record of study) {
+        for (const server of [source, target]) await server.api(`/instances/${record.orthancId}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
+      }
+    }
+  })
+
   it('--delete removes what the source no longer has, guarded against wiping the target', async () => {
     const extra = await generateStudySet(join(work, 'extra'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 1000, seed: 'target-only'})
     await uploadFiles(target, extra.map((record) => record.path))
