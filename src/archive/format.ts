@@ -5,6 +5,7 @@
  */
 
 import type {AttachmentRecord, Hop, InstanceFilters, InstanceRecord, ResourceRecord, SourceIdentity, StudyExpectation} from '../model.js'
+import {startsLikeAgeFile} from '../crypto/age.js'
 
 
 export const ARCHIVE_FORMAT = 'orthanc-replicate-archive'
@@ -33,14 +34,13 @@ export function volumeName(prefix: string, index: number, count: number): string
 /** A volume's file name: PREFIX-0001-of-0003.tar, or .tar.age when encrypted. */
 export const VOLUME_NAME_PATTERN = /^(?<prefix>.+)-(?<index>\d{4,})-of-(?<count>\d{4,})\.tar(?<encrypted>\.age)?$/
 
-const AGE_MAGIC = Buffer.from('age-encryption.org/v1\n')
 const TAR_MAGIC_OFFSET = 257
 /** How many bytes from its start tell an archive volume (looksLikeArchive). */
 export const ARCHIVE_MAGIC_BYTES = 262
 
 /** What the first bytes of a tar volume (the ustar magic of its first header) or an age file say. */
 export function looksLikeArchive(start: Buffer): boolean {
-  return start.subarray(0, AGE_MAGIC.length).equals(AGE_MAGIC) || start.subarray(TAR_MAGIC_OFFSET, ARCHIVE_MAGIC_BYTES).toString('latin1') === 'ustar'
+  return startsLikeAgeFile(start) || start.subarray(TAR_MAGIC_OFFSET, ARCHIVE_MAGIC_BYTES).toString('latin1') === 'ustar'
 }
 
 export function dicomPayloadPath(record: {studyId: string; id: string}): string {
