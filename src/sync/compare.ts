@@ -1,7 +1,7 @@
 import type {InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {OrthancResource} from '../orthanc/types.js'
-import {selectInstances, type SelectedInstance} from '../sources/orthanc-selection.js'
+import {selectInstances, type SelectedInstance, UnknownOrthancIdError} from '../sources/orthanc-selection.js'
 import {mapConcurrent, mapOrdered} from '../util/concurrency.js'
 
 const LOOKUP_CONCURRENCY = 8
@@ -55,9 +55,7 @@ export interface CompareOptions {
 export async function* compareServers(source: OrthancClient, target: OrthancClient, options: CompareOptions): AsyncGenerator<ComparedInstance> {
   const unfiltered = Object.keys(options.filters).length === 0
   const sourceStudies = new Set<string>()
-  // Only for a filtered comparison that also selects on the target: each study's selected instances.
   const selectTarget = !unfiltered && options.targetSelection === true && options.onlyInstances === undefined && !options.filters.orthancIds
-  const sourceSelected = new Map<string, Set<string>>()
   const lookupEachOnTarget = options.onlyInstances !== undefined
   const findOnlyOnTarget = unfiltered && !lookupEachOnTarget
   // The target's studies are listed beside the comparison rather than after it, which across a
@@ -94,7 +92,6 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   })
   for await (const {study, onTarget, present, same} of compared) {
     sourceStudies.add(study.studyId)
-    if (selectTarget) sourceSelected.set(study.studyId, new Set(study.instances.map((instance) => instance.id)))
     for (const [index, instance] of study.instances.entries()) {
       const base = {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, size: instance.size, source: instance}
       if (!present[index]) yield {...base, state: 'only-source'}
@@ -108,11 +105,12 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   }
 
   if (selectTarget) {
-    // The same filters, on the target: what they select there that they do not on the source.
+    // The same filters, on the target: what they select there that they do not on the source. A
+    // study both selected is selected on the source again, alone: memory holds one study, as above.
     for await (const study of selectInstances(target, options.filters, options.signal)) {
-      const onSource = sourceSelected.get(study.studyId)
+      const onSource = sourceStudies.has(study.studyId) ? await selectedInStudy(source, options.filters, study.studyId, options.signal) : new Set<string>()
       for (const instance of study.instances) {
-        if (!onSource?.has(instance.id)) yield {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}
+        if (!onSource.has(instance.id)) yield {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}
       }
     }
   }
@@ -125,6 +123,18 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
       yield {id, studyId: study.ID, studyInstanceUid: study.MainDicomTags.StudyInstanceUID, state: 'only-target'}
     }
   }
+}
+
+/** The instances `filters` select in one study of `client` (none when the study is gone). */
+async function selectedInStudy(client: OrthancClient, filters: InstanceFilters, studyId: string, signal?: AbortSignal): Promise<Set<string>> {
+  const ids = new Set<string>()
+  try {
+    for await (const study of selectInstances(client, {...filters, orthancIds: [studyId]}, signal)) for (const instance of study.instances) ids.add(instance.id)
+  } catch (error) {
+    if (!(error instanceof UnknownOrthancIdError)) throw error
+  }
+
+  return ids
 }
 
 /** Target studies listed beside the comparison and kept (ID and UID, about 200 bytes each); a target with more is listed again after it. */
