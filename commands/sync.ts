@@ -17,6 +17,7 @@ import {FILTERS_MATCHED_NOTHING_HINT, UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
 import {deleteExtras, type DeletionPass} from '../src/sync/delete.js'
+import {heldByTarget} from '../src/sync/plan.js'
 import {DELETIONS_AT_ONCE, type FollowSummary, followSource} from '../src/sync/follow.js'
 import {type SyncSummary, syncServers} from '../src/sync/sync.js'
 
@@ -92,7 +93,7 @@ export default class Sync extends BaseCommand {
         source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency, zipUploads: flags['zip-uploads'],
         signal: this.signal, onProgress: reporter.onProgress, onEvent: reporter.onEvent,
       })
-      if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
+      if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, targetHeldBefore: heldByTarget(summary.plan), dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
       const matched = summary.plan.present + summary.plan.missing + summary.plan.different
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
       // Asked to mirror deletions, and refused: the target still holds what the source no longer has.

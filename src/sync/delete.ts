@@ -10,15 +10,27 @@ export interface DeletionPass {
   refused?: string
 }
 
+export interface DeletionOptions {
+  maxFraction: number
+  /**
+   * How many instances the target held before this run added any (the sync's comparison: present,
+   * different and only on the target). The fraction is of these: measured after the sync, a source
+   * replaced by unrelated data would first add its instances, and then the target's originals
+   * would be a small fraction of the whole however many of them go.
+   */
+  targetHeldBefore?: number
+  dryRun: boolean
+  concurrency: number
+  signal?: AbortSignal
+}
+
 /**
  * Removes from the target what the source no longer has, unless that looks like a mistake: a
  * source that answers with no instances at all, or a pass that would remove more than
- * `maxFraction` of the target (a half-empty source after a failed restore, say). A refused pass
- * deletes nothing and says why.
+ * `maxFraction` of what the target held (a half-empty source after a failed restore, say, or
+ * another server's data given as the source). A refused pass deletes nothing and says why.
  */
-export async function deleteExtras(
-  source: OrthancClient, target: OrthancClient, options: {maxFraction: number; dryRun: boolean; concurrency: number; signal?: AbortSignal},
-): Promise<DeletionPass> {
+export async function deleteExtras(source: OrthancClient, target: OrthancClient, options: DeletionOptions): Promise<DeletionPass> {
   const extras: string[] = []
   for await (const item of compareServers(source, target, {filters: {}, checksum: false, signal: options.signal})) {
     if (item.state === 'only-target') extras.push(item.id)
@@ -32,9 +44,13 @@ export async function deleteExtras(
     return pass
   }
 
-  const fraction = extras.length / onTarget.CountInstances
+  // Another writer may have added to the target since the comparison: never measure against less
+  // than the candidates themselves.
+  const held = Math.max(options.targetHeldBefore ?? onTarget.CountInstances, extras.length)
+  const fraction = extras.length / held
   if (fraction > options.maxFraction) {
-    pass.refused = `deleting ${extras.length} of ${onTarget.CountInstances} target instances (${(fraction * 100).toFixed(1)}%) is over --max-delete-fraction ${options.maxFraction}`
+    const whole = options.targetHeldBefore === undefined ? 'target instances' : 'instances the target held before this run'
+    pass.refused = `deleting ${extras.length} of ${held} ${whole} (${(fraction * 100).toFixed(1)}%) is over --max-delete-fraction ${options.maxFraction}`
     return pass
   }
 

@@ -8,6 +8,7 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
 import type {Endpoint} from '../model.js'
 import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
+import {heldByTarget} from './plan.js'
 import type {JobEventListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
@@ -94,7 +95,7 @@ export async function followSource(options: FollowOptions): Promise<FollowSummar
         tally(pass, true)
         if (pass.interrupted) break
         const deletion = options.deleteExtras
-          ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, dryRun: false, concurrency: options.concurrency ?? DELETIONS_AT_ONCE, signal: options.signal})
+          ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, targetHeldBefore: heldByTarget(pass.plan), dryRun: false, concurrency: options.concurrency ?? DELETIONS_AT_ONCE, signal: options.signal})
           : undefined
         summary.deleted += deletion?.deleted ?? 0
         state = stateAfter(pass, {version: 1, source: options.source.display, target: options.target.display, cursor: last, lastFullPass: new Date().toISOString()})

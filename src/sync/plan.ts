@@ -37,6 +37,11 @@ export async function undeclaredUserMetadata(source: OrthancClient, target: Orth
   return onSource.filter((name) => !taken.has(name))
 }
 
+/** What the target held when the plan compared the servers, before the sync added anything. */
+export function heldByTarget(plan: SyncPlan): number {
+  return plan.present + plan.different + plan.onlyOnTarget
+}
+
 export function emptySyncPlan(): SyncPlan {
   return {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
 }

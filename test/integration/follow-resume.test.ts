@@ -41,7 +41,7 @@ describe('sync --follow started again', () => {
   }
 
   /** Runs the mirror (one instance at a time) until `stop` says so; returns its summary. */
-  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}, fullEveryMs = 3_600_000) {
+  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}, fullEveryMs = 3_600_000, deleteExtras = false) {
     const sourceClient = new OrthancClient(resolveEndpoint({url: source.url}))
     const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
     const controller = new AbortController()
@@ -50,7 +50,7 @@ describe('sync --follow started again', () => {
     try {
       return await followSource({
         source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, stateFile,
-        intervalMs: 50, fullEveryMs, deleteExtras: false, maxDeleteFraction: 0.5, signal: controller.signal,
+        intervalMs: 50, fullEveryMs, deleteExtras, maxDeleteFraction: 0.5, signal: controller.signal,
         // Ctrl-C part-way through a pass.
         onProgress: (event) => {
           if (stop.afterStored !== undefined && event.phase === 'sync' && event.done >= stop.afterStored) controller.abort()
@@ -146,5 +146,15 @@ describe('sync --follow started again', () => {
     // Orthanc keeps its system metadata for itself: every instance's is named, once.
     expect(summary.notCarried).toContainEqual(expect.objectContaining({level: 'instance', kind: 'system-metadata', count: records.length}))
     for (const entry of summary.notCarried) expect(entry.count, `${entry.level} ${entry.kind}`).toBeLessThanOrEqual(records.length)
+  }, 60_000)
+
+  it('a mirror that deletes measures the fraction against what the target held before the pass added', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(2).map((record) => record.path))
+    // The target's own two instances, which the source does not have: all of what it held.
+    await uploadFiles(target, records.slice(0, 2).map((record) => record.path))
+    const summary = await follow(join(work, 'deleting.json'), {afterPasses: 1}, 3_600_000, true)
+    expect(summary).toMatchObject({fullPasses: 1, failed: 0, deleted: 0})
+    expect((await instanceMd5s(target)).size).toBe(records.length)
   }, 60_000)
 })
