@@ -82,11 +82,11 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   let uploads: {concurrency: JobConcurrency; sink: OrthancSink} | undefined
   // Skipped, after a transfer: what it found on the target, the plan's present instances whose
   // side data it compared and those an upload found there (AlreadyStored: stored meanwhile by
-  // another writer), never one that failed. Before one (a dry run, an interruption while
-  // comparing): what the plan found there.
+  // another writer), never one that failed. A dry run: what the plan found there. Stopped before
+  // the transfer: none, as nothing found there had its side data compared yet (the plan counts them).
   const summary = (stats: TransferStats, afterTransfer = false): SyncSummary => ({
     ...stats,
-    skipped: afterTransfer ? stats.skipped : plan.present,
+    skipped: afterTransfer ? stats.skipped : options.dryRun ? plan.present : 0,
     retries: stats.retries + options.source.http.stats.retries + options.target.http.stats.retries,
     durationMs: Date.now() - started,
     dryRun: options.dryRun === true,

@@ -13,6 +13,7 @@ import {makeCorpus, volumeFiles} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
+import {syncServers} from '../../src/sync/sync.js'
 import {damageStoredFile, flipByteInEntry, payloadEntries} from '../helpers/tamper.js'
 
 const run = promisify(execFile)
@@ -117,6 +118,25 @@ describe('sync, diff and verify', () => {
     } finally {
       await client.close()
       await source.api(`/instances/${instanceId}/metadata/4242`, {method: 'DELETE'})
+    }
+  })
+
+  it('stopped while comparing, a sync counts nothing as skipped: what it found there was not yet checked', async () => {
+    const sourceClient = new OrthancClient(resolveEndpoint({url: source.url, env: {}}))
+    const targetClient = new OrthancClient(resolveEndpoint({url: target.url, env: {}}))
+    const controller = new AbortController()
+    try {
+      const summary = await syncServers({
+        source: sourceClient, target: targetClient, filters: {}, checksum: false, dryRun: false, signal: controller.signal,
+        onProgress: (event) => {
+          if (event.phase === 'comparing' && event.done > 0) controller.abort()
+        },
+      })
+      expect(summary.interrupted).toBe(true)
+      expect(summary.plan.present).toBeGreaterThan(0)
+      expect(summary).toMatchObject({transferred: 0, skipped: 0, failed: 0})
+    } finally {
+      await Promise.all([sourceClient.close(), targetClient.close()])
     }
   })
 
