@@ -1,5 +1,6 @@
 import {readFileSync} from 'node:fs'
 import {chmod, chown, type FileHandle, mkdir, open} from 'node:fs/promises'
+import {join, relative, resolve, sep} from 'node:path'
 
 import {UserFacingError} from '../errors.js'
 
@@ -42,13 +43,22 @@ export async function openPrivateFile(path: string, flags: 'w' | 'wx' | 'wx+'): 
 export async function makePrivateFolder(path: string): Promise<void> {
   const created = await mkdir(path, {recursive: true, mode: sharingGroup === undefined ? 0o700 : 0o750})
   if (created !== undefined && sharingGroup !== undefined) {
-    try {
-      await chown(path, -1, sharingGroup)
-      await chmod(path, 0o750)
-    } catch (error) {
-      throw groupError(path, error)
+    // Every folder made here, not only the last: the group must be able to walk down to it.
+    for (const folder of foldersFrom(resolve(created), resolve(path))) {
+      try {
+        await chown(folder, -1, sharingGroup)
+        await chmod(folder, 0o750)
+      } catch (error) {
+        throw groupError(folder, error)
+      }
     }
   }
+}
+
+/** `first`, then each folder below it down to `last` (which is inside it, or it). */
+function foldersFrom(first: string, last: string): string[] {
+  const below = relative(first, last).split(sep).filter((part) => part !== '')
+  return [first, ...below.map((_, index) => join(first, ...below.slice(0, index + 1)))]
 }
 
 /** A group name (from /etc/group) or number, as --file-group takes it. */

@@ -382,7 +382,9 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
 
     it('--file-group: volumes, plans, index, receipts 0640 and folders 0750, under that group', async () => {
       const group = sharingGroup()
-      const output = join(work, 'shared')
+      // Folders the export makes on the way are the group's to walk through too.
+      const parent = join(work, 'shared-site')
+      const output = join(parent, 'drive', 'shared')
       expect((await exportTo(output, '--patient-index', '--file-group', String(group))).code).toBe(0)
       const target = await startOrthanc({name: 'shared-target'})
       try {
@@ -395,7 +397,7 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
 
       const files = await listFiles(output)
       expect(files.some((file) => file.endsWith('receipt.jsonl')) && files.some((file) => file.endsWith('index.csv'))).toBe(true)
-      for (const path of [...files, output, join(output, '.orthanc-replicate')]) {
+      for (const path of [...files, output, join(output, '.orthanc-replicate'), parent, join(parent, 'drive')]) {
         const info = await stat(path)
         expect((info.mode & 0o777).toString(8), path).toBe(info.isDirectory() ? '750' : '640')
         expect(info.gid, path).toBe(group)
