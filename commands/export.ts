@@ -106,5 +106,12 @@ function renderExportSummary(summary: ExportSummary): string {
   const headline = summary.dryRun
     ? `Dry run, nothing written: ${summary.instancesPlanned} instances (${formatBytes(summary.bytesPlanned)}) would go into ${summary.volumes} volume(s)`
     : `Exported ${summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`
-  return renderTransferSummary(summary, headline, {...summary, unit: 'downloads'})
+  const lines: string[] = []
+  // What was left out, and on whose word: a receipt from the wrong server would leave out what
+  // the far side does not have, and only its header can show that.
+  if (summary.leftOut > 0) lines.push(`${summary.leftOut} selected instance(s) left out: the far side has them (--since, --exclude-receipt).`)
+  for (const receipt of summary.receipts ?? []) {
+    lines.push(`Receipt ${receipt.path}: ${receipt.arrived} instance(s) arrived on "${receipt.target.name}" (${receipt.target.server}, Orthanc ${receipt.target.version}), imported ${receipt.importedAt}.`)
+  }
+  return renderTransferSummary(summary, headline, {...summary, unit: 'downloads'}) + lines.map((line) => `${line}\n`).join('')
 }

@@ -130,6 +130,7 @@ export async function exportArchive(options: ExportArchiveOptions): Promise<Expo
     hops: options.hopsFrom ? await readHops(options.hopsFrom) : [],
     exclude: exclusions.exclude,
     exclusions: exclusions.description,
+    receipts: exclusions.receipts.length > 0 ? exclusions.receipts : undefined,
     incrementalBase: exclusions.incrementalBase,
     chainBase: exclusions.chainBase,
     encryption: options.encryption,

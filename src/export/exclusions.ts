@@ -4,6 +4,15 @@ import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
 import {excludeExportedBefore, readExportBase} from './since.js'
 
+/** An import receipt carried back: the server it says holds its instances, and how many. */
+export interface ReceiptInUse {
+  path: string
+  target: {server: string; name: string; version: string}
+  importedAt: string
+  /** Instances it shows as arrived (not failed). */
+  arrived: number
+}
+
 export interface Exclusions {
   exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
   /** A stable description, part of the export's fingerprint. */
@@ -11,6 +20,7 @@ export interface Exclusions {
   incrementalBase?: {group: string; changeCursor: number}
   /** Every instance the chain of exports before this one holds (for the chain list this export leaves). */
   chainBase: string[]
+  receipts: ReceiptInUse[]
 }
 
 /**
@@ -22,6 +32,7 @@ export async function buildExclusions(client: OrthancClient, since: string | und
   const description: string[] = []
   let incrementalBase: Exclusions['incrementalBase']
   let chainBase: string[] = []
+  const receiptsInUse: ReceiptInUse[] = []
   if (since) {
     const base = await readExportBase(since)
     predicates.push(await excludeExportedBefore(client, base, signal))
@@ -33,7 +44,9 @@ export async function buildExclusions(client: OrthancClient, since: string | und
   for (const path of receipts) {
     let arrived: Map<string, string>
     try {
-      ;({arrived} = await readReceipt(path))
+      const receipt = await readReceipt(path)
+      arrived = receipt.arrived
+      receiptsInUse.push({path, target: receipt.header.target, importedAt: receipt.header.createdAt, arrived: arrived.size})
     } catch (error) {
       throw new UserFacingError(`cannot use receipt ${path}: ${(error as Error).message}`, 'Give the import-receipt-*.jsonl file that import wrote on the far side.', 'bad-input', 'bad-receipt')
     }
@@ -55,5 +68,6 @@ export async function buildExclusions(client: OrthancClient, since: string | und
     description: description.join(','),
     incrementalBase,
     chainBase,
+    receipts: receiptsInUse,
   }
 }

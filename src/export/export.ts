@@ -23,6 +23,7 @@ import {type AgeEncryptionKeys, encryptedSizeBound, parseRecipient} from '../cry
 import {formatBytes} from '../util/format.js'
 import {DEFAULT_STATE_FOLDER, type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume, isStateFileName} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
+import type {ReceiptInUse} from './exclusions.js'
 import {PatientIndex} from './patient-index.js'
 import {makeScratchFolder} from '../util/scratch-folder.js'
 
@@ -49,6 +50,8 @@ export interface ExportOptions {
   incrementalBase?: {group: string; changeCursor: number}
   /** Says what `exclude` leaves out (base group, receipts), so that a resumed run is the same run. */
   exclusions?: string
+  /** The import receipts `exclude` reads, as the summary names them. */
+  receipts?: ReceiptInUse[]
   /** Every instance the exports this one continues hold: with this export's own, the chain list it leaves for the next --since. */
   chainBase?: string[]
   /** Encrypt every volume (or the stream) in the age format to these keys. */
@@ -84,6 +87,10 @@ export interface ExportSummary extends TransferStats {
    * this one, into another folder, takes them.
    */
   notPlanned: number
+  /** Instances the filters selected that `--since` or `--exclude-receipt` left out, as the far side has them. */
+  leftOut: number
+  /** The receipts that left instances out: which server each says holds them, and how many. */
+  receipts?: ReceiptInUse[]
   /** Downloads at once: fixed by --concurrency, or where the adaptive concurrency settled. */
   concurrency: number
   concurrencyAdaptive: boolean
@@ -130,6 +137,8 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     volumes: 0,
     volumesWritten: 0,
     notPlanned: 0,
+    leftOut: 0,
+    ...(options.receipts ? {receipts: options.receipts} : {}),
     instancesPlanned: 0,
     bytesPlanned: 0,
     planned: {instances: 0, bytes: 0},
@@ -182,6 +191,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       bytesPlanned,
       planned: {instances: planned, bytes: bytesPlanned},
       changeCursor: plan.changeCursor,
+      leftOut: plan.leftOut ?? 0,
     })
     for (const failure of plan.planningFailures) recordFailure(summary, failure)
     // Beyond the listed ones, counted: as many as planning met.

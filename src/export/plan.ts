@@ -41,6 +41,8 @@ export interface ExportPlan extends ExportProvenance {
   planningFailures: TransferStats['failures']
   /** How many there were in all (absent from plans of earlier versions: the list's length). */
   planningFailed?: number
+  /** Instances the filters selected that --since or --exclude-receipt left out: the far side has them. */
+  leftOut?: number
 }
 
 export interface PlanOptions {
@@ -158,7 +160,8 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   }
 
   const sideData = new SideDataReader(options.client)
-  const selected = prefetchingSideData(selectedInstances(options, studies), sideData, options.signal)
+  const leftOut = {instances: 0}
+  const selected = prefetchingSideData(selectedInstances(options, studies, leftOut), sideData, options.signal)
   let stats: TransferStats
   try {
     const planning = jobConcurrency(options.concurrency, {itemsPerUnit: 1, congestion: () => options.client.http.stats.congestion})
@@ -208,16 +211,18 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     volumes,
     planningFailures: stats.failures,
     planningFailed: stats.failed,
+    leftOut: leftOut.instances,
   }
   await writeJsonAtomically(join(stateDir, PLAN_FILE), plan)
   return plan
 }
 
-async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>): AsyncGenerator<SelectedInstance> {
+async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>, leftOut: {instances: number}): AsyncGenerator<SelectedInstance> {
   for await (const study of selectInstances(options.client, options.filters, options.signal)) {
     // A study's instances asked about at once: an exclusion may ask the source (a receipt's MD5).
     const excluded = options.exclude ? await Promise.all(study.instances.map((instance) => options.exclude!(instance))) : []
     const kept = study.instances.filter((_, index) => excluded[index] !== true)
+    leftOut.instances += study.instances.length - kept.length
     if (kept.length === 0) continue
     studies[study.studyId] = {studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource}
     options.onStudy?.({...study, instances: kept})

@@ -111,7 +111,14 @@ describe('import', () => {
       try {
         const result = await runCli(['export', '--source', source.url, '--output', join(work, 'unused'), '--dry-run', '--json', '--exclude-receipt', receipt])
         expect(result.code, result.stderr).toBe(0)
-        expect(parseJson<{instancesPlanned: number}>(result).instancesPlanned).toBe(2)
+        // What was left out, and on whose word: the receipt names the server it came from.
+        expect(parseJson<{instancesPlanned: number; leftOut: number; receipts: unknown[]}>(result)).toMatchObject({
+          instancesPlanned: 2, leftOut: corpus.length,
+          receipts: [{path: receipt, arrived: corpus.length, target: {name: 'import-target', server: target.url.replace(/\/$/, ''), version: expect.any(String)}, importedAt: expect.any(String)}],
+        })
+        const told = await runCli(['export', '--source', source.url, '--output', join(work, 'unused'), '--dry-run', '--exclude-receipt', receipt])
+        expect(told.stdout).toContain(`${corpus.length} selected instance(s) left out`)
+        expect(told.stdout).toContain(`${corpus.length} instance(s) arrived on "import-target"`)
       } finally {
         for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
       }
