@@ -139,6 +139,9 @@ function renderRecovery(report: RecoveryReport): string[] {
   if (report.unindexedInstances > 0) {
     lines.push(`  ${report.unindexedInstances} of them are whole instances the index does not list: deleted ones whose file outlived them, or instances stored after the index was last written (a lost index-wal, an index from a backup). If the index is older than the storage, they are lost to this recovery: --include-unindexed imports them.`)
   }
+  if (report.unindexedAfterIndex > 0) {
+    lines.push(`  ${report.unindexedAfterIndex} of those were stored after every instance the index lists: the index looks older than the storage, so they are failed unless --include-unindexed imports them.`)
+  }
   if (report.checkedBySizeOnly > 0) lines.push(`  ${report.checkedBySizeOnly} file(s) checked by size only: the index holds no MD5s (StoreMD5ForAttachments was off).`)
   const side = report.resourceSideData
   if (side.resources > 0) {

@@ -35,7 +35,7 @@ export class FolderStore implements RecoveryStore {
       const info = await stat(path)
       if (!info.isFile()) return {state: 'unreadable', reason: 'not a regular file'}
       if (info.size !== expectedSize) return {state: 'size', size: info.size}
-      return {state: 'bytes', bytes: await readWholeFile(path, Math.min(expectedSize, bufferConstants.MAX_LENGTH))}
+      return {state: 'bytes', bytes: await readWholeFile(path, Math.min(expectedSize, bufferConstants.MAX_LENGTH)), modifiedAt: info.mtimeMs}
     } catch (error) {
       // It grew between the look and the read.
       if (error instanceof FileTooLargeError) return {state: 'size', size: error.size}
@@ -49,7 +49,11 @@ export class FolderStore implements RecoveryStore {
     const known = await UuidSet.build(() => index.attachmentUuids(signal))
     for await (const file of storageFiles(this.root, events, signal)) {
       if (known.has(basename(file.path))) continue
-      yield {location: file.path, read: () => readWholeFileOrReport(file.path, bufferConstants.MAX_LENGTH, events)}
+      yield {
+        location: file.path,
+        read: () => readWholeFileOrReport(file.path, bufferConstants.MAX_LENGTH, events),
+        modifiedAt: () => stat(file.path).then((info) => info.mtimeMs, () => undefined),
+      }
     }
   }
 }

@@ -6,7 +6,7 @@ import {studyIdOf} from '../sources/dicom-folder.js'
 import {decodeStoredBytes, ORPHAN_HEADER_REASON} from '../sources/storage-folder.js'
 import type {AttachmentStore} from './attachment-store.js'
 import {DICOM_CONTENT_TYPE, FIRST_USER_CONTENT_TYPE, FIRST_USER_METADATA_TYPE, type IndexedAttachment, type IndexedInstance, type OrthancIndex, type ResourceSideData} from './index-model.js'
-import {md5Hex, openStoredAttachment} from './stored-attachment.js'
+import {md5Hex, type OpenedAttachment, openStoredAttachment} from './stored-attachment.js'
 
 /** What the recovery of one stopped server found and did; the import summary carries one per server. */
 export interface RecoveryReport {
@@ -32,6 +32,12 @@ export interface RecoveryReport {
    * older than the storage (a lost index-wal, a backup). Not recovered without --include-unindexed.
    */
   unindexedInstances: number
+  /**
+   * Of those, the ones stored after every instance the index lists (by the files' modification
+   * times): the index looks older than the storage, so they are failed, not passed over, unless
+   * --include-unindexed imports them. A deleted instance's orphan is older than what came after it.
+   */
+  unindexedAfterIndex: number
   /** Files checked by size only: the server ran with StoreMD5ForAttachments off, so the index has no MD5s. */
   checkedBySizeOnly: number
   /**
@@ -43,7 +49,7 @@ export interface RecoveryReport {
 }
 
 export function emptyRecoveryReport(route: RecoveryReport['route'], source: string): RecoveryReport {
-  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
+  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, unindexedAfterIndex: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
 }
 
 export interface IndexRecoveryOptions {
@@ -56,6 +62,8 @@ export interface IndexRecoveryOptions {
 export interface UnindexedEntry {
   location: string
   read(): Promise<Buffer | undefined>
+  /** When it was last written (ms since the epoch), where the storage keeps such times (files do; large objects do not). */
+  modifiedAt?(): Promise<number | undefined>
 }
 
 /** A storage area that can also list what it holds beyond the index. */
@@ -65,6 +73,7 @@ export interface RecoveryStore extends AttachmentStore {
 
 export const NOT_IN_INDEX_REASON = 'stored file the index does not know (an instance deleted or overwritten, or a stranger): not imported without --include-unindexed'
 const NOT_IN_INDEX_INSTANCE_REASON = 'a whole instance the index does not list (deleted, or stored after the index was last written: a lost index-wal, a backup): not imported without --include-unindexed'
+const AFTER_INDEX_REASON = 'a whole instance the index does not list, stored after every instance it lists: the index looks older than the storage (a lost index-wal, an index from a backup), so this instance would be lost; --include-unindexed imports it'
 /** What a stored file read only to be counted says of itself: nothing. */
 const QUIET: SourceEvents = {onSkip() {}, onProblem() {}, onFailed() {}}
 
@@ -92,9 +101,12 @@ export async function* recoverFromIndex(
     resources.set(resource.id, resource)
   }
 
+  // The newest stored DICOM file among the instances the index lists: a whole instance it does not
+  // list, written after that, is one it never saw, not the leftover of one it deleted.
+  const newest = {indexedFile: 0}
   for await (const batch of index.instanceBatches(options.signal)) {
     for (const instance of batch) {
-      const unit = await recoverInstance(instance, store, events, report)
+      const unit = await recoverInstance(instance, store, events, report, newest)
       if (unit === undefined) continue
       unit.resources = resourcesOf(instance, resources, store, events, report)
       yield unit
@@ -111,6 +123,12 @@ export async function* recoverFromIndex(
     // the instance, and this one must not replace it on a target that overwrites.
     const copy = whole && await index.hasInstance(decoded.instanceId)
     if (whole && !copy) report.unindexedInstances++
+    const afterIndex = whole && !copy && ((await entry.modifiedAt?.()) ?? Number.NEGATIVE_INFINITY) > newest.indexedFile
+    if (afterIndex) report.unindexedAfterIndex++
+    if (afterIndex && !options.includeUnindexed) {
+      reportFailure(events, {id: decoded.instanceId, path: entry.location, kind: 'missing', reason: AFTER_INDEX_REASON})
+      continue
+    }
     if (!options.includeUnindexed) {
       events.onSkip({id: entry.location, kind: 'not-in-index', reason: whole && !copy ? NOT_IN_INDEX_INSTANCE_REASON : NOT_IN_INDEX_REASON})
       continue
@@ -128,7 +146,7 @@ export async function* recoverFromIndex(
   }
 }
 
-async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, events: SourceEvents, report: RecoveryReport): Promise<InstanceInTransit | undefined> {
+async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, events: SourceEvents, report: RecoveryReport, newest: {indexedFile: number}): Promise<InstanceInTransit | undefined> {
   const fail = (kind: ProblemKind, reason: string, path?: string) => {
     report.failed++
     reportFailure(events, {id: instance.id, ...(path === undefined ? {} : {path}), kind, reason})
@@ -144,6 +162,7 @@ async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, 
     fail(dicom.kind, dicom.reason, store.locate(dicomFile.uuid))
     return undefined
   }
+  newest.indexedFile = Math.max(newest.indexedFile, dicom.modifiedAt ?? 0)
 
   const attachments: AttachmentRecord[] = []
   const attachmentBytes = new Map<number, Buffer>()
@@ -218,10 +237,11 @@ function resourcesOf(instance: IndexedInstance, resources: Map<string, ResourceS
   return found
 }
 
-async function readChecked(store: AttachmentStore, attachment: IndexedAttachment, report: RecoveryReport) {
-  const opened = openStoredAttachment(await store.read(attachment.uuid, attachment.compressedSize), attachment)
+async function readChecked(store: AttachmentStore, attachment: IndexedAttachment, report: RecoveryReport): Promise<OpenedAttachment & {modifiedAt?: number}> {
+  const read = await store.read(attachment.uuid, attachment.compressedSize)
+  const opened = openStoredAttachment(read, attachment)
   if (opened.ok && !opened.checked) report.checkedBySizeOnly++
-  return opened
+  return read.state === 'bytes' && read.modifiedAt !== undefined ? {...opened, modifiedAt: read.modifiedAt} : opened
 }
 
 // The index holds what Orthanc accepted, so the UIDs read back; a file Orthanc read but this

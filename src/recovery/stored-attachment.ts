@@ -7,7 +7,8 @@ import {COMPRESSION_NONE, COMPRESSION_ZLIB_WITH_SIZE, type IndexedAttachment} fr
 
 /** What a storage area gave for one attachment UUID. */
 export type StoredRead =
-  | {state: 'bytes'; bytes: Buffer}
+  /** `modifiedAt`: when it was last written (ms since the epoch), where the storage keeps such times. */
+  | {state: 'bytes'; bytes: Buffer; modifiedAt?: number}
   | {state: 'missing'}
   /** The storage holds another number of bytes than the index recorded (`larger`: at least that many more): not read. */
   | {state: 'size'; size: number; larger?: boolean}

@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -30,6 +30,7 @@ interface RecoveryJson {
   attachmentsFailed: number
   notInIndex: number
   unindexedInstances: number
+  unindexedAfterIndex: number
   resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}
 }
 
@@ -69,6 +70,7 @@ describe('recovery of a stopped server from its storage folder', () => {
   let indexFiles: Map<string, string>
   let main: ImportJson
   let storedBeforeCleanStop: number
+  let storedAfter: string[]
   let mainTarget: OrthancServer
 
   const stored = (uuid: string) => join(storage, uuid.slice(0, 2), uuid.slice(2, 4), uuid)
@@ -91,6 +93,7 @@ describe('recovery of a stopped server from its storage folder', () => {
     await plainEra.stop()
     const dead = await startOrthanc({...config, storageCompression: true})
     const compressedIds = await uploadFiles(dead, all.slice(half).map((record) => record.path))
+    storedAfter = compressedIds
 
     annotated = {plain: plainIds[0]!, compressed: compressedIds[0]!}
     for (const id of Object.values(annotated)) {
@@ -115,6 +118,9 @@ describe('recovery of a stopped server from its storage folder', () => {
     strangerPath = stored(strangerUuid)
     await mkdir(join(storage, 'ab', '12'), {recursive: true})
     await copyFile(stranger.path, strangerPath)
+    // A stranger from long ago: older than what the index lists, as a deleted instance's leftover is.
+    const longAgo = new Date('2020-01-01T00:00:00Z')
+    await utimes(strangerPath, longAgo, longAgo)
 
     indexFiles = new Map()
     for (const name of (await readdir(storage)).filter((entry) => entry.startsWith('index'))) indexFiles.set(name, md5(await readFile(join(storage, name))))
@@ -140,6 +146,50 @@ describe('recovery of a stopped server from its storage folder', () => {
     const older = await recoverInto(mainTarget, '--dry-run', '--json', '--index', withoutWal, storage)
     expect(parseJson<ImportJson>(older).recovery[0]!.candidates).toBe(storedBeforeCleanStop)
     expect(main.recovery[0]).toMatchObject({route: 'sqlite-index', candidates: corpus.length, index: {source: join(storage, 'index')}})
+  })
+
+  it('an index older than the storage (its index-wal lost): the instances stored after it are failed, not passed over, and --include-unindexed takes them', async () => {
+    const withoutWal = join(work, 'stale-index')
+    await mkdir(withoutWal)
+    await copyFile(join(storage, 'index'), join(withoutWal, 'index'))
+    const stale = await recoverInto(mainTarget, '--dry-run', '--json', '--index', withoutWal, storage)
+    expect(stale.code).toBe(10)
+    const summary = parseJson<ImportJson>(stale)
+    // Stored after the last clean stop, so after every instance the stale index lists; the damaged one no longer reads as DICOM.
+    const lost = storedAfter.filter((id) => id !== corrupt.id)
+    expect(summary.recovery[0]).toMatchObject({candidates: storedBeforeCleanStop, unindexedAfterIndex: lost.length})
+    expect(summary.failures.filter((failure) => failure.kind === 'missing' && /stored after every instance it lists/.test(failure.reason)).map((failure) => failure.id).sort()).toEqual([...lost].sort())
+    // The stranger is older than all of it: named, not failed.
+    expect(summary.failures.map((failure) => failure.id)).not.toContain(stranger.orthancId)
+    expect((await recoverInto(mainTarget, '--dry-run', storage, '--index', withoutWal)).stdout).toMatch(new RegExp(`${lost.length} of those were stored after every instance the index lists`))
+
+    const included = parseJson<ImportJson>(await recoverInto(mainTarget, '--dry-run', '--json', '--include-unindexed', '--index', withoutWal, storage))
+    expect(included.failures.map((failure) => failure.id)).not.toEqual(expect.arrayContaining(lost))
+  })
+
+  it('an index older than the storage, and nothing else wrong: exit 10, not 0, until --include-unindexed takes what it never saw', async () => {
+    const records = await generateStudySet(join(work, 'stale-only'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 4, pixelBytes: 2000, seed: 'stale-only'})
+    const folder = join(work, 'stale-only-server', 'storage')
+    const config = {dir: join(work, 'stale-only-server'), extra: {IndexDirectory: folder}}
+    const first = await startOrthanc(config)
+    await uploadFiles(first, records.slice(0, 2).map((record) => record.path))
+    await first.stop()
+    // The index as a backup taken now would hold it; then two more arrive.
+    const backup = join(work, 'stale-only-backup')
+    await mkdir(backup)
+    await copyFile(join(folder, 'index'), join(backup, 'index'))
+    const second = await startOrthanc(config)
+    await uploadFiles(second, records.slice(2).map((record) => record.path))
+    await second.stop()
+
+    const stale = await recoverInto(mainTarget, '--dry-run', '--json', '--index', backup, folder)
+    expect(stale.code).toBe(10)
+    const summary = parseJson<ImportJson>(stale)
+    expect(summary.recovery[0]).toMatchObject({candidates: 2, recovered: 2, unindexedInstances: 2, unindexedAfterIndex: 2})
+    expect(summary.failures.map((failure) => failure.id).sort()).toEqual(records.slice(2).map((record) => record.orthancId).sort())
+    const included = await recoverInto(mainTarget, '--dry-run', '--json', '--include-unindexed', '--index', backup, folder)
+    expect(included.code, included.stderr).toBe(0)
+    expect(parseJson<ImportJson & {planned: {instances: number}}>(included).planned.instances).toBe(4)
   })
 
   it('recovers every intact instance the index lists, with identical MD5s, bare data sets and files without preamble included', async () => {
