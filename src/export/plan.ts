@@ -1,5 +1,5 @@
 import {createReadStream} from 'node:fs'
-import {readFile, rm} from 'node:fs/promises'
+import {readdir, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
@@ -18,6 +18,7 @@ import type {TransferStats} from '../transfer/stats.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
+import {OWNER_FILE} from '../util/scratch-folder.js'
 
 export interface PlannedVolume {
   instances: number
@@ -101,7 +102,11 @@ export function isStateFileName(name: string): boolean {
  * Instance records go to one JSON-lines file per volume, so memory holds one volume at most.
  */
 export async function planExport(stateDir: string, options: PlanOptions): Promise<ExportPlan> {
-  await rm(stateDir, {recursive: true, force: true})
+  // Whatever an earlier planning left goes. A scratch folder (a stream's or a dry run's plan) keeps
+  // its owner file, or a killed run's plan would be left behind for good (see makeScratchFolder).
+  const earlier = await readdir(stateDir).catch(() => [] as string[])
+  if (earlier.includes(OWNER_FILE)) await Promise.all(earlier.filter((name) => name !== OWNER_FILE).map((name) => rm(join(stateDir, name), {recursive: true, force: true})))
+  else await rm(stateDir, {recursive: true, force: true})
   // The plan names studies and instances: private to the user who exports.
   await makePrivateFolder(stateDir)
   // The cursor is read before listing: anything stored while we list shows up in the next incremental run.

@@ -1,0 +1,92 @@
+import {spawnSync} from 'node:child_process'
+import {mkdir, mkdtemp, readdir, rm, utimes, writeFile} from 'node:fs/promises'
+import {hostname, tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {UserFacingError} from '../../src/errors.js'
+import {ownerIsGone, parseOwner, RunLock, thisRun} from '../../src/util/run-lock.js'
+import {makeScratchFolder, OWNER_FILE} from '../../src/util/scratch-folder.js'
+
+/** The ID of a process that has ended: a killed run's. */
+const deadProcessId = () => spawnSync('true').pid!
+
+describe('run locks and owners', () => {
+  let work: string
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'run-lock-'))
+  })
+  afterAll(async () => rm(work, {recursive: true, force: true}))
+
+  it('an owner is gone only when it ran on this machine, in this PID namespace, and its process has ended', () => {
+    const dead = deadProcessId()
+    expect(ownerIsGone({...thisRun(), pid: dead})).toBe(true)
+    expect(ownerIsGone(thisRun())).toBe(false)
+    expect(ownerIsGone({pid: dead, host: `not-${hostname()}`})).toBe(false)
+    expect(ownerIsGone({pid: dead, host: hostname(), pidNamespace: 'pid:[1]'})).toBe(false)
+    // What earlier versions wrote: the ID alone, judged as then.
+    expect(parseOwner(`${dead}\n`)).toEqual({pid: dead})
+    expect(ownerIsGone(parseOwner(`${dead}\n`)!)).toBe(true)
+    expect(parseOwner('')).toBeUndefined()
+    expect(parseOwner('{"pid":-3}')).toBeUndefined()
+  })
+
+  it('a second holder is refused while the first holds it, naming the process; released, it can be taken', async () => {
+    const path = join(work, 'held.lock')
+    const first = await RunLock.acquire(path, 'The thing')
+    const refusal = await RunLock.acquire(path, 'The thing').catch((error: unknown) => error)
+    expect(refusal).toBeInstanceOf(UserFacingError)
+    expect(refusal).toMatchObject({code: 'in-use', category: 'usage', message: expect.stringContaining(`The thing is in use by another run (process ${process.pid}`)})
+    expect((refusal as UserFacingError).suggestion).toContain(path)
+    await first.release()
+    await (await RunLock.acquire(path, 'The thing')).release()
+    expect(await readdir(work)).not.toContain('held.lock')
+  })
+
+  it('a lock left by a killed run here is taken over; one from another machine or namespace, or a live one, is not', async () => {
+    const dead = deadProcessId()
+    const cases: Array<[string, object | number, boolean]> = [
+      ['killed-here', {pid: dead, host: hostname()}, true],
+      ['killed-earlier-version', dead, true],
+      ['other-machine', {pid: dead, host: `not-${hostname()}`}, false],
+      ['other-namespace', {...thisRun(), pid: dead, pidNamespace: 'pid:[1]'}, false],
+      ['alive', thisRun(), false],
+    ]
+    for (const [name, owner, takenOver] of cases) {
+      const path = join(work, `${name}.lock`)
+      await writeFile(path, `${typeof owner === 'number' ? owner : JSON.stringify(owner)}\n`)
+      const outcome = await RunLock.acquire(path, name).then(async (lock) => {
+        await lock.release()
+        return true
+      }, () => false)
+      expect(outcome, name).toBe(takenOver)
+    }
+  })
+
+  it('a lock file left empty (a run killed as it took it) is taken over only once it is old', async () => {
+    const path = join(work, 'empty.lock')
+    await writeFile(path, '')
+    await expect(RunLock.acquire(path, 'empty')).rejects.toThrow(/in use by another run/)
+    const longAgo = new Date(Date.now() - 120_000)
+    await utimes(path, longAgo, longAgo)
+    await (await RunLock.acquire(path, 'empty')).release()
+  })
+
+  it('scratch folders: a killed run\'s here is swept, another machine\'s or namespace\'s is left', async () => {
+    const parent = join(work, 'scratch')
+    await mkdir(parent)
+    const dead = deadProcessId()
+    const owners = {
+      'scratch-killed': {pid: dead, host: hostname()},
+      'scratch-elsewhere': {pid: dead, host: `not-${hostname()}`},
+      'scratch-other-namespace': {...thisRun(), pid: dead, pidNamespace: 'pid:[1]'},
+    }
+    for (const [name, owner] of Object.entries(owners)) {
+      await mkdir(join(parent, name))
+      await writeFile(join(parent, name, OWNER_FILE), JSON.stringify(owner))
+    }
+    const mine = await makeScratchFolder(parent, 'scratch-')
+    expect((await readdir(parent)).sort()).toEqual(['scratch-elsewhere', 'scratch-other-namespace', mine.split('/').at(-1)!].sort())
+  })
+})
