@@ -25,7 +25,7 @@ export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   0: 'success: everything the command was asked to do holds',
   1: 'unexpected error (a bug: please report it, with `DEBUG=1` output)',
-  2: 'bad usage: unknown flag, bad value, unreadable credentials or key file, unusable output or receipt path, folder holding another export',
+  2: 'bad usage: unknown flag, bad value, unreadable credentials or key file, unusable output or receipt path, folder holding another export, or an export folder, mirror state file or receipt another run is using',
   3: 'the server URL is not a usable http(s) URL',
   4: 'the server (or the PostgreSQL database being recovered) cannot be reached (refused connection, unknown host), or went away and stayed away',
   5: 'the server (or the PostgreSQL database) refused the credentials (401, or 403 before anything was accepted)',
@@ -34,7 +34,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   8: 'TLS handshake failed (unknown CA, wrong host name, client certificate refused)',
   9: 'the server answered with an error that retries did not clear',
   10: 'partial failure: some instances failed (they are listed; for instance a recovered server\'s stored file is missing or damaged); the others were transferred',
-  11: 'bad input: corrupt, truncated, hostile, unproven or missing archive entries or volumes (listed); an encrypted volume no key given opens; an index of a schema this tool does not know',
+  11: 'bad input: corrupt, truncated, hostile, unproven or missing archive entries or volumes (listed); an encrypted volume no key given opens; an index of a schema this tool does not know; the state of an export found damaged',
   12: 'the filters matched no instance (`export`; `sync` and `diff` also print their summary)',
   13: 'not enough disk space (checked before starting, or the disk filled up; also a spool for an archive read from a pipe)',
   14: 'the servers differ (`diff`), or the archive is whole but the target does not hold all of it (`verify --target`), or `sync --delete` refused to delete (`--max-delete-fraction`, an empty source): the target keeps what the source no longer has',

@@ -26,6 +26,7 @@ import {readVolumeManifest, writeChain} from './since.js'
 import type {ReceiptInUse} from './exclusions.js'
 import {PatientIndex} from './patient-index.js'
 import {makeScratchFolder} from '../util/scratch-folder.js'
+import {RunLock} from '../util/run-lock.js'
 
 export type ExportOutput = {kind: 'directory'; path: string} | {kind: 'stream'; stream: Writable}
 
@@ -125,6 +126,8 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     if (toFolder) await checkStateFolder(options.stateDir, (options.output as {path: string}).path)
   }
   const createdFolder = toFolder ? await prepareOutputFolder((options.output as {path: string}).path) : false
+  // Two exports into one folder, or with one state, at once would write over each other's plan and volumes.
+  const locks = toFolder ? await lockExport((options.output as {path: string}).path, options.stateDir) : []
   const stateDir = toFolder ? options.stateDir ?? join((options.output as {path: string}).path, DEFAULT_STATE_FOLDER) : await makeScratchFolder(tmpdir(), 'orthanc-replicate-plan-')
   const index = options.patientIndex ? new PatientIndex() : undefined
 
@@ -235,7 +238,22 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       await rm(stateDir, {recursive: true, force: true})
       if (createdFolder) await rm((options.output as {path: string}).path, {recursive: true, force: true})
     }
+    for (const lock of locks) await lock.release()
   }
+}
+
+/** The lock file an export holds in its output folder while it runs (left out of what import reads). */
+export const EXPORT_LOCK_FILE = '.orthanc-replicate.lock'
+
+async function lockExport(output: string, stateDir: string | undefined): Promise<RunLock[]> {
+  const locks = [await RunLock.acquire(join(output, EXPORT_LOCK_FILE), `The export folder ${output}`)]
+  try {
+    if (stateDir !== undefined) locks.push(await RunLock.acquire(`${resolve(stateDir)}.lock`, `The export state ${stateDir}`))
+  } catch (error) {
+    await locks[0]!.release()
+    throw error
+  }
+  return locks
 }
 
 function finished(summary: ExportSummary, started: number): ExportSummary {
@@ -442,6 +460,14 @@ async function writeVolume(
   const count = plan.volumes.length
   const entries: PlannedEntry[] = []
   for await (const entry of readPlannedVolume(stateDir, number)) entries.push(entry)
+  // A list cut short or written over (a full disk, a second run before runs were locked) would
+  // make a volume that holds less than the plan promises, and looks whole.
+  const planned = plan.volumes[number - 1]!.instances
+  if (entries.length !== planned) {
+    throw new UserFacingError(
+      `the export's state is damaged: volume ${number}'s list in ${stateDir} holds ${entries.length} instance(s), its plan ${planned}`,
+      'Export into a new, empty folder: this state cannot be resumed.', 'bad-input', 'damaged-state')
+  }
   const header: VolumeHeader = {
     format: ARCHIVE_FORMAT,
     formatVersion: ARCHIVE_FORMAT_VERSION,

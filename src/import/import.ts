@@ -104,12 +104,6 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const archiveReport: ArchiveReadReport = {bags: [], missingVolumes: []}
   // Encrypted inputs without a key are refused here, before the receipt or the target see anything.
   const archives = await archiveInputs(options.inputs.flatMap((input) => (input.kind === 'archive-file' || input.kind === 'archive-stream' ? [input] : [])), options.decryption)
-  let receipt: ReceiptWriter | undefined
-  if (options.receiptPath && !options.dryRun) {
-    await refuseReceiptOverInput(options.receiptPath, options.inputs.flatMap((input) => ('path' in input ? [input.path] : [])))
-    receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
-  }
-
   // What the volume files say they hold: the total to show, when every input has one.
   const totals = options.inputs.every((input) => input.kind === 'archive-file') ? await archiveTotals(options.inputs.map((input) => (input as {path: string}).path)) : undefined
   if (totals) options.onEvent?.({type: 'plan', ...totals})
@@ -123,6 +117,12 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   let refusedAsHostile = 0
   // The receipt's lines for instances that failed, written as the engine reports them.
   const failedReceiptLines: Array<Promise<void> | undefined> = []
+  // Started last before the transfer (which closes it, whatever happens): nothing before it is left holding its lock.
+  let receipt: ReceiptWriter | undefined
+  if (options.receiptPath && !options.dryRun) {
+    await refuseReceiptOverInput(options.receiptPath, options.inputs.flatMap((input) => ('path' in input ? [input.path] : [])))
+    receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
+  }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
     items: unitsFrom(options.inputs, events, archiveReport, {archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: concurrency.inFlight,

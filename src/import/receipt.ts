@@ -11,6 +11,7 @@ import {crashPoint} from '../util/crash-points.js'
 import {syncDirectory} from '../util/json-file.js'
 import {openPrivateFile} from '../util/private-files.js'
 import {pathExists} from '../util/file-exists.js'
+import {RunLock} from '../util/run-lock.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
@@ -46,20 +47,32 @@ export class ReceiptWriter {
   private readonly groups = new Set<string>()
   private readonly hops = new Map<string, Hop>()
 
-  private constructor(readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups' | 'hops'>, private readonly lines: BatchedLineWriter) {}
+  private constructor(
+    readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups' | 'hops'>, private readonly lines: BatchedLineWriter, private readonly lock: RunLock,
+  ) {}
 
   /** Starts a receipt at `path`, which must not exist yet. Fails at once if its folder cannot be written. */
   static async create(path: string, header: Omit<ReceiptHeader, 'groups' | 'hops'>): Promise<ReceiptWriter> {
     if (await pathExists(path)) throw receiptError(path, 'exists already, and a receipt is never overwritten', 'Give --receipt a new file name, or leave it out for a unique one.')
+    // Another import writing the same receipt holds its lock; one that was killed left a lock whose
+    // process is gone, and its .partial (lines of a receipt never finished) is started over.
+    let lock: RunLock
     try {
-      await openPrivateFile(`${path}.partial`, 'wx').then((handle) => handle.close())
+      lock = await RunLock.acquire(`${path}.lock`, `The receipt ${path}`)
     } catch (error) {
+      if (error instanceof UserFacingError) throw error
       const code = (error as NodeJS.ErrnoException).code
-      if (code === 'EEXIST') throw receiptError(path, 'is being written by another import (its .partial file exists)', 'Give --receipt another file name.')
       throw receiptError(path, `cannot be written (${code ?? (error as Error).message})`, 'Give --receipt a file in a folder you can write, or --no-receipt.')
     }
 
-    return new ReceiptWriter(path, header, await BatchedLineWriter.create(`${path}.partial`))
+    try {
+      await openPrivateFile(`${path}.partial`, 'w').then((handle) => handle.close())
+      return new ReceiptWriter(path, header, await BatchedLineWriter.create(`${path}.partial`), lock)
+    } catch (error) {
+      await lock.release()
+      const code = (error as NodeJS.ErrnoException).code
+      throw receiptError(path, `cannot be written (${code ?? (error as Error).message})`, 'Give --receipt a file in a folder you can write, or --no-receipt.')
+    }
   }
 
   addGroup(group: string, hops: Hop[]): void {
@@ -73,6 +86,14 @@ export class ReceiptWriter {
 
   /** The header, which names the groups seen, goes first: the lines are copied behind it, then the whole takes its name. */
   async close(): Promise<void> {
+    try {
+      await this.finish()
+    } finally {
+      await this.lock.release()
+    }
+  }
+
+  private async finish(): Promise<void> {
     await this.lines.end()
     const header: ReceiptHeader = {...this.header, groups: [...this.groups], hops: [...this.hops.values()]}
     const temporary = `${this.path}.tmp`
@@ -96,6 +117,7 @@ export class ReceiptWriter {
   async discard(): Promise<void> {
     await this.lines.abandon()
     await rm(`${this.path}.partial`, {force: true})
+    await this.lock.release()
   }
 }
 

@@ -5,6 +5,7 @@ import {isJobFatal} from '../transfer/engine.js'
 import {OrthancAuthError} from '../orthanc/errors.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
+import {RunLock} from '../util/run-lock.js'
 import {type DeletionPass, deleteExtras} from './delete.js'
 import type {Endpoint} from '../model.js'
 import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
@@ -70,6 +71,16 @@ export interface FollowSummary extends TransferStats {
  * that is not on the target, or named to be tried again.
  */
 export async function followSource(options: FollowOptions): Promise<FollowSummary> {
+  // Two mirrors on one state file would each save their own cursor over the other's.
+  const lock = await RunLock.acquire(`${options.stateFile}.lock`, `The mirror's state file ${options.stateFile}`)
+  try {
+    return await follow(options)
+  } finally {
+    await lock.release()
+  }
+}
+
+async function follow(options: FollowOptions): Promise<FollowSummary> {
   const started = Date.now()
   const summary: FollowSummary = {
     ...emptyStats(), dryRun: false, source: {url: options.source.display}, target: {url: options.target.display},

@@ -503,8 +503,8 @@ describe('export faults', () => {
     let mountPoint: string
     beforeAll(async () => {
       mountPoint = await mkdtemp(join(tmpdir(), 'small-disk-'))
-      // A real full disk: a 600 KiB tmpfs. Mounting needs root, as CI runs.
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', mountPoint])
+      // A real full disk: a 640 KiB tmpfs. Mounting needs root, as CI runs.
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=640k', 'tmpfs', mountPoint])
     })
     afterAll(async () => {
       await run('umount', [mountPoint]).catch(() => {})

@@ -121,6 +121,35 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect((await runCli(['verify', output])).code).toBe(0)
   })
 
+  it('two exports at once into one folder: the second is refused at once (exit 2), and the first finishes whole', async () => {
+    const output = join(work, 'two-at-once')
+    // Slowed down, so that it is still running when the second starts.
+    const first = exportTo(output, '--bwlimit', '20K')
+    for (let waited = 0; !(await readdir(output).catch(() => [] as string[])).includes('.orthanc-replicate.lock') && waited < 200; waited++) await sleep(25)
+    const second = await exportTo(output)
+    expect(second.code).toBe(2)
+    expect(parseJson<Summary>(second).error?.message).toMatch(/export folder .* is in use by another run \(process \d+/)
+    const finished = await first
+    expect(finished.code, finished.stderr).toBe(0)
+    expect(parseJson<Summary>(finished)).toMatchObject({transferred: records.length, failed: 0})
+    expect((await runCli(['verify', output])).code).toBe(0)
+    // The lock goes with the run: the same export run again resumes (nothing left to write).
+    expect(await readdir(output)).not.toContain('.orthanc-replicate.lock')
+    expect((await exportTo(output)).code).toBe(0)
+  })
+
+  it('an export state whose volume list is shorter than its plan is refused as damaged (exit 11), never written as a volume that looks whole', async () => {
+    const output = join(work, 'damaged-state')
+    expect((await runCli(['export', '--source', source.url, '--output', output, '--json'], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:plan-saved'}})).code).not.toBe(0)
+    const list = join(output, '.orthanc-replicate', 'volume-0001.jsonl')
+    const lines = (await readFile(list, 'utf8')).split('\n').filter((line) => line !== '')
+    await writeFile(list, `${lines[0]}\n`)
+    const result = await exportTo(output)
+    expect(result.code).toBe(11)
+    expect(parseJson<Summary>(result).error?.message).toMatch(new RegExp(`volume 1's list .* holds 1 instance\\(s\\), its plan ${lines.length}`))
+    expect((await volumeFiles(output)).length).toBe(0)
+  })
+
   it('--patient-index: an export stopped once its plan is saved writes its index when resumed', async () => {
     const output = join(work, 'index-resumed')
     const planned = await runCli(['export', '--source', source.url, '--output', output, '--patient-index'], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:plan-saved'}})

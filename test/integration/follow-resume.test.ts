@@ -41,12 +41,13 @@ describe('sync --follow started again', () => {
   }
 
   /** Runs the mirror (one instance at a time) until `stop` says so; returns its summary. */
-  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}, fullEveryMs = 3_600_000, deleteExtras = false) {
+  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}, fullEveryMs = 3_600_000, deleteExtras = false, whileFirstStores?: () => Promise<void>) {
     const sourceClient = new OrthancClient(resolveEndpoint({url: source.url}))
     const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
     const controller = new AbortController()
     const deadline = setTimeout(() => controller.abort(), 30_000)
     let passes = 0
+    let during: Promise<void> | undefined
     try {
       return await followSource({
         source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, stateFile,
@@ -54,12 +55,17 @@ describe('sync --follow started again', () => {
         // Ctrl-C part-way through a pass.
         onProgress: (event) => {
           if (stop.afterStored !== undefined && event.phase === 'sync' && event.done >= stop.afterStored) controller.abort()
+          if (whileFirstStores && event.phase === 'sync') {
+            during = whileFirstStores()
+            whileFirstStores = undefined
+          }
         },
         onEvent: (event) => {
           if (event.type === 'pass' && stop.afterPasses !== undefined && ++passes >= stop.afterPasses) controller.abort()
         },
       })
     } finally {
+      await during
       clearTimeout(deadline)
       await Promise.all([sourceClient.close(), targetClient.close()])
     }
@@ -156,5 +162,18 @@ describe('sync --follow started again', () => {
     const summary = await follow(join(work, 'deleting.json'), {afterPasses: 1}, 3_600_000, true)
     expect(summary).toMatchObject({fullPasses: 1, failed: 0, deleted: 0})
     expect((await instanceMd5s(target)).size).toBe(records.length)
+  }, 60_000)
+
+  it('a second mirror on the same state file is refused at once, while the first goes on', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.map((record) => record.path))
+    const stateFile = join(work, 'shared-state.json')
+    let secondRefusal: unknown
+    const summary = await follow(stateFile, {afterPasses: 1}, 3_600_000, false, async () => {
+      secondRefusal = await follow(stateFile, {afterPasses: 1}).then(() => undefined, (error: unknown) => error)
+    })
+    expect(secondRefusal).toMatchObject({code: 'in-use', message: expect.stringMatching(/state file .* is in use by another run \(process \d+/)})
+    expect(summary).toMatchObject({fullPasses: 1, failed: 0})
+    expect(await instanceMd5s(target)).toEqual(everything())
   }, 60_000)
 })

@@ -1,6 +1,6 @@
-import {spawn} from 'node:child_process'
-import {copyFile, mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
-import {tmpdir} from 'node:os'
+import {spawn, spawnSync} from 'node:child_process'
+import {copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
+import {hostname, tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
@@ -122,6 +122,25 @@ describe('import', () => {
       } finally {
         for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
       }
+    })
+
+    it('a receipt whose import was killed is written by the next import; one another import is writing is refused (exit 2)', async () => {
+      const again = join(work, 'killed-receipt.jsonl')
+      // What a killed import leaves: the lines it had gathered, and (from this version on) its lock.
+      await writeFile(`${again}.partial`, '{"id":"x","status":"transferred","md5":""}\n')
+      await writeFile(`${again}.lock`, `${JSON.stringify({pid: deadProcessId(), host: hostname()})}\n`)
+      const resumed = await runCli(['import', '--target', target.url, '--json', '--receipt', again, volumesDir])
+      expect(resumed.code, resumed.stderr).toBe(0)
+      const lines = (await readFile(again, 'utf8')).trim().split('\n').slice(1).map((line) => JSON.parse(line) as {id: string; status: string})
+      expect(lines.map((line) => line.id).sort()).toEqual(corpus.map((record) => record.orthancId).sort())
+      expect(await readdir(work)).not.toContain('killed-receipt.jsonl.lock')
+
+      // This test's own process stands for an import still running.
+      const busy = join(work, 'busy-receipt.jsonl')
+      await writeFile(`${busy}.lock`, `${JSON.stringify({pid: process.pid, host: hostname()})}\n`)
+      const refused = await runCli(['import', '--target', target.url, '--json', '--receipt', busy, volumesDir])
+      expect(refused.code).toBe(2)
+      expect(parseJson<{error: {message: string}}>(refused).error.message).toMatch(new RegExp(`receipt .* is in use by another run \\(process ${process.pid}`))
     })
 
     it('export --exclude-receipt sends again an instance stored anew on the source since (same ID, other bytes)', async () => {
@@ -494,3 +513,7 @@ describe('import', () => {
   })
 })
 
+/** The ID of a process that has ended: a killed run's. */
+function deadProcessId(): number {
+  return spawnSync('true').pid!
+}
