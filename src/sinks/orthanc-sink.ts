@@ -64,6 +64,21 @@ export class TargetMismatchError extends OrthancError {
 }
 
 /**
+ * The target stored what was sent under another ID than the source gives the instance: the bytes
+ * that came were another instance's (a proxy or cache before the source that mixed answers up).
+ * This instance did not arrive; nothing of its side data is written to the other one.
+ */
+export class IdentityMismatchError extends OrthancError {
+  override get problemKind() {
+    return 'mismatch' as const
+  }
+
+  constructor(server: string, readonly instanceId: string, readonly storedAs: string) {
+    super(`instance ${instanceId}: ${server} stored the bytes that came for it as instance ${storedAs}, so they are another instance's; it was not copied`, server)
+  }
+}
+
+/**
  * An instance is on the target, but a user attachment its record lists could not be restored
  * beside it: the source could not deliver the bytes (a damaged or missing stored file, an archive
  * entry refused). The instance is failed, not transferred nor skipped, with the reason; the next
@@ -139,6 +154,9 @@ export class OrthancSink {
     // From here on the target's answer is the truth: the source only predicted the ID, and a file
     // the target already had under it (AlreadyStored: stored by another run, another route, or
     // under an ID the source mispredicted) was not transferred by this run.
+    // A unit with its source's record carries that server's own ID, which the target, reading the
+    // same bytes, gives too: checked before any side data is written onto what was stored.
+    if (unit.record && answer.ID !== unit.instanceId) throw new IdentityMismatchError(this.client.display, unit.instanceId, answer.ID)
     const alreadyStored = answer.Status === 'AlreadyStored'
     let missing: number[] = []
     if (alreadyStored) missing = await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, answer.ParentPatient, {throwIfIncomplete: false})

@@ -12,6 +12,8 @@ export interface FaultProxy {
   faults: Array<{match: RegExp; fault: Fault}>
   /** Delays added before forwarding every matching request (not consumed). */
   slow: Array<{match: RegExp; ms: number}>
+  /** Requests answered with another path's answer, headers and all, as a cache that mixed answers up would (not consumed). */
+  mixUp: Array<{match: RegExp; path: string}>
   /** "> METHOD path" as each request arrives and "< METHOD path" once its answer is sent, in order. */
   events: string[]
   /** Requests forwarded, by "METHOD path". */
@@ -24,11 +26,11 @@ export interface FaultProxy {
 /**
  * A small HTTP proxy in front of a real Orthanc, for failures a real server cannot produce on
  * demand: slow answers, 503 storms, connections reset before or in the middle of a body, a route
- * refused with 404.
+ * refused with 404, an answer that belongs to another request.
  */
 export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy> {
   const sockets = new Set<Socket>()
-  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], slow: [], events: [], log: [], peakInFlight: new Map(), close: async () => {}}
+  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], slow: [], mixUp: [], events: [], log: [], peakInFlight: new Map(), close: async () => {}}
   const inFlight = new Map<string, number>()
   const server: Server = createServer(async (incoming: IncomingMessage, outgoing: ServerResponse) => {
     const line = `${incoming.method} ${incoming.url}`
@@ -64,7 +66,8 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       return
     }
 
-    const upstream = request({host: '127.0.0.1', port: upstreamPort, method: incoming.method, path: incoming.url, headers: incoming.headers}, (answer) => {
+    const path = proxy.mixUp.find((entry) => entry.match.test(line))?.path ?? incoming.url
+    const upstream = request({host: '127.0.0.1', port: upstreamPort, method: incoming.method, path, headers: incoming.headers}, (answer) => {
       outgoing.writeHead(answer.statusCode ?? 502, answer.headers)
       if (fault === 'reset-mid-body') {
         answer.once('data', (chunk: Buffer) => {

@@ -15,6 +15,7 @@ import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {syncServers} from '../../src/sync/sync.js'
 import {damageStoredFile, flipByteInEntry, payloadEntries} from '../helpers/tamper.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
 
 const run = promisify(execFile)
 const config = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
@@ -246,6 +247,25 @@ describe('sync, diff and verify', () => {
       for (const record of originals) expect((await mirror.api(`/instances/${record.orthancId}`)).status).toBe(200)
     } finally {
       await mirror.dispose()
+    }
+  })
+
+  it('another instance\'s bytes answered for an instance (a cache before the source that mixed answers up): failed by name, never counted as copied', async () => {
+    const [victim, other] = [corpus[0]!, corpus[1]!]
+    const proxy = await startFaultProxy(source.port)
+    proxy.mixUp.push({match: new RegExp(`^GET /instances/${victim.orthancId}/(file|attachments/dicom/data)`), path: `/instances/${other.orthancId}/attachments/dicom/data`})
+    const fresh = await startOrthanc({name: 'mixed-up-target', ...config})
+    try {
+      const result = await runCli(['sync', '--source', proxy.url, '--target', fresh.url, '--json'])
+      expect(result.code, result.stderr).toBe(10)
+      const summary = parseJson<SyncJson & {failures: Array<{id: string; kind: string; reason: string}>}>(result)
+      expect(summary.failures).toEqual([{id: victim.orthancId, kind: 'mismatch', reason: expect.stringMatching(new RegExp(`stored the bytes that came for it as instance ${other.orthancId}`))}])
+      expect(summary.transferred + summary.skipped).toBe(corpus.length - 1)
+      expect((await fresh.api(`/instances/${victim.orthancId}`)).status).toBe(404)
+      expect((await instanceMd5s(fresh)).get(other.orthancId)).toBe(other.md5)
+    } finally {
+      await proxy.close()
+      await fresh.dispose()
     }
   })
 
