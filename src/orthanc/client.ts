@@ -209,26 +209,40 @@ export class OrthancClient {
     return this.getOptional<OrthancResource>(`/instances/${id}`, signal)
   }
 
-  /** One page of the change log after `since`. */
+  /** One page of the change log after `since`, checked for the shape Orthanc gives it. */
   async changes(since: number, limit = CHANGES_PAGE, signal?: AbortSignal): Promise<OrthancChangesPage> {
-    return this.http.json<OrthancChangesPage>('GET', `/changes?since=${since}&limit=${limit}`, {signal})
+    const path = `/changes?since=${since}&limit=${limit}`
+    const page = await this.http.json<OrthancChangesPage>('GET', path, {signal})
+    if (!Array.isArray(page?.Changes) || !isSequenceNumber(page.Last)) throw this.unexpectedAnswer(path, 'no list of changes with a sequence number')
+    return page
   }
 
-  /** Every change after `since`, page by page; the generator returns the last sequence number. */
+  /**
+   * Every change after `since`, page by page; the generator returns the last sequence number. A
+   * page that says more follow must move past the cursor: a log that does not would be asked
+   * for the same page forever.
+   */
   async *changesSince(since: number, signal?: AbortSignal): AsyncGenerator<OrthancChange, number> {
     let cursor = since
     for (;;) {
       const page = await this.changes(cursor, CHANGES_PAGE, signal)
       yield* page.Changes
-      cursor = Math.max(cursor, page.Last)
-      if (page.Done || page.Changes.length === 0) return cursor
+      if (page.Done || page.Changes.length === 0) return Math.max(cursor, page.Last)
+      if (page.Last <= cursor) throw this.unexpectedAnswer(`/changes?since=${cursor}&limit=${CHANGES_PAGE}`, `the change log says more follow, but does not move past ${cursor}`)
+      cursor = page.Last
     }
   }
 
   /** The newest change sequence number: where an incremental run will start next time. */
   async lastChange(signal?: AbortSignal): Promise<number> {
     const page = await this.http.json<OrthancChangesPage>('GET', '/changes?last', {signal})
+    if (!isSequenceNumber(page?.Last)) throw this.unexpectedAnswer('/changes?last', 'no sequence number')
     return page.Last
+  }
+
+  /** An answer Orthanc does not give: the server, or something before it, is broken. */
+  private unexpectedAnswer(path: string, why: string): OrthancHttpError {
+    return new OrthancHttpError(this.display, 'GET', path, 200, `${why}: not an answer Orthanc gives`)
   }
 
   /**
@@ -520,4 +534,8 @@ export class OrthancClient {
       items.destroy()
     }
   }
+}
+
+function isSequenceNumber(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0
 }

@@ -300,6 +300,18 @@ describe('changesSince', () => {
     const step = await changes.next()
     expect(step).toEqual({done: true, value: 42})
   })
+
+  it('a log that says more follow without moving past the cursor, or gives no sequence number, is an error, not a loop', async () => {
+    const {agent, pool} = mockServer()
+    pool.intercept({path: '/changes?since=0&limit=1000', method: 'GET'}).reply(200, {Changes: [change(1)], Done: false, Last: 0}).persist()
+    const stuck = clientFor(agent).changesSince(0)
+    await stuck.next()
+    await expect(stuck.next()).rejects.toThrow(/GET \/changes\?since=0&limit=1000 on http:\/\/orthanc\.test: HTTP 200 \(the change log says more follow, but does not move past 0: not an answer Orthanc gives\)/)
+    pool.intercept({path: '/changes?since=5&limit=1000', method: 'GET'}).reply(200, {Changes: [change(6)], Done: true, Last: '6'})
+    await expect(clientFor(agent).changesSince(5).next()).rejects.toThrow(/no list of changes with a sequence number/)
+    pool.intercept({path: '/changes?last', method: 'GET'}).reply(200, {Changes: [], Done: true, Last: Number.NaN})
+    await expect(clientFor(agent).lastChange()).rejects.toThrow(/changes\?last .*\(no sequence number/)
+  })
 })
 
 describe('storedFileInfo', () => {
