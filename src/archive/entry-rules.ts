@@ -1,5 +1,7 @@
 import {constants as bufferConstants} from 'node:buffer'
 
+import {printable} from '../util/printable.js'
+
 /**
  * What an archive entry may be, checked on the header before any byte of it is used. The
  * rules follow Python's PEP 706 "data" filter: regular files only, relative paths that stay
@@ -70,10 +72,5 @@ export function checkEntryHeader(header: EntryHeader, limits: EntryLimits): Entr
   return {bag: parts[0]!, path}
 }
 
-/** Entry names come from the archive: show them without control characters that could rewrite the terminal. */
-export function printable(text: string): string {
-  // One replace, not a string built character by character: that would be a rope of a node per
-  // character, some 2 KB per name, kept as long as the name is (a problem list holds many).
-  // eslint-disable-next-line no-control-regex -- control characters are what it looks for
-  return text.slice(0, 300).replace(/[\x00-\x1f\x7f-\x9f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`)
-}
+// Entry names come from the archive: shown without control characters (see printable).
+export {printable}

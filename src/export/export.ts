@@ -516,7 +516,7 @@ async function writeVolume(
       sizeOf: ({record, resources: carried}) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
         + (carried ?? []).reduce((sum, resource) => sum + resource.attachments.reduce((total, attachment) => total + attachment.size, 0), 0),
       async work({record, resources: carried}, signal): Promise<ArchivedInstance> {
-        const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal)
+        const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal, record.size)
         const attachments = await Promise.all(record.attachments.map((attachment) => fetchVerifiedAttachment(options.client, record.id, attachment, signal)))
         // The side data of its patient, study or series that goes in with this instance, checked against the plan's MD5s.
         const resourceFiles: ArchivedInstance['resourceFiles'] = []

@@ -1,3 +1,5 @@
+import {constants as bufferConstants} from 'node:buffer'
+
 import streamArray from 'stream-json/streamers/stream-array.js'
 
 import type {ServerEndpoint} from './endpoint.js'
@@ -14,6 +16,7 @@ import type {
 } from './types.js'
 import type {ResourceLevel} from '../model.js'
 import {versionAtLeast} from './version.js'
+import {printable} from '../util/printable.js'
 
 export interface InstanceDownload {
   bytes: Buffer
@@ -139,7 +142,8 @@ export class OrthancClient {
       throw new NotOrthancError(this.display, 'GET /system has no Version and ApiVersion')
     }
 
-    return system as OrthancSystem
+    // Its name and version are shown and recorded: as text, without control characters.
+    return {...system, Version: printable(system.Version), ...(typeof system.Name === 'string' ? {Name: printable(system.Name)} : {})} as OrthancSystem
   }
 
   /** What the server's version offers; asked on every instance, so worked out once per answer of GET /system. */
@@ -270,8 +274,8 @@ export class OrthancClient {
    * The exact stored DICOM bytes. No Accept-Encoding is sent: Orthanc would otherwise gzip
    * every file in memory on the fly.
    */
-  async downloadInstance(id: string, signal?: AbortSignal): Promise<InstanceDownload> {
-    const response = await this.http.bytes('GET', `/instances/${id}/attachments/dicom/data`, {signal, paced: true})
+  async downloadInstance(id: string, signal?: AbortSignal, expectedBytes?: number): Promise<InstanceDownload> {
+    const response = await this.http.bytes('GET', `/instances/${id}/attachments/dicom/data`, {signal, paced: true, maxBytes: downloadLimit(expectedBytes)})
     const etag = response.headers.etag
     const announcedMd5 = typeof etag === 'string' ? /"?\d+-([0-9a-f]{32})"?/i.exec(etag)?.[1]?.toLowerCase() : undefined
     return {bytes: response.body, announcedMd5}
@@ -442,12 +446,12 @@ export class OrthancClient {
     return this.resourceAttachmentInfo('instance', id, name, signal)
   }
 
-  async resourceAttachmentData(level: ResourceLevel, id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
-    return (await this.http.bytes('GET', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/data`, {signal, paced: true})).body
+  async resourceAttachmentData(level: ResourceLevel, id: string, name: string, signal?: AbortSignal, expectedBytes?: number): Promise<Buffer> {
+    return (await this.http.bytes('GET', `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/data`, {signal, paced: true, maxBytes: downloadLimit(expectedBytes)})).body
   }
 
-  async attachmentData(id: string, name: string, signal?: AbortSignal): Promise<Buffer> {
-    return this.resourceAttachmentData('instance', id, name, signal)
+  async attachmentData(id: string, name: string, signal?: AbortSignal, expectedBytes?: number): Promise<Buffer> {
+    return this.resourceAttachmentData('instance', id, name, signal, expectedBytes)
   }
 
   async putResourceAttachment(level: ResourceLevel, id: string, name: string, data: Buffer, signal?: AbortSignal): Promise<void> {
@@ -538,4 +542,14 @@ export class OrthancClient {
 
 function isSequenceNumber(value: unknown): value is number {
   return Number.isSafeInteger(value) && (value as number) >= 0
+}
+
+/**
+ * How much a download may bring: twice the size the server gave for it, and a MiB (it may have
+ * been stored again since it was listed), or, when no size is known, the largest buffer Node
+ * holds. A server that sends more fails the request instead of filling the memory.
+ */
+function downloadLimit(expectedBytes: number | undefined): number {
+  const largest = bufferConstants.MAX_LENGTH
+  return expectedBytes !== undefined && Number.isSafeInteger(expectedBytes) && expectedBytes > 0 ? Math.min(largest, expectedBytes * 2 + 1024 * 1024) : largest
 }

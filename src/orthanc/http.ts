@@ -8,6 +8,7 @@ import type {Dispatcher} from 'undici'
 import type {TokenBucket} from '../transfer/bandwidth.js'
 import {defaultRetryPolicy, parseRetryAfter, type RetryPolicy, waitBeforeRetry} from '../util/backoff.js'
 import {registerBasicCredentials} from '../util/redact.js'
+import {printable} from '../util/printable.js'
 import {readAll} from '../util/streams.js'
 import type {ServerEndpoint} from './endpoint.js'
 import {
@@ -54,6 +55,8 @@ export interface RequestOptions {
    * time at the pace, a download starts when the pace allows one of the usual size.
    */
   paced?: boolean
+  /** The most the answer may hold; beyond it the request fails (default: ANSWER_LIMIT). */
+  maxBytes?: number
   signal?: AbortSignal
 }
 
@@ -116,10 +119,25 @@ function isStorageWriteRace(error: OrthancHttpError): boolean {
 }
 
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL'])
+/**
+ * An answer is read whole into memory: at most this much for an API answer (the largest Orthanc
+ * gives, a study's expanded instances, is tens of MiB), so that no server can make the client hold
+ * more; instance and attachment data are bounded by what the caller expects (maxBytes).
+ */
+const ANSWER_LIMIT = 256 * 1024 * 1024
+/**
+ * undici's body timeout is the wait between two chunks: a server that sends a byte now and then
+ * would hold a request forever. An answer must also bring at least this much in each timeout
+ * window until it ends.
+ */
+const SLOW_BODY_BYTES = 16 * 1024
+const SLOW_BODY_CODE = 'ORTHANC_REPLICATE_SLOW_BODY'
+
 const TIMEOUT_PHASES: Record<string, string> = {
   UND_ERR_CONNECT_TIMEOUT: 'connect',
   UND_ERR_HEADERS_TIMEOUT: 'response headers',
   UND_ERR_BODY_TIMEOUT: 'response body',
+  [SLOW_BODY_CODE]: 'slow response body',
 }
 
 /**
@@ -322,6 +340,20 @@ export class OrthancHttp {
       let statusCode = 0
       let headers: IncomingHttpHeaders = {}
       let chunks: Buffer[] = []
+      const limit = options.maxBytes ?? ANSWER_LIMIT
+      let received = 0
+      let receivedInWindow = 0
+      let slowWatch: NodeJS.Timeout | undefined
+      const {display} = this.endpoint
+      const stop = (reason: Error): void => {
+        abortReason = reason
+        controller?.abort(reason)
+      }
+      const settled = (): void => {
+        signal?.removeEventListener('abort', onAbort)
+        clearInterval(slowWatch)
+      }
+      const bodyTimeout = this.bodyTimeout
       this.dispatcher.dispatch(this.dispatchOptions(method, path, options), {
         onRequestStart(started) {
           controller = started
@@ -333,16 +365,29 @@ export class OrthancHttp {
           statusCode = status
           headers = responseHeaders
           chunks = []
+          received = 0
+          clearInterval(slowWatch)
+          slowWatch = setInterval(() => {
+            if (receivedInWindow < SLOW_BODY_BYTES) stop(Object.assign(new Error('answer too slow'), {code: SLOW_BODY_CODE}))
+            receivedInWindow = 0
+          }, bodyTimeout)
+          slowWatch.unref()
         },
         onResponseData(_, chunk) {
+          received += chunk.length
+          receivedInWindow += chunk.length
+          if (received > limit) {
+            stop(new OrthancHttpError(display, method, path, statusCode, `answer larger than ${limit} bytes, more than this request can bring: not read further`))
+            return
+          }
           chunks.push(chunk)
         },
         onResponseEnd() {
-          signal?.removeEventListener('abort', onAbort)
+          settled()
           resolve({statusCode, headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)})
         },
         onResponseError(_, error) {
-          signal?.removeEventListener('abort', onAbort)
+          settled()
           reject(error)
         },
       })
@@ -438,7 +483,8 @@ function readErrorDetail(text: string): {detail: string; orthancStatus?: number}
   try {
     const parsed = JSON.parse(text) as {Message?: string; Details?: string; OrthancStatus?: number}
     return {
-      detail: [parsed.Message, parsed.Details].filter(Boolean).join(': ').slice(0, 300),
+      // The server's words, shown as text: no control character of theirs reaches the terminal.
+      detail: printable([parsed.Message, parsed.Details].filter((part) => typeof part === 'string' && part !== '').join(': ')),
       orthancStatus: typeof parsed.OrthancStatus === 'number' ? parsed.OrthancStatus : undefined,
     }
   } catch {

@@ -22,8 +22,8 @@ export async function describeInstance(client: OrthancClient, instance: Selected
  * Downloads an instance's DICOM file and checks it against the MD5 the server recorded when
  * it stored the file, before anyone writes it anywhere.
  */
-export async function fetchVerifiedInstance(client: OrthancClient, id: string, expectedMd5: string, signal?: AbortSignal): Promise<Buffer> {
-  return (await fetchInstance(client, id, expectedMd5, signal)).bytes
+export async function fetchVerifiedInstance(client: OrthancClient, id: string, expectedMd5: string, signal?: AbortSignal, expectedBytes?: number): Promise<Buffer> {
+  return (await fetchInstance(client, id, expectedMd5, signal, expectedBytes)).bytes
 }
 
 /**
@@ -31,10 +31,10 @@ export async function fetchVerifiedInstance(client: OrthancClient, id: string, e
  * against the MD5 the server announces with the bytes (ETag, Orthanc 1.9.3+): one request
  * fewer per instance than asking for it first.
  */
-async function fetchInstance(client: OrthancClient, id: string, expectedMd5: string | undefined, signal?: AbortSignal): Promise<{bytes: Buffer; md5: string}> {
+async function fetchInstance(client: OrthancClient, id: string, expectedMd5: string | undefined, signal?: AbortSignal, expectedBytes?: number): Promise<{bytes: Buffer; md5: string}> {
   let download
   try {
-    download = await client.downloadInstance(id, signal)
+    download = await client.downloadInstance(id, signal, expectedBytes)
   } catch (error) {
     if (error instanceof OrthancHttpError && error.status === 404) throw new InstanceVanishedError(id)
     throw error
@@ -52,7 +52,7 @@ async function fetchInstance(client: OrthancClient, id: string, expectedMd5: str
 }
 
 export async function fetchVerifiedAttachment(client: OrthancClient, instanceId: string, attachment: AttachmentRecord, signal?: AbortSignal): Promise<Buffer> {
-  const bytes = await client.attachmentData(instanceId, attachment.name, signal)
+  const bytes = await client.attachmentData(instanceId, attachment.name, signal, attachment.size)
   const actual = createHash('md5').update(bytes).digest('hex')
   if (actual !== attachment.md5) throw new ChecksumMismatchError(client.display, `${instanceId} attachment ${attachment.name}`, attachment.md5, actual)
   return bytes
@@ -78,7 +78,7 @@ export async function readInstanceUnit(client: OrthancClient, instance: Selected
   // A failure is seen where the sink awaits it, or not at all when the instance fails first.
   resources.catch(() => {})
   const [{bytes: dicom, md5}, side] = await Promise.all([
-    fetchInstance(client, instance.id, undefined, signal),
+    fetchInstance(client, instance.id, undefined, signal, instance.size),
     sideData.read(instance.id, signal),
   ])
   const record: InstanceRecord = {...instance, size: dicom.length, md5, path: dicomPayloadPath(instance), ...side}

@@ -147,7 +147,8 @@ async function selectInStudy(
       studyInstanceUid: study.MainDicomTags.StudyInstanceUID ?? '',
       seriesInstanceUid: seriesById.get(instance.ParentSeries!)?.MainDicomTags.SeriesInstanceUID ?? '',
       sopInstanceUid: instance.MainDicomTags.SOPInstanceUID ?? '',
-      size: instance.FileSize ?? 0,
+      // A size is a count of bytes: anything else a server answers is taken as unknown.
+      size: Number.isSafeInteger(instance.FileSize) && instance.FileSize! >= 0 ? instance.FileSize! : 0,
       order: Number((instance as {IndexInSeries?: number}).IndexInSeries ?? 0),
     }))
     .sort((a, b) => a.seriesId.localeCompare(b.seriesId) || a.order - b.order || a.id.localeCompare(b.id))

@@ -172,7 +172,7 @@ export class SideDataReader {
     const attachment = record.attachments.find((candidate) => candidate.contentType === contentType)
     if (!attachment) return undefined
     const {level, id} = sourceResource(record)
-    const data = await this.client.resourceAttachmentData(level, await id(this.client, signal), attachment.name, signal)
+    const data = await this.client.resourceAttachmentData(level, await id(this.client, signal), attachment.name, signal, attachment.size)
     const md5 = createHash('md5').update(data).digest('hex')
     if (md5 !== attachment.md5) throw new ChecksumMismatchError(this.client.display, `${level} of study ${record.study} attachment ${attachment.name}`, attachment.md5, md5)
     return data
@@ -182,7 +182,7 @@ export class SideDataReader {
   async instanceAttachmentBytes(instanceId: string, attachments: AttachmentRecord[], contentType: number, signal?: AbortSignal): Promise<Buffer | undefined> {
     const attachment = attachments.find((candidate) => candidate.contentType === contentType)
     if (!attachment) return undefined
-    const data = await this.client.attachmentData(instanceId, attachment.name, signal)
+    const data = await this.client.attachmentData(instanceId, attachment.name, signal, attachment.size)
     const md5 = createHash('md5').update(data).digest('hex')
     if (md5 !== attachment.md5) throw new ChecksumMismatchError(this.client.display, `${instanceId} attachment ${attachment.name}`, attachment.md5, md5)
     return data

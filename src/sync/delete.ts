@@ -39,6 +39,12 @@ export async function deleteExtras(source: OrthancClient, target: OrthancClient,
   const pass: DeletionPass = {candidates: extras.length, deleted: 0}
   if (extras.length === 0) return pass
   const [onSource, onTarget] = await Promise.all([source.statistics(options.signal), target.statistics(options.signal)])
+  // Counts that are not counts (a broken server or proxy) judge nothing: refused, as an empty source.
+  const count = (value: unknown) => (Number.isSafeInteger(value) && (value as number) >= 0 ? value as number : undefined)
+  if (count(onSource.CountInstances) === undefined || count(onTarget.CountInstances) === undefined) {
+    pass.refused = 'a server did not answer its instance count as a number; not deleting anything from the target'
+    return pass
+  }
   if (onSource.CountInstances === 0) {
     pass.refused = 'the source answered with no instances at all; not deleting anything from the target'
     return pass

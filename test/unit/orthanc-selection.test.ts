@@ -15,7 +15,7 @@ const origin = 'http://orthanc.test'
  * study's own record (GET /studies/{id}). The series and instances of `gone` studies answer 404;
  * `deleted` studies answer 404 themselves too (listed, but deleted since).
  */
-function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 0, deleted: string[] = [], listingDelayMs = 0) {
+function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 0, deleted: string[] = [], listingDelayMs = 0, fileSize: unknown = 100) {
   const agent = new MockAgent()
   agent.disableNetConnect()
   const pool = agent.get(origin)
@@ -38,7 +38,7 @@ function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 
     if (gone.includes(id!)) return {statusCode: 404, data: {HttpError: 'Not Found'}}
     const data = what === 'series'
       ? [{ID: `series-${id}`, Type: 'Series', MainDicomTags: {SeriesInstanceUID: `1.3.${id}`, Modality: 'CR'}}]
-      : [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: `series-${id}`, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: 100}]
+      : [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: `series-${id}`, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: fileSize}]
     return {statusCode: 200, data}
   })
   if (instancesDelayMs > 0) lists.delay(instancesDelayMs)
@@ -79,6 +79,14 @@ describe('selectInstances', () => {
     const {client, ids} = serverOfStudies(3, ['study-00001'], 0, ['study-00001'])
     const studies = await selectAll(client)
     expect(studies.map((study) => study.studyId)).toEqual([ids[0], ids[2]])
+  })
+
+  it('a size that is not a count of bytes (a string, negative, too large) is taken as unknown, never summed as text', async () => {
+    for (const [answered, taken] of [[100, 100], ['100', 0], [-5, 0], [1e300, 0], [1.5, 0]] as const) {
+      const {client} = serverOfStudies(1, [], 0, [], 0, answered)
+      const [study] = await selectAll(client)
+      expect(study!.instances[0]!.size, String(answered)).toBe(taken)
+    }
   })
 
   it('fails on a study whose instances answer 404 while the study itself is still there', async () => {
