@@ -248,7 +248,11 @@ export const EXPORT_LOCK_FILE = '.orthanc-replicate.lock'
 async function lockExport(output: string, stateDir: string | undefined): Promise<RunLock[]> {
   const locks = [await RunLock.acquire(join(output, EXPORT_LOCK_FILE), `The export folder ${output}`)]
   try {
-    if (stateDir !== undefined) locks.push(await RunLock.acquire(`${resolve(stateDir)}.lock`, `The export state ${stateDir}`))
+    if (stateDir !== undefined) {
+      // Beside the state folder, which may not exist yet (nor the folders above it).
+      await makePrivateFolder(resolve(stateDir))
+      locks.push(await RunLock.acquire(`${resolve(stateDir)}.lock`, `The export state ${stateDir}`))
+    }
   } catch (error) {
     await locks[0]!.release()
     throw error
