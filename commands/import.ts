@@ -114,7 +114,9 @@ function renderImportSummary(summary: ImportSummary): string {
   }
   if (summary.studies.complete + summary.studies.incomplete.length > 0) {
     lines.push(`Studies: ${summary.studies.complete} complete, ${summary.studies.incomplete.length} incomplete on the target.`)
-    lines.push(...listed(summary.studies.incomplete.map((study) => `${study.studyInstanceUid}: ${study.present} of ${study.expected} instances`)))
+    lines.push(...listed(summary.studies.incomplete.map((study) => `${study.studyInstanceUid}: ${study.present} of ${study.expected} instances${study.leftOut
+      ? ` (${study.leftOut} of them left out of this archive as the far side's already: import first the export it adds to, or the one whose receipt it was made with)`
+      : ''}`)))
   }
 
   for (const report of summary.recovery) lines.push(...renderRecovery(report))

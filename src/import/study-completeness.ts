@@ -4,24 +4,37 @@ import type {OrthancClient} from '../orthanc/client.js'
 export interface StudyCompleteness {
   /** Studies whose expected instances (from the archive's manifest) are all on the target. */
   complete: number
-  incomplete: Array<{studyId: string; studyInstanceUid: string; expected: number; present: number}>
+  /**
+   * `leftOut`: instances of the study the export left out as the far side's already (an export
+   * --since another, or --exclude-receipt), which the target must hold too.
+   */
+  incomplete: Array<{studyId: string; studyInstanceUid: string; expected: number; present: number; leftOut?: number}>
 }
 
 /**
- * Per-study completeness against the counts the export recorded: a study is complete when
- * the target holds at least as many instances of it as the export selected.
+ * Per-study completeness against the counts the export recorded: a study is complete when the
+ * target holds at least as many instances of it as the export selected. An export without
+ * filters selects whole studies, so what it left out of one (an incremental export, a receipt
+ * carried back) is on the far side already, or should be: there the target must hold all the
+ * instances the study had on the source. Imported without the export it adds to, such a study is
+ * incomplete, not passed over.
  */
 export async function studyCompleteness(client: OrthancClient, bags: BagReport[], notYetStored: Map<string, number>, signal?: AbortSignal): Promise<StudyCompleteness> {
-  const expected = new Map<string, {studyInstanceUid: string; expected: number}>()
+  const expected = new Map<string, {studyInstanceUid: string; expected: number; leftOut: number}>()
   for (const bag of bags) {
-    for (const [studyId, study] of Object.entries(bag.studies)) expected.set(studyId, {studyInstanceUid: study.studyInstanceUid, expected: study.expectedInstances})
+    const wholeStudies = bag.manifest !== undefined && Object.keys(bag.manifest.filters ?? {}).length === 0
+    for (const [studyId, study] of Object.entries(bag.studies)) {
+      const leftOut = wholeStudies ? Math.max(0, study.instancesOnSource - study.expectedInstances) : 0
+      const known = expected.get(studyId)
+      if (!known || known.expected < study.expectedInstances + leftOut) expected.set(studyId, {studyInstanceUid: study.studyInstanceUid, expected: study.expectedInstances + leftOut, leftOut})
+    }
   }
 
   const result: StudyCompleteness = {complete: 0, incomplete: []}
-  for (const [studyId, study] of expected) {
+  for (const [studyId, {leftOut, ...study}] of expected) {
     const present = (await client.studyInstanceCount(studyId, signal)) + (notYetStored.get(studyId) ?? 0)
     if (present >= study.expected) result.complete++
-    else result.incomplete.push({studyId, ...study, present})
+    else result.incomplete.push({studyId, ...study, present, ...(leftOut > 0 ? {leftOut} : {})})
   }
 
   return result

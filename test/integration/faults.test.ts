@@ -291,6 +291,34 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     }
   })
 
+  it('an incremental export imported without the export it adds to: the study it added to is incomplete (exit 10), named; with it, complete', async () => {
+    const base = join(work, 'adds-to-base')
+    expect((await exportTo(base)).code).toBe(0)
+    // One more instance in a study the base export holds.
+    const stem = records[0]!
+    const added = await source.api(`/instances/${stem.orthancId}/modify`, {method: 'POST', body: JSON.stringify({Replace: {SOPInstanceUID: `${stem.sopInstanceUid}.9`}, Keep: ['SeriesInstanceUID', 'StudyInstanceUID'], Force: true})})
+    expect(added.status).toBe(200)
+    const {ID: addedId} = await source.json<{ID: string}>('/instances', {method: 'POST', body: Buffer.from(await added.arrayBuffer())})
+    const inStudy = records.filter((record) => record.studyInstanceUid === stem.studyInstanceUid).length + 1
+    const target = await startOrthanc({name: 'adds-to-target'})
+    try {
+      const next = join(work, 'adds-to-next')
+      expect((await exportTo(next, '--since', base)).code).toBe(0)
+      expect(await archivedIds(next)).toEqual([addedId])
+      const alone = await runCli(['import', '--target', target.url, '--json', '--no-receipt', next])
+      expect(alone.code, alone.stderr).toBe(10)
+      const {studies} = parseJson<{studies: {incomplete: Array<{studyInstanceUid: string; expected: number; present: number; leftOut: number}>}}>(alone)
+      expect(studies.incomplete).toEqual([expect.objectContaining({studyInstanceUid: stem.studyInstanceUid, expected: inStudy, present: 1, leftOut: inStudy - 1})])
+      expect((await runCli(['import', '--target', target.url, '--no-receipt', next])).stdout).toMatch(/left out of this archive as the far side's already: import first the export it adds to/)
+
+      const both = await runCli(['import', '--target', target.url, '--json', '--no-receipt', base, next])
+      expect(both.code, both.stderr).toBe(0)
+    } finally {
+      await target.dispose()
+      await source.api(`/instances/${addedId}`, {method: 'DELETE'})
+    }
+  })
+
   // Each instance is stored by exactly one of two runs at once; the other finds it there (AlreadyStored, or present before it asked).
   const addsUpTwiceAtOnce = async (name: string, runOnce: (targetUrl: string) => Promise<CliResult>) => {
     const target = await startOrthanc({name})
