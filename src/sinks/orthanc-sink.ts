@@ -1,5 +1,6 @@
 import {checkSafeToSend} from '../dicom/safe-to-send.js'
-import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type ResourceLevel, resourceKey, type SideData} from '../model.js'
+import {readDicomIdentifiers} from '../dicom/parse.js'
+import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type InstanceRecord, type ResourceLevel, resourceKey, type SideData} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import {sourceResource} from '../sources/side-data.js'
@@ -155,8 +156,10 @@ export class OrthancSink {
     // the target already had under it (AlreadyStored: stored by another run, another route, or
     // under an ID the source mispredicted) was not transferred by this run.
     // A unit with its source's record carries that server's own ID, which the target, reading the
-    // same bytes, gives too: checked before any side data is written onto what was stored.
-    if (unit.record && answer.ID !== unit.instanceId) throw new IdentityMismatchError(this.client.display, unit.instanceId, answer.ID)
+    // same bytes, gives too, unless it decodes the patient ID otherwise (another DefaultEncoding,
+    // no Specific Character Set): then the bytes still hold the record's UIDs. Bytes of another
+    // instance do not: checked before any side data is written onto what was stored.
+    if (unit.record && answer.ID !== unit.instanceId && !holdsInstance(unit.dicom, unit.record)) throw new IdentityMismatchError(this.client.display, unit.instanceId, answer.ID)
     const alreadyStored = answer.Status === 'AlreadyStored'
     let missing: number[] = []
     if (alreadyStored) missing = await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, answer.ParentPatient, {throwIfIncomplete: false})
@@ -311,4 +314,15 @@ export class OrthancSink {
 
 function notRestored(instanceId: string, missing: number[], reasons?: Map<number, string>): AttachmentsNotRestoredError {
   return new AttachmentsNotRestoredError(instanceId, missing.map((contentType) => ({contentType, reason: reasons?.get(contentType) ?? 'its bytes could not be had from the source'})))
+}
+
+/** Whether DICOM bytes carry the UIDs of this record; bytes this reader cannot read are given the benefit of the doubt, as the target read them. */
+function holdsInstance(dicom: Buffer, record: InstanceRecord): boolean {
+  let read
+  try {
+    read = readDicomIdentifiers(dicom)
+  } catch {
+    return true
+  }
+  return read.sopInstanceUid === record.sopInstanceUid && read.seriesInstanceUid === record.seriesInstanceUid && read.studyInstanceUid === record.studyInstanceUid
 }

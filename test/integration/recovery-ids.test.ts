@@ -106,6 +106,13 @@ describe('instance IDs as Orthanc 1.10.1 gives them', () => {
       const second = await runCli(['import', '--target', target.url, '--json', '--no-receipt', '--dicom-folder', folder])
       expect(second.code, second.stderr).toBe(0)
       expect(parseJson<ImportJson>(second)).toMatchObject({transferred: 0, skipped: cases.length, failed: 0})
+
+      // Server to server, the same: the target stores these under other IDs than the source gives
+      // them, and its answer stands (the bytes are the same instance's, the same UIDs), not failed.
+      for (const entry of cases) await upload(await readFile(entry.path))
+      const synced = await runCli(['sync', '--source', server.url, '--target', target.url, '--json'])
+      expect(synced.code, synced.stderr).toBe(0)
+      expect(parseJson<ImportJson>(synced)).toMatchObject({failed: 0, transferred: 0})
     } finally {
       await target.dispose()
     }
