@@ -248,10 +248,12 @@ export const EXPORT_LOCK_FILE = '.orthanc-replicate.lock'
 async function lockExport(output: string, stateDir: string | undefined): Promise<RunLock[]> {
   const locks = [await RunLock.acquire(join(output, EXPORT_LOCK_FILE), `The export folder ${output}`)]
   try {
-    if (stateDir !== undefined) {
-      // Beside the state folder, which may not exist yet (nor the folders above it).
-      await makePrivateFolder(resolve(stateDir))
-      locks.push(await RunLock.acquire(`${resolve(stateDir)}.lock`, `The export state ${stateDir}`))
+    // Beside the state folder, which may not exist yet (nor the folders above it); the default
+    // state folder, given as --state, has the output's lock already.
+    const stateLock = stateDir === undefined ? undefined : `${resolve(stateDir)}.lock`
+    if (stateLock !== undefined && stateLock !== resolve(locks[0]!.path)) {
+      await makePrivateFolder(resolve(stateDir!))
+      locks.push(await RunLock.acquire(stateLock, `The export state ${stateDir}`))
     }
   } catch (error) {
     await locks[0]!.release()

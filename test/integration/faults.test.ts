@@ -136,6 +136,9 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     // The lock goes with the run: the same export run again resumes (nothing left to write).
     expect(await readdir(output)).not.toContain('.orthanc-replicate.lock')
     expect((await exportTo(output)).code).toBe(0)
+    // The default state folder named as --state, as the hints name it: the same export, not another run.
+    const named = await exportTo(output, '--state', join(output, '.orthanc-replicate'))
+    expect(named.code, named.stderr).toBe(0)
   })
 
   it('an export state whose volume list is shorter than its plan is refused as damaged (exit 11), never written as a volume that looks whole', async () => {
