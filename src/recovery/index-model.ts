@@ -62,6 +62,11 @@ export interface IndexDescription {
   /** What was found, for a person: "Orthanc database schema 6, with labels, revisions". */
   schema: string
   instances: number
+  /**
+   * When the index was last written, as its files say (ms since the epoch; SQLite: the index or
+   * its WAL, whichever is newer). Absent where no such time exists (PostgreSQL).
+   */
+  lastWrittenAt?: number
 }
 
 export interface OrthancIndex {

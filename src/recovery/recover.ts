@@ -33,9 +33,10 @@ export interface RecoveryReport {
    */
   unindexedInstances: number
   /**
-   * Of those, the ones stored after every instance the index lists (by the files' modification
-   * times): the index looks older than the storage, so they are failed, not passed over, unless
-   * --include-unindexed imports them. A deleted instance's orphan is older than what came after it.
+   * Of those, the ones stored after every instance the index lists and after the index itself was
+   * last written (by the files' modification times): the index is older than the storage, so they
+   * are failed, not passed over, unless --include-unindexed imports them. A deleted instance's
+   * leftover is older than the index that recorded its deletion.
    */
   unindexedAfterIndex: number
   /** Files checked by size only: the server ran with StoreMD5ForAttachments off, so the index has no MD5s. */
@@ -73,7 +74,7 @@ export interface RecoveryStore extends AttachmentStore {
 
 export const NOT_IN_INDEX_REASON = 'stored file the index does not know (an instance deleted or overwritten, or a stranger): not imported without --include-unindexed'
 const NOT_IN_INDEX_INSTANCE_REASON = 'a whole instance the index does not list (deleted, or stored after the index was last written: a lost index-wal, a backup): not imported without --include-unindexed'
-const AFTER_INDEX_REASON = 'a whole instance the index does not list, stored after every instance it lists: the index looks older than the storage (a lost index-wal, an index from a backup), so this instance would be lost; --include-unindexed imports it'
+const AFTER_INDEX_REASON = 'a whole instance the index does not list, stored after every instance it lists and after the index was last written: the index is older than the storage (a lost index-wal, an index from a backup), so this instance would be lost; --include-unindexed imports it'
 /** What a stored file read only to be counted says of itself: nothing. */
 const QUIET: SourceEvents = {onSkip() {}, onProblem() {}, onFailed() {}}
 
@@ -123,7 +124,12 @@ export async function* recoverFromIndex(
     // the instance, and this one must not replace it on a target that overwrites.
     const copy = whole && await index.hasInstance(decoded.instanceId)
     if (whole && !copy) report.unindexedInstances++
-    const afterIndex = whole && !copy && ((await entry.modifiedAt?.()) ?? Number.NEGATIVE_INFINITY) > newest.indexedFile
+    // Newer than every file the index lists and than the index itself: written after the index
+    // last was (a lost WAL, an index from a backup). A leftover of the last instance deleted
+    // before the server stopped is newer than the other files, but older than the index, which
+    // recorded the deletion after it.
+    const modifiedAt = (await entry.modifiedAt?.()) ?? Number.NEGATIVE_INFINITY
+    const afterIndex = whole && !copy && modifiedAt > newest.indexedFile && modifiedAt > (index.description.lastWrittenAt ?? Number.NEGATIVE_INFINITY)
     if (afterIndex) report.unindexedAfterIndex++
     if (afterIndex && !options.includeUnindexed) {
       reportFailure(events, {id: decoded.instanceId, path: entry.location, kind: 'missing', reason: AFTER_INDEX_REASON})

@@ -110,10 +110,10 @@ export class SqlIndex implements OrthancIndex {
     private readonly onClose: () => Promise<void>,
   ) {}
 
-  static async open(connection: SqlConnection, source: string, onClose: () => Promise<void>): Promise<SqlIndex> {
+  static async open(connection: SqlConnection, source: string, onClose: () => Promise<void>, lastWrittenAt?: number): Promise<SqlIndex> {
     const schema = await inspectSchema(connection, source)
     const [count] = await connection.all('SELECT COUNT(*) AS n FROM Resources WHERE resourceType = ?', [schema.resourceTypes.instance])
-    return new SqlIndex(connection, schema, {source, schema: schema.description, instances: Number(count?.n ?? 0)}, onClose)
+    return new SqlIndex(connection, schema, {source, schema: schema.description, instances: Number(count?.n ?? 0), ...(lastWrittenAt === undefined ? {} : {lastWrittenAt})}, onClose)
   }
 
   async *instanceBatches(signal?: AbortSignal): AsyncGenerator<IndexedInstance[]> {

@@ -36,8 +36,11 @@ export async function openSqliteIndex(location: string): Promise<OrthancIndex> {
   try {
     const copy = join(privateDir, INDEX_FILE)
     await copyPrivately(path, copy)
+    let lastWrittenAt = (await stat(path)).mtimeMs
     for (const suffix of COMPANIONS) {
-      if (await pathExists(`${path}${suffix}`)) await copyPrivately(`${path}${suffix}`, `${copy}${suffix}`)
+      if (!(await pathExists(`${path}${suffix}`))) continue
+      await copyPrivately(`${path}${suffix}`, `${copy}${suffix}`)
+      lastWrittenAt = Math.max(lastWrittenAt, (await stat(`${path}${suffix}`)).mtimeMs)
     }
 
     const {default: sqlite} = await import('node-sqlite3-wasm')
@@ -59,7 +62,7 @@ export async function openSqliteIndex(location: string): Promise<OrthancIndex> {
       await removeCopy()
     }
     try {
-      return await SqlIndex.open(connection, path, close)
+      return await SqlIndex.open(connection, path, close, lastWrittenAt)
     } catch (error) {
       await close()
       throw error

@@ -1,7 +1,7 @@
 import {createHash} from 'node:crypto'
 import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {join} from 'node:path'
+import {dirname, join} from 'node:path'
 
 import sqlite from 'node-sqlite3-wasm'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -152,6 +152,9 @@ describe('recovery of a stopped server from its storage folder', () => {
     const withoutWal = join(work, 'stale-index')
     await mkdir(withoutWal)
     await copyFile(join(storage, 'index'), join(withoutWal, 'index'))
+    // As it was written last, the WAL lost beside it.
+    const written = await stat(join(storage, 'index'))
+    await utimes(join(withoutWal, 'index'), written.atime, written.mtime)
     const stale = await recoverInto(mainTarget, '--dry-run', '--json', '--index', withoutWal, storage)
     expect(stale.code).toBe(10)
     const summary = parseJson<ImportJson>(stale)
@@ -190,6 +193,28 @@ describe('recovery of a stopped server from its storage folder', () => {
     const included = await recoverInto(mainTarget, '--dry-run', '--json', '--include-unindexed', '--index', backup, folder)
     expect(included.code, included.stderr).toBe(0)
     expect(parseJson<ImportJson & {planned: {instances: number}}>(included).planned.instances).toBe(4)
+  })
+
+  it('the leftover file of the last instance deleted before the server stopped is named, not failed: the index recorded the deletion after it', async () => {
+    const records = await generateStudySet(join(work, 'deleted-last'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 2000, seed: 'deleted-last'})
+    const folder = join(work, 'deleted-last-server', 'storage')
+    const server = await startOrthanc({dir: join(work, 'deleted-last-server'), extra: {IndexDirectory: folder}})
+    const ids = await uploadFiles(server, records.map((record) => record.path))
+    const last = ids.at(-1)!
+    const file = stored((await server.json<{Uuid: string}>(`/instances/${last}/attachments/dicom/info`)).Uuid).replace(storage, folder)
+    const kept = join(work, 'deleted-last-file')
+    await copyFile(file, kept)
+    const {atime, mtime} = await stat(file)
+    expect((await server.api(`/instances/${last}`, {method: 'DELETE'})).ok).toBe(true)
+    await server.stop()
+    // A crash between the deletion's commit and the file's removal leaves the file as it was.
+    await mkdir(dirname(file), {recursive: true})
+    await copyFile(kept, file)
+    await utimes(file, atime, mtime)
+
+    const result = await recoverInto(mainTarget, '--dry-run', '--json', folder)
+    expect(result.code, result.stderr).toBe(0)
+    expect(parseJson<ImportJson>(result).recovery[0]).toMatchObject({candidates: 2, unindexedInstances: 1, unindexedAfterIndex: 0})
   })
 
   it('recovers every intact instance the index lists, with identical MD5s, bare data sets and files without preamble included', async () => {
