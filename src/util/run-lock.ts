@@ -1,6 +1,7 @@
 import {readlinkSync} from 'node:fs'
-import {open, readFile, rm, stat} from 'node:fs/promises'
+import {open, readFile, rm, stat, utimes} from 'node:fs/promises'
 import {hostname} from 'node:os'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {UserFacingError} from '../errors.js'
 
@@ -57,41 +58,83 @@ export function ownerIsGone(owner: RunOwner): boolean {
   }
 }
 
-/** A lock whose file is still empty or unreadable after this long was left by a run killed as it took it. */
-const HALF_WRITTEN_LOCK_MS = 60_000
+/**
+ * A holder touches its lock this often, and a lock untouched for LOCK_LEASE_MS is taken over
+ * whoever left it: a run killed on another machine or in a container (whose process ID means
+ * nothing here), a process ID reused since, a lock file left empty by a kill as it was taken.
+ */
+export const LOCK_REFRESH_MS = 15_000
+export const LOCK_LEASE_MS = 90_000
 
 /**
  * A lock file that keeps two runs off the same thing (an export's folder, a mirror's state file,
- * a receipt): created exclusively with its owner inside, removed when the run ends. A lock left by
- * a run that was killed is taken over, but only when its owner is certainly gone (see
- * ownerIsGone); otherwise the second run is refused at once, before it writes anything.
+ * a receipt): created exclusively with its owner inside, touched while the run holds it, removed
+ * when the run ends. A lock left by a run that was killed is taken over: at once when its owner
+ * is certainly gone (see ownerIsGone), otherwise once it has not been touched for LOCK_LEASE_MS.
+ * A lock in use refuses a second run at once, before it writes anything.
  */
 export class RunLock {
-  private constructor(readonly path: string) {}
+  private readonly refresh: NodeJS.Timeout
 
-  /** `what` names the thing locked in the refusal: "the export folder out/". */
-  static async acquire(path: string, what: string): Promise<RunLock> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      if (await createLockFile(path)) return new RunLock(path)
+  private constructor(readonly path: string, refreshMs: number) {
+    const touch = () => {
+      const now = new Date()
+      utimes(path, now, now).catch(() => {})
+    }
+    this.refresh = setInterval(touch, refreshMs)
+    this.refresh.unref()
+  }
+
+  /** `what` names the thing locked in the refusal: "The export folder out/". */
+  static async acquire(path: string, what: string, options: {refreshMs?: number} = {}): Promise<RunLock> {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      if (await createLockFile(path, `${JSON.stringify(thisRun())}\n`).catch((error: unknown) => {
+        throw new UserFacingError(
+          `${what} cannot be used: its lock file ${path} cannot be created (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+          'Give a path in a folder that exists and that you can write.', 'usage', 'lock-unwritable')
+      })) return new RunLock(path, options.refreshMs ?? LOCK_REFRESH_MS)
       const text = await readFile(path, 'utf8').catch(() => undefined)
       if (text === undefined) continue // Released meanwhile: try again.
       const owner = parseOwner(text)
       const age = Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now())
-      const abandoned = owner ? ownerIsGone(owner) : age > HALF_WRITTEN_LOCK_MS
-      if (!abandoned) throw busy(path, what, owner)
-      // Taken over only if it is still the lock judged abandoned (another run may have taken it over already).
-      if ((await readFile(path, 'utf8').catch(() => undefined)) === text) await rm(path, {force: true})
+      if (!((owner && ownerIsGone(owner)) || age > LOCK_LEASE_MS)) throw busy(path, what, owner)
+      await removeAbandoned(path, text)
     }
 
     throw busy(path, what, undefined)
   }
 
   async release(): Promise<void> {
+    clearInterval(this.refresh)
     await rm(this.path, {force: true})
   }
 }
 
-async function createLockFile(path: string): Promise<boolean> {
+/**
+ * Removes an abandoned lock, one run at a time (a second file, created exclusively, says who),
+ * and only if it still is the lock judged abandoned: runs that find it at the same moment must not
+ * remove the lock one of them has just taken. Whoever then creates the lock file first has it.
+ */
+async function removeAbandoned(path: string, abandoned: string): Promise<void> {
+  const turn = `${path}.taking-over`
+  if (!(await createLockFile(turn, `${process.pid}\n`))) {
+    // Another run is at it; one killed in those few instants left its file: gone after a while.
+    const age = Date.now() - ((await stat(turn).catch(() => undefined))?.mtimeMs ?? Date.now())
+    if (age > TAKE_OVER_MS) await rm(turn, {force: true})
+    else await sleep(10)
+    return
+  }
+  try {
+    if ((await readFile(path, 'utf8').catch(() => undefined)) === abandoned) await rm(path, {force: true})
+  } finally {
+    await rm(turn, {force: true})
+  }
+}
+
+/** Longer than any take-over lasts. */
+const TAKE_OVER_MS = 10_000
+
+async function createLockFile(path: string, content: string): Promise<boolean> {
   let handle
   try {
     handle = await open(path, 'wx', 0o600)
@@ -101,7 +144,7 @@ async function createLockFile(path: string): Promise<boolean> {
   }
 
   try {
-    await handle.writeFile(`${JSON.stringify(thisRun())}\n`)
+    await handle.writeFile(content)
     await handle.sync()
   } finally {
     await handle.close()
@@ -114,7 +157,7 @@ function busy(path: string, what: string, owner: RunOwner | undefined): UserFaci
   const by = owner ? ` (process ${owner.pid}${owner.host && owner.host !== hostname() ? ` on ${owner.host}` : ''}${owner.startedAt ? `, since ${owner.startedAt}` : ''})` : ''
   return new UserFacingError(
     `${what} is in use by another run${by}: two runs at once would write over each other`,
-    `Wait for that run to end, or stop it. If it is certainly gone (another machine's run that was killed), remove ${path} and run again.`,
+    `Wait for that run to end, or stop it. A lock its run no longer touches is taken over after ${LOCK_LEASE_MS / 1000} s; if that run is certainly gone, removing ${path} does it now.`,
     'usage', 'in-use',
   )
 }

@@ -1,7 +1,8 @@
 import {spawnSync} from 'node:child_process'
-import {mkdir, mkdtemp, readdir, rm, utimes, writeFile} from 'node:fs/promises'
+import {mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile} from 'node:fs/promises'
 import {hostname, tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -61,6 +62,38 @@ describe('run locks and owners', () => {
         return true
       }, () => false)
       expect(outcome, name).toBe(takenOver)
+    }
+  })
+
+  it('a lock its run no longer touches is taken over whoever left it (another machine, a container, a reused process ID); a held one is touched', async () => {
+    const longAgo = new Date(Date.now() - 10 * 60_000)
+    for (const [name, owner] of [['old-other-machine', {pid: 1, host: `not-${hostname()}`}], ['old-reused-pid', thisRun()]] as const) {
+      const path = join(work, `${name}.lock`)
+      await writeFile(path, JSON.stringify(owner))
+      await utimes(path, longAgo, longAgo)
+      await (await RunLock.acquire(path, name)).release()
+    }
+
+    const held = await RunLock.acquire(join(work, 'touched.lock'), 'touched', {refreshMs: 20})
+    await utimes(held.path, longAgo, longAgo)
+    await sleep(100)
+    expect(Date.now() - (await stat(held.path)).mtimeMs).toBeLessThan(60_000)
+    await held.release()
+  })
+
+  it('a lock that cannot be created (its folder is missing) is a usage error that names it, not a crash', async () => {
+    const path = join(work, 'no-such-folder', 'state.json.lock')
+    await expect(RunLock.acquire(path, 'The state file')).rejects.toMatchObject({code: 'lock-unwritable', category: 'usage', message: expect.stringContaining(`its lock file ${path} cannot be created (ENOENT)`)})
+  })
+
+  it('runs that find an abandoned lock at the same moment: exactly one takes it over', async () => {
+    for (let round = 0; round < 10; round++) {
+      const path = join(work, `race-${round}.lock`)
+      await writeFile(path, JSON.stringify({pid: deadProcessId(), host: hostname()}))
+      const outcomes = await Promise.all(Array.from({length: 6}, () => RunLock.acquire(path, 'race').then((lock) => lock, () => undefined)))
+      const holders = outcomes.filter((lock) => lock !== undefined)
+      expect(holders, `round ${round}`).toHaveLength(1)
+      await holders[0]!.release()
     }
   })
 
