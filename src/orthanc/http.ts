@@ -367,11 +367,14 @@ export class OrthancHttp {
           chunks = []
           received = 0
           clearInterval(slowWatch)
-          slowWatch = setInterval(() => {
-            if (receivedInWindow < SLOW_BODY_BYTES) stop(Object.assign(new Error('answer too slow'), {code: SLOW_BODY_CODE}))
-            receivedInWindow = 0
-          }, bodyTimeout)
-          slowWatch.unref()
+          // A timeout of 0 waits as long as it takes (undici's meaning): then no window either.
+          if (bodyTimeout > 0) {
+            slowWatch = setInterval(() => {
+              if (receivedInWindow < SLOW_BODY_BYTES) stop(Object.assign(new Error('answer too slow'), {code: SLOW_BODY_CODE}))
+              receivedInWindow = 0
+            }, bodyTimeout)
+            slowWatch.unref()
+          }
         },
         onResponseData(_, chunk) {
           received += chunk.length

@@ -79,6 +79,22 @@ describe('a hostile or broken server', () => {
     expect(Date.now() - started).toBeLessThan(2000)
   })
 
+  it('a timeout of 0 (no limit, for the library) leaves a download in several chunks alone', async () => {
+    routes.set('/instances/chunked/attachments/dicom/data', (response) => {
+      response.writeHead(200, {'content-type': 'application/dicom'})
+      let sent = 0
+      const next = setInterval(() => {
+        response.write(Buffer.alloc(1000, 7))
+        if (++sent === 5) {
+          clearInterval(next)
+          response.end()
+        }
+      }, 10)
+      timers.add(next)
+    })
+    expect((await client({bodyTimeoutMs: 0}).downloadInstance('chunked')).bytes.length).toBe(5000)
+  })
+
   it('control characters in what the server says are written out, never sent to the terminal', async () => {
     routes.set('/system', (response) => {
       response.writeHead(500, {'content-type': 'application/json'})
