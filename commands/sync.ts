@@ -16,7 +16,7 @@ import {connectionsFor} from '../src/transfer/adaptive-concurrency.js'
 import {FILTERS_MATCHED_NOTHING_HINT, UserFacingError} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
-import {deleteExtras, type DeletionPass} from '../src/sync/delete.js'
+import {deleteExtras, type DeletionPass, refusedBeforeCopying} from '../src/sync/delete.js'
 import {heldByTarget} from '../src/sync/plan.js'
 import {DELETIONS_AT_ONCE, type FollowSummary, followSource} from '../src/sync/follow.js'
 import {type SyncSummary, syncServers} from '../src/sync/sync.js'
@@ -86,14 +86,20 @@ export default class Sync extends BaseCommand {
           },
           onPassEvent: reporter.onEvent,
         })
+        if (summary.stoppedBecause && !summary.interrupted) {
+          process.exitCode = ExitCode.different
+          reporter.warn(`the mirror stopped: ${summary.stoppedBecause}`)
+        }
         return this.result({...summary, following: true as const, stateFile}, renderFollowSummary)
       }
 
       const summary: SyncSummary & {deletion?: DeletionPass} = await syncServers({
         source, target, filters, checksum: flags.checksum, dryRun: flags['dry-run'], concurrency, zipUploads: flags['zip-uploads'],
         signal: this.signal, onProgress: reporter.onProgress, onEvent: reporter.onEvent,
+        holdBack: flags.delete ? (plan) => refusedBeforeCopying(plan, maxDeleteFraction) : undefined,
       })
-      if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, targetHeldBefore: heldByTarget(summary.plan), dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
+      if (summary.heldBack) summary.deletion = {candidates: summary.plan.onlyOnTarget, deleted: 0, refused: summary.heldBack}
+      else if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, targetHeldBefore: heldByTarget(summary.plan), dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
       const matched = summary.plan.present + summary.plan.missing + summary.plan.different
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
       // Asked to mirror deletions, and refused: the target still holds what the source no longer has.

@@ -1,6 +1,7 @@
 import type {OrthancClient} from '../orthanc/client.js'
 import {mapConcurrent} from '../util/concurrency.js'
 import {compareServers} from './compare.js'
+import {heldByTarget, type SyncPlan} from './plan.js'
 
 export interface DeletionPass {
   /** Instances on the target that the source no longer has. */
@@ -22,6 +23,22 @@ export interface DeletionOptions {
   dryRun: boolean
   concurrency: number
   signal?: AbortSignal
+}
+
+/**
+ * For sync --delete, decided on the plan before anything moves: why this pass should neither copy
+ * nor delete. A deletion that would be refused must stay refused when the same command runs
+ * again, so the pass copies nothing either: had it copied the source's instances, the next run
+ * would find the target's own a small fraction of it, and delete them (another server's data
+ * given as the source, run twice).
+ */
+export function refusedBeforeCopying(plan: SyncPlan, maxFraction: number): string | undefined {
+  if (plan.onlyOnTarget === 0) return undefined
+  if (plan.present + plan.different + plan.missing === 0) return 'the source answered with no instances at all; nothing copied or deleted'
+  const held = heldByTarget(plan)
+  const fraction = plan.onlyOnTarget / held
+  if (fraction <= maxFraction) return undefined
+  return `deleting ${plan.onlyOnTarget} of the ${held} instances the target holds (${(fraction * 100).toFixed(1)}%) is over --max-delete-fraction ${maxFraction}; nothing copied or deleted, so that the same command run again finds the target as it is: check that the source is the right one`
 }
 
 /**

@@ -6,7 +6,7 @@ import {OrthancAuthError} from '../orthanc/errors.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {RunLock} from '../util/run-lock.js'
-import {type DeletionPass, deleteExtras} from './delete.js'
+import {type DeletionPass, deleteExtras, refusedBeforeCopying} from './delete.js'
 import type {Endpoint} from '../model.js'
 import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
 import {heldByTarget} from './plan.js'
@@ -59,6 +59,11 @@ export interface FollowSummary extends TransferStats {
   cursor: number
   /** Side data that could not be carried to the target, over all passes, by level, kind and name. */
   notCarried: NotCarried[]
+  /**
+   * Why the mirror stopped without being asked: a full pass whose deletion would be refused (see
+   * refusedBeforeCopying) copies nothing, saves nothing, and ends the mirror, exit 14.
+   */
+  stoppedBecause?: string
 }
 
 /**
@@ -101,10 +106,20 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
       const stale = !state || state.cursor > last
       const due = !state?.lastFullPass || Date.now() - Date.parse(state.lastFullPass) >= options.fullEveryMs
       if (stale || due) {
-        const pass = await syncServers({...options, onEvent: options.onPassEvent, dryRun: false})
+        const pass = await syncServers({
+          ...options, onEvent: options.onPassEvent, dryRun: false,
+          holdBack: options.deleteExtras ? (plan) => refusedBeforeCopying(plan, options.maxDeleteFraction) : undefined,
+        })
         record(summary, pass, true)
         tally(pass, true)
         if (pass.interrupted) break
+        if (pass.heldBack) {
+          // A source this different from the mirror may be the wrong one: following it would copy
+          // its instances change by change, and a later full pass would find the mirror's own few.
+          summary.stoppedBecause = pass.heldBack
+          options.onEvent?.({type: 'pass', full: true, cursor: state?.cursor ?? 0, summary: pass, deletion: {candidates: pass.plan.onlyOnTarget, deleted: 0, refused: pass.heldBack}})
+          break
+        }
         const deletion = options.deleteExtras
           ? await deleteExtras(options.source, options.target, {maxFraction: options.maxDeleteFraction, targetHeldBefore: heldByTarget(pass.plan), dryRun: false, concurrency: options.concurrency ?? DELETIONS_AT_ONCE, signal: options.signal})
           : undefined

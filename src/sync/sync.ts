@@ -31,6 +31,11 @@ export interface SyncOptions {
   onProgress?: ProgressListener
   /** The plan once the comparison is done (before anything moves), each failure and each retry. */
   onEvent?: JobEventListener
+  /**
+   * Asked once the plan is made: a reason to move nothing at all (sync --delete, when the deletion
+   * would be refused: copying first would make the same run, repeated, find the deletion small).
+   */
+  holdBack?: (plan: SyncPlan) => string | undefined
 }
 
 export interface SyncSummary extends TransferStats {
@@ -47,6 +52,8 @@ export interface SyncSummary extends TransferStats {
   concurrencyAdaptive: boolean
   /** Uploads that carried several small instances in one ZIP, and the instances they carried. */
   zipUploads: ZipUploads
+  /** Why nothing was moved although the plan had something to send (see SyncOptions.holdBack). */
+  heldBack?: string
 }
 
 /**
@@ -115,6 +122,8 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     })
     // A dry run stops at the plan: it counts what would move, and moves nothing.
     if (!spool) return summary(emptyStats())
+    const heldBack = options.holdBack?.(plan)
+    if (heldBack !== undefined) return {...summary(emptyStats()), skipped: 0, heldBack}
 
     let zip: boolean
     try {

@@ -234,16 +234,22 @@ describe('sync, diff and verify', () => {
     }
   })
 
-  it('--delete measures its fraction against what the target held before: another server\'s data given as the source cannot delete the originals by adding first', async () => {
+  it('--delete measures its fraction against what the target holds before anything moves, and a refused pass copies nothing: another server\'s data given as the source cannot delete the originals, run once or twice', async () => {
     const originals = await generateStudySet(join(work, 'originals'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 1000, seed: 'mirror-originals'})
     const mirror = await startOrthanc({name: 'mirror-with-originals', ...config})
     try {
       await uploadFiles(mirror, originals.map((record) => record.path))
       // The sync adds the source's instances first; against the target after that, the two
       // originals would be a small fraction of it, within 0.5.
-      const result = await runCli(['sync', '--source', source.url, '--target', mirror.url, '--delete', '--max-delete-fraction', '0.5', '--json'])
-      expect(parseJson<SyncJson>(result).deletion).toMatchObject({candidates: 2, deleted: 0, refused: expect.stringMatching(/2 of 2 instances the target held before this run/)})
-      expect(result.code).toBe(14)
+      // Refused, and so is the same command run again: the first copied nothing that would make
+      // the originals a small part of the target the second time.
+      for (let run = 0; run < 2; run++) {
+        const result = await runCli(['sync', '--source', source.url, '--target', mirror.url, '--delete', '--max-delete-fraction', '0.5', '--json'])
+        expect(parseJson<SyncJson>(result).deletion).toMatchObject({candidates: 2, deleted: 0, refused: expect.stringMatching(/2 of the 2 instances the target holds .*nothing copied or deleted/)})
+        expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 0, failed: 0})
+        expect(result.code).toBe(14)
+      }
+      expect((await instanceMd5s(mirror)).size).toBe(originals.length)
       for (const record of originals) expect((await mirror.api(`/instances/${record.orthancId}`)).status).toBe(200)
     } finally {
       await mirror.dispose()
