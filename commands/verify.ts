@@ -61,6 +61,10 @@ function renderVerify(summary: VerifySummary): string {
     lines.push(`Target ${target.url}: ${target.confirmed} confirmed, ${target.missingCount} missing, ${target.differentCount} with another MD5.`)
     if (target.missingCount > 0) lines.push(`missing on the target${target.missingCount > target.missing.length ? ` (the first ${target.missing.length})` : ''}:`, ...listed(target.missing))
     if (target.differentCount > 0) lines.push(`with another MD5 on the target${target.differentCount > target.different.length ? ` (the first ${target.different.length})` : ''}:`, ...listed(target.different))
+    if (target.studiesShort.length > 0) {
+      lines.push('studies the archive left partly out as the far side\'s, of which the target holds fewer instances than the source had (import first the export it adds to):')
+      lines.push(...listed(target.studiesShort.map((study) => `${study.studyInstanceUid}: ${study.present} of ${study.expected} instances`)))
+    }
   }
 
   const outcome = verifyOutcome(summary)

@@ -6,6 +6,7 @@ import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {isCompletenessProblem, type Problem, ProblemList} from '../problems.js'
 import {type ArchiveInput, type ArchiveReadReport, readArchives, type VolumeCounts} from '../sources/archive-source.js'
 import {forEachConcurrent} from '../util/concurrency.js'
+import {type StudyCompleteness, studyCompleteness} from '../import/study-completeness.js'
 
 export interface StudyCheck {
   studyId: string
@@ -29,7 +30,11 @@ export interface VerifySummary {
   studies: StudyCheck[]
   /** With a target: the server, and what it holds of the archive. */
   /** `missing` and `different` list the first instances (up to 1,000); the counts are every one. */
-  target?: Endpoint & {confirmed: number; missingCount: number; differentCount: number; missing: string[]; different: string[]}
+  /**
+   * `studiesShort`: studies an export without filters left partly out (the far side has the rest)
+   * of which the target holds fewer instances than the source had (see studyCompleteness).
+   */
+  target?: Endpoint & {confirmed: number; missingCount: number; differentCount: number; missing: string[]; different: string[]; studiesShort: StudyCompleteness['incomplete']}
 }
 
 export interface VerifyOptions {
@@ -58,7 +63,9 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
   const report: ArchiveReadReport = {bags: [], missingVolumes: []}
   const validByStudy = new Map<string, number>()
   const onTargetByStudy = new Map<string, number>()
-  const target = options.target ? {...await endpointOf(options.target, options.signal), confirmed: 0, missingCount: 0, differentCount: 0, missing: [] as string[], different: [] as string[]} : undefined
+  const target = options.target
+    ? {...await endpointOf(options.target, options.signal), confirmed: 0, missingCount: 0, differentCount: 0, missing: [] as string[], different: [] as string[], studiesShort: [] as StudyCompleteness['incomplete']}
+    : undefined
   let instances = 0
   let bytes = 0
   const paths = inputs.flatMap((input) => (input.path ? [input.path] : []))
@@ -97,6 +104,8 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
   const studies = [...expected.entries()].map(([studyId, study]) => ({
     studyId, ...study, valid: validByStudy.get(studyId) ?? 0, ...(options.target ? {onTarget: onTargetByStudy.get(studyId) ?? 0} : {}),
   }))
+  // What the archive left out of a study as the far side's must be on the target too, as import says.
+  if (options.target && target) target.studiesShort = (await studyCompleteness(options.target, report.bags, new Map(), options.signal)).incomplete.filter((study) => study.leftOut)
   const unproven = report.bags.filter((bag) => !bag.proven)
   const incomplete = report.bags.filter((bag) => bag.proven && !bag.complete)
   return {
@@ -125,6 +134,6 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
  */
 export function verifyOutcome(summary: VerifySummary): 'ok' | 'bad-input' | 'target-differs' {
   if (!summary.complete || !summary.valid || summary.problemCount > 0) return 'bad-input'
-  if (summary.target && (summary.target.missingCount > 0 || summary.target.differentCount > 0)) return 'target-differs'
+  if (summary.target && (summary.target.missingCount > 0 || summary.target.differentCount > 0 || (summary.target.studiesShort?.length ?? 0) > 0)) return 'target-differs'
   return 'ok'
 }

@@ -313,9 +313,14 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       const {studies} = parseJson<{studies: {incomplete: Array<{studyInstanceUid: string; expected: number; present: number; leftOut: number}>}}>(alone)
       expect(studies.incomplete).toEqual([expect.objectContaining({studyInstanceUid: stem.studyInstanceUid, expected: inStudy, present: 1, leftOut: inStudy - 1})])
       expect((await runCli(['import', '--target', target.url, '--no-receipt', next])).stdout).toMatch(/left out of this archive as the far side's already: import first the export it adds to/)
+      // verify --target agrees with import.
+      const checked = await runCli(['verify', '--json', '--target', target.url, next])
+      expect(checked.code).toBe(14)
+      expect(parseJson<{target: {studiesShort: Array<{studyInstanceUid: string}>}}>(checked).target.studiesShort).toEqual([expect.objectContaining({studyInstanceUid: stem.studyInstanceUid})])
 
       const both = await runCli(['import', '--target', target.url, '--json', '--no-receipt', base, next])
       expect(both.code, both.stderr).toBe(0)
+      expect((await runCli(['verify', '--target', target.url, next])).code).toBe(0)
     } finally {
       await target.dispose()
       await source.api(`/instances/${addedId}`, {method: 'DELETE'})
