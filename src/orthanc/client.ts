@@ -180,6 +180,10 @@ export class OrthancClient {
     yield* this.streamJsonArray<OrthancResource>('/studies?expand', signal)
   }
 
+  async series(id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
+    return this.getOptional<OrthancResource>(`/series/${id}`, signal)
+  }
+
   async study(id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
     return this.getOptional<OrthancResource>(`/studies/${id}`, signal)
   }

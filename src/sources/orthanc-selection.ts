@@ -131,6 +131,15 @@ async function selectInStudy(
 
   const modalities = filters.modalities?.map((modality) => modality.toUpperCase())
   const seriesById = new Map(series.map((entry) => [entry.ID, entry]))
+  // The two listings are asked at once: a series stored between them has instances and no entry
+  // in the series listing. Read on its own, so that its instances are not passed over; one
+  // deleted since took its instances with it.
+  const unlisted = [...new Set(instances.map((instance) => instance.ParentSeries ?? '').filter((id) => id !== '' && !seriesById.has(id)))]
+  for (const id of unlisted) {
+    const found = await client.series(id, signal)
+    if (found) seriesById.set(id, found)
+  }
+  if (unlisted.length > 0) instances = instances.filter((instance) => seriesById.has(instance.ParentSeries ?? ''))
   const keep = (instance: OrthancResource) => {
     const parent = seriesById.get(instance.ParentSeries ?? '')
     if (!parent) return false

@@ -89,6 +89,23 @@ describe('selectInstances', () => {
     }
   })
 
+  it('an instance of a series stored between the series and instance listings is selected, its series read on its own', async () => {
+    const agent = new MockAgent()
+    agent.disableNetConnect()
+    const pool = agent.get(origin)
+    const study = {ID: 'study-1', Type: 'Study', MainDicomTags: {StudyInstanceUID: '1.2'}, PatientMainDicomTags: {PatientID: 'P'}, Series: ['series-a', 'series-b']}
+    pool.intercept({path: '/studies?expand', method: 'GET'}).reply(200, [study])
+    pool.intercept({path: '/studies/study-1/series', method: 'GET'}).reply(200, [{ID: 'series-a', Type: 'Series', MainDicomTags: {SeriesInstanceUID: '1.3.a'}}])
+    const instance = (id: string, series: string) => ({ID: id, Type: 'Instance', ParentSeries: series, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: 10})
+    pool.intercept({path: '/studies/study-1/instances', method: 'GET'}).reply(200, [instance('i1', 'series-a'), instance('i2', 'series-b'), instance('i3', 'series-gone')])
+    pool.intercept({path: '/series/series-b', method: 'GET'}).reply(200, {ID: 'series-b', Type: 'Series', MainDicomTags: {SeriesInstanceUID: '1.3.b'}})
+    pool.intercept({path: '/series/series-gone', method: 'GET'}).reply(404, {HttpError: 'Not Found'})
+    const [selected] = await selectAll(clientOf(agent, origin))
+    expect(selected!.instances.map((entry) => [entry.id, entry.seriesInstanceUid])).toEqual([['i1', '1.3.a'], ['i2', '1.3.b']])
+    // Deleted with its series since: neither selected nor counted as the source's.
+    expect(selected!.instancesOnSource).toBe(2)
+  })
+
   it('fails on a study whose instances answer 404 while the study itself is still there', async () => {
     // A proxy refusing a route must not make a study's instances silently left out.
     const {client} = serverOfStudies(3, ['study-00001'])
