@@ -133,6 +133,13 @@ const ANSWER_LIMIT = 256 * 1024 * 1024
 const SLOW_BODY_BYTES = 16 * 1024
 const SLOW_BODY_CODE = 'ORTHANC_REPLICATE_SLOW_BODY'
 
+/** An answer under the slow-answer window: bytes since its window began, and how to end it. */
+interface SlowAnswerWatch {
+  windowStart: number
+  bytes: number
+  stop: (reason: Error) => void
+}
+
 const TIMEOUT_PHASES: Record<string, string> = {
   UND_ERR_CONNECT_TIMEOUT: 'connect',
   UND_ERR_HEADERS_TIMEOUT: 'response headers',
@@ -158,6 +165,9 @@ export class OrthancHttp {
   private readonly downloads = {count: 0, bytes: 0}
   private readonly headersTimeout: number
   private readonly bodyTimeout: number
+  /** Answers being read, for the slow-answer window (see watchSlowAnswers), and the clock that looks at them. */
+  private readonly answering = new Set<SlowAnswerWatch>()
+  private slowAnswerClock?: NodeJS.Timeout
   /** Set by the first answer: from then on a refused connection means a restart, worth waiting for. */
   private reachedOnce = false
   /** Set by the first successful answer: from then on the credentials are known to be good. */
@@ -250,7 +260,36 @@ export class OrthancHttp {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.slowAnswerClock)
+    this.slowAnswerClock = undefined
     if (this.ownsDispatcher) await this.dispatcher.close()
+  }
+
+  /**
+   * Watches an answer being read for the slow-answer window. One clock per client looks at every
+   * answer under way, not a timer per request: the tool makes several small requests per instance.
+   * A timeout of 0 waits as long as it takes (undici's meaning): then no window either.
+   */
+  private watchSlowAnswers(answer: SlowAnswerWatch): void {
+    if (this.bodyTimeout <= 0) return
+    answer.windowStart = performance.now()
+    answer.bytes = 0
+    this.answering.add(answer)
+    if (this.slowAnswerClock) return
+    this.slowAnswerClock = setInterval(() => {
+      const now = performance.now()
+      for (const watched of this.answering) {
+        if (now - watched.windowStart < this.bodyTimeout) continue
+        if (watched.bytes < SLOW_BODY_BYTES) {
+          this.answering.delete(watched)
+          watched.stop(Object.assign(new Error('answer too slow'), {code: SLOW_BODY_CODE}))
+        } else {
+          watched.windowStart = now
+          watched.bytes = 0
+        }
+      }
+    }, Math.max(1, this.bodyTimeout / 4))
+    this.slowAnswerClock.unref()
   }
 
   /** Sends with `once` until a 2xx answer, retrying what may be retried; the answer's body is read by `once` or by the caller. */
@@ -342,18 +381,18 @@ export class OrthancHttp {
       let chunks: Buffer[] = []
       const limit = options.maxBytes ?? ANSWER_LIMIT
       let received = 0
-      let receivedInWindow = 0
-      let slowWatch: NodeJS.Timeout | undefined
       const {display} = this.endpoint
       const stop = (reason: Error): void => {
         abortReason = reason
         controller?.abort(reason)
       }
+      const watched: SlowAnswerWatch = {windowStart: 0, bytes: 0, stop}
+      const {answering} = this
       const settled = (): void => {
         signal?.removeEventListener('abort', onAbort)
-        clearInterval(slowWatch)
+        answering.delete(watched)
       }
-      const bodyTimeout = this.bodyTimeout
+      const watchAnswer = (): void => this.watchSlowAnswers(watched)
       this.dispatcher.dispatch(this.dispatchOptions(method, path, options), {
         onRequestStart(started) {
           controller = started
@@ -366,19 +405,11 @@ export class OrthancHttp {
           headers = responseHeaders
           chunks = []
           received = 0
-          clearInterval(slowWatch)
-          // A timeout of 0 waits as long as it takes (undici's meaning): then no window either.
-          if (bodyTimeout > 0) {
-            slowWatch = setInterval(() => {
-              if (receivedInWindow < SLOW_BODY_BYTES) stop(Object.assign(new Error('answer too slow'), {code: SLOW_BODY_CODE}))
-              receivedInWindow = 0
-            }, bodyTimeout)
-            slowWatch.unref()
-          }
+          watchAnswer()
         },
         onResponseData(_, chunk) {
           received += chunk.length
-          receivedInWindow += chunk.length
+          watched.bytes += chunk.length
           if (received > limit) {
             stop(new OrthancHttpError(display, method, path, statusCode, `answer larger than ${limit} bytes, more than this request can bring: not read further`))
             return
