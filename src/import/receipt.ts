@@ -11,7 +11,7 @@ import {crashPoint} from '../util/crash-points.js'
 import {syncDirectory} from '../util/json-file.js'
 import {openPrivateFile} from '../util/private-files.js'
 import {pathExists} from '../util/file-exists.js'
-import {RunLock} from '../util/run-lock.js'
+import {LockUnwritableError, RunLock} from '../util/run-lock.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
 
@@ -60,9 +60,8 @@ export class ReceiptWriter {
     try {
       lock = await RunLock.acquire(`${path}.lock`, `The receipt ${path}`)
     } catch (error) {
-      if (error instanceof UserFacingError) throw error
-      const code = (error as NodeJS.ErrnoException).code
-      throw receiptError(path, `cannot be written (${code ?? (error as Error).message})`, 'Give --receipt a file in a folder you can write, or --no-receipt.')
+      if (error instanceof LockUnwritableError) throw receiptError(path, `cannot be written (${error.reason})`, 'Give --receipt a file in a folder you can write, or --no-receipt.')
+      throw error
     }
 
     try {

@@ -58,6 +58,13 @@ export function ownerIsGone(owner: RunOwner): boolean {
   }
 }
 
+/** The lock file cannot be created where it must be: a missing or read-only folder. */
+export class LockUnwritableError extends UserFacingError {
+  constructor(readonly path: string, what: string, readonly reason: string) {
+    super(`${what} cannot be used: its lock file ${path} cannot be created (${reason})`, 'Give a path in a folder that exists and that you can write.', 'usage', 'lock-unwritable')
+  }
+}
+
 /**
  * A holder touches its lock this often, and a lock untouched for LOCK_LEASE_MS is taken over
  * whoever left it: a run killed on another machine or in a container (whose process ID means
@@ -89,9 +96,7 @@ export class RunLock {
   static async acquire(path: string, what: string, options: {refreshMs?: number} = {}): Promise<RunLock> {
     for (let attempt = 0; attempt < 100; attempt++) {
       if (await createLockFile(path, `${JSON.stringify(thisRun())}\n`).catch((error: unknown) => {
-        throw new UserFacingError(
-          `${what} cannot be used: its lock file ${path} cannot be created (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
-          'Give a path in a folder that exists and that you can write.', 'usage', 'lock-unwritable')
+        throw new LockUnwritableError(path, what, (error as NodeJS.ErrnoException).code ?? (error as Error).message)
       })) return new RunLock(path, options.refreshMs ?? LOCK_REFRESH_MS)
       const text = await readFile(path, 'utf8').catch(() => undefined)
       if (text === undefined) continue // Released meanwhile: try again.

@@ -112,7 +112,7 @@ describe('instance IDs as Orthanc 1.10.1 gives them', () => {
       for (const entry of cases) await upload(await readFile(entry.path))
       const synced = await runCli(['sync', '--source', server.url, '--target', target.url, '--json'])
       expect(synced.code, synced.stderr).toBe(0)
-      expect(parseJson<ImportJson>(synced)).toMatchObject({failed: 0, transferred: 0})
+      expect(parseJson<ImportJson>(synced).failed).toBe(0)
     } finally {
       await target.dispose()
     }
