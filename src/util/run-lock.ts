@@ -83,7 +83,7 @@ export const LOCK_LEASE_MS = 90_000
 export class RunLock {
   private readonly refresh: NodeJS.Timeout
 
-  private constructor(readonly path: string, refreshMs: number) {
+  private constructor(readonly path: string, private readonly content: string, refreshMs: number) {
     const touch = () => {
       const now = new Date()
       utimes(path, now, now).catch(() => {})
@@ -94,10 +94,11 @@ export class RunLock {
 
   /** `what` names the thing locked in the refusal: "The export folder out/". */
   static async acquire(path: string, what: string, options: {refreshMs?: number} = {}): Promise<RunLock> {
+    const content = `${JSON.stringify(thisRun())}\n`
     for (let attempt = 0; attempt < 100; attempt++) {
-      if (await createLockFile(path, `${JSON.stringify(thisRun())}\n`).catch((error: unknown) => {
+      if (await createLockFile(path, content).catch((error: unknown) => {
         throw new LockUnwritableError(path, what, (error as NodeJS.ErrnoException).code ?? (error as Error).message)
-      })) return new RunLock(path, options.refreshMs ?? LOCK_REFRESH_MS)
+      })) return new RunLock(path, content, options.refreshMs ?? LOCK_REFRESH_MS)
       const text = await readFile(path, 'utf8').catch(() => undefined)
       if (text === undefined) continue // Released meanwhile: try again.
       const owner = parseOwner(text)
@@ -109,9 +110,10 @@ export class RunLock {
     throw busy(path, what, undefined)
   }
 
+  /** Removes the lock, if it still is this run's (a run suspended past the lease may find it taken over). */
   async release(): Promise<void> {
     clearInterval(this.refresh)
-    await rm(this.path, {force: true})
+    if ((await readFile(this.path, 'utf8').catch(() => undefined)) === this.content) await rm(this.path, {force: true})
   }
 }
 

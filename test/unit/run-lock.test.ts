@@ -86,6 +86,17 @@ describe('run locks and owners', () => {
     await expect(RunLock.acquire(path, 'The state file')).rejects.toMatchObject({code: 'lock-unwritable', category: 'usage', message: expect.stringContaining(`its lock file ${path} cannot be created (ENOENT)`)})
   })
 
+  it('a run that was away past the lease (a suspended laptop) and finds its lock taken over leaves the new holder\'s', async () => {
+    const path = join(work, 'away.lock')
+    const away = await RunLock.acquire(path, 'away')
+    const longAgo = new Date(Date.now() - 10 * 60_000)
+    await utimes(path, longAgo, longAgo)
+    const next = await RunLock.acquire(path, 'away')
+    await away.release()
+    await expect(RunLock.acquire(path, 'away')).rejects.toThrow(/in use by another run/)
+    await next.release()
+  })
+
   it('runs that find an abandoned lock at the same moment: exactly one takes it over', async () => {
     for (let round = 0; round < 10; round++) {
       const path = join(work, `race-${round}.lock`)
