@@ -184,6 +184,9 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       await index.addPlanned(plan, options.client, options.signal)
       await index.write((options.output as {path: string}).path, plan, options.namePrefix, options.encryption)
     }
+    // A run killed while it wrote the index left its temporary copy (patient names) beside the
+    // volumes; a resume that has its index already would not write over it. This run holds the folder.
+    if (toFolder) await PatientIndex.removeLeftovers((options.output as {path: string}).path)
 
     const planned = plan.volumes.reduce((sum, volume) => sum + volume.instances, 0)
     const bytesPlanned = plan.volumes.reduce((sum, volume) => sum + volume.payloadBytes, 0)

@@ -1,4 +1,5 @@
 import {Readable} from 'node:stream'
+import {rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {buffer} from 'node:stream/consumers'
 
@@ -37,6 +38,11 @@ export class PatientIndex {
   /** The index file an export writes in `folder`. */
   static pathIn(folder: string, encryption?: AgeEncryptionKeys): string {
     return join(folder, encryption ? `index.csv${AGE_FILE_SUFFIX}` : 'index.csv')
+  }
+
+  /** Removes what a run killed while it wrote the index left: its temporary copies, plain or encrypted. */
+  static async removeLeftovers(folder: string): Promise<void> {
+    await Promise.all(['index.csv', `index.csv${AGE_FILE_SUFFIX}`].map((name) => rm(join(folder, `${name}.tmp`), {force: true})))
   }
 
   /** Writes `index.csv` in `folder` (`index.csv.age` when encrypted); returns its path. */

@@ -164,6 +164,12 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     const studies = new Set(records.map((record) => record.studyInstanceUid))
     expect(rows).toHaveLength(studies.size + 1)
     for (const record of records) expect(rows.some((row) => row.includes(record.studyInstanceUid) && row.includes(record.patientId) && row.includes('.tar'))).toBe(true)
+
+    // A run killed while it wrote the index leaves its temporary copy, names and all: the next run
+    // removes it, though it has its index already and writes none.
+    await writeFile(join(output, 'index.csv.tmp'), rows.join('\r\n'), {mode: 0o600})
+    expect((await exportTo(output, '--patient-index')).code).toBe(0)
+    expect(await readdir(output)).not.toContain('index.csv.tmp')
   })
 
   it('an instance that could not be planned: failed on every resume, named with the way out, and taken by an export --since', async () => {
