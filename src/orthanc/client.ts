@@ -17,6 +17,7 @@ import type {
 import type {ResourceLevel} from '../model.js'
 import {versionAtLeast} from './version.js'
 import {printable} from '../util/printable.js'
+import {isCount} from '../util/count.js'
 
 export interface InstanceDownload {
   bytes: Buffer
@@ -221,7 +222,7 @@ export class OrthancClient {
   async changes(since: number, limit = CHANGES_PAGE, signal?: AbortSignal): Promise<OrthancChangesPage> {
     const path = `/changes?since=${since}&limit=${limit}`
     const page = await this.http.json<OrthancChangesPage>('GET', path, {signal})
-    if (!Array.isArray(page?.Changes) || !isSequenceNumber(page.Last)) throw this.unexpectedAnswer(path, 'no list of changes with a sequence number')
+    if (!Array.isArray(page?.Changes) || !isCount(page.Last)) throw this.unexpectedAnswer(path, 'no list of changes with a sequence number')
     return page
   }
 
@@ -244,7 +245,7 @@ export class OrthancClient {
   /** The newest change sequence number: where an incremental run will start next time. */
   async lastChange(signal?: AbortSignal): Promise<number> {
     const page = await this.http.json<OrthancChangesPage>('GET', '/changes?last', {signal})
-    if (!isSequenceNumber(page?.Last)) throw this.unexpectedAnswer('/changes?last', 'no sequence number')
+    if (!isCount(page?.Last)) throw this.unexpectedAnswer('/changes?last', 'no sequence number')
     return page.Last
   }
 
@@ -544,10 +545,6 @@ export class OrthancClient {
   }
 }
 
-function isSequenceNumber(value: unknown): value is number {
-  return Number.isSafeInteger(value) && (value as number) >= 0
-}
-
 /**
  * How much a download may bring: twice the size the server gave for it, and a MiB (it may have
  * been stored again since it was listed), or, when no size is known, the largest buffer Node
@@ -555,5 +552,5 @@ function isSequenceNumber(value: unknown): value is number {
  */
 function downloadLimit(expectedBytes: number | undefined): number {
   const largest = bufferConstants.MAX_LENGTH
-  return expectedBytes !== undefined && Number.isSafeInteger(expectedBytes) && expectedBytes > 0 ? Math.min(largest, expectedBytes * 2 + 1024 * 1024) : largest
+  return isCount(expectedBytes) && expectedBytes > 0 ? Math.min(largest, expectedBytes * 2 + 1024 * 1024) : largest
 }

@@ -3,6 +3,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
 import type {OrthancResource} from '../orthanc/types.js'
 import {mapOrdered} from '../util/concurrency.js'
+import {isCount} from '../util/count.js'
 
 /** One study chosen for a job, with the instances the filters kept, in a stable order. */
 export interface SelectedStudy {
@@ -157,7 +158,7 @@ async function selectInStudy(
       seriesInstanceUid: seriesById.get(instance.ParentSeries!)?.MainDicomTags.SeriesInstanceUID ?? '',
       sopInstanceUid: instance.MainDicomTags.SOPInstanceUID ?? '',
       // A size is a count of bytes: anything else a server answers is taken as unknown.
-      size: Number.isSafeInteger(instance.FileSize) && instance.FileSize! >= 0 ? instance.FileSize! : 0,
+      size: isCount(instance.FileSize) ? instance.FileSize : 0,
       order: Number((instance as {IndexInSeries?: number}).IndexInSeries ?? 0),
     }))
     .sort((a, b) => a.seriesId.localeCompare(b.seriesId) || a.order - b.order || a.id.localeCompare(b.id))

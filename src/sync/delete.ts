@@ -1,5 +1,6 @@
 import type {OrthancClient} from '../orthanc/client.js'
 import {mapConcurrent} from '../util/concurrency.js'
+import {isCount} from '../util/count.js'
 import {compareServers} from './compare.js'
 import {heldByTarget, type SyncPlan} from './plan.js'
 
@@ -57,8 +58,7 @@ export async function deleteExtras(source: OrthancClient, target: OrthancClient,
   if (extras.length === 0) return pass
   const [onSource, onTarget] = await Promise.all([source.statistics(options.signal), target.statistics(options.signal)])
   // Counts that are not counts (a broken server or proxy) judge nothing: refused, as an empty source.
-  const count = (value: unknown) => (Number.isSafeInteger(value) && (value as number) >= 0 ? value as number : undefined)
-  if (count(onSource.CountInstances) === undefined || count(onTarget.CountInstances) === undefined) {
+  if (!isCount(onSource.CountInstances) || !isCount(onTarget.CountInstances)) {
     pass.refused = 'a server did not answer its instance count as a number; not deleting anything from the target'
     return pass
   }

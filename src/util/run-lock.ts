@@ -102,8 +102,7 @@ export class RunLock {
       const text = await readFile(path, 'utf8').catch(() => undefined)
       if (text === undefined) continue // Released meanwhile: try again.
       const owner = parseOwner(text)
-      const age = Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now())
-      if (!((owner && ownerIsGone(owner)) || age > LOCK_LEASE_MS)) throw busy(path, what, owner)
+      if (!((owner && ownerIsGone(owner)) || await untouchedFor(path) > LOCK_LEASE_MS)) throw busy(path, what, owner)
       await removeAbandoned(path, text)
     }
 
@@ -126,8 +125,7 @@ async function removeAbandoned(path: string, abandoned: string): Promise<void> {
   const turn = `${path}.taking-over`
   if (!(await createLockFile(turn, `${process.pid}\n`))) {
     // Another run is at it; one killed in those few instants left its file: gone after a while.
-    const age = Date.now() - ((await stat(turn).catch(() => undefined))?.mtimeMs ?? Date.now())
-    if (age > TAKE_OVER_MS) await rm(turn, {force: true})
+    if (await untouchedFor(turn) > TAKE_OVER_MS) await rm(turn, {force: true})
     else await sleep(10)
     return
   }
@@ -136,6 +134,12 @@ async function removeAbandoned(path: string, abandoned: string): Promise<void> {
   } finally {
     await rm(turn, {force: true})
   }
+}
+
+/** How long since a file was last written or touched, in ms (0 when it is gone). */
+async function untouchedFor(path: string): Promise<number> {
+  const touched = (await stat(path).catch(() => undefined))?.mtimeMs
+  return touched === undefined ? 0 : Date.now() - touched
 }
 
 /** Longer than any take-over lasts. */
