@@ -2,9 +2,10 @@ import {constants as bufferConstants} from 'node:buffer'
 
 import streamArray from 'stream-json/streamers/stream-array.js'
 
+import * as shapes from './answer-shapes.js'
 import type {ServerEndpoint} from './endpoint.js'
 import {NotOrthancError, OrthancError, OrthancHttpError, UploadRejectedError} from './errors.js'
-import {type HttpOptions, OrthancHttp, type ReplayableBody} from './http.js'
+import {type HttpOptions, OrthancHttp, type ReplayableBody, type RequestOptions} from './http.js'
 import type {
   OrthancAttachmentInfo,
   OrthancChange,
@@ -165,7 +166,7 @@ export class OrthancClient {
   }
 
   async statistics(signal?: AbortSignal): Promise<OrthancStatistics> {
-    return this.http.json<OrthancStatistics>('GET', '/statistics', {signal})
+    return this.answer<OrthancStatistics>('GET', '/statistics', shapes.statistics, {signal})
   }
 
   /**
@@ -174,29 +175,34 @@ export class OrthancClient {
    * shifts while the server is written to, so one streamed answer is the consistent choice.)
    */
   async *listInstanceIds(signal?: AbortSignal): AsyncGenerator<string> {
-    yield* this.streamJsonArray<string>('/instances', signal)
+    yield* this.streamJsonArray<string>('/instances', shapes.orthancId, 'CountInstances', signal)
   }
 
   async *listStudies(signal?: AbortSignal): AsyncGenerator<OrthancResource> {
-    yield* this.streamJsonArray<OrthancResource>('/studies?expand', signal)
+    yield* this.streamJsonArray<OrthancResource>('/studies?expand', shapes.resourceOf.study, 'CountStudies', signal)
+  }
+
+  /** A resource of this level; undefined when the server has none with this ID. */
+  async resource(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
+    return this.getOptional<OrthancResource>(resourcePath(level, id), shapes.resourceOf[level], signal)
   }
 
   async series(id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
-    return this.getOptional<OrthancResource>(`/series/${id}`, signal)
+    return this.resource('series', id, signal)
   }
 
   async study(id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
-    return this.getOptional<OrthancResource>(`/studies/${id}`, signal)
+    return this.resource('study', id, signal)
   }
 
   /** The instances of one study, expanded (Orthanc always expands this route). */
   async studyInstances(studyId: string, signal?: AbortSignal): Promise<OrthancResource[]> {
-    return this.http.json<OrthancResource[]>('GET', `/studies/${studyId}/instances`, {signal})
+    return this.answer<OrthancResource[]>('GET', `/studies/${studyId}/instances`, shapes.resourcesOf.instance, {signal})
   }
 
   /** Instances of a study on this server; 0 when the study is not there. */
   async studyInstanceCount(studyId: string, signal?: AbortSignal): Promise<number> {
-    const statistics = await this.getOptional<{CountInstances: number}>(`/studies/${studyId}/statistics`, signal)
+    const statistics = await this.getOptional<{CountInstances: number}>(`/studies/${studyId}/statistics`, shapes.instanceCount, signal)
     return statistics?.CountInstances ?? 0
   }
 
@@ -211,19 +217,17 @@ export class OrthancClient {
   }
 
   async seriesOfStudy(studyId: string, signal?: AbortSignal): Promise<OrthancResource[]> {
-    return this.http.json<OrthancResource[]>('GET', `/studies/${studyId}/series`, {signal})
+    return this.answer<OrthancResource[]>('GET', `/studies/${studyId}/series`, shapes.resourcesOf.series, {signal})
   }
 
   async instance(id: string, signal?: AbortSignal): Promise<OrthancResource | undefined> {
-    return this.getOptional<OrthancResource>(`/instances/${id}`, signal)
+    return this.resource('instance', id, signal)
   }
 
   /** One page of the change log after `since`, checked for the shape Orthanc gives it. */
   async changes(since: number, limit = CHANGES_PAGE, signal?: AbortSignal): Promise<OrthancChangesPage> {
     const path = `/changes?since=${since}&limit=${limit}`
-    const page = await this.http.json<OrthancChangesPage>('GET', path, {signal})
-    if (!Array.isArray(page?.Changes) || !isCount(page.Last)) throw this.unexpectedAnswer(path, 'no list of changes with a sequence number')
-    return page
+    return this.answer<OrthancChangesPage>('GET', path, shapes.changesPage, {signal})
   }
 
   /**
@@ -237,21 +241,27 @@ export class OrthancClient {
       const page = await this.changes(cursor, CHANGES_PAGE, signal)
       yield* page.Changes
       if (page.Done || page.Changes.length === 0) return Math.max(cursor, page.Last)
-      if (page.Last <= cursor) throw this.unexpectedAnswer(`/changes?since=${cursor}&limit=${CHANGES_PAGE}`, `the change log says more follow, but does not move past ${cursor}`)
+      if (page.Last <= cursor) throw this.unexpectedAnswer('GET', `/changes?since=${cursor}&limit=${CHANGES_PAGE}`, `the change log says more follow, but does not move past ${cursor}`)
       cursor = page.Last
     }
   }
 
   /** The newest change sequence number: where an incremental run will start next time. */
   async lastChange(signal?: AbortSignal): Promise<number> {
-    const page = await this.http.json<OrthancChangesPage>('GET', '/changes?last', {signal})
-    if (!isCount(page?.Last)) throw this.unexpectedAnswer('/changes?last', 'no sequence number')
-    return page.Last
+    return (await this.answer<OrthancChangesPage>('GET', '/changes?last', shapes.lastChange, {signal})).Last
   }
 
   /** An answer Orthanc does not give: the server, or something before it, is broken. */
-  private unexpectedAnswer(path: string, why: string): OrthancHttpError {
-    return new OrthancHttpError(this.display, 'GET', path, 200, `${why}: not an answer Orthanc gives`)
+  private unexpectedAnswer(method: string, path: string, why: string): OrthancHttpError {
+    return new OrthancHttpError(this.display, method, path, 200, `${why}: not an answer Orthanc gives`)
+  }
+
+  /** A JSON answer, checked to have the shape Orthanc gives it (see answer-shapes.ts). */
+  private async answer<T>(method: string, path: string, shape: shapes.Shape, options: RequestOptions): Promise<T> {
+    const value = await this.http.json<unknown>(method, path, options)
+    const problem = shape(value)
+    if (problem) throw this.unexpectedAnswer(method, path, problem)
+    return value as T
   }
 
   /**
@@ -261,18 +271,26 @@ export class OrthancClient {
   async storedFileInfo(id: string, signal?: AbortSignal): Promise<StoredFileInfo | undefined> {
     const base = `/instances/${id}/attachments/dicom`
     if ((await this.features(signal)).attachmentInfo) {
-      const info = await this.getOptional<OrthancAttachmentInfo>(`${base}/info`, signal)
+      const info = await this.getOptional<OrthancAttachmentInfo>(`${base}/info`, shapes.attachmentInfo, signal)
       if (!info) return undefined
       return {size: info.UncompressedSize, md5: info.UncompressedMD5, compressed: info.CompressedSize !== info.UncompressedSize || info.CompressedMD5 !== info.UncompressedMD5}
     }
 
-    const [md5, size, compressed] = await Promise.all([
-      this.getOptionalText(`${base}/md5`, signal),
-      this.getOptionalText(`${base}/size`, signal),
-      this.getOptionalText(`${base}/is-compressed`, signal),
-    ])
+    const [known, compressed] = await Promise.all([this.attachmentSizeAndMd5('instance', id, 'dicom', signal), this.getOptionalText(`${base}/is-compressed`, signal)])
+    return known && {...known, compressed: compressed?.trim() === '1'}
+  }
+
+  /** Size and MD5 of an attachment from the routes every version has (/info came with 1.10.0); undefined when it is not there. */
+  async attachmentSizeAndMd5(level: ResourceLevel, id: string, name: string, signal?: AbortSignal): Promise<{size: number; md5: string} | undefined> {
+    const base = `${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}`
+    const [md5, size] = await Promise.all([this.getOptionalText(`${base}/md5`, signal), this.getOptionalText(`${base}/size`, signal)])
     if (md5 === undefined || size === undefined) return undefined
-    return {size: Number(size), md5: md5.trim(), compressed: compressed?.trim() === '1'}
+    const known = {size: /^\d+$/.test(size.trim()) ? Number(size.trim()) : Number.NaN, md5: md5.trim()}
+    const sizeProblem = shapes.count(known.size)
+    if (sizeProblem) throw this.unexpectedAnswer('GET', `${base}/size`, sizeProblem)
+    const md5Problem = shapes.md5OrNone(known.md5)
+    if (md5Problem) throw this.unexpectedAnswer('GET', `${base}/md5`, md5Problem)
+    return known
   }
 
   /**
@@ -291,7 +309,7 @@ export class OrthancClient {
    * retried like an idempotent request, from a body that can be produced again.
    */
   async uploadInstance(body: ReplayableBody, signal?: AbortSignal): Promise<OrthancUploadAnswer> {
-    const answer = await this.http.json<OrthancUploadAnswer>('POST', '/instances', {
+    const answer = await this.answer<OrthancUploadAnswer>('POST', '/instances', shapes.uploadAnswer, {
       body,
       headers: {'content-type': 'application/dicom'},
       idempotent: true,
@@ -308,7 +326,7 @@ export class OrthancClient {
    * retry like a single upload, which is as harmless.
    */
   async uploadZip(zip: Buffer, signal?: AbortSignal): Promise<OrthancUploadAnswer[]> {
-    const answer = await this.http.json<OrthancUploadAnswer[] | OrthancUploadAnswer>('POST', '/instances', {
+    const answer = await this.answer<OrthancUploadAnswer[] | OrthancUploadAnswer>('POST', '/instances', (value) => (Array.isArray(value) ? shapes.uploadAnswers : shapes.uploadAnswer)(value), {
       body: zip,
       headers: {'content-type': 'application/zip'},
       idempotent: true,
@@ -324,7 +342,7 @@ export class OrthancClient {
 
   /** All metadata of a resource, system and user, by name (unnamed user metadata by number). */
   async resourceMetadata(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<Record<string, string>> {
-    return this.http.json<Record<string, string>>('GET', `${resourcePath(level, id)}/metadata?expand`, {signal})
+    return this.answer<Record<string, string>>('GET', `${resourcePath(level, id)}/metadata?expand`, shapes.metadata, {signal})
   }
 
   async instanceMetadata(id: string, signal?: AbortSignal): Promise<Record<string, string>> {
@@ -346,7 +364,7 @@ export class OrthancClient {
     if (this.noBulkMetadata || ids.length === 0) return undefined
     let answer: Array<{ID: string; Metadata?: Record<string, string>; Labels?: string[]; ParentPatient?: string}>
     try {
-      answer = await this.http.json('POST', '/tools/bulk-content', {
+      answer = await this.answer('POST', '/tools/bulk-content', shapes.bulkEntries, {
         body: JSON.stringify({Resources: ids, Level: BULK_LEVELS[level], Metadata: true}),
         headers: {'content-type': 'application/json'},
         idempotent: true,
@@ -367,8 +385,8 @@ export class OrthancClient {
 
       found.set(entry.ID, {
         metadata: entry.Metadata,
-        ...(Array.isArray(entry.Labels) ? {labels: entry.Labels} : {}),
-        ...(typeof entry.ParentPatient === 'string' ? {parentPatient: entry.ParentPatient} : {}),
+        ...(entry.Labels ? {labels: entry.Labels} : {}),
+        ...(entry.ParentPatient ? {parentPatient: entry.ParentPatient} : {}),
       })
     }
 
@@ -416,13 +434,13 @@ export class OrthancClient {
 
     const found = new Map<string, FoundSideData>()
     for (const entry of Array.isArray(answer) ? answer as unknown[] : [undefined]) {
-      const {ID, Metadata, Attachments, Labels} = (entry ?? {}) as {ID?: unknown; Metadata?: unknown; Attachments?: unknown; Labels?: unknown}
-      if (typeof ID !== 'string' || typeof Metadata !== 'object' || Metadata === null || !Array.isArray(Attachments) || !Array.isArray(Labels)) {
+      if (foundSideDataShape(entry) !== undefined) {
         this.noFindSideData = true
         return undefined
       }
 
-      found.set(ID, {metadata: Metadata as Record<string, string>, attachments: Attachments as OrthancAttachmentInfo[], labels: Labels as string[]})
+      const {ID, Metadata, Attachments, Labels} = entry as {ID: string; Metadata: Record<string, string>; Attachments: OrthancAttachmentInfo[]; Labels: string[]}
+      found.set(ID, {metadata: Metadata, attachments: Attachments, labels: Labels})
     }
 
     return found
@@ -434,7 +452,7 @@ export class OrthancClient {
 
   /** Attachment names of a resource: 'dicom' (instances), Orthanc's own, and user ones (by name or number). */
   async resourceAttachments(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<string[]> {
-    return this.http.json<string[]>('GET', `${resourcePath(level, id)}/attachments`, {signal})
+    return this.answer<string[]>('GET', `${resourcePath(level, id)}/attachments`, shapes.texts, {signal})
   }
 
   async listAttachments(id: string, signal?: AbortSignal): Promise<string[]> {
@@ -444,7 +462,7 @@ export class OrthancClient {
   /** Size, MD5 and content type number of one attachment (1.10.0+; undefined before, or when absent). */
   async resourceAttachmentInfo(level: ResourceLevel, id: string, name: string, signal?: AbortSignal): Promise<OrthancAttachmentInfo | undefined> {
     if (!(await this.features(signal)).attachmentInfo) return undefined
-    return this.getOptional<OrthancAttachmentInfo>(`${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/info`, signal)
+    return this.getOptional<OrthancAttachmentInfo>(`${resourcePath(level, id)}/attachments/${encodeURIComponent(name)}/info`, shapes.attachmentInfo, signal)
   }
 
   async attachmentInfo(id: string, name: string, signal?: AbortSignal): Promise<OrthancAttachmentInfo | undefined> {
@@ -475,7 +493,7 @@ export class OrthancClient {
   /** Labels of a resource; none on a server older than 1.12, which has no labels. */
   async resourceLabels(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<string[]> {
     if (!(await this.features(signal)).labels) return []
-    return this.http.json<string[]>('GET', `${resourcePath(level, id)}/labels`, {signal})
+    return this.answer<string[]>('GET', `${resourcePath(level, id)}/labels`, shapes.texts, {signal})
   }
 
   async instanceLabels(id: string, signal?: AbortSignal): Promise<string[]> {
@@ -511,9 +529,9 @@ export class OrthancClient {
     await this.http.close()
   }
 
-  private async getOptional<T>(path: string, signal?: AbortSignal): Promise<T | undefined> {
+  private async getOptional<T>(path: string, shape: shapes.Shape, signal?: AbortSignal): Promise<T | undefined> {
     try {
-      return await this.http.json<T>('GET', path, {signal})
+      return await this.answer<T>('GET', path, shape, {signal})
     } catch (error) {
       if (error instanceof OrthancHttpError && error.status === 404) return undefined
       throw error
@@ -529,12 +547,36 @@ export class OrthancClient {
     }
   }
 
-  private async *streamJsonArray<T>(path: string, signal?: AbortSignal): AsyncGenerator<T> {
+  /**
+   * The entries of a streamed JSON list, each checked for its shape. Memory stays bounded on any
+   * answer: an entry may not take more than LISTED_ENTRY_BYTES, and a long list is held to the
+   * server's own count of what it lists (`counted`), asked once the list is long.
+   */
+  private async *streamJsonArray<T>(path: string, shape: shapes.Shape, counted: 'CountInstances' | 'CountStudies', signal?: AbortSignal): AsyncGenerator<T> {
     const response = await this.http.stream('GET', path, {signal})
+    let sinceLastEntry = 0
     const items = response.body.pipe(streamArray.withParserAsStream())
+    response.body.on('data', (chunk: Buffer) => {
+      sinceLastEntry += chunk.length
+      if (sinceLastEntry > LISTED_ENTRY_BYTES) items.destroy(this.unexpectedAnswer('GET', path, `an entry larger than ${LISTED_ENTRY_BYTES} bytes`))
+    })
     response.body.on('error', (error) => items.destroy(error))
+    let count = 0
+    let most = LISTED_BEFORE_COUNTING
+    let countAsked = false
     try {
-      for await (const item of items as AsyncIterable<{value: T}>) yield item.value
+      for await (const item of items as AsyncIterable<{value: unknown}>) {
+        sinceLastEntry = 0
+        const problem = shape(item.value)
+        if (problem) throw this.unexpectedAnswer('GET', path, `[${count}]: ${problem}`)
+        if (++count > most && !countAsked) {
+          countAsked = true
+          most = Math.max(most, listedAtMost((await this.statistics(signal))[counted]))
+        }
+
+        if (count > most) throw this.unexpectedAnswer('GET', path, `more than ${most} entries, far more than the server's own count`)
+        yield item.value as T
+      }
     } catch (error) {
       if (error instanceof OrthancError) throw error
       throw new OrthancHttpError(this.display, 'GET', path, response.statusCode, `listing broke off: ${(error as Error).message}`)
@@ -544,6 +586,23 @@ export class OrthancClient {
     }
   }
 }
+
+/** The largest entry a streamed list may hold: a study's expanded answer is a few kB. */
+const LISTED_ENTRY_BYTES = 8 * 1024 * 1024
+
+/** Entries of a streamed list read before the server's count is asked: most lists end sooner, and need no request more. */
+const LISTED_BEFORE_COUNTING = 100_000
+
+/**
+ * How many entries a streamed list may hold, from the server's count: twice that and 10,000
+ * more, for what is stored while it is listed.
+ */
+function listedAtMost(counted: number): number {
+  return counted * 2 + 10_000
+}
+
+/** A /tools/find entry that answers ResponseContent: anything else means the server does not (see studySideData). */
+const foundSideDataShape = shapes.objectWith({ID: shapes.orthancId, Metadata: shapes.metadata, Attachments: shapes.listOf(shapes.attachmentInfo), Labels: shapes.texts})
 
 /**
  * How much a download may bring: twice the size the server gave for it, and a MiB (it may have

@@ -1,6 +1,6 @@
 import {setMaxListeners} from 'node:events'
 import type {IncomingHttpHeaders} from 'node:http'
-import {Readable} from 'node:stream'
+import {Readable, Transform} from 'node:stream'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import type {Dispatcher} from 'undici'
@@ -138,6 +138,8 @@ interface SlowAnswerWatch {
   windowStart: number
   bytes: number
   stop: (reason: Error) => void
+  /** Whether the reader has all it can take: the wait is then the reader's, not the server's. */
+  readerFull?: () => boolean
 }
 
 const TIMEOUT_PHASES: Record<string, string> = {
@@ -254,9 +256,11 @@ export class OrthancHttp {
   /**
    * Opens a streamed response. Retries cover reaching the headers; a failure while the
    * caller reads the body surfaces as an error on the stream, for the caller to retry whole.
+   * The body is under the slow-answer window while the caller waits for it.
    */
   async stream(method: string, path: string, options: RequestOptions = {}): Promise<StreamedResponse> {
-    return this.withRetries(method, path, options, () => this.dispatchOnce(method, path, options))
+    const answer = await this.withRetries(method, path, options, () => this.dispatchOnce(method, path, options))
+    return {...answer, body: this.watchedBody(answer.body, method, path)}
   }
 
   async close(): Promise<void> {
@@ -279,8 +283,8 @@ export class OrthancHttp {
     this.slowAnswerClock = setInterval(() => {
       const now = performance.now()
       for (const watched of this.answering) {
-        if (now - watched.windowStart < this.bodyTimeout) continue
-        if (watched.bytes < SLOW_BODY_BYTES) {
+        if (now - watched.windowStart < this.bodyTimeout && !watched.readerFull?.()) continue
+        if (watched.bytes < SLOW_BODY_BYTES && !watched.readerFull?.()) {
           this.answering.delete(watched)
           watched.stop(Object.assign(new Error('answer too slow'), {code: SLOW_BODY_CODE}))
         } else {
@@ -290,6 +294,27 @@ export class OrthancHttp {
       }
     }, Math.max(1, this.bodyTimeout / 4))
     this.slowAnswerClock.unref()
+  }
+
+  /** A streamed body passed on through a meter that the slow-answer window watches. */
+  private watchedBody(body: Readable, method: string, path: string): Readable {
+    const watched: SlowAnswerWatch = {windowStart: 0, bytes: 0, stop: (reason) => metered.destroy(this.classifyNetworkError(reason, method, path))}
+    const metered = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        watched.bytes += chunk.length
+        done(null, chunk)
+      },
+    })
+    watched.readerFull = () => metered.readableLength >= metered.readableHighWaterMark
+    body.on('error', (error) => metered.destroy(error))
+    // All of it has come: what is left to read waits on the reader.
+    body.on('end', () => this.answering.delete(watched))
+    metered.on('close', () => {
+      this.answering.delete(watched)
+      body.destroy()
+    })
+    this.watchSlowAnswers(watched)
+    return body.pipe(metered)
   }
 
   /** Sends with `once` until a 2xx answer, retrying what may be retried; the answer's body is read by `once` or by the caller. */

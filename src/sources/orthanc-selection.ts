@@ -1,7 +1,8 @@
-import type {InstanceFilters, InstanceIdentity} from '../model.js'
+import type {InstanceFilters, InstanceIdentity, ResourceLevel} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
 import type {OrthancResource} from '../orthanc/types.js'
+import {isOrthancId} from '../orthanc/answer-shapes.js'
 import {mapOrdered} from '../util/concurrency.js'
 import {isCount} from '../util/count.js'
 
@@ -201,32 +202,30 @@ async function resolveOrthancIds(client: OrthancClient, ids: string[], ignoreUnk
   }
 
   for (const id of ids) {
-    const found = await findResource(client, id, signal)
+    const found = isOrthancId(id) ? await findResource(client, id, signal) : undefined
     if (!found) {
       if (ignoreUnknown) continue
       throw new UnknownOrthancIdError(id)
     }
 
     const [level, resource] = found
-    if (level === 'patients') for (const studyId of resource.Studies ?? []) result.set(studyId, 'all')
-    else if (level === 'studies') result.set(resource.ID, 'all')
+    if (level === 'patient') for (const studyId of resource.Studies ?? []) result.set(studyId, 'all')
+    else if (level === 'study') result.set(resource.ID, 'all')
     else if (level === 'series') addInstances(resource.ParentStudy!, resource.Instances ?? [])
     else {
-      const series = await client.http.json<OrthancResource>('GET', `/series/${resource.ParentSeries}`, {signal})
-      addInstances(series.ParentStudy!, [resource.ID])
+      const series = await client.series(resource.ParentSeries!, signal)
+      // Deleted since: its instance went with it.
+      if (series) addInstances(series.ParentStudy!, [resource.ID])
     }
   }
 
   return result
 }
 
-async function findResource(client: OrthancClient, id: string, signal?: AbortSignal): Promise<[string, OrthancResource] | undefined> {
-  for (const level of ['instances', 'series', 'studies', 'patients']) {
-    try {
-      return [level, await client.http.json<OrthancResource>('GET', `/${level}/${id}`, {signal})]
-    } catch (error) {
-      if (!(error instanceof OrthancHttpError && (error.status === 404 || error.status === 400))) throw error
-    }
+async function findResource(client: OrthancClient, id: string, signal?: AbortSignal): Promise<[ResourceLevel, OrthancResource] | undefined> {
+  for (const level of ['instance', 'series', 'study', 'patient'] as const) {
+    const found = await client.resource(level, id, signal)
+    if (found) return [level, found]
   }
 
   return undefined

@@ -4,7 +4,7 @@ import {attachmentPayloadPath, resourceAttachmentPath} from '../archive/format.j
 import {type AttachmentRecord, hasUserSideData, type ResourceInTransit, type ResourceLevel, type ResourceRecord, type SideData} from '../model.js'
 import type {BulkSideData, FoundSideData, OrthancClient} from '../orthanc/client.js'
 import {FIRST_USER_CONTENT_TYPE, resourcePath} from '../orthanc/client.js'
-import {ChecksumMismatchError} from '../orthanc/errors.js'
+import {ChecksumMismatchError, OrthancHttpError} from '../orthanc/errors.js'
 import {splitMetadata} from '../orthanc/metadata.js'
 import {StudySideData} from './study-side-data.js'
 
@@ -246,9 +246,10 @@ export class SideDataReader {
     if (info) return {contentType: info.ContentType ?? Number(name), size: info.UncompressedSize, md5: info.UncompressedMD5}
     // Before 1.10 there is no /info: numbered attachments carry their type in the name.
     if (!/^\d+$/.test(name)) return undefined
-    const base = `${resourcePath(level, orthancId)}/attachments/${name}`
-    const [md5, size] = await Promise.all([this.client.http.text('GET', `${base}/md5`, {signal}), this.client.http.text('GET', `${base}/size`, {signal})])
-    return {contentType: Number(name), size: Number(size), md5: md5.trim()}
+    const known = await this.client.attachmentSizeAndMd5(level, orthancId, name, signal)
+    // Listed a moment ago: gone since, its data cannot be read either.
+    if (!known) throw new OrthancHttpError(this.client.display, 'GET', `${resourcePath(level, orthancId)}/attachments/${name}/size`, 404, 'attachment removed while it was being read')
+    return {contentType: Number(name), ...known}
   }
 }
 

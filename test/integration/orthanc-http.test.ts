@@ -119,7 +119,7 @@ describe('retries', () => {
   it('re-sends an instance upload from a fresh body after the connection is reset', async () => {
     const {agent, pool} = mockServer()
     pool.intercept({path: '/instances', method: 'POST'}).replyWithError(Object.assign(new Error('other side closed'), {code: 'UND_ERR_SOCKET'}))
-    pool.intercept({path: '/instances', method: 'POST'}).reply(200, {ID: 'abc', Status: 'Success', Path: '', ParentPatient: '', ParentStudy: '', ParentSeries: ''})
+    pool.intercept({path: '/instances', method: 'POST'}).reply(200, {ID: 'abc', Status: 'Success', Path: '', ParentPatient: 'p', ParentStudy: 's', ParentSeries: 'r'})
     const client = new OrthancClient(endpoint, {dispatcher: agent, retry: fastRetry})
     let opened = 0
     const answer = await client.uploadInstance(() => {

@@ -39,9 +39,10 @@ describe('a hostile or broken server', () => {
 
   const client = (options: {bodyTimeoutMs?: number} = {}) => new OrthancClient(resolveEndpoint({url, env: {}}), {retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}, ...options})
 
-  /** Sends `chunk` again and again until the client goes away. */
-  const endless = (chunk: Buffer) => (response: ServerResponse) => {
+  /** Sends `start`, then `chunk` again and again until the client goes away. */
+  const endless = (chunk: Buffer, start = '') => (response: ServerResponse) => {
     response.writeHead(200, {'content-type': 'application/json'})
+    response.write(start)
     const pump = () => {
       while (response.write(chunk)) { /* until the socket's buffer is full */ }
     }
@@ -93,6 +94,100 @@ describe('a hostile or broken server', () => {
       timers.add(next)
     })
     expect((await client({bodyTimeoutMs: 0}).downloadInstance('chunked')).bytes.length).toBe(5000)
+  })
+
+  /** Collects what a streamed list yields, and how it ended. */
+  const drain = async (list: AsyncGenerator<unknown>) => {
+    let count = 0
+    try {
+      for await (const _ of list) count++
+      return {count}
+    } catch (error) {
+      return {count, error: error as Error}
+    }
+  }
+
+  it('a streamed list without end stops at the server\'s own count, asked once the list is long', async () => {
+    routes.set('/statistics', (response) => {
+      response.writeHead(200, {'content-type': 'application/json'})
+      response.end(JSON.stringify({CountPatients: 1, CountStudies: 1, CountSeries: 1, CountInstances: 20_000}))
+    })
+    routes.set('/instances', endless(Buffer.from('"0123abcd-0123abcd-0123abcd-0123abcd-0123abcd",'.repeat(1000)), '['))
+    const before = process.memoryUsage().rss
+    const {count, error} = await drain(client().listInstanceIds())
+    // At least 100,000 before asking; then twice the count and 10,000 more.
+    expect(count).toBe(100_000)
+    expect(error).toBeInstanceOf(OrthancHttpError)
+    expect(error!.message).toMatch(/^GET \/instances on http:\/\/127\.0\.0\.1:\d+: HTTP 200 \(more than 100000 entries, far more than the server's own count: not an answer Orthanc gives\)/)
+    expect(process.memoryUsage().rss - before).toBeLessThan(200 * 1024 * 1024)
+  })
+
+  it('one entry of a streamed list without end fails at the entry limit', async () => {
+    routes.set('/studies?expand', endless(Buffer.alloc(64 * 1024, 0x61), '[{"ID":"'))
+    const {count, error} = await drain(client().listStudies())
+    expect(count).toBe(0)
+    expect(error!.message).toMatch(/GET \/studies\?expand on .*: HTTP 200 \(an entry larger than 8388608 bytes/)
+  })
+
+  it('a streamed list sent a byte now and then times out, though no wait between two bytes is long', async () => {
+    routes.set('/instances', (response) => {
+      response.writeHead(200, {'content-type': 'application/json'})
+      response.write('[')
+      const drip = setInterval(() => response.write(' '), 20)
+      timers.add(drip)
+      response.on('close', () => clearInterval(drip))
+    })
+    const started = Date.now()
+    const {error} = await drain(client({bodyTimeoutMs: 300}).listInstanceIds())
+    expect(error).toBeInstanceOf(OrthancTimeoutError)
+    expect(error!.message).toMatch(/GET \/instances on .*: no answer \(slow response body timeout\)/)
+    expect(Date.now() - started).toBeLessThan(2000)
+  })
+
+  it('a streamed list read slowly by the tool itself is not taken for a slow server', async () => {
+    routes.set('/instances', (response) => {
+      response.writeHead(200, {'content-type': 'application/json'})
+      response.end(JSON.stringify(Array.from({length: 3000}, (_, index) => `0123abcd-0123abcd-0123abcd-0123abcd-${String(index).padStart(8, '0')}`)))
+    })
+    let count = 0
+    for await (const _ of client({bodyTimeoutMs: 200}).listInstanceIds()) {
+      // Its reader waits (a look-up per entry, say): the server has sent all it could.
+      if (++count % 500 === 0) await new Promise((resolve) => setTimeout(resolve, 300))
+    }
+
+    expect(count).toBe(3000)
+
+    // A list longer than the socket's buffers: the server waits on the reader while it is still sending.
+    const long = Buffer.from(JSON.stringify(Array.from({length: 90_000}, (_, index) => `0123abcd-0123abcd-0123abcd-0123abcd-${String(index).padStart(8, '0')}`)))
+    routes.set('/instances', (response) => {
+      response.writeHead(200, {'content-type': 'application/json'})
+      response.end(long)
+    })
+    count = 0
+    for await (const _ of client({bodyTimeoutMs: 200}).listInstanceIds()) {
+      if (++count % 20_000 === 0) await new Promise((resolve) => setTimeout(resolve, 400))
+    }
+
+    expect(count).toBe(90_000)
+  })
+
+  it('answers of another shape fail naming the server and route; an ID that is a path is never asked for', async () => {
+    const answer = (path: string, value: unknown) => routes.set(path, (response) => {
+      response.writeHead(200, {'content-type': 'application/json'})
+      response.end(JSON.stringify(value))
+    })
+    answer('/system', system)
+    answer('/studies/0123abcd-0123abcd-0123abcd-0123abcd-0123abcd/instances', [{ID: '../../tools/reset', Type: 'Instance', ParentSeries: 'x', MainDicomTags: {}}])
+    await expect(client().studyInstances('0123abcd-0123abcd-0123abcd-0123abcd-0123abcd')).rejects.toThrow(/instances on http:\/\/127\.0\.0\.1:\d+: HTTP 200 \(\[0\]: ID: "\.\.\/\.\.\/tools\/reset" is not an Orthanc ID: not an answer Orthanc gives\)/)
+    answer('/studies/s1', {ID: 's1', Type: 'Study', ParentPatient: 'p1', MainDicomTags: {StudyDate: 20240101}})
+    await expect(client().study('s1')).rejects.toThrow(/GET \/studies\/s1 .*\(MainDicomTags: StudyDate: 20240101 is not text/)
+    answer('/instances/i1/attachments/dicom/info', {UncompressedSize: '12', CompressedSize: 12, UncompressedMD5: '', CompressedMD5: ''})
+    await expect(client().storedFileInfo('i1')).rejects.toThrow(/UncompressedSize: "12" is not a count/)
+    answer('/instances/i1/metadata?expand', null)
+    await expect(client().instanceMetadata('i1')).rejects.toThrow(/metadata\?expand .*\(null is not an object/)
+    // A server that stores no MD5s (StoreMD5ForAttachments off) answers '': that is Orthanc's.
+    answer('/instances/i2/attachments/dicom/info', {UncompressedSize: 12, CompressedSize: 12, UncompressedMD5: '', CompressedMD5: ''})
+    expect(await client().storedFileInfo('i2')).toEqual({size: 12, md5: '', compressed: false})
   })
 
   it('control characters in what the server says are written out, never sent to the terminal', async () => {

@@ -18,6 +18,8 @@ import {parseSize} from '../../src/util/size.js'
 
 const origin = 'http://orthanc.test'
 const retry: RetryPolicy = {retries: 2, minDelayMs: 1, maxDelayMs: 2}
+const MD5_OF_ABC = createHash('md5').update('abc').digest('hex')
+const MD5_OF_DICM = createHash('md5').update('DICM').digest('hex')
 
 function mockServer() {
   const agent = new MockAgent()
@@ -308,9 +310,9 @@ describe('changesSince', () => {
     await stuck.next()
     await expect(stuck.next()).rejects.toThrow(/GET \/changes\?since=0&limit=1000 on http:\/\/orthanc\.test: HTTP 200 \(the change log says more follow, but does not move past 0: not an answer Orthanc gives\)/)
     pool.intercept({path: '/changes?since=5&limit=1000', method: 'GET'}).reply(200, {Changes: [change(6)], Done: true, Last: '6'})
-    await expect(clientFor(agent).changesSince(5).next()).rejects.toThrow(/no list of changes with a sequence number/)
+    await expect(clientFor(agent).changesSince(5).next()).rejects.toThrow(/Last: "6" is not a count: not an answer Orthanc gives/)
     pool.intercept({path: '/changes?last', method: 'GET'}).reply(200, {Changes: [], Done: true, Last: Number.NaN})
-    await expect(clientFor(agent).lastChange()).rejects.toThrow(/changes\?last .*\(no sequence number/)
+    await expect(clientFor(agent).lastChange()).rejects.toThrow(/changes\?last .*\(Last: null is not a count/)
   })
 })
 
@@ -473,11 +475,11 @@ describe('studySideData', () => {
     let query: unknown
     pool.intercept({path: '/tools/find', method: 'POST'}).reply((request) => {
       query = JSON.parse(String(request.body))
-      return {statusCode: 200, data: [{ID: 'a', Type: 'Instance', Metadata: {Note: 'x'}, Attachments: [{ContentType: 1, UncompressedMD5: 'm', UncompressedSize: 3, CompressedMD5: 'm', CompressedSize: 3}], Labels: ['l']}]}
+      return {statusCode: 200, data: [{ID: 'a', Type: 'Instance', Metadata: {Note: 'x'}, Attachments: [{ContentType: 1, UncompressedMD5: MD5_OF_ABC, UncompressedSize: 3, CompressedMD5: MD5_OF_ABC, CompressedSize: 3}], Labels: ['l']}]}
     })
     const found = await clientFor(agent).studySideData('study', '1.2.3')
     expect(query).toEqual({Level: 'Instance', ParentStudy: 'study', Query: {StudyInstanceUID: '1.2.3'}, ResponseContent: ['Attachments', 'Metadata', 'Labels']})
-    expect(found?.get('a')).toEqual({metadata: {Note: 'x'}, attachments: [{ContentType: 1, UncompressedMD5: 'm', UncompressedSize: 3, CompressedMD5: 'm', CompressedSize: 3}], labels: ['l']})
+    expect(found?.get('a')).toEqual({metadata: {Note: 'x'}, attachments: [{ContentType: 1, UncompressedMD5: MD5_OF_ABC, UncompressedSize: 3, CompressedMD5: MD5_OF_ABC, CompressedSize: 3}], labels: ['l']})
   })
 })
 
@@ -729,7 +731,7 @@ describe('restoring Orthanc-side data on a target without labels', () => {
     pool.intercept({path: '/system', method: 'GET'}).reply(200, {Name: 't', Version: '1.10.1', ApiVersion: 16})
     pool.intercept({path: '/instances', method: 'POST'}).reply(() => {
       calls.push('POST /instances')
-      return {statusCode: 200, data: {ID: 'i1', Status: 'Success', Path: '', ParentPatient: '', ParentStudy: '', ParentSeries: ''}}
+      return {statusCode: 200, data: {ID: 'i1', Status: 'Success', Path: '', ParentPatient: 'p1', ParentStudy: 's1', ParentSeries: 'r1'}}
     })
     pool.intercept({path: '/instances/i1/metadata/Reviewed', method: 'PUT'}).reply(() => {
       calls.push('PUT metadata')
@@ -739,16 +741,16 @@ describe('restoring Orthanc-side data on a target without labels', () => {
       calls.push('PUT attachment')
       return {statusCode: 200, data: ''}
     })
-    pool.intercept({path: '/instances/i1/attachments/dicom/info', method: 'GET'}).reply(200, {UncompressedSize: 4, CompressedSize: 4, UncompressedMD5: 'md5-of-dicom', CompressedMD5: 'md5-of-dicom'})
+    pool.intercept({path: '/instances/i1/attachments/dicom/info', method: 'GET'}).reply(200, {UncompressedSize: 4, CompressedSize: 4, UncompressedMD5: MD5_OF_DICM, CompressedMD5: MD5_OF_DICM})
     const client = new OrthancClient(resolveEndpoint({url: 'http://target.test', env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
     const sink = new OrthancSink(client, {dryRun: false, uploads: 1})
     const record = {
-      id: 'i1', studyId: 's', seriesId: 'se', studyInstanceUid: '1', seriesInstanceUid: '2', sopInstanceUid: '3', size: 4, md5: 'md5-of-dicom', path: 'data/dicom/s/i1.dcm',
+      id: 'i1', studyId: 's', seriesId: 'se', studyInstanceUid: '1', seriesInstanceUid: '2', sopInstanceUid: '3', size: 4, md5: MD5_OF_DICM, path: 'data/dicom/s/i1.dcm',
       userMetadata: {Reviewed: 'yes'}, systemMetadata: {ReceptionDate: '20240101T000000', RemoteAET: 'X'},
       attachments: [{name: 'Report', contentType: 1030, size: 3, md5: 'x', path: 'data/attachments/i1/1030.bin'}], labels: ['teaching', 'urgent'],
     }
-    const outcome = await sink.store({label: 'i1', instanceId: 'i1', dicom: Buffer.from('DICM'), md5: 'md5-of-dicom', record, attachments: new Map([[1030, Buffer.from('pdf')]])}, undefined, {knownAbsent: true})
-    expect(outcome).toMatchObject({kind: 'transferred', targetMd5: 'md5-of-dicom'})
+    const outcome = await sink.store({label: 'i1', instanceId: 'i1', dicom: Buffer.from('DICM'), md5: MD5_OF_DICM, record, attachments: new Map([[1030, Buffer.from('pdf')]])}, undefined, {knownAbsent: true})
+    expect(outcome).toMatchObject({kind: 'transferred', targetMd5: MD5_OF_DICM})
     expect(calls).toEqual(['POST /instances', 'PUT metadata', 'PUT attachment'])
     expect(sink.notCarried.list()).toEqual([
       {level: 'instance', kind: 'system-metadata', count: 1, reason: expect.stringMatching(/ReceptionDate, RemoteAET/)},

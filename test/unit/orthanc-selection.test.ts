@@ -22,7 +22,7 @@ function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 
   /** When the first instance list was asked for (Date.now()). */
   const sent: {instances?: number} = {}
   const ids = Array.from({length: count}, (_, index) => `study-${String(index).padStart(5, '0')}`)
-  const study = (ID: string) => ({ID, Type: 'Study', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}, PatientMainDicomTags: {PatientID: 'P'}, Series: [`series-${ID}`]})
+  const study = (ID: string) => ({ID, Type: 'Study', ParentPatient: 'patient', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}, PatientMainDicomTags: {PatientID: 'P'}, Series: [`series-${ID}`]})
   const studyReads: string[] = []
   const listing = pool.intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map(study))
   if (listingDelayMs > 0) listing.delay(listingDelayMs)
@@ -37,7 +37,7 @@ function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 
     if (what === 'instances') sent.instances ??= Date.now()
     if (gone.includes(id!)) return {statusCode: 404, data: {HttpError: 'Not Found'}}
     const data = what === 'series'
-      ? [{ID: `series-${id}`, Type: 'Series', MainDicomTags: {SeriesInstanceUID: `1.3.${id}`, Modality: 'CR'}}]
+      ? [{ID: `series-${id}`, Type: 'Series', ParentStudy: id, MainDicomTags: {SeriesInstanceUID: `1.3.${id}`, Modality: 'CR'}}]
       : [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: `series-${id}`, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: fileSize}]
     return {statusCode: 200, data}
   })
@@ -93,12 +93,12 @@ describe('selectInstances', () => {
     const agent = new MockAgent()
     agent.disableNetConnect()
     const pool = agent.get(origin)
-    const study = {ID: 'study-1', Type: 'Study', MainDicomTags: {StudyInstanceUID: '1.2'}, PatientMainDicomTags: {PatientID: 'P'}, Series: ['series-a', 'series-b']}
+    const study = {ID: 'study-1', Type: 'Study', ParentPatient: 'patient', MainDicomTags: {StudyInstanceUID: '1.2'}, PatientMainDicomTags: {PatientID: 'P'}, Series: ['series-a', 'series-b']}
     pool.intercept({path: '/studies?expand', method: 'GET'}).reply(200, [study])
-    pool.intercept({path: '/studies/study-1/series', method: 'GET'}).reply(200, [{ID: 'series-a', Type: 'Series', MainDicomTags: {SeriesInstanceUID: '1.3.a'}}])
+    pool.intercept({path: '/studies/study-1/series', method: 'GET'}).reply(200, [{ID: 'series-a', Type: 'Series', ParentStudy: 'study-1', MainDicomTags: {SeriesInstanceUID: '1.3.a'}}])
     const instance = (id: string, series: string) => ({ID: id, Type: 'Instance', ParentSeries: series, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: 10})
     pool.intercept({path: '/studies/study-1/instances', method: 'GET'}).reply(200, [instance('i1', 'series-a'), instance('i2', 'series-b'), instance('i3', 'series-gone')])
-    pool.intercept({path: '/series/series-b', method: 'GET'}).reply(200, {ID: 'series-b', Type: 'Series', MainDicomTags: {SeriesInstanceUID: '1.3.b'}})
+    pool.intercept({path: '/series/series-b', method: 'GET'}).reply(200, {ID: 'series-b', Type: 'Series', ParentStudy: 'study-1', MainDicomTags: {SeriesInstanceUID: '1.3.b'}})
     pool.intercept({path: '/series/series-gone', method: 'GET'}).reply(404, {HttpError: 'Not Found'})
     const [selected] = await selectAll(clientOf(agent, origin))
     expect(selected!.instances.map((entry) => [entry.id, entry.seriesInstanceUid])).toEqual([['i1', '1.3.a'], ['i2', '1.3.b']])
@@ -124,7 +124,7 @@ describe('compareServers', () => {
       return {statusCode: 404, data: {HttpError: 'Not Found'}}
     }).persist()
     // The target's listing names both studies (it would not look up a study it does not name); they are gone by the look-up.
-    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map((ID) => ({ID, Type: 'Study', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}})))
+    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map((ID) => ({ID, Type: 'Study', ParentPatient: 'patient', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}})))
     const states: string[] = []
     for await (const item of compareServers(source, clientOf(agent, targetOrigin), {filters: {}, checksum: false})) states.push(`${item.studyId} ${item.state}`)
     expect(states).toEqual(ids.map((id) => `${id} only-source`))
@@ -140,10 +140,10 @@ describe('compareServers', () => {
     const lookedUp: string[] = []
     agent.get(targetOrigin).intercept({path: (path) => /^\/studies\/study-\d+\/instances$/.test(path), method: 'GET'}).reply<object>(({path}) => {
       lookedUp.push(path)
-      return {statusCode: 200, data: [{ID: `instance-${path.split('/')[2]}`, Type: 'Instance'}]}
+      return {statusCode: 200, data: [{ID: `instance-${path.split('/')[2]}`, Type: 'Instance', ParentSeries: 'series', MainDicomTags: {}}]}
     }).persist()
     // The target holds the second study only.
-    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, [{ID: ids[1], Type: 'Study', MainDicomTags: {StudyInstanceUID: '1.2.00001'}}])
+    agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, [{ID: ids[1], Type: 'Study', ParentPatient: 'patient', MainDicomTags: {StudyInstanceUID: '1.2.00001'}}])
     const states: string[] = []
     for await (const item of compareServers(source, clientOf(agent, targetOrigin), {filters: {}, checksum: false})) states.push(`${item.studyId} ${item.state}`)
     expect(states).toEqual([`${ids[0]} only-source`, `${ids[1]} present`, `${ids[2]} only-source`])
@@ -156,14 +156,14 @@ describe('compareServers: the studies only on the target', () => {
   function targetOnly(agent: MockAgent, count: number) {
     const pool = agent.get('http://target.test')
     const listings: number[] = []
-    const studies = Array.from({length: count}, (_, index) => ({ID: `other-${index}`, Type: 'Study', MainDicomTags: {StudyInstanceUID: `9.${index}`}}))
+    const studies = Array.from({length: count}, (_, index) => ({ID: `other-${index}`, Type: 'Study', ParentPatient: 'patient', MainDicomTags: {StudyInstanceUID: `9.${index}`}}))
     pool.intercept({path: '/studies?expand', method: 'GET'}).reply(() => {
       listings.push(Date.now())
       return {statusCode: 200, data: studies}
     }).persist()
     pool.intercept({path: (path) => /^\/studies\/(study|other)-\d+\/instances$/.test(path), method: 'GET'}).reply<object>(({path}) => {
       const id = path.split('/')[2]!
-      return id.startsWith('other') ? {statusCode: 200, data: [{ID: `instance-${id}`, Type: 'Instance'}]} : {statusCode: 404, data: {HttpError: 'Not Found'}}
+      return id.startsWith('other') ? {statusCode: 200, data: [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: 'series', MainDicomTags: {}}]} : {statusCode: 404, data: {HttpError: 'Not Found'}}
     }).persist()
     return {target: clientOf(agent, 'http://target.test'), listings}
   }

@@ -34,7 +34,7 @@ function unzip(zip: Buffer): Buffer[] {
 }
 
 const idOf = (data: Buffer) => `id-${data.toString('latin1', 0, 8).trim()}`
-const answerFor = (data: Buffer, Status = 'Success') => ({ID: idOf(data), Path: '', ParentPatient: '', ParentStudy: '', ParentSeries: '', Status})
+const answerFor = (data: Buffer, Status = 'Success') => ({ID: idOf(data), Path: '', ParentPatient: 'patient', ParentStudy: 'study', ParentSeries: 'series', Status})
 const file = (name: string, size = 100) => Buffer.concat([Buffer.from(name.padEnd(8)), Buffer.alloc(Math.max(0, size - 8), 1)])
 
 /**
