@@ -14,10 +14,14 @@ export interface FaultProxy {
   slow: Array<{match: RegExp; ms: number}>
   /** Requests answered with another path's answer, headers and all, as a cache that mixed answers up would (not consumed). */
   mixUp: Array<{match: RegExp; path: string}>
+  /** JSON answers (status 200) of matching requests, changed before they are sent on, as a broken or hostile server would answer (not consumed). */
+  rewrite: Array<{match: RegExp; change: (answer: unknown) => unknown}>
   /** "> METHOD path" as each request arrives and "< METHOD path" once its answer is sent, in order. */
   events: string[]
   /** Requests forwarded, by "METHOD path". */
   log: string[]
+  /** Requests the server answered with JSON (status 200), by "METHOD path". */
+  jsonAnswered: string[]
   /** Most requests matching "METHOD path" that were open at the same time, by that line. */
   peakInFlight: Map<string, number>
   close(): Promise<void>
@@ -30,7 +34,7 @@ export interface FaultProxy {
  */
 export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy> {
   const sockets = new Set<Socket>()
-  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], slow: [], mixUp: [], events: [], log: [], peakInFlight: new Map(), close: async () => {}}
+  const proxy: FaultProxy = {url: '', delayMs: 0, faults: [], slow: [], mixUp: [], rewrite: [], events: [], log: [], jsonAnswered: [], peakInFlight: new Map(), close: async () => {}}
   const inFlight = new Map<string, number>()
   const server: Server = createServer(async (incoming: IncomingMessage, outgoing: ServerResponse) => {
     const line = `${incoming.method} ${incoming.url}`
@@ -68,8 +72,8 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
 
     const path = proxy.mixUp.find((entry) => entry.match.test(line))?.path ?? incoming.url
     const upstream = request({host: '127.0.0.1', port: upstreamPort, method: incoming.method, path, headers: incoming.headers}, (answer) => {
-      outgoing.writeHead(answer.statusCode ?? 502, answer.headers)
       if (fault === 'reset-mid-body') {
+        outgoing.writeHead(answer.statusCode ?? 502, answer.headers)
         answer.once('data', (chunk: Buffer) => {
           outgoing.write(chunk.subarray(0, Math.max(1, Math.floor(chunk.length / 2))), () => outgoing.socket?.destroy())
           answer.destroy()
@@ -77,6 +81,22 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
         return
       }
 
+      const json = answer.statusCode === 200 && String(answer.headers['content-type']).includes('json')
+      if (json) proxy.jsonAnswered.push(line)
+      const rewrite = proxy.rewrite.find((entry) => entry.match.test(line))
+      if (rewrite && json) {
+        const chunks: Buffer[] = []
+        answer.on('data', (chunk: Buffer) => chunks.push(chunk))
+        answer.on('end', () => {
+          const changed = Buffer.from(JSON.stringify(rewrite.change(JSON.parse(Buffer.concat(chunks).toString('utf8')))) ?? 'null')
+          const {'transfer-encoding': _chunked, ...headers} = answer.headers
+          outgoing.writeHead(200, {...headers, 'content-length': String(changed.length)})
+          outgoing.end(changed)
+        })
+        return
+      }
+
+      outgoing.writeHead(answer.statusCode ?? 502, answer.headers)
       answer.pipe(outgoing)
     })
     upstream.on('error', () => outgoing.socket?.destroy())

@@ -1,0 +1,44 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {parseArgs} from 'node:util'
+
+import {generateStudySet} from '../../fixtures/generate.js'
+import {startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+import {answerFuzz} from './answer-fuzz.js'
+
+/**
+ * `npm run fuzz:answers -- --per-route N [--seed S] [--command sync,export]`: broken and hostile server answers at
+ * length (see answer-fuzz.ts), against real Orthanc servers it starts itself. Prints each change
+ * that broke the promise and a count per outcome, and exits 1 if any did.
+ */
+const {values} = parseArgs({options: {
+  'per-route': {type: 'string', default: '12'}, seed: {type: 'string', default: 'answers'}, command: {type: 'string', default: 'sync,export'}, verbose: {type: 'boolean', default: false},
+}})
+const work = await mkdtemp(join(tmpdir(), 'answer-fuzz-run-'))
+const [source, target] = await Promise.all([startOrthanc({name: 'answers-source'}), startOrthanc({name: 'answers-target'})])
+const started = Date.now()
+const tally = new Map<string, number>()
+let broken = 0
+try {
+  const records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'answer-fuzz'})
+  await uploadFiles(source, records.map((record) => record.path))
+  for (const command of values.command.split(',') as Array<'sync' | 'export'>) {
+    await answerFuzz({
+      command, work, source, target, perRoute: Number(values['per-route']), seed: values.seed,
+      onCase(found) {
+        const key = `${found.command}: exit ${found.code}`
+        tally.set(key, (tally.get(key) ?? 0) + 1)
+        if (found.problem) broken++
+        if (found.problem || values.verbose) console.log(`${found.problem ? 'BROKEN' : 'ok    '} ${found.command} ${found.side} ${found.route}: ${found.what}${found.problem ? `\n  ${found.problem}` : ''}`)
+      },
+    })
+  }
+} finally {
+  await Promise.all([source.dispose(), target.dispose()])
+  await rm(work, {recursive: true, force: true})
+}
+
+for (const [key, count] of [...tally].sort()) console.log(`${String(count).padStart(6)}  ${key}`)
+console.log(`${[...tally.values()].reduce((a, b) => a + b, 0)} changed answers in ${((Date.now() - started) / 1000).toFixed(0)} s, ${broken} broke the promise`)
+process.exitCode = broken > 0 ? 1 : 0

@@ -1,0 +1,47 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {generateStudySet} from '../../fixtures/generate.js'
+import {answerFuzz} from '../fuzz/answer-fuzz.js'
+import {type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+
+/**
+ * A short, deterministic slice of `npm run fuzz:answers`: every route sync reads on either
+ * server (and export on its source), each answer changed in two ways (a value of another kind, a key taken away, an ID that
+ * is a path). None may end as an unexpected error, a stack trace, or an exit 0 over a target that
+ * lacks an instance.
+ */
+describe('broken and hostile server answers', () => {
+  let work: string
+  let source: OrthancServer
+  let target: OrthancServer
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'hostile-answers-'))
+    ;[source, target] = await Promise.all([startOrthanc({name: 'hostile-source'}), startOrthanc({name: 'hostile-target'})])
+    const records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'answer-fuzz'})
+    await uploadFiles(source, records.map((record) => record.path))
+  })
+  afterAll(async () => {
+    await Promise.all([source?.dispose(), target?.dispose()])
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('sync: every route of both servers, two changes each: each run ends as promised', async () => {
+    const cases = await answerFuzz({command: 'sync', work, source, target, perRoute: 2, seed: 'ci'})
+    // The clean run found the routes: listings, resources, side data, uploads, MD5 read-backs.
+    expect(new Set(cases.map((found) => `${found.side} ${found.route}`)).size).toBeGreaterThan(10)
+    expect(cases.filter((found) => found.problem).map((found) => `${found.side} ${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
+    // The changes reached the tool and were refused: most runs fail, naming the server.
+    expect(cases.filter((found) => found.code !== 0).length).toBeGreaterThan(cases.length / 2)
+  }, 600_000)
+
+  it('export: every route of the source, one change each: each run ends as promised, and an exit 0 archive imports whole', async () => {
+    const cases = await answerFuzz({command: 'export', work, source, target, perRoute: 1, seed: 'ci'})
+    expect(new Set(cases.map((found) => found.route)).size).toBeGreaterThan(5)
+    expect(cases.filter((found) => found.problem).map((found) => `${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
+  }, 600_000)
+})
