@@ -1,7 +1,7 @@
-import {mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
+import {mkdtemp, readdir, readFile, rm, stat, utimes, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {ownerIsGone, parseOwner, thisRun} from './run-lock.js'
+import {LOCK_LEASE_MS, LOCK_REFRESH_MS, ownerIsGone, parseOwner, thisRun} from './run-lock.js'
 
 /** In each scratch folder: the process that made it (and its machine and PID namespace). */
 export const OWNER_FILE = 'owner.pid'
@@ -11,29 +11,44 @@ export const OWNER_FILE = 'owner.pid'
  * from a pipe (decrypted patient data), the private copy of a SQLite index, the plan of an export
  * to a stream, a sync's comparison. Each run removes its own when it ends, even when interrupted;
  * a run that is killed outright (kill -9, a power cut) cannot. So each folder names the process
- * that made it, and the next run that makes one of the same kind in the same place first removes
- * those whose process is gone. A folder whose process still runs, that another machine or PID
- * namespace made (a shared --spool-dir, a container), or that names none, is left.
+ * that made it, which touches that file while it runs, as it does its locks (see RunLock); the
+ * next run that makes one of the same kind in the same place first removes those whose process is
+ * certainly gone, and those untouched for LOCK_LEASE_MS, whoever made them (another machine or
+ * PID namespace on a shared --spool-dir, a container). A folder that names no one is left.
  */
-export async function makeScratchFolder(parent: string, prefix: string): Promise<string> {
+export async function makeScratchFolder(parent: string, prefix: string, options: {refreshMs?: number} = {}): Promise<string> {
   await removeAbandoned(parent, prefix)
   const dir = await mkdtemp(join(parent, prefix))
+  const owner = join(dir, OWNER_FILE)
   try {
-    await writeFile(join(dir, OWNER_FILE), `${JSON.stringify(thisRun())}\n`, {mode: 0o600, flag: 'wx'})
+    await writeFile(owner, `${JSON.stringify(thisRun())}\n`, {mode: 0o600, flag: 'wx'})
   } catch (error) {
     await rm(dir, {recursive: true, force: true})
     throw error
   }
 
+  keepTouched(owner, options.refreshMs ?? LOCK_REFRESH_MS)
   return dir
+}
+
+/** Touches a scratch folder's owner file until the folder is removed (its users remove it, not this module). */
+function keepTouched(owner: string, refreshMs: number): void {
+  const timer = setInterval(() => {
+    const now = new Date()
+    utimes(owner, now, now).catch(() => clearInterval(timer))
+  }, refreshMs)
+  timer.unref()
 }
 
 async function removeAbandoned(parent: string, prefix: string): Promise<void> {
   const names = await readdir(parent).catch(() => [] as string[])
   await Promise.all(names.filter((name) => name.startsWith(prefix)).map(async (name) => {
     const dir = join(parent, name)
-    const owner = parseOwner(await readFile(join(dir, OWNER_FILE), 'utf8').catch(() => ''))
-    if (!owner || !ownerIsGone(owner)) return
+    const ownerFile = join(dir, OWNER_FILE)
+    const owner = parseOwner(await readFile(ownerFile, 'utf8').catch(() => ''))
+    if (!owner) return
+    const touched = (await stat(ownerFile).catch(() => undefined))?.mtimeMs
+    if (!ownerIsGone(owner) && !(touched !== undefined && Date.now() - touched > LOCK_LEASE_MS)) return
     // Another user's folder cannot be removed, and is not ours to judge: left as it is.
     await rm(dir, {recursive: true, force: true}).catch(() => {})
   }))

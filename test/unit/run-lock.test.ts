@@ -133,4 +133,28 @@ describe('run locks and owners', () => {
     const mine = await makeScratchFolder(parent, 'scratch-')
     expect((await readdir(parent)).sort()).toEqual(['scratch-elsewhere', 'scratch-other-namespace', mine.split('/').at(-1)!].sort())
   })
+
+  it('scratch folders no run touches any more are swept whoever made them (a shared --spool-dir, a container); a live one is touched, and kept', async () => {
+    const parent = join(work, 'scratch-lease')
+    await mkdir(parent)
+    const longAgo = new Date(Date.now() - 10 * 60_000)
+    const owners = {
+      'lease-elsewhere': {pid: 1, host: `not-${hostname()}`},
+      'lease-other-namespace': {...thisRun(), pid: 1, pidNamespace: 'pid:[1]'},
+    }
+    for (const [name, owner] of Object.entries(owners)) {
+      await mkdir(join(parent, name))
+      await writeFile(join(parent, name, OWNER_FILE), JSON.stringify(owner))
+      await utimes(join(parent, name, OWNER_FILE), longAgo, longAgo)
+    }
+
+    const live = await makeScratchFolder(parent, 'lease-', {refreshMs: 20})
+    expect(await readdir(parent)).toEqual([live.split('/').at(-1)!])
+    // Its owner file is touched while it lives: the next run keeps it.
+    await utimes(join(live, OWNER_FILE), longAgo, longAgo)
+    await sleep(100)
+    expect(Date.now() - (await stat(join(live, OWNER_FILE))).mtimeMs).toBeLessThan(60_000)
+    const next = await makeScratchFolder(parent, 'lease-')
+    expect((await readdir(parent)).sort()).toEqual([live, next].map((dir) => dir.split('/').at(-1)!).sort())
+  })
 })
