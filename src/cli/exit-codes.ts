@@ -36,7 +36,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   10: 'partial failure: some instances failed (they are listed; for instance a recovered server\'s stored file is missing or damaged); the others were transferred',
   11: 'bad input: corrupt, truncated, hostile, unproven or missing archive entries or volumes (listed); an encrypted volume no key given opens; an index of a schema this tool does not know; the state of an export found damaged',
   12: 'the filters matched no instance (`export`; `sync` and `diff` also print their summary)',
-  13: 'not enough disk space (checked before starting, or the disk filled up; also a spool for an archive read from a pipe)',
+  13: 'not enough disk space (checked before starting, or the disk filled up; also a spool for an archive read from a pipe), or a file larger than its filesystem takes (FAT32: 4 GiB) or `ulimit -f` allows',
   14: 'the servers differ (`diff`), or the archive is whole but the target does not hold all of it (`verify --target`), or `sync --delete` refused to delete (`--max-delete-fraction`, an empty source): the target keeps what the source no longer has',
   15: 'the output was closed by its reader (`export -o - | head`): what was written there is incomplete',
   130: 'interrupted (SIGINT/SIGTERM, `--follow` included); run the same command again to resume',

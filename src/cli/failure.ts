@@ -105,6 +105,16 @@ export function describeFailure(error: unknown): Failure {
     return {message: `no space left on device: ${(error as Error).message}`, suggestion: 'Free space or choose another output folder, then run the same command again: it resumes.', exitCode: ExitCode.noSpace, code: 'no-space'}
   }
 
+  if (code === 'EFBIG') {
+    const path = (error as NodeJS.ErrnoException).path
+    return {
+      message: `cannot write ${path ?? 'the file being written'}: it would be larger than its filesystem or this user's file size limit allows (${(error as Error).message})`,
+      suggestion: 'FAT32, the usual USB drive, takes files under 4 GiB: keep --max-volume-size at its default, which fits, or lower it; or raise `ulimit -f`. Then run the same command again: it resumes.',
+      exitCode: ExitCode.noSpace,
+      code: 'file-too-large',
+    }
+  }
+
   if ((error as Error | undefined)?.name === 'AbortError') {
     return {message: 'interrupted', suggestion: 'Run the same command again to resume.', exitCode: ExitCode.interrupted, code: 'interrupted'}
   }

@@ -85,8 +85,8 @@ export interface ErrorTraits {
 /** Errors that stop the whole job; everything else fails one item. */
 export function isJobFatal(error: unknown): boolean {
   return (error as ErrorTraits | undefined)?.fatal === true
-    // Node's own: a full disk, an aborted signal.
-    || (error as NodeJS.ErrnoException | undefined)?.code === 'ENOSPC'
+    // Node's own: a full disk, a file that cannot grow, an aborted signal.
+    || ['ENOSPC', 'EFBIG'].includes((error as NodeJS.ErrnoException | undefined)?.code ?? '')
     || (error as Error | undefined)?.name === 'AbortError'
 }
 

@@ -499,6 +499,23 @@ describe('export faults', () => {
     }
   })
 
+  it('a volume larger than the filesystem or the user\'s limit allows (EFBIG): exit 13 saying so, and the same command then resumes', async () => {
+    const output = join(work, 'file-size-limit')
+    const args = [join(repoRoot, 'bin/run.js'), 'export', '--source', source.url, '--output', output, '--json']
+    // `ulimit -f` (in KiB) makes the kernel refuse to grow a file, as FAT32 does past 4 GiB.
+    const limited = await run('bash', ['-c', `ulimit -f 100; exec "${process.execPath}" "$@"`, 'bash', ...args]).then(() => ({code: 0, stdout: ''}), (error: {code: number; stdout: string}) => error)
+    expect(limited.code).toBe(13)
+    const {error} = JSON.parse(limited.stdout) as {error: {code: string; message: string; suggestion: string}}
+    expect(error.code).toBe('file-too-large')
+    expect(error.message).toMatch(/larger than its filesystem or this user's file size limit allows \(EFBIG/)
+    expect(error.suggestion).toMatch(/FAT32/)
+    const resumed = await runCli(args.slice(1))
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(parseJson<{transferred: number; skipped: number}>(resumed).transferred + parseJson<{skipped: number}>(resumed).skipped).toBe(records.length)
+    const verified = await runCli(['verify', output, '--json'])
+    expect(verified.code, verified.stderr).toBe(0)
+  })
+
   describe('on a small disk', () => {
     let mountPoint: string
     beforeAll(async () => {
