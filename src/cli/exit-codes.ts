@@ -16,6 +16,7 @@ export const ExitCode = {
   noSpace: 13,
   different: 14,
   outputClosed: 15,
+  localFiles: 16,
   interrupted: 130,
 } as const
 
@@ -39,6 +40,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   13: 'not enough disk space (checked before starting, or the disk filled up; also a spool for an archive read from a pipe), or a file larger than its filesystem takes (FAT32: 4 GiB) or `ulimit -f` allows',
   14: 'the servers differ (`diff`), or the archive is whole but the target does not hold all of it (`verify --target`), or `sync --delete` refused to delete (`--max-delete-fraction`, an empty source): the target keeps what the source no longer has',
   15: 'the output was closed by its reader (`export -o - | head`): what was written there is incomplete',
+  16: 'this machine\'s files failed the run: a drive removed or failing (EIO, a folder gone), a file or folder that is not what it was, too many open files; the message names the file',
   130: 'interrupted (SIGINT/SIGTERM, `--follow` included); run the same command again to resume',
 }
 

@@ -95,14 +95,14 @@ export function describeFailure(error: unknown): Failure {
   }
 
   const code = (error as NodeJS.ErrnoException | undefined)?.code
-  if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
+  if (NOT_WRITABLE.has(code ?? '')) {
     const path = (error as NodeJS.ErrnoException).path ?? 'a file'
     const why = code === 'EROFS' ? 'the filesystem is read-only' : 'this user may not write there'
     return {message: `cannot write ${path}: ${why}`, suggestion: 'Choose a folder this user can write (output, receipt, state file), then run the same command again.', exitCode: ExitCode.usage, code: 'not-writable'}
   }
 
-  if (code === 'ENOSPC') {
-    return {message: `no space left on device: ${(error as Error).message}`, suggestion: 'Free space or choose another output folder, then run the same command again: it resumes.', exitCode: ExitCode.noSpace, code: 'no-space'}
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return {message: `no space left on device${code === 'EDQUOT' ? ' (this user\'s disk quota)' : ''}: ${(error as Error).message}`, suggestion: 'Free space or choose another output folder, then run the same command again: it resumes.', exitCode: ExitCode.noSpace, code: 'no-space'}
   }
 
   if (code === 'EFBIG') {
@@ -115,6 +115,8 @@ export function describeFailure(error: unknown): Failure {
     }
   }
 
+  if (isFileSystemError(error)) return localFileFailure(error)
+
   if ((error as Error | undefined)?.name === 'AbortError') {
     return {message: 'interrupted', suggestion: 'Run the same command again to resume.', exitCode: ExitCode.interrupted, code: 'interrupted'}
   }
@@ -125,4 +127,29 @@ export function describeFailure(error: unknown): Failure {
     exitCode: ExitCode.internal,
     code: 'internal',
   }
+}
+
+const NOT_WRITABLE = new Set(['EROFS', 'EACCES', 'EPERM'])
+
+/** Codes only files give: a write on an open file says no path. (A socket's ECONNRESET has a syscall too, and no path.) */
+const FILE_ONLY_CODES = new Set(['EIO', 'EFBIG', 'ENOSPC', 'EDQUOT', 'EMFILE', 'ENFILE', 'EROFS', 'ENXIO', 'ENODEV', 'ESTALE', 'EBADF', 'EISDIR', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP', 'EXDEV', 'ENOTEMPTY', 'EBUSY', 'ETXTBSY'])
+
+/** An error of this machine's files (Node's system errors): it names a path, or has a code only files give. */
+function isFileSystemError(error: unknown): error is NodeJS.ErrnoException {
+  const {code, syscall, path} = (error ?? {}) as NodeJS.ErrnoException
+  return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof syscall === 'string' && (typeof path === 'string' || FILE_ONLY_CODES.has(code))
+}
+
+/**
+ * Any other failure of this machine's files: a USB drive pulled out or failing (EIO, the folder
+ * gone), a path that is not what it was, too many open files. Not a bug of this tool, and never
+ * said as one: the file, what failed and the way out.
+ */
+function localFileFailure(error: NodeJS.ErrnoException): Failure {
+  const what = `${error.syscall}${error.path ? ` ${error.path}` : ''}`
+  const tooMany = error.code === 'EMFILE' || error.code === 'ENFILE'
+  const suggestion = tooMany
+    ? 'Raise the open-file limit (`ulimit -n`, or LimitNOFILE= for a service), or lower --concurrency, then run the same command again: it resumes.'
+    : 'Check the drive or folder (still mounted, not failing, not changed by another program meanwhile), then run the same command again: it resumes.'
+  return {message: `cannot ${what}: ${error.message}`, suggestion, exitCode: ExitCode.localFiles, code: 'local-files'}
 }

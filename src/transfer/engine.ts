@@ -82,11 +82,14 @@ export interface ErrorTraits {
   transient?: boolean
 }
 
+/** What the local disk says when no later item can fare better: the job stops there. */
+const DISK_FAILURES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG', 'EIO', 'EROFS'])
+
 /** Errors that stop the whole job; everything else fails one item. */
 export function isJobFatal(error: unknown): boolean {
   return (error as ErrorTraits | undefined)?.fatal === true
-    // Node's own: a full disk, a file that cannot grow, an aborted signal.
-    || ['ENOSPC', 'EFBIG'].includes((error as NodeJS.ErrnoException | undefined)?.code ?? '')
+    // Node's own: a full disk, a file that cannot grow, a failing or read-only drive, an aborted signal.
+    || DISK_FAILURES.has((error as NodeJS.ErrnoException | undefined)?.code ?? '')
     || (error as Error | undefined)?.name === 'AbortError'
 }
 

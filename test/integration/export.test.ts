@@ -516,6 +516,33 @@ describe('export faults', () => {
     expect(verified.code, verified.stderr).toBe(0)
   })
 
+  it('the drive taken away mid-way (its folder gone): exit 16 naming the file, never "a bug"; the same command then starts again', async () => {
+    const proxy = await startFaultProxy(source.port)
+    proxy.delayMs = 40
+    const output = join(work, 'yanked')
+    const args = ['export', '--source', proxy.url, '--output', output, '--max-volume-size', '90000', '--concurrency', '1', '--json']
+    try {
+      const child = spawn(process.execPath, [join(repoRoot, 'bin/run.js'), ...args], {stdio: ['ignore', 'pipe', 'ignore']})
+      let stdout = ''
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk))
+      const closed = new Promise<number>((resolve) => child.once('close', (code) => resolve(code ?? 1)))
+      const deadline = Date.now() + 30_000
+      while (!(await listFiles(output).catch(() => [])).some((file) => file.endsWith('.partial')) && Date.now() < deadline) await sleep(10)
+      await rm(output, {recursive: true, force: true})
+      expect(await closed).toBe(16)
+      const {error} = JSON.parse(stdout) as {error: {code: string; message: string; suggestion: string}}
+      expect(error.code).toBe('local-files')
+      expect(error.message).toMatch(new RegExp(`^cannot \\w+ ${output}/`))
+      expect(error.suggestion).toMatch(/Check the drive or folder/)
+    } finally {
+      await proxy.close()
+    }
+
+    const again = await runCli(args.map((arg) => (arg === proxy.url ? source.url : arg)))
+    expect(again.code, again.stderr).toBe(0)
+    expect((await runCli(['verify', output, '--json'])).code).toBe(0)
+  })
+
   describe('on a small disk', () => {
     let mountPoint: string
     beforeAll(async () => {
