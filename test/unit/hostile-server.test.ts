@@ -51,6 +51,15 @@ describe('a hostile or broken server', () => {
     pump()
   }
 
+  /** Sends `start`, then a byte every 20 ms until the client goes away. */
+  const dripping = (start: string) => (response: ServerResponse) => {
+    response.writeHead(200, {'content-type': 'application/json'})
+    response.write(start)
+    const drip = setInterval(() => response.write(' '), 20)
+    timers.add(drip)
+    response.on('close', () => clearInterval(drip))
+  }
+
   it('an API answer without end fails at its limit, naming the request, instead of filling the memory', async () => {
     routes.set('/system', endless(Buffer.alloc(1024 * 1024, 0x20)))
     const before = process.memoryUsage().rss
@@ -66,13 +75,7 @@ describe('a hostile or broken server', () => {
   })
 
   it('an answer sent a byte now and then times out, though no wait between two bytes is long', async () => {
-    routes.set('/system', (response) => {
-      response.writeHead(200, {'content-type': 'application/json'})
-      response.write('{')
-      const drip = setInterval(() => response.write(' '), 20)
-      timers.add(drip)
-      response.on('close', () => clearInterval(drip))
-    })
+    routes.set('/system', dripping('{'))
     const started = Date.now()
     const error = await client({bodyTimeoutMs: 300}).system().catch((caught: unknown) => caught)
     expect(error).toBeInstanceOf(OrthancTimeoutError)
@@ -130,13 +133,7 @@ describe('a hostile or broken server', () => {
   })
 
   it('a streamed list sent a byte now and then times out, though no wait between two bytes is long', async () => {
-    routes.set('/instances', (response) => {
-      response.writeHead(200, {'content-type': 'application/json'})
-      response.write('[')
-      const drip = setInterval(() => response.write(' '), 20)
-      timers.add(drip)
-      response.on('close', () => clearInterval(drip))
-    })
+    routes.set('/instances', dripping('['))
     const started = Date.now()
     const {error} = await drain(client({bodyTimeoutMs: 300}).listInstanceIds())
     expect(error).toBeInstanceOf(OrthancTimeoutError)
