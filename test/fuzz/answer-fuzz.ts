@@ -1,6 +1,6 @@
 /**
- * Broken and hostile answers from a server: every route that `sync` reads on either server, or
- * `export` on its source, one change at a time (see answer-mutations.ts), through a proxy in
+ * Broken and hostile answers from a server: every route that `sync` reads on either server,
+ * `export` on its source or `import` on its target, one change at a time (see answer-mutations.ts), through a proxy in
  * front of real Orthanc servers. Whatever the change, the run must end as the tool promises: exit
  * 0 only with every instance on the target (for an export: in the archive, imported to check)
  * with the source's MD5, otherwise an error that names the server, never an "unexpected error"
@@ -15,7 +15,7 @@ import {instanceMd5s, type OrthancServer} from '../helpers/orthanc.js'
 import {answerMutation, choiceOf} from './answer-mutations.js'
 
 export interface AnswerFuzzOptions {
-  command: 'sync' | 'export'
+  command: 'sync' | 'export' | 'import'
   /** A folder for the exports. */
   work: string
   source: OrthancServer
@@ -84,7 +84,16 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
     runs++
     await rm(output(), {recursive: true, force: true})
     if (options.command === 'export') return runCli(['export', '--source', proxies.source.url, '--output', output(), ...transport], {timeoutMs: 90_000})
+    if (options.command === 'import') return runCli(['import', '--target', proxies.target.url, ...transport, archive], {timeoutMs: 90_000})
     return runCli(['sync', '--source', proxies.source.url, '--target', proxies.target.url, ...transport], {timeoutMs: 90_000})
+  }
+
+  // What import reads: an archive of the source, exported once without the proxy.
+  const archive = join(options.work, 'answer-fuzz-archive')
+  if (options.command === 'import') {
+    await rm(archive, {recursive: true, force: true})
+    const exported = await runCli(['export', '--source', source.url, '--output', archive, '--json'])
+    if (exported.code !== 0) throw new Error(`the archive for import could not be made (exit ${exported.code}): ${exported.stderr}`)
   }
 
   const cases: AnswerFuzzCase[] = []
@@ -113,6 +122,7 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
   } finally {
     await Promise.all(Object.values(proxies).map((proxy) => proxy.close()))
     await rm(output(), {recursive: true, force: true})
+    await rm(archive, {recursive: true, force: true})
   }
 
   return cases

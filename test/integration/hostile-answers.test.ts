@@ -10,7 +10,7 @@ import {type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.
 
 /**
  * A short, deterministic slice of `npm run fuzz:answers`: every route sync reads on either
- * server (and export on its source), each answer changed in two ways (a value of another kind, a key taken away, an ID that
+ * server (export on its source, import on its target), each answer changed in two ways (a value of another kind, a key taken away, an ID that
  * is a path). None may end as an unexpected error, a stack trace, or an exit 0 over a target that
  * lacks an instance.
  */
@@ -37,6 +37,12 @@ describe('broken and hostile server answers', () => {
     expect(cases.filter((found) => found.problem).map((found) => `${found.side} ${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
     // The changes reached the tool and were refused: most runs fail, naming the server.
     expect(cases.filter((found) => found.code !== 0).length).toBeGreaterThan(cases.length / 2)
+  }, 600_000)
+
+  it('import: every route of the target, two changes each: each run ends as promised', async () => {
+    const cases = await answerFuzz({command: 'import', work, source, target, perRoute: 2, seed: 'ci'})
+    expect(new Set(cases.map((found) => found.route)).size).toBeGreaterThan(2)
+    expect(cases.filter((found) => found.problem).map((found) => `${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
   }, 600_000)
 
   it('export: every route of the source, one change each: each run ends as promised, and an exit 0 archive imports whole', async () => {
