@@ -170,8 +170,11 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
     return {...state, cursor}
   }
 
-  // The new instances, through the same filters as a full pass: a filtered mirror never receives what they leave out.
-  const pass = await syncServers({...options, onEvent: options.onPassEvent, onlyInstances: [...instances], dryRun: false})
+  // The new instances, through the same filters as a full pass: a filtered mirror never receives
+  // what they leave out. Their MD5s are compared where the target has them already: an instance
+  // stored again on the source with other bytes (OverwriteInstances) keeps its ID, and only its
+  // MD5 says that the target's copy is an old one. Two small reads each, for those alone.
+  const pass = await syncServers({...options, checksum: true, onEvent: options.onPassEvent, onlyInstances: [...instances], dryRun: false})
   record(summary, pass, false)
   tally(pass, false)
   if (pass.interrupted) return undefined

@@ -105,6 +105,32 @@ describe('sync --follow started again', () => {
     expect(await instanceMd5s(target)).toEqual(everything())
   }, 60_000)
 
+  it('an instance stored again on the source with other bytes (OverwriteInstances) is copied again by the next poll, not counted as skipped', async () => {
+    const original = source
+    await emptyBoth()
+    source = await startOrthanc({name: 'follow-overwrite-source', overwriteInstances: true})
+    try {
+      await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
+      const stateFile = join(work, 'overwritten.json')
+      expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 2})
+      // The same instance (its UIDs kept, so its Orthanc ID) with another Instance Number, stored over the first.
+      const replaced = records[1]!.orthancId
+      const modified = Buffer.from(await (await source.api(`/instances/${replaced}/modify`, {
+        method: 'POST', body: JSON.stringify({Replace: {InstanceNumber: '99'}, Keep: ['SOPInstanceUID'], Force: true}),
+      })).arrayBuffer())
+      expect(await source.json('/instances', {method: 'POST', body: modified, headers: {'content-type': 'application/dicom'}})).toMatchObject({ID: replaced})
+      const sourceMd5s = await instanceMd5s(source)
+      expect(sourceMd5s.get(replaced)).not.toBe(records[1]!.md5)
+
+      const poll = await follow(stateFile, {afterPasses: 1})
+      expect(poll).toMatchObject({fullPasses: 0, transferred: 1, skipped: 0, failed: 0})
+      expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+    } finally {
+      await source.dispose()
+      source = original
+    }
+  }, 60_000)
+
   it('what a full pass failed is tried again by the next run at once, not at the next full pass', async () => {
     await emptyBoth()
     await uploadFiles(source, records.map((record) => record.path))
