@@ -33,3 +33,11 @@ export function declaredUserMetadata(system: {UserMetadata?: Record<string, numb
   if (!system.UserMetadata) return undefined
   return Object.keys(system.UserMetadata).filter((name) => !/^\d+$/.test(name)).sort()
 }
+
+/**
+ * The number a user metadata name stands for on a server: a number is its own, a name the one
+ * the server declares for it (Orthanc 1.12 lists them in /system); undefined when unknown.
+ */
+export function metadataNumber(name: string, declared: Record<string, number> | undefined): number | undefined {
+  return /^\d+$/.test(name) ? Number(name) : declared?.[name]
+}

@@ -3,6 +3,7 @@ import {readDicomIdentifiers} from '../dicom/parse.js'
 import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type InstanceRecord, type ResourceLevel, resourceKey, type SideData} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
+import {metadataNumber} from '../orthanc/metadata.js'
 import {sourceResource} from '../sources/side-data.js'
 import type {Outcome} from '../transfer/engine.js'
 import {crashPoint} from '../util/crash-points.js'
@@ -271,8 +272,29 @@ export class OrthancSink {
   private async writeSideData(level: ResourceLevel, id: string, data: SideData, bytes: AttachmentBytes | undefined, existing: TargetSideData | undefined, signal?: AbortSignal): Promise<number[]> {
     const missing: number[] = []
     if (existing === undefined) this.countSystemMetadata(level, data)
-    for (const [name, value] of Object.entries(data.userMetadata)) {
-      if (existing?.metadata[name] === value) continue
+    // Compared by the number each name stands for on the target where it says (1.12): two of the
+    // source's names can stand for one number there (the target declares a name for a number the
+    // source uses unnamed). Written both, one value would replace the other, and every run would
+    // swap them: the named one is written, the other is not carried. Names first, numbers after.
+    const declared = (await this.client.system(signal)).UserMetadata
+    const onTarget = new Map<number, string>()
+    for (const [name, value] of Object.entries(existing?.metadata ?? {})) {
+      const number = metadataNumber(name, declared)
+      if (number !== undefined) onTarget.set(number, value)
+    }
+
+    const filledBy = new Map<number, string>()
+    const byNameFirst = Object.entries(data.userMetadata).sort(([a], [b]) => Number(/^\d+$/.test(a)) - Number(/^\d+$/.test(b)))
+    for (const [name, value] of byNameFirst) {
+      const number = declared ? metadataNumber(name, declared) : undefined
+      const other = number === undefined ? undefined : filledBy.get(number)
+      if (other !== undefined) {
+        this.notCarried.add(level, 'user-metadata', `the target keeps it in one place with ${other} (metadata ${number}): ${other} is written`, name)
+        continue
+      }
+
+      if (number !== undefined) filledBy.set(number, name)
+      if (number === undefined ? existing?.metadata[name] === value : onTarget.get(number) === value) continue
       try {
         await this.client.setResourceMetadata(level, id, name, value, signal)
       } catch (error) {

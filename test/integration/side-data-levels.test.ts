@@ -174,6 +174,23 @@ describe('side data at every level', () => {
     }
   })
 
+  it('two of the source\'s metadata the target keeps in one place (its Note is the source\'s unnamed 2000): the named one is written, the other named as not carried, and a second run changes nothing', async () => {
+    const target = await startOrthanc({userMetadata: {Note: 2000}, userContentType: {Report: 1100}, name: 'levels-one-place', version: '1.12'})
+    try {
+      for (const run of [1, 2]) {
+        const result = await runCli(['sync', '--source', source.url, '--target', target.url, '--json'])
+        expect(result.code, `run ${run}: ${result.stderr}`).toBe(0)
+        const carried = await sideDataOf(target, ids)
+        for (const level of LEVELS) expect(carried[level], `run ${run}`).toMatchObject({note: `note on the ${level}`})
+        const notes = parseJson<Summary>(result).notCarried.filter((entry) => entry.kind === 'user-metadata')
+        expect(notes.map((entry) => [entry.level, entry.name]).sort(), `run ${run}`).toEqual([['instance', '2000'], ['patient', '2000'], ['series', '2000'], ['study', '2000']])
+        expect(notes[0]!.reason).toMatch(/one place/)
+      }
+    } finally {
+      await target.dispose()
+    }
+  })
+
   it('1.10.1 → 1.12: metadata and attachments at every level arrive; a name the target does not declare is named', async () => {
     const old = await startOrthanc({...CONFIG, name: 'levels-old-source'})
     const target = await startOrthanc({userContentType: {Report: 1100}, name: 'levels-new-target', version: '1.12'})
