@@ -20,29 +20,47 @@ export interface NotCarried {
   reason: string
 }
 
-/** What could not be carried, by level, kind and name, with counts: every summary prints it. */
-export class NotCarriedTally {
-  private readonly entries = new Map<string, NotCarried>()
+/**
+ * The resources an entry counts, kept beside it and out of its JSON (not enumerable): two tallies
+ * that met the same resource (two passes of a mirror) count it once.
+ */
+const RESOURCES = Symbol('resources')
+type Tallied = NotCarried & {[RESOURCES]?: Set<string>}
 
-  add(level: ResourceLevel, kind: NotCarried['kind'], reason: string, name?: string): void {
-    const key = `${level}\u0000${kind}\u0000${name ?? ''}`
-    const entry = this.entries.get(key) ?? {level, kind, ...(name === undefined ? {} : {name}), count: 0, reason}
-    entry.count++
-    this.entries.set(key, entry)
+function withResources(entry: NotCarried, resources: Set<string>): Tallied {
+  const tallied: Tallied = {...entry, count: resources.size}
+  Object.defineProperty(tallied, RESOURCES, {value: resources, enumerable: false})
+  return tallied
+}
+
+const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}`
+
+/** What could not be carried, by level, kind and name, counted by resource: every summary prints it. */
+export class NotCarriedTally {
+  private readonly entries = new Map<string, {entry: NotCarried; resources: Set<string>}>()
+
+  /** `resource`: the resource's ID, so that meeting it again (another instance of its study) does not count it twice. */
+  add(level: ResourceLevel, kind: NotCarried['kind'], reason: string, resource: string, name?: string): void {
+    const entry: NotCarried = {level, kind, ...(name === undefined ? {} : {name}), count: 0, reason}
+    const known = this.entries.get(keyOf(entry)) ?? {entry, resources: new Set<string>()}
+    known.resources.add(resource)
+    this.entries.set(keyOf(entry), known)
   }
 
   list(): NotCarried[] {
-    return [...this.entries.values()]
+    return [...this.entries.values()].map(({entry, resources}) => withResources(entry, resources))
   }
 }
 
-/** Two tallies of different resources as one: counts of the same level, kind and name added up. */
+/** Two tallies as one: the resources of the same level, kind and name counted once (sums, for entries that do not say which). */
 export function mergeNotCarried(a: NotCarried[], b: NotCarried[]): NotCarried[] {
-  const merged = new Map<string, NotCarried>()
-  for (const entry of [...a, ...b]) {
-    const key = `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}`
-    const seen = merged.get(key)
-    merged.set(key, seen ? {...seen, count: seen.count + entry.count} : {...entry})
+  const merged = new Map<string, Tallied>()
+  for (const entry of [...a, ...b] as Tallied[]) {
+    const seen = merged.get(keyOf(entry))
+    const [seenResources, resources] = [seen?.[RESOURCES], entry[RESOURCES]]
+    if (!seen) merged.set(keyOf(entry), resources ? withResources(entry, new Set(resources)) : {...entry})
+    else if (seenResources && resources) merged.set(keyOf(entry), withResources(seen, new Set([...seenResources, ...resources])))
+    else merged.set(keyOf(entry), {...seen, count: seen.count + entry.count})
   }
 
   return [...merged.values()]
@@ -188,7 +206,7 @@ export class OrthancSink {
     const {sideData} = unit
     let missing: number[] = []
     if (sideData) {
-      this.countSystemMetadata('instance', sideData)
+      this.countSystemMetadata('instance', unit.instanceId, sideData)
       if (hasUserSideData(sideData)) missing = await this.writeSideData('instance', unit.instanceId, sideData, unit.attachments, await this.readTarget('instance', unit.instanceId, sideData, signal), signal)
     }
 
@@ -271,7 +289,7 @@ export class OrthancSink {
    */
   private async writeSideData(level: ResourceLevel, id: string, data: SideData, bytes: AttachmentBytes | undefined, existing: TargetSideData | undefined, signal?: AbortSignal): Promise<number[]> {
     const missing: number[] = []
-    if (existing === undefined) this.countSystemMetadata(level, data)
+    if (existing === undefined) this.countSystemMetadata(level, id, data)
     // Compared by the number each name stands for on the target where it says (1.12): two of the
     // source's names can stand for one number there (the target declares a name for a number the
     // source uses unnamed). Written both, one value would replace the other, and every run would
@@ -289,7 +307,7 @@ export class OrthancSink {
       const number = declared ? metadataNumber(name, declared) : undefined
       const other = number === undefined ? undefined : filledBy.get(number)
       if (other !== undefined) {
-        this.notCarried.add(level, 'user-metadata', `the target keeps it in one place with ${other} (metadata ${number}): ${other} is written`, name)
+        this.notCarried.add(level, 'user-metadata', `the target keeps it in one place with ${other} (metadata ${number}): ${other} is written`, id, name)
         continue
       }
 
@@ -300,7 +318,7 @@ export class OrthancSink {
       } catch (error) {
         // 404: a name the target does not declare; 400/403: a number or name the target keeps for itself.
         if (!(error instanceof OrthancHttpError && [400, 403, 404].includes(error.status))) throw error
-        this.notCarried.add(level, 'user-metadata', error.status === 404 ? 'the target does not declare this name in its UserMetadata' : `the target refuses it (HTTP ${error.status})`, name)
+        this.notCarried.add(level, 'user-metadata', error.status === 404 ? 'the target does not declare this name in its UserMetadata' : `the target refuses it (HTTP ${error.status})`, id, name)
       }
     }
 
@@ -317,20 +335,20 @@ export class OrthancSink {
         await this.client.putResourceAttachment(level, id, String(attachment.contentType), content, signal)
       } catch (error) {
         if (!(error instanceof OrthancHttpError && [400, 403, 404].includes(error.status))) throw error
-        this.notCarried.add(level, 'attachments', `the target refuses content type ${attachment.contentType} (HTTP ${error.status})`, attachment.name)
+        this.notCarried.add(level, 'attachments', `the target refuses content type ${attachment.contentType} (HTTP ${error.status})`, id, attachment.name)
       }
     }
 
     // Counted by resource, however many labels it has: the tally says how many resources lost them.
-    if (data.labels.length > 0 && !this.features?.labels) this.notCarried.add(level, 'labels', 'the target is older than Orthanc 1.12 and has no labels')
+    if (data.labels.length > 0 && !this.features?.labels) this.notCarried.add(level, 'labels', 'the target is older than Orthanc 1.12 and has no labels', id)
     else for (const label of data.labels) if (!existing?.labels.has(label)) await this.client.addResourceLabel(level, id, label, signal)
 
     return missing
   }
 
-  private countSystemMetadata(level: ResourceLevel, data: SideData): void {
+  private countSystemMetadata(level: ResourceLevel, id: string, data: SideData): void {
     const names = Object.keys(data.systemMetadata)
-    if (names.length > 0) this.notCarried.add(level, 'system-metadata', `Orthanc keeps it for itself and no REST call writes it (${names.sort().join(', ')})`)
+    if (names.length > 0) this.notCarried.add(level, 'system-metadata', `Orthanc keeps it for itself and no REST call writes it (${names.sort().join(', ')})`, id)
   }
 }
 

@@ -194,6 +194,12 @@ function stateAfter(pass: SyncSummary, next: FollowState): FollowState {
   return retry.length > 0 ? {...rest, retry} : rest
 }
 
+/**
+ * Adds a pass to the mirror's summary. Its failures replace the earlier ones: every pass tries
+ * again what the last one failed, so what the latest whole pass failed is what is still failing;
+ * a pass stopped part-way adds its own to those, as it may not have come to them. An instance
+ * that failed at every poll is one failure, not one per poll.
+ */
 function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void {
   summary.passes++
   if (full) summary.fullPasses++
@@ -204,8 +210,12 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void 
   summary.bytes += pass.bytes
   summary.skipped += pass.skipped
   summary.retries += pass.retries
-  summary.failed += pass.failed - pass.failures.length
-  for (const failure of pass.failures) recordFailure(summary, failure)
+  const failures = new Map((pass.interrupted ? summary.failures : []).map((failure) => [failure.id, failure]))
+  for (const failure of pass.failures) failures.set(failure.id, failure)
+  const unlisted = pass.failed - pass.failures.length + (pass.interrupted ? summary.failed - summary.failures.length : 0)
+  summary.failures = []
+  summary.failed = unlisted
+  for (const failure of failures.values()) recordFailure(summary, failure)
 }
 
 async function loadState(path: string, source: string, target: string): Promise<FollowState | undefined> {

@@ -66,6 +66,9 @@ export interface SyncSummary extends TransferStats {
  */
 export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const started = Date.now()
+  // The clients' counts run on across the passes of a mirror, which uses the same clients: this job's are what it adds.
+  const requestRetries = () => options.source.http.stats.retries + options.target.http.stats.retries
+  const retriesBefore = requestRetries()
   const plan = emptySyncPlan()
   const spool = options.dryRun ? undefined : new ComparisonSpool()
   // The comparison starts beside the servers' GET /system, not after it: across a link, a round
@@ -94,7 +97,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   const summary = (stats: TransferStats, afterTransfer = false): SyncSummary => ({
     ...stats,
     skipped: afterTransfer ? stats.skipped : options.dryRun ? plan.present : 0,
-    retries: stats.retries + options.source.http.stats.retries + options.target.http.stats.retries,
+    retries: stats.retries + requestRetries() - retriesBefore,
     durationMs: Date.now() - started,
     dryRun: options.dryRun === true,
     source,

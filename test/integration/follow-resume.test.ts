@@ -8,6 +8,8 @@ import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {type FollowState, followSource} from '../../src/sync/follow.js'
+import {syncServers} from '../../src/sync/sync.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {damageStoredFile} from '../helpers/tamper.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 
@@ -178,6 +180,69 @@ describe('sync --follow started again', () => {
     // Orthanc keeps its system metadata for itself: every instance's is named, once.
     expect(summary.notCarried).toContainEqual(expect.objectContaining({level: 'instance', kind: 'system-metadata', count: records.length}))
     for (const entry of summary.notCarried) expect(entry.count, `${entry.level} ${entry.kind}`).toBeLessThanOrEqual(records.length)
+  }, 60_000)
+
+  it('a mirror\'s summary counts once what it meets at every poll: an instance failing at every poll, a study new instances arrive in', async () => {
+    await emptyBoth()
+    // Labelled studies on a 1.12 source, which the 1.10 target cannot take: named as not carried.
+    const labelled = await startOrthanc({name: 'follow-labelled-source', version: '1.12'})
+    const labelStudies = async () => {
+      for (const study of await labelled.json<string[]>('/studies')) await labelled.api(`/studies/${study}/labels/teaching`, {method: 'PUT', body: ''}).then((response) => response.arrayBuffer())
+    }
+    // A third of each study first; the rest in two polls, while one instance fails at every poll.
+    const batches = [0, 1, 2].map((part) => records.filter((_, index) => index % 3 === part))
+    await uploadFiles(labelled, batches[0]!.map((record) => record.path))
+    await labelStudies()
+    const damaged = batches[1]![0]!
+    const sourceClient = new OrthancClient(resolveEndpoint({url: labelled.url}))
+    const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
+    const controller = new AbortController()
+    const deadline = setTimeout(() => controller.abort(), 30_000)
+    let passes = 0
+    let repair: (() => Promise<void>) | undefined
+    try {
+      const summary = await followSource({
+        source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, stateFile: join(work, 'counted-once.json'),
+        intervalMs: 50, fullEveryMs: 3_600_000, deleteExtras: false, maxDeleteFraction: 0.5, signal: controller.signal,
+        onEvent: async (event) => {
+          if (event.type !== 'pass') return
+          passes++
+          if (passes <= 2) {
+            await uploadFiles(labelled, batches[passes]!.map((record) => record.path))
+            if (passes === 1) repair = await damageStoredFile(labelled, damaged.orthancId)
+          }
+
+          if (passes === 5) controller.abort()
+        },
+      })
+      expect(summary).toMatchObject({passes: 5, fullPasses: 1, transferred: records.length - 1, failed: 1})
+      expect(summary.failures.map((failure) => failure.id)).toEqual([damaged.orthancId])
+      // Each study's labels are named once, though three passes met the study.
+      const studies = new Set(records.map((record) => record.studyInstanceUid)).size
+      expect(summary.notCarried).toContainEqual(expect.objectContaining({level: 'study', kind: 'labels', count: studies}))
+      expect(summary.notCarried).toContainEqual(expect.objectContaining({level: 'instance', kind: 'system-metadata', count: records.length - 1}))
+    } finally {
+      clearTimeout(deadline)
+      await repair?.()
+      await Promise.all([sourceClient.close(), targetClient.close()])
+      await labelled.dispose()
+    }
+  }, 60_000)
+
+  it('each pass counts the requests it sent again, not those of the passes before it', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, 3).map((record) => record.path))
+    const proxy = await startFaultProxy(source.port)
+    proxy.faults.push({match: /attachments\/dicom\/data/, fault: 'status-503'})
+    const sourceClient = new OrthancClient(resolveEndpoint({url: proxy.url}), {retry: {retries: 2, minDelayMs: 1, maxDelayMs: 2}})
+    const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
+    try {
+      const pass = () => syncServers({source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1})
+      expect(await pass()).toMatchObject({transferred: 3, retries: 1})
+      expect(await pass()).toMatchObject({transferred: 0, skipped: 3, retries: 0})
+    } finally {
+      await Promise.all([sourceClient.close(), targetClient.close(), proxy.close()])
+    }
   }, 60_000)
 
   it('a mirror that deletes measures the fraction against what the target holds before anything moves, and stops when it would be refused', async () => {
