@@ -113,5 +113,7 @@ function renderExportSummary(summary: ExportSummary): string {
   for (const receipt of summary.receipts ?? []) {
     lines.push(`Receipt ${receipt.path}: ${receipt.arrived} instance(s) arrived on "${receipt.target.name}" (${receipt.target.server}, Orthanc ${receipt.target.version}), imported ${receipt.importedAt}.`)
   }
-  return renderTransferSummary(summary, headline, {...summary, unit: 'downloads'}) + lines.map((line) => `${line}\n`).join('')
+  // A volume that holds a failure is not finished: the next run writes it again whole, its other instances with it.
+  const onRetry = 'a volume that holds a failed instance is written again whole, the other volumes are kept'
+  return renderTransferSummary(summary, headline, {...summary, unit: 'downloads'}, onRetry) + lines.map((line) => `${line}\n`).join('')
 }

@@ -18,8 +18,9 @@ export interface ConcurrencyReport {
 /**
  * The closing lines every transfer command prints for a person: counts, concurrency, then what
  * failed. A dry run says what it would transfer (`planned`), never that it transferred anything.
+ * `onRetry`: what running the command again does with what succeeded, where it is not "nothing".
  */
-export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; planned?: PlannedCounts}, headline: string, concurrency?: ConcurrencyReport): string {
+export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; planned?: PlannedCounts}, headline: string, concurrency?: ConcurrencyReport, onRetry = 'what succeeded is not redone'): string {
   const counts = stats.dryRun
     ? `${stats.planned?.instances ?? 0} would be transferred (${formatBytes(stats.planned?.bytes ?? 0)}), ${stats.skipped} skipped, ${stats.failed} failed; in ${formatDuration(stats.durationMs)}.`
     : `${stats.transferred} transferred, ${stats.skipped} skipped, ${stats.failed} failed; ${formatBytes(stats.bytes)} in ${formatDuration(stats.durationMs)}.`
@@ -38,7 +39,7 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
   if (stats.failed > 0) {
     lines.push('Failed:')
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))
-    lines.push('Run the same command again to retry what failed; what succeeded is not redone.')
+    lines.push(`Run the same command again to retry what failed; ${onRetry}.`)
   }
 
   if (stats.interrupted) lines.push('Interrupted before the end: run the same command again to finish; what is done is not redone.')

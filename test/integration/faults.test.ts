@@ -58,6 +58,11 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     const first = await exportTo(output, '--max-volume-size', '70000')
     expect(first.code, first.stderr).toBe(10)
     expect(parseJson<Summary>(first)).toMatchObject({failed: 2})
+    // What the next run does is said as it is: a volume with a failed instance is written again whole.
+    const told = await runCli(['export', '--source', source.url, '--output', join(work, 'retry-told'), '--max-volume-size', '70000'])
+    expect(told.code).toBe(10)
+    expect(told.stdout).toContain('Run the same command again to retry what failed; a volume that holds a failed instance is written again whole, the other volumes are kept.')
+    expect(told.stdout).not.toContain('what succeeded is not redone')
     // The archive as it stands lacks them: verify and import say so by name, never pass it.
     const verified = await runCli(['verify', '--json', output])
     expect(verified.code).toBe(11)
