@@ -121,7 +121,9 @@ export default class Sync extends BaseCommand {
 function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): string {
   const {plan} = summary
   const lines = [
-    `Plan: ${plan.missing} missing on the target, ${plan.different} different, ${plan.present} already there; ${formatBytes(plan.bytesToTransfer)} to send.`,
+    plan.md5Compared
+      ? `Plan: ${plan.missing} missing on the target, ${plan.different} different, ${plan.present} identical (MD5s compared); ${formatBytes(plan.bytesToTransfer)} to send.`
+      : `Plan: ${plan.missing} missing on the target, ${plan.present} already there by ID (MD5s not compared: --checksum compares them); ${formatBytes(plan.bytesToTransfer)} to send.`,
     `Studies: ${plan.studies.complete} complete, ${plan.studies.partial} partial, ${plan.studies.missing} missing on the target.`,
   ]
   if (plan.onlyOnTarget > 0) lines.push(`${plan.onlyOnTarget} instance(s) only on the target${summary.deletion ? '' : ' (--delete removes them)'}.`)

@@ -16,8 +16,10 @@ export interface SyncPlan {
   missing: number
   /** Instances on both sides with different MD5s (only with --checksum). */
   different: number
-  /** Instances already on the target. */
+  /** Instances already on the target: with their MD5s compared, the same; without, the same ID. */
   present: number
+  /** Whether the MD5s of the instances on both sides were compared (--checksum): without, `different` is 0 unlooked. */
+  md5Compared: boolean
   bytesToTransfer: number
   /** Only on the target (an unfiltered comparison): what --delete would remove. */
   onlyOnTarget: number
@@ -42,8 +44,8 @@ export function heldByTarget(plan: SyncPlan): number {
   return plan.present + plan.different + plan.onlyOnTarget
 }
 
-export function emptySyncPlan(): SyncPlan {
-  return {missing: 0, different: 0, present: 0, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
+export function emptySyncPlan(md5Compared = false): SyncPlan {
+  return {missing: 0, different: 0, present: 0, md5Compared, bytesToTransfer: 0, onlyOnTarget: 0, studies: {complete: 0, partial: 0, missing: 0}}
 }
 
 /** Whether the transfer takes an instance: to send it, or (not in a dry run) to compare its side data. */

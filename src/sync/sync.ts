@@ -69,7 +69,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
   // The clients' counts run on across the passes of a mirror, which uses the same clients: this job's are what it adds.
   const requestRetries = () => options.source.http.stats.retries + options.target.http.stats.retries
   const retriesBefore = requestRetries()
-  const plan = emptySyncPlan()
+  const plan = emptySyncPlan(options.checksum)
   const spool = options.dryRun ? undefined : new ComparisonSpool()
   // The comparison starts beside the servers' GET /system, not after it: across a link, a round
   // trip less before the first instance moves. Their answers still decide first (see besideFirst).

@@ -237,7 +237,7 @@ describe('sync --follow started again', () => {
     const sourceClient = new OrthancClient(resolveEndpoint({url: proxy.url}), {retry: {retries: 2, minDelayMs: 1, maxDelayMs: 2}})
     const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
     try {
-      const pass = () => syncServers({source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1})
+      const pass = () => syncServers({source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, dryRun: false})
       expect(await pass()).toMatchObject({transferred: 3, retries: 1})
       expect(await pass()).toMatchObject({transferred: 0, skipped: 3, retries: 0})
     } finally {

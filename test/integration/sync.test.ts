@@ -25,7 +25,7 @@ interface SyncJson {
   skipped: number
   failed: number
   bytes: number
-  plan: {missing: number; different: number; present: number; bytesToTransfer: number; onlyOnTarget: number; studies: {complete: number; partial: number; missing: number}}
+  plan: {missing: number; different: number; present: number; md5Compared: boolean; bytesToTransfer: number; onlyOnTarget: number; studies: {complete: number; partial: number; missing: number}}
   deletion?: {candidates: number; deleted: number; refused?: string}
 }
 
@@ -170,10 +170,14 @@ describe('sync, diff and verify', () => {
     expect(summary.studies!.find((study) => study.studyInstanceUid === deleted.studyInstanceUid)!.onlySource).toBe(1)
 
     // A plain sync restores the deleted one; only --checksum notices and replaces the altered one.
-    expect(parseJson<SyncJson>(await sync())).toMatchObject({transferred: 1, failed: 0})
+    // Without it the summary says the MD5s were not compared, never "0 different".
+    expect(parseJson<SyncJson>(await sync())).toMatchObject({transferred: 1, failed: 0, plan: {different: 0, md5Compared: false}})
+    const told = await runCli(['sync', '--source', source.url, '--target', target.url])
+    expect(told.stdout).toMatch(/^Plan: 0 missing on the target, \d+ already there by ID \(MD5s not compared: --checksum compares them\)/m)
+    expect(told.stdout).not.toMatch(/0 different/)
     expect(parseJson<DiffJson>(await diff())).toMatchObject({onlySource: 0, different: 1})
     const fixed = await sync('--checksum')
-    expect(parseJson<SyncJson>(fixed)).toMatchObject({transferred: 1, failed: 0, plan: {different: 1}})
+    expect(parseJson<SyncJson>(fixed)).toMatchObject({transferred: 1, failed: 0, plan: {different: 1, md5Compared: true}})
     const same = await diff()
     expect(same.code).toBe(0)
     expect(parseJson<DiffJson>(same)).toMatchObject({onlySource: 0, onlyTarget: 0, different: 0, identical: corpus.length})
