@@ -148,6 +148,11 @@ export interface InstanceInTransit {
   resources?: ResourceInTransit[] | Promise<ResourceInTransit[]>
 }
 
+/** Whether the unit brings the bytes of every user attachment its record lists (a refused one does not come). */
+export function hasEveryAttachment(unit: Pick<InstanceInTransit, 'record' | 'attachments'>): boolean {
+  return (unit.record?.attachments ?? []).every((attachment) => unit.attachments?.has(attachment.contentType))
+}
+
 export interface ResourceInTransit {
   record: ResourceRecord
   /** Its user attachments' bytes by content type, checked against the record (or read from the source when needed). */

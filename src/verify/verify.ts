@@ -1,4 +1,4 @@
-import type {Endpoint} from '../model.js'
+import {type Endpoint, hasEveryAttachment} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
 import {archiveTotals} from '../sources/archive-totals.js'
@@ -24,6 +24,7 @@ export interface VerifySummary {
   /** Nothing damaged, altered, hostile, contradictory or unreadable: every problem found (if any) is something missing. */
   valid: boolean
   volumes: VolumeCounts
+  /** Instances whose DICOM file and every user attachment matched. */
   instances: number
   problems: Problem[]
   problemCount: number
@@ -79,12 +80,17 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
   }
 
   const units = readArchives(inputs, {onSkip() {}, onProblem}, report, {spoolDir: options.spoolDir, signal: options.signal})
+  let read = 0
   await forEachConcurrent(units, options.concurrency, async (unit) => {
-    instances++
+    read++
     bytes += unit.dicom.length
-    options.onProgress?.({phase, done: instances, total: totals?.instances, bytes, totalBytes: totals?.bytes})
+    options.onProgress?.({phase, done: read, total: totals?.instances, bytes, totalBytes: totals?.bytes})
     const studyId = unit.record!.studyId
-    validByStudy.set(studyId, (validByStudy.get(studyId) ?? 0) + 1)
+    // Valid: its DICOM file and every one of its attachments matched (a refused one is among the problems).
+    if (hasEveryAttachment(unit)) {
+      instances++
+      validByStudy.set(studyId, (validByStudy.get(studyId) ?? 0) + 1)
+    }
     if (!options.target || !target) return
     const stored = await options.target.storedFileInfo(unit.instanceId, options.signal)
     if (!stored) {

@@ -16,7 +16,7 @@ import {PASSWORD_IN_URL_WARNING} from '../../src/util/redact.js'
 import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
 import {extractWithTar, listFiles, makeCorpus, volumeFiles} from '../helpers/corpus.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
-import {damageStoredFile} from '../helpers/tamper.js'
+import {damageStoredFile, flipByteInEntry, payloadEntries} from '../helpers/tamper.js'
 import {type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 
 const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('hex')
@@ -173,6 +173,28 @@ describe('export', () => {
       const attachmentFile = (await listFiles(extracted)).find((file) => file.endsWith(`/data/attachments/${record.id}/1030.bin`))!
       expect(await readFile(attachmentFile)).toEqual(annotated.attachment)
       expect(record.labels).toEqual([])
+    })
+
+    it('verify does not count as valid an instance whose user attachment fails its checksum, nor its study as complete', async () => {
+      const copy = join(work, 'attachment-damaged')
+      await run('cp', ['-r', output, copy])
+      let damaged: string | undefined
+      for (const candidate of await volumeFiles(copy)) {
+        const entry = (await payloadEntries(candidate)).find((found) => found.name.endsWith(`/data/attachments/${corpus[0]!.orthancId}/1030.bin`))
+        if (!entry) continue
+        await flipByteInEntry(candidate, entry.name)
+        damaged = candidate
+      }
+      expect(damaged).toBeDefined()
+      const verified = await runCli(['verify', copy, '--json'])
+      expect(verified.code).toBe(11)
+      const summary = parseJson<{instances: number; studies: Array<{studyInstanceUid: string; valid: number; expected: number}>}>(verified)
+      expect(summary.instances).toBe(corpus.length - 1)
+      const study = summary.studies.find((entry) => entry.studyInstanceUid === corpus[0]!.studyInstanceUid)!
+      expect(study.valid).toBe(study.expected - 1)
+      const human = await runCli(['verify', copy])
+      expect(human.stdout).toContain(`Instances: ${corpus.length - 1} valid.`)
+      await rm(copy, {recursive: true, force: true})
     })
 
     it('names no patient in any plain file, unless asked for an index', async () => {
