@@ -113,7 +113,10 @@ function renderImportSummary(summary: ImportSummary): string {
     lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven, so none of its ${volume.instances} instance(s) was imported: copy it again from the source media.`)
   }
   if (summary.studies.complete + summary.studies.incomplete.length > 0) {
-    lines.push(`Studies: ${summary.studies.complete} complete, ${summary.studies.incomplete.length} incomplete on the target.`)
+    // A dry run counts what the target would hold once the instances it would upload are there.
+    lines.push(summary.dryRun
+      ? `Studies, were it imported: ${summary.studies.complete} complete, ${summary.studies.incomplete.length} incomplete on the target.`
+      : `Studies: ${summary.studies.complete} complete, ${summary.studies.incomplete.length} incomplete on the target.`)
     lines.push(...listed(summary.studies.incomplete.map((study) => `${study.studyInstanceUid}: ${study.present} of ${study.expected} instances${study.leftOut
       ? ` (${study.leftOut} of them left out of this archive as the far side's already: import first the export it adds to, or the one whose receipt it was made with)`
       : ''}`)))

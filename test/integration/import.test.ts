@@ -219,6 +219,9 @@ describe('import', () => {
       // A dry run counts what it would upload as planned, never as transferred.
       expect(parseJson<ImportJson>(result)).toMatchObject({dryRun: true, transferred: 0, bytes: 0, planned: {instances: corpus.length, bytes: corpus.reduce((sum, record) => sum + record.size, 0)}, failed: 0, problems: []})
       expect(await target.json<string[]>('/instances')).toEqual([])
+      // Its studies are what the target would hold, said as such: the target holds none yet.
+      const told = await runCli(['import', '--target', target.url, '--dry-run', '--no-receipt', volumesDir])
+      expect(told.stdout).toMatch(/^Studies, were it imported: \d+ complete, 0 incomplete on the target\.$/m)
     } finally {
       await target.dispose()
     }
