@@ -1,4 +1,4 @@
-import {type Endpoint, type InstanceFilters, type ResourceLevel, resourceKey, type SideData} from '../model.js'
+import {type Endpoint, type InstanceFilters, type ResourceLevel, resourceKey, type ResourceRecord, type SideData} from '../model.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {SideDataReader} from '../sources/side-data.js'
@@ -133,10 +133,24 @@ class SideDataComparison {
   private readonly sourceReader: SideDataReader
   private readonly targetReader: SideDataReader
   private readonly resourcesSeen = new Set<string>()
+  /** Each study's patient, by study: a patient's record is named by a study of its, and the patient of several studies is one resource. */
+  private readonly patients = new Map<string, Promise<string | undefined>>()
 
-  constructor(source: OrthancClient, target: OrthancClient, private readonly signal?: AbortSignal) {
+  constructor(private readonly source: OrthancClient, private readonly target: OrthancClient, private readonly signal?: AbortSignal) {
     this.sourceReader = new SideDataReader(source)
     this.targetReader = new SideDataReader(target)
+  }
+
+  /** What a resource is compared as: a patient by its own ID (asked once per study), the others by their key. */
+  private async identity(record: ResourceRecord): Promise<string> {
+    if (record.level !== 'patient') return resourceKey(record)
+    let patient = this.patients.get(record.study)
+    if (!patient) {
+      patient = (async () => (await this.source.patientOfStudy(record.study, this.signal)) ?? this.target.patientOfStudy(record.study, this.signal))()
+      this.patients.set(record.study, patient)
+    }
+
+    return `patient:${(await patient) ?? record.study}`
   }
 
   async compare(instance: {id: string; studyId: string; seriesId: string}): Promise<void> {
@@ -152,9 +166,10 @@ class SideDataComparison {
     const keys = new Set([...sourceResources.map(resourceKey), ...onTarget.keys()])
     const onSource = new Map(sourceResources.map((resource) => [resourceKey(resource), resource]))
     for (const key of keys) {
-      if (this.resourcesSeen.has(key)) continue
-      this.resourcesSeen.add(key)
       const either = (onSource.get(key) ?? onTarget.get(key))!
+      const identity = await this.identity(either)
+      if (this.resourcesSeen.has(identity)) continue
+      this.resourcesSeen.add(identity)
       const name = either.level === 'patient' ? `patient of study ${either.study}` : either.level === 'study' ? `study ${either.study}` : `series ${either.series}`
       this.report(either.level, name, onSource.get(key) ?? empty, onTarget.get(key) ?? empty)
     }

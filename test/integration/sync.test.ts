@@ -183,6 +183,22 @@ describe('sync, diff and verify', () => {
     expect(parseJson<DiffJson>(same)).toMatchObject({onlySource: 0, onlyTarget: 0, different: 0, identical: corpus.length})
   })
 
+  it('diff --side-data counts a patient of several studies once', async () => {
+    const patients = await source.json<Array<{ID: string; Studies: string[]}>>('/patients?expand')
+    const patient = patients.find((candidate) => candidate.Studies.length > 1)!
+    expect(patient).toBeDefined()
+    await source.api(`/patients/${patient.ID}/metadata/2001`, {method: 'PUT', body: 'only here'})
+    try {
+      const result = await diff('--side-data')
+      expect(result.code).toBe(14)
+      const {sideData} = parseJson<{sideData: {differences: number; items: Array<{level: string; reason: string}>}}>(result)
+      expect(sideData.differences).toBe(1)
+      expect(sideData.items).toEqual([expect.objectContaining({level: 'patient', reason: 'metadata "2001" only on the source'})])
+    } finally {
+      await source.api(`/patients/${patient.ID}/metadata/2001`, {method: 'DELETE'})
+    }
+  })
+
   it('filters that match nothing: sync and diff print their summary and exit 12, as export does', async () => {
     for (const run of [sync, diff]) {
       const result = await run('--patient-id', 'NO-SUCH-PATIENT')
