@@ -25,13 +25,17 @@ export function isOrthancId(value: unknown): value is string {
   return typeof value === 'string' && ORTHANC_ID.test(value)
 }
 
-/** A value as a message shows it: short, and its type when that is what is wrong. */
+/**
+ * A value as a message shows it: its kind, never its text. What a server answers in place of an
+ * ID or an MD5 may be anything, a patient's name included, and messages reach logs, summaries
+ * and an export's manifest (its failures).
+ */
 function shown(value: unknown): string {
   if (value === null) return 'null'
   if (Array.isArray(value)) return 'a list'
   if (typeof value === 'object') return 'an object'
-  if (typeof value === 'string') return value.length > 40 ? 'a long text' : JSON.stringify(value)
-  return String(value)
+  if (typeof value === 'string') return `a text of ${value.length} character(s)`
+  return typeof value === 'number' || typeof value === 'boolean' ? String(value) : typeof value
 }
 
 export const orthancId: Shape = (value) => (isOrthancId(value) ? undefined : `${shown(value)} is not an Orthanc ID`)

@@ -175,11 +175,16 @@ describe('a hostile or broken server', () => {
     })
     answer('/system', system)
     answer('/studies/0123abcd-0123abcd-0123abcd-0123abcd-0123abcd/instances', [{ID: '../../tools/reset', Type: 'Instance', ParentSeries: 'x', MainDicomTags: {}}])
-    await expect(client().studyInstances('0123abcd-0123abcd-0123abcd-0123abcd-0123abcd')).rejects.toThrow(/instances on http:\/\/127\.0\.0\.1:\d+: HTTP 200 \(\[0\]: ID: "\.\.\/\.\.\/tools\/reset" is not an Orthanc ID: not an answer Orthanc gives\)/)
+    await expect(client().studyInstances('0123abcd-0123abcd-0123abcd-0123abcd-0123abcd')).rejects.toThrow(/instances on http:\/\/127\.0\.0\.1:\d+: HTTP 200 \(\[0\]: ID: a text of 17 character\(s\) is not an Orthanc ID: not an answer Orthanc gives\)/)
+    // What stands where an ID should is never shown: it may be anything, a patient's name included.
+    answer('/instances/i3', {ID: 'DOE^JANE', Type: 'Instance', ParentSeries: 'r1', MainDicomTags: {}})
+    const named = await client().instance('i3').catch((error: unknown) => error as Error)
+    expect(named.message).toMatch(/ID: a text of 8 character\(s\) is not an Orthanc ID/)
+    expect(named.message).not.toContain('DOE')
     answer('/studies/s1', {ID: 's1', Type: 'Study', ParentPatient: 'p1', MainDicomTags: {StudyDate: 20240101}})
     await expect(client().study('s1')).rejects.toThrow(/GET \/studies\/s1 .*\(MainDicomTags: StudyDate: 20240101 is not text/)
     answer('/instances/i1/attachments/dicom/info', {UncompressedSize: '12', CompressedSize: 12, UncompressedMD5: '', CompressedMD5: ''})
-    await expect(client().storedFileInfo('i1')).rejects.toThrow(/UncompressedSize: "12" is not a count/)
+    await expect(client().storedFileInfo('i1')).rejects.toThrow(/UncompressedSize: a text of 2 character\(s\) is not a count/)
     answer('/instances/i1/metadata?expand', null)
     await expect(client().instanceMetadata('i1')).rejects.toThrow(/metadata\?expand .*\(null is not an object/)
     // A server that stores no MD5s (StoreMD5ForAttachments off) answers '': that is Orthanc's.
