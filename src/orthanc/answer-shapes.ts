@@ -44,6 +44,11 @@ export const count: Shape = (value) => (isCount(value) ? undefined : `${shown(va
 export const truth: Shape = (value) => (typeof value === 'boolean' ? undefined : `${shown(value)} is not true or false`)
 export const md5OrNone: Shape = (value) => (typeof value === 'string' && MD5_OR_NONE.test(value) ? undefined : `${shown(value)} is not an MD5`)
 
+/** One of a few words Orthanc uses (statuses); another word is shown by its kind, like any text. */
+export function oneOf(...words: string[]): Shape {
+  return (value) => (typeof value === 'string' && words.includes(value) ? undefined : `${shown(value)} is not one of ${words.join(', ')}`)
+}
+
 export function listOf(item: Shape): Shape {
   return (value) => {
     if (!Array.isArray(value)) return `${shown(value)} is not a list`
@@ -130,7 +135,7 @@ export const instanceCount = objectWith({CountInstances: count})
 
 export const attachmentInfo = objectWith({UncompressedSize: count, CompressedSize: count, UncompressedMD5: md5OrNone, CompressedMD5: md5OrNone}, {ContentType: count})
 
-export const uploadAnswer = objectWith({ID: orthancId, Status: text}, {ParentPatient: orthancId, ParentStudy: orthancId, ParentSeries: orthancId})
+export const uploadAnswer = objectWith({ID: orthancId, Status: oneOf('Success', 'AlreadyStored', 'Failure', 'FilteredOut')}, {ParentPatient: orthancId, ParentStudy: orthancId, ParentSeries: orthancId})
 export const uploadAnswers = listOf(uploadAnswer)
 
 /** A change of the log; a new instance's change names the instance, which the tool then reads. */
