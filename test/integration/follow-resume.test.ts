@@ -203,7 +203,8 @@ describe('sync --follow started again', () => {
     try {
       const summary = await followSource({
         source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, stateFile: join(work, 'counted-once.json'),
-        intervalMs: 50, fullEveryMs: 3_600_000, deleteExtras: false, maxDeleteFraction: 0.5, signal: controller.signal,
+        // Polls far enough apart that each batch is stored (and the instance damaged) before the next: the events are not awaited.
+        intervalMs: 1500, fullEveryMs: 3_600_000, deleteExtras: false, maxDeleteFraction: 0.5, signal: controller.signal,
         onEvent: async (event) => {
           if (event.type !== 'pass') return
           passes++
@@ -215,7 +216,8 @@ describe('sync --follow started again', () => {
           if (passes === 5) controller.abort()
         },
       })
-      expect(summary).toMatchObject({passes: 5, fullPasses: 1, transferred: records.length - 1, failed: 1})
+      expect(summary).toMatchObject({fullPasses: 1, transferred: records.length - 1, failed: 1})
+      expect(summary.passes).toBeGreaterThanOrEqual(5)
       expect(summary.failures.map((failure) => failure.id)).toEqual([damaged.orthancId])
       // Each study's labels are named once, though three passes met the study.
       const studies = new Set(records.map((record) => record.studyInstanceUid)).size
