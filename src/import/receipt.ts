@@ -11,6 +11,7 @@ import {crashPoint} from '../util/crash-points.js'
 import {syncDirectory} from '../util/json-file.js'
 import {openPrivateFile} from '../util/private-files.js'
 import {pathExists} from '../util/file-exists.js'
+import {redactSecrets} from '../util/redact.js'
 import {LockUnwritableError, RunLock} from '../util/run-lock.js'
 
 export const RECEIPT_FORMAT = 'orthanc-replicate-receipt'
@@ -80,7 +81,8 @@ export class ReceiptWriter {
   }
 
   async write(line: ReceiptLine): Promise<void> {
-    await this.lines.write(`${JSON.stringify(line)}\n`)
+    // Through the same mask as everything printed: a receipt names no password, whatever an error quoted.
+    await this.lines.write(`${JSON.stringify(line.reason === undefined ? line : {...line, reason: redactSecrets(line.reason)})}\n`)
   }
 
   /** The header, which names the groups seen, goes first: the lines are copied behind it, then the whole takes its name. */

@@ -537,13 +537,19 @@ async function answerText(answer: Answer): Promise<string> {
 
 const TOO_LARGE_DETAIL = 'request body too large for the server or a proxy before it, such as nginx, whose client_max_body_size is 1 MiB unless set: raise that limit'
 
-/** Orthanc explains errors in a JSON body ({Message, Details}); keep it short and single-line. */
+/**
+ * Orthanc explains errors in a JSON body: Message, the description of its error code (a fixed
+ * text), and Details, free text that may quote what the request carried: "Store has failed ...
+ * PatientID=...". Only the Message is kept. An error's text becomes a failure's reason, and
+ * reasons reach JSON summaries, logs, receipts and an export's manifest, which name no patient;
+ * the Details are in the server's own log.
+ */
 function readErrorDetail(text: string): {detail: string; orthancStatus?: number} {
   try {
     const parsed = JSON.parse(text) as {Message?: string; Details?: string; OrthancStatus?: number}
     return {
       // The server's words, shown as text: no control character of theirs reaches the terminal.
-      detail: printable([parsed.Message, parsed.Details].filter((part) => typeof part === 'string' && part !== '').join(': ')),
+      detail: typeof parsed.Message === 'string' ? printable(parsed.Message) : '',
       orthancStatus: typeof parsed.OrthancStatus === 'number' ? parsed.OrthancStatus : undefined,
     }
   } catch {

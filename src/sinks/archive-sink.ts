@@ -9,6 +9,7 @@ import {TarOutput, VolumeWriter} from '../archive/volume-writer.js'
 import type {InstanceRecord, ResourceRecord} from '../model.js'
 import type {Outcome} from '../transfer/engine.js'
 import {crashPoint} from '../util/crash-points.js'
+import {redactSecrets} from '../util/redact.js'
 import {syncDirectory} from '../util/json-file.js'
 import {openPrivateFile} from '../util/private-files.js'
 
@@ -91,7 +92,8 @@ export class ArchiveVolume {
   async finish(reasons: Map<string, string>): Promise<VolumeContentsHeld> {
     const writtenIds = new Set(this.written.map((record) => record.id))
     const failed = this.volume.instances.filter((record) => !writtenIds.has(record.id))
-      .map((record) => ({id: record.id, reason: reasons.get(record.id) ?? 'failed (see the export\'s summary)'}))
+      // Through the same mask as everything printed: a manifest names no password, whatever an error quoted.
+      .map((record) => ({id: record.id, reason: redactSecrets(reasons.get(record.id) ?? 'failed (see the export\'s summary)')}))
     const resources: WrittenResourceRecord[] = this.volume.resources.map((resource) => ({
       ...resource,
       attachments: resource.attachments.map((attachment) => {

@@ -178,7 +178,7 @@ describe('a hostile or broken server', () => {
     await expect(client().studyInstances('0123abcd-0123abcd-0123abcd-0123abcd-0123abcd')).rejects.toThrow(/instances on http:\/\/127\.0\.0\.1:\d+: HTTP 200 \(\[0\]: ID: a text of 17 character\(s\) is not an Orthanc ID: not an answer Orthanc gives\)/)
     // What stands where an ID should is never shown: it may be anything, a patient's name included.
     answer('/instances/i3', {ID: 'DOE^JANE', Type: 'Instance', ParentSeries: 'r1', MainDicomTags: {}})
-    const named = await client().instance('i3').catch((error: unknown) => error as Error)
+    const named = (await client().instance('i3').then(() => undefined, (error: unknown) => error)) as Error
     expect(named.message).toMatch(/ID: a text of 8 character\(s\) is not an Orthanc ID/)
     expect(named.message).not.toContain('DOE')
     answer('/studies/s1', {ID: 's1', Type: 'Study', ParentPatient: 'p1', MainDicomTags: {StudyDate: 20240101}})
@@ -190,6 +190,16 @@ describe('a hostile or broken server', () => {
     // A server that stores no MD5s (StoreMD5ForAttachments off) answers '': that is Orthanc's.
     answer('/instances/i2/attachments/dicom/info', {UncompressedSize: 12, CompressedSize: 12, UncompressedMD5: '', CompressedMD5: ''})
     expect(await client().storedFileInfo('i2')).toEqual({size: 12, md5: '', compressed: false})
+  })
+
+  it('an error answer\'s Details, free text that may quote the request\'s data, are not shown; its Message is', async () => {
+    routes.set('/system', (response) => {
+      response.writeHead(400, {'content-type': 'application/json'})
+      response.end(JSON.stringify({HttpError: 'Bad Request', Message: 'Bad request', Details: 'Store has failed for the following instance: PatientID=DOE123, PatientName=DOE^JANE', OrthancStatus: 8}))
+    })
+    const error = (await client().system().catch((caught: unknown) => caught)) as Error
+    expect(error.message).toMatch(/GET \/system on .*: HTTP 400 \(Bad request\)$/)
+    expect(error.message).not.toMatch(/DOE/)
   })
 
   it('control characters in what the server says are written out, never sent to the terminal', async () => {
