@@ -6,7 +6,7 @@ import {BaseCommand} from '../src/cli/base-command.js'
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
-import {fractionFlag} from '../src/cli/flag-types.js'
+import {fractionFlag, MAX_TIMER_SECONDS} from '../src/cli/flag-types.js'
 import {describeUndeclared} from '../src/cli/reporter.js'
 import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
@@ -43,9 +43,11 @@ export default class Sync extends BaseCommand {
     'dry-run': Flags.boolean({description: 'print the plan (instances, bytes, studies per state) and change nothing'}),
     delete: Flags.boolean({description: 'delete from the target what the source no longer has (guarded by --max-delete-fraction)'}),
     'max-delete-fraction': fractionFlag({description: 'refuse a deletion pass that would remove more than this fraction of the target (0 to 1)', default: 0.1}),
-    follow: Flags.boolean({description: 'keep following the source\'s changes until stopped'}),
-    interval: Flags.integer({description: 'seconds between polls of the source with --follow', default: 10, min: 1}),
-    'full-every': Flags.integer({description: 'minutes between full comparisons with --follow (they also catch deletions)', default: 60, min: 1}),
+    // A mirror always changes the target: with --dry-run it would copy and delete for real.
+    follow: Flags.boolean({description: 'keep following the source\'s changes until stopped', exclusive: ['dry-run']}),
+    // Bounded: Node's timers hold at most 2^31 ms (24.8 days), and a larger delay fires at once.
+    interval: Flags.integer({description: 'seconds between polls of the source with --follow', default: 10, min: 1, max: MAX_TIMER_SECONDS}),
+    'full-every': Flags.integer({description: 'minutes between full comparisons with --follow (they also catch deletions)', default: 60, min: 1, max: Math.floor(MAX_TIMER_SECONDS / 60)}),
     state: Flags.string({description: 'file keeping the change cursor with --follow (default: .orthanc-replicate-follow-<hash>.json here)'}),
     ...filterFlags,
     ...fileGroupFlags,

@@ -1,4 +1,4 @@
-import {readFileSync} from 'node:fs'
+import {LIST_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 
 import {Flags, type Interfaces} from '@oclif/core'
 
@@ -46,7 +46,7 @@ function expandList(values: string[] | undefined, flag: string): string[] | unde
     if (value.startsWith('@')) {
       let text: string
       try {
-        text = readFileSync(value.slice(1), 'utf8')
+        text = readSmallFile(value.slice(1), LIST_FILE_BYTES).toString('utf8')
       } catch (error) {
         throw new UserFacingError(`cannot read ${value.slice(1)} given to --${flag}: ${(error as NodeJS.ErrnoException).code}`, 'Check the path after the @.', 'usage', 'unreadable-file')
       }
@@ -57,5 +57,7 @@ function expandList(values: string[] | undefined, flag: string): string[] | unde
     }
   }
 
+  // Given, yet naming nothing (an empty file, ""): taken as no filter, it would select the whole server.
+  if (result.length === 0) throw new UserFacingError(`--${flag} was given but names no value`, `Give at least one value, or leave --${flag} out to select every instance.`, 'usage', 'empty-filter')
   return result
 }

@@ -55,12 +55,16 @@ export const shardFlag = Flags.custom<{index: number; count: number}>({
   },
 })
 
+/** The longest wait a Node timer holds (2^31 - 1 ms, 24.8 days): a longer one fires at once, over and over. */
+export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000)
+
 /** A duration: 30s, 5m, 1h, or a number of seconds. In milliseconds. */
 export const durationFlag = Flags.custom<number, {min?: number}>({
   async parse(input, _context, options) {
     const ms = parseDuration(input)
     if (ms === undefined) throw new Errors.CLIError(`"${input}" is not a duration: write it like 30s, 5m, 1h or 90`)
     if (options.min !== undefined && ms < options.min) throw new Errors.CLIError(`"${input}" is shorter than ${options.min / 1000} s`)
+    if (ms > MAX_TIMER_SECONDS * 1000) throw new Errors.CLIError(`"${input}" is longer than ${MAX_TIMER_SECONDS} s (24 days), the longest wait this tool keeps`)
     return ms
   },
 })

@@ -1,4 +1,4 @@
-import {readFileSync} from 'node:fs'
+import {CREDENTIAL_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 
 import {decodeUserinfo} from '../util/redact.js'
 import {Secret} from '../util/secret.js'
@@ -117,7 +117,7 @@ function stripCredentials(input: string): string {
 function readPasswordFile(path: string): string {
   try {
     // A trailing newline is what editors and `echo` leave; it is never part of the password.
-    return readFileSync(path, 'utf8').replace(/\r?\n$/, '')
+    return readSmallFile(path, CREDENTIAL_FILE_BYTES).toString('utf8').replace(/\r?\n$/, '')
   } catch (error) {
     throw new CredentialFileError(path, 'password file', error)
   }
@@ -126,7 +126,7 @@ function readPasswordFile(path: string): string {
 function readOptionalFile(path: string | undefined, what: string): Buffer | undefined {
   if (!path) return undefined
   try {
-    return readFileSync(path)
+    return readSmallFile(path, CREDENTIAL_FILE_BYTES)
   } catch (error) {
     throw new CredentialFileError(path, what, error)
   }

@@ -1,5 +1,4 @@
 import {constants as bufferConstants} from 'node:buffer'
-import {readFileSync} from 'node:fs'
 
 import type pg from 'pg'
 
@@ -7,6 +6,7 @@ import {UserFacingError} from '../errors.js'
 import {CredentialFileError} from '../orthanc/endpoint.js'
 import type {SourceEvents} from '../sources/source-events.js'
 import {Secret} from '../util/secret.js'
+import {CREDENTIAL_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 import {FolderStore} from './attachment-store.js'
 import type {OrthancIndex} from './index-model.js'
 import type {RecoveryStore, UnindexedEntry} from './recover.js'
@@ -48,7 +48,7 @@ export function resolvePostgresSource(input: string, options: {passwordFile?: st
   let password = decodeURIComponent(url.password) || undefined
   if (password === undefined && options.passwordFile !== undefined) {
     try {
-      password = readFileSync(options.passwordFile, 'utf8').replace(/\r?\n$/, '')
+      password = readSmallFile(options.passwordFile, CREDENTIAL_FILE_BYTES).toString('utf8').replace(/\r?\n$/, '')
     } catch (error) {
       throw new CredentialFileError(options.passwordFile, 'password file', error)
     }

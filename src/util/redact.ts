@@ -30,13 +30,15 @@ export function redactSecrets(text: string): string {
     // a password here holds no '/', as in a URL's userinfo.
     .replace(/(^|[\s"'=(,])([^\s"'/@:]+):[^\s@"'/]*@(?=[\w.[])/g, '$1')
   // Longest first, so that a secret containing another is masked whole.
-  for (const secret of [...SECRETS].sort((a, b) => b.length - a.length)) redacted = redacted.replace(patternOf(secret), MASK)
+  for (const secret of [...SECRETS].sort((a, b) => b.length - a.length)) redacted = redacted.replaceAll(patternOf(secret), MASK)
   return redacted
 }
 
 /** Letters, digits, '_' and '-': what a word of the tool's own text is made of. */
 const WORD_ONLY = /^[\w-]+$/
 const patterns = new Map<string, RegExp>()
+/** Secrets longer than this are masked as plain text, wherever they occur. */
+const LITERAL_FROM = 256
 
 /**
  * Where a secret is masked. One made of word characters only (Orthanc's well-known default
@@ -46,7 +48,10 @@ const patterns = new Map<string, RegExp>()
  * Where a secret leaks, it stands alone: in a URL (`:`, `@`), quoted, between spaces. Any other
  * secret is masked wherever it occurs.
  */
-function patternOf(secret: string): RegExp {
+function patternOf(secret: string): RegExp | string {
+  // A long one (a wrong file given as the password file) as plain text: V8 refuses a regular
+  // expression past some 20,000 characters, and the mask must never fail.
+  if (secret.length > LITERAL_FROM) return secret
   let pattern = patterns.get(secret)
   if (!pattern) {
     const escaped = secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')

@@ -1,0 +1,64 @@
+import {spawnSync} from 'node:child_process'
+import {mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {runCli} from '../helpers/cli.js'
+
+/**
+ * Arguments that once did harm or hung (a review probed the command line): each is refused at
+ * once as bad usage (exit 2), naming the flag, before any server is asked.
+ */
+describe('arguments refused before anything is done', () => {
+  let work: string
+  const nowhere = 'http://127.0.0.1:1'
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'bad-arguments-'))
+  })
+  afterAll(async () => {
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('sync --follow --dry-run: a mirror always changes the target, so the two are refused together', async () => {
+    const result = await runCli(['sync', '--source', nowhere, '--target', nowhere, '--follow', '--dry-run'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/--dry-run=true cannot also be provided when using --follow|--follow=true cannot also be provided when using --dry-run/)
+  })
+
+  it('a filter given but naming nothing (an empty file, "") is refused, never taken as no filter', async () => {
+    const empty = join(work, 'no-ids.txt')
+    await writeFile(empty, '# none\n\n')
+    for (const value of [`@${empty}`, '', ' , ']) {
+      const result = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--patient-id', value, '--json'])
+      expect(result.code, value).toBe(2)
+      expect(JSON.parse(result.stdout).error).toMatchObject({code: 'empty-filter', message: '--patient-id was given but names no value'})
+    }
+  })
+
+  it('a wait longer than a timer holds (24 days) is refused, not turned into a wait of 1 ms', async () => {
+    for (const args of [['export', '--output', join(work, 'out'), '--stats', '600h'], ['sync', '--target', nowhere, '--follow', '--interval', '99999999999']]) {
+      const result = await runCli([...args, '--source', nowhere])
+      expect(result.code, args.join(' ')).toBe(2)
+    }
+  })
+
+  it('a password file that is a FIFO or a device is refused at once, not waited on; a huge one does not break the mask', async () => {
+    const fifo = join(work, 'fifo')
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
+    for (const file of [fifo, '/dev/zero']) {
+      const result = await runCli(['info', '--server', nowhere, '--username', 'u', '--password-file', file, '--json'], {timeoutMs: 20_000})
+      expect(result.code, file).toBe(2)
+      expect(JSON.parse(result.stdout).error.message).toMatch(/not a regular file/)
+    }
+
+    const huge = join(work, 'huge-password')
+    await writeFile(huge, 'a'.repeat(40_000))
+    const result = await runCli(['info', '--server', nowhere, '--username', 'u', '--password-file', huge, '--json'])
+    expect(result.code).toBe(4)
+    expect(result.stderr).not.toMatch(/SyntaxError|Regular expression/)
+    expect(result.stdout + result.stderr).not.toContain('a'.repeat(100))
+  })
+})
