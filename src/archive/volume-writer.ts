@@ -38,7 +38,8 @@ export class TarOutput {
     if (this.failure) throw this.failure
     await new Promise<void>((resolve, reject) => {
       const entry = this.pack.entry({name, size: bytes.length, mtime, mode: 0o600, type: 'file'}, bytes, (error) => {
-        if (error) reject(this.failure ?? error)
+        // The output may fail before the pipeline has said so (a reader gone at the first bytes): told apart the same way.
+        if (error) reject(this.failure ?? outputFailure(error))
         else resolve()
       })
       // When the output fails, the entry being written fails too: that reaches the callback above,
