@@ -1,6 +1,7 @@
 import {chmod, open} from 'node:fs/promises'
 import type {FileHandle} from 'node:fs/promises'
 
+import {UserFacingError} from '../errors.js'
 import type {JobEvent, PlanEvent, ProgressEvent} from '../transfer/progress.js'
 import {formatBytes} from '../util/format.js'
 import {redactSecrets} from '../util/redact.js'
@@ -60,9 +61,14 @@ export class Reporter {
     const path = options.flags['log-file']
     let log: FileHandle | undefined
     if (path) {
-      log = await open(path, 'a', LOG_FILE_MODE)
-      // An existing file keeps its mode on open: it is made private too.
-      await chmod(path, LOG_FILE_MODE)
+      try {
+        log = await open(path, 'a', LOG_FILE_MODE)
+        // An existing file keeps its mode on open: it is made private too.
+        await chmod(path, LOG_FILE_MODE)
+      } catch (error) {
+        await log?.close()
+        throw new UserFacingError(`--log-file ${path} cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, 'Give --log-file a file in a folder that exists and that you can write.', 'usage', 'unwritable-log-file')
+      }
     }
 
     const reporter = new Reporter(options, log)

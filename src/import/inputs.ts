@@ -74,6 +74,11 @@ export async function resolveImportInputs(paths: string[], stdin: Readable, mode
       continue
     }
 
+    // A pipe (<(...), a FIFO) or a device is neither: it is read as stdin is, with -.
+    if (!info.isDirectory()) {
+      throw new UserFacingError(`${path} is not a file or a folder (a pipe or a device)`, 'To read an archive from a pipe, give - and send it to stdin: ... | orthanc-replicate import -', 'usage', 'not-a-file')
+    }
+
     if (mode === 'storage') inputs.push(storage(path))
     else if (mode === 'dicom') inputs.push({kind: 'dicom-folder', path})
     else {

@@ -45,6 +45,22 @@ describe('arguments refused before anything is done', () => {
     }
   })
 
+  it('a pipe or a device given to import or verify is refused naming the way through stdin; an unwritable --log-file names the flag', async () => {
+    const fifo = join(work, 'volume-fifo')
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
+    for (const args of [['verify', fifo], ['verify', '/dev/zero'], ['import', '--target', nowhere, '/dev/zero']]) {
+      const result = await runCli([...args, '--json'], {timeoutMs: 20_000})
+      expect(result.code, args.join(' ')).toBe(2)
+      expect(JSON.parse(result.stdout).error.suggestion).toMatch(/give - and send it to stdin/)
+    }
+
+    for (const path of [work, join(work, 'no-such-folder', 'run.log')]) {
+      const result = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--log-file', path, '--json'])
+      expect(result.code, path).toBe(2)
+      expect(JSON.parse(result.stdout).error).toMatchObject({code: 'unwritable-log-file', message: expect.stringContaining(`--log-file ${path} cannot be written`)})
+    }
+  })
+
   it('a password file that is a FIFO or a device is refused at once, not waited on; a huge one does not break the mask', async () => {
     const fifo = join(work, 'fifo')
     expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
