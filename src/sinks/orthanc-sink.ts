@@ -35,20 +35,26 @@ function withResources(entry: NotCarried, resources: Set<string>): Tallied {
 
 const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}`
 
-/** What could not be carried, by level, kind and name, counted by resource: every summary prints it. */
+/**
+ * What could not be carried, by level, kind and name, counted by resource: every summary prints
+ * it. Patients, studies and series are counted by ID, as several instances (and several passes of
+ * a mirror) meet them; instances, met once each, are only counted: holding every instance's ID
+ * (Orthanc's system metadata is never carried) would grow with the job.
+ */
 export class NotCarriedTally {
-  private readonly entries = new Map<string, {entry: NotCarried; resources: Set<string>}>()
+  private readonly entries = new Map<string, {entry: NotCarried; resources?: Set<string>}>()
 
   /** `resource`: the resource's ID, so that meeting it again (another instance of its study) does not count it twice. */
   add(level: ResourceLevel, kind: NotCarried['kind'], reason: string, resource: string, name?: string): void {
     const entry: NotCarried = {level, kind, ...(name === undefined ? {} : {name}), count: 0, reason}
-    const known = this.entries.get(keyOf(entry)) ?? {entry, resources: new Set<string>()}
-    known.resources.add(resource)
+    const known = this.entries.get(keyOf(entry)) ?? {entry, ...(level === 'instance' ? {} : {resources: new Set<string>()})}
+    if (known.resources) known.resources.add(resource)
+    else known.entry.count++
     this.entries.set(keyOf(entry), known)
   }
 
   list(): NotCarried[] {
-    return [...this.entries.values()].map(({entry, resources}) => withResources(entry, resources))
+    return [...this.entries.values()].map(({entry, resources}) => (resources ? withResources(entry, resources) : {...entry}))
   }
 }
 
