@@ -32,7 +32,8 @@ const STUDIES_READ_AT_ONCE = 16
 export async function* selectInstances<Beside = never>(
   client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: SelectionOptions<Beside> = {},
 ): AsyncGenerator<SelectedStudy & {beside?: Promise<Beside>}> {
-  const explicit = filters.orthancIds?.length ? await resolveOrthancIds(client, filters.orthancIds, false, signal) : undefined
+  // A list given empty selects nothing, never everything: an ID list that came out empty must not become the whole server.
+  const explicit = filters.orthancIds ? await resolveOrthancIds(client, filters.orthancIds, false, signal) : undefined
   // Only these instances, and only those of them the filters keep: a mirror's new arrivals.
   const only = options.onlyInstances ? await resolveOrthancIds(client, options.onlyInstances, true, signal) : undefined
   const listing = only || explicit ? undefined : await matchingStudies(client, filters, signal)
@@ -99,12 +100,12 @@ async function matchingStudies(client: OrthancClient, filters: InstanceFilters, 
 function studyMatches(study: OrthancResource, filters: InstanceFilters): boolean {
   const tags = study.MainDicomTags
   const patientId = study.PatientMainDicomTags?.PatientID ?? ''
-  if (filters.patientIds?.length && !filters.patientIds.includes(patientId)) return false
-  if (filters.studyInstanceUids?.length && !filters.studyInstanceUids.includes(tags.StudyInstanceUID ?? '')) return false
+  if (filters.patientIds && !filters.patientIds.includes(patientId)) return false
+  if (filters.studyInstanceUids && !filters.studyInstanceUids.includes(tags.StudyInstanceUID ?? '')) return false
   const date = tags.StudyDate ?? ''
   if (filters.studyDateFrom && !(date && date >= filters.studyDateFrom)) return false
   if (filters.studyDateTo && !(date && date <= filters.studyDateTo)) return false
-  if (filters.labels?.length && !filters.labels.some((label) => study.Labels?.includes(label))) return false
+  if (filters.labels && !filters.labels.some((label) => study.Labels?.includes(label))) return false
   if (filters.shard && shardOfStudy(study.ID, filters.shard.count) !== filters.shard.index) return false
   return true
 }
@@ -145,7 +146,7 @@ async function selectInStudy(
   const keep = (instance: OrthancResource) => {
     const parent = seriesById.get(instance.ParentSeries ?? '')
     if (!parent) return false
-    if (modalities?.length && !modalities.includes((parent.MainDicomTags.Modality ?? '').toUpperCase())) return false
+    if (modalities && !modalities.includes((parent.MainDicomTags.Modality ?? '').toUpperCase())) return false
     return onlyInstances === undefined || onlyInstances === 'all' || onlyInstances.has(instance.ID)
   }
 

@@ -68,6 +68,15 @@ describe('selectInstances', () => {
     expect(studyReads).toEqual([])
   })
 
+  it('a filter list given empty selects nothing, never everything (a library caller\'s list that came out empty)', async () => {
+    const {client} = serverOfStudies(3)
+    for (const filters of [{patientIds: []}, {studyInstanceUids: []}, {modalities: []}, {labels: []}, {orthancIds: []}]) {
+      const studies: SelectedStudy[] = []
+      for await (const study of selectInstances(client, filters)) studies.push(study)
+      expect(studies.flatMap((study) => study.instances), JSON.stringify(filters)).toEqual([])
+    }
+  })
+
   it('keeps no more than 2,000 listed studies: beyond that, each is read when its turn comes', async () => {
     const {client, ids, studyReads} = serverOfStudies(2001)
     const studies = await selectAll(client)
