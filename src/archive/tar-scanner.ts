@@ -35,6 +35,13 @@ export interface ArchiveProblem extends Problem {
 
 /** How much of the tail after the end-of-archive marker is read at a time when checking it is empty. */
 const TAIL_CHUNK = 64 * 1024
+/**
+ * How far zeros after the marker are read from a stream. A stream may never end (a pipe from
+ * /dev/zero, a raw device): past this, reading stops and the archive is what came before the
+ * marker. It is far past the padding of any tar blocking factor (GNU tar's record is 10 KiB).
+ * A file is read to its end.
+ */
+const STREAM_TAIL_LIMIT = 16 * 1024 ** 2
 /** How much is read at a time while looking for the next valid header after damage. */
 const RESYNC_CHUNK = 64 * 1024
 
@@ -230,10 +237,11 @@ export class TarScanner {
     return this.finish()
   }
 
-  /** After the two zero blocks: zeros only, to the end. The first non-zero byte is damage, and reading stops there. */
+  /** After the two zero blocks: zeros only, to the end (of a stream, up to STREAM_TAIL_LIMIT). The first non-zero byte is damage, and reading stops there. */
   private async endOfArchive(markerOffset: number): Promise<undefined> {
     this.endMarker = true
-    for (;;) {
+    const readUpTo = this.source.size === undefined ? this.source.position + STREAM_TAIL_LIMIT : Number.POSITIVE_INFINITY
+    while (this.source.position < readUpTo) {
       this.signal?.throwIfAborted()
       const offset = this.source.position
       const chunk = await this.source.read(TAIL_CHUNK)

@@ -10,6 +10,8 @@ import {ChunkQueue} from '../util/chunk-queue.js'
 export interface TarSource {
   /** Offset of the next byte, from the start of the input. */
   readonly position: number
+  /** The input's length, when it has one (a file); a stream may not end at all. */
+  readonly size?: number
   /** The next `length` bytes, or fewer at the end of the input; gathered from what arrives, never allocated ahead. */
   read(length: number): Promise<Buffer>
   /** Skips up to `length` bytes; returns how many were there. */

@@ -174,6 +174,26 @@ describe('the end-of-archive marker', () => {
     await rm(file)
   })
 
+  it('a stream that never ends after it (a pipe from /dev/zero, a device) is read only so far: the archive ends, and reading stops', async () => {
+    const honest = await packTar(originals)
+    let served = 0
+    const endlessZeros = new Readable({
+      read() {
+        served += 65_536
+        this.push(Buffer.alloc(65_536))
+      },
+    })
+    const endless = Readable.from((async function * () {
+      yield honest
+      yield * endlessZeros
+    })())
+    const result: Read = {entries: [], problems: []}
+    for await (const entry of readArchiveEntries(endless, limits, (problem) => result.problems.push(problem))) result.entries.push(entry)
+    expect(names(result)).toEqual(originals.map((one) => one.name))
+    expect(result.problems).toEqual([])
+    expect(served).toBeLessThan(64 * 1024 ** 2)
+  }, 20_000)
+
   it('half a marker is a truncated archive', async () => {
     const honest = await packTar(originals)
     const result = await read(honest.subarray(0, honest.length - 512))
