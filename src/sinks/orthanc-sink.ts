@@ -221,6 +221,22 @@ export class OrthancSink {
     return missing
   }
 
+  /**
+   * Writes back what a target held of its own on a resource that a replacement deleted with the
+   * instance it replaced (see sync/replace.ts): only where nothing stands now, so what the
+   * source's copy brought wins, as in any sync. Returns the attachments it had no bytes for.
+   */
+  async restoreOwn(level: ResourceLevel, id: string, kept: SideData, bytes: Map<number, Buffer>, signal?: AbortSignal): Promise<number[]> {
+    const now = await this.readTarget(level, id, kept, signal)
+    const absent: SideData = {
+      userMetadata: Object.fromEntries(Object.entries(kept.userMetadata).filter(([name]) => !(name in now.metadata))),
+      systemMetadata: {},
+      attachments: kept.attachments.filter((attachment) => !now.attachments.has(attachment.contentType)),
+      labels: kept.labels.filter((label) => !now.labels.has(label)),
+    }
+    return this.writeSideData(level, id, absent, bytes, now, signal)
+  }
+
   /** The side data of the instance's patient, study and series: once per resource and run. */
   private async writeResources(unit: {resources?: InstanceInTransit['resources']}, signal?: AbortSignal, patientId?: string): Promise<void> {
     for (const resource of (await unit.resources) ?? []) {

@@ -181,10 +181,25 @@ export class SideDataReader {
   /** An instance's attachment, read from the source and checked; for instances already on a target. */
   async instanceAttachmentBytes(instanceId: string, attachments: AttachmentRecord[], contentType: number, signal?: AbortSignal): Promise<Buffer | undefined> {
     const attachment = attachments.find((candidate) => candidate.contentType === contentType)
-    if (!attachment) return undefined
-    const data = await this.client.attachmentData(instanceId, attachment.name, signal, attachment.size)
+    return attachment && this.checkedAttachment('instance', instanceId, attachment, signal)
+  }
+
+  /** Any resource's side data, read now and on its own (nothing read ahead, nothing kept). */
+  async sideDataOf(level: ResourceLevel, orthancId: string, signal?: AbortSignal): Promise<SideData> {
+    const [all, attachments, labels] = await Promise.all([
+      this.client.resourceMetadata(level, orthancId, signal),
+      this.userAttachments(level, orthancId, signal),
+      this.client.resourceLabels(level, orthancId, signal),
+    ])
+    const {user, system} = splitMetadata(all)
+    return {userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
+  }
+
+  /** One attachment's bytes, checked against the MD5 it was listed with. */
+  async checkedAttachment(level: ResourceLevel, orthancId: string, attachment: AttachmentRecord, signal?: AbortSignal): Promise<Buffer> {
+    const data = await this.client.resourceAttachmentData(level, orthancId, attachment.name, signal, attachment.size)
     const md5 = createHash('md5').update(data).digest('hex')
-    if (md5 !== attachment.md5) throw new ChecksumMismatchError(this.client.display, `${instanceId} attachment ${attachment.name}`, attachment.md5, md5)
+    if (md5 !== attachment.md5) throw new ChecksumMismatchError(this.client.display, `${level === 'instance' ? orthancId : `${level} ${orthancId}`} attachment ${attachment.name}`, attachment.md5, md5)
     return data
   }
 

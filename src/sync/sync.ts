@@ -9,6 +9,7 @@ import {type JobConcurrency, jobConcurrency} from '../transfer/adaptive-concurre
 import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {emptyStats, type PlannedCounts, type TransferStats} from '../transfer/stats.js'
+import {InstanceReplacer} from './replace.js'
 import {ComparisonSpool, emptySyncPlan, planSync, type SyncPlan, undeclaredUserMetadata} from './plan.js'
 import {besideFirst} from '../util/concurrency.js'
 
@@ -145,6 +146,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     concurrency.onChange((slots) => sink.setUploads(slots))
     uploads = {concurrency, sink}
     const sideData = new SideDataReader(options.source)
+    const replacer = new InstanceReplacer(options.target, sink)
     const stats = await runTransfer({
       items: prefetchingSideData(spool.read(), sideData, options.signal),
       concurrency: concurrency.inFlight,
@@ -168,8 +170,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
         }
 
         const unit = await readInstanceUnit(options.source, item.source!, sideData, signal)
-        // A differing copy is replaced: without OverwriteInstances the target would keep its own.
-        if (item.state === 'different') await options.target.deleteInstance(item.id, signal)
+        if (item.state === 'different') return replacer.replace(item.id, () => sink.store(unit, signal, {knownAbsent: true}), signal)
         return sink.store(unit, signal, {knownAbsent: true})
       },
     })

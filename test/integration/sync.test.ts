@@ -183,6 +183,38 @@ describe('sync, diff and verify', () => {
     expect(parseJson<DiffJson>(same)).toMatchObject({onlySource: 0, onlyTarget: 0, different: 0, identical: corpus.length})
   })
 
+  it('sync --checksum replacing the only instance of a patient keeps what the target had of its own beside it, on the instance and each parent', async () => {
+    const [lone] = await generateStudySet(join(work, 'lone'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-lone'})
+    await uploadFiles(source, [lone!.path])
+    const instance = lone!.orthancId
+    const altered = await target.json<{ID: string; ParentPatient: string}>('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+    expect(altered.ID).toBe(instance)
+    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${instance}`)
+    const {ParentStudy: study} = await target.json<{ParentStudy: string}>(`/series/${series}`)
+    const {ParentPatient: patient} = await target.json<{ParentPatient: string}>(`/studies/${study}`)
+    const own = [['instances', instance], ['series', series], ['studies', study], ['patients', patient]] as const
+    // The target's own: a metadata and an attachment at every level, one metadata the source has too (the source's wins, as for any sync).
+    for (const [level, id] of own) {
+      await target.api(`/${level}/${id}/metadata/2002`, {method: 'PUT', body: `target's ${level}`})
+      await target.api(`/${level}/${id}/attachments/1040`, {method: 'PUT', body: `target's ${level} report`})
+    }
+    await target.api(`/studies/${study}/metadata/Reviewed`, {method: 'PUT', body: 'by the target'})
+    await source.api(`/studies/${study}/metadata/Reviewed`, {method: 'PUT', body: 'by the source'})
+    try {
+      const result = await sync('--checksum', '--patient-id', lone!.patientId)
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 1, failed: 0, plan: {different: 1}})
+      expect((await instanceMd5s(target)).get(instance)).toBe((await instanceMd5s(source)).get(instance))
+      for (const [level, id] of own) {
+        expect(await (await target.api(`/${level}/${id}/metadata/2002`)).text(), level).toBe(`target's ${level}`)
+        expect(await (await target.api(`/${level}/${id}/attachments/1040/data`)).text(), level).toBe(`target's ${level} report`)
+      }
+      expect(await (await target.api(`/studies/${study}/metadata/Reviewed`)).text()).toBe('by the source')
+    } finally {
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
   it('diff --side-data counts a patient of several studies once', async () => {
     const patients = await source.json<Array<{ID: string; Studies: string[]}>>('/patients?expand')
     const patient = patients.find((candidate) => candidate.Studies.length > 1)!
