@@ -23,7 +23,7 @@ interface KeptSideData {
  * What was read is held until the instance is stored, across the engine's attempts: an attempt
  * that fails after the deletion leaves the next one nothing to read on the target. It is held in
  * memory only: a run killed between the deletion and the write-back loses it (a window of a few
- * requests, named in the README's limits).
+ * requests, named in the README); a store that fails for good leaves it listed as not carried (`finish`).
  */
 export class InstanceReplacer {
   private readonly kept = new Map<string, KeptSideData[]>()
@@ -52,6 +52,23 @@ export class InstanceReplacer {
     this.kept.delete(instanceId)
     if (missing.length > 0) throw new AttachmentsNotRestoredError(instanceId, missing.map((contentType) => ({contentType, reason: 'the target\'s own copy could not be read before it was replaced'})))
     return outcome
+  }
+
+  /**
+   * Once the job is over: what is still held was deleted with a copy whose replacement did not
+   * end (its last attempt failed, the job stopped), so nothing holds it now. The summary lists it.
+   */
+  finish(): void {
+    const reason = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
+    for (const kept of this.kept.values()) {
+      for (const {level, id, data} of kept) {
+        for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
+        for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
+        if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
+      }
+    }
+
+    this.kept.clear()
   }
 
   /** The instance's own side data on the target, and that of each parent that goes when the instance does. */

@@ -173,7 +173,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
         if (item.state === 'different') return replacer.replace(item.id, () => sink.store(unit, signal, {knownAbsent: true}), signal)
         return sink.store(unit, signal, {knownAbsent: true})
       },
-    })
+    }).finally(() => replacer.finish())
     return summary(stats, /* afterTransfer */ true)
   } finally {
     await spool?.dispose()

@@ -210,6 +210,22 @@ describe('sync, diff and verify', () => {
         expect(await (await target.api(`/${level}/${id}/attachments/1040/data`)).text(), level).toBe(`target's ${level} report`)
       }
       expect(await (await target.api(`/studies/${study}/metadata/Reviewed`)).text()).toBe('by the source')
+
+      // A replacement whose upload fails for good: what the target had is gone, and the summary says so.
+      await target.api(`/instances/${instance}`, {method: 'DELETE'})
+      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+      await target.api(`/studies/${study}/metadata/2002`, {method: 'PUT', body: 'target\'s again'})
+      const proxy = await startFaultProxy(target.port)
+      proxy.faults.push(...Array.from({length: 10}, () => ({match: /^POST \/instances/, fault: 'status-404' as const})))
+      try {
+        const failed = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--patient-id', lone!.patientId])
+        expect(failed.code).not.toBe(0)
+        expect(parseJson<SyncJson & {notCarried: Array<{level: string; kind: string; name?: string; reason: string}>}>(failed).notCarried).toContainEqual(expect.objectContaining({
+          level: 'study', kind: 'user-metadata', name: '2002', reason: 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed',
+        }))
+      } finally {
+        await proxy.close()
+      }
     } finally {
       await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
     }
