@@ -24,8 +24,27 @@ function show(value: unknown): string {
   if (value === null) return 'null'
   if (Array.isArray(value)) return 'an array'
   if (typeof value === 'object') return 'an object'
-  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`
+  if (typeof value === 'string') return `the string ${JSON.stringify(shortened(value))}`
   return `${typeof value} ${String(value)}`
+}
+
+/** At most 40 characters of an archive's text in a message: the rest is the archive's, not the message's. */
+function shortened(value: string): string {
+  return value.length > 40 ? `${value.slice(0, 40)}...` : value
+}
+
+/**
+ * V8's parse errors quote the text around the fault ('Unexpected token 'x', "...text..." is not
+ * valid JSON'), control characters and all: the quote is dropped, the position kept where given.
+ */
+function withoutQuotedText(message: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what this removes
+  return message.replace(/, ".*is not valid JSON$/s, ': not valid JSON').replace(/^Unexpected token '.*?'/s, 'Unexpected character').replace(/[\u0000-\u001f\u007f]/g, '?')
+}
+
+/** A key no field of the format has, as a message can show it: plain, or quoted with its control characters escaped. */
+function shownKey(name: string): string {
+  return /^[A-Za-z0-9_-]{1,40}$/.test(name) ? name : JSON.stringify(shortened(name))
 }
 
 /** A string, optionally matching a pattern (described in words for the message) and no longer than `maxLength`. */
@@ -70,7 +89,7 @@ export function record(key: Check, item: Check, maxKeys: number): Check {
     const keys = Object.keys(value)
     if (keys.length > maxKeys) return found.add(at, `has ${keys.length} keys, more than ${maxKeys}`)
     for (const name of keys) {
-      const field = `${at}[${JSON.stringify(name)}]`
+      const field = `${at}[${JSON.stringify(shortened(name))}]`
       key(name, `${field} (its key)`, found)
       item(value[name], field, found)
     }
@@ -90,7 +109,7 @@ export function object(fields: Record<string, Check>, optional: string[] = []): 
       check(value[name], field, found)
     }
 
-    for (const name of Object.keys(value)) if (!(name in fields)) found.add(at ? `${at}.${name}` : name, 'is not part of this format')
+    for (const name of Object.keys(value)) if (!(name in fields)) found.add(at ? `${at}.${shownKey(name)}` : shownKey(name), 'is not part of this format')
   }
 }
 
@@ -108,7 +127,7 @@ export function parseStrictJson<T>(bytes: Buffer, check: Check): {value: T} | {v
     value = JSON.parse(bytes.toString('utf8'))
   } catch (error) {
     // A RangeError here is nesting deep enough to exhaust the stack: not JSON this format writes.
-    return {violations: [`is not JSON: ${(error as Error).message}`]}
+    return {violations: [`is not JSON: ${withoutQuotedText((error as Error).message)}`]}
   }
 
   const found = new Violations()

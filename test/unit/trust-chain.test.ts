@@ -170,6 +170,10 @@ describe.each(['file', 'stream'] as const)('the trust chain, read as a %s', (how
     ['a field nobody writes', (contents: Record<string, unknown>) => {
       contents.comment = 'hello'
     }, /field comment is not part of this format/],
+    ['a field whose name holds terminal escapes and runs on', (contents: Record<string, unknown>) => {
+      contents[`\u001b[2J${'x'.repeat(5000)}`] = 1
+      // eslint-disable-next-line no-control-regex -- no escape character may reach the message
+    }, /^[^\u001b]*field "\\u001b\[2Jx{36}\.\.\." is not part of this format[^\u001b]{0,300}$/],
     ['an instance ID that is a path', (contents: Record<string, unknown>) => {
       (contents.instances as Array<Record<string, unknown>>)[0]!.id = '../../system'
     }, /instances\[0\]\.id is the string "..\/..\/system", expected an Orthanc ID/],
