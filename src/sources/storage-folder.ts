@@ -1,9 +1,8 @@
 import {constants as bufferConstants} from 'node:buffer'
-import {randomUUID} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import {type FileHandle, open, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {join} from 'node:path'
+import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
 
 import type {DicomIdentifiers} from '../dicom/parse.js'
@@ -21,6 +20,7 @@ import {
 import type {InstanceInTransit} from '../model.js'
 import type {ProblemKind} from '../problems.js'
 import {CorruptCompressedDataError, inflateAnnounced, InflateLimitError} from '../util/bounded-inflate.js'
+import {makeScratchFolder} from '../util/scratch-folder.js'
 import {reportFailure, type SourceEvents} from './source-events.js'
 
 export interface StorageFolderOptions {
@@ -317,14 +317,15 @@ class DeferredFiles {
     this.batch = []
     await this.handle?.close()
     this.handle = undefined
-    if (this.path !== undefined) await rm(this.path, {force: true})
+    if (this.path !== undefined) await rm(dirname(this.path), {recursive: true, force: true})
   }
 
-  // The file is created on the first line: most folders read without needing one at all.
+  // The file is created on the first line: most folders read without needing one at all. It is in
+  // a scratch folder, which the next run sweeps if this one is killed: it lists instance IDs.
   private async flush(): Promise<void> {
     if (this.batch.length === 0) return
     if (this.handle === undefined) {
-      this.path = join(this.dir, `orthanc-replicate-deferred-${randomUUID()}.tsv`)
+      this.path = join(await makeScratchFolder(this.dir, 'orthanc-replicate-deferred-'), 'deferred.tsv')
       this.handle = await open(this.path, 'wx', 0o600)
     }
     await this.handle.appendFile(this.batch.join(''))

@@ -20,6 +20,7 @@ import {readDicomFolder} from '../../src/sources/dicom-folder.js'
 import type {InstanceInTransit} from '../../src/model.js'
 import type {SourceEvents} from '../../src/sources/source-events.js'
 import type {Problem} from '../../src/problems.js'
+import {OWNER_FILE} from '../../src/util/scratch-folder.js'
 import {
   HEADER_ONLY_COPY_REASON,
   IDENTICAL_COPY_REASON,
@@ -275,17 +276,21 @@ describe('storage folder of a stopped Orthanc', () => {
     expect(await readdir(deferredDir)).toEqual([])
   })
 
-  it('removes its temporary file when the consumer stops early', async () => {
+  it('removes its temporary file when the consumer stops early; a killed run\'s is swept, as a scratch folder', async () => {
     const events: SourceEvents = {onSkip() {}, onProblem() {}}
     let filesWhileReading: string[] = []
+    let scratch: string[] = []
     // The instance without pixel data comes last, read back from the temporary list.
     for await (const unit of readStorageFolder(compressed.storageDir, events, {deferredDir})) {
       if (unit.instanceId === noPixelsId) {
         filesWhileReading = await readdir(deferredDir)
+        scratch = (await readdir(join(deferredDir, filesWhileReading[0]!))).sort()
         break
       }
     }
     expect(filesWhileReading).toHaveLength(1)
+    // Inside a folder that names its process (owner.pid): one left by kill -9 is removed by the next run.
+    expect(scratch).toEqual([expect.stringMatching(/\.tsv$/), OWNER_FILE])
     expect(await readdir(deferredDir)).toEqual([])
   })
 
