@@ -13,7 +13,7 @@ export const ARCHIVE_FORMAT = 'orthanc-replicate-archive'
  * Version 2 adds the side data of patients, studies and series (`resources`) and records the
  * filters without the identifiers they named. Readers take versions 1 and 2 and refuse newer ones.
  */
-export const ARCHIVE_FORMAT_VERSION = 2
+export const ARCHIVE_FORMAT_VERSION = 3
 
 /** Tag files of the Orthanc manifest, relative to the bag root. */
 export const CONTENTS_FILE = 'orthanc/contents.json'
@@ -108,7 +108,22 @@ export interface ExportProvenance {
   hops: Hop[]
   /** For an incremental export: the export it adds to. */
   incrementalBase?: {group: string; changeCursor: number}
+  /**
+   * Studies the export left out whole as the far side's already (--since, --exclude-receipt), so
+   * that an import can tell when what it adds to never arrived: a sample of at most
+   * FAR_SIDE_SAMPLE of them (the lowest study IDs, in every volume), each with the instances the
+   * far side must hold (version 3).
+   */
+  farSideStudies?: Record<string, FarSideStudy>
 }
+
+export interface FarSideStudy {
+  studyInstanceUid: string
+  instances: number
+}
+
+/** Studies left out whole that an export names, at most. */
+export const FAR_SIDE_SAMPLE = 64
 
 /** What every volume's contents and manifest files start with. */
 export interface VolumeHeader extends Omit<ExportProvenance, 'filters'> {

@@ -1,4 +1,4 @@
-import {ARCHIVE_FORMAT, type VolumeContents, type VolumeManifest} from './format.js'
+import {ARCHIVE_FORMAT, FAR_SIDE_SAMPLE, type VolumeContents, type VolumeManifest} from './format.js'
 import {type Check, exactly, integer, list, object, parseStrictJson, record, text} from './strict-json.js'
 
 /**
@@ -61,7 +61,9 @@ const study = object({
   instancesOnSource: integer(0, 100_000_000),
 })
 
-function headerFields(version: 1 | 2): Record<string, Check> {
+const farSideStudy = object({studyInstanceUid: uid, instances: integer(1, 100_000_000)})
+
+function headerFields(version: FormatVersion): Record<string, Check> {
   return {
     format: exactly(ARCHIVE_FORMAT),
     formatVersion: exactly(version),
@@ -75,9 +77,10 @@ function headerFields(version: 1 | 2): Record<string, Check> {
     hops: list(hop, 1000),
     incrementalBase: object({group: uuid, changeCursor: integer(0, Number.MAX_SAFE_INTEGER)}),
     studies: record(orthancId, study, MAX_INSTANCES_PER_VOLUME),
+    ...(version >= 3 ? {farSideStudies: record(orthancId, farSideStudy, FAR_SIDE_SAMPLE)} : {}),
   }
 }
-const optionalHeaderFields = ['incrementalBase']
+const optionalHeaderFields = ['incrementalBase', 'farSideStudies']
 
 function attachmentFields(withSha256: boolean): Record<string, Check> {
   return {
@@ -127,24 +130,26 @@ function resource(withSha256: boolean): Check {
   }, ['series'])
 }
 
-function contentsSchema(version: 1 | 2): Check {
+function contentsSchema(version: FormatVersion): Check {
   return object({
     ...headerFields(version),
     instances: list(object(instanceFields(false)), MAX_INSTANCES_PER_VOLUME),
-    ...(version === 2 ? {resources: list(resource(false), MAX_INSTANCES_PER_VOLUME)} : {}),
+    ...(version >= 2 ? {resources: list(resource(false), MAX_INSTANCES_PER_VOLUME)} : {}),
   }, optionalHeaderFields)
 }
 
-function manifestSchema(version: 1 | 2): Check {
+function manifestSchema(version: FormatVersion): Check {
   return object({
     ...headerFields(version),
     instances: list(object(instanceFields(true)), MAX_INSTANCES_PER_VOLUME),
-    ...(version === 2 ? {resources: list(resource(true), MAX_INSTANCES_PER_VOLUME)} : {}),
+    ...(version >= 2 ? {resources: list(resource(true), MAX_INSTANCES_PER_VOLUME)} : {}),
     failed: list(object({id: orthancId, reason: text({maxLength: 4096})}), MAX_INSTANCES_PER_VOLUME),
   }, optionalHeaderFields)
 }
 
-const SCHEMAS = {1: {contents: contentsSchema(1), manifest: manifestSchema(1)}, 2: {contents: contentsSchema(2), manifest: manifestSchema(2)}}
+/** Version 2 added the resources' side data; version 3 the studies left out whole (farSideStudies). */
+type FormatVersion = 1 | 2 | 3
+const SCHEMAS = Object.fromEntries(([1, 2, 3] as const).map((version) => [version, {contents: contentsSchema(version), manifest: manifestSchema(version)}])) as Record<FormatVersion, {contents: Check; manifest: Check}>
 
 export type Parsed<T> = {value: T} | {violations: string[]}
 
@@ -161,7 +166,7 @@ export function declaredFormatVersion(bytes: Buffer): number | undefined {
 function schemaFor(bytes: Buffer, file: 'contents' | 'manifest'): Check {
   const version = declaredFormatVersion(bytes)
   // An unknown version is checked against the newest schema, which names the field that is wrong.
-  return version === 1 ? SCHEMAS[1][file] : SCHEMAS[2][file]
+  return SCHEMAS[version === 1 || version === 2 ? version : 3][file]
 }
 
 export function parseContents(bytes: Buffer): Parsed<VolumeContents> {

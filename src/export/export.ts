@@ -490,6 +490,7 @@ async function writeVolume(
     changeCursor: plan.changeCursor,
     hops: plan.hops,
     incrementalBase: plan.incrementalBase,
+    ...(plan.farSideStudies ? {farSideStudies: plan.farSideStudies} : {}),
     studies: Object.fromEntries(plan.volumes[number - 1]!.studyIds.map((id) => [id, plan.studies[id]!])),
   }
   const volume = await sink.openVolume({

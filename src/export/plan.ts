@@ -3,7 +3,7 @@ import {readdir, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
-import {type ExportProvenance, recordedFilters} from '../archive/format.js'
+import {type ExportProvenance, FAR_SIDE_SAMPLE, type FarSideStudy, recordedFilters} from '../archive/format.js'
 import {type Hop, type InstanceFilters, type InstanceRecord, resourceKey, type ResourceRecord, type SourceIdentity, type StudyExpectation} from '../model.js'
 import {DEFAULT_ENTRY_LIMITS} from '../archive/entry-rules.js'
 import {tarEntryBytes} from '../archive/volume-writer.js'
@@ -165,7 +165,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   }
 
   const sideData = new SideDataReader(options.client)
-  const leftOut = {instances: 0}
+  const leftOut = {instances: 0, wholeStudies: new FarSideSample()}
   const selected = prefetchingSideData(selectedInstances(options, studies, leftOut), sideData, options.signal)
   let stats: TransferStats
   try {
@@ -217,21 +217,50 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     planningFailures: stats.failures,
     planningFailed: stats.failed,
     leftOut: leftOut.instances,
+    farSideStudies: leftOut.wholeStudies.studies(),
   }
   await writeJsonAtomically(join(stateDir, PLAN_FILE), plan)
   return plan
 }
 
-async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>, leftOut: {instances: number}): AsyncGenerator<SelectedInstance> {
+async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>, leftOut: {instances: number; wholeStudies: FarSideSample}): AsyncGenerator<SelectedInstance> {
   for await (const study of selectInstances(options.client, options.filters, options.signal)) {
     // A study's instances asked about at once: an exclusion may ask the source (a receipt's MD5).
     const excluded = options.exclude ? await Promise.all(study.instances.map((instance) => options.exclude!(instance))) : []
     const kept = study.instances.filter((_, index) => excluded[index] !== true)
     leftOut.instances += study.instances.length - kept.length
-    if (kept.length === 0) continue
+    if (kept.length === 0) {
+      leftOut.wholeStudies.add(study.studyId, {studyInstanceUid: study.studyInstanceUid, instances: study.instances.length})
+      continue
+    }
+
     studies[study.studyId] = {studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource}
     options.onStudy?.({...study, instances: kept})
     yield* kept
+  }
+}
+
+/**
+ * The studies an export leaves out whole, as the far side's already: nothing of them is in its
+ * volumes, so an import of those volumes alone could not tell that the export they add to never
+ * arrived. A sample names some, with the instances each must have there: the lowest study IDs
+ * (hashes, so spread over the server), at most FAR_SIDE_SAMPLE, whatever the number of studies.
+ */
+export class FarSideSample {
+  private readonly sample = new Map<string, FarSideStudy>()
+  private highest: string | undefined
+
+  add(studyId: string, study: FarSideStudy): void {
+    if (this.sample.size >= FAR_SIDE_SAMPLE && studyId >= this.highest!) return
+    this.sample.set(studyId, study)
+    if (this.sample.size > FAR_SIDE_SAMPLE) this.sample.delete(this.highest!)
+    this.highest = [...this.sample.keys()].reduce((a, b) => (a > b ? a : b))
+  }
+
+  /** Undefined when there are none: the volumes then say nothing of it. */
+  studies(): Record<string, FarSideStudy> | undefined {
+    if (this.sample.size === 0) return undefined
+    return Object.fromEntries([...this.sample].sort(([a], [b]) => (a < b ? -1 : 1)))
   }
 }
 

@@ -17,23 +17,34 @@ export interface StudyCompleteness {
  * filters selects whole studies, so what it left out of one (an incremental export, a receipt
  * carried back) is on the far side already, or should be: there the target must hold all the
  * instances the study had on the source. Imported without the export it adds to, such a study is
- * incomplete, not passed over.
+ * incomplete, not passed over. So are the studies it left out whole, of which it names a sample
+ * (farSideStudies): without them, an archive holding only new studies would import cleanly over
+ * a gap.
  */
 export async function studyCompleteness(client: OrthancClient, bags: BagReport[], notYetStored: Map<string, number>, signal?: AbortSignal): Promise<StudyCompleteness> {
   const expected = new Map<string, {studyInstanceUid: string; expected: number; leftOut: number}>()
+  // Studies some volume holds instances of: only those count as complete (the others are not the archive's).
+  const held = new Set<string>()
   for (const bag of bags) {
     const wholeStudies = bag.manifest !== undefined && Object.keys(bag.manifest.filters ?? {}).length === 0
     for (const [studyId, study] of Object.entries(bag.studies)) {
+      held.add(studyId)
       const leftOut = wholeStudies ? Math.max(0, study.instancesOnSource - study.expectedInstances) : 0
       const known = expected.get(studyId)
       if (!known || known.expected < study.expectedInstances + leftOut) expected.set(studyId, {studyInstanceUid: study.studyInstanceUid, expected: study.expectedInstances + leftOut, leftOut})
+    }
+
+    // Studies the export left out whole: all of them the far side's, so the target's.
+    for (const [studyId, study] of Object.entries(bag.manifest?.farSideStudies ?? {})) {
+      const known = expected.get(studyId)
+      if (!known || known.expected < study.instances) expected.set(studyId, {studyInstanceUid: study.studyInstanceUid, expected: study.instances, leftOut: study.instances})
     }
   }
 
   const result: StudyCompleteness = {complete: 0, incomplete: []}
   for (const [studyId, {leftOut, ...study}] of expected) {
     const present = (await client.studyInstanceCount(studyId, signal)) + (notYetStored.get(studyId) ?? 0)
-    if (present >= study.expected) result.complete++
+    if (present >= study.expected) result.complete += held.has(studyId) ? 1 : 0
     else result.incomplete.push({studyId, ...study, present, ...(leftOut > 0 ? {leftOut} : {})})
   }
 

@@ -423,10 +423,10 @@ function checkGroups(report: ArchiveReadReport, events: SourceEvents): void {
 
     if (bag.manifest) {
       // What every volume of one export shares: the source, the time, the filters, the cursor, the hops.
-      const {source, exportedAt, filters, changeCursor, hops, incrementalBase} = bag.manifest
-      const header = JSON.stringify({source, exportedAt, filters, changeCursor, hops, incrementalBase})
+      const {source, exportedAt, filters, changeCursor, hops, incrementalBase, farSideStudies} = bag.manifest
+      const header = JSON.stringify({source, exportedAt, filters, changeCursor, hops, incrementalBase, farSideStudies})
       if (group.header === undefined) group.header = header
-      else if (group.header !== header) events.onProblem({id: bag.bag, path: bag.input, kind: 'contradiction', reason: 'its source, filters, cursor or hops differ from another volume of the same export'})
+      else if (group.header !== header) events.onProblem({id: bag.bag, path: bag.input, kind: 'contradiction', reason: 'its source, filters, cursor, hops or studies left out differ from another volume of the same export'})
     }
   }
 

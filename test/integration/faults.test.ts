@@ -322,12 +322,15 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       const alone = await runCli(['import', '--target', target.url, '--json', '--no-receipt', next])
       expect(alone.code, alone.stderr).toBe(10)
       const {studies} = parseJson<{studies: {incomplete: Array<{studyInstanceUid: string; expected: number; present: number; leftOut: number}>}}>(alone)
-      expect(studies.incomplete).toEqual([expect.objectContaining({studyInstanceUid: stem.studyInstanceUid, expected: inStudy, present: 1, leftOut: inStudy - 1})])
+      // The study it added to, and the base's other studies, left out whole: the target has none of them.
+      const baseStudies = [...new Set(records.map((record) => record.studyInstanceUid))]
+      expect(studies.incomplete).toHaveLength(baseStudies.length)
+      expect(studies.incomplete).toContainEqual(expect.objectContaining({studyInstanceUid: stem.studyInstanceUid, expected: inStudy, present: 1, leftOut: inStudy - 1}))
       expect((await runCli(['import', '--target', target.url, '--no-receipt', next])).stdout).toMatch(/left out of this archive as the far side's already: import first the export it adds to/)
       // verify --target agrees with import.
       const checked = await runCli(['verify', '--json', '--target', target.url, next])
       expect(checked.code).toBe(14)
-      expect(parseJson<{target: {studiesShort: Array<{studyInstanceUid: string}>}}>(checked).target.studiesShort).toEqual([expect.objectContaining({studyInstanceUid: stem.studyInstanceUid})])
+      expect(parseJson<{target: {studiesShort: Array<{studyInstanceUid: string}>}}>(checked).target.studiesShort).toContainEqual(expect.objectContaining({studyInstanceUid: stem.studyInstanceUid}))
 
       const both = await runCli(['import', '--target', target.url, '--json', '--no-receipt', base, next])
       expect(both.code, both.stderr).toBe(0)
@@ -335,6 +338,38 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     } finally {
       await target.dispose()
       await source.api(`/instances/${addedId}`, {method: 'DELETE'})
+    }
+  })
+
+  it('an incremental export of new studies only, imported without the export it adds to: the studies it left out whole are named (exit 10); with it, complete', async () => {
+    const base = join(work, 'new-only-base')
+    expect((await exportTo(base)).code).toBe(0)
+    const added = await generateStudySet(join(work, 'new-only'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'new-only'})
+    await uploadFiles(source, added.map((record) => record.path))
+    const target = await startOrthanc({name: 'new-only-target'})
+    try {
+      const next = join(work, 'new-only-next')
+      expect((await exportTo(next, '--since', base)).code).toBe(0)
+      expect((await archivedIds(next)).sort()).toEqual(added.map((record) => record.orthancId).sort())
+      // Before, this said every study complete and exited 0: the archive holds nothing of the base's studies.
+      const alone = await runCli(['import', '--target', target.url, '--json', '--no-receipt', next])
+      expect(alone.code, alone.stderr).toBe(10)
+      const {studies} = parseJson<{studies: {complete: number; incomplete: Array<{studyInstanceUid: string; expected: number; present: number; leftOut: number}>}}>(alone)
+      const perStudy = new Map<string, number>()
+      for (const record of records) perStudy.set(record.studyInstanceUid, (perStudy.get(record.studyInstanceUid) ?? 0) + 1)
+      expect(studies.complete).toBe(1)
+      expect(studies.incomplete.map(({studyInstanceUid, expected, present, leftOut}) => ({studyInstanceUid, expected, present, leftOut})).sort((a, b) => a.studyInstanceUid.localeCompare(b.studyInstanceUid)))
+        .toEqual([...perStudy].map(([studyInstanceUid, inStudy]) => ({studyInstanceUid, expected: inStudy, present: 0, leftOut: inStudy})).sort((a, b) => a.studyInstanceUid.localeCompare(b.studyInstanceUid)))
+      expect((await runCli(['verify', '--target', target.url, next])).code).toBe(14)
+
+      const both = await runCli(['import', '--target', target.url, '--json', '--no-receipt', base, next])
+      expect(both.code, both.stderr).toBe(0)
+      // Complete counts the studies the archives hold, not those only named as left out.
+      expect(parseJson<{studies: {complete: number; incomplete: unknown[]}}>(both).studies).toEqual({complete: perStudy.size + 1, incomplete: []})
+      expect((await runCli(['verify', '--target', target.url, next])).code).toBe(0)
+    } finally {
+      await target.dispose()
+      for (const record of added) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
     }
   })
 
