@@ -87,6 +87,7 @@ export function describeFailure(error: unknown): Failure {
   }
 
   if (error instanceof CredentialFileError) {
+    if (error.problem) return {message: error.message, suggestion: 'Give the file the server\'s TLS set-up expects, in PEM form.', exitCode: ExitCode.usage, code: 'unusable-file'}
     return {message: error.message, suggestion: 'Check the path and that this user may read the file.', exitCode: ExitCode.usage, code: 'unreadable-file'}
   }
 

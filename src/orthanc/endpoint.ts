@@ -1,3 +1,5 @@
+import {createPrivateKey, X509Certificate} from 'node:crypto'
+
 import {CREDENTIAL_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 
 import {decodeUserinfo} from '../util/redact.js'
@@ -50,14 +52,19 @@ export function resolveEndpoint(input: EndpointInput): ServerEndpoint {
   const url = parseServerUrl(input.url)
   const env = input.env ?? process.env
   const prefixes = input.envPrefixes ?? ['ORTHANC']
-  const fromEnv = (name: string) => prefixes.map((prefix) => env[`${prefix}_${name}`]).find((value) => value !== undefined && value !== '')
+  // The variable that is set, most specific first: its value, and its name for messages.
+  const envVariable = (name: string) => prefixes.map((prefix) => `${prefix}_${name}`).find((variable) => env[variable] !== undefined && env[variable] !== '')
+  const fromEnv = (name: string) => {
+    const variable = envVariable(name)
+    return variable === undefined ? undefined : env[variable]
+  }
 
   const username = decodeUserinfo(url.username) || input.username || fromEnv('USERNAME')
   let password: string | undefined = decodeUserinfo(url.password) || undefined
   if (password === undefined && input.passwordFile) password = readPasswordFile(input.passwordFile)
   if (password === undefined) {
-    const passwordFile = fromEnv('PASSWORD_FILE')
-    password = passwordFile ? readPasswordFile(passwordFile) : fromEnv('PASSWORD')
+    const variable = envVariable('PASSWORD_FILE')
+    password = variable ? readPasswordFile(env[variable]!, `password file (${variable})`) : fromEnv('PASSWORD')
   }
 
   const basePath = url.pathname.replace(/\/+$/, '')
@@ -68,9 +75,9 @@ export function resolveEndpoint(input: EndpointInput): ServerEndpoint {
     username: username || undefined,
     password: password === undefined ? undefined : new Secret(password),
     tls: {
-      ca: readOptionalFile(input.caFile, 'CA file'),
-      cert: readOptionalFile(input.clientCertFile, 'client certificate'),
-      key: readOptionalFile(input.clientKeyFile, 'client key'),
+      ca: readPemFile(input.caFile, 'CA file', certificatesProblem),
+      cert: readPemFile(input.clientCertFile, 'client certificate', certificatesProblem),
+      key: readPemFile(input.clientKeyFile, 'client key', privateKeyProblem),
     },
   }
 }
@@ -114,28 +121,64 @@ function stripCredentials(input: string): string {
   return scheme + input.slice(at + 1)
 }
 
-function readPasswordFile(path: string): string {
+function readPasswordFile(path: string, what = 'password file'): string {
   try {
     // A trailing newline is what editors and `echo` leave; it is never part of the password.
     return readSmallFile(path, CREDENTIAL_FILE_BYTES).toString('utf8').replace(/\r?\n$/, '')
-  } catch (error) {
-    throw new CredentialFileError(path, 'password file', error)
-  }
-}
-
-function readOptionalFile(path: string | undefined, what: string): Buffer | undefined {
-  if (!path) return undefined
-  try {
-    return readSmallFile(path, CREDENTIAL_FILE_BYTES)
   } catch (error) {
     throw new CredentialFileError(path, what, error)
   }
 }
 
-/** A credential or certificate file named by the user cannot be read. */
+/**
+ * A certificate or key file, checked now: TLS reads it only at the first connection, where a
+ * file that is not PEM showed as "the server went away", and a CA file as nothing at all.
+ */
+function readPemFile(path: string | undefined, what: string, problemOf: (pem: Buffer) => string | undefined): Buffer | undefined {
+  if (!path) return undefined
+  let pem: Buffer
+  try {
+    pem = readSmallFile(path, CREDENTIAL_FILE_BYTES)
+  } catch (error) {
+    throw new CredentialFileError(path, what, error)
+  }
+
+  const problem = problemOf(pem)
+  if (problem) throw new CredentialFileError(path, what, undefined, problem)
+  return pem
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g
+
+function certificatesProblem(pem: Buffer): string | undefined {
+  const blocks = pem.toString('latin1').match(PEM_CERTIFICATE) ?? []
+  if (blocks.length === 0) return 'it holds no PEM certificate (-----BEGIN CERTIFICATE-----); a DER one converts with: openssl x509 -inform der -in FILE -out FILE.pem'
+  for (const [index, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block) // parsed only to be checked
+    } catch {
+      return `its certificate ${index + 1} of ${blocks.length} does not parse`
+    }
+  }
+
+  return undefined
+}
+
+function privateKeyProblem(pem: Buffer): string | undefined {
+  try {
+    createPrivateKey(pem)
+    return undefined
+  } catch (error) {
+    // OpenSSL 3 asks for the passphrase and, given none, says "interrupted or cancelled".
+    if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem.toString('latin1')) || /passphrase/i.test((error as Error).message)) return 'the key is encrypted, and no passphrase is taken: decrypt it with openssl pkey -in FILE -out FILE.plain (and keep that file private)'
+    return 'it holds no private key this program can read (PEM: -----BEGIN PRIVATE KEY-----)'
+  }
+}
+
+/** A credential or certificate file named by the user cannot be read, or holds no usable content. */
 export class CredentialFileError extends Error {
-  constructor(readonly path: string, readonly what: string, cause: unknown) {
-    super(`cannot read ${what} ${path}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}`, {cause})
+  constructor(readonly path: string, readonly what: string, cause: unknown, readonly problem?: string) {
+    super(problem ? `cannot use ${what} ${path}: ${problem}` : `cannot read ${what} ${path}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}`, {cause})
     this.name = 'CredentialFileError'
   }
 }

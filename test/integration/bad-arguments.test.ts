@@ -77,4 +77,35 @@ describe('arguments refused before anything is done', () => {
     expect(result.stderr).not.toMatch(/SyntaxError|Regular expression/)
     expect(result.stdout + result.stderr).not.toContain('a'.repeat(100))
   })
+  it('a certificate, key or CA file that is not PEM is refused naming it, not found out at the first connection', async () => {
+    const notPem = join(work, 'not-pem')
+    await writeFile(notPem, 'this is no certificate\n')
+    const broken = join(work, 'broken.pem')
+    await writeFile(broken, '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n')
+    const https = 'https://127.0.0.1:1'
+    for (const [flags, what] of [
+      [['--ca-file', notPem], 'CA file'], [['--ca-file', broken], 'CA file'],
+      [['--client-cert', notPem, '--client-key', notPem], 'client certificate'],
+    ] as const) {
+      const result = await runCli(['info', '--server', https, ...flags, '--json'])
+      expect(result.code, flags.join(' ')).toBe(2)
+      expect(JSON.parse(result.stdout).error).toMatchObject({code: 'unusable-file', message: expect.stringContaining(`cannot use ${what} ${flags[1]}`)})
+    }
+  })
+
+  it('an encrypted client key is refused saying so', async () => {
+    const key = join(work, 'encrypted.key')
+    expect(spawnSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-aes256', '-pass', 'pass:x', '-out', key]).status).toBe(0)
+    const cert = join(work, 'cert.pem')
+    expect(spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(work, 'plain.key'), '-out', cert, '-subj', '/CN=test', '-days', '1']).status).toBe(0)
+    const result = await runCli(['info', '--server', 'https://127.0.0.1:1', '--client-cert', cert, '--client-key', key, '--json'])
+    expect(result.code).toBe(2)
+    expect(JSON.parse(result.stdout).error.message).toBe(`cannot use client key ${key}: the key is encrypted, and no passphrase is taken: decrypt it with openssl pkey -in FILE -out FILE.plain (and keep that file private)`)
+  })
+
+  it('a password file named by the environment that cannot be read names the variable', async () => {
+    const result = await runCli(['info', '--server', nowhere, '--username', 'u', '--json'], {env: {ORTHANC_PASSWORD_FILE: work}})
+    expect(result.code).toBe(2)
+    expect(JSON.parse(result.stdout).error.message).toContain(`password file (ORTHANC_PASSWORD_FILE) ${work}`)
+  })
 })
