@@ -42,7 +42,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
     ...uploadFlags,
     'dry-run': Flags.boolean({description: 'read and check everything, report what would be uploaded, change nothing'}),
     receipt: Flags.string({description: 'write the import receipt here, a new file (default: import-receipt-<time>-<random>.jsonl beside the first archive volume if that folder is writable, else in the current folder)'}),
-    'no-receipt': Flags.boolean({description: 'write no receipt'}),
+    'no-receipt': Flags.boolean({description: 'write no receipt', exclusive: ['receipt']}),
     'storage-folder': Flags.boolean({description: 'read PATH as an Orthanc StorageDirectory (stop that Orthanc first)', exclusive: ['dicom-folder']}),
     'dicom-folder': Flags.boolean({description: 'read PATH as a folder of DICOM files, even if it looks like something else'}),
     ...decryptionFlags,

@@ -6,11 +6,15 @@ import type {HttpOptions} from '../orthanc/http.js'
 import {emptyStats, type TransferStats} from '../transfer/stats.js'
 import {ExitCode} from './exit-codes.js'
 import {describeFailure} from './failure.js'
+import {filterFlags} from './filter-flags.js'
 import {usageMessage} from './usage-message.js'
 import {interruptSignal} from './interrupt.js'
 import {guardOutputs} from '../util/redact.js'
 import {Reporter} from './reporter.js'
 import type {ReportingFlagValues} from './reporting-flags.js'
+
+/** oclif's FlagOutput and ArgOutput, which its package does not export. */
+type ParsedValues = {[name: string]: any} // eslint-disable-line @typescript-eslint/no-explicit-any -- as oclif declares them
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 
@@ -49,6 +53,23 @@ export abstract class BaseCommand extends Command {
     // A signal that came while the program was still loading stops it here, the usual way.
     this.signal.throwIfAborted()
     await super.init()
+  }
+
+  /**
+   * Flags given an empty value (`--log-file=`, `--password-file ""`) are refused: taken as not
+   * given, they silently did something else (no log, the default receipt, no password). Filters
+   * refuse theirs in their own words (see filter-flags.ts).
+   */
+  protected override async parse<F extends ParsedValues, B extends ParsedValues, A extends ParsedValues>(
+    options?: Interfaces.Input<F, B, A>, argv?: string[],
+  ): Promise<Interfaces.ParserOutput<F, B, A>> {
+    const parsed = await super.parse(options, argv)
+    for (const [name, value] of Object.entries(parsed.flags as Record<string, unknown>)) {
+      if (name in filterFlags) continue
+      if (value === '' || (Array.isArray(value) && value.includes(''))) throw new Errors.CLIError(`--${name} was given an empty value`)
+    }
+
+    return parsed
   }
 
   protected httpOptions(flags: {timeout: number; retries: number}, connections?: number): HttpOptions {

@@ -1,5 +1,6 @@
 import {UserFacingError} from '../errors.js'
 import {readReceipt} from '../import/receipt.js'
+import {isFileSystemError} from '../sources/dicom-folder.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
 import {excludeExportedBefore, readExportBase} from './since.js'
@@ -48,6 +49,8 @@ export async function buildExclusions(client: OrthancClient, since: string | und
       arrived = receipt.arrived
       receiptsInUse.push({path, target: receipt.header.target, importedAt: receipt.header.createdAt, arrived: arrived.size})
     } catch (error) {
+      // A path that names no readable file is the command line's mistake; a file that is no receipt, the input's.
+      if (isFileSystemError(error)) throw new UserFacingError(`cannot read --exclude-receipt ${path}: ${(error as NodeJS.ErrnoException).code}`, 'Check the path: give the import-receipt-*.jsonl file that import wrote on the far side.', 'usage', 'unreadable-file')
       throw new UserFacingError(`cannot use receipt ${path}: ${(error as Error).message}`, 'Give the import-receipt-*.jsonl file that import wrote on the far side.', 'bad-input', 'bad-receipt')
     }
 

@@ -16,7 +16,7 @@ export async function readHops(path: string): Promise<Hop[]> {
     }
   }
 
-  const [first] = await volumeFiles(path)
+  const [first] = await volumeFiles(path, '--hops-from')
   if (!first) throw new UserFacingError(`${path} holds no export volume`, 'Give --hops-from the import receipt or the archive the data came from.', 'bad-input', 'bad-hops')
   const manifest = await readVolumeManifest(first)
   return [...manifest.hops, {group: manifest.group, source: manifest.source, exportedAt: manifest.exportedAt}]

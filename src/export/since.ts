@@ -87,9 +87,14 @@ export async function writeChain(stateFolder: string, base: Iterable<string>, he
   await writeFileDurably(chainFile(stateFolder), [...ids].sort().map((id) => `${id}\n`).join(''))
 }
 
-export async function volumeFiles(path: string): Promise<string[]> {
+/** The volume files at `path` (a volume, or an export's folder), for the flag that named it. */
+export async function volumeFiles(path: string, flag: '--since' | '--hops-from' = '--since'): Promise<string[]> {
   const info = await stat(path).catch(() => undefined)
-  if (!info) throw new UserFacingError(`${path}: no such file or folder`, 'Give --since the folder of an earlier export, or one of its .tar volumes.', 'usage', 'no-base')
+  if (!info) {
+    const what = flag === '--since' ? 'the folder of an earlier export, or one of its .tar volumes' : 'the import receipt (.jsonl) or the archive the data came from'
+    throw new UserFacingError(`${path}: no such file or folder`, `Give ${flag} ${what}.`, 'usage', flag === '--since' ? 'no-base' : 'bad-hops')
+  }
+
   if (info.isFile()) return [path]
   return (await readdir(path)).filter((name) => VOLUME_NAME_PATTERN.test(name)).sort().map((name) => join(path, name))
 }

@@ -108,4 +108,29 @@ describe('arguments refused before anything is done', () => {
     expect(result.code).toBe(2)
     expect(JSON.parse(result.stdout).error.message).toContain(`password file (ORTHANC_PASSWORD_FILE) ${work}`)
   })
+  it('a flag given an empty value is refused naming it, never taken as not given; --receipt and --no-receipt together are refused', async () => {
+    for (const args of [
+      ['export', '--source', nowhere, '--output', join(work, 'out'), '--log-file='],
+      ['export', '--source', nowhere, '--output', join(work, 'out'), '--hops-from='],
+      ['info', '--server', nowhere, '--username', 'u', '--password-file', ''],
+      ['import', '--target', nowhere, '--receipt=', work],
+    ]) {
+      const result = await runCli([...args, '--json'])
+      expect(result.code, args.join(' ')).toBe(2)
+      expect(JSON.parse(result.stdout).error.message).toMatch(/^--(log-file|hops-from|password-file|receipt) was given an empty value$/)
+    }
+
+    const both = await runCli(['import', '--target', nowhere, '--receipt', join(work, 'r.jsonl'), '--no-receipt', work, '--json'])
+    expect(both.code).toBe(2)
+  })
+
+  it('--exclude-receipt or --hops-from naming no file: a usage error naming its own flag', async () => {
+    const missing = join(work, 'no-such-receipt.jsonl')
+    const receipt = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--exclude-receipt', missing, '--json'])
+    expect(receipt.code).toBe(2)
+    expect(JSON.parse(receipt.stdout).error.message).toBe(`cannot read --exclude-receipt ${missing}: ENOENT`)
+    const hops = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--hops-from', join(work, 'no-such-archive'), '--json'])
+    expect(hops.code).toBe(2)
+    expect(JSON.parse(hops.stdout).error.suggestion).toMatch(/^Give --hops-from /)
+  })
 })
