@@ -15,11 +15,11 @@ const MAX_FILE_BYTES = 8 * 1024 ** 3
 const FIRST_USER_CONTENT_TYPE = 1024
 const LAST_CONTENT_TYPE = 65_535
 
-const orthancId = text({pattern: /^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/, what: 'an Orthanc ID (five groups of 8 hex digits)'})
-const uuid = text({pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, what: 'a UUID'})
-const md5 = text({pattern: /^[0-9a-f]{32}$/, what: 'an MD5 in hex'})
+export const orthancId = text({pattern: /^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/, what: 'an Orthanc ID (five groups of 8 hex digits)'})
+export const uuid = text({pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, what: 'a UUID'})
+export const md5 = text({pattern: /^[0-9a-f]{32}$/, what: 'an MD5 in hex'})
 const sha256 = text({pattern: /^[0-9a-f]{64}$/, what: 'a SHA-256 in hex'})
-const isoTime = text({pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/, what: 'an ISO 8601 UTC time'})
+export const isoTime = text({pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/, what: 'an ISO 8601 UTC time'})
 const uid = text({maxLength: 256})
 /** Orthanc's own rule for labels (ServerToolbox::CheckValidLabel): letters, digits, '_' and '-'. */
 const label = text({pattern: /^[A-Za-z0-9_-]{1,64}$/, what: 'a label (letters, digits, _ and -)'})
@@ -27,7 +27,7 @@ const label = text({pattern: /^[A-Za-z0-9_-]{1,64}$/, what: 'a label (letters, d
 // eslint-disable-next-line no-control-regex -- control characters are exactly what this refuses
 const resourceKey = text({pattern: /^[^/\\\u0000-\u001f\u007f]{1,128}$/, what: 'a name without slashes or control characters'})
 const payloadPath = text({pattern: /^data\/[A-Za-z0-9/._-]{1,300}$/, what: 'a payload path under data/'})
-const shortText = text({maxLength: 1024})
+export const shortText = text({maxLength: 1024})
 const dicomDate = text({pattern: /^\d{8}$/, what: 'a date as YYYYMMDD'})
 
 const sourceIdentity = object({server: shortText, name: shortText, version: shortText, databaseBackend: shortText, storageBackend: shortText})
@@ -53,7 +53,7 @@ const filtersV2 = object({
   ...filterValues,
 }, ['patientIds', 'studyInstanceUids', 'orthancIds', 'studyDateFrom', 'studyDateTo', 'modalities', 'labels', 'shard'])
 
-const hop = object({group: uuid, source: sourceIdentity, exportedAt: isoTime})
+export const hop = object({group: uuid, source: sourceIdentity, exportedAt: isoTime})
 
 const study = object({
   studyInstanceUid: uid,

@@ -2,12 +2,14 @@ import {randomBytes} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import {access, constants, realpath, rename, rm} from 'node:fs/promises'
 import {dirname, join, resolve} from 'node:path'
-import {createInterface} from 'node:readline'
 
+import {hop, isoTime, MAX_VOLUMES, md5, orthancId, shortText, uuid} from '../archive/manifest-schema.js'
+import {type Check, exactly, list, object, parseStrictJson, text} from '../archive/strict-json.js'
 import {UserFacingError} from '../errors.js'
 import type {Hop} from '../model.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {crashPoint} from '../util/crash-points.js'
+import {boundedLines} from '../util/json-lines.js'
 import {syncDirectory} from '../util/json-file.js'
 import {openPrivateFile} from '../util/private-files.js'
 import {pathExists} from '../util/file-exists.js'
@@ -177,24 +179,51 @@ function receiptError(path: string, what: string, suggestion: string): UserFacin
   return new UserFacingError(`the receipt ${path} ${what}`, suggestion, 'usage', 'bad-receipt-path')
 }
 
-/** Instances a receipt shows as safely on the far side, with the MD5 the far side holds. */
+/** The header line: its hops go into the manifests of an export --hops-from it. */
+const receiptHeader = object({
+  format: exactly(RECEIPT_FORMAT),
+  version: exactly(1),
+  target: object({server: shortText, name: shortText, version: shortText}),
+  createdAt: isoTime,
+  groups: list(uuid, MAX_VOLUMES),
+  hops: list(hop, 1000),
+})
+/** An instance's line: an arrived instance's ID and MD5 decide what an export leaves out. */
+const receiptLine = object({
+  id: text({maxLength: 1024}),
+  status: text({pattern: /^(transferred|skipped|failed)$/, what: 'transferred, skipped or failed'}),
+  md5: text({pattern: /^([0-9a-f]{32})?$/, what: 'an MD5 in hex, or nothing'}),
+  reason: text({maxLength: 64 * 1024}),
+}, ['reason'])
+const arrivedLine = object({id: orthancId, status: text(), md5, reason: text({maxLength: 64 * 1024})}, ['reason'])
+
+/** Far above a header of a thousand hops; a line with a long failure reason fits too. */
+const RECEIPT_LINE_BYTES = 4 * 1024 * 1024
+
+/**
+ * Instances a receipt shows as safely on the far side, with the MD5 the far side holds. A
+ * receipt comes back from the far side: it is read as untrusted, each line held to the shape
+ * import writes, none longer than RECEIPT_LINE_BYTES, and a regular file only.
+ */
 export async function readReceipt(path: string): Promise<{header: ReceiptHeader; arrived: Map<string, string>}> {
-  const lines = createInterface({input: createReadStream(path), crlfDelay: Number.POSITIVE_INFINITY})
   let header: ReceiptHeader | undefined
   const arrived = new Map<string, string>()
-  for await (const line of lines) {
-    if (!line.trim()) continue
-    const parsed = JSON.parse(line) as ReceiptHeader | ReceiptLine
+  for await (const {line, number} of boundedLines(path, RECEIPT_LINE_BYTES)) {
     if (!header) {
-      if ((parsed as ReceiptHeader).format !== RECEIPT_FORMAT) throw new Error(`${path} is not an import receipt`)
-      header = parsed as ReceiptHeader
+      header = parsedLine<ReceiptHeader>(path, number, line, receiptHeader, 'is not an import receipt (its first line is not a receipt\'s header)')
       continue
     }
 
-    const entry = parsed as ReceiptLine
-    if (entry.status !== 'failed') arrived.set(entry.id, entry.md5)
+    const entry = parsedLine<ReceiptLine>(path, number, line, receiptLine)
+    if (entry.status !== 'failed') arrived.set(parsedLine<ReceiptLine>(path, number, line, arrivedLine).id, entry.md5)
   }
 
   if (!header) throw new Error(`${path} is empty`)
   return {header, arrived}
+}
+
+function parsedLine<T>(path: string, number: number, line: string, check: Check, what?: string): T {
+  const parsed = parseStrictJson<T>(Buffer.from(line), check)
+  if ('value' in parsed) return parsed.value
+  throw new Error(`${path} ${what ?? 'is damaged'}: line ${number}: ${parsed.violations.join('; ')}`)
 }
