@@ -1,11 +1,12 @@
-import {readFile} from 'node:fs/promises'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {isJobFatal} from '../transfer/engine.js'
 import {OrthancAuthError} from '../orthanc/errors.js'
+import {UserFacingError} from '../errors.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {RunLock} from '../util/run-lock.js'
+import {LIST_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 import {type DeletionPass, deleteExtras, refusedBeforeCopying} from './delete.js'
 import type {Endpoint} from '../model.js'
 import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
@@ -218,13 +219,33 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void 
   for (const failure of failures.values()) recordFailure(summary, failure)
 }
 
+/**
+ * The mirror's state, when the file holds one of this pair of servers. The file is written over
+ * at every pass: one that exists and is not a mirror's state (a wrong --state) is refused, never
+ * taken as no state and replaced.
+ */
 async function loadState(path: string, source: string, target: string): Promise<FollowState | undefined> {
+  let text: string
   try {
-    const state = JSON.parse(await readFile(path, 'utf8')) as FollowState
-    // A state file of another pair of servers is no cursor for this one.
-    const retryValid = state.retry === undefined || (Array.isArray(state.retry) && state.retry.every((id) => typeof id === 'string'))
-    return state.version === 1 && state.source === source && state.target === target && retryValid ? state : undefined
-  } catch {
-    return undefined
+    text = readSmallFile(path, LIST_FILE_BYTES).toString('utf8')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? ''
+    if (code === 'ENOENT') return undefined
+    // A FIFO, a device, a file of gigabytes: no state file; anything else is this machine's to say.
+    if (!/^(ENOTFILE|ETOOBIG)/.test(code)) throw error
+    text = ''
   }
+
+  let state: Partial<FollowState> | undefined
+  try {
+    state = JSON.parse(text) as Partial<FollowState>
+  } catch {
+    state = undefined
+  }
+
+  const isState = typeof state === 'object' && state !== null && state.version === 1 && typeof state.source === 'string' && typeof state.target === 'string'
+    && typeof state.cursor === 'number' && (state.retry === undefined || (Array.isArray(state.retry) && state.retry.every((id) => typeof id === 'string')))
+  if (!isState) throw new UserFacingError(`${path} is not a mirror's state file, and --follow writes over its state file`, 'Give --state a new file (or the one an earlier sync --follow of these servers wrote).', 'usage', 'not-a-state-file')
+  // A state file of another pair of servers is no cursor for this one.
+  return state!.source === source && state!.target === target ? state as FollowState : undefined
 }

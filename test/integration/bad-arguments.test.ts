@@ -1,5 +1,5 @@
 import {spawnSync} from 'node:child_process'
-import {mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -132,5 +132,16 @@ describe('arguments refused before anything is done', () => {
     const hops = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--hops-from', join(work, 'no-such-archive'), '--json'])
     expect(hops.code).toBe(2)
     expect(JSON.parse(hops.stdout).error.suggestion).toMatch(/^Give --hops-from /)
+  })
+  it('sync --follow --state naming a file that is not a mirror\'s state: refused, and the file left as it was', async () => {
+    const notes = join(work, 'notes.json')
+    await writeFile(notes, '{"my": "notes"}\n')
+    for (const state of [notes, '/dev/zero']) {
+      const result = await runCli(['sync', '--source', nowhere, '--target', nowhere, '--follow', '--state', state, '--json'], {timeoutMs: 20_000})
+      expect(result.code, state).toBe(2)
+      expect(JSON.parse(result.stdout).error).toMatchObject({code: 'not-a-state-file'})
+    }
+
+    expect(await readFile(notes, 'utf8')).toBe('{"my": "notes"}\n')
   })
 })
