@@ -1,6 +1,6 @@
 import {readFileSync} from 'node:fs'
-import {chmod, chown, type FileHandle, mkdir, open} from 'node:fs/promises'
-import {join, relative, resolve, sep} from 'node:path'
+import {chmod, chown, type FileHandle, mkdir, open, stat} from 'node:fs/promises'
+import {dirname, join, relative, resolve, sep} from 'node:path'
 
 import {UserFacingError} from '../errors.js'
 
@@ -41,7 +41,7 @@ export async function openPrivateFile(path: string, flags: 'w' | 'wx' | 'wx+'): 
 
 /** Creates a folder (and its parents) for private files; a folder created here gets the sharing group. */
 export async function makePrivateFolder(path: string): Promise<void> {
-  const created = await mkdir(path, {recursive: true, mode: sharingGroup === undefined ? 0o700 : 0o750})
+  const created = await makeFolders(resolve(path), sharingGroup === undefined ? 0o700 : 0o750)
   if (created !== undefined && sharingGroup !== undefined) {
     // Every folder made here, not only the last: the group must be able to walk down to it.
     for (const folder of foldersFrom(resolve(created), resolve(path))) {
@@ -52,6 +52,33 @@ export async function makePrivateFolder(path: string): Promise<void> {
         throw groupError(folder, error)
       }
     }
+  }
+}
+
+/**
+ * mkdir -p: the first folder it made, or undefined when the folder was there (as Node's recursive
+ * mkdir answers). Node's own spins forever where the system refuses a folder whose parent exists
+ * with ENOENT (under /proc): here each level is made once, and that ENOENT is the answer.
+ */
+async function makeFolders(path: string, mode: number): Promise<string | undefined> {
+  const made = async (folder: string) => {
+    try {
+      await mkdir(folder, {mode})
+      return true
+    } catch (error) {
+      // There already (made by another run meanwhile, or before): fine if it is a folder.
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST' && (await stat(folder)).isDirectory()) return false
+      throw error
+    }
+  }
+
+  try {
+    return (await made(path)) ? path : undefined
+  } catch (error) {
+    const parent = dirname(path)
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === path || (await stat(parent).catch(() => undefined))) throw error
+    const first = await makeFolders(parent, mode)
+    return (await made(path)) ? first ?? path : first
   }
 }
 
