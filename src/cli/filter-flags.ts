@@ -26,6 +26,9 @@ export type FilterFlagValues = {
 }
 
 export function filtersFromFlags(flags: FilterFlagValues): InstanceFilters {
+  const [from, to] = [flags['study-date-from'], flags['study-date-to']]
+  // YYYYMMDD compares as text: a range that ends before it starts selects nothing, and says only that.
+  if (from !== undefined && to !== undefined && from > to) throw new UserFacingError(`--study-date-from ${from} is after --study-date-to ${to}`, 'Give the earlier date to --study-date-from.', 'usage', 'reversed-dates')
   const filters: InstanceFilters = {
     patientIds: expandList(flags['patient-id'], 'patient-id'),
     studyInstanceUids: expandList(flags['study-uid'], 'study-uid'),

@@ -8,5 +8,12 @@ export function usageMessage(message: string): string {
     .filter((line) => !/^See more help with --help$/.test(line) && !/^The following errors? occurred:?$/.test(line))
   const parsing = /^Parsing (--\S+)$/.exec(lines[0] ?? '')
   if (parsing && lines.length > 1) return `${parsing[1]}: ${lines.slice(1).join('; ')}`
+  // "Missing 1 required arg:\npath  its description\nNote: ...": the argument after its colon, then the notes as sentences.
+  if (/^Missing \d+ required args?:$/.test(lines[0] ?? '') && lines.length > 1) {
+    const missing = lines.slice(1).filter((line) => !/^(Note:|Alternatively,)/.test(line)).map((line) => line.replace(/^(\S+)\s{2,}(.+)$/, '$1 ($2)'))
+    const notes = lines.slice(1).filter((line) => /^(Note:|Alternatively,)/.test(line))
+    return [`${lines[0]} ${missing.join(', ')}.`, ...notes].join(' ')
+  }
+
   return lines.join('; ')
 }

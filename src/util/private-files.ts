@@ -90,7 +90,12 @@ function foldersFrom(first: string, last: string): string[] {
 
 /** A group name (from /etc/group) or number, as --file-group takes it. */
 export function resolveGroup(value: string, groupFile = '/etc/group'): number {
-  if (/^\d+$/.test(value)) return Number(value)
+  if (/^\d+$/.test(value)) {
+    // A group ID is 32 bits, and 2^32 - 1 means "no group" to chown.
+    if (Number(value) < 2 ** 32 - 1) return Number(value)
+    throw new UserFacingError(`--file-group ${value} is no group number (at most ${2 ** 32 - 2})`, 'Give a group name from /etc/group, or a group number.', 'usage', 'bad-group')
+  }
+
   for (const line of readLines(groupFile)) {
     const [name, , gid] = line.split(':')
     if (name === value && gid && /^\d+$/.test(gid)) return Number(gid)

@@ -144,4 +144,12 @@ describe('arguments refused before anything is done', () => {
 
     expect(await readFile(notes, 'utf8')).toBe('{"my": "notes"}\n')
   })
+  it('a group number past 32 bits, and a date range that ends before it starts, are refused naming the flags', async () => {
+    const group = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--file-group', '99999999999999', '--json'])
+    expect(group.code).toBe(2)
+    expect(JSON.parse(group.stdout).error.message).toBe('--file-group 99999999999999 is no group number (at most 4294967294)')
+    const dates = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--study-date-from', '20250101', '--study-date-to', '20200101', '--json'])
+    expect(dates.code).toBe(2)
+    expect(JSON.parse(dates.stdout).error).toMatchObject({code: 'reversed-dates', message: '--study-date-from 20250101 is after --study-date-to 20200101'})
+  })
 })

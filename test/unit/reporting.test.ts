@@ -184,6 +184,9 @@ describe('a bad flag in one line', () => {
     const {usageMessage} = await import('../../src/cli/usage-message.js')
     expect(usageMessage('Parsing --shard \n\t"9/8" is not K/N with 1 <= K <= N\nSee more help with --help')).toBe('--shard: "9/8" is not K/N with 1 <= K <= N')
     expect(usageMessage('The following error occurred:\n  Missing required flag source\nSee more help with --help')).toBe('Missing required flag source')
+    // A missing argument is said as a sentence, its description beside its name, not joined with semicolons.
+    expect(usageMessage('Missing 1 required arg:\npath  archive volume(s), or - for stdin\nNote: --identity allows multiple values. Because of this you need to provide all arguments before providing that flag.\nAlternatively, you can use "--" to signify the end of the flags and the beginning of arguments.\nSee more help with --help'))
+      .toBe('Missing 1 required arg: path (archive volume(s), or - for stdin). Note: --identity allows multiple values. Because of this you need to provide all arguments before providing that flag. Alternatively, you can use "--" to signify the end of the flags and the beginning of arguments.')
     expect(usageMessage('The following errors occurred:\n  Missing required flag source\n  Missing required flag output\nSee more help with --help')).toBe('Missing required flag source; Missing required flag output')
     expect(usageMessage('Nonexistent flag: --bogus\nSee more help with --help')).toBe('Nonexistent flag: --bogus')
   })
