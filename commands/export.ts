@@ -89,6 +89,9 @@ export default class Export extends BaseCommand {
       if (summary.dryRun) reporter.hint('Next: the same command without --dry-run writes the volumes.')
       else if (summary.notPlanned > 0 && !toStdout) {
         reporter.hint(`${summary.notPlanned} instance(s) could not be planned when this export began, and its plan is fixed: running it again does not try them. Export them into another folder: ${this.config.bin} export --source ... --since ${shellWord(flags.output)} --output NEW-FOLDER`)
+      } else if (!toStdout && summary.volumes === 0 && flags.since && !summary.interrupted && summary.failed === 0) {
+        // Nothing new: no folder was made, so there is nothing to verify, and nothing to give the next --since.
+        reporter.hint(`Nothing new since ${shellWord(flags.since)}: no volume was written. The next incremental export is again --since ${shellWord(flags.since)}.`)
       } else if (!toStdout && !summary.interrupted && summary.failed === 0) reporter.hint(`Next: check the volumes, here or on the far side, before anything is deleted: ${this.config.bin} verify ${shellWord(flags.output)}`)
       return summary
     } finally {

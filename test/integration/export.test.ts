@@ -402,6 +402,10 @@ describe('export', () => {
       // Nothing new since the incremental one: success, nothing written.
       const again = await exportTo(join(work, 'next2'), '--since', next)
       expect(again.code, again.stderr).toBe(0)
+      // Said so, without a "verify" of a folder that was never made.
+      const told = await runCli(['export', '--source', source.authUrl, '--output', join(work, 'next3'), '--since', next])
+      expect(told.stderr + told.stdout).toContain(`Nothing new since ${next}: no volume was written. The next incremental export is again --since ${next}.`)
+      expect(told.stderr + told.stdout).not.toMatch(/verify/)
     } finally {
       for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
     }
