@@ -1,6 +1,8 @@
+import {randomBytes} from 'node:crypto'
 import {readlinkSync} from 'node:fs'
-import {open, readFile, rm, stat, utimes} from 'node:fs/promises'
+import {open, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {hostname} from 'node:os'
+import {dirname, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {UserFacingError} from '../errors.js'
@@ -81,15 +83,10 @@ export const LOCK_LEASE_MS = 90_000
  * A lock in use refuses a second run at once, before it writes anything.
  */
 export class RunLock {
-  private readonly refresh: NodeJS.Timeout
+  private readonly refresh: {stop(): Promise<void>}
 
   private constructor(readonly path: string, private readonly content: string, refreshMs: number) {
-    const touch = () => {
-      const now = new Date()
-      utimes(path, now, now).catch(() => {})
-    }
-    this.refresh = setInterval(touch, refreshMs)
-    this.refresh.unref()
+    this.refresh = keepWritten(path, content, refreshMs)
   }
 
   /** `what` names the thing locked in the refusal: "The export folder out/". */
@@ -111,7 +108,7 @@ export class RunLock {
 
   /** Removes the lock, if it still is this run's (a run suspended past the lease may find it taken over). */
   async release(): Promise<void> {
-    clearInterval(this.refresh)
+    await this.refresh.stop()
     if ((await readFile(this.path, 'utf8').catch(() => undefined)) === this.content) await rm(this.path, {force: true})
   }
 }
@@ -136,10 +133,53 @@ async function removeAbandoned(path: string, abandoned: string): Promise<void> {
   }
 }
 
-/** How long since a file was last written or touched, in ms (0 when it is gone). */
-async function untouchedFor(path: string): Promise<number> {
+/**
+ * Touches a file every `refreshMs` by writing its content again, through a handle kept open: the
+ * file system then stamps the time with its own clock (an NFS or SMB server's, not this
+ * machine's, which may be far off), and a file removed and made anew by another run is never
+ * written by this one (the handle holds the old one). Stops when asked, or once the path no
+ * longer names that file (removed, or taken over).
+ */
+export function keepWritten(path: string, content: string, refreshMs: number): {stop(): Promise<void>} {
+  const handle = open(path, 'r+').catch(() => undefined)
+  const stop = async () => {
+    clearInterval(timer)
+    await (await handle)?.close().catch(() => {})
+  }
+  const timer = setInterval(() => {
+    void (async () => {
+      const file = await handle
+      const [named, held] = await Promise.all([stat(path).catch(() => undefined), file?.stat()])
+      if (!file || named?.ino !== held?.ino) return stop()
+      await file.write(content, 0, 'utf8')
+    })().catch(() => {})
+  }, refreshMs)
+  timer.unref()
+  return {stop}
+}
+
+/**
+ * How long since a file was last written, in ms (0 when it is gone), by the clock of the file
+ * system it is on: a probe file written in `probeFolder` (by default beside it) now says what
+ * time that clock shows. This machine's clock may be far from the one of the machine that wrote
+ * the file (a shared folder). Where no probe can be written, this machine's clock it is.
+ */
+export async function untouchedFor(path: string, probeFolder = dirname(path)): Promise<number> {
   const touched = (await stat(path).catch(() => undefined))?.mtimeMs
-  return touched === undefined ? 0 : Date.now() - touched
+  if (touched === undefined) return 0
+  return (await fileSystemNow(probeFolder) ?? Date.now()) - touched
+}
+
+async function fileSystemNow(folder: string): Promise<number | undefined> {
+  const probe = join(folder, `.orthanc-replicate-clock-${process.pid}-${randomBytes(4).toString('hex')}`)
+  try {
+    await writeFile(probe, '', {flag: 'wx', mode: 0o600})
+    return (await stat(probe)).mtimeMs
+  } catch {
+    return undefined
+  } finally {
+    await rm(probe, {force: true})
+  }
 }
 
 /** Longer than any take-over lasts. */

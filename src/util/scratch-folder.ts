@@ -1,7 +1,7 @@
-import {mkdtemp, readdir, readFile, rm, stat, utimes, writeFile} from 'node:fs/promises'
+import {mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {LOCK_LEASE_MS, LOCK_REFRESH_MS, ownerIsGone, parseOwner, thisRun} from './run-lock.js'
+import {keepWritten, LOCK_LEASE_MS, LOCK_REFRESH_MS, ownerIsGone, parseOwner, thisRun, untouchedFor} from './run-lock.js'
 
 /** In each scratch folder: the process that made it (and its machine and PID namespace). */
 export const OWNER_FILE = 'owner.pid'
@@ -20,24 +20,17 @@ export async function makeScratchFolder(parent: string, prefix: string, options:
   await removeAbandoned(parent, prefix)
   const dir = await mkdtemp(join(parent, prefix))
   const owner = join(dir, OWNER_FILE)
+  const content = `${JSON.stringify(thisRun())}\n`
   try {
-    await writeFile(owner, `${JSON.stringify(thisRun())}\n`, {mode: 0o600, flag: 'wx'})
+    await writeFile(owner, content, {mode: 0o600, flag: 'wx'})
   } catch (error) {
     await rm(dir, {recursive: true, force: true})
     throw error
   }
 
-  keepTouched(owner, options.refreshMs ?? LOCK_REFRESH_MS)
+  // Touched until the folder is removed (its users remove it, not this module).
+  keepWritten(owner, content, options.refreshMs ?? LOCK_REFRESH_MS)
   return dir
-}
-
-/** Touches a scratch folder's owner file until the folder is removed (its users remove it, not this module). */
-function keepTouched(owner: string, refreshMs: number): void {
-  const timer = setInterval(() => {
-    const now = new Date()
-    utimes(owner, now, now).catch(() => clearInterval(timer))
-  }, refreshMs)
-  timer.unref()
 }
 
 async function removeAbandoned(parent: string, prefix: string): Promise<void> {
@@ -47,8 +40,8 @@ async function removeAbandoned(parent: string, prefix: string): Promise<void> {
     const ownerFile = join(dir, OWNER_FILE)
     const owner = parseOwner(await readFile(ownerFile, 'utf8').catch(() => ''))
     if (!owner) return
-    const touched = (await stat(ownerFile).catch(() => undefined))?.mtimeMs
-    if (!ownerIsGone(owner) && !(touched !== undefined && Date.now() - touched > LOCK_LEASE_MS)) return
+    // Judged by the clock of the folder's file system (probed in the parent, which this run can write).
+    if (!ownerIsGone(owner) && !(await untouchedFor(ownerFile, parent) > LOCK_LEASE_MS)) return
     // Another user's folder cannot be removed, and is not ours to judge: left as it is.
     await rm(dir, {recursive: true, force: true}).catch(() => {})
   }))

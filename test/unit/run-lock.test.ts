@@ -81,6 +81,24 @@ describe('run locks and owners', () => {
     await held.release()
   })
 
+  it('staleness is judged by the file system\'s clock: a machine an hour ahead takes no live lock, one an hour behind takes a dead one', async () => {
+    const live = join(work, 'live-elsewhere.lock')
+    await writeFile(live, JSON.stringify({pid: 1, host: `not-${hostname()}`}))
+    const dead = join(work, 'dead-elsewhere.lock')
+    await writeFile(dead, JSON.stringify({pid: 1, host: `not-${hostname()}`}))
+    const longAgo = new Date(Date.now() - 10 * 60_000)
+    await utimes(dead, longAgo, longAgo)
+    const realNow = Date.now
+    try {
+      Date.now = () => realNow() + 3_600_000
+      await expect(RunLock.acquire(live, 'live')).rejects.toThrow(/in use by another run/)
+      Date.now = () => realNow() - 3_600_000
+      await (await RunLock.acquire(dead, 'dead')).release()
+    } finally {
+      Date.now = realNow
+    }
+  })
+
   it('a lock that cannot be created (its folder is missing) is a usage error that names it, not a crash', async () => {
     const path = join(work, 'no-such-folder', 'state.json.lock')
     await expect(RunLock.acquire(path, 'The state file')).rejects.toMatchObject({code: 'lock-unwritable', category: 'usage', message: expect.stringContaining(`its lock file ${path} cannot be created (ENOENT)`)})
