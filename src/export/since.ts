@@ -2,6 +2,7 @@ import {readdir, readFile, stat} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
 
 import {CONTENTS_FILE, MANIFEST_FILE, VOLUME_NAME_PATTERN, type VolumeContents, type VolumeManifest} from '../archive/format.js'
+import {parseContents, parseManifest} from '../archive/manifest-schema.js'
 import {indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -105,7 +106,14 @@ export async function readVolumeManifest(file: string): Promise<VolumeManifest |
   const find = (name: string) => index.entries.find((entry) => entry.name.endsWith(`/${name}`) && !entry.truncated)
   const entry = find(MANIFEST_FILE) ?? find(CONTENTS_FILE)
   if (!entry) throw new UserFacingError(`${file} has no readable ${MANIFEST_FILE}`, 'Check that it is a volume written by orthanc-replicate export.', 'bad-input', 'not-a-volume')
-  return JSON.parse((await readIndexedEntry(file, entry)).toString('utf8')) as VolumeManifest
+  // Held to the format like any archive's file: what it says becomes this export's chain and hops.
+  const bytes = await readIndexedEntry(file, entry)
+  const parsed = entry.name.endsWith(`/${MANIFEST_FILE}`) ? parseManifest(bytes) : parseContents(bytes)
+  if ('violations' in parsed) {
+    throw new UserFacingError(`${file}: its ${entry.name.split('/').at(-1)} is damaged: ${parsed.violations.join('; ')}`, 'Give an intact volume of that export (verify says which are), or its export folder with the .orthanc-replicate state beside the volumes.', 'bad-input', 'damaged-volume')
+  }
+
+  return parsed.value
 }
 
 /**
