@@ -21,7 +21,7 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
 import {type AgeEncryptionKeys, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
-import {DEFAULT_STATE_FOLDER, type ExportPlan, loadPlan, type PlannedEntry, planExport, readPlannedVolume, isStateFileName} from './plan.js'
+import {DEFAULT_STATE_FOLDER, type ExportPlan, isStateFileName, loadPlan, parseStateJson, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
 import type {ReceiptInUse} from './exclusions.js'
 import {PatientIndex} from './patient-index.js'
@@ -420,7 +420,7 @@ async function finishedVolume(file: string, stateDir: string, volume: number, gr
   if (!onDisk) return {done: false, written: []}
   let record: DoneRecord | undefined
   try {
-    record = JSON.parse(await readFile(doneRecordPath(stateDir, volume), 'utf8')) as DoneRecord
+    record = parseStateJson<DoneRecord>(await readFile(doneRecordPath(stateDir, volume), 'utf8'), doneRecordPath(stateDir, volume))
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
   }

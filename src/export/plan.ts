@@ -3,6 +3,7 @@ import {readdir, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
+import {UserFacingError} from '../errors.js'
 import {type ExportProvenance, FAR_SIDE_SAMPLE, type FarSideStudy, recordedFilters} from '../archive/format.js'
 import {type Hop, type InstanceFilters, type InstanceRecord, resourceKey, type ResourceRecord, type SourceIdentity, type StudyExpectation} from '../model.js'
 import {DEFAULT_ENTRY_LIMITS} from '../archive/entry-rules.js'
@@ -285,14 +286,35 @@ export class InstanceTooLargeError extends Error {
 }
 
 export async function loadPlan(stateDir: string): Promise<ExportPlan | undefined> {
+  let text: string
   try {
-    const plan = JSON.parse(await readFile(join(stateDir, PLAN_FILE), 'utf8')) as ExportPlan
-    // A plan an earlier version wrote kept the filters' values: its volumes still record only counts.
-    return {...plan, filters: recordedFilters(plan.filters)}
+    text = await readFile(join(stateDir, PLAN_FILE), 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw error
   }
+
+  const plan = parseStateJson<ExportPlan>(text, join(stateDir, PLAN_FILE))
+  if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.volumes) || typeof plan.group !== 'string') throw damagedState(join(stateDir, PLAN_FILE), 'it is not an export\'s plan')
+  // A plan an earlier version wrote kept the filters' values: its volumes still record only counts.
+  return {...plan, filters: recordedFilters(plan.filters)}
+}
+
+/**
+ * A file of an export's state, parsed. The state is written whole or not at all (written aside,
+ * then renamed), so a file that does not parse was damaged since, on its drive: said as such, never
+ * as a bug.
+ */
+export function parseStateJson<T>(text: string, file: string): T {
+  try {
+    return JSON.parse(text) as T
+  } catch {
+    throw damagedState(file, 'it does not parse as JSON')
+  }
+}
+
+export function damagedState(file: string, why: string): UserFacingError {
+  return new UserFacingError(`the export's state is damaged: ${file}: ${why}`, 'Export into a new, empty folder: this state cannot be resumed.', 'bad-input', 'damaged-state')
 }
 
 export function planVolumePath(stateDir: string, volume: number): string {
@@ -309,7 +331,7 @@ export async function* readPlannedVolume(stateDir: string, volume: number): Asyn
   const lines = createInterface({input: createReadStream(planVolumePath(stateDir, volume)), crlfDelay: Number.POSITIVE_INFINITY})
   for await (const line of lines) {
     if (!line) continue
-    const parsed = JSON.parse(line) as PlannedEntry | InstanceRecord
+    const parsed = parseStateJson<PlannedEntry | InstanceRecord>(line, planVolumePath(stateDir, volume))
     // Plans written before resources were carried hold bare instance records.
     yield 'record' in parsed ? parsed : {record: parsed}
   }
