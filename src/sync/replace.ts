@@ -4,6 +4,12 @@ import {OrthancHttpError} from '../orthanc/errors.js'
 import {AttachmentsNotRestoredError, type OrthancSink, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
 
+/** How long the write-back of unfinished replacements may take once the job is over. */
+const FINISH_MS = 15_000
+
+/** Reads of parents kept for the instances that follow: a few series' worth. */
+const REMEMBERED_READS = 64
+
 /** What the target keeps of its own beside one resource, with its attachments' bytes. */
 interface KeptSideData {
   level: ResourceLevel
@@ -17,8 +23,9 @@ interface KeptSideData {
  * copy it has, so the target's copy is deleted first; Orthanc then deletes with it its series,
  * study and patient when it was their last instance, and with each what the target kept beside
  * it (metadata, attachments, labels the source may not have). Before the deletion, the target's
- * own side data of the instance and of each parent that goes with it is read (bytes and all);
- * once the source's copy is stored, what it did not bring back is written again.
+ * own side data of the instance and of its parents is read (bytes and all); once the source's
+ * copy is stored, what is not there any more is written again (for a parent that stayed,
+ * nothing is missing, and nothing is written).
  *
  * What was read is held until the instance is stored, across the engine's attempts: an attempt
  * that fails after the deletion leaves the next one nothing to read on the target. It is held in
@@ -27,6 +34,8 @@ interface KeptSideData {
  */
 export class InstanceReplacer {
   private readonly kept = new Map<string, KeptSideData[]>()
+  /** Parents' side data (and which parents a series has) read lately: the instances of a series are replaced together. */
+  private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
 
   constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink) {
@@ -55,46 +64,71 @@ export class InstanceReplacer {
   }
 
   /**
-   * Once the job is over: what is still held was deleted with a copy whose replacement did not
-   * end (its last attempt failed, the job stopped), so nothing holds it now. The summary lists it.
+   * Once the job is over: what is still held belongs to replacements that did not end (their last
+   * attempt failed, the job stopped). A parent still on the target gets back what it lacks; the
+   * instance's own, and a parent that went with it, have nothing to hold them now: the summary
+   * lists them as not carried.
    */
-  finish(): void {
+  async finish(): Promise<void> {
     const reason = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
-    for (const kept of this.kept.values()) {
-      for (const {level, id, data} of kept) {
-        for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
-        for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
-        if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
-      }
-    }
-
+    const pending = [...this.kept.values()].flat()
     this.kept.clear()
+    // The job may have stopped because the target went away: this must not wait out its retries.
+    const signal = AbortSignal.timeout(FINISH_MS)
+    for (const {level, id, data, bytes} of pending) {
+      if (level !== 'instance' && await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
+      for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
+      for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
+      if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
+    }
   }
 
-  /** The instance's own side data on the target, and that of each parent that goes when the instance does. */
+  /**
+   * The instance's own side data on the target, and that of its series, study and patient: any of
+   * them may go with it, alone or with the other instances of its series being replaced at the
+   * same time (so counting what a parent holds now would not say). A parent is read while the
+   * instance, still in it, keeps it there; the instances of one series share that read.
+   */
   private async keptBeside(instanceId: string, signal?: AbortSignal): Promise<KeptSideData[]> {
-    const going: Array<{level: ResourceLevel; id: string}> = [{level: 'instance', id: instanceId}]
     const instance = await this.target.resource('instance', instanceId, signal)
-    const series = instance?.ParentSeries === undefined ? undefined : await this.target.resource('series', instance.ParentSeries, signal)
-    if (series && series.Instances?.length === 1) {
-      going.push({level: 'series', id: series.ID})
-      const study = await this.target.resource('study', series.ParentStudy!, signal)
-      if (study && study.Series?.length === 1) {
-        going.push({level: 'study', id: study.ID})
-        const patient = await this.target.resource('patient', study.ParentPatient!, signal)
-        if (patient && patient.Studies?.length === 1) going.push({level: 'patient', id: patient.ID})
-      }
+    if (!instance?.ParentSeries) return []
+    const parents = await this.remembered(`parents@${instance.ParentSeries}`, () => this.parentsOf(instance.ParentSeries!, signal))
+    const kept = await Promise.all([
+      this.ownSideData('instance', instanceId, signal),
+      ...parents.map(({level, id}) => this.remembered(`${level}@${id}`, () => this.ownSideData(level, id, signal))),
+    ])
+    return kept.filter((resource): resource is KeptSideData => resource !== undefined)
+  }
+
+  private async parentsOf(seriesId: string, signal?: AbortSignal): Promise<Array<{level: ResourceLevel; id: string}>> {
+    const series = await this.target.resource('series', seriesId, signal)
+    const study = series?.ParentStudy === undefined ? undefined : await this.target.resource('study', series.ParentStudy, signal)
+    return [
+      {level: 'series' as const, id: seriesId},
+      ...(study ? [{level: 'study' as const, id: study.ID}] : []),
+      ...(study?.ParentPatient ? [{level: 'patient' as const, id: study.ParentPatient}] : []),
+    ]
+  }
+
+  /** What the target keeps beside one resource, bytes and all; undefined when it keeps nothing. */
+  private async ownSideData(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<KeptSideData | undefined> {
+    const data = await this.targetSideData.sideDataOf(level, id, signal)
+    if (!hasUserSideData(data)) return undefined
+    const bytes = new Map<number, Buffer>()
+    for (const attachment of data.attachments) bytes.set(attachment.contentType, await this.targetSideData.checkedAttachment(level, id, attachment, signal))
+    return {level, id, data, bytes}
+  }
+
+  /** Read once for the instances replaced together; a failed read is asked again. */
+  private remembered<T>(key: string, read: () => Promise<T>): Promise<T> {
+    let found = this.recent.get(key) as Promise<T> | undefined
+    if (!found) {
+      found = read()
+      found.catch(() => this.recent.delete(key))
+      this.recent.set(key, found)
+      if (this.recent.size > REMEMBERED_READS) this.recent.delete(this.recent.keys().next().value!)
     }
 
-    const kept: KeptSideData[] = []
-    for (const {level, id} of instance ? going : []) {
-      const data = await this.targetSideData.sideDataOf(level, id, signal)
-      if (!hasUserSideData(data)) continue
-      const bytes = new Map<number, Buffer>()
-      for (const attachment of data.attachments) bytes.set(attachment.contentType, await this.targetSideData.checkedAttachment(level, id, attachment, signal))
-      kept.push({level, id, data, bytes})
-    }
-
-    return kept
+    return found
   }
 }

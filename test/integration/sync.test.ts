@@ -231,6 +231,25 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('sync --checksum replacing every instance of a series at once keeps the series\', study\'s and patient\'s own side data (each replacement alone leaves the series there)', async () => {
+    const pair = await generateStudySet(join(work, 'pair'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 4, pixelBytes: 500, seed: 'sync-pair'})
+    await uploadFiles(source, pair.map((record) => record.path))
+    for (const record of pair) await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(record))})
+    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${pair[0]!.orthancId}`)
+    const {ParentStudy: study} = await target.json<{ParentStudy: string}>(`/series/${series}`)
+    const {ParentPatient: patient} = await target.json<{ParentPatient: string}>(`/studies/${study}`)
+    const own = [['series', series], ['studies', study], ['patients', patient]] as const
+    for (const [level, id] of own) await target.api(`/${level}/${id}/metadata/2003`, {method: 'PUT', body: `target's ${level}`})
+    try {
+      const result = await sync('--checksum', '--patient-id', pair[0]!.patientId, '--concurrency', '4')
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<SyncJson>(result)).toMatchObject({transferred: pair.length, failed: 0, plan: {different: pair.length}})
+      for (const [level, id] of own) expect(await (await target.api(`/${level}/${id}/metadata/2003`)).text(), level).toBe(`target's ${level}`)
+    } finally {
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
   it('diff --side-data counts a patient of several studies once', async () => {
     const patients = await source.json<Array<{ID: string; Studies: string[]}>>('/patients?expand')
     const patient = patients.find((candidate) => candidate.Studies.length > 1)!
