@@ -1,3 +1,4 @@
+import {ARCHIVE_FORMAT_VERSION} from '../../src/archive/format.js'
 import {ALL_LAYERS, editJson, packTar, reseal, type SealLayer, type TarFile, testInstance, unpackTar, writeTestVolume} from '../helpers/volumes.js'
 
 /**
@@ -194,7 +195,8 @@ const JSON_EDITS: JsonEdit[] = [
   () => [['volumeCount'], 1e9],
   () => [['volume'], 0],
   () => [['changeCursor'], -1],
-  () => [['formatVersion'], 3],
+  // A version newer than this program reads.
+  () => [['formatVersion'], ARCHIVE_FORMAT_VERSION + 1],
   () => [['formatVersion'], 1],
   () => [['group'], 'not-a-uuid'],
   () => [['instances', 0, 'size'], '3590'],

@@ -455,7 +455,7 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
         await writeFile(file, 'x')
         return file
       }, /is a volume file, not a folder/],
-      ['an empty name', async () => '', /is empty/],
+      ['an empty name', async () => '', /--output was given an empty value/],
     ])('--output that is %s: exit 2 in one sentence', async (_what, make, message) => {
       const result = await runCli(['export', '--source', source.url, '--output', await make()])
       expect(result.code).toBe(2)
