@@ -33,7 +33,8 @@ interface KeptSideData {
  * requests, named in the README); a store that fails for good leaves it listed as not carried (`finish`).
  */
 export class InstanceReplacer {
-  private readonly kept = new Map<string, KeptSideData[]>()
+  /** Replacements begun and not ended, by instance ID: what was kept, and how far each went. */
+  private readonly pending = new Map<string, {kept: KeptSideData[]; deleted: boolean; stored?: StoreOutcome}>()
   /** Parents' side data (and which parents a series has) read lately: the instances of a series are replaced together. */
   private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
@@ -42,41 +43,56 @@ export class InstanceReplacer {
     this.targetSideData = new SideDataReader(target)
   }
 
+  /**
+   * Each step is done once across the engine's attempts: an attempt that failed after the
+   * deletion stores without deleting again, and one that failed after the store (while writing
+   * back) only writes back: deleting the copy it had just stored would take the parents, and what
+   * the store wrote on them, with it again.
+   */
   async replace(instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
-    if (!this.kept.has(instanceId)) this.kept.set(instanceId, await this.keptBeside(instanceId, signal))
-    try {
-      await this.target.deleteInstance(instanceId, signal)
-    } catch (error) {
-      // Deleted by an earlier attempt whose answer was lost, or by someone else: gone either way.
-      if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+    let replacement = this.pending.get(instanceId)
+    if (!replacement) {
+      replacement = {kept: await this.keptBeside(instanceId, signal), deleted: false}
+      this.pending.set(instanceId, replacement)
     }
 
-    const outcome = await store()
+    if (!replacement.deleted) {
+      try {
+        await this.target.deleteInstance(instanceId, signal)
+      } catch (error) {
+        // Deleted by an earlier attempt whose answer was lost, or by someone else: gone either way.
+        if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+      }
+
+      replacement.deleted = true
+    }
+
+    replacement.stored ??= await store()
     const missing: number[] = []
-    for (const {level, id, data, bytes} of this.kept.get(instanceId)!) {
+    for (const {level, id, data, bytes} of replacement.kept) {
       // The store answers the instance's ID; its parents' IDs are hashes of the same UIDs, so the same again.
-      missing.push(...await this.sink.restoreOwn(level, level === 'instance' ? outcome.instanceId : id, data, bytes, signal))
+      missing.push(...await this.sink.restoreOwn(level, level === 'instance' ? replacement.stored.instanceId : id, data, bytes, signal))
     }
 
-    this.kept.delete(instanceId)
+    this.pending.delete(instanceId)
     if (missing.length > 0) throw new AttachmentsNotRestoredError(instanceId, missing.map((contentType) => ({contentType, reason: 'the target\'s own copy could not be read before it was replaced'})))
-    return outcome
+    return replacement.stored
   }
 
   /**
-   * Once the job is over: what is still held belongs to replacements that did not end (their last
-   * attempt failed, the job stopped). A parent still on the target gets back what it lacks; the
-   * instance's own, and a parent that went with it, have nothing to hold them now: the summary
-   * lists them as not carried.
+   * Once the job is over: replacements that did not end (their last attempt failed, the job
+   * stopped). One that deleted nothing lost nothing. Otherwise, whatever still stands on the
+   * target (a parent that stayed, an instance stored but not written back) gets back what it
+   * lacks; what went with nothing to hold it now is listed as not carried.
    */
   async finish(): Promise<void> {
     const reason = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
-    const pending = [...this.kept.values()].flat()
-    this.kept.clear()
+    const unfinished = [...this.pending.values()].filter((replacement) => replacement.deleted)
+    this.pending.clear()
     // The job may have stopped because the target went away: this must not wait out its retries.
     const signal = AbortSignal.timeout(FINISH_MS)
-    for (const {level, id, data, bytes} of pending) {
-      if (level !== 'instance' && await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
+    for (const {level, id, data, bytes} of unfinished.flatMap((replacement) => replacement.kept)) {
+      if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
       for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
       for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
       if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)

@@ -1,3 +1,4 @@
+import {checkSafeToSend} from '../dicom/safe-to-send.js'
 import type {Endpoint, InstanceFilters} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
@@ -170,7 +171,12 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
         }
 
         const unit = await readInstanceUnit(options.source, item.source!, sideData, signal)
-        if (item.state === 'different') return replacer.replace(item.id, () => sink.store(unit, signal, {knownAbsent: true}), signal)
+        if (item.state === 'different') {
+          // Checked before the target's copy goes: a copy the store would refuse must not cost the one there.
+          checkSafeToSend(unit.dicom)
+          return replacer.replace(item.id, () => sink.store(unit, signal, {knownAbsent: true}), signal)
+        }
+
         return sink.store(unit, signal, {knownAbsent: true})
       },
     }).finally(() => replacer.finish())

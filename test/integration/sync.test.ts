@@ -250,6 +250,40 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('a replacement tried again after its store writes back only: the copy just stored is not deleted again; one whose deletion fails claims no loss', async () => {
+    const [lone] = await generateStudySet(join(work, 'again'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-again'})
+    await uploadFiles(source, [lone!.path])
+    await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${lone!.orthancId}`)
+    const {ParentPatient: patient} = await target.json<{ParentPatient: string}>(`/instances/${lone!.orthancId}/patient`)
+    await target.api(`/series/${series}/metadata/2004`, {method: 'PUT', body: 'target\'s own'})
+    await source.api(`/series/${series}/metadata/Reviewed`, {method: 'PUT', body: 'source\'s'})
+    const proxy = await startFaultProxy(target.port)
+    const syncThroughProxy = () => runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--retries', '0', '--patient-id', lone!.patientId])
+    try {
+      // The deletion fails for good: the target keeps its copy and what is beside it, and no loss is claimed.
+      proxy.faults.push(...Array.from({length: 5}, () => ({match: /^DELETE \/instances\//, fault: 'status-503' as const})))
+      const refused = await syncThroughProxy()
+      expect(refused.code).not.toBe(0)
+      expect(parseJson<{notCarried: Array<{reason: string}>}>(refused).notCarried.filter((entry) => /not written back/.test(entry.reason))).toEqual([])
+      expect(await (await target.api(`/series/${series}/metadata/2004`)).text()).toBe('target\'s own')
+      proxy.faults.length = 0
+
+      // The write-back fails once, after the store: the attempt after it writes back, and deletes nothing.
+      proxy.faults.push({match: new RegExp(`^PUT /series/${series}/metadata/2004`), fault: 'reset-before-response'})
+      proxy.log.length = 0
+      const result = await syncThroughProxy()
+      expect(result.code, result.stderr).toBe(0)
+      expect(proxy.log.filter((line) => line.startsWith('DELETE /instances/'))).toHaveLength(1)
+      expect(await (await target.api(`/series/${series}/metadata/2004`)).text()).toBe('target\'s own')
+      expect(await (await target.api(`/series/${series}/metadata/Reviewed`)).text()).toBe('source\'s')
+      expect((await instanceMd5s(target)).get(lone!.orthancId)).toBe((await instanceMd5s(source)).get(lone!.orthancId))
+    } finally {
+      await proxy.close()
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
   it('diff --side-data counts a patient of several studies once', async () => {
     const patients = await source.json<Array<{ID: string; Studies: string[]}>>('/patients?expand')
     const patient = patients.find((candidate) => candidate.Studies.length > 1)!
