@@ -18,8 +18,8 @@ export interface StudyCompleteness {
  * carried back) is on the far side already, or should be: there the target must hold all the
  * instances the study had on the source. Imported without the export it adds to, such a study is
  * incomplete, not passed over. So are the studies it left out whole, of which it names a sample
- * (farSideStudies): without them, an archive holding only new studies would import cleanly over
- * a gap.
+ * (farSideStudies), when the target lacks most of them: without them, an archive holding only new
+ * studies would import cleanly over a gap.
  */
 export async function studyCompleteness(client: OrthancClient, bags: BagReport[], notYetStored: Map<string, number>, signal?: AbortSignal): Promise<StudyCompleteness> {
   const expected = new Map<string, {studyInstanceUid: string; expected: number; leftOut: number}>()
@@ -42,11 +42,20 @@ export async function studyCompleteness(client: OrthancClient, bags: BagReport[]
   }
 
   const result: StudyCompleteness = {complete: 0, incomplete: []}
+  // Studies only named as left out whole, which the target lacks altogether.
+  const namedOnly: StudyCompleteness['incomplete'] = []
+  let namedOnlyCount = 0
   for (const [studyId, {leftOut, ...study}] of expected) {
     const present = (await client.studyInstanceCount(studyId, signal)) + (notYetStored.get(studyId) ?? 0)
+    if (!held.has(studyId)) namedOnlyCount++
     if (present >= study.expected) result.complete += held.has(studyId) ? 1 : 0
+    else if (!held.has(studyId) && present === 0) namedOnly.push({studyId, ...study, present, leftOut})
     else result.incomplete.push({studyId, ...study, present, ...(leftOut > 0 ? {leftOut} : {})})
   }
+
+  // Most of them absent: what the archive adds to never arrived. A few: deleted on the far side
+  // since (a retention rule), which is no reason to fail every later import.
+  if (namedOnly.length * 2 > namedOnlyCount) result.incomplete.push(...namedOnly)
 
   return result
 }
