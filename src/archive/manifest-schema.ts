@@ -10,6 +10,8 @@ import {type Check, exactly, integer, list, object, parseStrictJson, record, tex
 /** Largest volume count, volume number and instance count a reader accepts: far above any real export. */
 export const MAX_VOLUMES = 999_999
 export const MAX_INSTANCES_PER_VOLUME = 1_000_000
+/** Earlier exports a volume names as its data's way here. */
+export const MAX_HOPS = 1000
 /** An entry's size can be no larger than the payload limit (entry-rules.ts). */
 const MAX_FILE_BYTES = 8 * 1024 ** 3
 const FIRST_USER_CONTENT_TYPE = 1024
@@ -74,7 +76,7 @@ function headerFields(version: FormatVersion): Record<string, Check> {
     exportedAt: isoTime,
     filters: version === 1 ? filtersV1 : filtersV2,
     changeCursor: integer(0, Number.MAX_SAFE_INTEGER),
-    hops: list(hop, 1000),
+    hops: list(hop, MAX_HOPS),
     incrementalBase: object({group: uuid, changeCursor: integer(0, Number.MAX_SAFE_INTEGER)}),
     studies: record(orthancId, study, MAX_INSTANCES_PER_VOLUME),
     ...(version >= 3 ? {farSideStudies: record(orthancId, farSideStudy, FAR_SIDE_SAMPLE)} : {}),

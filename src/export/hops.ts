@@ -1,3 +1,4 @@
+import {MAX_HOPS} from '../archive/manifest-schema.js'
 import type {Hop} from '../model.js'
 import {UserFacingError} from '../errors.js'
 import {readReceipt} from '../import/receipt.js'
@@ -9,11 +10,16 @@ import {readVolumeManifest, volumeFiles} from './since.js'
  */
 export async function readHops(path: string): Promise<Hop[]> {
   if (path.endsWith('.jsonl')) {
+    let hops: Hop[]
     try {
-      return (await readReceipt(path)).header.hops ?? []
+      hops = (await readReceipt(path)).header.hops ?? []
     } catch (error) {
       throw new UserFacingError(`cannot read hops from ${path}: ${(error as Error).message}`, 'Give the import receipt (.jsonl) or the archive the data came from.', 'bad-input', 'bad-hops')
     }
+
+    // A volume records at most MAX_HOPS: more would make volumes every reader refuses.
+    if (hops.length > MAX_HOPS) throw new UserFacingError(`${path} names ${hops.length} archives the data came through, more than the ${MAX_HOPS} a volume records`, 'Give --hops-from the archive the data came from instead of the receipt.', 'usage', 'bad-hops')
+    return hops
   }
 
   const [first] = await volumeFiles(path, '--hops-from')

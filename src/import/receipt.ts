@@ -3,7 +3,7 @@ import {createReadStream} from 'node:fs'
 import {access, constants, realpath, rename, rm} from 'node:fs/promises'
 import {dirname, join, resolve} from 'node:path'
 
-import {hop, isoTime, MAX_VOLUMES, md5, orthancId, shortText, uuid} from '../archive/manifest-schema.js'
+import {hop, isoTime, md5, orthancId, shortText, uuid} from '../archive/manifest-schema.js'
 import {type Check, exactly, list, object, parseStrictJson, text} from '../archive/strict-json.js'
 import {UserFacingError} from '../errors.js'
 import type {Hop} from '../model.js'
@@ -84,7 +84,8 @@ export class ReceiptWriter {
 
   async write(line: ReceiptLine): Promise<void> {
     // Through the same mask as everything printed: a receipt names no password, whatever an error quoted.
-    await this.lines.write(`${JSON.stringify(line.reason === undefined ? line : {...line, reason: redactSecrets(line.reason)})}\n`)
+    const reason = line.reason === undefined ? undefined : redactSecrets(line.reason)
+    await this.lines.write(`${JSON.stringify(reason === undefined ? line : {...line, reason: reason.length > REASON_CHARS ? `${reason.slice(0, REASON_CHARS)}...` : reason})}\n`)
   }
 
   /** The header, which names the groups seen, goes first: the lines are copied behind it, then the whole takes its name. */
@@ -179,26 +180,31 @@ function receiptError(path: string, what: string, suggestion: string): UserFacin
   return new UserFacingError(`the receipt ${path} ${what}`, suggestion, 'usage', 'bad-receipt-path')
 }
 
+/** Archives a receipt's header may name; the line holding them stays within RECEIPT_LINE_BYTES. */
+const MAX_RECEIPT_HOPS = 100_000
+/** A header of MAX_RECEIPT_HOPS hops fits; a failure's reason is cut far below it (REASON_CHARS). */
+const RECEIPT_LINE_BYTES = 64 * 1024 * 1024
+/** A failure's reason as a receipt keeps it. */
+const REASON_CHARS = 4096
+
 /** The header line: its hops go into the manifests of an export --hops-from it. */
 const receiptHeader = object({
   format: exactly(RECEIPT_FORMAT),
   version: exactly(1),
   target: object({server: shortText, name: shortText, version: shortText}),
   createdAt: isoTime,
-  groups: list(uuid, MAX_VOLUMES),
-  hops: list(hop, 1000),
+  // One of each per archive ever imported by that run: a target fed daily for years has thousands.
+  groups: list(uuid, MAX_RECEIPT_HOPS),
+  hops: list(hop, MAX_RECEIPT_HOPS),
 })
 /** An instance's line: an arrived instance's ID and MD5 decide what an export leaves out. */
 const receiptLine = object({
   id: text({maxLength: 1024}),
   status: text({pattern: /^(transferred|skipped|failed)$/, what: 'transferred, skipped or failed'}),
   md5: text({pattern: /^([0-9a-f]{32})?$/, what: 'an MD5 in hex, or nothing'}),
-  reason: text({maxLength: 64 * 1024}),
+  reason: text({maxLength: RECEIPT_LINE_BYTES}),
 }, ['reason'])
-const arrivedLine = object({id: orthancId, status: text(), md5, reason: text({maxLength: 64 * 1024})}, ['reason'])
-
-/** Far above a header of a thousand hops; a line with a long failure reason fits too. */
-const RECEIPT_LINE_BYTES = 4 * 1024 * 1024
+const arrivedLine = object({id: orthancId, status: text(), md5, reason: text({maxLength: RECEIPT_LINE_BYTES})}, ['reason'])
 
 /**
  * Instances a receipt shows as safely on the far side, with the MD5 the far side holds. A

@@ -32,11 +32,26 @@ describe('reading a receipt', () => {
     expect(read.header.target).toEqual(header.target)
   })
 
+  it('a receipt of a target fed for years (1,001 archives) and a failure with a very long reason: written, and read back', async () => {
+    const path = join(work, 'long.jsonl')
+    const receipt = await ReceiptWriter.create(path, {format: RECEIPT_FORMAT, version: 1, target: header.target, createdAt: header.createdAt})
+    for (let index = 0; index < 1001; index++) {
+      const group = `00000000-0000-4000-8000-${String(index).padStart(12, '0')}`
+      receipt.addGroup(group, [{group, source: {server: 'http://127.0.0.1:1', name: 's', version: '1.10.1', databaseBackend: 'SQLite', storageBackend: 'Filesystem'}, exportedAt: header.createdAt}])
+    }
+    await receipt.write({id: ID, status: 'failed', md5: '', reason: 'x'.repeat(100_000)})
+    await receipt.write({id: ID, status: 'transferred', md5: MD5})
+    await receipt.close()
+    const read = await readReceipt(path)
+    expect(read.header.hops).toHaveLength(1001)
+    expect([...read.arrived]).toEqual([[ID, MD5]])
+  })
+
   it('a device, a FIFO or one endless line is refused at once, never read to the end of memory', async () => {
     const fifo = join(work, 'fifo')
     expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
     const endless = join(work, 'endless.jsonl')
-    await writeFile(endless, Buffer.alloc(6 * 1024 * 1024, 0x61))
+    await writeFile(endless, Buffer.alloc(65 * 1024 * 1024, 0x61))
     await expect(readReceipt('/dev/zero')).rejects.toMatchObject({code: expect.stringMatching(/^ENOTFILE/)})
     await expect(readReceipt(fifo)).rejects.toMatchObject({code: expect.stringMatching(/^ENOTFILE/)})
     await expect(readReceipt(endless)).rejects.toMatchObject({code: expect.stringMatching(/^ELINETOOLONG: line 1/)})
