@@ -148,12 +148,15 @@ function readPemFile(path: string | undefined, what: string, problemOf: (pem: Bu
   return pem
 }
 
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g
+// OpenSSL's "TRUSTED CERTIFICATE" blocks (Fedora's ca-bundle.trust.crt) are taken by TLS too;
+// they carry trust settings after the certificate, which X509Certificate does not parse.
+const PEM_CERTIFICATE = /-----BEGIN (TRUSTED )?CERTIFICATE-----[^-]*-----END (TRUSTED )?CERTIFICATE-----/g
 
 function certificatesProblem(pem: Buffer): string | undefined {
   const blocks = pem.toString('latin1').match(PEM_CERTIFICATE) ?? []
   if (blocks.length === 0) return 'it holds no PEM certificate (-----BEGIN CERTIFICATE-----); a DER one converts with: openssl x509 -inform der -in FILE -out FILE.pem'
   for (const [index, block] of blocks.entries()) {
+    if (block.startsWith('-----BEGIN TRUSTED')) continue
     try {
       new X509Certificate(block) // parsed only to be checked
     } catch {

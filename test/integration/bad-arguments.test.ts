@@ -93,6 +93,16 @@ describe('arguments refused before anything is done', () => {
     }
   })
 
+  it('a CA file of OpenSSL "TRUSTED CERTIFICATE" blocks (Fedora\'s bundle form) is taken, as TLS takes it', async () => {
+    const cert = join(work, 'ca-cert.pem')
+    expect(spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(work, 'ca.key'), '-out', cert, '-subj', '/CN=ca', '-days', '1']).status).toBe(0)
+    const trusted = join(work, 'ca-trusted.pem')
+    expect(spawnSync('openssl', ['x509', '-in', cert, '-addtrust', 'serverAuth', '-out', trusted]).status).toBe(0)
+    const result = await runCli(['info', '--server', 'https://127.0.0.1:1', '--ca-file', trusted, '--json'])
+    // Refused only by the server's absence (exit 4), not as a file.
+    expect(result.code).toBe(4)
+  })
+
   it('an encrypted client key is refused saying so', async () => {
     const key = join(work, 'encrypted.key')
     expect(spawnSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-aes256', '-pass', 'pass:x', '-out', key]).status).toBe(0)
