@@ -134,28 +134,33 @@ async function removeAbandoned(path: string, abandoned: string): Promise<void> {
 }
 
 /**
- * Touches a file every `refreshMs` by writing its content again, through a handle kept open: the
- * file system then stamps the time with its own clock (an NFS or SMB server's, not this
- * machine's, which may be far off), and a file removed and made anew by another run is never
- * written by this one (the handle holds the old one). Stops when asked, or once the path no
- * longer names that file (removed, or taken over).
+ * Touches a file every `refreshMs` by writing its content again: the file system then stamps the
+ * time with its own clock (an NFS or SMB server's, not this machine's, which may be far off). The
+ * file is opened for each touch and closed after (closing sends the write to an NFS server; a file
+ * held open could not be removed there), and written only if it still holds this run's content: a
+ * lock taken over and made anew by another run is left as it is, and touching stops.
  */
 export function keepWritten(path: string, content: string, refreshMs: number): {stop(): Promise<void>} {
-  const handle = open(path, 'r+').catch(() => undefined)
-  const stop = async () => {
-    clearInterval(timer)
-    await (await handle)?.close().catch(() => {})
+  let touching: Promise<void> = Promise.resolve()
+  const touch = async () => {
+    const file = await open(path, 'r+')
+    try {
+      if ((await file.readFile('utf8')) !== content) return clearInterval(timer)
+      await file.write(content, 0, 'utf8')
+    } finally {
+      await file.close()
+    }
   }
   const timer = setInterval(() => {
-    void (async () => {
-      const file = await handle
-      const [named, held] = await Promise.all([stat(path).catch(() => undefined), file?.stat()])
-      if (!file || named?.ino !== held?.ino) return stop()
-      await file.write(content, 0, 'utf8')
-    })().catch(() => {})
+    touching = touch().catch(() => clearInterval(timer))
   }, refreshMs)
   timer.unref()
-  return {stop}
+  return {
+    async stop() {
+      clearInterval(timer)
+      await touching
+    },
+  }
 }
 
 /**

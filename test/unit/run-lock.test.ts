@@ -1,5 +1,5 @@
 import {spawnSync} from 'node:child_process'
-import {mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile} from 'node:fs/promises'
+import {mkdir, mkdtemp, readdir, readlink, rm, stat, utimes, writeFile} from 'node:fs/promises'
 import {hostname, tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -97,6 +97,26 @@ describe('run locks and owners', () => {
     } finally {
       Date.now = realNow
     }
+  })
+
+  it('a held lock is touched by writing it, and not held open between touches (a file open on NFS cannot be removed)', async () => {
+    const path = join(work, 'written.lock')
+    const held = await RunLock.acquire(path, 'written', {refreshMs: 20})
+    const longAgo = new Date(Date.now() - 10 * 60_000)
+    await utimes(path, longAgo, longAgo)
+    await sleep(100)
+    expect(Date.now() - (await stat(path)).mtimeMs).toBeLessThan(60_000)
+    const openOnIt = async () => (await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')))).filter((target) => target === path)
+    let seenOpen = 0
+    for (let look = 0; look < 20; look++) {
+      seenOpen += (await openOnIt()).length
+      await sleep(3)
+    }
+
+    // Open for a moment at most while it is written, never all along.
+    expect(seenOpen).toBeLessThan(20)
+    await held.release()
+    expect(await openOnIt()).toEqual([])
   })
 
   it('a lock that cannot be created (its folder is missing) is a usage error that names it, not a crash', async () => {
