@@ -11,6 +11,7 @@ import {type DeletionPass, deleteExtras, refusedBeforeCopying} from './delete.js
 import type {Endpoint} from '../model.js'
 import {mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
 import {heldByTarget} from './plan.js'
+import {REPLACEMENT_LOST} from './replace.js'
 import type {JobEventListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
@@ -93,13 +94,9 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
     passes: 0, fullPasses: 0, deleted: 0, outages: 0, cursor: 0, notCarried: [],
   }
   let state = await loadState(options.stateFile, options.source.display, options.target.display)
-  // What could not be carried, by resource: a full pass meets every resource again, so its tally
-  // replaces the earlier ones; the passes after it add only what they brought.
-  const notCarried: {lastFull: NotCarried[]; since: NotCarried[]} = {lastFull: [], since: []}
+  const notCarried = new NotCarriedAcrossPasses()
   const tally = (pass: SyncSummary, full: boolean) => {
-    if (full) Object.assign(notCarried, {lastFull: pass.notCarried, since: []})
-    else notCarried.since = mergeNotCarried(notCarried.since, pass.notCarried)
-    summary.notCarried = mergeNotCarried(notCarried.lastFull, notCarried.since)
+    summary.notCarried = notCarried.add(pass.notCarried, full)
   }
   while (!options.signal?.aborted) {
     try {
@@ -224,6 +221,28 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void 
  * at every pass: one that exists and is not a mirror's state (a wrong --state) is refused, never
  * taken as no state and replaced.
  */
+/**
+ * What could not be carried, by resource, over a mirror's passes: a full pass meets every resource
+ * again, so its tally replaces the earlier ones, and the passes after it add only what they
+ * brought. What a replacement lost (see replace.ts) is no resource's state that a later pass meets
+ * again: it is kept whatever comes after.
+ */
+export class NotCarriedAcrossPasses {
+  private lastFull: NotCarried[] = []
+  private since: NotCarried[] = []
+  private lost: NotCarried[] = []
+
+  /** Adds one pass's tally; returns the whole. */
+  add(pass: NotCarried[], full: boolean): NotCarried[] {
+    const lostNow = pass.filter((entry) => entry.reason === REPLACEMENT_LOST)
+    const rest = pass.filter((entry) => entry.reason !== REPLACEMENT_LOST)
+    this.lost = mergeNotCarried(this.lost, lostNow)
+    if (full) [this.lastFull, this.since] = [rest, []]
+    else this.since = mergeNotCarried(this.since, rest)
+    return mergeNotCarried(mergeNotCarried(this.lastFull, this.since), this.lost)
+  }
+}
+
 async function loadState(path: string, source: string, target: string): Promise<FollowState | undefined> {
   let text: string
   try {

@@ -4,6 +4,9 @@ import {OrthancHttpError} from '../orthanc/errors.js'
 import {AttachmentsNotRestoredError, type OrthancSink, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
 
+/** Why what a replacement lost is listed as not carried. */
+export const REPLACEMENT_LOST = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
+
 /** How long the write-back of unfinished replacements may take once the job is over. */
 const FINISH_MS = 15_000
 
@@ -86,16 +89,15 @@ export class InstanceReplacer {
    * lacks; what went with nothing to hold it now is listed as not carried.
    */
   async finish(): Promise<void> {
-    const reason = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
     const unfinished = [...this.pending.values()].filter((replacement) => replacement.deleted)
     this.pending.clear()
     // The job may have stopped because the target went away: this must not wait out its retries.
     const signal = AbortSignal.timeout(FINISH_MS)
     for (const {level, id, data, bytes} of unfinished.flatMap((replacement) => replacement.kept)) {
       if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
-      for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
-      for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
-      if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
+      for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', REPLACEMENT_LOST, id, name)
+      for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', REPLACEMENT_LOST, id, attachment.name)
+      if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', REPLACEMENT_LOST, id)
     }
   }
 

@@ -255,7 +255,7 @@ describe('sync, diff and verify', () => {
     await uploadFiles(source, [lone!.path])
     await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
     const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${lone!.orthancId}`)
-    const {ParentPatient: patient} = await target.json<{ParentPatient: string}>(`/instances/${lone!.orthancId}/patient`)
+    const {ID: patient} = await target.json<{ID: string}>(`/instances/${lone!.orthancId}/patient`)
     await target.api(`/series/${series}/metadata/2004`, {method: 'PUT', body: 'target\'s own'})
     await source.api(`/series/${series}/metadata/Reviewed`, {method: 'PUT', body: 'source\'s'})
     const proxy = await startFaultProxy(target.port)

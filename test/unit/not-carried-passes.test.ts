@@ -1,0 +1,27 @@
+import {describe, expect, it} from 'vitest'
+
+import {NotCarriedTally} from '../../src/sinks/orthanc-sink.js'
+import {NotCarriedAcrossPasses} from '../../src/sync/follow.js'
+import {REPLACEMENT_LOST} from '../../src/sync/replace.js'
+
+const pass = (...entries: Array<[level: 'series' | 'study', id: string, name: string, reason: string]>) => {
+  const tally = new NotCarriedTally()
+  for (const [level, id, name, reason] of entries) tally.add(level, 'user-metadata', reason, id, name)
+  return tally.list()
+}
+
+describe('what a mirror could not carry, over its passes', () => {
+  it('a full pass replaces what the passes before it found, but never what a replacement lost', () => {
+    const across = new NotCarriedAcrossPasses()
+    across.add(pass(['series', 's1', 'Old', 'the target does not declare this name in its UserMetadata']), true)
+    across.add(pass(['series', 's2', '2002', REPLACEMENT_LOST], ['series', 's2', '2002', 'the target does not declare this name in its UserMetadata']), false)
+    const after = across.add(pass(), true)
+    expect(after).toEqual([expect.objectContaining({level: 'series', name: '2002', count: 1, reason: REPLACEMENT_LOST})])
+  })
+
+  it('passes that met the same resource count it once', () => {
+    const across = new NotCarriedAcrossPasses()
+    across.add(pass(['study', 'a', 'Note', 'refused']), false)
+    expect(across.add(pass(['study', 'a', 'Note', 'refused'], ['study', 'b', 'Note', 'refused']), false)).toEqual([expect.objectContaining({count: 2})])
+  })
+})
