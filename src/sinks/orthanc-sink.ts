@@ -33,11 +33,14 @@ function withResources(entry: NotCarried, resources: Set<string>): Tallied {
   return tallied
 }
 
-// By reason too: one name can go uncarried for two reasons (refused by the target, lost by a replacement).
-const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name' | 'reason'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}\u0000${entry.reason}`
+/** Why what a replacement lost (see sync/replace.ts) is listed as not carried. */
+export const REPLACEMENT_LOST = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
+
+// What a replacement lost is kept apart from what the target refused under the same name.
+const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name' | 'reason'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}\u0000${entry.reason === REPLACEMENT_LOST ? 'lost' : ''}`
 
 /**
- * What could not be carried, by level, kind, name and reason, counted by resource: every summary prints
+ * What could not be carried, by level, kind and name (and lost apart), counted by resource: every summary prints
  * it. Patients, studies and series are counted by ID, as several instances (and several passes of
  * a mirror) meet them; instances, met once each, are only counted: holding every instance's ID
  * (Orthanc's system metadata is never carried) would grow with the job.
@@ -59,7 +62,7 @@ export class NotCarriedTally {
   }
 }
 
-/** Two tallies as one: the resources of the same level, kind, name and reason counted once (sums, for entries that do not say which). */
+/** Two tallies as one: the resources of the same level, kind and name counted once (sums, for entries that do not say which). */
 export function mergeNotCarried(a: NotCarried[], b: NotCarried[]): NotCarried[] {
   const merged = new Map<string, Tallied>()
   for (const entry of [...a, ...b] as Tallied[]) {

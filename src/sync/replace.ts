@@ -1,11 +1,8 @@
 import {hasUserSideData, type ResourceLevel, type SideData} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
-import {AttachmentsNotRestoredError, type OrthancSink, type StoreOutcome} from '../sinks/orthanc-sink.js'
+import {AttachmentsNotRestoredError, type OrthancSink, REPLACEMENT_LOST, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
-
-/** Why what a replacement lost is listed as not carried. */
-export const REPLACEMENT_LOST = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
 
 /** How long the write-back of unfinished replacements may take once the job is over. */
 const FINISH_MS = 15_000

@@ -1,8 +1,7 @@
 import {describe, expect, it} from 'vitest'
 
-import {NotCarriedTally} from '../../src/sinks/orthanc-sink.js'
+import {NotCarriedTally, REPLACEMENT_LOST} from '../../src/sinks/orthanc-sink.js'
 import {NotCarriedAcrossPasses} from '../../src/sync/follow.js'
-import {REPLACEMENT_LOST} from '../../src/sync/replace.js'
 
 const pass = (...entries: Array<[level: 'series' | 'study', id: string, name: string, reason: string]>) => {
   const tally = new NotCarriedTally()
