@@ -3,10 +3,12 @@ import {setMaxListeners} from 'node:events'
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import type {HttpOptions} from '../orthanc/http.js'
+import {type NotCarried, REPLACEMENT_LOST} from '../sinks/orthanc-sink.js'
 import {emptyStats, type TransferStats} from '../transfer/stats.js'
 import {ExitCode} from './exit-codes.js'
 import {describeFailure} from './failure.js'
 import {filterFlags} from './filter-flags.js'
+import {renderNotCarried} from './summary.js'
 import {usageMessage} from './usage-message.js'
 import {interruptSignal} from './interrupt.js'
 import {guardOutputs} from '../util/redact.js'
@@ -131,6 +133,9 @@ export abstract class BaseCommand extends Command {
     }
 
     process.stderr.write(`Error: ${failure.message}\n  ${failure.suggestion}\n`)
+    // What the job lost before it stopped (a replacement's, see sync/replace.ts) is said too.
+    const lost = ((error as {notCarried?: NotCarried[]}).notCarried ?? []).filter((entry) => entry.reason === REPLACEMENT_LOST)
+    for (const line of renderNotCarried(lost)) process.stderr.write(`${line}\n`)
   }
 
   override async finally(error: Error | undefined): Promise<void> {
@@ -144,11 +149,12 @@ export abstract class BaseCommand extends Command {
 
   /** The counts a failed or interrupted transfer reached, so that its JSON never says less than happened. */
   private countsSoFar(error: unknown): Record<string, unknown> {
-    const stats = (error as {stats?: Partial<TransferStats>} | undefined)?.stats
+    const {stats, notCarried} = (error ?? {}) as {stats?: Partial<TransferStats>; notCarried?: NotCarried[]}
     return {
       ...emptyStats(),
       durationMs: Date.now() - this.started,
       ...stats,
+      ...(notCarried ? {notCarried} : {}),
       interrupted: this.signal.aborted,
     }
   }

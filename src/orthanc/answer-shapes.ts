@@ -135,6 +135,9 @@ export const instanceCount = objectWith({CountInstances: count})
 
 export const attachmentInfo = objectWith({UncompressedSize: count, CompressedSize: count, UncompressedMD5: md5OrNone, CompressedMD5: md5OrNone}, {ContentType: count})
 
+/** A deleted instance's answer: the nearest parent still standing (Series, Study, Patient), or null when none is. */
+export const deletionAnswer = objectWith({RemainingAncestor: (ancestor) => (ancestor === null ? undefined : objectWith({Type: oneOf('Series', 'Study', 'Patient')})(ancestor))})
+
 export const uploadAnswer = objectWith({ID: orthancId, Status: oneOf('Success', 'AlreadyStored', 'Failure', 'FilteredOut')}, {ParentPatient: orthancId, ParentStudy: orthancId, ParentSeries: orthancId})
 export const uploadAnswers = listOf(uploadAnswer)
 

@@ -336,8 +336,14 @@ export class OrthancClient {
     return Array.isArray(answer) ? answer : [answer]
   }
 
-  async deleteInstance(id: string, signal?: AbortSignal): Promise<void> {
-    await this.http.send('DELETE', `/instances/${id}`, {signal})
+  /**
+   * Deletes an instance; answers the nearest parent still standing ('series', 'study', 'patient'),
+   * or undefined when Orthanc deleted them all with it (it deletes a parent with its last child).
+   */
+  async deleteInstance(id: string, signal?: AbortSignal): Promise<ResourceLevel | undefined> {
+    const answer = await this.answer<{RemainingAncestor: {Type: 'Series' | 'Study' | 'Patient'} | null}>('DELETE', `/instances/${id}`, shapes.deletionAnswer, {signal})
+    const type = answer.RemainingAncestor?.Type
+    return type === undefined ? undefined : type === 'Series' ? 'series' : type === 'Study' ? 'study' : 'patient'
   }
 
   /** All metadata of a resource, system and user, by name (unnamed user metadata by number). */

@@ -136,6 +136,9 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
     } catch (error) {
       if (options.signal?.aborted) break
       if (error instanceof OrthancAuthError || !isJobFatal(error)) throw error
+      // What a pass's replacements lost before the outage stopped it stays in the summary.
+      const lost = (error as {notCarried?: NotCarried[]}).notCarried?.filter((entry) => entry.reason === REPLACEMENT_LOST)
+      if (lost?.length) summary.notCarried = notCarried.add(lost, false)
       summary.outages++
       options.onEvent?.({type: 'outage', message: (error as Error).message})
     }

@@ -4,6 +4,17 @@ import {OrthancHttpError} from '../orthanc/errors.js'
 import {AttachmentsNotRestoredError, type OrthancSink, REPLACEMENT_LOST, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
 
+/**
+ * What a deletion took with it, from the nearest parent Orthanc says still stands (none: it took
+ * them all, or it is not known): the instance, and each parent below that one. Only those get
+ * their side data back: a parent that stayed keeps what it has, including what a user removed
+ * from it meanwhile.
+ */
+function wentWith(remaining: ResourceLevel | undefined): Set<ResourceLevel> {
+  const below: ResourceLevel[] = ['instance', 'series', 'study', 'patient']
+  return new Set(remaining === undefined ? below : below.slice(0, below.indexOf(remaining)))
+}
+
 /** How long the write-back of unfinished replacements may take once the job is over. */
 const FINISH_MS = 15_000
 
@@ -24,8 +35,8 @@ interface KeptSideData {
  * study and patient when it was their last instance, and with each what the target kept beside
  * it (metadata, attachments, labels the source may not have). Before the deletion, the target's
  * own side data of the instance and of its parents is read (bytes and all); once the source's
- * copy is stored, what is not there any more is written again (for a parent that stayed,
- * nothing is missing, and nothing is written).
+ * copy is stored, the instance and each parent the deletion took (Orthanc's answer names the
+ * nearest one that stayed) get back what is not there any more.
  *
  * What was read is held until the instance is stored, across the engine's attempts: an attempt
  * that fails after the deletion leaves the next one nothing to read on the target. It is held in
@@ -34,7 +45,7 @@ interface KeptSideData {
  */
 export class InstanceReplacer {
   /** Replacements begun and not ended, by instance ID: what was kept, and how far each went. */
-  private readonly pending = new Map<string, {kept: KeptSideData[]; deleted: boolean; stored?: StoreOutcome}>()
+  private readonly pending = new Map<string, {kept: KeptSideData[]; attempted: boolean; went?: Set<ResourceLevel>; stored?: StoreOutcome}>()
   /** Parents' side data (and which parents a series has) read lately: the instances of a series are replaced together. */
   private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
@@ -52,24 +63,25 @@ export class InstanceReplacer {
   async replace(instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
     let replacement = this.pending.get(instanceId)
     if (!replacement) {
-      replacement = {kept: await this.keptBeside(instanceId, signal), deleted: false}
+      replacement = {kept: await this.keptBeside(instanceId, signal), attempted: false}
       this.pending.set(instanceId, replacement)
     }
 
-    if (!replacement.deleted) {
+    if (!replacement.went) {
+      // From here on the copy may be gone, answered or not (see finish).
+      replacement.attempted = true
       try {
-        await this.target.deleteInstance(instanceId, signal)
+        replacement.went = wentWith(await this.target.deleteInstance(instanceId, signal))
       } catch (error) {
-        // Deleted by an earlier attempt whose answer was lost, or by someone else: gone either way.
+        // Deleted by an earlier attempt whose answer was lost, or by someone else: what went with it is not known.
         if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+        replacement.went = wentWith(undefined)
       }
-
-      replacement.deleted = true
     }
 
     replacement.stored ??= await store()
     const missing: number[] = []
-    for (const {level, id, data, bytes} of replacement.kept) {
+    for (const {level, id, data, bytes} of replacement.kept.filter((kept) => replacement.went!.has(kept.level))) {
       // The store answers the instance's ID; its parents' IDs are hashes of the same UIDs, so the same again.
       missing.push(...await this.sink.restoreOwn(level, level === 'instance' ? replacement.stored.instanceId : id, data, bytes, signal))
     }
@@ -81,16 +93,18 @@ export class InstanceReplacer {
 
   /**
    * Once the job is over: replacements that did not end (their last attempt failed, the job
-   * stopped). One that deleted nothing lost nothing. Otherwise, whatever still stands on the
-   * target (a parent that stayed, an instance stored but not written back) gets back what it
-   * lacks; what went with nothing to hold it now is listed as not carried.
+   * stopped). One that sent no deletion lost nothing. Otherwise, of what its deletion took (all of
+   * it when no answer said), whatever stands on the target again gets back what it lacks; what
+   * has nothing to hold it now is listed as not carried.
    */
   async finish(): Promise<void> {
-    const unfinished = [...this.pending.values()].filter((replacement) => replacement.deleted)
+    // A deletion sent may have happened even when no answer came: what went with it is then not known.
+    const unfinished = [...this.pending.values()].filter((replacement) => replacement.attempted)
     this.pending.clear()
     // The job may have stopped because the target went away: this must not wait out its retries.
     const signal = AbortSignal.timeout(FINISH_MS)
-    for (const {level, id, data, bytes} of unfinished.flatMap((replacement) => replacement.kept)) {
+    const gone = unfinished.flatMap((replacement) => replacement.kept.filter((kept) => (replacement.went ?? wentWith(undefined)).has(kept.level)))
+    for (const {level, id, data, bytes} of gone) {
       if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
       for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', REPLACEMENT_LOST, id, name)
       for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', REPLACEMENT_LOST, id, attachment.name)

@@ -148,7 +148,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     uploads = {concurrency, sink}
     const sideData = new SideDataReader(options.source)
     const replacer = new InstanceReplacer(options.target, sink)
-    const stats = await runTransfer({
+    const transfer = runTransfer({
       items: prefetchingSideData(spool.read(), sideData, options.signal),
       concurrency: concurrency.inFlight,
       control: concurrency.control,
@@ -179,7 +179,17 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
 
         return sink.store(unit, signal, {knownAbsent: true})
       },
-    }).finally(() => replacer.finish())
+    })
+    let stats: TransferStats
+    try {
+      stats = await transfer
+    } catch (error) {
+      // A job stopped by a fatal error says what its replacements lost too, beside its counts.
+      await replacer.finish()
+      throw Object.assign(error as Error, {notCarried: sink.notCarried.list()})
+    }
+
+    await replacer.finish()
     return summary(stats, /* afterTransfer */ true)
   } finally {
     await spool?.dispose()

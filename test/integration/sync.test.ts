@@ -284,6 +284,72 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('a replacement writes back only on what its deletion took: a parent that stayed keeps what a user removed from it meanwhile', async () => {
+    const three = await generateStudySet(join(work, 'stayed'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 500, seed: 'sync-stayed'})
+    await uploadFiles(source, three.map((record) => record.path))
+    // One instance differs; the other two keep the series there throughout.
+    await uploadFiles(target, three.slice(1).map((record) => record.path))
+    await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(three[0]!))})
+    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${three[0]!.orthancId}`)
+    const {ID: patient} = await target.json<{ID: string}>(`/instances/${three[0]!.orthancId}/patient`)
+    await target.api(`/series/${series}/metadata/2005`, {method: 'PUT', body: 'to be removed'})
+    const proxy = await startFaultProxy(target.port)
+    proxy.slow.push({match: /^POST \/instances/, ms: 1500})
+    try {
+      const running = runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--patient-id', three[0]!.patientId])
+      // While the source's copy is on its way, after the replacement read the series: a user removes its metadata.
+      while (!proxy.events.some((event) => event.startsWith('> POST /instances'))) await sleep(20)
+      expect((await target.api(`/series/${series}/metadata/2005`, {method: 'DELETE'})).status).toBe(200)
+      const result = await running
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 1, failed: 0})
+      expect((await target.api(`/series/${series}/metadata/2005`)).status).toBe(404)
+    } finally {
+      await proxy.close()
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
+  it('a deletion carried out whose answer is lost, and never confirmed: what went is listed as lost, in the JSON and on the terminal', async () => {
+    const [lone] = await generateStudySet(join(work, 'answer-lost'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-answer-lost'})
+    await uploadFiles(source, [lone!.path])
+    await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${lone!.orthancId}`)
+    const {ID: patient} = await target.json<{ID: string}>(`/instances/${lone!.orthancId}/patient`)
+    await target.api(`/series/${series}/metadata/2006`, {method: 'PUT', body: 'target\'s own'})
+    const proxy = await startFaultProxy(target.port)
+    // Orthanc deletes; the answer is cut on its way back, and every deletion sent again is refused.
+    const answerLost = () => proxy.faults.push({match: /^DELETE \/instances\//, fault: 'reset-mid-body'}, ...Array.from({length: 8}, () => ({match: /^DELETE \/instances\//, fault: 'status-503' as const})))
+    answerLost()
+    const args = ['sync', '--source', source.url, '--target', proxy.url, '--checksum', '--retries', '0', '--patient-id', lone!.patientId]
+    try {
+      const result = await runCli([...args, '--json'])
+      expect(result.code).not.toBe(0)
+      expect((await target.api(`/series/${series}/metadata/2006`)).status).toBe(404)
+      expect(parseJson<{notCarried: Array<{level: string; name?: string; reason: string}>}>(result).notCarried).toContainEqual(expect.objectContaining({level: 'series', name: '2006', reason: expect.stringMatching(/deleted with the copy it replaced and not written back/)}))
+      // The same said to a person, beside the error (the instance is copied again by the next run; what was the target's own is not).
+      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+      await target.api(`/series/${series}/metadata/2006`, {method: 'PUT', body: 'target\'s own'})
+      proxy.faults.length = 0
+      answerLost()
+      const told = await runCli(args)
+      expect(told.code).not.toBe(0)
+      expect(told.stdout + told.stderr).toMatch(/^Not carried: user-metadata "2006" of 1 series: the target's own, deleted with the copy it replaced and not written back/m)
+
+      // The deletion answered, then the job stopped by a fatal error (the upload's connection lost): said beside the error.
+      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+      await target.api(`/series/${series}/metadata/2006`, {method: 'PUT', body: 'target\'s own'})
+      proxy.faults.length = 0
+      proxy.faults.push(...Array.from({length: 8}, () => ({match: /^POST \/instances/, fault: 'reset-before-response' as const})))
+      const stopped = await runCli([...args, '--json'])
+      expect(JSON.parse(stopped.stdout).error).toMatchObject({code: 'connection-lost'})
+      expect(JSON.parse(stopped.stdout).notCarried).toContainEqual(expect.objectContaining({level: 'series', name: '2006', reason: expect.stringMatching(/not written back/)}))
+    } finally {
+      await proxy.close()
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
   it('diff --side-data counts a patient of several studies once', async () => {
     const patients = await source.json<Array<{ID: string; Studies: string[]}>>('/patients?expand')
     const patient = patients.find((candidate) => candidate.Studies.length > 1)!
