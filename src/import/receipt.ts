@@ -3,7 +3,7 @@ import {createReadStream} from 'node:fs'
 import {access, constants, realpath, rename, rm} from 'node:fs/promises'
 import {dirname, join, resolve} from 'node:path'
 
-import {hop, isoTime, md5, orthancId, shortText, uuid} from '../archive/manifest-schema.js'
+import {hop, isoTime, MAX_HOPS, md5, orthancId, shortText, uuid} from '../archive/manifest-schema.js'
 import {type Check, exactly, list, object, parseStrictJson, text} from '../archive/strict-json.js'
 import {UserFacingError} from '../errors.js'
 import type {Hop} from '../model.js'
@@ -99,7 +99,9 @@ export class ReceiptWriter {
 
   private async finish(): Promise<void> {
     await this.lines.end()
-    const header: ReceiptHeader = {...this.header, groups: [...this.groups], hops: [...this.hops.values()]}
+    // More hops than a volume records are no use to --hops-from (it refuses them), and could make a
+    // header line no reader takes: one past the limit is kept, so that it still says so.
+    const header: ReceiptHeader = {...this.header, groups: [...this.groups].slice(0, MAX_RECEIPT_HOPS), hops: [...this.hops.values()].slice(0, MAX_HOPS + 1)}
     const temporary = `${this.path}.tmp`
     const output = await openPrivateFile(temporary, 'w')
     try {

@@ -42,19 +42,20 @@ export async function studyCompleteness(client: OrthancClient, bags: BagReport[]
   }
 
   const result: StudyCompleteness = {complete: 0, incomplete: []}
-  // Studies only named as left out whole, which the target lacks altogether.
+  // Studies only named as left out whole, which the target lacks, wholly or in part.
   const namedOnly: StudyCompleteness['incomplete'] = []
   let namedOnlyCount = 0
   for (const [studyId, {leftOut, ...study}] of expected) {
     const present = (await client.studyInstanceCount(studyId, signal)) + (notYetStored.get(studyId) ?? 0)
     if (!held.has(studyId)) namedOnlyCount++
     if (present >= study.expected) result.complete += held.has(studyId) ? 1 : 0
-    else if (!held.has(studyId) && present === 0) namedOnly.push({studyId, ...study, present, leftOut})
+    else if (!held.has(studyId)) namedOnly.push({studyId, ...study, present, leftOut})
     else result.incomplete.push({studyId, ...study, present, ...(leftOut > 0 ? {leftOut} : {})})
   }
 
-  // Most of them absent: what the archive adds to never arrived. A few: deleted on the far side
-  // since (a retention rule), which is no reason to fail every later import.
+  // Most of them short: what the archive adds to never arrived. A few: deleted on the far side
+  // since, whole or in part (a retention rule, an image removed), which is no reason to fail every
+  // later import.
   if (namedOnly.length * 2 > namedOnlyCount) result.incomplete.push(...namedOnly)
 
   return result

@@ -32,10 +32,10 @@ describe('reading a receipt', () => {
     expect(read.header.target).toEqual(header.target)
   })
 
-  it('a receipt of a target fed for years (1,001 archives) and a failure with a very long reason: written, and read back', async () => {
+  it('a receipt of a target fed for years (1,500 archives) and a failure with a very long reason: written, and read back (hops kept to one past what a volume records)', async () => {
     const path = join(work, 'long.jsonl')
     const receipt = await ReceiptWriter.create(path, {format: RECEIPT_FORMAT, version: 1, target: header.target, createdAt: header.createdAt})
-    for (let index = 0; index < 1001; index++) {
+    for (let index = 0; index < 1500; index++) {
       const group = `00000000-0000-4000-8000-${String(index).padStart(12, '0')}`
       receipt.addGroup(group, [{group, source: {server: 'http://127.0.0.1:1', name: 's', version: '1.10.1', databaseBackend: 'SQLite', storageBackend: 'Filesystem'}, exportedAt: header.createdAt}])
     }
@@ -44,6 +44,7 @@ describe('reading a receipt', () => {
     await receipt.close()
     const read = await readReceipt(path)
     expect(read.header.hops).toHaveLength(1001)
+    expect(read.header.groups).toHaveLength(1500)
     expect([...read.arrived]).toEqual([[ID, MD5]])
   })
 
