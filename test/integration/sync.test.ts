@@ -183,11 +183,21 @@ describe('sync, diff and verify', () => {
     expect(parseJson<DiffJson>(same)).toMatchObject({onlySource: 0, onlyTarget: 0, different: 0, identical: corpus.length})
   })
 
+  /** An instance alone in its patient, on the source, and on the target with other bytes under the same ID. */
+  const loneInstanceDiffering = async (name: string) => {
+    const lone = (await generateStudySet(join(work, name), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: `sync-${name}`}))[0]!
+    await uploadFiles(source, [lone.path])
+    await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone))})
+    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${lone.orthancId}`)
+    const {ID: patient} = await target.json<{ID: string}>(`/instances/${lone.orthancId}/patient`)
+    return {lone, series, patient}
+  }
+
   it('sync --checksum replacing the only instance of a patient keeps what the target had of its own beside it, on the instance and each parent', async () => {
-    const [lone] = await generateStudySet(join(work, 'lone'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-lone'})
-    await uploadFiles(source, [lone!.path])
-    const instance = lone!.orthancId
-    const altered = await target.json<{ID: string; ParentPatient: string}>('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+    const lone = (await generateStudySet(join(work, 'lone'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-lone'}))[0]!
+    await uploadFiles(source, [lone.path])
+    const instance = lone.orthancId
+    const altered = await target.json<{ID: string; ParentPatient: string}>('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone))})
     expect(altered.ID).toBe(instance)
     const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${instance}`)
     const {ParentStudy: study} = await target.json<{ParentStudy: string}>(`/series/${series}`)
@@ -201,7 +211,7 @@ describe('sync, diff and verify', () => {
     await target.api(`/studies/${study}/metadata/Reviewed`, {method: 'PUT', body: 'by the target'})
     await source.api(`/studies/${study}/metadata/Reviewed`, {method: 'PUT', body: 'by the source'})
     try {
-      const result = await sync('--checksum', '--patient-id', lone!.patientId)
+      const result = await sync('--checksum', '--patient-id', lone.patientId)
       expect(result.code, result.stderr).toBe(0)
       expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 1, failed: 0, plan: {different: 1}})
       expect((await instanceMd5s(target)).get(instance)).toBe((await instanceMd5s(source)).get(instance))
@@ -213,12 +223,12 @@ describe('sync, diff and verify', () => {
 
       // A replacement whose upload fails for good: what the target had is gone, and the summary says so.
       await target.api(`/instances/${instance}`, {method: 'DELETE'})
-      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone))})
       await target.api(`/studies/${study}/metadata/2002`, {method: 'PUT', body: 'target\'s again'})
       const proxy = await startFaultProxy(target.port)
       proxy.faults.push(...Array.from({length: 10}, () => ({match: /^POST \/instances/, fault: 'status-404' as const})))
       try {
-        const failed = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--patient-id', lone!.patientId])
+        const failed = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--patient-id', lone.patientId])
         expect(failed.code).not.toBe(0)
         expect(parseJson<SyncJson & {notCarried: Array<{level: string; kind: string; name?: string; reason: string}>}>(failed).notCarried).toContainEqual(expect.objectContaining({
           level: 'study', kind: 'user-metadata', name: '2002', reason: 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed',
@@ -251,15 +261,11 @@ describe('sync, diff and verify', () => {
   })
 
   it('a replacement tried again after its store writes back only: the copy just stored is not deleted again; one whose deletion fails claims no loss', async () => {
-    const [lone] = await generateStudySet(join(work, 'again'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-again'})
-    await uploadFiles(source, [lone!.path])
-    await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
-    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${lone!.orthancId}`)
-    const {ID: patient} = await target.json<{ID: string}>(`/instances/${lone!.orthancId}/patient`)
+    const {lone, series, patient} = await loneInstanceDiffering('again')
     await target.api(`/series/${series}/metadata/2004`, {method: 'PUT', body: 'target\'s own'})
     await source.api(`/series/${series}/metadata/Reviewed`, {method: 'PUT', body: 'source\'s'})
     const proxy = await startFaultProxy(target.port)
-    const syncThroughProxy = () => runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--retries', '0', '--patient-id', lone!.patientId])
+    const syncThroughProxy = () => runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--retries', '0', '--patient-id', lone.patientId])
     try {
       // The deletion fails for good: the target keeps its copy and what is beside it, and no loss is claimed.
       proxy.faults.push(...Array.from({length: 5}, () => ({match: /^DELETE \/instances\//, fault: 'status-503' as const})))
@@ -277,7 +283,7 @@ describe('sync, diff and verify', () => {
       expect(proxy.log.filter((line) => line.startsWith('DELETE /instances/'))).toHaveLength(1)
       expect(await (await target.api(`/series/${series}/metadata/2004`)).text()).toBe('target\'s own')
       expect(await (await target.api(`/series/${series}/metadata/Reviewed`)).text()).toBe('source\'s')
-      expect((await instanceMd5s(target)).get(lone!.orthancId)).toBe((await instanceMd5s(source)).get(lone!.orthancId))
+      expect((await instanceMd5s(target)).get(lone.orthancId)).toBe((await instanceMd5s(source)).get(lone.orthancId))
     } finally {
       await proxy.close()
       await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
@@ -311,24 +317,20 @@ describe('sync, diff and verify', () => {
   })
 
   it('a deletion carried out whose answer is lost, and never confirmed: what went is listed as lost, in the JSON and on the terminal', async () => {
-    const [lone] = await generateStudySet(join(work, 'answer-lost'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-answer-lost'})
-    await uploadFiles(source, [lone!.path])
-    await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
-    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${lone!.orthancId}`)
-    const {ID: patient} = await target.json<{ID: string}>(`/instances/${lone!.orthancId}/patient`)
+    const {lone, series, patient} = await loneInstanceDiffering('answer-lost')
     await target.api(`/series/${series}/metadata/2006`, {method: 'PUT', body: 'target\'s own'})
     const proxy = await startFaultProxy(target.port)
     // Orthanc deletes; the answer is cut on its way back, and every deletion sent again is refused.
     const answerLost = () => proxy.faults.push({match: /^DELETE \/instances\//, fault: 'reset-mid-body'}, ...Array.from({length: 8}, () => ({match: /^DELETE \/instances\//, fault: 'status-503' as const})))
     answerLost()
-    const args = ['sync', '--source', source.url, '--target', proxy.url, '--checksum', '--retries', '0', '--patient-id', lone!.patientId]
+    const args = ['sync', '--source', source.url, '--target', proxy.url, '--checksum', '--retries', '0', '--patient-id', lone.patientId]
     try {
       const result = await runCli([...args, '--json'])
       expect(result.code).not.toBe(0)
       expect((await target.api(`/series/${series}/metadata/2006`)).status).toBe(404)
       expect(parseJson<{notCarried: Array<{level: string; name?: string; reason: string}>}>(result).notCarried).toContainEqual(expect.objectContaining({level: 'series', name: '2006', reason: expect.stringMatching(/deleted with the copy it replaced and not written back/)}))
       // The same said to a person, beside the error (the instance is copied again by the next run; what was the target's own is not).
-      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone))})
       await target.api(`/series/${series}/metadata/2006`, {method: 'PUT', body: 'target\'s own'})
       proxy.faults.length = 0
       answerLost()
@@ -337,7 +339,7 @@ describe('sync, diff and verify', () => {
       expect(told.stdout + told.stderr).toMatch(/^Not carried: user-metadata "2006" of 1 series: the target's own, deleted with the copy it replaced and not written back/m)
 
       // The deletion answered, then the job stopped by a fatal error (the upload's connection lost): said beside the error.
-      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone!))})
+      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(lone))})
       await target.api(`/series/${series}/metadata/2006`, {method: 'PUT', body: 'target\'s own'})
       proxy.faults.length = 0
       proxy.faults.push(...Array.from({length: 8}, () => ({match: /^POST \/instances/, fault: 'reset-before-response' as const})))
