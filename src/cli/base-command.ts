@@ -3,7 +3,7 @@ import {setMaxListeners} from 'node:events'
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import type {HttpOptions} from '../orthanc/http.js'
-import {type NotCarried, REPLACEMENT_LOST} from '../sinks/orthanc-sink.js'
+import {lostBy, type NotCarried} from '../sinks/orthanc-sink.js'
 import {emptyStats, type TransferStats} from '../transfer/stats.js'
 import {ExitCode} from './exit-codes.js'
 import {describeFailure} from './failure.js'
@@ -134,8 +134,7 @@ export abstract class BaseCommand extends Command {
 
     process.stderr.write(`Error: ${failure.message}\n  ${failure.suggestion}\n`)
     // What the job lost before it stopped (a replacement's, see sync/replace.ts) is said too.
-    const lost = ((error as {notCarried?: NotCarried[]}).notCarried ?? []).filter((entry) => entry.reason === REPLACEMENT_LOST)
-    for (const line of renderNotCarried(lost)) process.stderr.write(`${line}\n`)
+    for (const line of renderNotCarried(lostBy(error))) process.stderr.write(`${line}\n`)
   }
 
   override async finally(error: Error | undefined): Promise<void> {

@@ -36,8 +36,18 @@ function withResources(entry: NotCarried, resources: Set<string>): Tallied {
 /** Why what a replacement lost (see sync/replace.ts) is listed as not carried. */
 export const REPLACEMENT_LOST = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
 
+/** Whether an entry is the target's own, lost by a replacement, rather than something not carried over. */
+export function isLost(entry: Pick<NotCarried, 'reason'>): boolean {
+  return entry.reason === REPLACEMENT_LOST
+}
+
+/** What a job stopped by an error lost by replacements, as it carries it (see sync.ts). */
+export function lostBy(error: unknown): NotCarried[] {
+  return ((error as {notCarried?: NotCarried[]} | undefined)?.notCarried ?? []).filter(isLost)
+}
+
 // What a replacement lost is kept apart from what the target refused under the same name.
-const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name' | 'reason'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}\u0000${entry.reason === REPLACEMENT_LOST ? 'lost' : ''}`
+const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name' | 'reason'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}\u0000${isLost(entry) ? 'lost' : ''}`
 
 /**
  * What could not be carried, by level, kind and name (and lost apart), counted by resource: every summary prints

@@ -9,7 +9,7 @@ import {RunLock} from '../util/run-lock.js'
 import {LIST_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 import {type DeletionPass, deleteExtras, refusedBeforeCopying} from './delete.js'
 import type {Endpoint} from '../model.js'
-import {mergeNotCarried, type NotCarried, REPLACEMENT_LOST} from '../sinks/orthanc-sink.js'
+import {isLost, lostBy, mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
 import {heldByTarget} from './plan.js'
 import type {JobEventListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
@@ -137,8 +137,8 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
       if (options.signal?.aborted) break
       if (error instanceof OrthancAuthError || !isJobFatal(error)) throw error
       // What a pass's replacements lost before the outage stopped it stays in the summary.
-      const lost = (error as {notCarried?: NotCarried[]}).notCarried?.filter((entry) => entry.reason === REPLACEMENT_LOST)
-      if (lost?.length) summary.notCarried = notCarried.add(lost, false)
+      const lost = lostBy(error)
+      if (lost.length > 0) summary.notCarried = notCarried.add(lost, false)
       summary.outages++
       options.onEvent?.({type: 'outage', message: (error as Error).message})
     }
@@ -236,8 +236,8 @@ export class NotCarriedAcrossPasses {
 
   /** Adds one pass's tally; returns the whole. */
   add(pass: NotCarried[], full: boolean): NotCarried[] {
-    const lostNow = pass.filter((entry) => entry.reason === REPLACEMENT_LOST)
-    const rest = pass.filter((entry) => entry.reason !== REPLACEMENT_LOST)
+    const lostNow = pass.filter(isLost)
+    const rest = pass.filter((entry) => !isLost(entry))
     this.lost = mergeNotCarried(this.lost, lostNow)
     if (full) [this.lastFull, this.since] = [rest, []]
     else this.since = mergeNotCarried(this.since, rest)
