@@ -95,7 +95,7 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
   let state = await loadState(options.stateFile, options.source.display, options.target.display)
   const notCarried = new NotCarriedAcrossPasses()
   const tally = (pass: SyncSummary, full: boolean) => {
-    summary.notCarried = notCarried.add(pass.notCarried, full)
+    summary.notCarried = notCarried.add(pass, full)
   }
   while (!options.signal?.aborted) {
     try {
@@ -138,7 +138,7 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
       if (error instanceof OrthancAuthError || !isJobFatal(error)) throw error
       // What a pass's replacements lost before the outage stopped it stays in the summary.
       const lost = lostBy(error)
-      if (lost.length > 0) summary.notCarried = notCarried.add(lost, false)
+      if (lost.length > 0) summary.notCarried = notCarried.add({notCarried: lost, interrupted: true}, false)
       summary.outages++
       options.onEvent?.({type: 'outage', message: (error as Error).message})
     }
@@ -226,7 +226,8 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void 
 /**
  * What could not be carried, by resource, over a mirror's passes: a full pass meets every resource
  * again, so its tally replaces the earlier ones, and the passes after it add only what they
- * brought. What a replacement lost (see replace.ts) is no resource's state that a later pass meets
+ * brought. A full pass stopped part-way met only some: it adds to the tally, as a partial pass
+ * does. What a replacement lost (see replace.ts) is no resource's state that a later pass meets
  * again: it is kept whatever comes after.
  */
 export class NotCarriedAcrossPasses {
@@ -235,11 +236,11 @@ export class NotCarriedAcrossPasses {
   private lost: NotCarried[] = []
 
   /** Adds one pass's tally; returns the whole. */
-  add(pass: NotCarried[], full: boolean): NotCarried[] {
-    const lostNow = pass.filter(isLost)
-    const rest = pass.filter((entry) => !isLost(entry))
+  add(pass: Pick<SyncSummary, 'notCarried' | 'interrupted'>, full: boolean): NotCarried[] {
+    const lostNow = pass.notCarried.filter(isLost)
+    const rest = pass.notCarried.filter((entry) => !isLost(entry))
     this.lost = mergeNotCarried(this.lost, lostNow)
-    if (full) [this.lastFull, this.since] = [rest, []]
+    if (full && !pass.interrupted) [this.lastFull, this.since] = [rest, []]
     else this.since = mergeNotCarried(this.since, rest)
     return mergeNotCarried(mergeNotCarried(this.lastFull, this.since), this.lost)
   }

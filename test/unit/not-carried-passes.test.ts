@@ -6,7 +6,7 @@ import {NotCarriedAcrossPasses} from '../../src/sync/follow.js'
 const pass = (...entries: Array<[level: 'series' | 'study', id: string, name: string, reason: string]>) => {
   const tally = new NotCarriedTally()
   for (const [level, id, name, reason] of entries) tally.add(level, 'user-metadata', reason, id, name)
-  return tally.list()
+  return {notCarried: tally.list(), interrupted: false}
 }
 
 describe('what a mirror could not carry, over its passes', () => {
@@ -16,6 +16,13 @@ describe('what a mirror could not carry, over its passes', () => {
     across.add(pass(['series', 's2', '2002', REPLACEMENT_LOST], ['series', 's2', '2002', 'the target does not declare this name in its UserMetadata']), false)
     const after = across.add(pass(), true)
     expect(after).toEqual([expect.objectContaining({level: 'series', name: '2002', count: 1, reason: REPLACEMENT_LOST})])
+  })
+
+  it('a full pass stopped part-way adds to the tally: it never met the resources it did not reach', () => {
+    const across = new NotCarriedAcrossPasses()
+    across.add(pass(['series', 's1', 'Old', 'refused']), true)
+    const after = across.add({...pass(['study', 'a', 'Note', 'refused']), interrupted: true}, true)
+    expect(after.map((entry) => [entry.level, entry.name])).toEqual([['series', 'Old'], ['study', 'Note']])
   })
 
   it('passes that met the same resource count it once', () => {
