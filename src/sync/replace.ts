@@ -1,6 +1,6 @@
 import {hasUserSideData, type ResourceLevel, type SideData} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {OrthancHttpError} from '../orthanc/errors.js'
+import {OrthancHttpError, OrthancTlsError, OrthancUnreachableError} from '../orthanc/errors.js'
 import {AttachmentsNotRestoredError, type OrthancSink, REPLACEMENT_LOST, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
 
@@ -21,12 +21,45 @@ const FINISH_MS = 15_000
 /** Reads of parents kept for the instances that follow: a few series' worth. */
 const REMEMBERED_READS = 64
 
+/** A parent's read holding more attachment bytes than this is read again by each instance instead of kept. */
+const REMEMBERED_BYTES_EACH = 256 * 1024
+
+/**
+ * Attachment bytes held at most for replacements begun and not ended (see InstanceReplacer):
+ * past it, no other replacement begins in this run.
+ */
+const HELD_BYTES = 64 * 1024 * 1024
+
+/**
+ * Whether a deletion that failed certainly did not happen: the request never reached the server,
+ * or it answered with a refusal (a 4xx other than 404 and 408; a gateway's 5xx may come after
+ * the server did it).
+ */
+function certainlyNotDeleted(error: unknown): boolean {
+  if (error instanceof OrthancUnreachableError || error instanceof OrthancTlsError) return true
+  return error instanceof OrthancHttpError && error.status >= 400 && error.status < 500 && error.status !== 404 && error.status !== 408
+}
+
+/** A replacement not begun, so that the bytes held for unfinished ones stay bounded. */
+export class ReplacementDeferredError extends Error {
+  constructor(instanceId: string, heldBytes: number) {
+    super(`instance ${instanceId} differs on the target and was not replaced in this run: ${(heldBytes / 1024 / 1024).toFixed(1)} MiB of the target's own attachments are held for replacements not finished yet; run again to replace it`)
+    this.name = 'ReplacementDeferredError'
+  }
+}
+
 /** What the target keeps of its own beside one resource, with its attachments' bytes. */
 interface KeptSideData {
   level: ResourceLevel
   id: string
   data: SideData
   bytes: Map<number, Buffer>
+}
+
+function byteCount(kept: Array<KeptSideData | undefined>): number {
+  let total = 0
+  for (const resource of kept) for (const bytes of resource?.bytes.values() ?? []) total += bytes.length
+  return total
 }
 
 /**
@@ -42,6 +75,9 @@ interface KeptSideData {
  * that fails after the deletion leaves the next one nothing to read on the target. It is held in
  * memory only: a run killed between the deletion and the write-back loses it (a window of a few
  * requests, named in the README); a store that fails for good leaves it listed as not carried (`finish`).
+ * A deletion that certainly did not happen lets it go at once (the next attempt reads again);
+ * and once `heldLimit` bytes are held for replacements not ended, no other one begins: it fails,
+ * with the target's copy untouched, for the next run.
  */
 export class InstanceReplacer {
   /** Replacements begun and not ended, by instance ID: what was kept, and how far each went. */
@@ -49,9 +85,16 @@ export class InstanceReplacer {
   /** Parents' side data (and which parents a series has) read lately: the instances of a series are replaced together. */
   private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
+  /** Attachment bytes in `pending`. */
+  private held = 0
 
-  constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink) {
+  constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink, private readonly heldLimit = HELD_BYTES) {
     this.targetSideData = new SideDataReader(target)
+  }
+
+  /** Attachment bytes of the target's own held for replacements not ended. */
+  get heldBytes(): number {
+    return this.held
   }
 
   /**
@@ -63,19 +106,28 @@ export class InstanceReplacer {
   async replace(instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
     let replacement = this.pending.get(instanceId)
     if (!replacement) {
-      replacement = {kept: await this.keptBeside(instanceId, signal), attempted: false}
-      this.pending.set(instanceId, replacement)
+      const kept = await this.keptBeside(instanceId, signal)
+      const bytes = byteCount(kept)
+      // One alone always begins, however large: otherwise it could never be replaced.
+      if (this.held > 0 && this.held + bytes > this.heldLimit) throw new ReplacementDeferredError(instanceId, this.held)
+      replacement = {kept, attempted: false}
+      this.hold(instanceId, replacement)
     }
 
     if (!replacement.went) {
       // From here on the copy may be gone, answered or not (see finish).
+      const sentBefore = replacement.attempted
       replacement.attempted = true
       try {
         replacement.went = wentWith(await this.target.deleteInstance(instanceId, signal))
       } catch (error) {
         // Deleted by an earlier attempt whose answer was lost, or by someone else: what went with it is not known.
-        if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
-        replacement.went = wentWith(undefined)
+        if (error instanceof OrthancHttpError && error.status === 404) replacement.went = wentWith(undefined)
+        else {
+          // Nothing went: nothing to hold (an earlier deletion whose answer was lost may have happened, though).
+          if (!sentBefore && certainlyNotDeleted(error)) this.release(instanceId)
+          throw error
+        }
       }
     }
 
@@ -86,7 +138,7 @@ export class InstanceReplacer {
       missing.push(...await this.sink.restoreOwn(level, level === 'instance' ? replacement.stored.instanceId : id, data, bytes, signal))
     }
 
-    this.pending.delete(instanceId)
+    this.release(instanceId)
     if (missing.length > 0) throw new AttachmentsNotRestoredError(instanceId, missing.map((contentType) => ({contentType, reason: 'the target\'s own copy could not be read before it was replaced'})))
     return replacement.stored
   }
@@ -101,6 +153,7 @@ export class InstanceReplacer {
     // A deletion sent may have happened even when no answer came: what went with it is then not known.
     const unfinished = [...this.pending.values()].filter((replacement) => replacement.attempted)
     this.pending.clear()
+    this.held = 0
     // The job may have stopped because the target went away: this must not wait out its retries.
     const signal = AbortSignal.timeout(FINISH_MS)
     const gone = unfinished.flatMap((replacement) => replacement.kept.filter((kept) => (replacement.went ?? wentWith(undefined)).has(kept.level)))
@@ -124,7 +177,7 @@ export class InstanceReplacer {
     const parents = await this.remembered(`parents@${instance.ParentSeries}`, () => this.parentsOf(instance.ParentSeries!, signal))
     const kept = await Promise.all([
       this.ownSideData('instance', instanceId, signal),
-      ...parents.map(({level, id}) => this.remembered(`${level}@${id}`, () => this.ownSideData(level, id, signal))),
+      ...parents.map(({level, id}) => this.remembered(`${level}@${id}`, () => this.ownSideData(level, id, signal), (resource) => byteCount([resource]) <= REMEMBERED_BYTES_EACH)),
     ])
     return kept.filter((resource): resource is KeptSideData => resource !== undefined)
   }
@@ -148,12 +201,27 @@ export class InstanceReplacer {
     return {level, id, data, bytes}
   }
 
-  /** Read once for the instances replaced together; a failed read is asked again. */
-  private remembered<T>(key: string, read: () => Promise<T>): Promise<T> {
+  private hold(instanceId: string, replacement: {kept: KeptSideData[]; attempted: boolean}): void {
+    this.pending.set(instanceId, replacement)
+    this.held += byteCount(replacement.kept)
+  }
+
+  private release(instanceId: string): void {
+    const replacement = this.pending.get(instanceId)
+    if (!replacement) return
+    this.pending.delete(instanceId)
+    this.held -= byteCount(replacement.kept)
+  }
+
+  /** Read once for the instances replaced together (when `keep` says it is small enough); a failed read is asked again. */
+  private remembered<T>(key: string, read: () => Promise<T>, keep: (found: T) => boolean = () => true): Promise<T> {
     let found = this.recent.get(key) as Promise<T> | undefined
     if (!found) {
       found = read()
-      found.catch(() => this.recent.delete(key))
+      const forget = () => {
+        if (this.recent.get(key) === found) this.recent.delete(key)
+      }
+      found.then((value) => keep(value) || forget(), forget)
       this.recent.set(key, found)
       if (this.recent.size > REMEMBERED_READS) this.recent.delete(this.recent.keys().next().value!)
     }

@@ -2,7 +2,7 @@ import {createServer, request, type IncomingMessage, type Server, type ServerRes
 import type {Socket} from 'node:net'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-export type Fault = 'reset-before-response' | 'reset-mid-body' | 'status-503' | 'status-404'
+export type Fault = 'reset-before-response' | 'reset-mid-body' | 'status-503' | 'status-404' | 'status-403'
 
 export interface FaultProxy {
   url: string
@@ -67,6 +67,14 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       incoming.resume()
       outgoing.writeHead(404, {'content-type': 'text/html'})
       outgoing.end('<html><body>Not Found</body></html>')
+      return
+    }
+
+    if (fault === 'status-403') {
+      // An authorization layer that refuses this request: nothing reaches Orthanc.
+      incoming.resume()
+      outgoing.writeHead(403, {'content-type': 'text/plain'})
+      outgoing.end('Forbidden')
       return
     }
 

@@ -14,6 +14,8 @@ import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../he
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {syncServers} from '../../src/sync/sync.js'
+import {InstanceReplacer} from '../../src/sync/replace.js'
+import {OrthancSink} from '../../src/sinks/orthanc-sink.js'
 import {damageStoredFile, flipByteInEntry, payloadEntries} from '../helpers/tamper.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
 
@@ -346,6 +348,56 @@ describe('sync, diff and verify', () => {
       const stopped = await runCli([...args, '--json'])
       expect(JSON.parse(stopped.stdout).error).toMatchObject({code: 'connection-lost'})
       expect(JSON.parse(stopped.stdout).notCarried).toContainEqual(expect.objectContaining({level: 'series', name: '2006', reason: expect.stringMatching(/not written back/)}))
+    } finally {
+      await proxy.close()
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
+  it('a replacement holds the target\'s own bytes only while it may need them: a refused deletion lets them go, and past the bound no other replacement begins', async () => {
+    const [first, second] = [await loneInstanceDiffering('held-1'), await loneInstanceDiffering('held-2')]
+    for (const {lone} of [first, second]) await target.api(`/instances/${lone.orthancId}/attachments/1041`, {method: 'PUT', body: 'x'.repeat(2000)})
+    const proxy = await startFaultProxy(target.port)
+    const client = new OrthancClient(resolveEndpoint({url: proxy.url}))
+    const replacer = new InstanceReplacer(client, new OrthancSink(client, {dryRun: false, uploads: 1}), 3000)
+    const neverStored = () => Promise.reject(new Error('the store is not part of this test'))
+    try {
+      // Refused: nothing went, so nothing is held.
+      proxy.faults.push({match: /^DELETE \/instances\//, fault: 'status-403'})
+      await expect(replacer.replace(first.lone.orthancId, neverStored)).rejects.toThrow(/HTTP 403/)
+      expect(replacer.heldBytes).toBe(0)
+      // No answer: it may have happened, so the bytes stay held for the next attempt or the job's end.
+      proxy.faults.push(...Array.from({length: 5}, () => ({match: /^DELETE \/instances\//, fault: 'reset-before-response' as const})))
+      await expect(replacer.replace(first.lone.orthancId, neverStored)).rejects.toThrow()
+      expect(replacer.heldBytes).toBe(2000)
+      // Another would hold more than the bound: it is not begun, and its copy stays as it was.
+      proxy.log.length = 0
+      await expect(replacer.replace(second.lone.orthancId, neverStored)).rejects.toThrow(/was not replaced in this run: .* run again to replace it/)
+      expect(proxy.log.filter((line) => line.startsWith('DELETE'))).toEqual([])
+      expect(await (await target.api(`/instances/${second.lone.orthancId}/attachments/1041/data`)).text()).toBe('x'.repeat(2000))
+      await replacer.finish()
+      expect(replacer.heldBytes).toBe(0)
+    } finally {
+      await proxy.close()
+      await Promise.all([first, second].flatMap(({patient}) => [source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})]))
+    }
+  })
+
+  it('a parent\'s large attachment is read again by the replacements of its series that come later, not kept between them', async () => {
+    // Two instances are fetched at once (--concurrency 1): the first two share one read, the third reads again.
+    const pair = await generateStudySet(join(work, 'large-parent'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 500, seed: 'sync-large-parent'})
+    await uploadFiles(source, pair.map((record) => record.path))
+    for (const record of pair) await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(record))})
+    const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${pair[0]!.orthancId}`)
+    const {ID: patient} = await target.json<{ID: string}>(`/instances/${pair[0]!.orthancId}/patient`)
+    const large = Buffer.alloc(300 * 1024, 7)
+    await target.api(`/series/${series}/attachments/1042`, {method: 'PUT', body: new Uint8Array(large)})
+    const proxy = await startFaultProxy(target.port)
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--concurrency', '1', '--patient-id', pair[0]!.patientId])
+      expect(result.code, result.stderr).toBe(0)
+      expect(proxy.log.filter((line) => line.startsWith(`GET /series/${series}/attachments/1042/data`)).length).toBeGreaterThan(1)
+      expect(Buffer.from(await (await target.api(`/series/${series}/attachments/1042/data`)).arrayBuffer()).equals(large)).toBe(true)
     } finally {
       await proxy.close()
       await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
