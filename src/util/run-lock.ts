@@ -142,22 +142,34 @@ async function removeAbandoned(path: string, abandoned: string): Promise<void> {
  */
 export function keepWritten(path: string, content: string, refreshMs: number): {stop(): Promise<void>} {
   let touching: Promise<void> = Promise.resolve()
+  let stopped = false
   const touch = async () => {
     const file = await open(path, 'r+')
     try {
-      if ((await file.readFile('utf8')) !== content) return clearInterval(timer)
+      if ((await file.readFile('utf8')) !== content) {
+        stopped = true
+        return
+      }
+
       await file.write(content, 0, 'utf8')
     } finally {
       await file.close()
     }
   }
-  const timer = setInterval(() => {
-    touching = touch().catch(() => clearInterval(timer))
-  }, refreshMs)
-  timer.unref()
+  // Each touch is timed from the end of the last one: on a slow file system (NFS) they never pile up.
+  let timer: NodeJS.Timeout
+  const next = () => {
+    timer = setTimeout(() => {
+      touching = touch().then(() => {
+        if (!stopped) next()
+      }, () => {})
+    }, refreshMs).unref()
+  }
+  next()
   return {
     async stop() {
-      clearInterval(timer)
+      stopped = true
+      clearTimeout(timer)
       await touching
     },
   }
