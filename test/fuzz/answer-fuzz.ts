@@ -4,7 +4,9 @@
  * front of real Orthanc servers. Whatever the change, the run must end as the tool promises: exit
  * 0 only with every instance on the target (for an export: in the archive, imported to check)
  * with the source's MD5, otherwise an error that names the server, never an "unexpected error"
- * (exit 1) or a stack trace.
+ * (exit 1) or a stack trace. `replace` is `sync --checksum` over a target that holds other bytes
+ * for every instance and metadata of its own on each series: these are deleted with the copies
+ * replaced, so they must be back at exit 0, and listed as not carried wherever they are not.
  */
 import {rm} from 'node:fs/promises'
 import {join} from 'node:path'
@@ -15,7 +17,7 @@ import {instanceMd5s, type OrthancServer} from '../helpers/orthanc.js'
 import {answerMutation, choiceOf} from './answer-mutations.js'
 
 export interface AnswerFuzzOptions {
-  command: 'sync' | 'export' | 'import'
+  command: 'sync' | 'export' | 'import' | 'replace'
   /** A folder for the exports. */
   work: string
   source: OrthancServer
@@ -54,11 +56,46 @@ export async function emptyServer(server: OrthancServer): Promise<void> {
   for (const id of await server.json<string[]>('/patients')) await server.api(`/patients/${id}`, {method: 'DELETE'})
 }
 
+/** The target's own metadata on each series, which `replace` runs expect to find again. */
+const OWN = {name: '2007', value: 'the target\'s own'}
+
+/** Puts on the target a copy with other bytes of every instance of the source, and metadata of its own on each series. */
+async function differingTarget(source: OrthancServer, target: OrthancServer): Promise<void> {
+  await emptyServer(target)
+  for (const id of await source.json<string[]>('/instances')) {
+    const bytes = Buffer.from(await (await source.api(`/instances/${id}/file`)).arrayBuffer())
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0x55
+    await target.api('/instances', {method: 'POST', body: new Uint8Array(bytes)})
+  }
+
+  for (const series of await target.json<string[]>('/series')) await target.api(`/series/${series}/metadata/${OWN.name}`, {method: 'PUT', body: OWN.value})
+}
+
+/** Series whose own metadata is not on the target and not listed as lost in the run's JSON. */
+async function ownLostUnsaid(result: CliResult, source: OrthancServer, target: OrthancServer): Promise<string | undefined> {
+  let listed = 0
+  try {
+    const json = JSON.parse(result.stdout) as {notCarried?: Array<{level: string; name?: string; reason: string; count: number}>}
+    listed = (json.notCarried ?? []).filter((entry) => entry.level === 'series' && entry.name === OWN.name && /not written back/.test(entry.reason)).reduce((sum, entry) => sum + entry.count, 0)
+  } catch {}
+  let missing = 0
+  for (const series of await source.json<string[]>('/series')) {
+    const found = await target.api(`/series/${series}/metadata/${OWN.name}`)
+    if (found.status !== 200 || await found.text() !== OWN.value) missing++
+  }
+
+  if (missing === 0) return undefined
+  if (result.code === 0) return `exit 0 with the target's own metadata gone from ${missing} series`
+  return missing > listed ? `the target's own metadata gone from ${missing} series, ${listed} listed as not carried` : undefined
+}
+
 /** Whether a run kept the promise; see the file's comment. */
-async function brokenPromise(result: CliResult, proxies: FaultProxy[], source: OrthancServer, target: OrthancServer, exported?: string): Promise<string | undefined> {
+async function brokenPromise(result: CliResult, proxies: FaultProxy[], source: OrthancServer, target: OrthancServer, exported?: string, replaced = false): Promise<string | undefined> {
   const output = `${result.stdout}\n${result.stderr}`
   if (result.code === 1 || /unexpected error/i.test(output)) return `unexpected error (exit ${result.code})`
   if (/^\s+at .+:\d+:\d+\)?$/m.test(output)) return 'a stack trace in the output'
+  const lost = replaced ? await ownLostUnsaid(result, source, target) : undefined
+  if (lost) return lost
   if (result.code === 0) {
     if (exported) {
       const imported = await runCli(['import', '--target', target.url, '--json', exported])
@@ -85,6 +122,7 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
     await rm(output(), {recursive: true, force: true})
     if (options.command === 'export') return runCli(['export', '--source', proxies.source.url, '--output', output(), ...transport], {timeoutMs: 90_000})
     if (options.command === 'import') return runCli(['import', '--target', proxies.target.url, ...transport, archive], {timeoutMs: 90_000})
+    if (options.command === 'replace') return runCli(['sync', '--checksum', '--source', proxies.source.url, '--target', proxies.target.url, ...transport], {timeoutMs: 90_000})
     return runCli(['sync', '--source', proxies.source.url, '--target', proxies.target.url, ...transport], {timeoutMs: 90_000})
   }
 
@@ -98,20 +136,22 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
 
   const cases: AnswerFuzzCase[] = []
   try {
+    const prepareTarget = () => (options.command === 'replace' ? differingTarget(source, target) : emptyServer(target))
     // A clean run first: the routes each server answers with JSON.
-    await emptyServer(target)
+    await prepareTarget()
     const clean = await run()
-    if (clean.code !== 0) throw new Error(`the clean run failed (exit ${clean.code}): ${clean.stderr}`)
+    const cleanProblem = clean.code === 0 ? await brokenPromise(clean, Object.values(proxies), source, target, undefined, options.command === 'replace') : `exit ${clean.code}`
+    if (cleanProblem) throw new Error(`the clean run failed (${cleanProblem}): ${clean.stderr}`)
     const routes = Object.entries(proxies).flatMap(([side, proxy]) => [...new Set(proxy.jsonAnswered.map(routeOf))].sort().map((route) => ({side: side as 'source' | 'target', route})))
     for (const {side, route} of routes) {
       for (let index = 0; index < options.perRoute; index++) {
-        await emptyServer(target)
+        await prepareTarget()
         const mutation = answerMutation(choiceOf(`${options.seed}:${side}:${route}`, index))
         proxies[side].rewrite = [{match: matcherOf(route), change: mutation.change}]
         const result = await run()
         proxies[side].rewrite = []
         const exported = options.command === 'export' ? output() : undefined
-        const problem = await brokenPromise(result, Object.values(proxies), source, target, exported)
+        const problem = await brokenPromise(result, Object.values(proxies), source, target, exported, options.command === 'replace')
         if (exported) await rm(exported, {recursive: true, force: true})
         const found: AnswerFuzzCase = {command: options.command, side, route, what: mutation.what ?? '(not asked this time)', code: result.code, problem}
         if (found.problem) found.problem += `\n${result.stdout.slice(0, 2000)}\n${result.stderr.slice(0, 2000)}`

@@ -8,7 +8,7 @@ import {startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {answerFuzz} from './answer-fuzz.js'
 
 /**
- * `npm run fuzz:answers -- --per-route N [--seed S] [--command sync,export,import]`: broken and hostile server answers at
+ * `npm run fuzz:answers -- --per-route N [--seed S] [--command sync,export,import,replace]`: broken and hostile server answers at
  * length (see answer-fuzz.ts), against real Orthanc servers it starts itself. Prints each change
  * that broke the promise and a count per outcome, and exits 1 if any did.
  */
@@ -23,7 +23,7 @@ let broken = 0
 try {
   const records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'answer-fuzz'})
   await uploadFiles(source, records.map((record) => record.path))
-  for (const command of values.command.split(',') as Array<'sync' | 'export' | 'import'>) {
+  for (const command of values.command.split(',') as Array<'sync' | 'export' | 'import' | 'replace'>) {
     await answerFuzz({
       command, work, source, target, perRoute: Number(values['per-route']), seed: values.seed,
       onCase(found) {

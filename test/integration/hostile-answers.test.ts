@@ -50,4 +50,10 @@ describe('broken and hostile server answers', () => {
     expect(new Set(cases.map((found) => found.route)).size).toBeGreaterThan(5)
     expect(cases.filter((found) => found.problem).map((found) => `${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
   }, 600_000)
+
+  it('sync --checksum replacing every instance: every route, one change each, the deletion\'s answer among them: the target\'s own data is back or listed as lost', async () => {
+    const cases = await answerFuzz({command: 'replace', work, source, target, perRoute: 1, seed: 'ci'})
+    expect(cases.map((found) => `${found.side} ${found.route}`)).toContain('target DELETE /instances/{id}')
+    expect(cases.filter((found) => found.problem).map((found) => `${found.side} ${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
+  }, 600_000)
 })
