@@ -1,9 +1,9 @@
-import {open, rm, statfs} from 'node:fs/promises'
+import {open, statfs} from 'node:fs/promises'
 import type {FileHandle} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {UserFacingError} from '../errors.js'
-import {makeScratchFolder} from '../util/scratch-folder.js'
+import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
 
 /**
  * Where the payload of a bag read from a stream waits until the bag's tag files arrive and prove
@@ -22,7 +22,7 @@ export class BagSpool {
     try {
       return new BagSpool(dir, await open(join(dir, 'payload'), 'wx+', 0o600))
     } catch (error) {
-      await rm(dir, {recursive: true, force: true})
+      await removeScratchFolder(dir)
       throw error
     }
   }
@@ -66,6 +66,6 @@ export class BagSpool {
 
   async dispose(): Promise<void> {
     await this.file.close().catch(() => {})
-    await rm(this.dir, {recursive: true, force: true})
+    await removeScratchFolder(this.dir)
   }
 }

@@ -25,7 +25,7 @@ import {DEFAULT_STATE_FOLDER, type ExportPlan, isStateFileName, loadPlan, parseS
 import {readVolumeManifest, writeChain} from './since.js'
 import type {ReceiptInUse} from './exclusions.js'
 import {PatientIndex} from './patient-index.js'
-import {makeScratchFolder} from '../util/scratch-folder.js'
+import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
 import {RunLock} from '../util/run-lock.js'
 
 export type ExportOutput = {kind: 'directory'; path: string} | {kind: 'stream'; stream: Writable}
@@ -236,7 +236,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
     }
     throw error
   } finally {
-    if (!toFolder) await rm(stateDir, {recursive: true, force: true})
+    if (!toFolder) await removeScratchFolder(stateDir)
     else if (!keepFolder) {
       await rm(stateDir, {recursive: true, force: true})
       if (createdFolder) await rm((options.output as {path: string}).path, {recursive: true, force: true})

@@ -1,4 +1,4 @@
-import {copyFile, open, rm, stat} from 'node:fs/promises'
+import {copyFile, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -6,7 +6,7 @@ import {UserFacingError} from '../errors.js'
 import type {OrthancIndex} from './index-model.js'
 import {type Row, type SqlConnection, SqlIndex} from './sql-index.js'
 import {pathExists} from '../util/file-exists.js'
-import {makeScratchFolder} from '../util/scratch-folder.js'
+import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
 
 /** The files SQLite keeps an Orthanc index in: the database, and what a killed server leaves beside it. */
 const INDEX_FILE = 'index'
@@ -32,7 +32,7 @@ export async function openSqliteIndex(location: string): Promise<OrthancIndex> {
   const path = (await isDirectory(location)) ? join(location, INDEX_FILE) : location
   await checkSqliteHeader(path)
   const privateDir = await makeScratchFolder(tmpdir(), 'orthanc-replicate-index-')
-  const removeCopy = () => rm(privateDir, {recursive: true, force: true})
+  const removeCopy = () => removeScratchFolder(privateDir)
   try {
     const copy = join(privateDir, INDEX_FILE)
     await copyPrivately(path, copy)

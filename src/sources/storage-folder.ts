@@ -1,6 +1,6 @@
 import {constants as bufferConstants} from 'node:buffer'
 import {createReadStream} from 'node:fs'
-import {type FileHandle, open, rm, stat} from 'node:fs/promises'
+import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
@@ -20,7 +20,7 @@ import {
 import type {InstanceInTransit} from '../model.js'
 import type {ProblemKind} from '../problems.js'
 import {CorruptCompressedDataError, inflateAnnounced, InflateLimitError} from '../util/bounded-inflate.js'
-import {makeScratchFolder} from '../util/scratch-folder.js'
+import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
 import {reportFailure, type SourceEvents} from './source-events.js'
 
 export interface StorageFolderOptions {
@@ -317,7 +317,7 @@ class DeferredFiles {
     this.batch = []
     await this.handle?.close()
     this.handle = undefined
-    if (this.path !== undefined) await rm(dirname(this.path), {recursive: true, force: true})
+    if (this.path !== undefined) await removeScratchFolder(dirname(this.path))
   }
 
   // The file is created on the first line: most folders read without needing one at all. It is in

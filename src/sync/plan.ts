@@ -1,5 +1,4 @@
 import {createReadStream} from 'node:fs'
-import {rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
@@ -9,7 +8,7 @@ import {declaredUserMetadata} from '../orthanc/metadata.js'
 import type {ProgressListener} from '../transfer/progress.js'
 import {BatchedLineWriter} from '../util/batched-line-writer.js'
 import {type CompareOptions, type ComparedInstance, compareServers} from './compare.js'
-import {makeScratchFolder} from '../util/scratch-folder.js'
+import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
 
 export interface SyncPlan {
   /** Instances the target lacks. */
@@ -177,7 +176,7 @@ export class ComparisonSpool {
     const file = await this.file?.catch(() => undefined)
     if (!file) return
     await file.writer.abandon().catch(() => {})
-    await rm(file.dir, {recursive: true, force: true})
+    await removeScratchFolder(file.dir)
   }
 
   /** Creates the file and moves what memory held into it. */
@@ -191,7 +190,7 @@ export class ComparisonSpool {
       this.heldChars = 0
       return {dir, writer}
     } catch (error) {
-      await rm(dir, {recursive: true, force: true})
+      await removeScratchFolder(dir)
       throw error
     }
   }

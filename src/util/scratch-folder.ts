@@ -6,6 +6,9 @@ import {keepWritten, LOCK_LEASE_MS, LOCK_REFRESH_MS, ownerIsGone, parseOwner, th
 /** In each scratch folder: the process that made it (and its machine and PID namespace). */
 export const OWNER_FILE = 'owner.pid'
 
+/** The touch of each scratch folder this run made and has not removed. */
+const touching = new Map<string, {stop(): Promise<void>}>()
+
 /**
  * A private folder (0700) for what must not outlive the run that made it: the spool of a bag read
  * from a pipe (decrypted patient data), the private copy of a SQLite index, the plan of an export
@@ -28,9 +31,19 @@ export async function makeScratchFolder(parent: string, prefix: string, options:
     throw error
   }
 
-  // Touched until the folder is removed (its users remove it, not this module).
-  keepWritten(owner, content, options.refreshMs ?? LOCK_REFRESH_MS)
+  // Touched until the folder is removed (by its users, with removeScratchFolder).
+  touching.set(dir, keepWritten(owner, content, options.refreshMs ?? LOCK_REFRESH_MS))
   return dir
+}
+
+/**
+ * Removes a scratch folder this run made, once its touch has stopped: a touch in flight holds the
+ * owner file open, and on NFS a file held open cannot be removed (the folder would stay).
+ */
+export async function removeScratchFolder(dir: string): Promise<void> {
+  await touching.get(dir)?.stop()
+  touching.delete(dir)
+  await rm(dir, {recursive: true, force: true})
 }
 
 async function removeAbandoned(parent: string, prefix: string): Promise<void> {

@@ -77,7 +77,9 @@ async function ownLostUnsaid(result: CliResult, source: OrthancServer, target: O
   try {
     const json = JSON.parse(result.stdout) as {notCarried?: Array<{level: string; name?: string; reason: string; count: number}>}
     listed = (json.notCarried ?? []).filter((entry) => entry.level === 'series' && entry.name === OWN.name && /not written back/.test(entry.reason)).reduce((sum, entry) => sum + entry.count, 0)
-  } catch {}
+  } catch {
+    // No JSON (a run that died): nothing listed.
+  }
   let missing = 0
   for (const series of await source.json<string[]>('/series')) {
     const found = await target.api(`/series/${series}/metadata/${OWN.name}`)
