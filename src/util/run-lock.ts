@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {readlinkSync} from 'node:fs'
-import {open, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {open, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {hostname} from 'node:os'
 import {dirname, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -187,15 +187,31 @@ export async function untouchedFor(path: string, probeFolder = dirname(path)): P
   return (await fileSystemNow(probeFolder) ?? Date.now()) - touched
 }
 
+const CLOCK_PROBE = '.orthanc-replicate-clock-'
+
+/** A probe lives for microseconds: one this much older than now was left by a run killed meanwhile. */
+const LEFT_PROBE_MS = 60_000
+
 async function fileSystemNow(folder: string): Promise<number | undefined> {
-  const probe = join(folder, `.orthanc-replicate-clock-${process.pid}-${randomBytes(4).toString('hex')}`)
+  const probe = join(folder, `${CLOCK_PROBE}${process.pid}-${randomBytes(4).toString('hex')}`)
   try {
     await writeFile(probe, '', {flag: 'wx', mode: 0o600})
-    return (await stat(probe)).mtimeMs
+    const now = (await stat(probe)).mtimeMs
+    await removeLeftProbes(folder, now)
+    return now
   } catch {
     return undefined
   } finally {
     await rm(probe, {force: true})
+  }
+}
+
+async function removeLeftProbes(folder: string, now: number): Promise<void> {
+  const names = (await readdir(folder).catch(() => [] as string[])).filter((name) => name.startsWith(CLOCK_PROBE))
+  for (const name of names) {
+    const path = join(folder, name)
+    const written = (await stat(path).catch(() => undefined))?.mtimeMs
+    if (written !== undefined && now - written > LEFT_PROBE_MS) await rm(path, {force: true}).catch(() => {})
   }
 }
 

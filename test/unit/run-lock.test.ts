@@ -7,7 +7,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {UserFacingError} from '../../src/errors.js'
-import {ownerIsGone, parseOwner, RunLock, thisRun} from '../../src/util/run-lock.js'
+import {ownerIsGone, parseOwner, RunLock, thisRun, untouchedFor} from '../../src/util/run-lock.js'
 import {makeScratchFolder, OWNER_FILE} from '../../src/util/scratch-folder.js'
 
 /** The ID of a process that has ended: a killed run's. */
@@ -31,6 +31,18 @@ describe('run locks and owners', () => {
     expect(ownerIsGone(parseOwner(`${dead}\n`)!)).toBe(true)
     expect(parseOwner('')).toBeUndefined()
     expect(parseOwner('{"pid":-3}')).toBeUndefined()
+  })
+
+  it('a clock probe left by a run killed while it existed is removed by the next probe there; a fresh one is not', async () => {
+    const folder = join(work, 'probes')
+    await mkdir(folder)
+    const [left, fresh] = [join(folder, '.orthanc-replicate-clock-1-0000aaaa'), join(folder, '.orthanc-replicate-clock-2-0000bbbb')]
+    await writeFile(left, '')
+    await writeFile(fresh, '')
+    await utimes(left, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000))
+    await writeFile(join(folder, 'file'), '')
+    expect(await untouchedFor(join(folder, 'file'))).toBeLessThan(60_000)
+    expect((await readdir(folder)).sort()).toEqual(['.orthanc-replicate-clock-2-0000bbbb', 'file'])
   })
 
   it('a second holder is refused while the first holds it, naming the process; released, it can be taken', async () => {
