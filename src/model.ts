@@ -128,6 +128,8 @@ export interface InstanceInTransit {
   instanceId: string
   /** The Orthanc ID of its study, so a target can be asked about a whole study at once. */
   studyId?: string
+  /** From an archive: the export (its volumes' group) it came in. */
+  group?: string
   dicom: Buffer
   /** MD5 of `dicom`: the manifest's for archives (already checked), computed for folders. */
   md5: string

@@ -61,7 +61,8 @@ export class InstanceAssembler {
   /** The volume's patients, studies and series with side data, their attachments gathered as they come. */
   private readonly resources = new Map<string, ResourceInTransit & {handedOut: boolean; attachments: Map<number, Buffer>}>()
 
-  constructor(resources: ResourceRecord[] = []) {
+  /** `group`: the export the volume belongs to, named on each instance. */
+  constructor(resources: ResourceRecord[] = [], private readonly group?: string) {
     for (const record of resources) this.resources.set(resourceKey(record), {record, attachments: new Map(), handedOut: false})
   }
 
@@ -83,7 +84,7 @@ export class InstanceAssembler {
     if (!expected.attachment) {
       if (this.pending) done.push(this.pending.unit)
       this.pending = {
-        unit: {label, instanceId: record.id, studyId: record.studyId, dicom: data, md5: record.md5, record, attachments: new Map(), resources: this.resourcesOf(record)},
+        unit: {label, instanceId: record.id, studyId: record.studyId, group: this.group, dicom: data, md5: record.md5, record, attachments: new Map(), resources: this.resourcesOf(record)},
         awaited: new Set(record.attachments.map((attachment) => attachment.path)),
       }
     } else if (this.pending?.unit.instanceId === record.id) {

@@ -165,7 +165,7 @@ async function* streamProvenPayload(input: ArchiveInput, proven: NonNullable<Bag
   const {events} = context
   const problem = (id: string, kind: ProblemKind, reason: string) => events.onProblem({id, path: input.label, kind, reason})
   const payload = new ProvenPayload(proven)
-  const assembler = new InstanceAssembler(proven.manifest.resources)
+  const assembler = new InstanceAssembler(proven.manifest.resources, proven.manifest.group)
   const otherBags = new Set<string>()
   const seenTags = new Set<string>()
   for await (const entry of entriesOf(input, context)) {
@@ -295,7 +295,7 @@ async function* finishStreamedBag(input: ArchiveInput, bag: StreamedBag, context
 
     for (const stray of proof.problems) context.events.onProblem({...stray, id: printable(stray.id), path: input.label})
     const payload = new ProvenPayload(proof.proven)
-    const assembler = new InstanceAssembler(proof.proven.manifest.resources)
+    const assembler = new InstanceAssembler(proof.proven.manifest.resources, proof.proven.manifest.group)
     for (const path of bag.refused) {
       payload.noteRefused(path)
       assembler.passed(path)

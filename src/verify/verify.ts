@@ -53,6 +53,9 @@ export interface VerifyOptions {
 
 const LISTED = 1000
 
+/** One study as one export holds it. */
+const exportStudy = (group: string | undefined, studyId: string) => `${group ?? ''}\u0000${studyId}`
+
 /**
  * Checks archives offline (completeness and validity, per study against the exported counts)
  * and, with a target, that every archived instance is on it with the same MD5: what the
@@ -85,11 +88,11 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
     read++
     bytes += unit.dicom.length
     options.onProgress?.({phase, done: read, total: totals?.instances, bytes, totalBytes: totals?.bytes})
-    const studyId = unit.record!.studyId
+    const study = exportStudy(unit.group, unit.record!.studyId)
     // Valid: its DICOM file and every one of its attachments matched (a refused one is among the problems).
     if (hasEveryAttachment(unit)) {
       instances++
-      validByStudy.set(studyId, (validByStudy.get(studyId) ?? 0) + 1)
+      validByStudy.set(study, (validByStudy.get(study) ?? 0) + 1)
     }
     if (!options.target || !target) return
     const stored = await options.target.storedFileInfo(unit.instanceId, options.signal)
@@ -101,15 +104,26 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
       if (target.different.length < LISTED) target.different.push(unit.instanceId)
     } else {
       target.confirmed++
-      onTargetByStudy.set(studyId, (onTargetByStudy.get(studyId) ?? 0) + 1)
+      onTargetByStudy.set(study, (onTargetByStudy.get(study) ?? 0) + 1)
     }
   })
 
-  const expected = new Map<string, {studyInstanceUid: string; expected: number}>()
-  for (const bag of report.bags) for (const [id, study] of Object.entries(bag.studies)) expected.set(id, {studyInstanceUid: study.studyInstanceUid, expected: study.expectedInstances})
-  const studies = [...expected.entries()].map(([studyId, study]) => ({
-    studyId, ...study, valid: validByStudy.get(studyId) ?? 0, ...(options.target ? {onTarget: onTargetByStudy.get(studyId) ?? 0} : {}),
-  }))
+  // Each export is held to what it planned of each study: two exports of the same study, each
+  // short of the same instance, never add up to a whole one. Each study is shown as its least
+  // complete export has it.
+  const studiesById = new Map<string, StudyCheck>()
+  for (const bag of report.bags) {
+    for (const [studyId, planned] of Object.entries(bag.studies)) {
+      const key = exportStudy(bag.group, studyId)
+      const check: StudyCheck = {
+        studyId, studyInstanceUid: planned.studyInstanceUid, expected: planned.expectedInstances, valid: validByStudy.get(key) ?? 0,
+        ...(options.target ? {onTarget: onTargetByStudy.get(key) ?? 0} : {}),
+      }
+      const shown = studiesById.get(studyId)
+      if (!shown || check.expected - check.valid > shown.expected - shown.valid) studiesById.set(studyId, check)
+    }
+  }
+  const studies = [...studiesById.values()]
   // What the archive left out of a study as the far side's must be on the target too, as import says.
   if (options.target && target) target.studiesShort = (await studyCompleteness(options.target, report.bags, new Map(), options.signal)).incomplete.filter((study) => study.leftOut)
   const unproven = report.bags.filter((bag) => !bag.proven)

@@ -88,6 +88,28 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect((await runCli(['verify', output])).code).toBe(0)
   })
 
+  it('two exports each short of the same instance, verified together: never complete (each export is held to its own plan)', async () => {
+    const victim = records[0]!.orthancId
+    const proxy = await startFaultProxy(source.port)
+    const outputs = [join(work, 'short-1'), join(work, 'short-2')]
+    try {
+      for (const output of outputs) {
+        proxy.faults.push(...Array.from({length: 20}, () => ({match: new RegExp(`^GET /instances/${victim}/`), fault: 'status-503' as const})))
+        const exported = await runCli(['export', '--source', proxy.url, '--output', output, '--json', '--retries', '0'])
+        expect(exported.code, exported.stderr).toBe(10)
+        proxy.faults.length = 0
+      }
+    } finally {
+      await proxy.close()
+    }
+    const verified = await runCli(['verify', '--json', ...outputs])
+    expect(verified.code, verified.stdout).toBe(11)
+    const summary = parseJson<{complete: boolean; studies: Array<{studyId: string; expected: number; valid: number}>}>(verified)
+    expect(summary.complete).toBe(false)
+    const short = records.filter((record) => record.studyInstanceUid === records[0]!.studyInstanceUid).length
+    expect(summary.studies.find((study) => study.valid < study.expected)).toMatchObject({expected: short, valid: short - 1})
+  })
+
   it('an instance deleted after planning fails as vanished on every run until it is back, never skipped', async () => {
     const output = join(work, 'vanished')
     const planned = await runCli(['export', '--source', source.url, '--output', output, '--json'], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:plan-saved'}})
