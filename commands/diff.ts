@@ -12,7 +12,7 @@ import {type DiffSummary, diffServers, serversDiffer} from '../src/sync/diff.js'
 
 export default class Diff extends BaseCommand {
   static override summary = 'Compare two servers instance by instance, by ID and by the MD5s the servers recorded (no download).'
-  static override description = 'Each instance is only on the source, only on the target, on both with a different MD5, or identical. Exits 14 when the servers differ, 0 when they hold the same instances.'
+  static override description = 'Each instance is only on the source, only on the target, on both with a different MD5, or identical. Exits 14 when the servers differ, 10 when some instances on both could not be compared (a server records no MD5s), 0 when they hold the same instances.'
   static override examples = [
     '<%= config.bin %> diff --source http://old:8042 --target http://new:8042',
     '<%= config.bin %> diff --source http://old:8042 --target http://new:8042 --per-study --json',
@@ -37,6 +37,8 @@ export default class Diff extends BaseCommand {
       const filters = filtersFromFlags(flags)
       const summary = await diffServers(source, target, {filters, perStudy: flags['per-study'], sideData: flags['side-data'], signal: this.signal, onProgress: reporter.onProgress})
       if (serversDiffer(summary)) process.exitCode = ExitCode.different
+      // Not all of it compared: never "the same".
+      else if (summary.notCompared > 0) process.exitCode = ExitCode.partialFailure
       // Nothing selected on either server (the same filters select on both): most often mistyped filters, as export says.
       else if (Object.keys(filters).length > 0 && summary.identical === 0) {
         process.exitCode = ExitCode.nothingMatched
@@ -75,8 +77,9 @@ function renderDiff(summary: DiffSummary): string {
     `only on the target: ${summary.onlyTarget}`,
     `different MD5:      ${summary.different}`,
     `identical:          ${summary.identical}`,
+    ...(summary.notCompared > 0 ? [`not compared:       ${summary.notCompared} (on both; a server records no MD5 for them: it runs with StoreMD5ForAttachments off)`] : []),
   ]
-  const lists = [['only on the source', summary.instances.onlySource, summary.onlySource], ['only on the target', summary.instances.onlyTarget, summary.onlyTarget], ['different', summary.instances.different, summary.different]] as const
+  const lists = [['only on the source', summary.instances.onlySource, summary.onlySource], ['only on the target', summary.instances.onlyTarget, summary.onlyTarget], ['different', summary.instances.different, summary.different], ['not compared', summary.instances.notCompared, summary.notCompared]] as const
   for (const [label, ids, count] of lists) {
     if (count > 0) lines.push(`${label}:`, ...listed([...ids], count))
   }
@@ -89,6 +92,8 @@ function renderDiff(summary: DiffSummary): string {
     lines.push(...listed(summary.sideData.items.map((item) => `${item.id}: ${item.reason}`), summary.sideData.differences))
   }
 
-  lines.push(serversDiffer(summary) ? 'The servers differ.' : summary.sideData ? 'The servers hold the same instances, with the same side data.' : 'The servers hold the same instances.')
+  lines.push(serversDiffer(summary) ? 'The servers differ.'
+    : summary.notCompared > 0 ? `The servers hold the same instance IDs; ${summary.notCompared} of them could not be compared by MD5.`
+    : summary.sideData ? 'The servers hold the same instances, with the same side data.' : 'The servers hold the same instances.')
   return lines.join('\n')
 }

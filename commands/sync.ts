@@ -104,6 +104,8 @@ export default class Sync extends BaseCommand {
       else if (flags.delete && !summary.interrupted) summary.deletion = await deleteExtras(source, target, {maxFraction: maxDeleteFraction, targetHeldBefore: heldByTarget(summary.plan), dryRun: flags['dry-run'], concurrency: concurrency ?? DELETIONS_AT_ONCE, signal: this.signal})
       const matched = summary.plan.present + summary.plan.missing + summary.plan.different
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
+      // Asked to compare MD5s, and some could not be: what they hold is not known to be the same.
+      else if ((summary.plan.md5Unrecorded ?? 0) > 0 && !summary.interrupted) process.exitCode = ExitCode.partialFailure
       // Asked to mirror deletions, and refused: the target still holds what the source no longer has.
       else if (summary.deletion?.refused && !summary.dryRun) process.exitCode = ExitCode.different
       // As export says it: filters that select nothing are most often mistyped.
@@ -124,7 +126,7 @@ function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): st
   const {plan} = summary
   const lines = [
     plan.md5Compared
-      ? `Plan: ${plan.missing} missing on the target, ${plan.different} different, ${plan.present} identical (MD5s compared); ${formatBytes(plan.bytesToTransfer)} to send.`
+      ? `Plan: ${plan.missing} missing on the target, ${plan.different} different, ${plan.present - (plan.md5Unrecorded ?? 0)} identical (MD5s compared)${plan.md5Unrecorded ? `, ${plan.md5Unrecorded} on both not compared (a server records no MD5 for them: it runs with StoreMD5ForAttachments off)` : ''}; ${formatBytes(plan.bytesToTransfer)} to send.`
       : `Plan: ${plan.missing} missing on the target, ${plan.present} already there by ID (MD5s not compared: --checksum compares them); ${formatBytes(plan.bytesToTransfer)} to send.`,
     `Studies: ${plan.studies.complete} complete, ${plan.studies.partial} partial, ${plan.studies.missing} missing on the target.`,
   ]

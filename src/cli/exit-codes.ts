@@ -34,7 +34,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   7: 'the server did not answer in time (`--timeout`)',
   8: 'TLS handshake failed (unknown CA, wrong host name, client certificate refused)',
   9: 'the server answered with an error that retries did not clear',
-  10: 'partial failure: some instances failed (they are listed; for instance a recovered server\'s stored file is missing or damaged); the others were transferred',
+  10: 'partial failure: some instances failed (they are listed; for instance a recovered server\'s stored file is missing or damaged); the others were transferred. Also `diff` and `sync --checksum` when instances on both servers could not be compared (a server records no MD5s: StoreMD5ForAttachments off)',
   11: 'bad input: corrupt, truncated, hostile, unproven or missing archive entries or volumes (listed); an encrypted volume no key given opens; an index of a schema this tool does not know; the state of an export found damaged',
   12: 'the filters matched no instance (`export`; `sync` and `diff` also print their summary)',
   13: 'not enough disk space (checked before starting, or the disk filled up; also a spool for an archive read from a pipe), or a file larger than its filesystem takes (FAT32: 4 GiB) or `ulimit -f` allows',

@@ -43,6 +43,7 @@ async function fetchInstance(client: OrthancClient, id: string, expectedMd5: str
   const {bytes} = download
   const expected = expectedMd5 ?? download.announcedMd5 ?? (await client.storedFileInfo(id, signal))?.md5
   if (expected === undefined) throw new InstanceVanishedError(id)
+  if (expected === '') throw new NoRecordedMd5Error(client.display, id)
   const actual = createHash('md5').update(bytes).digest('hex')
   if (actual !== expected || (download.announcedMd5 && download.announcedMd5 !== expected)) {
     throw new ChecksumMismatchError(client.display, id, expected, actual)
@@ -56,6 +57,16 @@ export async function fetchVerifiedAttachment(client: OrthancClient, instanceId:
   const actual = createHash('md5').update(bytes).digest('hex')
   if (actual !== attachment.md5) throw new ChecksumMismatchError(client.display, `${instanceId} attachment ${attachment.name}`, attachment.md5, actual)
   return bytes
+}
+
+/** The source keeps no MD5 of the instance: nothing could prove that a copy of it is whole. */
+export class NoRecordedMd5Error extends Error {
+  readonly problemKind = 'failed' as const
+
+  constructor(server: string, readonly instanceId: string) {
+    super(`instance ${instanceId}: ${server} records no MD5 for it (it runs with StoreMD5ForAttachments off), so no copy of it can be checked; recover it from the server's storage folder instead (import --storage-folder), which checks each file's size`)
+    this.name = 'NoRecordedMd5Error'
+  }
 }
 
 /** The instance was deleted on the source between planning and download. */

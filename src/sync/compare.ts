@@ -13,8 +13,12 @@ const LOOKUP_CONCURRENCY = 8
  */
 const STUDIES_COMPARED_AT_ONCE = 8
 
-/** Where an instance stands between two servers; 'present' is on both, MD5s not compared. */
-export type InstanceState = 'only-source' | 'only-target' | 'different' | 'identical' | 'present'
+/**
+ * Where an instance stands between two servers; 'present' is on both, MD5s not compared;
+ * 'unrecorded' is on both, its MD5s asked for, and a server records none (it runs with
+ * StoreMD5ForAttachments off): not compared either, and never taken for identical.
+ */
+export type InstanceState = 'only-source' | 'only-target' | 'different' | 'identical' | 'present' | 'unrecorded'
 
 export interface ComparedInstance {
   id: string
@@ -96,7 +100,7 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
       const base = {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, size: instance.size, source: instance}
       if (!present[index]) yield {...base, state: 'only-source'}
       else if (!same) yield {...base, state: 'present'}
-      else yield {...base, state: same[index] ? 'identical' : 'different'}
+      else yield {...base, state: same[index] === undefined ? 'unrecorded' : same[index] ? 'identical' : 'different'}
     }
 
     if (findOnlyOnTarget) {
@@ -158,7 +162,9 @@ async function presentOneByOne(target: OrthancClient, instances: SelectedInstanc
   return new Set(found.filter((id): id is string => id !== undefined))
 }
 
-export async function sameMd5(source: OrthancClient, target: OrthancClient, id: string, signal?: AbortSignal): Promise<boolean> {
+/** Whether both servers record the same MD5 for the instance; undefined when either records none (StoreMD5ForAttachments off). */
+export async function sameMd5(source: OrthancClient, target: OrthancClient, id: string, signal?: AbortSignal): Promise<boolean | undefined> {
   const [a, b] = await Promise.all([source.storedFileInfo(id, signal), target.storedFileInfo(id, signal)])
-  return a !== undefined && b !== undefined && a.md5 === b.md5
+  if (a === undefined || b === undefined) return false
+  return a.md5 === '' || b.md5 === '' ? undefined : a.md5 === b.md5
 }

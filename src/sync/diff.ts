@@ -21,8 +21,10 @@ export interface DiffSummary {
   onlyTarget: number
   different: number
   identical: number
+  /** On both, and not compared: a server records no MD5 for it (StoreMD5ForAttachments off). */
+  notCompared: number
   /** Instance IDs per category, the first LISTED of each. */
-  instances: {onlySource: string[]; onlyTarget: string[]; different: string[]}
+  instances: {onlySource: string[]; onlyTarget: string[]; different: string[]; notCompared: string[]}
   /** Per study on the source, when asked for. */
   studies?: StudyDifference[]
   /** With --side-data: differences in user metadata, attachments and labels at every level, for what is on both sides. */
@@ -66,7 +68,7 @@ export async function diffServers(source: OrthancClient, target: OrthancClient, 
 }
 
 async function compareBoth(source: OrthancClient, target: OrthancClient, options: DiffOptions): Promise<Omit<DiffSummary, 'source' | 'target'>> {
-  const summary: Omit<DiffSummary, 'source' | 'target'> = {onlySource: 0, onlyTarget: 0, different: 0, identical: 0, instances: {onlySource: [], onlyTarget: [], different: []}}
+  const summary: Omit<DiffSummary, 'source' | 'target'> = {onlySource: 0, onlyTarget: 0, different: 0, identical: 0, notCompared: 0, instances: {onlySource: [], onlyTarget: [], different: [], notCompared: []}}
   // Unfiltered, the source's own count is the total to compare: asked beside the comparison, shown once known.
   let total: number | undefined
   const counting = Object.keys(options.filters).length === 0 ? source.statistics(options.signal).then((statistics) => {
@@ -83,13 +85,13 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
   }
   const studies = new Map<string, StudyDifference>()
   const list = (state: InstanceState, id: string) => {
-    const key = state === 'only-source' ? 'onlySource' : state === 'only-target' ? 'onlyTarget' : 'different'
+    const key = state === 'only-source' ? 'onlySource' : state === 'only-target' ? 'onlyTarget' : state === 'unrecorded' ? 'notCompared' : 'different'
     if (summary.instances[key].length < LISTED) summary.instances[key].push(id)
   }
 
   const sideData = options.sideData ? new SideDataComparison(source, target, options.signal) : undefined
   for await (const item of compareServers(source, target, {filters: options.filters, checksum: true, targetSelection: true, signal: options.signal})) {
-    if (sideData && (item.state === 'identical' || item.state === 'different')) await sideData.compare(item.source!)
+    if (sideData && (item.state === 'identical' || item.state === 'different' || item.state === 'unrecorded')) await sideData.compare(item.source!)
     if (item.state !== 'only-target') compared++
     report()
     if (item.state === 'only-target') {
@@ -106,6 +108,9 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
     } else if (item.state === 'different') {
       summary.different++
       study.different++
+      list(item.state, item.id)
+    } else if (item.state === 'unrecorded') {
+      summary.notCompared++
       list(item.state, item.id)
     } else {
       summary.identical++
@@ -193,8 +198,10 @@ class SideDataComparison {
     for (const contentType of new Set([...sourceAttachments.keys(), ...targetAttachments.keys()])) {
       const a = sourceAttachments.get(contentType)
       const b = targetAttachments.get(contentType)
-      if (a?.md5 === b?.md5) continue
       const name = (a ?? b)!.name
+      // '' is no MD5 (StoreMD5ForAttachments off): two of them are not the same bytes.
+      if (a && b && (a.md5 === '' || b.md5 === '')) add('attachments', `attachment "${name}" not compared: the ${a.md5 === '' ? 'source' : 'target'} records no MD5 for it (StoreMD5ForAttachments off)`)
+      if (a?.md5 === b?.md5 || (a && b && (a.md5 === '' || b.md5 === ''))) continue
       add('attachments', !a ? `attachment "${name}" only on the target` : !b ? `attachment "${name}" only on the source` : `attachment "${name}" has another MD5`)
     }
 

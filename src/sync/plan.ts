@@ -19,6 +19,8 @@ export interface SyncPlan {
   present: number
   /** Whether the MD5s of the instances on both sides were compared (--checksum): without, `different` is 0 unlooked. */
   md5Compared: boolean
+  /** Of `present`, with MD5s compared: those a server records no MD5 for (StoreMD5ForAttachments off), so not compared. */
+  md5Unrecorded?: number
   bytesToTransfer: number
   /** Only on the target (an unfiltered comparison): what --delete would remove. */
   onlyOnTarget: number
@@ -49,7 +51,7 @@ export function emptySyncPlan(md5Compared = false): SyncPlan {
 
 /** Whether the transfer takes an instance: to send it, or (not in a dry run) to compare its side data. */
 export function isToTransfer(item: ComparedInstance, dryRun: boolean): boolean {
-  return item.state === 'only-source' || item.state === 'different' || (!dryRun && (item.state === 'present' || item.state === 'identical'))
+  return item.state === 'only-source' || item.state === 'different' || (!dryRun && (item.state === 'present' || item.state === 'identical' || item.state === 'unrecorded'))
 }
 
 /**
@@ -89,9 +91,10 @@ export async function planSync(source: OrthancClient, target: OrthancClient, opt
       compared++
       const study = studies.get(item.studyId!) ?? {present: 0, total: 0}
       study.total++
-      if (item.state === 'identical' || item.state === 'present') {
+      if (item.state === 'identical' || item.state === 'present' || item.state === 'unrecorded') {
         plan.present++
         study.present++
+        if (item.state === 'unrecorded') plan.md5Unrecorded = (plan.md5Unrecorded ?? 0) + 1
       } else {
         if (item.state === 'different') plan.different++
         else plan.missing++

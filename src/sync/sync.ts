@@ -10,6 +10,7 @@ import {type JobConcurrency, jobConcurrency} from '../transfer/adaptive-concurre
 import {inFlightPerUpload, runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {emptyStats, type PlannedCounts, type TransferStats} from '../transfer/stats.js'
+import type {ComparedInstance} from './compare.js'
 import {InstanceReplacer} from './replace.js'
 import {ComparisonSpool, emptySyncPlan, planSync, type SyncPlan, undeclaredUserMetadata} from './plan.js'
 import {besideFirst} from '../util/concurrency.js'
@@ -161,9 +162,9 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
       onRetry: (item, attempt, error) => options.onEvent?.({type: 'retry', id: item.id, attempt, reason: (error as Error).message}),
       describe: (item) => ({id: item.id}),
       // Instances already on the target move no DICOM bytes: only their side data is compared.
-      sizeOf: (item) => (item.state === 'present' || item.state === 'identical' ? 0 : item.size ?? 0),
+      sizeOf: (item) => (onTarget(item) ? 0 : item.size ?? 0),
       async work(item, signal) {
-        if (item.state === 'present' || item.state === 'identical') {
+        if (onTarget(item)) {
           // Already there: what Orthanc keeps beside it is compared, and what is missing restored.
           const [side, resources] = await Promise.all([sideData.read(item.id, signal), sideData.resourcesInTransit(item.source!, signal)])
           await sink.reconcile({instanceId: item.id, sideData: side, resources, attachments: (contentType) => sideData.instanceAttachmentBytes(item.id, side.attachments, contentType, signal)}, signal)
@@ -195,6 +196,9 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     await spool?.dispose()
   }
 }
+
+/** Already on the target, as far as the comparison can tell: only its side data is compared. */
+const onTarget = (item: ComparedInstance) => item.state === 'present' || item.state === 'identical' || item.state === 'unrecorded'
 
 /** Whether `error` is the job's own interruption (Ctrl-C, SIGTERM) and not a failure. */
 function interruptedBy(error: unknown, signal?: AbortSignal): boolean {
