@@ -33,12 +33,18 @@ function withResources(entry: NotCarried, resources: Set<string>): Tallied {
   return tallied
 }
 
-/** Why what a replacement lost (see sync/replace.ts) is listed as not carried. */
-export const REPLACEMENT_LOST = 'the target\'s own, deleted with the copy it replaced and not written back: the replacement failed'
+/** How every reason for what a replacement lost (see sync/replace.ts) begins. */
+const LOST = 'the target\'s own, deleted with the copy it replaced and not written back'
+
+/** Why what a replacement lost is listed as not carried, when the replacement failed. */
+export const REPLACEMENT_LOST = `${LOST}: the replacement failed`
+
+/** The same, when the target refused to take it back. */
+const refusedBack = (why: string) => `${LOST}: ${why}`
 
 /** Whether an entry is the target's own, lost by a replacement, rather than something not carried over. */
 export function isLost(entry: Pick<NotCarried, 'reason'>): boolean {
-  return entry.reason === REPLACEMENT_LOST
+  return entry.reason.startsWith(LOST)
 }
 
 /** What a job stopped by an error lost by replacements, as it carries it (see sync.ts). */
@@ -238,9 +244,10 @@ export class OrthancSink {
   /**
    * Writes back what a target held of its own on a resource that a replacement deleted with the
    * instance it replaced (see sync/replace.ts): only where nothing stands now, so what the
-   * source's copy brought wins, as in any sync. Returns the attachments it had no bytes for.
+   * source's copy brought wins, as in any sync. Returns the attachments it had no bytes for, and
+   * how many entries the target refused to take back: those are listed as lost.
    */
-  async restoreOwn(level: ResourceLevel, id: string, kept: SideData, bytes: Map<number, Buffer>, signal?: AbortSignal): Promise<number[]> {
+  async restoreOwn(level: ResourceLevel, id: string, kept: SideData, bytes: Map<number, Buffer>, signal?: AbortSignal): Promise<{missing: number[]; refused: number}> {
     const now = await this.readTarget(level, id, kept, signal)
     const absent: SideData = {
       userMetadata: Object.fromEntries(Object.entries(kept.userMetadata).filter(([name]) => !(name in now.metadata))),
@@ -248,7 +255,12 @@ export class OrthancSink {
       attachments: kept.attachments.filter((attachment) => !now.attachments.has(attachment.contentType)),
       labels: kept.labels.filter((label) => !now.labels.has(label)),
     }
-    return this.writeSideData(level, id, absent, bytes, now, signal)
+    let refused = 0
+    const missing = await this.writeSideData(level, id, absent, bytes, now, signal, (kind, reason, name) => {
+      refused++
+      this.notCarried.add(level, kind, refusedBack(reason), id, name)
+    })
+    return {missing, refused}
   }
 
   /** The side data of the instance's patient, study and series: once per resource and run. */
@@ -323,7 +335,10 @@ export class OrthancSink {
    * content types of the user attachments it listed but had no bytes for, and that the target
    * does not already hold.
    */
-  private async writeSideData(level: ResourceLevel, id: string, data: SideData, bytes: AttachmentBytes | undefined, existing: TargetSideData | undefined, signal?: AbortSignal): Promise<number[]> {
+  private async writeSideData(
+    level: ResourceLevel, id: string, data: SideData, bytes: AttachmentBytes | undefined, existing: TargetSideData | undefined, signal?: AbortSignal,
+    notCarried: (kind: NotCarried['kind'], reason: string, name?: string) => void = (kind, reason, name) => this.notCarried.add(level, kind, reason, id, name),
+  ): Promise<number[]> {
     const missing: number[] = []
     if (existing === undefined) this.countSystemMetadata(level, id, data)
     // Compared by the number each name stands for on the target where it says (1.12): two of the
@@ -343,7 +358,7 @@ export class OrthancSink {
       const number = declared ? metadataNumber(name, declared) : undefined
       const other = number === undefined ? undefined : filledBy.get(number)
       if (other !== undefined) {
-        this.notCarried.add(level, 'user-metadata', `the target keeps it in one place with ${other} (metadata ${number}): ${other} is written`, id, name)
+        notCarried('user-metadata', `the target keeps it in one place with ${other} (metadata ${number}): ${other} is written`, name)
         continue
       }
 
@@ -354,7 +369,7 @@ export class OrthancSink {
       } catch (error) {
         // 404: a name the target does not declare; 400/403: a number or name the target keeps for itself.
         if (!(error instanceof OrthancHttpError && [400, 403, 404].includes(error.status))) throw error
-        this.notCarried.add(level, 'user-metadata', error.status === 404 ? 'the target does not declare this name in its UserMetadata' : `the target refuses it (HTTP ${error.status})`, id, name)
+        notCarried('user-metadata', error.status === 404 ? 'the target does not declare this name in its UserMetadata' : `the target refuses it (HTTP ${error.status})`, name)
       }
     }
 
@@ -371,12 +386,12 @@ export class OrthancSink {
         await this.client.putResourceAttachment(level, id, String(attachment.contentType), content, signal)
       } catch (error) {
         if (!(error instanceof OrthancHttpError && [400, 403, 404].includes(error.status))) throw error
-        this.notCarried.add(level, 'attachments', `the target refuses content type ${attachment.contentType} (HTTP ${error.status})`, id, attachment.name)
+        notCarried('attachments', `the target refuses content type ${attachment.contentType} (HTTP ${error.status})`, attachment.name)
       }
     }
 
     // Counted by resource, however many labels it has: the tally says how many resources lost them.
-    if (data.labels.length > 0 && !this.features?.labels) this.notCarried.add(level, 'labels', 'the target is older than Orthanc 1.12 and has no labels', id)
+    if (data.labels.length > 0 && !this.features?.labels) notCarried('labels', 'the target is older than Orthanc 1.12 and has no labels')
     else for (const label of data.labels) if (!existing?.labels.has(label)) await this.client.addResourceLabel(level, id, label, signal)
 
     return missing

@@ -1,6 +1,6 @@
 import {hasUserSideData, type ResourceLevel, type SideData} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
-import {OrthancHttpError, OrthancTlsError, OrthancUnreachableError} from '../orthanc/errors.js'
+import {OrthancHttpError} from '../orthanc/errors.js'
 import {AttachmentsNotRestoredError, type OrthancSink, REPLACEMENT_LOST, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
 
@@ -25,26 +25,28 @@ const REMEMBERED_READS = 64
 const REMEMBERED_BYTES_EACH = 256 * 1024
 
 /**
- * Attachment bytes held at most for replacements begun and not ended (see InstanceReplacer):
- * past it, no other replacement begins in this run.
+ * Attachment bytes held at most for replacements begun and not ended, and being read for them
+ * (see InstanceReplacer): past it, no other replacement begins in this run.
  */
 const HELD_BYTES = 64 * 1024 * 1024
 
-/**
- * Whether a deletion that failed certainly did not happen: the request never reached the server,
- * or it answered with a refusal (a 4xx other than 404 and 408; a gateway's 5xx may come after
- * the server did it).
- */
-function certainlyNotDeleted(error: unknown): boolean {
-  if (error instanceof OrthancUnreachableError || error instanceof OrthancTlsError) return true
-  return error instanceof OrthancHttpError && error.status >= 400 && error.status < 500 && error.status !== 404 && error.status !== 408
-}
+const mebibytes = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 
 /** A replacement not begun, so that the bytes held for unfinished ones stay bounded. */
 export class ReplacementDeferredError extends Error {
-  constructor(instanceId: string, heldBytes: number) {
-    super(`instance ${instanceId} differs on the target and was not replaced in this run: ${(heldBytes / 1024 / 1024).toFixed(1)} MiB of the target's own attachments are held for replacements not finished yet; run again to replace it`)
+  constructor(instanceId: string, needed: number, held: number) {
+    super(`instance ${instanceId} differs on the target and was not replaced in this run: keeping the target's own attachments beside it (${mebibytes(needed)}) would add to the ${mebibytes(held)} held for replacements not finished yet; run again to replace it`)
     this.name = 'ReplacementDeferredError'
+  }
+}
+
+/** The source's copy is on the target, but the target refused to take back some of its own that went with the old one. */
+export class OwnDataRefusedError extends Error {
+  readonly problemKind = 'rejected' as const
+
+  constructor(instanceId: string, refused: number) {
+    super(`instance ${instanceId} was replaced, but the target refused to take back ${refused} of its own entries deleted with its old copy (listed under Not carried)`)
+    this.name = 'OwnDataRefusedError'
   }
 }
 
@@ -56,10 +58,61 @@ interface KeptSideData {
   bytes: Map<number, Buffer>
 }
 
-function byteCount(kept: Array<KeptSideData | undefined>): number {
+function byteCount(kept: KeptSideData | undefined): number {
   let total = 0
-  for (const resource of kept) for (const bytes of resource?.bytes.values() ?? []) total += bytes.length
+  for (const bytes of kept?.bytes.values() ?? []) total += bytes.length
   return total
+}
+
+/**
+ * The target's own bytes that replacements hold or are reading, each resource's counted once
+ * however many replacements share it (the instances of a series share their parents' read).
+ */
+class HeldBytes {
+  private readonly holders = new Map<KeptSideData, number>()
+  private held = 0
+  private reading = 0
+
+  constructor(private readonly limit: number) {}
+
+  get bytes(): number {
+    return this.held + this.reading
+  }
+
+  /** Before reading `size` bytes for a replacement: refused when others are held or read and it would pass the limit (one alone always goes). */
+  reserve(instanceId: string, size: number): () => void {
+    if (this.bytes > 0 && this.bytes + size > this.limit) throw new ReplacementDeferredError(instanceId, size, this.bytes)
+    this.reading += size
+    let done = false
+    return () => {
+      if (!done) this.reading -= size
+      done = true
+    }
+  }
+
+  hold(kept: KeptSideData[]): void {
+    for (const resource of kept) {
+      const holders = this.holders.get(resource) ?? 0
+      if (holders === 0) this.held += byteCount(resource)
+      this.holders.set(resource, holders + 1)
+    }
+  }
+
+  release(kept: KeptSideData[]): void {
+    for (const resource of kept) {
+      const holders = this.holders.get(resource) ?? 0
+      if (holders > 1) this.holders.set(resource, holders - 1)
+      else if (holders === 1) {
+        this.holders.delete(resource)
+        this.held -= byteCount(resource)
+      }
+    }
+  }
+
+  clear(): void {
+    this.holders.clear()
+    this.held = 0
+  }
 }
 
 /**
@@ -69,15 +122,18 @@ function byteCount(kept: Array<KeptSideData | undefined>): number {
  * it (metadata, attachments, labels the source may not have). Before the deletion, the target's
  * own side data of the instance and of its parents is read (bytes and all); once the source's
  * copy is stored, the instance and each parent the deletion took (Orthanc's answer names the
- * nearest one that stayed) get back what is not there any more.
+ * nearest one that stayed) get back what is not there any more. What the target refuses to take
+ * back is listed as lost, and the instance failed.
  *
  * What was read is held until the instance is stored, across the engine's attempts: an attempt
  * that fails after the deletion leaves the next one nothing to read on the target. It is held in
  * memory only: a run killed between the deletion and the write-back loses it (a window of a few
  * requests, named in the README); a store that fails for good leaves it listed as not carried (`finish`).
- * A deletion that certainly did not happen lets it go at once (the next attempt reads again);
- * and once `heldLimit` bytes are held for replacements not ended, no other one begins: it fails,
- * with the target's copy untouched, for the next run.
+ * A deletion that failed is followed by a look at the target: an instance still there went
+ * nowhere, and what was kept for it is let go (the next attempt reads again); one gone went,
+ * answered or not (the client may have sent it more than once), and is stored. Once `heldLimit`
+ * bytes are held or being read for replacements not ended, no other one begins: it fails, with
+ * the target's copy untouched, for the next run.
  */
 export class InstanceReplacer {
   /** Replacements begun and not ended, by instance ID: what was kept, and how far each went. */
@@ -85,16 +141,16 @@ export class InstanceReplacer {
   /** Parents' side data (and which parents a series has) read lately: the instances of a series are replaced together. */
   private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
-  /** Attachment bytes in `pending`. */
-  private held = 0
+  private readonly held: HeldBytes
 
-  constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink, private readonly heldLimit = HELD_BYTES) {
+  constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink, heldLimit = HELD_BYTES) {
     this.targetSideData = new SideDataReader(target)
+    this.held = new HeldBytes(heldLimit)
   }
 
-  /** Attachment bytes of the target's own held for replacements not ended. */
+  /** Attachment bytes of the target's own held or being read for replacements not ended. */
   get heldBytes(): number {
-    return this.held
+    return this.held.bytes
   }
 
   /**
@@ -106,17 +162,13 @@ export class InstanceReplacer {
   async replace(instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
     let replacement = this.pending.get(instanceId)
     if (!replacement) {
-      const kept = await this.keptBeside(instanceId, signal)
-      const bytes = byteCount(kept)
-      // One alone always begins, however large: otherwise it could never be replaced.
-      if (this.held > 0 && this.held + bytes > this.heldLimit) throw new ReplacementDeferredError(instanceId, this.held)
-      replacement = {kept, attempted: false}
-      this.hold(instanceId, replacement)
+      replacement = {kept: await this.keptBeside(instanceId, signal), attempted: false}
+      this.pending.set(instanceId, replacement)
+      this.held.hold(replacement.kept)
     }
 
     if (!replacement.went) {
       // From here on the copy may be gone, answered or not (see finish).
-      const sentBefore = replacement.attempted
       replacement.attempted = true
       try {
         replacement.went = wentWith(await this.target.deleteInstance(instanceId, signal))
@@ -124,22 +176,27 @@ export class InstanceReplacer {
         // Deleted by an earlier attempt whose answer was lost, or by someone else: what went with it is not known.
         if (error instanceof OrthancHttpError && error.status === 404) replacement.went = wentWith(undefined)
         else {
-          // Nothing went: nothing to hold (an earlier deletion whose answer was lost may have happened, though).
-          if (!sentBefore && certainlyNotDeleted(error)) this.release(instanceId)
-          throw error
+          const stillThere = await this.target.resource('instance', instanceId, signal).then((found) => found !== undefined, () => undefined)
+          if (stillThere === true) this.release(instanceId)
+          if (stillThere !== false) throw error
+          replacement.went = wentWith(undefined)
         }
       }
     }
 
     replacement.stored ??= await store()
     const missing: number[] = []
+    let refused = 0
     for (const {level, id, data, bytes} of replacement.kept.filter((kept) => replacement.went!.has(kept.level))) {
       // The store answers the instance's ID; its parents' IDs are hashes of the same UIDs, so the same again.
-      missing.push(...await this.sink.restoreOwn(level, level === 'instance' ? replacement.stored.instanceId : id, data, bytes, signal))
+      const restored = await this.sink.restoreOwn(level, level === 'instance' ? replacement.stored.instanceId : id, data, bytes, signal)
+      missing.push(...restored.missing)
+      refused += restored.refused
     }
 
     this.release(instanceId)
     if (missing.length > 0) throw new AttachmentsNotRestoredError(instanceId, missing.map((contentType) => ({contentType, reason: 'the target\'s own copy could not be read before it was replaced'})))
+    if (refused > 0) throw new OwnDataRefusedError(instanceId, refused)
     return replacement.stored
   }
 
@@ -153,7 +210,7 @@ export class InstanceReplacer {
     // A deletion sent may have happened even when no answer came: what went with it is then not known.
     const unfinished = [...this.pending.values()].filter((replacement) => replacement.attempted)
     this.pending.clear()
-    this.held = 0
+    this.held.clear()
     // The job may have stopped because the target went away: this must not wait out its retries.
     const signal = AbortSignal.timeout(FINISH_MS)
     const gone = unfinished.flatMap((replacement) => replacement.kept.filter((kept) => (replacement.went ?? wentWith(undefined)).has(kept.level)))
@@ -163,6 +220,13 @@ export class InstanceReplacer {
       for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', REPLACEMENT_LOST, id, attachment.name)
       if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', REPLACEMENT_LOST, id)
     }
+  }
+
+  private release(instanceId: string): void {
+    const replacement = this.pending.get(instanceId)
+    if (!replacement) return
+    this.pending.delete(instanceId)
+    this.held.release(replacement.kept)
   }
 
   /**
@@ -176,8 +240,8 @@ export class InstanceReplacer {
     if (!instance?.ParentSeries) return []
     const parents = await this.remembered(`parents@${instance.ParentSeries}`, () => this.parentsOf(instance.ParentSeries!, signal))
     const kept = await Promise.all([
-      this.ownSideData('instance', instanceId, signal),
-      ...parents.map(({level, id}) => this.remembered(`${level}@${id}`, () => this.ownSideData(level, id, signal), (resource) => byteCount([resource]) <= REMEMBERED_BYTES_EACH)),
+      this.ownSideData(instanceId, 'instance', instanceId, signal),
+      ...parents.map(({level, id}) => this.remembered(`${level}@${id}`, () => this.ownSideData(instanceId, level, id, signal), (resource) => byteCount(resource) <= REMEMBERED_BYTES_EACH)),
     ])
     return kept.filter((resource): resource is KeptSideData => resource !== undefined)
   }
@@ -192,25 +256,21 @@ export class InstanceReplacer {
     ]
   }
 
-  /** What the target keeps beside one resource, bytes and all; undefined when it keeps nothing. */
-  private async ownSideData(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<KeptSideData | undefined> {
+  /**
+   * What the target keeps beside one resource, bytes and all; undefined when it keeps nothing.
+   * Its attachments' sizes are reserved before their bytes are read (see HeldBytes).
+   */
+  private async ownSideData(instanceId: string, level: ResourceLevel, id: string, signal?: AbortSignal): Promise<KeptSideData | undefined> {
     const data = await this.targetSideData.sideDataOf(level, id, signal)
     if (!hasUserSideData(data)) return undefined
-    const bytes = new Map<number, Buffer>()
-    for (const attachment of data.attachments) bytes.set(attachment.contentType, await this.targetSideData.checkedAttachment(level, id, attachment, signal))
-    return {level, id, data, bytes}
-  }
-
-  private hold(instanceId: string, replacement: {kept: KeptSideData[]; attempted: boolean}): void {
-    this.pending.set(instanceId, replacement)
-    this.held += byteCount(replacement.kept)
-  }
-
-  private release(instanceId: string): void {
-    const replacement = this.pending.get(instanceId)
-    if (!replacement) return
-    this.pending.delete(instanceId)
-    this.held -= byteCount(replacement.kept)
+    const done = this.held.reserve(instanceId, data.attachments.reduce((sum, attachment) => sum + attachment.size, 0))
+    try {
+      const bytes = new Map<number, Buffer>()
+      for (const attachment of data.attachments) bytes.set(attachment.contentType, await this.targetSideData.checkedAttachment(level, id, attachment, signal))
+      return {level, id, data, bytes}
+    } finally {
+      done()
+    }
   }
 
   /** Read once for the instances replaced together (when `keep` says it is small enough); a failed read is asked again. */

@@ -8,8 +8,8 @@ export interface FaultProxy {
   url: string
   /** Delay added before forwarding each request. */
   delayMs: number
-  /** Faults to inject, consumed one per matching request. */
-  faults: Array<{match: RegExp; fault: Fault}>
+  /** Faults to inject, consumed one per matching request; with `after`, only once a request matching it has come. */
+  faults: Array<{match: RegExp; fault: Fault; after?: RegExp}>
   /** Delays added before forwarding every matching request (not consumed). */
   slow: Array<{match: RegExp; ms: number}>
   /** Requests answered with another path's answer, headers and all, as a cache that mixed answers up would (not consumed). */
@@ -47,7 +47,7 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
     if (proxy.delayMs > 0) await sleep(proxy.delayMs)
     const slow = proxy.slow.find((entry) => entry.match.test(line))
     if (slow) await sleep(slow.ms)
-    const index = proxy.faults.findIndex((entry) => entry.match.test(line))
+    const index = proxy.faults.findIndex((entry) => entry.match.test(line) && (!entry.after || proxy.log.some((earlier) => entry.after!.test(earlier))))
     const fault = index === -1 ? undefined : proxy.faults.splice(index, 1)[0]!.fault
     if (fault === 'reset-before-response') {
       incoming.resume()

@@ -322,8 +322,15 @@ describe('sync, diff and verify', () => {
     const {lone, series, patient} = await loneInstanceDiffering('answer-lost')
     await target.api(`/series/${series}/metadata/2006`, {method: 'PUT', body: 'target\'s own'})
     const proxy = await startFaultProxy(target.port)
-    // Orthanc deletes; the answer is cut on its way back, and every deletion sent again is refused.
-    const answerLost = () => proxy.faults.push({match: /^DELETE \/instances\//, fault: 'reset-mid-body'}, ...Array.from({length: 8}, () => ({match: /^DELETE \/instances\//, fault: 'status-503' as const})))
+    // Orthanc deletes; the answer is cut on its way back, every deletion sent again is refused, and so is every look at the instance.
+    const answerLost = () => {
+      proxy.log.length = 0
+      proxy.faults.push(
+        {match: /^DELETE \/instances\//, fault: 'reset-mid-body'},
+        ...Array.from({length: 8}, () => ({match: /^DELETE \/instances\//, fault: 'status-503' as const})),
+        ...Array.from({length: 40}, () => ({match: new RegExp(`^GET /instances/${lone.orthancId}$`), fault: 'status-503' as const, after: /^DELETE /})),
+      )
+    }
     answerLost()
     const args = ['sync', '--source', source.url, '--target', proxy.url, '--checksum', '--retries', '0', '--patient-id', lone.patientId]
     try {
@@ -354,7 +361,7 @@ describe('sync, diff and verify', () => {
     }
   })
 
-  it('a replacement holds the target\'s own bytes only while it may need them: a refused deletion lets them go, and past the bound no other replacement begins', async () => {
+  it('a replacement holds the target\'s own bytes only while it may need them: a deletion that did not happen lets them go, and past the bound no other replacement begins, before reading anything', async () => {
     const [first, second] = [await loneInstanceDiffering('held-1'), await loneInstanceDiffering('held-2')]
     for (const {lone} of [first, second]) await target.api(`/instances/${lone.orthancId}/attachments/1041`, {method: 'PUT', body: 'x'.repeat(2000)})
     const proxy = await startFaultProxy(target.port)
@@ -362,24 +369,79 @@ describe('sync, diff and verify', () => {
     const replacer = new InstanceReplacer(client, new OrthancSink(client, {dryRun: false, uploads: 1}), 3000)
     const neverStored = () => Promise.reject(new Error('the store is not part of this test'))
     try {
-      // Refused: nothing went, so nothing is held.
+      // Refused, and the instance still there: nothing went, so nothing is held.
       proxy.faults.push({match: /^DELETE \/instances\//, fault: 'status-403'})
       await expect(replacer.replace(first.lone.orthancId, neverStored)).rejects.toThrow(/HTTP 403/)
       expect(replacer.heldBytes).toBe(0)
-      // No answer: it may have happened, so the bytes stay held for the next attempt or the job's end.
-      proxy.faults.push(...Array.from({length: 5}, () => ({match: /^DELETE \/instances\//, fault: 'reset-before-response' as const})))
-      await expect(replacer.replace(first.lone.orthancId, neverStored)).rejects.toThrow()
+      // Deleted, and not stored: the bytes stay held for the next attempt or the job's end.
+      await expect(replacer.replace(first.lone.orthancId, neverStored)).rejects.toThrow(/not part of this test/)
       expect(replacer.heldBytes).toBe(2000)
-      // Another would hold more than the bound: it is not begun, and its copy stays as it was.
+      // Another would hold more than the bound: it is not begun, its bytes not even read, and its copy stays as it was.
       proxy.log.length = 0
-      await expect(replacer.replace(second.lone.orthancId, neverStored)).rejects.toThrow(/was not replaced in this run: .* run again to replace it/)
-      expect(proxy.log.filter((line) => line.startsWith('DELETE'))).toEqual([])
+      await expect(replacer.replace(second.lone.orthancId, neverStored)).rejects.toThrow(/was not replaced in this run: keeping the target's own attachments beside it \(0\.0 MiB\) would add to the 0\.0 MiB held .* run again to replace it/)
+      expect(proxy.log.filter((line) => line.startsWith('DELETE') || line.includes('/attachments/1041/data'))).toEqual([])
       expect(await (await target.api(`/instances/${second.lone.orthancId}/attachments/1041/data`)).text()).toBe('x'.repeat(2000))
       await replacer.finish()
       expect(replacer.heldBytes).toBe(0)
     } finally {
       await proxy.close()
       await Promise.all([first, second].flatMap(({patient}) => [source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})]))
+    }
+  })
+
+  it('replacements of one series hold their parents\' bytes once, however many share them', async () => {
+    const three = await generateStudySet(join(work, 'shared-parent'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 500, seed: 'sync-shared-parent'})
+    await uploadFiles(source, three.map((record) => record.path))
+    for (const record of three) await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(record))})
+    const {ParentStudy: study} = await target.json<{ParentStudy: string}>(`/series/${(await target.json<{ParentSeries: string}>(`/instances/${three[0]!.orthancId}`)).ParentSeries}`)
+    const {ID: patient} = await target.json<{ID: string}>(`/instances/${three[0]!.orthancId}/patient`)
+    await target.api(`/studies/${study}/attachments/1042`, {method: 'PUT', body: 'y'.repeat(1000)})
+    const client = new OrthancClient(resolveEndpoint({url: target.url}))
+    const replacer = new InstanceReplacer(client, new OrthancSink(client, {dryRun: false, uploads: 1}), 1500)
+    try {
+      const outcomes = await Promise.allSettled(three.map((record) => replacer.replace(record.orthancId, () => Promise.reject(new Error('the store is not part of this test')))))
+      expect(outcomes.map((outcome) => (outcome.status === 'rejected' ? (outcome.reason as Error).message : 'stored'))).toEqual(three.map(() => 'the store is not part of this test'))
+      expect(replacer.heldBytes).toBe(1000)
+    } finally {
+      await replacer.finish()
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
+  it('a deletion carried out whose answer is lost and whose resend is refused: the instance is found gone, stored, and what went with it written back (exit 0)', async () => {
+    const {lone, series, patient} = await loneInstanceDiffering('resend-refused')
+    await target.api(`/series/${series}/metadata/2004`, {method: 'PUT', body: 'target\'s own'})
+    await target.api(`/instances/${lone.orthancId}/attachments/1041`, {method: 'PUT', body: 'own report'})
+    const proxy = await startFaultProxy(target.port)
+    proxy.faults.push({match: /^DELETE \/instances\//, fault: 'reset-mid-body'}, {match: /^DELETE \/instances\//, fault: 'status-403'})
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--patient-id', lone.patientId])
+      expect(result.code, result.stdout).toBe(0)
+      expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 1, failed: 0})
+      expect((await instanceMd5s(target)).get(lone.orthancId)).toBe((await instanceMd5s(source)).get(lone.orthancId))
+      expect(await (await target.api(`/series/${series}/metadata/2004`)).text()).toBe('target\'s own')
+      expect(await (await target.api(`/instances/${lone.orthancId}/attachments/1041/data`)).text()).toBe('own report')
+    } finally {
+      await proxy.close()
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
+  it('a write-back the target refuses is a loss: listed as not written back, the instance failed (exit 10)', async () => {
+    const {lone, series, patient} = await loneInstanceDiffering('refused-back')
+    await target.api(`/series/${series}/metadata/2004`, {method: 'PUT', body: 'target\'s own'})
+    const proxy = await startFaultProxy(target.port)
+    proxy.faults.push(...Array.from({length: 5}, () => ({match: new RegExp(`^PUT /series/${series}/metadata/2004`), fault: 'status-403' as const})))
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json', '--checksum', '--patient-id', lone.patientId])
+      expect(result.code).toBe(10)
+      const summary = parseJson<SyncJson & {notCarried: Array<{level: string; name?: string; reason: string}>; failures: Array<{reason: string}>}>(result)
+      expect(summary.notCarried).toContainEqual(expect.objectContaining({level: 'series', name: '2004', reason: 'the target\'s own, deleted with the copy it replaced and not written back: the target refuses it (HTTP 403)'}))
+      expect(summary.failures).toEqual([expect.objectContaining({reason: expect.stringMatching(/was replaced, but the target refused to take back 1 of its own entries/)})])
+      expect((await instanceMd5s(target)).get(lone.orthancId)).toBe((await instanceMd5s(source)).get(lone.orthancId))
+    } finally {
+      await proxy.close()
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
     }
   })
 
