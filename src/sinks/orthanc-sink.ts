@@ -22,15 +22,32 @@ export interface NotCarried {
 
 /**
  * The resources an entry counts, kept beside it and out of its JSON (not enumerable): two tallies
- * that met the same resource (two passes of a mirror) count it once.
+ * that met the same resource (two passes of a mirror, the same instance failing at every poll)
+ * count it once. Up to IDS_KEPT IDs per entry; past them, resources are only counted (`BEYOND`),
+ * so that an entry every instance meets (Orthanc's system metadata is never carried) stays small.
  */
 const RESOURCES = Symbol('resources')
-type Tallied = NotCarried & {[RESOURCES]?: Set<string>}
+const BEYOND = Symbol('beyond')
+const IDS_KEPT = 10_000
+type Tallied = NotCarried & {[RESOURCES]?: Set<string>; [BEYOND]?: number}
 
-function withResources(entry: NotCarried, resources: Set<string>): Tallied {
-  const tallied: Tallied = {...entry, count: resources.size}
-  Object.defineProperty(tallied, RESOURCES, {value: resources, enumerable: false})
-  return tallied
+function tallied(entry: NotCarried, resources: Set<string>, beyond: number): Tallied {
+  const result: Tallied = {...entry, count: resources.size + beyond}
+  Object.defineProperty(result, RESOURCES, {value: resources, enumerable: false})
+  Object.defineProperty(result, BEYOND, {value: beyond, enumerable: false})
+  return result
+}
+
+/** Adds `ids` to `resources` (each once, up to IDS_KEPT); returns how many went beyond. */
+function gather(resources: Set<string>, ids: Iterable<string>): number {
+  let beyond = 0
+  for (const id of ids) {
+    if (resources.has(id)) continue
+    if (resources.size < IDS_KEPT) resources.add(id)
+    else beyond++
+  }
+
+  return beyond
 }
 
 /** How every reason for what a replacement lost (see sync/replace.ts) begins. */
@@ -56,37 +73,35 @@ export function lostBy(error: unknown): NotCarried[] {
 const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name' | 'reason'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}\u0000${isLost(entry) ? 'lost' : ''}`
 
 /**
- * What could not be carried, by level, kind and name (and lost apart), counted by resource: every summary prints
- * it. Patients, studies and series are counted by ID, as several instances (and several passes of
- * a mirror) meet them; instances, met once each, are only counted: holding every instance's ID
- * (Orthanc's system metadata is never carried) would grow with the job.
+ * What could not be carried, by level, kind and name (and lost apart), counted by resource: every
+ * summary prints it. Each resource is counted once by its ID (see RESOURCES), as several instances
+ * (and several passes of a mirror) meet the same patient, study, series or instance.
  */
 export class NotCarriedTally {
-  private readonly entries = new Map<string, {entry: NotCarried; resources?: Set<string>}>()
+  private readonly entries = new Map<string, {entry: NotCarried; resources: Set<string>; beyond: number}>()
 
   /** `resource`: the resource's ID, so that meeting it again (another instance of its study) does not count it twice. */
   add(level: ResourceLevel, kind: NotCarried['kind'], reason: string, resource: string, name?: string): void {
     const entry: NotCarried = {level, kind, ...(name === undefined ? {} : {name}), count: 0, reason}
-    const known = this.entries.get(keyOf(entry)) ?? {entry, ...(level === 'instance' ? {} : {resources: new Set<string>()})}
-    if (known.resources) known.resources.add(resource)
-    else known.entry.count++
+    const known = this.entries.get(keyOf(entry)) ?? {entry, resources: new Set<string>(), beyond: 0}
+    known.beyond += gather(known.resources, [resource])
     this.entries.set(keyOf(entry), known)
   }
 
   list(): NotCarried[] {
-    return [...this.entries.values()].map(({entry, resources}) => (resources ? withResources(entry, resources) : {...entry}))
+    return [...this.entries.values()].map(({entry, resources, beyond}) => tallied(entry, resources, beyond))
   }
 }
 
-/** Two tallies as one: the resources of the same level, kind and name counted once (sums, for entries that do not say which). */
+/** Two tallies as one: the resources of the same level, kind and name counted once (summed, past the IDs kept, and for entries that do not say which). */
 export function mergeNotCarried(a: NotCarried[], b: NotCarried[]): NotCarried[] {
   const merged = new Map<string, Tallied>()
   for (const entry of [...a, ...b] as Tallied[]) {
     const seen = merged.get(keyOf(entry))
-    const [seenResources, resources] = [seen?.[RESOURCES], entry[RESOURCES]]
-    if (!seen) merged.set(keyOf(entry), resources ? withResources(entry, new Set(resources)) : {...entry})
-    else if (seenResources && resources) merged.set(keyOf(entry), withResources(seen, new Set([...seenResources, ...resources])))
-    else merged.set(keyOf(entry), {...seen, count: seen.count + entry.count})
+    const resources = new Set(seen?.[RESOURCES] ?? [])
+    const known = entry[RESOURCES]
+    const beyond = (seen?.[BEYOND] ?? 0) + (known ? (entry[BEYOND] ?? 0) + gather(resources, known) : entry.count)
+    merged.set(keyOf(entry), tallied(seen ?? entry, resources, beyond))
   }
 
   return [...merged.values()]

@@ -226,8 +226,8 @@ function record(summary: FollowSummary, pass: SyncSummary, full: boolean): void 
 /**
  * What could not be carried, by resource, over a mirror's passes: a full pass meets every resource
  * again, so its tally replaces the earlier ones, and the passes after it add only what they
- * brought. A full pass stopped part-way met only some: it adds to the tally, as a partial pass
- * does. What a replacement lost (see replace.ts) is no resource's state that a later pass meets
+ * brought. A full pass stopped part-way, or held back, met only some or none: it adds to the
+ * tally, as a partial pass does. What a replacement lost (see replace.ts) is no resource's state that a later pass meets
  * again: it is kept whatever comes after.
  */
 export class NotCarriedAcrossPasses {
@@ -236,11 +236,12 @@ export class NotCarriedAcrossPasses {
   private lost: NotCarried[] = []
 
   /** Adds one pass's tally; returns the whole. */
-  add(pass: Pick<SyncSummary, 'notCarried' | 'interrupted'>, full: boolean): NotCarried[] {
+  add(pass: Pick<SyncSummary, 'notCarried' | 'interrupted' | 'heldBack'>, full: boolean): NotCarried[] {
     const lostNow = pass.notCarried.filter(isLost)
     const rest = pass.notCarried.filter((entry) => !isLost(entry))
     this.lost = mergeNotCarried(this.lost, lostNow)
-    if (full && !pass.interrupted) [this.lastFull, this.since] = [rest, []]
+    // A pass held back before copying (see refusedBeforeCopying) met nothing.
+    if (full && !pass.interrupted && !pass.heldBack) [this.lastFull, this.since] = [rest, []]
     else this.since = mergeNotCarried(this.since, rest)
     return mergeNotCarried(mergeNotCarried(this.lastFull, this.since), this.lost)
   }

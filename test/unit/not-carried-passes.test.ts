@@ -25,6 +25,31 @@ describe('what a mirror could not carry, over its passes', () => {
     expect(after.map((entry) => [entry.level, entry.name])).toEqual([['series', 'Old'], ['study', 'Note']])
   })
 
+  it('a full pass held back before copying (a source that looks wrong) leaves the tally as it was', () => {
+    const across = new NotCarriedAcrossPasses()
+    across.add(pass(['series', 's1', 'Old', 'refused']), true)
+    expect(across.add({...pass(), heldBack: 'the source would delete most of the mirror'}, true).map((entry) => entry.name)).toEqual(['Old'])
+  })
+
+  it('an instance that fails the same way at every poll counts once, however many polls met it', () => {
+    const across = new NotCarriedAcrossPasses()
+    const poll = () => {
+      const tally = new NotCarriedTally()
+      tally.add('instance', 'system-metadata', 'refused', 'i1')
+      return {notCarried: tally.list(), interrupted: false}
+    }
+    for (let index = 0; index < 6; index++) across.add(poll(), false)
+    expect(across.add(poll(), false)).toEqual([expect.objectContaining({level: 'instance', count: 1})])
+  })
+
+  it('past the IDs kept for one entry, resources are still counted', () => {
+    const tally = new NotCarriedTally()
+    for (let index = 0; index < 10_005; index++) tally.add('instance', 'system-metadata', 'never carried', `i${index}`)
+    tally.add('instance', 'system-metadata', 'never carried', 'i0')
+    expect(tally.list()).toEqual([expect.objectContaining({count: 10_005})])
+    expect(JSON.parse(JSON.stringify(tally.list()))).toEqual([{level: 'instance', kind: 'system-metadata', count: 10_005, reason: 'never carried'}])
+  })
+
   it('passes that met the same resource count it once', () => {
     const across = new NotCarriedAcrossPasses()
     across.add(pass(['study', 'a', 'Note', 'refused']), false)
