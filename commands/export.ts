@@ -17,6 +17,7 @@ import {transferFlags, transferSettingsFromFlags} from '../src/cli/transfer-flag
 import {connectionsFor} from '../src/transfer/adaptive-concurrency.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {formatBytes} from '../src/util/format.js'
+import {redactedValue, unmasked} from '../src/util/redact.js'
 
 /** Below this, a volume holds little more than its tag files. */
 const MIN_VOLUME_BYTES = 64 * 1024
@@ -99,8 +100,8 @@ export default class Export extends BaseCommand {
     }
   }
 
-  protected override logJson(json: unknown): void {
-    if (this.resultStream === process.stderr) process.stderr.write(`${JSON.stringify(json, null, 2)}\n`)
+  override logJson(json: unknown): void {
+    if (this.resultStream === process.stderr) unmasked(() => process.stderr.write(`${JSON.stringify(redactedValue(json), null, 2)}\n`))
     else super.logJson(json)
   }
 }

@@ -11,7 +11,7 @@ import {filterFlags} from './filter-flags.js'
 import {renderNotCarried} from './summary.js'
 import {usageMessage} from './usage-message.js'
 import {interruptSignal} from './interrupt.js'
-import {guardOutputs} from '../util/redact.js'
+import {guardOutputs, redactedValue, unmasked} from '../util/redact.js'
 import {Reporter} from './reporter.js'
 import type {ReportingFlagValues} from './reporting-flags.js'
 
@@ -107,6 +107,11 @@ export abstract class BaseCommand extends Command {
     this.reporter?.clearProgress()
     if (!this.jsonEnabled()) this.resultStream.write(`${render(summary).replace(/\n*$/, '')}\n`)
     return summary
+  }
+
+  /** Every JSON document on stdout: masked value by value (see redactedValue), never as text. */
+  override logJson(json: unknown): void {
+    unmasked(() => super.logJson(redactedValue(json)))
   }
 
   override async catch(error: Error & {exitCode?: number}): Promise<void> {

@@ -4,7 +4,7 @@ import type {FileHandle} from 'node:fs/promises'
 import {UserFacingError} from '../errors.js'
 import type {JobEvent, PlanEvent, ProgressEvent} from '../transfer/progress.js'
 import {formatBytes} from '../util/format.js'
-import {redactSecrets} from '../util/redact.js'
+import {redactedValue, unmasked} from '../util/redact.js'
 import {describeProgress, ProgressLine, ProgressMeter, progressRecord} from './progress-renderer.js'
 import type {ReportingFlagValues} from './reporting-flags.js'
 import {renderProblem} from './summary.js'
@@ -154,7 +154,8 @@ export class Reporter {
     const snapshot = this.meter.snapshot()
     if (!snapshot) return
     const time = new Date().toISOString()
-    this.writeLine(this.options.json ? JSON.stringify({time, ...progressRecord(snapshot)}) : `${time} ${describeProgress(snapshot)}`)
+    if (this.options.json) unmasked(() => this.writeLine(JSON.stringify(redactedValue({time, ...progressRecord(snapshot)}))))
+    else this.writeLine(`${time} ${describeProgress(snapshot)}`)
   }
 
   private writeLine(text: string): void {
@@ -166,7 +167,7 @@ export class Reporter {
     const log = this.log
     if (!log || (this.closed && record.event !== 'end')) return this.logged
     // Every secret the program learned is masked here too, as on stdout and stderr.
-    const line = redactSecrets(`${JSON.stringify({time: new Date().toISOString(), ...record})}\n`)
+    const line = `${JSON.stringify(redactedValue({time: new Date().toISOString(), ...record}))}\n`
     // One append per line, one after another: the lines of a run stay whole and in order. A log
     // that cannot be written (a full disk) does not stop the job.
     this.logged = this.logged.then(() => log.appendFile(line)).catch(() => {})

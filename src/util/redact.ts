@@ -34,6 +34,33 @@ export function redactSecrets(text: string): string {
   return redacted
 }
 
+/**
+ * A copy of `value` for JSON, every string in it (and every key) masked. JSON must be masked this
+ * way, before it is written, never as text: a password that is a word or a number ("true", "12")
+ * would mask a literal or a count and leave the document unreadable. Written with `unmasked`.
+ */
+export function redactedValue<T>(value: T): T {
+  if (value === undefined) return value
+  const masked = JSON.stringify(value, (_key, entry: unknown) => {
+    if (typeof entry === 'string') return redactSecrets(entry)
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return entry
+    return Object.fromEntries(Object.entries(entry).map(([name, inner]) => [redactSecrets(name), inner]))
+  })
+  return JSON.parse(masked) as T
+}
+
+let masking = true
+
+/** Runs `write` (a synchronous write of text already masked, such as JSON from redactedValue) with stdout's and stderr's mask off. */
+export function unmasked<T>(write: () => T): T {
+  masking = false
+  try {
+    return write()
+  } finally {
+    masking = true
+  }
+}
+
 /** Letters, digits, '_' and '-': what a word of the tool's own text is made of. */
 const WORD_ONLY = /^[\w-]+$/
 const patterns = new Map<string, RegExp>()
@@ -115,7 +142,7 @@ export function guardOutputs(argv: string[] = process.argv, env: NodeJS.ProcessE
   for (const [name, value] of Object.entries(env)) if (/PASSWORD$/.test(name) && !/_FILE$/.test(name)) registerSecret(value)
   for (const stream of [process.stdout, process.stderr]) {
     const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean
-    stream.write = ((chunk: unknown, ...rest: unknown[]) => write(typeof chunk === 'string' ? redactSecrets(chunk) : chunk, ...rest)) as typeof stream.write
+    stream.write = ((chunk: unknown, ...rest: unknown[]) => write(typeof chunk === 'string' && masking ? redactSecrets(chunk) : chunk, ...rest)) as typeof stream.write
   }
 
   if (inArguments.length > 0) {

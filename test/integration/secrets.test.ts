@@ -152,6 +152,24 @@ describe('no secret in any output', () => {
     expect(JSON.parse(refused.stdout)).toEqual({error: expect.objectContaining({code: 'authentication', exitCode: 5})})
   })
 
+  it('a password that is a JSON word or number leaves every JSON document whole, and is still masked inside its strings', async () => {
+    const archive = join(work, 'json-words')
+    const exported = await runCli(['export', '--source', server.url, '--output', archive, '--json'], {env: {...process.env, ORTHANC_USERNAME: USER, ORTHANC_PASSWORD: PASSWORD}})
+    expect(exported.code, exported.stderr).toBe(0)
+    for (const word of ['true', 'false', 'null', '2000']) {
+      const env = {...process.env, ORTHANC_PASSWORD: word}
+      const log = join(work, `json-words-${word}.log`)
+      const verified = await runCli(['verify', archive, '--json', '--stats', '1', '--log-file', log], {env})
+      expect(verified.code, verified.stdout).toBe(0)
+      for (const line of (await readFile(log, 'utf8')).trim().split('\n')) expect(() => JSON.parse(line), line).not.toThrow()
+      expect(JSON.parse(verified.stdout)).toMatchObject({complete: true, valid: true})
+      for (const line of verified.stderr.split('\n').filter((text) => text.startsWith('{'))) expect(() => JSON.parse(line), line).not.toThrow()
+      const missing = await runCli(['verify', join(work, 'no-such', word), '--json'], {env})
+      expect(JSON.parse(missing.stdout).error.message).toContain('[redacted]')
+      expect(JSON.parse(missing.stdout).error.message).not.toMatch(new RegExp(`\\b${word}\\b`))
+    }
+  })
+
   it('a password in the URL brings one warning on stderr, which names the safer ways; a password file none', async () => {
     const inTheUrl = await runCli(['info', '--server', inUrl(server.url), '--json'])
     expect(inTheUrl.code, inTheUrl.stderr).toBe(0)
