@@ -10,6 +10,7 @@ export interface StudyDifference {
   studyId: string
   studyInstanceUid: string
   onlySource: number
+  onlyTarget: number
   different: number
   identical: number
 }
@@ -25,7 +26,7 @@ export interface DiffSummary {
   notCompared: number
   /** Instance IDs per category, the first LISTED of each. */
   instances: {onlySource: string[]; onlyTarget: string[]; different: string[]; notCompared: string[]}
-  /** Per study on the source, when asked for. */
+  /** Per study on either server, when asked for. */
   studies?: StudyDifference[]
   /** With --side-data: differences in user metadata, attachments and labels at every level, for what is on both sides. */
   sideData?: {differences: number; items: SideDataDifference[]}
@@ -94,14 +95,12 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
     if (sideData && (item.state === 'identical' || item.state === 'different' || item.state === 'unrecorded')) await sideData.compare(item.source!)
     if (item.state !== 'only-target') compared++
     report()
+    const study = studies.get(item.studyId!) ?? {studyId: item.studyId!, studyInstanceUid: item.studyInstanceUid!, onlySource: 0, onlyTarget: 0, different: 0, identical: 0}
     if (item.state === 'only-target') {
       summary.onlyTarget++
+      study.onlyTarget++
       list(item.state, item.id)
-      continue
-    }
-
-    const study = studies.get(item.studyId!) ?? {studyId: item.studyId!, studyInstanceUid: item.studyInstanceUid!, onlySource: 0, different: 0, identical: 0}
-    if (item.state === 'only-source') {
+    } else if (item.state === 'only-source') {
       summary.onlySource++
       study.onlySource++
       list(item.state, item.id)

@@ -466,6 +466,26 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('diff --per-study counts what is only on the target, in a study both hold and in one only the target holds', async () => {
+    const set = await generateStudySet(join(work, 'per-study-target'), {patients: 1, studiesPerPatient: 2, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 500, seed: 'per-study-target'})
+    const [shared, targetOnly] = [...new Set(set.map((record) => record.studyInstanceUid))]
+    const inShared = set.filter((record) => record.studyInstanceUid === shared)
+    await uploadFiles(target, set.map((record) => record.path))
+    await uploadFiles(source, [inShared[0]!.path])
+    const {ID: patient} = await target.json<{ID: string}>(`/instances/${inShared[0]!.orthancId}/patient`)
+    try {
+      const result = await diff('--per-study', '--patient-id', set[0]!.patientId)
+      expect(result.code).toBe(14)
+      const studies = parseJson<{studies: Array<{studyInstanceUid: string; onlySource: number; onlyTarget: number; identical: number}>}>(result).studies
+      expect(studies.find((study) => study.studyInstanceUid === shared)).toMatchObject({onlySource: 0, onlyTarget: 1, identical: 1})
+      expect(studies.find((study) => study.studyInstanceUid === targetOnly)).toMatchObject({onlySource: 0, onlyTarget: 2, identical: 0})
+      const told = await runCli(['diff', '--source', source.url, '--target', target.url, '--per-study', '--patient-id', set[0]!.patientId])
+      expect(told.stdout).toContain(`${shared}: 0 only on the source, 1 only on the target, 0 different, 1 identical`)
+    } finally {
+      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+    }
+  })
+
   it('diff --side-data counts a patient of several studies once', async () => {
     const patients = await source.json<Array<{ID: string; Studies: string[]}>>('/patients?expand')
     const patient = patients.find((candidate) => candidate.Studies.length > 1)!
