@@ -20,6 +20,9 @@ import {versionAtLeast} from './version.js'
 import {printable} from '../util/printable.js'
 import {isCount} from '../util/count.js'
 
+/** Orthanc's OrthancStatus for a resource it does not hold, in the body of its 404 (HttpDescribeErrors, on by default). */
+const UNKNOWN_RESOURCE = 17
+
 export interface InstanceDownload {
   bytes: Buffer
   /** MD5 of the DICOM file as the server announces it (ETag of attachments/dicom/data), if it does. */
@@ -211,9 +214,21 @@ export class OrthancClient {
     try {
       return (await this.studyInstances(studyId, signal)).map((instance) => instance.ID)
     } catch (error) {
-      if (error instanceof OrthancHttpError && error.status === 404) return []
-      throw error
+      if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+      await this.confirmAbsent(error, 'study', studyId, signal)
+      return []
     }
+  }
+
+  /**
+   * A 404 taken for "not there": Orthanc's own says so (OrthancStatus 17, "unknown resource");
+   * any other (a proxy before the server refusing one route, or a server that does not describe
+   * its errors) is checked on the resource itself, as "missing" or "only on the source" must never
+   * come from a route refused.
+   */
+  private async confirmAbsent(answered: OrthancHttpError, level: ResourceLevel, id: string, signal?: AbortSignal): Promise<void> {
+    if (answered.orthancStatus === UNKNOWN_RESOURCE) return
+    if (await this.resource(level, id, signal)) throw new OrthancHttpError(this.display, answered.method, answered.path, 404, `yet ${resourcePath(level, id)} is there: something before the server refuses this route; not taken as missing`)
   }
 
   async seriesOfStudy(studyId: string, signal?: AbortSignal): Promise<OrthancResource[]> {
@@ -271,8 +286,15 @@ export class OrthancClient {
   async storedFileInfo(id: string, signal?: AbortSignal): Promise<StoredFileInfo | undefined> {
     const base = `/instances/${id}/attachments/dicom`
     if ((await this.features(signal)).attachmentInfo) {
-      const info = await this.getOptional<OrthancAttachmentInfo>(`${base}/info`, shapes.attachmentInfo, signal)
-      if (!info) return undefined
+      let info: OrthancAttachmentInfo
+      try {
+        info = await this.answer<OrthancAttachmentInfo>('GET', `${base}/info`, shapes.attachmentInfo, {signal})
+      } catch (error) {
+        if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+        await this.confirmAbsent(error, 'instance', id, signal)
+        return undefined
+      }
+
       return {size: info.UncompressedSize, md5: info.UncompressedMD5, compressed: info.CompressedSize !== info.UncompressedSize || info.CompressedMD5 !== info.UncompressedMD5}
     }
 

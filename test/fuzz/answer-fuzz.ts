@@ -142,7 +142,7 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
     // A clean run first: the routes each server answers with JSON.
     await prepareTarget()
     const clean = await run()
-    const cleanProblem = clean.code === 0 ? await brokenPromise(clean, Object.values(proxies), source, target, undefined, options.command === 'replace') : `exit ${clean.code}`
+    const cleanProblem = clean.code === 0 ? await brokenPromise(clean, Object.values(proxies), source, target, options.command === 'export' ? output() : undefined, options.command === 'replace') : `exit ${clean.code}`
     if (cleanProblem) throw new Error(`the clean run failed (${cleanProblem}): ${clean.stderr}`)
     const routes = Object.entries(proxies).flatMap(([side, proxy]) => [...new Set(proxy.jsonAnswered.map(routeOf))].sort().map((route) => ({side: side as 'source' | 'target', route})))
     for (const {side, route} of routes) {

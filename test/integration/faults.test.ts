@@ -278,6 +278,36 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     }
   })
 
+  it('a proxy before the target refusing one route with 404: verify --target and diff fail naming it, never report the instance missing (exit 14)', async () => {
+    const target = await startOrthanc({name: 'faults-404-before-target'})
+    const proxy = await startFaultProxy(target.port)
+    const archive = join(work, 'before-target-404')
+    try {
+      expect((await exportTo(archive)).code).toBe(0)
+      expect((await runCli(['import', '--target', target.url, '--no-receipt', archive])).code).toBe(0)
+      const instance = records[0]!.orthancId
+      const {ParentSeries: series} = await target.json<{ParentSeries: string}>(`/instances/${instance}`)
+      const {ParentStudy: study} = await target.json<{ParentStudy: string}>(`/series/${series}`)
+      const cases = [
+        {route: new RegExp(`^GET /instances/${instance}/attachments/dicom/info$`), run: () => runCli(['verify', '--target', proxy.url, '--json', archive])},
+        {route: new RegExp(`^GET /instances/${instance}/attachments/dicom/info$`), run: () => runCli(['diff', '--source', source.url, '--target', proxy.url, '--json'])},
+        {route: new RegExp(`^GET /studies/${study}/instances$`), run: () => runCli(['diff', '--source', source.url, '--target', proxy.url, '--json'])},
+      ]
+      for (const {route, run} of cases) {
+        proxy.faults.length = 0
+        proxy.faults.push(...Array.from({length: 10}, () => ({match: route, fault: 'status-404' as const})))
+        const result = await run()
+        const said = `${result.stdout}${result.stderr}`
+        expect(result.code, said).not.toBe(0)
+        expect(result.code, said).not.toBe(14)
+        expect(said).toMatch(/HTTP 404 \(yet \/(instances|studies)\/[0-9a-f-]+ is there: something before the server refuses this route/)
+      }
+    } finally {
+      await proxy.close()
+      await target.dispose()
+    }
+  })
+
   it('--since a drive whose state was moved off, with a volume cut short: what that volume was to hold goes again', async () => {
     const drive = join(work, 'since-cut')
     expect((await exportTo(drive, '--max-volume-instances', '1')).code).toBe(0)

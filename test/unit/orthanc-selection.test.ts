@@ -8,6 +8,9 @@ import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
 import {selectInstances, type SelectedStudy} from '../../src/sources/orthanc-selection.js'
 import {compareServers} from '../../src/sync/compare.js'
 
+/** Orthanc's own 404 for a resource it does not hold. */
+const UNKNOWN_RESOURCE = {HttpError: 'Not Found', HttpStatus: 404, Message: 'Unknown resource', OrthancError: 'Unknown resource', OrthancStatus: 17}
+
 const origin = 'http://orthanc.test'
 
 /**
@@ -30,12 +33,12 @@ function serverOfStudies(count: number, gone: string[] = [], instancesDelayMs = 
   pool.intercept({path: (path) => /^\/studies\/study-\d+$/.test(path), method: 'GET'}).reply<object>(({path}) => {
     studyReads.push(path)
     const id = path.split('/')[2]!
-    return deleted.includes(id) ? {statusCode: 404, data: {HttpError: 'Not Found'}} : {statusCode: 200, data: study(id)}
+    return deleted.includes(id) ? {statusCode: 404, data: UNKNOWN_RESOURCE} : {statusCode: 200, data: study(id)}
   }).persist()
   const lists = pool.intercept({path: (path) => /^\/studies\/study-\d+\/(series|instances)$/.test(path), method: 'GET'}).reply<object>(({path}) => {
     const [, , id, what] = path.split('/')
     if (what === 'instances') sent.instances ??= Date.now()
-    if (gone.includes(id!)) return {statusCode: 404, data: {HttpError: 'Not Found'}}
+    if (gone.includes(id!)) return {statusCode: 404, data: UNKNOWN_RESOURCE}
     const data = what === 'series'
       ? [{ID: `series-${id}`, Type: 'Series', ParentStudy: id, MainDicomTags: {SeriesInstanceUID: `1.3.${id}`, Modality: 'CR'}}]
       : [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: `series-${id}`, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: fileSize}]
@@ -108,7 +111,7 @@ describe('selectInstances', () => {
     const instance = (id: string, series: string) => ({ID: id, Type: 'Instance', ParentSeries: series, MainDicomTags: {SOPInstanceUID: `1.4.${id}`}, FileSize: 10})
     pool.intercept({path: '/studies/study-1/instances', method: 'GET'}).reply(200, [instance('i1', 'series-a'), instance('i2', 'series-b'), instance('i3', 'series-gone')])
     pool.intercept({path: '/series/series-b', method: 'GET'}).reply(200, {ID: 'series-b', Type: 'Series', ParentStudy: 'study-1', MainDicomTags: {SeriesInstanceUID: '1.3.b'}})
-    pool.intercept({path: '/series/series-gone', method: 'GET'}).reply(404, {HttpError: 'Not Found'})
+    pool.intercept({path: '/series/series-gone', method: 'GET'}).reply(404, UNKNOWN_RESOURCE)
     const [selected] = await selectAll(clientOf(agent, origin))
     expect(selected!.instances.map((entry) => [entry.id, entry.seriesInstanceUid])).toEqual([['i1', '1.3.a'], ['i2', '1.3.b']])
     // Deleted with its series since: neither selected nor counted as the source's.
@@ -130,7 +133,7 @@ describe('compareServers', () => {
     const lookedUp: number[] = []
     agent.get(targetOrigin).intercept({path: (path) => /^\/studies\/study-\d+\/instances$/.test(path), method: 'GET'}).reply(() => {
       lookedUp.push(Date.now())
-      return {statusCode: 404, data: {HttpError: 'Not Found'}}
+      return {statusCode: 404, data: UNKNOWN_RESOURCE}
     }).persist()
     // The target's listing names both studies (it would not look up a study it does not name); they are gone by the look-up.
     agent.get(targetOrigin).intercept({path: '/studies?expand', method: 'GET'}).reply(200, ids.map((ID) => ({ID, Type: 'Study', ParentPatient: 'patient', MainDicomTags: {StudyInstanceUID: `1.2.${ID.slice(6)}`}})))
@@ -172,7 +175,7 @@ describe('compareServers: the studies only on the target', () => {
     }).persist()
     pool.intercept({path: (path) => /^\/studies\/(study|other)-\d+\/instances$/.test(path), method: 'GET'}).reply<object>(({path}) => {
       const id = path.split('/')[2]!
-      return id.startsWith('other') ? {statusCode: 200, data: [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: 'series', MainDicomTags: {}}]} : {statusCode: 404, data: {HttpError: 'Not Found'}}
+      return id.startsWith('other') ? {statusCode: 200, data: [{ID: `instance-${id}`, Type: 'Instance', ParentSeries: 'series', MainDicomTags: {}}]} : {statusCode: 404, data: UNKNOWN_RESOURCE}
     }).persist()
     return {target: clientOf(agent, 'http://target.test'), listings}
   }
@@ -207,7 +210,7 @@ describe('compareServers with a caller\'s signal', () => {
     try {
       const {agent, client: source} = serverOfStudies(40, [], 50)
       const target = agent.get('http://target.test')
-      target.intercept({path: (path) => /^\/studies\/study-\d+\/instances$/.test(path), method: 'GET'}).reply(404, {HttpError: 'Not Found'}).delay(50).persist()
+      target.intercept({path: (path) => /^\/studies\/study-\d+\/instances$/.test(path), method: 'GET'}).reply(404, UNKNOWN_RESOURCE).delay(50).persist()
       target.intercept({path: '/studies?expand', method: 'GET'}).reply(200, [])
       const controller = new AbortController()
       let compared = 0
