@@ -37,7 +37,7 @@ function renderReport(report: ServerReport): string {
     `Database:      ${report.databaseBackend}`,
     `Storage:       ${report.storageBackend}`,
     `Contents:      ${counts.patients} patients, ${counts.studies} studies, ${counts.series} series, ${counts.instances} instances`,
-    `Disk:          ${formatBytes(disk.storedBytes)} stored, ${formatBytes(disk.uncompressedBytes)} uncompressed`,
+    `Disk:          ${disk.storedBytes === null ? 'not said' : formatBytes(disk.storedBytes)} stored, ${disk.uncompressedBytes === null ? 'not said' : formatBytes(disk.uncompressedBytes)} uncompressed`,
     'Replication features:',
     `  labels:              ${features.labels ? 'yes' : 'no (labels need Orthanc 1.12.0 or later)'}`,
     `  attachment info:     ${features.attachmentInfo ? 'yes' : 'no (MD5 checks use older routes)'}`,

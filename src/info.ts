@@ -14,7 +14,8 @@ export interface ServerReport {
   /** Where files are stored: the built-in filesystem storage, or the plugin that replaces it. */
   storageBackend: string
   counts: {patients: number; studies: number; series: number; instances: number}
-  disk: {storedBytes: number; uncompressedBytes: number}
+  /** Null where the server does not say. */
+  disk: {storedBytes: number | null; uncompressedBytes: number | null}
   features: {
     labels: boolean
     attachmentInfo: boolean
@@ -41,8 +42,9 @@ export interface ServerReport {
 export async function describeServer(client: OrthancClient, signal?: AbortSignal): Promise<ServerReport> {
   const system = await client.system(signal)
   const [statistics, features] = await Promise.all([client.statistics(signal), client.features(signal)])
-  const storedBytes = Number(statistics.TotalDiskSize)
-  const uncompressedBytes = Number(statistics.TotalUncompressedSize)
+  const bytes = (total: unknown) => (total === undefined ? null : Number(total))
+  const storedBytes = bytes(statistics.TotalDiskSize)
+  const uncompressedBytes = bytes(statistics.TotalUncompressedSize)
   const compression = await client.storageCompression(signal)
   const declared = declaredUserMetadata(system)
   return {

@@ -130,7 +130,10 @@ export const orthancIds = listOf(orthancId)
 export const texts = listOf(text)
 export const metadata = mapOf(text)
 
-export const statistics = objectWith({CountPatients: count, CountStudies: count, CountSeries: count, CountInstances: count})
+/** A byte count as Orthanc writes the totals of /statistics: digits in a string (a number is taken too). */
+const byteTotal: Shape = (value) => ((typeof value === 'string' && /^\d{1,20}$/.test(value)) || isCount(value) ? undefined : `${shown(value)} is not a byte count`)
+
+export const statistics = objectWith({CountPatients: count, CountStudies: count, CountSeries: count, CountInstances: count}, {TotalDiskSize: byteTotal, TotalUncompressedSize: byteTotal})
 export const instanceCount = objectWith({CountInstances: count})
 
 export const attachmentInfo = objectWith({UncompressedSize: count, CompressedSize: count, UncompressedMD5: md5OrNone, CompressedMD5: md5OrNone}, {ContentType: count})

@@ -147,6 +147,8 @@ export class OrthancClient {
       throw new NotOrthancError(this.display, 'GET /system has no Version and ApiVersion')
     }
 
+    const nameProblem = system.Name === undefined ? undefined : shapes.text(system.Name)
+    if (nameProblem) throw this.unexpectedAnswer('GET', '/system', `Name: ${nameProblem}`)
     // Its name and version are shown and recorded: as text, without control characters.
     return {...system, Version: printable(system.Version), ...(typeof system.Name === 'string' ? {Name: printable(system.Name)} : {})} as OrthancSystem
   }

@@ -10,6 +10,7 @@ import {parseJson, runCli} from '../helpers/cli.js'
 import {startOrthanc, type OrthancServer} from '../helpers/orthanc.js'
 import {freePort} from '../helpers/ports.js'
 import {startTlsProxy, type TlsProxy} from '../helpers/tls-proxy.js'
+import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {generateStudySet} from '../../fixtures/generate.js'
 import {uploadFiles} from '../helpers/orthanc.js'
 
@@ -74,6 +75,23 @@ describe('info', () => {
     const info = parseJson<InfoJson>(result)
     expect(info.features.storageCompression).toBe(true)
     expect(info.disk.storedBytes).toBeLessThan(info.disk.uncompressedBytes)
+  })
+
+  it('a byte total or a name of the wrong kind in the server\'s answers: exit 9 naming the route, never NaN or a number for a name', async () => {
+    const proxy = await startFaultProxy(plain.port)
+    const env = {...process.env, ...noCredentialsEnv, ORTHANC_USERNAME: 'alice', ORTHANC_PASSWORD: PASSWORD}
+    try {
+      proxy.rewrite = [{match: /^GET \/statistics$/, change: (answer) => ({...(answer as object), TotalDiskSize: 'lots'})}]
+      const statistics = await runCli(['info', '--server', proxy.url, '--json'], {env})
+      expect(statistics.code).toBe(9)
+      expect(JSON.parse(statistics.stdout).error.message).toMatch(/GET \/statistics .*TotalDiskSize: .* is not a byte count/)
+      proxy.rewrite = [{match: /^GET \/system$/, change: (answer) => ({...(answer as object), Name: 123})}]
+      const system = await runCli(['info', '--server', proxy.url, '--json'], {env})
+      expect(system.code).toBe(9)
+      expect(JSON.parse(system.stdout).error.message).toMatch(/GET \/system .*Name: .* is not text/)
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('prints a readable report without --json', async () => {
