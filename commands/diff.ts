@@ -44,7 +44,7 @@ export default class Diff extends BaseCommand {
         process.exitCode = ExitCode.nothingMatched
         reporter.warn(`the filters matched no instance on ${filters.orthancIds ? 'the source' : 'either server'}. ${FILTERS_MATCHED_NOTHING_HINT}`)
       }
-      this.result(summary, renderDiff)
+      this.result(summary, (compared) => renderDiff(compared, Object.keys(filters).length > 0))
       if (serversDiffer(summary)) reporter.hint(nextStep(this.config.bin, summary, this.argv))
       return summary
     } finally {
@@ -70,7 +70,7 @@ function nextStep(bin: string, summary: DiffSummary, argv: string[]): string {
 
 const FILTER_FLAGS = Object.keys(filterFlags)
 
-function renderDiff(summary: DiffSummary): string {
+function renderDiff(summary: DiffSummary, filtered: boolean): string {
   const lines = [
     `Source: ${summary.source.url} (${summary.source.name}, Orthanc ${summary.source.version}); target: ${summary.target.url} (${summary.target.name}, Orthanc ${summary.target.version}).`,
     `only on the source: ${summary.onlySource}`,
@@ -93,6 +93,7 @@ function renderDiff(summary: DiffSummary): string {
   }
 
   lines.push(serversDiffer(summary) ? 'The servers differ.'
+    : summary.identical + summary.notCompared === 0 && filtered ? 'The filters matched no instance on either server.'
     : summary.notCompared > 0 ? `The servers hold the same instance IDs; ${summary.notCompared} of them could not be compared by MD5.`
     : summary.sideData ? 'The servers hold the same instances, with the same side data.' : 'The servers hold the same instances.')
   return lines.join('\n')

@@ -3,6 +3,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
 import type {OrthancResource} from '../orthanc/types.js'
 import {isOrthancId} from '../orthanc/answer-shapes.js'
+import {UserFacingError} from '../errors.js'
 import {mapOrdered} from '../util/concurrency.js'
 import {isCount} from '../util/count.js'
 
@@ -32,6 +33,12 @@ const STUDIES_READ_AT_ONCE = 16
 export async function* selectInstances<Beside = never>(
   client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: SelectionOptions<Beside> = {},
 ): AsyncGenerator<SelectedStudy & {beside?: Promise<Beside>}> {
+  // A server without labels would match none, and "the filters matched nothing" would send the user looking for a typo.
+  if (filters.labels && !(await client.features(signal)).labels) {
+    const {Version} = await client.system(signal)
+    throw new UserFacingError(`--label selects by label, and ${client.display} (Orthanc ${Version}) has no labels: they came with Orthanc 1.12`, 'Select with the other filters (patient, study, date, modality), or upgrade that server.', 'usage', 'no-labels')
+  }
+
   // A list given empty selects nothing, never everything: an ID list that came out empty must not become the whole server.
   const explicit = filters.orthancIds ? await resolveOrthancIds(client, filters.orthancIds, false, signal) : undefined
   // Only these instances, and only those of them the filters keep: a mirror's new arrivals.

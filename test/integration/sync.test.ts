@@ -511,6 +511,19 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('--label on servers without labels (Orthanc before 1.12): refused saying so (exit 2), never "the filters matched nothing"', async () => {
+    for (const args of [['diff', '--source', source.url, '--target', target.url], ['sync', '--source', source.url, '--target', target.url], ['export', '--source', source.url, '--output', join(work, 'no-labels')]]) {
+      const result = await runCli([...args, '--label', 'teaching'])
+      expect(result.code, args[0]).toBe(2)
+      expect(result.stderr, args[0]).toMatch(/--label selects by label, and http:\/\/127\.0\.0\.1:\d+ \(Orthanc 1\.\d+\.\d+\) has no labels: they came with Orthanc 1\.12/)
+    }
+    // Filters that match nothing: diff's conclusion says so, not "the same instances".
+    const told = await runCli(['diff', '--source', source.url, '--target', target.url, '--patient-id', 'NO-SUCH-PATIENT'])
+    expect(told.code).toBe(12)
+    expect(told.stdout).toContain('The filters matched no instance on either server.')
+    expect(told.stdout).not.toContain('The servers hold the same instances.')
+  })
+
   it('diff with filters finds what they select only on the target: in a study both hold, and in one only the target holds', async () => {
     const study = await generateStudySet(join(work, 'filtered-diff'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 500, seed: 'filtered-diff'})
     const uid = study[0]!.studyInstanceUid
