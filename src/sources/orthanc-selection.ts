@@ -34,7 +34,7 @@ export async function* selectInstances<Beside = never>(
   client: OrthancClient, filters: InstanceFilters, signal?: AbortSignal, options: SelectionOptions<Beside> = {},
 ): AsyncGenerator<SelectedStudy & {beside?: Promise<Beside>}> {
   // A server without labels would match none, and "the filters matched nothing" would send the user looking for a typo.
-  if (filters.labels && !(await client.features(signal)).labels) {
+  if (filters.labels?.length && !(await client.features(signal)).labels) {
     const {Version} = await client.system(signal)
     throw new UserFacingError(`--label selects by label, and ${client.display} (Orthanc ${Version}) has no labels: they came with Orthanc 1.12`, 'Select with the other filters (patient, study, date, modality), or upgrade that server.', 'usage', 'no-labels')
   }
