@@ -54,7 +54,9 @@ function renderVerify(summary: VerifySummary): string {
   for (const volume of summary.volumes.unproven) lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven (see below): none of its ${volume.instances} instance(s) counts`)
   lines.push(...listed(summary.problems.map(renderProblem), summary.problemCount))
   const incompleteStudies = summary.studies.filter((study) => study.valid < study.expected)
-  lines.push(`Studies: ${summary.studies.length - incompleteStudies.length} of ${summary.studies.length} complete and valid.`)
+  // Only proven volumes say which studies they hold: with one unproven or missing, the count is of those it knows.
+  const unknown = summary.volumes.unproven.length + summary.volumes.missing.length > 0 ? ' (of the studies the proven volumes name; an unproven or missing volume may hold others)' : ''
+  lines.push(`Studies: ${summary.studies.length - incompleteStudies.length} of ${summary.studies.length} complete and valid${unknown}.`)
   lines.push(...listed(incompleteStudies.map((study) => `${study.studyInstanceUid}: ${study.valid} of ${study.expected} instances`)))
   if (summary.target) {
     const {target} = summary

@@ -110,6 +110,15 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect(summary.studies.find((study) => study.valid < study.expected)).toMatchObject({expected: short, valid: short - 1})
   })
 
+  it('verify given some volumes of an export: the studies line says it counts only what the proven volumes name', async () => {
+    const output = join(work, 'some-volumes')
+    expect((await exportTo(output, '--max-volume-instances', '3')).code).toBe(0)
+    const [first] = await volumeFiles(output)
+    const result = await runCli(['verify', first!])
+    expect(result.code).toBe(11)
+    expect(result.stdout).toMatch(/^Studies: \d+ of \d+ complete and valid \(of the studies the proven volumes name; an unproven or missing volume may hold others\)\.$/m)
+  })
+
   it('an instance deleted after planning fails as vanished on every run until it is back, never skipped', async () => {
     const output = join(work, 'vanished')
     const planned = await runCli(['export', '--source', source.url, '--output', output, '--json'], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:plan-saved'}})
