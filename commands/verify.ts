@@ -49,7 +49,7 @@ export default class Verify extends BaseCommand {
 function renderVerify(summary: VerifySummary): string {
   const lines = [
     `Volumes: ${summary.volumes.read} read, ${summary.volumes.proven} proven, ${summary.volumes.complete} complete${summary.volumes.missing.length > 0 ? `, missing: ${summary.volumes.missing.map(renderVolumeRange).join(', ')}` : ''}.`,
-    `Instances: ${summary.instances} valid.`,
+    `Instances: ${summary.instances} valid${summary.exports > 1 ? ` (across ${summary.exports} exports: an instance in more than one counts once in each)` : ''}.`,
   ]
   for (const volume of summary.volumes.unproven) lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven (see below): none of its ${volume.instances} instance(s) counts`)
   lines.push(...listed(summary.problems.map(renderProblem), summary.problemCount))
@@ -60,7 +60,7 @@ function renderVerify(summary: VerifySummary): string {
   lines.push(...listed(incompleteStudies.map((study) => `${study.studyInstanceUid}: ${study.valid} of ${study.expected} instances`)))
   if (summary.target) {
     const {target} = summary
-    lines.push(`Target ${target.url}: ${target.confirmed} confirmed, ${target.missingCount} missing, ${target.differentCount} with another MD5.`)
+    lines.push(`Target ${target.url}: ${target.confirmed} confirmed, ${target.missingCount} missing, ${target.differentCount} with another MD5${summary.exports > 1 ? ' (each export\'s copies counted)' : ''}.`)
     if (target.missingCount > 0) lines.push(`missing on the target${target.missingCount > target.missing.length ? ` (the first ${target.missing.length})` : ''}:`, ...listed(target.missing))
     if (target.differentCount > 0) lines.push(`with another MD5 on the target${target.differentCount > target.different.length ? ` (the first ${target.different.length})` : ''}:`, ...listed(target.different))
     if (target.studiesShort.length > 0) {

@@ -24,8 +24,10 @@ export interface VerifySummary {
   /** Nothing damaged, altered, hostile, contradictory or unreadable: every problem found (if any) is something missing. */
   valid: boolean
   volumes: VolumeCounts
-  /** Instances whose DICOM file and every user attachment matched. */
+  /** Instances whose DICOM file and every user attachment matched: each copy, when several exports hold one. */
   instances: number
+  /** Exports (volume groups) the proven volumes belong to. */
+  exports: number
   problems: Problem[]
   problemCount: number
   studies: StudyCheck[]
@@ -141,6 +143,7 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
       missing: report.missingVolumes,
     },
     instances,
+    exports: new Set(report.bags.filter((bag) => bag.proven).map((bag) => bag.group)).size,
     problems: problems.items,
     problemCount: problems.count,
     studies,

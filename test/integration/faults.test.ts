@@ -108,6 +108,8 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     expect(summary.complete).toBe(false)
     const short = records.filter((record) => record.studyInstanceUid === records[0]!.studyInstanceUid).length
     expect(summary.studies.find((study) => study.valid < study.expected)).toMatchObject({expected: short, valid: short - 1})
+    expect(summary).toMatchObject({exports: 2, instances: 2 * (records.length - 1)})
+    expect((await runCli(['verify', ...outputs])).stdout).toContain(`Instances: ${2 * (records.length - 1)} valid (across 2 exports: an instance in more than one counts once in each).`)
   })
 
   it('verify given some volumes of an export: the studies line says it counts only what the proven volumes name', async () => {
