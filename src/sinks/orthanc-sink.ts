@@ -64,9 +64,14 @@ export function isLost(entry: Pick<NotCarried, 'reason'>): boolean {
   return entry.reason.startsWith(LOST)
 }
 
-/** What a job stopped by an error lost by replacements, as it carries it (see sync.ts). */
+/** What a job stopped by an error could not carry, as it carries it (see sync.ts). */
+export function notCarriedBy(error: unknown): NotCarried[] {
+  return (error as {notCarried?: NotCarried[]} | undefined)?.notCarried ?? []
+}
+
+/** Of that, what its replacements lost. */
 export function lostBy(error: unknown): NotCarried[] {
-  return ((error as {notCarried?: NotCarried[]} | undefined)?.notCarried ?? []).filter(isLost)
+  return notCarriedBy(error).filter(isLost)
 }
 
 // What a replacement lost is kept apart from what the target refused under the same name.

@@ -9,7 +9,7 @@ import {RunLock} from '../util/run-lock.js'
 import {LIST_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 import {type DeletionPass, deleteExtras, refusedBeforeCopying} from './delete.js'
 import type {Endpoint} from '../model.js'
-import {isLost, lostBy, mergeNotCarried, type NotCarried} from '../sinks/orthanc-sink.js'
+import {isLost, mergeNotCarried, type NotCarried, notCarriedBy} from '../sinks/orthanc-sink.js'
 import {heldByTarget} from './plan.js'
 import type {JobEventListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
@@ -136,9 +136,9 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
     } catch (error) {
       if (options.signal?.aborted) break
       if (error instanceof OrthancAuthError || !isJobFatal(error)) throw error
-      // What a pass's replacements lost before the outage stopped it stays in the summary.
-      const lost = lostBy(error)
-      if (lost.length > 0) summary.notCarried = notCarried.add({notCarried: lost, interrupted: true}, false)
+      // What a pass could not carry before the outage stopped it (its replacements' losses among it) stays in the summary.
+      const carried = notCarriedBy(error)
+      if (carried.length > 0) summary.notCarried = notCarried.add({notCarried: carried, interrupted: true}, false)
       summary.outages++
       options.onEvent?.({type: 'outage', message: (error as Error).message})
     }
