@@ -84,8 +84,8 @@ function renderDiff(summary: DiffSummary, filtered: boolean): string {
     if (count > 0) lines.push(`${label}:`, ...listed([...ids], count))
   }
 
-  const studies = (summary.studies ?? []).filter((study) => study.onlySource + study.onlyTarget + study.different > 0)
-  if (studies.length > 0) lines.push('studies that differ:', ...listed(studies.map((study) => `${study.studyInstanceUid}: ${study.onlySource} only on the source, ${study.onlyTarget} only on the target, ${study.different} different, ${study.identical} identical`)))
+  const studies = (summary.studies ?? []).filter((study) => study.onlySource + study.onlyTarget + study.different + study.notCompared > 0)
+  if (studies.length > 0) lines.push('studies that differ or could not be compared:', ...listed(studies.map((study) => `${study.studyInstanceUid}: ${study.onlySource} only on the source, ${study.onlyTarget} only on the target, ${study.different} different, ${study.identical} identical${study.notCompared > 0 ? `, ${study.notCompared} not compared` : ''}`)))
 
   if (summary.sideData) {
     lines.push(`side data:          ${summary.sideData.differences} difference(s)`)

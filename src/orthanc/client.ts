@@ -1,3 +1,4 @@
+import {createHash} from 'node:crypto'
 import {constants as bufferConstants} from 'node:buffer'
 
 import streamArray from 'stream-json/streamers/stream-array.js'
@@ -302,6 +303,18 @@ export class OrthancClient {
 
     const [known, compressed] = await Promise.all([this.attachmentSizeAndMd5('instance', id, 'dicom', signal), this.getOptionalText(`${base}/is-compressed`, signal)])
     return known && {...known, compressed: compressed?.trim() === '1'}
+  }
+
+  /**
+   * The MD5 of an instance's file on this server: the one it recorded, or, on a server that
+   * records none (StoreMD5ForAttachments off), that of its bytes read back. Undefined when the
+   * instance is not there.
+   */
+  async fileMd5(id: string, signal?: AbortSignal): Promise<string | undefined> {
+    const info = await this.storedFileInfo(id, signal)
+    if (!info || info.md5 !== '') return info?.md5
+    const {bytes} = await this.downloadInstance(id, signal, info.size)
+    return createHash('md5').update(bytes).digest('hex')
   }
 
   /** Size and MD5 of an attachment from the routes every version has (/info came with 1.10.0); undefined when it is not there. */

@@ -233,8 +233,8 @@ export class OrthancSink {
       await this.writeResources(unit, signal, answer.ParentPatient)
     }
     crashPoint('store:side-data-restored')
-    const stored = await this.client.storedFileInfo(answer.ID, signal)
-    const targetMd5 = stored?.md5 ?? 'missing'
+    // A target that records no MD5 (StoreMD5ForAttachments off) is read back.
+    const targetMd5 = await this.client.fileMd5(answer.ID, signal) ?? 'missing'
     if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5)
     if (missing.length > 0) throw notRestored(answer.ID, missing, unit.missingAttachments)
     return alreadyStored ? {kind: 'skipped', targetMd5, instanceId: answer.ID} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5, instanceId: answer.ID}

@@ -13,6 +13,7 @@ export interface StudyDifference {
   onlyTarget: number
   different: number
   identical: number
+  notCompared: number
 }
 
 export interface DiffSummary {
@@ -95,7 +96,7 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
     if (sideData && (item.state === 'identical' || item.state === 'different' || item.state === 'unrecorded')) await sideData.compare(item.source!)
     if (item.state !== 'only-target') compared++
     report()
-    const study = studies.get(item.studyId!) ?? {studyId: item.studyId!, studyInstanceUid: item.studyInstanceUid!, onlySource: 0, onlyTarget: 0, different: 0, identical: 0}
+    const study = studies.get(item.studyId!) ?? {studyId: item.studyId!, studyInstanceUid: item.studyInstanceUid!, onlySource: 0, onlyTarget: 0, different: 0, identical: 0, notCompared: 0}
     if (item.state === 'only-target') {
       summary.onlyTarget++
       study.onlyTarget++
@@ -110,6 +111,7 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
       list(item.state, item.id)
     } else if (item.state === 'unrecorded') {
       summary.notCompared++
+      study.notCompared++
       list(item.state, item.id)
     } else {
       summary.identical++

@@ -97,11 +97,12 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
       validByStudy.set(study, (validByStudy.get(study) ?? 0) + 1)
     }
     if (!options.target || !target) return
-    const stored = await options.target.storedFileInfo(unit.instanceId, options.signal)
-    if (!stored) {
+    // A target that records no MD5 (StoreMD5ForAttachments off) is read back.
+    const md5 = await options.target.fileMd5(unit.instanceId, options.signal)
+    if (md5 === undefined) {
       target.missingCount++
       if (target.missing.length < LISTED) target.missing.push(unit.instanceId)
-    } else if (stored.md5 !== unit.md5) {
+    } else if (md5 !== unit.md5) {
       target.differentCount++
       if (target.different.length < LISTED) target.different.push(unit.instanceId)
     } else {

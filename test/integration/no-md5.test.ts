@@ -1,3 +1,4 @@
+import {createHash} from 'node:crypto'
 import {mkdtemp, readFile, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -49,6 +50,37 @@ describe('servers that record no MD5s', () => {
       expect(parseJson<{sideData: {items: Array<{reason: string}>}}>(result).sideData.items).toContainEqual(expect.objectContaining({reason: expect.stringMatching(/^attachment "1040" not compared: the source records no MD5 for it/)}))
     } finally {
       for (const server of [source, target]) await server.api(`/instances/${id}/attachments/1040`, {method: 'DELETE'})
+    }
+  })
+
+  it('diff --per-study counts them per study too', async () => {
+    const result = await runCli(['diff', '--source', source.url, '--target', target.url, '--per-study', '--json'])
+    expect(parseJson<{studies: Array<{notCompared: number}>}>(result).studies).toEqual([expect.objectContaining({notCompared: 3})])
+  })
+
+  it('a target that records no MD5s: sync and import read each copy back to confirm it (exit 0), and verify --target does the same', async () => {
+    const normal = await startOrthanc({name: 'with-md5-source'})
+    try {
+      const more = await generateStudySet(join(work, 'more'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 700, seed: 'no-md5-target'})
+      await uploadFiles(normal, more.map((record) => record.path))
+      const synced = await runCli(['sync', '--source', normal.url, '--target', target.url, '--json'])
+      expect(synced.code, synced.stdout).toBe(0)
+      expect(parseJson<{transferred: number; failed: number}>(synced)).toMatchObject({transferred: 2, failed: 0})
+      for (const record of more) {
+        const onTarget = Buffer.from(await (await target.api(`/instances/${record.orthancId}/file`)).arrayBuffer())
+        expect(createHash('md5').update(onTarget).digest('hex')).toBe(createHash('md5').update(await readFile(record.path)).digest('hex'))
+      }
+      const archive = join(work, 'with-md5')
+      expect((await runCli(['export', '--source', normal.url, '--output', archive])).code).toBe(0)
+      const verified = await runCli(['verify', '--target', target.url, '--json', archive])
+      expect(verified.code, verified.stdout).toBe(0)
+      expect(parseJson<{target: {confirmed: number; differentCount: number}}>(verified).target).toMatchObject({confirmed: 2, differentCount: 0})
+      for (const record of more) await target.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
+      const imported = await runCli(['import', '--target', target.url, '--no-receipt', '--json', archive])
+      expect(imported.code, imported.stdout).toBe(0)
+      expect(parseJson<{transferred: number}>(imported).transferred).toBe(2)
+    } finally {
+      await normal.dispose()
     }
   })
 
