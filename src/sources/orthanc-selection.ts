@@ -35,6 +35,7 @@ export async function* selectInstances<Beside = never>(
 ): AsyncGenerator<SelectedStudy & {beside?: Promise<Beside>}> {
   // A server without labels would match none, and "the filters matched nothing" would send the user looking for a typo.
   if (filters.labels?.length && !(await client.features(signal)).labels) {
+    if (options.noLabelsSelectsNothing) return
     const {Version} = await client.system(signal)
     throw new UserFacingError(`--label selects by label, and ${client.display} (Orthanc ${Version}) has no labels: they came with Orthanc 1.12`, 'Select with the other filters (patient, study, date, modality), or upgrade that server.', 'usage', 'no-labels')
   }
@@ -73,6 +74,11 @@ export interface SelectionOptions<Beside = never> {
    * study on the target), without a round trip of its own.
    */
   beside?: (studyId: string) => Promise<Beside>
+  /**
+   * A server without labels holds nothing a label filter selects: with this, it selects nothing
+   * there (the target of a comparison), instead of refusing the filter (the source's mistake).
+   */
+  noLabelsSelectsNothing?: boolean
 }
 
 /** Both limits on a study's instances at once ('all' or undefined: no limit). */

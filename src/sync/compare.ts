@@ -111,7 +111,7 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   if (selectTarget) {
     // The same filters, on the target: what they select there that they do not on the source. A
     // study both selected is selected on the source again, alone: memory holds one study, as above.
-    for await (const study of selectInstances(target, options.filters, options.signal)) {
+    for await (const study of selectInstances(target, options.filters, options.signal, {noLabelsSelectsNothing: true})) {
       const onSource = sourceStudies.has(study.studyId) ? await selectedInStudy(source, options.filters, study.studyId, options.signal) : new Set<string>()
       for (const instance of study.instances) {
         if (!onSource.has(instance.id)) yield {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}

@@ -169,6 +169,10 @@ describe('side data at every level', () => {
       expect(labels.map((entry) => [entry.level, entry.count]).sort()).toEqual([['instance', 1], ['patient', 1], ['series', 1], ['study', 1]])
       const human = await runCli(['sync', '--source', source.url, '--target', target.url])
       expect(human.stdout).toMatch(/Not carried: labels of 1 study\(s\): the target is older than Orthanc 1\.12/)
+      // A mirror made with --label can be compared with --label: the target, without labels, has nothing the filter selects there.
+      const diffed = await runCli(['diff', '--source', source.url, '--target', target.url, '--label', 'on-studies', '--json'])
+      expect(diffed.code, diffed.stdout).toBe(0)
+      expect(parseJson<{identical: number; onlyTarget: number}>(diffed)).toMatchObject({identical: records.length, onlyTarget: 0})
     } finally {
       await target.dispose()
     }
