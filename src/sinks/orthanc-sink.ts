@@ -23,12 +23,14 @@ export interface NotCarried {
 /**
  * The resources an entry counts, kept beside it and out of its JSON (not enumerable): two tallies
  * that met the same resource (two passes of a mirror, the same instance failing at every poll)
- * count it once. Up to IDS_KEPT IDs per entry; past them, resources are only counted (`BEYOND`),
- * so that an entry every instance meets (Orthanc's system metadata is never carried) stays small.
+ * count it once. Up to IDS_KEPT IDs per entry (about 8 MB); past them, resources are only counted
+ * (`BEYOND`), so that an entry every instance of a huge job meets (Orthanc's system metadata is
+ * never carried) stays bounded. Past them, a resource met again is counted again: the count
+ * may then say more than happened, never less.
  */
 const RESOURCES = Symbol('resources')
 const BEYOND = Symbol('beyond')
-const IDS_KEPT = 10_000
+const IDS_KEPT = 100_000
 type Tallied = NotCarried & {[RESOURCES]?: Set<string>; [BEYOND]?: number}
 
 function tallied(entry: NotCarried, resources: Set<string>, beyond: number): Tallied {
