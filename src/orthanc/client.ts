@@ -208,8 +208,13 @@ export class OrthancClient {
 
   /** Instances of a study on this server; 0 when the study is not there. */
   async studyInstanceCount(studyId: string, signal?: AbortSignal): Promise<number> {
-    const statistics = await this.getOptional<{CountInstances: number}>(`/studies/${studyId}/statistics`, shapes.instanceCount, signal)
-    return statistics?.CountInstances ?? 0
+    try {
+      return (await this.answer<{CountInstances: number}>('GET', `/studies/${studyId}/statistics`, shapes.instanceCount, {signal})).CountInstances
+    } catch (error) {
+      if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+      await this.confirmAbsent(error, 'study', studyId, signal)
+      return 0
+    }
   }
 
   /** IDs of a study's instances on this server; none when the study is not there. */

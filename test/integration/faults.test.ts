@@ -303,6 +303,7 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
         {route: new RegExp(`^GET /instances/${instance}/attachments/dicom/info$`), run: () => runCli(['verify', '--target', proxy.url, '--json', archive])},
         {route: new RegExp(`^GET /instances/${instance}/attachments/dicom/info$`), run: () => runCli(['diff', '--source', source.url, '--target', proxy.url, '--json'])},
         {route: new RegExp(`^GET /studies/${study}/instances$`), run: () => runCli(['diff', '--source', source.url, '--target', proxy.url, '--json'])},
+        {route: new RegExp(`^GET /studies/${study}/statistics$`), run: () => runCli(['import', '--target', proxy.url, '--no-receipt', '--json', archive])},
       ]
       for (const {route, run} of cases) {
         proxy.faults.length = 0
