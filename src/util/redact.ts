@@ -34,17 +34,21 @@ export function redactSecrets(text: string): string {
   return redacted
 }
 
+/** A key of the tool's own JSON (`transferred`, `notCarried`): a word, never masked, or a password "failed" would rename fields. */
+const SCHEMA_KEY = /^[A-Za-z][A-Za-z0-9]*$/
+
 /**
- * A copy of `value` for JSON, every string in it (and every key) masked. JSON must be masked this
- * way, before it is written, never as text: a password that is a word or a number ("true", "12")
- * would mask a literal or a count and leave the document unreadable. Written with `unmasked`.
+ * A copy of `value` for JSON, every string in it masked, and every key but the tool's own field
+ * names. JSON must be masked this way, before it is written, never as text: a password that is a
+ * word or a number ("true", "12") would mask a literal or a count and leave the document
+ * unreadable. Written with `unmasked`.
  */
 export function redactedValue<T>(value: T): T {
   if (value === undefined) return value
   const masked = JSON.stringify(value, (_key, entry: unknown) => {
     if (typeof entry === 'string') return redactSecrets(entry)
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return entry
-    return Object.fromEntries(Object.entries(entry).map(([name, inner]) => [redactSecrets(name), inner]))
+    return Object.fromEntries(Object.entries(entry).map(([name, inner]) => [SCHEMA_KEY.test(name) ? name : redactSecrets(name), inner]))
   })
   return JSON.parse(masked) as T
 }

@@ -156,7 +156,7 @@ describe('no secret in any output', () => {
     const archive = join(work, 'json-words')
     const exported = await runCli(['export', '--source', server.url, '--output', archive, '--json'], {env: {...process.env, ORTHANC_USERNAME: USER, ORTHANC_PASSWORD: PASSWORD}})
     expect(exported.code, exported.stderr).toBe(0)
-    for (const word of ['true', 'false', 'null', '2000']) {
+    for (const word of ['true', 'false', 'null', '2000', 'complete']) {
       const env = {...process.env, ORTHANC_PASSWORD: word}
       const log = join(work, `json-words-${word}.log`)
       const verified = await runCli(['verify', archive, '--json', '--stats', '1', '--log-file', log], {env})
