@@ -27,7 +27,15 @@ const commandNotFound: Hook<'command_not_found'> = async function (options) {
   if (commands.includes(first)) {
     const serverFlags = Object.keys(options.config.findCommand(first)?.flags ?? {}).filter((name) => SERVER_FLAGS.includes(name)).map((name) => `--${name}`)
     const servers = serverFlags.length > 0 ? ` Servers are given with ${serverFlags.join(' and ')}.` : ''
-    this.error(`${first} takes no arguments here, only flags (what followed it is not repeated: it may hold a password).${servers} Run ${options.config.bin} ${first} --help.`, {exit: ExitCode.usage})
+    const message = `${first} takes no arguments here, only flags (what followed it is not repeated: it may hold a password).${servers}`
+    const suggestion = `Run ${options.config.bin} ${first} --help.`
+    // Under --json, the one JSON document on stdout that every other refusal gives.
+    if (process.argv.includes('--json')) {
+      process.stdout.write(`${JSON.stringify({error: {code: 'usage', message, suggestion, exitCode: ExitCode.usage}}, null, 2)}\n`)
+      this.exit(ExitCode.usage)
+    }
+
+    this.error(`${message} ${suggestion}`, {exit: ExitCode.usage})
   }
 
   const named = COMMAND_WORD.test(first) ? first : 'That'

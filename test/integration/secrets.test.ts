@@ -104,7 +104,11 @@ describe('no secret in any output', () => {
     expect(asArguments.code).toBe(2)
     expect(asArguments.stderr).toMatch(/sync takes no arguments here/)
     record('sync, URLs as arguments', asArguments)
-    record('info, a URL as an argument, --json', await runCli(['info', inUrl(server.url), '--json']))
+    const asArgumentJson = await runCli(['info', inUrl(server.url), '--json'])
+    expect(asArgumentJson.code).toBe(2)
+    // Under --json, the one JSON document every refusal gives.
+    expect(JSON.parse(asArgumentJson.stdout)).toEqual({error: expect.objectContaining({code: 'usage', exitCode: 2, message: expect.stringMatching(/^info takes no arguments here/)})})
+    record('info, a URL as an argument, --json', asArgumentJson)
     record('a URL in place of the command', await runCli([inUrl(server.url)]))
     // A password typed with a space: the URL parser takes it, so the output guard must find it too.
     const spaced = 'my pass1'
