@@ -56,6 +56,8 @@ interface KeptSideData {
   id: string
   data: SideData
   bytes: Map<number, Buffer>
+  /** Ends the reservation its bytes were read under, once a replacement holds them (see HeldBytes); idempotent. */
+  endReservation: () => void
 }
 
 function byteCount(kept: KeptSideData | undefined): number {
@@ -164,7 +166,9 @@ export class InstanceReplacer {
     if (!replacement) {
       replacement = {kept: await this.keptBeside(instanceId, signal), attempted: false}
       this.pending.set(instanceId, replacement)
+      // Held before the reservations end: the bytes are counted all along.
       this.held.hold(replacement.kept)
+      for (const resource of replacement.kept) resource.endReservation()
     }
 
     if (!replacement.went) {
@@ -239,11 +243,16 @@ export class InstanceReplacer {
     const instance = await this.target.resource('instance', instanceId, signal)
     if (!instance?.ParentSeries) return []
     const parents = await this.remembered(`parents@${instance.ParentSeries}`, () => this.parentsOf(instance.ParentSeries!, signal))
-    const kept = await Promise.all([
+    const reads = await Promise.allSettled([
       this.ownSideData(instanceId, 'instance', instanceId, signal),
       ...parents.map(({level, id}) => this.remembered(`${level}@${id}`, () => this.ownSideData(instanceId, level, id, signal), (resource) => byteCount(resource) <= REMEMBERED_BYTES_EACH)),
     ])
-    return kept.filter((resource): resource is KeptSideData => resource !== undefined)
+    const kept = reads.flatMap((read) => (read.status === 'fulfilled' && read.value ? [read.value] : []))
+    const failed = reads.find((read): read is PromiseRejectedResult => read.status === 'rejected')
+    if (!failed) return kept
+    // Not begun: what was read is not held, and its reservation ends.
+    for (const resource of kept) resource.endReservation()
+    throw failed.reason
   }
 
   private async parentsOf(seriesId: string, signal?: AbortSignal): Promise<Array<{level: ResourceLevel; id: string}>> {
@@ -258,18 +267,20 @@ export class InstanceReplacer {
 
   /**
    * What the target keeps beside one resource, bytes and all; undefined when it keeps nothing.
-   * Its attachments' sizes are reserved before their bytes are read (see HeldBytes).
+   * Its attachments' sizes are reserved before their bytes are read (see HeldBytes), until a
+   * replacement holds them.
    */
   private async ownSideData(instanceId: string, level: ResourceLevel, id: string, signal?: AbortSignal): Promise<KeptSideData | undefined> {
     const data = await this.targetSideData.sideDataOf(level, id, signal)
     if (!hasUserSideData(data)) return undefined
-    const done = this.held.reserve(instanceId, data.attachments.reduce((sum, attachment) => sum + attachment.size, 0))
+    const endReservation = this.held.reserve(instanceId, data.attachments.reduce((sum, attachment) => sum + attachment.size, 0))
     try {
       const bytes = new Map<number, Buffer>()
       for (const attachment of data.attachments) bytes.set(attachment.contentType, await this.targetSideData.checkedAttachment(level, id, attachment, signal))
-      return {level, id, data, bytes}
-    } finally {
-      done()
+      return {level, id, data, bytes, endReservation}
+    } catch (error) {
+      endReservation()
+      throw error
     }
   }
 

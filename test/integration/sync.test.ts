@@ -389,6 +389,29 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  it('bytes read for a replacement count against the bound until it holds them, while its other reads go on', async () => {
+    const [first, second] = [await loneInstanceDiffering('window-1'), await loneInstanceDiffering('window-2')]
+    for (const {lone} of [first, second]) await target.api(`/instances/${lone.orthancId}/attachments/1041`, {method: 'PUT', body: 'z'.repeat(1000)})
+    const proxy = await startFaultProxy(target.port)
+    // The first replacement's series is read slowly: its instance's bytes are in memory meanwhile.
+    proxy.slow.push({match: new RegExp(`^GET /series/${first.series}/`), ms: 800})
+    const client = new OrthancClient(resolveEndpoint({url: proxy.url}))
+    const replacer = new InstanceReplacer(client, new OrthancSink(client, {dryRun: false, uploads: 1}), 1500)
+    const neverStored = () => Promise.reject(new Error('the store is not part of this test'))
+    try {
+      const firstOne = replacer.replace(first.lone.orthancId, neverStored).catch((error: Error) => error.message)
+      while (!proxy.events.some((event) => event.startsWith(`> GET /series/${first.series}/`))) await sleep(10)
+      await sleep(100)
+      await expect(replacer.replace(second.lone.orthancId, neverStored)).rejects.toThrow(/was not replaced in this run/)
+      expect(await firstOne).toBe('the store is not part of this test')
+      expect(replacer.heldBytes).toBe(1000)
+    } finally {
+      await replacer.finish()
+      await proxy.close()
+      await Promise.all([first, second].flatMap(({patient}) => [source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})]))
+    }
+  })
+
   it('replacements of one series hold their parents\' bytes once, however many share them', async () => {
     const three = await generateStudySet(join(work, 'shared-parent'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 500, seed: 'sync-shared-parent'})
     await uploadFiles(source, three.map((record) => record.path))
