@@ -185,6 +185,9 @@ describe('sync, diff and verify', () => {
     expect(parseJson<DiffJson>(same)).toMatchObject({onlySource: 0, onlyTarget: 0, different: 0, identical: corpus.length})
   })
 
+  /** Takes a test's patient off both servers. */
+  const removePatient = (patient: string) => Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+
   /** An instance alone in its patient, on the source, and on the target with other bytes under the same ID. */
   const loneInstanceDiffering = async (name: string) => {
     const lone = (await generateStudySet(join(work, name), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: `sync-${name}`}))[0]!
@@ -239,7 +242,7 @@ describe('sync, diff and verify', () => {
         await proxy.close()
       }
     } finally {
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -258,7 +261,7 @@ describe('sync, diff and verify', () => {
       expect(parseJson<SyncJson>(result)).toMatchObject({transferred: pair.length, failed: 0, plan: {different: pair.length}})
       for (const [level, id] of own) expect(await (await target.api(`/${level}/${id}/metadata/2003`)).text(), level).toBe(`target's ${level}`)
     } finally {
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -288,7 +291,7 @@ describe('sync, diff and verify', () => {
       expect((await instanceMd5s(target)).get(lone.orthancId)).toBe((await instanceMd5s(source)).get(lone.orthancId))
     } finally {
       await proxy.close()
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -314,7 +317,7 @@ describe('sync, diff and verify', () => {
       expect((await target.api(`/series/${series}/metadata/2005`)).status).toBe(404)
     } finally {
       await proxy.close()
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -357,7 +360,7 @@ describe('sync, diff and verify', () => {
       expect(JSON.parse(stopped.stdout).notCarried).toContainEqual(expect.objectContaining({level: 'series', name: '2006', reason: expect.stringMatching(/not written back/)}))
     } finally {
       await proxy.close()
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -385,7 +388,7 @@ describe('sync, diff and verify', () => {
       expect(replacer.heldBytes).toBe(0)
     } finally {
       await proxy.close()
-      await Promise.all([first, second].flatMap(({patient}) => [source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})]))
+      await Promise.all([first, second].map(({patient}) => removePatient(patient)))
     }
   })
 
@@ -408,7 +411,7 @@ describe('sync, diff and verify', () => {
     } finally {
       await replacer.finish()
       await proxy.close()
-      await Promise.all([first, second].flatMap(({patient}) => [source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})]))
+      await Promise.all([first, second].map(({patient}) => removePatient(patient)))
     }
   })
 
@@ -427,7 +430,7 @@ describe('sync, diff and verify', () => {
       expect(replacer.heldBytes).toBe(1000)
     } finally {
       await replacer.finish()
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -446,7 +449,7 @@ describe('sync, diff and verify', () => {
       expect(await (await target.api(`/instances/${lone.orthancId}/attachments/1041/data`)).text()).toBe('own report')
     } finally {
       await proxy.close()
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -464,7 +467,7 @@ describe('sync, diff and verify', () => {
       expect((await instanceMd5s(target)).get(lone.orthancId)).toBe((await instanceMd5s(source)).get(lone.orthancId))
     } finally {
       await proxy.close()
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -485,7 +488,7 @@ describe('sync, diff and verify', () => {
       expect(Buffer.from(await (await target.api(`/series/${series}/attachments/1042/data`)).arrayBuffer()).equals(large)).toBe(true)
     } finally {
       await proxy.close()
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
@@ -505,7 +508,7 @@ describe('sync, diff and verify', () => {
       const told = await runCli(['diff', '--source', source.url, '--target', target.url, '--per-study', '--patient-id', set[0]!.patientId])
       expect(told.stdout).toContain(`${shared}: 0 only on the source, 1 only on the target, 0 different, 1 identical`)
     } finally {
-      await Promise.all([source.api(`/patients/${patient}`, {method: 'DELETE'}), target.api(`/patients/${patient}`, {method: 'DELETE'})])
+      await removePatient(patient)
     }
   })
 
