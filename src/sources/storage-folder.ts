@@ -4,6 +4,7 @@ import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
+import {inflateSync} from 'node:zlib'
 
 import type {DicomIdentifiers} from '../dicom/parse.js'
 import {
@@ -19,7 +20,7 @@ import {
 } from './dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
 import type {ProblemKind} from '../problems.js'
-import {CorruptCompressedDataError, inflateAnnounced, InflateLimitError} from '../util/bounded-inflate.js'
+import {CorruptCompressedDataError, inflateAnnounced, inflateLimit, InflateLimitError} from '../util/bounded-inflate.js'
 import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
 import {reportFailure, type SourceEvents} from './source-events.js'
 
@@ -238,7 +239,12 @@ const MAX_ANNOUNCED_BYTES = 8n * 1024n ** 3n
 function unwrapStorageFile(stored: Buffer): StorageContent {
   if (hasDicmMagic(stored)) return {dicom: stored, compressed: false}
   const announced = announcedUncompressedSize(stored)
-  if (announced === undefined) return {dicom: stored, compressed: false}
+  if (announced === undefined) {
+    // Its size damaged, its zlib stream whole: a compressed DICOM file, never "not DICOM", or it would be lost without a word.
+    const inflated = hasZlibHeader(stored) ? inflatedDicom(stored.subarray(COMPRESSED_DATA_OFFSET)) : undefined
+    if (inflated !== undefined) return {problem: `compressed storage file whose first 8 bytes (its size once inflated) are damaged: its data inflates to ${inflated} bytes of DICOM`, kind: 'damaged'}
+    return {dicom: stored, compressed: false}
+  }
   if (announced > LARGEST_BUFFER) return {problem: `announces ${announced} bytes once inflated, more than one buffer can hold`}
 
   try {
@@ -257,14 +263,27 @@ function hasDicmMagic(bytes: Buffer): boolean {
 }
 
 function announcedUncompressedSize(stored: Buffer): number | undefined {
-  if (stored.length < COMPRESSED_DATA_OFFSET + 2) return undefined
+  if (!hasZlibHeader(stored)) return undefined
   const size = stored.readBigUInt64LE(0)
-  if (size > MAX_ANNOUNCED_BYTES) return undefined
-  // RFC 1950: compression method 8 (deflate), window of at most 32 KiB, header checksum a multiple of 31.
+  return size > MAX_ANNOUNCED_BYTES ? undefined : Number(size)
+}
+
+/** RFC 1950 after the 8-byte size: compression method 8 (deflate), window of at most 32 KiB, header checksum a multiple of 31. */
+function hasZlibHeader(stored: Buffer): boolean {
+  if (stored.length < COMPRESSED_DATA_OFFSET + 2) return false
   const cmf = stored[COMPRESSED_DATA_OFFSET]!
   const flg = stored[COMPRESSED_DATA_OFFSET + 1]!
-  if ((cmf & 0x0f) !== 8 || cmf >> 4 > 7 || (cmf * 256 + flg) % 31 !== 0) return undefined
-  return Number(size)
+  return (cmf & 0x0f) === 8 && cmf >> 4 <= 7 && (cmf * 256 + flg) % 31 === 0
+}
+
+/** The length a zlib stream inflates to, within the usual bounds, when that is DICOM (a Part 10 file); undefined otherwise. */
+function inflatedDicom(stream: Buffer): number | undefined {
+  try {
+    const inflated = inflateSync(stream, {maxOutputLength: Math.min(inflateLimit(stream.length), bufferConstants.MAX_LENGTH)})
+    return hasDicmMagic(inflated) ? inflated.length : undefined
+  } catch {
+    return undefined
+  }
 }
 
 // An ID or MD5 in hex as a one-byte string of its binary value: 20 characters instead of 44 for

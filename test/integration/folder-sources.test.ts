@@ -302,6 +302,20 @@ describe('storage folder of a stopped Orthanc', () => {
     expect(await looksLikeStorageFolder(join(root, 'nowhere'))).toBe(false)
   })
 
+  it('a compressed file whose size prefix is damaged is a damaged instance, never a file that is not DICOM', async () => {
+    const copy = join(root, 'size-damaged')
+    await cp(compressed.storageDir, copy, {recursive: true})
+    // This case has no header-only copy: skipped as not DICOM, it would be lost without a word.
+    const victim = read.get(compressed)!.units.find((unit) => unit.instanceId === awkward.find((fixture) => fixture.label === 'private-un-sequence')!.orthancId)!
+    const path = join(copy, relative(compressed.storageDir, victim.label))
+    const bytes = await readFile(path)
+    Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).copy(bytes, 0)
+    await writeFile(path, bytes)
+    const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
+    expect(found.problems).toEqual([{id: path, kind: 'damaged', reason: expect.stringMatching(/^compressed storage file whose first 8 bytes \(its size once inflated\) are damaged: its data inflates to \d+ bytes of DICOM$/)}])
+    expect(found.units.some((unit) => unit.instanceId === victim.instanceId)).toBe(false)
+  })
+
   it('handles duplicates, altered copies, damage and stray files in a copied folder', async () => {
     const copy = join(root, 'tampered')
     await cp(compressed.storageDir, copy, {recursive: true})
