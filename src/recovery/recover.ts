@@ -16,7 +16,7 @@ export interface RecoveryReport {
   source: string
   /** The index read, when there was one. */
   index?: {source: string; schema: string}
-  /** Instances the index lists; without an index, the instances found among the storage files. */
+  /** Instances the index lists (and the unindexed ones --include-unindexed imports); without an index, the instances found among the storage files. */
   candidates: number
   /** Of those, now on the target, transferred or already there (in a dry run: that would be). */
   recovered: number
@@ -132,6 +132,7 @@ export async function* recoverFromIndex(
     const afterIndex = whole && !copy && modifiedAt > newest.indexedFile && modifiedAt > (index.description.lastWrittenAt ?? Number.NEGATIVE_INFINITY)
     if (afterIndex) report.unindexedAfterIndex++
     if (afterIndex && !options.includeUnindexed) {
+      report.failed++
       reportFailure(events, {id: decoded.instanceId, path: entry.location, kind: 'missing', reason: AFTER_INDEX_REASON})
       continue
     }
@@ -148,6 +149,8 @@ export async function* recoverFromIndex(
       events.onSkip({id: entry.location, kind: 'copy', reason: `another copy of instance ${decoded.instanceId}, which the index lists with its own file: not imported`})
       continue
     }
+    // Imported: one more instance to recover, as those the index lists.
+    report.candidates++
     yield {label: entry.location, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
   }
 }

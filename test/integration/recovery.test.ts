@@ -188,11 +188,14 @@ describe('recovery of a stopped server from its storage folder', () => {
     const stale = await recoverInto(mainTarget, '--dry-run', '--json', '--index', backup, folder)
     expect(stale.code).toBe(10)
     const summary = parseJson<ImportJson>(stale)
-    expect(summary.recovery[0]).toMatchObject({candidates: 2, recovered: 2, unindexedInstances: 2, unindexedAfterIndex: 2})
+    // The server's own count says them failed too, beside the whole summary's.
+    expect(summary.recovery[0]).toMatchObject({candidates: 2, recovered: 2, failed: 2, unindexedInstances: 2, unindexedAfterIndex: 2})
     expect(summary.failures.map((failure) => failure.id).sort()).toEqual(records.slice(2).map((record) => record.orthancId).sort())
     const included = await recoverInto(mainTarget, '--dry-run', '--json', '--include-unindexed', '--index', backup, folder)
     expect(included.code, included.stderr).toBe(0)
     expect(parseJson<ImportJson & {planned: {instances: number}}>(included).planned.instances).toBe(4)
+    // Those it takes count among the candidates: never more recovered than candidates.
+    expect(parseJson<ImportJson>(included).recovery[0]).toMatchObject({candidates: 4, recovered: 4, failed: 0})
   })
 
   it('the leftover file of the last instance deleted before the server stopped is named, not failed: the index recorded the deletion after it', async () => {
