@@ -83,7 +83,8 @@ class HeldBytes {
 
   /** Before reading `size` bytes for a replacement: refused when others are held or read and it would pass the limit (one alone always goes). */
   reserve(instanceId: string, size: number): () => void {
-    if (this.bytes > 0 && this.bytes + size > this.limit) throw new ReplacementDeferredError(instanceId, size, this.bytes)
+    // A replacement that reads no bytes adds nothing: it always goes.
+    if (size > 0 && this.bytes > 0 && this.bytes + size > this.limit) throw new ReplacementDeferredError(instanceId, size, this.bytes)
     this.reading += size
     let done = false
     return () => {

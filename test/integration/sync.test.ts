@@ -366,10 +366,11 @@ describe('sync, diff and verify', () => {
 
   it('a replacement holds the target\'s own bytes only while it may need them: a deletion that did not happen lets them go, and past the bound no other replacement begins, before reading anything', async () => {
     const [first, second] = [await loneInstanceDiffering('held-1'), await loneInstanceDiffering('held-2')]
+    const patients: string[] = []
     for (const {lone} of [first, second]) await target.api(`/instances/${lone.orthancId}/attachments/1041`, {method: 'PUT', body: 'x'.repeat(2000)})
     const proxy = await startFaultProxy(target.port)
     const client = new OrthancClient(resolveEndpoint({url: proxy.url}))
-    const replacer = new InstanceReplacer(client, new OrthancSink(client, {dryRun: false, uploads: 1}), 3000)
+    const replacer = new InstanceReplacer(client, new OrthancSink(client, {dryRun: false, uploads: 1}), 1500)
     const neverStored = () => Promise.reject(new Error('the store is not part of this test'))
     try {
       // Refused, and the instance still there: nothing went, so nothing is held.
@@ -384,11 +385,16 @@ describe('sync, diff and verify', () => {
       await expect(replacer.replace(second.lone.orthancId, neverStored)).rejects.toThrow(/was not replaced in this run: keeping the target's own attachments beside it \(0\.0 MiB\) would add to the 0\.0 MiB held .* run again to replace it/)
       expect(proxy.log.filter((line) => line.startsWith('DELETE') || line.includes('/attachments/1041/data'))).toEqual([])
       expect(await (await target.api(`/instances/${second.lone.orthancId}/attachments/1041/data`)).text()).toBe('x'.repeat(2000))
+      // One that keeps no bytes of its own adds nothing: it goes, bound or not.
+      const plain = await loneInstanceDiffering('held-3')
+      patients.push(plain.patient)
+      await target.api(`/series/${plain.series}/metadata/2004`, {method: 'PUT', body: 'own'})
+      await expect(replacer.replace(plain.lone.orthancId, neverStored)).rejects.toThrow(/not part of this test/)
       await replacer.finish()
       expect(replacer.heldBytes).toBe(0)
     } finally {
       await proxy.close()
-      await Promise.all([first, second].map(({patient}) => removePatient(patient)))
+      await Promise.all([first.patient, second.patient, ...patients].map((patient) => removePatient(patient)))
     }
   })
 
