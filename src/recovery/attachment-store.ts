@@ -52,6 +52,7 @@ export class FolderStore implements RecoveryStore {
       yield {
         location: file.path,
         read: () => readWholeFileOrReport(file.path, bufferConstants.MAX_LENGTH, events),
+        size: () => stat(file.path).then((info) => info.size, () => undefined),
         modifiedAt: () => stat(file.path).then((info) => info.mtimeMs, () => undefined),
       }
     }

@@ -63,6 +63,8 @@ export interface IndexRecoveryOptions {
 export interface UnindexedEntry {
   location: string
   read(): Promise<Buffer | undefined>
+  /** Its size in bytes, where the storage says it without reading it. */
+  size?(): Promise<number | undefined>
   /** When it was last written (ms since the epoch), where the storage keeps such times (files do; large objects do not). */
   modifiedAt?(): Promise<number | undefined>
 }
@@ -71,6 +73,10 @@ export interface UnindexedEntry {
 export interface RecoveryStore extends AttachmentStore {
   unindexed(index: OrthancIndex, events: SourceEvents, signal?: AbortSignal): AsyncGenerator<UnindexedEntry>
 }
+
+/** The most read of a file the index does not list, without --include-unindexed, to say what it is. */
+const CLASSIFIED_BYTES = 64 * 1024 * 1024
+const TOO_LARGE_TO_CLASSIFY = `larger than ${CLASSIFIED_BYTES} bytes,`
 
 export const NOT_IN_INDEX_REASON = 'stored file the index does not know (an instance deleted or overwritten, or a stranger): not imported without --include-unindexed'
 const NOT_IN_INDEX_INSTANCE_REASON = 'a whole instance the index does not list (deleted, or stored after the index was last written: a lost index-wal, a backup): not imported without --include-unindexed'
@@ -116,6 +122,18 @@ export async function* recoverFromIndex(
 
   for await (const entry of store.unindexed(index, events, options.signal)) {
     report.notInIndex++
+    // Without --include-unindexed a file is read only to say what it is: one too large for that
+    // (a junk file of gigabytes would fill the memory) is named, and judged by its time alone.
+    const size = options.includeUnindexed ? undefined : await entry.size?.()
+    if (size !== undefined && size > CLASSIFIED_BYTES) {
+      const modifiedAt = (await entry.modifiedAt?.()) ?? Number.NEGATIVE_INFINITY
+      if (modifiedAt > newest.indexedFile && modifiedAt > (index.description.lastWrittenAt ?? Number.NEGATIVE_INFINITY)) {
+        report.failed++
+        reportFailure(events, {id: entry.location, kind: 'missing', reason: `${TOO_LARGE_TO_CLASSIFY} stored after every instance the index lists and after the index itself: it may be an instance the index never saw; --include-unindexed reads it and imports it if it is one`})
+      } else events.onSkip({id: entry.location, kind: 'not-in-index', reason: `${NOT_IN_INDEX_REASON} (${TOO_LARGE_TO_CLASSIFY} not read)`})
+      continue
+    }
+
     // Read either way: without --include-unindexed, to say how many of them are whole instances.
     const bytes = await entry.read()
     const decoded = bytes === undefined ? undefined : decodeStoredBytes(entry.location, bytes, options.includeUnindexed ? events : QUIET)

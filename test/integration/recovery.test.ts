@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile} from 'node:fs/promises'
+import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, utimes, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 
@@ -196,6 +196,30 @@ describe('recovery of a stopped server from its storage folder', () => {
     expect(parseJson<ImportJson & {planned: {instances: number}}>(included).planned.instances).toBe(4)
     // Those it takes count among the candidates: never more recovered than candidates.
     expect(parseJson<ImportJson>(included).recovery[0]).toMatchObject({candidates: 4, recovered: 4, failed: 0})
+  })
+
+  it('a file the index does not list, too large to read only to say what it is: named unread (exit 0); stored after the index, failed unread (exit 10)', async () => {
+    const records = await generateStudySet(join(work, 'huge-stranger'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 1000, seed: 'huge-stranger'})
+    const folder = join(work, 'huge-stranger-server', 'storage')
+    const server = await startOrthanc({dir: join(work, 'huge-stranger-server'), extra: {IndexDirectory: folder}})
+    await uploadFiles(server, records.map((record) => record.path))
+    await server.stop()
+    // 5 GiB of nothing, sparse: read whole it would fill the memory, or be refused as too large (exit 11).
+    const huge = join(folder, 'ab', '12', 'ab120000-0000-4000-8000-000000000009')
+    await mkdir(dirname(huge), {recursive: true})
+    await writeFile(huge, '')
+    await truncate(huge, 5 * 1024 ** 3)
+    const longAgo = new Date(Date.now() - 30 * 86_400_000)
+    await utimes(huge, longAgo, longAgo)
+    const older = await recoverInto(mainTarget, '--dry-run', '--json', folder)
+    expect(older.code, older.stdout).toBe(0)
+    expect(parseJson<ImportJson>(older).ignoredSamples).toContainEqual(expect.objectContaining({id: huge, kind: 'not-in-index', reason: expect.stringMatching(/larger than 67108864 bytes, not read/)}))
+    const now = new Date()
+    await utimes(huge, now, now)
+    const newer = await recoverInto(mainTarget, '--dry-run', '--json', folder)
+    expect(newer.code).toBe(10)
+    expect(parseJson<ImportJson>(newer).failures).toContainEqual(expect.objectContaining({id: huge, reason: expect.stringMatching(/larger than 67108864 bytes, stored after every instance the index lists/)}))
+    await rm(huge)
   })
 
   it('the leftover file of the last instance deleted before the server stopped is named, not failed: the index recorded the deletion after it', async () => {
