@@ -4,7 +4,7 @@ import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
-import {inflateSync} from 'node:zlib'
+import {constants as zlibConstants, inflateSync} from 'node:zlib'
 
 import type {DicomIdentifiers} from '../dicom/parse.js'
 import {
@@ -20,7 +20,7 @@ import {
 } from './dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
 import type {ProblemKind} from '../problems.js'
-import {CorruptCompressedDataError, inflateAnnounced, inflateLimit, InflateLimitError} from '../util/bounded-inflate.js'
+import {CorruptCompressedDataError, inflateAnnounced, InflateLimitError} from '../util/bounded-inflate.js'
 import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
 import {reportFailure, type SourceEvents} from './source-events.js'
 
@@ -241,8 +241,7 @@ function unwrapStorageFile(stored: Buffer): StorageContent {
   const announced = announcedUncompressedSize(stored)
   if (announced === undefined) {
     // Its size damaged, its zlib stream whole: a compressed DICOM file, never "not DICOM", or it would be lost without a word.
-    const inflated = hasZlibHeader(stored) ? inflatedDicom(stored.subarray(COMPRESSED_DATA_OFFSET)) : undefined
-    if (inflated !== undefined) return {problem: `compressed storage file whose first 8 bytes (its size once inflated) are damaged: its data inflates to ${inflated} bytes of DICOM`, kind: 'damaged'}
+    if (hasZlibHeader(stored) && beginsAsDicom(stored.subarray(COMPRESSED_DATA_OFFSET))) return {problem: 'compressed storage file whose first 8 bytes (its size once inflated) are damaged: its data inflates to DICOM', kind: 'damaged'}
     return {dicom: stored, compressed: false}
   }
   if (announced > LARGEST_BUFFER) return {problem: `announces ${announced} bytes once inflated, more than one buffer can hold`}
@@ -276,13 +275,16 @@ function hasZlibHeader(stored: Buffer): boolean {
   return (cmf & 0x0f) === 8 && cmf >> 4 <= 7 && (cmf * 256 + flg) % 31 === 0
 }
 
-/** The length a zlib stream inflates to, within the usual bounds, when that is DICOM (a Part 10 file); undefined otherwise. */
-function inflatedDicom(stream: Buffer): number | undefined {
+/** The first bytes a zlib stream inflates to, when they begin a DICOM file (Part 10). Only its start is inflated: a bomb stays small. */
+const PROBED_COMPRESSED_BYTES = 4096
+const PROBED_OUTPUT_BYTES = 8 * 1024 * 1024
+
+function beginsAsDicom(stream: Buffer): boolean {
   try {
-    const inflated = inflateSync(stream, {maxOutputLength: Math.min(inflateLimit(stream.length), bufferConstants.MAX_LENGTH)})
-    return hasDicmMagic(inflated) ? inflated.length : undefined
+    const start = inflateSync(stream.subarray(0, PROBED_COMPRESSED_BYTES), {finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: PROBED_OUTPUT_BYTES})
+    return hasDicmMagic(start)
   } catch {
-    return undefined
+    return false
   }
 }
 

@@ -312,7 +312,7 @@ describe('storage folder of a stopped Orthanc', () => {
     Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).copy(bytes, 0)
     await writeFile(path, bytes)
     const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
-    expect(found.problems).toEqual([{id: path, kind: 'damaged', reason: expect.stringMatching(/^compressed storage file whose first 8 bytes \(its size once inflated\) are damaged: its data inflates to \d+ bytes of DICOM$/)}])
+    expect(found.problems).toEqual([{id: path, kind: 'damaged', reason: 'compressed storage file whose first 8 bytes (its size once inflated) are damaged: its data inflates to DICOM'}])
     expect(found.units.some((unit) => unit.instanceId === victim.instanceId)).toBe(false)
   })
 
