@@ -76,8 +76,9 @@ export function lostBy(error: unknown): NotCarried[] {
   return notCarriedBy(error).filter(isLost)
 }
 
-// What a replacement lost is kept apart from what the target refused under the same name.
-const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name' | 'reason'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}\u0000${isLost(entry) ? 'lost' : ''}`
+// What a replacement lost is kept apart from what the target refused under the same name, and by
+// why it was lost (the replacement failed, or the target refused to take it back).
+const keyOf = (entry: Pick<NotCarried, 'level' | 'kind' | 'name' | 'reason'>) => `${entry.level}\u0000${entry.kind}\u0000${entry.name ?? ''}\u0000${isLost(entry) ? entry.reason : ''}`
 
 /**
  * What could not be carried, by level, kind and name (and lost apart), counted by resource: every

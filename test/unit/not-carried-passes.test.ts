@@ -50,6 +50,11 @@ describe('what a mirror could not carry, over its passes', () => {
     expect(JSON.parse(JSON.stringify(tally.list()))).toEqual([{level: 'instance', kind: 'system-metadata', count: 100_005, reason: 'never carried'}])
   })
 
+  it('losses of one name for two causes stay two entries, each with its own reason', () => {
+    const lost = pass(['series', 's1', 'Note', REPLACEMENT_LOST], ['series', 's2', 'Note', 'the target\'s own, deleted with the copy it replaced and not written back: the target refuses it (HTTP 403)'])
+    expect(lost.notCarried.map((entry) => entry.reason)).toEqual([REPLACEMENT_LOST, expect.stringMatching(/refuses it \(HTTP 403\)$/)])
+  })
+
   it('passes that met the same resource count it once', () => {
     const across = new NotCarriedAcrossPasses()
     across.add(pass(['study', 'a', 'Note', 'refused']), false)
