@@ -94,7 +94,7 @@ function nextGroupIsFileMeta(bytes: Buffer, position: number): boolean {
 }
 
 // The meta group is always explicit VR little endian: (0002,xxxx) then a VR.
-function startsWithMetaGroup(bytes: Buffer): boolean {
+export function startsWithMetaGroup(bytes: Buffer): boolean {
   return bytes.length >= 8 && bytes.readUInt16LE(0) === FILE_META_GROUP && isVr(bytes, 4)
 }
 

@@ -13,11 +13,14 @@ export type NotDicomReason =
 // can skip or report a bad file without confusing it with an I/O or network failure.
 export class NotDicomError extends Error {
   readonly reason: NotDicomReason
+  /** What was found, without the reason in front. */
+  readonly detail: string
 
   constructor(reason: NotDicomReason, detail: string) {
     super(reason === 'hostile' ? `refused as hostile: ${detail}` : `not a DICOM file (${reason}): ${detail}`)
     this.name = 'NotDicomError'
     this.reason = reason
+    this.detail = detail
   }
 
   /** How an instance refused for it is listed. */

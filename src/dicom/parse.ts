@@ -57,15 +57,19 @@ const WANTED_TAGS = new Set([SPECIFIC_CHARACTER_SET, SOP_INSTANCE_UID, PATIENT_I
 // its end, to tell a whole file from one cut short). Past a limit: NotDicomError('hostile').
 export function readDicomIdentifiers(bytes: Uint8Array): DicomIdentifiers {
   const file = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const {framing, transferSyntaxUid, dataSetOffset} = locateDataSet(file)
+  let framing: DicomFraming | undefined
   try {
-    return identify(file, framing, transferSyntaxUid, dataSetOffset)
+    const location = locateDataSet(file)
+    framing = location.framing
+    return identify(file, framing, location.transferSyntaxUid, location.dataSetOffset)
   } catch (error) {
+    if (!(error instanceof NotDicomError) || error.reason === 'hostile') throw error
     // Without "DICM" nothing says the bytes were meant as DICOM: failing to read them as a data
     // set means they are something else, not a damaged DICOM file. A hostile one stays hostile.
-    if (framing === 'data-set' && error instanceof NotDicomError && error.reason !== 'hostile') {
-      throw new NotDicomError('no-dicm-magic', `not a DICOM file or data set: ${error.message}`)
-    }
+    if (framing === 'data-set') throw new NotDicomError('no-dicm-magic', `not a DICOM file or data set: ${error.message}`)
+    // A file that says it is DICOM ("DICM", or a file meta group) and lacks what identifies an
+    // instance is a damaged one: passed over as "not DICOM", it would be lost without a word.
+    if (error.reason === 'missing-attribute') throw new NotDicomError('malformed', `a DICOM file without what identifies an instance: ${error.detail}`)
     throw error
   }
 }

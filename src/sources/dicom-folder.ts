@@ -234,10 +234,13 @@ export function identifyOrReport(label: string, bytes: Buffer, events: SourceEve
   } catch (error) {
     if (!(error instanceof NotDicomError)) throw error
     if (error.reason === 'hostile') events.onProblem({id: label, kind: 'hostile', reason: error.message})
-    else if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({id: label, kind: error.reason === 'truncated' ? 'truncated' : 'damaged', reason: error.message})
+    // A DICOMDIR is DICOM without an instance's UIDs: told apart before "damaged" is concluded.
     else if (isDicomDir(label, bytes)) events.onSkip({id: label, kind: 'not-dicom', reason: 'DICOMDIR'})
+    else if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({id: label, kind: error.reason === 'truncated' ? 'truncated' : 'damaged', reason: error.message})
     // An archive volume under a name export does not give, in a folder read as DICOM: what it holds would go unread.
     else if (looksLikeArchive(bytes)) events.onProblem({id: label, kind: 'unreadable', reason: 'an archive volume, in a folder read as DICOM files: give the volume itself as an argument'})
+    // Skipped as not DICOM, an instance with one damaged byte would be lost without a word.
+    else if (hasDamagedPart10Marker(bytes)) events.onProblem({id: label, kind: 'damaged', reason: 'a Part 10 file whose "DICM" marker (bytes 128-131) is damaged: its file meta group follows at byte 132'})
     else events.onSkip({id: label, kind: 'not-dicom', reason: error.message})
     return undefined
   }
@@ -265,6 +268,19 @@ function isDicomDir(label: string, bytes: Buffer): boolean {
     // A meta group too damaged to read is not a recognisable DICOMDIR.
   }
   return false
+}
+
+/**
+ * A file meta group element at 132 (group 0002, little endian, an explicit VR of two capitals)
+ * behind something other than "DICM": a Part 10 file whose marker is damaged.
+ */
+function hasDamagedPart10Marker(bytes: Buffer): boolean {
+  if (bytes.length < FILE_META_START + 8 || bytes.toString('latin1', 128, FILE_META_START) === 'DICM') return false
+  return bytes.readUInt16LE(FILE_META_START) === 0x0002 && isCapital(bytes[FILE_META_START + 4]!) && isCapital(bytes[FILE_META_START + 5]!)
+}
+
+function isCapital(byte: number): boolean {
+  return byte >= 0x41 && byte <= 0x5a
 }
 
 export function instanceIdOf(identifiers: DicomIdentifiers): string {

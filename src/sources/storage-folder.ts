@@ -4,9 +4,10 @@ import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
-import {constants as zlibConstants, inflateSync} from 'node:zlib'
+import {constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
-import type {DicomIdentifiers} from '../dicom/parse.js'
+import {startsWithMetaGroup} from '../dicom/file-meta.js'
+import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
 import {
   type FolderEntry,
   identifyOrReport,
@@ -240,8 +241,9 @@ function unwrapStorageFile(stored: Buffer): StorageContent {
   if (hasDicmMagic(stored)) return {dicom: stored, compressed: false}
   const announced = announcedUncompressedSize(stored)
   if (announced === undefined) {
-    // Its size damaged, its zlib stream whole: a compressed DICOM file, never "not DICOM", or it would be lost without a word.
-    if (hasZlibHeader(stored) && beginsAsDicom(stored.subarray(COMPRESSED_DATA_OFFSET))) return {problem: 'compressed storage file whose first 8 bytes (its size once inflated) are damaged: its data inflates to DICOM', kind: 'damaged'}
+    // Part of its framing damaged, its deflate data whole: a compressed DICOM file, never "not DICOM", or it would be lost without a word.
+    const damagedFraming = damagedCompressionFraming(stored)
+    if (damagedFraming !== undefined) return {problem: `compressed storage file whose ${damagedFraming}: its data inflates to DICOM`, kind: 'damaged'}
     return {dicom: stored, compressed: false}
   }
   if (announced > LARGEST_BUFFER) return {problem: `announces ${announced} bytes once inflated, more than one buffer can hold`}
@@ -262,9 +264,25 @@ function hasDicmMagic(bytes: Buffer): boolean {
 }
 
 function announcedUncompressedSize(stored: Buffer): number | undefined {
-  if (!hasZlibHeader(stored)) return undefined
-  const size = stored.readBigUInt64LE(0)
-  return size > MAX_ANNOUNCED_BYTES ? undefined : Number(size)
+  if (!hasZlibHeader(stored) || !hasPlausibleSize(stored)) return undefined
+  return Number(stored.readBigUInt64LE(0))
+}
+
+function hasPlausibleSize(stored: Buffer): boolean {
+  return stored.length >= COMPRESSED_DATA_OFFSET && stored.readBigUInt64LE(0) <= MAX_ANNOUNCED_BYTES
+}
+
+/**
+ * Which part of the compression framing (the 8-byte size, the 2-byte zlib header) is damaged,
+ * when the deflate data behind it still inflates to DICOM; undefined when it does not. Random
+ * bytes do not inflate to a DICOM marker or an instance, so no user attachment is taken for one.
+ */
+function damagedCompressionFraming(stored: Buffer): string | undefined {
+  if (hasZlibHeader(stored)) {
+    return inflatesToDicom(stored.subarray(COMPRESSED_DATA_OFFSET), 'zlib') ? 'first 8 bytes (its size once inflated) are damaged' : undefined
+  }
+  if (!inflatesToDicom(stored.subarray(COMPRESSED_DATA_OFFSET + ZLIB_HEADER_BYTES), 'raw')) return undefined
+  return hasPlausibleSize(stored) ? 'zlib header (bytes 8-9) is damaged' : 'first 8 bytes (its size once inflated) and zlib header (bytes 8-9) are damaged'
 }
 
 /** RFC 1950 after the 8-byte size: compression method 8 (deflate), window of at most 32 KiB, header checksum a multiple of 31. */
@@ -275,15 +293,25 @@ function hasZlibHeader(stored: Buffer): boolean {
   return (cmf & 0x0f) === 8 && cmf >> 4 <= 7 && (cmf * 256 + flg) % 31 === 0
 }
 
-/** The first bytes a zlib stream inflates to, when they begin a DICOM file (Part 10). Only its start is inflated: a bomb stays small. */
+/**
+ * Whether a deflate stream holds DICOM. Its start is inflated first (a bomb stays small) and
+ * looked at for a marker: "DICM" at 128, or a file meta group at 0. A bare data set has none: then
+ * the whole stream is inflated, up to PROBED_WHOLE_BYTES, and must read as an instance.
+ */
 const PROBED_COMPRESSED_BYTES = 4096
 const PROBED_OUTPUT_BYTES = 8 * 1024 * 1024
+const PROBED_WHOLE_BYTES = 64 * 1024 * 1024
+const ZLIB_HEADER_BYTES = 2
 
-function beginsAsDicom(stream: Buffer): boolean {
+function inflatesToDicom(stream: Buffer, format: 'zlib' | 'raw'): boolean {
+  const inflate = format === 'zlib' ? inflateSync : inflateRawSync
   try {
-    const start = inflateSync(stream.subarray(0, PROBED_COMPRESSED_BYTES), {finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: PROBED_OUTPUT_BYTES})
-    return hasDicmMagic(start)
+    const start = inflate(stream.subarray(0, PROBED_COMPRESSED_BYTES), {finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: PROBED_OUTPUT_BYTES})
+    if (hasDicmMagic(start) || startsWithMetaGroup(start)) return true
+    readDicomIdentifiers(inflate(stream, {maxOutputLength: PROBED_WHOLE_BYTES}))
+    return true
   } catch {
+    // Does not inflate, inflates beyond the probe, or is not DICOM: nothing says it was an instance.
     return false
   }
 }

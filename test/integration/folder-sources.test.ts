@@ -104,6 +104,7 @@ describe('DICOM folder', () => {
     dicomDir: join(dicomDir, 'extra', 'DICOMDIR'),
     renamedDicomDir: join(dicomDir, 'extra', 'media-index.bin'),
     truncated: join(dicomDir, 'extra', 'truncated.dcm'),
+    damagedMarker: join(dicomDir, 'extra', 'damaged-marker.dcm'),
     fileLink: join(dicomDir, 'link-to-file.dcm'),
     folderLink: join(dicomDir, 'link-to-folder'),
     pipe: join(dicomDir, 'extra', 'pipe'),
@@ -121,6 +122,10 @@ describe('DICOM folder', () => {
     await writeFile(junk.renamedDicomDir, dicomDirBytes())
     const whole = await readFile(sample[0]!.path)
     await writeFile(junk.truncated, whole.subarray(0, Math.floor(whole.length / 2)))
+    // One byte of its "DICM" marker changed: still an instance, never passed over as not DICOM.
+    const damaged = Buffer.from(whole)
+    damaged.write('DIXM', 128, 'latin1')
+    await writeFile(junk.damagedMarker, damaged)
     await symlink(sample[0]!.path, junk.fileLink)
     await symlink(join(dicomDir, 'awkward'), junk.folderLink)
     // Reading a pipe would block forever: it proves special files are never opened.
@@ -141,7 +146,7 @@ describe('DICOM folder', () => {
     }
   })
 
-  it('skips junk, DICOMDIRs, symlinks and special files by path, and reports a truncated file as a problem', () => {
+  it('skips junk, DICOMDIRs, symlinks and special files by path, and reports a truncated file and a damaged marker as problems', () => {
     for (const path of [junk.json, junk.readme, junk.empty, junk.nested]) expect(skipReasonOf(first, path), path).toMatch(/not a DICOM file/)
     expect(skipReasonOf(first, junk.dicomDir)).toBe('DICOMDIR')
     expect(skipReasonOf(first, junk.renamedDicomDir)).toBe('DICOMDIR')
@@ -149,7 +154,10 @@ describe('DICOM folder', () => {
     expect(skipReasonOf(first, junk.folderLink)).toMatch(/symbolic link/)
     if (hasPipe) expect(skipReasonOf(first, junk.pipe)).toMatch(/not a regular file/)
     expect(first.skips).toHaveLength(hasPipe ? 9 : 8)
-    expect(first.problems).toEqual([{id: junk.truncated, kind: 'truncated', reason: expect.stringMatching(/truncated/)}])
+    expect(first.problems).toEqual([
+      {id: junk.damagedMarker, kind: 'damaged', reason: expect.stringMatching(/^a Part 10 file whose "DICM" marker \(bytes 128-131\) is damaged/)},
+      {id: junk.truncated, kind: 'truncated', reason: expect.stringMatching(/truncated/)},
+    ])
   })
 
   it('walks in name order, the same on every run', async () => {
@@ -302,18 +310,30 @@ describe('storage folder of a stopped Orthanc', () => {
     expect(await looksLikeStorageFolder(join(root, 'nowhere'))).toBe(false)
   })
 
-  it('a compressed file whose size prefix is damaged is a damaged instance, never a file that is not DICOM', async () => {
-    const copy = join(root, 'size-damaged')
-    await cp(compressed.storageDir, copy, {recursive: true})
+  // Every byte of the framing Orthanc adds around a stored instance, damaged in turn: the file must
+  // never pass as "not DICOM" (skipped, lost without a word, exit 0) while its bytes hold one.
+  const framingDamage: Array<{what: string; server: 'compressed' | 'plain'; damage: (bytes: Buffer) => void; reason: RegExp}> = [
+    {what: 'the size prefix (bytes 0-7)', server: 'compressed', damage: (bytes) => Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).copy(bytes, 0), reason: /^compressed storage file whose first 8 bytes \(its size once inflated\) are damaged: its data inflates to DICOM$/},
+    {what: 'the zlib method byte (byte 8)', server: 'compressed', damage: (bytes) => void (bytes[8] = 0x00), reason: /^compressed storage file whose zlib header \(bytes 8-9\) is damaged: its data inflates to DICOM$/},
+    {what: 'the zlib flags byte (byte 9)', server: 'compressed', damage: (bytes) => void (bytes[9] = bytes[9]! ^ 0x01), reason: /^compressed storage file whose zlib header \(bytes 8-9\) is damaged: its data inflates to DICOM$/},
+    {what: 'both the size and the zlib header', server: 'compressed', damage: (bytes) => bytes.fill(0xee, 0, 10), reason: /^compressed storage file whose first 8 bytes \(its size once inflated\) and zlib header \(bytes 8-9\) are damaged: its data inflates to DICOM$/},
+    {what: 'the DICM magic of a plain file (bytes 128-131)', server: 'plain', damage: (bytes) => bytes.write('DXCM', 128, 'latin1'), reason: /^a Part 10 file whose "DICM" marker \(bytes 128-131\) is damaged/},
+  ]
+  it.each(framingDamage)('a stored file with damage to $what is a damaged instance, never a file that is not DICOM', async ({server, damage, reason, what}) => {
+    const source = server === 'compressed' ? compressed : plain
+    const copy = join(root, `framing-damaged-${framingDamage.findIndex((entry) => entry.what === what)}`)
+    await cp(source.storageDir, copy, {recursive: true})
     // This case has no header-only copy: skipped as not DICOM, it would be lost without a word.
-    const victim = read.get(compressed)!.units.find((unit) => unit.instanceId === awkward.find((fixture) => fixture.label === 'private-un-sequence')!.orthancId)!
-    const path = join(copy, relative(compressed.storageDir, victim.label))
+    const victim = read.get(source)!.units.find((unit) => unit.instanceId === awkward.find((fixture) => fixture.label === 'private-un-sequence')!.orthancId)!
+    const path = join(copy, relative(source.storageDir, victim.label))
     const bytes = await readFile(path)
-    Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).copy(bytes, 0)
+    damage(bytes)
     await writeFile(path, bytes)
     const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
-    expect(found.problems).toEqual([{id: path, kind: 'damaged', reason: 'compressed storage file whose first 8 bytes (its size once inflated) are damaged: its data inflates to DICOM'}])
+    expect(found.problems).toEqual([{id: path, kind: 'damaged', reason: expect.stringMatching(reason)}])
     expect(found.units.some((unit) => unit.instanceId === victim.instanceId)).toBe(false)
+    expect(found.units).toHaveLength(read.get(source)!.units.length - 1)
+    await rm(copy, {recursive: true, force: true})
   })
 
   it('handles duplicates, altered copies, damage and stray files in a copied folder', async () => {

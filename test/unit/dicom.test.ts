@@ -186,12 +186,13 @@ describe('input that is not DICOM', () => {
     expect(notDicomReason(bytes)).toBe('malformed')
   })
 
-  it('rejects a file without SOP Instance UID as missing an attribute', async () => {
+  // "DICM" says the file is meant as DICOM: without an instance's UIDs it is damaged, never "not DICOM".
+  it('rejects a Part 10 file without SOP Instance UID as damaged (malformed)', async () => {
     const record = awkwardCase('tiny')
     const bytes = Buffer.from(await readFile(record.path))
     const sopInstanceUidTag = bytes.indexOf(Buffer.from([0x08, 0x00, 0x18, 0x00, 0x55, 0x49]), 132 + 100)
     bytes.writeUInt16LE(0x0019, sopInstanceUidTag + 2)
-    expect(notDicomReason(bytes)).toBe('missing-attribute')
+    expect(notDicomReason(bytes)).toBe('malformed')
   })
 })
 

@@ -1,0 +1,71 @@
+import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {deflateSync} from 'node:zlib'
+
+import {afterAll, describe, expect, it} from 'vitest'
+
+import {FRAMING_CASES, generateFramingSet, generateStudySet, SAMPLE_OPTIONS} from '../../fixtures/generate.js'
+import type {Problem} from '../../src/problems.js'
+import {decodeStoredBytes} from '../../src/sources/storage-folder.js'
+
+// Without its index, a storage folder says nothing of which files are instances: a stored
+// instance with one damaged byte must come out as an instance or as a problem, never be passed
+// over as "not DICOM" (a user attachment), which loses it without a word and exits 0. Every byte
+// of the start of a file (framing, preamble, marker, meta group, first elements) is damaged in turn.
+const root = await mkdtemp(join(tmpdir(), 'stored-file-damage-test-'))
+const part10 = (await generateStudySet(join(root, 'part10'), SAMPLE_OPTIONS))[0]!
+const framed = await generateFramingSet(join(root, 'framed'))
+
+afterAll(async () => {
+  await rm(root, {recursive: true, force: true})
+})
+
+const SWEPT_BYTES = 700
+const MASKS = [0xff, 0x01, 0x80]
+
+/** How Orthanc stores a file under StorageCompression: its size in 8 bytes, then a zlib stream. */
+function compressedStorage(dicom: Buffer): Buffer {
+  const size = Buffer.alloc(8)
+  size.writeBigUInt64LE(BigInt(dicom.length))
+  return Buffer.concat([size, deflateSync(dicom)])
+}
+
+function outcome(stored: Buffer): {skipped: Problem[]; problems: Problem[]; instance: boolean} {
+  const skipped: Problem[] = []
+  const problems: Problem[] = []
+  const decoded = decodeStoredBytes('stored-file', stored, {onSkip: (notice) => skipped.push(notice), onProblem: (notice) => problems.push(notice)})
+  return {skipped, problems, instance: decoded !== undefined}
+}
+
+function passedOver(stored: Buffer): string[] {
+  const found: string[] = []
+  for (let position = 0; position < Math.min(stored.length, SWEPT_BYTES); position++) {
+    for (const mask of MASKS) {
+      const damaged = Buffer.from(stored)
+      damaged[position] = damaged[position]! ^ mask
+      const {skipped, problems, instance} = outcome(damaged)
+      if (skipped.length > 0 || (problems.length === 0 && !instance)) found.push(`byte ${position} ^ 0x${mask.toString(16)}: ${skipped[0]?.reason ?? 'nothing said'}`)
+    }
+  }
+  return found
+}
+
+describe('a stored instance with one damaged byte is never passed over as not DICOM', () => {
+  it('a Part 10 file, plain and compressed', async () => {
+    const dicom = await readFile(part10.path)
+    expect(outcome(dicom).instance).toBe(true)
+    expect(outcome(compressedStorage(dicom)).instance).toBe(true)
+    expect(passedOver(dicom)).toEqual([])
+    expect(passedOver(compressedStorage(dicom))).toEqual([])
+  })
+
+  // Files without a "DICM" marker can only be told from other files by their first elements; these
+  // are the framings Orthanc accepts. Compressed, the zlib check value catches any damaged byte.
+  it.each(framed.map((record) => [record.label, record] as const))('compressed, a file framed as %s', async (label, record) => {
+    expect(label in FRAMING_CASES).toBe(true)
+    const stored = compressedStorage(await readFile(record.path))
+    expect(outcome(stored).instance).toBe(true)
+    expect(passedOver(stored)).toEqual([])
+  })
+})
