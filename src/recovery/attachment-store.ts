@@ -1,5 +1,5 @@
 import {constants as bufferConstants} from 'node:buffer'
-import {stat} from 'node:fs/promises'
+import {lstat, stat} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 
 import {FileTooLargeError, isFileSystemError, readWholeFile, readWholeFileOrReport} from '../sources/dicom-folder.js'
@@ -18,6 +18,8 @@ export interface AttachmentStore {
   locate(uuid: string): string
 }
 
+const NOT_FOLLOWED = 'is a symbolic link, not followed (Orthanc stores none; a link could lead anywhere on this machine): put a copy of what it points to in its place (cp -L) to recover it'
+
 /**
  * The StorageDirectory: `aa/bb/<uuid>` where aabb are the UUID's first four hex digits
  * (Orthanc's FilesystemStorage). A file of the wrong size is not read at all.
@@ -32,7 +34,10 @@ export class FolderStore implements RecoveryStore {
   async read(uuid: string, expectedSize: number): Promise<StoredRead> {
     const path = this.locate(uuid)
     try {
-      const info = await stat(path)
+      const linkedFolder = await this.linkedFolderOf(uuid)
+      if (linkedFolder !== undefined) return {state: 'unreadable', reason: `${linkedFolder} ${NOT_FOLLOWED}`}
+      const info = await lstat(path)
+      if (info.isSymbolicLink()) return {state: 'unreadable', reason: `${path} ${NOT_FOLLOWED}`}
       if (!info.isFile()) return {state: 'unreadable', reason: 'not a regular file'}
       if (info.size !== expectedSize) return {state: 'size', size: info.size}
       return {state: 'bytes', bytes: await readWholeFile(path, Math.min(expectedSize, bufferConstants.MAX_LENGTH)), modifiedAt: info.mtimeMs}
@@ -42,6 +47,23 @@ export class FolderStore implements RecoveryStore {
       if (!isFileSystemError(error)) throw error
       return error.code === 'ENOENT' ? {state: 'missing'} : {state: 'unreadable', reason: error.message}
     }
+  }
+
+  // Whether each aa and aa/bb folder is a link, looked at once: at most 65,792 of them.
+  private readonly folderIsLink = new Map<string, boolean>()
+
+  /** The aa or aa/bb folder of an attachment that is a symbolic link, if one is. */
+  private async linkedFolderOf(uuid: string): Promise<string | undefined> {
+    for (const folder of [join(this.root, uuid.slice(0, 2)), join(this.root, uuid.slice(0, 2), uuid.slice(2, 4))]) {
+      let isLink = this.folderIsLink.get(folder)
+      if (isLink === undefined) {
+        // A folder that is not there is no link; the file's own look then finds it missing.
+        isLink = await lstat(folder).then((info) => info.isSymbolicLink(), () => false)
+        this.folderIsLink.set(folder, isLink)
+      }
+      if (isLink) return folder
+    }
+    return undefined
   }
 
   /** The storage files whose UUID the index does not list (the walk also names what is outside the layout). */

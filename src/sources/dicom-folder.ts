@@ -1,6 +1,6 @@
 import {constants as bufferConstants} from 'node:buffer'
 import {createHash} from 'node:crypto'
-import {closeSync, type Dirent, fstatSync, openSync, read, readSync, type Stats} from 'node:fs'
+import {closeSync, constants as fsConstants, type Dirent, fstatSync, openSync, read, readSync, type Stats} from 'node:fs'
 import {lstat, opendir, stat} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 import {promisify} from 'node:util'
@@ -57,7 +57,7 @@ export async function* readDicomFolder(root: string, events: SourceEvents, optio
         break
       }
       case 'file': {
-        const unit = await readDicomFile(entry.path, events, maxFileBytes)
+        const unit = await readDicomFile(entry.path, events, maxFileBytes, entry.path === root)
         if (unit) yield unit
         break
       }
@@ -102,8 +102,8 @@ export async function sampleFolderFiles(roots: string[], limits: {files: number;
   return sample
 }
 
-async function readDicomFile(path: string, events: SourceEvents, maxFileBytes: number): Promise<InstanceInTransit | undefined> {
-  const bytes = await readWholeFileOrReport(path, maxFileBytes, events)
+async function readDicomFile(path: string, events: SourceEvents, maxFileBytes: number, followLink: boolean): Promise<InstanceInTransit | undefined> {
+  const bytes = await readWholeFileOrReport(path, maxFileBytes, events, {followLink})
   if (bytes === undefined) return undefined
   const identifiers = identifyOrReport(path, bytes, events)
   if (identifiers === undefined) return undefined
@@ -187,9 +187,13 @@ const BLOCKING_READ_MAX_BYTES = 256 * 1024
 
 const readAsync = promisify(read)
 
-/** Reads a whole file into one buffer, refusing one over `maxBytes` before allocating anything. */
-export async function readWholeFile(path: string, maxBytes: number): Promise<Buffer> {
-  const fd = openSync(path, 'r')
+/**
+ * Reads a whole file into one buffer, refusing one over `maxBytes` before allocating anything. A
+ * symbolic link is not followed (ELOOP) unless `followLink`: a walk that listed a regular file
+ * must not read what a link swapped in since leads to. Only paths the user named follow links.
+ */
+export async function readWholeFile(path: string, maxBytes: number, options: {followLink?: boolean} = {}): Promise<Buffer> {
+  const fd = openSync(path, options.followLink ? fsConstants.O_RDONLY : fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
   try {
     const {size} = fstatSync(fd)
     if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
@@ -210,9 +214,9 @@ export async function readWholeFile(path: string, maxBytes: number): Promise<Buf
 }
 
 /** Reads a whole file, or reports why it could not be read (too large, unreadable) and gives nothing. */
-export async function readWholeFileOrReport(path: string, maxBytes: number, events: SourceEvents): Promise<Buffer | undefined> {
+export async function readWholeFileOrReport(path: string, maxBytes: number, events: SourceEvents, options: {followLink?: boolean} = {}): Promise<Buffer | undefined> {
   try {
-    return await readWholeFile(path, maxBytes)
+    return await readWholeFile(path, maxBytes, options)
   } catch (error) {
     if (error instanceof FileTooLargeError || isFileSystemError(error)) {
       events.onProblem({id: path, kind: error instanceof FileTooLargeError ? 'too-large' : 'unreadable', reason: error.message})
@@ -224,8 +228,8 @@ export async function readWholeFileOrReport(path: string, maxBytes: number, even
 
 /**
  * Reads the identifiers of a DICOM file, or reports why it is not an instance and gives nothing.
- * Files that are not DICOM at all, or lack an instance's identifiers (a DICOMDIR), are skipped;
- * files that say they are DICOM but are cut short or malformed are damaged input, a problem, and
+ * Files that are not DICOM at all, and DICOMDIRs, are skipped; files that say they are DICOM but
+ * are cut short, malformed or without an instance's identifiers are damaged input, a problem, and
  * files built to harm a reader or a server (nested too deep, a deflate bomb) are hostile, a problem.
  */
 export function identifyOrReport(label: string, bytes: Buffer, events: SourceEvents): DicomIdentifiers | undefined {

@@ -16,7 +16,7 @@ import {orthancInstanceId} from '../../src/dicom/orthanc-id.js'
 import {readDicomIdentifiers} from '../../src/dicom/parse.js'
 import {tagOf} from '../../src/dicom/tags.js'
 import {EXPLICIT_VR_LITTLE_ENDIAN} from '../../src/dicom/transfer-syntax.js'
-import {readDicomFolder} from '../../src/sources/dicom-folder.js'
+import {readDicomFolder, readWholeFile} from '../../src/sources/dicom-folder.js'
 import type {InstanceInTransit} from '../../src/model.js'
 import type {SourceEvents} from '../../src/sources/source-events.js'
 import type {Problem} from '../../src/problems.js'
@@ -175,6 +175,14 @@ describe('DICOM folder', () => {
     const limited = await collect((events) => readDicomFolder(fixture.path, events, {maxFileBytes: fixture.size - 1}))
     expect(limited.units).toEqual([])
     expect(limited.problems).toEqual([{id: fixture.path, kind: 'too-large', reason: expect.stringMatching(/more than/)}])
+  })
+
+  // The walk lists before it reads: a file swapped for a link in between must not lead elsewhere.
+  it('reads through a link only where the user named it: a file opened in the walk is never a link', async () => {
+    await expect(readWholeFile(junk.fileLink, 1024 ** 2)).rejects.toMatchObject({code: 'ELOOP'})
+    expect((await readWholeFile(junk.fileLink, 1024 ** 2, {followLink: true})).equals(await readFile(sample[0]!.path))).toBe(true)
+    const named = await collect((events) => readDicomFolder(junk.fileLink, events))
+    expect(named.units.map((unit) => unit.md5)).toEqual([sample[0]!.md5])
   })
 
   it('stops when its signal is aborted', async () => {

@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, utimes, writeFile} from 'node:fs/promises'
+import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 
@@ -220,6 +220,36 @@ describe('recovery of a stopped server from its storage folder', () => {
     expect(newer.code).toBe(10)
     expect(parseJson<ImportJson>(newer).failures).toContainEqual(expect.objectContaining({id: huge, reason: expect.stringMatching(/larger than 67108864 bytes, stored after every instance the index lists/)}))
     await rm(huge)
+  })
+
+  // A storage folder is read like an archive: a link could lead anywhere on this machine.
+  it('a symbolic link where the index puts a file, or in place of a storage folder, is not followed: the instance is named as failed (exit 10)', async () => {
+    const records = await generateStudySet(join(work, 'linked'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 1000, seed: 'linked'})
+    const folder = join(work, 'linked-server', 'storage')
+    const server = await startOrthanc({dir: join(work, 'linked-server'), extra: {IndexDirectory: folder}})
+    const ids = await uploadFiles(server, records.map((record) => record.path))
+    const uuids = await Promise.all(ids.map(async (id) => (await info(server, id)).Uuid))
+    await server.stop()
+    const at = (uuid: string) => join(folder, uuid.slice(0, 2), uuid.slice(2, 4), uuid)
+    const elsewhere = join(work, 'linked-elsewhere')
+    await mkdir(elsewhere)
+    // The same bytes behind each link: only the link itself can refuse them.
+    const fileLinked = uuids[0]!
+    await copyFile(at(fileLinked), join(elsewhere, fileLinked))
+    await rm(at(fileLinked))
+    await symlink(join(elsewhere, fileLinked), at(fileLinked))
+    const folderLinked = uuids.slice(1).find((uuid) => uuid.slice(0, 4) !== fileLinked.slice(0, 4))!
+    const linkedFolder = dirname(at(folderLinked))
+    await cp(linkedFolder, join(elsewhere, 'folder'), {recursive: true})
+    await rm(linkedFolder, {recursive: true})
+    await symlink(join(elsewhere, 'folder'), linkedFolder)
+
+    const result = await recoverInto(mainTarget, '--dry-run', '--json', folder)
+    expect(result.code, result.stdout).toBe(10)
+    const failures = parseJson<ImportJson>(result).failures
+    expect(failures).toContainEqual({id: ids[uuids.indexOf(fileLinked)], path: at(fileLinked), kind: 'unreadable', reason: expect.stringMatching(/is a symbolic link, not followed/)})
+    expect(failures).toContainEqual({id: ids[uuids.indexOf(folderLinked)], path: at(folderLinked), kind: 'unreadable', reason: expect.stringContaining(`${linkedFolder} is a symbolic link, not followed`)})
+    expect(failures).toHaveLength(uuids.filter((uuid) => uuid === fileLinked || uuid.slice(0, 4) === folderLinked.slice(0, 4)).length)
   })
 
   it('the leftover file of the last instance deleted before the server stopped is named, not failed: the index recorded the deletion after it', async () => {
