@@ -2,7 +2,7 @@ import {constants as bufferConstants} from 'node:buffer'
 import {createReadStream} from 'node:fs'
 import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {dirname, join} from 'node:path'
+import {basename, dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
@@ -54,17 +54,19 @@ const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the hea
  * describes an image (it has Rows) but has no pixel data is a header-only copy: when its whole
  * file is not there it is never imported in its place, and the instance is named as failed.
  *
- * Memory: the current file, plus about 100 bytes per instance yielded with pixel data (its ID and
- * MD5 in binary form), so some 100 MB per million instances; plus one entry per instance that has
+ * Memory: the current file, plus about 120 bytes per instance yielded with pixel data (its ID, MD5
+ * and file UUID in binary form), so some 120 MB per million instances; plus one entry per instance that has
  * no pixel data and no whole copy, usually few.
  *
  * Two whole copies of one instance (a file the server failed to delete after an overwrite): a
- * copy with the same MD5 as the first one is skipped; a different one is yielded too, and the
- * target decides what to keep.
+ * copy with the same MD5 as the first one is skipped. Without the index nothing tells which of two
+ * different ones is the instance: the first in walk order is yielded, and the instance is named
+ * as failed with both files, so that a person decides (an overwriting target would otherwise
+ * keep whichever came last, without a word).
  */
 export async function* readStorageFolder(root: string, events: SourceEvents, options: StorageFolderOptions = {}): AsyncGenerator<InstanceInTransit> {
   const deferred = new DeferredFiles(options.deferredDir ?? tmpdir())
-  // Compact instance ID -> compact MD5 of the first whole copy yielded.
+  // Compact instance ID -> compact MD5 and attachment UUID of the first whole copy yielded.
   const wholeCopies = new Map<string, string>()
   try {
     for await (const file of storageFiles(root, events, options.signal)) {
@@ -76,12 +78,13 @@ export async function* readStorageFolder(root: string, events: SourceEvents, opt
       }
 
       const md5 = md5Hex(decoded.dicom)
-      const firstMd5 = wholeCopies.get(compactHex(decoded.instanceId))
-      if (firstMd5 === compactHex(md5)) {
-        events.onSkip({id: file.path, kind: 'copy', reason: IDENTICAL_COPY_REASON})
+      const first = wholeCopies.get(compactHex(decoded.instanceId))
+      if (first !== undefined) {
+        if (first.slice(0, COMPACT_MD5_LENGTH) === compactHex(md5)) events.onSkip({id: file.path, kind: 'copy', reason: IDENTICAL_COPY_REASON})
+        else reportFailure(events, {id: decoded.instanceId, path: file.path, kind: 'contradiction', reason: differentCopyReason(root, first.slice(COMPACT_MD5_LENGTH))})
         continue
       }
-      if (firstMd5 === undefined) wholeCopies.set(compactHex(decoded.instanceId), compactHex(md5))
+      wholeCopies.set(compactHex(decoded.instanceId), compactHex(md5) + compactHex(basename(file.relative)))
       yield {label: file.path, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5}
     }
 
@@ -89,6 +92,14 @@ export async function* readStorageFolder(root: string, events: SourceEvents, opt
   } finally {
     await deferred.dispose()
   }
+}
+
+const COMPACT_MD5_LENGTH = 16
+
+function differentCopyReason(root: string, firstUuid: string): string {
+  const uuid = Buffer.from(firstUuid, 'latin1').toString('hex').replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-')
+  const firstPath = join(root, uuid.slice(0, 2), uuid.slice(2, 4), uuid)
+  return `a second whole copy of this instance, different from the one imported (${firstPath}), was not imported: without the index nothing tells which is right. Compare them; if this one is, remove the other, delete the instance on the target, and run again`
 }
 
 async function* instancesWithoutPixelData(
