@@ -68,7 +68,7 @@ export default class Export extends BaseCommand {
     try {
       const summary = await exportArchive({
         source: client,
-        output: toStdout ? archiveStdout() : flags.output,
+        output: toStdout ? archiveStdout({dryRun: flags['dry-run']}) : flags.output,
         since: flags.since,
         state: flags.state,
         excludeReceipts: flags['exclude-receipt'],

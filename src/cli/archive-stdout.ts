@@ -10,12 +10,17 @@ import {UserFacingError} from '../errors.js'
  * thrown where nobody can catch it: there, descriptor 1 is written through a file stream, whose
  * failures reach the writer like any other.
  */
-export function archiveStdout(): Writable {
+export function archiveStdout(options: {dryRun?: boolean} = {}): Writable {
   if (process.stdout.isTTY) {
     throw new UserFacingError('standard output is a terminal: an archive there would only scroll by', 'Redirect it to a file or a pipe (export -o - > archive.tar, or | ssh ...), or give --output a folder.', 'usage', 'stdout-is-terminal')
   }
 
   const kind = fstatSync(1)
+  // Node gives a process started with descriptor 1 closed (>&-) /dev/null in its place: every
+  // write would succeed, and the export end with exit 0 with its archive nowhere.
+  if (!options.dryRun && isDiscardingDevice(kind)) {
+    throw new UserFacingError('standard output is /dev/null or /dev/zero (or was closed): the archive would be thrown away', 'Redirect it to a file or a pipe (export -o - > archive.tar, or | ssh ...), give --output a folder, or use --dry-run to see what would be exported.', 'usage', 'stdout-discards')
+  }
   if (kind.isFIFO() || kind.isSocket()) return process.stdout
   // Descriptor 1 carries the archive alone, through the stream below: nothing written to
   // process.stdout may land in it. oclif still writes an empty string there when the command
@@ -29,4 +34,17 @@ export function archiveStdout(): Writable {
   // closed, that last write failed with EBADF, and the next file opened could have taken number 1.
   // Descriptor 1 stays open: it is the process's.
   return createWriteStream('', {fd: 1, autoClose: false, fs: {...fs, close: (_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => callback(null)}})
+}
+
+const DISCARDING_DEVICES = ['/dev/null', '/dev/zero']
+
+function isDiscardingDevice(stdout: fs.Stats): boolean {
+  if (!stdout.isCharacterDevice()) return false
+  return DISCARDING_DEVICES.some((path) => {
+    try {
+      return fs.statSync(path).rdev === stdout.rdev
+    } catch {
+      return false
+    }
+  })
 }

@@ -1,4 +1,4 @@
-import {execFile, spawn} from 'node:child_process'
+import {execFile, spawn, spawnSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import {existsSync} from 'node:fs'
 import {mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises'
@@ -302,6 +302,17 @@ describe('export', () => {
     // The result follows the warnings on stderr (here: the one about the password in the URL).
     expect(result.stderr.startsWith(PASSWORD_IN_URL_WARNING)).toBe(true)
     expect(JSON.parse(result.stderr.slice(PASSWORD_IN_URL_WARNING.length))).toMatchObject({transferred: dcm.length, failed: 0, volumes: 1})
+  })
+
+  // Node puts /dev/null in place of a closed descriptor 1: the archive would vanish, exit 0.
+  it.each([['closed', '>&-'], ['/dev/null', '>/dev/null']])('--output - refuses a standard output that throws the archive away (%s)', async (_name, redirect) => {
+    const result = spawnSync('sh', ['-c', `exec "$0" "$1" export --source "$2" --output - --modality MR ${redirect}`, process.execPath, join(repoRoot, 'bin/run.js'), source.authUrl], {encoding: 'utf8'})
+    expect(result.status, result.stderr).toBe(2)
+    expect(result.stderr).toMatch(/standard output is \/dev\/null or \/dev\/zero \(or was closed\): the archive would be thrown away/)
+    expect(result.stderr).not.toMatch(/\n\s+at /)
+    // A dry run writes no archive: nothing to lose.
+    const dry = spawnSync('sh', ['-c', `exec "$0" "$1" export --source "$2" --output - --dry-run --modality MR ${redirect}`, process.execPath, join(repoRoot, 'bin/run.js'), source.authUrl], {encoding: 'utf8'})
+    expect(dry.status, dry.stderr).toBe(0)
   })
 
   describe('filters', () => {
