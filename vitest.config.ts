@@ -10,6 +10,6 @@ export default defineConfig({
     poolOptions: {forks: {maxForks: 2, minForks: 1}},
     reporters: ['default'],
     setupFiles: ['test/setup/plain-child-output.ts'],
-    globalSetup: ['test/setup/repository-untouched.ts'],
+    globalSetup: ['test/setup/repository-untouched.ts', 'test/setup/private-state-home.ts'],
   },
 })

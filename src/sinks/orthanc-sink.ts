@@ -58,6 +58,9 @@ const LOST = 'the target\'s own, deleted with the copy it replaced and not writt
 /** Why what a replacement lost is listed as not carried, when the replacement failed. */
 export const REPLACEMENT_LOST = `${LOST}: the replacement failed`
 
+/** The same, when it waits on this machine for the next run to write it back (see sync/replacement-journal.ts). */
+export const replacementKept = (journal: string) => `${LOST}: the replacement failed; kept in ${journal}, the next sync into this target writes it back`
+
 /** The same, when the target refused to take it back. */
 const refusedBack = (why: string) => `${LOST}: ${why}`
 

@@ -1,8 +1,10 @@
-import {hasUserSideData, type ResourceLevel, type SideData} from '../model.js'
+import {hasUserSideData, type ResourceLevel} from '../model.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
-import {AttachmentsNotRestoredError, type OrthancSink, REPLACEMENT_LOST, type StoreOutcome} from '../sinks/orthanc-sink.js'
+import {AttachmentsNotRestoredError, type OrthancSink, REPLACEMENT_LOST, replacementKept, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
+import {crashPoint} from '../util/crash-points.js'
+import {type KeptResource, type LeftReplacement, ReplacementJournal} from './replacement-journal.js'
 
 /**
  * What a deletion took with it, from the nearest parent Orthanc says still stands (none: it took
@@ -51,11 +53,7 @@ export class OwnDataRefusedError extends Error {
 }
 
 /** What the target keeps of its own beside one resource, with its attachments' bytes. */
-interface KeptSideData {
-  level: ResourceLevel
-  id: string
-  data: SideData
-  bytes: Map<number, Buffer>
+interface KeptSideData extends KeptResource {
   /** Ends the reservation its bytes were read under, once a replacement holds them (see HeldBytes); idempotent. */
   endReservation: () => void
 }
@@ -129,9 +127,10 @@ class HeldBytes {
  * back is listed as lost, and the instance failed.
  *
  * What was read is held until the instance is stored, across the engine's attempts: an attempt
- * that fails after the deletion leaves the next one nothing to read on the target. It is held in
- * memory only: a run killed between the deletion and the write-back loses it (a window of a few
- * requests, named in the README); a store that fails for good leaves it listed as not carried (`finish`).
+ * that fails after the deletion leaves the next one nothing to read on the target. With a journal
+ * it is also on the disk from before the deletion until the write-back, so that a run killed in
+ * between leaves it to the next run into the target (`takeOver`, written back in `finish`); a
+ * store that fails for good leaves it listed as not carried, and kept there for the next run.
  * A deletion that failed is followed by a look at the target: an instance still there went
  * nowhere, and what was kept for it is let go (the next attempt reads again); one gone went,
  * answered or not (the client may have sent it more than once), and is stored. Once `heldLimit`
@@ -145,10 +144,19 @@ export class InstanceReplacer {
   private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
   private readonly held: HeldBytes
+  private readonly journal: ReplacementJournal | undefined
+  /** Replacements earlier runs were killed in, taken over to be written back in `finish`. */
+  private left: LeftReplacement[] = []
 
-  constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink, heldLimit = HELD_BYTES) {
+  constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink, options: {heldLimit?: number; journal?: ReplacementJournal} = {}) {
     this.targetSideData = new SideDataReader(target)
-    this.held = new HeldBytes(heldLimit)
+    this.held = new HeldBytes(options.heldLimit ?? HELD_BYTES)
+    this.journal = options.journal
+  }
+
+  /** Takes over what runs killed mid-replacement left in the journal: written back in `finish`, once this run has stored what it sends. */
+  async takeOverLeftovers(): Promise<void> {
+    this.left = (await this.journal?.takeOver()) ?? []
   }
 
   /** Attachment bytes of the target's own held or being read for replacements not ended. */
@@ -170,6 +178,15 @@ export class InstanceReplacer {
       // Held before the reservations end: the bytes are counted all along.
       this.held.hold(replacement.kept)
       for (const resource of replacement.kept) resource.endReservation()
+      // On the disk before anything goes: a run killed from here on leaves it to the next one.
+      if (replacement.kept.length > 0 && this.journal) {
+        try {
+          await this.journal.record(instanceId, replacement.kept)
+        } catch (error) {
+          await this.release(instanceId)
+          throw error
+        }
+      }
     }
 
     if (!replacement.went) {
@@ -177,12 +194,13 @@ export class InstanceReplacer {
       replacement.attempted = true
       try {
         replacement.went = wentWith(await this.target.deleteInstance(instanceId, signal))
+        crashPoint('replace:deleted')
       } catch (error) {
         // Deleted by an earlier attempt whose answer was lost, or by someone else: what went with it is not known.
         if (error instanceof OrthancHttpError && error.status === 404) replacement.went = wentWith(undefined)
         else {
           const stillThere = await this.target.resource('instance', instanceId, signal).then((found) => found !== undefined, () => undefined)
-          if (stillThere === true) this.release(instanceId)
+          if (stillThere === true) await this.release(instanceId)
           if (stillThere !== false) throw error
           replacement.went = wentWith(undefined)
         }
@@ -199,7 +217,7 @@ export class InstanceReplacer {
       refused += restored.refused
     }
 
-    this.release(instanceId)
+    await this.release(instanceId)
     if (missing.length > 0) throw new AttachmentsNotRestoredError(instanceId, missing.map((contentType) => ({contentType, reason: 'the target\'s own copy could not be read before it was replaced'})))
     if (refused > 0) throw new OwnDataRefusedError(instanceId, refused)
     return replacement.stored
@@ -207,31 +225,47 @@ export class InstanceReplacer {
 
   /**
    * Once the job is over: replacements that did not end (their last attempt failed, the job
-   * stopped). One that sent no deletion lost nothing. Otherwise, of what its deletion took (all of
-   * it when no answer said), whatever stands on the target again gets back what it lacks; what
-   * has nothing to hold it now is listed as not carried.
+   * stopped), and those earlier runs were killed in. One that sent no deletion lost nothing.
+   * Otherwise, of what its deletion took (all of it when no answer said), whatever stands on the
+   * target again gets back what it lacks; what has nothing to hold it now is listed as not
+   * carried, and stays in the journal for the next run.
    */
   async finish(): Promise<void> {
-    // A deletion sent may have happened even when no answer came: what went with it is then not known.
-    const unfinished = [...this.pending.values()].filter((replacement) => replacement.attempted)
+    const unfinished = [...this.pending.entries()]
     this.pending.clear()
     this.held.clear()
+    for (const [instanceId, replacement] of unfinished) if (!replacement.attempted) await this.journal?.remove(instanceId)
+    // A deletion sent may have happened even when no answer came: what went with it is then not known.
+    const toWriteBack = [
+      ...unfinished.filter(([, replacement]) => replacement.attempted).map(([instanceId, replacement]) => ({
+        instanceId, kept: replacement.kept.filter((kept) => (replacement.went ?? wentWith(undefined)).has(kept.level)),
+      })),
+      ...this.left,
+    ]
+    this.left = []
     // The job may have stopped because the target went away: this must not wait out its retries.
     const signal = AbortSignal.timeout(FINISH_MS)
-    const gone = unfinished.flatMap((replacement) => replacement.kept.filter((kept) => (replacement.went ?? wentWith(undefined)).has(kept.level)))
-    for (const {level, id, data, bytes} of gone) {
-      if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
-      for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', REPLACEMENT_LOST, id, name)
-      for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', REPLACEMENT_LOST, id, attachment.name)
-      if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', REPLACEMENT_LOST, id)
+    const reason = this.journal ? replacementKept(this.journal.folder) : REPLACEMENT_LOST
+    for (const {instanceId, kept} of toWriteBack) {
+      let written = true
+      for (const {level, id, data, bytes} of kept) {
+        if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
+        written = false
+        for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
+        for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
+        if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
+      }
+      if (written) await this.journal?.remove(instanceId)
     }
+    await this.journal?.close()
   }
 
-  private release(instanceId: string): void {
+  private async release(instanceId: string): Promise<void> {
     const replacement = this.pending.get(instanceId)
     if (!replacement) return
     this.pending.delete(instanceId)
     this.held.release(replacement.kept)
+    await this.journal?.remove(instanceId)
   }
 
   /**

@@ -12,6 +12,7 @@ import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {emptyStats, type PlannedCounts, type TransferStats} from '../transfer/stats.js'
 import type {ComparedInstance} from './compare.js'
 import {InstanceReplacer} from './replace.js'
+import {defaultJournalFolder, ReplacementJournal} from './replacement-journal.js'
 import {ComparisonSpool, emptySyncPlan, planSync, type SyncPlan, undeclaredUserMetadata} from './plan.js'
 import {besideFirst} from '../util/concurrency.js'
 
@@ -28,6 +29,8 @@ export interface SyncOptions {
   concurrency?: number
   /** Small instances waiting for an upload go together in one ZIP (see UploadBatcher); undefined: when the plan is many small instances (zipUploadsFor). */
   zipUploads?: boolean
+  /** Where replacements are journaled (see ReplacementJournal); default: a folder per target in the user's state folder. */
+  replacementJournal?: string
   /** Only these source instances (a mirror's new arrivals), the filters still applying; see CompareOptions. */
   onlyInstances?: string[]
   signal?: AbortSignal
@@ -148,7 +151,9 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     concurrency.onChange((slots) => sink.setUploads(slots))
     uploads = {concurrency, sink}
     const sideData = new SideDataReader(options.source)
-    const replacer = new InstanceReplacer(options.target, sink)
+    const replacer = new InstanceReplacer(options.target, sink, {journal: new ReplacementJournal(options.replacementJournal ?? defaultJournalFolder(target.url))})
+    // What runs killed mid-replacement left is written back once this run has stored what it sends.
+    await replacer.takeOverLeftovers()
     const transfer = runTransfer({
       items: prefetchingSideData(spool.read(), sideData, options.signal),
       concurrency: concurrency.inFlight,

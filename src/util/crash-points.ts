@@ -14,6 +14,8 @@ export const CRASH_POINTS = [
   // storing an instance on a target (import, sync, --follow)
   'store:uploaded',
   'store:side-data-restored',
+  // sync --checksum replacing an instance that differs: its copy deleted, the source's not stored yet
+  'replace:deleted',
   // import
   'import:receipt-written',
   // --follow

@@ -1,5 +1,5 @@
 import {execFile, spawn} from 'node:child_process'
-import {mkdtemp, readdir, rm} from 'node:fs/promises'
+import {mkdtemp, readdir, readFile, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -138,6 +138,51 @@ describe('crash points', () => {
         const summary = parseJson<{transferred: number; skipped: number}>(resumed)
         expect(summary.transferred + summary.skipped).toBe(records.length)
         await expectExact(target)
+      } finally {
+        await target.dispose()
+      }
+    })
+
+    // A replacement deletes the target's copy before it stores the source's: what the target kept
+    // of its own beside it (the instance's, and its series' when it was the last instance there)
+    // must survive a kill in between. The journal in the user's state folder carries it over.
+    it('sync --checksum killed between the deletion of a differing copy and its write-back: the next run writes the target\'s own back', async () => {
+      const target = await startOrthanc({name: 'crash-replace', ...CONFIG})
+      const stateHome = join(work, 'replace-state-home')
+      const env = {XDG_STATE_HOME: stateHome}
+      try {
+        expect((await runCli(['sync', '--source', source.url, '--target', target.url])).code).toBe(0)
+        const victim = records.find((record) => !annotated.includes(record.orthancId))!
+        const altered = Buffer.from(await readFile(victim.path))
+        altered[altered.length - 1] = altered[altered.length - 1]! ^ 0x55
+        await target.api(`/instances/${victim.orthancId}`, {method: 'DELETE'})
+        await target.api('/instances', {method: 'POST', body: new Uint8Array(altered)})
+        const series = (await target.json<{ParentSeries: string}>(`/instances/${victim.orthancId}`)).ParentSeries
+        await target.api(`/instances/${victim.orthancId}/metadata/1031`, {method: 'PUT', body: 'the target\'s own note'})
+        await target.api(`/instances/${victim.orthancId}/attachments/1041`, {method: 'PUT', body: 'the target\'s own attachment'})
+        await target.api(`/series/${series}/metadata/1032`, {method: 'PUT', body: 'the target\'s own series note'})
+
+        const killed = await runCli(['sync', '--source', source.url, '--target', target.url, '--checksum'], {env: {...env, ORTHANC_REPLICATE_CRASH_AT: 'replace:deleted'}})
+        expect(killed.code, killed.stderr).toBe(KILLED)
+        reached.add('replace:deleted')
+        expect((await target.api(`/instances/${victim.orthancId}`)).status).toBe(404)
+        // Kept on the disk, privately, until a run writes it back.
+        const journal = join(stateHome, 'orthanc-replicate', 'replacements')
+        const [perTarget] = await readdir(journal)
+        const [runFolder] = await readdir(join(journal, perTarget!))
+        const entries = (await readdir(join(journal, perTarget!, runFolder!))).filter((name) => name.endsWith('.json'))
+        expect(entries).toEqual([`${victim.orthancId}.json`])
+        expect((await stat(join(journal, perTarget!, runFolder!, entries[0]!))).mode & 0o777).toBe(0o600)
+        expect((await stat(join(journal, perTarget!, runFolder!))).mode & 0o777).toBe(0o700)
+
+        const resumed = await runCli(['sync', '--source', source.url, '--target', target.url, '--checksum', '--json'], {env})
+        expect(resumed.code, resumed.stdout + resumed.stderr).toBe(0)
+        await expectExact(target)
+        expect(await (await target.api(`/instances/${victim.orthancId}/metadata/1031`)).text()).toBe('the target\'s own note')
+        expect(await (await target.api(`/instances/${victim.orthancId}/attachments/1041/data`)).text()).toBe('the target\'s own attachment')
+        expect(await (await target.api(`/series/${series}/metadata/1032`)).text()).toBe('the target\'s own series note')
+        // Written back, the journal is gone.
+        expect(await readdir(join(journal, perTarget!))).toEqual([])
       } finally {
         await target.dispose()
       }
