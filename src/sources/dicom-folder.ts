@@ -238,8 +238,8 @@ export function identifyOrReport(label: string, bytes: Buffer, events: SourceEve
   } catch (error) {
     if (!(error instanceof NotDicomError)) throw error
     if (error.reason === 'hostile') events.onProblem({id: label, kind: 'hostile', reason: error.message})
-    // A DICOMDIR is DICOM without an instance's UIDs: told apart before "damaged" is concluded.
-    else if (isDicomDir(label, bytes)) events.onSkip({id: label, kind: 'not-dicom', reason: 'DICOMDIR'})
+    // A DICOMDIR, a colour palette, a hanging protocol are DICOM without a patient's instance UIDs: told apart before "damaged" is concluded.
+    else if (nonPatientObject(label, bytes) !== undefined) events.onSkip({id: label, kind: 'not-dicom', reason: nonPatientObject(label, bytes)!})
     else if (error.reason === 'truncated' || error.reason === 'malformed') events.onProblem({id: label, kind: error.reason === 'truncated' ? 'truncated' : 'damaged', reason: error.message})
     // An archive volume under a name export does not give, in a folder read as DICOM: what it holds would go unread.
     else if (looksLikeArchive(bytes)) events.onProblem({id: label, kind: 'unreadable', reason: 'an archive volume, in a folder read as DICOM files: give the volume itself as an argument'})
@@ -251,27 +251,49 @@ export function identifyOrReport(label: string, bytes: Buffer, events: SourceEve
 }
 
 const MEDIA_STORAGE_DIRECTORY_SOP_CLASS = '1.2.840.10008.1.3.10'
+/**
+ * DICOM objects that belong to no patient (PS3.4, Non-Patient Object Storage), which Orthanc
+ * does not store: a viewer's CD may carry them beside the images.
+ */
+const NON_PATIENT_SOP_CLASSES = new Map([
+  ['1.2.840.10008.5.1.4.38.1', 'Hanging Protocol'],
+  ['1.2.840.10008.5.1.4.39.1', 'Color Palette'],
+  ['1.2.840.10008.5.1.4.43.1', 'Generic Implant Template'],
+  ['1.2.840.10008.5.1.4.44.1', 'Implant Assembly Template'],
+  ['1.2.840.10008.5.1.4.45.1', 'Implant Template Group'],
+  ['1.2.840.10008.5.1.4.1.1.200.1', 'Defined Procedure Protocol'],
+  ['1.2.840.10008.5.1.4.1.1.200.3', 'Protocol Approval'],
+  ['1.2.840.10008.5.1.4.1.1.201.1', 'Inventory'],
+])
 const MEDIA_STORAGE_SOP_CLASS_UID = 0x0002_0002
 const FILE_META_START = 132
 
-// A DICOMDIR is Part 10 with a file meta group like any instance, but it indexes a medium and
-// has no Study, Series or SOP Instance UID of its own. Recognised by name or by its SOP class.
-function isDicomDir(label: string, bytes: Buffer): boolean {
-  if (basename(label).toUpperCase() === 'DICOMDIR') return true
+/**
+ * Why a file is DICOM but no patient's instance, when it is one of those: a DICOMDIR (by name or
+ * by its SOP class: it indexes a medium), or a non-patient object. Told by the SOP class its file
+ * meta group names; undefined for anything else, a meta group too damaged to read included.
+ */
+function nonPatientObject(label: string, bytes: Buffer): string | undefined {
+  if (basename(label).toUpperCase() === 'DICOMDIR') return 'DICOMDIR'
+  const sopClass = mediaStorageSopClass(bytes)
+  if (sopClass === MEDIA_STORAGE_DIRECTORY_SOP_CLASS) return 'DICOMDIR'
+  const name = sopClass === undefined ? undefined : NON_PATIENT_SOP_CLASSES.get(sopClass)
+  return name === undefined ? undefined : `a ${name} object: DICOM that belongs to no patient, which Orthanc does not store`
+}
+
+function mediaStorageSopClass(bytes: Buffer): string | undefined {
   try {
     let position = FILE_META_START
     while (position + 2 <= bytes.length && bytes.readUInt16LE(position) === 0x0002) {
       const header = readElementHeader(bytes, position, EXPLICIT_LITTLE_ENDIAN_ENCODING)
       const end = skipElementValue(bytes, header, EXPLICIT_LITTLE_ENDIAN_ENCODING)
-      if (header.tag === MEDIA_STORAGE_SOP_CLASS_UID) {
-        return trimDicomPadding(bytes.toString('latin1', header.valueOffset, end)) === MEDIA_STORAGE_DIRECTORY_SOP_CLASS
-      }
+      if (header.tag === MEDIA_STORAGE_SOP_CLASS_UID) return trimDicomPadding(bytes.toString('latin1', header.valueOffset, end))
       position = end
     }
   } catch {
-    // A meta group too damaged to read is not a recognisable DICOMDIR.
+    // A meta group too damaged to read names no class.
   }
-  return false
+  return undefined
 }
 
 /**

@@ -4,7 +4,7 @@ import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
-import {constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
+import {gunzipSync, constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
 import {startsWithMetaGroup} from '../dicom/file-meta.js'
 import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
@@ -293,7 +293,22 @@ function damagedCompressionFraming(stored: Buffer): string | undefined {
     return inflatesToDicom(stored.subarray(COMPRESSED_DATA_OFFSET), 'zlib') ? 'first 8 bytes (its size once inflated) are damaged' : undefined
   }
   if (!inflatesToDicom(stored.subarray(COMPRESSED_DATA_OFFSET + ZLIB_HEADER_BYTES), 'raw')) return undefined
+  // A gzip file's header is 10 bytes too: a gzipped DICOM file kept as a user attachment is whole, and not Orthanc's framing.
+  if (isWholeGzip(stored)) return undefined
   return hasPlausibleSize(stored) ? 'zlib header (bytes 8-9) is damaged' : 'first 8 bytes (its size once inflated) and zlib header (bytes 8-9) are damaged'
+}
+
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b, 0x08])
+
+/** A gzip file (RFC 1952) that inflates whole and matches its CRC, within the probe's bound. */
+function isWholeGzip(stored: Buffer): boolean {
+  if (!stored.subarray(0, GZIP_MAGIC.length).equals(GZIP_MAGIC)) return false
+  try {
+    gunzipSync(stored, {maxOutputLength: PROBED_WHOLE_BYTES})
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** RFC 1950 after the 8-byte size: compression method 8 (deflate), window of at most 32 KiB, header checksum a multiple of 31. */

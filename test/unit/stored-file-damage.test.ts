@@ -1,11 +1,15 @@
 import {mkdtemp, readFile, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {deflateSync} from 'node:zlib'
+import {deflateSync, gzipSync} from 'node:zlib'
 
 import {afterAll, describe, expect, it} from 'vitest'
 
 import {FRAMING_CASES, generateFramingSet, generateStudySet, SAMPLE_OPTIONS} from '../../fixtures/generate.js'
+import {text} from '../../fixtures/writer/data-element.js'
+import {encodePart10} from '../../fixtures/writer/part10.js'
+import {TAG} from '../../fixtures/writer/tags.js'
+import {EXPLICIT_VR_LITTLE_ENDIAN} from '../../src/dicom/transfer-syntax.js'
 import type {Problem} from '../../src/problems.js'
 import {decodeStoredBytes} from '../../src/sources/storage-folder.js'
 
@@ -67,5 +71,23 @@ describe('a stored instance with one damaged byte is never passed over as not DI
     const stored = compressedStorage(await readFile(record.path))
     expect(outcome(stored).instance).toBe(true)
     expect(passedOver(stored)).toEqual([])
+  })
+})
+
+// The other side of the same promise: what is whole and not an instance is not called damaged.
+describe('files that are not a patient\'s instance are passed over, never called damaged', () => {
+  it('a gzipped DICOM file kept as a user attachment (its 10-byte header is no damaged Orthanc framing)', async () => {
+    for (const path of [part10.path, ...framed.map((record) => record.path)]) {
+      const {skipped, problems, instance} = outcome(gzipSync(await readFile(path)))
+      expect({problems, instance}, path).toEqual({problems: [], instance: false})
+      expect(skipped[0]?.reason, path).toMatch(/^not DICOM: a user attachment/)
+    }
+  })
+
+  it.each([['Color Palette', '1.2.840.10008.5.1.4.39.1'], ['Hanging Protocol', '1.2.840.10008.5.1.4.38.1'], ['Generic Implant Template', '1.2.840.10008.5.1.4.43.1']])('a %s object: DICOM of no patient, without Study or Series', (name, sopClassUid) => {
+    const object = encodePart10({sopClassUid, sopInstanceUid: '1.2.3.4.5', transferSyntaxUid: EXPLICIT_VR_LITTLE_ENDIAN, dataSet: [text(TAG.SOPClassUID, 'UI', sopClassUid), text(TAG.SOPInstanceUID, 'UI', '1.2.3.4.5')]})
+    const {skipped, problems, instance} = outcome(object)
+    expect({problems, instance}).toEqual({problems: [], instance: false})
+    expect(skipped[0]?.reason).toContain(`a ${name} object: DICOM that belongs to no patient`)
   })
 })
