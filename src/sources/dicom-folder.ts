@@ -191,11 +191,15 @@ const readAsync = promisify(read)
  * Reads a whole file into one buffer, refusing one over `maxBytes` before allocating anything. A
  * symbolic link is not followed (ELOOP) unless `followLink`: a walk that listed a regular file
  * must not read what a link swapped in since leads to. Only paths the user named follow links.
+ * Anything but a regular file is refused (ENOTREGULAR) without blocking.
  */
 export async function readWholeFile(path: string, maxBytes: number, options: {followLink?: boolean} = {}): Promise<Buffer> {
-  const fd = openSync(path, options.followLink ? fsConstants.O_RDONLY : fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
+  // Not blocking: a pipe put in the file's place since the listing would hold the open, Ctrl-C and all.
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | (options.followLink ? 0 : fsConstants.O_NOFOLLOW))
   try {
-    const {size} = fstatSync(fd)
+    const info = fstatSync(fd)
+    if (!info.isFile()) throw Object.assign(new Error(`${path} is not a regular file (a device, socket or pipe, there since the folder was listed)`), {code: 'ENOTREGULAR'})
+    const {size} = info
     if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
     const bytes = Buffer.allocUnsafe(size)
     let filled = 0

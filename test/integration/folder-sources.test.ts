@@ -185,6 +185,12 @@ describe('DICOM folder', () => {
     expect(named.units.map((unit) => unit.md5)).toEqual([sample[0]!.md5])
   })
 
+  // A pipe with no writer blocks open(2) in the kernel, where no signal reaches: Ctrl-C did nothing.
+  it('a pipe put where a file was listed is refused at once, never waited on', async () => {
+    if (!hasPipe) return
+    await expect(readWholeFile(junk.pipe, 1024 ** 2)).rejects.toMatchObject({code: 'ENOTREGULAR', message: expect.stringMatching(/is not a regular file/)})
+  })
+
   it('stops when its signal is aborted', async () => {
     await expect(collect((events) => readDicomFolder(dicomDir, events, {signal: AbortSignal.abort()}))).rejects.toThrow(/abort/i)
   })
