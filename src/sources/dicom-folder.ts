@@ -67,6 +67,10 @@ export async function* readDicomFolder(root: string, events: SourceEvents, optio
       case 'other':
         events.onSkip({id: entry.path, kind: 'special-file', reason: 'not a regular file (device, socket or pipe)'})
         break
+      // A file or a folder, which may hold instances: never passed over without a word.
+      case 'unnamable':
+        events.onProblem({id: entry.path, kind: 'unreadable', reason: UNNAMABLE_REASON})
+        break
     }
   }
 }
@@ -110,7 +114,8 @@ async function readDicomFile(path: string, events: SourceEvents, maxFileBytes: n
   return {label: path, instanceId: instanceIdOf(identifiers), studyId: studyIdOf(identifiers), dicom: bytes, md5: md5Hex(bytes)}
 }
 
-export type EntryKind = 'file' | 'directory' | 'symlink' | 'other'
+/** `unnamable`: a name that is not UTF-8, which a path given as text cannot reach (see listDirectory). */
+export type EntryKind = 'file' | 'directory' | 'symlink' | 'other' | 'unnamable'
 
 export interface FolderEntry {
   name: string
@@ -125,14 +130,30 @@ export interface FolderEntry {
  */
 export async function listDirectory(dir: string, limit = Number.POSITIVE_INFINITY): Promise<FolderEntry[]> {
   const entries: FolderEntry[] = []
-  for await (const dirent of await opendir(dir)) {
+  // Names as bytes: decoded as UTF-8 by Node, a name that is not UTF-8 would turn into another
+  // one (U+FFFD for each bad byte), and open a sibling of that name, or nothing, in its place.
+  for await (const dirent of await opendir(dir, {encoding: 'buffer' as BufferEncoding})) {
     if (entries.length >= limit) break
-    const path = join(dir, dirent.name)
-    entries.push({name: dirent.name, path, kind: await kindOf(dirent, path)})
+    const raw = dirent.name as unknown as Buffer
+    const name = raw.toString('utf8')
+    if (!Buffer.from(name, 'utf8').equals(raw)) {
+      entries.push({name: escapedName(raw), path: join(dir, escapedName(raw)), kind: 'unnamable'})
+      continue
+    }
+    const path = join(dir, name)
+    entries.push({name, path, kind: await kindOf(dirent as unknown as Dirent, path)})
   }
 
   return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
 }
+
+/** A name that is not UTF-8, for reports: its bytes past ASCII as \\xNN. */
+function escapedName(raw: Buffer): string {
+  return [...raw].map((byte) => (byte < 0x80 && byte >= 0x20 ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`)).join('')
+}
+
+/** Why an entry with a name that is not UTF-8 is not read, with the way out. */
+export const UNNAMABLE_REASON = 'its name is not valid UTF-8 (shown with \\x escapes), so it cannot be opened by name here: rename it (convmv -f latin1 -t utf8, say) and run again'
 
 /** Lists a directory, or reports it as a problem (unreadable, vanished) and gives nothing. */
 export async function listDirectoryOrReport(dir: string, events: SourceEvents): Promise<FolderEntry[]> {

@@ -18,6 +18,7 @@ import {
   listDirectoryOrReport,
   md5Hex,
   readWholeFileOrReport,
+  UNNAMABLE_REASON,
 } from './dicom-folder.js'
 import type {InstanceInTransit} from '../model.js'
 import type {ProblemKind} from '../problems.js'
@@ -184,6 +185,10 @@ function isAttachmentName(name: string, folderDigits: string): boolean {
 }
 
 function skipOutsideLayout(entry: FolderEntry, events: SourceEvents): void {
+  if (entry.kind === 'unnamable') {
+    events.onProblem({id: entry.path, kind: 'unreadable', reason: UNNAMABLE_REASON})
+    return
+  }
   const kind = entry.kind === 'symlink' ? 'link' : entry.kind === 'other' ? 'special-file' : INDEX_FILES.has(entry.name) ? 'index-file' : 'foreign-file'
   const reason = entry.kind === 'symlink'
     ? 'symbolic link (not followed)'

@@ -185,6 +185,24 @@ describe('DICOM folder', () => {
     expect(named.units.map((unit) => unit.md5)).toEqual([sample[0]!.md5])
   })
 
+  // Node decodes names as UTF-8: "\xff.dcm" became "\ufffd.dcm", which opened that sibling twice
+  // and never the file itself, exit 0.
+  it('a file or folder whose name is not UTF-8 is named as a problem, never read in place of a sibling', async () => {
+    const folder = join(root, 'names')
+    await mkdir(folder)
+    const raw = (name: string) => Buffer.concat([Buffer.from(`${folder}/`), Buffer.from(name, 'latin1')])
+    await writeFile(raw('\xff.dcm'), await readFile(sample[0]!.path))
+    await writeFile(join(folder, '\ufffd.dcm'), await readFile(sample[1]!.path))
+    await mkdir(raw('\xe9tude'))
+    await writeFile(Buffer.concat([raw('\xe9tude'), Buffer.from('/inside.dcm')]), await readFile(sample[2]!.path))
+    const found = await collect((events) => readDicomFolder(folder, events))
+    expect(found.units.map((unit) => unit.md5)).toEqual([sample[1]!.md5])
+    expect(found.problems).toEqual([
+      {id: join(folder, '\\xe9tude'), kind: 'unreadable', reason: expect.stringMatching(/^its name is not valid UTF-8 .* rename it/)},
+      {id: join(folder, '\\xff.dcm'), kind: 'unreadable', reason: expect.stringMatching(/^its name is not valid UTF-8/)},
+    ])
+  })
+
   // A pipe with no writer blocks open(2) in the kernel, where no signal reaches: Ctrl-C did nothing.
   it('a pipe put where a file was listed is refused at once, never waited on', async () => {
     if (!hasPipe) return
