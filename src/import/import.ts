@@ -3,6 +3,7 @@ import {type ArchiveInput, readArchives} from '../sources/archive-source.js'
 import type {AgeDecryptionKeys} from '../crypto/age.js'
 import {archiveInputs} from '../sources/archive-inputs.js'
 import {readDicomFolder, sampleFolderFiles} from '../sources/dicom-folder.js'
+import {FirstCopies} from '../sources/first-copies.js'
 import type {Endpoint, InstanceInTransit} from '../model.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
 import {archiveTotals} from '../sources/archive-totals.js'
@@ -229,8 +230,10 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
   const {archives} = options
   // All archives go through one reader, so that volumes of a group are counted together.
   if (archives.length > 0) yield* readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})
+  // Two folders given may hold two different copies of one instance: only the first is sent.
+  const copies = new FirstCopies()
   for (const input of inputs) {
-    if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal})
+    if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal, copies})
     else if (input.kind === 'storage-folder' || input.kind === 'postgres') yield* recover(input, events, options)
   }
 }

@@ -12,12 +12,15 @@ import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
 import {EXPLICIT_LITTLE_ENDIAN_ENCODING} from '../dicom/transfer-syntax.js'
 import {trimDicomPadding} from '../dicom/values.js'
 import type {InstanceInTransit} from '../model.js'
-import type {SourceEvents} from './source-events.js'
+import {differentCopyReason, FirstCopies} from './first-copies.js'
+import {reportFailure, type SourceEvents} from './source-events.js'
 import {looksLikeArchive} from '../archive/format.js'
 
 export interface DicomFolderOptions {
   /** Larger files are reported as problems without being read. Default 4 GiB. */
   maxFileBytes?: number
+  /** The copies met so far, shared by the folders of one import; default: this folder's own. */
+  copies?: FirstCopies
   signal?: AbortSignal
 }
 
@@ -28,11 +31,14 @@ const DEFAULT_MAX_FILE_BYTES = Math.min(4 * 1024 ** 3, LARGEST_BUFFER)
 /**
  * Reads a folder of DICOM files recursively, as Orthanc's ImportDicomFiles.py does, or a single
  * file. Entries are visited in name order, one directory listing at a time, and only the file
- * being yielded is held in memory. Symbolic links are never followed (a link to a folder could
- * loop or leave the tree); they, special files and non-DICOM files are skipped with a reason.
+ * being yielded is held in memory, beside what FirstCopies keeps of each instance met. Symbolic
+ * links are never followed (a link to a folder could loop or leave the tree); they, special files
+ * and non-DICOM files are skipped with a reason. Of two different files of one instance, the
+ * first is sent and the other named (see FirstCopies).
  */
 export async function* readDicomFolder(root: string, events: SourceEvents, options: DicomFolderOptions = {}): AsyncGenerator<InstanceInTransit> {
   const maxFileBytes = Math.min(options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES, LARGEST_BUFFER)
+  const copies = options.copies ?? new FirstCopies()
   // The root itself was named by the user, so a link there is followed like any path argument.
   let rootKind: EntryKind
   try {
@@ -58,7 +64,7 @@ export async function* readDicomFolder(root: string, events: SourceEvents, optio
       }
       case 'file': {
         const unit = await readDicomFile(entry.path, events, maxFileBytes, entry.path === root)
-        if (unit) yield unit
+        if (unit && firstOrSame(copies, unit, events)) yield unit
         break
       }
       case 'symlink':
@@ -104,6 +110,17 @@ export async function sampleFolderFiles(roots: string[], limits: {files: number;
   }
 
   return sample
+}
+
+/**
+ * Whether to send a file's instance: the first copy of it met, or another with the same bytes
+ * (the target skips it: hard links, a folder given twice); another with other bytes is named,
+ * not sent after the first.
+ */
+function firstOrSame(copies: FirstCopies, unit: InstanceInTransit, events: SourceEvents): boolean {
+  const met = copies.meet(unit.instanceId, unit.md5, unit.label)
+  if (met.kind === 'different') reportFailure(events, {id: unit.instanceId, path: unit.label, kind: 'contradiction', reason: differentCopyReason(met.firstLabel)})
+  return met.kind !== 'different'
 }
 
 async function readDicomFile(path: string, events: SourceEvents, maxFileBytes: number, followLink: boolean): Promise<InstanceInTransit | undefined> {

@@ -2,7 +2,7 @@ import {constants as bufferConstants} from 'node:buffer'
 import {createReadStream} from 'node:fs'
 import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {basename, dirname, join} from 'node:path'
+import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {gunzipSync, constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
@@ -24,6 +24,7 @@ import type {InstanceInTransit} from '../model.js'
 import type {ProblemKind} from '../problems.js'
 import {CorruptCompressedDataError, inflateAnnounced, InflateLimitError} from '../util/bounded-inflate.js'
 import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
+import {differentCopyReason, FirstCopies} from './first-copies.js'
 import {reportFailure, type SourceEvents} from './source-events.js'
 
 export interface StorageFolderOptions {
@@ -33,7 +34,7 @@ export interface StorageFolderOptions {
 }
 
 export const HEADER_ONLY_COPY_REASON = 'dicom-until-pixel-data copy of an instance imported whole'
-export const SMALLER_COPY_REASON = 'another file without pixel data of this instance, the largest one is read'
+export const SMALLER_COPY_REASON = 'another header-only copy (dicom-until-pixel-data) of this image, the largest one is named'
 export const IDENTICAL_COPY_REASON = 'identical copy of an instance already read'
 export const ORPHAN_HEADER_REASON = 'header-only copy (dicom-until-pixel-data) of an image whose whole file is missing or damaged: not imported in its place'
 const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the header alone would store an image without pixels'
@@ -51,13 +52,12 @@ const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the hea
  * alone, which must not be imported in place of the whole file. Files with pixel data are yielded
  * as they come; files without are set aside in a temporary file, and yielded after the walk only
  * if no whole copy of their instance turned up and they describe no image (a structured report,
- * say, has no pixel data). The largest such file wins when an instance has several. A file that
- * describes an image (it has Rows) but has no pixel data is a header-only copy: when its whole
- * file is not there it is never imported in its place, and the instance is named as failed.
+ * say, has no pixel data), as whole copies are (below). A file that describes an image (it has
+ * Rows) but has no pixel data is a header-only copy: when its whole file is not there it is never
+ * imported in its place, and the instance is named as failed (with the largest such file).
  *
- * Memory: the current file, plus about 120 bytes per instance yielded with pixel data (its ID, MD5
- * and file UUID in binary form), so some 120 MB per million instances; plus one entry per instance that has
- * no pixel data and no whole copy, usually few.
+ * Memory: the current file, plus what FirstCopies keeps per instance yielded (some 150 bytes),
+ * plus one entry per file without pixel data of an instance with no whole copy, usually few.
  *
  * Two whole copies of one instance (a file the server failed to delete after an overwrite): a
  * copy with the same MD5 as the first one is skipped. Without the index nothing tells which of two
@@ -67,8 +67,7 @@ const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the hea
  */
 export async function* readStorageFolder(root: string, events: SourceEvents, options: StorageFolderOptions = {}): AsyncGenerator<InstanceInTransit> {
   const deferred = new DeferredFiles(options.deferredDir ?? tmpdir())
-  // Compact instance ID -> compact MD5 and attachment UUID of the first whole copy yielded.
-  const wholeCopies = new Map<string, string>()
+  const wholeCopies = new FirstCopies()
   try {
     for await (const file of storageFiles(root, events, options.signal)) {
       const decoded = await decodeStorageFile(file.path, events)
@@ -79,14 +78,7 @@ export async function* readStorageFolder(root: string, events: SourceEvents, opt
       }
 
       const md5 = md5Hex(decoded.dicom)
-      const first = wholeCopies.get(compactHex(decoded.instanceId))
-      if (first !== undefined) {
-        if (first.slice(0, COMPACT_MD5_LENGTH) === compactHex(md5)) events.onSkip({id: file.path, kind: 'copy', reason: IDENTICAL_COPY_REASON})
-        else reportFailure(events, {id: decoded.instanceId, path: file.path, kind: 'contradiction', reason: differentCopyReason(root, first.slice(COMPACT_MD5_LENGTH))})
-        continue
-      }
-      wholeCopies.set(compactHex(decoded.instanceId), compactHex(md5) + compactHex(basename(file.relative)))
-      yield {label: file.path, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5}
+      if (meetCopy(wholeCopies, root, file.relative, decoded.instanceId, md5, events)) yield {label: file.path, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5}
     }
 
     yield* instancesWithoutPixelData(root, deferred, wholeCopies, events, options.signal)
@@ -95,45 +87,61 @@ export async function* readStorageFolder(root: string, events: SourceEvents, opt
   }
 }
 
-const COMPACT_MD5_LENGTH = 16
-
-function differentCopyReason(root: string, firstUuid: string): string {
-  const uuid = Buffer.from(firstUuid, 'latin1').toString('hex').replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-')
-  const firstPath = join(root, uuid.slice(0, 2), uuid.slice(2, 4), uuid)
-  return `a second whole copy of this instance, different from the one imported (${firstPath}), was not imported: without the index nothing tells which is right. Compare them; if this one is, remove the other, delete the instance on the target, and run again`
+/** Whether a whole copy is the first of its instance, to be yielded; a later one is skipped (the same bytes) or named (others). */
+function meetCopy(copies: FirstCopies, root: string, relative: string, instanceId: string, md5: string, events: SourceEvents): boolean {
+  const met = copies.meet(instanceId, md5, relative)
+  const path = join(root, relative)
+  if (met.kind === 'identical') events.onSkip({id: path, kind: 'copy', reason: IDENTICAL_COPY_REASON})
+  else if (met.kind === 'different') reportFailure(events, {id: instanceId, path, kind: 'contradiction', reason: differentCopyReason(join(root, met.firstLabel))})
+  return met.kind === 'first'
 }
 
+/**
+ * The instances without pixel data, once the walk is over: each file is set aside, and read now
+ * only when no whole copy with pixel data turned up. Several files of an instance that describes
+ * no image (a report) are each a whole copy: the first in walk order is taken, a different one
+ * named. Of an image, such files are header-only copies (dicom-until-pixel-data), never imported
+ * in its place: the largest is named with the instance, failed.
+ */
 async function* instancesWithoutPixelData(
-  root: string, deferred: DeferredFiles, wholeCopies: Map<string, string>, events: SourceEvents, signal?: AbortSignal,
+  root: string, deferred: DeferredFiles, wholeCopies: FirstCopies, events: SourceEvents, signal?: AbortSignal,
 ): AsyncGenerator<InstanceInTransit> {
-  const largest = new Map<string, DeferredFile>()
+  const headersOnly = new Map<string, DeferredFile>()
+  const wholeWithoutPixels = new Map<string, DeferredFile[]>()
   for await (const file of deferred.entries()) {
-    if (wholeCopies.has(compactHex(file.instanceId))) {
+    if (wholeCopies.has(file.instanceId)) {
       events.onSkip({id: join(root, file.relative), kind: 'header-only', reason: HEADER_ONLY_COPY_REASON})
       continue
     }
+    if (!file.describesImage) {
+      wholeWithoutPixels.set(file.instanceId, [...(wholeWithoutPixels.get(file.instanceId) ?? []), file])
+      continue
+    }
 
-    const kept = largest.get(file.instanceId)
+    const kept = headersOnly.get(file.instanceId)
     if (kept === undefined) {
-      largest.set(file.instanceId, file)
+      headersOnly.set(file.instanceId, file)
       continue
     }
     // Ties keep the first file in walk order.
     const [keep, drop] = file.size > kept.size ? [file, kept] : [kept, file]
-    largest.set(file.instanceId, keep)
+    headersOnly.set(file.instanceId, keep)
     events.onSkip({id: join(root, drop.relative), kind: 'header-only', reason: SMALLER_COPY_REASON})
   }
 
-  for (const file of largest.values()) {
-    signal?.throwIfAborted()
+  for (const file of headersOnly.values()) {
     const path = join(root, file.relative)
-    if (file.describesImage) {
-      events.onSkip({id: path, kind: 'header-only', reason: ORPHAN_HEADER_REASON})
-      reportFailure(events, {id: file.instanceId, path, kind: 'missing', reason: `only a header-only copy (dicom-until-pixel-data) of this instance was found: ${ORPHAN_HEADER_FAILURE}`})
-      continue
+    events.onSkip({id: path, kind: 'header-only', reason: ORPHAN_HEADER_REASON})
+    reportFailure(events, {id: file.instanceId, path, kind: 'missing', reason: `only a header-only copy (dicom-until-pixel-data) of this instance was found: ${ORPHAN_HEADER_FAILURE}`})
+  }
+  for (const files of wholeWithoutPixels.values()) {
+    for (const file of files) {
+      signal?.throwIfAborted()
+      const decoded = await decodeStorageFile(join(root, file.relative), events)
+      if (decoded === undefined) continue
+      const md5 = md5Hex(decoded.dicom)
+      if (meetCopy(wholeCopies, root, file.relative, decoded.instanceId, md5, events)) yield {label: join(root, file.relative), instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5}
     }
-    const decoded = await decodeStorageFile(path, events)
-    if (decoded) yield {label: path, instanceId: decoded.instanceId, studyId: studyIdOf(decoded.identifiers), dicom: decoded.dicom, md5: md5Hex(decoded.dicom)}
   }
 }
 
@@ -345,12 +353,6 @@ function inflatesToDicom(stream: Buffer, format: 'zlib' | 'raw'): boolean {
     // Does not inflate, inflates beyond the probe, or is not DICOM: nothing says it was an instance.
     return false
   }
-}
-
-// An ID or MD5 in hex as a one-byte string of its binary value: 20 characters instead of 44 for
-// an instance ID, which roughly halves what remembering a million of them costs.
-function compactHex(hex: string): string {
-  return Buffer.from(hex.replaceAll('-', ''), 'hex').toString('latin1')
 }
 
 interface DeferredFile {

@@ -423,6 +423,31 @@ describe('import', () => {
     }
   })
 
+  // Sent one after the other, an overwriting target kept the last with exit 0; one that keeps the
+  // first failed the other as "an older file" on the target, pointing at OverwriteInstances.
+  it('two folders holding different files of one instance: the first is sent, the other named (exit 10), on a target that overwrites too', async () => {
+    const target = await startOrthanc({name: 'two-copies', overwriteInstances: true})
+    try {
+      const [first, second] = [join(work, 'copies-a'), join(work, 'copies-b')]
+      await mkdir(first)
+      await mkdir(second)
+      const record = corpus[0]!
+      await copyFile(record.path, join(first, 'x.dcm'))
+      const altered = Buffer.from(await readFile(record.path))
+      altered[0] = altered[0]! ^ 0x55
+      await writeFile(join(second, 'x.dcm'), altered)
+      await copyFile(corpus[1]!.path, join(second, 'y.dcm'))
+      const result = await importInto(target, first, second)
+      expect(result.code, result.stdout).toBe(10)
+      const summary = parseJson<ImportJson & {failures: Array<{id: string; path?: string; kind: string; reason: string}>}>(result)
+      expect(summary).toMatchObject({transferred: 2, failed: 1})
+      expect(summary.failures).toEqual([{id: record.orthancId, path: join(second, 'x.dcm'), kind: 'contradiction', reason: expect.stringContaining(`with other bytes than ${join(first, 'x.dcm')} (the one taken), was left out`)}])
+      expect((await instanceMd5s(target)).get(record.orthancId)).toBe(record.md5)
+    } finally {
+      await target.dispose()
+    }
+  })
+
   it('the storage folder of a stopped server with StorageCompression lands whole', async () => {
     const dead = await startOrthanc({name: 'dead-server', storageCompression: true})
     const target = await startOrthanc({name: 'recovery-target'})
