@@ -1,12 +1,13 @@
 import {constants as bufferConstants} from 'node:buffer'
-import {createReadStream} from 'node:fs'
+import {constants as fsConstants, createReadStream} from 'node:fs'
 import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {gunzipSync, constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
-import {startsWithMetaGroup} from '../dicom/file-meta.js'
+import {locateDataSet, startsWithMetaGroup} from '../dicom/file-meta.js'
+import {NotDicomError} from '../dicom/not-dicom-error.js'
 import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
 import {
   type FolderEntry,
@@ -44,8 +45,10 @@ const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the hea
  * by file: `aa/bb/<attachment uuid>` files, each plain or compressed (`StorageCompression`). A file
  * is an instance when it reads as DICOM: a Part 10 file, or, as Orthanc 1.10.1 accepts and stores
  * them, a meta group without preamble or a bare data set (implicit or explicit VR, big endian too).
- * Everything else (the SQLite index, stray files, user attachments) is skipped with a reason.
- * Files are visited in name order, one listing at a time. With the index at hand, recover from it
+ * Everything else (the SQLite index, user attachments, other files) is skipped with a reason.
+ * Files outside the `aa/bb/<uuid>` layout are read too (a misplaced instance, DICOM files kept
+ * beside the storage), so that no instance is passed over unread. Files are visited in name
+ * order, one listing at a time. With the index at hand, recover from it
  * instead (src/recovery): it says which files are instances, and what they should hold.
  *
  * Since 1.9.1 Orthanc also keeps a `dicom-until-pixel-data` attachment: the instance's header
@@ -69,8 +72,9 @@ export async function* readStorageFolder(root: string, events: SourceEvents, opt
   const deferred = new DeferredFiles(options.deferredDir ?? tmpdir())
   const wholeCopies = new FirstCopies()
   try {
-    for await (const file of storageFiles(root, events, options.signal)) {
-      const decoded = await decodeStorageFile(file.path, events)
+    // Files outside the layout are read too: a misplaced instance, or DICOM files beside it, must not be passed over unread.
+    for await (const file of storageFiles(root, events, options.signal, {outsideLayout: true})) {
+      const decoded = file.inLayout ? await decodeStorageFile(file.path, events) : await decodeOutsideLayout(file.path, events)
       if (decoded === undefined) continue
       if (!decoded.identifiers.hasPixelData) {
         await deferred.add({instanceId: decoded.instanceId, size: decoded.dicom.length, relative: file.relative, describesImage: decoded.identifiers.describesImage})
@@ -147,35 +151,42 @@ async function* instancesWithoutPixelData(
 
 export interface StorageFile {
   path: string
-  /** `aa/bb/<uuid>`: only hex digits, dashes and slashes, safe in a tab-separated line. */
+  /** Relative to the storage folder: `aa/bb/<uuid>` in the layout; any path outside it. */
   relative: string
+  /** Whether it is an attachment where Orthanc files one (`aa/bb/<uuid>`). */
+  inLayout: boolean
 }
 
 /**
  * The `aa/bb/<uuid>` files of a storage folder, in name order (hence in UUID order). Descends only
- * into the two levels of hex-pair folders; anything else is reported as skipped and left alone.
+ * into the two levels of hex-pair folders; anything else is reported as skipped and left alone,
+ * unless `outsideLayout`: then the files outside the layout come too, in the same depth-first name
+ * order, folders walked (links never followed), for a walk that must miss no instance.
  */
-export async function* storageFiles(root: string, events: SourceEvents, signal?: AbortSignal): AsyncGenerator<StorageFile> {
-  for (const first of await listDirectoryOrReport(root, events)) {
+export async function* storageFiles(root: string, events: SourceEvents, signal?: AbortSignal, options: {outsideLayout?: boolean} = {}): AsyncGenerator<StorageFile> {
+  // Folders still to list, next one last, with how deep in the layout they are (undefined: outside it).
+  const pending: Array<{path: string; relative: string; layoutDepth?: number; digits: string}> = [{path: root, relative: '', layoutDepth: 0, digits: ''}]
+  while (pending.length > 0) {
     signal?.throwIfAborted()
-    if (!isHexPairFolder(first)) {
-      skipOutsideLayout(first, events)
-      continue
-    }
-    for (const second of await listDirectoryOrReport(first.path, events)) {
-      if (!isHexPairFolder(second)) {
-        skipOutsideLayout(second, events)
-        continue
+    const folder = pending.pop()!
+    const later: typeof pending = []
+    for (const entry of await listDirectoryOrReport(folder.path, events)) {
+      const relative = folder.relative === '' ? entry.name : `${folder.relative}/${entry.name}`
+      const depth = folder.layoutDepth
+      if (depth !== undefined && depth < 2 && isHexPairFolder(entry)) {
+        later.push({path: entry.path, relative, layoutDepth: depth + 1, digits: folder.digits + entry.name})
+      } else if (depth === 2 && entry.kind === 'file' && isAttachmentName(entry.name, folder.digits)) {
+        yield {path: entry.path, relative, inLayout: true}
+      } else if (!options.outsideLayout || (depth === 0 && INDEX_FILES.has(entry.name)) || (entry.kind !== 'file' && entry.kind !== 'directory')) {
+        skipOutsideLayout(entry, events)
+      } else if (entry.kind === 'directory') {
+        later.push({path: entry.path, relative, digits: ''})
+      } else {
+        yield {path: entry.path, relative, inLayout: false}
       }
-      for (const file of await listDirectoryOrReport(second.path, events)) {
-        signal?.throwIfAborted()
-        if (file.kind === 'file' && isAttachmentName(file.name, first.name + second.name)) {
-          yield {path: file.path, relative: `${first.name}/${second.name}/${file.name}`}
-        } else {
-          skipOutsideLayout(file, events)
-        }
-      }
     }
+    // Depth first, in name order: the first entry's folder is walked next.
+    for (let index = later.length - 1; index >= 0; index--) pending.push(later[index]!)
   }
 }
 
@@ -216,6 +227,54 @@ export interface DecodedInstance {
 
 // A stored file can be no larger than the buffer it is read into, compressed or not.
 const LARGEST_BUFFER = bufferConstants.MAX_LENGTH
+
+/** Past this size, a file outside the layout is read whole only if its first bytes may begin an instance. */
+const OUTSIDE_LAYOUT_PEEK_BYTES = 64 * 1024 * 1024
+const OUTSIDE_LAYOUT_REASON = 'not a storage file (outside the aa/bb/uuid layout)'
+
+/**
+ * A file outside the layout (misplaced, or beside the storage): read like a stored file, so that
+ * an instance among them is imported; the rest is set aside as foreign. A large one (a backup, a
+ * disk image) is read whole only when its start may begin an instance.
+ */
+async function decodeOutsideLayout(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
+  const foreign: SourceEvents = {...events, onSkip: (notice) => events.onSkip({...notice, kind: 'foreign-file', reason: `${OUTSIDE_LAYOUT_REASON}, ${notice.reason}`})}
+  const size = await stat(path).then((info) => info.size, () => 0)
+  if (size > OUTSIDE_LAYOUT_PEEK_BYTES && !mayBeginStoredInstance(await fileHead(path, PEEKED_BYTES))) {
+    foreign.onSkip({id: path, kind: 'foreign-file', reason: `not read whole (${size} bytes): its start begins no DICOM file, plain or compressed`})
+    return undefined
+  }
+  return decodeStorageFile(path, foreign)
+}
+
+const PEEKED_BYTES = 256
+
+/** Whether the first bytes of a file may begin an instance as Orthanc stores one: DICOM in any framing, or compressed. */
+function mayBeginStoredInstance(head: Buffer): boolean {
+  if (hasDicmMagic(head) || startsWithMetaGroup(head) || hasZlibHeader(head)) return true
+  try {
+    locateDataSet(head)
+    return true
+  } catch (error) {
+    // Cut short by the peek, not refused: it may still be one.
+    return !(error instanceof NotDicomError && error.reason === 'no-dicm-magic')
+  }
+}
+
+/** The first bytes of a regular file, opened as the walk opens files (no link followed, no pipe waited on). */
+async function fileHead(path: string, bytes: number): Promise<Buffer> {
+  const file = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW).catch(() => undefined)
+  if (!file) return Buffer.alloc(0)
+  try {
+    const head = Buffer.alloc(bytes)
+    return head.subarray(0, (await file.read(head, 0, bytes, 0)).bytesRead)
+  } catch {
+    // Unreadable now: the whole read that follows reports why.
+    return Buffer.alloc(0)
+  } finally {
+    await file.close()
+  }
+}
 
 async function decodeStorageFile(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
   const stored = await readWholeFileOrReport(path, LARGEST_BUFFER, events)
@@ -374,7 +433,8 @@ class DeferredFiles {
   constructor(private readonly dir: string) {}
 
   async add(file: DeferredFile): Promise<void> {
-    this.batch.push(`${file.instanceId}\t${file.size}\t${file.relative}\t${file.describesImage ? 1 : 0}\n`)
+    // A path outside the layout may hold tabs and line breaks: encoded.
+    this.batch.push(`${file.instanceId}\t${file.size}\t${encodeURIComponent(file.relative)}\t${file.describesImage ? 1 : 0}\n`)
     if (this.batch.length >= DEFERRED_BATCH_LINES) await this.flush()
   }
 
@@ -387,7 +447,7 @@ class DeferredFiles {
     try {
       for await (const line of createInterface({input, crlfDelay: Number.POSITIVE_INFINITY})) {
         const [instanceId, size, relative, image] = line.split('\t')
-        if (instanceId && size && relative) yield {instanceId, size: Number(size), relative, describesImage: image === '1'}
+        if (instanceId && size && relative) yield {instanceId, size: Number(size), relative: decodeURIComponent(relative), describesImage: image === '1'}
       }
     } finally {
       // Left early, the stream would keep the file open and, on Windows, undeletable.

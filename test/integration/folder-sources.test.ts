@@ -1,6 +1,6 @@
 import {spawnSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
-import {cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile} from 'node:fs/promises'
+import {cp, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, dirname, join, relative} from 'node:path'
 import {deflateSync, inflateSync} from 'node:zlib'
@@ -405,7 +405,13 @@ describe('storage folder of a stopped Orthanc', () => {
     const alteredReportPath = join(dirname(report.path), basename(report.path).slice(0, -1) + (basename(report.path).endsWith('f') ? 'e' : 'f'))
     await writeFile(alteredReportPath, compress(alteredReport))
     await writeFile(join(dirname(duplicated.path), 'notes.txt'), 'stray')
+    // What fsck leaves: an instance's file moved out of the layout, under a name of its own.
     await mkdir(join(copy, 'lost+found'))
+    const misplaced = unitOf(sample[2]!)
+    await rename(misplaced.path, join(copy, 'lost+found', '#4242'))
+    await writeFile(join(copy, 'lost+found', 'tab\tand\nline.txt'), 'not dicom')
+    // A report's copy under a name with a tab and a line break: set aside to be read after the walk, by that name.
+    await cp(report.path, join(copy, 'lost+found', 're\tport\n1'))
 
     const tampered = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
     // Two different whole copies: the first in walk order goes, and the instance is failed with both files named.
@@ -418,14 +424,17 @@ describe('storage folder of a stopped Orthanc', () => {
       {id: noPixelsId, path: alteredReportPath, kind: 'contradiction', reason: expect.stringContaining('another copy of this instance, with other bytes than')},
     ))
     expect(tampered.units.filter((unit) => unit.instanceId === duplicated.unit.instanceId)).toHaveLength(1)
-    // The duplicated image and the duplicated report: a report has no header-only copies, each of its files is whole.
-    expect(tampered.skips.filter((skip) => skip.reason === IDENTICAL_COPY_REASON)).toHaveLength(2)
+    // The duplicated image and the report's two copies: a report has no header-only copies, each of its files is whole.
+    expect(tampered.skips.filter((skip) => skip.reason === IDENTICAL_COPY_REASON).map((skip) => skip.id)).toContain(join(copy, 'lost+found', 're\tport\n1'))
+    expect(tampered.skips.filter((skip) => skip.reason === IDENTICAL_COPY_REASON)).toHaveLength(3)
     const alteredUnits = tampered.units.filter((unit) => unit.instanceId === altered.unit.instanceId)
     expect(alteredUnits.map((unit) => unit.label)).toEqual([firstCopy])
     expect(tampered.units.filter((unit) => unit.instanceId === noPixelsId)).toHaveLength(1)
     expect(tampered.skips.filter((skip) => skip.reason === SMALLER_COPY_REASON)).toHaveLength(0)
     expect(skipReasonOf(tampered, join(dirname(duplicated.path), 'notes.txt'))).toMatch(/not a storage file/)
-    expect(skipReasonOf(tampered, join(copy, 'lost+found'))).toMatch(/outside the storage layout/)
+    // Outside the layout, files are read too: the misplaced instance is imported from there, the rest set aside.
+    expect(tampered.units.filter((unit) => unit.instanceId === misplaced.unit.instanceId).map((unit) => unit.label)).toEqual([join(copy, 'lost+found', '#4242')])
+    expect(skipReasonOf(tampered, join(copy, 'lost+found', 'tab\tand\nline.txt'))).toMatch(/^not a storage file \(outside the aa\/bb\/uuid layout\), not DICOM/)
     // Every instance but the damaged one.
     expect(tampered.units).toHaveLength(expected.size - 1)
     expect(tampered.units.some((unit) => unit.instanceId === damaged.unit.instanceId)).toBe(false)

@@ -448,6 +448,27 @@ describe('import', () => {
     }
   })
 
+  // One aa/bb/uuid file makes a folder look like a storage folder: the DICOM files beside it were
+  // set aside unread as outside the layout, exit 0.
+  it('a folder taken for a storage folder reads the files outside the aa/bb/uuid layout too: no instance passed over', async () => {
+    const target = await startOrthanc({name: 'mixed-folder'})
+    try {
+      const mixed = join(work, 'mixed')
+      await mkdir(join(mixed, 'ab', 'cd'), {recursive: true})
+      await mkdir(join(mixed, 'studies', 'p01'), {recursive: true})
+      await copyFile(corpus[0]!.path, join(mixed, 'ab', 'cd', 'abcd0000-1111-2222-3333-444455556666'))
+      await copyFile(corpus[1]!.path, join(mixed, 'studies', 'p01', 'x.dcm'))
+      await copyFile(corpus[2]!.path, join(mixed, 'readme-scan.dcm'))
+      await writeFile(join(mixed, 'notes.txt'), 'not dicom')
+      const result = await importInto(target, mixed)
+      expect(result.code, result.stdout).toBe(0)
+      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: 3, failed: 0})
+      expect(await instanceMd5s(target)).toEqual(new Map(corpus.slice(0, 3).map((record) => [record.orthancId, record.md5])))
+    } finally {
+      await target.dispose()
+    }
+  })
+
   it('the storage folder of a stopped server with StorageCompression lands whole', async () => {
     const dead = await startOrthanc({name: 'dead-server', storageCompression: true})
     const target = await startOrthanc({name: 'recovery-target'})
