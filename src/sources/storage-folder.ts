@@ -300,14 +300,26 @@ export function decodeStoredBytes(label: string, stored: Buffer, events: SourceE
 
   const identifiers = identifyOrReport(label, content.dicom, {
     onProblem: (problem) => events.onProblem(problem),
-    // Not DICOM in any framing: one of the user attachments Orthanc keeps beside the instances, or a stranger.
-    onSkip: (notice) => events.onSkip({...notice, reason: `${content.compressed ? 'compressed, ' : ''}not DICOM: a user attachment or another kind of file (${notice.reason})`}),
+    onSkip(notice) {
+      // Zeros where a file's first bytes stood: what a power loss leaves of a file it did not finish writing.
+      if (startsZeroed(stored)) events.onProblem({id: label, kind: 'damaged', reason: `a stored file whose first ${Math.min(stored.length, ZEROED_START_BYTES)} bytes are zeros and that reads as nothing: most often an instance a power loss left zeroed`})
+      // Not DICOM in any framing: one of the user attachments Orthanc keeps beside the instances, or a stranger.
+      else events.onSkip({...notice, reason: `${content.compressed ? 'compressed, ' : ''}not DICOM: a user attachment or another kind of file (${notice.reason})`})
+    },
   })
   if (identifiers === undefined) return undefined
   return {dicom: content.dicom, identifiers, instanceId: instanceIdOf(identifiers)}
 }
 
 type StorageContent = {dicom: Buffer; compressed: boolean} | {problem: string; kind?: ProblemKind}
+
+/** A Part 10 file's preamble and marker: zeros over all of it are no file Orthanc wrote. */
+const ZEROED_START_BYTES = 132
+
+function startsZeroed(stored: Buffer): boolean {
+  const start = stored.subarray(0, ZEROED_START_BYTES)
+  return start.every((byte) => byte === 0)
+}
 
 const COMPRESSED_DATA_OFFSET = 8
 // Far beyond any DICOM file; a larger "size" means the first 8 bytes are something else.

@@ -74,6 +74,19 @@ describe('a stored instance with one damaged byte is never passed over as not DI
   })
 })
 
+// A power loss leaves files whose first blocks (or all) are zeros: never "not DICOM".
+describe('a stored file left zeroed is a damaged instance, never passed over', () => {
+  it.each([['its first 512 bytes', 512], ['its first 4096 bytes', 4096], ['all of it', Number.POSITIVE_INFINITY]])('%s zeroed, plain and compressed', async (_what, zeroed) => {
+    const dicom = await readFile(part10.path)
+    for (const stored of [Buffer.from(dicom), compressedStorage(dicom)]) {
+      stored.fill(0, 0, Math.min(zeroed, stored.length))
+      const {skipped, problems} = outcome(stored)
+      expect(skipped).toEqual([])
+      expect(problems).toEqual([{id: 'stored-file', kind: 'damaged', reason: expect.stringMatching(/bytes are zeros and that reads as nothing: most often an instance a power loss left zeroed$/)}])
+    }
+  })
+})
+
 // The other side of the same promise: what is whole and not an instance is not called damaged.
 describe('files that are not a patient\'s instance are passed over, never called damaged', () => {
   it('a gzipped DICOM file kept as a user attachment (its 10-byte header is no damaged Orthanc framing)', async () => {
