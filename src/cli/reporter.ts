@@ -8,6 +8,7 @@ import {redactedValue, unmasked} from '../util/redact.js'
 import {describeProgress, ProgressLine, ProgressMeter, progressRecord} from './progress-renderer.js'
 import type {ReportingFlagValues} from './reporting-flags.js'
 import {renderProblem} from './summary.js'
+import {withoutControls} from '../util/printable.js'
 
 /** The log is its operator's: it names no patient, but it is nobody else's to read. */
 const LOG_FILE_MODE = 0o600
@@ -100,7 +101,7 @@ export class Reporter {
       this.detail(`failed: ${renderProblem(event.problem)}`)
     } else {
       void this.logLine({event: 'retry', id: event.id, attempt: event.attempt, reason: event.reason})
-      this.detail(`retry ${event.attempt}: ${event.id}: ${event.reason}`)
+      this.detail(withoutControls(`retry ${event.attempt}: ${event.id}: ${event.reason}`))
     }
   }
 

@@ -3,6 +3,7 @@ import type {NotCarried} from '../sinks/orthanc-sink.js'
 import type {ZipUploads} from '../sinks/upload-batcher.js'
 import type {PlannedCounts, TransferStats} from '../transfer/stats.js'
 import {formatBytes, formatDuration} from '../util/format.js'
+import {withoutControls} from '../util/printable.js'
 
 const LISTED_FAILURES = 20
 
@@ -62,9 +63,9 @@ export function shellWord(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
 }
 
-/** One problem on one line: what, where, why. */
+/** One problem on one line: what, where, why; a file name's line break or escape sequence written out, so that none can forge a line. */
 export function renderProblem(problem: Problem): string {
-  return `${problem.path ? `${problem.path}: ` : ''}${problem.id}: ${problem.reason}`
+  return withoutControls(`${problem.path ? `${problem.path}: ` : ''}${problem.id}: ${problem.reason}`)
 }
 
 /** Missing volumes of an export, as verify and import list them. */

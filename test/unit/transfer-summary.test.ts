@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {renderTransferSummary} from '../../src/cli/summary.js'
+import {renderProblem, renderTransferSummary} from '../../src/cli/summary.js'
 import {type ImportSummary, importOutcome} from '../../src/import/import.js'
 import {emptyStats, recordFailure} from '../../src/transfer/stats.js'
 
@@ -30,5 +30,14 @@ describe('what an import amounts to', () => {
   it('is bad input when an instance was refused as hostile, even past the failures listed', () => {
     expect(importOutcome(summaryWith(1200, 1))).toBe('bad-input')
     expect(importOutcome(summaryWith(1200, 0))).toBe('partial-failure')
+  })
+})
+
+// A file's name is the user's data: a line break and an escape sequence in it must not forge a line of the tool's own.
+describe('renderProblem', () => {
+  it('writes control characters out, in the path, the ID and the reason', () => {
+    const line = renderProblem({id: '/data/x\n\u001b[31mAll good: 0 failed\u001b[0m\r.dcm', path: '/data\tvol', kind: 'damaged', reason: 'bad\u0007'})
+    expect(line).toBe('/data\\x09vol: /data/x\\x0a\\x1b[31mAll good: 0 failed\\x1b[0m\\x0d.dcm: bad\\x07')
+    expect(line).not.toMatch(/[\u0000-\u001f]/)
   })
 })
