@@ -177,6 +177,9 @@ export async function* storageFiles(root: string, events: SourceEvents, signal?:
         later.push({path: entry.path, relative, layoutDepth: depth + 1, digits: folder.digits + entry.name})
       } else if (depth === 2 && entry.kind === 'file' && isAttachmentName(entry.name, folder.digits)) {
         yield {path: entry.path, relative, inLayout: true}
+      } else if (options.outsideLayout && entry.kind === 'symlink') {
+        // Orthanc stores no link: one where instances are looked for hides what it points to, never passed over without a word.
+        events.onProblem({id: entry.path, kind: 'unreadable', reason: LINK_NOT_FOLLOWED})
       } else if (!options.outsideLayout || (depth === 0 && INDEX_FILES.has(entry.name)) || (entry.kind !== 'file' && entry.kind !== 'directory')) {
         skipOutsideLayout(entry, events)
       } else if (entry.kind === 'directory') {
@@ -189,6 +192,8 @@ export async function* storageFiles(root: string, events: SourceEvents, signal?:
     for (let index = later.length - 1; index >= 0; index--) pending.push(later[index]!)
   }
 }
+
+const LINK_NOT_FOLLOWED = 'a symbolic link, not followed (Orthanc stores none; a link could lead anywhere on this machine): what it points to is not read; put a copy of it in its place (cp -rL) to recover it'
 
 const HEX_PAIR = /^[0-9a-f]{2}$/i
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i

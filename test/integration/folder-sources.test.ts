@@ -368,6 +368,21 @@ describe('storage folder of a stopped Orthanc', () => {
     await rm(copy, {recursive: true, force: true})
   })
 
+  // Moving some aa folders to another disk and linking them back: without the index nothing says
+  // what is behind the link, and skipped (exit 0) its instances were lost without a word.
+  it('a symbolic link in the storage folder is a problem naming it, never a file skipped', async () => {
+    const copy = join(root, 'linked-storage')
+    await cp(compressed.storageDir, copy, {recursive: true})
+    const moved = read.get(compressed)!.units.find((unit) => unit.instanceId === awkward.find((fixture) => fixture.label === 'private-un-sequence')!.orthancId)!
+    const folder = dirname(join(copy, relative(compressed.storageDir, moved.label)))
+    await cp(folder, join(root, 'linked-storage-elsewhere'), {recursive: true})
+    await rm(folder, {recursive: true})
+    await symlink(join(root, 'linked-storage-elsewhere'), folder)
+    const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
+    expect(found.problems).toEqual([{id: folder, kind: 'unreadable', reason: expect.stringMatching(/^a symbolic link, not followed .* \(cp -rL\) to recover it$/)}])
+    expect(found.units.some((unit) => unit.instanceId === moved.instanceId)).toBe(false)
+  })
+
   it('handles duplicates, altered copies, damage and stray files in a copied folder', async () => {
     const copy = join(root, 'tampered')
     await cp(compressed.storageDir, copy, {recursive: true})
