@@ -6,6 +6,7 @@ import {basename, join} from 'node:path'
 import {promisify} from 'node:util'
 
 import {readElementHeader, skipElementValue} from '../dicom/element-reader.js'
+import {locateDataSet} from '../dicom/file-meta.js'
 import {NotDicomError} from '../dicom/not-dicom-error.js'
 import {orthancInstanceId, orthancStudyId} from '../dicom/orthanc-id.js'
 import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
@@ -124,7 +125,7 @@ function firstOrSame(copies: FirstCopies, unit: InstanceInTransit, events: Sourc
 }
 
 async function readDicomFile(path: string, events: SourceEvents, maxFileBytes: number, followLink: boolean): Promise<InstanceInTransit | undefined> {
-  const bytes = await readWholeFileOrReport(path, maxFileBytes, events, {followLink})
+  const bytes = await readWholeFileOrReport(path, maxFileBytes, events, {followLink, mayHold: mayBeginDicom})
   if (bytes === undefined) return undefined
   const identifiers = identifyOrReport(path, bytes, events)
   if (identifiers === undefined) return undefined
@@ -211,6 +212,36 @@ export class FileTooLargeError extends Error {
   }
 }
 
+/** A large file whose first bytes show it is not what is looked for: not read whole only to say so. */
+export class NotWorthReadingError extends Error {
+  constructor(readonly size: number) {
+    super(`not read whole (${size} bytes): its first bytes begin no DICOM file`)
+    this.name = 'NotWorthReadingError'
+  }
+}
+
+export interface WholeFileOptions {
+  /** Follow a symbolic link (only where the user named the path). */
+  followLink?: boolean
+  /** For a file over PEEK_FIRST_BYTES: whether its first PEEKED_BYTES may begin what is looked for; if not, NotWorthReadingError. */
+  mayHold?: (head: Buffer) => boolean
+}
+
+/** Past this size a file is looked at before it is read whole: a 3 GiB video took 3 GB of memory only to be skipped. */
+const PEEK_FIRST_BYTES = 64 * 1024 * 1024
+const PEEKED_BYTES = 512
+
+/** Whether a file's first bytes may begin DICOM in a framing Orthanc accepts (see locateDataSet). */
+export function mayBeginDicom(head: Buffer): boolean {
+  try {
+    locateDataSet(head)
+    return true
+  } catch (error) {
+    // Cut short by the peek, not refused: it may still be one.
+    return !(error instanceof NotDicomError && error.reason === 'no-dicm-magic')
+  }
+}
+
 // fs.readFile stops at 2 GiB, so larger files are read into one buffer piece by piece.
 const READ_CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -231,13 +262,17 @@ const readAsync = promisify(read)
  * must not read what a link swapped in since leads to. Only paths the user named follow links.
  * Anything but a regular file is refused (ENOTREGULAR) without blocking.
  */
-export async function readWholeFile(path: string, maxBytes: number, options: {followLink?: boolean} = {}): Promise<Buffer> {
+export async function readWholeFile(path: string, maxBytes: number, options: WholeFileOptions = {}): Promise<Buffer> {
   // Not blocking: a pipe put in the file's place since the listing would hold the open, Ctrl-C and all.
   const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | (options.followLink ? 0 : fsConstants.O_NOFOLLOW))
   try {
     const info = fstatSync(fd)
     if (!info.isFile()) throw Object.assign(new Error(`${path} is not a regular file (a device, socket or pipe, there since the folder was listed)`), {code: 'ENOTREGULAR'})
     const {size} = info
+    if (options.mayHold && size > PEEK_FIRST_BYTES) {
+      const head = Buffer.alloc(PEEKED_BYTES)
+      if (!options.mayHold(head.subarray(0, readSync(fd, head, 0, PEEKED_BYTES, 0)))) throw new NotWorthReadingError(size)
+    }
     if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
     const bytes = Buffer.allocUnsafe(size)
     let filled = 0
@@ -256,10 +291,14 @@ export async function readWholeFile(path: string, maxBytes: number, options: {fo
 }
 
 /** Reads a whole file, or reports why it could not be read (too large, unreadable) and gives nothing. */
-export async function readWholeFileOrReport(path: string, maxBytes: number, events: SourceEvents, options: {followLink?: boolean} = {}): Promise<Buffer | undefined> {
+export async function readWholeFileOrReport(path: string, maxBytes: number, events: SourceEvents, options: WholeFileOptions = {}): Promise<Buffer | undefined> {
   try {
     return await readWholeFile(path, maxBytes, options)
   } catch (error) {
+    if (error instanceof NotWorthReadingError) {
+      events.onSkip({id: path, kind: 'not-dicom', reason: error.message})
+      return undefined
+    }
     if (error instanceof FileTooLargeError || isFileSystemError(error)) {
       events.onProblem({id: path, kind: error instanceof FileTooLargeError ? 'too-large' : 'unreadable', reason: error.message})
       return undefined

@@ -1,13 +1,12 @@
 import {constants as bufferConstants} from 'node:buffer'
-import {constants as fsConstants, createReadStream} from 'node:fs'
+import {createReadStream} from 'node:fs'
 import {type FileHandle, open, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {gunzipSync, constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
-import {locateDataSet, startsWithMetaGroup} from '../dicom/file-meta.js'
-import {NotDicomError} from '../dicom/not-dicom-error.js'
+import {startsWithMetaGroup} from '../dicom/file-meta.js'
 import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
 import {
   type FolderEntry,
@@ -17,6 +16,7 @@ import {
   isFileSystemError,
   listDirectory,
   listDirectoryOrReport,
+  mayBeginDicom,
   md5Hex,
   readWholeFileOrReport,
   UNNAMABLE_REASON,
@@ -233,56 +233,22 @@ export interface DecodedInstance {
 // A stored file can be no larger than the buffer it is read into, compressed or not.
 const LARGEST_BUFFER = bufferConstants.MAX_LENGTH
 
-/** Past this size, a file outside the layout is read whole only if its first bytes may begin an instance. */
-const OUTSIDE_LAYOUT_PEEK_BYTES = 64 * 1024 * 1024
 const OUTSIDE_LAYOUT_REASON = 'not a storage file (outside the aa/bb/uuid layout)'
 
-/**
- * A file outside the layout (misplaced, or beside the storage): read like a stored file, so that
- * an instance among them is imported; the rest is set aside as foreign. A large one (a backup, a
- * disk image) is read whole only when its start may begin an instance.
- */
+/** A file outside the layout (misplaced, or beside the storage): read like a stored file, so that an instance among them is imported; the rest is set aside as foreign. */
 async function decodeOutsideLayout(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
-  const foreign: SourceEvents = {...events, onSkip: (notice) => events.onSkip({...notice, kind: 'foreign-file', reason: `${OUTSIDE_LAYOUT_REASON}, ${notice.reason}`})}
-  const size = await stat(path).then((info) => info.size, () => 0)
-  if (size > OUTSIDE_LAYOUT_PEEK_BYTES && !mayBeginStoredInstance(await fileHead(path, PEEKED_BYTES))) {
-    foreign.onSkip({id: path, kind: 'foreign-file', reason: `not read whole (${size} bytes): its start begins no DICOM file, plain or compressed`})
-    return undefined
-  }
-  return decodeStorageFile(path, foreign)
+  return decodeStorageFile(path, {...events, onSkip: (notice) => events.onSkip({...notice, kind: 'foreign-file', reason: `${OUTSIDE_LAYOUT_REASON}, ${notice.reason}`})})
 }
-
-const PEEKED_BYTES = 256
 
 /** Whether the first bytes of a file may begin an instance as Orthanc stores one: DICOM in any framing, or compressed. */
 function mayBeginStoredInstance(head: Buffer): boolean {
-  if (hasDicmMagic(head) || startsWithMetaGroup(head) || hasZlibHeader(head)) return true
-  try {
-    locateDataSet(head)
-    return true
-  } catch (error) {
-    // Cut short by the peek, not refused: it may still be one.
-    return !(error instanceof NotDicomError && error.reason === 'no-dicm-magic')
-  }
-}
-
-/** The first bytes of a regular file, opened as the walk opens files (no link followed, no pipe waited on). */
-async function fileHead(path: string, bytes: number): Promise<Buffer> {
-  const file = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW).catch(() => undefined)
-  if (!file) return Buffer.alloc(0)
-  try {
-    const head = Buffer.alloc(bytes)
-    return head.subarray(0, (await file.read(head, 0, bytes, 0)).bytesRead)
-  } catch {
-    // Unreadable now: the whole read that follows reports why.
-    return Buffer.alloc(0)
-  } finally {
-    await file.close()
-  }
+  // Zeros are read on: a power loss's leftover is named as damaged (decodeStoredBytes).
+  return hasDicmMagic(head) || hasZlibHeader(head) || mayBeginDicom(head) || startsZeroed(head)
 }
 
 async function decodeStorageFile(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
-  const stored = await readWholeFileOrReport(path, LARGEST_BUFFER, events)
+  // A large user attachment (a video, say) is not read whole only to be set aside.
+  const stored = await readWholeFileOrReport(path, LARGEST_BUFFER, events, {mayHold: mayBeginStoredInstance})
   return stored === undefined ? undefined : decodeStoredBytes(path, stored, events)
 }
 

@@ -1,6 +1,6 @@
 import {spawnSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
-import {cp, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile} from 'node:fs/promises'
+import {cp, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, truncate, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, dirname, join, relative} from 'node:path'
 import {deflateSync, inflateSync} from 'node:zlib'
@@ -203,6 +203,18 @@ describe('DICOM folder', () => {
     ])
   })
 
+  // A 3 GiB video took 3 GB of memory only to be skipped; a 5 GiB disk image failed the run as too large.
+  it('a large file whose first bytes begin no DICOM file is passed over unread, however large', async () => {
+    const folder = join(root, 'large-junk')
+    await mkdir(folder)
+    const image = join(folder, 'disk.iso')
+    await writeFile(image, Buffer.from('this is a disk image, not DICOM\n'.repeat(40)))
+    await truncate(image, 5 * 1024 ** 3)
+    const found = await collect((events) => readDicomFolder(folder, events))
+    expect(found.problems).toEqual([])
+    expect(found.skips).toEqual([{id: image, kind: 'not-dicom', reason: `not read whole (${5 * 1024 ** 3} bytes): its first bytes begin no DICOM file`}])
+  })
+
   // A pipe with no writer blocks open(2) in the kernel, where no signal reaches: Ctrl-C did nothing.
   it('a pipe put where a file was listed is refused at once, never waited on', async () => {
     if (!hasPipe) return
@@ -381,6 +393,23 @@ describe('storage folder of a stopped Orthanc', () => {
     const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
     expect(found.problems).toEqual([{id: folder, kind: 'unreadable', reason: expect.stringMatching(/^a symbolic link, not followed .* \(cp -rL\) to recover it$/)}])
     expect(found.units.some((unit) => unit.instanceId === moved.instanceId)).toBe(false)
+  })
+
+  it('a large stored file: not read whole when its start begins no instance (a video attached, say); read when zeros (a power loss) and named as damaged', async () => {
+    const copy = join(root, 'large-stored')
+    await cp(compressed.storageDir, copy, {recursive: true})
+    await mkdir(join(copy, 'ab', '12'), {recursive: true})
+    const video = join(copy, 'ab', '12', 'ab120000-0000-4000-8000-000000000001')
+    await writeFile(video, Buffer.from('\u0000\u0000\u0000\u0018ftypmp42 not dicom at all'))
+    await truncate(video, 3 * 1024 ** 3)
+    const zeroed = join(copy, 'ab', '12', 'ab120000-0000-4000-8000-000000000002')
+    await writeFile(zeroed, '')
+    await truncate(zeroed, 80 * 1024 ** 2)
+    const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
+    expect(found.skips).toContainEqual({id: video, kind: 'not-dicom', reason: `not read whole (${3 * 1024 ** 3} bytes): its first bytes begin no DICOM file`})
+    expect(found.problems).toEqual([{id: zeroed, kind: 'damaged', reason: expect.stringMatching(/bytes are zeros and that reads as nothing/)}])
+    expect(found.units).toHaveLength(read.get(compressed)!.units.length)
+    await rm(copy, {recursive: true, force: true})
   })
 
   it('handles duplicates, altered copies, damage and stray files in a copied folder', async () => {
