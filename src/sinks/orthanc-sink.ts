@@ -59,7 +59,9 @@ const LOST = 'the target\'s own, deleted with the copy it replaced and not writt
 export const REPLACEMENT_LOST = `${LOST}: the replacement failed`
 
 /** The same, when it waits on this machine for the next run to write it back (see sync/replacement-journal.ts). */
-export const replacementKept = (journal: string) => `${LOST}: the replacement failed; kept in ${journal}, the next sync into this target writes it back`
+export const replacementKept = (journal: string, earlier: boolean) => earlier
+  ? `${LOST}: a replacement by an earlier run, killed before it wrote it back; kept in ${journal}, a sync into this target that stores the instance again writes it back (or remove its entry there to let it go)`
+  : `${LOST}: the replacement failed; kept in ${journal}, the next sync into this target writes it back`
 
 /** The same, when the target refused to take it back. */
 const refusedBack = (why: string) => `${LOST}: ${why}`

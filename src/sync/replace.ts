@@ -139,7 +139,7 @@ class HeldBytes {
  */
 export class InstanceReplacer {
   /** Replacements begun and not ended, by instance ID: what was kept, and how far each went. */
-  private readonly pending = new Map<string, {kept: KeptSideData[]; attempted: boolean; went?: Set<ResourceLevel>; stored?: StoreOutcome}>()
+  private readonly pending = new Map<string, {kept: KeptSideData[]; attempted: boolean; went?: Set<ResourceLevel>; stored?: StoreOutcome; journaled?: string}>()
   /** Parents' side data (and which parents a series has) read lately: the instances of a series are replaced together. */
   private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
@@ -181,7 +181,7 @@ export class InstanceReplacer {
       // On the disk before anything goes: a run killed from here on leaves it to the next one.
       if (replacement.kept.length > 0 && this.journal) {
         try {
-          await this.journal.record(instanceId, replacement.kept)
+          replacement.journaled = await this.journal.record(instanceId, replacement.kept)
         } catch (error) {
           await this.release(instanceId)
           throw error
@@ -194,6 +194,8 @@ export class InstanceReplacer {
       replacement.attempted = true
       try {
         replacement.went = wentWith(await this.target.deleteInstance(instanceId, signal))
+        // Whoever writes it back (this run, or the next if this one dies) writes back only what went.
+        if (replacement.journaled) await this.journal?.noteWent(replacement.journaled, instanceId, replacement.kept, replacement.went)
         crashPoint('replace:deleted')
       } catch (error) {
         // Deleted by an earlier attempt whose answer was lost, or by someone else: what went with it is not known.
@@ -231,23 +233,23 @@ export class InstanceReplacer {
    * carried, and stays in the journal for the next run.
    */
   async finish(): Promise<void> {
-    const unfinished = [...this.pending.entries()]
+    const unfinished = [...this.pending.values()]
     this.pending.clear()
     this.held.clear()
-    for (const [instanceId, replacement] of unfinished) if (!replacement.attempted) await this.journal?.remove(instanceId)
+    for (const replacement of unfinished) if (!replacement.attempted && replacement.journaled) await this.journal?.remove(replacement.journaled)
     // A deletion sent may have happened even when no answer came: what went with it is then not known.
     const toWriteBack = [
-      ...unfinished.filter(([, replacement]) => replacement.attempted).map(([instanceId, replacement]) => ({
-        instanceId, kept: replacement.kept.filter((kept) => (replacement.went ?? wentWith(undefined)).has(kept.level)),
+      ...unfinished.filter((replacement) => replacement.attempted).map((replacement) => ({
+        entry: replacement.journaled, earlier: false, kept: replacement.kept.filter((kept) => (replacement.went ?? wentWith(undefined)).has(kept.level)),
       })),
-      ...this.left,
+      ...this.left.map((left) => ({entry: left.entry, earlier: true, kept: left.kept.filter((kept) => (left.went ? new Set(left.went) : wentWith(undefined)).has(kept.level))})),
     ]
     this.left = []
     // The job may have stopped because the target went away: this must not wait out its retries.
     const signal = AbortSignal.timeout(FINISH_MS)
-    const reason = this.journal ? replacementKept(this.journal.folder) : REPLACEMENT_LOST
-    for (const {instanceId, kept} of toWriteBack) {
+    for (const {entry, earlier, kept} of toWriteBack) {
       let written = true
+      const reason = !this.journal || entry === undefined ? REPLACEMENT_LOST : replacementKept(this.journal.folder, earlier)
       for (const {level, id, data, bytes} of kept) {
         if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
         written = false
@@ -255,7 +257,7 @@ export class InstanceReplacer {
         for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
         if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
       }
-      if (written) await this.journal?.remove(instanceId)
+      if (written && entry !== undefined) await this.journal?.remove(entry)
     }
     await this.journal?.close()
   }
@@ -265,7 +267,7 @@ export class InstanceReplacer {
     if (!replacement) return
     this.pending.delete(instanceId)
     this.held.release(replacement.kept)
-    await this.journal?.remove(instanceId)
+    if (replacement.journaled) await this.journal?.remove(replacement.journaled)
   }
 
   /**

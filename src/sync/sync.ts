@@ -151,7 +151,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     concurrency.onChange((slots) => sink.setUploads(slots))
     uploads = {concurrency, sink}
     const sideData = new SideDataReader(options.source)
-    const replacer = new InstanceReplacer(options.target, sink, {journal: new ReplacementJournal(options.replacementJournal ?? defaultJournalFolder(target.url))})
+    const replacer = new InstanceReplacer(options.target, sink, {journal: new ReplacementJournal(options.replacementJournal ?? defaultJournalFolder(target.url), target.url)})
     // What runs killed mid-replacement left is written back once this run has stored what it sends.
     await replacer.takeOverLeftovers()
     const transfer = runTransfer({

@@ -169,20 +169,22 @@ describe('crash points', () => {
         // Kept on the disk, privately, until a run writes it back.
         const journal = join(stateHome, 'orthanc-replicate', 'replacements')
         const [perTarget] = await readdir(journal)
-        const [runFolder] = await readdir(join(journal, perTarget!))
+        const [runFolder] = (await readdir(join(journal, perTarget!))).filter((name) => name.startsWith('run-'))
         const entries = (await readdir(join(journal, perTarget!, runFolder!))).filter((name) => name.endsWith('.json'))
-        expect(entries).toEqual([`${victim.orthancId}.json`])
+        expect(entries).toEqual([expect.stringMatching(new RegExp(`^${victim.orthancId}\\.[0-9a-f]{12}\\.json$`))])
         expect((await stat(join(journal, perTarget!, runFolder!, entries[0]!))).mode & 0o777).toBe(0o600)
         expect((await stat(join(journal, perTarget!, runFolder!))).mode & 0o777).toBe(0o700)
 
+        // The series stayed (other instances hold it): what the user does to it meanwhile is not undone.
+        await target.api(`/series/${series}/metadata/1032`, {method: 'DELETE'})
         const resumed = await runCli(['sync', '--source', source.url, '--target', target.url, '--checksum', '--json'], {env})
         expect(resumed.code, resumed.stdout + resumed.stderr).toBe(0)
         await expectExact(target)
         expect(await (await target.api(`/instances/${victim.orthancId}/metadata/1031`)).text()).toBe('the target\'s own note')
         expect(await (await target.api(`/instances/${victim.orthancId}/attachments/1041/data`)).text()).toBe('the target\'s own attachment')
-        expect(await (await target.api(`/series/${series}/metadata/1032`)).text()).toBe('the target\'s own series note')
-        // Written back, the journal is gone.
-        expect(await readdir(join(journal, perTarget!))).toEqual([])
+        expect((await target.api(`/series/${series}/metadata/1032`)).status).toBe(404)
+        // Written back, the run's folder is gone; the note of which server the folder is for stays.
+        expect(await readdir(join(journal, perTarget!))).toEqual(['target.txt'])
       } finally {
         await target.dispose()
       }

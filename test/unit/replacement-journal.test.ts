@@ -1,5 +1,5 @@
 import {spawnSync} from 'node:child_process'
-import {mkdtemp, readdir, rm, writeFile} from 'node:fs/promises'
+import {mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -14,9 +14,11 @@ afterAll(async () => {
 })
 
 const INSTANCE = '0a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b'
+const OTHER = '1a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b'
+const SERIES = '2a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b'
 const kept: KeptResource[] = [
-  {level: 'instance', id: INSTANCE, data: {userMetadata: {1031: 'note'}, systemMetadata: {}, attachments: [{contentType: 1041, name: '1041', size: 3, md5: 'x', compressedSize: 3, compressedMd5: 'x', compression: 'none'} as never], labels: ['seen']}, bytes: new Map([[1041, Buffer.from([0, 255, 7])]])},
-  {level: 'series', id: 'series-id', data: {userMetadata: {1032: 'series note'}, systemMetadata: {}, attachments: [], labels: []}, bytes: new Map()},
+  {level: 'instance', id: INSTANCE, data: {userMetadata: {1031: 'note'}, systemMetadata: {}, attachments: [{contentType: 1041, name: '1041', size: 3, md5: 'x'} as never], labels: ['seen']}, bytes: new Map([[1041, Buffer.from([0, 255, 7])]])},
+  {level: 'series', id: SERIES, data: {userMetadata: {1032: 'series note'}, systemMetadata: {}, attachments: [], labels: []}, bytes: new Map()},
 ]
 
 /** A process ID no process has: one that has just ended. */
@@ -24,28 +26,53 @@ function goneProcessId(): number {
   return Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {encoding: 'utf8'}).stdout)
 }
 
+/** A journal folder holding one run folder left by a process that is gone, with these entries. */
+async function leftBehind(name: string, entries: Record<string, string>): Promise<string> {
+  const folder = join(root, name)
+  const run = join(folder, 'run-left')
+  await mkdir(run, {recursive: true})
+  await writeFile(join(run, 'owner.pid'), `${JSON.stringify({pid: goneProcessId()})}\n`)
+  for (const [file, content] of Object.entries(entries)) await writeFile(join(run, file), content)
+  return folder
+}
+
+const entryText = (instanceId: string, resources: unknown[] = [{...kept[0], id: instanceId, bytes: {1041: 'AP8H'}}]) => JSON.stringify({instanceId, kept: resources})
+
 describe('replacement journal', () => {
   it('a run that is gone leaves its entries to the next run, bytes and all; a run still going keeps its own', async () => {
     const folder = join(root, 'target')
     const killed = new ReplacementJournal(folder)
-    await killed.record(INSTANCE, kept)
+    const entry = await killed.record(INSTANCE, kept)
+    await killed.noteWent(entry, INSTANCE, kept, ['instance'])
     // As a kill leaves it: the owner file names a process that is gone, and nothing removed the entry.
-    const [runFolder] = await readdir(folder)
+    const [runFolder] = (await readdir(folder)).filter((name) => name.startsWith('run-'))
     await writeFile(join(folder, runFolder!, 'owner.pid'), `${JSON.stringify({pid: goneProcessId()})}\n`)
+    // In this process its folder counts as live until closed: closed, its entry stays, as a kill leaves it.
+    await killed.close()
+    expect((await stat(entry)).mode & 0o777).toBe(0o600)
+    expect((await stat(join(folder, runFolder!))).mode & 0o777).toBe(0o700)
 
-    const live = new ReplacementJournal(folder)
-    await live.record('1a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b', kept)
+    // Another process's live run: simulated by a run folder whose owner is this test's parent.
+    const liveRun = join(folder, 'run-alive')
+    await mkdir(liveRun)
+    await writeFile(join(liveRun, 'owner.pid'), `${JSON.stringify({pid: process.ppid})}\n`)
+    await writeFile(join(liveRun, `${OTHER}.aaaaaaaaaaaa.json`), entryText(OTHER))
     const next = new ReplacementJournal(folder)
     const left = await next.takeOver()
-    expect(left).toEqual([{instanceId: INSTANCE, kept}])
-    // The live run's entry stays where it is, and is not handed to anyone else.
-    expect(await new ReplacementJournal(folder).takeOver()).toEqual([])
+    expect(left).toEqual([{entry: expect.stringMatching(new RegExp(`${INSTANCE}\\.[0-9a-f]{12}\\.json$`)), instanceId: INSTANCE, kept, went: ['instance']}])
+    expect(await readdir(liveRun)).toContain(`${OTHER}.aaaaaaaaaaaa.json`)
 
-    // Written back: removed, and the run's folder goes at its end. Not written back: it stays for the next run.
-    await next.remove(INSTANCE)
+    // The same instance replaced again in this run: its own entry, never the one taken over.
+    const again = await next.record(INSTANCE, kept)
+    expect(again).not.toBe(left[0]!.entry)
+    await next.remove(again)
+    expect((await stat(left[0]!.entry)).isFile()).toBe(true)
+
+    // Not written back: it stays for the next run, which takes it over even from this same process (a mirror's next pass).
     await next.close()
-    await live.close()
-    expect((await readdir(folder)).length).toBe(1)
+    const nextPass = new ReplacementJournal(folder)
+    expect((await nextPass.takeOver()).map((each) => each.instanceId)).toEqual([INSTANCE])
+    await nextPass.close()
   })
 
   it('a run that replaces nothing writes nothing', async () => {
@@ -54,5 +81,44 @@ describe('replacement journal', () => {
     expect(await journal.takeOver()).toEqual([])
     await journal.close()
     await expect(readdir(folder)).rejects.toMatchObject({code: 'ENOENT'})
+  })
+
+  // Nothing read from the journal is written onto a server unless it is what this tool wrote.
+  it.each([
+    ['not JSON', `${INSTANCE}.000000000001.json`, '{"instanceId": "'],
+    ['its name and content disagreeing', `${OTHER}.000000000001.json`, entryText(INSTANCE)],
+    ['an ID that is a path', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], id: `../patients/${INSTANCE}`, bytes: {}}])],
+    ['a level of its own', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], level: '../../tools/reset', bytes: {}}])],
+    ['no data', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{level: 'instance', id: INSTANCE, bytes: {}}])],
+    ['a label that is a path', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], data: {...kept[0]!.data, labels: ['../x']}, bytes: {}}])],
+  ])('an entry with %s is refused, named, never written back', async (_what, file, content) => {
+    const folder = await leftBehind(`bad-${file}-${content.length}`, {[file]: content})
+    const journal = new ReplacementJournal(folder)
+    await expect(journal.takeOver()).rejects.toMatchObject({code: 'journal-unreadable', message: expect.stringContaining(file)})
+    await journal.close()
+  })
+
+  it('an entry that is a pipe is refused at once, never waited on; a run folder that is a link is not followed', async () => {
+    const folder = await leftBehind('pipe', {})
+    if (spawnSync('mkfifo', [join(folder, 'run-left', `${INSTANCE}.000000000001.json`)]).status !== 0) return
+    const journal = new ReplacementJournal(folder)
+    await expect(journal.takeOver()).rejects.toMatchObject({code: 'journal-unreadable'})
+    await journal.close()
+
+    const elsewhere = await leftBehind('elsewhere', {[`${INSTANCE}.000000000001.json`]: entryText(INSTANCE)})
+    const linked = join(root, 'linked')
+    await mkdir(linked)
+    await symlink(join(elsewhere, 'run-left'), join(linked, 'run-link'))
+    const throughLink = new ReplacementJournal(linked)
+    expect(await throughLink.takeOver()).toEqual([])
+    expect(await readdir(join(elsewhere, 'run-left'))).toContain(`${INSTANCE}.000000000001.json`)
+    await throughLink.close()
+  })
+
+  it('a journal that cannot be written stops the replacement before anything is deleted, saying where and the way out', async () => {
+    const file = join(root, 'a-file')
+    await writeFile(file, '')
+    const journal = new ReplacementJournal(join(file, 'replacements'))
+    await expect(journal.record(INSTANCE, kept)).rejects.toMatchObject({code: 'journal-unwritable', message: expect.stringContaining(join(file, 'replacements'))})
   })
 })
