@@ -3,7 +3,7 @@ import {type ArchiveInput, readArchives} from '../sources/archive-source.js'
 import type {AgeDecryptionKeys} from '../crypto/age.js'
 import {archiveInputs} from '../sources/archive-inputs.js'
 import {readDicomFolder, sampleFolderFiles} from '../sources/dicom-folder.js'
-import {FirstCopies} from '../sources/first-copies.js'
+import {FirstCopies, takeFirstCopy} from '../sources/first-copies.js'
 import type {Endpoint, InstanceInTransit} from '../model.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
 import {archiveTotals} from '../sources/archive-totals.js'
@@ -230,18 +230,23 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
   const {archives} = options
   // All archives go through one reader, so that volumes of a group are counted together.
   if (archives.length > 0) yield* readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})
-  // Two folders given may hold two different copies of one instance: only the first is sent.
+  // Two folders or servers given may hold two different copies of one instance: only the first is sent.
   const copies = new FirstCopies()
+  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length > 1
   for (const input of inputs) {
     if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal, copies})
-    else if (input.kind === 'storage-folder' || input.kind === 'postgres') yield* recover(input, events, options)
+    else if (input.kind === 'storage-folder' || input.kind === 'postgres') yield* recover(input, events, others ? copies : undefined, options)
   }
 }
 
-async function* recover(input: RecoveryInput, events: SourceEvents, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
-  const {report, units} = recoverStoppedServer(input, events, {includeUnindexed: options.includeUnindexed, signal: options.signal})
+/** `copies`: those the other inputs met, when there are others. */
+async function* recover(input: RecoveryInput, events: SourceEvents, copies: FirstCopies | undefined, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
+  const {report, units} = recoverStoppedServer(input, events, {includeUnindexed: options.includeUnindexed, signal: options.signal, copies})
   options.recovery.push(report)
+  // From an index each instance comes once: met against the other inputs only when there are others
+  // (remembering a million instances costs some 200 MB). A walk without an index met them already.
   for await (const unit of units) {
+    if (copies && !takeFirstCopy(copies, unit, events)) continue
     options.recoveredFrom.set(unit, report)
     yield unit
   }

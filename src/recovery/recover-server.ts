@@ -3,6 +3,7 @@ import {join} from 'node:path'
 
 import type {InstanceInTransit} from '../model.js'
 import {reportFailure, type SourceEvents} from '../sources/source-events.js'
+import type {FirstCopies} from '../sources/first-copies.js'
 import {readStorageFolder} from '../sources/storage-folder.js'
 import {FolderStore} from './attachment-store.js'
 import type {OrthancIndex} from './index-model.js'
@@ -19,6 +20,8 @@ export type RecoveryInput =
 export interface RecoveryOptions {
   includeUnindexed: boolean
   signal?: AbortSignal
+  /** The copies met so far by the other inputs of one import (see FirstCopies). */
+  copies?: FirstCopies
 }
 
 /**
@@ -66,7 +69,7 @@ async function* guessFromStorageFolder(path: string, report: RecoveryReport, eve
       reportFailure(events, problem)
     },
   }
-  for await (const unit of readStorageFolder(path, counting, {signal: options.signal})) {
+  for await (const unit of readStorageFolder(path, counting, {signal: options.signal, copies: options.copies})) {
     report.candidates++
     yield unit
   }

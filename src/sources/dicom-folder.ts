@@ -13,8 +13,8 @@ import {type DicomIdentifiers, readDicomIdentifiers} from '../dicom/parse.js'
 import {EXPLICIT_LITTLE_ENDIAN_ENCODING} from '../dicom/transfer-syntax.js'
 import {trimDicomPadding} from '../dicom/values.js'
 import type {InstanceInTransit} from '../model.js'
-import {differentCopyReason, FirstCopies} from './first-copies.js'
-import {reportFailure, type SourceEvents} from './source-events.js'
+import {FirstCopies, takeFirstCopy} from './first-copies.js'
+import type {SourceEvents} from './source-events.js'
 import {looksLikeArchive} from '../archive/format.js'
 
 export interface DicomFolderOptions {
@@ -65,7 +65,7 @@ export async function* readDicomFolder(root: string, events: SourceEvents, optio
       }
       case 'file': {
         const unit = await readDicomFile(entry.path, events, maxFileBytes, entry.path === root)
-        if (unit && firstOrSame(copies, unit, events)) yield unit
+        if (unit && takeFirstCopy(copies, unit, events)) yield unit
         break
       }
       case 'symlink':
@@ -111,17 +111,6 @@ export async function sampleFolderFiles(roots: string[], limits: {files: number;
   }
 
   return sample
-}
-
-/**
- * Whether to send a file's instance: the first copy of it met, or another with the same bytes
- * (the target skips it: hard links, a folder given twice); another with other bytes is named,
- * not sent after the first.
- */
-function firstOrSame(copies: FirstCopies, unit: InstanceInTransit, events: SourceEvents): boolean {
-  const met = copies.meet(unit.instanceId, unit.md5, unit.label)
-  if (met.kind === 'different') reportFailure(events, {id: unit.instanceId, path: unit.label, kind: 'contradiction', reason: differentCopyReason(met.firstLabel)})
-  return met.kind !== 'different'
 }
 
 async function readDicomFile(path: string, events: SourceEvents, maxFileBytes: number, followLink: boolean): Promise<InstanceInTransit | undefined> {
@@ -231,8 +220,9 @@ export interface WholeFileOptions {
 const PEEK_FIRST_BYTES = 64 * 1024 * 1024
 const PEEKED_BYTES = 512
 
-/** Whether a file's first bytes may begin DICOM in a framing Orthanc accepts (see locateDataSet). */
+/** Whether a file's first bytes may begin DICOM in a framing Orthanc accepts (see locateDataSet), a Part 10 file with a damaged marker included. */
 export function mayBeginDicom(head: Buffer): boolean {
+  if (hasDamagedPart10Marker(head)) return true
   try {
     locateDataSet(head)
     return true

@@ -1,12 +1,14 @@
+import type {InstanceInTransit} from '../model.js'
+import {reportFailure, type SourceEvents} from './source-events.js'
+
 /**
  * The first copy met of each instance in a walk, to tell a later one apart: the same bytes (a
  * duplicate, harmless), or other bytes under the same UIDs. Nothing in a folder says which of two
  * different ones is right: the first is taken and the other is named, never sent after it, where
  * a target that overwrites would keep whichever came last without a word.
  *
- * Memory: per instance its ID and MD5 in binary form and the first copy's path as given, some 150
- * bytes with a storage folder's short relative paths, 200 with a folder's absolute ones: 150 to
- * 200 MB per million instances.
+ * Memory: per instance its ID and MD5 in binary form and the first copy's path, some 200 bytes:
+ * about 200 MB per million instances.
  */
 export class FirstCopies {
   // Compact instance ID -> compact MD5 (16 characters), then the first copy's label.
@@ -29,6 +31,17 @@ export class FirstCopies {
 }
 
 const COMPACT_MD5_LENGTH = 16
+
+/**
+ * Whether to send a unit: the first copy of its instance met, or another with the same bytes (the
+ * target skips it: hard links, a folder given twice); another with other bytes is named as
+ * failed, not sent after the first.
+ */
+export function takeFirstCopy(copies: FirstCopies, unit: InstanceInTransit, events: SourceEvents): boolean {
+  const met = copies.meet(unit.instanceId, unit.md5, unit.label)
+  if (met.kind === 'different') reportFailure(events, {id: unit.instanceId, path: unit.label, kind: 'contradiction', reason: differentCopyReason(met.firstLabel)})
+  return met.kind !== 'different'
+}
 
 /** Why a different copy of an instance already taken is left out, with the way out. */
 export function differentCopyReason(firstPath: string): string {

@@ -30,6 +30,8 @@ import {reportFailure, type SourceEvents} from './source-events.js'
 
 export interface StorageFolderOptions {
   signal?: AbortSignal
+  /** The copies met so far, shared by the inputs of one import; default: this folder's own. */
+  copies?: FirstCopies
   /** Where the list of files without pixel data is kept during the walk. Default: the system temporary folder. */
   deferredDir?: string
 }
@@ -59,7 +61,7 @@ const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the hea
  * Rows) but has no pixel data is a header-only copy: when its whole file is not there it is never
  * imported in its place, and the instance is named as failed (with the largest such file).
  *
- * Memory: the current file, plus what FirstCopies keeps per instance yielded (some 150 bytes),
+ * Memory: the current file, plus what FirstCopies keeps per instance yielded (some 200 bytes),
  * plus one entry per file without pixel data of an instance with no whole copy, usually few.
  *
  * Two whole copies of one instance (a file the server failed to delete after an overwrite): a
@@ -70,7 +72,7 @@ const ORPHAN_HEADER_FAILURE = 'its whole file is missing or damaged, and the hea
  */
 export async function* readStorageFolder(root: string, events: SourceEvents, options: StorageFolderOptions = {}): AsyncGenerator<InstanceInTransit> {
   const deferred = new DeferredFiles(options.deferredDir ?? tmpdir())
-  const wholeCopies = new FirstCopies()
+  const wholeCopies = options.copies ?? new FirstCopies()
   try {
     // Files outside the layout are read too: a misplaced instance, or DICOM files beside it, must not be passed over unread.
     for await (const file of storageFiles(root, events, options.signal, {outsideLayout: true})) {
@@ -93,10 +95,11 @@ export async function* readStorageFolder(root: string, events: SourceEvents, opt
 
 /** Whether a whole copy is the first of its instance, to be yielded; a later one is skipped (the same bytes) or named (others). */
 function meetCopy(copies: FirstCopies, root: string, relative: string, instanceId: string, md5: string, events: SourceEvents): boolean {
-  const met = copies.meet(instanceId, md5, relative)
   const path = join(root, relative)
+  // Labelled by the whole path: the copies may be shared with the other inputs of an import.
+  const met = copies.meet(instanceId, md5, path)
   if (met.kind === 'identical') events.onSkip({id: path, kind: 'copy', reason: IDENTICAL_COPY_REASON})
-  else if (met.kind === 'different') reportFailure(events, {id: instanceId, path, kind: 'contradiction', reason: differentCopyReason(join(root, met.firstLabel))})
+  else if (met.kind === 'different') reportFailure(events, {id: instanceId, path, kind: 'contradiction', reason: differentCopyReason(met.firstLabel)})
   return met.kind === 'first'
 }
 
@@ -164,34 +167,66 @@ export interface StorageFile {
  * order, folders walked (links never followed), for a walk that must miss no instance.
  */
 export async function* storageFiles(root: string, events: SourceEvents, signal?: AbortSignal, options: {outsideLayout?: boolean} = {}): AsyncGenerator<StorageFile> {
-  // Folders still to list, next one last, with how deep in the layout they are (undefined: outside it).
-  const pending: Array<{path: string; relative: string; layoutDepth?: number; digits: string}> = [{path: root, relative: '', layoutDepth: 0, digits: ''}]
-  while (pending.length > 0) {
+  // The layout first, then what lies outside it: Orthanc's own file of an instance is met before a
+  // stray copy of it (an old export beside the storage), so that it is the one taken (FirstCopies).
+  // Each is a stack of folders still to list, next one last; `depth` is how deep in the layout (none: outside it).
+  const layout: Array<{path: string; relative: string; depth: number; digits: string}> = [{path: root, relative: '', depth: 0, digits: ''}]
+  const outside: Array<{path: string; relative: string; isFile: boolean}> = []
+  while (layout.length > 0) {
     signal?.throwIfAborted()
-    const folder = pending.pop()!
-    const later: typeof pending = []
-    for (const entry of await listDirectoryOrReport(folder.path, events)) {
+    const folder = layout.pop()!
+    const later: typeof layout = []
+    for (const entry of await listFolder(folder.path, folder.relative, events)) {
       const relative = folder.relative === '' ? entry.name : `${folder.relative}/${entry.name}`
-      const depth = folder.layoutDepth
-      if (depth !== undefined && depth < 2 && isHexPairFolder(entry)) {
-        later.push({path: entry.path, relative, layoutDepth: depth + 1, digits: folder.digits + entry.name})
-      } else if (depth === 2 && entry.kind === 'file' && isAttachmentName(entry.name, folder.digits)) {
-        yield {path: entry.path, relative, inLayout: true}
-      } else if (options.outsideLayout && entry.kind === 'symlink') {
-        // Orthanc stores no link: one where instances are looked for hides what it points to, never passed over without a word.
-        events.onProblem({id: entry.path, kind: 'unreadable', reason: LINK_NOT_FOLLOWED})
-      } else if (!options.outsideLayout || (depth === 0 && INDEX_FILES.has(entry.name)) || (entry.kind !== 'file' && entry.kind !== 'directory')) {
-        skipOutsideLayout(entry, events)
-      } else if (entry.kind === 'directory') {
-        later.push({path: entry.path, relative, digits: ''})
-      } else {
-        yield {path: entry.path, relative, inLayout: false}
-      }
+      if (folder.depth < 2 && isHexPairFolder(entry)) later.push({path: entry.path, relative, depth: folder.depth + 1, digits: folder.digits + entry.name})
+      else if (folder.depth === 2 && entry.kind === 'file' && isAttachmentName(entry.name, folder.digits)) yield {path: entry.path, relative, inLayout: true}
+      else if (options.outsideLayout && !(folder.depth === 0 && entry.kind === 'file' && INDEX_FILES.has(entry.name))) passOutside(entry, relative, outside, events)
+      else skipOutsideLayout(entry, events)
     }
     // Depth first, in name order: the first entry's folder is walked next.
-    for (let index = later.length - 1; index >= 0; index--) pending.push(later[index]!)
+    for (let index = later.length - 1; index >= 0; index--) layout.push(later[index]!)
+  }
+
+  // Outside the layout, in the order met; a folder's entries in name order, walked depth first.
+  outside.reverse()
+  while (outside.length > 0) {
+    signal?.throwIfAborted()
+    const next = outside.pop()!
+    if (next.isFile) {
+      yield {path: next.path, relative: next.relative, inLayout: false}
+      continue
+    }
+    const entries: typeof outside = []
+    for (const entry of await listFolder(next.path, next.relative, events)) passOutside(entry, `${next.relative}/${entry.name}`, entries, events)
+    for (let index = entries.length - 1; index >= 0; index--) outside.push(entries[index]!)
   }
 }
+
+/** An entry outside the layout, kept for the walk after it: a file to read, a folder to list; a link or special file said now. */
+function passOutside(entry: FolderEntry, relative: string, to: Array<{path: string; relative: string; isFile: boolean}>, events: SourceEvents): void {
+  // Orthanc stores no link: one where instances are looked for hides what it points to, never passed over without a word.
+  if (entry.kind === 'symlink') events.onProblem({id: entry.path, kind: 'unreadable', reason: LINK_NOT_FOLLOWED})
+  else if (entry.kind === 'file' || entry.kind === 'directory') to.push({path: entry.path, relative, isFile: entry.kind === 'file'})
+  else skipOutsideLayout(entry, events)
+}
+
+/**
+ * A folder's entries, or a problem said and none. The one exception: a file system's own
+ * `lost+found`, which only root may read and which holds nothing unless fsck put something there,
+ * is set aside with the way out when it cannot be read, not failed: a healthy disk has one.
+ */
+async function listFolder(path: string, relative: string, events: SourceEvents): Promise<FolderEntry[]> {
+  if (relative !== LOST_AND_FOUND) return listDirectoryOrReport(path, events)
+  try {
+    return await listDirectory(path)
+  } catch (error) {
+    if (!isFileSystemError(error) || (error.code !== 'EACCES' && error.code !== 'EPERM')) return listDirectoryOrReport(path, events)
+    events.onSkip({id: path, kind: 'foreign-file', reason: 'the file system\'s lost+found, which this user cannot read: not looked in (run as root to recover what fsck may have put there)'})
+    return []
+  }
+}
+
+const LOST_AND_FOUND = 'lost+found'
 
 const LINK_NOT_FOLLOWED = 'a symbolic link, not followed (Orthanc stores none; a link could lead anywhere on this machine): what it points to is not read; put a copy of it in its place (cp -rL) to recover it'
 
@@ -237,29 +272,45 @@ const OUTSIDE_LAYOUT_REASON = 'not a storage file (outside the aa/bb/uuid layout
 
 /** A file outside the layout (misplaced, or beside the storage): read like a stored file, so that an instance among them is imported; the rest is set aside as foreign. */
 async function decodeOutsideLayout(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
-  return decodeStorageFile(path, {...events, onSkip: (notice) => events.onSkip({...notice, kind: 'foreign-file', reason: `${OUTSIDE_LAYOUT_REASON}, ${notice.reason}`})})
+  return decodeStorageFile(path, {...events, onSkip: (notice) => events.onSkip({...notice, kind: 'foreign-file', reason: `${OUTSIDE_LAYOUT_REASON}, ${notice.reason}`})}, {outsideLayout: true})
 }
 
 /** Whether the first bytes of a file may begin an instance as Orthanc stores one: DICOM in any framing, or compressed. */
 function mayBeginStoredInstance(head: Buffer): boolean {
-  // Zeros are read on: a power loss's leftover is named as damaged (decodeStoredBytes).
-  return hasDicmMagic(head) || hasZlibHeader(head) || mayBeginDicom(head) || startsZeroed(head)
+  // Zeros are read on: a power loss's leftover is named as damaged (decodeStoredBytes). So is a
+  // compressed file whose framing is damaged, when the start of its data inflates to DICOM.
+  return hasDicmMagic(head) || hasZlibHeader(head) || mayBeginDicom(head) || isAllZeros(head) || inflatedStartMayBeginDicom(head)
 }
 
-async function decodeStorageFile(path: string, events: SourceEvents): Promise<DecodedInstance | undefined> {
+function inflatedStartMayBeginDicom(head: Buffer): boolean {
+  const inflatedFrom = (offset: number, inflate: typeof inflateSync) => {
+    try {
+      return inflate(head.subarray(offset), {finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: PROBED_OUTPUT_BYTES})
+    } catch {
+      return Buffer.alloc(0)
+    }
+  }
+  return [inflatedFrom(COMPRESSED_DATA_OFFSET, inflateSync), inflatedFrom(COMPRESSED_DATA_OFFSET + ZLIB_HEADER_BYTES, inflateRawSync)]
+    // Markers only: a bare data set that large behind damaged framing is not told apart anyway (inflatesToDicom reads 64 MiB at most).
+    .some((start) => hasDicmMagic(start) || startsWithMetaGroup(start))
+}
+
+async function decodeStorageFile(path: string, events: SourceEvents, options: {outsideLayout?: boolean} = {}): Promise<DecodedInstance | undefined> {
   // A large user attachment (a video, say) is not read whole only to be set aside.
   const stored = await readWholeFileOrReport(path, LARGEST_BUFFER, events, {mayHold: mayBeginStoredInstance})
-  return stored === undefined ? undefined : decodeStoredBytes(path, stored, events)
+  return stored === undefined ? undefined : decodeStoredBytes(path, stored, events, options)
 }
 
 /**
  * The instance a stored file holds, or undefined when it holds none (reported as skipped or as a
  * problem). Undoes StorageCompression first; then any DICOM framing Orthanc stores is accepted.
  */
-export function decodeStoredBytes(label: string, stored: Buffer, events: SourceEvents): DecodedInstance | undefined {
-  // Not passed over as "not DICOM": Orthanc writes no empty instance file, and a power loss leaves them.
+export function decodeStoredBytes(label: string, stored: Buffer, events: SourceEvents, options: {outsideLayout?: boolean} = {}): DecodedInstance | undefined {
+  // Not passed over as "not DICOM": Orthanc writes no empty instance file, and a power loss leaves
+  // them. Outside the layout it wrote no file at all: an empty one there is nobody's instance.
   if (stored.length === 0) {
-    events.onProblem({id: label, kind: 'truncated', reason: 'an empty stored file: most often an instance a power loss cut short (or, rarely, an empty user attachment)'})
+    if (options.outsideLayout) events.onSkip({id: label, kind: 'not-dicom', reason: 'an empty file'})
+    else events.onProblem({id: label, kind: 'truncated', reason: 'an empty stored file: most often an instance a power loss cut short (or, rarely, an empty user attachment)'})
     return undefined
   }
 
@@ -272,8 +323,9 @@ export function decodeStoredBytes(label: string, stored: Buffer, events: SourceE
   const identifiers = identifyOrReport(label, content.dicom, {
     onProblem: (problem) => events.onProblem(problem),
     onSkip(notice) {
-      // Zeros where a file's first bytes stood: what a power loss leaves of a file it did not finish writing.
-      if (startsZeroed(stored)) events.onProblem({id: label, kind: 'damaged', reason: `a stored file whose first ${Math.min(stored.length, ZEROED_START_BYTES)} bytes are zeros and that reads as nothing: most often an instance a power loss left zeroed`})
+      // Zeros only: what a power loss leaves of a file whose size was written and its data not.
+      // (Zeros at the start alone are no sign: a disk image kept as a user attachment has 32 KiB of them.)
+      if (!options.outsideLayout && isAllZeros(stored)) events.onProblem({id: label, kind: 'damaged', reason: `a stored file of ${stored.length} bytes, all zeros: most often an instance a power loss left zeroed`})
       // Not DICOM in any framing: one of the user attachments Orthanc keeps beside the instances, or a stranger.
       else events.onSkip({...notice, reason: `${content.compressed ? 'compressed, ' : ''}not DICOM: a user attachment or another kind of file (${notice.reason})`})
     },
@@ -284,12 +336,14 @@ export function decodeStoredBytes(label: string, stored: Buffer, events: SourceE
 
 type StorageContent = {dicom: Buffer; compressed: boolean} | {problem: string; kind?: ProblemKind}
 
-/** A Part 10 file's preamble and marker: zeros over all of it are no file Orthanc wrote. */
-const ZEROED_START_BYTES = 132
-
-function startsZeroed(stored: Buffer): boolean {
-  const start = stored.subarray(0, ZEROED_START_BYTES)
-  return start.every((byte) => byte === 0)
+function isAllZeros(bytes: Buffer): boolean {
+  // Compared a block at a time: a byte at a time costs a call per byte.
+  const zeros = Buffer.alloc(Math.min(bytes.length, 64 * 1024))
+  for (let offset = 0; offset < bytes.length; offset += zeros.length) {
+    const block = bytes.subarray(offset, offset + zeros.length)
+    if (!block.equals(zeros.subarray(0, block.length))) return false
+  }
+  return true
 }
 
 const COMPRESSED_DATA_OFFSET = 8

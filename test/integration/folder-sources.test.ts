@@ -215,6 +215,19 @@ describe('DICOM folder', () => {
     expect(found.skips).toEqual([{id: image, kind: 'not-dicom', reason: `not read whole (${5 * 1024 ** 3} bytes): its first bytes begin no DICOM file`}])
   })
 
+  // The look before the whole read must know damage as the read does: skipped unread, it was lost with exit 0.
+  it('a large Part 10 file whose DICM marker is damaged is read and named as damaged, as a small one is', async () => {
+    const folder = join(root, 'large-damaged')
+    await mkdir(folder)
+    const damaged = join(folder, 'big.dcm')
+    const bytes = Buffer.from(await readFile(sample[0]!.path))
+    bytes.write('DICX', 128, 'latin1')
+    await writeFile(damaged, bytes)
+    await truncate(damaged, 65 * 1024 ** 2)
+    const found = await collect((events) => readDicomFolder(folder, events))
+    expect(found.problems).toEqual([{id: damaged, kind: 'damaged', reason: expect.stringMatching(/^a Part 10 file whose "DICM" marker/)}])
+  })
+
   // A pipe with no writer blocks open(2) in the kernel, where no signal reaches: Ctrl-C did nothing.
   it('a pipe put where a file was listed is refused at once, never waited on', async () => {
     if (!hasPipe) return
@@ -405,9 +418,21 @@ describe('storage folder of a stopped Orthanc', () => {
     const zeroed = join(copy, 'ab', '12', 'ab120000-0000-4000-8000-000000000002')
     await writeFile(zeroed, '')
     await truncate(zeroed, 80 * 1024 ** 2)
+    // Compressed, its zlib header damaged (its size odd, so that its start reads as no data element): read, and named.
+    const framingDamaged = join(copy, 'ab', '12', 'ab120000-0000-4000-8000-000000000003')
+    const dicom = await readFile(sample[0]!.path)
+    const size = Buffer.alloc(8)
+    size.writeBigUInt64LE(BigInt(dicom.length) | 1n)
+    const compressedBytes = Buffer.concat([size, deflateSync(dicom)])
+    compressedBytes[8] = 0
+    compressedBytes[9] = 0
+    await writeFile(framingDamaged, compressedBytes)
+    await truncate(framingDamaged, 65 * 1024 ** 2)
     const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
     expect(found.skips).toContainEqual({id: video, kind: 'not-dicom', reason: `not read whole (${3 * 1024 ** 3} bytes): its first bytes begin no DICOM file`})
-    expect(found.problems).toEqual([{id: zeroed, kind: 'damaged', reason: expect.stringMatching(/bytes are zeros and that reads as nothing/)}])
+    expect(found.problems).toContainEqual({id: framingDamaged, kind: 'damaged', reason: expect.stringMatching(/zlib header \(bytes 8-9\) is damaged: its data inflates to DICOM/)})
+    expect(found.problems).toContainEqual({id: zeroed, kind: 'damaged', reason: expect.stringMatching(/^a stored file of 83886080 bytes, all zeros: most often an instance a power loss left zeroed$/)})
+    expect(found.problems).toHaveLength(2)
     expect(found.units).toHaveLength(read.get(compressed)!.units.length)
     await rm(copy, {recursive: true, force: true})
   })
@@ -454,19 +479,33 @@ describe('storage folder of a stopped Orthanc', () => {
     const misplaced = unitOf(sample[2]!)
     await rename(misplaced.path, join(copy, 'lost+found', '#4242'))
     await writeFile(join(copy, 'lost+found', 'tab\tand\nline.txt'), 'not dicom')
+    // A stray, altered copy beside the storage, named to come first: Orthanc's own file is still the one taken.
+    const strayCopy = join(copy, '000-old-export.dcm')
+    const strayBytes = Buffer.from(unitOf(sample[3]!).unit.dicom)
+    strayBytes[0] = strayBytes[0]! ^ 0x55
+    await writeFile(strayCopy, strayBytes)
+    // A folder named like the index is a folder: walked.
+    await mkdir(join(copy, 'index-wal'))
+    const inIndexFolder = unitOf(sample[4]!)
+    await rename(inIndexFolder.path, join(copy, 'index-wal', 'moved.dcm'))
+    // Outside the layout Orthanc wrote nothing: an empty file or one of zeros there is no alarm.
+    await writeFile(join(copy, '.keep'), '')
+    await writeFile(join(copy, 'lost+found', 'zeros.img'), Buffer.alloc(1000))
     // A report's copy under a name with a tab and a line break: set aside to be read after the walk, by that name.
     await cp(report.path, join(copy, 'lost+found', 're\tport\n1'))
 
     const tampered = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
     // Two different whole copies: the first in walk order goes, and the instance is failed with both files named.
     const [firstCopy, secondCopy] = [altered.path, sibling(altered.path)].sort()
-    expect(tampered.problems).toEqual([
+    const byWhere = (a: {id: string; path?: string}, b: {id: string; path?: string}) => (a.path ?? a.id).localeCompare(b.path ?? b.id)
+    expect([...tampered.problems].sort(byWhere)).toEqual([
       {id: damaged.path, kind: 'damaged', reason: expect.stringMatching(/does not inflate/)},
       {id: altered.unit.instanceId, path: secondCopy, kind: 'contradiction', reason: expect.stringContaining(`another copy of this instance, with other bytes than ${firstCopy} (the one taken), was left out`)},
-    ].sort((a, b) => (a.path ?? a.id).localeCompare(b.path ?? b.id)).concat(
       // Files without pixel data are read after the walk, in walk order: the first of the report's is taken.
       {id: noPixelsId, path: alteredReportPath, kind: 'contradiction', reason: expect.stringContaining('another copy of this instance, with other bytes than')},
-    ))
+      {id: unitOf(sample[3]!).unit.instanceId, path: strayCopy, kind: 'contradiction', reason: expect.stringContaining(`with other bytes than ${unitOf(sample[3]!).path} (the one taken)`)},
+    ].sort(byWhere))
+    expect(tampered.units.filter((unit) => unit.instanceId === inIndexFolder.unit.instanceId).map((unit) => unit.label)).toEqual([join(copy, 'index-wal', 'moved.dcm')])
     expect(tampered.units.filter((unit) => unit.instanceId === duplicated.unit.instanceId)).toHaveLength(1)
     // The duplicated image and the report's two copies: a report has no header-only copies, each of its files is whole.
     expect(tampered.skips.filter((skip) => skip.reason === IDENTICAL_COPY_REASON).map((skip) => skip.id)).toContain(join(copy, 'lost+found', 're\tport\n1'))

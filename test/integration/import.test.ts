@@ -448,6 +448,31 @@ describe('import', () => {
     }
   })
 
+  it('a folder and a stopped server\'s storage (with its index, or without) holding different files of one instance: the first input\'s is sent, the other named', async () => {
+    const target = await startOrthanc({name: 'folder-and-storage', overwriteInstances: true})
+    const dead = join(work, 'folder-and-storage-server')
+    const storage = join(dead, 'storage')
+    const server = await startOrthanc({name: 'folder-and-storage-source', dir: dead, extra: {IndexDirectory: storage}})
+    try {
+      const record = corpus[0]!
+      await uploadFiles(server, [record.path])
+      await server.stop()
+      const folder = join(work, 'folder-and-storage-copy')
+      await mkdir(folder)
+      const altered = Buffer.from(await readFile(record.path))
+      altered[0] = altered[0]! ^ 0x55
+      await writeFile(join(folder, 'x.dcm'), altered)
+      for (const route of [[], ['--ignore-index']]) {
+        const result = await importInto(target, ...route, folder, storage)
+        expect(result.code, result.stdout).toBe(10)
+        const summary = parseJson<ImportJson & {failures: Array<{id: string; kind: string; reason: string}>}>(result)
+        expect(summary.failures).toEqual([expect.objectContaining({id: record.orthancId, kind: 'contradiction', reason: expect.stringContaining(`with other bytes than ${join(folder, 'x.dcm')} (the one taken)`)})])
+      }
+    } finally {
+      await Promise.all([target.dispose(), server.dispose()])
+    }
+  })
+
   // One aa/bb/uuid file makes a folder look like a storage folder: the DICOM files beside it were
   // set aside unread as outside the layout, exit 0.
   it('a folder taken for a storage folder reads the files outside the aa/bb/uuid layout too: no instance passed over', async () => {
