@@ -212,8 +212,11 @@ export class NotWorthReadingError extends Error {
 export interface WholeFileOptions {
   /** Follow a symbolic link (only where the user named the path). */
   followLink?: boolean
-  /** For a file over PEEK_FIRST_BYTES: whether its first PEEKED_BYTES may begin what is looked for; if not, NotWorthReadingError. */
-  mayHold?: (head: Buffer) => boolean
+  /**
+   * For a file over PEEK_FIRST_BYTES: whether its first PEEKED_BYTES may begin what is looked for
+   * (`readAt` gives as many at another offset); if not, NotWorthReadingError.
+   */
+  mayHold?: (head: Buffer, readAt: (offset: number) => Buffer, size: number) => boolean
 }
 
 /** Past this size a file is looked at before it is read whole: a 3 GiB video took 3 GB of memory only to be skipped. */
@@ -260,8 +263,11 @@ export async function readWholeFile(path: string, maxBytes: number, options: Who
     if (!info.isFile()) throw Object.assign(new Error(`${path} is not a regular file (a device, socket or pipe, there since the folder was listed)`), {code: 'ENOTREGULAR'})
     const {size} = info
     if (options.mayHold && size > PEEK_FIRST_BYTES) {
-      const head = Buffer.alloc(PEEKED_BYTES)
-      if (!options.mayHold(head.subarray(0, readSync(fd, head, 0, PEEKED_BYTES, 0)))) throw new NotWorthReadingError(size)
+      const readAt = (offset: number) => {
+        const block = Buffer.alloc(PEEKED_BYTES)
+        return block.subarray(0, readSync(fd, block, 0, PEEKED_BYTES, offset))
+      }
+      if (!options.mayHold(readAt(0), readAt, size)) throw new NotWorthReadingError(size)
     }
     if (size > maxBytes) throw new FileTooLargeError(size, maxBytes)
     const bytes = Buffer.allocUnsafe(size)

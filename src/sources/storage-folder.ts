@@ -116,12 +116,13 @@ async function* instancesWithoutPixelData(
   const headersOnly = new Map<string, DeferredFile>()
   const wholeWithoutPixels = new Map<string, DeferredFile[]>()
   for await (const file of deferred.entries()) {
-    if (wholeCopies.has(file.instanceId)) {
-      events.onSkip({id: join(root, file.relative), kind: 'header-only', reason: HEADER_ONLY_COPY_REASON})
-      continue
-    }
+    // A report's file is a whole copy, met as any (another input may have given a different one).
     if (!file.describesImage) {
       wholeWithoutPixels.set(file.instanceId, [...(wholeWithoutPixels.get(file.instanceId) ?? []), file])
+      continue
+    }
+    if (wholeCopies.has(file.instanceId)) {
+      events.onSkip({id: join(root, file.relative), kind: 'header-only', reason: HEADER_ONLY_COPY_REASON})
       continue
     }
 
@@ -276,11 +277,16 @@ async function decodeOutsideLayout(path: string, events: SourceEvents): Promise<
 }
 
 /** Whether the first bytes of a file may begin an instance as Orthanc stores one: DICOM in any framing, or compressed. */
-function mayBeginStoredInstance(head: Buffer): boolean {
-  // Zeros are read on: a power loss's leftover is named as damaged (decodeStoredBytes). So is a
-  // compressed file whose framing is damaged, when the start of its data inflates to DICOM.
-  return hasDicmMagic(head) || hasZlibHeader(head) || mayBeginDicom(head) || isAllZeros(head) || inflatedStartMayBeginDicom(head)
+function mayBeginStoredInstance(head: Buffer, readAt: (offset: number) => Buffer, size: number): boolean {
+  // A file of zeros is read on: a power loss's leftover is named as damaged (decodeStoredBytes);
+  // zeros at the start only (a disk image has 32 KiB of them) are looked past, further in and at the end.
+  if (isAllZeros(head)) return [ISO_VOLUME_DESCRIPTOR_OFFSET, size - head.length].every((offset) => isAllZeros(readAt(Math.max(0, offset))))
+  // So is a compressed file whose framing is damaged, when the start of its data inflates to DICOM.
+  return hasDicmMagic(head) || hasZlibHeader(head) || mayBeginDicom(head) || inflatedStartMayBeginDicom(head)
 }
+
+/** Where a disk image (ISO 9660) has its first volume descriptor, after 32 KiB of zeros. */
+const ISO_VOLUME_DESCRIPTOR_OFFSET = 32 * 1024
 
 function inflatedStartMayBeginDicom(head: Buffer): boolean {
   const inflatedFrom = (offset: number, inflate: typeof inflateSync) => {

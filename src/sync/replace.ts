@@ -192,11 +192,9 @@ export class InstanceReplacer {
     if (!replacement.went) {
       // From here on the copy may be gone, answered or not (see finish).
       replacement.attempted = true
+      let answered: Set<ResourceLevel> | undefined
       try {
-        replacement.went = wentWith(await this.target.deleteInstance(instanceId, signal))
-        // Whoever writes it back (this run, or the next if this one dies) writes back only what went.
-        if (replacement.journaled) await this.journal?.noteWent(replacement.journaled, instanceId, replacement.kept, replacement.went)
-        crashPoint('replace:deleted')
+        answered = wentWith(await this.target.deleteInstance(instanceId, signal))
       } catch (error) {
         // Deleted by an earlier attempt whose answer was lost, or by someone else: what went with it is not known.
         if (error instanceof OrthancHttpError && error.status === 404) replacement.went = wentWith(undefined)
@@ -206,6 +204,13 @@ export class InstanceReplacer {
           if (stillThere !== false) throw error
           replacement.went = wentWith(undefined)
         }
+      }
+      if (answered) {
+        replacement.went = answered
+        // Whoever writes it back (this run, or the next if this one dies) writes back only what went.
+        // Outside the deletion's own handling: a journal that fails here must not be taken for a deletion that did.
+        if (replacement.journaled) await this.journal?.noteWent(replacement.journaled, instanceId, replacement.kept, answered)
+        crashPoint('replace:deleted')
       }
     }
 
@@ -251,7 +256,8 @@ export class InstanceReplacer {
       let written = true
       const reason = !this.journal || entry === undefined ? REPLACEMENT_LOST : replacementKept(this.journal.folder, earlier)
       for (const {level, id, data, bytes} of kept) {
-        if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(() => true, () => false)) continue
+        // What the target refuses is listed as lost by restoreOwn, and never goes in; what had no bytes waits for them.
+        if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(({missing}) => missing.length === 0, () => false)) continue
         written = false
         for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
         for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)

@@ -1,5 +1,5 @@
 import {createHash, randomBytes} from 'node:crypto'
-import {chmod, lstat, mkdtemp, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {chmod, lstat, mkdtemp, readdir, readFile, rename, rm, rmdir, writeFile} from 'node:fs/promises'
 import {homedir} from 'node:os'
 import {isAbsolute, join} from 'node:path'
 
@@ -107,7 +107,16 @@ export class ReplacementJournal {
         await chmod(mine, 0o600).catch(() => {})
         left.push(await readEntry(mine, file))
       }
-      await rm(folder, {recursive: true, force: true}).catch(() => {})
+      // Not recursively: a run judged gone by its lease may still write there, and what it writes stays for the next run.
+      await rm(join(folder, OWNER_FILE), {force: true}).catch(() => {})
+      await rmdir(folder).catch(() => {})
+    }
+    // Folders killed while being made hold only their owner file.
+    for (const name of names.filter((entry) => entry.startsWith(MAKING_PREFIX))) {
+      const folder = join(this.folder, name)
+      if (!(await isRealFolder(folder)) || !(await this.isAbandoned(folder))) continue
+      await rm(join(folder, OWNER_FILE), {force: true}).catch(() => {})
+      await rmdir(folder).catch(() => {})
     }
     if (this.runFolder !== undefined) await syncDirectory(await this.runFolder)
     return left
@@ -216,13 +225,32 @@ function parseEntry(text: string): Omit<LeftReplacement, 'entry'> | undefined {
     const kept: KeptResource[] = []
     for (const resource of entry.kept as Array<Record<string, unknown>>) {
       const {level, id, data, bytes} = resource ?? {}
-      if (typeof level !== 'string' || !LEVELS.has(level) || typeof id !== 'string' || !ORTHANC_ID.test(id) || !isSideData(data) || typeof bytes !== 'object' || bytes === null) return undefined
-      kept.push({level: level as ResourceLevel, id, data, bytes: new Map(Object.entries(bytes as Record<string, string>).map(([contentType, value]) => [Number(contentType), Buffer.from(String(value), 'base64')]))})
+      if (typeof level !== 'string' || !LEVELS.has(level) || typeof id !== 'string' || !ORTHANC_ID.test(id) || !isSideData(data)) return undefined
+      const attachmentBytes = checkedBytes(data, bytes)
+      if (attachmentBytes === undefined) return undefined
+      kept.push({level: level as ResourceLevel, id, data, bytes: attachmentBytes})
     }
     return {instanceId: entry.instanceId, kept, ...(entry.went ? {went: entry.went as ResourceLevel[]} : {})}
   } catch {
     return undefined
   }
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
+
+/** The bytes of each attachment the data lists, each matching the MD5 it was read with; undefined when any is not so. */
+function checkedBytes(data: SideData, bytes: unknown): Map<number, Buffer> | undefined {
+  if (typeof bytes !== 'object' || bytes === null) return undefined
+  const found = new Map<number, Buffer>()
+  for (const [key, value] of Object.entries(bytes as Record<string, unknown>)) {
+    if (!/^\d+$/.test(key) || typeof value !== 'string' || !BASE64.test(value)) return undefined
+    found.set(Number(key), Buffer.from(value, 'base64'))
+  }
+  const matches = (attachment: SideData['attachments'][number]) => {
+    const content = found.get(attachment.contentType)
+    return content !== undefined && (attachment.md5 === '' || createHash('md5').update(content).digest('hex') === attachment.md5)
+  }
+  return data.attachments.every(matches) && found.size === data.attachments.length ? found : undefined
 }
 
 // What goes into a request's path (a metadata name, a label) is held to Orthanc's own rules.
@@ -233,6 +261,6 @@ function isSideData(data: unknown): data is SideData {
   if (typeof candidate !== 'object' || candidate === null || typeof candidate.systemMetadata !== 'object') return false
   const {userMetadata, attachments, labels} = candidate
   return typeof userMetadata === 'object' && userMetadata !== null && Object.entries(userMetadata).every(([name, value]) => NAME.test(name) && typeof value === 'string')
-    && Array.isArray(attachments) && attachments.every((attachment) => Number.isInteger(attachment?.contentType) && attachment.contentType >= 1024 && attachment.contentType <= 65_535)
+    && Array.isArray(attachments) && attachments.every((attachment) => Number.isInteger(attachment?.contentType) && attachment.contentType >= 1024 && attachment.contentType <= 65_535 && typeof attachment.md5 === 'string')
     && Array.isArray(labels) && labels.every((label) => typeof label === 'string' && NAME.test(label))
 }

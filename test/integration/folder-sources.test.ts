@@ -21,6 +21,7 @@ import type {InstanceInTransit} from '../../src/model.js'
 import type {SourceEvents} from '../../src/sources/source-events.js'
 import type {Problem} from '../../src/problems.js'
 import {OWNER_FILE} from '../../src/util/scratch-folder.js'
+import {FirstCopies} from '../../src/sources/first-copies.js'
 import {
   HEADER_ONLY_COPY_REASON,
   IDENTICAL_COPY_REASON,
@@ -428,13 +429,29 @@ describe('storage folder of a stopped Orthanc', () => {
     compressedBytes[9] = 0
     await writeFile(framingDamaged, compressedBytes)
     await truncate(framingDamaged, 65 * 1024 ** 2)
+    // A disk image attached: 32 KiB of zeros, then its volume descriptor; larger than any buffer.
+    const diskImage = join(copy, 'ab', '12', 'ab120000-0000-4000-8000-000000000004')
+    const imageStart = Buffer.alloc(40_000)
+    imageStart.write('CD001', 32_769, 'latin1')
+    await writeFile(diskImage, imageStart)
+    await truncate(diskImage, 5 * 1024 ** 3)
     const found = await collect((events) => readStorageFolder(copy, events, {deferredDir}))
     expect(found.skips).toContainEqual({id: video, kind: 'not-dicom', reason: `not read whole (${3 * 1024 ** 3} bytes): its first bytes begin no DICOM file`})
+    expect(found.skips).toContainEqual({id: diskImage, kind: 'not-dicom', reason: `not read whole (${5 * 1024 ** 3} bytes): its first bytes begin no DICOM file`})
     expect(found.problems).toContainEqual({id: framingDamaged, kind: 'damaged', reason: expect.stringMatching(/zlib header \(bytes 8-9\) is damaged: its data inflates to DICOM/)})
     expect(found.problems).toContainEqual({id: zeroed, kind: 'damaged', reason: expect.stringMatching(/^a stored file of 83886080 bytes, all zeros: most often an instance a power loss left zeroed$/)})
     expect(found.problems).toHaveLength(2)
     expect(found.units).toHaveLength(read.get(compressed)!.units.length)
     await rm(copy, {recursive: true, force: true})
+  })
+
+  // Another input of the same import gave a different copy of the report first: this one is a whole copy, named, never a header-only one.
+  it('a report met first in another input, with other bytes, is a contradiction here', async () => {
+    const copies = new FirstCopies()
+    copies.meet(noPixelsId, 'f'.repeat(32), '/elsewhere/report.dcm')
+    const found = await collect((events) => readStorageFolder(compressed.storageDir, events, {deferredDir, copies}))
+    expect(found.problems).toEqual([expect.objectContaining({id: noPixelsId, kind: 'contradiction', reason: expect.stringContaining('with other bytes than /elsewhere/report.dcm (the one taken)')})])
+    expect(found.units.some((unit) => unit.instanceId === noPixelsId)).toBe(false)
   })
 
   it('handles duplicates, altered copies, damage and stray files in a copied folder', async () => {

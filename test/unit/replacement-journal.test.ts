@@ -1,4 +1,5 @@
 import {spawnSync} from 'node:child_process'
+import {createHash} from 'node:crypto'
 import {mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -17,7 +18,7 @@ const INSTANCE = '0a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b'
 const OTHER = '1a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b'
 const SERIES = '2a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b'
 const kept: KeptResource[] = [
-  {level: 'instance', id: INSTANCE, data: {userMetadata: {1031: 'note'}, systemMetadata: {}, attachments: [{contentType: 1041, name: '1041', size: 3, md5: 'x'} as never], labels: ['seen']}, bytes: new Map([[1041, Buffer.from([0, 255, 7])]])},
+  {level: 'instance', id: INSTANCE, data: {userMetadata: {1031: 'note'}, systemMetadata: {}, attachments: [{contentType: 1041, name: '1041', size: 3, md5: createHash('md5').update(Buffer.from([0, 255, 7])).digest('hex')} as never], labels: ['seen']}, bytes: new Map([[1041, Buffer.from([0, 255, 7])]])},
   {level: 'series', id: SERIES, data: {userMetadata: {1032: 'series note'}, systemMetadata: {}, attachments: [], labels: []}, bytes: new Map()},
 ]
 
@@ -87,10 +88,13 @@ describe('replacement journal', () => {
   it.each([
     ['not JSON', `${INSTANCE}.000000000001.json`, '{"instanceId": "'],
     ['its name and content disagreeing', `${OTHER}.000000000001.json`, entryText(INSTANCE)],
-    ['an ID that is a path', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], id: `../patients/${INSTANCE}`, bytes: {}}])],
-    ['a level of its own', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], level: '../../tools/reset', bytes: {}}])],
+    ['an ID that is a path', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], id: `../patients/${INSTANCE}`, bytes: {1041: 'AP8H'}}])],
+    ['a level of its own', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], level: '../../tools/reset', bytes: {1041: 'AP8H'}}])],
     ['no data', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{level: 'instance', id: INSTANCE, bytes: {}}])],
-    ['a label that is a path', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], data: {...kept[0]!.data, labels: ['../x']}, bytes: {}}])],
+    ['a label that is a path', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], data: {...kept[0]!.data, labels: ['../x']}, bytes: {1041: 'AP8H'}}])],
+    ['an attachment\'s bytes that are not what was read (another MD5)', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], bytes: {1041: 'AP8I'}}])],
+    ['an attachment without its bytes', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], bytes: {}}])],
+    ['bytes that are not base64', `${INSTANCE}.000000000001.json`, entryText(INSTANCE, [{...kept[0], bytes: {1041: '!!!not base64'}}])],
   ])('an entry with %s is refused, named, never written back', async (_what, file, content) => {
     const folder = await leftBehind(`bad-${file}-${content.length}`, {[file]: content})
     const journal = new ReplacementJournal(folder)
