@@ -40,7 +40,10 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
   if (stats.failed > 0) {
     lines.push('Failed:')
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))
-    lines.push(`Run the same command again to retry what failed; ${onRetry}.`)
+    // Two copies of one instance fail again at every run until a person chooses: said so, not "retry".
+    const contradictions = stats.failures.filter((failure) => failure.kind === 'contradiction').length
+    if (contradictions < stats.failed) lines.push(`Run the same command again to retry what failed; ${onRetry}.`)
+    if (contradictions > 0) lines.push(`${contradictions} of them ${contradictions === 1 ? 'is a copy' : 'are copies'} of an instance already taken, with other bytes (contradiction): running again changes nothing until the wrong file is removed.`)
   }
 
   if (stats.interrupted) lines.push('Interrupted before the end: run the same command again to finish; what is done is not redone.')

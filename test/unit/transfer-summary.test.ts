@@ -41,3 +41,15 @@ describe('renderProblem', () => {
     expect([...line].filter((char) => char.charCodeAt(0) < 0x20)).toEqual([])
   })
 })
+
+describe('renderTransferSummary: contradictions', () => {
+  it('does not tell to run again what running again cannot change', () => {
+    const stats = emptyStats()
+    recordFailure(stats, {id: 'a', path: '/b.dcm', kind: 'contradiction', reason: 'another copy'})
+    const text = renderTransferSummary(stats, 'Imported', undefined)
+    expect(text).not.toContain('Run the same command again')
+    expect(text).toContain('1 of them is a copy of an instance already taken, with other bytes (contradiction): running again changes nothing until the wrong file is removed.')
+    recordFailure(stats, {id: 'c', kind: 'server-error', reason: 'HTTP 500'})
+    expect(renderTransferSummary(stats, 'Imported', undefined)).toContain('Run the same command again to retry what failed')
+  })
+})
