@@ -136,6 +136,7 @@ function renderSyncSummary(summary: SyncSummary & {deletion?: DeletionPass}): st
   }
 
   if (plan.undeclaredUserMetadata?.length) lines.push(describeUndeclared(plan.undeclaredUserMetadata))
+  if (summary.leftoversWrittenBack) lines.push(`Wrote back what ${summary.leftoversWrittenBack} replacement(s) by an earlier run, killed before the end, had kept of the target's own (from the replacement journal).`)
   lines.push(...renderNotCarried(summary.notCarried))
 
   const headline = summary.dryRun ? `Dry run, nothing changed on ${summary.target.url}` : `Synced ${summary.source.url} to ${summary.target.url}`

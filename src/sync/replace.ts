@@ -147,6 +147,8 @@ export class InstanceReplacer {
   private readonly journal: ReplacementJournal | undefined
   /** Replacements earlier runs were killed in, taken over to be written back in `finish`. */
   private left: LeftReplacement[] = []
+  /** Of those, how many `finish` wrote back whole. */
+  leftoversWrittenBack = 0
 
   constructor(private readonly target: OrthancClient, private readonly sink: OrthancSink, options: {heldLimit?: number; journal?: ReplacementJournal} = {}) {
     this.targetSideData = new SideDataReader(target)
@@ -264,6 +266,7 @@ export class InstanceReplacer {
         if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
       }
       if (written && entry !== undefined) await this.journal?.remove(entry)
+      if (written && earlier) this.leftoversWrittenBack++
     }
     await this.journal?.close()
   }

@@ -60,6 +60,8 @@ export interface SyncSummary extends TransferStats {
   zipUploads: ZipUploads
   /** Why nothing was moved although the plan had something to send (see SyncOptions.holdBack). */
   heldBack?: string
+  /** Replacements an earlier run was killed in whose kept data this run wrote back (see ReplacementJournal); absent when none. */
+  leftoversWrittenBack?: number
 }
 
 /**
@@ -196,7 +198,8 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
     }
 
     await replacer.finish()
-    return summary(stats, /* afterTransfer */ true)
+    const leftovers = replacer.leftoversWrittenBack
+    return {...summary(stats, /* afterTransfer */ true), ...(leftovers > 0 ? {leftoversWrittenBack: leftovers} : {})}
   } finally {
     await spool?.dispose()
   }

@@ -179,6 +179,7 @@ describe('crash points', () => {
         await target.api(`/series/${series}/metadata/1032`, {method: 'DELETE'})
         const resumed = await runCli(['sync', '--source', source.url, '--target', target.url, '--checksum', '--json'], {env})
         expect(resumed.code, resumed.stdout + resumed.stderr).toBe(0)
+        expect(parseJson<{leftoversWrittenBack?: number}>(resumed).leftoversWrittenBack).toBe(1)
         await expectExact(target)
         expect(await (await target.api(`/instances/${victim.orthancId}/metadata/1031`)).text()).toBe('the target\'s own note')
         expect(await (await target.api(`/instances/${victim.orthancId}/attachments/1041/data`)).text()).toBe('the target\'s own attachment')
