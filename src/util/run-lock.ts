@@ -17,6 +17,7 @@ export interface RunOwner {
   host?: string
   pidNamespace?: string
   startedAt?: string
+  token?: string
 }
 
 const PID_NAMESPACE = (() => {
@@ -28,7 +29,9 @@ const PID_NAMESPACE = (() => {
 })()
 
 export function thisRun(): RunOwner {
-  return {pid: process.pid, host: hostname(), ...(PID_NAMESPACE ? {pidNamespace: PID_NAMESPACE} : {}), startedAt: new Date().toISOString()}
+  // The token tells apart two owners one process writes in the same millisecond: a holder lets go
+  // of a file only while it holds its own content, and another lock of this process is not its own.
+  return {pid: process.pid, host: hostname(), ...(PID_NAMESPACE ? {pidNamespace: PID_NAMESPACE} : {}), startedAt: new Date().toISOString(), token: randomBytes(6).toString('hex')}
 }
 
 /** An owner as written, or the bare process ID earlier versions wrote; undefined when neither. */

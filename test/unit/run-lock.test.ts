@@ -4,7 +4,7 @@ import {hostname, tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {afterAll, beforeAll, describe, expect, it, vi} from 'vitest'
 
 import {UserFacingError} from '../../src/errors.js'
 import {ownerIsGone, parseOwner, RunLock, thisRun, untouchedFor} from '../../src/util/run-lock.js'
@@ -145,6 +145,22 @@ describe('run locks and owners', () => {
     await away.release()
     await expect(RunLock.acquire(path, 'away')).rejects.toThrow(/in use by another run/)
     await next.release()
+  })
+
+  // Two owners written in one millisecond by one process had the same content: the first to let go removed the other's lock (seen in CI).
+  it('a lock taken over within the same millisecond is still told from the one it replaced', async () => {
+    vi.useFakeTimers({toFake: ['Date'], now: new Date('2026-12-03T12:00:00Z')})
+    try {
+      const path = join(work, 'same-moment.lock')
+      const away = await RunLock.acquire(path, 'same moment')
+      await utimes(path, new Date(Date.now() - 10 * 60_000), new Date(Date.now() - 10 * 60_000))
+      const next = await RunLock.acquire(path, 'same moment')
+      await away.release()
+      await expect(RunLock.acquire(path, 'same moment')).rejects.toThrow(/in use by another run/)
+      await next.release()
+    } finally {
+      vi.useRealTimers()
+    }
   })
 
   it('runs that find an abandoned lock at the same moment: exactly one takes it over', async () => {
