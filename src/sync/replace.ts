@@ -256,17 +256,21 @@ export class InstanceReplacer {
     const signal = AbortSignal.timeout(FINISH_MS)
     for (const {entry, earlier, kept} of toWriteBack) {
       let written = true
+      let wroteAll = kept.length > 0
       const reason = !this.journal || entry === undefined ? REPLACEMENT_LOST : replacementKept(this.journal.folder, earlier)
       for (const {level, id, data, bytes} of kept) {
         // What the target refuses is listed as lost by restoreOwn, and never goes in; what had no bytes waits for them.
-        if (await this.sink.restoreOwn(level, id, data, bytes, signal).then(({missing}) => missing.length === 0, () => false)) continue
+        const restored = await this.sink.restoreOwn(level, id, data, bytes, signal).catch(() => undefined)
+        if (restored?.refused) wroteAll = false
+        if (restored !== undefined && restored.missing.length === 0) continue
         written = false
         for (const name of Object.keys(data.userMetadata)) this.sink.notCarried.add(level, 'user-metadata', reason, id, name)
         for (const attachment of data.attachments) this.sink.notCarried.add(level, 'attachments', reason, id, attachment.name)
         if (data.labels.length > 0) this.sink.notCarried.add(level, 'labels', reason, id)
       }
       if (written && entry !== undefined) await this.journal?.remove(entry)
-      if (written && earlier) this.leftoversWrittenBack++
+      // Said only where all of it went in: the target refusing some is listed as lost instead.
+      if (written && wroteAll && earlier) this.leftoversWrittenBack++
     }
     await this.journal?.close()
   }

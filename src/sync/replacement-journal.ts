@@ -78,13 +78,28 @@ export class ReplacementJournal {
   /** Before the deletion: returns the entry once it is on the disk. */
   async record(instanceId: string, kept: KeptResource[]): Promise<string> {
     const entry = join(await this.ownFolder(), `${instanceId}.${randomBytes(6).toString('hex')}${ENTRY_SUFFIX}`)
-    await this.write(entry, instanceId, kept)
+    try {
+      await this.write(entry, instanceId, kept)
+    } catch (error) {
+      if (!isFileSystemError(error)) throw error
+      throw unwritable(this.folder, error.message)
+    }
     return entry
   }
 
   /** Once the deletion answered: which levels it took, so that only those get their data back, whoever writes it back. */
   async noteWent(entry: string, instanceId: string, kept: KeptResource[], went: Iterable<ResourceLevel>): Promise<void> {
-    await this.write(entry, instanceId, kept, [...went])
+    try {
+      await this.write(entry, instanceId, kept, [...went])
+    } catch (error) {
+      if (!isFileSystemError(error)) throw error
+      // Past the deletion: the entry written before it stands, without the levels it took.
+      throw new UserFacingError(
+        `the replacement journal cannot be written in ${this.folder} after the target's copy of ${instanceId} was deleted (${error.message}): what the target kept of its own beside it stays in the journal, and is written back where it went`,
+        'Make that folder writable, or set XDG_STATE_HOME to an absolute path of a folder you can write, and run again: the next run stores the instance and writes back what it kept.',
+        'usage', 'journal-unwritable',
+      )
+    }
   }
 
   /** Once written back, or once nothing went: the entry is no longer needed. */
@@ -107,16 +122,17 @@ export class ReplacementJournal {
         await chmod(mine, 0o600).catch(() => {})
         left.push(await readEntry(mine, file))
       }
-      // Not recursively: a run judged gone by its lease may still write there, and what it writes stays for the next run.
-      await rm(join(folder, OWNER_FILE), {force: true}).catch(() => {})
-      await rmdir(folder).catch(() => {})
+      // What else a kill leaves there: entries it was writing (`.tmp`: the write that was cut never
+      // happened for the server either) and the owner file. Not recursively: a run judged gone by
+      // its lease may still write an entry there, and that stays for the next run.
+      await removeLeftovers(folder)
     }
-    // Folders killed while being made hold only their owner file.
+    // Folders killed while being made hold only their owner file. One without it may be another
+    // run's, between its making and its owner file: left.
     for (const name of names.filter((entry) => entry.startsWith(MAKING_PREFIX))) {
       const folder = join(this.folder, name)
-      if (!(await isRealFolder(folder)) || !(await this.isAbandoned(folder))) continue
-      await rm(join(folder, OWNER_FILE), {force: true}).catch(() => {})
-      await rmdir(folder).catch(() => {})
+      const owner = parseOwner(await readFile(join(folder, OWNER_FILE), 'utf8').catch(() => ''))
+      if (owner && (await isRealFolder(folder)) && (await this.isAbandoned(folder))) await removeLeftovers(folder)
     }
     if (this.runFolder !== undefined) await syncDirectory(await this.runFolder)
     return left
@@ -138,12 +154,7 @@ export class ReplacementJournal {
       ...(went ? {went} : {}),
       kept: kept.map(({level, id, data, bytes}) => ({level, id, data, bytes: Object.fromEntries([...bytes].map(([contentType, value]) => [contentType, value.toString('base64')]))})),
     }
-    try {
-      await writeFileDurably(entry, JSON.stringify(content))
-    } catch (error) {
-      if (!isFileSystemError(error)) throw error
-      throw unwritable(this.folder, error.message)
-    }
+    await writeFileDurably(entry, JSON.stringify(content))
   }
 
   private async isAbandoned(folder: string): Promise<boolean> {
@@ -177,6 +188,13 @@ export class ReplacementJournal {
     })()
     return this.runFolder
   }
+}
+
+async function removeLeftovers(folder: string): Promise<void> {
+  for (const name of await readdir(folder).catch(() => [] as string[])) {
+    if (name === OWNER_FILE || name.endsWith(`${ENTRY_SUFFIX}.tmp`)) await rm(join(folder, name), {force: true}).catch(() => {})
+  }
+  await rmdir(folder).catch(() => {})
 }
 
 function ownerIsThisMachine(owner: {host?: string}): boolean {

@@ -119,6 +119,33 @@ describe('replacement journal', () => {
     await throughLink.close()
   })
 
+  it('what a kill leaves beside the entries (an entry cut while written, the owner file) goes with the folder taken over; a folder being made is left to its maker', async () => {
+    const folder = await leftBehind('cut-write', {[`${INSTANCE}.000000000001.json`]: entryText(INSTANCE), [`${OTHER}.000000000002.json.tmp`]: 'cut'})
+    const making = join(folder, 'making-abc')
+    await mkdir(making)
+    const gone = join(folder, 'making-def')
+    await mkdir(gone)
+    await writeFile(join(gone, 'owner.pid'), `${JSON.stringify({pid: goneProcessId()})}\n`)
+    const journal = new ReplacementJournal(folder)
+    expect((await journal.takeOver()).map((left) => left.instanceId)).toEqual([INSTANCE])
+    const names = await readdir(folder)
+    expect(names).not.toContain('run-left')
+    expect(names).not.toContain('making-def')
+    expect(names).toContain('making-abc')
+    await journal.close()
+  })
+
+  it('a journal that fails once the deletion is done says so, not that nothing was replaced', async () => {
+    const journal = new ReplacementJournal(join(root, 'after-delete'))
+    const entry = await journal.record(INSTANCE, kept)
+    // Its place taken by a folder that is not empty: the rewrite cannot land.
+    await rm(entry)
+    await mkdir(entry)
+    await writeFile(join(entry, 'x'), '')
+    await expect(journal.noteWent(entry, INSTANCE, kept, ['instance'])).rejects.toMatchObject({code: 'journal-unwritable', message: expect.stringContaining(`after the target's copy of ${INSTANCE} was deleted`)})
+    await journal.close()
+  })
+
   it('a journal that cannot be written stops the replacement before anything is deleted, saying where and the way out', async () => {
     const file = join(root, 'a-file')
     await writeFile(file, '')
