@@ -246,7 +246,12 @@ async function* recover(input: RecoveryInput, events: SourceEvents, copies: Firs
   // From an index each instance comes once: met against the other inputs only when there are others
   // (remembering a million instances costs some 200 MB). A walk without an index met them already.
   for await (const unit of units) {
-    if (copies && !takeFirstCopy(copies, unit, events)) continue
+    if (copies && !takeFirstCopy(copies, unit, events)) {
+      // An instance the index lists, not recovered from here: another input's copy of it was taken.
+      report.contradictions++
+      report.failed++
+      continue
+    }
     options.recoveredFrom.set(unit, report)
     yield unit
   }

@@ -64,8 +64,12 @@ async function* guessFromStorageFolder(path: string, report: RecoveryReport, eve
     onSkip: (notice) => events.onSkip(notice),
     onProblem: (problem) => events.onProblem(problem),
     onFailed: (problem) => {
-      report.candidates++
-      report.failed++
+      // A second copy of an instance already counted is no other instance.
+      if (problem.kind === 'contradiction') report.contradictions++
+      else {
+        report.candidates++
+        report.failed++
+      }
       reportFailure(events, problem)
     },
   }

@@ -39,6 +39,12 @@ export interface RecoveryReport {
    * leftover is older than the index that recorded its deletion.
    */
   unindexedAfterIndex: number
+  /**
+   * Other copies, with other bytes, of an instance already taken (from this server or another input
+   * of the import): left out and named in the failures (kind contradiction). Without an index they
+   * are files, not counted among the candidates; from an index, instances it lists, counted failed.
+   */
+  contradictions: number
   /** Files checked by size only: the server ran with StoreMD5ForAttachments off, so the index has no MD5s. */
   checkedBySizeOnly: number
   /**
@@ -50,7 +56,7 @@ export interface RecoveryReport {
 }
 
 export function emptyRecoveryReport(route: RecoveryReport['route'], source: string): RecoveryReport {
-  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, unindexedAfterIndex: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
+  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, unindexedAfterIndex: 0, contradictions: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
 }
 
 export interface IndexRecoveryOptions {

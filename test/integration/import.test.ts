@@ -465,8 +465,12 @@ describe('import', () => {
       for (const route of [[], ['--ignore-index']]) {
         const result = await importInto(target, ...route, folder, storage)
         expect(result.code, result.stdout).toBe(10)
-        const summary = parseJson<ImportJson & {failures: Array<{id: string; kind: string; reason: string}>}>(result)
+        const summary = parseJson<ImportJson & {failures: Array<{id: string; kind: string; reason: string}>; recovery: Array<Record<string, unknown>>}>(result)
         expect(summary.failures).toEqual([expect.objectContaining({id: record.orthancId, kind: 'contradiction', reason: expect.stringContaining(`with other bytes than ${join(folder, 'x.dcm')} (the one taken)`)})])
+        // The server's own count: from its index, the instance it lists failed here; without it, a file that is no other instance.
+        expect(summary.recovery[0]).toMatchObject(route.length === 0
+          ? {route: 'sqlite-index', candidates: 1, recovered: 0, failed: 1, contradictions: 1}
+          : {route: 'storage-folder-without-index', candidates: 0, recovered: 0, failed: 0, contradictions: 1})
       }
     } finally {
       await Promise.all([target.dispose(), server.dispose()])
