@@ -122,9 +122,10 @@ export class ReplacementJournal {
         await chmod(mine, 0o600).catch(() => {})
         left.push(await readEntry(mine, file))
       }
-      // What else a kill leaves there: entries it was writing (`.tmp`: the write that was cut never
-      // happened for the server either) and the owner file. Not recursively: a run judged gone by
-      // its lease may still write an entry there, and that stays for the next run.
+      // What else a kill leaves there: an entry it was writing (`.tmp`: cut short; a first write
+      // came before the DELETE, and a rewrite leaves the entry it would have replaced standing)
+      // and the owner file. Not recursively: a run judged gone by its lease may still write an
+      // entry there, and that stays for the next run.
       await removeLeftovers(folder)
     }
     // Folders killed while being made hold only their owner file. One without it may be another
