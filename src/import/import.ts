@@ -107,7 +107,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const archives = await archiveInputs(options.inputs.flatMap((input) => (input.kind === 'archive-file' || input.kind === 'archive-stream' ? [input] : [])), options.decryption)
   // What the volume files say they hold: the total to show, when every input has one.
   const totals = options.inputs.every((input) => input.kind === 'archive-file') ? await archiveTotals(options.inputs.map((input) => (input as {path: string}).path)) : undefined
-  if (totals) options.onEvent?.({type: 'plan', ...totals})
+  if (totals) options.onEvent?.({type: 'plan', instances: totals.instances, bytes: totals.bytes})
   const zip = await zipUploadsFor(options.zipUploads, totals ?? await folderSample(options), () => client.quickestAnswerMs(DISTANCE_PROBES, options.signal))
   const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(zip), congestion: () => client.http.stats.congestion})
   const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip})
@@ -125,7 +125,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
   }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives, severalExports: totals ? totals.groups > 1 : archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: concurrency.inFlight,
     control: concurrency.control,
     signal: options.signal,
@@ -217,6 +217,8 @@ async function folderSample(options: ImportOptions): Promise<{instances: number;
 interface UnitOptions {
   /** The archive inputs, ready to read (decrypting where needed). */
   archives: ArchiveInput[]
+  /** Whether the archives may come from more than one export (their manifests say so, or cannot say). */
+  severalExports: boolean
   signal?: AbortSignal
   spoolDir?: string
   recovery: RecoveryReport[]
@@ -228,11 +230,17 @@ interface UnitOptions {
 async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
   const {signal} = options
   const {archives} = options
-  // All archives go through one reader, so that volumes of a group are counted together.
-  if (archives.length > 0) yield* readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})
-  // Two folders or servers given may hold two different copies of one instance: only the first is sent.
+  // Two inputs given together (folders, servers, exports) may hold two different copies of one
+  // instance: only the first is sent. One export holds each instance once: its archives alone
+  // need no such memory (some 200 bytes an instance).
   const copies = new FirstCopies()
-  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length > 1
+  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives.length > 0 ? 1 : 0) > 1 || options.severalExports
+  // All archives go through one reader, so that volumes of a group are counted together.
+  if (archives.length > 0) {
+    for await (const unit of readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})) {
+      if (!others || takeFirstCopy(copies, unit, events)) yield unit
+    }
+  }
   for (const input of inputs) {
     if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal, copies})
     else if (input.kind === 'storage-folder' || input.kind === 'postgres') yield* recover(input, events, others ? copies : undefined, options)

@@ -477,6 +477,39 @@ describe('import', () => {
     }
   })
 
+  // Archives were read apart from the other inputs, each entry against its export's MD5 only: on
+  // a target that overwrites, a folder's (or a later export's) other copy replaced the archive's, exit 0.
+  it('an export\'s volumes with a folder, or with another export, holding different files of one instance: the first is sent, the other named (exit 10)', async () => {
+    const record = corpus[0]!
+    const altered = Buffer.from(await readFile(record.path))
+    altered[0] = altered[0]! ^ 0x55
+    const folder = join(work, 'archive-and-folder-copy')
+    await mkdir(folder)
+    await writeFile(join(folder, 'x.dcm'), altered)
+    const otherSource = await startOrthanc({name: 'archive-and-archive-source'})
+    const otherExport = join(work, 'archive-and-archive-volumes')
+    try {
+      await otherSource.api('/instances', {method: 'POST', body: altered})
+      const exported = await runCli(['export', '--source', otherSource.url, '--output', otherExport, '--json'])
+      expect(exported.code, exported.stderr).toBe(0)
+      for (const [other, firstLabel] of [[folder, join(volumesDir, '')], [otherExport, join(volumesDir, '')]] as const) {
+        const target = await startOrthanc({name: 'archive-and-other', overwriteInstances: true, ...targetConfig})
+        try {
+          const result = await importInto(target, volumesDir, other)
+          expect(result.code, result.stdout).toBe(10)
+          const summary = parseJson<ImportJson & {failures: Array<{id: string; kind: string; reason: string}>}>(result)
+          expect(summary).toMatchObject({transferred: corpus.length, failed: 1})
+          expect(summary.failures).toEqual([expect.objectContaining({id: record.orthancId, kind: 'contradiction', reason: expect.stringContaining(`with other bytes than ${firstLabel}`)})])
+          expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+        } finally {
+          await target.dispose()
+        }
+      }
+    } finally {
+      await otherSource.dispose()
+    }
+  })
+
   // One aa/bb/uuid file makes a folder look like a storage folder: the DICOM files beside it were
   // set aside unread as outside the layout, exit 0.
   it('a folder taken for a storage folder reads the files outside the aa/bb/uuid layout too: no instance passed over', async () => {
