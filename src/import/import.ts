@@ -6,7 +6,7 @@ import {readDicomFolder, sampleFolderFiles} from '../sources/dicom-folder.js'
 import {FirstCopies, takeFirstCopy} from '../sources/first-copies.js'
 import type {Endpoint, InstanceInTransit} from '../model.js'
 import {endpointOf} from '../orthanc/endpoint-of.js'
-import {archiveTotals} from '../sources/archive-totals.js'
+import {archiveTotals, type ExportOfVolume} from '../sources/archive-totals.js'
 import type {SourceEvents} from '../sources/source-events.js'
 import {type Problem, ProblemList} from '../problems.js'
 import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-server.js'
@@ -125,7 +125,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
   }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {archives, severalExports: totals ? totals.groups > 1 : archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives: totals ? inExportOrder(archives, totals.exports) : archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: concurrency.inFlight,
     control: concurrency.control,
     signal: options.signal,
@@ -217,8 +217,6 @@ async function folderSample(options: ImportOptions): Promise<{instances: number;
 interface UnitOptions {
   /** The archive inputs, ready to read (decrypting where needed). */
   archives: ArchiveInput[]
-  /** Whether the archives may come from more than one export (their manifests say so, or cannot say). */
-  severalExports: boolean
   signal?: AbortSignal
   spoolDir?: string
   recovery: RecoveryReport[]
@@ -230,11 +228,12 @@ interface UnitOptions {
 async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
   const {signal} = options
   const {archives} = options
-  // Two inputs given together (folders, servers, exports) may hold two different copies of one
-  // instance: only the first is sent. One export holds each instance once: its archives alone
-  // need no such memory (some 200 bytes an instance).
+  // Two inputs given together (folders, servers, archives) may hold two different copies of one
+  // instance: only the first is sent. Archives alone need no such memory (some 200 bytes an
+  // instance): an export holds each instance once, and a later export's other copy is the
+  // source's newer one (see inExportOrder).
   const copies = new FirstCopies()
-  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives.length > 0 ? 1 : 0) > 1 || options.severalExports
+  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives.length > 0 ? 1 : 0) > 1
   // All archives go through one reader, so that volumes of a group are counted together.
   if (archives.length > 0) {
     for await (const unit of readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})) {
@@ -245,6 +244,29 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
     if (input.kind === 'dicom-folder') yield* readDicomFolder(input.path, events, {signal, copies})
     else if (input.kind === 'storage-folder' || input.kind === 'postgres') yield* recover(input, events, others ? copies : undefined, options)
   }
+}
+
+/**
+ * The volumes of several exports, oldest export first: an instance stored anew on the source
+ * between two exports (same ID, other bytes) is then sent last in its newer form, as importing the
+ * exports one after the other would (an overwriting target keeps it; another one fails it, naming
+ * OverwriteInstances), whatever the order they were named in. Volumes of one export keep their order.
+ */
+function inExportOrder(archives: ArchiveInput[], exports: Map<string, ExportOfVolume>): ArchiveInput[] {
+  const startOf = new Map<string, string>()
+  for (const {group, exportedAt} of exports.values()) {
+    const start = startOf.get(group)
+    if (start === undefined || exportedAt < start) startOf.set(group, exportedAt)
+  }
+
+  const exportOf = (archive: ArchiveInput) => exports.get(archive.path ?? '')
+  const start = (archive: ArchiveInput) => startOf.get(exportOf(archive)?.group ?? '') ?? ''
+  return archives.map((archive, position) => ({archive, position})).sort((a, b) => compareText(start(a.archive), start(b.archive)) || a.position - b.position).map(({archive}) => archive)
+}
+
+// ISO times of one format, compared as they are written (no locale).
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : (a > b ? 1 : 0)
 }
 
 /** `copies`: those the other inputs met, when there are others. */

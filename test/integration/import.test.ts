@@ -59,6 +59,12 @@ describe('import', () => {
   })
 
   const importInto = (target: OrthancServer, ...args: string[]) => runCli(['import', '--target', target.url, '--json', '--no-receipt', ...args])
+  // The same UIDs, other bytes: a copy of the instance that is not the source's.
+  const alteredCopy = async (record: FixtureRecord) => {
+    const altered = Buffer.from(await readFile(record.path))
+    altered[0] = altered[0]! ^ 0x55
+    return altered
+  }
 
   describe('a round trip into a fresh target', () => {
     let target: OrthancServer
@@ -478,35 +484,52 @@ describe('import', () => {
   })
 
   // Archives were read apart from the other inputs, each entry against its export's MD5 only: on
-  // a target that overwrites, a folder's (or a later export's) other copy replaced the archive's, exit 0.
-  it('an export\'s volumes with a folder, or with another export, holding different files of one instance: the first is sent, the other named (exit 10)', async () => {
+  // a target that overwrites, a folder's other copy replaced the archive's, exit 0.
+  it('an export\'s volumes and a folder holding different files of one instance: the first is sent, the other named (exit 10)', async () => {
     const record = corpus[0]!
-    const altered = Buffer.from(await readFile(record.path))
-    altered[0] = altered[0]! ^ 0x55
     const folder = join(work, 'archive-and-folder-copy')
     await mkdir(folder)
-    await writeFile(join(folder, 'x.dcm'), altered)
-    const otherSource = await startOrthanc({name: 'archive-and-archive-source'})
-    const otherExport = join(work, 'archive-and-archive-volumes')
+    await writeFile(join(folder, 'x.dcm'), await alteredCopy(record))
+    const target = await startOrthanc({name: 'archive-and-folder', overwriteInstances: true, ...targetConfig})
     try {
-      await otherSource.api('/instances', {method: 'POST', body: altered})
-      const exported = await runCli(['export', '--source', otherSource.url, '--output', otherExport, '--json'])
+      const result = await importInto(target, folder, volumesDir)
+      expect(result.code, result.stdout).toBe(10)
+      const summary = parseJson<ImportJson & {failures: Array<{id: string; path: string; kind: string; reason: string}>}>(result)
+      expect(summary).toMatchObject({transferred: corpus.length, failed: 1})
+      expect(summary.failures).toEqual([{id: record.orthancId, path: join(folder, 'x.dcm'), kind: 'contradiction', reason: expect.stringContaining(`with other bytes than ${volumesDir}`)}])
+      expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+    } finally {
+      await target.dispose()
+    }
+  })
+
+  // Volumes were read in the order named: with the newer export named first, an overwriting
+  // target kept the older export's copy of an instance stored anew on the source between them.
+  it('the volumes of two exports, named in either order: an instance stored anew between them ends in its newer form, as imported one after the other', async () => {
+    const record = corpus[0]!
+    const newer = await alteredCopy(record)
+    const laterSource = await startOrthanc({name: 'later-export-source', overwriteInstances: true})
+    const laterExport = join(work, 'later-export-volumes')
+    try {
+      const [stored] = await uploadFiles(laterSource, [record.path])
+      await laterSource.api('/instances', {method: 'POST', body: newer})
+      expect(stored).toBe(record.orthancId)
+      const newerMd5 = (await instanceMd5s(laterSource)).get(record.orthancId)
+      expect(newerMd5).not.toBe(record.md5)
+      const exported = await runCli(['export', '--source', laterSource.url, '--output', laterExport, '--json'])
       expect(exported.code, exported.stderr).toBe(0)
-      for (const [other, firstLabel] of [[folder, join(volumesDir, '')], [otherExport, join(volumesDir, '')]] as const) {
-        const target = await startOrthanc({name: 'archive-and-other', overwriteInstances: true, ...targetConfig})
+      for (const order of [[volumesDir, laterExport], [laterExport, volumesDir]]) {
+        const target = await startOrthanc({name: 'two-exports', overwriteInstances: true, ...targetConfig})
         try {
-          const result = await importInto(target, volumesDir, other)
-          expect(result.code, result.stdout).toBe(10)
-          const summary = parseJson<ImportJson & {failures: Array<{id: string; kind: string; reason: string}>}>(result)
-          expect(summary).toMatchObject({transferred: corpus.length, failed: 1})
-          expect(summary.failures).toEqual([expect.objectContaining({id: record.orthancId, kind: 'contradiction', reason: expect.stringContaining(`with other bytes than ${firstLabel}`)})])
-          expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+          const result = await importInto(target, ...order)
+          expect(result.code, result.stdout).toBe(0)
+          expect(await instanceMd5s(target)).toEqual(new Map([...sourceMd5s, [record.orthancId, newerMd5]]))
         } finally {
           await target.dispose()
         }
       }
     } finally {
-      await otherSource.dispose()
+      await laterSource.dispose()
     }
   })
 
