@@ -185,6 +185,8 @@ export class OrthancSink {
   readonly notCarried = new NotCarriedTally()
   private features?: Features
   private readonly recentStudies = new Map<string, Promise<Set<string>>>()
+  /** Instances being stored, by ID: a second copy waits for the first. */
+  private readonly storing = new Map<string, Promise<StoreOutcome>>()
   /** Resources whose side data this run has written (or is writing): once each. */
   private readonly resourcesDone = new Map<string, Promise<void>>()
   private readonly uploader: UploadBatcher
@@ -209,8 +211,26 @@ export class OrthancSink {
     return this.uploader.zipped
   }
 
-  /** `knownAbsent`: the caller compared ID sets already and knows the target lacks it. */
+  /**
+   * `knownAbsent`: the caller compared ID sets already and knows the target lacks it. Two copies
+   * of one instance in one job (a folder given twice, two exports) are stored one after the other:
+   * at once, both would find the target without it, and the last upload would decide.
+   */
   async store(unit: InstanceInTransit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
+    const earlier = this.storing.get(unit.instanceId)
+    const stored = (async () => {
+      await earlier?.catch(() => {})
+      return this.storeAlone(unit, signal, earlier ? {} : options)
+    })()
+    this.storing.set(unit.instanceId, stored)
+    try {
+      return await stored
+    } finally {
+      if (this.storing.get(unit.instanceId) === stored) this.storing.delete(unit.instanceId)
+    }
+  }
+
+  private async storeAlone(unit: InstanceInTransit, signal: AbortSignal | undefined, options: {knownAbsent?: boolean}): Promise<StoreOutcome> {
     this.features ??= await this.client.features(signal)
     const absent = options.knownAbsent || (unit.studyId !== undefined && !(await this.studyHas(unit.studyId, unit.instanceId, signal)))
     const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
@@ -234,6 +254,10 @@ export class OrthancSink {
     // instance do not: checked before any side data is written onto what was stored.
     if (unit.record && answer.ID !== unit.instanceId && !holdsInstance(unit.dicom, unit.record)) throw new IdentityMismatchError(this.client.display, unit.instanceId, answer.ID)
     const alreadyStored = answer.Status === 'AlreadyStored'
+    // A listing read before this upload does not show it: a second copy of the instance met later
+    // in this job (a folder given twice) would be sent again, and counted transferred twice by a
+    // target that overwrites.
+    if (unit.studyId !== undefined) void this.recentStudies.get(unit.studyId)?.then((ids) => ids.add(answer.ID), () => {})
     let missing: number[] = []
     if (alreadyStored) missing = await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, answer.ParentPatient, {throwIfIncomplete: false})
     else {

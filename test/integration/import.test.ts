@@ -1,5 +1,5 @@
 import {spawn, spawnSync} from 'node:child_process'
-import {copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
+import {copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {hostname, tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -424,6 +424,26 @@ describe('import', () => {
       expect(summary).toMatchObject({transferred: corpus.length, failed: 0})
       expect(summary.ignoredFiles).toBeGreaterThanOrEqual(1)
       expect(await instanceMd5s(target)).toEqual(new Map(corpus.map((record) => [record.orthancId, record.md5])))
+    } finally {
+      await target.dispose()
+    }
+  })
+
+  // Both copies were in flight at once, each finding the target without the instance: both were
+  // sent, and a target that overwrites answered Success twice: each counted transferred twice.
+  it('a folder and a copy of it, into a target that overwrites: each instance transferred once, its second copy skipped', async () => {
+    const target = await startOrthanc({name: 'folder-twice', overwriteInstances: true})
+    try {
+      // Few enough that both copies of each are in flight at once.
+      const few = corpus.slice(0, 3)
+      const [folder, copy] = [join(work, 'few'), join(work, 'few-copy')]
+      await mkdir(folder)
+      for (const [index, record] of few.entries()) await copyFile(record.path, join(folder, `${index}.dcm`))
+      await cp(folder, copy, {recursive: true})
+      const result = await importInto(target, folder, copy)
+      expect(result.code, result.stderr).toBe(0)
+      expect(parseJson<ImportJson>(result)).toMatchObject({transferred: few.length, skipped: few.length, failed: 0})
+      expect(await instanceMd5s(target)).toEqual(new Map(few.map((record) => [record.orthancId, record.md5])))
     } finally {
       await target.dispose()
     }
