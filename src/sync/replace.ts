@@ -210,7 +210,8 @@ export class InstanceReplacer {
       if (answered) {
         replacement.went = answered
         // Whoever writes it back (this run, or the next if this one dies) writes back only what went.
-        // Outside the deletion's own handling: a journal that fails here must not be taken for a deletion that did.
+        // Outside the deletion's own handling: a journal that fails here must not be taken for a
+        // deletion that did. A full disk does not stop the replacement here (see noteWent).
         if (replacement.journaled) await this.journal?.noteWent(replacement.journaled, instanceId, replacement.kept, answered)
         crashPoint('replace:deleted')
       }

@@ -82,23 +82,26 @@ export class ReplacementJournal {
       await this.write(entry, instanceId, kept)
     } catch (error) {
       if (!isFileSystemError(error)) throw error
-      throw unwritable(this.folder, error.message)
+      throw unwritable(this.folder, error)
     }
     return entry
   }
 
-  /** Once the deletion answered: which levels it took, so that only those get their data back, whoever writes it back. */
-  async noteWent(entry: string, instanceId: string, kept: KeptResource[], went: Iterable<ResourceLevel>): Promise<void> {
+  /**
+   * Once the deletion answered: which levels it took, so that only those get their data back,
+   * whoever writes it back. Returns false when the disk would not take it: past the deletion,
+   * stopping would leave the instance off the target until the next run. The replacement goes on
+   * (this run knows what went); the entry written before the deletion stands, without the levels,
+   * and only a run killed before the write-back ends leaves it so (its successor then writes back
+   * at every level whatever is absent there).
+   */
+  async noteWent(entry: string, instanceId: string, kept: KeptResource[], went: Iterable<ResourceLevel>): Promise<boolean> {
     try {
       await this.write(entry, instanceId, kept, [...went])
+      return true
     } catch (error) {
       if (!isFileSystemError(error)) throw error
-      // Past the deletion: the entry written before it stands, without the levels it took.
-      throw new UserFacingError(
-        `the replacement journal cannot be written in ${this.folder} after the target's copy of ${instanceId} was deleted (${error.message}): what the target kept of its own beside it stays in the journal, and is written back where it went`,
-        'Make that folder writable, or set XDG_STATE_HOME to an absolute path of a folder you can write, and run again: the next run stores the instance and writes back what it kept.',
-        'usage', 'journal-unwritable',
-      )
+      return false
     }
   }
 
@@ -170,11 +173,12 @@ export class ReplacementJournal {
   /** Where this run writes: made on first need, so that a sync that replaces nothing writes nothing. */
   private ownFolder(): Promise<string> {
     this.runFolder ??= (async () => {
+      let making: string | undefined
       try {
         await makePrivateFolder(this.folder)
         // Which server this folder is for, for a person looking at the journal (no credentials: the URL as displayed).
         await writeFile(join(this.folder, TARGET_FILE), `${this.targetUrl}\n`, {mode: 0o600}).catch(() => {})
-        const making = await mkdtemp(join(this.folder, MAKING_PREFIX))
+        making = await mkdtemp(join(this.folder, MAKING_PREFIX))
         const content = `${JSON.stringify(thisRun())}\n`
         await writeFile(join(making, OWNER_FILE), content, {mode: 0o600, flag: 'wx'})
         const folder = join(this.folder, RUN_PREFIX + making.slice(join(this.folder, MAKING_PREFIX).length))
@@ -183,8 +187,10 @@ export class ReplacementJournal {
         this.touch = keepWritten(join(folder, OWNER_FILE), content, LOCK_REFRESH_MS)
         return folder
       } catch (error) {
+        // Never renamed into place: nobody else would ever remove it.
+        if (making) await rm(making, {recursive: true, force: true}).catch(() => {})
         if (!isFileSystemError(error)) throw error
-        throw unwritable(this.folder, error.message)
+        throw unwritable(this.folder, error)
       }
     })()
     return this.runFolder
@@ -206,11 +212,14 @@ async function isRealFolder(path: string): Promise<boolean> {
   return (await lstat(path).catch(() => undefined))?.isDirectory() === true
 }
 
-function unwritable(folder: string, reason: string): UserFacingError {
+function unwritable(folder: string, error: NodeJS.ErrnoException): UserFacingError {
+  const full = error.code === 'ENOSPC' || error.code === 'EDQUOT'
   return new UserFacingError(
-    `the replacement journal cannot be written in ${folder} (${reason}): no instance is replaced without it, and none was`,
-    'Make that folder writable, or set XDG_STATE_HOME to an absolute path of a folder you can write, and run again.',
-    'usage', 'journal-unwritable',
+    `the replacement journal cannot be written in ${folder} (${error.message}): no instance is replaced without it, and none was`,
+    full
+      ? 'Free space on that disk, or set XDG_STATE_HOME to an absolute path of a folder on another one, and run again.'
+      : 'Make that folder writable, or set XDG_STATE_HOME to an absolute path of a folder you can write, and run again.',
+    full ? 'no-space' : 'usage', 'journal-unwritable',
   )
 }
 

@@ -14,14 +14,20 @@ export async function writeFileDurably(path: string, data: string | Buffer): Pro
   await rm(temporary, {force: true})
   const handle = await openPrivateFile(temporary, 'wx')
   try {
-    await handle.writeFile(data)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
+    try {
+      await handle.writeFile(data)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
 
-  crashPoint('file:temporary-written')
-  await rename(temporary, path)
+    crashPoint('file:temporary-written')
+    await rename(temporary, path)
+  } catch (error) {
+    // A disk that filled up, a path taken: no cut or stray copy is left beside the file (it may hold patient data).
+    await rm(temporary, {force: true}).catch(() => {})
+    throw error
+  }
   crashPoint('file:renamed')
   await syncDirectory(dirname(path))
 }

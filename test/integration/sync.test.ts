@@ -459,6 +459,31 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  // The journal's second write (which levels the deletion took) failed on a full disk, and the job
+  // stopped there, exit 2: the target's copy deleted, the source's never stored.
+  it('a journal whose disk fills between its entry and the deletion\'s answer: the replacement ends all the same, the instance stored and what it kept written back', async () => {
+    const {lone, patient} = await loneInstanceDiffering('journal-full')
+    // 96 kB of the target's own: its entry (base64) fits on the disk once, not twice.
+    const own = Buffer.alloc(96 * 1024, 'r')
+    await target.api(`/instances/${lone.orthancId}/attachments/1041`, {method: 'PUT', body: own})
+    const stateHome = await mkdtemp(join(tmpdir(), 'sync-journal-disk-'))
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=160k', 'tmpfs', stateHome])
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', target.url, '--json', '--checksum', '--concurrency', '1', '--patient-id', lone.patientId], {env: {XDG_STATE_HOME: stateHome}})
+      expect(result.code, result.stdout).toBe(0)
+      expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 1, failed: 0})
+      expect((await instanceMd5s(target)).get(lone.orthancId)).toBe((await instanceMd5s(source)).get(lone.orthancId))
+      expect(Buffer.from(await (await target.api(`/instances/${lone.orthancId}/attachments/1041/data`)).arrayBuffer()).equals(own)).toBe(true)
+      // Nothing is left in the journal: the entry went once written back, and no cut copy stayed.
+      const left = await run('find', [stateHome, '-type', 'f', '-name', '*.json*'])
+      expect(left.stdout).toBe('')
+    } finally {
+      await run('umount', [stateHome]).catch(() => {})
+      await rm(stateHome, {recursive: true, force: true})
+      await removePatient(patient)
+    }
+  })
+
   it('a write-back the target refuses is a loss: listed as not written back, the instance failed (exit 10)', async () => {
     const {lone, series, patient} = await loneInstanceDiffering('refused-back')
     await target.api(`/series/${series}/metadata/2004`, {method: 'PUT', body: 'target\'s own'})

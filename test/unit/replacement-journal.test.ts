@@ -135,14 +135,15 @@ describe('replacement journal', () => {
     await journal.close()
   })
 
-  it('a journal that fails once the deletion is done says so, not that nothing was replaced', async () => {
+  it('a journal that fails once the deletion is done does not stop the replacement, and leaves no cut copy', async () => {
     const journal = new ReplacementJournal(join(root, 'after-delete'))
     const entry = await journal.record(INSTANCE, kept)
     // Its place taken by a folder that is not empty: the rewrite cannot land.
     await rm(entry)
     await mkdir(entry)
     await writeFile(join(entry, 'x'), '')
-    await expect(journal.noteWent(entry, INSTANCE, kept, ['instance'])).rejects.toMatchObject({code: 'journal-unwritable', message: expect.stringContaining(`after the target's copy of ${INSTANCE} was deleted`)})
+    await expect(journal.noteWent(entry, INSTANCE, kept, ['instance'])).resolves.toBe(false)
+    expect(await readdir(join(entry, '..'))).not.toContainEqual(expect.stringMatching(/\.tmp$/))
     await journal.close()
   })
 
