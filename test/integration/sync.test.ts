@@ -461,15 +461,25 @@ describe('sync, diff and verify', () => {
 
   // The journal's second write (which levels the deletion took) failed on a full disk, and the job
   // stopped there, exit 2: the target's copy deleted, the source's never stored.
-  it('a journal whose disk fills between its entry and the deletion\'s answer: the replacement ends all the same, the instance stored and what it kept written back', async () => {
+  it('a journal on a full disk stops the job before the deletion (exit 13); one whose disk fills between its entry and the deletion\'s answer does not: the instance stored and what it kept written back', async () => {
     const {lone, patient} = await loneInstanceDiffering('journal-full')
     // 96 kB of the target's own: its entry (base64) fits on the disk once, not twice.
     const own = Buffer.alloc(96 * 1024, 'r')
     await target.api(`/instances/${lone.orthancId}/attachments/1041`, {method: 'PUT', body: own})
     const stateHome = await mkdtemp(join(tmpdir(), 'sync-journal-disk-'))
     await run('mount', ['-t', 'tmpfs', '-o', 'size=160k', 'tmpfs', stateHome])
+    const syncInto = () => runCli(['sync', '--source', source.url, '--target', target.url, '--json', '--checksum', '--concurrency', '1', '--patient-id', lone.patientId], {env: {XDG_STATE_HOME: stateHome}})
     try {
-      const result = await runCli(['sync', '--source', source.url, '--target', target.url, '--json', '--checksum', '--concurrency', '1', '--patient-id', lone.patientId], {env: {XDG_STATE_HOME: stateHome}})
+      // Full before the entry: nothing is deleted, and the way out is space (exit 13), not usage.
+      const altered = (await instanceMd5s(target)).get(lone.orthancId)
+      await writeFile(join(stateHome, 'filler'), Buffer.alloc(100 * 1024))
+      const full = await syncInto()
+      expect(full.code, full.stdout).toBe(13)
+      expect(parseJson<{error?: {code: string; message: string}}>(full).error).toMatchObject({code: 'journal-unwritable', message: expect.stringContaining('none was')})
+      expect((await instanceMd5s(target)).get(lone.orthancId)).toBe(altered)
+      await rm(join(stateHome, 'filler'))
+
+      const result = await syncInto()
       expect(result.code, result.stdout).toBe(0)
       expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 1, failed: 0})
       expect((await instanceMd5s(target)).get(lone.orthancId)).toBe((await instanceMd5s(source)).get(lone.orthancId))
