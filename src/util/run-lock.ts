@@ -66,7 +66,12 @@ export function ownerIsGone(owner: RunOwner): boolean {
 /** The lock file cannot be created where it must be: a missing or read-only folder. */
 export class LockUnwritableError extends UserFacingError {
   constructor(readonly path: string, what: string, readonly reason: string) {
-    super(`${what} cannot be used: its lock file ${path} cannot be created (${reason})`, 'Give a path in a folder that exists and that you can write.', 'usage', 'lock-unwritable')
+    const full = reason === 'ENOSPC' || reason === 'EDQUOT'
+    super(
+      `${what} cannot be used: its lock file ${path} cannot be created (${reason})`,
+      full ? 'Free space on that disk, or give a path on another one.' : 'Give a path in a folder that exists and that you can write.',
+      full ? 'no-space' : 'usage', 'lock-unwritable',
+    )
   }
 }
 
@@ -231,10 +236,16 @@ async function createLockFile(path: string, content: string): Promise<boolean> {
   }
 
   try {
-    await handle.writeFile(content)
-    await handle.sync()
-  } finally {
-    await handle.close()
+    try {
+      await handle.writeFile(content)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+  } catch (error) {
+    // Ours, and empty or cut (a full disk): left there, it would hold off every run for the lease.
+    await rm(path, {force: true}).catch(() => {})
+    throw error
   }
 
   return true

@@ -1,5 +1,5 @@
 import {execFile, spawn} from 'node:child_process'
-import {copyFile, mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -622,6 +622,26 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       } finally {
         await rm(join(mountPoint, 'filler'), {force: true})
         await rm(join(mountPoint, 'out'), {recursive: true, force: true})
+      }
+    })
+
+    // The lock file, made but not written on a full disk, stayed empty: the next run, with space
+    // again, was told another run held the folder (for the 90 s of the lease), and the first exit 2.
+    it('a disk too full for the lock file: exit 13, and no empty lock left to hold off the next run', async () => {
+      const output = join(mountPoint, 'locked-out')
+      await mkdir(output)
+      await writeFile(join(mountPoint, 'filler'), Buffer.alloc(300 * 1024)).catch(() => {})
+      try {
+        const result = await runCli(['export', '--source', source.url, '--output', output, '--json'])
+        expect(result.code, result.stdout).toBe(13)
+        expect(parseJson<Summary>(result).error).toMatchObject({code: 'lock-unwritable', exitCode: 13})
+        expect((await readdir(output)).filter((name) => name.endsWith('.lock'))).toEqual([])
+        await rm(join(mountPoint, 'filler'), {force: true})
+        const again = await runCli(['export', '--source', source.url, '--output', output, '--json', '--dry-run'])
+        expect(again.stdout).not.toMatch(/in use by another run/)
+      } finally {
+        await rm(join(mountPoint, 'filler'), {force: true})
+        await rm(output, {recursive: true, force: true})
       }
     })
 
