@@ -5,6 +5,7 @@ import {OrthancAuthError} from '../orthanc/errors.js'
 import {UserFacingError} from '../errors.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
+import {isFileSystemError} from '../sources/dicom-folder.js'
 import {RunLock} from '../util/run-lock.js'
 import {LIST_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 import {type DeletionPass, deleteExtras, refusedBeforeCopying} from './delete.js'
@@ -93,6 +94,8 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
     passes: 0, fullPasses: 0, deleted: 0, outages: 0, cursor: 0, notCarried: [],
   }
   let state = await loadState(options.stateFile, options.source.display, options.target.display)
+  // The cursor on the disk: what a summary may say is saved.
+  summary.cursor = state?.cursor ?? 0
   const notCarried = new NotCarriedAcrossPasses()
   const tally = (pass: SyncSummary, full: boolean) => {
     summary.notCarried = notCarried.add(pass, full)
@@ -129,9 +132,9 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
         state = next
       }
 
-      summary.cursor = state.cursor
       crashPoint('follow:pass-done')
-      await writeJsonAtomically(options.stateFile, state)
+      await saveState(options.stateFile, state, summary.cursor)
+      summary.cursor = state.cursor
       crashPoint('follow:state-saved')
     } catch (error) {
       if (options.signal?.aborted) break
@@ -149,6 +152,19 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
   summary.interrupted = options.signal?.aborted === true
   summary.durationMs = Date.now() - started
   return summary
+}
+
+/**
+ * A state file the disk will not take (full, failing) is waited out like an outage, named for
+ * what it is: the mirror goes on from the cursor it holds, and saves it after its next pass.
+ */
+async function saveState(file: string, state: FollowState, savedCursor: number): Promise<void> {
+  try {
+    await writeJsonAtomically(file, state)
+  } catch (error) {
+    if (!isFileSystemError(error)) throw error
+    throw Object.assign(new Error(`the mirror's state file ${file} cannot be written (${error.message}): the cursor saved there stays at ${savedCursor}, and the mirror saves it again after its next pass`), {code: error.code})
+  }
 }
 
 /**

@@ -1,6 +1,9 @@
-import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import {execFile} from 'node:child_process'
+import {writeFileSync} from 'node:fs'
+import {mkdtemp, readdir, readFile, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {promisify} from 'node:util'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -12,6 +15,17 @@ import {syncServers} from '../../src/sync/sync.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {damageStoredFile} from '../helpers/tamper.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
+
+const run = promisify(execFile)
+
+/** Writes until the disk is full. */
+function fill(path: string): void {
+  try {
+    writeFileSync(path, Buffer.alloc(1024 * 1024))
+  } catch {
+    // Full: what was wanted.
+  }
+}
 
 /**
  * What a mirror saves between runs must hold: everything up to its cursor is on the target, or
@@ -105,6 +119,42 @@ describe('sync --follow started again', () => {
     const again = await follow(stateFile, {afterPasses: 1})
     expect(again).toMatchObject({fullPasses: 0, failed: 0, transferred: records.length - 4 - (stopped.transferred)})
     expect(await instanceMd5s(target)).toEqual(everything())
+  }, 60_000)
+
+  // The summary took the cursor reached for the cursor saved ("Cursor 144 saved" over a file
+  // holding 143), and the outage said "ENOSPC" without naming the file.
+  it('a state file the disk will not take: the summary says the cursor saved, not the one reached, and the outage names the file', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
+    const disk = await mkdtemp(join(tmpdir(), 'follow-state-disk-'))
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk])
+    const stateFile = join(disk, 'state.json')
+    const sourceClient = new OrthancClient(resolveEndpoint({url: source.url}))
+    const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
+    const controller = new AbortController()
+    const outages: string[] = []
+    try {
+      const summary = await followSource({
+        source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, stateFile,
+        intervalMs: 50, fullEveryMs: 3_600_000, deleteExtras: false, maxDeleteFraction: 0.5, signal: controller.signal,
+        onEvent: (event) => {
+          // The pass is done: the disk fills before its state is saved.
+          if (event.type === 'pass') fill(join(disk, 'filler'))
+          if (event.type === 'outage') {
+            outages.push(event.message)
+            controller.abort()
+          }
+        },
+      })
+      expect(summary).toMatchObject({interrupted: true, fullPasses: 1, transferred: 2, cursor: 0})
+      expect(outages[0]).toContain(`the mirror's state file ${stateFile} cannot be written`)
+      expect(await readdir(disk)).not.toContainEqual(expect.stringMatching(/^state\.json/))
+    } finally {
+      controller.abort()
+      await Promise.all([sourceClient.close(), targetClient.close()])
+      await run('umount', [disk]).catch(() => {})
+      await rm(disk, {recursive: true, force: true})
+    }
   }, 60_000)
 
   it('an instance stored again on the source with other bytes (OverwriteInstances) is copied again by the next poll, not counted as skipped', async () => {
