@@ -1,4 +1,4 @@
-import {chmod, open} from 'node:fs/promises'
+import {open} from 'node:fs/promises'
 import type {FileHandle} from 'node:fs/promises'
 
 import {UserFacingError} from '../errors.js'
@@ -47,6 +47,8 @@ export class Reporter {
   private summary?: Record<string, unknown>
   private closed = false
   private logged: Promise<void> = Promise.resolve()
+  /** Why the log could not be written, once it could not. */
+  private logFailure?: string
   private readonly started = Date.now()
 
   private constructor(private readonly options: ReporterOptions, private readonly log?: FileHandle) {
@@ -64,8 +66,10 @@ export class Reporter {
     if (path) {
       try {
         log = await open(path, 'a', LOG_FILE_MODE)
-        // An existing file keeps its mode on open: it is made private too.
-        await chmod(path, LOG_FILE_MODE)
+        // An existing file keeps its mode on open: it is made private too. A device or a pipe
+        // (/dev/stderr, /dev/null) is the user's choice, and never changed: run as root, a chmod
+        // of /dev/null would shut every other user of the machine out of it.
+        if ((await log.stat()).isFile()) await log.chmod(LOG_FILE_MODE)
       } catch (error) {
         await log?.close()
         throw new UserFacingError(`--log-file ${path} cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, 'Give --log-file a file in a folder that exists and that you can write.', 'usage', 'unwritable-log-file')
@@ -170,9 +174,16 @@ export class Reporter {
     // Every secret the program learned is masked here too, as on stdout and stderr.
     const line = `${JSON.stringify(redactedValue({time: new Date().toISOString(), ...record}))}\n`
     // One append per line, one after another: the lines of a run stay whole and in order. A log
-    // that cannot be written (a full disk) does not stop the job.
-    this.logged = this.logged.then(() => log.appendFile(line)).catch(() => {})
+    // that cannot be written (a full disk) does not stop the job: it is said once, on stderr.
+    this.logged = this.logged.then(() => log.appendFile(line)).catch((error: unknown) => this.logFailed(error))
     return this.logged
+  }
+
+  private logFailed(error: unknown): void {
+    if (this.logFailure) return
+    this.logFailure = (error as NodeJS.ErrnoException).code ?? (error as Error).message
+    this.line?.clear()
+    this.stderr.write(`Warning: --log-file ${this.options.flags['log-file']} cannot be written (${this.logFailure}): the log is incomplete from here on; the job goes on.\n`)
   }
 }
 

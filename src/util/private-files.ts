@@ -25,7 +25,8 @@ export function privateFileMode(): number {
 /** Opens (creates) a file with the private mode, and the sharing group when there is one. */
 export async function openPrivateFile(path: string, flags: 'w' | 'wx' | 'wx+'): Promise<FileHandle> {
   const handle = await open(path, flags, privateFileMode())
-  if (sharingGroup !== undefined) {
+  // A device named as an output (/dev/null) is never given away: run as root, that would change it for everyone.
+  if (sharingGroup !== undefined && (await handle.stat()).isFile()) {
     try {
       await handle.chown(-1, sharingGroup)
       // The umask may have taken the group's read bit away.

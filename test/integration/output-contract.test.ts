@@ -1,5 +1,5 @@
 import {spawn} from 'node:child_process'
-import {mkdtemp, readFile, rm, stat} from 'node:fs/promises'
+import {chmod, mkdtemp, readFile, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -248,6 +248,21 @@ describe('the output contract', () => {
       expect(lines.at(-1)).toMatchObject({exitCode: 0, transferred: expect.any(Number), failed: 0, retries: 1})
       expect(text).not.toContain(PASSWORD)
       expect(text).not.toContain(patientId)
+    })
+
+    // A log that could not be written was dropped without a word (exit 0, an empty log), and a
+    // device given as the log had its mode changed: run as root, /dev/full became 0600 for everyone.
+    it('--log-file that cannot be written: said once on stderr, the job goes on; a device given as the log keeps its mode', async () => {
+      const device = '/dev/full'
+      const before = (await stat(device)).mode
+      try {
+        const result = await runAsAlice(['export', '--source', source.url, '--output', join(work, 'log-full'), '--log-file', device, '--dry-run', '--json'])
+        expect(result.code, result.stderr).toBe(0)
+        expect(result.stderr.match(/^Warning: --log-file \/dev\/full cannot be written \(ENOSPC\): the log is incomplete from here on/gm)).toHaveLength(1)
+        expect((await stat(device)).mode).toBe(before)
+      } finally {
+        await chmod(device, before & 0o7777).catch(() => {})
+      }
     })
 
     it('--stats: a status line every interval, JSON lines under --json, for cron and systemd', async () => {
