@@ -96,6 +96,11 @@ export function describeFailure(error: unknown): Failure {
   }
 
   const code = (error as NodeJS.ErrnoException | undefined)?.code
+  // A relative path, or a receipt's default place, needs the current folder: removed since the shell entered it.
+  if ((error as NodeJS.ErrnoException | undefined)?.syscall === 'uv_cwd') {
+    return {message: 'the current folder no longer exists (removed or unmounted since this shell entered it)', suggestion: 'cd to a folder that exists, then run the same command again.', exitCode: ExitCode.usage, code: 'no-current-folder'}
+  }
+
   if (NOT_WRITABLE.has(code ?? '')) {
     const path = (error as NodeJS.ErrnoException).path ?? 'a file'
     const why = code === 'EROFS' ? 'the filesystem is read-only' : 'this user may not write there'
@@ -103,7 +108,13 @@ export function describeFailure(error: unknown): Failure {
   }
 
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return {message: `no space left on device${code === 'EDQUOT' ? ' (this user\'s disk quota)' : ''}: ${(error as Error).message}`, suggestion: 'Free space or choose another output folder, then run the same command again: it resumes.', exitCode: ExitCode.noSpace, code: 'no-space'}
+    const path = (error as NodeJS.ErrnoException).path
+    return {
+      message: `no space left on device${code === 'EDQUOT' ? ' (this user\'s disk quota)' : ''}${path ? ` writing ${path}` : ''}: ${(error as Error).message}`,
+      suggestion: 'Free space on the disk that filled (the output\'s, or that of the state folder, receipt, spool or log given), or choose a folder on another one, then run the same command again: it resumes.',
+      exitCode: ExitCode.noSpace,
+      code: 'no-space',
+    }
   }
 
   if (code === 'EFBIG') {

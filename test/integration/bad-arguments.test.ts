@@ -5,7 +5,7 @@ import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {runCli} from '../helpers/cli.js'
+import {repoRoot, runCli} from '../helpers/cli.js'
 
 /**
  * Arguments that once did harm or hung (a review probed the command line): each is refused at
@@ -43,6 +43,14 @@ describe('arguments refused before anything is done', () => {
       const result = await runCli([...args, '--source', nowhere])
       expect(result.code, args.join(' ')).toBe(2)
     }
+  })
+
+  // The receipt's default place asked for the current folder: "unexpected error ... uv_cwd", exit 1.
+  it('a current folder removed since the shell entered it: exit 2 saying so, no "bug"', () => {
+    const gone = join(work, 'gone')
+    const result = spawnSync('bash', ['-c', `mkdir "$1" && cd "$1" && rmdir "$1" && exec "$2" "$3" import --target ${nowhere} "$4" --json`, 'bash', gone, process.execPath, join(repoRoot, 'bin', 'run.js'), work], {encoding: 'utf8', timeout: 30_000})
+    expect(result.status, result.stdout).toBe(2)
+    expect(JSON.parse(result.stdout).error).toMatchObject({code: 'no-current-folder', message: expect.stringContaining('the current folder no longer exists')})
   })
 
   it('a pipe or a device given to import or verify is refused naming the way through stdin; an unwritable --log-file names the flag', async () => {
