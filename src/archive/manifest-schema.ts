@@ -12,6 +12,8 @@ export const MAX_VOLUMES = 999_999
 export const MAX_INSTANCES_PER_VOLUME = 1_000_000
 /** Earlier exports a volume names as its data's way here. */
 export const MAX_HOPS = 1000
+/** The most parts `--shard K/N` may cut a job into: what an archive's filters record. */
+export const MAX_SHARDS = 1_000_000
 /** An entry's size can be no larger than the payload limit (entry-rules.ts). */
 const MAX_FILE_BYTES = 8 * 1024 ** 3
 const FIRST_USER_CONTENT_TYPE = 1024
@@ -40,7 +42,7 @@ const filterValues = {
   studyDateTo: dicomDate,
   modalities: list(shortText, 1000),
   labels: list(label, 1000),
-  shard: object({index: integer(1, 1_000_000), count: integer(1, 1_000_000)}),
+  shard: object({index: integer(1, MAX_SHARDS), count: integer(1, MAX_SHARDS)}),
 }
 const filtersV1 = object({
   patientIds: list(shortText, 100_000),

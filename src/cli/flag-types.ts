@@ -1,5 +1,6 @@
 import {Errors, Flags} from '@oclif/core'
 
+import {MAX_SHARDS} from '../archive/manifest-schema.js'
 import {formatSize, parseDuration, parseSize} from '../util/size.js'
 
 /**
@@ -51,6 +52,8 @@ export const shardFlag = Flags.custom<{index: number; count: number}>({
     const index = Number(match?.[1])
     const count = Number(match?.[2])
     if (!match || count < 1 || index < 1 || index > count) throw new Errors.CLIError(`"${input}" is not K/N with 1 <= K <= N: --shard 3/8 is the third of eight parts`)
+    // An archive records its shard: one of more parts than it can hold would export and then never import.
+    if (count > MAX_SHARDS) throw new Errors.CLIError(`"${input}" cuts the job into more than ${MAX_SHARDS} parts, the most an archive records`)
     return {index, count}
   },
 })

@@ -172,6 +172,9 @@ describe('flags parsed when oclif parses them', () => {
     await expect(parse(dicomDateFlag({}), '2024-01-31')).rejects.toThrow(/YYYYMMDD/)
     expect(await parse(shardFlag({}), '3/8')).toEqual({index: 3, count: 8})
     await expect(parse(shardFlag({}), '9/8')).rejects.toThrow(/K\/N/)
+    // Exported, and then refused by every import and verify: the archive records at most 1,000,000 parts.
+    expect(await parse(shardFlag({}), '1000000/1000000')).toEqual({index: 1_000_000, count: 1_000_000})
+    await expect(parse(shardFlag({}), '928961/2000000')).rejects.toThrow(/more than 1000000 parts/)
     expect(await parse(durationFlag({}), '30s')).toBe(30_000)
     expect(await parse(durationFlag({}), '5m')).toBe(300_000)
     expect(parseDuration('90')).toBe(90_000)
