@@ -188,8 +188,9 @@ export async function importInputs(options: ImportInputsOptions): Promise<Import
     inputs = postgresInputs(given.map(String), resolvePostgresSource(options.fromPostgres, {passwordFile: options.postgresPasswordFile}))
   } else {
     inputs = []
+    const named = new Set<string>()
     for (const [index, input] of given.entries()) {
-      if (typeof input === 'string') inputs.push(...await resolveImportInputs([input], process.stdin, options.folders ?? 'auto', {index: options.index, ignoreIndex: options.ignoreIndex}))
+      if (typeof input === 'string') inputs.push(...await resolveImportInputs([input], process.stdin, options.folders ?? 'auto', {index: options.index, ignoreIndex: options.ignoreIndex}, 'anything', named))
       else inputs.push({kind: 'archive-stream', label: `stream ${index + 1}`, stream: input})
     }
   }
@@ -277,13 +278,14 @@ export async function verifyArchives(archives: Array<string | Readable>, options
     import('./import/inputs.js'), import('./sources/archive-inputs.js'), import('./verify/verify.js'),
   ])
   const found: Parameters<typeof archiveInputs>[0] = []
+  const named = new Set<string>()
   for (const [index, archive] of archives.entries()) {
     if (typeof archive !== 'string') {
       found.push({kind: 'archive-stream', label: `stream ${index + 1}`, stream: archive})
       continue
     }
 
-    for (const input of await resolveImportInputs([archive], process.stdin, 'auto', {}, 'archives')) {
+    for (const input of await resolveImportInputs([archive], process.stdin, 'auto', {}, 'archives', named)) {
       if (input.kind !== 'archive-file' && input.kind !== 'archive-stream') {
         throw new UserFacingError(`${input.path} holds no archive volume`, 'Give the .tar (or .tar.age) volumes written by export, or the folder holding them, or - for stdin.', 'bad-input', 'not-an-archive')
       }

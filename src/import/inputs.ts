@@ -49,9 +49,12 @@ export async function isArchiveFile(path: string): Promise<boolean> {
  * holding volumes gives those volumes; an Orthanc storage folder is detected (or forced with
  * the mode); any other folder or file is read as DICOM files.
  */
-export async function resolveImportInputs(paths: string[], stdin: Readable, mode: FolderMode, recovery: RecoverySelection = {}, accepts: 'anything' | 'archives' = 'anything'): Promise<PathInput[]> {
+export async function resolveImportInputs(paths: string[], stdin: Readable, mode: FolderMode, recovery: RecoverySelection = {}, accepts: 'anything' | 'archives' = 'anything', named = new Set<string>()): Promise<PathInput[]> {
   const storage = (path: string): PathInput => ({kind: 'storage-folder', path, index: recovery.index, ignoreIndex: recovery.ignoreIndex})
   const inputs: PathInput[] = []
+  // The same file or folder named twice (`vols vols`, `vols ./vols`, a folder and a volume in it) is
+  // read once: `named` holds what calls for the other paths of one command met.
+  const firstTime = (info: {dev: number; ino: number}) => !named.has(`${info.dev}:${info.ino}`) && Boolean(named.add(`${info.dev}:${info.ino}`))
   for (const path of paths) {
     if (path === '-') {
       inputs.push({kind: 'archive-stream', label: 'stdin', stream: stdin})
@@ -69,6 +72,7 @@ export async function resolveImportInputs(paths: string[], stdin: Readable, mode
       throw new UserFacingError(`${path}: no such file or folder`, suggestion, 'usage', 'no-such-input')
     }
 
+    if (!firstTime(info)) continue
     if (info.isFile()) {
       inputs.push(mode === 'auto' && await isArchiveFile(path) ? {kind: 'archive-file', path} : {kind: 'dicom-folder', path})
       continue
@@ -83,7 +87,14 @@ export async function resolveImportInputs(paths: string[], stdin: Readable, mode
     else if (mode === 'dicom') inputs.push({kind: 'dicom-folder', path})
     else {
       const volumes = (await readdir(path)).filter((name) => VOLUME_NAME_PATTERN.test(name)).sort()
-      if (volumes.length > 0) inputs.push(...volumes.map((name) => ({kind: 'archive-file' as const, path: join(path, name)})))
+      if (volumes.length > 0) {
+        for (const name of volumes) {
+          const volume = join(path, name)
+          // One that cannot be looked at (a link to nowhere) is named by the reader.
+          const info = await stat(volume).catch(() => undefined)
+          if (!info || firstTime(info)) inputs.push({kind: 'archive-file', path: volume})
+        }
+      }
       else if (await looksLikeStorageFolder(path)) inputs.push(storage(path))
       else inputs.push({kind: 'dicom-folder', path})
     }

@@ -429,6 +429,23 @@ describe('import', () => {
     }
   })
 
+  // Read twice, the second time refused as "given twice (also <its own path>)": exit 11 and the
+  // volumes under "Refused or missing", for a harmless repetition.
+  it('the same volumes named twice (the folder, again as ./, one of its volumes) are read once: exit 0', async () => {
+    const target = await startOrthanc({name: 'named-twice', ...targetConfig})
+    try {
+      const [firstVolume] = await volumeFiles(volumesDir)
+      const result = await importInto(target, volumesDir, join(volumesDir, '.'), firstVolume!)
+      expect(result.code, result.stdout).toBe(0)
+      const summary = parseJson<ImportJson & {volumes: {read: number}; problems: unknown[]}>(result)
+      expect(summary).toMatchObject({transferred: corpus.length, skipped: 0, failed: 0, problems: []})
+      expect(summary.volumes.read).toBe((await volumeFiles(volumesDir)).length)
+      expect(await instanceMd5s(target)).toEqual(sourceMd5s)
+    } finally {
+      await target.dispose()
+    }
+  })
+
   // Both copies were in flight at once, each finding the target without the instance: both were
   // sent, and a target that overwrites answered Success twice: each counted transferred twice.
   it('a folder and a copy of it, into a target that overwrites: each instance transferred once, its second copy skipped', async () => {
