@@ -13,7 +13,20 @@ const MIN_SECRET_LENGTH = 3
 
 export function registerSecret(value: string | undefined): void {
   if (value === undefined || value.length < MIN_SECRET_LENGTH) return
-  for (const form of new Set([value, encodeURIComponent(value), Buffer.from(value, 'utf8').toString('base64')])) SECRETS.add(form)
+  for (const form of secretForms(value)) SECRETS.add(form)
+}
+
+/**
+ * The ways a server's answer or a library's message may quote a secret back: as it is, URL-encoded
+ * (upper- or lower-case hex, or as a form encodes it, '+' for a space), inside a JSON string, or
+ * as Basic authentication's base64.
+ */
+function secretForms(value: string): Set<string> {
+  const encoded = encodeURIComponent(value)
+  return new Set([
+    value, encoded, encoded.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()), encoded.replaceAll('%20', '+'),
+    JSON.stringify(value).slice(1, -1), Buffer.from(value, 'utf8').toString('base64'),
+  ])
 }
 
 /** Registers what an Authorization header would carry for these credentials. */

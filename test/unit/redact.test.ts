@@ -57,6 +57,15 @@ describe('registered secrets', () => {
     expect(redactSecrets('Basic b3J0aGFuYzpvcnRoYW5j, user orthanc:orthanc, port 127.0.0.1:8042/')).toBe('Basic [redacted], user [redacted]:[redacted], port 127.0.0.1:[redacted]/')
   })
 
+  // A server's error body quoting the password JSON-escaped, or URL-encoded in lower case, showed it.
+  it('masks a secret as an answer may quote it: JSON-escaped, URL-encoded in either case or as a form', () => {
+    const password = 'p@ss w/rd+é"\\x'
+    registerSecret(password)
+    for (const quoted of [JSON.stringify(password).slice(1, -1), encodeURIComponent(password), encodeURIComponent(password).toLowerCase(), encodeURIComponent(password).replaceAll('%20', '+')]) {
+      expect(redactSecrets(`refused "${quoted}" here`), quoted).toBe('refused "[redacted]" here')
+    }
+  })
+
   it('masks any other secret wherever it occurs', () => {
     registerSecret('p@ss w0rd!')
     expect(redactSecrets('xxp@ss w0rd!yy')).toBe('xx[redacted]yy')
