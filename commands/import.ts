@@ -110,7 +110,8 @@ function renderImportSummary(summary: ImportSummary): string {
     lines.push(`Volumes: ${volumes.read} read, ${volumes.proven} proven, ${volumes.complete} complete${volumes.missing.length > 0 ? `, missing: ${volumes.missing.map(renderVolumeRange).join(', ')}` : ''}.`)
   }
   for (const volume of volumes.unproven) {
-    lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven, so none of its ${volume.instances} instance(s) was imported: copy it again from the source media.`)
+    const wayOut = volume.fromStream ? 'send the stream again (the import then takes only what the target lacks)' : 'copy it again from the source media'
+    lines.push(`  ${volume.input}: volume ${volume.volume} cannot be proven, so none of its ${volume.instances} instance(s) was imported: ${wayOut}.`)
   }
   if (summary.studies.complete + summary.studies.incomplete.length > 0) {
     // A dry run counts what the target would hold once the instances it would upload are there.

@@ -308,7 +308,7 @@ function refuseOtherExport(folder: string, stored: string, current: ExportFinger
     ? key
     : `${key} (${JSON.stringify(current[key])} now, ${JSON.stringify(before[key])} in the folder)`))
   throw new UserFacingError(
-    `${folder} holds another export: its ${shown.join(', ')} differ${differences.length === 1 ? 's' : ''} from this command's`,
+    `${folder} holds another export, which differs from this command in: ${shown.join(', ')}`,
     'Export into an empty folder, or repeat the original command exactly (same URL, filters and limits) to resume that export.',
     'usage', 'other-export-in-folder')
 }

@@ -191,7 +191,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
       read: archiveReport.bags.length,
       proven: archiveReport.bags.filter((bag) => bag.proven).length,
       complete: archiveReport.bags.filter((bag) => bag.complete).length,
-      unproven: archiveReport.bags.filter((bag) => !bag.proven).map((bag) => ({volume: bag.bag, input: bag.input, instances: bag.instancesPlanned})),
+      unproven: archiveReport.bags.filter((bag) => !bag.proven).map((bag) => ({volume: bag.bag, input: bag.input, instances: bag.instancesPlanned, fromStream: bag.fromStream})),
       incomplete: archiveReport.bags.filter((bag) => bag.proven && !bag.complete).map((bag) => bag.bag),
       missing: archiveReport.missingVolumes,
     },

@@ -46,6 +46,8 @@ export interface BagReport {
   bag: string
   /** Where it was read from: the volume file, or stdin. */
   input: string
+  /** Read from a stream (stdin, a pipe), not a volume file: what to do again is another thing. */
+  fromStream: boolean
   group?: string
   volume?: number
   volumeCount?: number
@@ -75,7 +77,7 @@ export interface VolumeCounts {
   proven: number
   complete: number
   /** Volumes whose chain could not be proven: none of their instances was used. */
-  unproven: Array<{volume: string; input: string; instances: number}>
+  unproven: Array<{volume: string; input: string; instances: number; fromStream: boolean}>
   incomplete: string[]
   missing: ArchiveReadReport['missingVolumes']
 }
@@ -339,12 +341,13 @@ function finishProvenBag(input: ArchiveInput, payload: ProvenPayload, context: R
   const {manifest} = proven
   // What the export could not write into this volume: part of the export, and not in the archive.
   for (const failure of manifest.failed) {
-    context.events.onProblem({id: failure.id, path: input.label, kind: 'missing', reason: `not in the archive: its export failed it (${failure.reason}); export again into the same folder to retry it`})
+    context.events.onProblem({id: failure.id, path: input.label, kind: 'missing', reason: `not in the archive: its export failed it (${failure.reason}); ${input.path ? 'export again into the same folder to retry it' : 'run the export to the stream again to retry it'}`})
   }
 
   context.report.bags.push({
     bag: proven.bag,
     input: input.label,
+    fromStream: !input.path,
     group: manifest.group,
     volume: manifest.volume,
     volumeCount: manifest.volumeCount,
@@ -365,6 +368,7 @@ function recordUnprovenBag(bag: string, input: ArchiveInput, proof: BagProof, ta
   context.report.bags.push({
     bag,
     input: input.label,
+    fromStream: !input.path,
     group: claimed?.group,
     volume: claimed?.volume,
     volumeCount: claimed?.volumeCount,

@@ -139,7 +139,7 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
       read: report.bags.length,
       proven: report.bags.length - unproven.length,
       complete: report.bags.filter((bag) => bag.complete).length,
-      unproven: unproven.map((bag) => ({volume: bag.bag, input: bag.input, instances: bag.instancesPlanned})),
+      unproven: unproven.map((bag) => ({volume: bag.bag, input: bag.input, instances: bag.instancesPlanned, fromStream: bag.fromStream})),
       incomplete: incomplete.map((bag) => bag.bag),
       missing: report.missingVolumes,
     },
