@@ -180,9 +180,10 @@ export async function importInputs(options: ImportInputsOptions): Promise<Import
     throw new UserFacingError('nothing to import', 'Give archive volumes, a DICOM folder, a storage folder, a stream, or fromPostgres.', 'usage', 'no-input')
   }
 
-  const [{importInstances}, {postgresInputs, resolveImportInputs}, {defaultReceiptPath}, {resolvePostgresSource}] = await Promise.all([
-    import('./import/import.js'), import('./import/inputs.js'), import('./import/receipt.js'), import('./recovery/postgres-index.js'),
+  const [{importInstances}, {postgresInputs, resolveImportInputs}, {defaultReceiptPath}, {resolvePostgresSource}, {checkSpoolFolder}] = await Promise.all([
+    import('./import/import.js'), import('./import/inputs.js'), import('./import/receipt.js'), import('./recovery/postgres-index.js'), import('./archive/bag-spool.js'),
   ])
+  if (options.spoolDir !== undefined) await checkSpoolFolder(options.spoolDir)
   let inputs: ImportInput[]
   if (options.fromPostgres !== undefined) {
     inputs = postgresInputs(given.map(String), resolvePostgresSource(options.fromPostgres, {passwordFile: options.postgresPasswordFile}))

@@ -1,9 +1,23 @@
-import {open, statfs} from 'node:fs/promises'
+import {access, constants, open, stat, statfs} from 'node:fs/promises'
 import type {FileHandle} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {UserFacingError} from '../errors.js'
 import {makeScratchFolder, removeScratchFolder} from '../util/scratch-folder.js'
+
+/**
+ * A --spool-dir that cannot hold a spool is bad usage, said before anything is read: met only
+ * once a stream's first volume arrives, it was taken for a failing drive (exit 16, "it resumes").
+ */
+export async function checkSpoolFolder(path: string): Promise<void> {
+  const unusable = (why: string) => new UserFacingError(`--spool-dir ${path} ${why}`, 'Give --spool-dir a folder that exists and that this user can write, on a disk with room for one volume.', 'usage', 'unusable-spool-dir')
+  const info = await stat(path).catch(() => undefined)
+  if (!info) throw unusable('does not exist')
+  if (!info.isDirectory()) throw unusable('is not a folder')
+  await access(path, constants.W_OK | constants.X_OK).catch(() => {
+    throw unusable('cannot be written by this user')
+  })
+}
 
 /**
  * Where the payload of a bag read from a stream waits until the bag's tag files arrive and prove

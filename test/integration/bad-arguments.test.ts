@@ -45,6 +45,17 @@ describe('arguments refused before anything is done', () => {
     }
   })
 
+  // A file given as --spool-dir failed when the stream's first volume came: exit 16, "check the drive... it resumes".
+  it('a --spool-dir that is a file or is missing: exit 2 before anything is read', async () => {
+    const file = join(work, 'spool-is-a-file')
+    await writeFile(file, '')
+    for (const [spool, why] of [[file, 'is not a folder'], [join(work, 'no-such-spool'), 'does not exist']] as const) {
+      const result = await runCli(['import', '--target', nowhere, '--spool-dir', spool, '-', '--json'], {stdin: 'x'.repeat(1024)})
+      expect(result.code, result.stdout).toBe(2)
+      expect(JSON.parse(result.stdout).error).toMatchObject({code: 'unusable-spool-dir', message: `--spool-dir ${spool} ${why}`})
+    }
+  })
+
   // The receipt's default place asked for the current folder: "unexpected error ... uv_cwd", exit 1.
   it('a current folder removed since the shell entered it: exit 2 saying so, no "bug"', () => {
     const gone = join(work, 'gone')
