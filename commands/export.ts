@@ -86,7 +86,7 @@ export default class Export extends BaseCommand {
         onEvent: reporter.onEvent,
       })
       if (summary.failed > 0) process.exitCode = ExitCode.partialFailure
-      this.result(summary, renderExportSummary)
+      this.result(summary, (done) => renderExportSummary(done, toStdout))
       if (summary.dryRun) reporter.hint('Next: the same command without --dry-run writes the volumes.')
       else if (summary.notPlanned > 0 && !toStdout) {
         reporter.hint(`${summary.notPlanned} instance(s) could not be planned when this export began, and its plan is fixed: running it again does not try them. Export them into another folder: ${this.config.bin} export --source ... --since ${shellWord(flags.output)} --output NEW-FOLDER`)
@@ -106,7 +106,7 @@ export default class Export extends BaseCommand {
   }
 }
 
-function renderExportSummary(summary: ExportSummary): string {
+function renderExportSummary(summary: ExportSummary, toStdout: boolean): string {
   const headline = summary.dryRun
     ? `Dry run, nothing written: ${summary.instancesPlanned} instances (${formatBytes(summary.bytesPlanned)}) would go into ${summary.volumes} volume(s)`
     : `Exported ${summary.transferred} instances into ${summary.volumes} volume(s) (${summary.volumesWritten} written now)`
@@ -117,7 +117,12 @@ function renderExportSummary(summary: ExportSummary): string {
   for (const receipt of summary.receipts ?? []) {
     lines.push(`Receipt ${receipt.path}: ${receipt.arrived} instance(s) arrived on "${receipt.target.name}" (${receipt.target.server}, Orthanc ${receipt.target.version}), imported ${receipt.importedAt}.`)
   }
-  // A volume that holds a failure is not finished: the next run writes it again whole, its other instances with it.
-  const onRetry = 'a volume that holds a failed instance is written again whole, the other volumes are kept'
-  return renderTransferSummary(summary, headline, {...summary, unit: 'downloads'}, onRetry) + lines.map((line) => `${line}\n`).join('')
+  // A volume that holds a failure is not finished: the next run writes it again whole, its other
+  // instances with it. A stream keeps nothing: it is written again whole, and the import takes
+  // only what its target lacks. What could not be planned is not tried by a folder's next run
+  // (its plan is fixed; the hint says what to do instead).
+  const onRetry = toStdout
+    ? 'the stream is written again whole, and its import takes only what the target lacks'
+    : 'a volume that holds a failed instance is written again whole, the other volumes are kept'
+  return renderTransferSummary(summary, headline, {...summary, unit: 'downloads'}, onRetry, toStdout ? 0 : summary.notPlanned) + lines.map((line) => `${line}\n`).join('')
 }

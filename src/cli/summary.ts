@@ -20,8 +20,9 @@ export interface ConcurrencyReport {
  * The closing lines every transfer command prints for a person: counts, concurrency, then what
  * failed. A dry run says what it would transfer (`planned`), never that it transferred anything.
  * `onRetry`: what running the command again does with what succeeded, where it is not "nothing".
+ * `notRetried`: failures a run again does not try (said apart, with what to do instead).
  */
-export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; planned?: PlannedCounts}, headline: string, concurrency?: ConcurrencyReport, onRetry = 'what succeeded is not redone'): string {
+export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; planned?: PlannedCounts}, headline: string, concurrency?: ConcurrencyReport, onRetry = 'what succeeded is not redone', notRetried = 0): string {
   const counts = stats.dryRun
     ? `${stats.planned?.instances ?? 0} would be transferred (${formatBytes(stats.planned?.bytes ?? 0)}), ${stats.skipped} skipped, ${stats.failed} failed; in ${formatDuration(stats.durationMs)}.`
     : `${stats.transferred} transferred, ${stats.skipped} skipped, ${stats.failed} failed; ${formatBytes(stats.bytes)} in ${formatDuration(stats.durationMs)}.`
@@ -42,7 +43,7 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))
     // Two copies of one instance fail again at every run until a person chooses: said so, not "retry".
     const contradictions = stats.failures.filter((failure) => failure.kind === 'contradiction').length
-    if (contradictions < stats.failed) lines.push(`Run the same command again to retry what failed; ${onRetry}.`)
+    if (contradictions + notRetried < stats.failed) lines.push(`Run the same command again to retry what failed; ${onRetry}.`)
     if (contradictions > 0) lines.push(`${contradictions} of them ${contradictions === 1 ? 'is a copy' : 'are copies'} of an instance already taken, with other bytes (contradiction): running again changes nothing until the wrong file is removed.`)
   }
 

@@ -225,6 +225,8 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       }
       const human = await exportThrough()
       expect(human.stderr).toMatch(/1 instance\(s\) could not be planned.*--since/s)
+      // Not told both ways: "run the same command again to retry" was printed beside "running it again does not try them".
+      expect(human.stdout).not.toMatch(/Run the same command again to retry/)
       expect(await archivedIds(output)).toEqual(records.map((record) => record.orthancId).filter((id) => id !== victim).sort())
 
       const rest = join(work, 'not-planned-rest')
