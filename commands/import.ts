@@ -152,7 +152,7 @@ function renderRecovery(report: RecoveryReport): string[] {
   if (report.checkedBySizeOnly > 0) lines.push(`  ${report.checkedBySizeOnly} file(s) checked by size only: the index holds no MD5s (StoreMD5ForAttachments was off).`)
   const side = report.resourceSideData
   if (side.resources > 0) {
-    lines.push(`  ${side.resources} patient(s), study(ies) or series carry ${side.userMetadata} user metadata, ${side.attachments} attachment(s) and ${side.labels} label(s) in the index: restored with their instances (see "Not carried" for what the target could not take).`)
+    lines.push(`  ${side.resources} patient(s), study(ies) or series carry ${side.userMetadata} user metadata, ${side.attachments} attachment(s) and ${side.labels} label(s)${side.protectedPatients > 0 ? `, ${side.protectedPatients} patient(s) protected from recycling,` : ''} in the index: restored with their instances (see "Not carried" for what the target could not take).`)
   }
   return lines
 }

@@ -36,6 +36,8 @@ export interface SideData {
   attachments: AttachmentRecord[]
   /** Orthanc 1.12 and later; empty otherwise. */
   labels: string[]
+  /** A patient protected from recycling on its server (PUT /patients/{id}/protected): patients only. */
+  protected?: true
 }
 
 /** One instance as an archive describes it. Nothing in it names or identifies the patient. */
@@ -66,7 +68,7 @@ export function resourceKey(record: Pick<ResourceRecord, 'level' | 'study' | 'se
 }
 
 export function hasUserSideData(data: SideData): boolean {
-  return Object.keys(data.userMetadata).length > 0 || data.attachments.length > 0 || data.labels.length > 0
+  return Object.keys(data.userMetadata).length > 0 || data.attachments.length > 0 || data.labels.length > 0 || data.protected === true
 }
 
 /**

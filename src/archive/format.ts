@@ -11,9 +11,15 @@ import {startsLikeAgeFile} from '../crypto/age.js'
 export const ARCHIVE_FORMAT = 'orthanc-replicate-archive'
 /**
  * Version 2 adds the side data of patients, studies and series (`resources`) and records the
- * filters without the identifiers they named. Readers take versions 1 and 2 and refuse newer ones.
+ * filters without the identifiers they named; version 3 the studies left out whole; version 4 a
+ * patient's protection from recycling. Readers take versions up to this one and refuse newer ones.
  */
-export const ARCHIVE_FORMAT_VERSION = 3
+export const ARCHIVE_FORMAT_VERSION = 4
+/**
+ * What a volume with no protected patient declares: the version that reads it, so that an older
+ * reader on the far side of an air gap still takes what it can read whole.
+ */
+export const FORMAT_VERSION_WITHOUT_PROTECTION = 3
 
 /** Tag files of the Orthanc manifest, relative to the bag root. */
 export const CONTENTS_FILE = 'orthanc/contents.json'

@@ -122,8 +122,11 @@ function instanceFields(withSha256: boolean): Record<string, Check> {
   }
 }
 
-/** A patient's, study's or series' side data (version 2); in manifest.json an attachment that failed on the source has no SHA-256. */
-function resource(withSha256: boolean): Check {
+/**
+ * A patient's, study's or series' side data (version 2); in manifest.json an attachment that
+ * failed on the source has no SHA-256. Version 4: a patient protected from recycling says so.
+ */
+function resource(withSha256: boolean, version: FormatVersion): Check {
   const attachment = object(attachmentFields(withSha256), withSha256 ? ['sha256'] : [])
   return object({
     level: text({pattern: /^(patient|study|series)$/, what: '"patient", "study" or "series"'}),
@@ -131,14 +134,15 @@ function resource(withSha256: boolean): Check {
     series: orthancId,
     ...sideDataFields(false),
     attachments: list(attachment, 1000),
-  }, ['series'])
+    ...(version >= 4 ? {protected: exactly(true)} : {}),
+  }, ['series', 'protected'])
 }
 
 function contentsSchema(version: FormatVersion): Check {
   return object({
     ...headerFields(version),
     instances: list(object(instanceFields(false)), MAX_INSTANCES_PER_VOLUME),
-    ...(version >= 2 ? {resources: list(resource(false), MAX_INSTANCES_PER_VOLUME)} : {}),
+    ...(version >= 2 ? {resources: list(resource(false, version), MAX_INSTANCES_PER_VOLUME)} : {}),
   }, optionalHeaderFields)
 }
 
@@ -146,14 +150,14 @@ function manifestSchema(version: FormatVersion): Check {
   return object({
     ...headerFields(version),
     instances: list(object(instanceFields(true)), MAX_INSTANCES_PER_VOLUME),
-    ...(version >= 2 ? {resources: list(resource(true), MAX_INSTANCES_PER_VOLUME)} : {}),
+    ...(version >= 2 ? {resources: list(resource(true, version), MAX_INSTANCES_PER_VOLUME)} : {}),
     failed: list(object({id: orthancId, reason: text({maxLength: 4096})}), MAX_INSTANCES_PER_VOLUME),
   }, optionalHeaderFields)
 }
 
-/** Version 2 added the resources' side data; version 3 the studies left out whole (farSideStudies). */
-type FormatVersion = 1 | 2 | 3
-const SCHEMAS = Object.fromEntries(([1, 2, 3] as const).map((version) => [version, {contents: contentsSchema(version), manifest: manifestSchema(version)}])) as Record<FormatVersion, {contents: Check; manifest: Check}>
+/** Version 2 added the resources' side data; version 3 the studies left out whole (farSideStudies); version 4 patients' protection. */
+type FormatVersion = 1 | 2 | 3 | 4
+const SCHEMAS = Object.fromEntries(([1, 2, 3, 4] as const).map((version) => [version, {contents: contentsSchema(version), manifest: manifestSchema(version)}])) as Record<FormatVersion, {contents: Check; manifest: Check}>
 
 export type Parsed<T> = {value: T} | {violations: string[]}
 
@@ -170,7 +174,7 @@ export function declaredFormatVersion(bytes: Buffer): number | undefined {
 function schemaFor(bytes: Buffer, file: 'contents' | 'manifest'): Check {
   const version = declaredFormatVersion(bytes)
   // An unknown version is checked against the newest schema, which names the field that is wrong.
-  return SCHEMAS[version === 1 || version === 2 ? version : 3][file]
+  return SCHEMAS[version === 1 || version === 2 || version === 3 ? version : 4][file]
 }
 
 export function parseContents(bytes: Buffer): Parsed<VolumeContents> {

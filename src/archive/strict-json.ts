@@ -68,7 +68,7 @@ export function integer(min: number, max: number): Check {
   }
 }
 
-export function exactly(expected: string | number): Check {
+export function exactly(expected: string | number | boolean): Check {
   return (value, at, found) => {
     if (value !== expected) found.add(at, `is ${show(value)}, expected ${JSON.stringify(expected)}`)
   }

@@ -4,7 +4,7 @@ import {tmpdir} from 'node:os'
 import {basename, isAbsolute, join, relative, resolve, sep} from 'node:path'
 import type {Writable} from 'node:stream'
 
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, FORMAT_VERSION_WITHOUT_PROTECTION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
 import type {Endpoint, Hop, InstanceFilters, SourceIdentity} from '../model.js'
 import {FILTERS_MATCHED_NOTHING_HINT, UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -477,9 +477,10 @@ async function writeVolume(
       `the export's state is damaged: volume ${number}'s list in ${stateDir} holds ${entries.length} instance(s), its plan ${planned}`,
       'Export into a new, empty folder: this state cannot be resumed.', 'bad-input', 'damaged-state')
   }
+  const resources = entries.flatMap((entry) => entry.resources ?? [])
   const header: VolumeHeader = {
     format: ARCHIVE_FORMAT,
-    formatVersion: ARCHIVE_FORMAT_VERSION,
+    formatVersion: resources.some((resource) => resource.protected) ? ARCHIVE_FORMAT_VERSION : FORMAT_VERSION_WITHOUT_PROTECTION,
     group: plan.group,
     volume: number,
     volumeCount: count,
@@ -497,7 +498,7 @@ async function writeVolume(
     bagName: volumeName(options.namePrefix, number, count),
     header,
     instances: entries.map((entry) => entry.record),
-    resources: entries.flatMap((entry) => entry.resources ?? []),
+    resources,
     mtime: new Date(plan.createdAt),
     bagInfo: {
       group: plan.group,
@@ -505,7 +506,7 @@ async function writeVolume(
       volumeCount: count,
       baggingDate: plan.createdAt.slice(0, 10),
       software: 'orthanc-replicate',
-      description: `DICOM instances exported from Orthanc "${plan.source.name}" (${plan.source.version}); archive format ${ARCHIVE_FORMAT} v${ARCHIVE_FORMAT_VERSION}`,
+      description: `DICOM instances exported from Orthanc "${plan.source.name}" (${plan.source.version}); archive format ${ARCHIVE_FORMAT} v${header.formatVersion}`,
     },
     onSealed,
   })

@@ -539,6 +539,22 @@ export class OrthancClient {
   }
 
   /** Labels of a resource; none on a server older than 1.12, which has no labels. */
+  /**
+   * Whether a patient is protected from recycling (MaximumPatientCount, MaximumStorageSize): a
+   * patient that loses it on a new server may be the next one that server deletes to make room.
+   * No answer about a patient names it (1.10.1, 1.12.7): one request each.
+   */
+  async patientProtected(id: string, signal?: AbortSignal): Promise<boolean> {
+    const path = `/patients/${id}/protected`
+    const answer = (await this.http.text('GET', path, {signal})).trim()
+    if (answer !== '0' && answer !== '1') throw this.unexpectedAnswer('GET', path, `${JSON.stringify(answer.slice(0, 20))} is neither 0 nor 1`)
+    return answer === '1'
+  }
+
+  async protectPatient(id: string, signal?: AbortSignal): Promise<void> {
+    await this.http.send('PUT', `/patients/${id}/protected`, {body: '1', signal})
+  }
+
   async resourceLabels(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<string[]> {
     if (!(await this.features(signal)).labels) return []
     return this.answer<string[]>('GET', `${resourcePath(level, id)}/labels`, shapes.texts, {signal})

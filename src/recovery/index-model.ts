@@ -54,6 +54,8 @@ export interface ResourceSideData {
   labels: string[]
   /** User attachments (types 1024 and above). */
   attachments: IndexedAttachment[]
+  /** A patient protected from recycling. */
+  protected?: true
 }
 
 export interface IndexDescription {

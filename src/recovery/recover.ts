@@ -52,11 +52,11 @@ export interface RecoveryReport {
    * index and restored on the target with the first of their instances (what a target cannot
    * take is in the import summary's notCarried).
    */
-  resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}
+  resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number; protectedPatients: number}
 }
 
 export function emptyRecoveryReport(route: RecoveryReport['route'], source: string): RecoveryReport {
-  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, unindexedAfterIndex: 0, contradictions: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0}}
+  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, unindexedAfterIndex: 0, contradictions: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0, protectedPatients: 0}}
 }
 
 export interface IndexRecoveryOptions {
@@ -111,6 +111,7 @@ export async function* recoverFromIndex(
     counts.userMetadata += Object.keys(resource.userMetadata).length
     counts.attachments += resource.attachments.length
     counts.labels += resource.labels.length
+    if (resource.protected) counts.protectedPatients++
     resources.set(resource.id, resource)
   }
 
@@ -250,6 +251,7 @@ function resourcesOf(instance: IndexedInstance, resources: Map<string, ResourceS
       labels: resource.labels,
       // By number: the index knows no names.
       attachments: resource.attachments.map((attachment) => ({name: String(attachment.contentType), contentType: attachment.contentType, size: attachment.uncompressedSize, md5: attachment.uncompressedMd5, path: ''})),
+      ...(resource.protected ? {protected: true as const} : {}),
     }
     found.push({
       record,

@@ -18,6 +18,13 @@ export interface IndexSchema {
   labels: boolean
   /** resourceType of each level: 1-4 in Orthanc's SQLite, 0-3 in the plugins. */
   resourceTypes: Record<ResourceLevel, number>
+  /**
+   * Whether the index tells which patients are protected from recycling: those missing from
+   * PatientRecyclingOrder, where Orthanc enters every patient it stores and takes out those it
+   * protects. Only an index with rows in it is read so: an empty one may be a table nobody kept
+   * (then no protection is carried, rather than every patient protected).
+   */
+  protection: boolean
   description: string
 }
 
@@ -76,11 +83,14 @@ export async function inspectSchema(connection: SqlConnection, source: string): 
   const patient = roots.length === 1 ? Number(roots[0]!.type) : connection.kind === 'sqlite' ? 1 : 0
   const resourceTypes = {patient, study: patient + 1, series: patient + 2, instance: patient + 3}
 
+  const recycling = columns.get('patientrecyclingorder')
+  const protection = recycling !== undefined && recycling.has('patientid') && (await connection.all('SELECT 1 AS found FROM PatientRecyclingOrder LIMIT 1')).length > 0
+
   const known = new Set(['uncompressedmd5', 'compressedmd5', 'uncompressedhash', 'compressedhash', ...REQUIRED_COLUMNS.attachedfiles!])
   const extras = [...attached].filter((column) => !known.has(column))
   if (columns.get('metadata')!.has('revision')) extras.push('metadata revisions')
   const description = [`Orthanc database schema ${KNOWN_SCHEMA_VERSION}`, labels ? 'with labels' : 'without labels', ...extras.map((column) => `attachment ${column}`)].join(', ')
-  return {md5Columns, labels, resourceTypes, description}
+  return {md5Columns, labels, resourceTypes, protection, description}
 }
 
 async function tableColumns(connection: SqlConnection): Promise<Map<string, Set<string>>> {
@@ -152,13 +162,17 @@ export class SqlIndex implements OrthancIndex {
     const {resourceTypes} = this.schema
     const levels = new Map<number, ResourceSideData['level']>([[resourceTypes.patient, 'patient'], [resourceTypes.study, 'study'], [resourceTypes.series, 'series']])
     const labelled = this.schema.labels ? ' OR EXISTS (SELECT 1 FROM Labels AS l WHERE l.id = r.internalId)' : ''
+    // A patient missing from the recycling order is protected (see IndexSchema.protection).
+    const isProtected = this.schema.protection
+      ? `(r.resourceType = ${resourceTypes.patient} AND NOT EXISTS (SELECT 1 FROM PatientRecyclingOrder AS p WHERE p.patientId = r.internalId))`
+      : '(1 = 0)'
     let after = -1
     for (;;) {
       signal?.throwIfAborted()
       const rows = await this.connection.all(
-        'SELECT r.internalId AS internal_id, r.resourceType AS type, r.publicId AS public_id FROM Resources AS r'
+        `SELECT r.internalId AS internal_id, r.resourceType AS type, r.publicId AS public_id, CASE WHEN ${isProtected} THEN 1 ELSE 0 END AS protected_flag FROM Resources AS r`
         + ' WHERE r.resourceType <> ? AND r.internalId > ? AND (EXISTS (SELECT 1 FROM Metadata AS m WHERE m.id = r.internalId AND m.type >= ?)'
-        + ` OR EXISTS (SELECT 1 FROM AttachedFiles AS a WHERE a.id = r.internalId AND a.fileType >= ?)${labelled})`
+        + ` OR EXISTS (SELECT 1 FROM AttachedFiles AS a WHERE a.id = r.internalId AND a.fileType >= ?)${labelled} OR ${isProtected})`
         + ` ORDER BY r.internalId LIMIT ${PAGE}`,
         [resourceTypes.instance, after, FIRST_USER_METADATA_TYPE, FIRST_USER_CONTENT_TYPE],
       )
@@ -176,6 +190,7 @@ export class SqlIndex implements OrthancIndex {
           userMetadata: Object.fromEntries((metadata.get(id) ?? []).filter(({type}) => type >= FIRST_USER_METADATA_TYPE).map(({type, value}) => [String(type), value])),
           labels: labels.get(id) ?? [],
           attachments: (attachments.get(id) ?? []).filter((attachment) => attachment.contentType >= FIRST_USER_CONTENT_TYPE),
+          ...(Number(row.protected_flag) === 1 ? {protected: true as const} : {}),
         }
       }
     }

@@ -12,7 +12,7 @@ import {UploadBatcher, type ZipUploads} from './upload-batcher.js'
 /** One kind of side data that could not be carried to the target, at one level, counted. */
 export interface NotCarried {
   level: ResourceLevel
-  kind: 'labels' | 'user-metadata' | 'system-metadata' | 'attachments'
+  kind: 'labels' | 'user-metadata' | 'system-metadata' | 'attachments' | 'protection'
   /** The metadata or attachment name, when the reason is about one name. */
   name?: string
   /** Resources it concerns. */
@@ -172,6 +172,8 @@ interface TargetSideData {
   /** MD5 of each user attachment, by content type number. */
   attachments: Map<number, string>
   labels: Set<string>
+  /** A patient's protection from recycling, when the source's is to be carried. */
+  protected?: boolean
 }
 
 /**
@@ -306,6 +308,7 @@ export class OrthancSink {
       systemMetadata: {},
       attachments: kept.attachments.filter((attachment) => !now.attachments.has(attachment.contentType)),
       labels: kept.labels.filter((label) => !now.labels.has(label)),
+      ...(kept.protected && !now.protected ? {protected: true as const} : {}),
     }
     let refused = 0
     const missing = await this.writeSideData(level, id, absent, bytes, now, signal, (kind, reason, name) => {
@@ -364,12 +367,13 @@ export class OrthancSink {
 
   /** What the target holds of the kinds the source has for this resource (only those are asked for). */
   private async readTarget(level: ResourceLevel, id: string, wanted: SideData, signal?: AbortSignal): Promise<TargetSideData> {
-    const [metadata, attachments, labels] = await Promise.all([
+    const [metadata, attachments, labels, isProtected] = await Promise.all([
       Object.keys(wanted.userMetadata).length > 0 ? this.client.resourceMetadata(level, id, signal) : {},
       wanted.attachments.length > 0 ? this.targetAttachments(level, id, signal) : new Map<number, string>(),
       wanted.labels.length > 0 ? this.client.resourceLabels(level, id, signal) : [],
+      wanted.protected === true && level === 'patient' && this.client.patientProtected(id, signal),
     ])
-    return {metadata, attachments, labels: new Set(labels)}
+    return {metadata, attachments, labels: new Set(labels), protected: isProtected}
   }
 
   private async targetAttachments(level: ResourceLevel, id: string, signal?: AbortSignal): Promise<Map<number, string>> {
@@ -445,6 +449,16 @@ export class OrthancSink {
     // Counted by resource, however many labels it has: the tally says how many resources lost them.
     if (data.labels.length > 0 && !this.features?.labels) notCarried('labels', 'the target is older than Orthanc 1.12 and has no labels')
     else for (const label of data.labels) if (!existing?.labels.has(label)) await this.client.addResourceLabel(level, id, label, signal)
+
+    // Protection only ever added: a patient the target protects of its own stays protected.
+    if (data.protected && level === 'patient' && !existing?.protected) {
+      try {
+        await this.client.protectPatient(id, signal)
+      } catch (error) {
+        if (!(error instanceof OrthancHttpError && [400, 403, 404].includes(error.status))) throw error
+        notCarried('protection', `the target refuses to protect the patient from recycling (HTTP ${error.status})`)
+      }
+    }
 
     return missing
   }

@@ -186,13 +186,14 @@ export class SideDataReader {
 
   /** Any resource's side data, read now and on its own (nothing read ahead, nothing kept). */
   async sideDataOf(level: ResourceLevel, orthancId: string, signal?: AbortSignal): Promise<SideData> {
-    const [all, attachments, labels] = await Promise.all([
+    const [all, attachments, labels, isProtected] = await Promise.all([
       this.client.resourceMetadata(level, orthancId, signal),
       this.userAttachments(level, orthancId, signal),
       this.client.resourceLabels(level, orthancId, signal),
+      level === 'patient' && this.client.patientProtected(orthancId, signal),
     ])
     const {user, system} = splitMetadata(all)
-    return {userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
+    return {userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort(), ...(isProtected ? {protected: true} : {})}
   }
 
   /** One attachment's bytes, checked against the MD5 it was listed with. */
@@ -236,9 +237,11 @@ export class SideDataReader {
       const bulk = await ahead
       return Promise.all([bulk?.metadata ?? this.client.resourceMetadata(level, orthancId, signal), bulk?.labels ?? this.client.resourceLabels(level, orthancId, signal)])
     })()
-    const [[all, labels], attachments] = await Promise.all([metadataAndLabels, this.userAttachments(level, orthancId, signal, key)])
+    const [[all, labels], attachments, isProtected] = await Promise.all([
+      metadataAndLabels, this.userAttachments(level, orthancId, signal, key), level === 'patient' && this.client.patientProtected(orthancId, signal),
+    ])
     const {user, system} = splitMetadata(all)
-    const record: ResourceRecord = {...key, userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort()}
+    const record: ResourceRecord = {...key, userMetadata: user, systemMetadata: system, attachments, labels: [...labels].sort(), ...(isProtected ? {protected: true} : {})}
     return hasUserSideData(record) ? record : undefined
   }
 

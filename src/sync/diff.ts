@@ -38,7 +38,7 @@ export interface SideDataDifference {
   /** The resource: "study <id>", "instance <id>", "patient of study <id>"... */
   id: string
   level: ResourceLevel
-  kind: 'user-metadata' | 'attachments' | 'labels'
+  kind: 'user-metadata' | 'attachments' | 'labels' | 'protection'
   reason: string
 }
 
@@ -210,5 +210,7 @@ class SideDataComparison {
     const sourceLabels = new Set(source.labels)
     for (const label of source.labels) if (!targetLabels.has(label)) add('labels', `label "${label}" only on the source`)
     for (const label of target.labels) if (!sourceLabels.has(label)) add('labels', `label "${label}" only on the target`)
+    // A patient that lost its protection may be the next one a recycling server deletes.
+    if (source.protected !== target.protected) add('protection', `protected from recycling only on the ${source.protected ? 'source' : 'target'}`)
   }
 }

@@ -291,4 +291,5 @@ function isSideData(data: unknown): data is SideData {
   return typeof userMetadata === 'object' && userMetadata !== null && Object.entries(userMetadata).every(([name, value]) => NAME.test(name) && typeof value === 'string')
     && Array.isArray(attachments) && attachments.every((attachment) => Number.isInteger(attachment?.contentType) && attachment.contentType >= 1024 && attachment.contentType <= 65_535 && typeof attachment.md5 === 'string')
     && Array.isArray(labels) && labels.every((label) => typeof label === 'string' && NAME.test(label))
+    && (candidate.protected === undefined || candidate.protected === true)
 }

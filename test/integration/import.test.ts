@@ -429,6 +429,33 @@ describe('import', () => {
     }
   })
 
+  // Protection from recycling was not carried: the far side could recycle (delete) a patient the
+  // source kept on purpose. A volume declares version 4 only when it holds a protected patient.
+  it('a patient protected from recycling on the source is protected on the target after export and import; volumes without one stay version 3', async () => {
+    const protectedSource = await startOrthanc({name: 'protected-source'})
+    const target = await startOrthanc({name: 'protected-target'})
+    try {
+      const [first, second] = corpus.filter((record, index, all) => all.findIndex((other) => other.patientId === record.patientId) === index)
+      await uploadFiles(protectedSource, [first!.path, second!.path])
+      const patientOf = async (server: OrthancServer, instance: string) => (await server.json<{ID: string}>(`/instances/${instance}/patient`)).ID
+      const isProtected = async (server: OrthancServer, patient: string) => (await (await server.api(`/patients/${patient}/protected`)).text()).trim() === '1'
+      const [protectedOne, plainOne] = [await patientOf(protectedSource, first!.orthancId), await patientOf(protectedSource, second!.orthancId)]
+      await protectedSource.api(`/patients/${protectedOne}/protected`, {method: 'PUT', body: '1'})
+      const volumes = join(work, 'protected-volumes')
+      const exported = await runCli(['export', '--source', protectedSource.url, '--output', volumes, '--max-volume-instances', '1', '--json'])
+      expect(exported.code, exported.stderr).toBe(0)
+      const versions = await Promise.all((await volumeFiles(volumes)).map(async (volume) => (await readVolumeManifest(volume)).formatVersion))
+      expect(versions.sort()).toEqual([3, 4])
+
+      const result = await importInto(target, volumes)
+      expect(result.code, result.stdout).toBe(0)
+      expect(await isProtected(target, protectedOne)).toBe(true)
+      expect(await isProtected(target, plainOne)).toBe(false)
+    } finally {
+      await Promise.all([protectedSource.dispose(), target.dispose()])
+    }
+  })
+
   // Read twice, the second time refused as "given twice (also <its own path>)": exit 11 and the
   // volumes under "Refused or missing", for a harmless repetition.
   it('the same volumes named twice (the folder, again as ./, one of its volumes) are read once: exit 0', async () => {

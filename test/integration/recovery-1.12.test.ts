@@ -13,7 +13,7 @@ interface ImportJson {
   skipped: number
   failed: number
   notCarried: Array<{level: string; kind: string; count: number}>
-  recovery: Array<{route: string; candidates: number; recovered: number; index?: {schema: string}; resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}}>
+  recovery: Array<{route: string; candidates: number; recovered: number; index?: {schema: string}; resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number; protectedPatients: number}}>
 }
 
 const userConfig = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
@@ -72,7 +72,7 @@ describe('recovery of a stopped Orthanc 1.12.7, labels included', () => {
   })
 
   it('restores the study label and the series metadata it read from the index', async () => {
-    expect(summary.recovery[0]!.resourceSideData).toEqual({resources: 2, userMetadata: 1, attachments: 0, labels: 1})
+    expect(summary.recovery[0]!.resourceSideData).toEqual({resources: 2, userMetadata: 1, attachments: 0, labels: 1, protectedPatients: 0})
     expect(await target.json<string[]>(`/studies/${labelled.study}/labels`)).toEqual(['research'])
     expect(await (await target.api(`/series/${labelled.series}/metadata/Reviewed`)).text()).toBe('series note')
   })

@@ -31,7 +31,7 @@ interface RecoveryJson {
   notInIndex: number
   unindexedInstances: number
   unindexedAfterIndex: number
-  resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number}
+  resourceSideData: {resources: number; userMetadata: number; attachments: number; labels: number; protectedPatients: number}
 }
 
 interface ImportJson {
@@ -72,6 +72,7 @@ describe('recovery of a stopped server from its storage folder', () => {
   let storedBeforeCleanStop: number
   let storedAfter: string[]
   let mainTarget: OrthancServer
+  let protectedPatient: string
 
   const stored = (uuid: string) => join(storage, uuid.slice(0, 2), uuid.slice(2, 4), uuid)
   const info = (server: OrthancServer, id: string) => server.json<{Uuid: string}>(`/instances/${id}/attachments/dicom/info`)
@@ -100,6 +101,9 @@ describe('recovery of a stopped server from its storage folder', () => {
       expect((await dead.api(`/instances/${id}/metadata/Reviewed`, {method: 'PUT', body: `read ${id}`})).ok).toBe(true)
       expect((await dead.api(`/instances/${id}/attachments/Report`, {method: 'PUT', body: `report on ${id}`})).ok).toBe(true)
     }
+    // Protected from recycling: the index says so by leaving the patient out of its recycling order.
+    protectedPatient = (await dead.json<{ID: string}>(`/instances/${annotated.compressed}/patient`)).ID
+    expect((await dead.api(`/patients/${protectedPatient}/protected`, {method: 'PUT', body: '1'})).ok).toBe(true)
     sourceMd5s = await instanceMd5s(dead)
     missing = {id: plainIds[2]!, uuid: (await info(dead, plainIds[2]!)).Uuid}
     // One with a header-only copy: without the index, that copy must not stand in for it.
@@ -314,6 +318,14 @@ describe('recovery of a stopped server from its storage folder', () => {
     }
   })
 
+  // Not carried: a recycling target could delete the patient the dead server kept on purpose.
+  it('protects on the target the patients the index says were protected from recycling, and no other', async () => {
+    expect(main.recovery[0]).toMatchObject({resourceSideData: {protectedPatients: 1}})
+    for (const patient of await mainTarget.json<string[]>('/patients')) {
+      expect((await (await mainTarget.api(`/patients/${patient}/protected`)).text()).trim(), patient).toBe(patient === protectedPatient ? '1' : '0')
+    }
+  })
+
   it('lists and counts a stored file the index does not know, and imports it only when asked', async () => {
     // The stranger is a whole instance the index does not list: said, so that a stale index cannot hide what it leaves out.
     expect(main.recovery[0]).toMatchObject({notInIndex: 1, unindexedInstances: 1})
@@ -408,7 +420,7 @@ describe('recovery of a stopped server from its storage folder', () => {
       const summary = parseJson<ImportJson>(result)
       // Two labels on the instance, one on the study: none fits on a 1.10.1 target, each level named, each resource counted once.
       expect(summary.notCarried.filter((entry) => entry.kind === 'labels').map((entry) => [entry.level, entry.count]).sort()).toEqual([['instance', 1], ['study', 1]])
-      expect(summary.recovery[0]).toMatchObject({index: {schema: expect.stringMatching(/with labels/)}, resourceSideData: {resources: 1, userMetadata: 1, attachments: 0, labels: 1}})
+      expect(summary.recovery[0]).toMatchObject({index: {schema: expect.stringMatching(/with labels/)}, resourceSideData: {resources: 2, userMetadata: 1, attachments: 0, labels: 1, protectedPatients: 1}})
       expect(await (await target.api(`/instances/${annotated.compressed}/metadata/Reviewed`)).text()).toBe(`read ${annotated.compressed}`)
       // The study's user metadata, read from the index, is restored on the target's study.
       const studyOnTarget = (await target.json<{ParentStudy: string}>(`/series/${(await target.json<{ParentSeries: string}>(`/instances/${annotated.compressed}`)).ParentSeries}`)).ParentStudy

@@ -215,9 +215,12 @@ describe('sync, diff and verify', () => {
     }
     await target.api(`/studies/${study}/metadata/Reviewed`, {method: 'PUT', body: 'by the target'})
     await source.api(`/studies/${study}/metadata/Reviewed`, {method: 'PUT', body: 'by the source'})
+    // The target protects its patient from recycling: the deletion takes the patient, and the protection with it.
+    await target.api(`/patients/${patient}/protected`, {method: 'PUT', body: '1'})
     try {
       const result = await sync('--checksum', '--patient-id', lone.patientId)
       expect(result.code, result.stderr).toBe(0)
+      expect((await (await target.api(`/patients/${patient}/protected`)).text()).trim()).toBe('1')
       expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 1, failed: 0, plan: {different: 1}})
       expect((await instanceMd5s(target)).get(instance)).toBe((await instanceMd5s(source)).get(instance))
       for (const [level, id] of own) {
@@ -243,6 +246,36 @@ describe('sync, diff and verify', () => {
       }
     } finally {
       await removePatient(patient)
+    }
+  })
+
+  // Protection was not carried: a migrated patient could be the next one a recycling target
+  // (MaximumPatientCount, MaximumStorageSize) deletes to make room, after a sync and a diff said all was well.
+  it('a patient protected from recycling on the source is protected on the target; diff --side-data tells a difference; the target\'s own protection stays', async () => {
+    const [first, second] = await generateStudySet(join(work, 'protected'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-protected'})
+    await uploadFiles(source, [first!.path, second!.path])
+    const patientOf = async (server: OrthancServer, instance: string) => (await server.json<{ID: string}>(`/instances/${instance}/patient`)).ID
+    const isProtected = async (server: OrthancServer, patient: string) => (await (await server.api(`/patients/${patient}/protected`)).text()).trim() === '1'
+    const [protectedOne, plainOne] = [await patientOf(source, first!.orthancId), await patientOf(source, second!.orthancId)]
+    await source.api(`/patients/${protectedOne}/protected`, {method: 'PUT', body: '1'})
+    try {
+      const result = await sync('--patient-id', first!.patientId, '--patient-id', second!.patientId)
+      expect(result.code, result.stdout).toBe(0)
+      expect(await isProtected(target, protectedOne)).toBe(true)
+      expect(await isProtected(target, plainOne)).toBe(false)
+      const same = await diff('--side-data', '--patient-id', first!.patientId, '--patient-id', second!.patientId)
+      expect(same.code, same.stdout).toBe(0)
+
+      // The target's own protection of the other patient: a difference diff names, which sync never undoes.
+      await target.api(`/patients/${plainOne}/protected`, {method: 'PUT', body: '1'})
+      const differs = await diff('--side-data', '--patient-id', first!.patientId, '--patient-id', second!.patientId)
+      expect(differs.code).toBe(14)
+      expect(parseJson<{sideData: {items: Array<{kind: string; reason: string}>}}>(differs).sideData.items).toEqual([expect.objectContaining({kind: 'protection', reason: 'protected from recycling only on the target'})])
+      expect((await sync('--checksum', '--patient-id', second!.patientId)).code).toBe(0)
+      expect(await isProtected(target, plainOne)).toBe(true)
+    } finally {
+      await removePatient(protectedOne)
+      await removePatient(plainOne)
     }
   })
 

@@ -504,6 +504,8 @@ describe('SideDataReader', () => {
     })
     if (bulkDelayMs > 0) bulkReply.delay(bulkDelayMs)
     bulkReply.persist()
+    // Every patient read asks whether it is protected from recycling: none is here.
+    pool.intercept({path: /^\/patients\/[^/]+\/protected$/, method: 'GET'}).reply(200, '0').persist()
     for (const id of ids) {
       pool.intercept({path: `/instances/${id}/metadata?expand`, method: 'GET'}).reply(() => {
         asked.push(`GET metadata ${id}`)
