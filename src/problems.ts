@@ -23,8 +23,11 @@ export const COMPLETENESS_KINDS = ['missing', 'truncated'] as const
  * is unknown, so it is neither valid nor invalid).
  */
 export const READABILITY_KINDS = ['not-archive', 'unsupported', 'unreadable', 'wrong-key'] as const
-/** One instance could not be moved; the others were. */
-export const TRANSFER_KINDS = ['vanished', 'rejected', 'mismatch', 'server-error', 'too-large', 'failed'] as const
+/**
+ * One instance could not be moved; the others were. 'changed-by-target': the target changed the
+ * file as it stored it (IngestTranscoding, a Lua script, a plugin): running again changes nothing.
+ */
+export const TRANSFER_KINDS = ['vanished', 'rejected', 'mismatch', 'changed-by-target', 'server-error', 'too-large', 'failed'] as const
 /** Passed over on purpose, and counted: not a failure. */
 export const SKIP_KINDS = ['not-dicom', 'header-only', 'copy', 'link', 'special-file', 'index-file', 'foreign-file', 'not-in-index'] as const
 

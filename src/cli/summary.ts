@@ -41,10 +41,13 @@ export function renderTransferSummary(stats: TransferStats & {dryRun?: boolean; 
   if (stats.failed > 0) {
     lines.push('Failed:')
     lines.push(...listed(stats.failures.map(renderProblem), stats.failed))
-    // Two copies of one instance fail again at every run until a person chooses: said so, not "retry".
+    // Two copies of one instance fail again at every run until a person chooses, and a target that
+    // changes files as it stores them changes them again: said so, not "retry".
     const contradictions = stats.failures.filter((failure) => failure.kind === 'contradiction').length
-    if (contradictions + notRetried < stats.failed) lines.push(`Run the same command again to retry what failed; ${onRetry}.`)
+    const changed = stats.failures.filter((failure) => failure.kind === 'changed-by-target').length
+    if (contradictions + changed + notRetried < stats.failed) lines.push(`Run the same command again to retry what failed; ${onRetry}.`)
     if (contradictions > 0) lines.push(`${contradictions} of them ${contradictions === 1 ? 'is a copy' : 'are copies'} of an instance already taken, with other bytes (contradiction): running again changes nothing until the wrong file is removed.`)
+    if (changed > 0) lines.push(`${changed} of them ${changed === 1 ? 'was' : 'were'} changed by the target as it stored ${changed === 1 ? 'it' : 'them'} (changed-by-target): running again changes nothing until the target keeps files as they are sent (IngestTranscoding, Lua scripts, plugins).`)
   }
 
   if (stats.interrupted) lines.push('Interrupted before the end: run the same command again to finish; what is done is not redone.')

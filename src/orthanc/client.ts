@@ -347,6 +347,22 @@ export class OrthancClient {
   }
 
   /**
+   * Whether the server hands back the stored file of an instance it lists, with the MD5 it
+   * recorded for it: one with StoreDicom false (or whose storage lost its files) records the MD5
+   * of every file it is sent and keeps none. 'gone': the instance itself is no longer there
+   * (deleted meanwhile, or recycled), which says nothing of the files.
+   */
+  async fileKept(id: string, md5: string, signal?: AbortSignal): Promise<'kept' | 'missing' | 'other-bytes' | 'gone'> {
+    try {
+      const {bytes} = await this.downloadInstance(id, signal)
+      return createHash('md5').update(bytes).digest('hex') === md5 ? 'kept' : 'other-bytes'
+    } catch (error) {
+      if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+      return (await this.resource('instance', id, signal)) === undefined ? 'gone' : 'missing'
+    }
+  }
+
+  /**
    * POST /instances. Storing the same file twice is harmless in Orthanc, so the upload is
    * retried like an idempotent request, from a body that can be produced again.
    */

@@ -527,6 +527,42 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  // The target recorded the MD5 of every file sent and kept none: sync and diff both exited 0 over
+  // a target holding no image at all.
+  it('a target that keeps no DICOM files (StoreDicom false): sync, import and diff stop with exit 2 saying so', async () => {
+    const keepsNothing = await startOrthanc({name: 'store-dicom-false', extra: {StoreDicom: false}})
+    try {
+      const synced = await runCli(['sync', '--source', source.url, '--target', keepsNothing.url, '--json', '--concurrency', '1'])
+      expect(synced.code, synced.stdout).toBe(2)
+      expect(parseJson<{error: {code: string; message: string}}>(synced).error).toMatchObject({code: 'target-keeps-no-files', message: expect.stringContaining('"StoreDicom": false')})
+      const compared = await runCli(['diff', '--source', source.url, '--target', keepsNothing.url, '--json'])
+      expect(compared.code, compared.stdout).toBe(2)
+      expect(parseJson<{error: {code: string}}>(compared).error.code).toBe('target-keeps-no-files')
+      const imported = await runCli(['import', '--target', keepsNothing.url, '--json', '--no-receipt', join(work, 'fixtures')])
+      expect(imported.code, imported.stdout).toBe(2)
+    } finally {
+      await keepsNothing.dispose()
+    }
+  })
+
+  // A target that transcodes what it stores failed each such instance as "an older file: set
+  // OverwriteInstances", and the summary said to run again, which changes nothing.
+  it('a target that changes files as it stores them (IngestTranscoding): each named changed-by-target, with no "run again"', async () => {
+    const transcoding = await startOrthanc({name: 'ingest-transcoding', extra: {IngestTranscoding: '1.2.840.10008.1.2'}})
+    try {
+      const json = await runCli(['sync', '--source', source.url, '--target', transcoding.url, '--json'])
+      expect(json.code, json.stdout).toBe(10)
+      const failures = parseJson<{failures: Array<{kind: string; reason: string}>}>(json).failures
+      expect(failures.length).toBeGreaterThan(0)
+      for (const failure of failures) expect(failure).toMatchObject({kind: 'changed-by-target', reason: expect.stringContaining('the target changed the file as it stored it')})
+      const human = await runCli(['sync', '--source', source.url, '--target', transcoding.url, '--checksum'])
+      expect(human.stdout).toMatch(/changed by the target as it stored/)
+      expect(human.stdout).not.toMatch(/Run the same command again to retry/)
+    } finally {
+      await transcoding.dispose()
+    }
+  })
+
   it('a write-back the target refuses is a loss: listed as not written back, the instance failed (exit 10)', async () => {
     const {lone, series, patient} = await loneInstanceDiffering('refused-back')
     await target.api(`/series/${series}/metadata/2004`, {method: 'PUT', body: 'target\'s own'})

@@ -744,6 +744,8 @@ describe('restoring Orthanc-side data on a target without labels', () => {
       return {statusCode: 200, data: ''}
     })
     pool.intercept({path: '/instances/i1/attachments/dicom/info', method: 'GET'}).reply(200, {UncompressedSize: 4, CompressedSize: 4, UncompressedMD5: MD5_OF_DICM, CompressedMD5: MD5_OF_DICM})
+    // The run's one read-back: the target hands back what it stored.
+    pool.intercept({path: '/instances/i1/attachments/dicom/data', method: 'GET'}).reply(200, Buffer.from('DICM'))
     const client = new OrthancClient(resolveEndpoint({url: 'http://target.test', env: {}}), {dispatcher: agent, retry: {retries: 0, minDelayMs: 1, maxDelayMs: 1}})
     const sink = new OrthancSink(client, {dryRun: false, uploads: 1})
     const record = {
