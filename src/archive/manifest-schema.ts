@@ -1,5 +1,6 @@
 import {ARCHIVE_FORMAT, FAR_SIDE_SAMPLE, type VolumeContents, type VolumeManifest} from './format.js'
-import {type Check, exactly, integer, list, object, parseStrictJson, record, text} from './strict-json.js'
+import type {InstanceRecord, ResourceRecord} from '../model.js'
+import {type Check, exactly, integer, list, object, parseStrictJson, record, text, violationsOf} from './strict-json.js'
 
 /**
  * What orthanc/contents.json and orthanc/manifest.json may hold, field by field. IDs become
@@ -99,8 +100,8 @@ function attachmentFields(withSha256: boolean): Record<string, Check> {
 
 function sideDataFields(withSha256: boolean): Record<string, Check> {
   return {
-    userMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
-    systemMetadata: record(resourceKey, text({maxLength: 1024 * 1024}), 1000),
+    userMetadata: record(resourceKey, text({maxLength: 1024 * 1024, controls: true}), 1000),
+    systemMetadata: record(resourceKey, text({maxLength: 1024 * 1024, controls: true}), 1000),
     attachments: list(object(attachmentFields(withSha256)), 1000),
     labels: list(label, 1000),
   }
@@ -160,6 +161,18 @@ type FormatVersion = 1 | 2 | 3 | 4
 const SCHEMAS = Object.fromEntries(([1, 2, 3, 4] as const).map((version) => [version, {contents: contentsSchema(version), manifest: manifestSchema(version)}])) as Record<FormatVersion, {contents: Check; manifest: Check}>
 
 export type Parsed<T> = {value: T} | {violations: string[]}
+
+const ARCHIVED_INSTANCE = object(instanceFields(false))
+const ARCHIVED_RESOURCE = resource(false, 4)
+
+/**
+ * What a reader of this format would refuse in a record an export is about to write (a metadata
+ * value over 1 MiB, more than 1,000 of them, a name it cannot take): none for a record that reads
+ * back whole. The export writes no such record: one refused would make its whole volume unproven.
+ */
+export function unarchivable(record: InstanceRecord | ResourceRecord, kind: 'instance' | 'resource'): string[] {
+  return violationsOf(record, kind === 'instance' ? ARCHIVED_INSTANCE : ARCHIVED_RESOURCE)
+}
 
 /** The format version a file declares, read before anything else: a newer one is refused as such, not as damage. */
 export function declaredFormatVersion(bytes: Buffer): number | undefined {

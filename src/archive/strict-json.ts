@@ -48,14 +48,18 @@ function shownKey(name: string): string {
 }
 
 /** A string, optionally matching a pattern (described in words for the message) and no longer than `maxLength`. */
-export function text(options: {pattern?: RegExp; what?: string; maxLength?: number} = {}): Check {
+/**
+ * `controls`: the text is data carried as it is (a metadata value: a note's line breaks), never
+ * printed, and may hold control characters.
+ */
+export function text(options: {pattern?: RegExp; what?: string; maxLength?: number; controls?: boolean} = {}): Check {
   const maxLength = options.maxLength ?? 4096
   return (value, at, found) => {
     if (typeof value !== 'string') return found.add(at, `is ${show(value)}, expected ${options.what ?? 'a string'}`)
     if (value.length > maxLength) return found.add(at, `is ${value.length} characters long, more than ${maxLength}`)
     // Control characters have no business in an archive's text, and could rewrite a terminal.
     // eslint-disable-next-line no-control-regex -- control characters are exactly what this refuses
-    if (/[\u0000-\u001f\u007f]/.test(value) && !options.pattern) return found.add(at, 'holds control characters')
+    if (/[\u0000-\u001f\u007f]/.test(value) && !options.pattern && !options.controls) return found.add(at, 'holds control characters')
     if (options.pattern && !options.pattern.test(value)) found.add(at, `is ${show(value)}, expected ${options.what ?? `a string matching ${options.pattern}`}`)
   }
 }
@@ -121,6 +125,14 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  * Parses JSON and checks it. Returns the value typed as T, or the violations as sentences (the
  * first of them, and how many more there were).
  */
+/** What `check` finds wrong in a value already in memory: none when it would be read back as it is. */
+export function violationsOf(value: unknown, check: Check): string[] {
+  const found = new Violations()
+  check(value, '', found)
+  const more = found.count - found.sentences.length
+  return more > 0 ? [...found.sentences, `and ${more} more`] : found.sentences
+}
+
 export function parseStrictJson<T>(bytes: Buffer, check: Check): {value: T} | {violations: string[]} {
   let value: unknown
   try {

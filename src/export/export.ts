@@ -5,7 +5,8 @@ import {basename, isAbsolute, join, relative, resolve, sep} from 'node:path'
 import type {Writable} from 'node:stream'
 
 import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, FORMAT_VERSION_WITHOUT_PROTECTION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
-import type {Endpoint, Hop, InstanceFilters, SourceIdentity} from '../model.js'
+import type {Endpoint, Hop, InstanceFilters, InstanceRecord, ResourceRecord, SourceIdentity} from '../model.js'
+import {unarchivable} from '../archive/manifest-schema.js'
 import {FILTERS_MATCHED_NOTHING_HINT, UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {type ArchivedInstance, type ArchiveSink, FolderArchiveSink, StreamArchiveSink, type VolumeContentsHeld} from '../sinks/archive-sink.js'
@@ -462,6 +463,43 @@ function countVolume(summary: ExportSummary, written: TransferStats): void {
   for (const failure of written.failures) recordFailure(summary, failure)
 }
 
+/** Side data the archive format cannot hold: the instance is failed, not written, its volume whole. */
+class UnarchivableError extends Error {
+  readonly problemKind = 'rejected' as const
+}
+
+/**
+ * The instance records and resource records a volume can hold as they are. A record its readers
+ * would refuse (a metadata value over 1 MiB...) would make the whole volume unproven, all of its
+ * instances lost to an import that exited 0 here: its instance is failed instead, naming why, and
+ * goes in the manifest without its side data; a resource record so is left out, and the
+ * instances that carry it failed.
+ */
+function archivableParts(entries: PlannedEntry[]): {records: InstanceRecord[]; resources: ResourceRecord[]; refused: Map<string, string>} {
+  const refused = new Map<string, string>()
+  const records: InstanceRecord[] = []
+  const resources: ResourceRecord[] = []
+  for (const {record, resources: carried = []} of entries) {
+    const problems = unarchivable(record, 'instance')
+    for (const resource of carried) {
+      const found = unarchivable(resource, 'resource')
+      if (found.length === 0) resources.push(resource)
+      else problems.push(...found.map((problem) => `its ${resource.level}'s ${problem}`))
+    }
+    if (problems.length === 0) {
+      records.push(record)
+      continue
+    }
+    refused.set(record.id, `its side data cannot go into an archive (${problems.join('; ')}): mend it on the source, then export again`)
+    const bare = {...record, userMetadata: {}, systemMetadata: {}, attachments: [], labels: []}
+    // Its identifiers themselves: nothing of the volume could be read; said before it is written.
+    const left = unarchivable(bare, 'instance')
+    if (left.length > 0) throw new UserFacingError(`instance ${record.id} cannot go into an archive: ${left.join('; ')}`, 'Leave it out (--orthanc-id filters, or another study selection), or mend it on the source, then export again.', 'bad-input', 'unarchivable-instance')
+    records.push(bare)
+  }
+  return {records, resources, refused}
+}
+
 /** Writes one volume into the sink; returns what went into it. An interruption leaves it unfinished (throws). */
 async function writeVolume(
   sink: ArchiveSink, plan: ExportPlan, stateDir: string, number: number, options: ExportRun, onSealed?: (held: VolumeContentsHeld) => Promise<void>,
@@ -477,7 +515,7 @@ async function writeVolume(
       `the export's state is damaged: volume ${number}'s list in ${stateDir} holds ${entries.length} instance(s), its plan ${planned}`,
       'Export into a new, empty folder: this state cannot be resumed.', 'bad-input', 'damaged-state')
   }
-  const resources = entries.flatMap((entry) => entry.resources ?? [])
+  const {records, resources, refused} = archivableParts(entries)
   const header: VolumeHeader = {
     format: ARCHIVE_FORMAT,
     formatVersion: resources.some((resource) => resource.protected) ? ARCHIVE_FORMAT_VERSION : FORMAT_VERSION_WITHOUT_PROTECTION,
@@ -497,7 +535,7 @@ async function writeVolume(
   const volume = await sink.openVolume({
     bagName: volumeName(options.namePrefix, number, count),
     header,
-    instances: entries.map((entry) => entry.record),
+    instances: records,
     resources,
     mtime: new Date(plan.createdAt),
     bagInfo: {
@@ -527,6 +565,8 @@ async function writeVolume(
       sizeOf: ({record, resources: carried}) => record.size + record.attachments.reduce((sum, attachment) => sum + attachment.size, 0)
         + (carried ?? []).reduce((sum, resource) => sum + resource.attachments.reduce((total, attachment) => total + attachment.size, 0), 0),
       async work({record, resources: carried}, signal): Promise<ArchivedInstance> {
+        const unreadable = refused.get(record.id)
+        if (unreadable) throw new UnarchivableError(unreadable)
         const dicom = await fetchVerifiedInstance(options.client, record.id, record.md5, signal, record.size)
         const attachments = await Promise.all(record.attachments.map((attachment) => fetchVerifiedAttachment(options.client, record.id, attachment, signal)))
         // The side data of its patient, study or series that goes in with this instance, checked against the plan's MD5s.
