@@ -1,6 +1,6 @@
 import {checkSafeToSend} from '../dicom/safe-to-send.js'
 import {readDicomIdentifiers} from '../dicom/parse.js'
-import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type InstanceRecord, type ResourceLevel, resourceKey, type SideData} from '../model.js'
+import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type InstanceRecord, type ResourceInTransit, type ResourceLevel, resourceKey, type ResourceRecord, type SideData} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
 import {UserFacingError} from '../errors.js'
@@ -188,6 +188,13 @@ export class AttachmentsNotRestoredError extends Error {
 }
 
 /** What a target already holds beside one resource, to write only what is missing or different. */
+/** An uploaded instance's parents on the target, as the upload answered them. */
+interface TargetParents {
+  patient?: string
+  study?: string
+  series?: string
+}
+
 interface TargetSideData {
   metadata: Record<string, string>
   /** MD5 of each user attachment, by content type number. */
@@ -208,6 +215,8 @@ export class OrthancSink {
   readonly notCarried = new NotCarriedTally()
   private features?: Features
   private readonly recentStudies = new Map<string, Promise<Set<string>>>()
+  /** The source's record first written on each target resource (`level@id`), to tell a second one merged into it. */
+  private readonly firstRecords = new Map<string, ResourceRecord>()
   /** Instances being stored, by ID: a second copy waits for the first. */
   private readonly storing = new Map<string, Promise<StoreOutcome>>()
   /** Once per run: the target hands back a file it holds (see checkFilesKept). */
@@ -285,10 +294,11 @@ export class OrthancSink {
     // target that overwrites.
     if (unit.studyId !== undefined) void this.recentStudies.get(unit.studyId)?.then((ids) => ids.add(answer.ID), () => {})
     let missing: number[] = []
-    if (alreadyStored) missing = await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, answer.ParentPatient, {throwIfIncomplete: false})
+    const parents = {patient: answer.ParentPatient, study: answer.ParentStudy, series: answer.ParentSeries}
+    if (alreadyStored) missing = await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, parents, {throwIfIncomplete: false})
     else {
       if (unit.record) missing = await this.writeSideData('instance', answer.ID, unit.record, unit.attachments, undefined, signal)
-      await this.writeResources(unit, signal, answer.ParentPatient)
+      await this.writeResources(unit, signal, parents)
     }
     crashPoint('store:side-data-restored')
     // A target that records no MD5 (StoreMD5ForAttachments off) is read back.
@@ -305,7 +315,7 @@ export class OrthancSink {
    */
   async reconcile(
     unit: {instanceId: string; sideData?: SideData; attachments?: AttachmentBytes; resources?: InstanceInTransit['resources']; missingAttachments?: Map<number, string>},
-    signal?: AbortSignal, patientId?: string, options: {throwIfIncomplete?: boolean} = {},
+    signal?: AbortSignal, parents: TargetParents = {}, options: {throwIfIncomplete?: boolean} = {},
   ): Promise<number[]> {
     this.features ??= await this.client.features(signal)
     const {sideData} = unit
@@ -315,7 +325,7 @@ export class OrthancSink {
       if (hasUserSideData(sideData)) missing = await this.writeSideData('instance', unit.instanceId, sideData, unit.attachments, await this.readTarget('instance', unit.instanceId, sideData, signal), signal)
     }
 
-    await this.writeResources(unit, signal, patientId)
+    await this.writeResources(unit, signal, parents)
     if (missing.length > 0 && options.throwIfIncomplete !== false) throw notRestored(unit.instanceId, missing, unit.missingAttachments)
     return missing
   }
@@ -368,19 +378,31 @@ export class OrthancSink {
     }
   }
 
-  /** The side data of the instance's patient, study and series: once per resource and run. */
-  private async writeResources(unit: {resources?: InstanceInTransit['resources']}, signal?: AbortSignal, patientId?: string): Promise<void> {
+  /**
+   * The side data of the instance's patient, study and series: once per resource and run. Where
+   * the upload answered, its parents on the target are the ones written: the target may give them
+   * other IDs than the source (it reads the patient's identifiers otherwise: another
+   * DefaultEncoding, a character set only it forgives).
+   */
+  private async writeResources(unit: {resources?: InstanceInTransit['resources']}, signal?: AbortSignal, parents: TargetParents = {}): Promise<void> {
     for (const resource of (await unit.resources) ?? []) {
       const key = resourceKey(resource.record)
       let done = this.resourcesDone.get(key)
       if (!done) {
         done = (async () => {
           const {level, id} = sourceResource(resource.record)
-          const targetId = level === 'patient' && patientId ? patientId : await id(this.client, signal)
-          // A patient reached through two of its studies is one patient: written once.
+          const targetId = parents[level as keyof TargetParents] ?? await id(this.client, signal)
+          // A patient reached through two of its studies is one patient: written once. Two of the
+          // source's patients the target reads as one are merged, each conflict named.
           const targetKey = `${level}@${targetId}`
           const other = this.resourcesDone.get(targetKey)
-          if (other) return other
+          if (other) {
+            const first = this.firstRecords.get(targetKey)
+            if (!first || first === resource.record || resourceKey(first) === key) return other
+            await other.catch(() => {})
+            return this.mergeInto(level, targetId, first, resource, signal)
+          }
+          this.firstRecords.set(targetKey, resource.record)
           const writing = (async () => {
             const existing = await this.readTarget(level, targetId, resource.record, signal)
             await this.writeSideData(level, targetId, resource.record, resource.attachments, existing, signal)
@@ -396,6 +418,32 @@ export class OrthancSink {
 
       await done
     }
+  }
+
+  /**
+   * A second resource of the source that the target holds as one with a first (two patients whose
+   * identifiers it reads alike): what the first did not bring is written; where the two disagree
+   * (a metadata value, an attachment), the first's stays and the other's is named as not carried.
+   */
+  private async mergeInto(level: ResourceLevel, targetId: string, first: ResourceRecord, second: ResourceInTransit, signal?: AbortSignal): Promise<void> {
+    const reason = `two of the source's ${level === 'series' ? 'series' : `${level === 'study' ? 'studie' : level}s`} are one on the target (it reads their identifiers otherwise: another DefaultEncoding, a character set only it forgives); the first one's is kept`
+    const {record} = second
+    const firstAttachments = new Map(first.attachments.map((attachment) => [attachment.contentType, attachment.md5]))
+    const merged: SideData = {
+      ...record,
+      userMetadata: Object.fromEntries(Object.entries(record.userMetadata).filter(([name, value]) => {
+        const clash = name in first.userMetadata && first.userMetadata[name] !== value
+        if (clash) this.notCarried.add(level, 'user-metadata', reason, targetId, name)
+        return !clash
+      })),
+      attachments: record.attachments.filter((attachment) => {
+        const clash = firstAttachments.has(attachment.contentType) && firstAttachments.get(attachment.contentType) !== attachment.md5
+        if (clash) this.notCarried.add(level, 'attachments', reason, targetId, attachment.name)
+        return !clash
+      }),
+      systemMetadata: {},
+    }
+    await this.writeSideData(level, targetId, merged, second.attachments, await this.readTarget(level, targetId, merged, signal), signal)
   }
 
   /**

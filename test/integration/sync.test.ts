@@ -7,7 +7,7 @@ import {promisify} from 'node:util'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
+import {type FixtureRecord, generateIdentifierSet, generateStudySet} from '../../fixtures/generate.js'
 import {parseJson, repoRoot, runCli} from '../helpers/cli.js'
 import {makeCorpus, volumeFiles} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
@@ -524,6 +524,40 @@ describe('sync, diff and verify', () => {
       await run('umount', [stateHome]).catch(() => {})
       await rm(stateHome, {recursive: true, force: true})
       await removePatient(patient)
+    }
+  })
+
+  // Two of the source's patients the target reads as one (its DefaultEncoding decodes a PatientID
+  // otherwise): the second one's metadata was dropped without a word, exit 0.
+  it('two source patients that are one on the target: what one lacks of the other is merged in, a value they disagree on is named as not carried', async () => {
+    const cases = await generateIdentifierSet(join(work, 'merging'))
+    const [latin1, utf8] = ['latin1', 'utf8-without-charset'].map((label) => cases.find((found) => found.label === label)!)
+    const [latin1Id, utf8Id] = await uploadFiles(source, [latin1!.path, utf8!.path])
+    const patients = [(await source.json<{ID: string}>(`/instances/${latin1Id}/patient`)).ID, (await source.json<{ID: string}>(`/instances/${utf8Id}/patient`)).ID]
+    expect(patients[0]).not.toBe(patients[1])
+    await source.api(`/patients/${patients[0]}/metadata/1025`, {method: 'PUT', body: 'the latin-1 one'})
+    await source.api(`/patients/${patients[1]}/metadata/1025`, {method: 'PUT', body: 'the utf-8 one'})
+    await source.api(`/patients/${patients[1]}/metadata/1026`, {method: 'PUT', body: 'only the utf-8 one'})
+    // The study's ID is another on the target too (a hash of the patient's ID with it): it was
+    // written under the source's ID, a 404 failing the instance at every run.
+    const utf8Study = (await source.json<{ID: string}>(`/instances/${utf8Id}/study`)).ID
+    await source.api(`/studies/${utf8Study}/metadata/1027`, {method: 'PUT', body: 'the utf-8 study'})
+    const utf8Target = await startOrthanc({name: 'utf8-target', extra: {DefaultEncoding: 'Utf8'}})
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', utf8Target.url, '--json', '--orthanc-id', `${latin1Id},${utf8Id}`])
+      expect(result.code, result.stdout).toBe(0)
+      const onTarget = await utf8Target.json<string[]>('/patients')
+      expect(onTarget).toHaveLength(1)
+      expect(['the latin-1 one', 'the utf-8 one']).toContain(await (await utf8Target.api(`/patients/${onTarget[0]}/metadata/1025`)).text())
+      expect(await (await utf8Target.api(`/patients/${onTarget[0]}/metadata/1026`)).text()).toBe('only the utf-8 one')
+      const studyNotes = await Promise.all((await utf8Target.json<string[]>('/studies')).map(async (study) => (await utf8Target.api(`/studies/${study}/metadata/1027`)).text()))
+      expect(studyNotes).toContain('the utf-8 study')
+      expect(parseJson<{notCarried: Array<{level: string; kind: string; name?: string; reason: string}>}>(result).notCarried).toContainEqual({
+        level: 'patient', kind: 'user-metadata', name: '1025', count: 1, reason: expect.stringContaining('two of the source\'s patients are one on the target'),
+      })
+    } finally {
+      await utf8Target.dispose()
+      for (const patient of patients) await source.api(`/patients/${patient}`, {method: 'DELETE'})
     }
   })
 
