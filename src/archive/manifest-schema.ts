@@ -162,16 +162,21 @@ const SCHEMAS = Object.fromEntries(([1, 2, 3, 4] as const).map((version) => [ver
 
 export type Parsed<T> = {value: T} | {violations: string[]}
 
-const ARCHIVED_INSTANCE = object(instanceFields(false))
-const ARCHIVED_RESOURCE = resource(false, 4)
+/** The values a source's server holds beside an instance or resource, as the format takes them. */
+const SIDE_DATA_VALUES = (() => {
+  const {userMetadata, systemMetadata, labels} = sideDataFields(false)
+  return object({userMetadata: userMetadata!, systemMetadata: systemMetadata!, labels: labels!})
+})()
 
 /**
- * What a reader of this format would refuse in a record an export is about to write (a metadata
- * value over 1 MiB, more than 1,000 of them, a name it cannot take): none for a record that reads
- * back whole. The export writes no such record: one refused would make its whole volume unproven.
+ * What a reader of this format would refuse among the values a record carries from its server (a
+ * metadata value over 1 MiB, more than 1,000 of them, a name it cannot take): none for a record
+ * that reads back whole. The export writes no such record: one refused would make its whole
+ * volume unproven. (Sizes, MD5s and paths are the export's own, checked where they are made.)
  */
-export function unarchivable(record: InstanceRecord | ResourceRecord, kind: 'instance' | 'resource'): string[] {
-  return violationsOf(record, kind === 'instance' ? ARCHIVED_INSTANCE : ARCHIVED_RESOURCE)
+export function unarchivable(record: InstanceRecord | ResourceRecord): string[] {
+  const {userMetadata, systemMetadata, labels} = record
+  return violationsOf({userMetadata, systemMetadata, labels}, SIDE_DATA_VALUES)
 }
 
 /** The format version a file declares, read before anything else: a newer one is refused as such, not as damage. */

@@ -480,9 +480,9 @@ function archivableParts(entries: PlannedEntry[]): {records: InstanceRecord[]; r
   const records: InstanceRecord[] = []
   const resources: ResourceRecord[] = []
   for (const {record, resources: carried = []} of entries) {
-    const problems = unarchivable(record, 'instance')
+    const problems = unarchivable(record)
     for (const resource of carried) {
-      const found = unarchivable(resource, 'resource')
+      const found = unarchivable(resource)
       if (found.length === 0) resources.push(resource)
       else problems.push(...found.map((problem) => `its ${resource.level}'s ${problem}`))
     }
@@ -491,11 +491,7 @@ function archivableParts(entries: PlannedEntry[]): {records: InstanceRecord[]; r
       continue
     }
     refused.set(record.id, `its side data cannot go into an archive (${problems.join('; ')}): mend it on the source, then export again`)
-    const bare = {...record, userMetadata: {}, systemMetadata: {}, attachments: [], labels: []}
-    // Its identifiers themselves: nothing of the volume could be read; said before it is written.
-    const left = unarchivable(bare, 'instance')
-    if (left.length > 0) throw new UserFacingError(`instance ${record.id} cannot go into an archive: ${left.join('; ')}`, 'Leave it out (--orthanc-id filters, or another study selection), or mend it on the source, then export again.', 'bad-input', 'unarchivable-instance')
-    records.push(bare)
+    records.push({...record, userMetadata: {}, systemMetadata: {}, attachments: [], labels: []})
   }
   return {records, resources, refused}
 }

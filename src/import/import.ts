@@ -125,7 +125,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
   }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {archives: totals ? inExportOrder(archives, totals.exports) : archives, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives: totals ? inExportOrder(archives, totals.exports) : archives, unordered: !totals && archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
     concurrency: concurrency.inFlight,
     control: concurrency.control,
     signal: options.signal,
@@ -217,6 +217,8 @@ async function folderSample(options: ImportOptions): Promise<{instances: number;
 interface UnitOptions {
   /** The archive inputs, ready to read (decrypting where needed). */
   archives: ArchiveInput[]
+  /** Several archives whose exports cannot be put in order before they are read (encrypted, streams). */
+  unordered: boolean
   signal?: AbortSignal
   spoolDir?: string
   recovery: RecoveryReport[]
@@ -231,9 +233,10 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
   // Two inputs given together (folders, servers, archives) may hold two different copies of one
   // instance: only the first is sent. Archives alone need no such memory (some 200 bytes an
   // instance): an export holds each instance once, and a later export's other copy is the
-  // source's newer one (see inExportOrder).
+  // source's newer one (see inExportOrder). Archives that cannot be put in that order (encrypted
+  // volumes, streams) are met like other inputs: the first copy is sent, another is named.
   const copies = new FirstCopies()
-  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives.length > 0 ? 1 : 0) > 1
+  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives.length > 0 ? 1 : 0) > 1 || options.unordered
   // All archives go through one reader, so that volumes of a group are counted together.
   if (archives.length > 0) {
     for await (const unit of readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})) {

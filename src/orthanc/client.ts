@@ -357,7 +357,8 @@ export class OrthancClient {
       const {bytes} = await this.downloadInstance(id, signal)
       return createHash('md5').update(bytes).digest('hex') === md5 ? 'kept' : 'other-bytes'
     } catch (error) {
-      if (!(error instanceof OrthancHttpError && error.status === 404)) throw error
+      // Orthanc's own "unknown resource" only: a proxy before it refusing the route says nothing of the files.
+      if (!(error instanceof OrthancHttpError && error.status === 404 && error.orthancStatus === UNKNOWN_RESOURCE)) throw error
       return (await this.resource('instance', id, signal)) === undefined ? 'gone' : 'missing'
     }
   }

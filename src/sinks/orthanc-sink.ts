@@ -3,12 +3,15 @@ import {readDicomIdentifiers} from '../dicom/parse.js'
 import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type InstanceRecord, type ResourceInTransit, type ResourceLevel, resourceKey, type ResourceRecord, type SideData} from '../model.js'
 import type {Features, OrthancClient} from '../orthanc/client.js'
 import {OrthancError, OrthancHttpError} from '../orthanc/errors.js'
-import {UserFacingError} from '../errors.js'
 import {metadataNumber} from '../orthanc/metadata.js'
 import {sourceResource} from '../sources/side-data.js'
 import type {Outcome} from '../transfer/engine.js'
 import {crashPoint} from '../util/crash-points.js'
 import {UploadBatcher, type ZipUploads} from './upload-batcher.js'
+import {FilesKeptCheck} from './files-kept.js'
+import {TargetMismatchError} from './target-mismatch.js'
+
+export {TargetMismatchError} from './target-mismatch.js'
 
 /** One kind of side data that could not be carried to the target, at one level, counted. */
 export interface NotCarried {
@@ -127,38 +130,6 @@ const RECENT_STUDIES = 16
 export type StoreOutcome = Outcome & {targetMd5: string; instanceId: string}
 
 /**
- * The target holds something else under this instance's ID than what was sent, and why, as far
- * as its answers tell: an older file it kept (the upload answered AlreadyStored), the file changed
- * as it was stored (answered Success), the instance gone again, or other bytes handed back than
- * the MD5 it recorded.
- */
-export class TargetMismatchError extends OrthancError {
-  override get problemKind() {
-    return this.why === 'changed-on-arrival' ? 'changed-by-target' as const : 'mismatch' as const
-  }
-
-  constructor(server: string, readonly instanceId: string, readonly expected: string, readonly actual: string, readonly why: 'kept-older' | 'changed-on-arrival' | 'gone-after' | 'handed-back' = 'kept-older') {
-    super(`instance ${instanceId} on ${server} ${MISMATCH_REASONS[why](actual, expected)}`, server)
-  }
-}
-
-/** A target that lists an instance and its file's MD5, and does not hand the file back. */
-export function filesNotKept(server: string, instanceId: string): UserFacingError {
-  return new UserFacingError(
-    `${server} lists instance ${instanceId} with the MD5 of its file, but does not hand the file back (HTTP 404): it keeps no DICOM files ("StoreDicom": false in its configuration), or its storage lost them. Nothing sent there could be read back`,
-    'Set "StoreDicom": true in the target\'s configuration (or mend its storage), restart it, then run the same command again.',
-    'usage', 'target-keeps-no-files',
-  )
-}
-
-const MISMATCH_REASONS = {
-  'kept-older': (actual: string, expected: string) => `has MD5 ${actual}, expected ${expected} (the target keeps an older file under this ID: set OverwriteInstances, or delete it there first)`,
-  'changed-on-arrival': (actual: string, expected: string) => `has MD5 ${actual}, expected ${expected}: the target changed the file as it stored it (IngestTranscoding, a Lua script or a plugin), so its copy is not the source's bytes. Running again changes nothing; a plain sync then counts it as there (diff and sync --checksum show it)`,
-  'gone-after': (_actual: string, expected: string) => `is no longer listed there after it was stored (expected MD5 ${expected}): deleted meanwhile, or recycled by the target (MaximumPatientCount, MaximumStorageSize)`,
-  'handed-back': (_actual: string, expected: string) => `is handed back with other bytes than the MD5 it recorded (${expected}): the target's storage is damaged`,
-}
-
-/**
  * The target stored what was sent under another ID than the source gives the instance: the bytes
  * that came were another instance's (a proxy or cache before the source that mixed answers up).
  * This instance did not arrive; nothing of its side data is written to the other one.
@@ -219,8 +190,7 @@ export class OrthancSink {
   private readonly firstRecords = new Map<string, ResourceRecord>()
   /** Instances being stored, by ID: a second copy waits for the first. */
   private readonly storing = new Map<string, Promise<StoreOutcome>>()
-  /** Once per run: the target hands back a file it holds (see checkFilesKept). */
-  private filesKept?: Promise<void>
+  private readonly filesKept: FilesKeptCheck
   /** Resources whose side data this run has written (or is writing): once each. */
   private readonly resourcesDone = new Map<string, Promise<void>>()
   private readonly uploader: UploadBatcher
@@ -233,6 +203,7 @@ export class OrthancSink {
    */
   constructor(private readonly client: OrthancClient, private readonly options: {dryRun: boolean; uploads: number; zip?: boolean}) {
     this.uploader = new UploadBatcher(client, options.uploads, options.zip ?? false)
+    this.filesKept = new FilesKeptCheck(client)
   }
 
   /** Adaptive concurrency: a new number of uploads at once, effective as they finish. */
@@ -353,29 +324,9 @@ export class OrthancSink {
     return {missing, refused}
   }
 
-  /**
-   * The MD5 a target records is no proof that it keeps the file: with StoreDicom false (or a
-   * storage that lost its files) it records the MD5 of each file it is sent, and keeps none. So
-   * once per run the first instance stored or found there is read back whole: one that is listed
-   * and not handed back stops the job, before a run, a rerun or a diff says all is well.
-   */
+  /** Once per run, the target hands back a file it holds (see FilesKeptCheck). */
   private async checkFilesKept(instanceId: string, md5: string, signal?: AbortSignal): Promise<void> {
-    if (this.options.dryRun) return
-    this.filesKept ??= (async () => {
-      const verdict = await this.client.fileKept(instanceId, md5, signal)
-      if (verdict === 'missing') throw filesNotKept(this.client.display, instanceId)
-      if (verdict === 'other-bytes') throw new TargetMismatchError(this.client.display, instanceId, md5, '', 'handed-back')
-      // Deleted (or recycled) meanwhile: that says nothing of the files; the next instance is asked.
-      if (verdict === 'gone') this.filesKept = undefined
-    })()
-    const probe = this.filesKept
-    try {
-      await probe
-    } catch (error) {
-      // Only the verdict that the target keeps no files stands; anything else is asked again with the next instance.
-      if (!(error instanceof UserFacingError) && this.filesKept === probe) this.filesKept = undefined
-      throw error
-    }
+    if (!this.options.dryRun) await this.filesKept.check(instanceId, md5, signal)
   }
 
   /**

@@ -5,7 +5,7 @@ import {SideDataReader} from '../sources/side-data.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {besideFirst} from '../util/concurrency.js'
 import {compareServers, type InstanceState} from './compare.js'
-import {filesNotKept} from '../sinks/orthanc-sink.js'
+import {FilesKeptCheck} from '../sinks/files-kept.js'
 
 export interface StudyDifference {
   studyId: string
@@ -94,7 +94,7 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
 
   const sideData = options.sideData ? new SideDataComparison(source, target, options.signal) : undefined
   // The MD5s the target records are no proof it keeps the files (StoreDicom false): one is read back.
-  let filesKept = false
+  const filesKept = new FilesKeptCheck(target)
   for await (const item of compareServers(source, target, {filters: options.filters, checksum: true, targetSelection: true, signal: options.signal})) {
     if (sideData && (item.state === 'identical' || item.state === 'different' || item.state === 'unrecorded')) await sideData.compare(item.source!)
     if (item.state !== 'only-target') compared++
@@ -117,7 +117,8 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
       study.notCompared++
       list(item.state, item.id)
     } else {
-      if (!filesKept) filesKept = await targetHandsBack(target, item.id, options.signal)
+      const info = filesKept.wanted ? await target.storedFileInfo(item.id, options.signal) : undefined
+      if (info) await filesKept.check(item.id, info.md5, options.signal)
       summary.identical++
       study.identical++
     }
@@ -130,15 +131,6 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
   if (options.perStudy) summary.studies = [...studies.values()]
   if (sideData) summary.sideData = {differences: sideData.count, items: sideData.items}
   return summary
-}
-
-/** Whether the target hands back an identical instance's file; false when it is gone meanwhile (the next is asked). */
-async function targetHandsBack(target: OrthancClient, instanceId: string, signal?: AbortSignal): Promise<boolean> {
-  const info = await target.storedFileInfo(instanceId, signal)
-  if (!info) return false
-  const verdict = await target.fileKept(instanceId, info.md5, signal)
-  if (verdict === 'missing') throw filesNotKept(target.display, instanceId)
-  return verdict !== 'gone'
 }
 
 export function serversDiffer(summary: DiffSummary): boolean {

@@ -592,6 +592,23 @@ describe('import', () => {
           await target.dispose()
         }
       }
+
+      // Encrypted, their order cannot be read before they are: named newest first, the older copy
+      // ended on the target, exit 0. Now the first met is sent and the other named (exit 10).
+      const passphrase = join(work, 'two-exports-passphrase')
+      await writeFile(passphrase, 'two exports, one secret\n', {mode: 0o600})
+      const [olderVolumes, newerVolumes] = [join(work, 'older-encrypted'), join(work, 'newer-encrypted')]
+      expect((await runCli(['export', '--source', source.url, '--output', olderVolumes, '--passphrase-file', passphrase])).code).toBe(0)
+      expect((await runCli(['export', '--source', laterSource.url, '--output', newerVolumes, '--passphrase-file', passphrase])).code).toBe(0)
+      const target = await startOrthanc({name: 'two-encrypted-exports', overwriteInstances: true, ...targetConfig})
+      try {
+        const result = await importInto(target, '--passphrase-file', passphrase, newerVolumes, olderVolumes)
+        expect(result.code, result.stdout).toBe(10)
+        expect(parseJson<ImportJson & {failures: Array<{id: string; kind: string}>}>(result).failures).toEqual([expect.objectContaining({id: record.orthancId, kind: 'contradiction'})])
+        expect((await instanceMd5s(target)).get(record.orthancId)).toBe(newerMd5)
+      } finally {
+        await target.dispose()
+      }
     } finally {
       await laterSource.dispose()
     }

@@ -579,6 +579,25 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  // A proxy's 404 on the one read-back (no Orthanc answer) was taken for a target that keeps no
+  // files: the job stopped, exit 2; a 403 there failed every instance waiting for the read-back.
+  it('a read-back a proxy refuses is no verdict on the target: nothing fails, the job ends exit 0', async () => {
+    const fresh = await startOrthanc({name: 'read-back-refused'})
+    for (const fault of ['status-404', 'status-403'] as const) {
+      const proxy = await startFaultProxy(fresh.port)
+      proxy.faults.push({match: /^GET \/instances\/[^/]+\/attachments\/dicom\/data/, fault})
+      try {
+        const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json'])
+        expect(result.code, `${fault}: ${result.stdout}`).toBe(0)
+        expect(parseJson<SyncJson>(result)).toMatchObject({failed: 0})
+      } finally {
+        await proxy.close()
+        for (const patient of await fresh.json<string[]>('/patients')) await fresh.api(`/patients/${patient}`, {method: 'DELETE'})
+      }
+    }
+    await fresh.dispose()
+  })
+
   // A target that transcodes what it stores failed each such instance as "an older file: set
   // OverwriteInstances", and the summary said to run again, which changes nothing.
   it('a target that changes files as it stores them (IngestTranscoding): each named changed-by-target, with no "run again"', async () => {
