@@ -89,7 +89,9 @@ export function proveBag(bag: string, tagFiles: Map<string, Buffer>): BagProof {
   if (!tagFiles.get(BAGIT_FILE)!.equals(Buffer.from(BAGIT_TXT))) problem(BAGIT_FILE, 'damaged', 'does not declare BagIt 1.0 in UTF-8 as this format writes it')
   const contents = parseJsonManifest(tagFiles.get(CONTENTS_FILE)!, CONTENTS_FILE, parseContents, problem)
   const manifest = parseJsonManifest(tagFiles.get(MANIFEST_FILE)!, MANIFEST_FILE, parseManifest, problem)
-  const payloadListing = readChecksumManifest(tagFiles.get(PAYLOAD_MANIFEST_FILE)!, PAYLOAD_MANIFEST_FILE, problem)
+  // Empty when the volume holds no payload: every instance planned into it failed (named in
+  // manifest.json). What it should list is checked against the manifests below all the same.
+  const payloadListing = readChecksumManifest(tagFiles.get(PAYLOAD_MANIFEST_FILE)!, PAYLOAD_MANIFEST_FILE, problem, true)
   if (!contents || !manifest || !payloadListing || problems.length > 0) return {problems: [...problems, ...strays], claimed}
 
   const payload = checkAgreement(bag, contents, manifest, payloadListing, parseBagInfo(tagFiles.get(BAG_INFO_FILE)!.toString('utf8')), problem)
@@ -253,7 +255,8 @@ function parseJsonManifest<T>(bytes: Buffer, path: string, parse: (bytes: Buffer
   return undefined
 }
 
-function readChecksumManifest(bytes: Buffer, path: string, problem: Report): Map<string, string> | undefined {
+function readChecksumManifest(bytes: Buffer, path: string, problem: Report, mayBeEmpty = false): Map<string, string> | undefined {
+  if (bytes.length === 0 && mayBeEmpty) return new Map()
   if (bytes.length === 0) {
     problem(path, 'damaged', 'is empty')
     return undefined

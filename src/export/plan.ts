@@ -75,7 +75,7 @@ export interface PlanOptions {
  * a hostile archive cannot make them parse gigabytes of JSON). Half of it leaves room for the
  * header and the digests.
  */
-const MAX_RECORD_CHARS_PER_VOLUME = DEFAULT_ENTRY_LIMITS.maxTagFileBytes / 2
+export const MAX_RECORD_CHARS_PER_VOLUME = DEFAULT_ENTRY_LIMITS.maxTagFileBytes / 2
 
 /** Room for bagit.txt, bag-info.txt, the tag manifest and the end-of-archive blocks. */
 const VOLUME_FIXED_BYTES = 16 * 1024

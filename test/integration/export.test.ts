@@ -539,27 +539,37 @@ describe('export faults', () => {
   // Export wrote what its readers refuse: a value with a line break, or over 1 MiB, made the whole
   // volume unproven (none of its instances imported), after an export that exited 0.
   it('metadata with line breaks goes into the archive and back; a value the format cannot hold fails its instance only, never the volume', async () => {
-    const [noted, huge] = [records[4]!, records[5]!]
+    const [noted, huge, many] = [records[4]!, records[5]!, records[6]!]
     const note = 'first line\nsecond line\ttabbed\r\n'
     await source.api(`/instances/${noted.orthancId}/metadata/1025`, {method: 'PUT', body: note})
     await source.api(`/instances/${huge.orthancId}/metadata/1025`, {method: 'PUT', body: 'x'.repeat(1024 * 1024 + 1)})
+    // Each value fits; together they make the volume's manifests larger than a reader takes.
+    const manyNames = Array.from({length: 9}, (_, index) => String(1025 + index))
+    for (const name of manyNames) await source.api(`/instances/${many.orthancId}/metadata/${name}`, {method: 'PUT', body: 'y'.repeat(1024 * 1024 - 16)})
     const target = await startOrthanc({name: 'metadata-values-target'})
     try {
       const output = join(work, 'metadata-values')
       const result = await runCli(['export', '--source', source.url, '--output', output, '--json'])
       expect(result.code, result.stdout).toBe(10)
       const summary = parseJson<ExportJson>(result)
-      expect(summary).toMatchObject({transferred: records.length - 1, failed: 1})
-      expect(summary.failures).toEqual([expect.objectContaining({id: huge.orthancId, kind: 'rejected', reason: expect.stringContaining('userMetadata["1025"] is 1048577 characters long')})])
-      const verified = await runCli(['verify', output, '--json'])
-      expect(parseJson<{volumes: {proven: number; read: number}}>(verified).volumes).toMatchObject({read: 1, proven: 1})
+      expect(summary).toMatchObject({transferred: records.length - 2, failed: 2})
+      expect(summary.failures).toEqual(expect.arrayContaining([
+        expect.objectContaining({id: huge.orthancId, kind: 'rejected', reason: expect.stringContaining('userMetadata["1025"] is 1048577 characters long')}),
+        expect.objectContaining({id: many.orthancId, kind: 'rejected', reason: expect.stringContaining('a volume\'s records may')}),
+      ]))
+      // Every volume proven: the one that holds only the instance of too many values (planned alone
+      // for their size) too, its payload manifest empty (it was refused as "is empty": unproven).
+      const {volumes} = parseJson<{volumes: {proven: number; read: number}}>(await runCli(['verify', output, '--json']))
+      expect(volumes.read).toBeGreaterThan(1)
+      expect(volumes.proven).toBe(volumes.read)
       const imported = await runCli(['import', '--target', target.url, '--json', '--no-receipt', output])
-      expect(parseJson<{transferred: number}>(imported).transferred).toBe(records.length - 1)
+      expect(parseJson<{transferred: number}>(imported).transferred).toBe(records.length - 2)
       expect(await (await target.api(`/instances/${noted.orthancId}/metadata/1025`)).text()).toBe(note)
     } finally {
       await target.dispose()
       await source.api(`/instances/${noted.orthancId}/metadata/1025`, {method: 'DELETE'})
       await source.api(`/instances/${huge.orthancId}/metadata/1025`, {method: 'DELETE'})
+      for (const name of manyNames) await source.api(`/instances/${many.orthancId}/metadata/${name}`, {method: 'DELETE'})
     }
   })
 
