@@ -66,6 +66,7 @@ A stopped server is recovered from its index when there is one (the SQLite index
     const reporter = await this.startReporting(flags, {plansAsDetails: flags['dry-run']})
     const {concurrency, bandwidth} = transferSettingsFromFlags(flags)
     const client = new OrthancClient(endpointFromFlags('target', flags), {...this.httpOptions(flags, connectionsFor(concurrency)), bandwidth: {upload: bandwidth?.upload}})
+    if (!flags['dry-run']) this.warnAboutTarget(client)
     try {
       const summary = await importInputs({
         target: client,

@@ -68,6 +68,7 @@ export default class Sync extends BaseCommand {
     const http = this.httpOptions(flags, connectionsFor(concurrency))
     const source = new OrthancClient(endpointFromFlags('source', flags), {...http, bandwidth: {download: bandwidth?.download}})
     const target = new OrthancClient(endpointFromFlags('target', flags), {...http, bandwidth: {upload: bandwidth?.upload}})
+    if (!flags['dry-run']) this.warnAboutTarget(target)
     try {
       if (flags.follow) {
         const stateFile = flags.state ?? `.orthanc-replicate-follow-${createHash('sha1').update(`${source.display} ${target.display}`).digest('hex').slice(0, 12)}.json`

@@ -3,6 +3,8 @@ import {setMaxListeners} from 'node:events'
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import type {HttpOptions} from '../orthanc/http.js'
+import type {OrthancClient} from '../orthanc/client.js'
+import {targetCaveats} from '../orthanc/target-caveats.js'
 import {lostBy, type NotCarried} from '../sinks/orthanc-sink.js'
 import {emptyStats, type TransferStats} from '../transfer/stats.js'
 import {ExitCode} from './exit-codes.js'
@@ -82,6 +84,16 @@ export abstract class BaseCommand extends Command {
       retry: {retries: flags.retries, minDelayMs: 250, maxDelayMs: 8000},
       onRetry: this.reporter?.onHttpRetry,
     }
+  }
+
+  /**
+   * Says, as soon as the target's /system answers (the job asks it anyway: one request), what its
+   * configuration will do to what it is sent (targetCaveats). Never waits, never fails the job.
+   */
+  protected warnAboutTarget(target: OrthancClient): void {
+    target.system(this.signal).then((system) => {
+      for (const caveat of targetCaveats(system)) this.reporter?.warn(caveat)
+    }, () => {})
   }
 
   /** Starts progress, --stats and --log-file for this run, from the reporting flags (see reporting-flags.ts). */

@@ -15,6 +15,12 @@ export interface OrthancSystem {
   UserMetadata?: Record<string, number>
   /** Orthanc 1.12 and later: whether the server refuses every change. */
   ReadOnly?: boolean
+  /** Orthanc 1.12 and later: its recycling limits (0: none), and what it does at them ('Recycle' or 'Reject'). */
+  MaximumPatientCount?: number
+  MaximumStorageSize?: number
+  MaximumStorageMode?: string
+  /** Orthanc 1.12 and later: the transfer syntax it converts what it stores to ('' for none). */
+  IngestTranscoding?: string
 }
 
 export interface OrthancStatistics {

@@ -598,6 +598,19 @@ describe('sync, diff and verify', () => {
     await fresh.dispose()
   })
 
+  // Nothing said before the job that a 1.12 target recycles or transcodes what it is sent: its
+  // instances then failed one by one with reasons that did not point at its configuration.
+  it('a 1.12 target that recycles or transcodes what it stores is named so before the job', async () => {
+    const configured = await startOrthanc({name: 'recycling-transcoding', version: '1.12', extra: {MaximumPatientCount: 500, IngestTranscoding: '1.2.840.10008.1.2'}})
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', configured.url, '--json', '--patient-id', corpus[0]!.patientId])
+      expect(result.stderr).toMatch(/^Warning: the target recycles \(MaximumPatientCount 500\): to make room it deletes/m)
+      expect(result.stderr).toMatch(/^Warning: the target transcodes what it stores \(IngestTranscoding 1\.2\.840\.10008\.1\.2\)/m)
+    } finally {
+      await configured.dispose()
+    }
+  })
+
   // A target that transcodes what it stores failed each such instance as "an older file: set
   // OverwriteInstances", and the summary said to run again, which changes nothing.
   it('a target that changes files as it stores them (IngestTranscoding): each named changed-by-target, with no "run again"', async () => {
