@@ -579,6 +579,22 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  // diff took a read-back that handed other bytes back than the target recorded for "identical".
+  it('diff: a target whose stored files hand back other bytes than it recorded is no "identical" (exit non-zero, named)', async () => {
+    const damagedTarget = await startOrthanc({name: 'damaged-storage'})
+    try {
+      const few = corpus.slice(0, 2)
+      await uploadFiles(damagedTarget, few.map((record) => record.path))
+      for (const record of few) await damageStoredFile(damagedTarget, record.orthancId)
+      const args = few.flatMap((record) => ['--orthanc-id', record.orthancId])
+      const result = await runCli(['diff', '--source', source.url, '--target', damagedTarget.url, '--json', ...args])
+      expect(result.code, result.stdout).not.toBe(0)
+      expect(result.stdout).toMatch(/is handed back with other bytes than the MD5 it recorded/)
+    } finally {
+      await damagedTarget.dispose()
+    }
+  })
+
   // A proxy's 404 on the one read-back (no Orthanc answer) was taken for a target that keeps no
   // files: the job stopped, exit 2; a 403 there failed every instance waiting for the read-back.
   it('a read-back a proxy refuses is no verdict on the target: nothing fails, the job ends exit 0', async () => {
