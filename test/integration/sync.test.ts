@@ -599,19 +599,22 @@ describe('sync, diff and verify', () => {
   // files: the job stopped, exit 2; a 403 there failed every instance waiting for the read-back.
   it('a read-back a proxy refuses is no verdict on the target: nothing fails, the job ends exit 0', async () => {
     const fresh = await startOrthanc({name: 'read-back-refused'})
-    for (const fault of ['status-404', 'status-403'] as const) {
-      const proxy = await startFaultProxy(fresh.port)
-      proxy.faults.push({match: /^GET \/instances\/[^/]+\/attachments\/dicom\/data/, fault})
-      try {
-        const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json'])
-        expect(result.code, `${fault}: ${result.stdout}`).toBe(0)
-        expect(parseJson<SyncJson>(result)).toMatchObject({failed: 0})
-      } finally {
-        await proxy.close()
-        for (const patient of await fresh.json<string[]>('/patients')) await fresh.api(`/patients/${patient}`, {method: 'DELETE'})
+    try {
+      for (const fault of ['status-404', 'status-403'] as const) {
+        const proxy = await startFaultProxy(fresh.port)
+        proxy.faults.push({match: /^GET \/instances\/[^/]+\/attachments\/dicom\/data/, fault})
+        try {
+          const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json'])
+          expect(result.code, `${fault}: ${result.stdout}`).toBe(0)
+          expect(parseJson<SyncJson>(result)).toMatchObject({failed: 0})
+        } finally {
+          await proxy.close()
+          for (const patient of await fresh.json<string[]>('/patients')) await fresh.api(`/patients/${patient}`, {method: 'DELETE'})
+        }
       }
+    } finally {
+      await fresh.dispose()
     }
-    await fresh.dispose()
   })
 
   // Nothing said before the job that a 1.12 target recycles or transcodes what it is sent: its
