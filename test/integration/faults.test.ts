@@ -247,7 +247,9 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     const closed = new Promise((resolve) => child.once('close', resolve))
     // Half the stream: its bag waits in the spool for a tag manifest that does not come.
     child.stdin!.write(stream.subarray(0, Math.floor(stream.length / 2)))
-    for (let waited = 0; (await readdir(spools)).length === 0 && waited < 200; waited++) await sleep(50)
+    // Until the spool holds its payload file: its folder and owner file come a moment before it.
+    const payloadThere = async () => (await Promise.all((await readdir(spools)).map(async (name) => readdir(join(spools, name)).catch(() => [] as string[])))).some((names) => names.includes('payload'))
+    for (let waited = 0; !(await payloadThere()) && waited < 200; waited++) await sleep(50)
     child.kill('SIGKILL')
     await closed
     const abandoned = await readdir(spools)
