@@ -1,3 +1,4 @@
+import {createHash} from 'node:crypto'
 import {checkSafeToSend} from '../dicom/safe-to-send.js'
 import {readDicomIdentifiers} from '../dicom/parse.js'
 import {type AttachmentBytes, hasUserSideData, type InstanceInTransit, type InstanceRecord, type ResourceInTransit, type ResourceLevel, resourceKey, type ResourceRecord, type SideData} from '../model.js'
@@ -186,8 +187,12 @@ export class OrthancSink {
   readonly notCarried = new NotCarriedTally()
   private features?: Features
   private readonly recentStudies = new Map<string, Promise<Set<string>>>()
-  /** The source's record first written on each target resource (`level@id`), to tell a second one merged into it. */
-  private readonly firstRecords = new Map<string, ResourceRecord>()
+  /**
+   * What the source's record first written on each target resource (`level@id`) held, to tell
+   * a second one merged into it: digests of its values, not the values (up to 1 MiB each), so
+   * that a run's memory grows by a few dozen bytes per resource with side data.
+   */
+  private readonly firstWritten = new Map<string, FirstWritten>()
   /** Instances being stored, by ID: a second copy waits for the first. */
   private readonly storing = new Map<string, Promise<StoreOutcome>>()
   private readonly filesKept: FilesKeptCheck
@@ -348,12 +353,12 @@ export class OrthancSink {
           const targetKey = `${level}@${targetId}`
           const other = this.resourcesDone.get(targetKey)
           if (other) {
-            const first = this.firstRecords.get(targetKey)
-            if (!first || first === resource.record || resourceKey(first) === key) return other
+            const first = this.firstWritten.get(targetKey)
+            if (!first || first.key === key) return other
             await other.catch(() => {})
             return this.mergeInto(level, targetId, first, resource, signal)
           }
-          this.firstRecords.set(targetKey, resource.record)
+          this.firstWritten.set(targetKey, firstWritten(key, resource.record))
           const writing = (async () => {
             const existing = await this.readTarget(level, targetId, resource.record, signal)
             await this.writeSideData(level, targetId, resource.record, resource.attachments, existing, signal)
@@ -376,19 +381,20 @@ export class OrthancSink {
    * identifiers it reads alike): what the first did not bring is written; where the two disagree
    * (a metadata value, an attachment), the first's stays and the other's is named as not carried.
    */
-  private async mergeInto(level: ResourceLevel, targetId: string, first: ResourceRecord, second: ResourceInTransit, signal?: AbortSignal): Promise<void> {
+  private async mergeInto(level: ResourceLevel, targetId: string, first: FirstWritten, second: ResourceInTransit, signal?: AbortSignal): Promise<void> {
     const reason = `two of the source's ${level === 'series' ? 'series' : `${level === 'study' ? 'studie' : level}s`} are one on the target (it reads their identifiers otherwise: another DefaultEncoding, a character set only it forgives); the first one's is kept`
     const {record} = second
-    const firstAttachments = new Map(first.attachments.map((attachment) => [attachment.contentType, attachment.md5]))
     const merged: SideData = {
       ...record,
       userMetadata: Object.fromEntries(Object.entries(record.userMetadata).filter(([name, value]) => {
-        const clash = name in first.userMetadata && first.userMetadata[name] !== value
+        const firstValue = first.userMetadata.get(name)
+        const clash = firstValue !== undefined && firstValue !== valueDigest(value)
         if (clash) this.notCarried.add(level, 'user-metadata', reason, targetId, name)
         return !clash
       })),
       attachments: record.attachments.filter((attachment) => {
-        const clash = firstAttachments.has(attachment.contentType) && firstAttachments.get(attachment.contentType) !== attachment.md5
+        const firstMd5 = first.attachments.get(attachment.contentType)
+        const clash = firstMd5 !== undefined && firstMd5 !== attachment.md5
         if (clash) this.notCarried.add(level, 'attachments', reason, targetId, attachment.name)
         return !clash
       }),
@@ -531,4 +537,23 @@ function holdsInstance(dicom: Buffer, record: InstanceRecord): boolean {
     return true
   }
   return read.sopInstanceUid === record.sopInstanceUid && read.seriesInstanceUid === record.seriesInstanceUid && read.studyInstanceUid === record.studyInstanceUid
+}
+
+/** The first source record written on a target resource, as mergeInto compares a second with it. */
+interface FirstWritten {
+  key: string
+  userMetadata: Map<string, string>
+  attachments: Map<number, string>
+}
+
+function firstWritten(key: string, record: ResourceRecord): FirstWritten {
+  return {
+    key,
+    userMetadata: new Map(Object.entries(record.userMetadata).map(([name, value]) => [name, valueDigest(value)])),
+    attachments: new Map(record.attachments.map((attachment) => [attachment.contentType, attachment.md5])),
+  }
+}
+
+function valueDigest(value: string): string {
+  return createHash('sha256').update(value).digest('base64')
 }
