@@ -22,7 +22,7 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
 import {type AgeEncryptionKeys, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
-import {DEFAULT_STATE_FOLDER, type ExportPlan, isStateFileName, loadPlan, MAX_RECORD_CHARS_PER_VOLUME, parseStateJson, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
+import {DEFAULT_STATE_FOLDER, type ExportPlan, isStateFileName, loadPlan, MAX_RECORD_BYTES_PER_VOLUME, parseStateJson, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
 import type {ReceiptInUse} from './exclusions.js'
 import {PatientIndex} from './patient-index.js'
@@ -488,8 +488,8 @@ function archivableParts(entries: PlannedEntry[]): {records: InstanceRecord[]; r
       else problems.push(...found.map((problem) => `its ${resource.level}'s ${problem}`))
     }
     // Alone in a volume, its records still make the volume's tag files larger than a reader takes.
-    const chars = JSON.stringify(record).length + JSON.stringify(kept).length
-    if (chars > MAX_RECORD_CHARS_PER_VOLUME) problems.push(`its side data and its parents' take ${chars} characters in the volume's manifests, more than the ${MAX_RECORD_CHARS_PER_VOLUME} a volume's records may`)
+    const bytes = Buffer.byteLength(JSON.stringify(record)) + Buffer.byteLength(JSON.stringify(kept))
+    if (bytes > MAX_RECORD_BYTES_PER_VOLUME) problems.push(`its side data and its parents' take ${bytes} bytes in the volume's manifests, more than the ${MAX_RECORD_BYTES_PER_VOLUME} a volume's records may`)
     else resources.push(...kept)
     if (problems.length === 0) {
       records.push(record)

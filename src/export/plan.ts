@@ -23,8 +23,8 @@ import {OWNER_FILE} from '../util/scratch-folder.js'
 
 export interface PlannedVolume {
   instances: number
-  /** Characters its instance records take in contents.json: kept well under what a reader accepts for a tag file. */
-  recordChars?: number
+  /** Bytes (UTF-8) its instance records take in contents.json: kept well under what a reader accepts for a tag file. */
+  recordBytes?: number
   /** Bytes this volume will take on disk, tar overhead and tag files included. */
   bytes: number
   payloadBytes: number
@@ -73,9 +73,10 @@ export interface PlanOptions {
  * contents.json holds every record of a volume, and manifest.json the same with SHA-256s: both
  * must stay under the size a reader accepts for a tag file (readers refuse larger ones, so that
  * a hostile archive cannot make them parse gigabytes of JSON). Half of it leaves room for the
- * header and the digests.
+ * header and the digests. Counted in bytes, as the reader counts: a character outside ASCII
+ * takes two to four.
  */
-export const MAX_RECORD_CHARS_PER_VOLUME = DEFAULT_ENTRY_LIMITS.maxTagFileBytes / 2
+export const MAX_RECORD_BYTES_PER_VOLUME = DEFAULT_ENTRY_LIMITS.maxTagFileBytes / 2
 
 /** Room for bagit.txt, bag-info.txt, the tag manifest and the end-of-archive blocks. */
 const VOLUME_FIXED_BYTES = 16 * 1024
@@ -137,8 +138,8 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   const lineFor = (entry: PlannedEntry) => `${JSON.stringify(entry)}\n`
   const append = async (record: InstanceRecord, resources: ResourceRecord[]) => {
     // Measured as if the volume were new (all its resources with it): if it fits there, it fits anywhere.
-    const worst = lineFor({record, resources})
-    const footprint = recordFootprint(record, resources, worst.length)
+    const worst = Buffer.byteLength(lineFor({record, resources}))
+    const footprint = recordFootprint(record, resources, worst)
     if (footprint + VOLUME_FIXED_BYTES > options.maxVolumeBytes) {
       throw new InstanceTooLargeError(record.id, footprint + VOLUME_FIXED_BYTES, options.maxVolumeBytes)
     }
@@ -146,7 +147,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     let target = current ?? await openVolume()
     const full = target.volume.instances >= options.maxVolumeInstances
       || target.volume.bytes + footprint > options.maxVolumeBytes
-      || (target.volume.recordChars ?? 0) + worst.length > MAX_RECORD_CHARS_PER_VOLUME
+      || (target.volume.recordBytes ?? 0) + worst > MAX_RECORD_BYTES_PER_VOLUME
     if (full && target.volume.instances > 0) {
       await closeVolume()
       target = await openVolume()
@@ -158,8 +159,9 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
     const line = lineFor(carried.length > 0 ? {record, resources: carried} : {record})
     const {volume, file} = target
     volume.instances++
-    volume.recordChars = (volume.recordChars ?? 0) + line.length
-    volume.bytes += recordFootprint(record, carried, line.length)
+    const lineBytes = Buffer.byteLength(line)
+    volume.recordBytes = (volume.recordBytes ?? 0) + lineBytes
+    volume.bytes += recordFootprint(record, carried, lineBytes)
     volume.payloadBytes += record.size + sumSizes(record.attachments) + carried.reduce((sum, resource) => sum + sumSizes(resource.attachments), 0)
     if (volume.studyIds.at(-1) !== record.studyId) volume.studyIds.push(record.studyId)
     await file.write(line)
@@ -266,11 +268,11 @@ export class FarSideSample {
 }
 
 /** What one instance adds to a volume: its tar entries, and its lines in the tag files. */
-function recordFootprint(record: InstanceRecord, resources: ResourceRecord[], jsonLength: number): number {
+function recordFootprint(record: InstanceRecord, resources: ResourceRecord[], jsonBytes: number): number {
   const files = [record, ...record.attachments, ...resources.flatMap((resource) => resource.attachments)]
   const entries = files.reduce((sum, file) => sum + tarEntryBytes(file.size, file.path.length + 80), 0)
   // The records appear in contents.json and manifest.json (with hashes), plus a manifest line per file.
-  const tagBytes = 2 * (jsonLength + 200) + 200 * files.length
+  const tagBytes = 2 * (jsonBytes + 200) + 200 * files.length
   return entries + tagBytes
 }
 

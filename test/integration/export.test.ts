@@ -573,6 +573,27 @@ describe('export faults', () => {
     }
   })
 
+  // A reader's limit on a volume's manifests is in bytes; the planner counted characters, and a
+  // character outside ASCII takes two to four bytes: values of CJK text filled a volume whose
+  // manifests no reader took (every instance in it lost to the import, after an export exit 0).
+  it('side data in characters of several bytes each is measured in bytes: every volume is one its readers take', async () => {
+    const written = [records[7]!, records[8]!, records[9]!]
+    const wide = '漢'.repeat(1_000_000)
+    const names = ['1025', '1026']
+    for (const record of written) for (const name of names) await source.api(`/instances/${record.orthancId}/metadata/${name}`, {method: 'PUT', body: wide})
+    try {
+      const output = join(work, 'wide-values')
+      const result = await runCli(['export', '--source', source.url, '--output', output, '--json'])
+      expect(result.code, result.stderr).toBe(0)
+      const {volumes} = parseJson<{volumes: {proven: number; read: number}}>(await runCli(['verify', output, '--json']))
+      expect(volumes.proven).toBe(volumes.read)
+      const contents = (await manifestsOf(await extractWithTar(await volumeFiles(output)))).flatMap((manifest) => manifest.instances)
+      for (const record of written) expect(contents.find((held) => held.id === record.orthancId)?.userMetadata).toEqual({1025: wide, 1026: wide})
+    } finally {
+      for (const record of written) for (const name of names) await source.api(`/instances/${record.orthancId}/metadata/${name}`, {method: 'DELETE'})
+    }
+  })
+
   it('a volume larger than the filesystem or the user\'s limit allows (EFBIG): exit 13 saying so, and the same command then resumes', async () => {
     const output = join(work, 'file-size-limit')
     const args = [join(repoRoot, 'bin/run.js'), 'export', '--source', source.url, '--output', output, '--json']
