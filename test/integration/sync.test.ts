@@ -273,6 +273,18 @@ describe('sync, diff and verify', () => {
       expect(parseJson<{sideData: {items: Array<{kind: string; reason: string}>}}>(differs).sideData.items).toEqual([expect.objectContaining({kind: 'protection', reason: 'protected from recycling only on the target'})])
       expect((await sync('--checksum', '--patient-id', second!.patientId)).code).toBe(0)
       expect(await isProtected(target, plainOne)).toBe(true)
+
+      // Protected on the source after it was copied: the next sync protects it on the target too.
+      const [third] = await generateStudySet(join(work, 'protected-later'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 500, seed: 'sync-protected-later'})
+      await uploadFiles(source, [third!.path])
+      const laterOne = await patientOf(source, third!.orthancId)
+      expect((await sync('--patient-id', third!.patientId)).code).toBe(0)
+      expect(await isProtected(target, laterOne)).toBe(false)
+      await source.api(`/patients/${laterOne}/protected`, {method: 'PUT', body: '1'})
+      const later = await sync('--patient-id', third!.patientId)
+      expect(later.code, later.stdout).toBe(0)
+      expect(await isProtected(target, laterOne)).toBe(true)
+      await removePatient(laterOne)
     } finally {
       await removePatient(protectedOne)
       await removePatient(plainOne)
