@@ -329,6 +329,17 @@ export class OrthancSink {
     return {missing, refused}
   }
 
+  /**
+   * For an instance the comparison found on the target (nothing stored): the read-back of the
+   * run, if none is made yet, against the MD5 the target records. A sync with nothing to store
+   * proves the target keeps files as one that stores does.
+   */
+  async checkFound(instanceId: string, signal?: AbortSignal): Promise<void> {
+    if (this.options.dryRun || !this.filesKept.wanted) return
+    const info = await this.client.storedFileInfo(instanceId, signal)
+    if (info) await this.filesKept.check(instanceId, info.md5, signal)
+  }
+
   /** Once per run, the target hands back a file it holds (see FilesKeptCheck). */
   private async checkFilesKept(instanceId: string, md5: string, signal?: AbortSignal): Promise<void> {
     if (!this.options.dryRun) await this.filesKept.check(instanceId, md5, signal)

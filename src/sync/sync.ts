@@ -175,6 +175,7 @@ export async function syncServers(options: SyncOptions): Promise<SyncSummary> {
           // Already there: what Orthanc keeps beside it is compared, and what is missing restored.
           const [side, resources] = await Promise.all([sideData.read(item.id, signal), sideData.resourcesInTransit(item.source!, signal)])
           await sink.reconcile({instanceId: item.id, sideData: side, resources, attachments: (contentType) => sideData.instanceAttachmentBytes(item.id, side.attachments, contentType, signal)}, signal)
+          await sink.checkFound(item.id, signal)
           return {kind: 'skipped'}
         }
 

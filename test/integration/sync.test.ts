@@ -575,7 +575,7 @@ describe('sync, diff and verify', () => {
 
   // The target recorded the MD5 of every file sent and kept none: sync and diff both exited 0 over
   // a target holding no image at all.
-  it('a target that keeps no DICOM files (StoreDicom false): sync, import and diff stop with exit 2 saying so', async () => {
+  it('a target that keeps no DICOM files (StoreDicom false): sync, import and diff stop with exit 2 saying so, a sync that finds everything there too', async () => {
     const keepsNothing = await startOrthanc({name: 'store-dicom-false', extra: {StoreDicom: false}})
     try {
       const synced = await runCli(['sync', '--source', source.url, '--target', keepsNothing.url, '--json', '--concurrency', '1'])
@@ -586,6 +586,12 @@ describe('sync, diff and verify', () => {
       expect(parseJson<{error: {code: string}}>(compared).error.code).toBe('target-keeps-no-files')
       const imported = await runCli(['import', '--target', keepsNothing.url, '--json', '--no-receipt', join(work, 'fixtures')])
       expect(imported.code, imported.stdout).toBe(2)
+      // Already there (sent by another client): a sync with nothing to store reads one back too.
+      const [there] = corpus
+      await uploadFiles(keepsNothing, [there!.path])
+      const found = await runCli(['sync', '--source', source.url, '--target', keepsNothing.url, '--json', '--orthanc-id', there!.orthancId])
+      expect(found.code, found.stdout).toBe(2)
+      expect(parseJson<{error: {code: string}}>(found).error.code).toBe('target-keeps-no-files')
     } finally {
       await keepsNothing.dispose()
     }
