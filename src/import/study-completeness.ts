@@ -21,7 +21,9 @@ export interface StudyCompleteness {
  * (farSideStudies), when the target lacks most of them: without them, an archive holding only new
  * studies would import cleanly over a gap.
  */
-export async function studyCompleteness(client: OrthancClient, bags: BagReport[], notYetStored: Map<string, number>, signal?: AbortSignal): Promise<StudyCompleteness> {
+export async function studyCompleteness(
+  client: OrthancClient, bags: BagReport[], notYetStored: Map<string, number>, signal?: AbortSignal, options: {everyNamedStudy?: boolean} = {},
+): Promise<StudyCompleteness> {
   const expected = new Map<string, {studyInstanceUid: string; expected: number; leftOut: number}>()
   // Studies some volume holds instances of: only those count as complete (the others are not the archive's).
   const held = new Set<string>()
@@ -55,8 +57,9 @@ export async function studyCompleteness(client: OrthancClient, bags: BagReport[]
 
   // Most of them short: what the archive adds to never arrived. A few: deleted on the far side
   // since, whole or in part (a retention rule, an image removed), which is no reason to fail every
-  // later import.
-  if (namedOnly.length * 2 > namedOnlyCount) result.incomplete.push(...namedOnly)
+  // later import. `everyNamedStudy` (verify, run before the source's copy may be deleted) names
+  // each one short.
+  if (options.everyNamedStudy || namedOnly.length * 2 > namedOnlyCount) result.incomplete.push(...namedOnly)
 
   return result
 }

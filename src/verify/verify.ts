@@ -127,8 +127,10 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
     }
   }
   const studies = [...studiesById.values()]
-  // What the archive left out of a study as the far side's must be on the target too, as import says.
-  if (options.target && target) target.studiesShort = (await studyCompleteness(options.target, report.bags, new Map(), options.signal)).incomplete.filter((study) => study.leftOut)
+  // What the archive left out of a study as the far side's must be on the target too, as import
+  // says; and every study it names as left out whole, not most of them: a retention rule that
+  // deleted one there is no reason to fail an import, but it is one not to delete the source's.
+  if (options.target && target) target.studiesShort = (await studyCompleteness(options.target, report.bags, new Map(), options.signal, {everyNamedStudy: true})).incomplete.filter((study) => study.leftOut)
   const unproven = report.bags.filter((bag) => !bag.proven)
   const incomplete = report.bags.filter((bag) => bag.proven && !bag.complete)
   return {

@@ -441,6 +441,10 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       await target.api(`/studies/${baseStudy.ID}`, {method: 'DELETE'})
       const again = await runCli(['import', '--target', target.url, '--json', '--no-receipt', next])
       expect(again.code, again.stderr).toBe(0)
+      // But verify, run before the source's copy may be deleted, names it: it passed as a few short.
+      const checked = await runCli(['verify', '--target', target.url, '--json', next])
+      expect(checked.code, checked.stdout).toBe(14)
+      expect(parseJson<{target: {studiesShort: Array<{studyInstanceUid: string}>}}>(checked).target.studiesShort).toEqual([expect.objectContaining({studyInstanceUid: baseStudy.MainDicomTags.StudyInstanceUID})])
       // Or one instance of one of them (an image removed there): no reason either.
       expect((await runCli(['import', '--target', target.url, '--json', '--no-receipt', base])).code).toBe(0)
       const other = (await target.json<Array<{ID: string; MainDicomTags: {StudyInstanceUID: string}}>>('/studies?expand')).find((study) => perStudy.has(study.MainDicomTags.StudyInstanceUID))!
