@@ -70,6 +70,15 @@ function nextStep(bin: string, summary: DiffSummary, argv: string[]): string {
 
 const FILTER_FLAGS = Object.keys(filterFlags)
 
+/** The last line: a filtered comparison speaks of what it selected, as the servers may differ elsewhere. */
+function verdict(summary: DiffSummary, filtered: boolean): string {
+  if (serversDiffer(summary)) return filtered ? 'The servers differ in the selected instances.' : 'The servers differ.'
+  if (summary.identical + summary.notCompared === 0 && filtered) return 'The filters matched no instance on either server.'
+  const same = filtered ? 'The selected instances are the same on both servers' : 'The servers hold the same instances'
+  if (summary.notCompared > 0) return `${filtered ? 'The selected instances have the same IDs on both servers' : 'The servers hold the same instance IDs'}; ${summary.notCompared} of them could not be compared by MD5.`
+  return summary.sideData ? `${same}, with the same side data.` : `${same}.`
+}
+
 function renderDiff(summary: DiffSummary, filtered: boolean): string {
   const lines = [
     `Source: ${summary.source.url} (${summary.source.name}, Orthanc ${summary.source.version}); target: ${summary.target.url} (${summary.target.name}, Orthanc ${summary.target.version}).`,
@@ -92,9 +101,6 @@ function renderDiff(summary: DiffSummary, filtered: boolean): string {
     lines.push(...listed(summary.sideData.items.map((item) => `${item.id}: ${item.reason}`), summary.sideData.differences))
   }
 
-  lines.push(serversDiffer(summary) ? 'The servers differ.'
-    : summary.identical + summary.notCompared === 0 && filtered ? 'The filters matched no instance on either server.'
-    : summary.notCompared > 0 ? `The servers hold the same instance IDs; ${summary.notCompared} of them could not be compared by MD5.`
-    : summary.sideData ? 'The servers hold the same instances, with the same side data.' : 'The servers hold the same instances.')
+  lines.push(verdict(summary, filtered))
   return lines.join('\n')
 }

@@ -720,6 +720,11 @@ describe('sync, diff and verify', () => {
       expect(studies.find((study) => study.studyInstanceUid === targetOnly)).toMatchObject({onlySource: 0, onlyTarget: 2, identical: 0})
       const told = await runCli(['diff', '--source', source.url, '--target', target.url, '--per-study', '--patient-id', set[0]!.patientId])
       expect(told.stdout).toContain(`${shared}: 0 only on the source, 1 only on the target, 0 different, 1 identical`)
+      // A filtered comparison speaks of what it selected, not of the whole servers.
+      expect(told.stdout).toMatch(/^The servers differ in the selected instances\.$/m)
+      const alike = await runCli(['diff', '--source', source.url, '--target', target.url, '--orthanc-id', inShared[0]!.orthancId])
+      expect(alike.code, alike.stdout).toBe(0)
+      expect(alike.stdout).toMatch(/^The selected instances are the same on both servers\.$/m)
     } finally {
       await removePatient(patient)
     }
