@@ -8,7 +8,7 @@ import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {listed, shellWord} from '../src/cli/summary.js'
 import {FILTERS_MATCHED_NOTHING_HINT} from '../src/errors.js'
 import {OrthancClient} from '../src/orthanc/client.js'
-import {type DiffSummary, diffServers, serversDiffer} from '../src/sync/diff.js'
+import {type DiffSummary, diffServers, notAllCompared, serversDiffer} from '../src/sync/diff.js'
 
 export default class Diff extends BaseCommand {
   static override summary = 'Compare two servers instance by instance, by ID and by the MD5s the servers recorded (no download).'
@@ -38,7 +38,7 @@ export default class Diff extends BaseCommand {
       const summary = await diffServers(source, target, {filters, perStudy: flags['per-study'], sideData: flags['side-data'], signal: this.signal, onProgress: reporter.onProgress})
       if (serversDiffer(summary)) process.exitCode = ExitCode.different
       // Not all of it compared: never "the same".
-      else if (summary.notCompared > 0) process.exitCode = ExitCode.partialFailure
+      else if (notAllCompared(summary) > 0) process.exitCode = ExitCode.partialFailure
       // Nothing selected on either server (the same filters select on both): most often mistyped filters, as export says.
       else if (Object.keys(filters).length > 0 && summary.identical === 0) {
         process.exitCode = ExitCode.nothingMatched
@@ -76,6 +76,7 @@ function verdict(summary: DiffSummary, filtered: boolean): string {
   if (summary.identical + summary.notCompared === 0 && filtered) return 'The filters matched no instance on either server.'
   const same = filtered ? 'The selected instances are the same on both servers' : 'The servers hold the same instances'
   if (summary.notCompared > 0) return `${filtered ? 'The selected instances have the same IDs on both servers' : 'The servers hold the same instance IDs'}; ${summary.notCompared} of them could not be compared by MD5.`
+  if (notAllCompared(summary) > 0) return `${same}, but ${summary.sideData!.notCompared} of their attachments could not be compared by MD5.`
   return summary.sideData ? `${same}, with the same side data.` : `${same}.`
 }
 
@@ -97,8 +98,8 @@ function renderDiff(summary: DiffSummary, filtered: boolean): string {
   if (studies.length > 0) lines.push('studies that differ or could not be compared:', ...listed(studies.map((study) => `${study.studyInstanceUid}: ${study.onlySource} only on the source, ${study.onlyTarget} only on the target, ${study.different} different, ${study.identical} identical${study.notCompared > 0 ? `, ${study.notCompared} not compared` : ''}`)))
 
   if (summary.sideData) {
-    lines.push(`side data:          ${summary.sideData.differences} difference(s)`)
-    lines.push(...listed(summary.sideData.items.map((item) => `${item.id}: ${item.reason}`), summary.sideData.differences))
+    lines.push(`side data:          ${summary.sideData.differences} difference(s)${summary.sideData.notCompared > 0 ? `, ${summary.sideData.notCompared} attachment(s) not compared` : ''}`)
+    lines.push(...listed(summary.sideData.items.map((item) => `${item.id}: ${item.reason}`), summary.sideData.differences + summary.sideData.notCompared))
   }
 
   lines.push(verdict(summary, filtered))

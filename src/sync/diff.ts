@@ -31,7 +31,7 @@ export interface DiffSummary {
   /** Per study on either server, when asked for. */
   studies?: StudyDifference[]
   /** With --side-data: differences in user metadata, attachments and labels at every level, for what is on both sides. */
-  sideData?: {differences: number; items: SideDataDifference[]}
+  sideData?: {differences: number; items: SideDataDifference[]; notCompared: number}
 }
 
 /** One difference in what Orthanc keeps beside a resource that both servers hold. */
@@ -41,6 +41,8 @@ export interface SideDataDifference {
   level: ResourceLevel
   kind: 'user-metadata' | 'attachments' | 'labels' | 'protection'
   reason: string
+  /** Listed, but not counted among the differences: a server records no MD5 for it. */
+  notCompared?: true
 }
 
 const LISTED = 1000
@@ -129,7 +131,7 @@ async function compareBoth(source: OrthancClient, target: OrthancClient, options
   await counting
   report(true)
   if (options.perStudy) summary.studies = [...studies.values()]
-  if (sideData) summary.sideData = {differences: sideData.count, items: sideData.items}
+  if (sideData) summary.sideData = {differences: sideData.count, items: sideData.items, notCompared: sideData.notCompared}
   return summary
 }
 
@@ -137,9 +139,15 @@ export function serversDiffer(summary: DiffSummary): boolean {
   return summary.onlySource + summary.onlyTarget + summary.different + (summary.sideData?.differences ?? 0) > 0
 }
 
+/** What could not be compared by MD5, instances and side data: never "the same". */
+export function notAllCompared(summary: DiffSummary): number {
+  return summary.notCompared + (summary.sideData?.notCompared ?? 0)
+}
+
 /** Compares side data of instances and of their patients, studies and series on both servers; each resource once. */
 class SideDataComparison {
   count = 0
+  notCompared = 0
   readonly items: SideDataDifference[] = []
   private readonly sourceReader: SideDataReader
   private readonly targetReader: SideDataReader
@@ -205,9 +213,13 @@ class SideDataComparison {
       const a = sourceAttachments.get(contentType)
       const b = targetAttachments.get(contentType)
       const name = (a ?? b)!.name
-      // '' is no MD5 (StoreMD5ForAttachments off): two of them are not the same bytes.
-      if (a && b && (a.md5 === '' || b.md5 === '')) add('attachments', `attachment "${name}" not compared: the ${a.md5 === '' ? 'source' : 'target'} records no MD5 for it (StoreMD5ForAttachments off)`)
-      if (a?.md5 === b?.md5 || (a && b && (a.md5 === '' || b.md5 === ''))) continue
+      // '' is no MD5 (StoreMD5ForAttachments off): two of them are not the same bytes, nor known to differ.
+      if (a && b && (a.md5 === '' || b.md5 === '')) {
+        this.notCompared++
+        if (this.items.length < LISTED) this.items.push({id, level, kind: 'attachments', reason: `attachment "${name}" not compared: the ${a.md5 === '' ? 'source' : 'target'} records no MD5 for it (StoreMD5ForAttachments off)`, notCompared: true})
+        continue
+      }
+      if (a?.md5 === b?.md5) continue
       add('attachments', !a ? `attachment "${name}" only on the target` : !b ? `attachment "${name}" only on the source` : `attachment "${name}" has another MD5`)
     }
 

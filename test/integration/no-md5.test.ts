@@ -41,13 +41,20 @@ describe('servers that record no MD5s', () => {
     expect(told.stdout).not.toContain('The servers hold the same instances.')
   })
 
-  it('diff --side-data: a user attachment on both is not compared either, and said so', async () => {
+  it('diff --side-data: a user attachment on both is not compared either, and said so (exit 10, not counted as a difference)', async () => {
     const id = records[1]!.orthancId
     for (const server of [source, target]) await server.api(`/instances/${id}/attachments/1040`, {method: 'PUT', body: 'a report'})
     try {
       const result = await runCli(['diff', '--source', source.url, '--target', target.url, '--side-data', '--json'])
-      expect(result.code).not.toBe(0)
-      expect(parseJson<{sideData: {items: Array<{reason: string}>}}>(result).sideData.items).toContainEqual(expect.objectContaining({reason: expect.stringMatching(/^attachment "1040" not compared: the source records no MD5 for it/)}))
+      // Not compared is no difference: exit 10 (not all compared), not 14 (the servers differ).
+      expect(result.code, result.stdout).toBe(10)
+      const {sideData} = parseJson<{sideData: {differences: number; notCompared: number; items: Array<{reason: string}>}}>(result)
+      expect(sideData).toMatchObject({differences: 0, notCompared: 1})
+      expect(sideData.items).toContainEqual(expect.objectContaining({notCompared: true, reason: expect.stringMatching(/^attachment "1040" not compared: the source records no MD5 for it/)}))
+      // Only the attachment not compared (the instance compared by its bytes elsewhere is not the point): never "the same".
+      const alone = await runCli(['diff', '--source', source.url, '--target', target.url, '--side-data', '--orthanc-id', id])
+      expect(alone.stdout).toMatch(/attachment\(s\) not compared/)
+      expect(alone.stdout).not.toMatch(/The servers differ/)
     } finally {
       for (const server of [source, target]) await server.api(`/instances/${id}/attachments/1040`, {method: 'DELETE'})
     }
