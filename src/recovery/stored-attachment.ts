@@ -77,11 +77,13 @@ export function openStoredAttachment(read: StoredRead, attachment: IndexedAttach
 }
 
 function inflateStored(stored: Buffer, attachment: IndexedAttachment): {bytes: Buffer} | {reason: string} {
+  // Orthanc compresses empty content to nothing at all: no size, no stream.
+  if (stored.length === 0 && attachment.uncompressedSize === 0) return {bytes: Buffer.alloc(0)}
   if (stored.length < SIZE_PREFIX) return {reason: 'too short for a compressed file'}
   const announced = stored.readBigUInt64LE(0)
   if (announced !== BigInt(attachment.uncompressedSize)) return {reason: `announces ${announced} bytes once inflated, the index recorded ${attachment.uncompressedSize}`}
   if (attachment.uncompressedSize > LARGEST_BUFFER) return {reason: `${attachment.uncompressedSize} bytes once inflated, more than one buffer can hold`}
-  // Orthanc writes nothing after the size for empty content.
+  // Nor anything after the size, if a writer gives one.
   if (attachment.uncompressedSize === 0 && stored.length === SIZE_PREFIX) return {bytes: Buffer.alloc(0)}
   try {
     // Bounded by the index, and the index's size by the bounds: neither a damaged stream nor a

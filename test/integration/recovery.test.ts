@@ -64,6 +64,8 @@ describe('recovery of a stopped server from its storage folder', () => {
   let sourceMd5s: Map<string, string>
   let missing: {id: string; uuid: string}
   let corrupt: {id: string; uuid: string}
+  /** The stored files of empty user attachments: empty files, as a power loss leaves them. */
+  const emptyAttachmentFiles: string[] = []
   let annotated: {plain: string; compressed: string}
   let stranger: FixtureRecord
   let strangerPath: string
@@ -100,6 +102,9 @@ describe('recovery of a stopped server from its storage folder', () => {
     for (const id of Object.values(annotated)) {
       expect((await dead.api(`/instances/${id}/metadata/Reviewed`, {method: 'PUT', body: `read ${id}`})).ok).toBe(true)
       expect((await dead.api(`/instances/${id}/attachments/Report`, {method: 'PUT', body: `report on ${id}`})).ok).toBe(true)
+      // Empty: a compressing server stores it as an empty file, with no size before it.
+      expect((await dead.api(`/instances/${id}/attachments/1031`, {method: 'PUT', body: ''})).ok).toBe(true)
+      emptyAttachmentFiles.push((await dead.json<{Uuid: string}>(`/instances/${id}/attachments/1031/info`)).Uuid)
     }
     // Protected from recycling: the index says so by leaving the patient out of its recycling order.
     protectedPatient = (await dead.json<{ID: string}>(`/instances/${annotated.compressed}/patient`)).ID
@@ -311,10 +316,13 @@ describe('recovery of a stopped server from its storage folder', () => {
     expect(human.stderr).not.toMatch(/\n\s+at /)
   })
 
-  it('restores user metadata and user attachments from the index, plain and compressed alike', async () => {
+  it('restores user metadata and user attachments from the index, plain and compressed alike, empty ones too', async () => {
     for (const id of Object.values(annotated)) {
       expect(await (await mainTarget.api(`/instances/${id}/metadata/Reviewed`)).text()).toBe(`read ${id}`)
       expect(await (await mainTarget.api(`/instances/${id}/attachments/Report/data`)).text()).toBe(`report on ${id}`)
+      const empty = await mainTarget.api(`/instances/${id}/attachments/1031/data`)
+      expect(empty.status, id).toBe(200)
+      expect((await empty.arrayBuffer()).byteLength).toBe(0)
     }
   })
 
@@ -440,7 +448,11 @@ describe('recovery of a stopped server from its storage folder', () => {
       // The damaged compressed file no longer inflates: bad input, named.
       expect(result.code).toBe(11)
       const summary = parseJson<ImportJson>(result)
-      expect(summary.problems).toEqual([expect.objectContaining({id: stored(corrupt.uuid), kind: 'damaged'})])
+      // An empty file is named too: without the index, an empty user attachment cannot be told
+      // from an instance a power loss cut short (see the README).
+      expect(summary.problems).toEqual(expect.arrayContaining([expect.objectContaining({id: stored(corrupt.uuid), kind: 'damaged'})]))
+      expect(summary.problems.filter((problem) => problem.kind === 'truncated').map((problem) => problem.id).sort()).toEqual(emptyAttachmentFiles.map(stored).sort())
+      expect(summary.problems).toHaveLength(1 + emptyAttachmentFiles.length)
       expect(summary.failures).toEqual([expect.objectContaining({id: corrupt.id, kind: 'missing', reason: expect.stringMatching(/only a header-only copy/)})])
       expect((await target.api(`/instances/${corrupt.id}`)).status).toBe(404)
 

@@ -179,6 +179,17 @@ describe('checking a stored file against the index', () => {
     expect(openStoredAttachment({state: 'bytes', bytes: wrongSize}, {...zlib, compressedMd5: md5(wrongSize)})).toMatchObject({ok: false, kind: 'damaged', reason: expect.stringMatching(/announces 7 bytes/)})
   })
 
+  // Orthanc compresses empty content to an empty file (no size prefix): taken as damaged, an
+  // empty user attachment of a compressing server was never restored.
+  it('gives empty content, compressed to nothing or to a size of zero', () => {
+    const empty: IndexedAttachment = {...zlib, compressedSize: 0, uncompressedSize: 0, compressedMd5: md5(''), uncompressedMd5: md5('')}
+    expect(openStoredAttachment({state: 'bytes', bytes: Buffer.alloc(0)}, empty)).toEqual({ok: true, bytes: Buffer.alloc(0), md5: md5(''), checked: true})
+    const sized = Buffer.alloc(8)
+    expect(openStoredAttachment({state: 'bytes', bytes: sized}, {...empty, compressedSize: 8, compressedMd5: md5(sized)})).toMatchObject({ok: true, bytes: Buffer.alloc(0)})
+    // Not content that should have been there: an empty file for a non-empty attachment stays damaged.
+    expect(openStoredAttachment({state: 'bytes', bytes: Buffer.alloc(0)}, {...zlib, compressedSize: 0, compressedMd5: md5('')})).toMatchObject({ok: false, kind: 'damaged'})
+  })
+
   it('checks sizes only where the index holds no MD5 (StoreMD5ForAttachments off)', () => {
     expect(openStoredAttachment({state: 'bytes', bytes: compressed}, {...zlib, compressedMd5: '', uncompressedMd5: ''})).toMatchObject({ok: true, checked: false})
   })
