@@ -80,6 +80,7 @@ export default class Sync extends BaseCommand {
           onEvent: (event) => {
             const time = new Date().toISOString()
             if (event.type === 'outage') reporter.warn(`${time} waiting out an outage: ${event.message}`)
+            else if (event.type === 'other-history') reporter.warn(`${time} ${event.message}`)
             else {
               const deletion = event.deletion ? `, ${event.deletion.deleted} deleted${event.deletion.refused ? ` (deletion refused: ${event.deletion.refused})` : ''}` : ''
               const line = `${time} ${event.full ? 'full pass' : 'changes'} up to ${event.cursor}: ${event.summary.transferred} transferred, ${event.summary.failed} failed${deletion}`

@@ -33,6 +33,8 @@ export interface CompareOptions {
   filters: InstanceFilters
   /** Compare the MD5s both servers recorded for instances on both sides. */
   checksum: boolean
+  /** Without `checksum`, compare the MD5s of these instances only (a mirror's arrivals since its cursor). */
+  checksumOf?: ReadonlySet<string>
   signal?: AbortSignal
   /**
    * Compare only these source instances (a mirror's new arrivals; some may be gone again), the
@@ -89,8 +91,13 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
       : new Set(await (study.beside ?? target.studyInstanceIds(study.studyId, options.signal)))
     const present = study.instances.map((instance) => onTarget.delete(instance.id))
     // MD5s of one study are compared in parallel: two metadata reads per instance, no download.
-    const same = options.checksum
-      ? await mapConcurrent([...study.instances.keys()], LOOKUP_CONCURRENCY, async (index) => !present[index] || sameMd5(source, target, study.instances[index]!.id, options.signal))
+    // null: not compared (not asked for this one).
+    const compares = (id: string) => options.checksum || options.checksumOf?.has(id) === true
+    const same = options.checksum || study.instances.some((instance) => compares(instance.id))
+      ? await mapConcurrent([...study.instances.keys()], LOOKUP_CONCURRENCY, async (index) => {
+        const {id} = study.instances[index]!
+        return !present[index] || (compares(id) ? sameMd5(source, target, id, options.signal) : null)
+      })
       : undefined
     return {study, onTarget, present, same}
   })
@@ -99,7 +106,7 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
     for (const [index, instance] of study.instances.entries()) {
       const base = {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, size: instance.size, source: instance}
       if (!present[index]) yield {...base, state: 'only-source'}
-      else if (!same) yield {...base, state: 'present'}
+      else if (!same || same[index] === null) yield {...base, state: 'present'}
       else yield {...base, state: same[index] === undefined ? 'unrecorded' : same[index] ? 'identical' : 'different'}
     }
 

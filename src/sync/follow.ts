@@ -36,6 +36,8 @@ export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstanc
 export type FollowEvent =
   | {type: 'pass'; full: boolean; cursor: number; summary: SyncSummary; deletion?: DeletionPass}
   | {type: 'outage'; message: string}
+  /** The source's change log is not the one the cursor was saved in: a full pass by MD5 follows. */
+  | {type: 'other-history'; message: string}
 
 export interface FollowState {
   version: 1
@@ -46,6 +48,18 @@ export interface FollowState {
   lastFullPass: string | null
   /** Instances a pass failed to copy: every poll tries them again, until they are copied or leave the source. */
   retry?: string[]
+  /**
+   * The change the source logged at the cursor: a server of another history at the same URL
+   * (replaced, restored from a backup) logs another one there, or none, and its changes after
+   * the cursor are not what the mirror lacks.
+   */
+  at?: ChangeMark
+}
+
+export interface ChangeMark {
+  id: string
+  type: string
+  date: string
 }
 
 /** The counts of every pass added up; `interrupted` is how --follow always stops (Ctrl-C, SIGTERM), with the cursor saved. */
@@ -103,11 +117,16 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
   while (!options.signal?.aborted) {
     try {
       const last = await options.source.lastChange(options.signal)
-      const stale = !state || state.cursor > last
-      const due = !state?.lastFullPass || Date.now() - Date.parse(state.lastFullPass) >= options.fullEveryMs
-      if (stale || due) {
+      const otherHistory = state !== undefined && (state.cursor > last || !(await sameHistory(options.source, state, options.signal)))
+      if (otherHistory) options.onEvent?.({type: 'other-history', message: `the source's change log is not the one the cursor ${state!.cursor} was saved in (another server at this URL, or one restored from a backup): a full pass compares every instance on both sides by MD5`})
+      const stale = !state || otherHistory
+      if (stale || fullPassDue(state!, options.fullEveryMs)) {
+        // What arrived since the cursor is compared by MD5 where the target holds its ID, as a
+        // changes pass compares it: an instance stored again with other bytes keeps its ID, and the
+        // saved cursor passes its change. Of another history nothing is known: all of it is.
+        const arrivals = stale ? undefined : await arrivalsUpTo(options.source, state!.cursor, last, options.signal)
         const pass = await syncServers({
-          ...options, onEvent: options.onPassEvent, dryRun: false,
+          ...options, checksum: options.checksum || otherHistory, checksumOf: arrivals, onEvent: options.onPassEvent, dryRun: false,
           holdBack: options.deleteExtras ? (plan) => refusedBeforeCopying(plan, options.maxDeleteFraction) : undefined,
         })
         record(summary, pass, true)
@@ -132,6 +151,12 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
         state = next
       }
 
+      if (!state.at || state.cursor !== summary.cursor) {
+        const {at: _, ...rest} = state
+        // Not stopped by Ctrl-C: the pass is whole, and its state is saved with this mark.
+        const at = await changeAt(options.source, state.cursor)
+        state = at ? {...rest, at} : rest
+      }
       crashPoint('follow:pass-done')
       await saveState(options.stateFile, state, summary.cursor)
       summary.cursor = state.cursor
@@ -152,6 +177,46 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
   summary.interrupted = options.signal?.aborted === true
   summary.durationMs = Date.now() - started
   return summary
+}
+
+/**
+ * Whether a full pass is due: never made, or longer ago than `fullEveryMs`. A time that does not
+ * read as one, or that lies ahead (a clock set wrong when it was saved), makes it due: otherwise
+ * no full pass would come, or none until then.
+ */
+function fullPassDue(state: FollowState, fullEveryMs: number): boolean {
+  const last = state.lastFullPass ? Date.parse(state.lastFullPass) : Number.NaN
+  const now = Date.now()
+  return !Number.isFinite(last) || last > now || now - last >= fullEveryMs
+}
+
+/** The change the source logged at `seq`, if it has one. */
+async function changeAt(source: FollowOptions['source'], seq: number, signal?: AbortSignal): Promise<ChangeMark | undefined> {
+  if (seq <= 0) return undefined
+  const [change] = (await source.changes(seq - 1, 1, signal)).Changes
+  return change?.Seq === seq ? {id: change.ID, type: change.ChangeType, date: change.Date} : undefined
+}
+
+/**
+ * Whether the source logs at the cursor the change the state saw there. Orthanc removes from its
+ * log the changes of a resource it deletes (an instance stored over, a study deleted): a change
+ * gone from there says nothing, and neither does a state without one. Another change there is
+ * another history.
+ */
+async function sameHistory(source: FollowOptions['source'], state: FollowState, signal?: AbortSignal): Promise<boolean> {
+  if (!state.at) return true
+  const now = await changeAt(source, state.cursor, signal)
+  return now === undefined || (now.id === state.at.id && now.type === state.at.type && now.date === state.at.date)
+}
+
+/** The instances the source logged as new after `cursor`, up to `last`. */
+async function arrivalsUpTo(source: FollowOptions['source'], cursor: number, last: number, signal?: AbortSignal): Promise<Set<string>> {
+  const arrivals = new Set<string>()
+  for await (const change of source.changesSince(cursor, signal)) {
+    if (change.Seq > last) break
+    if (change.ChangeType === 'NewInstance') arrivals.add(change.ID)
+  }
+  return arrivals
 }
 
 /**
@@ -284,6 +349,7 @@ async function loadState(path: string, source: string, target: string): Promise<
 
   const isState = typeof state === 'object' && state !== null && state.version === 1 && typeof state.source === 'string' && typeof state.target === 'string'
     && typeof state.cursor === 'number' && (state.retry === undefined || (Array.isArray(state.retry) && state.retry.every((id) => typeof id === 'string')))
+    && (state.at === undefined || (typeof state.at === 'object' && state.at !== null && ['id', 'type', 'date'].every((key) => typeof (state.at as unknown as Record<string, unknown>)[key] === 'string')))
   if (!isState) throw new UserFacingError(`${path} is not a mirror's state file, and --follow writes over its state file`, 'Give --state a new file (or the one an earlier sync --follow of these servers wrote).', 'usage', 'not-a-state-file')
   // A state file of another pair of servers is no cursor for this one.
   return state!.source === source && state!.target === target ? state as FollowState : undefined

@@ -24,6 +24,8 @@ export interface SyncOptions {
   filters: InstanceFilters
   /** Also compare MD5s of instances on both sides, and send again those that differ. */
   checksum: boolean
+  /** Without `checksum`, compare the MD5s of these instances only, and send again those that differ (a mirror's arrivals). */
+  checksumOf?: ReadonlySet<string>
   dryRun: boolean
   /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
   concurrency?: number

@@ -1,6 +1,6 @@
 import {execFile} from 'node:child_process'
 import {writeFileSync} from 'node:fs'
-import {mkdtemp, readdir, readFile, rm} from 'node:fs/promises'
+import {mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {promisify} from 'node:util'
@@ -57,8 +57,8 @@ describe('sync --follow started again', () => {
   }
 
   /** Runs the mirror (one instance at a time) until `stop` says so; returns its summary. */
-  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}, fullEveryMs = 3_600_000, deleteExtras = false, whileFirstStores?: () => Promise<void>) {
-    const sourceClient = new OrthancClient(resolveEndpoint({url: source.url}))
+  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}, fullEveryMs = 3_600_000, deleteExtras = false, whileFirstStores?: () => Promise<void>, from = source) {
+    const sourceClient = new OrthancClient(resolveEndpoint({url: from.url}))
     const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
     const controller = new AbortController()
     const deadline = setTimeout(() => controller.abort(), 30_000)
@@ -180,6 +180,73 @@ describe('sync --follow started again', () => {
     } finally {
       await source.dispose()
       source = original
+    }
+  }, 60_000)
+
+  const readState = async (file: string) => JSON.parse(await readFile(file, 'utf8')) as FollowState
+  const writeState = async (file: string, state: FollowState) => writeFile(file, JSON.stringify(state))
+
+  // A full pass due (downtime longer than --full-every) saved the cursor past the arrivals it had
+  // compared by ID alone: an instance stored again with other bytes was skipped, for good.
+  it('a full pass compares by MD5 what arrived since the cursor: an instance stored again with other bytes during downtime is copied', async () => {
+    const original = source
+    await emptyBoth()
+    source = await startOrthanc({name: 'follow-overwrite-downtime', overwriteInstances: true})
+    try {
+      await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
+      const stateFile = join(work, 'overwritten-downtime.json')
+      expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 2})
+      const replaced = records[1]!.orthancId
+      const modified = Buffer.from(await (await source.api(`/instances/${replaced}/modify`, {
+        method: 'POST', body: JSON.stringify({Replace: {InstanceNumber: '98'}, Keep: ['SOPInstanceUID'], Force: true}),
+      })).arrayBuffer())
+      expect(await source.json('/instances', {method: 'POST', body: modified, headers: {'content-type': 'application/dicom'}})).toMatchObject({ID: replaced})
+      // Down for two hours: the next start makes a full pass first.
+      await writeState(stateFile, {...await readState(stateFile), lastFullPass: new Date(Date.now() - 7_200_000).toISOString()})
+      const restarted = await follow(stateFile, {afterPasses: 1})
+      expect(restarted).toMatchObject({fullPasses: 1, transferred: 1, failed: 0})
+      expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    } finally {
+      await source.dispose()
+      source = original
+    }
+  }, 60_000)
+
+  // A time that did not read as one (NaN), or one ahead, made no full pass ever due.
+  it('a last full pass that does not read as a time, or lies ahead, makes a full pass due', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, 3).map((record) => record.path))
+    const stateFile = join(work, 'bad-stamp.json')
+    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 3})
+    for (const lastFullPass of ['yesterday', new Date(Date.now() + 365 * 86_400_000).toISOString()]) {
+      // Lost on the target: no change on the source says so, only a full pass finds it.
+      await target.api(`/instances/${records[0]!.orthancId}`, {method: 'DELETE'})
+      await writeState(stateFile, {...await readState(stateFile), lastFullPass})
+      expect(await follow(stateFile, {afterPasses: 1}), lastFullPass).toMatchObject({fullPasses: 1, transferred: 1})
+    }
+  }, 60_000)
+
+  // Another server at the source's URL (replaced, restored from a backup) with a longer change log:
+  // its changes after the cursor were copied as the mirror's arrivals, and with --delete a later
+  // full pass found the mirror's own few and deleted them.
+  it('a source of another history at the same URL is known by the change at the cursor: a held-back full pass, nothing copied or deleted', async () => {
+    await emptyBoth()
+    const [before, replacement] = await Promise.all([startOrthanc({name: 'follow-first-history'}), startOrthanc({name: 'follow-other-history'})])
+    try {
+      await uploadFiles(before, records.slice(0, 2).map((record) => record.path))
+      const stateFile = join(work, 'other-history.json')
+      expect(await follow(stateFile, {afterPasses: 1}, 3_600_000, true, undefined, before)).toMatchObject({fullPasses: 1, transferred: 2})
+      const saved = await readState(stateFile)
+      expect(saved.at).toMatchObject({type: expect.any(String), id: expect.any(String)})
+      // The other server, reached as the first was: its own instances, and a longer log.
+      await uploadFiles(replacement, records.slice(2).map((record) => record.path))
+      expect((await replacement.json<{Last: number}>('/changes?last')).Last).toBeGreaterThan(saved.cursor)
+      await writeState(stateFile, {...saved, source: replacement.url})
+      const after = await follow(stateFile, {afterPasses: 3}, 3_600_000, true, undefined, replacement)
+      expect(after).toMatchObject({fullPasses: 1, transferred: 0, deleted: 0, stoppedBecause: expect.stringMatching(/2 of the 2 instances the target holds/)})
+      expect(new Set((await instanceMd5s(target)).keys())).toEqual(new Set(records.slice(0, 2).map((record) => record.orthancId)))
+    } finally {
+      await Promise.all([before.dispose(), replacement.dispose()])
     }
   }, 60_000)
 
