@@ -351,6 +351,13 @@ async function loadState(path: string, source: string, target: string): Promise<
     && typeof state.cursor === 'number' && (state.retry === undefined || (Array.isArray(state.retry) && state.retry.every((id) => typeof id === 'string')))
     && (state.at === undefined || (typeof state.at === 'object' && state.at !== null && ['id', 'type', 'date'].every((key) => typeof (state.at as unknown as Record<string, unknown>)[key] === 'string')))
   if (!isState) throw new UserFacingError(`${path} is not a mirror's state file, and --follow writes over its state file`, 'Give --state a new file (or the one an earlier sync --follow of these servers wrote).', 'usage', 'not-a-state-file')
-  // A state file of another pair of servers is no cursor for this one.
-  return state!.source === source && state!.target === target ? state as FollowState : undefined
+  // Another mirror's state: written over, that mirror would lose its cursor (and begin again with a full pass).
+  if (state!.source !== source || state!.target !== target) {
+    throw new UserFacingError(
+      `${path} is the state of a mirror of ${state!.source} into ${state!.target}, and --follow writes over its state file`,
+      'Give this mirror its own --state file (or leave --state out: the default is one per pair of servers); if the servers are the same ones given another way, remove the file or use the same URLs as before.',
+      'usage', 'other-mirrors-state',
+    )
+  }
+  return state as FollowState
 }

@@ -172,6 +172,15 @@ describe('arguments refused before anything is done', () => {
     }
 
     expect(await readFile(notes, 'utf8')).toBe('{"my": "notes"}\n')
+
+    // Another mirror's state was taken as no state and written over: that mirror lost its cursor.
+    const other = join(work, 'other-mirror.json')
+    const otherState = `${JSON.stringify({version: 1, source: 'http://127.0.0.1:1', target: 'http://127.0.0.1:2', cursor: 42, lastFullPass: null})}\n`
+    await writeFile(other, otherState)
+    const taken = await runCli(['sync', '--source', nowhere, '--target', nowhere, '--follow', '--state', other, '--json'], {timeoutMs: 20_000})
+    expect(taken.code).toBe(2)
+    expect(JSON.parse(taken.stdout).error).toMatchObject({code: 'other-mirrors-state', message: expect.stringContaining('a mirror of http://127.0.0.1:1 into http://127.0.0.1:2')})
+    expect(await readFile(other, 'utf8')).toBe(otherState)
   })
   it('a group number past 32 bits, and a date range that ends before it starts, are refused naming the flags', async () => {
     const group = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--file-group', '99999999999999', '--json'])
