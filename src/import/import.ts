@@ -118,6 +118,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   let refusedAsHostile = 0
   // The receipt's lines for instances that failed, written as the engine reports them.
   const failedReceiptLines: Array<Promise<void> | undefined> = []
+  const closeAfterJob: Array<() => Promise<void>> = []
   // Started last before the transfer (which closes it, whatever happens): nothing before it is left holding its lock.
   let receipt: ReceiptWriter | undefined
   if (options.receiptPath && !options.dryRun) {
@@ -125,7 +126,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
   }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {archives: totals ? inExportOrder(archives, totals.exports) : archives, unordered: !totals && archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives: totals ? inExportOrder(archives, totals.exports) : archives, unordered: !totals && archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false, closeAfterJob}),
     concurrency: concurrency.inFlight,
     control: concurrency.control,
     signal: options.signal,
@@ -159,6 +160,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     try {
       await Promise.all(failedReceiptLines)
     } finally {
+      await Promise.all(closeAfterJob.map((close) => close().catch(() => {})))
       for (const bag of archiveReport.bags) {
         const header = bag.manifest
         if (bag.proven && bag.group) receipt?.addGroup(bag.group, header ? [...header.hops, {group: header.group, source: header.source, exportedAt: header.exportedAt}] : [])
@@ -225,6 +227,8 @@ interface UnitOptions {
   /** Which recovery each instance came from, to count what became of it. */
   recoveredFrom: WeakMap<InstanceInTransit, RecoveryReport>
   includeUnindexed: boolean
+  /** What the inputs hold open for the units they gave (a recovery's index): closed once the job is over. */
+  closeAfterJob: Array<() => Promise<void>>
 }
 
 async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: ArchiveReadReport, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
@@ -274,7 +278,8 @@ function compareText(a: string, b: string): number {
 
 /** `copies`: those the other inputs met, when there are others. */
 async function* recover(input: RecoveryInput, events: SourceEvents, copies: FirstCopies | undefined, options: UnitOptions): AsyncGenerator<InstanceInTransit> {
-  const {report, units} = recoverStoppedServer(input, events, {includeUnindexed: options.includeUnindexed, signal: options.signal, copies})
+  const {report, units, close} = recoverStoppedServer(input, events, {includeUnindexed: options.includeUnindexed, signal: options.signal, copies})
+  options.closeAfterJob.push(close)
   options.recovery.push(report)
   // From an index each instance comes once: met against the other inputs only when there are others
   // (remembering a million instances costs some 200 MB). A walk without an index met them already.

@@ -106,15 +106,23 @@ export async function openPostgresRecovery(source: PostgresSource, options: {sto
   }
   try {
     await client.query('BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    // One connection, one transaction: its queries one after the other, as the protocol has them
+    // (the units read large objects at once; pg queues them itself, and warns it will stop).
+    let queue: Promise<unknown> = Promise.resolve()
     const connection: SqlConnection = {
       kind: 'postgresql',
-      async all(sql: string, params: unknown[] = []): Promise<Row[]> {
+      all(sql: string, params: unknown[] = []): Promise<Row[]> {
         let index = 0
-        try {
-          return (await client.query(sql.replace(/\?/g, () => `$${++index}`), params)).rows as Row[]
-        } catch (error) {
-          throw queryFailure(error, source)
-        }
+        const text = sql.replace(/\?/g, () => `$${++index}`)
+        const query = queue.then(async () => {
+          try {
+            return (await client.query(text, params)).rows as Row[]
+          } catch (error) {
+            throw queryFailure(error, source)
+          }
+        })
+        queue = query.catch(() => undefined)
+        return query
       },
     }
     const index = await SqlIndex.open(connection, source.display, close)

@@ -28,15 +28,28 @@ export interface RecoveryOptions {
  * Recovers the instances of a stopped server, by the best route its remains allow: from its index
  * when there is one (the SQLite `index` in the storage folder, one given with --index, or the
  * PostgreSQL database), else file by file. The report fills in as the units are read.
+ *
+ * `close` is for when the job is over, not when the last unit is read: units read attachments of
+ * their patient, study and series when the target needs them (PostgreSQL large objects, through
+ * the index's connection), and the uploads of the last units are still under way then.
  */
-export function recoverStoppedServer(input: RecoveryInput, events: SourceEvents, options: RecoveryOptions): {report: RecoveryReport; units: AsyncGenerator<InstanceInTransit>} {
+export function recoverStoppedServer(input: RecoveryInput, events: SourceEvents, options: RecoveryOptions): {report: RecoveryReport; units: AsyncGenerator<InstanceInTransit>; close(): Promise<void>} {
   const report = input.kind === 'postgres'
     ? emptyRecoveryReport('postgresql', input.source.display)
     : emptyRecoveryReport('storage-folder-without-index', input.path)
-  return {report, units: recoverInto(input, report, events, options)}
+  const held: {index?: OrthancIndex} = {}
+  return {
+    report,
+    units: recoverInto(input, report, events, options, held),
+    async close() {
+      const {index} = held
+      held.index = undefined
+      await index?.close()
+    },
+  }
 }
 
-async function* recoverInto(input: RecoveryInput, report: RecoveryReport, events: SourceEvents, options: RecoveryOptions): AsyncGenerator<InstanceInTransit> {
+async function* recoverInto(input: RecoveryInput, report: RecoveryReport, events: SourceEvents, options: RecoveryOptions, held: {index?: OrthancIndex}): AsyncGenerator<InstanceInTransit> {
   let opened: {index: OrthancIndex; store: RecoveryStore} | undefined
   if (input.kind === 'postgres') opened = await openPostgresRecovery(input.source, {storageFolder: input.storageFolder})
   else {
@@ -51,11 +64,8 @@ async function* recoverInto(input: RecoveryInput, report: RecoveryReport, events
     yield* guessFromStorageFolder(input.kind === 'storage-folder' ? input.path : '', report, events, options)
     return
   }
-  try {
-    yield* recoverFromIndex(opened.index, opened.store, events, report, options)
-  } finally {
-    await opened.index.close()
-  }
+  held.index = opened.index
+  yield* recoverFromIndex(opened.index, opened.store, events, report, options)
 }
 
 // Without an index every file is read to see what it is: candidates are the instances found.

@@ -10,6 +10,8 @@ import {type CliResult, parseJson, runCli} from '../helpers/cli.js'
 import {makeCorpus} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {orthancPostgresConfig, type PostgresServer, startPostgres} from '../helpers/postgres.js'
+import {resolvePostgresSource} from '../../src/recovery/postgres-index.js'
+import {recoverStoppedServer} from '../../src/recovery/recover-server.js'
 
 interface ImportJson {
   transferred: number
@@ -38,6 +40,7 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
   let annotated: string
   let target: OrthancServer
   let first: CliResult
+  let parents: Array<[string, string]>
 
   const url = (password = PASSWORD, port = database.port) => `postgresql://${READER}:${password}@${database.host}:${port}/dead_db`
   const superuser = () => new pg.Client({host: database.host, port: database.port, user: database.user, database: 'dead_db'})
@@ -58,6 +61,12 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
       annotated = ids[1]!
       expect((await dead.api(`/instances/${annotated}/metadata/Reviewed`, {method: 'PUT', body: 'second-read-ok'})).ok).toBe(true)
       expect((await dead.api(`/instances/${annotated}/attachments/Report`, {method: 'PUT', body: 'report body'})).ok).toBe(true)
+      // Of its series, study and patient too: read from their large objects when the target needs them.
+      const instance = await dead.json<{ParentSeries: string}>(`/instances/${annotated}`)
+      const series = await dead.json<{ParentStudy: string}>(`/series/${instance.ParentSeries}`)
+      const study = await dead.json<{ParentPatient: string}>(`/studies/${series.ParentStudy}`)
+      parents = [['series', instance.ParentSeries], ['studies', series.ParentStudy], ['patients', study.ParentPatient]]
+      for (const [level, id] of parents) expect((await dead.api(`/${level}/${id}/attachments/Report`, {method: 'PUT', body: `report of ${level}`})).ok).toBe(true)
       sourceMd5s = await instanceMd5s(dead)
     } finally {
       await dead.dispose()
@@ -96,6 +105,34 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
     expect(await instanceMd5s(target)).toEqual(sourceMd5s)
     expect(await (await target.api(`/instances/${annotated}/metadata/Reviewed`)).text()).toBe('second-read-ok')
     expect(await (await target.api(`/instances/${annotated}/attachments/Report/data`)).text()).toBe('report body')
+    for (const [level, id] of parents) expect(await (await target.api(`/${level}/${id}/attachments/Report/data`)).text()).toBe(`report of ${level}`)
+  })
+
+  // The connection was closed once the last unit was read, while the uploads of the last units
+  // still read their parents' attachments from it: those failed, at random ("Connection terminated").
+  it('the database stays open until the job is over: units read after the last one was given still read their parents\' attachments', async () => {
+    const problems: unknown[] = []
+    const events = {onSkip: () => {}, onProblem: (problem: unknown) => problems.push(problem), onFailed: (problem: unknown) => problems.push(problem)}
+    const {units, close} = recoverStoppedServer({kind: 'postgres', path: url(), source: resolvePostgresSource(url())}, events, {includeUnindexed: false})
+    try {
+      const all = []
+      for await (const unit of units) all.push(unit)
+      const read: string[] = []
+      for (const unit of all) {
+        for (const resource of (await unit.resources) ?? []) {
+          for (const attachment of resource.record.attachments) {
+            const {attachments} = resource
+            const bytes = attachments instanceof Map ? attachments.get(attachment.contentType) : await attachments(attachment.contentType)
+            read.push(bytes?.toString() ?? 'unread')
+          }
+        }
+      }
+      // Each instance of the series carries its parents: read as often, each time whole.
+      expect(new Set(read)).toEqual(new Set(parents.map(([level]) => `report of ${level}`)))
+      expect(problems).toEqual([])
+    } finally {
+      await close()
+    }
   })
 
   it('a second run transfers nothing', async () => {
