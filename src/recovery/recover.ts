@@ -40,6 +40,14 @@ export interface RecoveryReport {
    */
   unindexedAfterIndex: number
   /**
+   * Of them, those whose time says nothing: the stored files' times were not kept (most files of
+   * the instances the index lists were written days after their reception), so a deleted one's
+   * leftover and one the index never saw look alike. Failed, as those stored after the index are.
+   */
+  unindexedUndated: number
+  /** Set when the stored files' times were judged not kept. */
+  fileTimesNotKept?: true
+  /**
    * Other copies, with other bytes, of an instance already taken (from this server or another input
    * of the import): left out and named in the failures (kind contradiction). Without an index they
    * are files, not counted among the candidates; from an index, instances it lists, counted failed.
@@ -56,7 +64,7 @@ export interface RecoveryReport {
 }
 
 export function emptyRecoveryReport(route: RecoveryReport['route'], source: string): RecoveryReport {
-  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, unindexedAfterIndex: 0, contradictions: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0, protectedPatients: 0}}
+  return {route, source, candidates: 0, recovered: 0, failed: 0, attachmentsFailed: 0, notInIndex: 0, unindexedInstances: 0, unindexedAfterIndex: 0, unindexedUndated: 0, contradictions: 0, checkedBySizeOnly: 0, resourceSideData: {resources: 0, userMetadata: 0, attachments: 0, labels: 0, protectedPatients: 0}}
 }
 
 export interface IndexRecoveryOptions {
@@ -87,6 +95,9 @@ const TOO_LARGE_TO_CLASSIFY = `larger than ${CLASSIFIED_BYTES} bytes,`
 export const NOT_IN_INDEX_REASON = 'stored file the index does not know (an instance deleted or overwritten, or a stranger): not imported without --include-unindexed'
 const NOT_IN_INDEX_INSTANCE_REASON = 'a whole instance the index does not list (deleted, or stored after the index was last written: a lost index-wal, a backup): not imported without --include-unindexed'
 const AFTER_INDEX_REASON = 'a whole instance the index does not list, stored after every instance it lists and after the index was last written: the index is older than the storage (a lost index-wal, an index from a backup), so this instance would be lost; --include-unindexed imports it'
+const UNDATED_REASON = 'a whole instance the index does not list, and the stored files\' times were not kept (most of them were written days after Orthanc received their instance: a copy made without keeping times, such as cp without -a): whether it is a deleted instance\'s leftover or one the index never saw cannot be told, so it would be lost; copy the disk again keeping times (cp -a, rsync -a), or --include-unindexed imports it'
+/** A stored file written this long after Orthanc received its instance was not written by Orthanc then: its time was not kept. */
+const TIME_NOT_KEPT_MS = 2 * 86_400_000
 /** What a stored file read only to be counted says of itself: nothing. */
 const QUIET: SourceEvents = {onSkip() {}, onProblem() {}, onFailed() {}}
 
@@ -116,8 +127,10 @@ export async function* recoverFromIndex(
   }
 
   // The newest stored DICOM file among the instances the index lists: a whole instance it does not
-  // list, written after that, is one it never saw, not the leftover of one it deleted.
-  const newest = {indexedFile: 0}
+  // list, written after that, is one it never saw, not the leftover of one it deleted. And how
+  // many of those files were written when Orthanc received their instance: a copy that did not
+  // keep times (cp without -a) makes every time its own, and then times tell nothing.
+  const newest: FileTimes = {indexedFile: 0, dated: 0, late: 0}
   for await (const batch of index.instanceBatches(options.signal)) {
     for (const instance of batch) {
       const unit = await recoverInstance(instance, store, events, report, newest)
@@ -132,9 +145,14 @@ export async function* recoverFromIndex(
     // Without --include-unindexed a file is read only to say what it is: one too large for that
     // (a junk file of gigabytes would fill the memory) is named, and judged by its time alone.
     const size = options.includeUnindexed ? undefined : await entry.size?.()
-    if (size !== undefined && size > CLASSIFIED_BYTES) {
+    const timesKept = newest.late * 2 <= newest.dated
+    if (!timesKept) report.fileTimesNotKept = true
+    const storedAfterIndex = async () => {
       const modifiedAt = (await entry.modifiedAt?.()) ?? Number.NEGATIVE_INFINITY
-      if (modifiedAt > newest.indexedFile && modifiedAt > (index.description.lastWrittenAt ?? Number.NEGATIVE_INFINITY)) {
+      return modifiedAt > newest.indexedFile && modifiedAt > (index.description.lastWrittenAt ?? Number.NEGATIVE_INFINITY)
+    }
+    if (size !== undefined && size > CLASSIFIED_BYTES) {
+      if (!timesKept || await storedAfterIndex()) {
         report.failed++
         reportFailure(events, {id: entry.location, kind: 'missing', reason: `${TOO_LARGE_TO_CLASSIFY} stored after every instance the index lists and after the index itself: it may be an instance the index never saw; --include-unindexed reads it and imports it if it is one`})
       } else events.onSkip({id: entry.location, kind: 'not-in-index', reason: `${NOT_IN_INDEX_REASON} (${TOO_LARGE_TO_CLASSIFY} not read)`})
@@ -152,13 +170,14 @@ export async function* recoverFromIndex(
     // Newer than every file the index lists and than the index itself: written after the index
     // last was (a lost WAL, an index from a backup). A leftover of the last instance deleted
     // before the server stopped is newer than the other files, but older than the index, which
-    // recorded the deletion after it.
-    const modifiedAt = (await entry.modifiedAt?.()) ?? Number.NEGATIVE_INFINITY
-    const afterIndex = whole && !copy && modifiedAt > newest.indexedFile && modifiedAt > (index.description.lastWrittenAt ?? Number.NEGATIVE_INFINITY)
+    // recorded the deletion after it. Where the times were not kept, nothing tells the two apart.
+    const undated = whole && !copy && !timesKept
+    const afterIndex = whole && !copy && timesKept && await storedAfterIndex()
     if (afterIndex) report.unindexedAfterIndex++
-    if (afterIndex && !options.includeUnindexed) {
+    if (undated) report.unindexedUndated++
+    if ((afterIndex || undated) && !options.includeUnindexed) {
       report.failed++
-      reportFailure(events, {id: decoded.instanceId, path: entry.location, kind: 'missing', reason: AFTER_INDEX_REASON})
+      reportFailure(events, {id: decoded.instanceId, path: entry.location, kind: 'missing', reason: afterIndex ? AFTER_INDEX_REASON : UNDATED_REASON})
       continue
     }
     if (!options.includeUnindexed) {
@@ -180,7 +199,16 @@ export async function* recoverFromIndex(
   }
 }
 
-async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, events: SourceEvents, report: RecoveryReport, newest: {indexedFile: number}): Promise<InstanceInTransit | undefined> {
+/** What the stored files of the instances the index lists say of their times (see recoverFromIndex). */
+interface FileTimes {
+  indexedFile: number
+  /** Files whose instance has a reception date. */
+  dated: number
+  /** Of those, files written long after it (TIME_NOT_KEPT_MS). */
+  late: number
+}
+
+async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, events: SourceEvents, report: RecoveryReport, newest: FileTimes): Promise<InstanceInTransit | undefined> {
   const fail = (kind: ProblemKind, reason: string, path?: string) => {
     report.failed++
     reportFailure(events, {id: instance.id, ...(path === undefined ? {} : {path}), kind, reason})
@@ -197,6 +225,11 @@ async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, 
     return undefined
   }
   newest.indexedFile = Math.max(newest.indexedFile, dicom.modifiedAt ?? 0)
+  const received = receptionTime(instance.metadata.get(RECEPTION_DATE))
+  if (dicom.modifiedAt !== undefined && received !== undefined) {
+    newest.dated++
+    if (dicom.modifiedAt - received > TIME_NOT_KEPT_MS) newest.late++
+  }
 
   const attachments: AttachmentRecord[] = []
   const attachmentBytes = new Map<number, Buffer>()
@@ -307,4 +340,15 @@ export function splitIndexMetadata(metadata: Map<number, string>): Pick<Instance
     else systemMetadata[SYSTEM_METADATA_NAMES.get(type) ?? String(type)] = value
   }
   return {userMetadata, systemMetadata}
+}
+
+const RECEPTION_DATE = 2
+
+/** Orthanc's ReceptionDate (`20240131T235959`, UTC) in ms since the epoch, if it reads as one. */
+function receptionTime(value: string | undefined): number | undefined {
+  const parts = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})/.exec(value ?? '')
+  if (!parts) return undefined
+  const [year, month, day, hour, minute, second] = parts.slice(1).map(Number) as [number, number, number, number, number, number]
+  const time = Date.UTC(year, month - 1, day, hour, minute, second)
+  return Number.isFinite(time) ? time : undefined
 }

@@ -205,6 +205,17 @@ describe('recovery of a stopped server from its storage folder', () => {
     expect(parseJson<ImportJson & {planned: {instances: number}}>(included).planned.instances).toBe(4)
     // Those it takes count among the candidates: never more recovered than candidates.
     expect(parseJson<ImportJson>(included).recovery[0]).toMatchObject({candidates: 4, recovered: 4, failed: 0})
+
+    // The same remains copied days later without keeping times (cp -r, then the index): every file
+    // of that moment, the index last. By time the two it never saw looked like deleted leftovers: exit 0.
+    const copiedAt = new Date(Date.now() + 3 * 86_400_000)
+    for (const file of await listFiles(folder)) await utimes(file, copiedAt, copiedAt)
+    const indexCopiedAt = new Date(copiedAt.getTime() + 1000)
+    await utimes(join(backup, 'index'), indexCopiedAt, indexCopiedAt)
+    const undated = await recoverInto(mainTarget, '--dry-run', '--json', '--index', backup, folder)
+    expect(undated.code, undated.stdout).toBe(10)
+    expect(parseJson<ImportJson>(undated).recovery[0]).toMatchObject({candidates: 2, recovered: 2, failed: 2, unindexedInstances: 2, unindexedAfterIndex: 0, unindexedUndated: 2, fileTimesNotKept: true})
+    expect(parseJson<ImportJson>(undated).failures).toEqual(records.slice(2).map((record) => expect.objectContaining({id: record.orthancId, reason: expect.stringMatching(/times were not kept/)})))
   })
 
   it('a file the index does not list, too large to read only to say what it is: named unread (exit 0); stored after the index, failed unread (exit 10)', async () => {
