@@ -131,11 +131,14 @@ export async function* recoverFromIndex(
   // many of those files were written when Orthanc received their instance: a copy that did not
   // keep times (cp without -a) makes every time its own, and then times tell nothing.
   const newest: FileTimes = {indexedFile: 0, dated: 0, late: 0}
+  // A patient's, study's or series' damaged attachment is read again by each instance that carries
+  // it (the next one tries again): named and counted once.
+  const failedResourceFiles = new Set<string>()
   for await (const batch of index.instanceBatches(options.signal)) {
     for (const instance of batch) {
       const unit = await recoverInstance(instance, store, events, report, newest)
       if (unit === undefined) continue
-      unit.resources = resourcesOf(instance, resources, store, events, report)
+      unit.resources = resourcesOf(instance, resources, store, events, report, failedResourceFiles)
       yield unit
     }
   }
@@ -272,7 +275,9 @@ async function recoverInstance(instance: IndexedInstance, store: RecoveryStore, 
 }
 
 /** The side data of an instance's patient, study and series, as a sink restores it: attachments read from storage when needed, and checked. */
-function resourcesOf(instance: IndexedInstance, resources: Map<string, ResourceSideData>, store: RecoveryStore, events: SourceEvents, report: RecoveryReport): ResourceInTransit[] {
+function resourcesOf(
+  instance: IndexedInstance, resources: Map<string, ResourceSideData>, store: RecoveryStore, events: SourceEvents, report: RecoveryReport, failedFiles: Set<string>,
+): ResourceInTransit[] {
   const found: ResourceInTransit[] = []
   for (const [id, key] of [[instance.patientId, {level: 'patient', study: instance.studyId}], [instance.studyId, {level: 'study', study: instance.studyId}], [instance.seriesId, {level: 'series', study: instance.studyId, series: instance.seriesId}]] as const) {
     const resource = resources.get(id)
@@ -293,6 +298,8 @@ function resourcesOf(instance: IndexedInstance, resources: Map<string, ResourceS
         if (!attachment) return undefined
         const content = await readChecked(store, attachment, report)
         if (content.ok) return content.bytes
+        if (failedFiles.has(attachment.uuid)) return undefined
+        failedFiles.add(attachment.uuid)
         report.attachmentsFailed++
         // The patient by its study: a patient's Orthanc ID is a hash of the PatientID alone, written nowhere.
         const named = resource.level === 'patient' ? `patient of study ${instance.studyId}` : `${resource.level} ${resource.id}`

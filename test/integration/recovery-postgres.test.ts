@@ -219,6 +219,11 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
         "SELECT lo_put(s.content, 9, '\\x00'::bytea) FROM StorageArea s JOIN AttachedFiles a ON a.uuid = s.uuid JOIN Resources r ON r.internalId = a.id WHERE r.publicId = $1 AND a.fileType = 1030",
         [annotated],
       )
+      // And its patient's, met through each of the patient's studies: named once, counted once.
+      await admin.query(
+        "SELECT lo_put(s.content, 9, '\\x00'::bytea) FROM StorageArea s JOIN AttachedFiles a ON a.uuid = s.uuid JOIN Resources r ON r.internalId = a.id WHERE r.publicId = $1 AND a.fileType = 1030",
+        [parents[2]![1]],
+      )
     } finally {
       await admin.end()
     }
@@ -229,14 +234,15 @@ describe('recovery of a stopped server whose files live in PostgreSQL', () => {
       expect(result.code).toBe(10)
       const summary = parseJson<ImportJson>(result)
       // Each instance in one count: the annotated one is on the target without its attachment, so failed, not also transferred.
-      expect(summary).toMatchObject({transferred: corpus.length - 3, failed: 3})
+      expect(summary).toMatchObject({transferred: corpus.length - 3, failed: 4})
       expect(summary.failures).toEqual(expect.arrayContaining([
         expect.objectContaining({id: gone, kind: 'missing'}),
         expect.objectContaining({id: changed, kind: 'checksum'}),
         expect.objectContaining({id: annotated, kind: 'missing', reason: expect.stringMatching(/without user attachment 1030 \(.*MD5/)}),
+        expect.objectContaining({id: expect.stringMatching(/^patient of study .* attachment 1030$/), reason: expect.stringMatching(/of the patient not restored/)}),
       ]))
-      expect(summary.failures).toHaveLength(3)
-      expect(summary.recovery[0]).toMatchObject({failed: 3, attachmentsFailed: 1})
+      expect(summary.failures).toHaveLength(4)
+      expect(summary.recovery[0]).toMatchObject({failed: 3, attachmentsFailed: 2})
       // The instance itself is recovered, with its metadata; only the damaged attachment is not.
       expect(await (await damagedTarget.api(`/instances/${annotated}/metadata/Reviewed`)).text()).toBe('second-read-ok')
       expect((await damagedTarget.api(`/instances/${annotated}/attachments/Report/data`)).status).toBe(404)
