@@ -16,6 +16,9 @@ import type {JobEventListener} from '../transfer/progress.js'
 import {emptyStats, recordFailure, type TransferStats} from '../transfer/stats.js'
 import {type SyncOptions, type SyncSummary, syncServers} from './sync.js'
 
+/** How long a whole pass waits for the mark of its cursor (see FollowState.at) before saving without it. */
+const MARK_TIMEOUT_MS = 10_000
+
 /** Deletions at once when the concurrency is adaptive (deletions are few, and do not adapt). */
 export const DELETIONS_AT_ONCE = 4
 
@@ -116,7 +119,7 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
   }
   while (!options.signal?.aborted) {
     try {
-      const last = await options.source.lastChange(options.signal)
+      const last = await logHead(options.source, state?.cursor ?? 0, options.signal)
       const otherHistory = state !== undefined && (state.cursor > last || !(await sameHistory(options.source, state, options.signal)))
       if (otherHistory) options.onEvent?.({type: 'other-history', message: `the source's change log is not the one the cursor ${state!.cursor} was saved in (another server at this URL, or one restored from a backup): a full pass compares every instance on both sides by MD5`})
       const stale = !state || otherHistory
@@ -152,10 +155,14 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
       }
 
       if (!state.at || state.cursor !== summary.cursor) {
+        // The mark of the old cursor goes first: kept beside the new one, it would be another
+        // history at the next poll. Asked even after Ctrl-C (the pass is whole, its state is
+        // saved), but not for long; without it the state is saved all the same, and the next
+        // pass marks it.
         const {at: _, ...rest} = state
-        // Not stopped by Ctrl-C: the pass is whole, and its state is saved with this mark.
-        const at = await changeAt(options.source, state.cursor)
-        state = at ? {...rest, at} : rest
+        state = rest
+        const at = await changeAt(options.source, state.cursor, AbortSignal.timeout(MARK_TIMEOUT_MS)).catch(() => undefined)
+        if (at) state = {...state, at}
       }
       crashPoint('follow:pass-done')
       await saveState(options.stateFile, state, summary.cursor)
@@ -188,6 +195,17 @@ function fullPassDue(state: FollowState, fullEveryMs: number): boolean {
   const last = state.lastFullPass ? Date.parse(state.lastFullPass) : Number.NaN
   const now = Date.now()
   return !Number.isFinite(last) || last > now || now - last >= fullEveryMs
+}
+
+/**
+ * Where the source's change log stands: its newest change, or past it the counter Orthanc numbers
+ * changes from, which it answers as Last when nothing follows the cursor. Deleting a resource
+ * takes its changes out of the log (the newest one too) but never the counter back: only a log
+ * begun again (another server, one restored from a backup) stands before a cursor it gave.
+ */
+async function logHead(source: FollowOptions['source'], cursor: number, signal?: AbortSignal): Promise<number> {
+  const [newest, after] = await Promise.all([source.lastChange(signal), cursor > 0 ? source.changes(cursor, 1, signal) : undefined])
+  return Math.max(newest, after?.Last ?? 0)
 }
 
 /** The change the source logged at `seq`, if it has one. */

@@ -10,7 +10,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
-import {type FollowState, followSource} from '../../src/sync/follow.js'
+import {type FollowEvent, type FollowState, followSource} from '../../src/sync/follow.js'
 import {syncServers} from '../../src/sync/sync.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {damageStoredFile} from '../helpers/tamper.js'
@@ -57,11 +57,12 @@ describe('sync --follow started again', () => {
   }
 
   /** Runs the mirror (one instance at a time) until `stop` says so; returns its summary. */
-  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number}, fullEveryMs = 3_600_000, deleteExtras = false, whileFirstStores?: () => Promise<void>, from = source) {
+  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number; afterFirstPass?: () => Promise<void>}, fullEveryMs = 3_600_000, deleteExtras = false, whileFirstStores?: () => Promise<void>, from = source) {
     const sourceClient = new OrthancClient(resolveEndpoint({url: from.url}))
     const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
     const controller = new AbortController()
     const deadline = setTimeout(() => controller.abort(), 30_000)
+    events = []
     let passes = 0
     let during: Promise<void> | undefined
     try {
@@ -77,6 +78,8 @@ describe('sync --follow started again', () => {
           }
         },
         onEvent: (event) => {
+          events.push(event)
+          if (event.type === 'pass' && passes === 0 && stop.afterFirstPass) during = stop.afterFirstPass()
           if (event.type === 'pass' && stop.afterPasses !== undefined && ++passes >= stop.afterPasses) controller.abort()
         },
       })
@@ -183,6 +186,8 @@ describe('sync --follow started again', () => {
     }
   }, 60_000)
 
+  /** What the last mirror run told, pass by pass. */
+  let events: FollowEvent[] = []
   const readState = async (file: string) => JSON.parse(await readFile(file, 'utf8')) as FollowState
   const writeState = async (file: string, state: FollowState) => writeFile(file, JSON.stringify(state))
 
@@ -209,6 +214,50 @@ describe('sync --follow started again', () => {
     } finally {
       await source.dispose()
       source = original
+    }
+  }, 60_000)
+
+  // Orthanc takes a deleted resource's changes out of its log, the newest too: /changes?last then
+  // answers less than the cursor, which was taken for another history (a full pass comparing every
+  // instance by MD5, at every other poll).
+  it('the newest patient deleted on the source is no other history: the mirror goes on by changes', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
+    const stateFile = join(work, 'newest-deleted.json')
+    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 2})
+    const newest = records.find((record) => record.patientId !== records[0]!.patientId)!
+    await uploadFiles(source, [newest.path])
+    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 0, transferred: 1})
+    const {ID: patient} = await source.json<{ID: string}>(`/instances/${newest.orthancId}/patient`)
+    await source.api(`/patients/${patient}`, {method: 'DELETE'})
+    expect((await source.json<{Last: number}>('/changes?last')).Last).toBeLessThan((await readState(stateFile)).cursor)
+    const after = await follow(stateFile, {afterPasses: 3})
+    expect(after).toMatchObject({fullPasses: 0, failed: 0})
+    expect(events.filter((event) => event.type !== 'pass')).toEqual([])
+  }, 60_000)
+
+  // The mark of the old cursor stayed beside the new cursor when the source did not answer the
+  // request for the new one: the next poll took the source for another history.
+  it('a source that does not answer for the mark of a new cursor is no other history at the next poll', async () => {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
+    const proxy = await startFaultProxy(source.port)
+    try {
+      const through = {...source, url: proxy.url}
+      const stateFile = join(work, 'unmarked.json')
+      expect(await follow(stateFile, {afterPasses: 1}, 3_600_000, false, undefined, through)).toMatchObject({fullPasses: 1, transferred: 2})
+      await uploadFiles(source, [records[2]!.path])
+      const cursor = (await source.json<{Last: number}>('/changes?last')).Last
+      // Once the changes pass has read the log: the request for the new cursor's mark.
+      proxy.faults.push({match: new RegExp(`^GET /changes\\?since=${cursor - 1}&limit=1$`), fault: 'status-404', after: /^GET \/changes\?since=\d+&limit=\d{2,}$/})
+      // One more arrives after that pass: the next poll copies it, by changes.
+      const after = await follow(stateFile, {afterPasses: 2, afterFirstPass: async () => void await uploadFiles(source, [records[3]!.path])}, 3_600_000, false, undefined, through)
+      expect(proxy.faults).toEqual([])
+      expect(events.filter((event) => event.type === 'other-history')).toEqual([])
+      expect(after).toMatchObject({fullPasses: 0, transferred: 2, failed: 0})
+      expect((await readState(stateFile)).at).toMatchObject({id: expect.any(String), type: expect.any(String)})
+    } finally {
+      await proxy.close()
     }
   }, 60_000)
 
