@@ -150,7 +150,7 @@ function renderRecovery(report: RecoveryReport): string[] {
     lines.push(`  ${report.unindexedAfterIndex} of those were stored after every instance the index lists: the index looks older than the storage, so they are failed unless --include-unindexed imports them.`)
   }
   if (report.unindexedUndated > 0) {
-    lines.push(`  ${report.unindexedUndated} of those cannot be dated: the stored files' times were not kept (most were written days after their instance was received: a copy without cp -a?), so they are failed unless --include-unindexed imports them; or copy the disk again keeping times.`)
+    lines.push(`  ${report.unindexedUndated} of those cannot be dated: the stored files' times do not tell (most were written days after their instance was received: a copy without cp -a, or files rewritten since, such as compressed later), so they are failed unless --include-unindexed imports them; if the disk was copied, copy it again keeping times.`)
   }
   if (report.contradictions > 0) lines.push(`  ${report.contradictions} other cop${report.contradictions === 1 ? 'y' : 'ies'} of instances already taken, with other bytes: left out, named in the failures (contradiction).`)
   if (report.checkedBySizeOnly > 0) lines.push(`  ${report.checkedBySizeOnly} file(s) checked by size only: the index holds no MD5s (StoreMD5ForAttachments was off).`)

@@ -95,7 +95,8 @@ const TOO_LARGE_TO_CLASSIFY = `larger than ${CLASSIFIED_BYTES} bytes,`
 export const NOT_IN_INDEX_REASON = 'stored file the index does not know (an instance deleted or overwritten, or a stranger): not imported without --include-unindexed'
 const NOT_IN_INDEX_INSTANCE_REASON = 'a whole instance the index does not list (deleted, or stored after the index was last written: a lost index-wal, a backup): not imported without --include-unindexed'
 const AFTER_INDEX_REASON = 'a whole instance the index does not list, stored after every instance it lists and after the index was last written: the index is older than the storage (a lost index-wal, an index from a backup), so this instance would be lost; --include-unindexed imports it'
-const UNDATED_REASON = 'a whole instance the index does not list, and the stored files\' times were not kept (most of them were written days after Orthanc received their instance: a copy made without keeping times, such as cp without -a): whether it is a deleted instance\'s leftover or one the index never saw cannot be told, so it would be lost; copy the disk again keeping times (cp -a, rsync -a), or --include-unindexed imports it'
+const UNDATED = 'the stored files\' times do not tell when it was stored (most of them were written days after Orthanc received their instance: a copy that did not keep times, such as cp without -a, or files rewritten since, such as compressed later)'
+const UNDATED_REASON = `a whole instance the index does not list, and ${UNDATED}: it may be a deleted instance's leftover, or one the index never saw, which would be lost; if the disk was copied, copy it again keeping times (cp -a, rsync -a), or --include-unindexed imports it`
 /** A stored file written this long after Orthanc received its instance was not written by Orthanc then: its time was not kept. */
 const TIME_NOT_KEPT_MS = 2 * 86_400_000
 /** What a stored file read only to be counted says of itself: nothing. */
@@ -155,9 +156,11 @@ export async function* recoverFromIndex(
       return modifiedAt > newest.indexedFile && modifiedAt > (index.description.lastWrittenAt ?? Number.NEGATIVE_INFINITY)
     }
     if (size !== undefined && size > CLASSIFIED_BYTES) {
-      if (!timesKept || await storedAfterIndex()) {
+      const after = timesKept && await storedAfterIndex()
+      if (after || !timesKept) {
         report.failed++
-        reportFailure(events, {id: entry.location, kind: 'missing', reason: `${TOO_LARGE_TO_CLASSIFY} stored after every instance the index lists and after the index itself: it may be an instance the index never saw; --include-unindexed reads it and imports it if it is one`})
+        const when = after ? 'stored after every instance the index lists and after the index itself' : `and ${UNDATED}`
+        reportFailure(events, {id: entry.location, kind: 'missing', reason: `${TOO_LARGE_TO_CLASSIFY} ${when}: it may be an instance the index never saw; --include-unindexed reads it and imports it if it is one`})
       } else events.onSkip({id: entry.location, kind: 'not-in-index', reason: `${NOT_IN_INDEX_REASON} (${TOO_LARGE_TO_CLASSIFY} not read)`})
       continue
     }
