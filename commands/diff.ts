@@ -75,8 +75,10 @@ function verdict(summary: DiffSummary, filtered: boolean): string {
   if (serversDiffer(summary)) return filtered ? 'The servers differ in the selected instances.' : 'The servers differ.'
   if (summary.identical + summary.notCompared === 0 && filtered) return 'The filters matched no instance on either server.'
   const same = filtered ? 'The selected instances are the same on both servers' : 'The servers hold the same instances'
-  if (summary.notCompared > 0) return `${filtered ? 'The selected instances have the same IDs on both servers' : 'The servers hold the same instance IDs'}; ${summary.notCompared} of them could not be compared by MD5.`
-  if (notAllCompared(summary) > 0) return `${same}, but ${summary.sideData!.notCompared} of their attachments could not be compared by MD5.`
+  const attachments = summary.sideData?.notCompared ?? 0
+  const norAttachments = attachments > 0 ? `, nor ${attachments} of their attachments` : ''
+  if (summary.notCompared > 0) return `${filtered ? 'The selected instances have the same IDs on both servers' : 'The servers hold the same instance IDs'}; ${summary.notCompared} of them could not be compared by MD5${norAttachments}.`
+  if (attachments > 0) return `${same}, but ${attachments} of their attachments could not be compared by MD5.`
   return summary.sideData ? `${same}, with the same side data.` : `${same}.`
 }
 

@@ -55,6 +55,7 @@ describe('servers that record no MD5s', () => {
       const alone = await runCli(['diff', '--source', source.url, '--target', target.url, '--side-data', '--orthanc-id', id])
       expect(alone.stdout).toMatch(/attachment\(s\) not compared/)
       expect(alone.stdout).not.toMatch(/The servers differ/)
+      expect(alone.stdout).toMatch(/could not be compared by MD5, nor 1 of their attachments\.$/m)
     } finally {
       for (const server of [source, target]) await server.api(`/instances/${id}/attachments/1040`, {method: 'DELETE'})
     }
