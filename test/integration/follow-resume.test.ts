@@ -92,6 +92,23 @@ describe('sync --follow started again', () => {
 
   const everything = () => new Map(records.map((record) => [record.orthancId, record.md5]))
 
+  /** Both servers emptied, the first `count` instances on the source, and a mirror's first full pass of them: its state file. */
+  async function mirrored(count: number, name: string): Promise<string> {
+    await emptyBoth()
+    await uploadFiles(source, records.slice(0, count).map((record) => record.path))
+    const stateFile = join(work, name)
+    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: count})
+    return stateFile
+  }
+
+  /** The same instance (its UIDs kept, so its Orthanc ID) with another Instance Number, stored over the first on the source. */
+  async function storeAgainWithOtherBytes(id: string, instanceNumber: string): Promise<void> {
+    const modified = Buffer.from(await (await source.api(`/instances/${id}/modify`, {
+      method: 'POST', body: JSON.stringify({Replace: {InstanceNumber: instanceNumber}, Keep: ['SOPInstanceUID'], Force: true}),
+    })).arrayBuffer())
+    expect(await source.json('/instances', {method: 'POST', body: modified, headers: {'content-type': 'application/dicom'}})).toMatchObject({ID: id})
+  }
+
   it('a full pass stopped part-way saves no cursor past what it did not copy: started again, the mirror completes', async () => {
     await emptyBoth()
     await uploadFiles(source, records.map((record) => record.path))
@@ -106,10 +123,7 @@ describe('sync --follow started again', () => {
   }, 60_000)
 
   it('an incremental pass stopped part-way saves no cursor past what it did not copy: started again, the mirror completes', async () => {
-    await emptyBoth()
-    await uploadFiles(source, records.slice(0, 4).map((record) => record.path))
-    const stateFile = join(work, 'stopped-incremental.json')
-    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 4})
+    const stateFile = await mirrored(4, 'stopped-incremental.json')
     const saved = JSON.parse(await readFile(stateFile, 'utf8')) as FollowState
 
     await uploadFiles(source, records.slice(4).map((record) => record.path))
@@ -162,18 +176,11 @@ describe('sync --follow started again', () => {
 
   it('an instance stored again on the source with other bytes (OverwriteInstances) is copied again by the next poll, not counted as skipped', async () => {
     const original = source
-    await emptyBoth()
     source = await startOrthanc({name: 'follow-overwrite-source', overwriteInstances: true})
     try {
-      await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
-      const stateFile = join(work, 'overwritten.json')
-      expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 2})
-      // The same instance (its UIDs kept, so its Orthanc ID) with another Instance Number, stored over the first.
+      const stateFile = await mirrored(2, 'overwritten.json')
       const replaced = records[1]!.orthancId
-      const modified = Buffer.from(await (await source.api(`/instances/${replaced}/modify`, {
-        method: 'POST', body: JSON.stringify({Replace: {InstanceNumber: '99'}, Keep: ['SOPInstanceUID'], Force: true}),
-      })).arrayBuffer())
-      expect(await source.json('/instances', {method: 'POST', body: modified, headers: {'content-type': 'application/dicom'}})).toMatchObject({ID: replaced})
+      await storeAgainWithOtherBytes(replaced, '99')
       const sourceMd5s = await instanceMd5s(source)
       expect(sourceMd5s.get(replaced)).not.toBe(records[1]!.md5)
 
@@ -195,17 +202,10 @@ describe('sync --follow started again', () => {
   // compared by ID alone: an instance stored again with other bytes was skipped, for good.
   it('a full pass compares by MD5 what arrived since the cursor: an instance stored again with other bytes during downtime is copied', async () => {
     const original = source
-    await emptyBoth()
     source = await startOrthanc({name: 'follow-overwrite-downtime', overwriteInstances: true})
     try {
-      await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
-      const stateFile = join(work, 'overwritten-downtime.json')
-      expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 2})
-      const replaced = records[1]!.orthancId
-      const modified = Buffer.from(await (await source.api(`/instances/${replaced}/modify`, {
-        method: 'POST', body: JSON.stringify({Replace: {InstanceNumber: '98'}, Keep: ['SOPInstanceUID'], Force: true}),
-      })).arrayBuffer())
-      expect(await source.json('/instances', {method: 'POST', body: modified, headers: {'content-type': 'application/dicom'}})).toMatchObject({ID: replaced})
+      const stateFile = await mirrored(2, 'overwritten-downtime.json')
+      await storeAgainWithOtherBytes(records[1]!.orthancId, '98')
       // Down for two hours: the next start makes a full pass first.
       await writeState(stateFile, {...await readState(stateFile), lastFullPass: new Date(Date.now() - 7_200_000).toISOString()})
       const restarted = await follow(stateFile, {afterPasses: 1})
@@ -221,10 +221,7 @@ describe('sync --follow started again', () => {
   // answers less than the cursor, which was taken for another history (a full pass comparing every
   // instance by MD5, at every other poll).
   it('the newest patient deleted on the source is no other history: the mirror goes on by changes', async () => {
-    await emptyBoth()
-    await uploadFiles(source, records.slice(0, 2).map((record) => record.path))
-    const stateFile = join(work, 'newest-deleted.json')
-    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 2})
+    const stateFile = await mirrored(2, 'newest-deleted.json')
     const newest = records.find((record) => record.patientId !== records[0]!.patientId)!
     await uploadFiles(source, [newest.path])
     expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 0, transferred: 1})
@@ -263,10 +260,7 @@ describe('sync --follow started again', () => {
 
   // A time that did not read as one (NaN), or one ahead, made no full pass ever due.
   it('a last full pass that does not read as a time, or lies ahead, makes a full pass due', async () => {
-    await emptyBoth()
-    await uploadFiles(source, records.slice(0, 3).map((record) => record.path))
-    const stateFile = join(work, 'bad-stamp.json')
-    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 3})
+    const stateFile = await mirrored(3, 'bad-stamp.json')
     for (const lastFullPass of ['yesterday', new Date(Date.now() + 365 * 86_400_000).toISOString()]) {
       // Lost on the target: no change on the source says so, only a full pass finds it.
       await target.api(`/instances/${records[0]!.orthancId}`, {method: 'DELETE'})
@@ -317,10 +311,7 @@ describe('sync --follow started again', () => {
   }, 60_000)
 
   it('what an incremental pass failed is tried again by the next poll, while the cursor moves on', async () => {
-    await emptyBoth()
-    await uploadFiles(source, records.slice(0, 4).map((record) => record.path))
-    const stateFile = join(work, 'failed-incremental.json')
-    expect(await follow(stateFile, {afterPasses: 1})).toMatchObject({fullPasses: 1, transferred: 4})
+    const stateFile = await mirrored(4, 'failed-incremental.json')
 
     await uploadFiles(source, records.slice(4).map((record) => record.path))
     const damaged = records[5]!
