@@ -355,7 +355,8 @@ export class OrthancClient {
   async fileKept(id: string, md5: string, signal?: AbortSignal): Promise<'kept' | 'missing' | 'other-bytes' | 'gone'> {
     try {
       const {bytes} = await this.downloadInstance(id, signal)
-      return createHash('md5').update(bytes).digest('hex') === md5 ? 'kept' : 'other-bytes'
+      // '': the target records no MD5 (StoreMD5ForAttachments off): only whether it hands the file back is asked.
+      return md5 === '' || createHash('md5').update(bytes).digest('hex') === md5 ? 'kept' : 'other-bytes'
     } catch (error) {
       // Orthanc's own "unknown resource" only: a proxy before it refusing the route says nothing of the files.
       if (!(error instanceof OrthancHttpError && error.status === 404 && error.orthancStatus === UNKNOWN_RESOURCE)) throw error

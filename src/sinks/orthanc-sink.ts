@@ -337,9 +337,9 @@ export class OrthancSink {
   async checkFound(instanceId: string, signal?: AbortSignal): Promise<void> {
     if (this.options.dryRun || !this.filesKept.wanted) return
     const info = await this.client.storedFileInfo(instanceId, signal)
-    // A target that records no MD5s (StoreMD5ForAttachments off) gives none to hold the file to:
-    // what it keeps is proven by the copies this run stores, each read back whole there.
-    if (info && info.md5 !== '') await this.filesKept.check(instanceId, info.md5, signal)
+    // A target that records no MD5s (StoreMD5ForAttachments off) gives none to hold the file to
+    // (''): whether it hands the file back is still asked.
+    if (info) await this.filesKept.check(instanceId, info.md5, signal)
   }
 
   /** Once per run, the target hands back a file it holds (see FilesKeptCheck). */

@@ -592,6 +592,16 @@ describe('sync, diff and verify', () => {
       const found = await runCli(['sync', '--source', source.url, '--target', keepsNothing.url, '--json', '--orthanc-id', there!.orthancId])
       expect(found.code, found.stdout).toBe(2)
       expect(parseJson<{error: {code: string}}>(found).error.code).toBe('target-keeps-no-files')
+      // Nor does one that records no MD5s either (StoreMD5ForAttachments off): asked all the same.
+      const noMd5 = await startOrthanc({name: 'store-dicom-false-no-md5', extra: {StoreDicom: false, StoreMD5ForAttachments: false}})
+      try {
+        await uploadFiles(noMd5, [there!.path])
+        const unproven = await runCli(['sync', '--source', source.url, '--target', noMd5.url, '--json', '--orthanc-id', there!.orthancId])
+        expect(unproven.code, unproven.stdout).toBe(2)
+        expect(parseJson<{error: {code: string}}>(unproven).error.code).toBe('target-keeps-no-files')
+      } finally {
+        await noMd5.dispose()
+      }
     } finally {
       await keepsNothing.dispose()
     }
