@@ -196,6 +196,8 @@ export class OrthancSink {
   /** Instances being stored, by ID: a second copy waits for the first. */
   private readonly storing = new Map<string, Promise<StoreOutcome>>()
   private readonly filesKept: FilesKeptCheck
+  /** The read-backs of found instances, one after the other (see checkFound). */
+  private foundChecks: Promise<void> = Promise.resolve()
   /** Resources whose side data this run has written (or is writing): once each. */
   private readonly resourcesDone = new Map<string, Promise<void>>()
   private readonly uploader: UploadBatcher
@@ -336,10 +338,17 @@ export class OrthancSink {
    */
   async checkFound(instanceId: string, signal?: AbortSignal): Promise<void> {
     if (this.options.dryRun || !this.filesKept.wanted) return
-    const info = await this.client.storedFileInfo(instanceId, signal)
-    // A target that records no MD5s (StoreMD5ForAttachments off) gives none to hold the file to
-    // (''): whether it hands the file back is still asked.
-    if (info) await this.filesKept.check(instanceId, info.md5, signal)
+    // One at a time: the instances found at once would each ask for an MD5 that the first one's
+    // read-back makes needless.
+    const mine = this.foundChecks.then(async () => {
+      if (!this.filesKept.wanted) return
+      const info = await this.client.storedFileInfo(instanceId, signal)
+      // A target that records no MD5s (StoreMD5ForAttachments off) gives none to hold the file to
+      // (''): whether it hands the file back is still asked.
+      if (info) await this.filesKept.check(instanceId, info.md5, signal)
+    })
+    this.foundChecks = mine.catch(() => {})
+    await mine
   }
 
   /** Once per run, the target hands back a file it holds (see FilesKeptCheck). */

@@ -143,6 +143,24 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  // Every instance found there at once asked the target for its MD5, for the one read-back of the run.
+  it('a sync that finds everything on the target reads one instance back, asking for one MD5', async () => {
+    expect((await sync()).code).toBe(0)
+    const proxy = await startFaultProxy(target.port)
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--json'])
+      expect(result.code, result.stdout).toBe(0)
+      expect(parseJson<SyncJson>(result)).toMatchObject({transferred: 0, skipped: corpus.length, failed: 0})
+      // (Those whose user attachments are compared list them, the DICOM file among them, beside.)
+      const listed = new Set(proxy.log.flatMap((line) => /^GET \/instances\/([^/]+)\/attachments$/.exec(line)?.[1] ?? []))
+      const asked = proxy.log.filter((line) => /^GET \/instances\/([^/]+)\/attachments\/dicom\/info$/.test(line) && !listed.has(line.split('/')[2]!))
+      expect(asked).toHaveLength(1)
+      expect(proxy.log.filter((line) => /^GET \/instances\/[^/]+\/(file|attachments\/dicom\/data)$/.test(line))).toHaveLength(1)
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('a second sync after new instances arrive transfers exactly the new ones', async () => {
     const more = await generateStudySet(join(work, 'more'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 2000, seed: 'sync-more'})
     await uploadFiles(source, more.map((record) => record.path))
