@@ -5,7 +5,7 @@ import streamArray from 'stream-json/streamers/stream-array.js'
 
 import * as shapes from './answer-shapes.js'
 import type {ServerEndpoint} from './endpoint.js'
-import {NotOrthancError, OrthancError, OrthancHttpError, UploadRejectedError} from './errors.js'
+import {filesNotKept, NotOrthancError, OrthancError, OrthancHttpError, UploadRejectedError} from './errors.js'
 import {type HttpOptions, OrthancHttp, type ReplayableBody, type RequestOptions} from './http.js'
 import type {
   OrthancAttachmentInfo,
@@ -318,8 +318,11 @@ export class OrthancClient {
   async fileMd5(id: string, signal?: AbortSignal): Promise<string | undefined> {
     const info = await this.storedFileInfo(id, signal)
     if (!info || info.md5 !== '') return info?.md5
-    const {bytes} = await this.downloadInstance(id, signal, info.size)
-    return createHash('md5').update(bytes).digest('hex')
+    const handedBack = await this.handBack(id, signal, info.size)
+    if (handedBack === 'gone') return undefined
+    // Listed, and its file not handed back: the target keeps no files, which no MD5 says here.
+    if (handedBack === 'missing') throw filesNotKept(this.display, id)
+    return createHash('md5').update(handedBack).digest('hex')
   }
 
   /** Size and MD5 of an attachment from the routes every version has (/info came with 1.10.0); undefined when it is not there. */
@@ -353,10 +356,16 @@ export class OrthancClient {
    * (deleted meanwhile, or recycled), which says nothing of the files.
    */
   async fileKept(id: string, md5: string, signal?: AbortSignal): Promise<'kept' | 'missing' | 'other-bytes' | 'gone'> {
+    const handedBack = await this.handBack(id, signal)
+    if (typeof handedBack === 'string') return handedBack
+    // '': the target records no MD5 (StoreMD5ForAttachments off): only whether it hands the file back is asked.
+    return md5 === '' || createHash('md5').update(handedBack).digest('hex') === md5 ? 'kept' : 'other-bytes'
+  }
+
+  /** The instance's stored file; 'missing' when the instance is listed and its file is not handed back, 'gone' when the instance is not there. */
+  private async handBack(id: string, signal?: AbortSignal, expectedBytes?: number): Promise<Buffer | 'missing' | 'gone'> {
     try {
-      const {bytes} = await this.downloadInstance(id, signal)
-      // '': the target records no MD5 (StoreMD5ForAttachments off): only whether it hands the file back is asked.
-      return md5 === '' || createHash('md5').update(bytes).digest('hex') === md5 ? 'kept' : 'other-bytes'
+      return (await this.downloadInstance(id, signal, expectedBytes)).bytes
     } catch (error) {
       // Orthanc's own "unknown resource" only: a proxy before it refusing the route says nothing of the files.
       if (!(error instanceof OrthancHttpError && error.status === 404 && error.orthancStatus === UNKNOWN_RESOURCE)) throw error

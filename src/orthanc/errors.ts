@@ -4,6 +4,7 @@
  * exit code in one place (src/cli/failure.ts).
  */
 
+import {UserFacingError} from '../errors.js'
 import type {ProblemKind} from '../problems.js'
 
 export class OrthancError extends Error {
@@ -157,4 +158,13 @@ export class UploadRejectedError extends OrthancError {
   constructor(server: string, readonly status: string) {
     super(`${server} did not store the instance (Status: ${status})`, server)
   }
+}
+
+/** A target that lists an instance and does not hand its file back (thrown as the verdict on the whole target). */
+export function filesNotKept(server: string, instanceId: string): UserFacingError {
+  return new UserFacingError(
+    `${server} lists instance ${instanceId} but does not hand its file back (HTTP 404): it keeps no DICOM files ("StoreDicom": false in its configuration), or its storage lost them. Nothing stored there could be read back`,
+    'Set "StoreDicom": true in the target\'s configuration (or mend its storage), restart it, then run the same command again.',
+    'usage', 'target-keeps-no-files',
+  )
 }

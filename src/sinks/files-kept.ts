@@ -1,5 +1,6 @@
 import type {OrthancClient} from '../orthanc/client.js'
 import {UserFacingError} from '../errors.js'
+import {filesNotKept} from '../orthanc/errors.js'
 import {TargetMismatchError} from './target-mismatch.js'
 
 /** Reads back tried in a run before the check gives up (a route refused, a link failing). */
@@ -53,13 +54,4 @@ export class FilesKeptCheck {
     if (verdict === 'other-bytes') throw new TargetMismatchError(this.client.display, instanceId, md5, '', 'handed-back')
     if (verdict === 'kept') this.settled = true
   }
-}
-
-/** A target that lists an instance and its file's MD5, and does not hand the file back. */
-export function filesNotKept(server: string, instanceId: string): UserFacingError {
-  return new UserFacingError(
-    `${server} lists instance ${instanceId} with the MD5 of its file, but does not hand the file back (HTTP 404): it keeps no DICOM files ("StoreDicom": false in its configuration), or its storage lost them. Nothing sent there could be read back`,
-    'Set "StoreDicom": true in the target\'s configuration (or mend its storage), restart it, then run the same command again.',
-    'usage', 'target-keeps-no-files',
-  )
 }

@@ -6,6 +6,8 @@ import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
 import {isCompletenessProblem, type Problem, ProblemList} from '../problems.js'
 import {type ArchiveInput, type ArchiveReadReport, readArchives, type VolumeCounts} from '../sources/archive-source.js'
 import {forEachConcurrent} from '../util/concurrency.js'
+import {FilesKeptCheck} from '../sinks/files-kept.js'
+import {TargetMismatchError} from '../sinks/target-mismatch.js'
 import {type StudyCompleteness, studyCompleteness} from '../import/study-completeness.js'
 
 export interface StudyCheck {
@@ -84,6 +86,19 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
     options.onEvent?.({type: 'failure', problem})
   }
 
+  // The MD5 a target records is no proof that it keeps the file (StoreDicom false): once per
+  // run one instance found there is read back; the verdict that it keeps none stops the check.
+  const filesKept = options.target && new FilesKeptCheck(options.target)
+  const handedBackAlike = async (instanceId: string, md5: string): Promise<boolean> => {
+    try {
+      await filesKept?.check(instanceId, md5, options.signal)
+      return true
+    } catch (error) {
+      if (error instanceof TargetMismatchError) return false
+      throw error
+    }
+  }
+
   const units = readArchives(inputs, {onSkip() {}, onProblem}, report, {spoolDir: options.spoolDir, signal: options.signal})
   let read = 0
   await forEachConcurrent(units, options.concurrency, async (unit) => {
@@ -102,7 +117,7 @@ export async function verifyArchives(inputs: ArchiveInput[], options: VerifyOpti
     if (md5 === undefined) {
       target.missingCount++
       if (target.missing.length < LISTED) target.missing.push(unit.instanceId)
-    } else if (md5 !== unit.md5) {
+    } else if (md5 !== unit.md5 || !(await handedBackAlike(unit.instanceId, md5))) {
       target.differentCount++
       if (target.different.length < LISTED) target.different.push(unit.instanceId)
     } else {

@@ -593,7 +593,7 @@ describe('sync, diff and verify', () => {
 
   // The target recorded the MD5 of every file sent and kept none: sync and diff both exited 0 over
   // a target holding no image at all.
-  it('a target that keeps no DICOM files (StoreDicom false): sync, import and diff stop with exit 2 saying so, a sync that finds everything there too', async () => {
+  it('a target that keeps no DICOM files (StoreDicom false): sync, import, diff and verify --target stop with exit 2 saying so, a sync that finds everything there too', async () => {
     const keepsNothing = await startOrthanc({name: 'store-dicom-false', extra: {StoreDicom: false}})
     try {
       const synced = await runCli(['sync', '--source', source.url, '--target', keepsNothing.url, '--json', '--concurrency', '1'])
@@ -610,13 +610,27 @@ describe('sync, diff and verify', () => {
       const found = await runCli(['sync', '--source', source.url, '--target', keepsNothing.url, '--json', '--orthanc-id', there!.orthancId])
       expect(found.code, found.stdout).toBe(2)
       expect(parseJson<{error: {code: string}}>(found).error.code).toBe('target-keeps-no-files')
+      // verify --target, run before the source's copy is deleted, read nothing back either: it
+      // found the instance there with the archive's MD5 and exited 0.
+      const archive = join(work, 'keeps-nothing-export')
+      expect((await runCli(['export', '--source', source.url, '--output', archive, '--orthanc-id', there!.orthancId])).code).toBe(0)
+      const verified = await runCli(['verify', archive, '--target', keepsNothing.url, '--json'])
+      expect(verified.code, verified.stdout).toBe(2)
+      expect(parseJson<{error: {code: string}}>(verified).error.code).toBe('target-keeps-no-files')
       // Nor does one that records no MD5s either (StoreMD5ForAttachments off): asked all the same.
       const noMd5 = await startOrthanc({name: 'store-dicom-false-no-md5', extra: {StoreDicom: false, StoreMD5ForAttachments: false}})
       try {
+        // A first sync there, storing: each instance failed with a bare 404 from reading its file back.
+        const stored = await runCli(['sync', '--source', source.url, '--target', noMd5.url, '--json', '--concurrency', '1'])
+        expect(stored.code, stored.stdout).toBe(2)
+        expect(parseJson<{error: {code: string}}>(stored).error.code).toBe('target-keeps-no-files')
         await uploadFiles(noMd5, [there!.path])
         const unproven = await runCli(['sync', '--source', source.url, '--target', noMd5.url, '--json', '--orthanc-id', there!.orthancId])
         expect(unproven.code, unproven.stdout).toBe(2)
         expect(parseJson<{error: {code: string}}>(unproven).error.code).toBe('target-keeps-no-files')
+        const verifiedNoMd5 = await runCli(['verify', archive, '--target', noMd5.url, '--json'])
+        expect(verifiedNoMd5.code, verifiedNoMd5.stdout).toBe(2)
+        expect(parseJson<{error: {code: string}}>(verifiedNoMd5).error.code).toBe('target-keeps-no-files')
       } finally {
         await noMd5.dispose()
       }
