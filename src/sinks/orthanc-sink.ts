@@ -145,6 +145,17 @@ export class IdentityMismatchError extends OrthancError {
   }
 }
 
+/** The target's answer to an upload names another instance than the file's, whose stored file is another: an answer about another upload. */
+export class MisansweredUploadError extends OrthancError {
+  override get problemKind() {
+    return 'mismatch' as const
+  }
+
+  constructor(server: string, readonly instanceId: string, readonly answeredAs: string) {
+    super(`instance ${instanceId}: ${server} answered its upload with instance ${answeredAs}, whose file is not the one sent (answers mixed up on the way, by a proxy or plugin before the target); nothing was written onto ${answeredAs}`, server)
+  }
+}
+
 /**
  * An instance is on the target, but a user attachment its record lists could not be restored
  * beside it: the source could not deliver the bytes (a damaged or missing stored file, an archive
@@ -256,7 +267,7 @@ export class OrthancSink {
     // 1.10.1 crashes on sequences nested a few thousand deep): refused here as hostile.
     checkSafeToSend(unit.dicom)
     if (this.options.dryRun) return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: '', instanceId: unit.instanceId}
-    const answer = await this.uploader.upload(unit.dicom, signal)
+    const answer = await this.uploader.upload(unit.dicom, signal, unit.instanceId)
     crashPoint('store:uploaded')
     // From here on the target's answer is the truth: the source only predicted the ID, and a file
     // the target already had under it (AlreadyStored: stored by another run, another route, or
@@ -271,6 +282,15 @@ export class OrthancSink {
     // in this job (a folder given twice) would be sent again, and counted transferred twice by a
     // target that overwrites.
     if (unit.studyId !== undefined) void this.recentStudies.get(unit.studyId)?.then((ids) => ids.add(answer.ID), () => {})
+    // The file under the answered ID is this unit's before anything that comes with it is written
+    // there: an answer about another file (mixed up on the way) must not get this one's side data.
+    // A target that records no MD5 (StoreMD5ForAttachments off) is read back.
+    const targetMd5 = await this.client.fileMd5(answer.ID, signal) ?? 'missing'
+    if (targetMd5 !== unit.md5) {
+      // The target changes a file it transcodes, not the ID it gives it.
+      if (answer.ID !== unit.instanceId && targetMd5 !== 'missing') throw new MisansweredUploadError(this.client.display, unit.instanceId, answer.ID)
+      throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5, targetMd5 === 'missing' ? 'gone-after' : alreadyStored ? 'kept-older' : 'changed-on-arrival')
+    }
     let missing: number[] = []
     const parents = {patient: answer.ParentPatient, study: answer.ParentStudy, series: answer.ParentSeries}
     if (alreadyStored) missing = await this.reconcile({instanceId: answer.ID, sideData: unit.record, attachments: unit.attachments, resources: unit.resources}, signal, parents, {throwIfIncomplete: false})
@@ -279,9 +299,6 @@ export class OrthancSink {
       await this.writeResources(unit, signal, parents)
     }
     crashPoint('store:side-data-restored')
-    // A target that records no MD5 (StoreMD5ForAttachments off) is read back.
-    const targetMd5 = await this.client.fileMd5(answer.ID, signal) ?? 'missing'
-    if (targetMd5 !== unit.md5) throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5, targetMd5 === 'missing' ? 'gone-after' : alreadyStored ? 'kept-older' : 'changed-on-arrival')
     if (missing.length > 0) throw notRestored(answer.ID, missing, unit.missingAttachments)
     await this.checkFilesKept(answer.ID, targetMd5, signal)
     return alreadyStored ? {kind: 'skipped', targetMd5, instanceId: answer.ID} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5, instanceId: answer.ID}

@@ -73,6 +73,8 @@ export interface ZipUploads {
 
 interface Pending {
   dicom: Buffer
+  /** The ID the target is expected to give the file (the source's, or computed from its UIDs). */
+  expectedId?: string
   signal?: AbortSignal
   resolve(answer: OrthancUploadAnswer): void
   reject(error: unknown): void
@@ -104,10 +106,10 @@ export class UploadBatcher {
     this.pump()
   }
 
-  upload(dicom: Buffer, signal?: AbortSignal): Promise<OrthancUploadAnswer> {
+  upload(dicom: Buffer, signal?: AbortSignal, expectedId?: string): Promise<OrthancUploadAnswer> {
     if (dicom.length <= SMALL_INSTANCE_BYTES) this.largestSmall = Math.max(this.largestSmall, dicom.length)
     return new Promise((resolve, reject) => {
-      this.queue.push({dicom, signal, resolve, reject})
+      this.queue.push({dicom, expectedId, signal, resolve, reject})
       this.pump()
     })
   }
@@ -197,8 +199,11 @@ export class UploadBatcher {
       // A file the target refuses fails the whole ZIP: one at a time, each gets its own answer.
     }
 
-    // Orthanc passes over what it cannot read in a ZIP without a word: an answer per file, or send them one by one.
-    if (!answers || answers.length !== batch.length) {
+    // Orthanc passes over what it cannot read in a ZIP without a word: an answer per file, or send
+    // them one by one. So too when the answers are not in the files' order (a proxy or plugin
+    // before the target that reorders them): each would name another file's instance, and what
+    // comes with an instance (its metadata, attachments) would be written onto another one.
+    if (!answers || answers.length !== batch.length || mixedUp(batch, answers)) {
       await Promise.all(batch.map((entry) => this.single(entry)))
       return
     }
@@ -242,6 +247,16 @@ export class UploadBatcher {
     if (learned && !taken) this.pump()
     return taken
   }
+}
+
+/** Answers that name one instance twice, or one file's expected instance at another file's place. */
+function mixedUp(batch: Pending[], answers: OrthancUploadAnswer[]): boolean {
+  const expected = new Set(batch.flatMap((entry) => (entry.expectedId ? [entry.expectedId] : [])))
+  // A refused file's answer names no instance.
+  const named = answers.map((answer) => answer.ID as string | undefined)
+  const ids = named.filter((id) => id !== undefined)
+  if (new Set(ids).size !== ids.length) return true
+  return named.some((id, index) => id !== undefined && id !== batch[index]!.expectedId && expected.has(id))
 }
 
 /**

@@ -897,6 +897,46 @@ describe('sync, diff and verify', () => {
     }
   })
 
+  // The answers to a ZIP were taken by their place alone: a proxy before the target that
+  // reordered them had each instance's metadata and attachments written onto another instance,
+  // then every one failed as changed by the target ("running again changes nothing").
+  it('ZIP answers out of the files\' order (a proxy reordering them): sent again one at a time, side data only on its own instance', async () => {
+    const fresh = await startOrthanc({name: 'reordered-answers-target', ...config})
+    const proxy = await startFaultProxy(fresh.port)
+    // Slow answers keep the target busy, so that small instances wait and travel together.
+    proxy.delayMs = 20
+    let reordered = 0
+    proxy.rewrite.push({match: /^POST \/instances$/, change: (answer) => (Array.isArray(answer) && answer.length > 1 && ++reordered ? [...answer].reverse() : answer)})
+    try {
+      const result = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--zip-uploads', '--concurrency', '2', '--json'])
+      expect(result.code, result.stdout).toBe(0)
+      const summary = parseJson<SyncJson>(result)
+      // Stored by the ZIP, then AlreadyStored when sent alone: counted skipped (see the README).
+      expect(summary.failed).toBe(0)
+      expect(summary.transferred + summary.skipped).toBe(corpus.length)
+      expect(reordered).toBeGreaterThan(0)
+      expect(await instanceMd5s(fresh)).toEqual(await instanceMd5s(source))
+      for (const record of corpus) {
+        const reviewed = await fresh.api(`/instances/${record.orthancId}/metadata/Reviewed`)
+        expect(reviewed.status, record.label).toBe(record === corpus[2] ? 200 : 404)
+        await reviewed.arrayBuffer()
+      }
+      // One upload's answer naming another instance: failed, and nothing of it written there.
+      const [victim, other] = [corpus[2]!, corpus[5]!]
+      await fresh.api(`/instances/${victim.orthancId}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
+      proxy.rewrite.length = 0
+      proxy.rewrite.push({match: /^POST \/instances$/, change: (answer) => ((answer as {ID?: string}).ID === victim.orthancId ? {...(answer as object), ID: other.orthancId} : answer)})
+      const misanswered = await runCli(['sync', '--source', source.url, '--target', proxy.url, '--no-zip-uploads', '--json'])
+      expect(misanswered.code, misanswered.stdout).toBe(10)
+      expect(parseJson<SyncJson & {failures: Array<{kind: string}>}>(misanswered).failures).toEqual([expect.objectContaining({kind: 'mismatch'})])
+      expect((await fresh.api(`/instances/${other.orthancId}/metadata/Reviewed`)).status).toBe(404)
+      expect((await fresh.api(`/instances/${other.orthancId}/attachments/Report`)).status).toBe(404)
+    } finally {
+      await proxy.close()
+      await fresh.dispose()
+    }
+  })
+
   it('a source file whose bytes no longer match its MD5 is not copied, and the run fails', async () => {
     const victim = corpus[4]!
     const restore = await damageStoredFile(source, victim.orthancId)
