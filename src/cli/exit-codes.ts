@@ -26,7 +26,7 @@ export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   0: 'success: everything the command was asked to do holds',
   1: 'unexpected error (a bug: please report it, with `DEBUG=1` output)',
-  2: 'bad usage: unknown flag, bad value, unreadable credentials or key file, unusable output or receipt path, folder holding another export, or an export folder, mirror state file or receipt another run is using, or a replacement journal that cannot be written or read, or a target that keeps no DICOM files (StoreDicom false)',
+  2: 'bad usage: unknown flag, bad value, unreadable credentials or key file, unusable output or receipt path, folder holding another export, or an export folder, mirror state file or receipt another run is using, or a replacement journal that cannot be written or read, or a target that keeps no DICOM files (StoreDicom false), or an encrypted export resumed with other keys',
   3: 'the server URL is not a usable http(s) URL',
   4: 'the server (or the PostgreSQL database being recovered) cannot be reached (refused connection, unknown host), or went away and stayed away',
   5: 'the server (or the PostgreSQL database) refused the credentials (401, or 403 before anything was accepted)',

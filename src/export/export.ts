@@ -1,4 +1,5 @@
 import {createHash, randomUUID} from 'node:crypto'
+import {createReadStream} from 'node:fs'
 import {access, constants, readdir, readFile, rm, stat, statfs} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {basename, isAbsolute, join, relative, resolve, sep} from 'node:path'
@@ -20,7 +21,7 @@ import {emptyStats, type PlannedCounts, recordFailure, type TransferStats} from 
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
-import {type AgeEncryptionKeys, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
+import {type AgeEncryptionKeys, AgeWrongKeyError, createDecryptingReader, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
 import {DEFAULT_STATE_FOLDER, type ExportPlan, isStateFileName, loadPlan, MAX_RECORD_BYTES_PER_VOLUME, parseStateJson, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
@@ -384,6 +385,8 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
     else pending.push(index + 1)
   }
 
+  const firstDone = plan.volumes.findIndex((_, index) => !pending.includes(index + 1))
+  if (firstDone >= 0 && options.encryption) await refuseOtherPassphrase(sink.volumeFile(volumeName(options.namePrefix, firstDone + 1, count)), options.encryption)
   options.onEvent?.({type: 'plan', instances: summary.instancesPlanned, bytes: summary.bytesPlanned, volumes: count, volumesDone: count - pending.length})
   // Our own unfinished volumes are deleted before anything is written: their space counts as free.
   const plaintext = pending.reduce((sum, number) => sum + plan.volumes[number - 1]!.bytes, 0)
@@ -397,6 +400,31 @@ async function writeVolumeFiles(dir: string, plan: ExportPlan, stateDir: string,
   }
 
   return held
+}
+
+/**
+ * The plan records that an export is encrypted with a passphrase, never the passphrase: resumed
+ * with another, it would hold volumes that no one passphrase opens, and say it was finished. The
+ * first finished volume is opened with the passphrase given (its header alone tells).
+ */
+async function refuseOtherPassphrase(file: string, keys: AgeEncryptionKeys): Promise<void> {
+  if (!('passphrase' in keys)) return
+  const plaintext = createDecryptingReader(createReadStream(file), {passphrases: [keys.passphrase]}, {source: file})
+  try {
+    // The first plaintext chunk: the header opened.
+    for await (const chunk of plaintext) if (chunk) break
+  } catch (error) {
+    if (error instanceof AgeWrongKeyError) {
+      throw new UserFacingError(
+        `${file}, finished by an earlier run of this export, does not open with the passphrase given: the export was begun with another one, and its volumes would need two`,
+        'Give the passphrase the export was begun with, or export into an empty folder.',
+        'usage', 'other-passphrase',
+      )
+    }
+    // Damaged or cut short: no question of the passphrase (verify checks the volume itself).
+  } finally {
+    plaintext.destroy()
+  }
 }
 
 /** What a finished volume holds, kept in the export's state folder: read on resume, even when the volume is encrypted. */

@@ -230,6 +230,28 @@ describe('encrypted volumes', () => {
     expect(parseJson<{instancesPlanned: number}>(incremental).instancesPlanned).toBe(0)
   })
 
+  // The plan records that a passphrase is used, not which: resumed with another, the export said
+  // it was finished (exit 0) with volumes that no one passphrase opened.
+  it('a passphrase export resumed with another passphrase is refused (exit 2), and goes on with the first', async () => {
+    const [first, second] = [join(work, 'passphrase-one'), join(work, 'passphrase-two')]
+    await writeFile(first, 'first passphrase\n', {mode: 0o600})
+    await writeFile(second, 'second passphrase\n', {mode: 0o600})
+    const output = join(work, 'resume-passphrase')
+    // Two instances, a volume each: every volume costs a passphrase's work (scrypt) to write and to open.
+    const args = ['export', '--source', source.url, '--output', output, '--max-volume-instances', '1', '--json', '--orthanc-id', records[0]!.orthancId, '--orthanc-id', records[1]!.orthancId]
+    const crashed = await runCli([...args, '--passphrase-file', first], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:volume-renamed'}})
+    expect(crashed.code).not.toBe(0)
+    expect(await encryptedVolumes(output)).toHaveLength(1)
+    const other = await runCli([...args, '--passphrase-file', second])
+    expect(other.code, other.stdout).toBe(2)
+    expect(parseJson<{error: {code: string}}>(other).error.code).toBe('other-passphrase')
+    expect(`${other.stdout}${other.stderr}`).not.toContain('second passphrase')
+    expect(await encryptedVolumes(output)).toHaveLength(1)
+    const resumed = await runCli([...args, '--passphrase-file', first])
+    expect(resumed.code, resumed.stdout).toBe(0)
+    expect((await runCli(['verify', '--passphrase-file', first, output])).code).toBe(0)
+  })
+
   it('with --state elsewhere, the drive holds encrypted volumes only; the same --state resumes, and --since reads it', async () => {
     const drive = join(work, 'drive')
     const state = join(work, 'private', 'export-state')
