@@ -8,7 +8,7 @@
  * - a timetable: `HH:MM,RATE` entries separated by spaces or semicolons, e.g.
  *   `"08:00,20M 19:00,off"`; an entry holds from its time until the next one, and the last one
  *   of the day holds overnight. `Mon-08:00,RATE` names a day (Mon..Sun); entries without a day
- *   hold on every day.
+ *   hold on every day. Two entries at the same minute of the same day are refused.
  *
  * Only instance and attachment bytes count, not the API calls around them, as in rclone.
  */
@@ -41,6 +41,7 @@ export class BandwidthSyntaxError extends Error {
 }
 
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']
+const DAY_NAMES = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday']
 const UNITS: Record<string, number> = {'': 1024, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4}
 
 function parseRate(text: string, whole: string): number | undefined {
@@ -71,7 +72,31 @@ export function parseBandwidthLimit(text: string): BandwidthSchedule {
     if (Number(hours) > 23 || Number(minutes) > 59) throw new BandwidthSyntaxError(text, `"${hours}:${minutes}" is not a time of day`)
     return {day, minutes: Number(hours) * 60 + Number(minutes), ...parsePair(rate!, text)}
   })
+  refuseClashingEntries(text, entries, slots)
   return {text, slots}
+}
+
+/**
+ * Two entries that set the rate at the same minute of the same day would be settled by their
+ * order in the text, which nobody reads a timetable for: "off" could win unseen. An entry for
+ * every day clashes with a day's own entry at the same time on that day.
+ */
+function refuseClashingEntries(whole: string, entries: string[], slots: BandwidthSlot[]): void {
+  for (let later = 1; later < slots.length; later++) {
+    for (let earlier = 0; earlier < later; earlier++) {
+      const [first, second] = [slots[earlier]!, slots[later]!]
+      const sameDay = first.day === undefined || second.day === undefined || first.day === second.day
+      if (!sameDay || first.minutes !== second.minutes) continue
+      const day = first.day ?? second.day
+      const when = `${clockTime(first.minutes)} ${day === undefined ? 'every day' : `on ${DAY_NAMES[day]}`}`
+      throw new BandwidthSyntaxError(whole, `"${entries[earlier]}" and "${entries[later]}" both set the rate at ${when}: keep one of them, or move one to another minute`)
+    }
+  }
+}
+
+function clockTime(minutes: number): string {
+  const pad = (value: number) => String(value).padStart(2, '0')
+  return `${pad(Math.floor(minutes / 60))}:${pad(minutes % 60)}`
 }
 
 /** The limits that hold at `date` (local time): the latest entry at or before it, the week wrapping round. */

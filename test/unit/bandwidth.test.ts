@@ -36,6 +36,25 @@ describe('parseBandwidthLimit (rclone syntax)', () => {
 
     expect(() => parseBandwidthLimit('08:00,fast')).toThrow('"fast" is not a rate')
   })
+
+  it('refuses two entries that set the rate at the same minute of the same day, naming both', () => {
+    const clashes: Array<[text: string, message: string]> = [
+      ['Mon-08:00,1M 08:00,off', '"Mon-08:00,1M" and "08:00,off" both set the rate at 08:00 on Monday'],
+      ['08:00,off Mon-08:00,1M', '"08:00,off" and "Mon-08:00,1M" both set the rate at 08:00 on Monday'],
+      ['08:00,20M 08:00,off', '"08:00,20M" and "08:00,off" both set the rate at 08:00 every day'],
+      ['8:00,20M;08:00,20M', '"8:00,20M" and "08:00,20M" both set the rate at 08:00 every day'],
+      ['Sat-10:00,1M 19:00,off sat-10:00,2M', '"Sat-10:00,1M" and "sat-10:00,2M" both set the rate at 10:00 on Saturday'],
+    ]
+    for (const [text, message] of clashes) {
+      expect(() => parseBandwidthLimit(text), text).toThrow(BandwidthSyntaxError)
+      expect(() => parseBandwidthLimit(text), text).toThrow(message)
+    }
+
+    // Other days or other minutes do not clash.
+    for (const text of ['Mon-08:00,1M Tue-08:00,off', 'Mon-08:00,1M 08:01,off', '08:00,1M 19:00,off', 'Sun-00:00,1M Sat-00:00,off 12:00,2M']) {
+      expect(() => parseBandwidthLimit(text), text).not.toThrow()
+    }
+  })
 })
 
 describe('bandwidthAt', () => {
