@@ -4,7 +4,8 @@
  *
  * - `RATE`: bytes per second in each direction: what the tool downloads, and what it uploads.
  *   A number is KiB/s; suffixes B, K, M, G, T (binary: 10M is 10 MiB/s); `off` (or 0) is no limit.
- * - `UP:DOWN`: uploads and downloads apart, e.g. `10M:off`.
+ * - `UP:DOWN`: uploads and downloads apart, e.g. `10M:off`. A time of day (`08:00`) is refused
+ *   here, not read as 8 KiB/s up and no limit down: it is a timetable entry without its rate.
  * - a timetable: `HH:MM,RATE` entries separated by spaces or semicolons, e.g.
  *   `"08:00,20M 19:00,off"`; an entry holds from its time until the next one, and the last one
  *   of the day holds overnight. `Mon-08:00,RATE` names a day (Mon..Sun); entries without a day
@@ -52,7 +53,14 @@ function parseRate(text: string, whole: string): number | undefined {
   return bytes > 0 ? bytes : undefined
 }
 
+/** HH:MM: a timetable's time, which must never be read as UP:DOWN in KiB/s ("08:00" is not 8K:off). */
+const CLOCK_TIME = /^\d{1,2}:\d{2}$/
+
 function parsePair(text: string, whole: string): BandwidthPair {
+  if (CLOCK_TIME.test(text)) {
+    throw new BandwidthSyntaxError(whole, `"${text}" looks like a time of day without a rate: a timetable entry is HH:MM,RATE (such as 08:00,10M); uploads:downloads take units (such as 8K:off)`)
+  }
+
   const parts = text.split(':')
   if (parts.length > 2 || parts.some((part) => part === '')) throw new BandwidthSyntaxError(whole, `"${text}" is not RATE or UP:DOWN`)
   const upload = parseRate(parts[0]!, whole)

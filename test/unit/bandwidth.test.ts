@@ -37,6 +37,19 @@ describe('parseBandwidthLimit (rclone syntax)', () => {
     expect(() => parseBandwidthLimit('08:00,fast')).toThrow('"fast" is not a rate')
   })
 
+  it('refuses a time of day without a rate rather than reading it as UP:DOWN in KiB/s', () => {
+    for (const text of ['08:00', '12:30', '0:00', '23:59', ' 08:00 ', '08:00,12:30', '08:00,1M 19:00,19:30']) {
+      expect(() => parseBandwidthLimit(text), text).toThrow(BandwidthSyntaxError)
+      expect(() => parseBandwidthLimit(text), text).toThrow('looks like a time of day without a rate: a timetable entry is HH:MM,RATE')
+    }
+
+    // UP:DOWN with units, or 0 (no limit) on one side, still reads as rates.
+    expect(parseBandwidthLimit('12K:30K').slots).toEqual([{minutes: 0, upload: 12 * KiB, download: 30 * KiB}])
+    expect(parseBandwidthLimit('10M:0').slots).toEqual([{minutes: 0, upload: 10 * MiB, download: undefined}])
+    expect(parseBandwidthLimit('0:1M').slots).toEqual([{minutes: 0, upload: undefined, download: MiB}])
+    expect(parseBandwidthLimit('08:00,12K:30K').slots).toEqual([{day: undefined, minutes: 480, upload: 12 * KiB, download: 30 * KiB}])
+  })
+
   it('refuses two entries that set the rate at the same minute of the same day, naming both', () => {
     const clashes: Array<[text: string, message: string]> = [
       ['Mon-08:00,1M 08:00,off', '"Mon-08:00,1M" and "08:00,off" both set the rate at 08:00 on Monday'],
