@@ -360,7 +360,7 @@ export class OrthancHttp {
     const pace = options.paced ? this.bandwidth.upload : undefined
     if (pace && Buffer.isBuffer(body)) {
       headers['content-length'] = String(body.length)
-      body = Readable.from(pacedChunks(body, pace), {objectMode: false})
+      body = Readable.from(pacedChunks(body, pace, options.signal), {objectMode: false})
     }
 
     return {
@@ -496,13 +496,17 @@ export class OrthancHttp {
 }
 
 
-/** What the pace allows of a body, 64 KiB at a time: the rate holds within the send, not only between requests. */
-async function* pacedChunks(bytes: Buffer, pace: TokenBucket): AsyncGenerator<Buffer> {
+/**
+ * What the pace allows of a body, 64 KiB at a time: the rate holds within the send, not only
+ * between requests. The wait ends with the request's signal: at a low rate it can last minutes,
+ * and its timer would otherwise keep an interrupted job alive until it ran out.
+ */
+async function* pacedChunks(bytes: Buffer, pace: TokenBucket, signal?: AbortSignal): AsyncGenerator<Buffer> {
   const size = 64 * 1024
   for (let at = 0; at < bytes.length; at += size) {
     const chunk = bytes.subarray(at, at + size)
     const wait = pace.reserve(chunk.length)
-    if (wait > 0) await sleep(wait)
+    if (wait > 0) await sleep(wait, undefined, {signal})
     yield chunk
   }
 }
