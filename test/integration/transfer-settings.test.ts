@@ -235,7 +235,7 @@ describe('--concurrency and --bwlimit against real servers', () => {
   })
 
   it('refuses a bad --bwlimit or --concurrency with a usage error, and no stack trace', async () => {
-    for (const args of [['--bwlimit', '10X'], ['--bwlimit', '08:00,1M 25:00,off'], ['--concurrency', '0'], ['--concurrency', 'many'], ['--concurrency', '65']]) {
+    for (const args of [['--bwlimit', '10X'], ['--bwlimit', '08:00,1M 25:00,off'], ['--bwlimit', '08:00,1M Mon-08:00,off'], ['--bwlimit', '08:00'], ['--bwlimit', '10Mb'], ['--bwlimit', '0.0001'], ['--concurrency', '0'], ['--concurrency', 'many'], ['--concurrency', '65']]) {
       const result = await runCli(['sync', '--source', source.url, '--target', source.url, ...args])
       expect(result.code, args.join(' ')).toBe(2)
       expect(result.stderr).toMatch(/--(bwlimit|concurrency) "/)
