@@ -3,8 +3,9 @@
  * production PACS or a hospital WAN is never saturated.
  *
  * - `RATE`: bytes per second in each direction: what the tool downloads, and what it uploads.
- *   A number is KiB/s; suffixes B, K, M, G, T, or KiB, MiB, GiB, TiB (binary: 10M is 10 MiB/s),
- *   nothing else (10Mb would be bits); `off` (or 0) is no limit, and a limit is at least 1 KiB/s.
+ *   A number is KiB/s; suffixes B, K, M, G, T, or KB/KiB, MB/MiB, GB/GiB, TB/TiB (all binary:
+ *   10M is 10 MiB/s), nothing else (10Mb would be bits); `off` (or 0) is no limit, and a limit is
+ *   at least 4 KiB/s.
  * - `UP:DOWN`: uploads and downloads apart, e.g. `10M:off`. A time of day (`08:00`) is refused
  *   here, not read as 8 KiB/s up and no limit down: it is a timetable entry without its rate.
  * - a timetable: `HH:MM,RATE` entries separated by spaces or semicolons, e.g.
@@ -46,15 +47,17 @@ const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']
 const DAY_NAMES = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday']
 /** Bytes per unit; a bare number is KiB/s, as in rclone. */
 const MULTIPLIERS: Record<string, number> = {k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4}
-/** A number, then nothing, B (bytes), or K, M, G, T alone or spelt KiB, MiB, GiB, TiB; the B is a capital. */
-const RATE = /^(\d+(?:\.\d+)?)(?:([KMGTkmgt])(?:[iI]B)?|(B))?$/
+/** A number, then nothing, B (bytes), or K, M, G, T alone or spelt KB, KiB, MB, MiB...; the B is a capital. */
+const RATE = /^(\d+(?:\.\d+)?)(?:([KMGTkmgt])(?:[iI]?B)?|(B))?$/
 /** What someone meaning bits writes: 10Mb, 10Mib, 100b. */
 const BITS = /^(\d+(?:\.\d+)?)(?:([kmgt])i?)?b$/i
 /**
- * The least rate that is not "off": below 1 KiB/s one 64 KiB chunk of an upload takes over a
- * minute, and a slip such as 0.0001 (a tenth of a byte per second) would hold a job for days.
+ * The least rate that is not "off": at 4 KiB/s an upload's 64 KiB chunk waits 16 s, well under
+ * the minute a proxy before the target waits for more of a request body (nginx's
+ * client_body_timeout) before it gives up; and a slip such as 0.0001 (a tenth of a byte per
+ * second) would hold a job for days.
  */
-const MIN_RATE_BYTES = 1024
+const MIN_RATE_BYTES = 4 * 1024
 
 function parseRate(text: string, whole: string): number | undefined {
   if (text.toLowerCase() === 'off') return undefined
@@ -63,7 +66,7 @@ function parseRate(text: string, whole: string): number | undefined {
   const [, amount, prefix, bytesUnit] = match
   const bytes = Number(amount) * (prefix ? MULTIPLIERS[prefix.toLowerCase()]! : bytesUnit ? 1 : 1024)
   if (bytes === 0) return undefined
-  if (bytes < MIN_RATE_BYTES) throw new BandwidthSyntaxError(whole, `"${text}" is below the least rate, 1K (1 KiB/s), and would stall the transfer: give 1K or more, or off for no limit`)
+  if (bytes < MIN_RATE_BYTES) throw new BandwidthSyntaxError(whole, `"${text}" is below the least rate, 4K (4 KiB/s), and would stall the transfer: give 4K or more, or off for no limit`)
   return bytes
 }
 
@@ -76,7 +79,7 @@ function notARate(text: string): string {
     return `"${text}" has a lowercase b, which means bits: rates are in bytes, so write ${asBytes}, or divide a rate in bits by 8`
   }
 
-  return `"${text}" is not a rate: write it like 512K, 10M, 1.5G or off (units B, K, M, G, T, or KiB, MiB, GiB, TiB)`
+  return `"${text}" is not a rate: write it like 512K, 10M, 1.5G or off (units B, K, M, G, T, or KiB, MiB, GiB, TiB, all binary)`
 }
 
 /** HH:MM: a timetable's time, which must never be read as UP:DOWN in KiB/s ("08:00" is not 8K:off). */
