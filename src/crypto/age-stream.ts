@@ -239,20 +239,30 @@ class AgeDecryptor extends WebTransformDuplex {
   /**
    * Errors before the payload. These come from age-encryption's header parser with fixed
    * messages (checked by the tests against the pinned version): a recipient no identity opens,
-   * a MAC that does not match, a work factor it will not pay. Any other message means the header
-   * does not parse: cut short if the library read to the end of the input for it, altered if not.
+   * a MAC that does not match, a work factor it will not pay, a nonce cut short. Any other
+   * message means the header does not parse: cut short if it ends before its MAC line and the
+   * library read to the end of the input for it, altered if not.
+   *
+   * Whether the library read to the end says nothing about a header it parsed whole: it reads
+   * on past the header at once, so a file that arrives in one read (a short last volume) has
+   * been read to its end before the MAC is even checked. A verdict on the header comes first.
    */
   private describeHeaderFailure(error: Error): Error {
     if (error.message === 'no identity matched any of the file\'s recipients') {
       return new AgeWrongKeyError(this.probe.stanzaTypes, this.keys.identities.length, this.keys.passphrases.length, this.source)
     }
 
-    if (this.input.readAfterEnd) return new AgeTruncatedError(this.headerEnd.length === undefined ? 'header' : 'nonce', this.fed, this.source)
     if (error.message === 'scrypt work factor is too high') {
       return new UnsupportedAgeFileError('its passphrase was stretched with a scrypt work factor over 2^20', 'Encrypt it again with `age -p` (work factor 2^18).', this.source)
     }
 
     if (error.message === 'invalid header HMAC') return new AgeAlteredError('header-mac', {source: this.source})
+    if (this.input.readAfterEnd) {
+      if (this.headerEnd.length === undefined) return new AgeTruncatedError('header', this.fed, this.source)
+      // The header was there in full: only a nonce cut short is truncation, a header that does not parse is damage.
+      if (error.message.startsWith('stream ended before reading') && this.fed < this.headerEnd.length + NONCE_BYTES) return new AgeTruncatedError('nonce', this.fed, this.source)
+    }
+
     return new AgeAlteredError('header', {source: this.source})
   }
 

@@ -269,6 +269,29 @@ describe('refusals, each named', () => {
     expect(expectError((await decryptFailure(appended, {identities: [alice]})).error, AgeAlteredError)).toMatchObject({part: 'chunk', chunk: 3})
   })
 
+  it('a header MAC altered is altered whatever the file size, also when the file arrives in one read', async () => {
+    // A short last volume arrives in one read, and the library reads on to its end before checking the MAC.
+    const small = await encryptBuffer(plaintext.subarray(0, 1000), {recipients: [alice.recipient]})
+    for (const [what, file] of [['small', small], ['several chunks', ciphertext]] as const) {
+      const macFlipped = otherBase64(file, file.indexOf('\n--- ') + 5)
+      for (const writeSize of [7000, 1024 * 1024]) {
+        const {error, released} = await decryptFailure(macFlipped, {identities: [alice]}, writeSize)
+        const altered = expectError(error, AgeAlteredError)
+        expect(altered.part, `${what}, writes of ${writeSize}`).toBe('header-mac')
+        expect(altered.problemKind).toBe('checksum')
+        expect(isIntegrityProblem({kind: altered.problemKind})).toBe(true)
+        expect(released.length).toBe(0)
+      }
+    }
+
+    // A header that does not parse, on a small file read whole: damaged, not cut short.
+    const stanzaTypeBroken = Buffer.from(small)
+    stanzaTypeBroken.write('-> X25519  ', small.indexOf('-> X25519 '))
+    for (const writeSize of [7000, 1024 * 1024]) {
+      expect(expectError((await decryptFailure(stanzaTypeBroken, {identities: [alice]}, writeSize)).error, AgeAlteredError).problemKind).toBe('damaged')
+    }
+  })
+
   it('every refusal is a bad-input AgeError that fails one file, not the job', () => {
     const fileErrors = seenErrors.filter((error) => !(error instanceof AgeKeyFileError))
     expect(fileErrors.length).toBeGreaterThan(20)
