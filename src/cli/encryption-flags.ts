@@ -1,6 +1,8 @@
 import {Flags} from '@oclif/core'
 
-import {type AgeDecryptionKeys, type AgeEncryptionKeys, parseRecipient, readIdentityFile, readPassphraseFile, readRecipientsFile} from '../crypto/age.js'
+import {
+  type AgeDecryptionKeys, type AgeEncryptionKeys, checkRecipientCount, parseRecipient, readIdentityFile, readPassphraseFile, readRecipientsFile,
+} from '../crypto/age.js'
 import {UserFacingError} from '../errors.js'
 
 /** export: volumes encrypted in the age format, to recipients or to a passphrase. */
@@ -25,6 +27,7 @@ export async function encryptionKeysFromFlags(flags: {recipient?: string[]; 'rec
   }
 
   if (passphraseFile) return {passphrase: await readPassphraseFile(passphraseFile)}
+  checkRecipientCount(recipients.length)
   return recipients.length > 0 ? {recipients} : undefined
 }
 

@@ -42,6 +42,14 @@ export class InvalidAgeRecipientError extends AgeKeyError {
   }
 }
 
+/** More recipients than a volume may hold (each costs every reader's identity an X25519 operation). */
+export class TooManyAgeRecipientsError extends AgeKeyError {
+  constructor(readonly count: number, readonly max: number) {
+    super(`${count} recipients given: a volume is encrypted to ${max} at most`,
+      'Give fewer recipients: one per receiving site or person is enough, each opens every volume.', 'usage', 'too-many-recipients', true)
+  }
+}
+
 export type AgeKeyFileProblem =
   /** The file cannot be read (missing, no permission, a directory, too large). */
   | 'unreadable'

@@ -13,7 +13,7 @@ import {open} from 'node:fs/promises'
 import {inspect} from 'node:util'
 
 import {Secret} from '../util/secret.js'
-import {AgeKeyFileError, InvalidAgeRecipientError} from './age-errors.js'
+import {AgeKeyFileError, InvalidAgeRecipientError, TooManyAgeRecipientsError} from './age-errors.js'
 import {loadAgeLibrary} from './age-library.js'
 
 /** An X25519 identity (private key) and the recipient (public key) it answers to. */
@@ -70,6 +70,23 @@ export interface AgeDecryptionKeys {
 
 /** age's own default, and what `age -p` writes. */
 export const DEFAULT_SCRYPT_WORK_FACTOR = 18
+
+/**
+ * The most a passphrase-encrypted volume may ask of the reader: what export writes, 2^18 (about
+ * 256 MiB and a second). A header asking more is refused before any scrypt runs.
+ */
+export const MAX_SCRYPT_WORK_FACTOR = DEFAULT_SCRYPT_WORK_FACTOR
+
+/**
+ * The most recipients export encrypts to, and the most recipient stanzas a volume may hold when
+ * read: each costs every identity tried one X25519 operation.
+ */
+export const MAX_AGE_RECIPIENTS = 256
+
+/** Refuses more recipients than a volume may hold (MAX_AGE_RECIPIENTS). */
+export function checkRecipientCount(count: number): void {
+  if (count > MAX_AGE_RECIPIENTS) throw new TooManyAgeRecipientsError(count, MAX_AGE_RECIPIENTS)
+}
 
 /** Larger than any real key file; a guard against being handed a volume or a device by mistake. */
 const MAX_KEY_FILE_BYTES = 1024 * 1024

@@ -23,7 +23,9 @@ import {
   AgeAlteredError, AgeError, AgeTruncatedError, AgeTruncatedOrAlteredError, AgeWrongKeyError,
   ENCRYPTED_CHUNK_BYTES, MissingAgeKeyError, NotAgeFileError, UnsupportedAgeFileError,
 } from './age-errors.js'
-import {type AgeDecryptionKeys, type AgeEncryptionKeys, DEFAULT_SCRYPT_WORK_FACTOR, parseRecipient} from './age-keys.js'
+import {
+  type AgeDecryptionKeys, type AgeEncryptionKeys, checkRecipientCount, DEFAULT_SCRYPT_WORK_FACTOR, MAX_AGE_RECIPIENTS, MAX_SCRYPT_WORK_FACTOR, parseRecipient,
+} from './age-keys.js'
 import type {Secret} from '../util/secret.js'
 import {loadAgeLibrary} from './age-library.js'
 import {WebTransformDuplex} from './web-stream-bridge.js'
@@ -119,14 +121,18 @@ type CheckedEncryptionKeys = {recipients: string[]} | {passphrase: Secret; scryp
 function checkEncryptionKeys(keys: AgeEncryptionKeys): CheckedEncryptionKeys {
   if ('recipients' in keys) {
     if (keys.recipients.length === 0) throw new MissingAgeKeyError('encrypt')
+    checkRecipientCount(keys.recipients.length)
     // Each is checked in full (which needs the age library) when the encryption starts.
     return {recipients: [...keys.recipients]}
   }
 
   if (keys.passphrase.reveal() === '') throw new MissingAgeKeyError('encrypt')
   const scryptWorkFactor = keys.scryptWorkFactor ?? DEFAULT_SCRYPT_WORK_FACTOR
-  // age-encryption refuses to decrypt above 20. No flag sets it: outside the range is a caller's mistake.
-  if (!Number.isInteger(scryptWorkFactor) || scryptWorkFactor < 1 || scryptWorkFactor > 20) throw new RangeError(`scrypt work factor ${scryptWorkFactor} is outside 1..20`)
+  // Decryption refuses more than MAX_SCRYPT_WORK_FACTOR. No flag sets it: outside the range is a caller's mistake.
+  if (!Number.isInteger(scryptWorkFactor) || scryptWorkFactor < 1 || scryptWorkFactor > MAX_SCRYPT_WORK_FACTOR) {
+    throw new RangeError(`scrypt work factor ${scryptWorkFactor} is outside 1..${MAX_SCRYPT_WORK_FACTOR}`)
+  }
+
   return {passphrase: keys.passphrase, scryptWorkFactor}
 }
 
@@ -162,15 +168,17 @@ class AgeDecryptor extends WebTransformDuplex {
   private fed = 0
   private headerAccepted = false
   private chunksOut = 0
-  private readonly probe = new StanzaProbe()
+  private readonly probe: StanzaProbe
 
   constructor(private readonly keys: Required<AgeDecryptionKeys>, private readonly source: string | undefined) {
     super(ENCRYPTED_CHUNK_BYTES)
+    this.probe = new StanzaProbe(source)
   }
 
   protected override async transform(input: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
     const decrypter = new (await loadAgeLibrary()).Decrypter()
-    // Tried first, opens nothing: it only notes the header's stanza types, for the wrong-key message.
+    // Tried first, opens nothing: it notes the header's stanza types, for the wrong-key message, and
+    // refuses a header that would cost too much to try (before any scrypt, or any identity, runs).
     decrypter.addIdentity(this.probe)
     for (const identity of this.keys.identities) decrypter.addIdentity(identity.secret.reveal())
     for (const passphrase of this.keys.passphrases) decrypter.addPassphrase(passphrase.reveal())
@@ -321,13 +329,35 @@ class HeaderEndFinder {
 const NEWLINE = 0x0a
 const MAC_LINE_START = Buffer.from('--- ')
 
-/** The kinds of recipient stanzas a header holds: public, and what a wrong-key message can say. */
+/**
+ * The kinds of recipient stanzas a header holds: public, and what a wrong-key message can say.
+ * Given the stanzas before any identity or passphrase is tried, it refuses a header whose trial
+ * would cost what no volume of this tool's needs: a scrypt work factor above the one export
+ * writes (each step doubles time and memory: 2^20 is 1 GiB), or more recipient stanzas than
+ * export writes (each one costs every identity an X25519 operation; 1 MiB of header holds
+ * 10,000). The header is already bounded by MAX_HEADER_BYTES when the library parses it.
+ */
 class StanzaProbe implements Identity {
   stanzaTypes: string[] = []
+
+  constructor(private readonly source: string | undefined) {}
 
   unwrapFileKey(stanzas: Stanza[]): null {
     // Header lines are printable ASCII (the parser checks), but types are shown only when known.
     this.stanzaTypes = stanzas.map((stanza) => (KNOWN_STANZA_TYPES.has(stanza.args[0] ?? '') ? stanza.args[0]! : 'other'))
+    if (stanzas.length > MAX_AGE_RECIPIENTS) {
+      throw new UnsupportedAgeFileError(`its header holds ${stanzas.length} recipient stanzas, more than the ${MAX_AGE_RECIPIENTS} this tool writes and reads`,
+        'No volume written by this tool holds more: this one was made elsewhere or altered. Copy it again from the export side.', this.source)
+    }
+
+    for (const stanza of stanzas) {
+      const workFactor = stanza.args[0] === 'scrypt' && /^[0-9]{1,9}$/.test(stanza.args[2] ?? '') ? Number(stanza.args[2]) : undefined
+      if (workFactor !== undefined && workFactor > MAX_SCRYPT_WORK_FACTOR) {
+        throw new UnsupportedAgeFileError(`its passphrase was stretched with scrypt work factor 2^${workFactor}, above the 2^${MAX_SCRYPT_WORK_FACTOR} this tool writes and reads`,
+          `Encrypt it again with \`age -p\` or this tool (work factor 2^${MAX_SCRYPT_WORK_FACTOR}); if it was written so, it was altered.`, this.source)
+      }
+    }
+
     return null
   }
 }
