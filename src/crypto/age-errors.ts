@@ -50,6 +50,19 @@ export class TooManyAgeRecipientsError extends AgeKeyError {
   }
 }
 
+/**
+ * A secret key given where the path of a key file belongs (`--identity AGE-SECRET-KEY-1...`).
+ * The value is not echoed: it is a secret, now in the shell's history and in `ps`.
+ */
+export class SecretKeyAsPathError extends AgeKeyError {
+  constructor(readonly what: 'identity file' | 'recipients file' | 'passphrase file') {
+    const flag = what === 'identity file' ? '--identity' : what === 'recipients file' ? '--recipients-file' : '--passphrase-file'
+    super(`${flag} (${what}): the value given looks like a secret key, not a file: put the key in a file (mode 0600) and give its path`,
+      'Write the key to a file readable by you alone (age-keygen -o FILE does), give that path, and consider the key exposed: it was on the command line.',
+      'usage', 'secret-key-as-path', true)
+  }
+}
+
 export type AgeKeyFileProblem =
   /** The file cannot be read (missing, no permission, a directory, too large). */
   | 'unreadable'

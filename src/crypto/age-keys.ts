@@ -13,7 +13,7 @@ import {open} from 'node:fs/promises'
 import {inspect} from 'node:util'
 
 import {Secret} from '../util/secret.js'
-import {AgeKeyFileError, InvalidAgeRecipientError, TooManyAgeRecipientsError} from './age-errors.js'
+import {AgeKeyFileError, InvalidAgeRecipientError, SecretKeyAsPathError, TooManyAgeRecipientsError} from './age-errors.js'
 import {loadAgeLibrary} from './age-library.js'
 
 /** An X25519 identity (private key) and the recipient (public key) it answers to. */
@@ -95,13 +95,25 @@ const MAX_KEY_FILE_BYTES = 1024 * 1024
 const PUBLIC_LOOKING = /^age1[02-9ac-hj-np-z]{1,100}$/
 
 /**
+ * An age secret key anywhere in a string, in either case: `AGE-SECRET-KEY-1...`,
+ * `AGE-SECRET-KEY-PQ-1...`, or a plugin identity `AGE-PLUGIN-NAME-1...` (bech32 data after the
+ * "1"; file names such as `age-plugin-yubikey.txt` or `age-secret-key-backup.txt` do not match).
+ */
+const SECRET_KEY_LOOKING = /AGE-SECRET-KEY-(?:PQ-)?1[02-9AC-HJ-NP-Z]{8,}|AGE-PLUGIN-[A-Z0-9+._-]*-1[02-9AC-HJ-NP-Z]{8,}/i
+
+/** Whether a string given as a recipient or a path holds what looks like an age secret key: never to be echoed. */
+export function looksLikeSecretKey(text: string): boolean {
+  return SECRET_KEY_LOOKING.test(text)
+}
+
+/**
  * Checks a recipient given on the command line or in a recipients file and returns it as age
  * writes it. Refuses secret keys pasted by mistake without echoing them.
  */
 export async function parseRecipient(text: string, origin?: string): Promise<string> {
   const recipient = text.trim()
   const shown = PUBLIC_LOOKING.test(recipient) ? recipient : undefined
-  if (/^AGE-SECRET-KEY-/i.test(recipient)) {
+  if (looksLikeSecretKey(recipient)) {
     throw new InvalidAgeRecipientError(undefined, 'this is a secret key (an identity), not a recipient; give its public key, printed by `age-keygen -y KEYFILE`', origin)
   }
 
@@ -185,6 +197,8 @@ export async function readPassphraseFile(path: string): Promise<Secret> {
  * checked while reading, not by stat.
  */
 async function readKeyFile(path: string, what: 'identity file' | 'recipients file' | 'passphrase file'): Promise<string> {
+  // A key pasted where its file's path belongs: refused before any message could quote it as a path.
+  if (looksLikeSecretKey(path)) throw new SecretKeyAsPathError(what)
   let handle
   try {
     handle = await open(path, 'r')

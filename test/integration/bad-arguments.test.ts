@@ -3,6 +3,7 @@ import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
+import {generateIdentity} from 'age-encryption'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {repoRoot, runCli} from '../helpers/cli.js'
@@ -182,6 +183,28 @@ describe('arguments refused before anything is done', () => {
     expect(JSON.parse(taken.stdout).error).toMatchObject({code: 'other-mirrors-state', message: expect.stringContaining('a mirror of http://127.0.0.1:1 into http://127.0.0.1:2')})
     expect(await readFile(other, 'utf8')).toBe(otherState)
   })
+  it('a secret key given where a key file\'s path belongs is refused without being echoed, with or without --json', async () => {
+    const key = await generateIdentity()
+    const archive = join(work, 'some-export')
+    const commands: Array<[string, string[]]> = [
+      ['--identity', ['verify', '--identity', key, archive]],
+      ['--identity', ['import', '--target', nowhere, '--identity', key, archive]],
+      ['--recipients-file', ['export', '--source', nowhere, '--output', join(work, 'never'), '--recipients-file', key]],
+      ['--passphrase-file', ['verify', '--passphrase-file', key, archive]],
+    ]
+    for (const [flag, args] of commands) {
+      for (const json of [[], ['--json']]) {
+        const result = await runCli([...args, ...json])
+        const what = `${args[0]} ${flag} ${json.join('')}`
+        expect(result.code, what).toBe(2)
+        expect(result.stdout + result.stderr, what).toContain(`${flag} (`)
+        expect(result.stdout + result.stderr, what).toContain('looks like a secret key, not a file: put the key in a file (mode 0600) and give its path')
+        expect(result.stdout + result.stderr, what).not.toContain(key)
+        expect(result.stdout + result.stderr, what).not.toContain(key.slice(20, 40))
+      }
+    }
+  })
+
   it('a group number past 32 bits, and a date range that ends before it starts, are refused naming the flags', async () => {
     const group = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--file-group', '99999999999999', '--json'])
     expect(group.code).toBe(2)

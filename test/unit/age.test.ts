@@ -11,7 +11,8 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {
   AgeAlteredError, type AgeEncryptionKeys, AgeError, type AgeIdentity, AgeKeyFileError, AgeTruncatedError, AgeTruncatedOrAlteredError, AgeWrongKeyError,
   createAgeDecryptor, createAgeEncryptor, createDecryptingReader, createEncryptingWriter, encryptedSizeBound, InvalidAgeRecipientError, MissingAgeKeyError,
-  NotAgeFileError, parseIdentityFile, parseRecipient, parseRecipientsFile, readIdentityFile, readPassphraseFile, readRecipientsFile, startsLikeAgeFile, UnsupportedAgeFileError,
+  NotAgeFileError, parseIdentityFile, parseRecipient, parseRecipientsFile, readIdentityFile, readPassphraseFile, readRecipientsFile, SecretKeyAsPathError, startsLikeAgeFile,
+  UnsupportedAgeFileError,
 } from '../../src/crypto/age.js'
 import {isCompletenessProblem, isInputProblem, isIntegrityProblem} from '../../src/problems.js'
 import {Secret} from '../../src/util/secret.js'
@@ -388,6 +389,24 @@ describe('keys', () => {
     const huge = join(dir, 'huge.txt')
     await writeFile(huge, Buffer.alloc(2 * 1024 * 1024, 'a'))
     expect(expectError(await readIdentityFile(huge).catch((caught: unknown) => caught), AgeKeyFileError).message).toContain('not a key file')
+  })
+
+  it('a secret key given where a key file\'s path belongs is refused without being echoed', async () => {
+    const key = alice.secret.reveal()
+    const pluginKey = 'AGE-PLUGIN-YUBIKEY-1QXZ3J8F5M9LKPDSVW7N0'
+    for (const given of [key, key.toLowerCase(), `./${key}`, pluginKey, pluginKey.toLowerCase()]) {
+      for (const read of [readIdentityFile, readRecipientsFile, readPassphraseFile]) {
+        const error = expectError(await catchError(() => read(given)), SecretKeyAsPathError)
+        expect(error.message).toMatch(/^--(identity|recipients-file|passphrase-file) \(\w+ file\): the value given looks like a secret key, not a file: put the key in a file \(mode 0600\) and give its path$/)
+        expect(error).toMatchObject({category: 'usage', fatal: true})
+        for (const text of [error.message, error.suggestion, JSON.stringify(error), inspect(error)]) expect(text.toLowerCase()).not.toContain(given.toLowerCase())
+      }
+    }
+
+    // File names that merely mention age keys are paths.
+    for (const name of ['age-plugin-yubikey-identity.txt', 'age-secret-key-backup.txt']) {
+      expect(expectError(await catchError(() => readIdentityFile(join(dir, name))), AgeKeyFileError).message).toContain(`${join(dir, name)}: cannot read it (ENOENT)`)
+    }
   })
 
   it('passphrase file: one trailing newline is not part of it; an empty one is refused', async () => {
