@@ -8,7 +8,7 @@ import {encryptionFlags, encryptionKeysFromFlags} from '../src/cli/encryption-fl
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {applyFileGroup, fileGroupFlags} from '../src/cli/file-group-flag.js'
 import {filterFlags, filtersFromFlags} from '../src/cli/filter-flags.js'
-import {shellWord, renderTransferSummary} from '../src/cli/summary.js'
+import {keyFlagPlaceholders, shellWord, renderTransferSummary} from '../src/cli/summary.js'
 import {reportingFlags} from '../src/cli/reporting-flags.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {exportArchive} from '../src/api.js'
@@ -93,7 +93,10 @@ export default class Export extends BaseCommand {
       } else if (!toStdout && summary.volumes === 0 && flags.since && !summary.interrupted && summary.failed === 0) {
         // Nothing new: no folder was made, so there is nothing to verify, and nothing to give the next --since.
         reporter.hint(`Nothing new since ${shellWord(flags.since)}: no volume was written. The next incremental export is again --since ${shellWord(flags.since)}.`)
-      } else if (!toStdout && !summary.interrupted && summary.failed === 0) reporter.hint(`Next: check the volumes, here or on the far side, before anything is deleted: ${this.config.bin} verify ${shellWord(flags.output)}`)
+      } else if (!toStdout && !summary.interrupted && summary.failed === 0) {
+        const keys = keyFlagPlaceholders({identity: encryption !== undefined && 'recipients' in encryption, passphrase: encryption !== undefined && 'passphrase' in encryption})
+        reporter.hint(`Next: check the volumes, here or on the far side, before anything is deleted: ${this.config.bin} verify${keys} ${shellWord(flags.output)}`)
+      }
       return summary
     } finally {
       await client.close()

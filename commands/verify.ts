@@ -5,7 +5,7 @@ import {decryptionFlags, decryptionKeysFromFlags} from '../src/cli/encryption-fl
 import {ExitCode} from '../src/cli/exit-codes.js'
 import {endpointFromFlags, serverFlags} from '../src/cli/server-flags.js'
 import {reportingFlags} from '../src/cli/reporting-flags.js'
-import {listed, renderProblem, renderVolumeRange, shellWord} from '../src/cli/summary.js'
+import {keyFlagPlaceholders, listed, renderProblem, renderVolumeRange, shellWord} from '../src/cli/summary.js'
 import {verifyArchives} from '../src/api.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {verifyOutcome, type VerifySummary} from '../src/verify/verify.js'
@@ -38,7 +38,12 @@ export default class Verify extends BaseCommand {
       if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
       else if (outcome === 'target-differs') process.exitCode = ExitCode.different
       this.result(summary, renderVerify)
-      if (outcome === 'ok' && !summary.target && !argv.includes('-')) reporter.hint(`Next: import it (${this.config.bin} import --target URL ${argv.map((path) => shellWord(String(path))).join(' ')}), then verify again with --target URL before anything is deleted.`)
+      if (outcome === 'ok' && !summary.target && !argv.includes('-')) {
+        // The keys that opened the volumes here open them for import too: named by placeholder, never by the path given.
+        const keys = keyFlagPlaceholders({identity: (flags.identity?.length ?? 0) > 0, passphrase: flags['passphrase-file'] !== undefined})
+        reporter.hint(`Next: import it (${this.config.bin} import --target URL${keys} ${argv.map((path) => shellWord(String(path))).join(' ')}), then verify again with --target URL${keys} before anything is deleted.`)
+      }
+
       return summary
     } finally {
       await target?.close()

@@ -66,6 +66,15 @@ export function listed(lines: string[], total = lines.length, limit = LISTED_FAI
 }
 
 /** A path or URL as a shell word, quoted when it needs to be, for commands suggested to the user. */
+/**
+ * The key flags a suggested command needs to open encrypted volumes, as placeholders (never the
+ * paths given: a hint is copied into tickets and chats): " --identity KEY-FILE" and/or
+ * " --passphrase-file PASSPHRASE-FILE", or "" for plain volumes.
+ */
+export function keyFlagPlaceholders(keys: {identity?: boolean; passphrase?: boolean}): string {
+  return `${keys.identity ? ' --identity KEY-FILE' : ''}${keys.passphrase ? ' --passphrase-file PASSPHRASE-FILE' : ''}`
+}
+
 export function shellWord(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
 }

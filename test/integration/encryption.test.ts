@@ -36,6 +36,7 @@ describe('encrypted volumes', () => {
   let recipientA: string
   let recipientB: string
   let volumes: string
+  let exportedStderr: string
 
   const clearTarget = async () => {
     for (const id of await target.json<string[]>('/instances')) await target.api(`/instances/${id}`, {method: 'DELETE'})
@@ -56,6 +57,7 @@ describe('encrypted volumes', () => {
     volumes = join(work, 'volumes')
     const exported = await runCli(['export', '--source', source.url, '--output', volumes, '--max-volume-size', '70000', '--recipient', recipientA, '--recipient', recipientB])
     expect(exported.code, exported.stderr).toBe(0)
+    exportedStderr = exported.stderr
   })
   afterAll(async () => {
     await Promise.all([source?.dispose(), target?.dispose()])
@@ -142,11 +144,31 @@ describe('encrypted volumes', () => {
     expect(verified.code, verified.stderr).toBe(0)
   })
 
+  it('the next step suggested after an encrypted export or verify carries the key flag, as a placeholder; after a plain one none', async () => {
+    expect(exportedStderr).toMatch(new RegExp(`^Next: .* verify --identity KEY-FILE ${volumes}$`, 'm'))
+    const verified = await runCli(['verify', '--identity', keyA, volumes])
+    expect(verified.code, verified.stderr).toBe(0)
+    expect(verified.stderr).toMatch(new RegExp(`^Next: import it \\(orthanc-replicate import --target URL --identity KEY-FILE ${volumes}\\), then verify again with --target URL --identity KEY-FILE before`, 'm'))
+    for (const stderr of [exportedStderr, verified.stderr]) expect(stderr).not.toContain(keyA)
+
+    const plain = join(work, 'plain')
+    const exported = await runCli(['export', '--source', source.url, '--output', plain])
+    expect(exported.code, exported.stderr).toBe(0)
+    expect(exported.stderr).toMatch(new RegExp(`^Next: .* orthanc-replicate verify ${plain}$`, 'm'))
+    const verifiedPlain = await runCli(['verify', plain])
+    expect(verifiedPlain.code, verifiedPlain.stderr).toBe(0)
+    expect(verifiedPlain.stderr).toMatch(new RegExp(`^Next: import it \\(orthanc-replicate import --target URL ${plain}\\), then verify again with --target URL before`, 'm'))
+    for (const stderr of [exported.stderr, verifiedPlain.stderr]) expect(stderr).not.toMatch(/--identity|--passphrase-file/)
+  })
+
   it('a passphrase from a file, both ways; and through a pipe', async () => {
     const passphrase = join(work, 'passphrase')
     await writeFile(passphrase, 'correct horse battery staple\n', {mode: 0o600})
     const output = join(work, 'with-passphrase')
-    expect((await runCli(['export', '--source', source.url, '--output', output, '--passphrase-file', passphrase])).code).toBe(0)
+    const exported = await runCli(['export', '--source', source.url, '--output', output, '--passphrase-file', passphrase])
+    expect(exported.code, exported.stderr).toBe(0)
+    expect(exported.stderr).toMatch(new RegExp(`^Next: .* verify --passphrase-file PASSPHRASE-FILE ${output}$`, 'm'))
+    expect(exported.stderr).not.toContain(passphrase)
     await clearTarget()
     const imported = await runCli(['import', '--target', target.url, '--passphrase-file', passphrase, '--no-receipt', output])
     expect(imported.code, imported.stderr).toBe(0)
