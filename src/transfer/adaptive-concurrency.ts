@@ -155,6 +155,15 @@ export class AdaptiveConcurrency {
     return this.value
   }
 
+  /**
+   * What the summary reports: the level measured and held. A doubling (or probe) decided on one
+   * of the last completions was never measured, and the items may have run out before it was
+   * even filled: it is not where the job settled. After congestion, the level it fell back to.
+   */
+  get settled(): number {
+    return this.held?.concurrency ?? this.value
+  }
+
   /** Called with the new concurrency after every change. */
   onChange(listener: (concurrency: number) => void): void {
     this.listeners.push(listener)
@@ -332,6 +341,6 @@ export function jobConcurrency(fixed: number | undefined, options: {itemsPerUnit
     control: adaptiveInFlight(controller, options),
     onChange: (listener) => controller.onChange(listener),
     resume: () => controller.resume(),
-    settled: () => ({concurrency: controller.current, concurrencyAdaptive: true}),
+    settled: () => ({concurrency: controller.settled, concurrencyAdaptive: true}),
   }
 }

@@ -235,6 +235,25 @@ describe('AdaptiveConcurrency against a simulated server', () => {
     expect(serverBound.current).toBe(28)
   })
 
+  // The summary reported a doubling decided on one of the last completions, never measured and
+  // never filled (16 reported, at most 9 items in flight).
+  it('settles on the level it measured, not on a doubling the items ran out before it was measured', () => {
+    let now = 0
+    const controller = new AdaptiveConcurrency({itemsPerUnit: 1, now: () => now})
+    for (let index = 0; index < 8; index++) {
+      now += 20
+      controller.record({ms: 10, bytes: 1000, congested: false})
+    }
+
+    expect(controller.current).toBe(16)
+    controller.finish()
+    expect(controller.settled).toBe(8)
+    // Congestion: the level fallen back to is the one in use.
+    const congested = new AdaptiveConcurrency({itemsPerUnit: 1, now: () => now})
+    congested.record({ms: 10, bytes: 1000, congested: true})
+    expect(congested.settled).toBe(4)
+  })
+
   it('decides the same way given the same completions', () => {
     const server: Server = {rttMs: 10, roundTrips: 3, workers: 2, serviceMs: 2}
     expect(simulate(server, 2000, 7).decisions).toEqual(simulate(server, 2000, 7).decisions)
