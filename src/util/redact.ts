@@ -34,17 +34,23 @@ export function registerBasicCredentials(username: string, password: string): vo
   registerSecret(Buffer.from(`${username}:${password}`, 'utf8').toString('base64'))
 }
 
-/** Credentials in URLs (with or without a scheme) and every registered secret, masked. */
+/**
+ * Every registered secret, then credentials in URLs (with or without a scheme), masked. The
+ * secrets first: a password may hold the '@', ':' or '/' the URL patterns stop at, and a pattern
+ * that took part of it would leave the rest for no secret to match ("alice:p@ssw0rd" became
+ * "ssw0rd").
+ */
 export function redactSecrets(text: string): string {
   let redacted = text
-    // scheme://user:password@host: the userinfo goes (a user name alone, with no password, stays).
-    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@:]*:[^\s/?#]*@/gi, '$1')
-    // user:password@host without a scheme. Not scheme://user@host, whose ':' is the scheme's:
-    // a password here holds no '/', as in a URL's userinfo.
-    .replace(/(^|[\s"'=(,])([^\s"'/@:]+):[^\s@"'/]*@(?=[\w.[])/g, '$1')
   // Longest first, so that a secret containing another is masked whole.
   for (const secret of [...SECRETS].sort((a, b) => b.length - a.length)) redacted = redacted.replaceAll(patternOf(secret), MASK)
   return redacted
+    // scheme://user:password@host: the userinfo to the last '@' of the authority goes (a user
+    // name alone, with no password, stays).
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@:]*:[^\s/?#]*@/gi, '$1')
+    // user:password@host without a scheme, alike: to the last '@' before the host. Not
+    // scheme://user@host, whose ':' is the scheme's: a password here holds no '/', as in a URL's userinfo.
+    .replace(/(^|[\s"'=(,])([^\s"'/@:]+):[^\s"'/]*@(?=[\w.[])/g, '$1')
 }
 
 /** A key of the tool's own JSON (`transferred`, `notCarried`): a word, never masked, or a password "failed" would rename fields. */

@@ -71,3 +71,83 @@ describe('registered secrets', () => {
     expect(redactSecrets('xxp@ss w0rd!yy')).toBe('xx[redacted]yy')
   })
 })
+
+describe('passwords of every shape, in whatever message quotes them', () => {
+  // A seeded generator: the same passwords on every run.
+  let seed = 0x5eed_2024
+  const random = () => {
+    seed = (seed + 0x6d_2b_79_f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+  const SPECIAL = '@:/#%?&=+ '
+  const CHARSET = [...`abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789${SPECIAL}${SPECIAL}éüß€漢`]
+  const passwordOf = (length: number) => Array.from({length}, () => CHARSET[Math.floor(random() * CHARSET.length)]).join('')
+  /** The runs of 4 or more characters between the password's special characters. */
+  const fragmentsOf = (password: string) => password.split(/[@:/#%?&=+ ]/).filter((fragment) => [...fragment].length >= 4)
+  const base64 = (text: string) => Buffer.from(text, 'utf8').toString('base64')
+  const templates: Array<(password: string) => string> = [
+    (pw) => pw,
+    (pw) => `denied for alice:${pw}`,
+    (pw) => `Bad file for bob:${pw}`,
+    (pw) => `{"Message": "Bad file for bob:${pw}"}`,
+    (pw) => `http://u:${pw}@h/`,
+    (pw) => `see http://u:${pw}@127.0.0.1:8042/instances?x=1 now`,
+    (pw) => `u:${pw}@h`,
+    (pw) => `cannot connect to u:${pw}@[::1]:8042 (ECONNREFUSED)`,
+    (pw) => `password=${pw}`,
+    (pw) => `user=u&password=${pw}&x=1`,
+    (pw) => `{"password":${JSON.stringify(pw)}}`,
+    (pw) => `the password ${JSON.stringify(pw)} was refused`,
+    (pw) => `encoded ${encodeURIComponent(pw)} here`,
+    (pw) => `http://u:${encodeURIComponent(pw)}@h:8042/x`,
+    (pw) => `lower ${encodeURIComponent(pw).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase())}`,
+    (pw) => `form ${encodeURIComponent(pw).replaceAll('%20', '+')}`,
+    (pw) => `Authorization: Basic ${base64(`bob:${pw}`)}`,
+    (pw) => `(${pw}), '${pw}'\n${pw}\n`,
+  ]
+
+  it('a registered one: neither it nor a fragment of 4 or more characters between its special characters', () => {
+    const leaks: string[] = []
+    for (let round = 0; round < 80; round++) {
+      const password = passwordOf(6 + Math.floor(random() * 20))
+      registerSecret(password)
+      registerBasicCredentials('bob', password)
+      for (const template of templates) {
+        const text = template(password)
+        const redacted = redactSecrets(text)
+        const around = template('')
+        const forms = [password, encodeURIComponent(password), base64(password), base64(`bob:${password}`), ...fragmentsOf(password)]
+        for (const form of forms) {
+          if (redacted.split(form).length > around.split(form).length) leaks.push(`${JSON.stringify(text)} -> ${JSON.stringify(redacted)} shows ${JSON.stringify(form)}`)
+        }
+      }
+    }
+
+    expect(leaks).toEqual([])
+  })
+
+  it('an unregistered password, URL-encoded in a URL or holding "@" and ":", goes with the URL\'s user information up to its last "@"', () => {
+    const leaks: string[] = []
+    for (let round = 0; round < 200; round++) {
+      // No '/', '?', '#' or space: a URL's unencoded user information ends before them.
+      const password = passwordOf(6 + Math.floor(random() * 20)).replace(/[/?# ]/g, '@')
+      const encoded = encodeURIComponent(password)
+      const cases = [`http://u:${encoded}@h/x`, `u:${encoded}@h:8042`, `http://u:${password}@h/x`, `denied u:${password}@h:8042 (401)`]
+      for (const text of cases) {
+        const redacted = redactSecrets(text)
+        if (redacted.includes('u:') || fragmentsOf(password).some((fragment) => redacted.includes(fragment))) leaks.push(`${JSON.stringify(text)} -> ${JSON.stringify(redacted)}`)
+      }
+    }
+
+    expect(leaks).toEqual([])
+  })
+
+  it('the review\'s case: a password holding "@" quoted after its user name', () => {
+    registerSecret('p@ssw0rd')
+    expect(redactSecrets('denied for alice:p@ssw0rd')).toBe('denied for alice:[redacted]')
+    expect(redactSecrets('http://alice:p@ssw0rd@pacs:4242/x')).toBe('http://pacs:4242/x')
+    expect(redactSecrets('alice:p@ssw0rd@pacs:4242')).toBe('pacs:4242')
+  })
+})
