@@ -43,7 +43,7 @@ export interface Failure {
 export function describeFailure(error: unknown): Failure {
   if (error instanceof UserFacingError) return {message: error.message, suggestion: error.suggestion, exitCode: EXIT_CODE_OF_CATEGORY[error.category], code: error.code}
   if (error instanceof InvalidServerUrlError) {
-    return {message: `${error.message} (${error.input})`, suggestion: 'Give the server as http://host:port or https://host:port, for example http://localhost:8042.', exitCode: ExitCode.invalidUrl, code: 'invalid-url'}
+    return {message: `${error.message} (${error.input})`, suggestion: error.suggestion ?? 'Give the server as http://host:port or https://host:port, for example http://localhost:8042.', exitCode: ExitCode.invalidUrl, code: 'invalid-url'}
   }
 
   if (error instanceof OrthancUnreachableError) {

@@ -95,6 +95,17 @@ function parseServerUrl(input: string): URL {
     throw new InvalidServerUrlError(stripCredentials(input), `unsupported scheme "${url.protocol.replace(':', '')}"; use http:// or https://`)
   }
 
+  // A password holding an unencoded '/', '?' or '#': the parser ends the host there and takes the
+  // rest, password and all, for a path, a query or a fragment (http://alice:2024/Spring@pacs: the
+  // host "alice", the port 2024). Only the part after the last '@' is shown.
+  if (`${url.pathname}${url.search}${url.hash}`.includes('@')) {
+    throw new InvalidServerUrlError(
+      stripCredentials(input),
+      'an \'@\' after the host: a password holding \'/\', \'?\' or \'#\' ends the host there',
+      'Percent-encode a \'/\', \'?\', \'#\' or \'@\' in the password (%2F, %3F, %23, %40), or give the password in a file (--password-file, --source-password-file, --target-password-file) or in ORTHANC_PASSWORD.',
+    )
+  }
+
   if (url.search || url.hash) {
     throw new InvalidServerUrlError(stripCredentials(input), 'a server URL takes no query string or fragment')
   }

@@ -35,7 +35,8 @@ export class InvalidServerUrlError extends OrthancError {
     return true
   }
 
-  constructor(readonly input: string, readonly reason: string) {
+  /** What to do about it, where the usual advice (give http://host:port) is not what helps. */
+  constructor(readonly input: string, readonly reason: string, readonly suggestion?: string) {
     super(`invalid server URL: ${reason}`, input)
   }
 }

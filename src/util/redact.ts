@@ -112,12 +112,18 @@ function patternOf(secret: string): RegExp | string {
   return pattern
 }
 
+/** What follows the '@' of a URL's user information: a host (a name or a bracketed IPv6 address), a port, then the path. */
+const HOST_AFTER_AT = /^(?:\[[^\]\s]*\]|[^\s/?#@:[\]]+)(?::\d*)?(?:[/?#]|$)/
+
 /**
  * The passwords of URLs in command-line arguments, as typed and decoded as a URL parser would,
  * with what an Authorization header would carry for them. An argument is read as a URL does:
  * after a flag's `--name=` and the scheme's `//` (when there is one), the authority runs to the
  * first '/', '?' or '#'; its user information to the last '@' in it; the password from the
- * first ':' of that. So a password may hold spaces, ':' and '@' and is still found whole.
+ * first ':' of that. So a password may hold spaces, ':' and '@' and is still found whole. One
+ * that holds an unencoded '/', '?' or '#' ends that authority early, and leaves an '@' after it
+ * (`http://alice:2024/Spring@pacs:8042`, which a server URL's check refuses): then the user
+ * information up to the last '@' followed by a host is taken too.
  */
 export function passwordsInArguments(argv: string[]): string[] {
   const found: string[] = []
@@ -125,12 +131,20 @@ export function passwordsInArguments(argv: string[]): string[] {
     const value = arg.replace(/^--?[a-z][\w-]*=/i, '')
     const afterScheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(value) ? value.slice(value.indexOf('//') + 2) : value
     const authority = afterScheme.split(/[/?#]/, 1)[0]!
-    const at = authority.lastIndexOf('@')
-    const colon = authority.indexOf(':')
-    if (at < 0 || colon < 0 || colon > at) continue
-    const user = authority.slice(0, colon)
-    const raw = authority.slice(colon + 1, at)
-    found.push(raw, decodeUserinfo(raw), Buffer.from(`${decodeUserinfo(user)}:${decodeUserinfo(raw)}`).toString('base64'))
+    const userinfos = [authority.slice(0, authority.lastIndexOf('@') + 1)]
+    if (afterScheme.indexOf('@', authority.length) >= 0) {
+      const beforeHost = [...afterScheme.matchAll(/@/g)].map((match) => match.index).filter((at) => HOST_AFTER_AT.test(afterScheme.slice(at + 1))).at(-1)
+      if (beforeHost !== undefined && beforeHost >= authority.length) userinfos.push(afterScheme.slice(0, beforeHost + 1))
+    }
+
+    for (const userinfo of userinfos) {
+      const colon = userinfo.indexOf(':')
+      // No password; or a path (`/data/a:b@c`), not a URL: a user name holds no '/', '?' or '#'.
+      if (colon < 0 || /[/?#]/.test(userinfo.slice(0, colon))) continue
+      const user = userinfo.slice(0, colon)
+      const raw = userinfo.slice(colon + 1, -1)
+      found.push(raw, decodeUserinfo(raw), Buffer.from(`${decodeUserinfo(user)}:${decodeUserinfo(raw)}`).toString('base64'))
+    }
   }
 
   return found

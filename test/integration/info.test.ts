@@ -145,6 +145,25 @@ describe('info', () => {
     expect(result.stderr).not.toContain(PASSWORD)
   })
 
+  // http://alice:2024/Spring@host parses as the host "alice", the port 2024 and the path
+  // "/Spring@host": the password was shown as part of the server's name ("cannot connect to
+  // http://alice:2024/Spring@127.0.0.1:37939 (ENOTFOUND)"), and the output guard missed it.
+  it('a password holding an unencoded "/", "?" or "#": exit 3, saying to percent-encode it, and no part of it shown', async () => {
+    for (const password of ['2024/Spring', '2024?Spring', '2024#Spring', '2024/Spr@ing']) {
+      for (const json of [[], ['--json']]) {
+        for (const url of [`http://alice:${password}@127.0.0.1:37939`, `http://alice:${password}@127.0.0.1:37939/orthanc`]) {
+          const result = await runCli(['info', '--server', url, ...json], {env: noCredentialsEnv})
+          const output = result.stdout + result.stderr
+          expect(result.code, output).toBe(3)
+          expect(output, url).toMatch(/%2F, %3F, %23, %40/)
+          expect(output, url).toContain('--password-file')
+          expect(output, url).not.toMatch(/Spr|2024/)
+          if (json.length > 0) expect(parseJson<{error: {code: string}}>(result).error.code).toBe('invalid-url')
+        }
+      }
+    }
+  })
+
   it('a refused connection: exit 4, quickly', async () => {
     const closed = await freePort()
     const started = Date.now()

@@ -38,6 +38,28 @@ describe('passwords of URLs on the command line', () => {
     expect(passwordsInArguments(['http://u:a:b@c@127.0.0.1:9/x@y'])).toContain('a:b@c')
   })
 
+  // A password with an unencoded '/', '?' or '#' ends the URL parser's authority before its '@':
+  // nothing was found, so the command line (process.title) and the output kept it.
+  it('finds a password holding an unencoded "/", "?" or "#", up to the last "@" before the host, and masks it in the command line', () => {
+    let seed = 0x2024
+    const random = () => (seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0) / 4_294_967_296
+    const charset = [...'abcdefghijkmnpqrstuvwxyz23456789/?#@:%&=+ éü€']
+    for (let round = 0; round < 200; round++) {
+      const password = `${Array.from({length: 4 + Math.floor(random() * 12)}, () => charset[Math.floor(random() * charset.length)]).join('')}/x`
+      for (const url of [`http://alice:${password}@127.0.0.1:37939`, `https://alice:${password}@pacs.example/orthanc`, `alice:${password}@[::1]:8042`]) {
+        for (const argv of [['info', '--server', url], ['info', `--server=${url}`]]) {
+          const found = passwordsInArguments(argv)
+          expect(found, argv.join(' ')).toContain(password)
+          for (const secret of found) registerSecret(secret)
+          const title = redactSecrets(argv.join(' '))
+          for (const fragment of password.split(/[/?#@:%&=+ ]/).filter((part) => part.length >= 4)) expect(title, argv.join(' ')).not.toContain(fragment)
+        }
+      }
+    }
+
+    expect(passwordsInArguments(['info', '--server', 'http://alice:2024/Spring@127.0.0.1:37939'])).toContain('2024/Spring')
+  })
+
   it('finds nothing where no URL holds a password', () => {
     expect(passwordsInArguments(['sync', '--source', 'http://pacs:8042', '--target', 'https://user@mirror:443/orthanc', '/data/a:b@c', '--json'])).toEqual([])
   })
