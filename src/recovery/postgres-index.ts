@@ -27,25 +27,42 @@ export interface PostgresSource {
 
 /**
  * Reads a PostgreSQL URL (`postgresql://user:password@host:5432/orthanc?sslmode=require`). The
- * password comes from the URL, else from `passwordFile`, else the pg client's own sources
- * (PGPASSWORD, ~/.pgpass); it is kept in a Secret, and no message ever shows it.
+ * password comes from the URL (its user information, else `?password=` as libpq takes it), else
+ * from `passwordFile`, else the pg client's own sources (PGPASSWORD, ~/.pgpass); it is kept in a
+ * Secret, and no message ever shows it, nor the URL's query string.
  */
 export function resolvePostgresSource(input: string, options: {passwordFile?: string} = {}): PostgresSource {
   let url: URL
   try {
     url = new URL(input)
   } catch {
-    throw new UserFacingError(`not a PostgreSQL URL: ${input.replace(/\/\/.*@/, '//')}`, 'Give the database as postgresql://user@host:5432/database (the password in the URL, with --postgres-password-file, or in PGPASSWORD).', 'usage', 'invalid-database-url')
+    throw new UserFacingError(`not a PostgreSQL URL: ${shownPostgresUrl(input)}`, 'Give the database as postgresql://user@host:5432/database (the password in the URL, with --postgres-password-file, or in PGPASSWORD).', 'usage', 'invalid-database-url')
   }
   if (url.protocol !== 'postgresql:' && url.protocol !== 'postgres:') {
     throw new UserFacingError(`unsupported scheme "${url.protocol.replace(':', '')}" for the database`, 'Give the database as postgresql://user@host:5432/database.', 'usage', 'invalid-database-url')
   }
 
-  const user = decodeURIComponent(url.username) || undefined
-  const database = decodeURIComponent(url.pathname.replace(/^\//, '')) || undefined
+  // A password holding an unencoded '/', '?' or '#' ends the host there, and what follows, password
+  // and all, is taken for the database, the query or a fragment (postgresql://u:2024/Spring@db/orthanc:
+  // the host "u", the port 2024), to be shown as the database's name. An '@' there is refused
+  // (but in ?password=, which is the password's own place).
+  const query = url.search.slice(1).split('&').filter((parameter) => !parameter.startsWith('password='))
+  if (`${url.pathname}${query.join('&')}${url.hash}`.includes('@')) {
+    throw new UserFacingError(
+      `not a PostgreSQL URL: an '@' after the host (${shownPostgresUrl(input)}): a password holding '/', '?' or '#' ends the host there`,
+      'Percent-encode a \'/\', \'?\', \'#\' or \'@\' in the password (%2F, %3F, %23, %40), or give the password with --postgres-password-file or in PGPASSWORD.',
+      'usage',
+      'invalid-database-url',
+    )
+  }
+
+  // libpq takes the password from the query too (?password=): a secret from here on, as the URL's.
+  const queryPassword = url.searchParams.get('password') || undefined
+  const user = decodeUrlPart(url.username, 'user name') || undefined
+  const database = decodeUrlPart(url.pathname.replace(/^\//, ''), 'database name') || undefined
   const host = url.searchParams.get('host') ?? (url.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost')
   const port = url.port === '' ? 5432 : Number(url.port)
-  let password = decodeURIComponent(url.password) || undefined
+  let password = decodeUrlPart(url.password, 'password') || queryPassword
   if (password === undefined && options.passwordFile !== undefined) {
     try {
       password = readSmallFile(options.passwordFile, CREDENTIAL_FILE_BYTES).toString('utf8').replace(/\r?\n$/, '')
@@ -64,6 +81,25 @@ export function resolvePostgresSource(input: string, options: {passwordFile?: st
     database,
     password: password === undefined ? undefined : new Secret(password),
     ssl,
+  }
+}
+
+/**
+ * A PostgreSQL URL as an error may show it: no user information (a password may hold '/' or
+ * '@', so all before the last '@'), and no query string or fragment (`?password=`).
+ */
+function shownPostgresUrl(input: string): string {
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(input)?.[0] ?? ''
+  const rest = input.slice(scheme.length)
+  return scheme + rest.slice(rest.lastIndexOf('@') + 1).replace(/[?#].*$/s, '')
+}
+
+/** A part of a PostgreSQL URL, percent-escapes decoded; one that is not an escape (`50%zz`) is refused, as libpq refuses it, and not shown. */
+function decodeUrlPart(text: string, what: string): string {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    throw new UserFacingError(`the PostgreSQL URL's ${what} holds a '%' that begins no percent-escape`, `Write a '%' in the ${what} as %25${what === 'password' ? ', or give the password with --postgres-password-file or in PGPASSWORD' : ''}.`, 'usage', 'invalid-database-url')
   }
 }
 

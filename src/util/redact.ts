@@ -123,7 +123,8 @@ const HOST_AFTER_AT = /^(?:\[[^\]\s]*\]|[^\s/?#@:[\]]+)(?::\d*)?(?:[/?#]|$)/
  * first ':' of that. So a password may hold spaces, ':' and '@' and is still found whole. One
  * that holds an unencoded '/', '?' or '#' ends that authority early, and leaves an '@' after it
  * (`http://alice:2024/Spring@pacs:8042`, which a server URL's check refuses): then the user
- * information up to the last '@' followed by a host is taken too.
+ * information up to the last '@' followed by a host is taken too. And a `password=` in a URL's
+ * query string, which libpq reads (`postgresql://user@host/db?password=...`).
  */
 export function passwordsInArguments(argv: string[]): string[] {
   const found: string[] = []
@@ -135,6 +136,11 @@ export function passwordsInArguments(argv: string[]): string[] {
     if (afterScheme.indexOf('@', authority.length) >= 0) {
       const beforeHost = [...afterScheme.matchAll(/@/g)].map((match) => match.index).filter((at) => HOST_AFTER_AT.test(afterScheme.slice(at + 1))).at(-1)
       if (beforeHost !== undefined && beforeHost >= authority.length) userinfos.push(afterScheme.slice(0, beforeHost + 1))
+    }
+
+    // libpq's ?password= (postgresql://user@host/db?password=...), as typed and as decoded.
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
+      for (const match of value.matchAll(/[?&]password=([^&#]*)/gi)) found.push(match[1]!, decodeQueryValue(match[1]!))
     }
 
     for (const userinfo of userinfos) {
@@ -162,6 +168,11 @@ export function decodeUserinfo(text: string): string {
       return escapes
     }
   })
+}
+
+/** A query string's value as URLSearchParams reads it: '+' a space, a '%' that begins no escape kept. */
+function decodeQueryValue(text: string): string {
+  return new URLSearchParams(`v=${text}`).get('v') ?? text
 }
 
 let guarded = false

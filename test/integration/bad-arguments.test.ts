@@ -183,6 +183,7 @@ describe('arguments refused before anything is done', () => {
     expect(JSON.parse(taken.stdout).error).toMatchObject({code: 'other-mirrors-state', message: expect.stringContaining('a mirror of http://127.0.0.1:1 into http://127.0.0.1:2')})
     expect(await readFile(other, 'utf8')).toBe(otherState)
   })
+
   it('a secret key given where a key file\'s path belongs is refused without being echoed, with or without --json', async () => {
     const key = await generateIdentity()
     const archive = join(work, 'some-export')
@@ -201,6 +202,22 @@ describe('arguments refused before anything is done', () => {
         expect(result.stdout + result.stderr, what).toContain('looks like a secret key, not a file: put the key in a file (mode 0600) and give its path')
         expect(result.stdout + result.stderr, what).not.toContain(key)
         expect(result.stdout + result.stderr, what).not.toContain(key.slice(20, 40))
+      }
+    }
+  })
+
+  // "not a PostgreSQL URL: postgresql://127.0.0.1:99999/db?password=pa55word", and "URI malformed"
+  // (exit 1) for a '%' in a password that begins no escape.
+  it('import --from-postgres: a URL refused shows no password, from its query or its user information', async () => {
+    for (const [url, password] of [['postgresql://u@127.0.0.1:99999/db?password=pa55word', 'pa55word'], ['postgresql://u:50%zzpw@127.0.0.1/db', 'zzpw'], ['postgresql://u:2024/Spring@127.0.0.1/db', 'Spring']] as const) {
+      for (const json of [[], ['--json']]) {
+        const result = await runCli(['import', '--from-postgres', url, '--target', nowhere, ...json])
+        const output = result.stdout + result.stderr
+        expect(result.code, output).toBe(2)
+        expect(output, url).toMatch(/PostgreSQL URL/)
+        expect(output, url).not.toContain(password)
+        expect(output, url).not.toMatch(/URI malformed/)
+        if (json.length > 0) expect(JSON.parse(result.stdout).error).toMatchObject({code: 'invalid-database-url', exitCode: 2})
       }
     }
   })
