@@ -132,7 +132,8 @@ export abstract class BaseCommand extends Command {
     // A bad flag or argument: one line (one JSON object under --json), exit 2. oclif's own report
     // of it dumps its whole parse, flag values (URLs with passwords) included.
     if (error instanceof Errors.CLIError) {
-      const message = usageMessage(error.message)
+      // An unknown flag's value stays out (--passphrase=hunter2): oclif's list of them has it.
+      const message = usageMessage(error.message, (error as {flags?: unknown}).flags)
       const suggestion = `See: ${this.config.bin} ${this.id ?? ''} --help`.replace(/\s+--help$/, ' --help')
       process.exitCode = ExitCode.usage
       if (this.jsonEnabled()) this.logJson({error: {code: 'usage', message, suggestion, exitCode: ExitCode.usage}})

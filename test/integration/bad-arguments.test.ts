@@ -222,6 +222,20 @@ describe('arguments refused before anything is done', () => {
     }
   })
 
+  // oclif named an unknown flag with its value: "Nonexistent flag: --passphrase=hunter2".
+  it('an unknown flag is named without its value, with --json and without', async () => {
+    for (const json of [[], ['--json']]) {
+      for (const args of [['--passphrase=hunter2'], ['--passphrase=hunter2, --x=y', '-Phunter2']]) {
+        const result = await runCli(['verify', ...json, ...args, join(work, 'none')])
+        const output = result.stdout + result.stderr
+        expect(result.code, output).toBe(2)
+        expect(output).toMatch(/Nonexistent flags?: --passphrase/)
+        expect(output).not.toContain('hunter2')
+        if (json.length > 0) expect(JSON.parse(result.stdout).error).toMatchObject({code: 'usage', exitCode: 2, message: args.length === 1 ? 'Nonexistent flag: --passphrase' : 'Nonexistent flags: --passphrase, -P'})
+      }
+    }
+  })
+
   it('a group number past 32 bits, and a date range that ends before it starts, are refused naming the flags', async () => {
     const group = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--file-group', '99999999999999', '--json'])
     expect(group.code).toBe(2)

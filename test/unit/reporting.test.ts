@@ -193,6 +193,25 @@ describe('a bad flag in one line', () => {
     expect(usageMessage('The following errors occurred:\n  Missing required flag source\n  Missing required flag output\nSee more help with --help')).toBe('Missing required flag source; Missing required flag output')
     expect(usageMessage('Nonexistent flag: --bogus\nSee more help with --help')).toBe('Nonexistent flag: --bogus')
   })
+
+  // "Nonexistent flag: --passphrase=hunter2": a mistyped flag's value may be a secret.
+  it('names an unknown flag without the value given to it', async () => {
+    const {usageMessage} = await import('../../src/cli/usage-message.js')
+    const values = ['hunter2', 'a, --b=c', 'x\ny, -z', 'p@ss:w/rd#é', '=', '']
+    for (const value of values) {
+      const flags = [`--passphrase=${value}`, `-P${value}`, '--bogus']
+      const message = `Nonexistent flags: ${flags.join(', ')}\nSee more help with --help`
+      // From oclif's list of the words; failing that, from its message alone.
+      for (const shown of [usageMessage(message, flags), usageMessage(message)]) {
+        expect(shown, JSON.stringify(value)).toMatch(/^Nonexistent flags: --passphrase\b/)
+        for (const part of value.split(/[\s,=-]+/).filter((text) => text.length >= 2)) expect(shown, JSON.stringify(value)).not.toContain(part)
+      }
+
+      expect(usageMessage(message, flags)).toBe('Nonexistent flags: --passphrase, -P, --bogus')
+    }
+
+    expect(usageMessage('Nonexistent flag: --passphrase=hunter2\nSee more help with --help', ['--passphrase=hunter2'])).toBe('Nonexistent flag: --passphrase')
+  })
 })
 
 describe('the flags a log records', () => {
