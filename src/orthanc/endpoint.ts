@@ -123,13 +123,15 @@ export function redactUrl(url: URL): string {
 
 /**
  * For strings that do not even parse as URLs, with a scheme or without one: drop everything
- * before the last '@' (after any "scheme://"), since a raw password may itself hold '/' or '@'.
+ * before the last '@' (after any "scheme://"), since a raw password may itself hold '/' or '@';
+ * and any query string or fragment, which may carry a token (`?password=`, `?token=`).
  */
 function stripCredentials(input: string): string {
   const at = input.lastIndexOf('@')
-  if (at === -1) return input
   const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(input)?.[0] ?? ''
-  return scheme + input.slice(at + 1)
+  const rest = at === -1 ? input.slice(scheme.length) : input.slice(at + 1)
+  const query = rest.search(/[?#]/)
+  return scheme + (query === -1 ? rest : `${rest.slice(0, query)}${rest[query]}…`)
 }
 
 function readPasswordFile(path: string, what = 'password file'): string {

@@ -164,6 +164,18 @@ describe('info', () => {
     }
   })
 
+  // "a server URL takes no query string or fragment (http://127.0.0.1:1/?token=...)": it was shown.
+  it('a URL with a query string or fragment: exit 3, and neither shown', async () => {
+    for (const url of ['http://127.0.0.1:1/?token=s3cr3tT0ken', 'http://127.0.0.1:1/orthanc#s3cr3tT0ken', 'http://127.0.0.1:1?access_token=s3cr3tT0ken&x=1']) {
+      for (const json of [[], ['--json']]) {
+        const result = await runCli(['info', '--server', url, ...json], {env: noCredentialsEnv})
+        expect(result.code, url).toBe(3)
+        expect(result.stdout + result.stderr, url).toMatch(/takes no query string or fragment/)
+        expect(result.stdout + result.stderr, url).not.toContain('s3cr3tT0ken')
+      }
+    }
+  })
+
   it('a refused connection: exit 4, quickly', async () => {
     const closed = await freePort()
     const started = Date.now()
