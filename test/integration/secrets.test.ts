@@ -182,7 +182,9 @@ describe('no secret in any output', () => {
       const address = proxy.address()
       return {url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`, close: () => new Promise<void>((resolve) => proxy.close(() => resolve()))}
     }
-    const [source, sink] = await Promise.all([echoing(server.port), echoing(target.port)])
+    // A target of its own: the shared one holds the instances already, and an import would store nothing.
+    const empty = await startOrthanc({name: 'secret-echo-target', users: {[USER]: PASSWORD, [ECHOED_USER]: ECHOED}})
+    const [source, sink] = await Promise.all([echoing(server.port), echoing(empty.port)])
     const found: string[] = []
     try {
       const failed = await runCli(['export', '--source', source.url, '--output', join(dir, 'failed'), '--retries', '0', '--json', '--log-file', join(dir, 'export.log')], {env})
@@ -197,6 +199,7 @@ describe('no secret in any output', () => {
       }
     } finally {
       await Promise.all([source.close(), sink.close()])
+      await empty.dispose()
     }
 
     const files = await listFiles(dir)
