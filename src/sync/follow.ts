@@ -34,7 +34,17 @@ export interface FollowOptions extends Omit<SyncOptions, 'dryRun' | 'onlyInstanc
   onEvent?: (event: FollowEvent) => void
   /** Told of each pass's plan, and of each failure and retry, as they happen. */
   onPassEvent?: JobEventListener
+  /** Arrivals a pass holds by ID at most (default MAX_ARRIVALS_PER_PASS; lower in tests). */
+  maxArrivalsPerPass?: number
 }
+
+/**
+ * A pass holds the IDs of the instances the source logged as new since the cursor (some 100 bytes
+ * each): after a long downtime, as many as arrived. Bounded: a changes pass takes this many and
+ * saves the cursor at the change of the last one it took, and the next poll goes on from there;
+ * a full pass with more compares every instance on both sides by MD5 instead.
+ */
+export const MAX_ARRIVALS_PER_PASS = 100_000
 
 export type FollowEvent =
   | {type: 'pass'; full: boolean; cursor: number; summary: SyncSummary; deletion?: DeletionPass}
@@ -126,10 +136,11 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
       if (stale || fullPassDue(state!, options.fullEveryMs)) {
         // What arrived since the cursor is compared by MD5 where the target holds its ID, as a
         // changes pass compares it: an instance stored again with other bytes keeps its ID, and the
-        // saved cursor passes its change. Of another history nothing is known: all of it is.
-        const arrivals = stale ? undefined : await arrivalsUpTo(options.source, state!.cursor, last, options.signal)
+        // saved cursor passes its change. Of another history nothing is known: all of it is, and
+        // so it is when more arrived than a pass holds by ID.
+        const arrivals = stale ? undefined : await arrivalsUpTo(options.source, state!.cursor, last, maxArrivals(options), options.signal)
         const pass = await syncServers({
-          ...options, checksum: options.checksum || otherHistory, checksumOf: arrivals, onEvent: options.onPassEvent, dryRun: false,
+          ...options, checksum: options.checksum || otherHistory || (!stale && arrivals === undefined), checksumOf: arrivals, onEvent: options.onPassEvent, dryRun: false,
           holdBack: options.deleteExtras ? (plan) => refusedBeforeCopying(plan, options.maxDeleteFraction) : undefined,
         })
         record(summary, pass, true)
@@ -227,15 +238,19 @@ async function sameHistory(source: FollowOptions['source'], state: FollowState, 
   return now === undefined || (now.id === state.at.id && now.type === state.at.type && now.date === state.at.date)
 }
 
-/** The instances the source logged as new after `cursor`, up to `last`. */
-async function arrivalsUpTo(source: FollowOptions['source'], cursor: number, last: number, signal?: AbortSignal): Promise<Set<string>> {
+/** The instances the source logged as new after `cursor`, up to `last`; undefined when there are more than `max`. */
+async function arrivalsUpTo(source: FollowOptions['source'], cursor: number, last: number, max: number, signal?: AbortSignal): Promise<Set<string> | undefined> {
   const arrivals = new Set<string>()
   for await (const change of source.changesSince(cursor, signal)) {
     if (change.Seq > last) break
-    if (change.ChangeType === 'NewInstance') arrivals.add(change.ID)
+    if (change.ChangeType !== 'NewInstance') continue
+    arrivals.add(change.ID)
+    if (arrivals.size > max) return undefined
   }
   return arrivals
 }
+
+const maxArrivals = (options: FollowOptions) => Math.max(1, options.maxArrivalsPerPass ?? MAX_ARRIVALS_PER_PASS)
 
 /**
  * A state file the disk will not take (full, failing) is waited out like an outage, named for
@@ -257,13 +272,24 @@ async function saveState(file: string, state: FollowState, savedCursor: number):
 async function followChanges(options: FollowOptions, state: FollowState, summary: FollowSummary, tally: (pass: SyncSummary, full: boolean) => void): Promise<FollowState | undefined> {
   const instances = new Set<string>(state.retry)
   const changes = options.source.changesSince(state.cursor, options.signal)
+  // Up to the change of the last arrival taken, when there are more than a pass holds.
+  // Counted apart from the instances to try again, so that every pass moves the cursor on.
+  let taken = state.cursor
+  let arrivals = 0
   let next = await changes.next()
   while (!next.done) {
-    if (next.value.ChangeType === 'NewInstance') instances.add(next.value.ID)
+    const change = next.value
+    if (change.ChangeType === 'NewInstance' && !instances.has(change.ID)) {
+      if (arrivals >= maxArrivals(options)) break
+      arrivals++
+      instances.add(change.ID)
+    }
+    taken = change.Seq
     next = await changes.next()
   }
 
-  const cursor = next.value
+  if (!next.done) await changes.return(taken)
+  const cursor = next.done ? next.value : taken
   if (instances.size === 0) {
     summary.passes++
     return {...state, cursor}

@@ -10,7 +10,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type FixtureRecord, generateStudySet} from '../../fixtures/generate.js'
 import {OrthancClient} from '../../src/orthanc/client.js'
 import {resolveEndpoint} from '../../src/orthanc/endpoint.js'
-import {type FollowEvent, type FollowState, followSource} from '../../src/sync/follow.js'
+import {type FollowEvent, type FollowOptions, type FollowState, followSource} from '../../src/sync/follow.js'
 import {syncServers} from '../../src/sync/sync.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {damageStoredFile} from '../helpers/tamper.js'
@@ -57,7 +57,7 @@ describe('sync --follow started again', () => {
   }
 
   /** Runs the mirror (one instance at a time) until `stop` says so; returns its summary. */
-  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number; afterFirstPass?: () => Promise<void>}, fullEveryMs = 3_600_000, deleteExtras = false, whileFirstStores?: () => Promise<void>, from = source) {
+  async function follow(stateFile: string, stop: {afterStored?: number; afterPasses?: number; afterFirstPass?: () => Promise<void>}, fullEveryMs = 3_600_000, deleteExtras = false, whileFirstStores?: () => Promise<void>, from = source, tuning: Pick<FollowOptions, 'maxArrivalsPerPass'> = {}) {
     const sourceClient = new OrthancClient(resolveEndpoint({url: from.url}))
     const targetClient = new OrthancClient(resolveEndpoint({url: target.url}))
     const controller = new AbortController()
@@ -68,7 +68,7 @@ describe('sync --follow started again', () => {
     try {
       return await followSource({
         source: sourceClient, target: targetClient, filters: {}, checksum: false, concurrency: 1, stateFile,
-        intervalMs: 50, fullEveryMs, deleteExtras, maxDeleteFraction: 0.5, signal: controller.signal,
+        intervalMs: 50, fullEveryMs, deleteExtras, maxDeleteFraction: 0.5, signal: controller.signal, ...tuning,
         // Ctrl-C part-way through a pass.
         onProgress: (event) => {
           if (stop.afterStored !== undefined && event.phase === 'sync' && event.done >= stop.afterStored) controller.abort()
@@ -210,6 +210,37 @@ describe('sync --follow started again', () => {
       await writeState(stateFile, {...await readState(stateFile), lastFullPass: new Date(Date.now() - 7_200_000).toISOString()})
       const restarted = await follow(stateFile, {afterPasses: 1})
       expect(restarted).toMatchObject({fullPasses: 1, transferred: 1, failed: 0})
+      expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    } finally {
+      await source.dispose()
+      source = original
+    }
+  }, 60_000)
+
+  // A pass held the ID of every instance logged as new since its cursor: after a long downtime,
+  // as many as arrived, all in memory at once.
+  it('a changes pass holds a bounded number of arrivals: the rest come by the next polls, every one copied', async () => {
+    const stateFile = await mirrored(2, 'bounded-arrivals.json')
+    const later = records.slice(2, 8)
+    await uploadFiles(source, later.map((record) => record.path))
+    const summary = await follow(stateFile, {afterPasses: 3}, 3_600_000, false, undefined, source, {maxArrivalsPerPass: 2})
+    expect(summary).toMatchObject({fullPasses: 0, transferred: later.length, failed: 0})
+    const passes = events.flatMap((event) => (event.type === 'pass' ? [event.summary.transferred] : []))
+    expect(passes).toEqual([2, 2, 2])
+    expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
+    expect((await readState(stateFile)).cursor).toBe((await source.json<{Last: number}>('/changes?last')).Last)
+  }, 60_000)
+
+  it('a full pass with more arrivals than a pass holds compares every instance by MD5: one stored again with other bytes is copied', async () => {
+    const original = source
+    source = await startOrthanc({name: 'follow-many-arrivals', overwriteInstances: true})
+    try {
+      const stateFile = await mirrored(2, 'many-arrivals.json')
+      await storeAgainWithOtherBytes(records[1]!.orthancId, '97')
+      await uploadFiles(source, records.slice(2, 4).map((record) => record.path))
+      await writeState(stateFile, {...await readState(stateFile), lastFullPass: new Date(Date.now() - 7_200_000).toISOString()})
+      const restarted = await follow(stateFile, {afterPasses: 1}, 3_600_000, false, undefined, source, {maxArrivalsPerPass: 1})
+      expect(restarted).toMatchObject({fullPasses: 1, transferred: 3, failed: 0})
       expect(await instanceMd5s(target)).toEqual(await instanceMd5s(source))
     } finally {
       await source.dispose()
