@@ -122,6 +122,17 @@ export async function readVolumeManifest(file: string): Promise<VolumeManifest |
  * /changes cannot show: changes of deleted resources vanish, and a cursor can be stale.
  */
 export async function excludeExportedBefore(client: OrthancClient, base: ExportBase, signal?: AbortSignal): Promise<(instance: SelectedInstance) => boolean> {
+  // A log begun again numbers other changes from 1: its changes after the base's cursor are not
+  // what happened since the base (an instance stored again with other bytes would be left out).
+  const head = await client.logHead(base.changeCursor, signal)
+  if (head < base.changeCursor) {
+    throw new UserFacingError(
+      `${client.display}'s change log stands at ${head}, before the change ${base.changeCursor} the export given to --since was made at: it is not the log that export was made from (a server moved onto a new database, rebuilt, or restored from a backup), so what changed since cannot be told`,
+      'Export without --since (a whole export), or with --exclude-receipt RECEIPT of the far side\'s last import, which compares each instance\'s MD5.',
+      'bad-input', 'other-history',
+    )
+  }
+
   const restoredSince = new Set<string>()
   const changes = client.changesSince(base.changeCursor, signal)
   for await (const change of changes) {

@@ -269,6 +269,18 @@ export class OrthancClient {
     }
   }
 
+  /**
+   * Where the change log stands: its newest change, or past it the counter Orthanc numbers changes
+   * from, which it answers as Last when nothing follows `cursor` (SQLite and the PostgreSQL plugins
+   * alike). Deleting a resource takes its changes out of the log (the newest one too) but never the
+   * counter back: only a log begun again (another server, one restored from a backup, one moved
+   * onto a new database) stands before a cursor it gave.
+   */
+  async logHead(cursor: number, signal?: AbortSignal): Promise<number> {
+    const [newest, after] = await Promise.all([this.lastChange(signal), cursor > 0 ? this.changes(cursor, 1, signal) : undefined])
+    return Math.max(newest, after?.Last ?? 0)
+  }
+
   /** The newest change sequence number: where an incremental run will start next time. */
   async lastChange(signal?: AbortSignal): Promise<number> {
     return (await this.answer<OrthancChangesPage>('GET', '/changes?last', shapes.lastChange, {signal})).Last

@@ -129,7 +129,7 @@ async function follow(options: FollowOptions): Promise<FollowSummary> {
   }
   while (!options.signal?.aborted) {
     try {
-      const last = await logHead(options.source, state?.cursor ?? 0, options.signal)
+      const last = await options.source.logHead(state?.cursor ?? 0, options.signal)
       const otherHistory = state !== undefined && (state.cursor > last || !(await sameHistory(options.source, state, options.signal)))
       if (otherHistory) options.onEvent?.({type: 'other-history', message: `the source's change log is not the one the cursor ${state!.cursor} was saved in (another server at this URL, or one restored from a backup): a full pass compares every instance on both sides by MD5`})
       const stale = !state || otherHistory
@@ -206,17 +206,6 @@ function fullPassDue(state: FollowState, fullEveryMs: number): boolean {
   const last = state.lastFullPass ? Date.parse(state.lastFullPass) : Number.NaN
   const now = Date.now()
   return !Number.isFinite(last) || last > now || now - last >= fullEveryMs
-}
-
-/**
- * Where the source's change log stands: its newest change, or past it the counter Orthanc numbers
- * changes from, which it answers as Last when nothing follows the cursor. Deleting a resource
- * takes its changes out of the log (the newest one too) but never the counter back: only a log
- * begun again (another server, one restored from a backup) stands before a cursor it gave.
- */
-async function logHead(source: FollowOptions['source'], cursor: number, signal?: AbortSignal): Promise<number> {
-  const [newest, after] = await Promise.all([source.lastChange(signal), cursor > 0 ? source.changes(cursor, 1, signal) : undefined])
-  return Math.max(newest, after?.Last ?? 0)
 }
 
 /** The change the source logged at `seq`, if it has one. */

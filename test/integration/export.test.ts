@@ -421,6 +421,23 @@ describe('export', () => {
       for (const record of more) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'})
     }
   })
+
+  // A source moved onto a new database (or restored from a backup) numbers its changes from 1:
+  // --since took its log after the base's cursor for what changed since, and left out the rest,
+  // exit 0, whatever bytes the new server holds.
+  it('--since against a source whose change log began again (a new database) is refused, naming the way out', async () => {
+    const base = join(work, 'base-of-moved')
+    expect((await exportTo(base)).code).toBe(0)
+    const moved = await startOrthanc({name: 'moved-source'})
+    try {
+      await uploadFiles(moved, corpus.slice(0, 2).map((record) => record.path))
+      const result = await runCli(['export', '--source', moved.url, '--output', join(work, 'after-move'), '--since', base, '--json'])
+      expect(result.code, result.stdout).toBe(11)
+      expect(parseJson<{error: {code: string; message: string; suggestion: string}}>(result).error).toMatchObject({code: 'other-history', suggestion: expect.stringContaining('--exclude-receipt')})
+    } finally {
+      await moved.dispose()
+    }
+  })
 })
 
 describe('export faults', () => {
