@@ -102,6 +102,12 @@ export interface StudyExpectation {
   expectedInstances: number
   /** Instances of this study on the source at planning time (more when filters left some out). */
   instancesOnSource: number
+  /**
+   * Instances of this study the filters selected and the export left out as the far side's
+   * already (--since, --exclude-receipt), when the export has filters (format 5): there
+   * instancesOnSource cannot tell them from those the filters left out.
+   */
+  farSideInstances?: number
 }
 
 /** Which instances a job takes: kinds narrow together, several values of one kind widen. */

@@ -12,9 +12,12 @@ export const ARCHIVE_FORMAT = 'orthanc-replicate-archive'
 /**
  * Version 2 adds the side data of patients, studies and series (`resources`) and records the
  * filters without the identifiers they named; version 3 the studies left out whole; version 4 a
- * patient's protection from recycling. Readers take versions up to this one and refuse newer ones.
+ * patient's protection from recycling; version 5 what a filtered export left out of a study as
+ * the far side's (`farSideInstances`). Readers take versions up to this one and refuse newer ones.
  */
-export const ARCHIVE_FORMAT_VERSION = 4
+export const ARCHIVE_FORMAT_VERSION = 5
+/** What a volume declares when it needs version 5, or else 4 (see FORMAT_VERSION_WITHOUT_PROTECTION). */
+export const FORMAT_VERSION_WITH_PROTECTION = 4
 /**
  * What a volume with no protected patient declares: the version that reads it, so that an older
  * reader on the far side of an air gap still takes what it can read whole.

@@ -60,11 +60,14 @@ const filtersV2 = object({
 
 export const hop = object({group: uuid, source: sourceIdentity, exportedAt: isoTime})
 
-const study = object({
-  studyInstanceUid: uid,
-  expectedInstances: integer(1, 100_000_000),
-  instancesOnSource: integer(0, 100_000_000),
-})
+function study(version: FormatVersion): Check {
+  return object({
+    studyInstanceUid: uid,
+    expectedInstances: integer(1, 100_000_000),
+    instancesOnSource: integer(0, 100_000_000),
+    ...(version >= 5 ? {farSideInstances: integer(1, 100_000_000)} : {}),
+  }, ['farSideInstances'])
+}
 
 const farSideStudy = object({studyInstanceUid: uid, instances: integer(1, 100_000_000)})
 
@@ -81,7 +84,7 @@ function headerFields(version: FormatVersion): Record<string, Check> {
     changeCursor: integer(0, Number.MAX_SAFE_INTEGER),
     hops: list(hop, MAX_HOPS),
     incrementalBase: object({group: uuid, changeCursor: integer(0, Number.MAX_SAFE_INTEGER)}),
-    studies: record(orthancId, study, MAX_INSTANCES_PER_VOLUME),
+    studies: record(orthancId, study(version), MAX_INSTANCES_PER_VOLUME),
     ...(version >= 3 ? {farSideStudies: record(orthancId, farSideStudy, FAR_SIDE_SAMPLE)} : {}),
   }
 }
@@ -156,9 +159,9 @@ function manifestSchema(version: FormatVersion): Check {
   }, optionalHeaderFields)
 }
 
-/** Version 2 added the resources' side data; version 3 the studies left out whole (farSideStudies); version 4 patients' protection. */
-type FormatVersion = 1 | 2 | 3 | 4
-const SCHEMAS = Object.fromEntries(([1, 2, 3, 4] as const).map((version) => [version, {contents: contentsSchema(version), manifest: manifestSchema(version)}])) as Record<FormatVersion, {contents: Check; manifest: Check}>
+/** Version 2 added the resources' side data; version 3 the studies left out whole (farSideStudies); version 4 patients' protection; version 5 a filtered export's far side's instances of a study. */
+type FormatVersion = 1 | 2 | 3 | 4 | 5
+const SCHEMAS = Object.fromEntries(([1, 2, 3, 4, 5] as const).map((version) => [version, {contents: contentsSchema(version), manifest: manifestSchema(version)}])) as Record<FormatVersion, {contents: Check; manifest: Check}>
 
 export type Parsed<T> = {value: T} | {violations: string[]}
 
@@ -192,7 +195,7 @@ export function declaredFormatVersion(bytes: Buffer): number | undefined {
 function schemaFor(bytes: Buffer, file: 'contents' | 'manifest'): Check {
   const version = declaredFormatVersion(bytes)
   // An unknown version is checked against the newest schema, which names the field that is wrong.
-  return SCHEMAS[version === 1 || version === 2 || version === 3 ? version : 4][file]
+  return SCHEMAS[version === 1 || version === 2 || version === 3 || version === 4 ? version : 5][file]
 }
 
 export function parseContents(bytes: Buffer): Parsed<VolumeContents> {

@@ -143,6 +143,10 @@ function checkAgreement(
     const here = perStudy.get(studyId) ?? 0
     if (here === 0) problem(CONTENTS_FILE, 'contradiction', `field studies["${studyId}"] names a study with no instance in this volume`)
     if (here > study.expectedInstances) problem(CONTENTS_FILE, 'contradiction', `field studies["${studyId}"].expectedInstances is ${study.expectedInstances}, but this volume alone holds ${here}`)
+    // Both are instances the study had on the source: the selected ones, and those left out of them.
+    if (study.farSideInstances !== undefined && study.expectedInstances + study.farSideInstances > study.instancesOnSource) {
+      problem(CONTENTS_FILE, 'contradiction', `field studies["${studyId}"] has ${study.expectedInstances} instance(s) expected and ${study.farSideInstances} left out as the far side's, more than the ${study.instancesOnSource} on the source`)
+    }
   }
 
   const accounted = new Set<string>()

@@ -5,8 +5,8 @@ import {tmpdir} from 'node:os'
 import {basename, isAbsolute, join, relative, resolve, sep} from 'node:path'
 import type {Writable} from 'node:stream'
 
-import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, FORMAT_VERSION_WITHOUT_PROTECTION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
-import type {Endpoint, Hop, InstanceFilters, InstanceRecord, ResourceRecord, SourceIdentity} from '../model.js'
+import {ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION, FORMAT_VERSION_WITH_PROTECTION, FORMAT_VERSION_WITHOUT_PROTECTION, type VolumeHeader, VOLUME_NAME_PATTERN, volumeName} from '../archive/format.js'
+import type {Endpoint, Hop, InstanceFilters, InstanceRecord, ResourceRecord, SourceIdentity, StudyExpectation} from '../model.js'
 import {unarchivable} from '../archive/manifest-schema.js'
 import {FILTERS_MATCHED_NOTHING_HINT, UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
@@ -529,6 +529,15 @@ function archivableParts(entries: PlannedEntry[]): {records: InstanceRecord[]; r
   return {records, resources, refused}
 }
 
+/**
+ * The version a volume declares: the oldest that reads it whole, so that an older reader on the
+ * far side of an air gap still takes what it can.
+ */
+function formatVersionFor(studies: StudyExpectation[], resources: ResourceRecord[]): number {
+  if (studies.some((study) => study.farSideInstances !== undefined)) return ARCHIVE_FORMAT_VERSION
+  return resources.some((resource) => resource.protected) ? FORMAT_VERSION_WITH_PROTECTION : FORMAT_VERSION_WITHOUT_PROTECTION
+}
+
 /** Writes one volume into the sink; returns what went into it. An interruption leaves it unfinished (throws). */
 async function writeVolume(
   sink: ArchiveSink, plan: ExportPlan, stateDir: string, number: number, options: ExportRun, onSealed?: (held: VolumeContentsHeld) => Promise<void>,
@@ -547,7 +556,7 @@ async function writeVolume(
   const {records, resources, refused} = archivableParts(entries)
   const header: VolumeHeader = {
     format: ARCHIVE_FORMAT,
-    formatVersion: resources.some((resource) => resource.protected) ? ARCHIVE_FORMAT_VERSION : FORMAT_VERSION_WITHOUT_PROTECTION,
+    formatVersion: formatVersionFor(plan.volumes[number - 1]!.studyIds.map((id) => plan.studies[id]!), resources),
     group: plan.group,
     volume: number,
     volumeCount: count,

@@ -226,6 +226,11 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   return plan
 }
 
+/** Whether filters narrow the export, as a reader of its volumes judges it (filters recorded: none). */
+function hasFilters(filters: InstanceFilters): boolean {
+  return Object.values(recordedFilters(filters)).some((value) => value !== undefined)
+}
+
 async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>, leftOut: {instances: number; wholeStudies: FarSideSample}): AsyncGenerator<SelectedInstance> {
   for await (const study of selectInstances(options.client, options.filters, options.signal)) {
     // A study's instances asked about at once: an exclusion may ask the source (a receipt's MD5).
@@ -237,7 +242,12 @@ async function* selectedInstances(options: PlanOptions, studies: Record<string, 
       continue
     }
 
-    studies[study.studyId] = {studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource}
+    const farSide = study.instances.length - kept.length
+    studies[study.studyId] = {
+      studyInstanceUid: study.studyInstanceUid, expectedInstances: kept.length, instancesOnSource: study.instancesOnSource,
+      // Without filters the far side's are the study's others (instancesOnSource says how many).
+      ...(farSide > 0 && hasFilters(options.filters) ? {farSideInstances: farSide} : {}),
+    }
     options.onStudy?.({...study, instances: kept})
     yield* kept
   }

@@ -31,7 +31,8 @@ export async function studyCompleteness(
     const wholeStudies = bag.manifest !== undefined && Object.keys(bag.manifest.filters ?? {}).length === 0
     for (const [studyId, study] of Object.entries(bag.studies)) {
       held.add(studyId)
-      const leftOut = wholeStudies ? Math.max(0, study.instancesOnSource - study.expectedInstances) : 0
+      // With filters, instancesOnSource counts what they left out too: the far side's are recorded apart (format 5).
+      const leftOut = wholeStudies ? Math.max(0, study.instancesOnSource - study.expectedInstances) : study.farSideInstances ?? 0
       const known = expected.get(studyId)
       if (!known || known.expected < study.expectedInstances + leftOut) expected.set(studyId, {studyInstanceUid: study.studyInstanceUid, expected: study.expectedInstances + leftOut, leftOut})
     }

@@ -14,6 +14,7 @@ import {listFiles, volumeFiles} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
 import {damageStoredFile} from '../helpers/tamper.js'
+import {readVolumeManifest} from '../../src/export/since.js'
 
 const run = promisify(execFile)
 
@@ -402,6 +403,40 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
 
       const both = await runCli(['import', '--target', target.url, '--json', '--no-receipt', base, next])
       expect(both.code, both.stderr).toBe(0)
+      expect((await runCli(['verify', '--target', target.url, next])).code).toBe(0)
+    } finally {
+      await target.dispose()
+      await source.api(`/instances/${addedId}`, {method: 'DELETE'})
+    }
+  })
+
+  // With filters the volumes recorded nothing of what --since left out of a study (instancesOnSource
+  // counts what the filters left out too): imported alone, and under verify --target, a study of
+  // which the target held 1 of 4 instances passed, exit 0.
+  it('a filtered incremental export imported without the export it adds to: the study it added to is incomplete too (exit 10)', async () => {
+    const stem = records[0]!
+    const filter = ['--patient-id', stem.patientId]
+    const base = join(work, 'filtered-adds-to-base')
+    expect((await exportTo(base, ...filter)).code).toBe(0)
+    const added = await source.api(`/instances/${stem.orthancId}/modify`, {method: 'POST', body: JSON.stringify({Replace: {SOPInstanceUID: `${stem.sopInstanceUid}.8`}, Keep: ['SeriesInstanceUID', 'StudyInstanceUID'], Force: true})})
+    const {ID: addedId} = await source.json<{ID: string}>('/instances', {method: 'POST', body: Buffer.from(await added.arrayBuffer())})
+    const inStudy = records.filter((record) => record.studyInstanceUid === stem.studyInstanceUid).length + 1
+    const target = await startOrthanc({name: 'filtered-adds-to-target'})
+    try {
+      const next = join(work, 'filtered-adds-to-next')
+      expect((await exportTo(next, '--since', base, ...filter)).code).toBe(0)
+      expect(await archivedIds(next)).toEqual([addedId])
+      // Only such a volume declares the format that records it: an older reader takes the others.
+      const declared = async (folder: string) => Promise.all((await volumeFiles(folder)).map(async (file) => (await readVolumeManifest(file)).formatVersion))
+      expect(await declared(next)).toEqual([5])
+      expect(await declared(base)).toEqual([3])
+      const alone = await runCli(['import', '--target', target.url, '--json', '--no-receipt', next])
+      expect(alone.code, alone.stdout).toBe(10)
+      const {studies} = parseJson<{studies: {incomplete: Array<{studyInstanceUid: string; expected: number; present: number; leftOut: number}>}}>(alone)
+      expect(studies.incomplete).toContainEqual(expect.objectContaining({studyInstanceUid: stem.studyInstanceUid, expected: inStudy, present: 1, leftOut: inStudy - 1}))
+      const checked = await runCli(['verify', '--json', '--target', target.url, next])
+      expect(checked.code, checked.stdout).toBe(14)
+      expect((await runCli(['import', '--target', target.url, '--no-receipt', base, next])).code).toBe(0)
       expect((await runCli(['verify', '--target', target.url, next])).code).toBe(0)
     } finally {
       await target.dispose()
