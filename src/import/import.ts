@@ -12,6 +12,8 @@ import {type Problem, ProblemList} from '../problems.js'
 import {recoverStoppedServer, type RecoveryInput} from '../recovery/recover-server.js'
 import type {RecoveryReport} from '../recovery/recover.js'
 import {type NotCarried, OrthancSink} from '../sinks/orthanc-sink.js'
+import {InstanceReplacer} from '../sync/replace.js'
+import {defaultJournalFolder, ReplacementJournal} from '../sync/replacement-journal.js'
 import {DISTANCE_PROBES, ZIP_BY_DEFAULT_MIN_INSTANCES, type ZipUploads, zipUploadsFor} from '../sinks/upload-batcher.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import {jobConcurrency} from '../transfer/adaptive-concurrency.js'
@@ -24,6 +26,8 @@ import {type StudyCompleteness, studyCompleteness} from './study-completeness.js
 
 export interface ImportOptions {
   client: OrthancClient
+  /** Where replacements are journaled (see ReplacementJournal); default: a folder per target in the user's state folder, shared with sync. */
+  replacementJournal?: string
   inputs: ImportInput[]
   /** Uploads at once; undefined: adaptive, from 8 up to what the link and the target reward. */
   concurrency?: number
@@ -112,6 +116,14 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(zip), congestion: () => client.http.stats.congestion})
   const sink = new OrthancSink(client, {dryRun: options.dryRun, uploads: concurrency.initial, zip})
   concurrency.onChange((uploads) => sink.setUploads(uploads))
+  // An archive's copy of an instance the target holds other bytes of (a newer export, an instance
+  // stored again on the source): a target with OverwriteInstances replaces it, and with it what
+  // the target kept beside it. Kept, journaled and written back as a sync --checksum does.
+  const replacer = options.dryRun ? undefined : new InstanceReplacer(client, sink, {journal: new ReplacementJournal(options.replacementJournal ?? defaultJournalFolder(target.url), target.url)})
+  if (replacer) {
+    sink.storeOverWith((id, store, signal) => replacer.storeOver(id, store, signal))
+    await replacer.takeOverLeftovers()
+  }
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
   // Counted as they come: the failures list keeps only the first ones.
@@ -158,6 +170,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     },
   }).finally(async () => {
     try {
+      // Replacements not ended, and those runs killed mid-replacement left: written back now.
+      await replacer?.finish()
       await Promise.all(failedReceiptLines)
     } finally {
       await Promise.all(closeAfterJob.map((close) => close().catch(() => {})))

@@ -130,6 +130,9 @@ const RECENT_STUDIES = 16
 /** `instanceId`: the instance's ID on the target, as the target answered the upload when there was one. */
 export type StoreOutcome = Outcome & {targetMd5: string; instanceId: string}
 
+/** Stores an instance over another file the target holds under its ID (`store`), keeping what the target holds of its own. */
+export type StoreOver = (instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal) => Promise<StoreOutcome>
+
 /**
  * The target stored what was sent under another ID than the source gives the instance: the bytes
  * that came were another instance's (a proxy or cache before the source that mixed answers up).
@@ -207,6 +210,8 @@ export class OrthancSink {
   /** Instances being stored, by ID: a second copy waits for the first. */
   private readonly storing = new Map<string, Promise<StoreOutcome>>()
   private readonly filesKept: FilesKeptCheck
+  /** What stores over another file the target holds under the instance's ID (see storeOverWith). */
+  private storeOver?: StoreOver
   /** The read-backs of found instances, one after the other (see checkFound). */
   private foundChecks: Promise<void> = Promise.resolve()
   /** Resources whose side data this run has written (or is writing): once each. */
@@ -261,6 +266,14 @@ export class OrthancSink {
       if (!this.options.dryRun) await this.reconcile({instanceId: unit.instanceId, sideData: unit.record, attachments: unit.attachments, resources: unit.resources, missingAttachments: unit.missingAttachments}, signal)
       await this.checkFilesKept(unit.instanceId, existing.md5, signal)
       return {kind: 'skipped', targetMd5: existing.md5, instanceId: unit.instanceId}
+    }
+
+    // Another file under this ID: a target with OverwriteInstances replaces it, and with it what
+    // it kept beside the instance and the parents it leaves empty.
+    if (existing && this.storeOver && !this.options.dryRun) {
+      const storeOver = this.storeOver
+      checkSafeToSend(unit.dicom)
+      return storeOver(unit.instanceId, () => this.storeAlone(unit, signal, {knownAbsent: true}), signal)
     }
 
     // Whatever route the bytes came by, nothing that could harm the server is sent (Orthanc
@@ -366,6 +379,14 @@ export class OrthancSink {
     })
     this.foundChecks = mine.catch(() => {})
     await mine
+  }
+
+  /**
+   * How to store over another file the target holds under an instance's ID: through a replacer
+   * that keeps the target's own side data and writes it back (see InstanceReplacer.storeOver).
+   */
+  storeOverWith(storeOver: StoreOver): void {
+    this.storeOver = storeOver
   }
 
   /** Once per run, the target hands back a file it holds (see FilesKeptCheck). */

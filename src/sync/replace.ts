@@ -3,6 +3,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {OrthancHttpError} from '../orthanc/errors.js'
 import {AttachmentsNotRestoredError, type OrthancSink, REPLACEMENT_LOST, replacementKept, type StoreOutcome} from '../sinks/orthanc-sink.js'
 import {SideDataReader} from '../sources/side-data.js'
+import {TargetMismatchError} from '../sinks/target-mismatch.js'
 import {crashPoint} from '../util/crash-points.js'
 import {type KeptResource, type LeftReplacement, ReplacementJournal} from './replacement-journal.js'
 
@@ -173,6 +174,21 @@ export class InstanceReplacer {
    * the store wrote on them, with it again.
    */
   async replace(instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
+    return this.replaceWith(instanceId, store, signal, {deleteFirst: true})
+  }
+
+  /**
+   * For a store that may itself replace the target's copy (an import into a target with
+   * OverwriteInstances: Orthanc deletes the instance it had, and the parents it leaves empty, with
+   * what the target kept beside them): the target's own side data is kept as for a replacement,
+   * and written back wherever the store left nothing. A target that keeps its copy (the store
+   * fails as `kept-older`) lost nothing.
+   */
+  async storeOver(instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
+    return this.replaceWith(instanceId, store, signal, {deleteFirst: false})
+  }
+
+  private async replaceWith(instanceId: string, store: () => Promise<StoreOutcome>, signal: AbortSignal | undefined, options: {deleteFirst: boolean}): Promise<StoreOutcome> {
     let replacement = this.pending.get(instanceId)
     if (!replacement) {
       replacement = {kept: await this.keptBeside(instanceId, signal), attempted: false}
@@ -189,6 +205,19 @@ export class InstanceReplacer {
           throw error
         }
       }
+    }
+
+    if (!options.deleteFirst && !replacement.went) {
+      // Whatever the store overwrites goes with it: which parents, no answer says.
+      replacement.attempted = true
+      try {
+        replacement.stored ??= await store()
+      } catch (error) {
+        // The target kept its own copy: nothing went.
+        if (error instanceof TargetMismatchError && error.why === 'kept-older') await this.release(instanceId)
+        throw error
+      }
+      replacement.went = wentWith(undefined)
     }
 
     if (!replacement.went) {

@@ -191,7 +191,7 @@ describe('import', () => {
     }
   })
 
-  it('a target holding another file under an instance\'s ID: refused without OverwriteInstances, replaced with it', async () => {
+  it('a target holding another file under an instance\'s ID: refused without OverwriteInstances, replaced with it, the target\'s own side data kept', async () => {
     const annotated = corpus[1]!
     const altered = Buffer.from(await readFile(annotated.path))
     altered[altered.length - 1] = altered[altered.length - 1]! ^ 0x0f
@@ -199,6 +199,12 @@ describe('import', () => {
     const overwrites = await startOrthanc({name: 'overwrites', ...targetConfig, overwriteInstances: true})
     try {
       for (const server of [keeps, overwrites]) await server.api('/instances', {method: 'POST', body: new Uint8Array(altered)})
+      // What the overwriting target holds of its own: beside the instance, and beside its series,
+      // which the overwrite deletes with it (its only instance there).
+      const {ParentSeries: series} = await overwrites.json<{ParentSeries: string}>(`/instances/${annotated.orthancId}`)
+      for (const [path, body] of [[`/instances/${annotated.orthancId}/metadata/2000`, 'instance own'], [`/series/${series}/metadata/2000`, 'series own'], [`/series/${series}/attachments/1031`, 'series report']]) {
+        expect((await overwrites.api(path!, {method: 'PUT', body})).status, path).toBe(200)
+      }
       const refused = await importInto(keeps, volumesDir)
       expect(refused.code).toBe(10)
       const summary = parseJson<ImportJson & {failures: Array<{id: string; kind: string; reason: string}>}>(refused)
@@ -212,6 +218,10 @@ describe('import', () => {
       // Overwriting drops an instance's metadata and attachments: they are written after the upload.
       expect(await (await overwrites.api(`/instances/${annotated.orthancId}/metadata/Reviewed`)).text()).toBe(annotation.metadata)
       expect(await (await overwrites.api(`/instances/${annotated.orthancId}/attachments/Report/data`)).text()).toBe(annotation.attachment.toString())
+      // The target's own went with the copy it had: written back, as a sync --checksum does.
+      expect(await (await overwrites.api(`/instances/${annotated.orthancId}/metadata/2000`)).text()).toBe('instance own')
+      expect(await (await overwrites.api(`/series/${series}/metadata/2000`)).text()).toBe('series own')
+      expect(await (await overwrites.api(`/series/${series}/attachments/1031/data`)).text()).toBe('series report')
     } finally {
       await Promise.all([keeps.dispose(), overwrites.dispose()])
     }
