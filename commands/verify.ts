@@ -38,6 +38,10 @@ export default class Verify extends BaseCommand {
       if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
       else if (outcome === 'target-differs') process.exitCode = ExitCode.different
       this.result(summary, renderVerify)
+      // A resume reads a finished volume by its size alone: one damaged in place is written anew only once it is gone.
+      if (!summary.valid && !argv.includes('-')) {
+        reporter.hint('Where the export was made: delete each volume named above as damaged or unproven, and run the same export command again into the same folder; it writes them anew.')
+      }
       if (outcome === 'ok' && !summary.target && !argv.includes('-')) {
         // The keys that opened the volumes here open them for import too: named by placeholder, never by the path given.
         const keys = keyFlagPlaceholders({identity: (flags.identity?.length ?? 0) > 0, passphrase: flags['passphrase-file'] !== undefined})

@@ -13,7 +13,7 @@ import {type CliResult, parseJson, repoRoot, runCli} from '../helpers/cli.js'
 import {listFiles, volumeFiles} from '../helpers/corpus.js'
 import {instanceMd5s, type OrthancServer, startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {startFaultProxy} from '../helpers/fault-proxy.js'
-import {damageStoredFile} from '../helpers/tamper.js'
+import {damageStoredFile, flipByteInEntry} from '../helpers/tamper.js'
 import {readVolumeManifest} from '../../src/export/since.js'
 
 const run = promisify(execFile)
@@ -408,6 +408,25 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
       await target.dispose()
       await source.api(`/instances/${addedId}`, {method: 'DELETE'})
     }
+  })
+
+  // A re-run counted a finished volume damaged in place (same size) done, exit 0: the way to have
+  // it written anew is to delete it, which verify says.
+  it('a finished volume damaged in place: verify names it and says to delete it; the same export then writes it anew', async () => {
+    const output = join(work, 'damaged-in-place')
+    expect((await exportTo(output, '--max-volume-instances', '4')).code).toBe(0)
+    const [, second] = await volumeFiles(output)
+    await flipByteInEntry(second!, '.dcm')
+    const checked = await runCli(['verify', output])
+    expect(checked.code).toBe(11)
+    expect(checked.stderr + checked.stdout).toContain('delete each volume named above as damaged or unproven, and run the same export command again')
+    await rm(second!)
+    const again = await exportTo(output, '--max-volume-instances', '4')
+    expect(again.code, again.stdout).toBe(0)
+    expect(parseJson<{volumesWritten: number}>(again).volumesWritten).toBe(1)
+    const healed = await runCli(['verify', output])
+    expect(healed.code, healed.stdout).toBe(0)
+    expect(healed.stderr + healed.stdout).not.toContain('delete each volume')
   })
 
   // With filters the volumes recorded nothing of what --since left out of a study (instancesOnSource
