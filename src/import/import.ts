@@ -109,8 +109,11 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const archiveReport: ArchiveReadReport = {bags: [], missingVolumes: []}
   // Encrypted inputs without a key are refused here, before the receipt or the target see anything.
   const archives = await archiveInputs(options.inputs.flatMap((input) => (input.kind === 'archive-file' || input.kind === 'archive-stream' ? [input] : [])), options.decryption)
-  // What the volume files say they hold: the total to show, when every input has one.
-  const totals = options.inputs.every((input) => input.kind === 'archive-file') ? await archiveTotals(options.inputs.map((input) => (input as {path: string}).path)) : undefined
+  // What the volume files say they hold: the exports' order, when every archive is a volume file
+  // that says it, and the total to show, when every input is one.
+  const archiveFiles = options.inputs.flatMap((input) => (input.kind === 'archive-file' ? [input.path] : []))
+  const ordered = archiveFiles.length === archives.length ? await archiveTotals(archiveFiles) : undefined
+  const totals = archiveFiles.length === options.inputs.length ? ordered : undefined
   if (totals) options.onEvent?.({type: 'plan', instances: totals.instances, bytes: totals.bytes})
   const zip = await zipUploadsFor(options.zipUploads, totals ?? await folderSample(options), () => client.quickestAnswerMs(DISTANCE_PROBES, options.signal))
   const concurrency = jobConcurrency(options.concurrency, {itemsPerUnit: inFlightPerUpload(zip), congestion: () => client.http.stats.congestion})
@@ -138,7 +141,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
   }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {archives: totals ? inExportOrder(archives, totals.exports) : archives, unordered: !totals && archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false, closeAfterJob}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives: ordered ? inExportOrder(archives, ordered.exports) : archives, unordered: !ordered && archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false, closeAfterJob}),
     concurrency: concurrency.inFlight,
     control: concurrency.control,
     signal: options.signal,
@@ -258,7 +261,13 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
   // All archives go through one reader, so that volumes of a group are counted together.
   if (archives.length > 0) {
     for await (const unit of readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})) {
-      if (!others || takeFirstCopy(copies, unit, events)) yield unit
+      if (!others) yield unit
+      // In export order, a later export's copy is the source's newer one: sent, and the one the
+      // other inputs are met against.
+      else if (!options.unordered) {
+        copies.supersede(unit.instanceId, unit.md5, unit.label)
+        yield unit
+      } else if (takeFirstCopy(copies, unit, events)) yield unit
     }
   }
   for (const input of inputs) {

@@ -18,6 +18,11 @@ export class FirstCopies {
     return this.first.has(compactHex(instanceId))
   }
 
+  /** Remembers a copy known to be newer than the one met before (a later export's), in its place. */
+  supersede(instanceId: string, md5: string, label: string): void {
+    this.first.set(compactHex(instanceId), compactHex(md5) + label)
+  }
+
   /** Remembers the first copy; for a later one, says whether it is the same or names the first. */
   meet(instanceId: string, md5: string, label: string): {kind: 'first'} | {kind: 'identical'} | {kind: 'different'; firstLabel: string} {
     const key = compactHex(instanceId)

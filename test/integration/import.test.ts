@@ -592,12 +592,18 @@ describe('import', () => {
       expect(newerMd5).not.toBe(record.md5)
       const exported = await runCli(['export', '--source', laterSource.url, '--output', laterExport, '--json'])
       expect(exported.code, exported.stderr).toBe(0)
-      for (const order of [[volumesDir, laterExport], [laterExport, volumesDir]]) {
+      // With a folder of other images beside them, the exports were met in the order named and
+      // against each other as copies nobody could tell apart: the older one ended on the target,
+      // the newer one was failed as a contradiction (exit 10).
+      const [other] = await generateStudySet(join(work, 'beside-two-exports'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 1, pixelBytes: 1000, seed: 'beside-two-exports'})
+      for (const order of [[volumesDir, laterExport], [laterExport, volumesDir], [laterExport, volumesDir, join(work, 'beside-two-exports')]]) {
         const target = await startOrthanc({name: 'two-exports', overwriteInstances: true, ...targetConfig})
         try {
           const result = await importInto(target, ...order)
-          expect(result.code, result.stdout).toBe(0)
-          expect(await instanceMd5s(target)).toEqual(new Map([...sourceMd5s, [record.orthancId, newerMd5]]))
+          expect(result.code, `${order.length} inputs: ${result.stdout}`).toBe(0)
+          const expected = new Map([...sourceMd5s, [record.orthancId, newerMd5]])
+          if (order.length === 3) expected.set(other!.orthancId, other!.md5)
+          expect(await instanceMd5s(target)).toEqual(expected)
         } finally {
           await target.dispose()
         }
