@@ -202,6 +202,30 @@ describe.each(['file', 'stream'] as const)('the trust chain, read as a %s', (how
     expect(result.problems[0]!.reason).toMatch(/version 99 is newer than this program reads .* upgrade orthanc-replicate/)
   })
 
+  // Format 5: what a filtered incremental export left out of a study as the far side's.
+  it('farSideInstances: taken in format 5 when the counts agree; a contradiction when they cannot; unknown to format 4', async () => {
+    const withFarSide = async (version: number, farSide: number, onSource: number) => {
+      const {files, bag} = await volume()
+      for (const name of [CONTENTS_FILE, MANIFEST_FILE]) {
+        editJson(files, `${bag}/${name}`, (value) => {
+          value.formatVersion = version
+          for (const study of Object.values(value.studies as Record<string, Record<string, unknown>>)) Object.assign(study, {farSideInstances: farSide, instancesOnSource: onSource})
+        })
+      }
+      reseal(files, bag, ['tag-manifest'])
+      return read(await packTar(files), how)
+    }
+    const taken = await withFarSide(5, 2, 100)
+    expect(taken.problems).toEqual([])
+    expect(taken.units.length).toBeGreaterThan(0)
+    const contradicted = await withFarSide(5, 2, 1)
+    expect(contradicted.units).toEqual([])
+    expect(contradicted.problems).toContainEqual(expect.objectContaining({kind: 'contradiction', reason: expect.stringMatching(/left out as the far side's, more than the 1 on the source/)}))
+    const older = await withFarSide(4, 2, 100)
+    expect(older.units).toEqual([])
+    expect(kinds(older)).toContain('damaged')
+  })
+
   it('an instance the export failed is named by its ID as not in the archive; one that vanished from the volume, by its entry', async () => {
     const {bytes, bag} = await writeTestVolume({instances: [a, b], failed: [c]})
     const intact = await read(bytes, how)
