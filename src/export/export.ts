@@ -186,6 +186,11 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
       await index.addPlanned(plan, options.client, options.signal)
       await index.write((options.output as {path: string}).path, plan, options.namePrefix, options.encryption)
     }
+    // Written by the run that planned, with its passphrase: none other may finish the export.
+    if (resumed && index && toFolder && options.encryption) {
+      const written = PatientIndex.pathIn((options.output as {path: string}).path, options.encryption)
+      if (await stat(written).catch(() => undefined)) await refuseOtherPassphrase(written, options.encryption)
+    }
     // A run killed while it wrote the index left its temporary copy (patient names) beside the
     // volumes; a resume that has its index already would not write over it. This run holds the folder.
     if (toFolder) await PatientIndex.removeLeftovers((options.output as {path: string}).path)

@@ -124,7 +124,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // the target kept beside it. Kept, journaled and written back as a sync --checksum does.
   const replacer = options.dryRun ? undefined : new InstanceReplacer(client, sink, {journal: new ReplacementJournal(options.replacementJournal ?? defaultJournalFolder(target.url), target.url)})
   if (replacer) {
-    sink.storeOverWith((id, store, signal) => replacer.storeOver(id, store, signal))
+    sink.storeOverWith((id, copy, store, signal) => replacer.storeOver(id, copy, store, signal))
     await replacer.takeOverLeftovers()
   }
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.

@@ -131,7 +131,7 @@ const RECENT_STUDIES = 16
 export type StoreOutcome = Outcome & {targetMd5: string; instanceId: string}
 
 /** Stores an instance over another file the target holds under its ID (`store`), keeping what the target holds of its own. */
-export type StoreOver = (instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal) => Promise<StoreOutcome>
+export type StoreOver = (instanceId: string, copy: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal) => Promise<StoreOutcome>
 
 /**
  * The target stored what was sent under another ID than the source gives the instance: the bytes
@@ -269,11 +269,12 @@ export class OrthancSink {
     }
 
     // Another file under this ID: a target with OverwriteInstances replaces it, and with it what
-    // it kept beside the instance and the parents it leaves empty.
-    if (existing && this.storeOver && !this.options.dryRun) {
+    // it kept beside the instance and the parents it leaves empty. (A target that records no MD5
+    // says nothing of its file here: read back after the upload, as ever.)
+    if (existing && existing.md5 !== '' && this.storeOver && !this.options.dryRun) {
       const storeOver = this.storeOver
       checkSafeToSend(unit.dicom)
-      return storeOver(unit.instanceId, () => this.storeAlone(unit, signal, {knownAbsent: true}), signal)
+      return storeOver(unit.instanceId, unit.md5, () => this.storeAlone(unit, signal, {knownAbsent: true}), signal)
     }
 
     // Whatever route the bytes came by, nothing that could harm the server is sent (Orthanc
@@ -300,8 +301,10 @@ export class OrthancSink {
     // A target that records no MD5 (StoreMD5ForAttachments off) is read back.
     const targetMd5 = await this.client.fileMd5(answer.ID, signal) ?? 'missing'
     if (targetMd5 !== unit.md5) {
-      // The target changes a file it transcodes, not the ID it gives it.
-      if (answer.ID !== unit.instanceId && targetMd5 !== 'missing') throw new MisansweredUploadError(this.client.display, unit.instanceId, answer.ID)
+      // Another ID than the one expected, holding other bytes: an answer about another upload,
+      // unless the target names this very instance otherwise (it decodes the patient ID in its own
+      // way) and changed or kept another file of it: its SOP Instance UID tells.
+      if (answer.ID !== unit.instanceId && targetMd5 !== 'missing' && !(await this.sameSopInstance(answer.ID, unit, signal))) throw new MisansweredUploadError(this.client.display, unit.instanceId, answer.ID)
       throw new TargetMismatchError(this.client.display, answer.ID, unit.md5, targetMd5, targetMd5 === 'missing' ? 'gone-after' : alreadyStored ? 'kept-older' : 'changed-on-arrival')
     }
     let missing: number[] = []
@@ -315,6 +318,14 @@ export class OrthancSink {
     if (missing.length > 0) throw notRestored(answer.ID, missing, unit.missingAttachments)
     await this.checkFilesKept(answer.ID, targetMd5, signal)
     return alreadyStored ? {kind: 'skipped', targetMd5, instanceId: answer.ID} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5, instanceId: answer.ID}
+  }
+
+  /** Whether the target's instance `id` is the unit's (the same SOP Instance UID); unknown (no record, no answer) counts as not. */
+  private async sameSopInstance(id: string, unit: InstanceInTransit, signal?: AbortSignal): Promise<boolean> {
+    const sopInstanceUid = unit.record?.sopInstanceUid
+    if (!sopInstanceUid) return false
+    const answered = await this.client.resource('instance', id, signal).catch(() => undefined)
+    return answered?.MainDicomTags?.SOPInstanceUID === sopInstanceUid
   }
 
   /**

@@ -140,7 +140,7 @@ class HeldBytes {
  */
 export class InstanceReplacer {
   /** Replacements begun and not ended, by instance ID: what was kept, and how far each went. */
-  private readonly pending = new Map<string, {kept: KeptSideData[]; attempted: boolean; went?: Set<ResourceLevel>; stored?: StoreOutcome; journaled?: string}>()
+  private readonly pending = new Map<string, {kept: KeptSideData[]; attempted: boolean; went?: Set<ResourceLevel>; stored?: StoreOutcome; journaled?: string; copy?: string}>()
   /** Parents' side data (and which parents a series has) read lately: the instances of a series are replaced together. */
   private readonly recent = new Map<string, Promise<unknown>>()
   private readonly targetSideData: SideDataReader
@@ -184,14 +184,22 @@ export class InstanceReplacer {
    * and written back wherever the store left nothing. A target that keeps its copy (the store
    * fails as `kept-older`) lost nothing.
    */
-  async storeOver(instanceId: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
-    return this.replaceWith(instanceId, store, signal, {deleteFirst: false})
+  async storeOver(instanceId: string, copy: string, store: () => Promise<StoreOutcome>, signal?: AbortSignal): Promise<StoreOutcome> {
+    return this.replaceWith(instanceId, store, signal, {deleteFirst: false, copy})
   }
 
-  private async replaceWith(instanceId: string, store: () => Promise<StoreOutcome>, signal: AbortSignal | undefined, options: {deleteFirst: boolean}): Promise<StoreOutcome> {
+  private async replaceWith(instanceId: string, store: () => Promise<StoreOutcome>, signal: AbortSignal | undefined, options: {deleteFirst: boolean; copy?: string}): Promise<StoreOutcome> {
     let replacement = this.pending.get(instanceId)
+    if (replacement && replacement.copy !== options.copy) {
+      // Another copy of the instance (a newer export's) after one whose replacement did not end
+      // (its write-back failed): stored in its turn, never answered with the other's outcome.
+      // What was kept, read before either went, is still the target's own, written back after it.
+      replacement.copy = options.copy
+      replacement.stored = undefined
+      if (!options.deleteFirst) replacement.went = undefined
+    }
     if (!replacement) {
-      replacement = {kept: await this.keptBeside(instanceId, signal), attempted: false}
+      replacement = {kept: await this.keptBeside(instanceId, signal), attempted: false, copy: options.copy}
       this.pending.set(instanceId, replacement)
       // Held before the reservations end: the bytes are counted all along.
       this.held.hold(replacement.kept)

@@ -272,6 +272,15 @@ describe('encrypted volumes', () => {
     const resumed = await runCli([...args, '--passphrase-file', first])
     expect(resumed.code, resumed.stdout).toBe(0)
     expect((await runCli(['verify', '--passphrase-file', first, output])).code).toBe(0)
+
+    // Stopped before any volume was finished: the patient index, written with the first, tells.
+    const indexed = join(work, 'resume-passphrase-index')
+    const indexArgs = [...args.map((arg) => (arg === output ? indexed : arg)), '--patient-index']
+    expect((await runCli([...indexArgs, '--passphrase-file', first], {env: {ORTHANC_REPLICATE_CRASH_AT: 'export:volume-closed'}})).code).not.toBe(0)
+    expect(await encryptedVolumes(indexed)).toHaveLength(0)
+    const otherForIndex = await runCli([...indexArgs, '--passphrase-file', second])
+    expect(otherForIndex.code, otherForIndex.stdout).toBe(2)
+    expect(parseJson<{error: {code: string}}>(otherForIndex).error.code).toBe('other-passphrase')
   })
 
   it('with --state elsewhere, the drive holds encrypted volumes only; the same --state resumes, and --since reads it', async () => {
