@@ -9,6 +9,10 @@ import {keyFlagPlaceholders, listed, renderProblem, renderVolumeRange, shellWord
 import {verifyArchives} from '../src/api.js'
 import {OrthancClient} from '../src/orthanc/client.js'
 import {verifyOutcome, type VerifySummary} from '../src/verify/verify.js'
+import type {ProblemKind} from '../src/problems.js'
+
+/** What a volume damaged or cut short since it was written is named as. */
+const DAMAGE = new Set<ProblemKind>(['checksum', 'damaged', 'truncated'])
 
 export default class Verify extends BaseCommand {
   static override summary = 'Check archive volumes offline: all volumes and entries present, every checksum matching; with --target, that every instance is on that server.'
@@ -38,9 +42,10 @@ export default class Verify extends BaseCommand {
       if (outcome === 'bad-input') process.exitCode = ExitCode.badInput
       else if (outcome === 'target-differs') process.exitCode = ExitCode.different
       this.result(summary, renderVerify)
-      // A resume reads a finished volume by its size alone: one damaged in place is written anew only once it is gone.
-      if (!summary.valid && !argv.includes('-')) {
-        reporter.hint('Where the export was made: delete each volume named above as damaged or unproven, and run the same export command again into the same folder; it writes them anew.')
+      // A resume reads a finished volume by its size alone: one damaged in place is written anew
+      // only once it is gone. (Not for a volume no key given opens, or one given twice: those are whole.)
+      if (summary.problems.some((problem) => DAMAGE.has(problem.kind)) && !argv.includes('-')) {
+        reporter.hint('Where the export was made: delete each volume named above as damaged or cut short, and run the same export command again into the same folder; it writes them anew.')
       }
       if (outcome === 'ok' && !summary.target && !argv.includes('-')) {
         // The keys that opened the volumes here open them for import too: named by placeholder, never by the path given.

@@ -193,6 +193,10 @@ describe('encrypted volumes', () => {
     expect(summary.transferred).toBe(0)
     expect(summary.problems.map((problem) => problem.kind)).toContain('wrong-key')
     expect(await target.json<string[]>('/instances')).toEqual([])
+    // Whole volumes, another key: verify never says to delete them.
+    const checked = await runCli(['verify', '--identity', stranger, volumes])
+    expect(checked.code).toBe(11)
+    expect(checked.stderr + checked.stdout).not.toContain('delete each volume')
   })
 
   it.each(['truncated', 'flipped'] as const)('a %s volume: refused by name (exit 11), nothing of it uploaded, the other volumes imported', async (damage) => {

@@ -419,7 +419,7 @@ describe('faults: interrupted, failing and changing runs never lie', () => {
     await flipByteInEntry(second!, '.dcm')
     const checked = await runCli(['verify', output])
     expect(checked.code).toBe(11)
-    expect(checked.stderr + checked.stdout).toContain('delete each volume named above as damaged or unproven, and run the same export command again')
+    expect(checked.stderr + checked.stdout).toContain('delete each volume named above as damaged or cut short, and run the same export command again')
     await rm(second!)
     const again = await exportTo(output, '--max-volume-instances', '4')
     expect(again.code, again.stdout).toBe(0)
