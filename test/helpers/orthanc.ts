@@ -94,6 +94,22 @@ function readPrefixManifest(root: string): PrefixManifest | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as PrefixManifest) : undefined
 }
 
+/**
+ * Servers started by this process and not exited. A test that runs out of its time never reaches
+ * its dispose: its server outlived the run (a 1.12.7 server whose PostgreSQL was stopped does not
+ * even stop on SIGTERM). They are killed when the process exits or is told to.
+ */
+const running = new Set<ChildProcess>()
+const killRunning = () => {
+  for (const server of running) server.kill('SIGKILL')
+}
+process.once('exit', killRunning)
+// The test runner ends its worker processes with SIGTERM, which runs no 'exit' handler.
+process.once('SIGTERM', () => {
+  killRunning()
+  process.exit(143)
+})
+
 /** The versions startOrthanc can run on this machine right now. */
 export function availableOrthancVersions(): OrthancVersion[] {
   const versions: OrthancVersion[] = []
@@ -194,9 +210,11 @@ export async function startOrthanc(options: OrthancOptions = {}): Promise<Orthan
     const log = openSync(logPath, 'a')
     const started = spawn(launch.command, [...launch.args, `--logfile=${logPath}`, configPath], {cwd: dir, env: launch.env, stdio: ['ignore', log, log]})
     child = started
+    running.add(started)
     let exitedEarly = false
     exited = new Promise((resolve) =>
       started.once('exit', () => {
+        running.delete(started)
         exitedEarly = true
         resolve()
       }),
