@@ -8,6 +8,7 @@
  */
 import type {ResourceLevel} from '../model.js'
 import {isCount} from '../util/count.js'
+import {isSideDataChange} from './side-data-changes.js'
 
 /** Says what is wrong with an answer, or undefined when it has the shape. */
 export type Shape = (value: unknown) => string | undefined
@@ -144,12 +145,12 @@ export const deletionAnswer = objectWith({RemainingAncestor: (ancestor) => (ance
 export const uploadAnswer = objectWith({ID: orthancId, Status: oneOf('Success', 'AlreadyStored', 'Failure', 'FilteredOut')}, {ParentPatient: orthancId, ParentStudy: orthancId, ParentSeries: orthancId})
 export const uploadAnswers = listOf(uploadAnswer)
 
-/** A change of the log; a new instance's change names the instance, which the tool then reads. */
+/** A change of the log; a new instance's change, or a side data change, names the resource the tool then reads. */
 const change: Shape = (value) => {
   const problem = objectWith({ChangeType: text, ID: text})(value)
   if (problem) return problem
   const {ChangeType, ID} = value as {ChangeType: string; ID: string}
-  return ChangeType === 'NewInstance' ? orthancId(ID) && `ID: ${orthancId(ID)}` : undefined
+  return ChangeType === 'NewInstance' || isSideDataChange({ChangeType}) ? orthancId(ID) && `ID: ${orthancId(ID)}` : undefined
 }
 
 export const changesPage = objectWith({Changes: listOf(change), Last: count}, {Done: truth})

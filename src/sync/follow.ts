@@ -6,6 +6,7 @@ import {UserFacingError} from '../errors.js'
 import {crashPoint} from '../util/crash-points.js'
 import {writeJsonAtomically} from '../util/json-file.js'
 import {isFileSystemError} from '../sources/dicom-folder.js'
+import {isSideDataChange} from '../orthanc/side-data-changes.js'
 import {RunLock} from '../util/run-lock.js'
 import {LIST_FILE_BYTES, readSmallFile} from '../util/small-file.js'
 import {type DeletionPass, deleteExtras, refusedBeforeCopying} from './delete.js'
@@ -257,8 +258,12 @@ async function saveState(file: string, state: FollowState, savedCursor: number):
 /**
  * Copies the instances that /changes reports after the cursor, and tries again those the last
  * pass failed; returns the state to save, or undefined when the pass was stopped part-way.
+ * Resources whose user metadata or attachments were set since are compared too, so that such a
+ * change reaches the mirror at the next poll rather than at the next full pass.
  */
 async function followChanges(options: FollowOptions, state: FollowState, summary: FollowSummary, tally: (pass: SyncSummary, full: boolean) => void): Promise<FollowState | undefined> {
+  // Instances, and resources of any level whose side data changed: the pass compares every
+  // instance of those (what the target holds of them has its side data compared and completed).
   const instances = new Set<string>(state.retry)
   const changes = options.source.changesSince(state.cursor, options.signal)
   // Up to the change of the last arrival taken, when there are more than a pass holds.
@@ -268,7 +273,7 @@ async function followChanges(options: FollowOptions, state: FollowState, summary
   let next = await changes.next()
   while (!next.done) {
     const change = next.value
-    if (change.ChangeType === 'NewInstance' && !instances.has(change.ID)) {
+    if ((change.ChangeType === 'NewInstance' || isSideDataChange(change)) && !instances.has(change.ID)) {
       if (arrivals >= maxArrivals(options)) break
       arrivals++
       instances.add(change.ID)

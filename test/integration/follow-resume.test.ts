@@ -193,6 +193,25 @@ describe('sync --follow started again', () => {
     }
   }, 60_000)
 
+  // A changes pass took only the instances logged as new: metadata or an attachment set on the
+  // source afterwards reached the mirror only at the next full pass (an hour by default).
+  it('user metadata and attachments set on the source after an instance was mirrored reach the mirror by the next poll, at every level', async () => {
+    const stateFile = await mirrored(4, 'side-data-changes.json')
+    const [first, second] = [records[0]!.orthancId, records[3]!.orthancId]
+    const secondSeries = (await source.json<{ParentSeries: string}>(`/instances/${second}`)).ParentSeries
+    const study = (await source.json<{ParentStudy: string}>(`/series/${secondSeries}`)).ParentStudy
+    const put = async (path: string, body: string) => expect((await source.api(path, {method: 'PUT', body})).status).toBe(200)
+    await put(`/instances/${first}/metadata/1030`, 'reviewed')
+    await put(`/series/${secondSeries}/attachments/1031`, 'a series report')
+    await put(`/studies/${study}/metadata/1032`, 'study status')
+
+    const poll = await follow(stateFile, {afterPasses: 1})
+    expect(poll).toMatchObject({fullPasses: 0, transferred: 0, failed: 0})
+    expect(await (await target.api(`/instances/${first}/metadata/1030`)).text()).toBe('reviewed')
+    expect(await (await target.api(`/series/${secondSeries}/attachments/1031/data`)).text()).toBe('a series report')
+    expect(await (await target.api(`/studies/${study}/metadata/1032`)).text()).toBe('study status')
+  }, 60_000)
+
   /** What the last mirror run told, pass by pass. */
   let events: FollowEvent[] = []
   const readState = async (file: string) => JSON.parse(await readFile(file, 'utf8')) as FollowState
