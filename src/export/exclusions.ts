@@ -3,7 +3,8 @@ import {readReceipt} from '../import/receipt.js'
 import {isFileSystemError} from '../sources/dicom-folder.js'
 import type {OrthancClient} from '../orthanc/client.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
-import {excludeExportedBefore, readExportBase} from './since.js'
+import type {ExcludeInstance} from './plan.js'
+import {type ChangedSinceBase, changedSinceBase, readExportBase} from './since.js'
 
 /** An import receipt carried back: the server it says holds its instances, and how many. */
 export interface ReceiptInUse {
@@ -15,7 +16,7 @@ export interface ReceiptInUse {
 }
 
 export interface Exclusions {
-  exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
+  exclude?: ExcludeInstance
   /** A stable description, part of the export's fingerprint. */
   description: string
   incrementalBase?: {group: string; changeCursor: number}
@@ -34,9 +35,11 @@ export async function buildExclusions(client: OrthancClient, since: string | und
   let incrementalBase: Exclusions['incrementalBase']
   let chainBase: string[] = []
   const receiptsInUse: ReceiptInUse[] = []
+  let changed: ChangedSinceBase | undefined
   if (since) {
     const base = await readExportBase(since)
-    predicates.push(await excludeExportedBefore(client, base, signal))
+    changed = await changedSinceBase(client, base, signal)
+    predicates.push(changed.exclude)
     incrementalBase = {group: base.group, changeCursor: base.changeCursor}
     chainBase = [...base.instances.keys()]
     description.push(`since:${base.group}`)
@@ -64,7 +67,9 @@ export async function buildExclusions(client: OrthancClient, since: string | und
   }
 
   return {
-    exclude: predicates.length > 0 ? async (instance) => {
+    exclude: predicates.length > 0 ? async (instance, studyInstances) => {
+      // Side data set since the base goes, whatever a receipt says: receipts record no side data.
+      if (changed?.carries(instance, studyInstances)) return false
       for (const predicate of predicates) if (await predicate(instance)) return true
       return false
     } : undefined,

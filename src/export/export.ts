@@ -13,7 +13,7 @@ import type {OrthancClient} from '../orthanc/client.js'
 import {type ArchivedInstance, type ArchiveSink, FolderArchiveSink, StreamArchiveSink, type VolumeContentsHeld} from '../sinks/archive-sink.js'
 import {fetchVerifiedAttachment, fetchVerifiedInstance} from '../sources/orthanc-instance.js'
 import {SideDataReader} from '../sources/side-data.js'
-import type {SelectedInstance, SelectedStudy} from '../sources/orthanc-selection.js'
+import type {SelectedStudy} from '../sources/orthanc-selection.js'
 import {type JobConcurrency, jobConcurrency} from '../transfer/adaptive-concurrency.js'
 import {runTransfer} from '../transfer/engine.js'
 import type {JobEventListener, ProgressListener} from '../transfer/progress.js'
@@ -23,7 +23,7 @@ import {writeJsonAtomically} from '../util/json-file.js'
 import {makePrivateFolder} from '../util/private-files.js'
 import {type AgeEncryptionKeys, AgeWrongKeyError, createDecryptingReader, encryptedSizeBound, parseRecipient} from '../crypto/age.js'
 import {formatBytes} from '../util/format.js'
-import {DEFAULT_STATE_FOLDER, type ExportPlan, isStateFileName, loadPlan, MAX_RECORD_BYTES_PER_VOLUME, parseStateJson, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
+import {DEFAULT_STATE_FOLDER, type ExcludeInstance, type ExportPlan, isStateFileName, loadPlan, MAX_RECORD_BYTES_PER_VOLUME, parseStateJson, type PlannedEntry, planExport, readPlannedVolume} from './plan.js'
 import {readVolumeManifest, writeChain} from './since.js'
 import type {ReceiptInUse} from './exclusions.js'
 import {PatientIndex} from './patient-index.js'
@@ -46,7 +46,7 @@ export interface ExportOptions {
   /** Also write index.csv with patient names and IDs beside the volumes (off by default: drives get lost). */
   patientIndex: boolean
   /** Leaves out instances the other side already has (incremental export, import receipts). */
-  exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
+  exclude?: ExcludeInstance
   /** Where this data came from, when it arrived by an earlier archive. */
   hops?: Hop[]
   /** For an incremental export: the export it adds to, and what of it is gone from the source. */

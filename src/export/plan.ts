@@ -47,6 +47,13 @@ export interface ExportPlan extends ExportProvenance {
   leftOut?: number
 }
 
+/**
+ * Whether an instance the filters selected is left out, as the far side has it. Asked with the
+ * other selected instances of its study: one of them may be kept to carry what changed on the
+ * study since (see since.ts).
+ */
+export type ExcludeInstance = (instance: SelectedInstance, studyInstances: readonly SelectedInstance[]) => boolean | Promise<boolean>
+
 export interface PlanOptions {
   client: OrthancClient
   filters: InstanceFilters
@@ -60,7 +67,7 @@ export interface PlanOptions {
   hops: Hop[]
   incrementalBase?: {group: string; changeCursor: number}
   /** Leaves out instances the target side already has (incremental export, receipts). */
-  exclude?: (instance: SelectedInstance) => boolean | Promise<boolean>
+  exclude?: ExcludeInstance
   /** Called once per study selected, for the optional patient index. */
   onStudy?: (study: SelectedStudy) => void
   signal?: AbortSignal
@@ -234,7 +241,7 @@ function hasFilters(filters: InstanceFilters): boolean {
 async function* selectedInstances(options: PlanOptions, studies: Record<string, StudyExpectation>, leftOut: {instances: number; wholeStudies: FarSideSample}): AsyncGenerator<SelectedInstance> {
   for await (const study of selectInstances(options.client, options.filters, options.signal)) {
     // A study's instances asked about at once: an exclusion may ask the source (a receipt's MD5).
-    const excluded = options.exclude ? await Promise.all(study.instances.map((instance) => options.exclude!(instance))) : []
+    const excluded = options.exclude ? await Promise.all(study.instances.map((instance) => options.exclude!(instance, study.instances))) : []
     const kept = study.instances.filter((_, index) => excluded[index] !== true)
     leftOut.instances += study.instances.length - kept.length
     if (kept.length === 0) {

@@ -6,6 +6,7 @@ import {parseContents, parseManifest} from '../archive/manifest-schema.js'
 import {indexTarFile, readIndexedEntry} from '../archive/tar-index.js'
 import {UserFacingError} from '../errors.js'
 import type {OrthancClient} from '../orthanc/client.js'
+import {isSideDataChange} from '../orthanc/side-data-changes.js'
 import type {SelectedInstance} from '../sources/orthanc-selection.js'
 import {writeFileDurably} from '../util/json-file.js'
 import {CHAIN_FILE, DEFAULT_STATE_FOLDER, loadPlan} from './plan.js'
@@ -117,11 +118,29 @@ export async function readVolumeManifest(file: string): Promise<VolumeManifest |
 }
 
 /**
- * Leaves out what the base already holds, unless Orthanc logged the instance as stored again
- * after the base was made (a rewrite under the same ID). The ID comparison catches what
- * /changes cannot show: changes of deleted resources vanish, and a cursor can be stale.
+ * What Orthanc logged on the source since the base was made, for what the base holds: instances
+ * stored again (a rewrite under the same ID), and resources whose user metadata or attachments
+ * were set (at any level).
  */
-export async function excludeExportedBefore(client: OrthancClient, base: ExportBase, signal?: AbortSignal): Promise<(instance: SelectedInstance) => boolean> {
+export interface ChangedSinceBase {
+  /** Whether the base holds the instance, and nothing logged since asks for it again. */
+  exclude: (instance: SelectedInstance) => boolean
+  /**
+   * Whether the instance goes whatever the exclusions say, to carry side data set since the base:
+   * an instance's own; a series', study's or patient's with one instance of it in each study
+   * (one the export sends anyway when there is one), as a volume records the side data of the
+   * resources its instances belong to, and the far side's import compares and completes it.
+   */
+  carries: (instance: SelectedInstance, studyInstances: readonly SelectedInstance[]) => boolean
+}
+
+/**
+ * Leaves out what the base already holds, unless Orthanc logged the instance as stored again
+ * after the base was made, or logged side data set on it or a resource above it since. The ID
+ * comparison catches what /changes cannot show: changes of deleted resources vanish, and a cursor
+ * can be stale.
+ */
+export async function changedSinceBase(client: OrthancClient, base: ExportBase, signal?: AbortSignal): Promise<ChangedSinceBase> {
   // A log begun again numbers other changes from 1: its changes after the base's cursor are not
   // what happened since the base (an instance stored again with other bytes would be left out).
   const head = await client.logHead(base.changeCursor, signal)
@@ -133,11 +152,40 @@ export async function excludeExportedBefore(client: OrthancClient, base: ExportB
     )
   }
 
-  const restoredSince = new Set<string>()
-  const changes = client.changesSince(base.changeCursor, signal)
-  for await (const change of changes) {
-    if (change.ChangeType === 'NewInstance' && base.instances.has(change.ID)) restoredSince.add(change.ID)
+  // Held for what the base holds only: an instance it does not hold goes anyway, with its side data.
+  const storedAgain = new Set<string>()
+  const sideDataOf = {instances: new Set<string>(), series: new Set<string>(), studies: new Set<string>(), patients: new Set<string>()}
+  for await (const change of client.changesSince(base.changeCursor, signal)) {
+    if (change.ChangeType === 'NewInstance' && base.instances.has(change.ID)) storedAgain.add(change.ID)
+    if (!isSideDataChange(change)) continue
+    if (change.ResourceType === 'Instance') {
+      if (base.instances.has(change.ID)) sideDataOf.instances.add(change.ID)
+    } else if (change.ResourceType === 'Series') sideDataOf.series.add(change.ID)
+    else if (change.ResourceType === 'Study') sideDataOf.studies.add(change.ID)
+    else if (change.ResourceType === 'Patient') sideDataOf.patients.add(change.ID)
   }
 
-  return (instance) => base.instances.has(instance.id) && !restoredSince.has(instance.id)
+  // A patient's side data goes with one instance of each of its studies (deleted since: none).
+  for (const patientId of sideDataOf.patients) for (const studyId of (await client.resource('patient', patientId, signal))?.Studies ?? []) sideDataOf.studies.add(studyId)
+  const inBase = (instance: SelectedInstance) => base.instances.has(instance.id)
+  // The carrier of a resource: one the export sends anyway if there is one, else the first.
+  const carrierOf = (instances: readonly SelectedInstance[]) => (instances.find((instance) => !inBase(instance) && !storedAgain.has(instance.id)) ?? instances[0])?.id
+  const carriersByStudy = new WeakMap<readonly SelectedInstance[], Set<string>>()
+  const carriersOf = (studyInstances: readonly SelectedInstance[]): Set<string> => {
+    let carriers = carriersByStudy.get(studyInstances)
+    if (carriers) return carriers
+    carriers = new Set()
+    const studyId = studyInstances[0]?.studyId
+    const series = new Set(studyInstances.map((instance) => instance.seriesId).filter((id) => sideDataOf.series.has(id)))
+    for (const seriesId of series) carriers.add(carrierOf(studyInstances.filter((instance) => instance.seriesId === seriesId))!)
+    // Any instance of the study carries the study's side data: one only when no series' does.
+    if (studyId !== undefined && sideDataOf.studies.has(studyId) && carriers.size === 0) carriers.add(carrierOf(studyInstances)!)
+    carriersByStudy.set(studyInstances, carriers)
+    return carriers
+  }
+
+  return {
+    exclude: (instance) => inBase(instance) && !storedAgain.has(instance.id),
+    carries: (instance, studyInstances) => sideDataOf.instances.has(instance.id) || carriersOf(studyInstances).has(instance.id),
+  }
 }

@@ -150,7 +150,8 @@ const change: Shape = (value) => {
   const problem = objectWith({ChangeType: text, ID: text})(value)
   if (problem) return problem
   const {ChangeType, ID} = value as {ChangeType: string; ID: string}
-  return ChangeType === 'NewInstance' || isSideDataChange({ChangeType}) ? orthancId(ID) && `ID: ${orthancId(ID)}` : undefined
+  const level = isSideDataChange({ChangeType}) ? objectWith({ResourceType: oneOf('Patient', 'Study', 'Series', 'Instance')})(value) : undefined
+  return level ?? (ChangeType === 'NewInstance' || isSideDataChange({ChangeType}) ? orthancId(ID) && `ID: ${orthancId(ID)}` : undefined)
 }
 
 export const changesPage = objectWith({Changes: listOf(change), Last: count}, {Done: truth})

@@ -422,6 +422,49 @@ describe('export', () => {
     }
   })
 
+  // --since took only instances logged as new: metadata or an attachment set on the source after
+  // the base never went, and the far side kept the old side data (exit 0, nothing said).
+  it('side data set on the source after the base goes with the incremental export, at every level, and its import completes the far side', async () => {
+    const base = join(work, 'base-of-side-data')
+    expect((await exportTo(base)).code).toBe(0)
+    const [instance, inSeries, inStudy, ofPatient] = [corpus[1]!, corpus[5]!, corpus[9]!, corpus[17]!].map((record) => record.orthancId)
+    const patient = (await source.json<{ID: string}>(`/instances/${ofPatient}/patient`)).ID
+    const series = (await source.json<{ParentSeries: string}>(`/instances/${inSeries}`)).ParentSeries
+    const study = (await source.json<{ParentStudy: string}>(`/series/${(await source.json<{ParentSeries: string}>(`/instances/${inStudy}`)).ParentSeries}`)).ParentStudy
+    const report = '%PDF-1.4 a series report\n'
+    const set = async (path: string, body: string) => expect((await source.api(path, {method: 'PUT', body})).status).toBe(200)
+    await set(`/instances/${instance}/metadata/Reviewed`, 'second look')
+    await set(`/series/${series}/attachments/Report`, report)
+    await set(`/studies/${study}/metadata/Reviewed`, 'study read')
+    await set(`/patients/${patient}/metadata/Reviewed`, 'patient consent')
+    const declared = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
+    const [oneByOne, together] = await Promise.all([startOrthanc({name: 'export-side-data-one-by-one', ...declared}), startOrthanc({name: 'export-side-data-together', ...declared})])
+    try {
+      const next = join(work, 'next-side-data')
+      const result = await exportTo(next, '--since', base)
+      expect(result.code, result.stderr).toBe(0)
+      // One instance for each: the instance itself, one of the series, one of the study, one of each of the patient's two studies.
+      expect(parseJson<ExportJson>(result)).toMatchObject({transferred: 5, failed: 0})
+      // Imported one after the other, and both in one run.
+      for (const [target, runs] of [[oneByOne, [[base], [next]]], [together, [[base, next]]]] as const) {
+        for (const volumes of runs) {
+          const imported = await runCli(['import', '--target', target.url, '--no-receipt', ...volumes])
+          expect(imported.code, imported.stdout + imported.stderr).toBe(0)
+        }
+        expect(await (await target.api(`/instances/${instance}/metadata/Reviewed`)).text()).toBe('second look')
+        expect(await (await target.api(`/series/${series}/attachments/Report/data`)).text()).toBe(report)
+        expect(await (await target.api(`/studies/${study}/metadata/Reviewed`)).text()).toBe('study read')
+        expect(await (await target.api(`/patients/${patient}/metadata/Reviewed`)).text()).toBe('patient consent')
+      }
+    } finally {
+      await Promise.all([oneByOne.dispose(), together.dispose()])
+      await source.api(`/instances/${instance}/metadata/Reviewed`, {method: 'DELETE'})
+      await source.api(`/series/${series}/attachments/Report`, {method: 'DELETE'})
+      await source.api(`/studies/${study}/metadata/Reviewed`, {method: 'DELETE'})
+      await source.api(`/patients/${patient}/metadata/Reviewed`, {method: 'DELETE'})
+    }
+  }, 120_000)
+
   // A source moved onto a new database (or restored from a backup) numbers its changes from 1:
   // --since took its log after the base's cursor for what changed since, and left out the rest,
   // exit 0, whatever bytes the new server holds.
