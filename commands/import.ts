@@ -124,6 +124,9 @@ function renderImportSummary(summary: ImportSummary): string {
       : ''}`)))
   }
 
+  if (summary.superseded) {
+    lines.push(`${summary.superseded} instance(s) ${summary.dryRun ? 'would be' : 'were'} stored again over the copy this run transferred, by a later export's other copy (superseded): counted transferred once.`)
+  }
   for (const report of summary.recovery) lines.push(...renderRecovery(report))
   if (summary.ignoredFiles > 0) lines.push(`Set aside ${summary.ignoredFiles} file(s) not imported: ${Object.entries(summary.ignoredByKind).map(([kind, count]) => `${count} ${kind}`).join(', ')}.`)
   lines.push(...renderNotCarried(summary.notCarried))

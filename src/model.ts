@@ -156,6 +156,12 @@ export interface InstanceInTransit {
    * still be reading it while the instance is uploaded.
    */
   resources?: ResourceInTransit[] | Promise<ResourceInTransit[]>
+  /**
+   * Another copy of this instance met earlier in the same job (two exports holding it, a folder
+   * given twice): that copy's MD5. The run counts the instance once, and a dry run predicts this
+   * copy against what the earlier one would have left on the target.
+   */
+  earlierCopy?: string
 }
 
 /** Whether the unit brings the bytes of every user attachment its record lists (a refused one does not come). */

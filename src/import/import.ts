@@ -53,6 +53,12 @@ export interface ImportSummary extends TransferStats {
   target: Endpoint
   /** A dry run's work: what it would upload (its `transferred` and `bytes` stay 0). */
   planned?: PlannedCounts
+  /**
+   * Copies of an instance stored (a dry run: that would be) over another copy of it this run
+   * transferred: a newer export's, over an older one's. Not in `transferred`, which counts the
+   * instance once; their bytes are in `bytes`. Present when not 0.
+   */
+  superseded?: number
   /** Files that are not instances (not DICOM, header-only copies, index files): passed over and counted. */
   ignoredFiles: number
   /** The same files counted by kind: not-dicom, header-only, not-in-index, index-file... */
@@ -129,6 +135,24 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   }
   // A dry run stores nothing: what it would transfer counts towards each study's completeness.
   const wouldTransfer = new Map<string, number>()
+  // Of the instances several exports hold, what the run left (a dry run: would leave) on the
+  // target, and whether it transferred it: a later copy stored over one this run transferred
+  // supersedes it, and is no second transfer of the instance.
+  const repeated = ordered?.repeated
+  const leftByRun = new Map<string, {md5: string; transferred: boolean}>()
+  // Instances a dry run failed: a copy met again is met against what the target holds, as in the run.
+  const failedInDryRun = new Set<string>()
+  let superseded = 0
+  // The copies of one of those instances are met in turn, each against what the one before it left.
+  const turns = new Map<string, Promise<void>>()
+  // What an earlier copy of the unit's instance in this job left on the target, when it left one.
+  const earlierOnTarget = (unit: InstanceInTransit) => {
+    if (unit.earlierCopy === undefined) return undefined
+    const left = leftByRun.get(unit.instanceId)
+    if (left || repeated?.has(unit.instanceId) || failedInDryRun.has(unit.instanceId)) return left
+    // The same bytes as a copy the sources took before: sent before this one, it is there by now.
+    return {md5: unit.earlierCopy, transferred: false}
+  }
   // Counted as they come: the failures list keeps only the first ones.
   let refusedAsHostile = 0
   // The receipt's lines for instances that failed, written as the engine reports them.
@@ -140,8 +164,23 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     await refuseReceiptOverInput(options.receiptPath, options.inputs.flatMap((input) => ('path' in input ? [input.path] : [])))
     receipt = await ReceiptWriter.create(options.receiptPath, {format: 'orthanc-replicate-receipt', version: 1, target: {server: client.display, name: system.Name, version: system.Version}, createdAt: new Date().toISOString()})
   }
+  // One copy stored, counted once, and written in the receipt (its last line for the instance).
+  const storeInTurn = async (unit: InstanceInTransit, signal: AbortSignal) => {
+    const earlier = earlierOnTarget(unit)
+    const outcome = await sink.store(unit, signal, options.dryRun && earlier ? {wouldHold: earlier.md5} : {})
+    const over = earlier?.transferred === true && outcome.kind === 'transferred'
+    if (over) superseded++
+    if (repeated?.has(unit.instanceId)) {
+      leftByRun.set(unit.instanceId, {md5: unit.md5, transferred: outcome.kind === 'transferred' || (earlier?.transferred === true && earlier.md5 === unit.md5)})
+    }
+    if (options.dryRun && outcome.kind === 'transferred' && !over && unit.record) wouldTransfer.set(unit.record.studyId, (wouldTransfer.get(unit.record.studyId) ?? 0) + 1)
+    await receipt?.write({id: outcome.instanceId, status: outcome.kind, md5: outcome.targetMd5}, {again: unit.earlierCopy !== undefined})
+    const report = recoveredFrom.get(unit)
+    if (report) report.recovered++
+    return outcome
+  }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {archives: ordered ? inExportOrder(archives, ordered.exports) : archives, unordered: !ordered && archives.length > 1, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false, closeAfterJob}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives: ordered ? inExportOrder(archives, ordered.exports) : archives, unordered: !ordered && archives.length > 1, repeated: ordered?.repeated, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false, closeAfterJob}),
     concurrency: concurrency.inFlight,
     control: concurrency.control,
     signal: options.signal,
@@ -152,9 +191,10 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     // Once per instance, after its last attempt: an attempt that failed and was tried again is no failure.
     onFailure: (problem, unit) => {
       if (problem.kind === 'hostile') refusedAsHostile++
+      if (options.dryRun) failedInDryRun.add(unit.instanceId)
       const report = recoveredFrom.get(unit)
       if (report) report.failed++
-      const line = receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: problem.reason})
+      const line = receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: problem.reason}, {again: unit.earlierCopy !== undefined})
       // Awaited, and its error thrown, once the transfer ends; not an unhandled rejection meanwhile.
       line?.catch(() => {})
       failedReceiptLines.push(line)
@@ -164,14 +204,20 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     describe: (unit) => ({id: unit.instanceId, path: unit.label}),
     sizeOf: (unit) => unit.dicom.length + [...(unit.attachments?.values() ?? [])].reduce((sum, data) => sum + data.length, 0),
     async work(unit, signal) {
-      const outcome = await sink.store(unit, signal)
-      if (options.dryRun && outcome.kind === 'transferred' && unit.record) wouldTransfer.set(unit.record.studyId, (wouldTransfer.get(unit.record.studyId) ?? 0) + 1)
-      await receipt?.write({id: outcome.instanceId, status: outcome.kind, md5: outcome.targetMd5})
-      const report = recoveredFrom.get(unit)
-      if (report) report.recovered++
-      return outcome
+      const previous = turns.get(unit.instanceId)
+      let done: (() => void) | undefined
+      const mine = repeated?.has(unit.instanceId) ? new Promise<void>((resolve) => (done = resolve)) : undefined
+      if (mine) turns.set(unit.instanceId, mine)
+      try {
+        await previous
+        return await storeInTurn(unit, signal)
+      } finally {
+        done?.()
+        if (mine && turns.get(unit.instanceId) === mine) turns.delete(unit.instanceId)
+      }
     },
   }).finally(async () => {
+
     try {
       // Replacements not ended, and those runs killed mid-replacement left: written back now.
       await replacer?.finish()
@@ -194,8 +240,11 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   const studies = stats.interrupted ? {complete: 0, incomplete: []} : await studyCompleteness(client, archiveReport.bags, wouldTransfer, options.signal)
   return {
     ...stats,
+    // One instance is one transfer, however many of its copies were stored over each other.
+    transferred: stats.transferred - superseded,
+    ...(superseded > 0 ? {superseded} : {}),
     // A dry run uploads nothing: what it would upload is its plan.
-    ...(options.dryRun ? {transferred: 0, bytes: 0, planned: {instances: stats.transferred, bytes: stats.bytes}} : {}),
+    ...(options.dryRun ? {transferred: 0, bytes: 0, planned: {instances: stats.transferred - superseded, bytes: stats.bytes}} : {}),
     // Requests sent again after a reset or a 503 count too: each one is an upload that was not lost.
     retries: stats.retries + client.http.stats.retries,
     dryRun: options.dryRun === true,
@@ -238,6 +287,8 @@ interface UnitOptions {
   archives: ArchiveInput[]
   /** Several archives whose exports cannot be put in order before they are read (encrypted, streams). */
   unordered: boolean
+  /** Instances the volume files say more than one of them holds (see archiveTotals). */
+  repeated?: Set<string>
   signal?: AbortSignal
   spoolDir?: string
   recovery: RecoveryReport[]
@@ -259,8 +310,14 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
   const copies = new FirstCopies()
   const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives.length > 0 ? 1 : 0) > 1 || options.unordered
   // All archives go through one reader, so that volumes of a group are counted together.
+  // Of the instances several exports hold, the copy met last: the next one is sent over it.
+  const lastCopies = new Map<string, string>()
   if (archives.length > 0) {
     for await (const unit of readArchives(archives, events, report, {signal, spoolDir: options.spoolDir})) {
+      if (options.repeated?.has(unit.instanceId)) {
+        unit.earlierCopy = lastCopies.get(unit.instanceId)
+        lastCopies.set(unit.instanceId, unit.md5)
+      }
       if (!others) yield unit
       // In export order, a later export's copy is the source's newer one: sent, and the one the
       // other inputs are met against.

@@ -49,6 +49,8 @@ export interface ReceiptLine {
 export class ReceiptWriter {
   private readonly groups = new Set<string>()
   private readonly hops = new Map<string, Hop>()
+  /** Instances a line was written for again (another copy in the job): one line each is kept, the final one. */
+  private readonly again = new Set<string>()
 
   private constructor(
     readonly path: string, private readonly header: Omit<ReceiptHeader, 'groups' | 'hops'>, private readonly lines: BatchedLineWriter, private readonly lock: RunLock,
@@ -82,7 +84,9 @@ export class ReceiptWriter {
     for (const hop of hops) this.hops.set(hop.group, hop)
   }
 
-  async write(line: ReceiptLine): Promise<void> {
+  /** `again`: another copy of an instance met earlier in the job, whose line this one settles (see finalLine). */
+  async write(line: ReceiptLine, options: {again?: boolean} = {}): Promise<void> {
+    if (options.again) this.again.add(line.id)
     // Through the same mask as everything printed: a receipt names no password, whatever an error quoted.
     const reason = line.reason === undefined ? undefined : redactSecrets(line.reason)
     await this.lines.write(`${JSON.stringify(reason === undefined ? line : {...line, reason: reason.length > REASON_CHARS ? `${reason.slice(0, REASON_CHARS)}...` : reason})}\n`)
@@ -106,7 +110,18 @@ export class ReceiptWriter {
     const output = await openPrivateFile(temporary, 'w')
     try {
       await output.write(`${JSON.stringify(header)}\n`)
-      for await (const chunk of createReadStream(`${this.path}.partial`)) await output.write(chunk as Buffer)
+      if (this.again.size === 0) {
+        for await (const chunk of createReadStream(`${this.path}.partial`)) await output.write(chunk as Buffer)
+      } else {
+        // An instance met more than once has one line, its final one, written after the others.
+        const settled = new Map<string, ReceiptLine>()
+        for await (const {line} of boundedLines(`${this.path}.partial`, RECEIPT_LINE_BYTES)) {
+          const entry = JSON.parse(line) as ReceiptLine
+          if (this.again.has(entry.id)) settled.set(entry.id, finalLine(settled.get(entry.id), entry))
+          else await output.write(`${line}\n`)
+        }
+        for (const entry of settled.values()) await output.write(`${JSON.stringify(entry)}\n`)
+      }
       await output.sync()
     } finally {
       await output.close()
@@ -125,6 +140,15 @@ export class ReceiptWriter {
     await rm(`${this.path}.partial`, {force: true})
     await this.lock.release()
   }
+}
+
+/**
+ * Of two lines for one instance, the one that says what became of it: the later, except a copy
+ * found on the target with the bytes an earlier one of this run transferred, which leaves it
+ * transferred.
+ */
+function finalLine(earlier: ReceiptLine | undefined, later: ReceiptLine): ReceiptLine {
+  return earlier?.status === 'transferred' && later.status === 'skipped' && earlier.md5 === later.md5 ? earlier : later
 }
 
 /** A receipt name no other import picks: the time to the second, and a random suffix. */

@@ -243,12 +243,14 @@ export class OrthancSink {
    * `knownAbsent`: the caller compared ID sets already and knows the target lacks it. Two copies
    * of one instance in one job (a folder given twice, two exports) are stored one after the other:
    * at once, both would find the target without it, and the last upload would decide.
+   * `wouldHold`, in a dry run: the MD5 of the copy an earlier copy of the instance in the job
+   * would have left on the target, which this one is met against as the run would meet it.
    */
-  async store(unit: InstanceInTransit, signal?: AbortSignal, options: {knownAbsent?: boolean} = {}): Promise<StoreOutcome> {
+  async store(unit: InstanceInTransit, signal?: AbortSignal, options: {knownAbsent?: boolean; wouldHold?: string} = {}): Promise<StoreOutcome> {
     const earlier = this.storing.get(unit.instanceId)
     const stored = (async () => {
       await earlier?.catch(() => {})
-      return this.storeAlone(unit, signal, earlier ? {} : options)
+      return this.storeAlone(unit, signal, earlier ? {wouldHold: options.wouldHold} : options)
     })()
     this.storing.set(unit.instanceId, stored)
     try {
@@ -258,8 +260,9 @@ export class OrthancSink {
     }
   }
 
-  private async storeAlone(unit: InstanceInTransit, signal: AbortSignal | undefined, options: {knownAbsent?: boolean}): Promise<StoreOutcome> {
+  private async storeAlone(unit: InstanceInTransit, signal: AbortSignal | undefined, options: {knownAbsent?: boolean; wouldHold?: string}): Promise<StoreOutcome> {
     this.features ??= await this.client.features(signal)
+    if (this.options.dryRun && options.wouldHold !== undefined) return this.wouldStoreOver(unit, options.wouldHold, signal)
     const absent = options.knownAbsent || (unit.studyId !== undefined && !(await this.studyHas(unit.studyId, unit.instanceId, signal)))
     const existing = absent ? undefined : await this.client.storedFileInfo(unit.instanceId, signal)
     if (existing && existing.md5 === unit.md5) {
@@ -267,6 +270,8 @@ export class OrthancSink {
       await this.checkFilesKept(unit.instanceId, existing.md5, signal)
       return {kind: 'skipped', targetMd5: existing.md5, instanceId: unit.instanceId}
     }
+
+    if (existing && existing.md5 !== '' && this.options.dryRun) return this.wouldStoreOver(unit, existing.md5, signal)
 
     // Another file under this ID: a target with OverwriteInstances replaces it, and with it what
     // it kept beside the instance and the parents it leaves empty. (A target that records no MD5
@@ -318,6 +323,25 @@ export class OrthancSink {
     if (missing.length > 0) throw notRestored(answer.ID, missing, unit.missingAttachments)
     await this.checkFilesKept(answer.ID, targetMd5, signal)
     return alreadyStored ? {kind: 'skipped', targetMd5, instanceId: answer.ID} : {kind: 'transferred', bytes: unit.dicom.length, targetMd5, instanceId: answer.ID}
+  }
+
+  /**
+   * A dry run's answer for a copy sent over another file under its ID (`held`: the target's, or
+   * the one an earlier copy in the job would have left): what the run would answer, as far as
+   * the target's settings tell without writing.
+   */
+  private async wouldStoreOver(unit: InstanceInTransit, held: string, signal?: AbortSignal): Promise<StoreOutcome> {
+    if (held === unit.md5) return {kind: 'skipped', targetMd5: held, instanceId: unit.instanceId}
+    checkSafeToSend(unit.dicom)
+    // Without OverwriteInstances the target keeps the file it holds, and the run fails this copy so.
+    const overwrites = (await this.client.system(signal)).OverwriteInstances
+    if (overwrites !== true) {
+      const error = new TargetMismatchError(this.client.display, unit.instanceId, unit.md5, held, 'kept-older')
+      // Before 1.12 a target does not say: Orthanc's default is taken, so that no failure goes unforetold.
+      if (overwrites === undefined) error.message += '; this target does not say whether it overwrites (Orthanc before 1.12): its default, keeping the older file, is assumed'
+      throw error
+    }
+    return {kind: 'transferred', bytes: unit.dicom.length, targetMd5: '', instanceId: unit.instanceId}
   }
 
   /** Whether the target's instance `id` is the unit's (the same SOP Instance UID); unknown (no record, no answer) counts as not. */

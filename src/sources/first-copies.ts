@@ -44,6 +44,8 @@ const COMPACT_MD5_LENGTH = 16
  */
 export function takeFirstCopy(copies: FirstCopies, unit: InstanceInTransit, events: SourceEvents): boolean {
   const met = copies.meet(unit.instanceId, unit.md5, unit.label)
+  // Sent after the first: the import counts the instance once (see InstanceInTransit.earlierCopy).
+  if (met.kind === 'identical') unit.earlierCopy = unit.md5
   if (met.kind === 'different') reportFailure(events, {id: unit.instanceId, path: unit.label, kind: 'contradiction', reason: differentCopyReason(met.firstLabel)})
   return met.kind !== 'different'
 }

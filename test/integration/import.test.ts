@@ -630,6 +630,49 @@ describe('import', () => {
     }
   })
 
+  // The volumes of two exports holding one instance twice: the dry run planned both copies as
+  // uploads and exited 0 where the run failed the second (a target that keeps the older file,
+  // exit 10); the run counted an instance stored over its own earlier copy transferred twice,
+  // and wrote a receipt line per copy.
+  it('two exports holding one instance twice: the dry run foretells the run; the run counts it once, with one receipt line', async () => {
+    const record = corpus[0]!
+    const newer = await alteredCopy(record)
+    const laterSource = await startOrthanc({name: 'twice-source', overwriteInstances: true})
+    const laterExport = join(work, 'twice-later-export')
+    try {
+      await uploadFiles(laterSource, [record.path])
+      await laterSource.api('/instances', {method: 'POST', body: new Uint8Array(newer)})
+      const newerMd5 = (await instanceMd5s(laterSource)).get(record.orthancId)!
+      expect((await runCli(['export', '--source', laterSource.url, '--output', laterExport])).code).toBe(0)
+      // A target that says it overwrites (1.12 says, 1.10 does not), and one that keeps the older file.
+      for (const overwrites of [false, true]) {
+        const target = await startOrthanc({name: 'twice-target', overwriteInstances: overwrites, version: overwrites ? '1.12' : '1.10', ...targetConfig})
+        try {
+          const dry = await importInto(target, '--dry-run', volumesDir, laterExport)
+          const receipt = join(work, `twice-receipt-${overwrites}.jsonl`)
+          const real = await runCli(['import', '--target', target.url, '--json', '--receipt', receipt, volumesDir, laterExport])
+          const [planned, done] = [parseJson<ImportJson & {planned: {instances: number}; superseded?: number}>(dry), parseJson<ImportJson & {superseded?: number}>(real)]
+          expect({code: dry.code, instances: planned.planned.instances, skipped: planned.skipped, failed: planned.failed, superseded: planned.superseded}, dry.stdout)
+            .toEqual({code: real.code, instances: done.transferred, skipped: done.skipped, failed: done.failed, superseded: done.superseded})
+          expect(done.transferred).toBe(corpus.length)
+          const lines = (await readFile(receipt, 'utf8')).trim().split('\n').slice(1).map((line) => JSON.parse(line) as {id: string; status: string; md5: string})
+          expect(lines.map((line) => line.id).sort()).toEqual(corpus.map((entry) => entry.orthancId).sort())
+          if (overwrites) {
+            expect({code: real.code, superseded: done.superseded}).toEqual({code: 0, superseded: 1})
+            expect(lines.find((line) => line.id === record.orthancId)).toEqual({id: record.orthancId, status: 'transferred', md5: newerMd5})
+          } else {
+            expect({code: real.code, failed: done.failed, superseded: done.superseded}).toEqual({code: 10, failed: 1, superseded: undefined})
+            expect(lines.find((line) => line.id === record.orthancId)).toMatchObject({status: 'failed'})
+          }
+        } finally {
+          await target.dispose()
+        }
+      }
+    } finally {
+      await laterSource.dispose()
+    }
+  })
+
   // One aa/bb/uuid file makes a folder look like a storage folder: the DICOM files beside it were
   // set aside unread as outside the layout, exit 0.
   it('a folder taken for a storage folder reads the files outside the aa/bb/uuid layout too: no instance passed over', async () => {
