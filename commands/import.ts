@@ -127,6 +127,7 @@ function renderImportSummary(summary: ImportSummary): string {
   if (summary.superseded) {
     lines.push(`${summary.superseded} instance(s) ${summary.dryRun ? 'would be' : 'were'} stored again over the copy this run transferred, by a later export's other copy (superseded): counted transferred once.`)
   }
+  if (summary.leftoversWrittenBack) lines.push(`Wrote back what ${summary.leftoversWrittenBack} replacement(s) by an earlier run, killed before the end, had kept of the target's own (from the replacement journal).`)
   for (const report of summary.recovery) lines.push(...renderRecovery(report))
   if (summary.ignoredFiles > 0) lines.push(`Set aside ${summary.ignoredFiles} file(s) not imported: ${Object.entries(summary.ignoredByKind).map(([kind, count]) => `${count} ${kind}`).join(', ')}.`)
   lines.push(...renderNotCarried(summary.notCarried))

@@ -59,6 +59,8 @@ export interface ImportSummary extends TransferStats {
    * instance once; their bytes are in `bytes`. Present when not 0.
    */
   superseded?: number
+  /** Replacements an earlier run was killed in (see InstanceReplacer): what they kept of the target's own, written back by this one. Present when not 0. */
+  leftoversWrittenBack?: number
   /** Files that are not instances (not DICOM, header-only copies, index files): passed over and counted. */
   ignoredFiles: number
   /** The same files counted by kind: not-dicom, header-only, not-in-index, index-file... */
@@ -243,6 +245,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     // One instance is one transfer, however many of its copies were stored over each other.
     transferred: stats.transferred - superseded,
     ...(superseded > 0 ? {superseded} : {}),
+    ...(replacer && replacer.leftoversWrittenBack > 0 ? {leftoversWrittenBack: replacer.leftoversWrittenBack} : {}),
     // A dry run uploads nothing: what it would upload is its plan.
     ...(options.dryRun ? {transferred: 0, bytes: 0, planned: {instances: stats.transferred - superseded, bytes: stats.bytes}} : {}),
     // Requests sent again after a reset or a 503 count too: each one is an upload that was not lost.

@@ -673,6 +673,31 @@ describe('import', () => {
     }
   })
 
+  // The replacer wrote back what a killed import had journaled, and only sync said so.
+  it('an import killed while it stores over a differing copy: the next one writes the target\'s own back and says so', async () => {
+    const record = corpus[2]!
+    const target = await startOrthanc({name: 'killed-store-over', overwriteInstances: true, ...targetConfig})
+    const env = {XDG_STATE_HOME: join(work, 'killed-store-over-state')}
+    try {
+      await target.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(record))})
+      expect((await target.api(`/instances/${record.orthancId}/metadata/2000`, {method: 'PUT', body: 'the target\'s own'})).status).toBe(200)
+      const folder = join(work, 'killed-store-over-folder')
+      await mkdir(folder)
+      await copyFile(record.path, join(folder, 'x.dcm'))
+      const killed = await runCli(['import', '--target', target.url, '--no-receipt', folder], {env: {...env, ORTHANC_REPLICATE_CRASH_AT: 'store:uploaded'}})
+      expect(killed.code, killed.stderr).toBe(128)
+      expect((await target.api(`/instances/${record.orthancId}/metadata/2000`)).status).toBe(404)
+      const resumed = await runCli(['import', '--target', target.url, '--json', '--no-receipt', folder], {env})
+      expect(resumed.code, resumed.stdout + resumed.stderr).toBe(0)
+      expect(parseJson<{leftoversWrittenBack?: number}>(resumed).leftoversWrittenBack).toBe(1)
+      expect(await (await target.api(`/instances/${record.orthancId}/metadata/2000`)).text()).toBe('the target\'s own')
+      const told = await runCli(['import', '--target', target.url, '--no-receipt', folder], {env})
+      expect(told.stdout).not.toMatch(/Wrote back/)
+    } finally {
+      await target.dispose()
+    }
+  })
+
   // One aa/bb/uuid file makes a folder look like a storage folder: the DICOM files beside it were
   // set aside unread as outside the layout, exit 0.
   it('a folder taken for a storage folder reads the files outside the aa/bb/uuid layout too: no instance passed over', async () => {
