@@ -120,7 +120,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // What the volume files say they hold: the exports' order, when every archive is a volume file
   // that says it, and the total to show, when every input is one.
   const archiveFiles = options.inputs.flatMap((input) => (input.kind === 'archive-file' ? [input.path] : []))
-  const ordered = archiveFiles.length === archives.length ? await archiveTotals(archiveFiles) : undefined
+  const ordered = archiveFiles.length === archives.length ? await archiveTotals(archiveFiles, {findRepeated: true}) : undefined
   const totals = archiveFiles.length === options.inputs.length ? ordered : undefined
   if (totals) options.onEvent?.({type: 'plan', instances: totals.instances, bytes: totals.bytes})
   const zip = await zipUploadsFor(options.zipUploads, totals ?? await folderSample(options), () => client.quickestAnswerMs(DISTANCE_PROBES, options.signal))
@@ -219,7 +219,6 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
       }
     },
   }).finally(async () => {
-
     try {
       // Replacements not ended, and those runs killed mid-replacement left: written back now.
       await replacer?.finish()
