@@ -133,7 +133,7 @@ export abstract class BaseCommand extends Command {
     // of it dumps its whole parse, flag values (URLs with passwords) included.
     if (error instanceof Errors.CLIError) {
       // An unknown flag's value stays out (--passphrase=hunter2): oclif's list of them has it.
-      const message = usageMessage(error.message, (error as {flags?: unknown}).flags)
+      const message = usageMessage(error.message, (error as {flags?: unknown}).flags, {args: (error as {args?: unknown}).args, argv: this.argv})
       const suggestion = `See: ${this.config.bin} ${this.id ?? ''} --help`.replace(/\s+--help$/, ' --help')
       process.exitCode = ExitCode.usage
       if (this.jsonEnabled()) this.logJson({error: {code: 'usage', message, suggestion, exitCode: ExitCode.usage}})

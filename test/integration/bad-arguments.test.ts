@@ -236,6 +236,21 @@ describe('arguments refused before anything is done', () => {
     }
   })
 
+  // "Unexpected argument: hunter2": a passphrase typed after a flag that takes none was shown.
+  it('an unexpected argument is named by where it stands, never shown, with --json and without', async () => {
+    for (const json of [[], ['--json']]) {
+      const afterFlag = await runCli(['sync', '--source', 'http://127.0.0.1:9', '--target', 'http://127.0.0.1:9', '--dry-run', 'hunter2-Secret', ...json])
+      const tooMany = await runCli(['sync', ...json, '--source', 'http://127.0.0.1:9', '--target', 'http://127.0.0.1:9', 'hunter2-Secret', 'Second-Secret'])
+      for (const [result, places] of [[afterFlag, 'the word after --dry-run'], [tooMany, `the ${5 + json.length}th word after the command's name, the ${6 + json.length}th word after the command's name`]] as const) {
+        const output = result.stdout + result.stderr
+        expect(result.code, output).toBe(2)
+        expect(output).not.toMatch(/hunter2|Secret/)
+        expect(output).toContain(`(not shown: it may be a secret): ${places}.`)
+        if (json.length > 0) expect(JSON.parse(result.stdout).error).toMatchObject({code: 'usage', exitCode: 2})
+      }
+    }
+  })
+
   it('a group number past 32 bits, and a date range that ends before it starts, are refused naming the flags', async () => {
     const group = await runCli(['export', '--source', nowhere, '--output', join(work, 'out'), '--file-group', '99999999999999', '--json'])
     expect(group.code).toBe(2)
