@@ -41,7 +41,7 @@ export async function* selectInstances<Beside = never>(
   }
 
   // A list given empty selects nothing, never everything: an ID list that came out empty must not become the whole server.
-  const explicit = filters.orthancIds ? await resolveOrthancIds(client, filters.orthancIds, false, signal) : undefined
+  const explicit = filters.orthancIds ? await resolveOrthancIds(client, filters.orthancIds, options.unknownIdsSelectNothing === true, signal) : undefined
   // Only these instances, and only those of them the filters keep: a mirror's new arrivals.
   const only = options.onlyInstances ? await resolveOrthancIds(client, options.onlyInstances, true, signal) : undefined
   const listing = only || explicit ? undefined : await matchingStudies(client, filters, signal)
@@ -79,6 +79,11 @@ export interface SelectionOptions<Beside = never> {
    * there (the target of a comparison), instead of refusing the filter (the source's mistake).
    */
   noLabelsSelectsNothing?: boolean
+  /**
+   * An Orthanc ID the server does not know selects nothing there (the target of a comparison,
+   * which may lack what the source's ID names), instead of being refused as a mistyped ID.
+   */
+  unknownIdsSelectNothing?: boolean
 }
 
 /** Both limits on a study's instances at once ('all' or undefined: no limit). */

@@ -44,7 +44,8 @@ export interface CompareOptions {
   /**
    * With filters, also select on the target with the same filters, and report what it holds
    * that the source's selection does not (diff). A sync leaves it out: it sends, and never
-   * deletes with filters. Not with `orthancIds`, which name the source's resources.
+   * deletes with filters. `orthancIds` select there too: Orthanc IDs are hashes of the DICOM
+   * UIDs, so an ID names the same patient, study, series or instance on both servers.
    */
   targetSelection?: boolean
 }
@@ -61,7 +62,7 @@ export interface CompareOptions {
 export async function* compareServers(source: OrthancClient, target: OrthancClient, options: CompareOptions): AsyncGenerator<ComparedInstance> {
   const unfiltered = Object.keys(options.filters).length === 0
   const sourceStudies = new Set<string>()
-  const selectTarget = !unfiltered && options.targetSelection === true && options.onlyInstances === undefined && !options.filters.orthancIds
+  const selectTarget = !unfiltered && options.targetSelection === true && options.onlyInstances === undefined
   const lookupEachOnTarget = options.onlyInstances !== undefined
   const findOnlyOnTarget = unfiltered && !lookupEachOnTarget
   // The target's studies are listed beside the comparison rather than after it, which across a
@@ -118,7 +119,7 @@ export async function* compareServers(source: OrthancClient, target: OrthancClie
   if (selectTarget) {
     // The same filters, on the target: what they select there that they do not on the source. A
     // study both selected is selected on the source again, alone: memory holds one study, as above.
-    for await (const study of selectInstances(target, options.filters, options.signal, {noLabelsSelectsNothing: true})) {
+    for await (const study of selectInstances(target, options.filters, options.signal, {noLabelsSelectsNothing: true, unknownIdsSelectNothing: true})) {
       const onSource = sourceStudies.has(study.studyId) ? await selectedInStudy(source, options.filters, study.studyId, options.signal) : new Set<string>()
       for (const instance of study.instances) {
         if (!onSource.has(instance.id)) yield {id: instance.id, studyId: study.studyId, studyInstanceUid: study.studyInstanceUid, state: 'only-target'}

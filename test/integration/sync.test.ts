@@ -819,6 +819,18 @@ describe('sync, diff and verify', () => {
       const partly = await diff('--study-uid', uid)
       expect(partly.code).toBe(14)
       expect(parseJson<DiffJson>(partly)).toMatchObject({onlySource: 0, onlyTarget: 1, identical: 2})
+      // The same study, and its series, named by Orthanc ID (the same on both servers: hashes of the UIDs).
+      const {ID: studyId} = await source.json<{ID: string}>(`/instances/${study[0]!.orthancId}/study`)
+      const {ID: seriesId} = await source.json<{ID: string}>(`/instances/${study[0]!.orthancId}/series`)
+      for (const id of [studyId, seriesId]) {
+        const named = await diff('--orthanc-id', id)
+        expect(named.code, id).toBe(14)
+        expect(parseJson<DiffJson>(named)).toMatchObject({onlySource: 0, onlyTarget: 1, identical: 2})
+      }
+      // An instance named: the target's other instances are not selected.
+      const one = await diff('--orthanc-id', study[0]!.orthancId)
+      expect(one.code).toBe(0)
+      expect(parseJson<DiffJson>(one)).toMatchObject({onlySource: 0, onlyTarget: 0, identical: 1})
       for (const record of study.slice(0, 2)) await source.api(`/instances/${record.orthancId}`, {method: 'DELETE'}).then((response) => response.arrayBuffer())
       const onlyThere = await diff('--study-uid', uid)
       expect(onlyThere.code).toBe(14)
