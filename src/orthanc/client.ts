@@ -150,8 +150,21 @@ export class OrthancClient {
 
     const nameProblem = system.Name === undefined ? undefined : shapes.text(system.Name)
     if (nameProblem) throw this.unexpectedAnswer('GET', '/system', `Name: ${nameProblem}`)
-    // Its name and version are shown and recorded: as text, without control characters.
-    return {...system, Version: printable(system.Version), ...(typeof system.Name === 'string' ? {Name: printable(system.Name)} : {})} as OrthancSystem
+    // Its plugins are recorded in an export's manifest, which holds text there: another kind of value
+    // was written into an archive that no import then read.
+    for (const field of ['DatabaseBackendPlugin', 'StorageAreaPlugin'] as const) {
+      const problem = system[field] === undefined || system[field] === null ? undefined : shapes.text(system[field])
+      if (problem) throw this.unexpectedAnswer('GET', '/system', `${field}: ${problem}`)
+    }
+
+    // Its name, version and plugins are shown and recorded: as text, without control characters.
+    return {
+      ...system,
+      Version: printable(system.Version),
+      ...(typeof system.Name === 'string' ? {Name: printable(system.Name)} : {}),
+      ...(typeof system.DatabaseBackendPlugin === 'string' ? {DatabaseBackendPlugin: printable(system.DatabaseBackendPlugin)} : {}),
+      ...(typeof system.StorageAreaPlugin === 'string' ? {StorageAreaPlugin: printable(system.StorageAreaPlugin)} : {}),
+    } as OrthancSystem
   }
 
   /** What the server's version offers; asked on every instance, so worked out once per answer of GET /system. */

@@ -192,6 +192,24 @@ describe('a hostile or broken server', () => {
     expect(await client().storedFileInfo('i2')).toEqual({size: 12, md5: '', compressed: false})
   })
 
+  it('GET /system with a plugin of another kind than text fails naming the server; plugin text is kept printable and short', async () => {
+    const answer = (value: unknown) => routes.set('/system', (response) => {
+      response.writeHead(200, {'content-type': 'application/json'})
+      response.end(JSON.stringify(value))
+    })
+    // These are recorded in an export's manifest, which its import reads as text.
+    answer({...system, StorageAreaPlugin: {}})
+    await expect(client().system()).rejects.toThrow(/GET \/system on http:\/\/127\.0\.0\.1:\d+: HTTP 200 \(StorageAreaPlugin: an object is not text: not an answer Orthanc gives\)/)
+    answer({...system, DatabaseBackendPlugin: 2.5})
+    await expect(client().system()).rejects.toThrow(/DatabaseBackendPlugin: .* is not text/)
+    answer({...system, DatabaseBackendPlugin: null, StorageAreaPlugin: `lib\u001B[2J${'x'.repeat(2000)}.so`})
+    const found = await client().system()
+    expect(found.DatabaseBackendPlugin).toBeNull()
+    expect(found.StorageAreaPlugin!.length).toBeLessThanOrEqual(1024)
+    // eslint-disable-next-line no-control-regex -- what must not be there
+    expect(found.StorageAreaPlugin).not.toMatch(/[\u0000-\u001F]/)
+  })
+
   it('an error answer\'s Details, free text that may quote the request\'s data, are not shown; its Message is', async () => {
     routes.set('/system', (response) => {
       response.writeHead(400, {'content-type': 'application/json'})
