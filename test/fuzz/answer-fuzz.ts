@@ -71,8 +71,12 @@ async function differingTarget(source: OrthancServer, target: OrthancServer): Pr
   for (const series of await target.json<string[]>('/series')) await target.api(`/series/${series}/metadata/${OWN.name}`, {method: 'PUT', body: OWN.value})
 }
 
-/** Series whose own metadata is not on the target and not listed as lost in the run's JSON. */
-async function ownLostUnsaid(result: CliResult, source: OrthancServer, target: OrthancServer): Promise<string | undefined> {
+/**
+ * Series whose own metadata is not on the target and not listed as lost in the run's JSON. A value
+ * the changed answer gave for it (another text: a plausible lie, no client can tell) is what the
+ * tool was told the target kept, and found there is carried.
+ */
+async function ownLostUnsaid(result: CliResult, source: OrthancServer, target: OrthancServer, told?: string): Promise<string | undefined> {
   let listed = 0
   try {
     const json = JSON.parse(result.stdout) as {notCarried?: Array<{level: string; name?: string; reason: string; count: number}>}
@@ -83,7 +87,8 @@ async function ownLostUnsaid(result: CliResult, source: OrthancServer, target: O
   let missing = 0
   for (const series of await source.json<string[]>('/series')) {
     const found = await target.api(`/series/${series}/metadata/${OWN.name}`)
-    if (found.status !== 200 || await found.text() !== OWN.value) missing++
+    const value = found.status === 200 ? await found.text() : undefined
+    if (value !== OWN.value && (told === undefined || value !== told)) missing++
   }
 
   if (missing === 0) return undefined
@@ -92,11 +97,11 @@ async function ownLostUnsaid(result: CliResult, source: OrthancServer, target: O
 }
 
 /** Whether a run kept the promise; see the file's comment. */
-async function brokenPromise(result: CliResult, proxies: FaultProxy[], source: OrthancServer, target: OrthancServer, exported?: string, replaced = false): Promise<string | undefined> {
+async function brokenPromise(result: CliResult, proxies: FaultProxy[], source: OrthancServer, target: OrthancServer, exported?: string, replaced = false, told?: string): Promise<string | undefined> {
   const output = `${result.stdout}\n${result.stderr}`
   if (result.code === 1 || /unexpected error/i.test(output)) return `unexpected error (exit ${result.code})`
   if (/^\s+at .+:\d+:\d+\)?$/m.test(output)) return 'a stack trace in the output'
-  const lost = replaced ? await ownLostUnsaid(result, source, target) : undefined
+  const lost = replaced ? await ownLostUnsaid(result, source, target, told) : undefined
   if (lost) return lost
   if (result.code === 0) {
     if (exported) {
@@ -111,6 +116,12 @@ async function brokenPromise(result: CliResult, proxies: FaultProxy[], source: O
 
   const ports = proxies.map((proxy) => new URL(proxy.url).port)
   return ports.some((port) => output.includes(`:${port}`)) ? undefined : `exit ${result.code} without naming the server`
+}
+
+/** The text a change of a series' metadata answer gave as the target's own value, if it did. */
+function toldOwnValue(route: string, what: string | undefined): string | undefined {
+  const told = /^\/series\/\{id\}\/metadata/.test(route.split(' ')[1] ?? '') ? new RegExp(`^${OWN.name} -> (".*")$`).exec(what ?? '')?.[1] : undefined
+  return told === undefined ? undefined : JSON.parse(told) as string
 }
 
 export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzzCase[]> {
@@ -153,7 +164,7 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
         const result = await run()
         proxies[side].rewrite = []
         const exported = options.command === 'export' ? output() : undefined
-        const problem = await brokenPromise(result, Object.values(proxies), source, target, exported, options.command === 'replace')
+        const problem = await brokenPromise(result, Object.values(proxies), source, target, exported, options.command === 'replace', toldOwnValue(route, mutation.what))
         if (exported) await rm(exported, {recursive: true, force: true})
         const found: AnswerFuzzCase = {command: options.command, side, route, what: mutation.what ?? '(not asked this time)', code: result.code, problem}
         if (found.problem) found.problem += `\n${result.stdout.slice(0, 2000)}\n${result.stderr.slice(0, 2000)}`
