@@ -15,6 +15,15 @@ import {answerFuzz} from './answer-fuzz.js'
 const {values} = parseArgs({options: {
   'per-route': {type: 'string', default: '12'}, seed: {type: 'string', default: 'answers'}, command: {type: 'string', default: 'sync,export,import'}, verbose: {type: 'boolean', default: false},
 }})
+// A name the fuzz does not know would run as a sync, and a run meant for another command would pass unseen.
+const COMMANDS = ['sync', 'export', 'import', 'replace'] as const
+const commands = values.command.split(',')
+const unknown = commands.filter((command) => !(COMMANDS as readonly string[]).includes(command))
+if (unknown.length > 0) {
+  console.error(`--command ${unknown.join(',')}: the answer fuzz runs ${COMMANDS.join(', ')} (replace: sync --checksum over other bytes)`)
+  process.exit(2)
+}
+
 const work = await mkdtemp(join(tmpdir(), 'answer-fuzz-run-'))
 const [source, target] = await Promise.all([startOrthanc({name: 'answers-source'}), startOrthanc({name: 'answers-target'})])
 const started = Date.now()
@@ -23,7 +32,7 @@ let broken = 0
 try {
   const records = await generateStudySet(join(work, 'fixtures'), {patients: 2, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 2, pixelBytes: 2000, seed: 'answer-fuzz'})
   await uploadFiles(source, records.map((record) => record.path))
-  for (const command of values.command.split(',') as Array<'sync' | 'export' | 'import' | 'replace'>) {
+  for (const command of commands as Array<(typeof COMMANDS)[number]>) {
     await answerFuzz({
       command, work, source, target, perRoute: Number(values['per-route']), seed: values.seed,
       onCase(found) {
