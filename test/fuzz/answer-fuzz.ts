@@ -7,6 +7,9 @@
  * (exit 1) or a stack trace. `replace` is `sync --checksum` over a target that holds other bytes
  * for every instance and metadata of its own on each series: these are deleted with the copies
  * replaced, so they must be back at exit 0, and listed as not carried wherever they are not.
+ * `diff` and `verify` (an archive of the source, `--target`) run against a target that lacks one
+ * of the source's instances: whatever the change, they must not exit 0 (the servers are the same,
+ * the archive is all there); their verdict's own exit code needs no server named.
  */
 import {rm} from 'node:fs/promises'
 import {join} from 'node:path'
@@ -17,7 +20,7 @@ import {instanceMd5s, type OrthancServer} from '../helpers/orthanc.js'
 import {answerMutation, choiceOf} from './answer-mutations.js'
 
 export interface AnswerFuzzOptions {
-  command: 'sync' | 'export' | 'import' | 'replace'
+  command: 'sync' | 'export' | 'import' | 'replace' | 'diff' | 'verify'
   /** A folder for the exports. */
   work: string
   source: OrthancServer
@@ -69,6 +72,25 @@ async function differingTarget(source: OrthancServer, target: OrthancServer): Pr
   }
 
   for (const series of await target.json<string[]>('/series')) await target.api(`/series/${series}/metadata/${OWN.name}`, {method: 'PUT', body: OWN.value})
+}
+
+/** Puts on the target every instance of the source but one: what diff and verify --target must find short. */
+async function targetShortOfOne(source: OrthancServer, target: OrthancServer): Promise<void> {
+  await emptyServer(target)
+  for (const id of (await source.json<string[]>('/instances')).sort().slice(1)) {
+    await target.api('/instances', {method: 'POST', body: new Uint8Array(await (await source.api(`/instances/${id}/file`)).arrayBuffer())})
+  }
+}
+
+/** A verdict's run (diff, verify --target, against a target short of one instance): exit 0 says a falsehood. */
+function brokenVerdict(result: CliResult, proxies: FaultProxy[], verdictCode: number): string | undefined {
+  const output = `${result.stdout}\n${result.stderr}`
+  if (result.code === 1 || /unexpected error/i.test(output)) return `unexpected error (exit ${result.code})`
+  if (/^\s+at .+:\d+:\d+\)?$/m.test(output)) return 'a stack trace in the output'
+  if (result.code === 0) return 'exit 0 while the target lacks one of the source\'s instances'
+  if (result.code === verdictCode) return undefined
+  const ports = proxies.map((proxy) => new URL(proxy.url).port)
+  return ports.some((port) => output.includes(`:${port}`)) ? undefined : `exit ${result.code} without naming the server`
 }
 
 /**
@@ -136,12 +158,14 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
     if (options.command === 'export') return runCli(['export', '--source', proxies.source.url, '--output', output(), ...transport], {timeoutMs: 90_000})
     if (options.command === 'import') return runCli(['import', '--target', proxies.target.url, ...transport, archive], {timeoutMs: 90_000})
     if (options.command === 'replace') return runCli(['sync', '--checksum', '--source', proxies.source.url, '--target', proxies.target.url, ...transport], {timeoutMs: 90_000})
+    if (options.command === 'diff') return runCli(['diff', '--source', proxies.source.url, '--target', proxies.target.url, ...transport], {timeoutMs: 90_000})
+    if (options.command === 'verify') return runCli(['verify', '--target', proxies.target.url, ...transport, archive], {timeoutMs: 90_000})
     return runCli(['sync', '--source', proxies.source.url, '--target', proxies.target.url, ...transport], {timeoutMs: 90_000})
   }
 
   // What import reads: an archive of the source, exported once without the proxy.
   const archive = join(options.work, 'answer-fuzz-archive')
-  if (options.command === 'import') {
+  if (options.command === 'import' || options.command === 'verify') {
     await rm(archive, {recursive: true, force: true})
     const exported = await runCli(['export', '--source', source.url, '--output', archive, '--json'])
     if (exported.code !== 0) throw new Error(`the archive for import could not be made (exit ${exported.code}): ${exported.stderr}`)
@@ -149,11 +173,14 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
 
   const cases: AnswerFuzzCase[] = []
   try {
-    const prepareTarget = () => (options.command === 'replace' ? differingTarget(source, target) : emptyServer(target))
-    // A clean run first: the routes each server answers with JSON.
+    const verdict = options.command === 'diff' || options.command === 'verify'
+    const prepareTarget = () => (options.command === 'replace' ? differingTarget(source, target) : verdict ? targetShortOfOne(source, target) : emptyServer(target))
+    // A clean run first: the routes each server answers with JSON (a verdict's: its exit code).
     await prepareTarget()
     const clean = await run()
-    const cleanProblem = clean.code === 0 ? await brokenPromise(clean, Object.values(proxies), source, target, options.command === 'export' ? output() : undefined, options.command === 'replace') : `exit ${clean.code}`
+    const cleanProblem = verdict
+      ? (clean.code === 0 || clean.code === 1 ? `exit ${clean.code} over a target short of one instance` : undefined)
+      : clean.code === 0 ? await brokenPromise(clean, Object.values(proxies), source, target, options.command === 'export' ? output() : undefined, options.command === 'replace') : `exit ${clean.code}`
     if (cleanProblem) throw new Error(`the clean run failed (${cleanProblem}): ${clean.stderr}`)
     const routes = Object.entries(proxies).flatMap(([side, proxy]) => [...new Set(proxy.jsonAnswered.map(routeOf))].sort().map((route) => ({side: side as 'source' | 'target', route})))
     for (const {side, route} of routes) {
@@ -164,7 +191,9 @@ export async function answerFuzz(options: AnswerFuzzOptions): Promise<AnswerFuzz
         const result = await run()
         proxies[side].rewrite = []
         const exported = options.command === 'export' ? output() : undefined
-        const problem = await brokenPromise(result, Object.values(proxies), source, target, exported, options.command === 'replace', toldOwnValue(route, mutation.what))
+        const problem = verdict
+          ? brokenVerdict(result, Object.values(proxies), clean.code)
+          : await brokenPromise(result, Object.values(proxies), source, target, exported, options.command === 'replace', toldOwnValue(route, mutation.what))
         if (exported) await rm(exported, {recursive: true, force: true})
         const found: AnswerFuzzCase = {command: options.command, side, route, what: mutation.what ?? '(not asked this time)', code: result.code, problem}
         if (found.problem) found.problem += `\n${result.stdout.slice(0, 2000)}\n${result.stderr.slice(0, 2000)}`

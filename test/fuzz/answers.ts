@@ -8,7 +8,7 @@ import {startOrthanc, uploadFiles} from '../helpers/orthanc.js'
 import {answerFuzz} from './answer-fuzz.js'
 
 /**
- * `npm run fuzz:answers -- --per-route N [--seed S] [--command sync,export,import,replace]`: broken and hostile server answers at
+ * `npm run fuzz:answers -- --per-route N [--seed S] [--command sync,export,import,replace,diff,verify]`: broken and hostile server answers at
  * length (see answer-fuzz.ts), against real Orthanc servers it starts itself. Prints each change
  * that broke the promise and a count per outcome, and exits 1 if any did.
  */
@@ -16,7 +16,7 @@ const {values} = parseArgs({options: {
   'per-route': {type: 'string', default: '12'}, seed: {type: 'string', default: 'answers'}, command: {type: 'string', default: 'sync,export,import'}, verbose: {type: 'boolean', default: false},
 }})
 // A name the fuzz does not know would run as a sync, and a run meant for another command would pass unseen.
-const COMMANDS = ['sync', 'export', 'import', 'replace'] as const
+const COMMANDS = ['sync', 'export', 'import', 'replace', 'diff', 'verify'] as const
 const commands = values.command.split(',')
 const unknown = commands.filter((command) => !(COMMANDS as readonly string[]).includes(command))
 if (unknown.length > 0) {

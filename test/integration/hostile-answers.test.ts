@@ -53,6 +53,14 @@ describe('broken and hostile server answers', () => {
     expect(cases.filter((found) => found.problem).map((found) => `${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
   }, 600_000)
 
+  it('diff and verify --target, against a target short of one instance: every route, two changes each: none says all is there', async () => {
+    for (const command of ['diff', 'verify'] as const) {
+      const cases = await answerFuzz({command, work, source, target, perRoute: 2, seed: 'ci'})
+      expect(new Set(cases.map((found) => `${found.side} ${found.route}`)).size, command).toBeGreaterThan(2)
+      expect(cases.filter((found) => found.problem).map((found) => `${command} ${found.side} ${found.route}: ${found.what}: ${found.problem}`)).toEqual([])
+    }
+  }, 600_000)
+
   // From `npm run fuzz:answers -- --per-route 20 --seed s42b-8817 --command export`: the storage
   // plugin of another kind than text was written into the archive, which then did not import (exit 11).
   // Either way is kept; the client refuses other kinds and shortens text (test/unit/hostile-server.test.ts).
