@@ -147,6 +147,8 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   let superseded = 0
   // The copies of one of those instances are met in turn, each against what the one before it left.
   const turns = new Map<string, Promise<void>>()
+  // The turn a copy holds from its first attempt to its last (see afterAttempts).
+  const heldTurns = new Map<InstanceInTransit, {previous: Promise<void> | undefined; mine: Promise<void>; release: () => void}>()
   // What an earlier copy of the unit's instance in this job left on the target, when it left one.
   const earlierOnTarget = (unit: InstanceInTransit) => {
     if (unit.earlierCopy === undefined) return undefined
@@ -206,17 +208,25 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     describe: (unit) => ({id: unit.instanceId, path: unit.label}),
     sizeOf: (unit) => unit.dicom.length + [...(unit.attachments?.values() ?? [])].reduce((sum, data) => sum + data.length, 0),
     async work(unit, signal) {
-      const previous = turns.get(unit.instanceId)
-      let done: (() => void) | undefined
-      const mine = repeated?.has(unit.instanceId) ? new Promise<void>((resolve) => (done = resolve)) : undefined
-      if (mine) turns.set(unit.instanceId, mine)
-      try {
-        await previous
-        return await storeInTurn(unit, signal)
-      } finally {
-        done?.()
-        if (mine && turns.get(unit.instanceId) === mine) turns.delete(unit.instanceId)
+      // A copy's turn lasts over all its attempts: released after one that failed and is tried
+      // again, it let the next copy go first, and the retry then stored the older copy over it.
+      let turn = heldTurns.get(unit)
+      if (!turn && repeated?.has(unit.instanceId)) {
+        let release!: () => void
+        const mine = new Promise<void>((resolve) => (release = resolve))
+        turn = {previous: turns.get(unit.instanceId), mine, release}
+        turns.set(unit.instanceId, mine)
+        heldTurns.set(unit, turn)
       }
+      await turn?.previous
+      return storeInTurn(unit, signal)
+    },
+    afterAttempts(unit) {
+      const turn = heldTurns.get(unit)
+      if (!turn) return
+      heldTurns.delete(unit)
+      turn.release()
+      if (turns.get(unit.instanceId) === turn.mine) turns.delete(unit.instanceId)
     },
   }).finally(async () => {
     try {

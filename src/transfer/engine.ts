@@ -39,6 +39,8 @@ export interface TransferJob<Item, Payload> {
   onFailure?(failure: Problem, item: Item): void
   /** Told of each item tried again after a transient failure. */
   onRetry?(item: {id: string; path?: string}, attempt: number, error: unknown): void
+  /** Told once per item after its last attempt, whatever came of it (done, failed, stopped). */
+  afterAttempts?(item: Item): void
   phase?: string
   total?: number
   totalBytes?: number
@@ -155,15 +157,19 @@ export async function runTransfer<Item, Payload>(job: TransferJob<Item, Payload>
 
   const attempt = async (item: Item, note: {retried: boolean}): Promise<Payload> => {
     const attempts = job.attempts ?? 3
-    for (let index = 1; ; index++) {
-      try {
-        return await job.work(item, controller.signal)
-      } catch (error) {
-        if (controller.signal.aborted || index >= attempts || !isTransient(error)) throw error
-        stats.retries++
-        job.onRetry?.(job.describe(item), index + 1, error)
-        note.retried = true
+    try {
+      for (let index = 1; ; index++) {
+        try {
+          return await job.work(item, controller.signal)
+        } catch (error) {
+          if (controller.signal.aborted || index >= attempts || !isTransient(error)) throw error
+          stats.retries++
+          job.onRetry?.(job.describe(item), index + 1, error)
+          note.retried = true
+        }
       }
+    } finally {
+      job.afterAttempts?.(item)
     }
   }
 

@@ -698,6 +698,34 @@ describe('import', () => {
     }
   })
 
+  // Two exports holding one instance, the older copy's upload cut off and tried again: its turn
+  // ended with the failed attempt, the newer copy went first, and the retry stored the older copy
+  // over it (the target kept the old bytes, two transfers counted, exit 0).
+  it('an older copy tried again after a failed upload never lands over the newer copy of a later export', async () => {
+    const record = corpus[0]!
+    const olderSource = await startOrthanc({name: 'retried-copy-source', overwriteInstances: true})
+    const target = await startOrthanc({name: 'retried-copy-target', overwriteInstances: true, version: '1.12'})
+    const [older, newer] = [join(work, 'retried-copy-older'), join(work, 'retried-copy-newer')]
+    const proxy = await startFaultProxy(target.port)
+    try {
+      await uploadFiles(olderSource, [record.path])
+      expect((await runCli(['export', '--source', olderSource.url, '--output', older])).code).toBe(0)
+      await olderSource.api('/instances', {method: 'POST', body: new Uint8Array(await alteredCopy(record))})
+      const newerMd5 = (await instanceMd5s(olderSource)).get(record.orthancId)!
+      expect((await runCli(['export', '--source', olderSource.url, '--output', newer])).code).toBe(0)
+      // The older copy's first upload is cut off, slowly enough that the newer copy is in flight by then.
+      proxy.slow.push({match: /^POST \/instances/, ms: 300})
+      proxy.faults.push({match: /^POST \/instances/, fault: 'reset-before-response'})
+      const result = await runCli(['import', '--target', proxy.url, '--json', '--no-receipt', '--retries', '0', '--concurrency', '4', older, newer])
+      const summary = parseJson<ImportJson & {retries: number}>(result)
+      expect({code: result.code, transferred: summary.transferred, retried: summary.retries > 0}).toEqual({code: 0, transferred: 1, retried: true})
+      expect((await instanceMd5s(target)).get(record.orthancId)).toBe(newerMd5)
+    } finally {
+      await proxy.close()
+      await Promise.all([olderSource.dispose(), target.dispose()])
+    }
+  })
+
   // One aa/bb/uuid file makes a folder look like a storage folder: the DICOM files beside it were
   // set aside unread as outside the layout, exit 0.
   it('a folder taken for a storage folder reads the files outside the aa/bb/uuid layout too: no instance passed over', async () => {
