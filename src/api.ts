@@ -132,6 +132,7 @@ export async function exportArchive(options: ExportArchiveOptions): Promise<Expo
     exclusions: exclusions.description,
     receipts: exclusions.receipts.length > 0 ? exclusions.receipts : undefined,
     incrementalBase: exclusions.incrementalBase,
+    changeCursor: exclusions.changeCursor,
     chainBase: exclusions.chainBase,
     encryption: options.encryption,
     stateDir: options.state,

@@ -20,6 +20,8 @@ export interface Exclusions {
   /** A stable description, part of the export's fingerprint. */
   description: string
   incrementalBase?: {group: string; changeCursor: number}
+  /** With --since: the change the source's log was read up to, which the export takes as its cursor. */
+  changeCursor?: number
   /** Every instance the chain of exports before this one holds (for the chain list this export leaves). */
   chainBase: string[]
   receipts: ReceiptInUse[]
@@ -75,6 +77,7 @@ export async function buildExclusions(client: OrthancClient, since: string | und
     } : undefined,
     description: description.join(','),
     incrementalBase,
+    ...(changed ? {changeCursor: changed.readUpTo} : {}),
     chainBase,
     receipts: receiptsInUse,
   }

@@ -51,6 +51,8 @@ export interface ExportOptions {
   hops?: Hop[]
   /** For an incremental export: the export it adds to, and what of it is gone from the source. */
   incrementalBase?: {group: string; changeCursor: number}
+  /** The change the exclusions read the source's log up to: the export's cursor (see PlanOptions.changeCursor). */
+  changeCursor?: number
   /** Says what `exclude` leaves out (base group, receipts), so that a resumed run is the same run. */
   exclusions?: string
   /** The import receipts `exclude` reads, as the summary names them. */
@@ -172,6 +174,7 @@ export async function exportArchive(options: ExportOptions): Promise<ExportSumma
         source,
         hops: options.hops ?? [],
         incrementalBase: options.incrementalBase,
+        changeCursor: options.changeCursor,
         exclude: options.exclude,
         onStudy: index ? (study: SelectedStudy) => index.add(study) : undefined,
         signal: options.signal,

@@ -66,6 +66,12 @@ export interface PlanOptions {
   source: SourceIdentity
   hops: Hop[]
   incrementalBase?: {group: string; changeCursor: number}
+  /**
+   * The change the exclusions read the log up to (--since): the plan's cursor. Read again here, it
+   * would pass over what was logged in between (side data set, an instance stored again), which
+   * neither this export took nor the next one, reading the log after it, would.
+   */
+  changeCursor?: number
   /** Leaves out instances the target side already has (incremental export, receipts). */
   exclude?: ExcludeInstance
   /** Called once per study selected, for the optional patient index. */
@@ -119,7 +125,7 @@ export async function planExport(stateDir: string, options: PlanOptions): Promis
   // The plan names studies and instances: private to the user who exports.
   await makePrivateFolder(stateDir)
   // The cursor is read before listing: anything stored while we list shows up in the next incremental run.
-  const changeCursor = await options.client.lastChange(options.signal)
+  const changeCursor = options.changeCursor ?? await options.client.lastChange(options.signal)
   const studies: Record<string, StudyExpectation> = {}
   const volumes: PlannedVolume[] = []
   let current: {volume: PlannedVolume; file: BatchedLineWriter} | undefined

@@ -132,6 +132,11 @@ export interface ChangedSinceBase {
    * resources its instances belong to, and the far side's import compares and completes it.
    */
   carries: (instance: SelectedInstance, studyInstances: readonly SelectedInstance[]) => boolean
+  /**
+   * The change the log was read up to: the export's own cursor, so that what is logged after it
+   * (while the export plans) is the next incremental export's to read, never passed over.
+   */
+  readUpTo: number
 }
 
 /**
@@ -155,7 +160,10 @@ export async function changedSinceBase(client: OrthancClient, base: ExportBase, 
   // Held for what the base holds only: an instance it does not hold goes anyway, with its side data.
   const storedAgain = new Set<string>()
   const sideDataOf = {instances: new Set<string>(), series: new Set<string>(), studies: new Set<string>(), patients: new Set<string>()}
-  for await (const change of client.changesSince(base.changeCursor, signal)) {
+  const changes = client.changesSince(base.changeCursor, signal)
+  let next = await changes.next()
+  for (; !next.done; next = await changes.next()) {
+    const change = next.value
     if (change.ChangeType === 'NewInstance' && base.instances.has(change.ID)) storedAgain.add(change.ID)
     if (!isSideDataChange(change)) continue
     if (change.ResourceType === 'Instance') {
@@ -164,6 +172,7 @@ export async function changedSinceBase(client: OrthancClient, base: ExportBase, 
     else if (change.ResourceType === 'Study') sideDataOf.studies.add(change.ID)
     else if (change.ResourceType === 'Patient') sideDataOf.patients.add(change.ID)
   }
+  const readUpTo = next.value
 
   // A patient's side data goes with one instance of each of its studies (deleted since: none).
   for (const patientId of sideDataOf.patients) for (const studyId of (await client.resource('patient', patientId, signal))?.Studies ?? []) sideDataOf.studies.add(studyId)
@@ -187,5 +196,6 @@ export async function changedSinceBase(client: OrthancClient, base: ExportBase, 
   return {
     exclude: (instance) => inBase(instance) && !storedAgain.has(instance.id),
     carries: (instance, studyInstances) => sideDataOf.instances.has(instance.id) || carriersOf(studyInstances).has(instance.id),
+    readUpTo,
   }
 }

@@ -465,6 +465,36 @@ describe('export', () => {
     }
   }, 120_000)
 
+  // The plan read the log's head again after the exclusions had read the log: metadata set in
+  // between went neither with this export nor with the next one, which reads the log after that
+  // head (lost, exit 0 both times).
+  it('side data set while an incremental export plans goes with the next incremental export', async () => {
+    const work2 = await mkdtemp(join(tmpdir(), 'export-since-window-'))
+    const records = await generateStudySet(join(work2, 'fixtures'), {patients: 1, studiesPerPatient: 1, seriesPerStudy: 1, instancesPerSeries: 3, pixelBytes: 3000, seed: 'since-window'})
+    const server = await startOrthanc({name: 'export-since-window', userMetadata: {Reviewed: 1024}})
+    const proxy = await startFaultProxy(server.port)
+    try {
+      const [base, next, after] = [join(work2, 'base'), join(work2, 'next'), join(work2, 'after')]
+      await uploadFiles(server, records.slice(0, 2).map((record) => record.path))
+      expect((await runCli(['export', '--source', server.url, '--output', base])).code).toBe(0)
+      await uploadFiles(server, [records[2]!.path])
+      // Held after the log was read, before anything is listed: the metadata is set meanwhile.
+      proxy.slow.push({match: /^GET \/system/, ms: 1500})
+      const running = runCli(['export', '--source', proxy.url, '--output', next, '--since', base, '--json'])
+      const logRead = () => proxy.log.some((line, index) => line === 'GET /system' && proxy.log.slice(0, index).some((earlier) => /^GET \/changes\?since=/.test(earlier)))
+      while (!logRead()) await sleep(20)
+      expect((await server.api(`/instances/${records[0]!.orthancId}/metadata/Reviewed`, {method: 'PUT', body: 'late'})).status).toBe(200)
+      const nextRun = await running
+      expect({code: nextRun.code, transferred: parseJson<ExportJson>(nextRun).transferred}).toEqual({code: 0, transferred: 1})
+      const afterRun = await runCli(['export', '--source', server.url, '--output', after, '--since', next, '--json'])
+      expect({code: afterRun.code, transferred: parseJson<ExportJson>(afterRun).transferred}).toEqual({code: 0, transferred: 1})
+    } finally {
+      await proxy.close()
+      await server.dispose()
+      await rm(work2, {recursive: true, force: true})
+    }
+  })
+
   // A source moved onto a new database (or restored from a backup) numbers its changes from 1:
   // --since took its log after the base's cursor for what changed since, and left out the rest,
   // exit 0, whatever bytes the new server holds.
