@@ -17,6 +17,7 @@ import type {RecoveryReport} from '../src/recovery/recover.js'
 
 export default class Import extends BaseCommand {
   static override transfersInstances = true
+  static override pathArguments = true
   static override summary = 'Import archive volumes, DICOM folders, or a stopped Orthanc (its storage folder, or its PostgreSQL database) into a server, checking every instance.'
   static override description = `Every archive entry is checked against the proven manifests (size and SHA-256) before it is uploaded; corrupt, truncated, missing or hostile entries are refused and reported by name while the rest is imported. After each upload the instance's user metadata, attachments and labels are restored and the target's MD5 is confirmed. Instances already on the target with the same MD5 are skipped, so running the command again finishes an interrupted import.
 

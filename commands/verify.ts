@@ -23,6 +23,7 @@ export default class Verify extends BaseCommand {
   ]
 
   static override strict = false
+  static override pathArguments = true
   static override args = {path: Args.string({description: 'archive volume(s), folder(s) of volumes, or - for an archive on stdin', required: true})}
   static override flags = {
     ...serverFlags('target', false),

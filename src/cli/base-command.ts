@@ -1,4 +1,5 @@
 import {setMaxListeners} from 'node:events'
+import {existsSync} from 'node:fs'
 
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
@@ -36,6 +37,8 @@ export abstract class BaseCommand extends Command {
 
   /** Commands that move instances: their JSON carries the counts so far even when they end in an error or an interruption. */
   static transfersInstances = false
+  /** Its arguments are files and folders (import, verify): see refuseUnknownPathAfterSwitch. */
+  static pathArguments = false
 
   private readonly started = Date.now()
 
@@ -73,6 +76,11 @@ export abstract class BaseCommand extends Command {
       if (value === '' || (Array.isArray(value) && value.includes(''))) throw new Errors.CLIError(`--${name} was given an empty value`)
     }
 
+    if ((this.constructor as typeof BaseCommand).pathArguments) {
+      const ctor = (options ?? this.constructor) as Interfaces.Input<F, B, A> & {enableJsonFlag?: boolean}
+      const definitions = {...ctor.baseFlags, ...ctor.flags, ...(ctor.enableJsonFlag ? {json: Flags.boolean()} : {})}
+      refuseUnknownPathAfterSwitch(definitions, argv ?? this.argv, parsed.argv.map(String))
+    }
     return parsed
   }
 
@@ -174,6 +182,20 @@ export abstract class BaseCommand extends Command {
       ...(notCarried ? {notCarried} : {}),
       interrupted: this.signal.aborted,
     }
+  }
+}
+
+/**
+ * A word after a flag that takes no value is read as an argument, a path for import and verify:
+ * one that names nothing may be a secret typed there (`verify --json hunter2 vols`), and is named
+ * by where it stands, not shown, as an unexpected argument is (see usage-message.ts).
+ */
+function refuseUnknownPathAfterSwitch(flags: Record<string, {type: string; char?: string; allowNo?: boolean} | undefined>, argv: string[], args: string[]): void {
+  const switches = new Set(Object.entries(flags).flatMap(([name, flag]) => (flag?.type === 'boolean' ? [`--${name}`, ...(flag.char ? [`-${flag.char}`] : []), ...(flag.allowNo ? [`--no-${name}`] : [])] : [])))
+  for (const [index, word] of argv.entries()) {
+    const before = argv[index - 1]
+    if (before === undefined || !switches.has(before) || word === '-' || !args.includes(word) || existsSync(word)) continue
+    throw new Errors.CLIError(`the word after ${before} names no file or folder (not shown: a flag that takes no value was given it, and it may be a secret)`)
   }
 }
 

@@ -1,5 +1,5 @@
 import {spawnSync} from 'node:child_process'
-import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
+import {mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -249,6 +249,23 @@ describe('arguments refused before anything is done', () => {
         if (json.length > 0) expect(JSON.parse(result.stdout).error).toMatchObject({code: 'usage', exitCode: 2})
       }
     }
+  })
+
+  // "hunter2-Secret: no such file or folder": a word after a flag that takes no value is read as a
+  // path by import and verify, and a secret typed there was shown as the path that was not found.
+  it('a word after a flag that takes no value, naming no file, is named by where it stands, never shown', async () => {
+    const folder = join(work, 'an-existing-folder')
+    await mkdir(folder, {recursive: true})
+    for (const args of [['verify', '--json', 'hunter2-Secret', folder], ['verify', '-q', 'hunter2-Secret'], ['import', '--target', 'http://127.0.0.1:9', '--dry-run', 'hunter2-Secret', '--json']]) {
+      const result = await runCli(args)
+      const output = result.stdout + result.stderr
+      expect(result.code, output).toBe(2)
+      expect(output).not.toContain('hunter2')
+      expect(output).toContain(`the word after ${args[args.indexOf('hunter2-Secret') - 1]} names no file or folder (not shown`)
+    }
+    // A path that is there, after such a flag, is read as ever; one that is not, elsewhere, is named.
+    expect((await runCli(['verify', '--json', folder])).stdout).not.toContain('names no file or folder')
+    expect((await runCli(['verify', join(work, 'no-such-volume'), '--json'])).stdout).toContain(`${join(work, 'no-such-volume')}: no such file or folder`)
   })
 
   it('a group number past 32 bits, and a date range that ends before it starts, are refused naming the flags', async () => {
