@@ -177,8 +177,10 @@ export async function changedSinceBase(client: OrthancClient, base: ExportBase, 
   // A patient's side data goes with one instance of each of its studies (deleted since: none).
   for (const patientId of sideDataOf.patients) for (const studyId of (await client.resource('patient', patientId, signal))?.Studies ?? []) sideDataOf.studies.add(studyId)
   const inBase = (instance: SelectedInstance) => base.instances.has(instance.id)
-  // The carrier of a resource: one the export sends anyway if there is one, else the first.
-  const carrierOf = (instances: readonly SelectedInstance[]) => (instances.find((instance) => !inBase(instance) && !storedAgain.has(instance.id)) ?? instances[0])?.id
+  // The carrier of a resource: one the export sends anyway if there is one (not in the base, stored
+  // again, or carrying side data of its own), else the first.
+  const goesAnyway = (instance: SelectedInstance) => !inBase(instance) || storedAgain.has(instance.id) || sideDataOf.instances.has(instance.id)
+  const carrierOf = (instances: readonly SelectedInstance[]) => (instances.find(goesAnyway) ?? instances[0])?.id
   const carriersByStudy = new WeakMap<readonly SelectedInstance[], Set<string>>()
   const carriersOf = (studyInstances: readonly SelectedInstance[]): Set<string> => {
     let carriers = carriersByStudy.get(studyInstances)

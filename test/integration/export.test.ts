@@ -437,6 +437,9 @@ describe('export', () => {
     await set(`/series/${series}/attachments/Report`, report)
     await set(`/studies/${study}/metadata/Reviewed`, 'study read')
     await set(`/patients/${patient}/metadata/Reviewed`, 'patient consent')
+    // The instance's own series too: the instance that goes for its own change carries it, no other.
+    const seriesOfInstance = (await source.json<{ParentSeries: string}>(`/instances/${instance}`)).ParentSeries
+    await set(`/series/${seriesOfInstance}/metadata/Reviewed`, 'series read')
     const declared = {userMetadata: {Reviewed: 1024}, userContentType: {Report: 1030}}
     const [oneByOne, together] = await Promise.all([startOrthanc({name: 'export-side-data-one-by-one', ...declared}), startOrthanc({name: 'export-side-data-together', ...declared})])
     try {
@@ -455,6 +458,7 @@ describe('export', () => {
         expect(await (await target.api(`/series/${series}/attachments/Report/data`)).text()).toBe(report)
         expect(await (await target.api(`/studies/${study}/metadata/Reviewed`)).text()).toBe('study read')
         expect(await (await target.api(`/patients/${patient}/metadata/Reviewed`)).text()).toBe('patient consent')
+        expect(await (await target.api(`/series/${seriesOfInstance}/metadata/Reviewed`)).text()).toBe('series read')
       }
     } finally {
       await Promise.all([oneByOne.dispose(), together.dispose()])
@@ -462,6 +466,7 @@ describe('export', () => {
       await source.api(`/series/${series}/attachments/Report`, {method: 'DELETE'})
       await source.api(`/studies/${study}/metadata/Reviewed`, {method: 'DELETE'})
       await source.api(`/patients/${patient}/metadata/Reviewed`, {method: 'DELETE'})
+      await source.api(`/series/${seriesOfInstance}/metadata/Reviewed`, {method: 'DELETE'})
     }
   }, 120_000)
 
