@@ -142,8 +142,13 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
   // supersedes it, and is no second transfer of the instance.
   const repeated = ordered?.repeated
   const leftByRun = new Map<string, {md5: string; transferred: boolean}>()
-  // Instances a dry run failed: a copy met again is met against what the target holds, as in the run.
+  // Instances a dry run failed: a copy met again is met against what the target holds, as in the
+  // run. Only those another copy may follow are kept: a dry run failing every entry of a hostile
+  // archive must not hold them all.
   const failedInDryRun = new Set<string>()
+  const unordered = !ordered && archives.length > 1
+  const copiesMet = metBesideOthers(options.inputs, archives.length, unordered)
+  const mayMeetAgain = (id: string) => copiesMet || repeated?.has(id) === true
   let superseded = 0
   // The copies of one of those instances are met in turn, each against what the one before it left.
   const turns = new Map<string, Promise<void>>()
@@ -184,7 +189,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     return outcome
   }
   const stats = await runTransfer<InstanceInTransit, Awaited<ReturnType<OrthancSink['store']>>>({
-    items: unitsFrom(options.inputs, events, archiveReport, {archives: ordered ? inExportOrder(archives, ordered.exports) : archives, unordered: !ordered && archives.length > 1, repeated: ordered?.repeated, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false, closeAfterJob}),
+    items: unitsFrom(options.inputs, events, archiveReport, {archives: ordered ? inExportOrder(archives, ordered.exports) : archives, unordered, repeated: ordered?.repeated, signal: options.signal, spoolDir: options.spoolDir, recovery, recoveredFrom, includeUnindexed: options.includeUnindexed ?? false, closeAfterJob}),
     concurrency: concurrency.inFlight,
     control: concurrency.control,
     signal: options.signal,
@@ -195,7 +200,7 @@ export async function importInstances(options: ImportOptions): Promise<ImportSum
     // Once per instance, after its last attempt: an attempt that failed and was tried again is no failure.
     onFailure: (problem, unit) => {
       if (problem.kind === 'hostile') refusedAsHostile++
-      if (options.dryRun) failedInDryRun.add(unit.instanceId)
+      if (options.dryRun && mayMeetAgain(unit.instanceId)) failedInDryRun.add(unit.instanceId)
       const report = recoveredFrom.get(unit)
       if (report) report.failed++
       const line = receipt?.write({id: unit.instanceId, status: 'failed', md5: '', reason: problem.reason}, {again: unit.earlierCopy !== undefined})
@@ -294,6 +299,14 @@ async function folderSample(options: ImportOptions): Promise<{instances: number;
   return sampleFolderFiles(options.inputs.map((input) => (input as {path: string}).path), {files: ZIP_BY_DEFAULT_MIN_INSTANCES})
 }
 
+/**
+ * Whether each input's instances are met against the other inputs' (FirstCopies): several inputs
+ * of which one is not archives, or archives whose exports' order cannot be read beforehand.
+ */
+function metBesideOthers(inputs: ImportInput[], archives: number, unordered: boolean): boolean {
+  return inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives > 0 ? 1 : 0) > 1 || unordered
+}
+
 interface UnitOptions {
   /** The archive inputs, ready to read (decrypting where needed). */
   archives: ArchiveInput[]
@@ -320,7 +333,7 @@ async function* unitsFrom(inputs: ImportInput[], events: SourceEvents, report: A
   // source's newer one (see inExportOrder). Archives that cannot be put in that order (encrypted
   // volumes, streams) are met like other inputs: the first copy is sent, another is named.
   const copies = new FirstCopies()
-  const others = inputs.filter((input) => input.kind === 'dicom-folder' || input.kind === 'storage-folder' || input.kind === 'postgres').length + (archives.length > 0 ? 1 : 0) > 1 || options.unordered
+  const others = metBesideOthers(inputs, archives.length, options.unordered)
   // All archives go through one reader, so that volumes of a group are counted together.
   // Of the instances several exports hold, the copy met last: the next one is sent over it.
   const lastCopies = new Map<string, string>()
